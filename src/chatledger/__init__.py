@@ -1,0 +1,55 @@
+"""ChatLedger: an event-sourced, branchable, hash-chained conversation store on MongoDB.
+
+The public surface: :class:`MongoHistoryProvider` (Agent Framework 1.x),
+:class:`MongoChatMessageStore` (the seed's message-store protocol), the
+:class:`Ledger` they share, :class:`Cursor`, and the exception hierarchy.
+"""
+
+from __future__ import annotations
+
+from chatledger.errors import (
+    BatchTooLargeError,
+    ChatLedgerError,
+    ConcurrencyError,
+    IntegrityError,
+    InvalidCursorError,
+    InvalidInputError,
+    InvalidMessageError,
+    InvalidThreadIdError,
+    LegalHoldError,
+    StorageError,
+    StorageUnavailableError,
+    UnknownThreadError,
+)
+from chatledger.ledger import AppendResult, Ledger, Position
+from chatledger.models import Cursor
+from chatledger.store import MongoChatMessageStore
+
+try:
+    from chatledger.history import MongoHistoryProvider
+except ImportError:  # pragma: no cover - agent-framework-core <= 1.0.0b260130 has no HistoryProvider
+    pass
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AppendResult",
+    "BatchTooLargeError",
+    "ChatLedgerError",
+    "ConcurrencyError",
+    "Cursor",
+    "IntegrityError",
+    "InvalidCursorError",
+    "InvalidInputError",
+    "InvalidMessageError",
+    "InvalidThreadIdError",
+    "Ledger",
+    "LegalHoldError",
+    "MongoChatMessageStore",
+    "MongoHistoryProvider",
+    "Position",
+    "StorageError",
+    "StorageUnavailableError",
+    "UnknownThreadError",
+    "__version__",
+]

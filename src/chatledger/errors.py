@@ -1,0 +1,71 @@
+"""ChatLedger's exception hierarchy: one root, a few meaningful branches.
+
+Every error the library raises on purpose derives from :class:`ChatLedgerError`.
+Bad-argument errors also derive from ``ValueError`` or ``TypeError`` so callers that
+only know the standard hierarchy can still catch them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatchTooLargeError",
+    "ChatLedgerError",
+    "ConcurrencyError",
+    "IntegrityError",
+    "InvalidCursorError",
+    "InvalidInputError",
+    "InvalidMessageError",
+    "InvalidThreadIdError",
+    "LegalHoldError",
+    "StorageError",
+    "StorageUnavailableError",
+    "UnknownThreadError",
+]
+
+
+class ChatLedgerError(Exception):
+    """Root of every exception ChatLedger raises on purpose."""
+
+
+class InvalidInputError(ChatLedgerError, ValueError):
+    """An argument was rejected before anything was written."""
+
+
+class InvalidThreadIdError(InvalidInputError, TypeError):
+    """A thread id was not a plain, bounded, non-empty string (e.g. ``{"$ne": None}``)."""
+
+
+class InvalidCursorError(InvalidInputError):
+    """A serialized cursor was malformed, or points past the head of its thread."""
+
+
+class UnknownThreadError(InvalidCursorError):
+    """A cursor names a thread that does not exist."""
+
+
+class InvalidMessageError(InvalidInputError, TypeError):
+    """A message was not an Agent Framework ``Message`` or cannot be stored losslessly."""
+
+
+class BatchTooLargeError(InvalidInputError):
+    """A batch of messages does not fit in one MongoDB document (16 MiB)."""
+
+
+class ConcurrencyError(ChatLedgerError):
+    """Another writer appended at this cursor first (raised only in strict mode)."""
+
+
+class IntegrityError(ChatLedgerError):
+    """Stored data does not match its hash chain or its own structure."""
+
+
+class LegalHoldError(ChatLedgerError):
+    """The operation would remove data that is under legal hold."""
+
+
+class StorageError(ChatLedgerError):
+    """The database refused an operation for a reason other than a lost connection."""
+
+
+class StorageUnavailableError(StorageError):
+    """The database could not be reached in time; the operation may be retried."""

@@ -1,0 +1,1 @@
+"""The demo: the seed notebook's Joker story, offline, on ChatLedger."""

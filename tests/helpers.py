@@ -1,0 +1,45 @@
+"""Small builders shared by the behavioural suite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent_framework import Content, Message
+
+
+def msg(text: str, role: str = "user") -> Message:
+    """A plain text message."""
+    return Message(role, [text])
+
+
+def texts(messages: list[Message]) -> list[str]:
+    """The text of each message, in order."""
+    return [m.text for m in messages]
+
+
+def tricky_message() -> Message:
+    """A message exercising everything the codec must preserve exactly."""
+    return Message(
+        "assistant",
+        [
+            "héllo 🌍 — 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u0000 nul",
+            Content.from_data(bytes(range(256)), "application/octet-stream"),
+        ],
+        author_name="Jöker",
+        message_id="msg-1",
+        additional_properties={
+            "a.b": 1,
+            "$where": "x",
+            "nested": [[1, [2, [3]]], [], {"$k": [[]]}],
+            "big": 2**100,
+            "neg": -(2**70),
+            "float": 0.1,
+            "none": None,
+        },
+    )
+
+
+async def raw_docs(collection: Any) -> list[dict[str, Any]]:
+    """Every document of a collection, as stored."""
+    docs: list[dict[str, Any]] = await collection.find({}).to_list(None)
+    return docs

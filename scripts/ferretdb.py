@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -195,13 +196,23 @@ def ping(uri: str, timeout: float = 1.0) -> bool:
     return True
 
 
+def _finalize(procs: list[subprocess.Popen[bytes]], base_dir: str | None) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if base_dir is not None:
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
 class FerretDBServer:
     """A FerretDB process on 127.0.0.1 with its data in a throw-away directory.
 
     ``stop()`` ends the process but keeps the data, so ``start()``/``restart()`` come back on
     the same data (and the same port when it is still free). ``close()`` (and leaving the
     ``with`` block) stops it and removes the directory, unless ``keep=True`` or the directory
-    was passed in.
+    was passed in. As a safety net, a server that is garbage-collected or still running at
+    interpreter exit is killed and its owned directory removed (not for ``detach=True``).
     """
 
     def __init__(
@@ -235,6 +246,15 @@ class FerretDBServer:
         self.keep = keep
         self.detach = detach
         self.proc: subprocess.Popen[bytes] | None = None
+        # Safety net for callers that only call stop() or nothing at all: at garbage collection or
+        # interpreter exit, kill what we spawned (unless detached) and remove the owned directory.
+        self._spawned: list[subprocess.Popen[bytes]] = []
+        self._finalizer = weakref.finalize(
+            self,
+            _finalize,
+            [] if detach else self._spawned,
+            str(self.base_dir) if self._owns_dir and not keep else None,
+        )
 
     # -- info
 
@@ -310,6 +330,7 @@ class FerretDBServer:
                 cwd=self.base_dir,
                 start_new_session=self.detach,
             )
+        self._spawned[:] = [self.proc]
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             code = self.proc.poll()
@@ -362,8 +383,7 @@ class FerretDBServer:
     def close(self) -> None:
         """Stop the server and remove its directory (unless kept or passed in)."""
         self.stop()
-        if self._owns_dir and not self.keep:
-            shutil.rmtree(self.base_dir, ignore_errors=True)
+        self._finalizer()
 
     def __enter__(self) -> FerretDBServer:
         return self.start()

@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ def _load_ferretdb_module() -> Any:
     # scripts/ is not a package (operators run its files directly), so load by path.
     path = REPO / "scripts" / "ferretdb.py"
     spec = importlib.util.spec_from_file_location("chatledger_scripts_ferretdb", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -85,7 +86,7 @@ def _ferretdb_uri() -> str | None:
     module = _load_ferretdb_module()
     if shutil.which("go") is None and not (REPO / ".cache" / "bin" / "ferretdb").exists():
         if IN_CI:
-            raise RuntimeError("CI=true: the real-server tier is mandatory, but Go is missing to build FerretDB")
+            raise RuntimeError("CI=true: the real-server tier is mandatory, but Go is missing (FerretDB)")
         _FERRETDB["why"] = "Go is not installed, so FerretDB cannot be built"
         return None
     server = module.FerretDBServer(module.ensure_binary(REPO))
@@ -120,7 +121,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     server = _FERRETDB.pop("server", None)
     if server is not None:
-        server.stop()
+        server.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -159,8 +160,8 @@ async def database(backend: Backend) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-def real_backend(backend: Backend) -> Iterator[Backend]:
+def real_backend(backend: Backend) -> Backend:
     """The current tier, skipping the test on tiers without a real server."""
     if not backend.real_server:
         pytest.skip("needs a real wire-protocol server")
-    yield backend
+    return backend

@@ -7,6 +7,8 @@ The public surface: :class:`MongoHistoryProvider` (Agent Framework 1.x),
 
 from __future__ import annotations
 
+import contextlib
+
 from chatledger.errors import (
     BatchTooLargeError,
     ChatLedgerError,
@@ -25,10 +27,8 @@ from chatledger.ledger import AppendResult, Ledger, Position
 from chatledger.models import Cursor
 from chatledger.store import MongoChatMessageStore
 
-try:
+with contextlib.suppress(ImportError):  # agent-framework-core <= 1.0.0b260130 has no HistoryProvider
     from chatledger.history import MongoHistoryProvider
-except ImportError:  # pragma: no cover - agent-framework-core <= 1.0.0b260130 has no HistoryProvider
-    pass
 
 __version__ = "0.1.0"
 

@@ -22,7 +22,6 @@ from chatledger.errors import InvalidMessageError
 __all__ = ["batch_digest", "canonical_json", "decode_message", "encode_message", "encode_messages"]
 
 
-
 def canonical_json(value: Any) -> str:
     """Return the canonical JSON text of ``value``: sorted keys, no whitespace, UTF-8 as is.
 
@@ -50,9 +49,7 @@ def encode_message(message: Any) -> dict[str, Any]:
     """
     to_dict = getattr(message, "to_dict", None)
     if isinstance(message, (str, bytes, Mapping)) or not callable(to_dict):
-        raise InvalidMessageError(
-            f"expected an agent_framework Message, got {type(message).__name__}"
-        )
+        raise InvalidMessageError(f"expected an agent_framework Message, got {type(message).__name__}")
     as_dict = to_dict()
     if not isinstance(as_dict, dict):
         raise InvalidMessageError(f"{type(message).__name__}.to_dict() did not return a dict")

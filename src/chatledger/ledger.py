@@ -12,6 +12,7 @@ thread moved on, and the event is written to a new branch forked at the cursor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
@@ -227,11 +228,11 @@ class Ledger:
             )
             # Recognising a retried append that ended up on a branch. Not unique: a
             # unique index must be prefixed by the shard key (thread_id) when sharded.
-            await self._call("create index", self.events.create_index([("event_id", ASCENDING)], name="event_id"))
+            await self._call(
+                "create index", self.events.create_index([("event_id", ASCENDING)], name="event_id")
+            )
             for field in ("root_id", "tenant_id", "user_id"):
-                await self._call(
-                    "create index", self.threads.create_index([(field, ASCENDING)], name=field)
-                )
+                await self._call("create index", self.threads.create_index([(field, ASCENDING)], name=field))
             self._indexes_ready = True
 
     def _remember(self, cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
@@ -274,12 +275,10 @@ class Ledger:
         return record
 
     async def _insert_thread(self, record: ThreadRecord) -> None:
-        try:
+        # A clash means another writer (or our own earlier, interrupted try) created it:
+        # fine, thread documents are written once and only events decide the content.
+        with contextlib.suppress(DuplicateKeyError):
             await self._call("create thread", self.threads.insert_one(record.to_document()))
-        except DuplicateKeyError:
-            # Another writer (or our own earlier, interrupted try) created it: fine, thread
-            # documents are written once and only events decide what the thread contains.
-            pass
 
     def _new_root(
         self,
@@ -307,9 +306,8 @@ class Ledger:
 
     def _new_branch(self, at: Position) -> ThreadRecord:
         parent = at.thread
-        lineage = (*parent.lineage, ForkPoint(thread_id=at.thread_id, offset=at.offset, messages=at.messages)) if (
-            parent is not None
-        ) else (ForkPoint(thread_id=at.thread_id, offset=at.offset, messages=at.messages),)
+        fork = ForkPoint(thread_id=at.thread_id, offset=at.offset, messages=at.messages)
+        lineage = (*parent.lineage, fork) if parent is not None else (fork,)
         branch_id = new_thread_id()
         return ThreadRecord.model_validate(
             {
@@ -391,7 +389,9 @@ class Ledger:
             return cached
         doc = await self._call(
             "read event",
-            self.events.find_one({"thread_id": owner, "seq": seq}, {"first_message": 1, "count": 1, "hash": 1}),
+            self.events.find_one(
+                {"thread_id": owner, "seq": seq}, {"first_message": 1, "count": 1, "hash": 1}
+            ),
         )
         if doc is None:
             raise InvalidCursorError(f"offset {seq} is past the head of thread {thread_id!r}")
@@ -537,7 +537,9 @@ class Ledger:
 
     # ------------------------------------------------------------------ read
 
-    async def read(self, at: Position | Cursor | Mapping[str, Any], *, offset: int = 0, limit: int | None = None) -> list[Message]:
+    async def read(
+        self, at: Position | Cursor | Mapping[str, Any], *, offset: int = 0, limit: int | None = None
+    ) -> list[Message]:
         """Return the messages visible at a cursor, sliced like ``all_messages[offset:][:limit]``.
 
         The cost is proportional to the page (plus the lineage depth), not to the
@@ -607,7 +609,9 @@ class Ledger:
         for fork in record.lineage:
             ancestor = await self.get_thread(fork.thread_id)
             if ancestor is None:
-                raise UnknownThreadError(f"thread {thread_id!r} descends from missing thread {fork.thread_id!r}")
+                raise UnknownThreadError(
+                    f"thread {thread_id!r} descends from missing thread {fork.thread_id!r}"
+                )
             out.append(ancestor)
         out.append(record)
         return out

@@ -18,8 +18,8 @@ __all__ = [
     "EventRecord",
     "ForkPoint",
     "StoredMessage",
-    "ThreadRecord",
     "ThreadId",
+    "ThreadRecord",
     "utc_now_ms",
     "validate_thread_id",
 ]
@@ -71,7 +71,7 @@ class Cursor(BaseModel):
 
     thread_id: ThreadId
     offset: int = Field(ge=0)
-    v: Literal[1] = CURSOR_VERSION
+    v: Literal[1] = 1
 
     def to_state(self) -> dict[str, Any]:
         """Return the JSON-safe dict form: ``{"thread_id", "offset", "v"}``."""

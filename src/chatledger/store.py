@@ -21,6 +21,24 @@ from chatledger.models import Cursor, validate_thread_id
 
 __all__ = ["MongoChatMessageStore"]
 
+#: Key, in a marker message's ``additional_properties``, of a serialized cursor.
+_CURSOR_MARKER = "chatledger_cursor"
+
+
+def _marker_cursor(messages: Any) -> dict[str, Any] | None:
+    """Return the cursor carried by a lone marker message (or its dict form), else ``None``."""
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or len(messages) != 1:
+        return None
+    (only,) = messages
+    props: Any = (
+        only.get("additional_properties")
+        if isinstance(only, Mapping)
+        else getattr(only, "additional_properties", None)
+    )
+    if isinstance(props, Mapping) and isinstance(props.get(_CURSOR_MARKER), Mapping):
+        return dict(props[_CURSOR_MARKER])
+    return None
+
 
 class MongoChatMessageStore:
     """A conversation (one line of a thread tree) stored as an append-only event ledger.
@@ -103,6 +121,10 @@ class MongoChatMessageStore:
             StorageUnavailableError: the database could not be reached; calling again
                 with the same batch is safe.
         """
+        cursor = _marker_cursor(messages)
+        if cursor is not None:
+            await self.deserialize_state(cursor)
+            return
         digest = batch_digest(messages)  # also validates every message before any I/O
         if not messages:
             return
@@ -161,6 +183,13 @@ class MongoChatMessageStore:
         """
         if serialized_store_state is None or serialized_store_state == {}:
             return
+        if isinstance(serialized_store_state, Mapping) and "thread_id" not in serialized_store_state:
+            # The old AgentThread shape: {"messages": [<cursor marker>]}.
+            marker = _marker_cursor(serialized_store_state.get("messages") or [])
+            if marker is not None:
+                serialized_store_state = marker
+        elif isinstance(serialized_store_state, Mapping):
+            serialized_store_state = {k: v for k, v in serialized_store_state.items() if k != "messages"}
         if not isinstance(serialized_store_state, Mapping):
             raise InvalidCursorError(
                 f"serialized store state must be a dict, got {type(serialized_store_state).__name__}"
@@ -174,8 +203,17 @@ class MongoChatMessageStore:
     # ------------------------------------------------ agent-framework 1.0.0b251001..b260130
 
     async def serialize(self, **kwargs: Any) -> dict[str, Any]:
-        """Old-protocol name of :meth:`serialize_state`."""
-        return await self.serialize_state(**kwargs)
+        """Return the cursor in the shape the old ``AgentThread.serialize()`` keeps.
+
+        agent-framework-core 1.0.0b260130 re-parses a store's state into
+        ``{"messages": [...]}`` and drops every other key, then replays those messages
+        into a fresh store with ``add_messages``. So the cursor also travels as one small
+        marker message; :meth:`add_messages` recognises it and repositions the store
+        instead of appending. The serialized thread stays compact.
+        """
+        state = await self.serialize_state(**kwargs)
+        marker = Message("system", [], additional_properties={_CURSOR_MARKER: state})
+        return {**state, "messages": [marker.to_dict()]}
 
     async def update_from_state(self, serialized_store_state: Any, **kwargs: Any) -> None:
         """Old-protocol name of :meth:`deserialize_state`."""

@@ -31,7 +31,8 @@ async def test_history_persists_across_fresh_agents_and_providers(database: Any)
     agent2, client2 = _agent(database)
     resumed = AgentSession.from_dict(json.loads(saved))
     reply = await agent2.run("Tell the same joke in the voice of a pirate.", session=resumed)
-    assert "th' pirate" in reply.text and "I could see 2 earlier messages" in reply.text
+    assert "th' pirate" in reply.text
+    assert "I could see 2 earlier messages" in reply.text
     assert client2.seen == [3]
 
 
@@ -51,7 +52,8 @@ async def test_session_dict_stays_compact_however_long_the_conversation(database
         await agent.run("Tell me a joke about a robot. " + "padding " * 50, session=session)
 
     state = session.to_dict()["state"][SOURCE]
-    assert set(state) == {"thread_id", "offset", "v"} and state["offset"] == 21
+    assert set(state) == {"thread_id", "offset", "v"}
+    assert state["offset"] == 21
     assert len(json.dumps(session.to_dict())) <= size_after_one + 1
 
 
@@ -66,13 +68,16 @@ async def test_restoring_an_old_session_dict_branches_and_keeps_the_newer_line(d
     agent2, _ = _agent(database)
     restored = AgentSession.from_dict(old)
     reply = await agent2.run("Tell that joke again, but as a robot.", session=restored)
-    assert "BEEP BOOP" in reply.text and "I could see 2 earlier messages" in reply.text
+    assert "BEEP BOOP" in reply.text
+    assert "I could see 2 earlier messages" in reply.text
 
     ledger = Ledger(database)
     branch = [m.text for m in await ledger.read(restored.state[SOURCE])]
     main = [m.text for m in await ledger.read(newer["state"][SOURCE])]
-    assert branch[:2] == main[:2] and len(branch) == len(main) == 4
-    assert "BEEP BOOP" in branch[3] and "th' pirate" in main[3]
+    assert branch[:2] == main[:2]
+    assert len(branch) == len(main) == 4
+    assert "BEEP BOOP" in branch[3]
+    assert "th' pirate" in main[3]
     assert restored.state[SOURCE]["thread_id"] != newer["state"][SOURCE]["thread_id"]
 
 
@@ -88,7 +93,7 @@ async def test_max_messages_loads_only_the_newest_messages(database: Any) -> Non
 
 
 async def test_history_provider_flags_keep_their_meaning(database: Any) -> None:
-    agent, client = _agent(database, store_inputs=False)
+    agent, _client = _agent(database, store_inputs=False)
     session = agent.create_session()
     await agent.run("Tell me a joke about a cat.", session=session)
     await agent.run("Tell me a joke about a robot.", session=session)
@@ -105,7 +110,8 @@ async def test_a_session_recreated_with_the_same_id_continues_its_thread(databas
     await agent.run("Tell me a joke about a pirate.", session=AgentSession(session_id="user-7"))
     agent2, client2 = _agent(database)
     reply = await agent2.run("Tell the same joke again.", session=AgentSession(session_id="user-7"))
-    assert "plank" in reply.text and client2.seen == [3]
+    assert "plank" in reply.text
+    assert client2.seen == [3]
 
 
 async def test_a_corrupt_session_state_is_refused(database: Any) -> None:

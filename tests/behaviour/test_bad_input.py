@@ -60,7 +60,7 @@ async def test_operator_dicts_and_non_strings_are_not_thread_ids(
         ({"thread_id": "t-1", "offset": True}, InvalidCursorError),
         ({"thread_id": "t-1", "offset": {"$gt": 0}}, InvalidCursorError),
         ({"thread_id": "t-1", "offset": 1, "v": 99}, InvalidCursorError),
-        ({"thread_id": "t-1", "offset": 1, "messages": []}, InvalidCursorError),
+        ({"thread_id": "t-1", "offset": 1, "history": []}, InvalidCursorError),
         ({"thread_id": "t-1", "offset": 3}, InvalidCursorError),  # past the head
         ({"thread_id": "nope", "offset": 1}, UnknownThreadError),
     ],
@@ -72,7 +72,8 @@ async def test_malformed_or_unknown_cursors_are_refused(
     store = MongoChatMessageStore(database)
     with pytest.raises(error) as info:
         await store.deserialize_state(state)
-    assert isinstance(info.value, ChatLedgerError) and isinstance(info.value, ValueError)
+    assert isinstance(info.value, ChatLedgerError)
+    assert isinstance(info.value, ValueError)
     assert await _snapshot(database) == before
 
 

@@ -56,7 +56,8 @@ async def test_a_retried_append_is_recognised_not_duplicated_or_branched(databas
     # The same event sent again from the same cursor (its reply was lost, say).
     again = await ledger.append({"thread_id": "t", "offset": 0}, [msg("hello")], event_id="evt-1")
 
-    assert again.replayed and not again.branched
+    assert again.replayed
+    assert not again.branched
     assert again.position.cursor == first.position.cursor
     assert await database["events"].count_documents({}) == 1
     assert await database["threads"].count_documents({}) == 1
@@ -69,7 +70,8 @@ async def test_a_retry_of_an_append_that_branched_finds_its_branch(database: Any
     branched = await ledger.append({"thread_id": "t", "offset": 1}, [msg("b-alt")], event_id="e3")
     retried = await ledger.append({"thread_id": "t", "offset": 1}, [msg("b-alt")], event_id="e3")
 
-    assert branched.branched and retried.replayed
+    assert branched.branched
+    assert retried.replayed
     assert retried.position.cursor == branched.position.cursor
     assert await database["events"].count_documents({}) == 3
     assert await database["threads"].count_documents({}) == 2

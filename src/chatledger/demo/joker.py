@@ -16,6 +16,7 @@ from agent_framework import (
     ChatMiddlewareLayer,
     ChatResponse,
     ChatResponseUpdate,
+    Content,
     FunctionInvocationLayer,
     Message,
     ResponseStream,
@@ -111,7 +112,7 @@ class JokerChatClient(FunctionInvocationLayer[Any], ChatMiddlewareLayer[Any], Ba
         if stream:
 
             async def updates() -> Any:
-                yield ChatResponseUpdate(role="assistant", contents=[text])
+                yield ChatResponseUpdate(role="assistant", contents=[Content.from_text(text)])
 
             return self._build_response_stream(updates())
 

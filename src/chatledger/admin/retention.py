@@ -1,0 +1,183 @@
+"""Retention: remove lineages whose last activity is older than a policy allows.
+
+The age of a lineage is the newest activity among a thread and all its branches, so
+a recent branch keeps every ancestor it replays through. A thread is removed only
+together with all its branches, never while a hold protects any of them (or an
+ancestor), and only when the run is applied: planning alone changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from chatledger.admin.catalog import ThreadFilter, activity, as_ledger, load_forest, validate_name
+from chatledger.admin.receipts import operator_identity
+from chatledger.admin.removal import Removal, RemovalReport, execute, lineage_removal, select_lineages
+from chatledger.errors import InvalidInputError
+
+__all__ = ["RetentionPolicy", "parse_duration", "plan_retention", "run_retention"]
+
+_DURATION: Final = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "days"}
+#: Words a policy may use for "never remove".
+_FOREVER: Final = ("forever", "never", "keep")
+
+
+def parse_duration(text: object) -> timedelta:
+    """Return the duration written as ``90d``, ``12h``, ``2w``, ``30m``, ``45s`` (a bare number is days).
+
+    Raises:
+        InvalidInputError: ``text`` is not such a duration, or is zero.
+    """
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if isinstance(text, int) and not isinstance(text, bool):
+        match = _DURATION.match(str(text))
+    if match is None or int(match.group(1)) == 0:
+        raise InvalidInputError(f"not a positive duration: {text!r} (use e.g. 90d, 12h, 2w)")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _max_age(value: object) -> timedelta | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in _FOREVER):
+        return None
+    return parse_duration(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How long lineages may stay inactive: a default and per-tenant overrides.
+
+    ``None`` means keep forever. A thread without a tenant follows the default.
+    """
+
+    default: timedelta | None = None
+    tenants: Mapping[str, timedelta | None] = field(default_factory=dict)
+
+    def max_age(self, tenant_id: str | None) -> timedelta | None:
+        """Return the longest inactivity allowed for a tenant's lineages (``None``: forever)."""
+        if tenant_id is not None and tenant_id in self.tenants:
+            return self.tenants[tenant_id]
+        return self.default
+
+    @classmethod
+    def from_mapping(cls, data: object) -> RetentionPolicy:
+        """Return the policy in ``{"default": "365d", "tenants": {"acme": "30d", "bank": "forever"}}``.
+
+        Raises:
+            InvalidInputError: the mapping is not such a policy.
+        """
+        if not isinstance(data, Mapping) or not set(data) <= {"default", "tenants"}:
+            raise InvalidInputError('a retention policy is {"default": AGE, "tenants": {TENANT: AGE}}')
+        tenants = data.get("tenants") or {}
+        if not isinstance(tenants, Mapping):
+            raise InvalidInputError("policy 'tenants' must map tenant ids to ages")
+        policy = cls(
+            _max_age(data.get("default")),
+            {validate_name("tenant id", k): _max_age(v) for k, v in tenants.items()},
+        )
+        if policy.default is None and all(v is None for v in policy.tenants.values()):
+            raise InvalidInputError("the policy removes nothing: give a default or a tenant an age")
+        return policy
+
+    @classmethod
+    def load(cls, path: str | Path) -> RetentionPolicy:
+        """Return the policy in a JSON or TOML file (chosen by the ``.toml`` suffix).
+
+        Raises:
+            InvalidInputError: the file cannot be read or is not a policy.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+        except (OSError, ValueError) as e:
+            raise InvalidInputError(f"cannot read retention policy {str(path)!r}: {e}") from e
+        return cls.from_mapping(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the policy as recorded in receipts (ages in seconds)."""
+
+        def seconds(age: timedelta | None) -> int | None:
+            return None if age is None else int(age.total_seconds())
+
+        return {"default": seconds(self.default), "tenants": {k: seconds(v) for k, v in self.tenants.items()}}
+
+
+async def plan_retention(
+    target: Any, policy: RetentionPolicy, *, now: datetime | None = None
+) -> RemovalReport:
+    """Return what ``policy`` would remove now (a dry-run report); nothing is changed.
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        policy: The retention policy.
+        now: The reference time (tests pin it); the current time by default.
+    """
+    ledger = as_ledger(target)
+    now = now or datetime.now(UTC)
+    # Only tenants the policy can touch need reading; a default touches everyone.
+    if policy.default is not None:
+        scopes: list[ThreadFilter | None] = [None]
+    else:
+        scopes = [ThreadFilter(tenant_id=t) for t, age in policy.tenants.items() if age is not None]
+    report = RemovalReport("retention", dry_run=True)
+    for scope in scopes:
+        forest = await load_forest(ledger, scope)
+        act = await activity(ledger, forest)
+        lineages = {t: lineage_removal(forest, act, t) for t in forest.docs}
+
+        def expired(
+            tid: str, forest_docs: Mapping[str, Any] = forest.docs, lines: Mapping[str, Removal] = lineages
+        ) -> bool:
+            age = policy.max_age(forest_docs[tid].get("tenant_id"))
+            newest = lines[tid].last_activity
+            return age is not None and newest is not None and now - newest > age
+
+        select_lineages(report, forest, {t for t in forest.docs if expired(t)}, lineages)
+    return report
+
+
+async def run_retention(
+    target: Any,
+    policy: RetentionPolicy,
+    *,
+    apply: bool = False,
+    by: str | None = None,
+    reason: str = "retention policy",
+    now: datetime | None = None,
+    on_removal: Callable[[Removal], None] | None = None,
+) -> RemovalReport:
+    """Plan retention and, only when ``apply`` is true, remove what it selects.
+
+    Interrupted removals from earlier runs are finished first (reported, when dry).
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        policy: The retention policy.
+        apply: Remove; without it this is a dry run that changes nothing.
+        by: Who acts, for the receipts; ``user@host`` by default.
+        reason: Why, for the receipts.
+        now: The reference time; the current time by default.
+        on_removal: Called after each lineage is handled (progress reporting).
+
+    Returns:
+        The report: planned lineages, receipts written, lineages skipped and why.
+    """
+    ledger = as_ledger(target)
+    report = await plan_retention(ledger, policy, now=now)
+    report.dry_run = not apply
+    return await execute(
+        ledger,
+        report,
+        by=by or operator_identity(),
+        reason=reason,
+        scope={"policy": policy.to_dict()},
+        on_removal=on_removal,
+    )

@@ -192,16 +192,20 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = 
 async def _insert_events(ledger: Ledger, docs: list[dict[str, Any]], summary: ImportSummary) -> None:
     if not docs:
         return
-    try:
-        result = await ledger._call(
-            "import events", ledger.events.insert_many([dict(d) for d in docs], ordered=False)
-        )
+    details: dict[str, Any] | None = None
+    async with ledger._translated("import events"):
+        try:
+            result = await ledger.events.insert_many([dict(d) for d in docs], ordered=False)
+        except BulkWriteError as e:
+            # Duplicates are expected on a re-run; they are checked one by one below.
+            details = e.details
+    if details is None:
         summary.events += len(result.inserted_ids)
         return
-    except BulkWriteError as e:
-        if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
-            raise IntegrityError(f"import failed: {e.details}") from e
-        inserted = int(e.details.get("nInserted", 0))
+    if any(err.get("code") != 11000 for err in details.get("writeErrors", [])):
+        errors = [(err.get("code"), err.get("errmsg")) for err in details.get("writeErrors", [])]
+        raise IntegrityError(f"import failed: {errors[:3]}")
+    inserted = int(details.get("nInserted", 0))
     summary.events += inserted
     # Some events were there already (a re-run): each must be the very same event.
     for doc in docs:

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from chatledger._driver import aggregate_list
 from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, iter_events, load_forest
-from chatledger.admin.receipts import removed_heads
+from chatledger.admin.receipts import pending_removals, removed_heads
 from chatledger.errors import InvalidInputError, UnknownThreadError
 from chatledger.hashing import GENESIS_HASH, event_hash
 from chatledger.ledger import Ledger
@@ -336,6 +336,16 @@ async def verify(
     if tenant_id is None:
         # A thread document deleted under its events is invisible from the threads side.
         await verifier.orphans([thread_id] if thread_id is not None else None)
+    for receipt in await pending_removals(ledger):
+        ids = [str(t) for t in receipt.get("thread_ids") or ()]
+        if (thread_id is None and tenant_id is None) or any(t in forest.docs for t in ids):
+            verifier.report.problems.append(
+                Problem(
+                    ids[0] if ids else "?",
+                    f"removal {receipt['_id']} ({receipt.get('action')}, by {receipt.get('by')}) was interrupted; "
+                    "apply retention or erase again to finish it",
+                )
+            )
     if thread_id is not None and not verifier.report.threads and not verifier.report.problems:
         raise UnknownThreadError(f"no thread {thread_id!r}")
     await verifier.anchors(anchors)

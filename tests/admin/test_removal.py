@@ -1,0 +1,225 @@
+"""Retention and erasure: whole lineages, never a parent a kept branch needs, holds respected, resumable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import chatledger.admin.removal as removal_module
+from chatledger import Cursor, InvalidInputError, Ledger, UnknownThreadError
+from chatledger.admin import (
+    RetentionPolicy,
+    pending_removals,
+    release_hold,
+    run_erasure,
+    run_retention,
+    set_hold,
+    verify,
+)
+from chatledger.admin.retention import parse_duration
+from tests.admin.conftest import Clock, branch, talk
+
+POLICY = RetentionPolicy.from_mapping({"default": "30d"})
+
+
+async def _threads(database: Any) -> set[str]:
+    return {d["_id"] async for d in database["threads"].find({}, {"_id": 1})}
+
+
+async def _event_threads(database: Any) -> set[str]:
+    return {d["thread_id"] async for d in database["events"].find({}, {"thread_id": 1})}
+
+
+async def test_dry_run_is_the_default_and_changes_nothing(database: Any, clock: Clock) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "old", 2)
+    clock.advance(days=60)
+    report = await run_retention(ledger, POLICY, now=clock.now)
+    assert report.dry_run and [r.thread_id for r in report.planned] == ["old"]
+    assert await _threads(database) == {"old"}
+    assert await database["audit"].count_documents({}) == 0
+
+
+async def test_an_old_lineage_goes_whole_with_receipts(database: Any, clock: Clock) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "old", 3)
+    b = await branch(ledger, "old", 2)
+    clock.advance(days=10)
+    await talk(ledger, "fresh", 1)
+    clock.advance(days=25)  # old lineage: 35 days idle; fresh: 25
+    report = await run_retention(ledger, POLICY, apply=True, by="ops@test", reason="ticket 7", now=clock.now)
+    assert await _threads(database) == {"fresh"} == await _event_threads(database)
+    [receipt] = await database["audit"].find({"kind": "removal"}).to_list(None)
+    assert receipt["thread_ids"] == ["old", b] and receipt["by"] == "ops@test" and receipt["reason"] == "ticket 7"
+    assert {h["thread_id"] for h in receipt["heads"]} == {"old", b}
+    assert all(len(h["head_hash"]) == 64 for h in receipt["heads"])
+    assert "old q0" not in str(receipt)  # never content
+    assert await database["audit"].count_documents({"kind": "removal.completed", "receipt_id": receipt["_id"]}) == 1
+    assert report.removed == [receipt["_id"]]
+    assert (await verify(ledger)).ok
+    # The ledger's caches do not serve the removed threads.
+    assert await ledger.get_thread(b) is None
+    with pytest.raises(UnknownThreadError):
+        await ledger.read(Cursor(thread_id="old", offset=3))
+
+
+async def test_a_recent_branch_keeps_its_ancestors(database: Any, clock: Clock) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "root", 3)
+    stale = await branch(ledger, "root", 1)
+    clock.advance(days=40)
+    fresh = await branch(ledger, "root", 2)
+    clock.advance(days=5)
+    report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    # Only the stale branch goes; the root is needed by the fresh branch.
+    assert [r.thread_id for r in report.planned] == [stale]
+    assert await _threads(database) == {"root", fresh}
+    assert (await verify(ledger)).ok
+
+
+async def test_holds_protect_the_whole_lineage(database: Any, clock: Clock) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "root", 3)
+    held = await branch(ledger, "root", 1)
+    other = await branch(ledger, "root", 2)
+    await talk(ledger, "solo", 1)
+    await set_hold(ledger, held, reason="case 42", by="legal")
+    clock.advance(days=60)
+    report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    # The held branch and the root it needs stay; the unheld sibling and the solo thread go.
+    assert await _threads(database) == {"root", held}
+    assert [s.thread_id for s in report.skipped] == ["root"]
+    assert "case" not in report.skipped[0].reason and held in report.skipped[0].reason
+    # Released, it goes on the next run.
+    assert await release_hold(ledger, held, reason="case closed")
+    await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    assert await _threads(database) == set()
+    kinds = [d["kind"] async for d in database["audit"].find({}).sort("at", 1)]
+    assert kinds.count("hold.set") == kinds.count("hold.released") == 1
+    assert other not in await _threads(database)
+
+
+async def test_per_tenant_policy(database: Any, clock: Clock) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "a", 1, tenant_id="acme")
+    await talk(ledger, "b", 1, tenant_id="bank")
+    await talk(ledger, "c", 1)
+    clock.advance(days=60)
+    policy = RetentionPolicy.from_mapping({"default": "90d", "tenants": {"acme": "30d", "bank": "forever"}})
+    report = await run_retention(ledger, policy, now=clock.now)
+    assert [r.thread_id for r in report.planned] == ["a"]
+    only_acme = RetentionPolicy.from_mapping({"tenants": {"acme": "30d"}})
+    assert [r.thread_id for r in (await run_retention(ledger, only_acme, now=clock.now)).planned] == ["a"]
+
+
+async def test_an_interrupted_run_is_finished_by_the_next(
+    database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "root", 3)
+    b = await branch(ledger, "root", 2)
+    clock.advance(days=60)
+    real_purge = removal_module._purge
+
+    async def crash(ledger: Ledger, thread_ids: Any) -> Any:
+        await database["events"].delete_many({"thread_id": thread_ids[-1]})
+        raise ConnectionError("operator's laptop went to sleep")
+
+    monkeypatch.setattr(removal_module, "_purge", crash)
+    with pytest.raises(ConnectionError):
+        await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    # The crash is visible: a started receipt with no completion, and verify fails.
+    [pending] = await pending_removals(ledger)
+    assert pending["thread_ids"] == ["root", b]
+    assert not (await verify(ledger)).ok
+    monkeypatch.setattr(removal_module, "_purge", real_purge)
+    dry = await run_retention(ledger, POLICY, now=clock.now)
+    assert dry.resumed == [pending["_id"]] and await _threads(database) == {"root", b}
+    report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    assert report.resumed == [pending["_id"]]
+    assert await _threads(database) == set() and await pending_removals(ledger) == []
+    assert (await verify(ledger)).ok
+    # Idempotent: nothing left to do.
+    again = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    assert (again.planned, again.resumed, again.removed) == ([], [], [])
+
+
+async def test_a_hold_set_after_planning_wins(database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "root", 2)
+    clock.advance(days=60)
+    real_blocked = removal_module._blocked
+
+    async def hold_first(ledger: Ledger, removal: Any) -> Any:
+        await set_hold(ledger, "root", reason="late subpoena")
+        return await real_blocked(ledger, removal)
+
+    monkeypatch.setattr(removal_module, "_blocked", hold_first)
+    report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    assert report.removed == [] and "legal hold" in report.skipped[0].reason
+    assert await _threads(database) == {"root"}
+
+
+async def test_erasure_of_a_user(database: Any) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "alice-1", 2, tenant_id="acme", user_id="alice")
+    b = await branch(ledger, "alice-1", 1)
+    await talk(ledger, "alice-2", 1, tenant_id="acme", user_id="alice")
+    await talk(ledger, "bob-1", 1, tenant_id="acme", user_id="bob")
+    await set_hold(ledger, "alice-2", reason="case 9")
+    dry = await run_erasure(ledger, user_id="alice")
+    assert dry.dry_run and [r.thread_id for r in dry.planned] == ["alice-1"]
+    assert [s.thread_id for s in dry.skipped] == ["alice-2"]
+    assert len(await _threads(database)) == 4
+    report = await run_erasure(ledger, user_id="alice", apply=True, reason="GDPR request 123")
+    assert await _threads(database) == {"alice-2", "bob-1"}
+    assert b not in await _event_threads(database)
+    receipt = await database["audit"].find_one({"kind": "removal"})
+    assert receipt["action"] == "erasure" and receipt["scope"] == {"user_id": "alice"}
+    assert report.removed == [receipt["_id"]]
+    assert (await verify(ledger)).ok
+
+
+async def test_erasure_of_a_tenant(database: Any) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "x", 1, tenant_id="gone", user_id="u1")
+    await talk(ledger, "y", 1, tenant_id="gone", user_id="u2")
+    await talk(ledger, "z", 1, tenant_id="stays", user_id="u1")
+    await run_erasure(ledger, tenant_id="gone", apply=True)
+    assert await _threads(database) == {"z"}
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"user_id": "a", "tenant_id": "b"}, {"user_id": {"$ne": None}}, {"tenant_id": ""}]
+)
+async def test_erasure_refuses_bad_subjects(database: Any, kwargs: dict[str, Any]) -> None:
+    await talk(Ledger(database), "t", 1, user_id="a")
+    with pytest.raises(InvalidInputError):
+        await run_erasure(database, apply=True, **kwargs)
+    assert await _threads(database) == {"t"}
+
+
+@pytest.mark.parametrize(
+    "policy", [{}, {"default": "soon"}, {"default": "0d"}, {"default": "forever"}, {"tenants": ["acme"]},
+               {"default": "1d", "extra": 1}],
+)
+def test_bad_policies_are_refused(policy: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInputError):
+        RetentionPolicy.from_mapping(policy)
+
+
+def test_durations() -> None:
+    assert parse_duration("90d").days == 90
+    assert parse_duration("2w").days == 14
+    assert parse_duration("12h").total_seconds() == 12 * 3600
+    assert parse_duration("7").days == 7
+
+
+async def test_hold_needs_a_reason_and_a_thread(database: Any) -> None:
+    await talk(Ledger(database), "t", 1)
+    with pytest.raises(InvalidInputError):
+        await set_hold(database, "t", reason=" ")
+    with pytest.raises(UnknownThreadError):
+        await set_hold(database, "nope", reason="x")
+    assert await database["audit"].count_documents({}) == 0

@@ -33,21 +33,30 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
     """Make the ledger stamp events with a controllable time."""
     clock = Clock()
     monkeypatch.setattr(chatledger.ledger, "utc_now_ms", clock)
-    yield clock
+    return clock
 
 
 def msg(role: str, text: str) -> Any:
     return Message(role, [text])
 
 
-async def talk(ledger: Ledger, thread_id: str, turns: int, *, offset: int | None = None,
-               tenant_id: str | None = None, user_id: str | None = None) -> Cursor:
-    """Append ``turns`` events (a user and an assistant message each) after ``offset`` (the head by default)."""
+async def talk(
+    ledger: Ledger,
+    thread_id: str,
+    turns: int,
+    *,
+    offset: int | None = None,
+    tenant_id: str | None = None,
+    user_id: str | None = None,
+) -> Cursor:
+    """Append ``turns`` two-message events after ``offset`` (the head by default)."""
     cursor = await ledger.head(thread_id) if offset is None else Cursor(thread_id=thread_id, offset=offset)
     for turn in range(turns):
         result = await ledger.append(
-            cursor, [msg("user", f"{thread_id} q{turn}"), msg("assistant", f"{thread_id} a{turn}")],
-            tenant_id=tenant_id, user_id=user_id,
+            cursor,
+            [msg("user", f"{thread_id} q{turn}"), msg("assistant", f"{thread_id} a{turn}")],
+            tenant_id=tenant_id,
+            user_id=user_id,
         )
         cursor = result.position.cursor
     return cursor

@@ -1,4 +1,4 @@
-"""export / import: JSON Lines that restore exactly; a re-import changes nothing; a bad file changes nothing."""
+"""export / import: JSON Lines that restore exactly; re-imports and bad files change nothing."""
 
 from __future__ import annotations
 

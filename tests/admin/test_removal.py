@@ -36,7 +36,8 @@ async def test_dry_run_is_the_default_and_changes_nothing(database: Any, clock: 
     await talk(ledger, "old", 2)
     clock.advance(days=60)
     report = await run_retention(ledger, POLICY, now=clock.now)
-    assert report.dry_run and [r.thread_id for r in report.planned] == ["old"]
+    assert report.dry_run
+    assert [r.thread_id for r in report.planned] == ["old"]
     assert await _threads(database) == {"old"}
     assert await database["audit"].count_documents({}) == 0
 
@@ -51,11 +52,16 @@ async def test_an_old_lineage_goes_whole_with_receipts(database: Any, clock: Clo
     report = await run_retention(ledger, POLICY, apply=True, by="ops@test", reason="ticket 7", now=clock.now)
     assert await _threads(database) == {"fresh"} == await _event_threads(database)
     [receipt] = await database["audit"].find({"kind": "removal"}).to_list(None)
-    assert receipt["thread_ids"] == ["old", b] and receipt["by"] == "ops@test" and receipt["reason"] == "ticket 7"
+    assert receipt["thread_ids"] == ["old", b]
+    assert receipt["by"] == "ops@test"
+    assert receipt["reason"] == "ticket 7"
     assert {h["thread_id"] for h in receipt["heads"]} == {"old", b}
     assert all(len(h["head_hash"]) == 64 for h in receipt["heads"])
     assert "old q0" not in str(receipt)  # never content
-    assert await database["audit"].count_documents({"kind": "removal.completed", "receipt_id": receipt["_id"]}) == 1
+    assert (
+        await database["audit"].count_documents({"kind": "removal.completed", "receipt_id": receipt["_id"]})
+        == 1
+    )
     assert report.removed == [receipt["_id"]]
     assert (await verify(ledger)).ok
     # The ledger's caches do not serve the removed threads.
@@ -90,7 +96,8 @@ async def test_holds_protect_the_whole_lineage(database: Any, clock: Clock) -> N
     # The held branch and the root it needs stay; the unheld sibling and the solo thread go.
     assert await _threads(database) == {"root", held}
     assert [s.thread_id for s in report.skipped] == ["root"]
-    assert "case" not in report.skipped[0].reason and held in report.skipped[0].reason
+    assert "case" not in report.skipped[0].reason
+    assert held in report.skipped[0].reason
     # Released, it goes on the next run.
     assert await release_hold(ledger, held, reason="case closed")
     await run_retention(ledger, POLICY, apply=True, now=clock.now)
@@ -135,17 +142,21 @@ async def test_an_interrupted_run_is_finished_by_the_next(
     assert not (await verify(ledger)).ok
     monkeypatch.setattr(removal_module, "_purge", real_purge)
     dry = await run_retention(ledger, POLICY, now=clock.now)
-    assert dry.resumed == [pending["_id"]] and await _threads(database) == {"root", b}
+    assert dry.resumed == [pending["_id"]]
+    assert await _threads(database) == {"root", b}
     report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
     assert report.resumed == [pending["_id"]]
-    assert await _threads(database) == set() and await pending_removals(ledger) == []
+    assert await _threads(database) == set()
+    assert await pending_removals(ledger) == []
     assert (await verify(ledger)).ok
     # Idempotent: nothing left to do.
     again = await run_retention(ledger, POLICY, apply=True, now=clock.now)
     assert (again.planned, again.resumed, again.removed) == ([], [], [])
 
 
-async def test_a_hold_set_after_planning_wins(database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_hold_set_after_planning_wins(
+    database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ledger = Ledger(database)
     await talk(ledger, "root", 2)
     clock.advance(days=60)
@@ -157,7 +168,8 @@ async def test_a_hold_set_after_planning_wins(database: Any, clock: Clock, monke
 
     monkeypatch.setattr(removal_module, "_blocked", hold_first)
     report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
-    assert report.removed == [] and "legal hold" in report.skipped[0].reason
+    assert report.removed == []
+    assert "legal hold" in report.skipped[0].reason
     assert await _threads(database) == {"root"}
 
 
@@ -169,14 +181,16 @@ async def test_erasure_of_a_user(database: Any) -> None:
     await talk(ledger, "bob-1", 1, tenant_id="acme", user_id="bob")
     await set_hold(ledger, "alice-2", reason="case 9")
     dry = await run_erasure(ledger, user_id="alice")
-    assert dry.dry_run and [r.thread_id for r in dry.planned] == ["alice-1"]
+    assert dry.dry_run
+    assert [r.thread_id for r in dry.planned] == ["alice-1"]
     assert [s.thread_id for s in dry.skipped] == ["alice-2"]
     assert len(await _threads(database)) == 4
     report = await run_erasure(ledger, user_id="alice", apply=True, reason="GDPR request 123")
     assert await _threads(database) == {"alice-2", "bob-1"}
     assert b not in await _event_threads(database)
     receipt = await database["audit"].find_one({"kind": "removal"})
-    assert receipt["action"] == "erasure" and receipt["scope"] == {"user_id": "alice"}
+    assert receipt["action"] == "erasure"
+    assert receipt["scope"] == {"user_id": "alice"}
     assert report.removed == [receipt["_id"]]
     assert (await verify(ledger)).ok
 
@@ -201,8 +215,15 @@ async def test_erasure_refuses_bad_subjects(database: Any, kwargs: dict[str, Any
 
 
 @pytest.mark.parametrize(
-    "policy", [{}, {"default": "soon"}, {"default": "0d"}, {"default": "forever"}, {"tenants": ["acme"]},
-               {"default": "1d", "extra": 1}],
+    "policy",
+    [
+        {},
+        {"default": "soon"},
+        {"default": "0d"},
+        {"default": "forever"},
+        {"tenants": ["acme"]},
+        {"default": "1d", "extra": 1},
+    ],
 )
 def test_bad_policies_are_refused(policy: dict[str, Any]) -> None:
     with pytest.raises(InvalidInputError):

@@ -87,15 +87,30 @@ async def _change_parent(db: Any, b: str) -> None:
 async def _change_parent_consistently(db: Any, b: str) -> None:
     # Every structural field rewritten to agree: only the hash chain can tell.
     await talk(Ledger(db), "other", 4)
-    await db["threads"].update_one({"_id": b}, {"$set": {
-        "parent": {"thread_id": "other", "offset": 3}, "root_id": "other",
-        "lineage": [{"thread_id": "other", "offset": 3, "messages": 6}]}})
+    await db["threads"].update_one(
+        {"_id": b},
+        {
+            "$set": {
+                "parent": {"thread_id": "other", "offset": 3},
+                "root_id": "other",
+                "lineage": [{"thread_id": "other", "offset": 3, "messages": 6}],
+            }
+        },
+    )
 
 
 async def _change_fork_offset(db: Any, b: str) -> None:
-    await db["threads"].update_one({"_id": b}, {"$set": {
-        "parent": {"thread_id": "root", "offset": 2}, "base_offset": 2, "base_messages": 4,
-        "lineage": [{"thread_id": "root", "offset": 2, "messages": 4}]}})
+    await db["threads"].update_one(
+        {"_id": b},
+        {
+            "$set": {
+                "parent": {"thread_id": "root", "offset": 2},
+                "base_offset": 2,
+                "base_messages": 4,
+                "lineage": [{"thread_id": "root", "offset": 2, "messages": 4}],
+            }
+        },
+    )
 
 
 async def _truncate_under_branch(db: Any, b: str) -> None:

@@ -192,7 +192,7 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = 
 async def _insert_events(ledger: Ledger, docs: list[dict[str, Any]], summary: ImportSummary) -> None:
     if not docs:
         return
-    details: dict[str, Any] | None = None
+    details: Mapping[str, Any] | None = None
     async with ledger._translated("import events"):
         try:
             result = await ledger.events.insert_many([dict(d) for d in docs], ordered=False)

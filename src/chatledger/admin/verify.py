@@ -342,7 +342,8 @@ async def verify(
             verifier.report.problems.append(
                 Problem(
                     ids[0] if ids else "?",
-                    f"removal {receipt['_id']} ({receipt.get('action')}, by {receipt.get('by')}) was interrupted; "
+                    f"removal {receipt['_id']} ({receipt.get('action')}, by {receipt.get('by')}) "
+                    "was interrupted; "
                     "apply retention or erase again to finish it",
                 )
             )

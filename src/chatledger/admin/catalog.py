@@ -229,19 +229,21 @@ async def activity(
         for tid in ids
     }
     for chunk in _chunks(ids):
-        rows = await ledger._call(
-            "count events",
-            aggregate_list(
-                ledger.events,
-                [
-                    {"$match": {"thread_id": {"$in": chunk}}},
-                    {"$group": {"_id": "$thread_id", "events": {"$sum": 1}, "messages": {"$sum": "$count"}}},
-                ],
-            ),
-        )
-        for row in rows:
-            summary = out[str(row["_id"])]
-            summary.events, summary.messages = int(row["events"]), int(row["messages"])
+        # One accumulator per $group: FerretDB v1.24.2 returns 0 for every $sum after
+        # the first in a $group stage (checked against the server).
+        for name, total in (("events", 1), ("messages", "$count")):
+            rows = await ledger._call(
+                "count events",
+                aggregate_list(
+                    ledger.events,
+                    [
+                        {"$match": {"thread_id": {"$in": chunk}}},
+                        {"$group": {"_id": "$thread_id", "n": {"$sum": total}}},
+                    ],
+                ),
+            )
+            for row in rows:
+                setattr(out[str(row["_id"])], name, int(row["n"]))
     for tid, summary in out.items():
         if summary.events == 0:
             continue

@@ -58,3 +58,6 @@ def _run(coro: object) -> None:
 def main() -> None:
     """Entry point of the ``chatledger`` console script."""
     app()
+
+
+from chatledger.cli import admin as _admin  # noqa: E402,F401  (registers the admin commands)

@@ -28,9 +28,7 @@ async def via_proxy(real_backend: Any, database: Any) -> AsyncIterator[tuple[Any
     target = urlsplit(real_backend.uri.split(",")[0])
     proxy = await load_script("proxy").WireProxy(target.hostname or "127.0.0.1", target.port).start()
     # directConnection: a replica-set member must not lead the driver around the proxy.
-    client = make_client(
-        real_backend.driver, proxy.uri, directConnection=True, serverSelectionTimeoutMS=5000
-    )
+    client = make_client(real_backend.driver, proxy.uri, directConnection=True, serverSelectionTimeoutMS=5000)
     try:
         yield proxy, client[database.name]
     finally:

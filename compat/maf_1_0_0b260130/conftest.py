@@ -1,0 +1,72 @@
+"""Fixtures for the old-framework tests (run ONLY with the old venv).
+
+Command::
+
+    .venv-maf-old/bin/python -m pytest compat/maf_1_0_0b260130 -p no:cacheprovider
+
+A real FerretDB is used: ``CHATLEDGER_TEST_FERRETDB_URI`` if set, else one started here
+through scripts/ferretdb.py (127.0.0.1 only, telemetry off) and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))  # offline_client.py
+
+
+def _load_ferretdb_module() -> Any:
+    # scripts/ is not a package, so load it by path (as tests/conftest.py does).
+    spec = importlib.util.spec_from_file_location(
+        "chatledger_scripts_ferretdb", REPO / "scripts" / "ferretdb.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def ferretdb_uri() -> Iterator[str]:
+    """URI of a real FerretDB for the whole session."""
+    if os.environ.get("CHATLEDGER_TEST_FERRETDB_URI"):
+        yield os.environ["CHATLEDGER_TEST_FERRETDB_URI"]
+        return
+    if shutil.which("go") is None and not (REPO / ".cache" / "bin" / "ferretdb").exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true: these tests need FerretDB, but Go is missing")
+        pytest.skip("FerretDB is not available (no Go toolchain, no cached binary)")
+    ferretdb = _load_ferretdb_module()
+    server = ferretdb.FerretDBServer(ferretdb.ensure_binary(REPO))
+    server.start()
+    try:
+        yield str(server.uri)
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def db(ferretdb_uri: str) -> AsyncIterator[Any]:
+    """A fresh database on the real server (PyMongo async), dropped afterwards."""
+    from pymongo import AsyncMongoClient
+
+    client: Any = AsyncMongoClient(ferretdb_uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
+    database = client[f"old_{uuid.uuid4().hex[:12]}"]
+    try:
+        yield database
+    finally:
+        await client.drop_database(database.name)
+        await client.close()

@@ -186,7 +186,7 @@ class Ledger:
     # ------------------------------------------------------------------ plumbing
 
     @asynccontextmanager
-    async def _translated(self, what: str) -> AsyncIterator[None]:
+    async def translated(self, what: str) -> AsyncIterator[None]:
         """Turn driver errors raised inside the block into ChatLedger errors."""
         try:
             yield
@@ -199,8 +199,9 @@ class Ledger:
         except PyMongoError as e:
             raise StorageError(f"{what}: {e}") from e
 
-    async def _call(self, what: str, awaitable: Awaitable[_T]) -> _T:
-        async with self._translated(what):
+    async def call(self, what: str, awaitable: Awaitable[_T]) -> _T:
+        """Return the result of one database operation, driver errors translated, timeout applied."""
+        async with self.translated(what):
             if self.operation_timeout is None:
                 return await awaitable
             return await asyncio.wait_for(awaitable, self.operation_timeout)
@@ -213,14 +214,14 @@ class Ledger:
             if self._indexes_ready:
                 return
             # The unique (thread_id, seq) index IS the concurrency control.
-            await self._call(
+            await self.call(
                 "create index",
                 self.events.create_index(
                     [("thread_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="thread_seq_unique"
                 ),
             )
             # Paging by message number is a range on this index, never a skip.
-            await self._call(
+            await self.call(
                 "create index",
                 self.events.create_index(
                     [("thread_id", ASCENDING), ("first_message", ASCENDING)], name="thread_first_message"
@@ -228,11 +229,11 @@ class Ledger:
             )
             # Recognising a retried append that ended up on a branch. Not unique: a
             # unique index must be prefixed by the shard key (thread_id) when sharded.
-            await self._call(
+            await self.call(
                 "create index", self.events.create_index([("event_id", ASCENDING)], name="event_id")
             )
             for field in ("root_id", "tenant_id", "user_id"):
-                await self._call("create index", self.threads.create_index([(field, ASCENDING)], name=field))
+                await self.call("create index", self.threads.create_index([(field, ASCENDING)], name=field))
             self._indexes_ready = True
 
     def _remember(self, cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
@@ -265,7 +266,7 @@ class Ledger:
         cached = self._thread_cache.get(thread_id)
         if cached is not None:
             return cached
-        doc = await self._call("read thread", self.threads.find_one({"_id": thread_id}))
+        doc = await self.call("read thread", self.threads.find_one({"_id": thread_id}))
         if doc is None:
             return None
         record = ThreadRecord.model_validate(doc)
@@ -278,7 +279,7 @@ class Ledger:
         # A clash means another writer (or our own earlier, interrupted try) created it:
         # fine, thread documents are written once and only events decide the content.
         with contextlib.suppress(DuplicateKeyError):
-            await self._call("create thread", self.threads.insert_one(record.to_document()))
+            await self.call("create thread", self.threads.insert_one(record.to_document()))
 
     def _new_root(
         self,
@@ -334,7 +335,7 @@ class Ledger:
             InvalidThreadIdError: ``thread_id`` is not a plain bounded string.
         """
         validate_thread_id(thread_id)
-        doc = await self._call(
+        doc = await self.call(
             "read head",
             self.events.find_one({"thread_id": thread_id}, {"seq": 1}, sort=[("seq", DESCENDING)]),
         )
@@ -387,7 +388,7 @@ class Ledger:
         cached = self._head_cache.get((owner, seq))
         if cached is not None:
             return cached
-        doc = await self._call(
+        doc = await self.call(
             "read event",
             self.events.find_one(
                 {"thread_id": owner, "seq": seq}, {"first_message": 1, "count": 1, "hash": 1}
@@ -434,7 +435,7 @@ class Ledger:
         for attempt in range(1, self.write_attempts + 1):
             try:
                 # insert_one adds _id to the dict it is given; keep ours clean for retries.
-                await self._call("append event", self.events.insert_one(dict(doc)))
+                await self.call("append event", self.events.insert_one(dict(doc)))
                 return
             except StorageUnavailableError:
                 if attempt == self.write_attempts:
@@ -442,7 +443,7 @@ class Ledger:
                 await asyncio.sleep(0.05 * 2**attempt)
 
     async def _find_event_id(self, event_id: str) -> dict[str, Any] | None:
-        doc: dict[str, Any] | None = await self._call(
+        doc: dict[str, Any] | None = await self.call(
             "read event", self.events.find_one({"event_id": event_id})
         )
         return doc
@@ -580,7 +581,7 @@ class Ledger:
                 .sort("first_message", DESCENDING)
                 .limit(hi - lo)
             )
-            found = await self._call("read events", cursor_list(cursor))
+            found = await self.call("read events", cursor_list(cursor))
             found.reverse()
             docs.extend(d for d in found if int(d["first_message"]) + int(d["count"]) > lo)
         out: list[Message] = []

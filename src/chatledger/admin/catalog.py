@@ -194,14 +194,14 @@ async def load_forest(
     """
     query = (thread_filter or ThreadFilter()).query()
     forest = Forest()
-    docs = await ledger._call("read threads", cursor_list(ledger.threads.find(query).sort("_id", ASCENDING)))
+    docs = await ledger.call("read threads", cursor_list(ledger.threads.find(query).sort("_id", ASCENDING)))
     roots = set()
     for doc in docs:
         forest.add(doc)
         roots.add(doc.get("root_id"))
     if with_family and query:
         for chunk in _chunks(sorted(r for r in roots if isinstance(r, str))):
-            family = await ledger._call(
+            family = await ledger.call(
                 "read threads", cursor_list(ledger.threads.find({"root_id": {"$in": chunk}}))
             )
             for doc in family:
@@ -232,7 +232,7 @@ async def activity(
         # One accumulator per $group: FerretDB v1.24.2 returns 0 for every $sum after
         # the first in a $group stage (checked against the server).
         for name, total in (("events", 1), ("messages", "$count")):
-            rows = await ledger._call(
+            rows = await ledger.call(
                 "count events",
                 aggregate_list(
                     ledger.events,
@@ -247,7 +247,7 @@ async def activity(
     for tid, summary in out.items():
         if summary.events == 0:
             continue
-        head = await ledger._call(
+        head = await ledger.call(
             "read head",
             ledger.events.find_one(
                 {"thread_id": tid}, {"seq": 1, "hash": 1, "created_at": 1}, sort=[("seq", DESCENDING)]
@@ -264,6 +264,6 @@ async def iter_events(
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield a thread's own events in ``seq`` order, streamed in driver batches (never all at once)."""
     cursor = ledger.events.find({"thread_id": thread_id}, projection).sort("seq", ASCENDING)
-    async with ledger._translated("read events"):
+    async with ledger.translated("read events"):
         async for doc in cursor:
             yield doc

@@ -193,7 +193,7 @@ async def _insert_events(ledger: Ledger, docs: list[dict[str, Any]], summary: Im
     if not docs:
         return
     details: Mapping[str, Any] | None = None
-    async with ledger._translated("import events"):
+    async with ledger.translated("import events"):
         try:
             result = await ledger.events.insert_many([dict(d) for d in docs], ordered=False)
         except BulkWriteError as e:
@@ -209,7 +209,7 @@ async def _insert_events(ledger: Ledger, docs: list[dict[str, Any]], summary: Im
     summary.events += inserted
     # Some events were there already (a re-run): each must be the very same event.
     for doc in docs:
-        found = await ledger._call(
+        found = await ledger.call(
             "read event",
             ledger.events.find_one({"thread_id": doc["thread_id"], "seq": doc["seq"]}, {"hash": 1}),
         )
@@ -241,7 +241,7 @@ async def import_jsonl(
     ledger = as_ledger(target)
     path = Path(path)
     for doc in _check_file(path):
-        existing = await ledger._call("read thread", ledger.threads.find_one({"_id": doc["_id"]}))
+        existing = await ledger.call("read thread", ledger.threads.find_one({"_id": doc["_id"]}))
         if existing is not None and not _same(existing, doc, ignore=("legal_hold",)):
             raise IntegrityError(f"a different thread {doc['_id']!r} already exists; nothing was imported")
     await ledger.ensure_indexes()
@@ -265,10 +265,10 @@ async def import_jsonl(
             current = str(doc["_id"])
             summary.thread_ids.append(current)
             try:
-                await ledger._call("import thread", ledger.threads.insert_one(dict(doc)))
+                await ledger.call("import thread", ledger.threads.insert_one(dict(doc)))
                 summary.threads += 1
             except DuplicateKeyError:
-                existing = await ledger._call("read thread", ledger.threads.find_one({"_id": current}))
+                existing = await ledger.call("read thread", ledger.threads.find_one({"_id": current}))
                 if existing is None or not _same(existing, doc, ignore=("legal_hold",)):
                     raise IntegrityError(f"a different thread {current!r} already exists") from None
                 summary.threads_present += 1

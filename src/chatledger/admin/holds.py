@@ -42,7 +42,7 @@ async def set_hold(target: Any, thread_id: str, *, reason: str, by: str | None =
     validate_thread_id(thread_id)
     who = by or operator_identity()
     hold: dict[str, Any] = {"reason": _reason(reason), "set_at": utc_now_ms(), "set_by": who}
-    result = await ledger._call(
+    result = await ledger.call(
         "set legal hold", ledger.threads.update_one({"_id": thread_id}, {"$set": {"legal_hold": hold}})
     )
     if result.matched_count == 0:
@@ -68,13 +68,13 @@ async def release_hold(target: Any, thread_id: str, *, reason: str, by: str | No
     ledger = as_ledger(target)
     validate_thread_id(thread_id)
     why = _reason(reason)
-    doc = await ledger._call("read thread", ledger.threads.find_one({"_id": thread_id}, {"legal_hold": 1}))
+    doc = await ledger.call("read thread", ledger.threads.find_one({"_id": thread_id}, {"legal_hold": 1}))
     if doc is None:
         raise UnknownThreadError(f"no thread {thread_id!r}")
     if not doc.get("legal_hold"):
         return False
     # $set to null rather than $unset: the contract allows $set on legal_hold only.
-    await ledger._call(
+    await ledger.call(
         "release legal hold", ledger.threads.update_one({"_id": thread_id}, {"$set": {"legal_hold": None}})
     )
     ledger.forget([thread_id])

@@ -53,14 +53,14 @@ async def record(ledger: Ledger, kind: str, by: str, **fields: Any) -> dict[str,
         **fields: The rest of the receipt (ids, counts, hashes, reason): never content.
     """
     doc: dict[str, Any] = {"_id": uuid.uuid4().hex, "kind": kind, "at": utc_now_ms(), "by": by, **fields}
-    await ledger._call("write receipt", ledger.audit.insert_one(dict(doc)))
+    await ledger.call("write receipt", ledger.audit.insert_one(dict(doc)))
     return doc
 
 
 async def _receipts(
     ledger: Ledger, kind: str, projection: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    return await ledger._call("read receipts", cursor_list(ledger.audit.find({"kind": kind}, projection)))
+    return await ledger.call("read receipts", cursor_list(ledger.audit.find({"kind": kind}, projection)))
 
 
 async def pending_removals(ledger: Ledger) -> list[dict[str, Any]]:

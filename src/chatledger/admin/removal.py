@@ -155,12 +155,12 @@ async def _purge(ledger: Ledger, thread_ids: Sequence[str]) -> tuple[int, int]:
     """Delete threads deepest first, events before documents; return (threads, events) deleted."""
     threads = events = 0
     for tid in reversed(thread_ids):
-        result = await ledger._call("remove events", ledger.events.delete_many({"thread_id": tid}))
+        result = await ledger.call("remove events", ledger.events.delete_many({"thread_id": tid}))
         events += result.deleted_count
-        result = await ledger._call("remove thread", ledger.threads.delete_one({"_id": tid}))
+        result = await ledger.call("remove thread", ledger.threads.delete_one({"_id": tid}))
         threads += result.deleted_count
         # An append racing the removal could have landed after the first sweep.
-        result = await ledger._call("remove events", ledger.events.delete_many({"thread_id": tid}))
+        result = await ledger.call("remove events", ledger.events.delete_many({"thread_id": tid}))
         events += result.deleted_count
     ledger.forget(thread_ids)
     return threads, events
@@ -168,7 +168,7 @@ async def _purge(ledger: Ledger, thread_ids: Sequence[str]) -> tuple[int, int]:
 
 async def _blocked(ledger: Ledger, removal: Removal) -> str | None:
     """Return why a planned removal must not go ahead now, or ``None``."""
-    doc = await ledger._call(
+    doc = await ledger.call(
         "read thread", ledger.threads.find_one({"_id": removal.thread_id}, {"root_id": 1})
     )
     if doc is None:

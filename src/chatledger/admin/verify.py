@@ -116,7 +116,7 @@ class _Verifier:
     async def _thread_doc(self, thread_id: str) -> dict[str, Any] | None:
         doc = self.forest.docs.get(thread_id)
         if doc is None:
-            found = await self.ledger._call("read thread", self.ledger.threads.find_one({"_id": thread_id}))
+            found = await self.ledger.call("read thread", self.ledger.threads.find_one({"_id": thread_id}))
             if found is not None:
                 self.forest.add(found)
                 doc = self.forest.docs[thread_id]
@@ -166,7 +166,7 @@ class _Verifier:
         if base == 0:
             return None, GENESIS_HASH
         owner = _lineage_owner(doc.get("lineage") or (), base)
-        parent = await self.ledger._call(
+        parent = await self.ledger.call(
             "read event", self.ledger.events.find_one({"thread_id": owner, "seq": base})
         )
         if parent is None:
@@ -219,7 +219,7 @@ class _Verifier:
     async def orphans(self, thread_ids: Iterable[str] | None) -> None:
         """Report events whose thread document is gone (all threads when ``thread_ids`` is ``None``)."""
         match: dict[str, Any] = {} if thread_ids is None else {"thread_id": {"$in": list(thread_ids)}}
-        rows = await self.ledger._call(
+        rows = await self.ledger.call(
             "count events",
             aggregate_list(
                 self.ledger.events,
@@ -251,7 +251,7 @@ class _Verifier:
                         )
                     )
                 continue
-            event = await self.ledger._call(
+            event = await self.ledger.call(
                 "read event",
                 self.ledger.events.find_one(
                     {"thread_id": anchor.thread_id, "seq": anchor.head_seq}, {"hash": 1}

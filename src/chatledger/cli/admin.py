@@ -194,7 +194,13 @@ async def threads_body(
         "last activity",
         "hold",
     ):
-        table.add_column(column, justify="right" if column in ("events", "messages") else "left")
+        # Ids must stay whole (operators paste them into `show`/`tree`): fold, never ellipsize.
+        table.add_column(
+            column,
+            justify="right" if column in ("events", "messages") else "left",
+            overflow="fold",
+            no_wrap=column in ("events", "messages", "hold"),
+        )
     for doc, act in rows:
         parent = doc.get("parent")
         table.add_row(

@@ -6,10 +6,17 @@ previews (1.0.0b251001 … 1.0.0b260130, ``ChatMessage``) that the seed notebook
 
 from __future__ import annotations
 
-try:
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
     from agent_framework import Message
-except ImportError:  # pragma: no cover - only on agent-framework-core <= 1.0.0b260130
-    from agent_framework import ChatMessage as Message  # type: ignore[attr-defined,no-redef]
+else:
+    try:
+        # agent-framework-core <= 1.0.0b260130 also exports an unrelated ``Message`` (the
+        # workflow runner's envelope), so the old chat message class must be tried first.
+        from agent_framework import ChatMessage as Message
+    except ImportError:
+        from agent_framework import Message
 
 __all__ = ["MESSAGE_TYPE", "Message"]
 

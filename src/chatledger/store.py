@@ -212,7 +212,7 @@ class MongoChatMessageStore:
         instead of appending. The serialized thread stays compact.
         """
         state = await self.serialize_state(**kwargs)
-        marker = Message("system", [], additional_properties={_CURSOR_MARKER: state})
+        marker = Message("system", contents=[], additional_properties={_CURSOR_MARKER: state})
         return {**state, "messages": [marker.to_dict()]}
 
     async def update_from_state(self, serialized_store_state: Any, **kwargs: Any) -> None:

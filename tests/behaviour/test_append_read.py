@@ -231,3 +231,17 @@ async def test_message_objects_are_returned_not_dicts(database: Any) -> None:
     await store.add_messages([msg("x")])
     (m,) = await store.list_messages()
     assert isinstance(m, Message)
+
+
+async def test_keys_the_engine_refuses_are_still_stored_losslessly(backend: Any, database: Any) -> None:
+    from pymongo.errors import WriteError
+
+    if not backend.accepts_dotted_keys:
+        # The capability this tier declares is real: the raw driver cannot store it...
+        with pytest.raises(WriteError):
+            await database["raw"].insert_one({"additional_properties": {"a.b": 1}})
+    # ...while ChatLedger stores and replays such a message exactly, on every tier.
+    store = MongoChatMessageStore(database)
+    await store.add_messages([tricky_message()])
+    (back,) = await store.list_messages()
+    assert back.to_dict() == tricky_message().to_dict()

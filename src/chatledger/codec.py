@@ -19,7 +19,7 @@ from typing import Any
 from chatledger._maf import MESSAGE_TYPE, Message
 from chatledger.errors import InvalidMessageError
 
-__all__ = ["batch_digest", "canonical_json", "decode_message", "encode_message", "encode_messages"]
+__all__ = ["canonical_json", "decode_message", "encode_message", "encode_messages", "stored_digest"]
 
 
 def canonical_json(value: Any) -> str:
@@ -89,7 +89,7 @@ def decode_message(doc: Mapping[str, Any]) -> Message:
     return Message.from_dict(data)
 
 
-def batch_digest(messages: Sequence[Any]) -> str:
-    """Return a short digest of a batch, to recognise the same batch being saved again."""
-    payloads = [m["payload"] for m in encode_messages(messages)]
+def stored_digest(stored: Sequence[Mapping[str, Any]]) -> str:
+    """Return a short digest of an encoded batch, to recognise the same batch being saved again."""
+    payloads = [m["payload"] for m in stored]
     return hashlib.sha256(canonical_json(payloads).encode("utf-8")).hexdigest()[:32]

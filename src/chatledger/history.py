@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from agent_framework import HistoryProvider, Message
 
 from chatledger._driver import close_client
-from chatledger.codec import batch_digest
+from chatledger.codec import encode_messages, stored_digest
 from chatledger.errors import InvalidCursorError, InvalidInputError
 from chatledger.ledger import Ledger, new_thread_id
 from chatledger.models import Cursor, validate_thread_id
@@ -129,7 +129,8 @@ class MongoHistoryProvider(HistoryProvider):
         if not messages:
             return
         cursor = await self._cursor(session_id, state)
-        digest = batch_digest(messages)
+        stored = encode_messages(messages)
+        digest = stored_digest(stored)
         pending = state.get(_PENDING_KEY) if state is not None else None
         if isinstance(pending, dict) and pending.get("digest") == digest and pending.get("event_id"):
             event_id = str(pending["event_id"])  # pyright: ignore[reportUnknownArgumentType]
@@ -139,9 +140,9 @@ class MongoHistoryProvider(HistoryProvider):
             # Kept in the session until the write is confirmed: if its outcome is lost,
             # saving the same batch again reuses the id and cannot duplicate the event.
             state[_PENDING_KEY] = {"event_id": event_id, "digest": digest}
-        result = await self.ledger.append(
+        result = await self.ledger.append_encoded(
             cursor,
-            messages,
+            stored,
             event_id=event_id,
             strict=self.strict,
             tenant_id=self.tenant_id,

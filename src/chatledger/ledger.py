@@ -492,7 +492,32 @@ class Ledger:
             ConcurrencyError: ``strict`` and another writer appended at this cursor first.
             StorageUnavailableError: the database could not be reached.
         """
-        stored = encode_messages(messages)
+        return await self.append_encoded(
+            at,
+            encode_messages(messages),
+            event_id=event_id,
+            strict=strict,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            metadata=metadata,
+        )
+
+    async def append_encoded(
+        self,
+        at: Position | Cursor | Mapping[str, Any],
+        stored: list[dict[str, Any]],
+        *,
+        event_id: str | None = None,
+        strict: bool = False,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AppendResult:
+        """:meth:`append` a batch already encoded by :func:`chatledger.codec.encode_messages`.
+
+        The adapters encode a batch once (they also need its digest); encoding is most of
+        an append's client-side cost.
+        """
         if event_id is None:
             event_id = uuid.uuid4().hex
         elif type(event_id) is not str or not event_id:
@@ -569,21 +594,8 @@ class Ledger:
         docs: list[dict[str, Any]] = []
         for seg in position.segments():
             lo, hi = max(start, seg.lo_message), min(stop, seg.hi_message)
-            if lo >= hi:
-                continue
-            # Newest first from just below `hi`; every event overlapping [lo, hi) holds at
-            # least one message of it, so `hi - lo` events always suffice.
-            cursor = (
-                self.events.find(
-                    {"thread_id": seg.thread_id, "first_message": {"$lt": hi}},
-                    {"first_message": 1, "count": 1, "messages": 1, "seq": 1},
-                )
-                .sort("first_message", DESCENDING)
-                .limit(hi - lo)
-            )
-            found = await self.call("read events", cursor_list(cursor))
-            found.reverse()
-            docs.extend(d for d in found if int(d["first_message"]) + int(d["count"]) > lo)
+            if lo < hi:
+                docs.extend(await self._read_segment(seg, lo, hi))
         out: list[Message] = []
         for doc in docs:
             first = int(doc["first_message"])
@@ -596,6 +608,38 @@ class Ledger:
                 f"in [{start}, {stop}), found {len(out)}"
             )
         return out
+
+    async def _read_segment(self, seg: Segment, lo: int, hi: int) -> list[dict[str, Any]]:
+        """Return, oldest first, the events of one segment that hold messages ``[lo, hi)``.
+
+        Reads newest-first from just below ``hi`` on the ``(thread_id, first_message)``
+        index. How many events that takes is estimated from the segment's average batch
+        size, so a 20-message page of 10-message events reads ~3 events, not 20; if the
+        estimate falls short, the next query continues below the oldest event read.
+        """
+        per_event = max(1, (seg.hi_message - seg.lo_message) // max(1, seg.hi_seq - seg.lo_seq))
+        found: list[dict[str, Any]] = []
+        upper = hi
+        while upper > lo:
+            wanted = upper - lo
+            # Every event overlapping [lo, upper) holds at least one of its messages, so
+            # `wanted` events always suffice; the estimate is usually far fewer.
+            limit = min(wanted, -(-wanted // per_event) + 1)
+            cursor = (
+                self.events.find(
+                    {"thread_id": seg.thread_id, "first_message": {"$lt": upper}},
+                    {"first_message": 1, "count": 1, "messages": 1},
+                )
+                .sort("first_message", DESCENDING)
+                .limit(limit)
+            )
+            batch = await self.call("read events", cursor_list(cursor))
+            found.extend(batch)
+            if len(batch) < limit:
+                break  # the segment has nothing older; read() reports any gap
+            upper = int(batch[-1]["first_message"])
+        found.reverse()
+        return [d for d in found if int(d["first_message"]) + int(d["count"]) > lo]
 
     async def lineage(self, thread_id: str) -> list[ThreadRecord]:
         """Return the thread records from the root down to ``thread_id``.

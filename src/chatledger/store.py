@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chatledger._maf import Message
-from chatledger.codec import batch_digest
+from chatledger.codec import encode_messages, stored_digest
 from chatledger.errors import InvalidCursorError, InvalidInputError
 from chatledger.ledger import Ledger, Position, new_thread_id
 from chatledger.models import Cursor, validate_thread_id
@@ -125,7 +125,8 @@ class MongoChatMessageStore:
         if cursor is not None:
             await self.deserialize_state(cursor)
             return
-        digest = batch_digest(messages)  # also validates every message before any I/O
+        stored = encode_messages(messages)  # validates every message before any I/O
+        digest = stored_digest(stored)
         if not messages:
             return
         async with self._lock:
@@ -135,9 +136,9 @@ class MongoChatMessageStore:
             else:
                 event_id = new_thread_id()
             self._unconfirmed = (digest, event_id)
-            result = await self.ledger.append(
+            result = await self.ledger.append_encoded(
                 at,
-                messages,
+                stored,
                 event_id=event_id,
                 strict=self.strict,
                 tenant_id=self.tenant_id,

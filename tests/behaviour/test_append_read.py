@@ -245,3 +245,17 @@ async def test_keys_the_engine_refuses_are_still_stored_losslessly(backend: Any,
     await store.add_messages([tricky_message()])
     (back,) = await store.list_messages()
     assert back.to_dict() == tricky_message().to_dict()
+
+
+async def test_pages_are_exact_when_batch_sizes_vary_wildly(database: Any) -> None:
+    # One huge event then many small ones (and the reverse on a branch): paging must not
+    # depend on events being of similar size.
+    store = MongoChatMessageStore(database)
+    everything = [f"m{i}" for i in range(80)]
+    await store.add_messages([msg(t) for t in everything[:50]])
+    for t in everything[50:70]:
+        await store.add_messages([msg(t)])
+    await store.add_messages([msg(t) for t in everything[70:]])
+
+    for offset, limit in ((40, 20), (-25, 25), (45, 30), (0, None), (-1, None), (49, 2), (69, 3)):
+        assert texts(await store.list_messages(offset=offset, limit=limit)) == everything[offset:][:limit]

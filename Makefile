@@ -8,7 +8,10 @@ MAF_OLD_VENV ?= .venv-maf-old
 MAF_OLD_PY := $(MAF_OLD_VENV)/bin/python
 MAF_OLD_STAMP := $(MAF_OLD_VENV)/.chatledger-installed
 
-.PHONY: demo test lint typecheck ferretdb test-maf-old clean help
+VENV_BENCH ?= .venv-bench
+BENCH_STAMP := $(VENV_BENCH)/.bench-installed
+
+.PHONY: demo test lint typecheck ferretdb test-maf-old bench clean help
 
 help:
 	@echo "make demo   - install into $(VENV) and run the offline demo (no server needed)"
@@ -55,5 +58,16 @@ test-maf-old: $(MAF_OLD_STAMP) ferretdb
 test: $(STAMP) ferretdb lint typecheck test-maf-old
 	$(PY) -m pytest
 
+# Benchmarks in their own virtualenv: the peers (langchain-mongodb, openai-agents,
+# langgraph-checkpoint-mongodb) never become ChatLedger dependencies.
+$(BENCH_STAMP): requirements-bench.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV_BENCH)
+	$(VENV_BENCH)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_BENCH)/bin/python -m pip install --quiet -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) ferretdb
+	$(VENV_BENCH)/bin/python scripts/bench.py
+
 clean:
-	rm -rf $(VENV) $(MAF_OLD_VENV) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(MAF_OLD_VENV) $(VENV_BENCH) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -61,6 +61,7 @@ __all__ = [
     "Ledger",
     "Position",
     "Segment",
+    "event_key",
     "new_thread_id",
 ]
 
@@ -74,12 +75,28 @@ MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
 #: immutable once written, so caching them is safe.
 _CACHE_SIZE: Final = 10_000
 
+#: Above this many events, a page is read with one range query rather than by key.
+_MAX_KEY_LOOKUPS: Final = 32
+#: The fields a page read needs.
+_PAGE: Final = {"first_message": 1, "count": 1, "messages": 1}
+
 _T = TypeVar("_T")
 
 
 def new_thread_id() -> str:
     """Return a fresh, random thread id."""
     return uuid.uuid4().hex
+
+
+def event_key(thread_id: str, seq: int) -> str:
+    """Return the ``_id`` of the event at ``seq`` in ``thread_id``: ``"<thread_id>#<seq>"``.
+
+    A deterministic ``_id`` makes "the event at this position" a primary-key lookup on
+    every engine; FerretDB's SQLite back end pushes down nothing but ``_id`` equality
+    and scans the collection for every other filter. The seq after the last ``#`` is
+    unambiguous whatever the thread id contains.
+    """
+    return f"{thread_id}#{seq}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +423,7 @@ class Ledger:
         self, at: Position, thread_id: str, stored: list[dict[str, Any]], event_id: str
     ) -> dict[str, Any]:
         doc: dict[str, Any] = {
+            "_id": event_key(thread_id, at.offset + 1),
             "v": EVENT_SCHEMA_VERSION,
             "thread_id": thread_id,
             "seq": at.offset + 1,
@@ -434,8 +452,7 @@ class Ledger:
         """
         for attempt in range(1, self.write_attempts + 1):
             try:
-                # insert_one adds _id to the dict it is given; keep ours clean for retries.
-                await self.call("append event", self.events.insert_one(dict(doc)))
+                await self.call("append event", self.events.insert_one(doc))
                 return
             except StorageUnavailableError:
                 if attempt == self.write_attempts:
@@ -543,7 +560,11 @@ class Ledger:
             pass
         # The position is taken. Either an earlier try of this very append committed
         # (its reply was lost), or another writer got there first.
-        existing = await self._find_event_id(event_id)
+        taken = await self.call("read event", self.events.find_one({"_id": doc["_id"]}))
+        existing = taken if taken is not None and taken.get("event_id") == event_id else None
+        if existing is None:
+            # It may have landed on a branch on an earlier try (its first try clashed too).
+            existing = await self._find_event_id(event_id)
         if existing is not None:
             return AppendResult(await self._position_after(existing), event_id, branched=False, replayed=True)
         if strict:
@@ -612,31 +633,47 @@ class Ledger:
     async def _read_segment(self, seg: Segment, lo: int, hi: int) -> list[dict[str, Any]]:
         """Return, oldest first, the events of one segment that hold messages ``[lo, hi)``.
 
-        Reads newest-first from just below ``hi`` on the ``(thread_id, first_message)``
-        index. How many events that takes is estimated from the segment's average batch
-        size, so a 20-message page of 10-message events reads ~3 events, not 20; if the
-        estimate falls short, the next query continues below the oldest event read.
+        A window that ends at the segment's last event (the usual "latest N messages")
+        is read by primary key, walking back from that event: a handful of ``_id``
+        lookups, O(page) on every engine. Other windows are an index range on
+        ``(thread_id, first_message)``. Either way, how many events a window needs is
+        estimated from the segment's average batch size, and a short estimate is
+        topped up by a further read below the oldest event read.
         """
         per_event = max(1, (seg.hi_message - seg.lo_message) // max(1, seg.hi_seq - seg.lo_seq))
         found: list[dict[str, Any]] = []
-        upper = hi
+        upper, top_seq = hi, seg.hi_seq if hi == seg.hi_message else None
         while upper > lo:
             wanted = upper - lo
             # Every event overlapping [lo, upper) holds at least one of its messages, so
             # `wanted` events always suffice; the estimate is usually far fewer.
             limit = min(wanted, -(-wanted // per_event) + 1)
-            cursor = (
-                self.events.find(
-                    {"thread_id": seg.thread_id, "first_message": {"$lt": upper}},
-                    {"first_message": 1, "count": 1, "messages": 1},
+            if top_seq is not None and limit <= _MAX_KEY_LOOKUPS:
+                seqs = range(top_seq, max(seg.lo_seq, top_seq - limit), -1)
+                docs = await asyncio.gather(
+                    *(
+                        self.call(
+                            "read event", self.events.find_one({"_id": event_key(seg.thread_id, q)}, _PAGE)
+                        )
+                        for q in seqs
+                    )
                 )
-                .sort("first_message", DESCENDING)
-                .limit(limit)
-            )
-            batch = await self.call("read events", cursor_list(cursor))
+                batch = [d for d in docs if d is not None]
+                if len(batch) < len(seqs):
+                    found.extend(batch)
+                    break  # a missing event: read() reports the gap
+                top_seq -= len(seqs)
+            else:
+                cursor = (
+                    self.events.find({"thread_id": seg.thread_id, "first_message": {"$lt": upper}}, _PAGE)
+                    .sort("first_message", DESCENDING)
+                    .limit(limit)
+                )
+                batch = await self.call("read events", cursor_list(cursor))
+                top_seq = None
             found.extend(batch)
-            if len(batch) < limit:
-                break  # the segment has nothing older; read() reports any gap
+            if len(batch) < limit or not batch:
+                break  # the segment has nothing older
             upper = int(batch[-1]["first_message"])
         found.reverse()
         return [d for d in found if int(d["first_message"]) + int(d["count"]) > lo]

@@ -351,15 +351,16 @@ class Ledger:
         Raises:
             InvalidThreadIdError: ``thread_id`` is not a plain bounded string.
         """
-        validate_thread_id(thread_id)
+        record = await self.get_thread(thread_id)
+        if record is None:
+            # Checked first: a primary-key read, where the head query below may be a scan
+            # on some engines; a brand-new session's thread never needs it.
+            return Cursor(thread_id=thread_id, offset=0)
         doc = await self.call(
             "read head",
             self.events.find_one({"thread_id": thread_id}, {"seq": 1}, sort=[("seq", DESCENDING)]),
         )
-        if doc is not None:
-            return Cursor(thread_id=thread_id, offset=int(doc["seq"]))
-        record = await self.get_thread(thread_id)
-        return Cursor(thread_id=thread_id, offset=record.base_offset if record is not None else 0)
+        return Cursor(thread_id=thread_id, offset=int(doc["seq"]) if doc is not None else record.base_offset)
 
     async def resolve(self, cursor: Cursor | Mapping[str, Any]) -> Position:
         """Return the validated position of a cursor.

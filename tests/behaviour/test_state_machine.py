@@ -37,16 +37,21 @@ def _machine(backend: Backend) -> type[RuleBasedStateMachine]:
             self.loop = asyncio.new_event_loop()
             self.client, self.db = self.run(backend.open())
             self.store = MongoChatMessageStore(self.db)
-            self.expected: list[str] = []
+            # The current line as its events (one list per append): seq k is events[k-1].
+            self.events: list[list[str]] = []
             self.counter = 0
-            self.snapshots: list[tuple[dict[str, Any], list[str]]] = []
+            self.snapshots: list[tuple[dict[str, Any], list[list[str]]]] = []
 
         def run(self, coro: Any) -> Any:
             return self.loop.run_until_complete(coro)
 
+        @property
+        def expected(self) -> list[str]:
+            return [t for event in self.events for t in event]
+
         @initialize()
         def start(self) -> None:
-            self.expected = []
+            self.events = []
 
         @rule(size=st.integers(min_value=1, max_value=4))
         def append(self, size: int) -> None:
@@ -55,20 +60,30 @@ def _machine(backend: Backend) -> type[RuleBasedStateMachine]:
                 self.counter += 1
                 batch.append(f"m{self.counter}")
             self.run(self.store.add_messages([msg(t) for t in batch]))
-            self.expected.extend(batch)
+            self.events.append(batch)
 
         @rule(target=saved)
         def serialize(self) -> int:
             state = self.run(self.store.serialize_state())
-            self.snapshots.append((state, list(self.expected)))
+            self.snapshots.append((state, list(self.events)))
             return len(self.snapshots) - 1
 
         @rule(index=saved)
         def resume(self, index: int) -> None:
-            state, expected = self.snapshots[index]
+            state, events = self.snapshots[index]
             self.store = MongoChatMessageStore(self.db)  # a fresh process, as it were
             self.run(self.store.deserialize_state(dict(state)))
-            self.expected = list(expected)
+            self.events = list(events)
+
+        @rule(index=saved, data=st.data())
+        def resume_at_any_earlier_offset(self, index: int, data: st.DataObject) -> None:
+            # Any offset along a saved line, named through that line's own thread: on a
+            # branch this may point before its fork, into an ancestor's events.
+            state, events = self.snapshots[index]
+            offset = data.draw(st.integers(min_value=0, max_value=len(events)), label="offset")
+            self.store = MongoChatMessageStore(self.db)
+            self.run(self.store.deserialize_state({"thread_id": state["thread_id"], "offset": offset}))
+            self.events = list(events[:offset])
 
         @rule(offset=st.integers(min_value=-30, max_value=30), limit=st.none() | st.integers(0, 10))
         def list_window(self, offset: int, limit: int | None) -> None:
@@ -77,10 +92,10 @@ def _machine(backend: Backend) -> type[RuleBasedStateMachine]:
 
         @rule(index=saved)
         def saved_cursors_never_change(self, index: int) -> None:
-            state, expected = self.snapshots[index]
+            state, events = self.snapshots[index]
             other = MongoChatMessageStore(self.db)
             self.run(other.deserialize_state(dict(state)))
-            assert texts(self.run(other.list_messages())) == expected
+            assert texts(self.run(other.list_messages())) == [t for event in events for t in event]
 
         @invariant()
         def state_is_a_small_cursor(self) -> None:
@@ -97,12 +112,13 @@ def _machine(backend: Backend) -> type[RuleBasedStateMachine]:
 
 
 def test_ledger_matches_the_reference_model(backend: Backend) -> None:
-    examples = int(os.environ.get("CHATLEDGER_HYPOTHESIS_EXAMPLES", "40" if not backend.real_server else "8"))
+    default = "12" if backend.real_server else "300"
+    examples = int(os.environ.get("CHATLEDGER_HYPOTHESIS_EXAMPLES", default))
     run_state_machine_as_test(
         _machine(backend),
         settings=settings(
             max_examples=examples,
-            stateful_step_count=25,
+            stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
         ),

@@ -374,11 +374,12 @@ class Ledger:
         """
         cur = Cursor.from_state(cursor)
         record = await self.get_thread(cur.thread_id)
-        if cur.offset == 0:
-            # A thread that has never been written to is still a valid, empty place.
-            return Position(cur, record, 0, GENESIS_HASH)
         if record is None:
+            if cur.offset == 0:
+                # A thread that has never been written to is still a valid, empty place.
+                return Position(cur, None, 0, GENESIS_HASH)
             raise UnknownThreadError(f"no thread {cur.thread_id!r}")
+        # Offset 0 included: the start of a branch's line is its root's start.
         if cur.offset < record.base_offset:
             owner = record.lineage[0].thread_id
             base = 0
@@ -391,6 +392,8 @@ class Ledger:
             if owner_record is None:
                 raise IntegrityError(f"thread {record.id!r} descends from missing thread {owner!r}")
             record = owner_record
+        if cur.offset == 0:
+            return Position(cur, record, 0, GENESIS_HASH)
         messages, head_hash = await self._event_summary(record, cur.thread_id, cur.offset)
         return Position(cur, record, messages, head_hash)
 
@@ -546,6 +549,12 @@ class Ledger:
         if metadata is not None and not isinstance(metadata, Mapping):
             raise InvalidInputError("metadata must be a mapping")
         position = at if isinstance(at, Position) else await self.resolve(at)
+        if position.thread is not None and position.offset < position.thread.base_offset:
+            # Writing here would put an event below the branch's fork point, inside its
+            # ancestors' numbering; resolve() never produces such a position.
+            raise InvalidCursorError(
+                f"cursor {position.cursor.to_state()} lies before its thread's fork point; resolve it first"
+            )
         if not stored:
             return AppendResult(position, event_id, branched=False)
         doc = self._event_document(position, position.thread_id, stored, event_id)

@@ -259,3 +259,25 @@ async def test_pages_are_exact_when_batch_sizes_vary_wildly(database: Any) -> No
 
     for offset, limit in ((40, 20), (-25, 25), (45, 30), (0, None), (-1, None), (49, 2), (69, 3)):
         assert texts(await store.list_messages(offset=offset, limit=limit)) == everything[offset:][:limit]
+
+
+async def test_resuming_a_branch_at_offset_zero_starts_afresh_and_changes_nothing(database: Any) -> None:
+    # Found by the state machine: offset 0 on a branch is the start of its root's line.
+    store = MongoChatMessageStore(database)
+    await store.add_messages([msg("m1")])
+    await store.add_messages([msg("m2")])
+    branch = MongoChatMessageStore(database)
+    await branch.deserialize_state({"thread_id": store.thread_id, "offset": 1})
+    await branch.add_messages([msg("m3")])
+    branch_state = await branch.serialize_state()
+
+    fresh = MongoChatMessageStore(database)
+    await fresh.deserialize_state({"thread_id": branch_state["thread_id"], "offset": 0})
+    assert await fresh.list_messages() == []
+    await fresh.add_messages([msg("m4")])
+
+    assert texts(await fresh.list_messages()) == ["m4"]
+    again = MongoChatMessageStore(database)
+    await again.deserialize_state(branch_state)
+    assert texts(await again.list_messages()) == ["m1", "m3"]
+    assert texts(await store.list_messages()) == ["m1", "m2"]

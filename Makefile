@@ -1,5 +1,8 @@
 # ChatLedger developer commands. Quickstart: `make demo`, `make test`.
 PYTHON ?= python3
+# FerretDB must never report home: every start goes through scripts/ferretdb.py, which
+# passes --telemetry=disable; DO_NOT_TRACK=1 also covers anything this Makefile runs.
+export DO_NOT_TRACK := 1
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.chatledger-installed

@@ -895,6 +895,8 @@ async def amain(args: argparse.Namespace) -> int:
     if not args.no_ferretdb:
         from ferretdb import FerretDBServer  # scripts/ferretdb.py
 
+        # FerretDBServer is the one place that starts FerretDB: 127.0.0.1 only,
+        # --telemetry=disable and DO_NOT_TRACK=1, so the benchmark never reports home.
         server = FerretDBServer(repo_root=REPO_ROOT).start()
         targets.append(("FerretDB", server.uri))
     if args.mongodb_uri:

@@ -50,6 +50,7 @@ def ferretdb_uri() -> Iterator[str]:
             pytest.fail("CI=true: these tests need FerretDB, but Go is missing")
         pytest.skip("FerretDB is not available (no Go toolchain, no cached binary)")
     ferretdb = _load_ferretdb_module()
+    # Started only through FerretDBServer: 127.0.0.1, --telemetry=disable, DO_NOT_TRACK=1.
     server = ferretdb.FerretDBServer(ferretdb.ensure_binary(REPO))
     server.start()
     try:

@@ -12,7 +12,6 @@ thread moved on, and the event is written to a new branch forked at the cursor.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
@@ -75,8 +74,6 @@ MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
 #: immutable once written, so caching them is safe.
 _CACHE_SIZE: Final = 10_000
 
-#: Above this many events, a page is read with one range query rather than by key.
-_MAX_KEY_LOOKUPS: Final = 32
 #: The fields a page read needs.
 _PAGE: Final = {"first_message": 1, "count": 1, "messages": 1}
 
@@ -293,10 +290,14 @@ class Ledger:
         return record
 
     async def _insert_thread(self, record: ThreadRecord) -> None:
-        # A clash means another writer (or our own earlier, interrupted try) created it:
-        # fine, thread documents are written once and only events decide the content.
-        with contextlib.suppress(DuplicateKeyError):
+        try:
             await self.call("create thread", self.threads.insert_one(record.to_document()))
+        except DuplicateKeyError:
+            # Another writer (or our own earlier, interrupted try) created it: fine, thread
+            # documents are written once and only events decide the content. Theirs is
+            # the record that counts, so ours is not cached.
+            return
+        self._remember(self._thread_cache, record.id, record)
 
     def _new_root(
         self,
@@ -379,14 +380,10 @@ class Ledger:
                 # A thread that has never been written to is still a valid, empty place.
                 return Position(cur, None, 0, GENESIS_HASH)
             raise UnknownThreadError(f"no thread {cur.thread_id!r}")
-        # Offset 0 included: the start of a branch's line is its root's start.
         if cur.offset < record.base_offset:
-            owner = record.lineage[0].thread_id
-            base = 0
-            for fork in record.lineage:
-                if base <= cur.offset:
-                    owner = fork.thread_id
-                base = fork.offset
+            # Before the fork point (offset 0 included): the cursor is really on the
+            # ancestor holding that event, and appending there must branch from it.
+            owner = record.holder(cur.offset)
             cur = Cursor(thread_id=owner, offset=cur.offset)
             owner_record = await self.get_thread(owner)
             if owner_record is None:
@@ -394,29 +391,21 @@ class Ledger:
             record = owner_record
         if cur.offset == 0:
             return Position(cur, record, 0, GENESIS_HASH)
-        messages, head_hash = await self._event_summary(record, cur.thread_id, cur.offset)
+        messages, head_hash = await self._event_summary(record, cur.offset)
         return Position(cur, record, messages, head_hash)
 
-    async def _event_summary(self, record: ThreadRecord, thread_id: str, seq: int) -> tuple[int, str]:
+    async def _event_summary(self, record: ThreadRecord, seq: int) -> tuple[int, str]:
         """Return (messages visible after event ``seq``, its hash) along ``record``'s lineage."""
-        owner = thread_id
-        if seq <= record.base_offset:
-            lo = 0
-            for fork in record.lineage:
-                if lo < seq <= fork.offset:
-                    owner = fork.thread_id
-                lo = fork.offset
+        owner = record.holder(seq)
         cached = self._head_cache.get((owner, seq))
         if cached is not None:
             return cached
         doc = await self.call(
             "read event",
-            self.events.find_one(
-                {"thread_id": owner, "seq": seq}, {"first_message": 1, "count": 1, "hash": 1}
-            ),
+            self.events.find_one({"_id": event_key(owner, seq)}, {"first_message": 1, "count": 1, "hash": 1}),
         )
         if doc is None:
-            raise InvalidCursorError(f"offset {seq} is past the head of thread {thread_id!r}")
+            raise InvalidCursorError(f"offset {seq} is past the head of thread {record.id!r}")
         summary = (int(doc["first_message"]) + int(doc["count"]), str(doc["hash"]))
         self._remember(self._head_cache, (owner, seq), summary)
         return summary
@@ -589,7 +578,6 @@ class Ledger:
         await self._insert_thread(branch)
         branch_doc = self._event_document(position, branch.id, stored, event_id)
         await self._insert_event(branch_doc)
-        self._remember(self._thread_cache, branch.id, branch)
         return AppendResult(await self._position_after(branch_doc), event_id, branched=True)
 
     # ------------------------------------------------------------------ read
@@ -643,47 +631,29 @@ class Ledger:
     async def _read_segment(self, seg: Segment, lo: int, hi: int) -> list[dict[str, Any]]:
         """Return, oldest first, the events of one segment that hold messages ``[lo, hi)``.
 
-        A window that ends at the segment's last event (the usual "latest N messages")
-        is read by primary key, walking back from that event: a handful of ``_id``
-        lookups, O(page) on every engine. Other windows are an index range on
-        ``(thread_id, first_message)``. Either way, how many events a window needs is
-        estimated from the segment's average batch size, and a short estimate is
-        topped up by a further read below the oldest event read.
+        One range query on ``(thread_id, first_message)``, newest first from just below
+        ``hi``. Its limit is estimated from the segment's average batch size, so a page
+        of 20 messages in 10-message events reads 3 events, not 20; only when batch sizes
+        vary so much that the estimate falls short does a further query continue below
+        the oldest event read.
         """
         per_event = max(1, (seg.hi_message - seg.lo_message) // max(1, seg.hi_seq - seg.lo_seq))
         found: list[dict[str, Any]] = []
-        upper, top_seq = hi, seg.hi_seq if hi == seg.hi_message else None
+        upper = hi
         while upper > lo:
             wanted = upper - lo
             # Every event overlapping [lo, upper) holds at least one of its messages, so
             # `wanted` events always suffice; the estimate is usually far fewer.
             limit = min(wanted, -(-wanted // per_event) + 1)
-            if top_seq is not None and limit <= _MAX_KEY_LOOKUPS:
-                seqs = range(top_seq, max(seg.lo_seq, top_seq - limit), -1)
-                docs = await asyncio.gather(
-                    *(
-                        self.call(
-                            "read event", self.events.find_one({"_id": event_key(seg.thread_id, q)}, _PAGE)
-                        )
-                        for q in seqs
-                    )
-                )
-                batch = [d for d in docs if d is not None]
-                if len(batch) < len(seqs):
-                    found.extend(batch)
-                    break  # a missing event: read() reports the gap
-                top_seq -= len(seqs)
-            else:
-                cursor = (
-                    self.events.find({"thread_id": seg.thread_id, "first_message": {"$lt": upper}}, _PAGE)
-                    .sort("first_message", DESCENDING)
-                    .limit(limit)
-                )
-                batch = await self.call("read events", cursor_list(cursor))
-                top_seq = None
+            cursor = (
+                self.events.find({"thread_id": seg.thread_id, "first_message": {"$lt": upper}}, _PAGE)
+                .sort("first_message", DESCENDING)
+                .limit(limit)
+            )
+            batch = await self.call("read events", cursor_list(cursor))
             found.extend(batch)
-            if len(batch) < limit or not batch:
-                break  # the segment has nothing older
+            if len(batch) < limit:
+                break  # the segment has nothing older; read() reports any gap
             upper = int(batch[-1]["first_message"])
         found.reverse()
         return [d for d in found if int(d["first_message"]) + int(d["count"]) > lo]

@@ -128,6 +128,21 @@ class ThreadRecord(BaseModel):
     metadata: dict[str, Any] | None = None
     legal_hold: dict[str, Any] | None = None
 
+    def holder(self, seq: int) -> str:
+        """Return the id of the thread, along this line, whose own events include ``seq``.
+
+        Events up to ``base_offset`` live in the ancestors; ``seq`` 0 (the empty start of
+        the line) belongs to the root.
+        """
+        if seq > self.base_offset or not self.lineage:
+            return self.id
+        owner, base = self.lineage[0].thread_id, 0
+        for fork in self.lineage:
+            if base < seq:
+                owner = fork.thread_id
+            base = fork.offset
+        return owner
+
     def to_document(self) -> dict[str, Any]:
         """Return the document stored for this thread."""
         doc = self.model_dump(by_alias=True, exclude_none=True)

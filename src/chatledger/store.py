@@ -126,9 +126,9 @@ class MongoChatMessageStore:
             await self.deserialize_state(cursor)
             return
         stored = encode_messages(messages)  # validates every message before any I/O
-        digest = stored_digest(stored)
-        if not messages:
+        if not stored:
             return
+        digest = stored_digest(stored)
         async with self._lock:
             at = await self._current()
             if self._unconfirmed is not None and self._unconfirmed[0] == digest:

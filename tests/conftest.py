@@ -13,32 +13,17 @@ difference is a capability flag on :class:`Backend`, never a weaker assertion.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.scripts import start_ferretdb
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _load_ferretdb_module() -> Any:
-    # scripts/ is not a package (operators run its files directly), so load by path.
-    path = REPO / "scripts" / "ferretdb.py"
-    spec = importlib.util.spec_from_file_location("chatledger_scripts_ferretdb", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass(frozen=True)
@@ -83,14 +68,10 @@ def _ferretdb_uri() -> str | None:
         return None
     if "uri" in _FERRETDB:
         return str(_FERRETDB["uri"])
-    module = _load_ferretdb_module()
-    if shutil.which("go") is None and not (REPO / ".cache" / "bin" / "ferretdb").exists():
-        if IN_CI:
-            raise RuntimeError("CI=true: the real-server tier is mandatory, but Go is missing (FerretDB)")
+    server = start_ferretdb()
+    if server is None:
         _FERRETDB["why"] = "Go is not installed, so FerretDB cannot be built"
         return None
-    server = module.FerretDBServer(module.ensure_binary(REPO))
-    server.start()
     _FERRETDB["server"] = server
     _FERRETDB["uri"] = server.uri
     return str(server.uri)

@@ -10,9 +10,7 @@ through scripts/ferretdb.py (127.0.0.1 only, telemetry off) and stopped at the e
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,21 +20,10 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))  # offline_client.py
+sys.path.insert(0, str(HERE.parents[1]))  # the repo root: tests.scripts
 
-
-def _load_ferretdb_module() -> Any:
-    # scripts/ is not a package, so load it by path (as tests/conftest.py does).
-    spec = importlib.util.spec_from_file_location(
-        "chatledger_scripts_ferretdb", REPO / "scripts" / "ferretdb.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.scripts import start_ferretdb  # noqa: E402  (needs the path above)
 
 
 @pytest.fixture(scope="session")
@@ -45,14 +32,10 @@ def ferretdb_uri() -> Iterator[str]:
     if os.environ.get("CHATLEDGER_TEST_FERRETDB_URI"):
         yield os.environ["CHATLEDGER_TEST_FERRETDB_URI"]
         return
-    if shutil.which("go") is None and not (REPO / ".cache" / "bin" / "ferretdb").exists():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true: these tests need FerretDB, but Go is missing")
-        pytest.skip("FerretDB is not available (no Go toolchain, no cached binary)")
-    ferretdb = _load_ferretdb_module()
     # Started only through FerretDBServer: 127.0.0.1, --telemetry=disable, DO_NOT_TRACK=1.
-    server = ferretdb.FerretDBServer(ferretdb.ensure_binary(REPO))
-    server.start()
+    server = start_ferretdb()
+    if server is None:
+        pytest.skip("FerretDB is not available (no Go toolchain, no cached binary)")
     try:
         yield str(server.uri)
     finally:

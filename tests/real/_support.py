@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from typing import Any
 
 from chatledger.hashing import GENESIS_HASH, event_hash
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_script(name: str) -> Any:
-    """Import ``scripts/<name>.py`` by path (scripts/ is not a package), once per session."""
-    module_name = f"chatledger_scripts_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, REPO / "scripts" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_client(driver: str, uri: str, **options: Any) -> Any:

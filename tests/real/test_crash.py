@@ -11,8 +11,6 @@ Runs against a dedicated FerretDB (this test kills it), never the session's serv
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +21,8 @@ from pymongo.errors import PyMongoError
 from chatledger import MongoChatMessageStore, StorageUnavailableError
 from chatledger._driver import close_client
 from tests.helpers import raw_docs, tricky_message
-from tests.real._support import REPO, assert_chain_intact, load_script, make_client
+from tests.real._support import assert_chain_intact, make_client
+from tests.scripts import start_ferretdb
 
 pytestmark = pytest.mark.real
 
@@ -39,13 +38,9 @@ MAX_APPENDS = 400  # the stream stops by itself even if the kill never bit
 @pytest.fixture
 def server() -> Iterator[Any]:
     """A FerretDB of our own, on its own data directory, removed afterwards."""
-    if shutil.which("go") is None and not (REPO / ".cache" / "bin" / "ferretdb").exists():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true: the crash test is mandatory, but FerretDB cannot be built (no Go)")
+    srv = start_ferretdb()
+    if srv is None:
         pytest.skip("FerretDB is not available (no Go toolchain, no cached binary)")
-    ferretdb = load_script("ferretdb")
-    srv = ferretdb.FerretDBServer(ferretdb.ensure_binary(REPO))
-    srv.start()
     try:
         yield srv
     finally:

@@ -17,7 +17,8 @@ import pytest
 from chatledger import Ledger, MongoChatMessageStore, StorageUnavailableError
 from chatledger._driver import close_client
 from tests.helpers import msg, raw_docs, texts
-from tests.real._support import assert_chain_intact, load_script, make_client
+from tests.real._support import assert_chain_intact, make_client
+from tests.scripts import load_script
 
 pytestmark = pytest.mark.real
 

@@ -19,7 +19,7 @@ import pytest
 
 from chatledger import Cursor, Ledger, MongoChatMessageStore
 from tests.helpers import msg, raw_docs, texts
-from tests.real._support import REPO
+from tests.scripts import REPO
 
 pytestmark = pytest.mark.real
 

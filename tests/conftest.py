@@ -135,7 +135,7 @@ async def database(backend: Backend) -> AsyncIterator[Any]:
     finally:
         if backend.real_server:
             await client.drop_database(db.name)
-        from chatledger._driver import close_client
+        from chatledger.storage.driver import close_client
 
         await close_client(client)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
+from chatledger.adapters.store import MongoChatMessageStore
 from chatledger.errors import (
     BatchTooLargeError,
     ChatLedgerError,
@@ -25,10 +26,9 @@ from chatledger.errors import (
 )
 from chatledger.ledger import AppendResult, Ledger, Position
 from chatledger.models import Cursor
-from chatledger.store import MongoChatMessageStore
 
 with contextlib.suppress(ImportError):  # agent-framework-core <= 1.0.0b260130 has no HistoryProvider
-    from chatledger.history import MongoHistoryProvider
+    from chatledger.adapters.history import MongoHistoryProvider
 
 __version__ = "0.1.0"
 

@@ -23,7 +23,7 @@ from hypothesis.stateful import (
 )
 
 from chatledger import MongoChatMessageStore
-from chatledger._driver import close_client
+from chatledger.storage.driver import close_client
 from tests.conftest import Backend
 from tests.helpers import msg, texts
 

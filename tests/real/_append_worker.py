@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from chatledger import Ledger, MongoChatMessageStore
-from chatledger._driver import close_client
+from chatledger.storage.driver import close_client
 from tests.helpers import msg
 from tests.real._support import make_client
 

@@ -19,7 +19,7 @@ from agent_framework import Message
 from pymongo.errors import PyMongoError
 
 from chatledger import MongoChatMessageStore, StorageUnavailableError
-from chatledger._driver import close_client
+from chatledger.storage.driver import close_client
 from tests.helpers import raw_docs, tricky_message
 from tests.real._support import assert_chain_intact, make_client
 from tests.scripts import start_ferretdb

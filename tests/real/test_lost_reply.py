@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from chatledger import Ledger, MongoChatMessageStore, StorageUnavailableError
-from chatledger._driver import close_client
+from chatledger.storage.driver import close_client
 from tests.helpers import msg, raw_docs, texts
 from tests.real._support import assert_chain_intact, make_client
 from tests.scripts import load_script

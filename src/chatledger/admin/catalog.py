@@ -13,11 +13,11 @@ from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
 
-from chatledger._driver import aggregate_list, cursor_list
 from chatledger.errors import InvalidInputError
 from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import Ledger
 from chatledger.models import validate_thread_id
+from chatledger.storage.driver import aggregate_list, cursor_list
 
 __all__ = [
     "Forest",

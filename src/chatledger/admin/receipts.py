@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from chatledger._driver import cursor_list
 from chatledger.ledger import Ledger
 from chatledger.models import utc_now_ms
+from chatledger.storage.driver import cursor_list
 
 __all__ = [
     "COMPLETED",

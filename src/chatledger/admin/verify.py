@@ -28,13 +28,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chatledger._driver import aggregate_list
 from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, iter_events, load_forest
 from chatledger.admin.receipts import pending_removals, removed_heads
 from chatledger.errors import InvalidInputError, UnknownThreadError
 from chatledger.hashing import GENESIS_HASH, event_hash
 from chatledger.ledger import Ledger
 from chatledger.models import EVENT_SCHEMA_VERSION, ThreadRecord
+from chatledger.storage.driver import aggregate_list
 
 __all__ = ["Anchor", "Problem", "VerifyReport", "head_anchors", "verify"]
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from chatledger._driver import close_client
+from chatledger.storage.driver import close_client
 
 __all__ = ["DEFAULT_DATABASE", "DatabaseOption", "MongoUriOption", "open_database"]
 

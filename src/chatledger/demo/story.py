@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.tree import Tree
 
+from chatledger.adapters.history import MongoHistoryProvider
 from chatledger.demo.joker import JokerChatClient
-from chatledger.history import MongoHistoryProvider
 from chatledger.ledger import Ledger
 from chatledger.models import Cursor
 

@@ -28,7 +28,6 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from chatledger._driver import cursor_list
 from chatledger._maf import Message
 from chatledger.codec import decode_message, encode_messages
 from chatledger.errors import (
@@ -50,6 +49,7 @@ from chatledger.models import (
     utc_now_ms,
     validate_thread_id,
 )
+from chatledger.storage.driver import cursor_list
 
 __all__ = [
     "DEFAULT_AUDIT_COLLECTION",

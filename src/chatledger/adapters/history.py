@@ -7,11 +7,11 @@ from typing import Any, ClassVar
 
 from agent_framework import HistoryProvider, Message
 
-from chatledger._driver import close_client
 from chatledger.codec import encode_messages, stored_digest
 from chatledger.errors import InvalidCursorError, InvalidInputError
 from chatledger.ledger import Ledger, new_thread_id
 from chatledger.models import Cursor, validate_thread_id
+from chatledger.storage.driver import close_client
 
 __all__ = ["MongoHistoryProvider"]
 

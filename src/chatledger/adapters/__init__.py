@@ -1,0 +1,1 @@
+"""Framework adapters on top of the ledger: they hold no storage logic."""

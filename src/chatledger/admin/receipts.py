@@ -24,6 +24,7 @@ __all__ = [
     "REMOVAL",
     "operator_identity",
     "pending_removals",
+    "receipts_for",
     "record",
     "removed_heads",
 ]
@@ -81,3 +82,14 @@ async def removed_heads(ledger: Ledger) -> dict[str, list[tuple[int, str]]]:
         for head in heads:
             out.setdefault(str(head["thread_id"]), []).append((int(head["head_seq"]), str(head["head_hash"])))
     return out
+
+
+async def receipts_for(ledger: Ledger, receipt_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Return the receipts with these ids and the completion receipts that refer to them."""
+    ids = [str(i) for i in receipt_ids]
+    if not ids:
+        return []
+    return await ledger.call(
+        "read receipts",
+        cursor_list(ledger.audit.find({"$or": [{"_id": {"$in": ids}}, {"receipt_id": {"$in": ids}}]})),
+    )

@@ -9,15 +9,37 @@ from typing import Any
 
 from chatledger.codec import canonical_json
 
-__all__ = ["GENESIS_HASH", "HASHED_FIELDS", "epoch_ms", "event_hash"]
+__all__ = ["GENESIS_HASH", "HASHED_FIELDS", "HASHED_FIELDS_BY_VERSION", "epoch_ms", "event_hash"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: ``prev_hash`` of the first event of a conversation.
 GENESIS_HASH = "0" * 64
 
-#: The event fields covered by the hash. ``_id`` is the server's, and ``hash`` itself.
-HASHED_FIELDS = ("v", "thread_id", "seq", "first_message", "count", "messages", "event_id", "created_at")
+#: The event fields covered by the hash, by schema version (``v``, itself hashed). An
+#: event is hashed by the rules of the version it was written with, forever: re-hashing
+#: an old event under new rules would break the chain an auditor already anchored.
+#: Version 2 adds the scope fields, so moving an event to another tenant, user or
+#: lineage is tampering that ``verify`` reports.
+HASHED_FIELDS_BY_VERSION: dict[object, tuple[str, ...]] = {
+    1: ("v", "thread_id", "seq", "first_message", "count", "messages", "event_id", "created_at"),
+    2: (
+        "v",
+        "thread_id",
+        "seq",
+        "first_message",
+        "count",
+        "messages",
+        "event_id",
+        "created_at",
+        "root_id",
+        "tenant_id",
+        "user_id",
+        "source_id",
+    ),
+}
+#: The fields of the current version.
+HASHED_FIELDS = HASHED_FIELDS_BY_VERSION[2]
 
 
 def epoch_ms(value: datetime) -> int:
@@ -32,7 +54,8 @@ def epoch_ms(value: datetime) -> int:
 def event_hash(prev_hash: str, event: Mapping[str, Any]) -> str:
     """Return the chained hash of an event document (as stored) after ``prev_hash``."""
     body: dict[str, Any] = {}
-    for name in HASHED_FIELDS:
+    # An unknown version is hashed with the current rules; verify reports the version itself.
+    for name in HASHED_FIELDS_BY_VERSION.get(event.get("v"), HASHED_FIELDS):
         value = event.get(name)
         if isinstance(value, datetime):
             value = epoch_ms(value)

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from chatledger.codec import canonical_json
+import orjson
+
+from chatledger.codec import canonical_json_bytes, str_fields_json_bytes
 
 __all__ = ["GENESIS_HASH", "HASHED_FIELDS", "HASHED_FIELDS_BY_VERSION", "epoch_ms", "event_hash"]
 
@@ -19,8 +21,8 @@ GENESIS_HASH = "0" * 64
 #: The event fields covered by the hash, by schema version (``v``, itself hashed). An
 #: event is hashed by the rules of the version it was written with, forever: re-hashing
 #: an old event under new rules would break the chain an auditor already anchored.
-#: Version 2 adds the scope fields, so moving an event to another tenant, user or
-#: lineage is tampering that ``verify`` reports.
+#: Version 2 adds the scope fields, so moving an event to another tenant, user, source
+#: or lineage is tampering that ``verify`` reports. ``_id`` and ``hash`` are not hashed.
 HASHED_FIELDS_BY_VERSION: dict[object, tuple[str, ...]] = {
     1: ("v", "thread_id", "seq", "first_message", "count", "messages", "event_id", "created_at"),
     2: (
@@ -41,6 +43,19 @@ HASHED_FIELDS_BY_VERSION: dict[object, tuple[str, ...]] = {
 #: The fields of the current version.
 HASHED_FIELDS = HASHED_FIELDS_BY_VERSION[2]
 
+# Each version's fields in sorted order, split around "messages": the canonical JSON of
+# the body is these keys in this order, so it can be assembled from pieces without
+# sorting or re-checking.
+_SPLIT: dict[object, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    v: (
+        tuple(n for n in sorted(fields) if n < "messages"),
+        tuple(n for n in sorted(fields) if n > "messages"),
+    )
+    for v, fields in HASHED_FIELDS_BY_VERSION.items()
+}
+_SCALAR_TYPES = (str, int, type(None))
+_INT64 = (-(2**63), 2**63 - 1)
+
 
 def epoch_ms(value: datetime) -> int:
     """Return ``value`` as integer milliseconds since the epoch (naive means UTC, as PyMongo reads)."""
@@ -51,8 +66,7 @@ def epoch_ms(value: datetime) -> int:
     return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
-def event_hash(prev_hash: str, event: Mapping[str, Any]) -> str:
-    """Return the chained hash of an event document (as stored) after ``prev_hash``."""
+def _body(event: Mapping[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {}
     # An unknown version is hashed with the current rules; verify reports the version itself.
     for name in HASHED_FIELDS_BY_VERSION.get(event.get("v"), HASHED_FIELDS):
@@ -62,7 +76,45 @@ def event_hash(prev_hash: str, event: Mapping[str, Any]) -> str:
         elif name == "messages":
             value = [dict(m) for m in value or ()]
         body[name] = value
+    return body
+
+
+def _fast_canonical(body: dict[str, Any]) -> bytes | None:
+    """The canonical bytes of ``body`` via orjson, when its shape makes them provably json's.
+
+    That shape is every event ChatLedger writes: str / 64-bit int / null scalars and
+    messages that are flat ``{str: str}`` documents. Anything else answers None.
+    """
+    split = _SPLIT.get(body["v"])
+    if split is None:
+        return None
+    before, after = split
+    for name in before + after:
+        value = body[name]
+        kind = type(value)
+        if kind not in _SCALAR_TYPES or (kind is int and not _INT64[0] <= value <= _INT64[1]):
+            return None
+    messages = body["messages"]
+    if type(messages) is not list:
+        return None
+    raw_messages = str_fields_json_bytes(messages)
+    if raw_messages is None:
+        return None
+    try:
+        head = orjson.dumps({k: body[k] for k in before})
+        tail = orjson.dumps({k: body[k] for k in after})
+    except TypeError:  # a lone surrogate in an id
+        return None
+    return head[:-1] + b',"messages":' + raw_messages + b"," + tail[1:]
+
+
+def event_hash(prev_hash: str, event: Mapping[str, Any]) -> str:
+    """Return the chained hash of an event document (as stored) after ``prev_hash``."""
+    body = _body(event)
+    raw = _fast_canonical(body)
+    if raw is None:
+        raw = canonical_json_bytes(body)
     digest = hashlib.sha256()
     digest.update(prev_hash.encode("ascii"))
-    digest.update(canonical_json(body).encode("utf-8"))
+    digest.update(raw)
     return digest.hexdigest()

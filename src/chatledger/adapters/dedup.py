@@ -1,0 +1,138 @@
+"""Which messages of a save are new: Agent Framework 1.23's de-duplication rule, on fingerprints.
+
+Since agent-framework-core 1.23 every history provider of the framework stores only the
+messages it has not stored before: ``InMemoryHistoryProvider.save_messages`` and
+``FileHistoryProvider.save_messages`` (``agent_framework/_sessions.py``) both call
+``filter_new_messages(existing, incoming)`` (same file), the one shared rule the
+maintainers asked every provider to use (microsoft/agent-framework PR #7242, issue #7211).
+
+The rule compares message *identities* (``get_message_identity``, same file): the
+``message_id`` when the message has one, else its role plus its JSON-serialized contents.
+Object identity plays no part, and neither do ``author_name`` nor
+``additional_properties``. Then:
+
+1. if the whole stored history occurs, in order, inside the incoming batch (a re-sent
+   transcript, or an audit provider handed the loaded context back), only what follows
+   its first occurrence is new;
+2. otherwise the longest suffix of the stored history that is a prefix of the batch is
+   dropped (the batch repeats the end of the history, then continues);
+3. otherwise everything is new.
+
+One exception keeps a real repeated turn: a history that is a single user message
+without an id, matched at the very start of the batch, does not count (the user may
+simply have said the same thing twice); nor does a one-message overlap whose stored
+message is a user message without an id.
+
+What this needs from the store (:func:`unseen`): only the fingerprints of the newest
+``min(stored_count, len(incoming))`` stored messages along the cursor's lineage, plus
+``stored_count`` itself (which the cursor position already knows). Step 1 can only
+match when the batch is at least as long as the history, and then that tail *is* the
+whole history; step 2 never looks further back than the batch is long. So one bounded
+tail read per save, however long the conversation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Final
+
+from agent_framework import Message
+from agent_framework._sessions import get_message_identity
+
+from chatledger.errors import InvalidInputError
+
+__all__ = ["FINGERPRINT_VERSION", "message_fingerprint", "stored_tail_length", "unseen"]
+
+#: Changes whenever :func:`message_fingerprint` would give a different value for the same
+#: message, so fingerprints stored in events can be recognised as stale.
+FINGERPRINT_VERSION: Final = 1
+
+# A fingerprint starts with one letter that keeps the only facts the rule needs beyond
+# equality: whether the message had an id, and, if not, whether it is a user message.
+_BY_ID: Final = "i"
+_USER_CONTENT: Final = "u"
+_OTHER_CONTENT: Final = "c"
+
+
+def message_fingerprint(message: Message) -> str:
+    """Return a short string equal for two messages exactly when the framework deems them the same.
+
+    The string is a one-letter kind (``i``: has a ``message_id``; ``u``: a user message
+    without one; ``c``: any other message without one), ``:``, and the SHA-256 of the
+    framework's own identity tuple (``agent_framework._sessions.get_message_identity``),
+    so it can be stored next to the message and compared without decoding anything.
+    """
+    identity = get_message_identity(message)
+    if identity[0] == "id":
+        kind = _BY_ID
+    elif str(message.role) == "user":
+        kind = _USER_CONTENT
+    else:
+        kind = _OTHER_CONTENT
+    digest = hashlib.sha256(json.dumps(list(identity), ensure_ascii=False).encode("utf-8")).hexdigest()
+    return f"{kind}:{digest}"
+
+
+def stored_tail_length(stored_count: int, incoming_count: int) -> int:
+    """Return how many of the newest stored fingerprints :func:`unseen` needs for a batch."""
+    return min(stored_count, incoming_count)
+
+
+def unseen(
+    incoming: Sequence[Message],
+    stored_tail: Sequence[str],
+    *,
+    stored_count: int,
+) -> list[Message]:
+    """Return the messages of ``incoming`` that the framework would store: those not already stored.
+
+    Equivalent to ``agent_framework._sessions.filter_new_messages(history, incoming)``
+    where ``history`` is everything stored along the cursor's lineage, given only its
+    tail.
+
+    Args:
+        incoming: The batch ``save_messages`` received, in order.
+        stored_tail: :func:`message_fingerprint` of the newest
+            :func:`stored_tail_length` (``min(stored_count, len(incoming))``) stored
+            messages, oldest first. More is accepted; only that many are used.
+        stored_count: How many messages are stored in all (0 for a new session).
+
+    Returns:
+        The suffix of ``incoming`` to append (possibly all of it, possibly empty).
+
+    Raises:
+        InvalidInputError: ``stored_tail`` holds fewer fingerprints than needed, or
+            ``stored_count`` is negative.
+    """
+    if type(stored_count) is not int or stored_count < 0:
+        raise InvalidInputError("stored_count must be a non-negative int")
+    need = stored_tail_length(stored_count, len(incoming))
+    if len(stored_tail) < need:
+        raise InvalidInputError(
+            f"unseen() needs the newest {need} stored fingerprints, got {len(stored_tail)}"
+        )
+    if stored_count == 0:
+        return list(incoming)
+    tail = list(stored_tail[len(stored_tail) - need :])
+    batch = [message_fingerprint(m) for m in incoming]
+    last_is_anonymous_user = tail[-1].startswith(_USER_CONTENT) if tail else False
+
+    # Step 1: the whole history occurs inside the batch (only possible when it fits, and
+    # then ``tail`` is the whole history).
+    if need == stored_count:
+        for start in range(len(batch) - stored_count + 1):
+            if batch[start : start + stored_count] == tail:
+                if start == 0 and stored_count == 1 and last_is_anonymous_user:
+                    break  # a repeated input without an id is kept, as the framework does
+                return list(incoming[start + stored_count :])
+
+    # Step 2: the batch begins with the end of the history.
+    for overlap in range(need, 0, -1):
+        if tail[-overlap:] != batch[:overlap]:
+            continue
+        if overlap == 1 and last_is_anonymous_user:
+            continue
+        return list(incoming[overlap:])
+    return list(incoming)

@@ -21,8 +21,8 @@ GENESIS_HASH = "0" * 64
 #: The event fields covered by the hash, by schema version (``v``, itself hashed). An
 #: event is hashed by the rules of the version it was written with, forever: re-hashing
 #: an old event under new rules would break the chain an auditor already anchored.
-#: Version 2 adds the scope fields, so moving an event to another tenant, user, source
-#: or lineage is tampering that ``verify`` reports. ``_id`` and ``hash`` are not hashed.
+#: Version 2 adds the scope fields, so moving an event to another tenant, user or
+#: lineage is tampering that ``verify`` reports.
 HASHED_FIELDS_BY_VERSION: dict[object, tuple[str, ...]] = {
     1: ("v", "thread_id", "seq", "first_message", "count", "messages", "event_id", "created_at"),
     2: (
@@ -43,18 +43,18 @@ HASHED_FIELDS_BY_VERSION: dict[object, tuple[str, ...]] = {
 #: The fields of the current version.
 HASHED_FIELDS = HASHED_FIELDS_BY_VERSION[2]
 
-# Each version's fields in sorted order, split around "messages": the canonical JSON of
-# the body is these keys in this order, so it can be assembled from pieces without
-# sorting or re-checking.
-_SPLIT: dict[object, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    v: (
-        tuple(n for n in sorted(fields) if n < "messages"),
-        tuple(n for n in sorted(fields) if n > "messages"),
-    )
-    for v, fields in HASHED_FIELDS_BY_VERSION.items()
-}
 _SCALAR_TYPES = (str, int, type(None))
-_INT64 = (-(2**63), 2**63 - 1)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _split(fields: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The fields sorted as canonical JSON sorts them, before and after ``messages``."""
+    ordered = sorted(fields)
+    at = ordered.index("messages")
+    return tuple(ordered[:at]), tuple(ordered[at + 1 :])
+
+
+_SPLITS = {fields: _split(fields) for fields in HASHED_FIELDS_BY_VERSION.values()}
 
 
 def epoch_ms(value: datetime) -> int:
@@ -66,33 +66,19 @@ def epoch_ms(value: datetime) -> int:
     return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
-def _body(event: Mapping[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = {}
-    # An unknown version is hashed with the current rules; verify reports the version itself.
-    for name in HASHED_FIELDS_BY_VERSION.get(event.get("v"), HASHED_FIELDS):
-        value = event.get(name)
-        if isinstance(value, datetime):
-            value = epoch_ms(value)
-        elif name == "messages":
-            value = [dict(m) for m in value or ()]
-        body[name] = value
-    return body
-
-
-def _fast_canonical(body: dict[str, Any]) -> bytes | None:
+def _fast_canonical(body: dict[str, Any], fields: tuple[str, ...]) -> bytes | None:
     """The canonical bytes of ``body`` via orjson, when its shape makes them provably json's.
 
     That shape is every event ChatLedger writes: str / 64-bit int / null scalars and
-    messages that are flat ``{str: str}`` documents. Anything else answers None.
+    messages that are flat ``{str: str}`` documents; for it orjson and json write the same
+    bytes. The body is assembled around ``messages`` in sorted key order, as json sorts it.
+    Anything else answers None and takes the general path.
     """
-    split = _SPLIT.get(body["v"])
-    if split is None:
-        return None
-    before, after = split
+    before, after = _SPLITS[fields]
     for name in before + after:
         value = body[name]
         kind = type(value)
-        if kind not in _SCALAR_TYPES or (kind is int and not _INT64[0] <= value <= _INT64[1]):
+        if kind not in _SCALAR_TYPES or (kind is int and not _INT64_MIN <= value <= _INT64_MAX):
             return None
     messages = body["messages"]
     if type(messages) is not list:
@@ -103,15 +89,26 @@ def _fast_canonical(body: dict[str, Any]) -> bytes | None:
     try:
         head = orjson.dumps({k: body[k] for k in before})
         tail = orjson.dumps({k: body[k] for k in after})
-    except TypeError:  # a lone surrogate in an id
+    except TypeError:  # a lone surrogate in an id: the general path refuses it clearly
         return None
-    return head[:-1] + b',"messages":' + raw_messages + b"," + tail[1:]
+    out = b'{"messages":' if len(head) == 2 else head[:-1] + b',"messages":'
+    out += raw_messages
+    return out + (b"}" if len(tail) == 2 else b"," + tail[1:])
 
 
 def event_hash(prev_hash: str, event: Mapping[str, Any]) -> str:
     """Return the chained hash of an event document (as stored) after ``prev_hash``."""
-    body = _body(event)
-    raw = _fast_canonical(body)
+    # An unknown version is hashed with the current rules; verify reports the version itself.
+    fields = HASHED_FIELDS_BY_VERSION.get(event.get("v"), HASHED_FIELDS)
+    body: dict[str, Any] = {}
+    for name in fields:
+        value = event.get(name)
+        if isinstance(value, datetime):
+            value = epoch_ms(value)
+        elif name == "messages":
+            value = [dict(m) for m in value or ()]
+        body[name] = value
+    raw = _fast_canonical(body, fields)
     if raw is None:
         raw = canonical_json_bytes(body)
     digest = hashlib.sha256()

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from chatledger import codec
 from chatledger.codec import canonical_json, decode_message, encode_message, encode_messages, stored_digest
 from chatledger.errors import InvalidMessageError
-from chatledger.hashing import HASHED_FIELDS, epoch_ms, event_hash
+from chatledger.hashing import HASHED_FIELDS, HASHED_FIELDS_BY_VERSION, epoch_ms, event_hash
 from tests.helpers import msg, tricky_message
 
 
@@ -151,13 +151,17 @@ def test_canonical_json_is_byte_identical_to_json_dumps(value: Any) -> None:
     assert codec.canonical_json_bytes(value) == _json_dumps(value).encode("utf-8")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
-    st.lists(st.dictionaries(st.sampled_from(["role", "text", "rest", "payload", "k"]), _text), max_size=5)
+    st.sampled_from([1, 2, 3]),
+    st.none() | _text,
+    st.lists(st.dictionaries(st.sampled_from(["role", "text", "rest", "payload", "k"]), _text), max_size=5),
 )
-def test_event_hash_and_digest_are_unchanged_by_the_orjson_path(messages: list[dict[str, str]]) -> None:
+def test_event_hash_and_digest_are_unchanged_by_the_orjson_path(
+    version: int, tenant: str | None, messages: list[dict[str, str]]
+) -> None:
     event = {
-        "v": 2,
+        "v": version,
         "thread_id": "t-é",
         "seq": 3,
         "first_message": 7,
@@ -165,8 +169,12 @@ def test_event_hash_and_digest_are_unchanged_by_the_orjson_path(messages: list[d
         "messages": messages,
         "event_id": "e1",
         "created_at": datetime(2026, 11, 25, 12, 0, 0, 123000, tzinfo=UTC),
+        "root_id": "r",
+        "tenant_id": tenant,
+        "source_id": "s",
     }
-    body = {n: event.get(n) for n in HASHED_FIELDS}
+    fields = HASHED_FIELDS_BY_VERSION.get(version, HASHED_FIELDS)
+    body = {n: event.get(n) for n in fields}
     body["created_at"] = epoch_ms(event["created_at"])  # type: ignore[arg-type]
     expected = hashlib.sha256(("0" * 64 + _json_dumps(body)).encode("utf-8")).hexdigest()
     assert event_hash("0" * 64, event) == expected

@@ -11,6 +11,7 @@ __all__ = [
     "BatchTooLargeError",
     "ChatLedgerError",
     "ConcurrencyError",
+    "EventIdReusedError",
     "IntegrityError",
     "InvalidCursorError",
     "InvalidInputError",
@@ -49,6 +50,10 @@ class InvalidMessageError(InvalidInputError, TypeError):
 
 class BatchTooLargeError(InvalidInputError):
     """A batch of messages does not fit in one MongoDB document (16 MiB)."""
+
+
+class EventIdReusedError(InvalidInputError):
+    """An append's ``event_id`` already names a different batch at that place (nothing was written)."""
 
 
 class ConcurrencyError(ChatLedgerError):

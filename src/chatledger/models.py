@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from chatledger.errors import InvalidCursorError, InvalidThreadIdError
+from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidThreadIdError
 
 __all__ = [
     "CURSOR_VERSION",
+    "DEFAULT_SOURCE_ID",
     "EVENT_SCHEMA_VERSION",
     "MAX_THREAD_ID_LENGTH",
     "Cursor",
-    "EventRecord",
     "ForkPoint",
-    "StoredMessage",
+    "Scope",
     "ThreadId",
     "ThreadRecord",
     "utc_now_ms",
+    "validate_name",
     "validate_thread_id",
 ]
 
 #: Version tag written into every serialized cursor.
 CURSOR_VERSION = 1
-#: Version tag written into every event document (``v``).
-EVENT_SCHEMA_VERSION = 1
+#: Version tag written into every new event document (``v``). It is inside the hash:
+#: an event keeps the version it was written with forever (see ``chatledger.hashing``).
+EVENT_SCHEMA_VERSION = 2
+#: The source id of a binding that names none: the default of both adapters, and what a
+#: thread written before source ids existed (schema 1, no ``source_id`` field) belongs to.
+DEFAULT_SOURCE_ID = "chatledger"
 #: Longest accepted thread id; long enough for any UUID/ULID/composite key scheme.
 MAX_THREAD_ID_LENGTH = 200
 
@@ -46,8 +54,25 @@ def validate_thread_id(value: object) -> str:
         raise InvalidThreadIdError(f"thread id must be a str, got {type(value).__name__}")
     if not value or len(value) > MAX_THREAD_ID_LENGTH:
         raise InvalidThreadIdError(f"thread id must be 1..{MAX_THREAD_ID_LENGTH} characters long")
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise InvalidThreadIdError("thread id must not contain control characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise InvalidThreadIdError("thread id must not contain control characters or lone surrogates")
+    return value
+
+
+def validate_name(kind: str, value: object) -> str:
+    """Return ``value`` if it is a usable tenant, user or source id.
+
+    The same rule everywhere (ledger, adapters, admin): a plain non-empty ``str`` of at
+    most 200 characters, without control characters or lone surrogates, so that what an
+    application can write an operator can also select and erase.
+
+    Raises:
+        InvalidInputError: ``value`` is not such a string.
+    """
+    if type(value) is not str or not value or len(value) > MAX_THREAD_ID_LENGTH:
+        raise InvalidInputError(f"{kind} must be a non-empty str of at most {MAX_THREAD_ID_LENGTH} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise InvalidInputError(f"{kind} must not contain control characters or lone surrogates")
     return value
 
 
@@ -72,10 +97,19 @@ class Cursor(BaseModel):
     thread_id: ThreadId
     offset: int = Field(ge=0)
     v: Literal[1] = 1
+    #: Signature over the binding's scope, the thread and the offset (signed ledgers only).
+    mac: str | None = Field(default=None, max_length=64)
 
     def to_state(self) -> dict[str, Any]:
-        """Return the JSON-safe dict form: ``{"thread_id", "offset", "v"}``."""
-        return {"thread_id": self.thread_id, "offset": self.offset, "v": self.v}
+        """Return the JSON-safe dict form: ``{"thread_id", "offset", "v"}`` (plus ``"mac"`` when signed)."""
+        state: dict[str, Any] = {"thread_id": self.thread_id, "offset": self.offset, "v": self.v}
+        if self.mac is not None:
+            state["mac"] = self.mac
+        return state
+
+    def unsigned(self) -> Cursor:
+        """Return the same position without its signature."""
+        return self if self.mac is None else Cursor(thread_id=self.thread_id, offset=self.offset)
 
     @classmethod
     def from_state(cls, state: object) -> Cursor:
@@ -125,6 +159,8 @@ class ThreadRecord(BaseModel):
     created_at: datetime
     tenant_id: str | None = None
     user_id: str | None = None
+    #: The source id of the binding that created the thread (absent: the default source).
+    source_id: str | None = None
     metadata: dict[str, Any] | None = None
     legal_hold: dict[str, Any] | None = None
 
@@ -150,35 +186,71 @@ class ThreadRecord(BaseModel):
         return doc
 
 
-class StoredMessage(BaseModel):
-    """One message as stored inside an event (see :mod:`chatledger.codec`)."""
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose threads a binding may see: a tenant (optional), a user (optional) and a source id.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Scope is part of a thread's identity. A binding opens, reads, appends to and branches
+    from only threads created under exactly its scope; any other thread is, to it,
+    indistinguishable from one that does not exist. ``user_id`` is enforced like
+    ``tenant_id``: a binding for user ``u`` sees only threads written for ``u``, and a
+    binding without a user sees only threads written without one.
 
-    role: str
-    text: str
-    payload: str
-    author_name: str | None = None
-    message_id: str | None = None
+    Raises:
+        InvalidInputError: a field is not a usable name.
+    """
 
+    tenant_id: str | None = None
+    user_id: str | None = None
+    source_id: str = DEFAULT_SOURCE_ID
 
-class EventRecord(BaseModel):
-    """A document of the ``events`` collection: one append, immutable once written."""
+    def __post_init__(self) -> None:
+        if self.tenant_id is not None:
+            validate_name("tenant_id", self.tenant_id)
+        if self.user_id is not None:
+            validate_name("user_id", self.user_id)
+        validate_name("source_id", self.source_id)
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
-
-    thread_id: str
-    seq: int = Field(ge=1)
-    first_message: int = Field(ge=0)
-    count: int = Field(ge=1)
-    messages: tuple[StoredMessage, ...]
-    event_id: str
-    created_at: datetime
-    prev_hash: str
-    hash: str
-    v: int = EVENT_SCHEMA_VERSION
+    @classmethod
+    def of(cls, record: ThreadRecord) -> Scope:
+        """Return the scope a thread was created in (an operator reads it through this scope)."""
+        return cls(tenant_id=record.tenant_id, user_id=record.user_id, source_id=record.source_id or DEFAULT_SOURCE_ID)
 
     @property
-    def end_message(self) -> int:
-        """Index (along the lineage) just past this event's last message."""
-        return self.first_message + self.count
+    def is_default(self) -> bool:
+        """Whether this is the unscoped default (no tenant, no user, the default source)."""
+        return self.tenant_id is None and self.user_id is None and self.source_id == DEFAULT_SOURCE_ID
+
+    def admits(self, record: ThreadRecord) -> bool:
+        """Return whether a thread belongs to this scope."""
+        return (
+            record.tenant_id == self.tenant_id
+            and record.user_id == self.user_id
+            and (record.source_id or DEFAULT_SOURCE_ID) == self.source_id
+        )
+
+    def thread_id_for(self, name: str) -> str:
+        """Return the id of the thread a session id (or store thread name) names in this scope.
+
+        In the default scope the name is the thread id, as it always was. In any other
+        scope it is a digest of the scope and the name, so two tenants, users or source
+        ids that use the same session id get two separate threads, and no name chosen in
+        one scope can reach a thread of another.
+
+        Raises:
+            InvalidThreadIdError: ``name`` is not a plain bounded string.
+        """
+        validate_thread_id(name)
+        if self.is_default:
+            return name
+        key = json.dumps([self.tenant_id, self.user_id, self.source_id, name], ensure_ascii=False)
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
+
+    def fields(self) -> dict[str, str]:
+        """Return the scope fields stored on threads and events (absent ones omitted)."""
+        out = {"source_id": self.source_id}
+        if self.tenant_id is not None:
+            out["tenant_id"] = self.tenant_id
+        if self.user_id is not None:
+            out["user_id"] = self.user_id
+        return out

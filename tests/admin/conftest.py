@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-import chatledger.ledger
+import chatledger.ledger.core
 from chatledger import Cursor, Ledger
 from chatledger._maf import Message
+from chatledger.models import Scope
 
 #: The clock the tests pin: "now" is this date plus whatever a test advances.
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -32,7 +33,7 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
     """Make the ledger stamp events with a controllable time."""
     clock = Clock()
-    monkeypatch.setattr(chatledger.ledger, "utc_now_ms", clock)
+    monkeypatch.setattr(chatledger.ledger.core, "utc_now_ms", clock)
     return clock
 
 
@@ -49,24 +50,26 @@ async def talk(
     tenant_id: str | None = None,
     user_id: str | None = None,
 ) -> Cursor:
-    """Append ``turns`` two-message events after ``offset`` (the head by default)."""
-    cursor = await ledger.head(thread_id) if offset is None else Cursor(thread_id=thread_id, offset=offset)
+    """Append ``turns`` two-message events to the thread with this id, after ``offset`` (default: head)."""
+    binding = ledger.bind(tenant_id=tenant_id, user_id=user_id)
+    position = await binding.head(thread_id) if offset is None else await binding.at(thread_id, offset)
     for turn in range(turns):
-        result = await ledger.append(
-            cursor,
-            [msg("user", f"{thread_id} q{turn}"), msg("assistant", f"{thread_id} a{turn}")],
-            tenant_id=tenant_id,
-            user_id=user_id,
+        result = await binding.append(
+            position, [msg("user", f"{thread_id} q{turn}"), msg("assistant", f"{thread_id} a{turn}")]
         )
-        cursor = result.position.cursor
-    return cursor
+        position = result.position
+    return position.cursor
 
 
 async def branch(ledger: Ledger, thread_id: str, offset: int, turns: int = 1) -> str:
     """Branch ``thread_id`` at ``offset`` with ``turns`` events; return the branch id."""
-    result = await ledger.append(Cursor(thread_id=thread_id, offset=offset), [msg("user", "edit and retry")])
+    record = await ledger.thread(thread_id, None)
+    assert record is not None
+    binding = ledger.bind(Scope.of(record))
+    result = await binding.append(await binding.at(thread_id, offset), [msg("user", "edit and retry")])
     assert result.branched
-    cursor = result.position.cursor
+    position = result.position
     if turns > 1:
-        cursor = await talk(ledger, cursor.thread_id, turns - 1)
-    return cursor.thread_id
+        scope = binding.scope
+        await talk(ledger, position.thread_id, turns - 1, tenant_id=scope.tenant_id, user_id=scope.user_id)
+    return position.thread_id

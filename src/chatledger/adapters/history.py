@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 
 from agent_framework import HistoryProvider, Message
 
-from chatledger.codec import encode_messages, stored_digest
+from chatledger.codec import encode_messages
 from chatledger.errors import InvalidCursorError, InvalidInputError
-from chatledger.ledger import Ledger, new_thread_id
-from chatledger.models import Cursor, validate_thread_id
+from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
+from chatledger.models import DEFAULT_SOURCE_ID
 from chatledger.storage.driver import close_client
 
 __all__ = ["MongoHistoryProvider"]
@@ -33,7 +33,8 @@ class MongoHistoryProvider(HistoryProvider):
     Args:
         database: A PyMongo ``AsyncDatabase`` (primary), a Motor database, or a
             mongomock-motor database; or an existing :class:`~chatledger.ledger.Ledger`.
-        source_id: Key of this provider's state in ``session.state``.
+        source_id: Key of this provider's state in ``session.state``, and part of the scope
+            of its threads: providers with different source ids never share a thread.
         max_messages: Load only the newest N messages into the model context
             (``None``: all). Storage is unaffected; nothing is ever dropped.
         load_messages: Whether to load history before each run.
@@ -41,15 +42,15 @@ class MongoHistoryProvider(HistoryProvider):
         store_context_messages: Whether to store context messages of other providers.
         store_context_from: If set, only store context messages from these source ids.
         store_outputs: Whether to store the agent's response messages.
-        tenant_id: Stored on threads this provider creates.
-        user_id: Stored on threads this provider creates.
+        tenant_id: The tenant the provider is bound to: it sees no other tenant's threads.
+        user_id: The user the provider is bound to: it sees no other user's threads.
         strict: Raise :class:`~chatledger.errors.ConcurrencyError` instead of branching
             when the session's cursor is behind its thread's head.
         client: A client to close in :meth:`aclose` (e.g. the one ``database`` came from).
         **ledger_options: Passed to :class:`~chatledger.ledger.Ledger`.
     """
 
-    DEFAULT_SOURCE_ID: ClassVar[str] = "chatledger"
+    DEFAULT_SOURCE_ID: ClassVar[str] = DEFAULT_SOURCE_ID
 
     def __init__(
         self,
@@ -78,20 +79,25 @@ class MongoHistoryProvider(HistoryProvider):
             store_context_from=store_context_from,
             store_outputs=store_outputs,
         )
-        self.ledger = database if isinstance(database, Ledger) else Ledger(database, **ledger_options)
+        self.ledger = Ledger.of(database, **ledger_options)
+        # Scope is part of a thread's identity: two providers with different source ids
+        # (or tenants, or users) on one session write two separate threads.
+        self.binding = self.ledger.bind(tenant_id=tenant_id, user_id=user_id, source_id=source_id)
         self.max_messages = max_messages
         self.tenant_id = tenant_id
         self.user_id = user_id
         self.strict = strict
         self._client = client
 
-    async def _cursor(self, session_id: str | None, state: Mapping[str, Any] | None) -> Cursor:
-        if state and "thread_id" in state:
-            return Cursor.from_state({k: v for k, v in state.items() if k != _PENDING_KEY})
-        if state and set(state) - {_PENDING_KEY}:
-            raise InvalidCursorError(f"session state for {self.source_id!r} holds no cursor: {dict(state)!r}")
-        thread_id = validate_thread_id(session_id) if session_id else new_thread_id()
-        return await self.ledger.head(thread_id)
+    async def _position(self, session_id: str | None, state: Mapping[str, Any] | None) -> Position:
+        cursor = {k: v for k, v in (state or {}).items() if k != _PENDING_KEY}
+        if "thread_id" in cursor:
+            return await self.binding.resolve(cursor)
+        if cursor:
+            raise InvalidCursorError(f"session state for {self.source_id!r} holds no cursor: {sorted(cursor)!r}")
+        if session_id:
+            return await self.binding.open(session_id)
+        return self.binding.empty(new_thread_id())
 
     async def get_messages(
         self, session_id: str | None, *, state: dict[str, Any] | None = None, **kwargs: Any
@@ -99,17 +105,15 @@ class MongoHistoryProvider(HistoryProvider):
         """Return the session's history as of its cursor (the newest ``max_messages`` if set).
 
         Raises:
-            InvalidCursorError: the session state holds a malformed or unknown cursor.
+            InvalidCursorError: the session state holds a malformed, forged or unknown cursor.
+            IntegrityError: a stored event is missing or malformed.
         """
-        cursor = await self._cursor(session_id, state)
-        if cursor.offset == 0:
+        position = await self._position(session_id, state)
+        if position.offset == 0 or self.max_messages == 0:
             return []
-        position = await self.ledger.resolve(cursor)
         if self.max_messages is None:
-            return await self.ledger.read(position)
-        if self.max_messages == 0:
-            return []
-        return await self.ledger.read(position, offset=-self.max_messages)
+            return await self.binding.read(position)
+        return await self.binding.read(position, offset=-self.max_messages)
 
     async def save_messages(
         self,
@@ -124,33 +128,32 @@ class MongoHistoryProvider(HistoryProvider):
         Raises:
             InvalidMessageError: a message cannot be stored (nothing is written).
             ConcurrencyError: ``strict`` and the thread moved on since the cursor.
-            StorageUnavailableError: the database could not be reached.
+            StorageUnavailableError: the database could not be reached; the session keeps
+                what it needs to make a retry safe.
         """
         if not messages:
             return
-        cursor = await self._cursor(session_id, state)
-        stored = encode_messages(messages)
-        digest = stored_digest(stored)
-        pending = state.get(_PENDING_KEY) if state is not None else None
-        if isinstance(pending, dict) and pending.get("digest") == digest and pending.get("event_id"):
-            event_id = str(pending["event_id"])  # pyright: ignore[reportUnknownArgumentType]
-        else:
-            event_id = new_thread_id()
-        if state is not None:
+        stored = encode_messages(messages)  # validates every message before any I/O
+        position = await self._position(session_id, state)
+        previous = PendingAppend.from_state(state.get(_PENDING_KEY)) if state is not None else None
+
+        def remember(pending: PendingAppend | None) -> None:
             # Kept in the session until the write is confirmed: if its outcome is lost,
             # saving the same batch again reuses the id and cannot duplicate the event.
-            state[_PENDING_KEY] = {"event_id": event_id, "digest": digest}
-        result = await self.ledger.append_encoded(
-            cursor,
-            stored,
-            event_id=event_id,
-            strict=self.strict,
-            tenant_id=self.tenant_id,
-            user_id=self.user_id,
+            if state is None:
+                return
+            if pending is None:
+                state.pop(_PENDING_KEY, None)
+            else:
+                state[_PENDING_KEY] = pending.to_state()
+
+        result = await self.binding.save(
+            position, stored, previous=previous, remember=remember, strict=self.strict
         )
         if state is not None:
-            state.pop(_PENDING_KEY, None)
-            state.update(result.position.cursor.to_state())
+            for key in ("thread_id", "offset", "v", "mac"):
+                state.pop(key, None)
+            state.update(self.binding.state(result.position))
 
     async def aclose(self) -> None:
         """Close the client passed as ``client`` (if any)."""

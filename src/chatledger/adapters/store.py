@@ -14,19 +14,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chatledger._maf import Message
-from chatledger.codec import encode_messages, stored_digest
-from chatledger.errors import InvalidCursorError, InvalidInputError
-from chatledger.ledger import Ledger, Position, new_thread_id
-from chatledger.models import Cursor, validate_thread_id
+from chatledger.codec import encode_messages
+from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidMessageError
+from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
+from chatledger.models import DEFAULT_SOURCE_ID, Cursor, validate_thread_id
 
 __all__ = ["MongoChatMessageStore"]
 
-#: Key, in a marker message's ``additional_properties``, of a serialized cursor.
+#: Key, in a marker message's ``additional_properties``, of an authenticated cursor.
 _CURSOR_MARKER = "chatledger_cursor"
 
 
-def _marker_cursor(messages: Any) -> dict[str, Any] | None:
-    """Return the cursor carried by a lone marker message (or its dict form), else ``None``."""
+def _marker_value(messages: Any) -> object:
+    """Return what a lone message (or its dict form) carries under the marker key, else ``None``.
+
+    Whether it is a real marker is decided by :meth:`Binding.from_marker`, which checks
+    its MAC: message content can carry this key too, and is then stored like any message.
+    """
     if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or len(messages) != 1:
         return None
     (only,) = messages
@@ -35,9 +39,7 @@ def _marker_cursor(messages: Any) -> dict[str, Any] | None:
         if isinstance(only, Mapping)
         else getattr(only, "additional_properties", None)
     )
-    if isinstance(props, Mapping) and isinstance(props.get(_CURSOR_MARKER), Mapping):
-        return dict(props[_CURSOR_MARKER])
-    return None
+    return props.get(_CURSOR_MARKER) if isinstance(props, Mapping) else None
 
 
 class MongoChatMessageStore:
@@ -48,21 +50,29 @@ class MongoChatMessageStore:
     event after it. Positioning the store at an older cursor (``deserialize_state``)
     and appending creates a branch; the original thread is never changed.
 
+    A store is bound to a scope (tenant, user, source id): it can only open, read,
+    append to and branch from threads of that scope, whatever cursor it is handed.
+
     Args:
         database: A PyMongo ``AsyncDatabase`` (primary), a Motor database, or a
             mongomock-motor database; or an existing :class:`~chatledger.ledger.Ledger`.
-        thread_id: The thread to open at its current head. A new random id is used when
-            omitted; the thread document is written with the first append.
-        tenant_id: Stored on the thread when this store creates it.
-        user_id: Stored on the thread when this store creates it.
+        thread_id: The thread to open at its current head (in a scoped store, the name
+            of the thread: two scopes using the same name get two threads). A new
+            random id is used when omitted; the thread is written with the first append.
+        tenant_id: The tenant the store is bound to.
+        user_id: The user the store is bound to.
+        source_id: The source the store is bound to (the history provider's default,
+            so a conversation saved with the old protocol resumes with the new one).
         metadata: Stored on the thread when this store creates it.
         strict: Raise :class:`~chatledger.errors.ConcurrencyError` instead of branching
             when another writer appended at this store's cursor first.
         **ledger_options: Passed to :class:`~chatledger.ledger.Ledger` (collection names,
-            ``operation_timeout``, ``write_attempts``).
+            ``operation_timeout``, ``write_attempts``, ``signing_keys``); refused when
+            ``database`` is already a ledger.
 
     Raises:
         InvalidThreadIdError: ``thread_id`` is not a plain bounded string.
+        InvalidInputError: a scope field or a ledger option is not usable.
     """
 
     def __init__(
@@ -72,30 +82,33 @@ class MongoChatMessageStore:
         thread_id: str | None = None,
         tenant_id: str | None = None,
         user_id: str | None = None,
+        source_id: str = DEFAULT_SOURCE_ID,
         metadata: Mapping[str, Any] | None = None,
         strict: bool = False,
         **ledger_options: Any,
     ) -> None:
-        self.ledger = database if isinstance(database, Ledger) else Ledger(database, **ledger_options)
-        self._open_at_head = thread_id is not None
-        self._thread_id = validate_thread_id(thread_id) if thread_id is not None else new_thread_id()
-        self.tenant_id = tenant_id
-        self.user_id = user_id
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidInputError("metadata must be a mapping")
+        self.ledger = Ledger.of(database, **ledger_options)
+        self.binding = self.ledger.bind(tenant_id=tenant_id, user_id=user_id, source_id=source_id)
+        self._name = validate_thread_id(thread_id) if thread_id is not None else None
+        self._fresh_id = new_thread_id()
         self.metadata = dict(metadata) if metadata else None
         self.strict = strict
         self._position: Position | None = None
         self._lock = asyncio.Lock()
-        # The event id of an append whose outcome is unknown (the database failed
-        # mid-write). Re-adding the same batch reuses it, so a caller's retry can never
-        # duplicate an event that did commit.
-        self._unconfirmed: tuple[str, str] | None = None
+        # An append whose outcome is unknown (the database failed mid-write): re-adding
+        # the same batch reuses its event id; a different batch settles it first.
+        self._pending: PendingAppend | None = None
 
     @property
     def cursor(self) -> Cursor:
         """The store's cursor (before the first read or write, the thread's start or head)."""
         if self._position is not None:
             return self._position.cursor
-        return Cursor(thread_id=self._thread_id, offset=0)
+        if self._name is not None:
+            return Cursor(thread_id=self.binding.thread_id_for(self._name), offset=0)
+        return Cursor(thread_id=self._fresh_id, offset=0)
 
     @property
     def thread_id(self) -> str:
@@ -104,9 +117,14 @@ class MongoChatMessageStore:
 
     async def _current(self) -> Position:
         if self._position is None:
-            cursor = await self.ledger.head(self._thread_id) if self._open_at_head else self.cursor
-            self._position = await self.ledger.resolve(cursor)
+            if self._name is not None:
+                self._position = await self.binding.open(self._name)
+            else:
+                self._position = self.binding.empty(self._fresh_id)
         return self._position
+
+    def _remember(self, pending: PendingAppend | None) -> None:
+        self._pending = pending
 
     async def add_messages(self, messages: Sequence[Message]) -> None:
         """Append the batch as one immutable event after the store's cursor.
@@ -121,31 +139,26 @@ class MongoChatMessageStore:
             StorageUnavailableError: the database could not be reached; calling again
                 with the same batch is safe.
         """
-        cursor = _marker_cursor(messages)
-        if cursor is not None:
-            await self.deserialize_state(cursor)
-            return
+        marker = _marker_value(messages)
+        if marker is not None:
+            position = await self.binding.from_marker(marker)
+            if position is not None:
+                # The old framework's serialized thread, replayed into a fresh store.
+                async with self._lock:
+                    self._position, self._pending = position, None
+                return
         stored = encode_messages(messages)  # validates every message before any I/O
         if not stored:
             return
-        digest = stored_digest(stored)
         async with self._lock:
-            at = await self._current()
-            if self._unconfirmed is not None and self._unconfirmed[0] == digest:
-                event_id = self._unconfirmed[1]
-            else:
-                event_id = new_thread_id()
-            self._unconfirmed = (digest, event_id)
-            result = await self.ledger.append_encoded(
-                at,
+            result = await self.binding.save(
+                await self._current(),
                 stored,
-                event_id=event_id,
+                previous=self._pending,
+                remember=self._remember,
                 strict=self.strict,
-                tenant_id=self.tenant_id,
-                user_id=self.user_id,
                 metadata=self.metadata,
             )
-            self._unconfirmed = None
             self._position = result.position
 
     async def list_messages(self, *, offset: int = 0, limit: int | None = None) -> list[Message]:
@@ -160,46 +173,60 @@ class MongoChatMessageStore:
 
         Raises:
             InvalidInputError: ``offset`` / ``limit`` are not valid.
+            IntegrityError: a stored event is missing or malformed.
         """
-        return await self.ledger.read(await self._current(), offset=offset, limit=limit)
+        return await self.binding.read(await self._current(), offset=offset, limit=limit)
 
     async def serialize_state(self, **kwargs: Any) -> dict[str, Any]:
-        """Return the store's state: a compact cursor ``{"thread_id", "offset", "v"}``.
+        """Return the store's state: a compact cursor ``{"thread_id", "offset", "v"}`` (plus ``"mac"``).
 
-        Its size does not grow with the conversation.
+        Its size does not grow with the conversation. On a ledger with signing keys the
+        cursor is signed for this store's scope.
         """
-        return (await self._current()).cursor.to_state()
+        return self.binding.state(await self._current())
 
     async def deserialize_state(self, serialized_store_state: Any, **kwargs: Any) -> None:
         """Position the store at a serialized cursor.
 
         ``list_messages`` then shows the history as of that cursor; appending at the
-        head continues the thread, appending behind it creates a branch. ``None`` or an
-        empty dict leaves the store where it is (a thread that was never saved).
+        head continues the thread, appending behind it creates a branch. ``None``, an
+        empty dict or the protocol's empty ``{"messages": []}`` leave the store where it
+        is. The protocol's ``{"messages": [...]}`` without a cursor is imported: the
+        messages become the start of this store's thread.
 
         Raises:
-            InvalidCursorError: the state is malformed or points past its thread's head.
-            UnknownThreadError: the state names a thread that does not exist.
+            InvalidCursorError: the state is malformed, or points past its thread's head.
+            UnknownThreadError: the state names no thread of this store's scope.
             InvalidThreadIdError: the thread id is not a plain bounded string.
         """
-        if serialized_store_state is None or serialized_store_state == {}:
+        state = serialized_store_state
+        if state is None or state == {}:
             return
-        if isinstance(serialized_store_state, Mapping) and "thread_id" not in serialized_store_state:
-            # The old AgentThread shape: {"messages": [<cursor marker>]}.
-            marker = _marker_cursor(serialized_store_state.get("messages") or [])
-            if marker is not None:
-                serialized_store_state = marker
-        elif isinstance(serialized_store_state, Mapping):
-            serialized_store_state = {k: v for k, v in serialized_store_state.items() if k != "messages"}
-        if not isinstance(serialized_store_state, Mapping):
-            raise InvalidCursorError(
-                f"serialized store state must be a dict, got {type(serialized_store_state).__name__}"
-            )
-        position = await self.ledger.resolve(dict(serialized_store_state))  # pyright: ignore[reportUnknownArgumentType]
+        if not isinstance(state, Mapping):
+            raise InvalidCursorError(f"serialized store state must be a dict, got {type(state).__name__}")
+        if "thread_id" not in state:
+            await self._restore_messages(state.get("messages"))
+            return
+        position = await self.binding.resolve({k: v for k, v in state.items() if k != "messages"})
         async with self._lock:
-            self._position = position
-            self._thread_id = position.thread_id
-            self._unconfirmed = None
+            self._position, self._pending = position, None
+
+    async def _restore_messages(self, messages: object) -> None:
+        """Handle the protocol's own state shape ``{"messages": [...]}``."""
+        if not isinstance(messages, list):
+            raise InvalidCursorError("serialized store state holds neither a cursor nor a list of messages")
+        if not messages:
+            return
+        position = await self.binding.from_marker(_marker_value(messages))
+        if position is not None:
+            async with self._lock:
+                self._position, self._pending = position, None
+            return
+        try:
+            restored = [m if isinstance(m, Message) else Message.from_dict(m) for m in messages]
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise InvalidMessageError(f"serialized store state holds a message that cannot be read: {e}") from e
+        await self.add_messages(restored)
 
     # ------------------------------------------------ agent-framework 1.0.0b251001..b260130
 
@@ -209,11 +236,15 @@ class MongoChatMessageStore:
         agent-framework-core 1.0.0b260130 re-parses a store's state into
         ``{"messages": [...]}`` and drops every other key, then replays those messages
         into a fresh store with ``add_messages``. So the cursor also travels as one small
-        marker message; :meth:`add_messages` recognises it and repositions the store
-        instead of appending. The serialized thread stays compact.
+        marker message, authenticated by a MAC that message content cannot forge;
+        :meth:`add_messages` recognises it and repositions the store instead of
+        appending. The serialized thread stays compact.
         """
-        state = await self.serialize_state(**kwargs)
-        marker = Message("system", contents=[], additional_properties={_CURSOR_MARKER: state})
+        position = await self._current()
+        state = self.binding.state(position)
+        marker = Message(
+            "system", contents=[], additional_properties={_CURSOR_MARKER: await self.binding.marker(position)}
+        )
         return {**state, "messages": [marker.to_dict()]}
 
     async def update_from_state(self, serialized_store_state: Any, **kwargs: Any) -> None:

@@ -6,18 +6,15 @@ ledger's cache) because admin code must see holds and tampering as they are now.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
-
-from chatledger.errors import InvalidInputError
 from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import Ledger
+from chatledger.models import validate_name as _validate_name
 from chatledger.models import validate_thread_id
-from chatledger.storage.driver import aggregate_list, cursor_list
 
 __all__ = [
     "Forest",
@@ -31,13 +28,9 @@ __all__ = [
     "validate_name",
 ]
 
-#: How many thread ids one ``$in`` query carries, so no query document grows unbounded.
-_CHUNK: Final = 500
-
-
 def as_ledger(target: Any) -> Ledger:
     """Return ``target`` if it is a :class:`Ledger`, else a ledger on the database handle ``target``."""
-    return target if isinstance(target, Ledger) else Ledger(target)
+    return Ledger.of(target)
 
 
 def aware(value: Any) -> datetime | None:
@@ -48,14 +41,12 @@ def aware(value: Any) -> datetime | None:
 
 
 def validate_name(kind: str, value: object) -> str:
-    """Return ``value`` if it is a usable tenant or user id (a plain, non-empty ``str``).
+    """Return ``value`` if it is a usable tenant or user id (the same rule the ledger applies).
 
     Raises:
         InvalidInputError: ``value`` is not a plain non-empty string, so it could widen a query.
     """
-    if type(value) is not str or not value:
-        raise InvalidInputError(f"{kind} must be a non-empty str, got {value!r}")
-    return value
+    return _validate_name(kind, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +148,9 @@ class Forest:
         return [str(f["thread_id"]) for f in doc.get("lineage") or () if isinstance(f, Mapping)]
 
     def held(self, thread_id: str) -> bool:
-        """Return whether the thread document carries a legal hold."""
-        return bool(self.docs.get(thread_id, {}).get("legal_hold"))
+        """Return whether the thread document carries a legal hold (any case, or a 0.1 single hold)."""
+        doc = self.docs.get(thread_id, {})
+        return bool(doc.get("legal_holds")) or bool(doc.get("legal_hold"))
 
     def hold_blocks(self, thread_id: str) -> str | None:
         """Return the id of a held thread that protects ``thread_id``'s lineage, or ``None``.
@@ -194,25 +186,15 @@ async def load_forest(
     """
     query = (thread_filter or ThreadFilter()).query()
     forest = Forest()
-    docs = await ledger.call("read threads", cursor_list(ledger.threads.find(query).sort("_id", ASCENDING)))
     roots = set()
-    for doc in docs:
+    async for doc in ledger.storage.threads.select(query):
         forest.add(doc)
         roots.add(doc.get("root_id"))
     if with_family and query:
-        for chunk in _chunks(sorted(r for r in roots if isinstance(r, str))):
-            family = await ledger.call(
-                "read threads", cursor_list(ledger.threads.find({"root_id": {"$in": chunk}}))
-            )
-            for doc in family:
-                if str(doc["_id"]) not in forest.docs:
-                    forest.add(doc)
+        for doc in await ledger.storage.threads.family([r for r in roots if isinstance(r, str)]):
+            if str(doc["_id"]) not in forest.docs:
+                forest.add(doc)
     return forest
-
-
-def _chunks(ids: Sequence[str]) -> Iterable[list[str]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield list(ids[start : start + _CHUNK])
 
 
 async def activity(
@@ -221,49 +203,32 @@ async def activity(
     """Return the activity of each thread (all of the forest's threads when ``thread_ids`` is ``None``).
 
     Counts come from one ``$group`` per chunk of threads; the newest event of each
-    thread is one indexed ``find_one`` on ``(thread_id, seq)``.
+    thread is one indexed query on ``(thread_id, seq)``.
+
+    Raises:
+        IntegrityError: a thread's newest event is malformed.
     """
     ids = sorted(forest.docs if thread_ids is None else thread_ids)
     out = {
         tid: ThreadActivity(tid, last_activity=aware(forest.docs.get(tid, {}).get("created_at")))
         for tid in ids
     }
-    for chunk in _chunks(ids):
-        # One accumulator per $group: FerretDB v1.24.2 returns 0 for every $sum after
-        # the first in a $group stage (checked against the server).
-        for name, total in (("events", 1), ("messages", "$count")):
-            rows = await ledger.call(
-                "count events",
-                aggregate_list(
-                    ledger.events,
-                    [
-                        {"$match": {"thread_id": {"$in": chunk}}},
-                        {"$group": {"_id": "$thread_id", "n": {"$sum": total}}},
-                    ],
-                ),
-            )
-            for row in rows:
-                setattr(out[str(row["_id"])], name, int(row["n"]))
+    for tid, (events, messages) in (await ledger.storage.events.counts(ids)).items():
+        if tid in out:
+            out[tid].events, out[tid].messages = events, messages
     for tid, summary in out.items():
         if summary.events == 0:
             continue
-        head = await ledger.call(
-            "read head",
-            ledger.events.find_one(
-                {"thread_id": tid}, {"seq": 1, "hash": 1, "created_at": 1}, sort=[("seq", DESCENDING)]
-            ),
-        )
+        head = await ledger.storage.events.head(tid)
         if head is not None:
-            summary.head_seq, summary.head_hash = int(head["seq"]), str(head["hash"])
-            summary.last_activity = aware(head["created_at"]) or summary.last_activity
+            summary.head_seq, summary.head_hash = head["seq"], head["hash"]
+            summary.last_activity = aware(head.get("created_at")) or summary.last_activity
     return out
 
 
 async def iter_events(
     ledger: Ledger, thread_id: str, projection: Mapping[str, Any] | None = None
 ) -> AsyncIterator[dict[str, Any]]:
-    """Yield a thread's own events in ``seq`` order, streamed in driver batches (never all at once)."""
-    cursor = ledger.events.find({"thread_id": thread_id}, projection).sort("seq", ASCENDING)
-    async with ledger.translated("read events"):
-        async for doc in cursor:
-            yield doc
+    """Yield a thread's own events in ``seq`` order, streamed in bounded batches, as stored."""
+    async for doc in ledger.storage.events.stream(thread_id, projection=projection):
+        yield doc

@@ -15,7 +15,6 @@ from typing import IO, Any, Final
 
 from bson import json_util
 from bson.json_util import JSONMode, JSONOptions
-from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from chatledger.admin.catalog import Forest, ThreadFilter, as_ledger, iter_events, load_forest
 from chatledger.errors import IntegrityError, InvalidInputError
@@ -192,32 +191,15 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = 
 async def _insert_events(ledger: Ledger, docs: list[dict[str, Any]], summary: ImportSummary) -> None:
     if not docs:
         return
-    details: Mapping[str, Any] | None = None
-    async with ledger.translated("import events"):
-        try:
-            result = await ledger.events.insert_many([dict(d) for d in docs], ordered=False)
-        except BulkWriteError as e:
-            # Duplicates are expected on a re-run; they are checked one by one below.
-            details = e.details
-    if details is None:
-        summary.events += len(result.inserted_ids)
-        return
-    if any(err.get("code") != 11000 for err in details.get("writeErrors", [])):
-        errors = [(err.get("code"), err.get("errmsg")) for err in details.get("writeErrors", [])]
-        raise IntegrityError(f"import failed: {errors[:3]}")
-    inserted = int(details.get("nInserted", 0))
-    summary.events += inserted
+    clashed = await ledger.storage.events.insert_many(docs)
+    summary.events += len(docs) - len(clashed)
     # Some events were there already (a re-run): each must be the very same event.
-    for doc in docs:
-        found = await ledger.call(
-            "read event",
-            ledger.events.find_one({"thread_id": doc["thread_id"], "seq": doc["seq"]}, {"hash": 1}),
-        )
+    for index in clashed:
+        doc = docs[index]
+        found = await ledger.storage.events.at(str(doc["thread_id"]), int(doc["seq"]))
         if found is None or found.get("hash") != doc["hash"]:
-            raise IntegrityError(
-                f"thread {doc['thread_id']!r} already holds a different event at seq {doc['seq']}"
-            )
-    summary.events_present += len(docs) - inserted
+            raise IntegrityError(f"thread {doc['thread_id']!r} already holds a different event at seq {doc['seq']}")
+    summary.events_present += len(clashed)
 
 
 async def import_jsonl(
@@ -241,8 +223,8 @@ async def import_jsonl(
     ledger = as_ledger(target)
     path = Path(path)
     for doc in _check_file(path):
-        existing = await ledger.call("read thread", ledger.threads.find_one({"_id": doc["_id"]}))
-        if existing is not None and not _same(existing, doc, ignore=("legal_hold",)):
+        existing = await ledger.storage.threads.get_raw(str(doc["_id"]))
+        if existing is not None and not _same(existing, doc, ignore=("legal_hold", "legal_holds")):
             raise IntegrityError(f"a different thread {doc['_id']!r} already exists; nothing was imported")
     await ledger.ensure_indexes()
     summary = ImportSummary()
@@ -264,13 +246,12 @@ async def import_jsonl(
             doc = item["doc"]
             current = str(doc["_id"])
             summary.thread_ids.append(current)
-            try:
-                await ledger.call("import thread", ledger.threads.insert_one(dict(doc)))
+            if await ledger.storage.threads.insert_raw(doc):
                 summary.threads += 1
-            except DuplicateKeyError:
-                existing = await ledger.call("read thread", ledger.threads.find_one({"_id": current}))
-                if existing is None or not _same(existing, doc, ignore=("legal_hold",)):
-                    raise IntegrityError(f"a different thread {current!r} already exists") from None
+            else:
+                existing = await ledger.storage.threads.get_raw(current)
+                if existing is None or not _same(existing, doc, ignore=("legal_hold", "legal_holds")):
+                    raise IntegrityError(f"a different thread {current!r} already exists")
                 summary.threads_present += 1
     ledger.forget(summary.thread_ids)
     return summary

@@ -15,7 +15,6 @@ from typing import Any, Final
 
 from chatledger.ledger import Ledger
 from chatledger.models import utc_now_ms
-from chatledger.storage.driver import cursor_list
 
 __all__ = [
     "COMPLETED",
@@ -54,14 +53,14 @@ async def record(ledger: Ledger, kind: str, by: str, **fields: Any) -> dict[str,
         **fields: The rest of the receipt (ids, counts, hashes, reason): never content.
     """
     doc: dict[str, Any] = {"_id": uuid.uuid4().hex, "kind": kind, "at": utc_now_ms(), "by": by, **fields}
-    await ledger.call("write receipt", ledger.audit.insert_one(dict(doc)))
+    await ledger.storage.receipts.insert(doc)
     return doc
 
 
 async def _receipts(
     ledger: Ledger, kind: str, projection: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    return await ledger.call("read receipts", cursor_list(ledger.audit.find({"kind": kind}, projection)))
+    return await ledger.storage.receipts.of_kind(kind, projection)
 
 
 async def pending_removals(ledger: Ledger) -> list[dict[str, Any]]:
@@ -86,10 +85,4 @@ async def removed_heads(ledger: Ledger) -> dict[str, list[tuple[int, str]]]:
 
 async def receipts_for(ledger: Ledger, receipt_ids: Sequence[str]) -> list[dict[str, Any]]:
     """Return the receipts with these ids and the completion receipts that refer to them."""
-    ids = [str(i) for i in receipt_ids]
-    if not ids:
-        return []
-    return await ledger.call(
-        "read receipts",
-        cursor_list(ledger.audit.find({"$or": [{"_id": {"$in": ids}}, {"receipt_id": {"$in": ids}}]})),
-    )
+    return await ledger.storage.receipts.for_ids(receipt_ids)

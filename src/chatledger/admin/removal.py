@@ -155,25 +155,20 @@ async def _purge(ledger: Ledger, thread_ids: Sequence[str]) -> tuple[int, int]:
     """Delete threads deepest first, events before documents; return (threads, events) deleted."""
     threads = events = 0
     for tid in reversed(thread_ids):
-        result = await ledger.call("remove events", ledger.events.delete_many({"thread_id": tid}))
-        events += result.deleted_count
-        result = await ledger.call("remove thread", ledger.threads.delete_one({"_id": tid}))
-        threads += result.deleted_count
+        events += await ledger.storage.events.delete_thread(tid)
+        threads += await ledger.storage.threads.delete(tid)
         # An append racing the removal could have landed after the first sweep.
-        result = await ledger.call("remove events", ledger.events.delete_many({"thread_id": tid}))
-        events += result.deleted_count
+        events += await ledger.storage.events.delete_thread(tid)
     ledger.forget(thread_ids)
     return threads, events
 
 
 async def _blocked(ledger: Ledger, removal: Removal) -> str | None:
     """Return why a planned removal must not go ahead now, or ``None``."""
-    doc = await ledger.call(
-        "read thread", ledger.threads.find_one({"_id": removal.thread_id}, {"root_id": 1})
-    )
-    if doc is None:
+    record = await ledger.storage.threads.get(removal.thread_id, scope=None)
+    if record is None:
         return "already gone"
-    forest: Forest = await load_forest(ledger, ThreadFilter(root_id=str(doc["root_id"])), with_family=False)
+    forest: Forest = await load_forest(ledger, ThreadFilter(root_id=record.root_id), with_family=False)
     holder = forest.hold_blocks(removal.thread_id)
     if holder is not None:
         return f"legal hold on thread {holder!r}"

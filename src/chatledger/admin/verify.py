@@ -30,11 +30,10 @@ from pydantic import ValidationError
 
 from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, iter_events, load_forest
 from chatledger.admin.receipts import pending_removals, removed_heads
-from chatledger.errors import InvalidInputError, UnknownThreadError
-from chatledger.hashing import GENESIS_HASH, event_hash
+from chatledger.errors import IntegrityError, InvalidInputError, UnknownThreadError
+from chatledger.hashing import GENESIS_HASH, HASHED_FIELDS_BY_VERSION, event_hash
 from chatledger.ledger import Ledger
-from chatledger.models import EVENT_SCHEMA_VERSION, ThreadRecord
-from chatledger.storage.driver import aggregate_list
+from chatledger.models import ThreadRecord
 
 __all__ = ["Anchor", "Problem", "VerifyReport", "head_anchors", "verify"]
 
@@ -116,7 +115,7 @@ class _Verifier:
     async def _thread_doc(self, thread_id: str) -> dict[str, Any] | None:
         doc = self.forest.docs.get(thread_id)
         if doc is None:
-            found = await self.ledger.call("read thread", self.ledger.threads.find_one({"_id": thread_id}))
+            found = await self.ledger.storage.threads.get_raw(thread_id)
             if found is not None:
                 self.forest.add(found)
                 doc = self.forest.docs[thread_id]
@@ -166,9 +165,12 @@ class _Verifier:
         if base == 0:
             return None, GENESIS_HASH
         owner = _lineage_owner(doc.get("lineage") or (), base)
-        parent = await self.ledger.call(
-            "read event", self.ledger.events.find_one({"thread_id": owner, "seq": base})
-        )
+        if owner is None:
+            return f"no ancestor in the lineage holds the fork point seq {base}", GENESIS_HASH
+        try:
+            parent = await self.ledger.storage.events.at(owner, base)
+        except IntegrityError as e:
+            return f"the fork event is malformed: {e}", GENESIS_HASH
         if parent is None:
             return (
                 f"the event at seq {base} of thread {owner!r}, where this branch forked, is missing "
@@ -219,19 +221,9 @@ class _Verifier:
     async def orphans(self, thread_ids: Iterable[str] | None) -> None:
         """Report events whose thread document is gone (all threads when ``thread_ids`` is ``None``)."""
         match: dict[str, Any] = {} if thread_ids is None else {"thread_id": {"$in": list(thread_ids)}}
-        rows = await self.ledger.call(
-            "count events",
-            aggregate_list(
-                self.ledger.events,
-                [{"$match": match}, {"$group": {"_id": "$thread_id", "events": {"$sum": 1}}}],
-            ),
-        )
-        for row in rows:
-            tid = str(row["_id"])
+        for tid, events in (await self.ledger.storage.events.thread_ids(match)).items():
             if tid not in self.forest.docs and await self._thread_doc(tid) is None:
-                self.report.problems.append(
-                    Problem(tid, f"{row['events']} events have no thread document (it was deleted)")
-                )
+                self.report.problems.append(Problem(tid, f"{events} events have no thread document (it was deleted)"))
 
     async def anchors(self, anchors: Iterable[Anchor]) -> None:
         removed: dict[str, list[tuple[int, str]]] | None = None
@@ -251,12 +243,10 @@ class _Verifier:
                         )
                     )
                 continue
-            event = await self.ledger.call(
-                "read event",
-                self.ledger.events.find_one(
-                    {"thread_id": anchor.thread_id, "seq": anchor.head_seq}, {"hash": 1}
-                ),
-            )
+            try:
+                event = await self.ledger.storage.events.at(anchor.thread_id, anchor.head_seq)
+            except IntegrityError:
+                event = None
             if event is None or event.get("hash") != anchor.head_hash:
                 what = "is missing (the thread was truncated)" if event is None else "has a different hash"
                 self.report.problems.append(
@@ -283,7 +273,7 @@ def _event_problem(event: Mapping[str, Any], seq: int, message: int, prev: str) 
         if type(found) is int and found > seq:
             return f"event(s) missing: expected seq {seq}, next stored event is seq {found}"
         return f"unexpected event at seq {found!r} where seq {seq} was expected (forged or duplicated)"
-    if event.get("v") != EVENT_SCHEMA_VERSION:
+    if event.get("v") not in HASHED_FIELDS_BY_VERSION:
         return f"unknown schema version {event.get('v')!r}"
     if event["prev_hash"] != prev:
         return (

@@ -55,7 +55,8 @@ def _agent(ledger: Ledger) -> tuple[Agent[Any], MongoHistoryProvider]:
 
 
 async def _line(ledger: Ledger, cursor: Cursor) -> list[tuple[str, str]]:
-    return [(str(m.role), m.text) for m in await ledger.read(cursor)]
+    binding = ledger.bind(source_id=MongoHistoryProvider.DEFAULT_SOURCE_ID)
+    return [(str(m.role), m.text) for m in await binding.read(await binding.resolve(cursor))]
 
 
 async def run_demo(database: Any, *, console: Console | None = None, where: str = "") -> DemoResult:
@@ -102,7 +103,7 @@ async def run_demo(database: Any, *, console: Console | None = None, where: str 
 
     main_line = await _line(ledger, main_cursor)
     branch_line = await _line(ledger, branch_cursor)
-    branch = await ledger.get_thread(branch_cursor.thread_id)
+    branch = await ledger.thread(branch_cursor.thread_id, None)
     tree = Tree(f"[bold]thread {main_cursor.thread_id}[/] ({len(main_line)} messages)")
     for role, text in main_line:
         tree.add(f"[cyan]{role}[/]: {text}")

@@ -1,4 +1,4 @@
-"""The ledger: append, read, branch and lineage over the storage gate."""
+"""The ledger: append, read, branch and lineage over the storage gate, through scoped bindings."""
 
 from chatledger.ledger.core import (
     DEFAULT_AUDIT_COLLECTION,
@@ -6,12 +6,15 @@ from chatledger.ledger.core import (
     DEFAULT_THREADS_COLLECTION,
     MAX_EVENT_BYTES,
     AppendResult,
+    Binding,
     Ledger,
     Position,
     Segment,
     event_key,
     new_thread_id,
 )
+from chatledger.ledger.pending import PendingAppend
+from chatledger.ledger.signing import CursorSigner
 
 __all__ = [
     "DEFAULT_AUDIT_COLLECTION",
@@ -19,7 +22,10 @@ __all__ = [
     "DEFAULT_THREADS_COLLECTION",
     "MAX_EVENT_BYTES",
     "AppendResult",
+    "Binding",
+    "CursorSigner",
     "Ledger",
+    "PendingAppend",
     "Position",
     "Segment",
     "event_key",

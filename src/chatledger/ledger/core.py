@@ -1,55 +1,63 @@
-"""The ledger: append, read, branch and lineage over a MongoDB database handle.
-
-This is the only module that talks to MongoDB for conversation data, and the one
-place where driver errors become ChatLedger's own exceptions.
+"""The ledger: append, read, branch and lineage, through scoped bindings, over the storage gate.
 
 Concurrency control is nothing but the unique index on ``(thread_id, seq)``: an append
 inserts the event at ``cursor.offset + 1``; if another event already holds that
-position, the append either was already committed (same ``event_id``: a retry) or the
-thread moved on, and the event is written to a new branch forked at the cursor.
+position, the append either was already committed (same ``event_id`` and the same
+batch, in this lineage: a retry) or the thread moved on, and the event is written to a
+new branch forked at the cursor.
+
+Applications never use a :class:`Ledger` directly for conversation data: they get a
+:class:`Binding` (``ledger.bind(scope)``), and every position a binding resolves,
+reads or appends at lies inside its scope.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 import bson
-from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import (
-    ConnectionFailure,
-    DocumentTooLarge,
-    DuplicateKeyError,
-    PyMongoError,
-)
 
 from chatledger._maf import Message
-from chatledger.codec import decode_message, encode_messages
+from chatledger.codec import decode_message, encode_messages, stored_digest
 from chatledger.errors import (
     BatchTooLargeError,
+    ChatLedgerError,
     ConcurrencyError,
+    EventIdReusedError,
     IntegrityError,
     InvalidCursorError,
     InvalidInputError,
-    StorageError,
     StorageUnavailableError,
     UnknownThreadError,
 )
 from chatledger.hashing import GENESIS_HASH, event_hash
+from chatledger.ledger.pending import PendingAppend
+from chatledger.ledger.signing import CursorSigner, mac
 from chatledger.models import (
+    DEFAULT_SOURCE_ID,
     EVENT_SCHEMA_VERSION,
     Cursor,
     ForkPoint,
+    Scope,
     ThreadRecord,
     utc_now_ms,
     validate_thread_id,
 )
-from chatledger.storage.driver import cursor_list
+from chatledger.storage import (
+    DEFAULT_AUDIT_COLLECTION,
+    DEFAULT_EVENTS_COLLECTION,
+    DEFAULT_THREADS_COLLECTION,
+    Consistency,
+    PositionTakenError,
+    Storage,
+    event_key,
+)
 
 __all__ = [
     "DEFAULT_AUDIT_COLLECTION",
@@ -57,6 +65,7 @@ __all__ = [
     "DEFAULT_THREADS_COLLECTION",
     "MAX_EVENT_BYTES",
     "AppendResult",
+    "Binding",
     "Ledger",
     "Position",
     "Segment",
@@ -64,36 +73,18 @@ __all__ = [
     "new_thread_id",
 ]
 
-DEFAULT_THREADS_COLLECTION: Final = "threads"
-DEFAULT_EVENTS_COLLECTION: Final = "events"
-DEFAULT_AUDIT_COLLECTION: Final = "audit"
-#: MongoDB's document size limit. We check it ourselves so every engine (mongomock
-#: included) refuses an oversized batch the same way, before anything is written.
+#: MongoDB's document size limit. We check it ourselves so every engine (mongomock and
+#: FerretDB included) refuses an oversized batch the same way, before anything is written.
 MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
-#: How many thread records / event heads each ledger keeps in memory. Both are
-#: immutable once written, so caching them is safe.
+#: How many thread records / event heads each ledger keeps in memory.
 _CACHE_SIZE: Final = 10_000
-
-#: The fields a page read needs.
-_PAGE: Final = {"first_message": 1, "count": 1, "messages": 1}
-
-_T = TypeVar("_T")
+#: Errors a malformed stored message can raise while decoding (JSON, pydantic, shape).
+_DECODE_ERRORS: Final = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 
 
 def new_thread_id() -> str:
     """Return a fresh, random thread id."""
     return uuid.uuid4().hex
-
-
-def event_key(thread_id: str, seq: int) -> str:
-    """Return the ``_id`` of the event at ``seq`` in ``thread_id``: ``"<thread_id>#<seq>"``.
-
-    A deterministic ``_id`` makes "the event at this position" a primary-key lookup on
-    every engine; FerretDB's SQLite back end pushes down nothing but ``_id`` equality
-    and scans the collection for every other filter. The seq after the last ``#`` is
-    unambiguous whatever the thread id contains.
-    """
-    return f"{thread_id}#{seq}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +100,7 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """A validated cursor, with what appending and paging at it need to know."""
+    """A validated cursor inside one scope, with what appending and paging at it need."""
 
     cursor: Cursor
     #: The thread the cursor names; ``None`` while a new thread has no event yet.
@@ -118,6 +109,8 @@ class Position:
     messages: int
     #: ``hash`` of the event at the cursor (the genesis hash at offset 0).
     head_hash: str
+    #: The scope the position was resolved in.
+    scope: Scope = Scope()
 
     @property
     def thread_id(self) -> str:
@@ -147,9 +140,9 @@ class AppendResult:
 
     position: Position
     event_id: str
-    #: True when the cursor was behind its thread's head and a new branch was written.
+    #: True when the event is on a new branch (this try or an earlier try created it).
     branched: bool
-    #: True when this exact event (same ``event_id``) had already been committed.
+    #: True when this exact batch (same ``event_id``, same content) had already been committed.
     replayed: bool = False
 
 
@@ -168,6 +161,14 @@ class Ledger:
         write_attempts: How many times an append is tried when the connection fails
             before its outcome is known. Retries reuse the event id, so they can never
             duplicate an event.
+        consistency: ``"majority"`` (default): writes wait for a journaled majority and
+            the reads that resolve cursors go to the primary with majority read concern.
+            ``"client"``: use the client's or URI's settings (explicitly weaker).
+        signing_keys: Keys (newest first) to sign every cursor handed out with; cursors
+            without a valid MAC are then refused. ``None``: cursors are not signed.
+
+    Raises:
+        InvalidInputError: an option or the database handle is not usable.
     """
 
     def __init__(
@@ -179,76 +180,69 @@ class Ledger:
         audit_collection: str = DEFAULT_AUDIT_COLLECTION,
         operation_timeout: float | None = None,
         write_attempts: int = 3,
+        consistency: Consistency = "majority",
+        signing_keys: Sequence[str | bytes] | None = None,
     ) -> None:
-        for name in (threads_collection, events_collection, audit_collection):
-            if type(name) is not str or not name or name.startswith("system.") or "$" in name:
-                raise InvalidInputError(f"invalid collection name {name!r}")
-        if write_attempts < 1:
-            raise InvalidInputError("write_attempts must be at least 1")
-        self.database = database
-        self.threads = database[threads_collection]
-        self.events = database[events_collection]
-        self.audit = database[audit_collection]
-        self.operation_timeout = operation_timeout
+        if type(write_attempts) is not int or not 1 <= write_attempts <= 20:
+            raise InvalidInputError("write_attempts must be an int from 1 to 20")
+        self.storage = Storage(
+            database,
+            threads_collection=threads_collection,
+            events_collection=events_collection,
+            audit_collection=audit_collection,
+            operation_timeout=operation_timeout,
+            consistency=consistency,
+        )
         self.write_attempts = write_attempts
-        self._indexes_ready = False
-        self._index_lock = asyncio.Lock()
+        self.signer = CursorSigner(signing_keys) if signing_keys is not None else None
         self._thread_cache: OrderedDict[str, ThreadRecord] = OrderedDict()
         # (thread_id, seq) -> (messages visible after that event, its hash)
         self._head_cache: OrderedDict[tuple[str, int], tuple[int, str]] = OrderedDict()
+        self._marker_key: bytes | None = None
 
-    # ------------------------------------------------------------------ plumbing
+    @classmethod
+    def of(cls, database: Any, **options: Any) -> Ledger:
+        """Return ``database`` if it is a ledger (then no options may be given), else a new ledger on it.
 
-    @asynccontextmanager
-    async def translated(self, what: str) -> AsyncIterator[None]:
-        """Turn driver errors raised inside the block into ChatLedger errors."""
-        try:
-            yield
-        except DuplicateKeyError:
-            raise  # callers decide what a clash means
-        except (ConnectionFailure, TimeoutError) as e:
-            raise StorageUnavailableError(f"{what}: database unavailable: {e}") from e
-        except DocumentTooLarge as e:
-            raise BatchTooLargeError(f"{what}: {e}") from e
-        except PyMongoError as e:
-            raise StorageError(f"{what}: {e}") from e
+        Raises:
+            InvalidInputError: options were passed beside an existing ledger (they would be ignored).
+        """
+        if isinstance(database, Ledger):
+            if options:
+                raise InvalidInputError(
+                    f"options {sorted(options)} cannot be applied to an existing Ledger; "
+                    "pass them to Ledger(...) instead"
+                )
+            return database
+        return cls(database, **options)
 
-    async def call(self, what: str, awaitable: Awaitable[_T]) -> _T:
-        """Return the result of one database operation, driver errors translated, timeout applied."""
-        async with self.translated(what):
-            if self.operation_timeout is None:
-                return await awaitable
-            return await asyncio.wait_for(awaitable, self.operation_timeout)
+    @property
+    def database(self) -> Any:
+        """The database handle the ledger was opened on."""
+        return self.storage.database
+
+    def bind(
+        self,
+        scope: Scope | None = None,
+        *,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+        source_id: str = DEFAULT_SOURCE_ID,
+    ) -> Binding:
+        """Return a view of the ledger that sees only the threads of one scope.
+
+        Raises:
+            InvalidInputError: a scope field is not a usable name.
+        """
+        if scope is None:
+            scope = Scope(tenant_id=tenant_id, user_id=user_id, source_id=source_id)
+        return Binding(self, scope)
 
     async def ensure_indexes(self) -> None:
-        """Create the ledger's indexes if they are missing (idempotent, cached per ledger)."""
-        if self._indexes_ready:
-            return
-        async with self._index_lock:
-            if self._indexes_ready:
-                return
-            # The unique (thread_id, seq) index IS the concurrency control.
-            await self.call(
-                "create index",
-                self.events.create_index(
-                    [("thread_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="thread_seq_unique"
-                ),
-            )
-            # Paging by message number is a range on this index, never a skip.
-            await self.call(
-                "create index",
-                self.events.create_index(
-                    [("thread_id", ASCENDING), ("first_message", ASCENDING)], name="thread_first_message"
-                ),
-            )
-            # Recognising a retried append that ended up on a branch. Not unique: a
-            # unique index must be prefixed by the shard key (thread_id) when sharded.
-            await self.call(
-                "create index", self.events.create_index([("event_id", ASCENDING)], name="event_id")
-            )
-            for field in ("root_id", "tenant_id", "user_id"):
-                await self.call("create index", self.threads.create_index([(field, ASCENDING)], name=field))
-            self._indexes_ready = True
+        """Create the ledger's indexes if they are missing (idempotent, once per ledger)."""
+        await self.storage.ensure_indexes()
+
+    # ------------------------------------------------------------------ caches
 
     def _remember(self, cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
         cache[key] = value
@@ -268,45 +262,170 @@ class Ledger:
         for key in [k for k in self._head_cache if k[0] in gone]:
             del self._head_cache[key]
 
-    # ------------------------------------------------------------------ threads
+    async def thread(self, thread_id: str, scope: Scope | None) -> ThreadRecord | None:
+        """Return a thread record (cached: the part the ledger uses never changes), or ``None``.
 
-    async def get_thread(self, thread_id: str) -> ThreadRecord | None:
-        """Return the thread record, or ``None`` if no such thread exists.
+        Args:
+            thread_id: The thread.
+            scope: Only a thread of this scope is returned; ``None`` (admin) for any.
 
         Raises:
             InvalidThreadIdError: ``thread_id`` is not a plain bounded string.
+            IntegrityError: the stored document is malformed.
         """
         validate_thread_id(thread_id)
-        cached = self._thread_cache.get(thread_id)
-        if cached is not None:
-            return cached
-        doc = await self.call("read thread", self.threads.find_one({"_id": thread_id}))
-        if doc is None:
-            return None
-        record = ThreadRecord.model_validate(doc)
-        if record.legal_hold is None:
-            # Only the immutable part is cached; hold status is re-read by admin code.
+        record = self._thread_cache.get(thread_id)
+        if record is None:
+            record = await self.storage.threads.get(thread_id, scope=None)
+            if record is None:
+                return None
             self._remember(self._thread_cache, thread_id, record)
+        if scope is not None and not scope.admits(record):
+            return None
         return record
 
-    async def _insert_thread(self, record: ThreadRecord) -> None:
-        try:
-            await self.call("create thread", self.threads.insert_one(record.to_document()))
-        except DuplicateKeyError:
-            # Another writer (or our own earlier, interrupted try) created it: fine, thread
-            # documents are written once and only events decide the content. Theirs is
-            # the record that counts, so ours is not cached.
-            return
-        self._remember(self._thread_cache, record.id, record)
+    async def _marker_secret(self) -> bytes:
+        if self.signer is not None:
+            return self.signer.current
+        if self._marker_key is None:
+            self._marker_key = await self.storage.receipts.marker_secret()
+        return self._marker_key
 
-    def _new_root(
-        self,
-        thread_id: str,
-        *,
-        tenant_id: str | None,
-        user_id: str | None,
-        metadata: Mapping[str, Any] | None,
-    ) -> ThreadRecord:
+    async def lineage(self, thread_id: str) -> list[ThreadRecord]:
+        """Return the thread records from the root down to ``thread_id`` (admin: any scope).
+
+        Raises:
+            UnknownThreadError: the thread (or one of its ancestors) does not exist.
+        """
+        record = await self.thread(thread_id, None)
+        if record is None:
+            raise UnknownThreadError(f"no thread {thread_id!r}")
+        out: list[ThreadRecord] = []
+        for fork in record.lineage:
+            ancestor = await self.thread(fork.thread_id, None)
+            if ancestor is None:
+                raise UnknownThreadError(f"thread {thread_id!r} descends from missing thread {fork.thread_id!r}")
+            out.append(ancestor)
+        out.append(record)
+        return out
+
+
+def _no_thread(thread_id: str) -> UnknownThreadError:
+    # One message for "does not exist" and "exists in another scope": no existence oracle.
+    return UnknownThreadError(f"no thread {thread_id!r}")
+
+
+class Binding:
+    """The ledger as one scope (tenant, user, source id) sees it.
+
+    Every position it resolves lies inside its scope; a thread of any other scope is,
+    to it, a thread that does not exist. With signing keys, every cursor it hands out
+    (:meth:`state`) is signed for its scope and every cursor it accepts must be.
+    """
+
+    def __init__(self, ledger: Ledger, scope: Scope) -> None:
+        self.ledger = ledger
+        self.scope = scope
+        self._storage = ledger.storage
+
+    # ------------------------------------------------------------------ positions
+
+    def thread_id_for(self, name: str) -> str:
+        """Return the id of the thread a session id or store thread name names in this scope."""
+        return self.scope.thread_id_for(name)
+
+    def empty(self, thread_id: str) -> Position:
+        """Return the empty start of a thread that has not been written yet."""
+        return Position(Cursor(thread_id=validate_thread_id(thread_id), offset=0), None, 0, GENESIS_HASH, self.scope)
+
+    def state(self, position: Position) -> dict[str, Any]:
+        """Return the cursor of ``position`` as session state (signed when the ledger signs)."""
+        cursor = position.cursor.unsigned()
+        if self.ledger.signer is not None:
+            cursor = self.ledger.signer.sign(self.scope, cursor)
+        return cursor.to_state()
+
+    async def open(self, name: str) -> Position:
+        """Return the position at the head of the thread ``name`` names in this scope (empty if new)."""
+        return await self.head(self.thread_id_for(name))
+
+    async def head(self, thread_id: str) -> Position:
+        """Return the position at the head of a thread of this scope (empty if it has not been written)."""
+        record = await self.ledger.thread(thread_id, self.scope)
+        if record is None:
+            # Checked first: a primary-key read, where the head query may be a scan on
+            # some engines; a brand-new session's thread never needs it.
+            return self.empty(thread_id)
+        head = await self._storage.events.head(thread_id)
+        offset = head["seq"] if head is not None else record.base_offset
+        return await self._resolve(Cursor(thread_id=thread_id, offset=offset))
+
+    async def resolve(self, state: Cursor | Mapping[str, Any]) -> Position:
+        """Return the validated position of a cursor handed to this binding.
+
+        A cursor on a branch that points before the branch's fork point is moved to the
+        ancestor thread that holds that event, so appending there branches correctly.
+
+        Raises:
+            InvalidCursorError: the cursor is malformed, unsigned or wrongly signed (on a
+                signing ledger), or points past its thread's head.
+            UnknownThreadError: the cursor names no thread of this scope.
+        """
+        cursor = Cursor.from_state(state)
+        if self.ledger.signer is not None:
+            cursor = self.ledger.signer.check(self.scope, cursor)
+        return await self._resolve(cursor.unsigned())
+
+    async def at(self, thread_id: str, offset: int) -> Position:
+        """Return the position at ``offset`` of a thread of this scope, for trusted callers.
+
+        Unlike :meth:`resolve`, no MAC is required: use it for positions the caller
+        chose itself (an operator's ``show --at``), never for cursors it was handed.
+        """
+        return await self._resolve(Cursor(thread_id=thread_id, offset=offset))
+
+    async def _resolve(self, cursor: Cursor) -> Position:
+        record = await self.ledger.thread(cursor.thread_id, self.scope)
+        if record is None:
+            if cursor.offset == 0:
+                # A thread never written to is still a valid, empty place.
+                return self.empty(cursor.thread_id)
+            raise _no_thread(cursor.thread_id)
+        if cursor.offset < record.base_offset:
+            # Before the fork point (offset 0 included): the cursor is really on the
+            # ancestor holding that event, and appending there must branch from it.
+            owner = record.holder(cursor.offset)
+            cursor = Cursor(thread_id=owner, offset=cursor.offset)
+            owner_record = await self.ledger.thread(owner, self.scope)
+            if owner_record is None:
+                raise IntegrityError(f"thread {record.id!r} descends from missing thread {owner!r}")
+            record = owner_record
+        if cursor.offset == 0:
+            return Position(cursor, record, 0, GENESIS_HASH, self.scope)
+        messages, head_hash = await self._event_summary(record, cursor.offset)
+        return Position(cursor, record, messages, head_hash, self.scope)
+
+    async def _event_summary(self, record: ThreadRecord, seq: int) -> tuple[int, str]:
+        """Return (messages visible after event ``seq``, its hash) along ``record``'s lineage."""
+        owner = record.holder(seq)
+        cached = self.ledger._head_cache.get((owner, seq))
+        if cached is not None:
+            return cached
+        doc = await self._storage.events.at(owner, seq)
+        if doc is None:
+            raise InvalidCursorError(f"offset {seq} is past the head of thread {record.id!r}")
+        summary = (doc["first_message"] + doc["count"], doc["hash"])
+        self.ledger._remember(self.ledger._head_cache, (owner, seq), summary)
+        return summary
+
+    def _check(self, at: Position) -> Position:
+        if not isinstance(at, Position) or at.scope != self.scope:
+            raise InvalidCursorError("the position was not resolved by this binding; resolve its cursor first")
+        return at
+
+    # ------------------------------------------------------------------ append
+
+    def _new_root(self, thread_id: str, metadata: Mapping[str, Any] | None) -> ThreadRecord:
         return ThreadRecord.model_validate(
             {
                 "_id": thread_id,
@@ -317,114 +436,45 @@ class Ledger:
                 "base_offset": 0,
                 "base_messages": 0,
                 "created_at": utc_now_ms(),
-                "tenant_id": tenant_id,
-                "user_id": user_id,
+                **self.scope.fields(),
                 "metadata": dict(metadata) if metadata else None,
             }
         )
 
     def _new_branch(self, at: Position) -> ThreadRecord:
         parent = at.thread
+        assert parent is not None  # only positions on written threads can be behind a head
         fork = ForkPoint(thread_id=at.thread_id, offset=at.offset, messages=at.messages)
-        lineage = (*parent.lineage, fork) if parent is not None else (fork,)
-        branch_id = new_thread_id()
         return ThreadRecord.model_validate(
             {
-                "_id": branch_id,
+                "_id": new_thread_id(),
                 "parent": {"thread_id": at.thread_id, "offset": at.offset},
-                "root_id": parent.root_id if parent is not None else at.thread_id,
-                "depth": (parent.depth + 1) if parent is not None else 1,
-                "lineage": lineage,
+                "root_id": parent.root_id,
+                "depth": parent.depth + 1,
+                "lineage": (*parent.lineage, fork),
                 "base_offset": at.offset,
                 "base_messages": at.messages,
                 "created_at": utc_now_ms(),
-                "tenant_id": parent.tenant_id if parent is not None else None,
-                "user_id": parent.user_id if parent is not None else None,
-                "metadata": parent.metadata if parent is not None else None,
+                **self.scope.fields(),
+                "metadata": parent.metadata,
             }
         )
 
-    # ------------------------------------------------------------------ positions
-
-    async def head(self, thread_id: str) -> Cursor:
-        """Return the cursor at the newest event of a thread (offset 0 if it has none).
-
-        Raises:
-            InvalidThreadIdError: ``thread_id`` is not a plain bounded string.
-        """
-        record = await self.get_thread(thread_id)
-        if record is None:
-            # Checked first: a primary-key read, where the head query below may be a scan
-            # on some engines; a brand-new session's thread never needs it.
-            return Cursor(thread_id=thread_id, offset=0)
-        doc = await self.call(
-            "read head",
-            self.events.find_one({"thread_id": thread_id}, {"seq": 1}, sort=[("seq", DESCENDING)]),
-        )
-        return Cursor(thread_id=thread_id, offset=int(doc["seq"]) if doc is not None else record.base_offset)
-
-    async def resolve(self, cursor: Cursor | Mapping[str, Any]) -> Position:
-        """Return the validated position of a cursor.
-
-        A cursor on a branch that points before the branch's fork point is moved to the
-        ancestor thread that holds that event, so appending there branches correctly.
-
-        Raises:
-            InvalidCursorError: the cursor is malformed or points past its thread's head.
-            UnknownThreadError: the cursor names a thread that does not exist.
-        """
-        cur = Cursor.from_state(cursor)
-        record = await self.get_thread(cur.thread_id)
-        if record is None:
-            if cur.offset == 0:
-                # A thread that has never been written to is still a valid, empty place.
-                return Position(cur, None, 0, GENESIS_HASH)
-            raise UnknownThreadError(f"no thread {cur.thread_id!r}")
-        if cur.offset < record.base_offset:
-            # Before the fork point (offset 0 included): the cursor is really on the
-            # ancestor holding that event, and appending there must branch from it.
-            owner = record.holder(cur.offset)
-            cur = Cursor(thread_id=owner, offset=cur.offset)
-            owner_record = await self.get_thread(owner)
-            if owner_record is None:
-                raise IntegrityError(f"thread {record.id!r} descends from missing thread {owner!r}")
-            record = owner_record
-        if cur.offset == 0:
-            return Position(cur, record, 0, GENESIS_HASH)
-        messages, head_hash = await self._event_summary(record, cur.offset)
-        return Position(cur, record, messages, head_hash)
-
-    async def _event_summary(self, record: ThreadRecord, seq: int) -> tuple[int, str]:
-        """Return (messages visible after event ``seq``, its hash) along ``record``'s lineage."""
-        owner = record.holder(seq)
-        cached = self._head_cache.get((owner, seq))
-        if cached is not None:
-            return cached
-        doc = await self.call(
-            "read event",
-            self.events.find_one({"_id": event_key(owner, seq)}, {"first_message": 1, "count": 1, "hash": 1}),
-        )
-        if doc is None:
-            raise InvalidCursorError(f"offset {seq} is past the head of thread {record.id!r}")
-        summary = (int(doc["first_message"]) + int(doc["count"]), str(doc["hash"]))
-        self._remember(self._head_cache, (owner, seq), summary)
-        return summary
-
-    # ------------------------------------------------------------------ append
-
     def _event_document(
-        self, at: Position, thread_id: str, stored: list[dict[str, Any]], event_id: str
+        self, at: Position, thread: ThreadRecord, stored: list[dict[str, Any]], event_id: str
     ) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "_id": event_key(thread_id, at.offset + 1),
+            "_id": event_key(thread.id, at.offset + 1),
             "v": EVENT_SCHEMA_VERSION,
-            "thread_id": thread_id,
+            "thread_id": thread.id,
             "seq": at.offset + 1,
             "first_message": at.messages,
             "count": len(stored),
             "messages": stored,
             "event_id": event_id,
             "created_at": utc_now_ms(),
+            "root_id": thread.root_id,
+            **self.scope.fields(),
             "prev_hash": at.head_hash,
         }
         doc["hash"] = event_hash(at.head_hash, doc)
@@ -435,245 +485,270 @@ class Ledger:
             )
         return doc
 
-    async def _insert_event(self, doc: dict[str, Any]) -> None:
+    async def _insert(self, doc: dict[str, Any]) -> None:
         """Insert an event, retrying lost connections with the same event id.
 
         Raises:
-            DuplicateKeyError: the position is taken (by this event on an earlier try,
-                or by another event).
+            PositionTakenError: the position is taken (by this event on an earlier try, or another).
             StorageUnavailableError: the database stayed unreachable.
         """
-        for attempt in range(1, self.write_attempts + 1):
+        for attempt in range(1, self.ledger.write_attempts + 1):
             try:
-                await self.call("append event", self.events.insert_one(doc))
+                await self._storage.events.insert(doc)
                 return
             except StorageUnavailableError:
-                if attempt == self.write_attempts:
+                if attempt == self.ledger.write_attempts:
                     raise
                 await asyncio.sleep(0.05 * 2**attempt)
 
-    async def _find_event_id(self, event_id: str) -> dict[str, Any] | None:
-        doc: dict[str, Any] | None = await self.call(
-            "read event", self.events.find_one({"event_id": event_id})
-        )
-        return doc
-
-    async def _position_after(self, doc: Mapping[str, Any]) -> Position:
+    def _after(self, doc: Mapping[str, Any], thread: ThreadRecord) -> Position:
         cursor = Cursor(thread_id=str(doc["thread_id"]), offset=int(doc["seq"]))
-        record = await self.get_thread(cursor.thread_id)
         messages = int(doc["first_message"]) + int(doc["count"])
-        self._remember(self._head_cache, (cursor.thread_id, cursor.offset), (messages, str(doc["hash"])))
-        return Position(cursor, record, messages, str(doc["hash"]))
+        self.ledger._remember(self.ledger._head_cache, (cursor.thread_id, cursor.offset), (messages, str(doc["hash"])))
+        return Position(cursor, thread, messages, str(doc["hash"]), self.scope)
+
+    async def _committed(self, at: Position, event_id: str, digest: str) -> tuple[Position, bool] | None:
+        """Return (position after it, on a branch?) if this batch was already committed right after ``at``.
+
+        Only two places count, both in this lineage: the next position of ``at``'s thread,
+        and the first position of a branch forked exactly at ``at`` (where an earlier
+        try that clashed wrote it). An event there with this id but another batch means
+        the id was reused: that is an error, never a silent success.
+
+        Raises:
+            EventIdReusedError: the event id names a different batch there.
+        """
+        seq = at.offset + 1
+        if at.thread is not None:
+            taken = await self._storage.events.at(at.thread_id, seq, full=True)
+            if taken is not None and taken.get("event_id") == event_id:
+                return self._verdict(taken, at.thread, digest), False
+        for candidate in await self._storage.events.with_event_id(event_id, seq):
+            branch = await self.ledger.thread(candidate["thread_id"], self.scope)
+            if branch is not None and branch.parent == {"thread_id": at.thread_id, "offset": at.offset}:
+                return self._verdict(candidate, branch, digest), True
+        return None
+
+    def _verdict(self, doc: Mapping[str, Any], thread: ThreadRecord, digest: str) -> Position:
+        try:
+            same = stored_digest(doc["messages"]) == digest
+        except (KeyError, TypeError) as e:
+            raise IntegrityError(f"event {doc.get('_id')!r} holds malformed messages") from e
+        if not same:
+            raise EventIdReusedError(
+                f"event id {doc.get('event_id')!r} was already used for a different batch at seq "
+                f"{doc.get('seq')} of thread {thread.id!r}; nothing was written (use a new event id)"
+            )
+        return self._after(doc, thread)
 
     async def append(
         self,
-        at: Position | Cursor | Mapping[str, Any],
-        messages: Sequence[Message],
+        at: Position,
+        messages: Sequence[Message] | None = None,
         *,
+        stored: list[dict[str, Any]] | None = None,
         event_id: str | None = None,
         strict: bool = False,
-        tenant_id: str | None = None,
-        user_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        """Append one event holding ``messages`` after the cursor ``at``.
+        """Append one event holding a batch after the position ``at``.
 
-        On the happy path this is one insert (two for a brand-new thread). If the
-        cursor is behind its thread's head, the event goes to a new branch forked at the
-        cursor, unless ``strict`` is set. Retrying with the same ``event_id`` after an
-        error is always safe: an event that was already committed is recognised.
+        On the happy path this is one insert (two for a brand-new thread). If ``at`` is
+        behind its thread's head, the event goes to a new branch forked there, unless
+        ``strict`` is set. Retrying with the same ``event_id`` and the same batch after
+        an error is always safe: an event that was already committed is recognised.
 
         Args:
-            at: Where to append: a resolved position, a cursor, or its dict form.
-            messages: The batch; stored as one immutable event.
+            at: A position this binding resolved.
+            messages: The batch, as Agent Framework messages.
+            stored: The batch already encoded by :func:`chatledger.codec.encode_messages`
+                (instead of ``messages``).
             event_id: Idempotency key; a fresh one is generated when omitted.
-            strict: Raise :class:`~chatledger.errors.ConcurrencyError` instead of
-                branching when the cursor is behind the head.
-            tenant_id: Stored on the thread if this append creates it.
-            user_id: Stored on the thread if this append creates it.
+            strict: Raise :class:`~chatledger.errors.ConcurrencyError` instead of branching.
             metadata: Stored on the thread if this append creates it.
 
         Returns:
-            The new position, the event id, and whether the append branched.
+            The new position, the event id, whether the event is on a new branch, and
+            whether it had already been committed.
 
         Raises:
-            InvalidMessageError: a message cannot be stored.
-            BatchTooLargeError: the batch does not fit in one document.
+            InvalidMessageError: a message cannot be stored (nothing is written).
+            BatchTooLargeError: the batch does not fit in one document (nothing is written).
+            EventIdReusedError: ``event_id`` already names a different batch here.
             ConcurrencyError: ``strict`` and another writer appended at this cursor first.
+            UnknownThreadError: the thread exists, but in another scope.
             StorageUnavailableError: the database could not be reached.
         """
-        return await self.append_encoded(
-            at,
-            encode_messages(messages),
-            event_id=event_id,
-            strict=strict,
-            tenant_id=tenant_id,
-            user_id=user_id,
-            metadata=metadata,
-        )
-
-    async def append_encoded(
-        self,
-        at: Position | Cursor | Mapping[str, Any],
-        stored: list[dict[str, Any]],
-        *,
-        event_id: str | None = None,
-        strict: bool = False,
-        tenant_id: str | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> AppendResult:
-        """:meth:`append` a batch already encoded by :func:`chatledger.codec.encode_messages`.
-
-        The adapters encode a batch once (they also need its digest); encoding is most of
-        an append's client-side cost.
-        """
+        at = self._check(at)
+        if (messages is None) == (stored is None):
+            raise InvalidInputError("pass either messages or stored, not both")
+        if stored is None:
+            stored = encode_messages(messages or ())
         if event_id is None:
             event_id = uuid.uuid4().hex
-        elif type(event_id) is not str or not event_id:
-            raise InvalidInputError("event_id must be a non-empty str")
-        for name, value in (("tenant_id", tenant_id), ("user_id", user_id)):
-            if value is not None and type(value) is not str:
-                raise InvalidInputError(f"{name} must be a str")
+        elif type(event_id) is not str or not event_id or len(event_id) > 64:
+            raise InvalidInputError("event_id must be a non-empty str of at most 64 characters")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise InvalidInputError("metadata must be a mapping")
-        position = at if isinstance(at, Position) else await self.resolve(at)
-        if position.thread is not None and position.offset < position.thread.base_offset:
-            # Writing here would put an event below the branch's fork point, inside its
-            # ancestors' numbering; resolve() never produces such a position.
+        if at.thread is not None and at.offset < at.thread.base_offset:
             raise InvalidCursorError(
-                f"cursor {position.cursor.to_state()} lies before its thread's fork point; resolve it first"
+                f"cursor {at.cursor.to_state()} lies before its thread's fork point; resolve it first"
             )
         if not stored:
-            return AppendResult(position, event_id, branched=False)
-        doc = self._event_document(position, position.thread_id, stored, event_id)
-        await self.ensure_indexes()
-        if position.thread is None:
-            await self._insert_thread(
-                self._new_root(position.thread_id, tenant_id=tenant_id, user_id=user_id, metadata=metadata)
-            )
+            return AppendResult(at, event_id, branched=False)
+        digest = stored_digest(stored)
+        thread = at.thread if at.thread is not None else self._new_root(at.thread_id, metadata)
+        doc = self._event_document(at, thread, stored, event_id)  # validates size before any write
+        await self.ledger.ensure_indexes()
+        if at.thread is None:
+            thread = await self._storage.threads.insert_once(thread)
+            if not self.scope.admits(thread):
+                raise _no_thread(at.thread_id)
+            self.ledger._remember(self.ledger._thread_cache, thread.id, thread)
+            if thread.base_offset or thread.parent is not None:
+                raise _no_thread(at.thread_id)  # a branch's id is not a place to start a new line
+            at = replace(at, thread=thread)
         try:
-            await self._insert_event(doc)
-            return AppendResult(await self._position_after(doc), event_id, branched=False)
-        except DuplicateKeyError:
+            await self._insert(doc)
+            return AppendResult(self._after(doc, thread), event_id, branched=False)
+        except PositionTakenError:
             pass
         # The position is taken. Either an earlier try of this very append committed
         # (its reply was lost), or another writer got there first.
-        taken = await self.call("read event", self.events.find_one({"_id": doc["_id"]}))
-        existing = taken if taken is not None and taken.get("event_id") == event_id else None
-        if existing is None:
-            # It may have landed on a branch on an earlier try (its first try clashed too).
-            existing = await self._find_event_id(event_id)
-        if existing is not None:
-            return AppendResult(await self._position_after(existing), event_id, branched=False, replayed=True)
+        done = await self._committed(at, event_id, digest)
+        if done is not None:
+            return AppendResult(done[0], event_id, branched=done[1], replayed=True)
         if strict:
             raise ConcurrencyError(
-                f"thread {position.thread_id!r} already has an event at seq {position.offset + 1}; "
+                f"thread {at.thread_id!r} already has an event at seq {at.offset + 1}; "
                 "re-read the head and retry, or append without strict to branch"
             )
-        if position.thread is None:
-            # Created concurrently by another writer: our branch needs its record.
-            position = await self.resolve(position.cursor)
-        branch = self._new_branch(position)
-        await self._insert_thread(branch)
-        branch_doc = self._event_document(position, branch.id, stored, event_id)
-        await self._insert_event(branch_doc)
-        return AppendResult(await self._position_after(branch_doc), event_id, branched=True)
+        if at.offset == 0 and at.messages == 0:
+            # Created concurrently by another writer: resolve again for its record.
+            at = await self._resolve(at.cursor)
+        branch = await self._storage.threads.insert_once(self._new_branch(at))
+        self.ledger._remember(self.ledger._thread_cache, branch.id, branch)
+        branch_doc = self._event_document(at, branch, stored, event_id)
+        await self._insert(branch_doc)
+        return AppendResult(self._after(branch_doc, branch), event_id, branched=True)
+
+    async def save(
+        self,
+        at: Position,
+        stored: list[dict[str, Any]],
+        *,
+        previous: PendingAppend | None,
+        remember: Callable[[PendingAppend | None], None],
+        strict: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AppendResult:
+        """Append an encoded batch the way both adapters do: idempotent across calls, settled first.
+
+        ``previous`` is the caller's unconfirmed append, if any. The same batch again
+        reuses its event id (a retry); a different batch first settles it, so a batch
+        that did commit although its reply was lost stays on the caller's line.
+        ``remember`` is called with the pending entry before the write and with ``None``
+        once it is confirmed; the caller keeps it (in memory or in the session state).
+        """
+        pending = PendingAppend.for_batch(stored_digest(stored), previous)
+        if previous is not None and pending is not previous:
+            at = await self.settle(at, previous)
+        remember(pending)
+        result = await self.append(at, stored=stored, event_id=pending.event_id, strict=strict, metadata=metadata)
+        remember(None)
+        return result
+
+    async def settle(self, at: Position, pending: PendingAppend) -> Position:
+        """Return where the conversation stands once an append of unknown outcome is settled.
+
+        If the pending batch was committed right after ``at`` (on its thread, or on the
+        branch an earlier try created), the position after it; otherwise ``at`` itself:
+        it was not committed, and the caller was told so by the error it got then.
+        """
+        at = self._check(at)
+        try:
+            done = await self._committed(at, pending.event_id, pending.digest)
+        except EventIdReusedError:
+            return at  # the id is someone else's: our batch is not there
+        return done[0] if done is not None else at
 
     # ------------------------------------------------------------------ read
 
-    async def read(
-        self, at: Position | Cursor | Mapping[str, Any], *, offset: int = 0, limit: int | None = None
-    ) -> list[Message]:
-        """Return the messages visible at a cursor, sliced like ``all_messages[offset:][:limit]``.
+    async def read(self, at: Position, *, offset: int = 0, limit: int | None = None) -> list[Message]:
+        """Return the messages visible at ``at``, sliced like ``all_messages[offset:][:limit]``.
 
-        The cost is proportional to the page (plus the lineage depth), not to the
-        length of the conversation: each segment is an index range on
-        ``(thread_id, first_message)``.
-
-        Args:
-            at: A resolved position, a cursor, or its dict form.
-            offset: Index of the first message; negative counts from the end.
-            limit: Most messages to return; ``None`` for all.
+        The cost is proportional to the page plus the lineage depth: at most two
+        index range queries per segment, whatever the batch sizes.
 
         Raises:
             InvalidInputError: ``offset`` or ``limit`` is not an int, or ``limit`` < 0.
-            InvalidCursorError: the cursor is malformed or points past its thread's head.
+            IntegrityError: a stored event is missing or malformed (it is named).
         """
+        at = self._check(at)
         if type(offset) is not int:
             raise InvalidInputError("offset must be an int")
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidInputError("limit must be a non-negative int or None")
-        position = at if isinstance(at, Position) else await self.resolve(at)
-        start, stop, _ = slice(offset, None).indices(position.messages)
+        start, stop, _ = slice(offset, None).indices(at.messages)
         if limit is not None:
             stop = min(stop, start + limit)
         if start >= stop:
             return []
-        docs: list[dict[str, Any]] = []
-        for seg in position.segments():
-            lo, hi = max(start, seg.lo_message), min(stop, seg.hi_message)
-            if lo < hi:
-                docs.extend(await self._read_segment(seg, lo, hi))
         out: list[Message] = []
-        for doc in docs:
-            first = int(doc["first_message"])
-            for index, stored in enumerate(doc["messages"]):
-                if start <= first + index < stop:
-                    out.append(decode_message(stored))
+        for seg in at.segments():
+            lo, hi = max(start, seg.lo_message), min(stop, seg.hi_message)
+            if lo >= hi:
+                continue
+            for doc in await self._storage.events.page(seg.thread_id, lo, hi):
+                first = doc["first_message"]
+                for index, item in enumerate(doc["messages"]):
+                    if lo <= first + index < hi:
+                        out.append(_decode(doc, index, item))
         if len(out) != stop - start:
             raise IntegrityError(
-                f"thread {position.thread_id!r} is missing events: expected {stop - start} messages "
+                f"thread {at.thread_id!r} is missing events: expected {stop - start} messages "
                 f"in [{start}, {stop}), found {len(out)}"
             )
         return out
 
-    async def _read_segment(self, seg: Segment, lo: int, hi: int) -> list[dict[str, Any]]:
-        """Return, oldest first, the events of one segment that hold messages ``[lo, hi)``.
+    # ------------------------------------------------------------------ old-protocol marker
 
-        One range query on ``(thread_id, first_message)``, newest first from just below
-        ``hi``. Its limit is estimated from the segment's average batch size, so a page
-        of 20 messages in 10-message events reads 3 events, not 20; only when batch sizes
-        vary so much that the estimate falls short does a further query continue below
-        the oldest event read.
+    async def marker(self, position: Position) -> dict[str, Any]:
+        """Return the authenticated cursor carried by the old framework's serialized thread."""
+        position = self._check(position)
+        key = await self.ledger._marker_secret()
+        state = self.state(position)
+        state["marker"] = mac(key, "marker", self.scope, position.thread_id, position.offset)
+        return state
+
+    async def from_marker(self, value: object) -> Position | None:
+        """Return the position a marker names, or ``None`` if ``value`` is not an authentic marker.
+
+        A message whose properties merely look like a marker (anybody can set them) is
+        not one: the marker's MAC is keyed by the ledger's signing key or by a secret
+        stored in the database, which message content cannot know.
         """
-        per_event = max(1, (seg.hi_message - seg.lo_message) // max(1, seg.hi_seq - seg.lo_seq))
-        found: list[dict[str, Any]] = []
-        upper = hi
-        while upper > lo:
-            wanted = upper - lo
-            # Every event overlapping [lo, upper) holds at least one of its messages, so
-            # `wanted` events always suffice; the estimate is usually far fewer.
-            limit = min(wanted, -(-wanted // per_event) + 1)
-            cursor = (
-                self.events.find({"thread_id": seg.thread_id, "first_message": {"$lt": upper}}, _PAGE)
-                .sort("first_message", DESCENDING)
-                .limit(limit)
-            )
-            batch = await self.call("read events", cursor_list(cursor))
-            found.extend(batch)
-            if len(batch) < limit:
-                break  # the segment has nothing older; read() reports any gap
-            upper = int(batch[-1]["first_message"])
-        found.reverse()
-        return [d for d in found if int(d["first_message"]) + int(d["count"]) > lo]
+        if not isinstance(value, Mapping):
+            return None
+        tag = value.get("marker")
+        if type(tag) is not str:
+            return None
+        try:
+            cursor = Cursor.from_state({k: v for k, v in value.items() if k != "marker"})
+        except ChatLedgerError:
+            return None
+        key = await self.ledger._marker_secret()
+        if not hmac.compare_digest(mac(key, "marker", self.scope, cursor.thread_id, cursor.offset), tag):
+            return None
+        return await self.resolve(cursor)
 
-    async def lineage(self, thread_id: str) -> list[ThreadRecord]:
-        """Return the thread records from the root down to ``thread_id``.
 
-        Raises:
-            UnknownThreadError: the thread (or one of its ancestors) does not exist.
-        """
-        record = await self.get_thread(thread_id)
-        if record is None:
-            raise UnknownThreadError(f"no thread {thread_id!r}")
-        out: list[ThreadRecord] = []
-        for fork in record.lineage:
-            ancestor = await self.get_thread(fork.thread_id)
-            if ancestor is None:
-                raise UnknownThreadError(
-                    f"thread {thread_id!r} descends from missing thread {fork.thread_id!r}"
-                )
-            out.append(ancestor)
-        out.append(record)
-        return out
+def _decode(doc: Mapping[str, Any], index: int, item: Mapping[str, Any]) -> Message:
+    try:
+        return decode_message(item)
+    except ChatLedgerError:
+        raise
+    except _DECODE_ERRORS as e:
+        raise IntegrityError(
+            f"event {doc.get('_id')!r}: message {index} cannot be decoded ({type(e).__name__}: {e})"
+        ) from e

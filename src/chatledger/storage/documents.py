@@ -1,0 +1,74 @@
+"""Checks that stored documents have the shape the rest of ChatLedger relies on.
+
+A document is read from a database that other people's tools can write to. Whatever
+it holds, reading it yields either a document of the expected shape or an
+:class:`~chatledger.errors.IntegrityError` naming it: never a ``KeyError``,
+``ValueError`` or pydantic error from deep inside a caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from chatledger.errors import IntegrityError
+from chatledger.models import ThreadRecord
+
+__all__ = ["check_event", "check_thread"]
+
+#: Fields every event read needs, with their types. ``bool`` is excluded below: it is an int in Python.
+_EVENT_INTS = ("seq", "first_message", "count")
+_EVENT_STRS = ("thread_id", "hash")
+
+
+def _name(doc: Mapping[str, Any]) -> str:
+    return repr(doc.get("_id", "<no _id>"))
+
+
+def check_event(doc: Mapping[str, Any], *, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Return ``doc`` if the fields a read uses have the right types.
+
+    Args:
+        doc: An event document as stored.
+        fields: The fields the caller projected (``None``: all of them must be present).
+
+    Raises:
+        IntegrityError: a field is missing or has the wrong type.
+    """
+    for name in _EVENT_INTS:
+        if fields is not None and name not in fields:
+            continue
+        value = doc.get(name)
+        if type(value) is not int or value < 0:
+            raise IntegrityError(f"event {_name(doc)} is malformed: {name} is {value!r}, not a count")
+    for name in _EVENT_STRS:
+        if fields is not None and name not in fields:
+            continue
+        if type(doc.get(name)) is not str:
+            raise IntegrityError(f"event {_name(doc)} is malformed: {name} is {doc.get(name)!r}")
+    if fields is None or "messages" in fields:
+        messages = doc.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):
+            raise IntegrityError(f"event {_name(doc)} is malformed: messages is not a list of documents")
+        if fields is None or "count" in fields:
+            if len(messages) != doc["count"]:
+                raise IntegrityError(
+                    f"event {_name(doc)} is malformed: count {doc['count']} but {len(messages)} messages"
+                )
+    return dict(doc)
+
+
+def check_thread(doc: Mapping[str, Any]) -> ThreadRecord:
+    """Return the thread record stored in ``doc``.
+
+    Raises:
+        IntegrityError: the document is not a valid thread record.
+    """
+    try:
+        return ThreadRecord.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise IntegrityError(f"thread document {_name(doc)} is malformed: {where}: {first['msg']}") from e

@@ -1,0 +1,223 @@
+"""The ``events`` collection: one immutable document per append.
+
+Every query here has the shape its index serves: an equality on ``thread_id`` plus a
+range on ``seq`` or ``first_message``, sorted on that field, limited, and with the
+index named as a hint, so MongoDB cannot pick another plan. "The event at a
+position" is a primary-key lookup (``_id`` is ``"<thread_id>#<seq>"``), the one filter
+every engine pushes down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Final
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from chatledger.errors import ConcurrencyError, IntegrityError
+from chatledger.storage.documents import check_event
+from chatledger.storage.driver import aggregate_list, cursor_list
+from chatledger.storage.gate import Gate
+
+__all__ = ["BATCH_SIZE", "EVENT_INDEXES", "EventStore", "PositionTakenError", "event_key"]
+
+#: Documents per reply batch. FerretDB refuses replies over 48 MB, so no query may let
+#: the server put a whole long thread in one reply; 256 events of 10 messages stay small.
+BATCH_SIZE: Final = 256
+#: How many thread ids one ``$in`` query carries, so no query document grows unbounded.
+CHUNK: Final = 500
+
+_SEQ_INDEX: Final = "thread_seq_unique"
+_MESSAGE_INDEX: Final = "thread_first_message"
+#: The indexes of the events collection: (name, keys, options).
+EVENT_INDEXES: Final[tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ...]] = (
+    # The unique (thread_id, seq) index IS the concurrency control.
+    (_SEQ_INDEX, [("thread_id", ASCENDING), ("seq", ASCENDING)], {"unique": True}),
+    # Paging by message number is a range on this index, never a skip.
+    (_MESSAGE_INDEX, [("thread_id", ASCENDING), ("first_message", ASCENDING)], {}),
+    # Recognising a retried append that ended up on a branch. Not unique: a unique
+    # index must be prefixed by the shard key (thread_id) when sharded.
+    ("event_id", [("event_id", ASCENDING)], {}),
+    # Erasure by subject and removal sweeps find every event of a lineage or a user.
+    ("root_id", [("root_id", ASCENDING)], {}),
+    ("user_id", [("user_id", ASCENDING)], {}),
+)
+
+_SUMMARY: Final = {"first_message": 1, "count": 1, "hash": 1, "seq": 1, "thread_id": 1}
+_SUMMARY_FIELDS: Final = ("seq", "first_message", "count", "thread_id", "hash")
+_PAGE: Final = {"first_message": 1, "count": 1, "messages": 1, "seq": 1, "thread_id": 1, "hash": 1}
+
+
+class PositionTakenError(ConcurrencyError):
+    """The position an event was written to already holds an event (internal to the ledger)."""
+
+
+def event_key(thread_id: str, seq: int) -> str:
+    """Return the ``_id`` of the event at ``seq`` in ``thread_id``: ``"<thread_id>#<seq>"``.
+
+    The seq after the last ``#`` is unambiguous whatever the thread id contains.
+    """
+    return f"{thread_id}#{seq}"
+
+
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    return [list(ids[i : i + CHUNK]) for i in range(0, len(ids), CHUNK)]
+
+
+class EventStore:
+    """Named operations on the events collection."""
+
+    def __init__(self, gate: Gate, name: str) -> None:
+        self.gate = gate
+        self.collection = gate.collection(name)
+
+    async def insert(self, doc: Mapping[str, Any]) -> None:
+        """Insert one event.
+
+        Raises:
+            PositionTakenError: its ``(thread_id, seq)`` (or ``_id``) is already taken.
+            StorageUnavailableError: the database could not be reached.
+        """
+        try:
+            await self.gate.call("append event", self.collection.insert_one(dict(doc)))
+        except DuplicateKeyError as e:
+            raise PositionTakenError(f"seq {doc.get('seq')} of thread {doc.get('thread_id')!r} is taken") from e
+
+    async def insert_many(self, docs: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Insert events, unordered; return the indexes (into ``docs``) that clashed with existing ones.
+
+        Raises:
+            StorageError: a write failed for a reason other than a duplicate key.
+        """
+        if not docs:
+            return []
+        try:
+            await self.gate.call("import events", self.collection.insert_many([dict(d) for d in docs], ordered=False))
+        except BulkWriteError as e:
+            errors = e.details.get("writeErrors", [])
+            other = [(err.get("code"), err.get("errmsg")) for err in errors if err.get("code") != 11000]
+            if other:
+                raise IntegrityError(f"import events: {other[:3]}") from e
+            return sorted(int(err["index"]) for err in errors)
+        return []
+
+    async def at(self, thread_id: str, seq: int, *, full: bool = False) -> dict[str, Any] | None:
+        """Return the event at ``seq`` of ``thread_id`` (its summary fields unless ``full``)."""
+        doc = await self.gate.call(
+            "read event", self.collection.find_one({"_id": event_key(thread_id, seq)}, None if full else _SUMMARY)
+        )
+        if doc is None:
+            return None
+        if doc.get("thread_id") != thread_id or doc.get("seq") != seq:
+            raise IntegrityError(f"event {doc.get('_id')!r} is stored under a key that does not match its position")
+        return check_event(doc, fields=None if full else _SUMMARY_FIELDS)
+
+    async def head(self, thread_id: str) -> dict[str, Any] | None:
+        """Return the summary of the newest event of ``thread_id``, or ``None`` if it has none."""
+        cursor = (
+            self.collection.find({"thread_id": thread_id}, {**_SUMMARY, "created_at": 1})
+            .sort("seq", DESCENDING)
+            .hint(_SEQ_INDEX)
+            .limit(1)
+        )
+        docs = await self.gate.call("read head", cursor_list(cursor))
+        return check_event(docs[0], fields=_SUMMARY_FIELDS) if docs else None
+
+    async def with_event_id(self, event_id: str, seq: int) -> list[dict[str, Any]]:
+        """Return the events (a few at most) at ``seq`` of any thread that carry ``event_id``."""
+        cursor = self.collection.find({"event_id": event_id, "seq": seq}).hint("event_id").limit(8)
+        docs = await self.gate.call("read event", cursor_list(cursor))
+        return [check_event(d) for d in docs]
+
+    async def page(self, thread_id: str, lo: int, hi: int) -> list[dict[str, Any]]:
+        """Return, oldest first, the events of ``thread_id`` that hold messages ``[lo, hi)``.
+
+        At most two queries whatever the batch sizes: every event starting inside the
+        window (a range on ``first_message``), and, unless one starts exactly at ``lo``,
+        the single event that starts before ``lo`` and runs into the window.
+        """
+        inside = (
+            self.collection.find({"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}}, _PAGE)
+            .sort("first_message", ASCENDING)
+            .hint(_MESSAGE_INDEX)
+            .limit(hi - lo)
+            .batch_size(BATCH_SIZE)
+        )
+        docs = [check_event(d) for d in await self.gate.call("read events", cursor_list(inside))]
+        if not docs or docs[0]["first_message"] != lo:
+            before = (
+                self.collection.find({"thread_id": thread_id, "first_message": {"$lt": lo}}, _PAGE)
+                .sort("first_message", DESCENDING)
+                .hint(_MESSAGE_INDEX)
+                .limit(1)
+            )
+            earlier = [check_event(d) for d in await self.gate.call("read events", cursor_list(before))]
+            docs = [d for d in earlier if d["first_message"] + d["count"] > lo] + docs
+        return docs
+
+    async def stream(
+        self, thread_id: str, *, after_seq: int = 0, projection: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield a thread's own events in ``seq`` order, in bounded batches (never all at once).
+
+        Documents are yielded raw: verify and export must see malformed events as they are.
+        """
+        cursor = (
+            self.collection.find({"thread_id": thread_id, "seq": {"$gt": after_seq}}, projection)
+            .sort("seq", ASCENDING)
+            .hint(_SEQ_INDEX)
+            .batch_size(BATCH_SIZE)
+        )
+        async with self.gate.translated("read events"):
+            async for doc in cursor:
+                yield doc
+
+    async def counts(self, thread_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Return ``{thread_id: (events, messages)}`` for the threads that have events."""
+        out: dict[str, list[int]] = {}
+        for chunk in _chunks(sorted(thread_ids)):
+            # One accumulator per $group: FerretDB v1.24.2 returns 0 for every $sum after
+            # the first in a $group stage (checked against the server).
+            for index, total in ((0, 1), (1, "$count")):
+                rows = await self.gate.call(
+                    "count events",
+                    aggregate_list(
+                        self.collection,
+                        [
+                            {"$match": {"thread_id": {"$in": chunk}}},
+                            {"$group": {"_id": "$thread_id", "n": {"$sum": total}}},
+                        ],
+                    ),
+                )
+                for row in rows:
+                    n = row.get("n")
+                    out.setdefault(str(row["_id"]), [0, 0])[index] = n if type(n) is int else 0
+        return {tid: (v[0], v[1]) for tid, v in out.items()}
+
+    async def thread_ids(self, match: Mapping[str, Any] | None = None) -> dict[str, int]:
+        """Return ``{thread_id: events}`` of every thread that has events matching ``match``."""
+        rows = await self.gate.call(
+            "count events",
+            aggregate_list(
+                self.collection, [{"$match": dict(match or {})}, {"$group": {"_id": "$thread_id", "n": {"$sum": 1}}}]
+            ),
+        )
+        return {str(r["_id"]): int(r["n"]) if type(r.get("n")) is int else 0 for r in rows}
+
+    async def delete_thread(self, thread_id: str) -> int:
+        """Delete every event of one thread; return how many were deleted."""
+        result = await self.gate.call("remove events", self.collection.delete_many({"thread_id": thread_id}))
+        return int(result.deleted_count)
+
+    async def delete_matching(self, match: Mapping[str, Any]) -> int:
+        """Delete every event matching a scope filter (removal sweeps); return how many."""
+        if not match:
+            raise IntegrityError("refusing to delete events with an empty filter")
+        result = await self.gate.call("remove events", self.collection.delete_many(dict(match)))
+        return int(result.deleted_count)
+
+    async def ensure_indexes(self) -> None:
+        """Create the events indexes (one per command: FerretDB panics on multi-index re-runs)."""
+        for name, keys, options in EVENT_INDEXES:
+            await self.gate.call("create index", self.collection.create_index(keys, name=name, **options))

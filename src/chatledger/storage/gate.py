@@ -1,0 +1,132 @@
+"""The choke point every database operation goes through: error translation, timeouts, concerns.
+
+Driver errors become ChatLedger's own exceptions here and nowhere else (``raise … from``),
+and the durability every collection handle uses is decided here: by default writes
+wait for a majority of the replica set with journaling, and reads go to the primary
+with majority read concern, so a URI asking for ``w=1`` or secondary reads cannot make a
+valid cursor look unknown or let a failover roll back an acknowledged event. A caller
+weakens this only explicitly (``consistency="client"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any, Final, Literal, TypeVar
+
+from pymongo.errors import (
+    ConnectionFailure,
+    DocumentTooLarge,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    InvalidOperation,
+    PyMongoError,
+    WTimeoutError,
+)
+from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import ReadPreference
+from pymongo.write_concern import WriteConcern
+
+from chatledger.errors import BatchTooLargeError, InvalidInputError, StorageError, StorageUnavailableError
+from chatledger.storage.driver import is_mongomock
+
+__all__ = ["CONSISTENCY_LEVELS", "Consistency", "Gate"]
+
+_T = TypeVar("_T")
+
+#: ``"majority"``: majority + journaled writes, primary majority reads (the default).
+#: ``"client"``: whatever the client or URI says (explicitly weaker, or stronger).
+Consistency = Literal["majority", "client"]
+CONSISTENCY_LEVELS: Final = ("majority", "client")
+
+
+def _is_database(database: Any) -> bool:
+    """Return whether ``database`` looks like an async database handle of a supported driver."""
+    module = type(database).__module__
+    if module.startswith(("pymongo.synchronous", "pymongo.database")):
+        return False  # a synchronous PyMongo Database: every call would return a plain value
+    return callable(getattr(database, "get_collection", None)) and isinstance(getattr(database, "name", None), str)
+
+
+class Gate:
+    """Collection handles with the configured concerns, and the one error translator.
+
+    Args:
+        database: A PyMongo ``AsyncDatabase``, a Motor database or a mongomock-motor one.
+        operation_timeout: Seconds one operation may take; ``None`` leaves it to the client.
+        consistency: ``"majority"`` (default) or ``"client"``.
+
+    Raises:
+        InvalidInputError: ``database`` is not an async database handle.
+    """
+
+    def __init__(
+        self, database: Any, *, operation_timeout: float | None = None, consistency: Consistency = "majority"
+    ) -> None:
+        if not _is_database(database):
+            kind = type(database).__module__ + "." + type(database).__name__
+            hint = (
+                "pass client[database_name], not the client"
+                if callable(getattr(database, "get_database", None))
+                else "use pymongo.AsyncMongoClient (or Motor), not the synchronous MongoClient"
+            )
+            raise InvalidInputError(f"expected an async MongoDB database handle, got {kind}: {hint}")
+        if consistency not in CONSISTENCY_LEVELS:
+            raise InvalidInputError(f"consistency must be one of {CONSISTENCY_LEVELS}, got {consistency!r}")
+        if operation_timeout is not None and (
+            type(operation_timeout) not in (int, float) or not 0 < operation_timeout < 86_400
+        ):
+            raise InvalidInputError("operation_timeout must be a number of seconds in (0, 86400) or None")
+        self.database = database
+        self.operation_timeout = operation_timeout
+        self.consistency = consistency
+        # mongomock-motor's with_options() returns an unwrapped synchronous collection,
+        # and it has no replication to be consistent about anyway.
+        self._concerns = consistency == "majority" and not is_mongomock(database)
+
+    def collection(self, name: str) -> Any:
+        """Return the collection ``name`` with the gate's read/write concerns applied."""
+        collection = self.database[name]
+        if self._concerns:
+            collection = collection.with_options(
+                write_concern=WriteConcern("majority", j=True),
+                read_concern=ReadConcern("majority"),
+                read_preference=ReadPreference.PRIMARY,
+            )
+        return collection
+
+    @asynccontextmanager
+    async def translated(self, what: str) -> AsyncIterator[None]:
+        """Turn driver errors raised inside the block into ChatLedger errors.
+
+        ``DuplicateKeyError`` passes through: the storage operations that can clash
+        decide what a clash means and never let it leave the storage layer.
+        """
+        try:
+            yield
+        except DuplicateKeyError:
+            raise
+        except (ExecutionTimeout, WTimeoutError) as e:
+            raise StorageUnavailableError(
+                f"{what}: the server did not finish in time ({type(e).__name__}: {e})"
+            ) from e
+        except TimeoutError as e:
+            raise StorageUnavailableError(
+                f"{what}: no reply within operation_timeout={self.operation_timeout}s"
+            ) from e
+        except ConnectionFailure as e:
+            raise StorageUnavailableError(f"{what}: database unavailable ({type(e).__name__}: {e})") from e
+        except DocumentTooLarge as e:
+            raise BatchTooLargeError(f"{what}: {e}") from e
+        except InvalidOperation as e:
+            raise StorageUnavailableError(f"{what}: the client cannot be used ({e})") from e
+        except PyMongoError as e:
+            raise StorageError(f"{what}: {type(e).__name__}: {e}") from e
+
+    async def call(self, what: str, awaitable: Awaitable[_T]) -> _T:
+        """Return the result of one database operation, driver errors translated, timeout applied."""
+        async with self.translated(what):
+            if self.operation_timeout is None:
+                return await awaitable
+            return await asyncio.wait_for(awaitable, self.operation_timeout)

@@ -1,0 +1,65 @@
+"""The ``audit`` collection: receipts of admin actions, and the deployment's marker secret."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Final
+
+from pymongo.errors import DuplicateKeyError
+
+from chatledger.errors import IntegrityError
+from chatledger.storage.driver import cursor_list
+from chatledger.storage.gate import Gate
+
+__all__ = ["ReceiptStore"]
+
+#: ``_id`` of the one non-receipt document: the secret that authenticates cursor markers.
+_SECRET_ID: Final = "chatledger:marker-secret"
+_SECRET_KIND: Final = "config"
+
+
+class ReceiptStore:
+    """Named operations on the audit collection."""
+
+    def __init__(self, gate: Gate, name: str) -> None:
+        self.gate = gate
+        self.collection = gate.collection(name)
+
+    async def insert(self, doc: Mapping[str, Any]) -> None:
+        """Insert one receipt."""
+        await self.gate.call("write receipt", self.collection.insert_one(dict(doc)))
+
+    async def of_kind(self, kind: str, projection: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Return every receipt of one kind."""
+        return await self.gate.call("read receipts", cursor_list(self.collection.find({"kind": kind}, projection)))
+
+    async def for_ids(self, receipt_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Return the receipts with these ids and the receipts that refer to them."""
+        ids = [str(i) for i in receipt_ids]
+        if not ids:
+            return []
+        query = {"$or": [{"_id": {"$in": ids}}, {"receipt_id": {"$in": ids}}]}
+        return await self.gate.call("read receipts", cursor_list(self.collection.find(query)))
+
+    async def about(self, thread_ids: Sequence[str], kinds: Sequence[str]) -> AsyncIterator[dict[str, Any]]:
+        """Yield receipts of these kinds that name any of these threads."""
+        query = {"kind": {"$in": list(kinds)}, "$or": [{"thread_id": {"$in": list(thread_ids)}}, {"thread_ids": {"$in": list(thread_ids)}}]}
+        async with self.gate.translated("read receipts"):
+            async for doc in self.collection.find(query):
+                yield doc
+
+    async def marker_secret(self) -> bytes:
+        """Return the deployment's marker secret, creating it on first use (insert-once)."""
+        doc = await self.gate.call("read secret", self.collection.find_one({"_id": _SECRET_ID}))
+        if doc is None:
+            fresh = {"_id": _SECRET_ID, "kind": _SECRET_KIND, "secret": secrets.token_hex(32)}
+            try:
+                await self.gate.call("write secret", self.collection.insert_one(fresh))
+                doc = fresh
+            except DuplicateKeyError:
+                doc = await self.gate.call("read secret", self.collection.find_one({"_id": _SECRET_ID}))
+        secret = doc.get("secret") if doc is not None else None
+        if type(secret) is not str or len(secret) < 32:
+            raise IntegrityError(f"audit document {_SECRET_ID!r} is malformed")
+        return secret.encode("ascii")

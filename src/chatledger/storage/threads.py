@@ -1,0 +1,155 @@
+"""The ``threads`` collection: one document per thread, written once (holds aside).
+
+Scope is applied here: an operation on behalf of an application binding takes its
+:class:`~chatledger.models.Scope`, and a thread outside it is reported exactly like a
+thread that does not exist. Admin operations pass ``scope=None`` explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Final
+
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+
+from chatledger.models import Scope, ThreadRecord
+from chatledger.storage.documents import check_thread
+from chatledger.storage.events import BATCH_SIZE, CHUNK
+from chatledger.storage.gate import Gate
+
+__all__ = ["THREAD_INDEXES", "ThreadStore"]
+
+THREAD_INDEXES: Final = ("root_id", "tenant_id", "user_id")
+
+
+class ThreadStore:
+    """Named operations on the threads collection."""
+
+    def __init__(self, gate: Gate, name: str) -> None:
+        self.gate = gate
+        self.collection = gate.collection(name)
+
+    async def get(self, thread_id: str, *, scope: Scope | None) -> ThreadRecord | None:
+        """Return the thread, or ``None`` if it does not exist or lies outside ``scope``.
+
+        Args:
+            thread_id: A validated thread id.
+            scope: The binding's scope; ``None`` only for admin code (every thread).
+
+        Raises:
+            IntegrityError: the stored document is malformed.
+        """
+        doc = await self.gate.call("read thread", self.collection.find_one({"_id": thread_id}))
+        if doc is None:
+            return None
+        record = check_thread(doc)
+        if scope is not None and not scope.admits(record):
+            return None
+        return record
+
+    async def get_raw(self, thread_id: str) -> dict[str, Any] | None:
+        """Return a thread document as stored, unchecked (verify and export judge it themselves)."""
+        doc: dict[str, Any] | None = await self.gate.call(
+            "read thread", self.collection.find_one({"_id": thread_id})
+        )
+        return doc
+
+    async def insert_once(self, record: ThreadRecord) -> ThreadRecord:
+        """Write a thread document unless one with its id exists; return the one that counts.
+
+        Raises:
+            IntegrityError: the existing document is malformed.
+        """
+        try:
+            await self.gate.call("create thread", self.collection.insert_one(record.to_document()))
+        except DuplicateKeyError:
+            existing = await self.get(record.id, scope=None)
+            if existing is None:  # removed between our insert and our read
+                return await self.insert_once(record)
+            return existing
+        return record
+
+    async def insert_raw(self, doc: Mapping[str, Any]) -> bool:
+        """Insert a thread document as given (import); return ``False`` if its id is taken."""
+        try:
+            await self.gate.call("import thread", self.collection.insert_one(dict(doc)))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def select(
+        self,
+        query: Mapping[str, Any],
+        *,
+        limit: int | None = None,
+        projection: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield raw thread documents matching an admin query, by ``_id``, in bounded batches."""
+        return self._select(query, limit, projection)
+
+    async def _select(
+        self, query: Mapping[str, Any], limit: int | None, projection: Mapping[str, Any] | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        cursor = self.collection.find(dict(query), projection).sort("_id", ASCENDING).batch_size(BATCH_SIZE)
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        async with self.gate.translated("read threads"):
+            async for doc in cursor:
+                yield doc
+
+    async def family(self, root_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Return every raw thread document of the trees with these roots."""
+        out: list[dict[str, Any]] = []
+        ids = sorted(set(root_ids))
+        for start in range(0, len(ids), CHUNK):
+            async for doc in self.select({"root_id": {"$in": ids[start : start + CHUNK]}}):
+                out.append(doc)
+        return out
+
+    async def add_hold(self, thread_id: str, hold: Mapping[str, Any]) -> bool:
+        """Add a legal hold (one per case) to a thread; return whether the thread exists.
+
+        Holds are the one thing admin code ever changes on a thread document; a hold
+        for a case already on the thread is not added twice.
+        """
+        result = await self.gate.call(
+            "set legal hold",
+            self.collection.update_one(
+                {"_id": thread_id, "legal_holds.case": {"$ne": hold["case"]}},
+                {"$push": {"legal_holds": dict(hold)}},
+            ),
+        )
+        if result.matched_count:
+            return True
+        return await self.get_raw(thread_id) is not None
+
+    async def remove_hold(self, thread_id: str, case: str) -> bool:
+        """Remove one case's legal hold from a thread; return whether it was there."""
+        result = await self.gate.call(
+            "release legal hold",
+            self.collection.update_one(
+                {"_id": thread_id, "legal_holds.case": case}, {"$pull": {"legal_holds": {"case": case}}}
+            ),
+        )
+        return bool(result.modified_count)
+
+    async def remove_legacy_hold(self, thread_id: str) -> bool:
+        """Clear a hold stored by ChatLedger 0.1 (a single ``legal_hold`` field); return whether there was one."""
+        result = await self.gate.call(
+            "release legal hold",
+            self.collection.update_one(
+                {"_id": thread_id, "legal_hold": {"$type": "object"}}, {"$set": {"legal_hold": None}}
+            ),
+        )
+        return bool(result.modified_count)
+
+    async def delete(self, thread_id: str) -> int:
+        """Delete one thread document; return how many were deleted (0 or 1)."""
+        result = await self.gate.call("remove thread", self.collection.delete_one({"_id": thread_id}))
+        return int(result.deleted_count)
+
+    async def ensure_indexes(self) -> None:
+        """Create the threads indexes, one per command."""
+        for field in THREAD_INDEXES:
+            await self.gate.call("create index", self.collection.create_index([(field, ASCENDING)], name=field))

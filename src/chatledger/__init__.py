@@ -7,8 +7,6 @@ The public surface: :class:`MongoHistoryProvider` (Agent Framework 1.x),
 
 from __future__ import annotations
 
-import contextlib
-
 from chatledger.adapters.store import MongoChatMessageStore
 from chatledger.errors import (
     BatchTooLargeError,
@@ -27,9 +25,7 @@ from chatledger.errors import (
 from chatledger.ledger import AppendResult, Ledger, Position
 from chatledger.models import Cursor
 
-with contextlib.suppress(ImportError):  # agent-framework-core <= 1.0.0b260130 has no HistoryProvider
-    from chatledger.adapters.history import MongoHistoryProvider
-
+#: The package version: the single source (the build reads it from here; see CHANGELOG.md).
 __version__ = "0.1.0"
 
 __all__ = [
@@ -53,3 +49,9 @@ __all__ = [
     "UnknownThreadError",
     "__version__",
 ]
+
+try:
+    from chatledger.adapters.history import MongoHistoryProvider
+except ImportError:  # agent-framework-core <= 1.0.0b260130 has no HistoryProvider
+    # Keep `from chatledger import *` working there: export only what exists.
+    __all__.remove("MongoHistoryProvider")

@@ -5,27 +5,31 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 
 from chatledger import InvalidInputError, Ledger
-from chatledger.cli import admin as cli
+from chatledger._maf import Message
+from chatledger.cli.commands import browse, hold, integrity, removal, stats, transfer
+from chatledger.cli.connection import client_options, redact
+from chatledger.cli.render import Renderer, visible
 from tests.admin.conftest import Clock, branch, talk
 
 REPO = Path(__file__).resolve().parents[2]
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-def consoles() -> tuple[Console, Console, Callable[[], str]]:
+def ui(as_json: bool = False) -> tuple[Renderer, Callable[[], str]]:
     buffer = io.StringIO()
-    out = Console(file=buffer, width=200, color_system=None)
-    return out, Console(file=io.StringIO(), width=200), buffer.getvalue
+    return Renderer(buffer, io.StringIO(), as_json=as_json, width=200), buffer.getvalue
 
 
 async def _story(database: Any) -> str:
@@ -36,15 +40,32 @@ async def _story(database: Any) -> str:
     return b
 
 
+def _dates(value: Any) -> list[str]:
+    """Every value of a key ending in _at / _activity, anywhere in a JSON document."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key.endswith(("_at", "_activity")) and item is not None:
+                found.append(item)
+            found += _dates(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += _dates(item)
+    return found
+
+
 async def test_threads_show_tree_stats(database: Any) -> None:
     b = await _story(database)
-    out, err, text = consoles()
-    assert await cli.threads_body(database, out, err, tenant="acme", as_json=True) == 0
-    rows = json.loads(text())
-    assert [(r["thread_id"], r["events"], r["messages"]) for r in rows] == [("root", 3, 6), (b, 2, 3)]
+    r, text = ui(as_json=True)
+    assert await browse.threads_body(database, r, tenant="acme") == 0
+    doc = json.loads(text())
+    assert (doc["schema"], doc["command"]) == (1, "threads")
+    rows = doc["threads"]
+    assert [(t["thread_id"], t["events"], t["messages"]) for t in rows] == [("root", 3, 6), (b, 2, 3)]
+    assert all(ISO_UTC.match(d) for d in _dates(doc)), _dates(doc)
 
-    out, err, text = consoles()
-    assert await cli.show_body(database, out, err, thread=b, at=3, as_json=True) == 0
+    r, text = ui(as_json=True)
+    assert await browse.show_body(database, r, thread=b, at=3) == 0
     shown = json.loads(text())
     assert [m["contents"][0]["text"] for m in shown["messages"]] == [
         "root q0",
@@ -54,31 +75,32 @@ async def test_threads_show_tree_stats(database: Any) -> None:
         "edit and retry",
     ]
 
-    out, err, text = consoles()
-    await cli.show_body(database, out, err, thread="root")
+    r, text = ui()
+    await browse.show_body(database, r, thread="root")
     assert "root a2" in text()
 
-    out, err, text = consoles()
-    await cli.tree_body(database, out, err, thread=b, as_json=True)
-    tree = json.loads(text())
+    r, text = ui(as_json=True)
+    await browse.tree_body(database, r, thread=b)
+    tree = json.loads(text())["roots"][0]
     assert tree["thread_id"] == "root"
     assert [(c["thread_id"], c["forked_at"], c["length_messages"]) for c in tree["branches"]] == [(b, 2, 7)]
-    out, err, text = consoles()
-    await cli.tree_body(database, out, err, thread="root")
+    r, text = ui()
+    await browse.tree_body(database, r, thread="root")
     assert f"{b} forked at seq 2" in text()
 
-    out, err, text = consoles()
-    await cli.stats_body(database, out, err, as_json=True)
-    stats = json.loads(text())
-    assert (stats["threads"], stats["roots"], stats["branches"], stats["events"], stats["messages"]) == (
-        3,
-        2,
-        1,
-        6,
-        11,
-    )
-    assert stats["bytes"] > 0
-    assert stats["oldest_activity"] <= stats["newest_activity"]
+    r, text = ui(as_json=True)
+    await stats.stats_body(database, r)
+    totals = json.loads(text())
+    assert (
+        totals["threads"],
+        totals["roots"],
+        totals["branches"],
+        totals["events"],
+        totals["messages"],
+    ) == (3, 2, 1, 6, 11)
+    assert totals["bytes"] > 0
+    assert ISO_UTC.match(totals["oldest_activity"])
+    assert totals["oldest_activity"] <= totals["newest_activity"]
 
 
 async def test_threads_by_age(database: Any, clock: Clock) -> None:
@@ -86,53 +108,107 @@ async def test_threads_by_age(database: Any, clock: Clock) -> None:
     await talk(ledger, "old", 1)
     clock.advance(days=100)
     await talk(ledger, "new", 1)
-    out, err, text = consoles()
-    await cli.threads_body(database, out, err, older_than="30d", as_json=True, now=clock.now)
-    assert [r["thread_id"] for r in json.loads(text())] == ["old"]
-    out, err, text = consoles()
-    await cli.threads_body(database, out, err, newer_than="1d", as_json=True, now=clock.now)
-    assert [r["thread_id"] for r in json.loads(text())] == ["new"]
+    r, text = ui(as_json=True)
+    await browse.threads_body(database, r, older_than="30d", now=clock.now)
+    assert [t["thread_id"] for t in json.loads(text())["threads"]] == ["old"]
+    r, text = ui(as_json=True)
+    await browse.threads_body(database, r, newer_than="1d", now=clock.now)
+    assert [t["thread_id"] for t in json.loads(text())["threads"]] == ["new"]
 
 
 async def test_verify_exit_status(database: Any) -> None:
     await _story(database)
-    out, err, text = consoles()
-    assert await cli.verify_body(database, out, err) == 0
+    r, text = ui()
+    assert await integrity.verify_body(database, r) == 0
     assert "OK" in text()
     await database["events"].update_one({"thread_id": "root", "seq": 2}, {"$set": {"count": 3}})
-    out, err, text = consoles()
-    assert await cli.verify_body(database, out, err) == 1
+    r, text = ui()
+    assert await integrity.verify_body(database, r) == 1
     assert "FAIL thread root seq 2" in text()
 
 
 async def test_retention_and_erase_bodies(database: Any, clock: Clock) -> None:
     await _story(database)
     clock.advance(days=40)
-    out, err, text = consoles()
-    assert await cli.retention_body(database, out, err, older_than="30d", tenant="bank", as_json=True) == 0
+    r, text = ui(as_json=True)
+    assert await removal.retention_body(database, r, older_than="30d", tenant="bank") == 0
     assert json.loads(text())["planned"][0]["thread_id"] == "other"
     assert await database["threads"].count_documents({}) == 3
-    await cli.hold_body(database, *consoles()[:2], action="set", thread="root", reason="case 1")
-    out, err, text = consoles()
-    assert await cli.erase_body(database, out, err, user="alice", apply=True) == 1  # held: kept
+    assert await hold.hold_body(database, ui()[0], action="set", thread="root", reason="case 1") == 0
+    r, text = ui()
+    assert await removal.erase_body(database, r, user="alice", apply=True) == 1  # held: kept
     assert "legal hold" in text()
     assert await database["threads"].count_documents({}) == 3
 
 
+# Stored text comes from whoever wrote to the database: never markup, never raw escapes.
+HOSTILE_ID = "[/]evil[bold]x"
+HOSTILE_USER = "[red]mallory[/]"
+ESCAPES = "hi \x1b[2J\x1b]0;pwned\x07 \u202eevil"
+
+
+async def test_stored_text_is_never_markup_or_raw_escapes(database: Any) -> None:
+    ledger = Ledger(database)
+    binding = ledger.bind(tenant_id="t[/]", user_id=HOSTILE_USER)
+    await binding.append(
+        await binding.head(HOSTILE_ID),
+        [Message("user", [ESCAPES]), Message("assistant", ["[/]ok"], author_name="[/]bot[blink]")],
+    )
+    outputs: list[str] = []
+    for body, kwargs in [
+        (browse.threads_body, {}),
+        (browse.show_body, {"thread": HOSTILE_ID}),
+        (browse.tree_body, {"thread": HOSTILE_ID}),
+        (removal.erase_body, {"user": HOSTILE_USER}),
+        (stats.stats_body, {"tenant": "t[/]"}),
+    ]:
+        r, text = ui()
+        await body(database, r, **kwargs)
+        outputs.append(text())
+    threads, shown, tree, erased, _ = outputs
+    assert HOSTILE_ID in threads
+    assert HOSTILE_USER in threads
+    assert "[/]bot[blink]" in shown
+    assert "\\x1b[2J" in shown
+    assert "\\u202e" in shown
+    assert HOSTILE_ID in tree
+    assert HOSTILE_ID in erased
+    assert not any("\x1b" in o or "\u202e" in o or "\x07" in o for o in outputs)
+    # The erasure really happened (after the output, nothing crashed).
+    r, _ = ui()
+    assert await removal.erase_body(database, r, user=HOSTILE_USER, apply=True) == 0
+    assert await database["threads"].count_documents({}) == 0
+
+
+def test_visible_escapes_control_characters() -> None:
+    assert visible("a\x1b[31mb") == "a\\x1b[31mb"
+    assert visible("line1\nline2") == "line1\\x0aline2"
+    assert visible("line1\nline2", multiline=True) == "line1\nline2"
+    assert visible("\u202e\u200b") == "\\u202e\\u200b"
+    assert visible(None) == "-"
+
+
 BAD_ARGUMENTS: list[tuple[Any, dict[str, Any]]] = [
-    (cli.retention_body, {}),
-    (cli.retention_body, {"older_than": "soon"}),
-    (cli.retention_body, {"older_than": "30d", "policy_file": "p.json"}),
-    (cli.retention_body, {"policy_file": "/nonexistent/policy.json"}),
-    (cli.erase_body, {"apply": True}),
-    (cli.erase_body, {"user": "alice", "tenant": "acme", "apply": True}),
-    (cli.hold_body, {"action": "set", "thread": "root", "reason": ""}),
-    (cli.hold_body, {"action": "set", "thread": "nope", "reason": "x"}),
-    (cli.show_body, {"thread": "nope"}),
-    (cli.show_body, {"thread": "root", "at": 99}),
-    (cli.verify_body, {"thread": "root", "tenant": "acme"}),
-    (cli.threads_body, {"older_than": "-3d"}),
-    (cli.import_body, {"path": "/nonexistent.jsonl"}),
+    (removal.retention_body, {}),
+    (removal.retention_body, {"older_than": "soon"}),
+    (removal.retention_body, {"older_than": "-1d"}),
+    (removal.retention_body, {"older_than": "99999999999999d"}),
+    (removal.retention_body, {"older_than": "30d", "policy_file": "p.json"}),
+    (removal.retention_body, {"policy_file": "/nonexistent/policy.json"}),
+    (removal.retention_body, {"older_than": "1s", "apply": "false"}),
+    (removal.retention_body, {"older_than": "1s", "apply": True, "receipts": "/nonexistent/dir/r.jsonl"}),
+    (removal.erase_body, {"apply": True}),
+    (removal.erase_body, {"user": "alice", "apply": "false"}),
+    (removal.erase_body, {"user": "alice", "tenant": "acme", "apply": True}),
+    (hold.hold_body, {"action": "set", "thread": "root", "reason": ""}),
+    (hold.hold_body, {"action": "set", "thread": "nope", "reason": "x"}),
+    (browse.show_body, {"thread": "nope"}),
+    (browse.show_body, {"thread": "root", "at": 99}),
+    (browse.threads_body, {"older_than": "-3d"}),
+    (browse.threads_body, {"newer_than": "1000000000000w"}),
+    (integrity.verify_body, {"thread": "root", "tenant": "acme"}),
+    (transfer.import_body, {"path": "/nonexistent.jsonl"}),
+    (transfer.export_body, {"path": "/nonexistent/dir/out.jsonl"}),
 ]
 
 
@@ -141,29 +217,135 @@ async def test_bad_arguments_change_nothing(database: Any, body: Any, kwargs: di
     await _story(database)
     before = [await database[c].count_documents({}) for c in ("threads", "events", "audit")]
     with pytest.raises(InvalidInputError):
-        await body(database, *consoles()[:2], **kwargs)
+        await body(database, ui()[0], **kwargs)
     assert [await database[c].count_documents({}) for c in ("threads", "events", "audit")] == before
+
+
+@pytest.mark.parametrize(
+    "content", ['{"thread_id": "root", "head_seq": 1e999, "head_hash": "x"}\n', "NaN\n", "[1]\n"]
+)
+async def test_bad_anchor_files_are_bad_input(database: Any, tmp_path: Path, content: str) -> None:
+    await _story(database)
+    anchors = tmp_path / "anchors.jsonl"
+    anchors.write_text(content)
+    with pytest.raises(InvalidInputError, match="anchors"):
+        await integrity.verify_body(database, ui()[0], anchors=str(anchors))
+
+
+def test_credentials_are_redacted() -> None:
+    assert redact("at mongodb://alice:S3cretPw@db:27017/x") == "at mongodb://***@db:27017/x"
+    assert redact("mongodb+srv://bob@cluster.example/") == "mongodb+srv://***@cluster.example/"
+
+
+def test_uri_options_win_over_defaults() -> None:
+    assert client_options("mongodb://127.0.0.1/?serverSelectionTimeoutMS=1000")["tz_aware"] is True
+    assert "serverSelectionTimeoutMS" not in client_options(
+        "mongodb://127.0.0.1/?serverSelectionTimeoutMS=1000"
+    )
+    assert "serverSelectionTimeoutMS" not in client_options(
+        "mongodb://127.0.0.1/?serverselectiontimeoutms=1000"
+    )
+    assert client_options("mongodb://127.0.0.1/")["serverSelectionTimeoutMS"] == 5000
 
 
 # --------------------------------------------------------------------------- the real command line
 
 
 def chatledger(
-    *args: str, uri: str | None, database: str = "", check: int | None = 0
+    *args: str,
+    uri: str | None = None,
+    database: str = "",
+    check: int | None = 0,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
     argv = [sys.executable, "-m", "chatledger", *args]
     if uri is not None:
         argv += ["--mongodb-uri", uri, "--database", database]
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    done = subprocess.run(
+        argv, capture_output=True, text=True, env={**clean, **(env or {})}, cwd=REPO, timeout=120
+    )
     if check is not None:
         assert done.returncode == check, (args, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
     return done
 
 
 def test_admin_commands_need_a_uri() -> None:
-    done = chatledger("stats", uri=None, check=2)
+    done = chatledger("stats", check=2)
     assert "--mongodb-uri" in done.stderr
+
+
+def test_version() -> None:
+    from chatledger import __version__
+
+    assert chatledger("--version").stdout.strip() == f"chatledger {__version__}"
+
+
+def test_unreachable_server_is_a_usage_error_without_secrets() -> None:
+    # Nothing listens on port 1; the URI's own timeout (300 ms) wins over the built-in 5 s.
+    dead = "mongodb://alice:S3cretPw@127.0.0.1:1/?serverSelectionTimeoutMS=300"
+    for args in (["stats"], ["demo"], ["threads", "--json"]):
+        started = time.monotonic()
+        done = chatledger(*args, "--mongodb-uri", dead, check=2)
+        assert time.monotonic() - started < 4.5, args
+        assert "S3cretPw" not in done.stdout + done.stderr
+        assert "alice" not in done.stdout + done.stderr
+        assert "within 0.3 s" in done.stderr
+        assert "serverSelectionTimeoutMS" in done.stderr
+
+
+def test_console_script_parses_every_command() -> None:
+    for command in (
+        [],
+        ["demo"],
+        ["threads"],
+        ["show"],
+        ["tree"],
+        ["export"],
+        ["import"],
+        ["verify"],
+        ["heads"],
+        ["retention"],
+        ["erase"],
+        ["stats"],
+        ["hold", "set"],
+        ["hold", "release"],
+        ["roles", "create"],
+    ):
+        done = chatledger(*command, "--help")
+        assert "Usage" in done.stdout
+        if command:
+            assert "--json" in done.stdout, command
+    assert "embedded" not in chatledger("stats", "--help").stdout
+    assert "embedded" in chatledger("demo", "--help").stdout
+
+
+def test_demo_json() -> None:
+    doc = json.loads(chatledger("demo", "--json").stdout)
+    assert (doc["schema"], doc["command"], doc["database"]) == (1, "demo", "embedded")
+    assert doc["branch_cursor"]["thread_id"] != doc["main_cursor"]["thread_id"]
+
+
+def test_roles_dry_run_prints_append_only_app_role() -> None:
+    done = chatledger("roles", "create", "--database", "prod")
+    commands = [json.loads(block.split(")")[0]) for block in done.stdout.split("db.runCommand(")[1:]]
+    app, operator = commands
+    assert app["createRole"] == "chatledger_app"
+    app_actions = {a for p in app["privileges"] for a in p["actions"]}
+    assert {"find", "insert"} <= app_actions
+    assert not app_actions & {"remove", "update"}
+    by_collection = {p["resource"]["collection"]: set(p["actions"]) for p in operator["privileges"]}
+    assert "remove" in by_collection["events"]
+    assert "remove" in by_collection["threads"]
+    assert not by_collection["audit"] & {"remove", "update"}
+    as_json = json.loads(chatledger("roles", "create", "--database", "prod", "--json").stdout)
+    assert as_json["commands"] == commands
+    assert as_json["applied"] is False
+
+
+def test_roles_apply_needs_a_uri() -> None:
+    assert "--mongodb-uri" in chatledger("roles", "create", "--apply", check=2).stderr
 
 
 async def test_operator_session(real_backend: Any, database: Any, tmp_path: Path) -> None:
@@ -178,16 +360,33 @@ async def test_operator_session(real_backend: Any, database: Any, tmp_path: Path
     assert b in run("tree", "root").stdout
     assert json.loads(run("verify", "--json").stdout)["ok"]
 
+    # The URI from a file (kept out of `ps`), and from the environment.
+    uri_file = tmp_path / "uri"
+    uri_file.write_text(uri + "\n")
+    by_file = chatledger("stats", "--json", "--mongodb-uri-file", str(uri_file), "--database", name)
+    assert json.loads(by_file.stdout)["threads"] == 3
+    by_env = chatledger(
+        "stats", "--json", env={"CHATLEDGER_MONGODB_URI_FILE": str(uri_file), "CHATLEDGER_DATABASE": name}
+    )
+    assert json.loads(by_env.stdout)["threads"] == 3
+
     anchors = tmp_path / "heads.jsonl"
     anchors.write_text(run("heads").stdout)
     assert "OK" in run("verify", "--anchors", str(anchors)).stdout
+    heads_json = tmp_path / "heads.json"
+    heads_json.write_text(run("heads", "--json").stdout)
+    assert "OK" in run("verify", "--anchors", str(heads_json)).stdout
 
     export = tmp_path / "all.jsonl"
-    run("export", "-o", str(export))
-    run("hold", "set", "root", "--reason", "case 7")
+    exported = json.loads(run("export", "-o", str(export), "--json").stdout)
+    assert (exported["command"], exported["threads"]) == ("export", 3)
+    held = json.loads(run("hold", "set", "root", "--reason", "case 7", "--json").stdout)
+    assert held["held"] is True
+    run("hold", "set", "root", "--reason", "case 8")  # exit status 0: the hold is set
     dry = json.loads(run("erase", "--user", "bob", "--json").stdout)
     assert dry["dry_run"]
     assert dry["planned"][0]["thread_id"] == "other"
+    assert ISO_UTC.match(dry["planned"][0]["last_activity"])
     assert json.loads(run("stats", "--json").stdout)["threads"] == 3
     run("erase", "--user", "bob", "--apply", "--reason", "GDPR 1")
     assert json.loads(run("stats", "--json").stdout)["threads"] == 2
@@ -195,17 +394,27 @@ async def test_operator_session(real_backend: Any, database: Any, tmp_path: Path
     assert json.loads(run("retention", "--older-than", "1s", "--json").stdout)["skipped"]
     run("hold", "release", "root", "--reason", "case closed")
 
-    # Bad arguments: clear message, exit 2, nothing changed.
+    # Bad arguments: clear message, exit 2, no traceback, nothing changed.
     for args in (
         ["retention"],
         ["retention", "--older-than", "soon"],
+        ["retention", "--older-than", "-1d"],
+        ["retention", "--older-than", "999999999999999d"],
+        ["threads", "--older-than", "999999999999999d"],
         ["erase"],
         ["show", "nope"],
         ["hold", "set", "root", "--reason", " "],
         ["show", "root", "--at", "-1"],
+        ["export", "-o", str(tmp_path / "missing" / "x.jsonl")],
+        ["export", "--json"],
+        ["retention", "--older-than", "1s", "--apply", "--receipts", str(tmp_path / "missing" / "r.jsonl")],
+        ["import", str(tmp_path / "missing.jsonl")],
     ):
         done = run(*args, check=2)
         assert done.stderr.strip(), args
+    bad_anchors = tmp_path / "bad.jsonl"
+    bad_anchors.write_text('{"thread_id": "root", "head_seq": 1e999, "head_hash": "x"}\n')
+    run("verify", "--anchors", str(bad_anchors), check=2)
     assert json.loads(run("stats", "--json").stdout)["threads"] == 2
 
     # Restore into a fresh database, and verify.

@@ -1,4 +1,4 @@
-"""scripts/: the cron retention script and the least-privilege roles script, run as an operator would."""
+"""Operators' cron jobs, run as cron would: `chatledger retention --policy FILE --receipts FILE`."""
 
 from __future__ import annotations
 
@@ -16,35 +16,24 @@ from tests.admin.conftest import talk
 REPO = Path(__file__).resolve().parents[2]
 
 
-def script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+def chatledger(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
-    return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / name), *args],
+    done = subprocess.run(
+        [sys.executable, "-m", "chatledger", *args],
         capture_output=True,
         text=True,
         env=env,
         cwd=REPO,
         timeout=120,
     )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
 
 
-def test_roles_dry_run_prints_append_only_app_role() -> None:
-    done = script("create_roles.py", "--database", "prod")
-    assert done.returncode == 0
-    commands = [json.loads(block.split(")")[0]) for block in done.stdout.split("db.runCommand(")[1:]]
-    app, operator = commands
-    assert app["createRole"] == "chatledger_app"
-    app_actions = {a for p in app["privileges"] for a in p["actions"]}
-    assert {"find", "insert"} <= app_actions
-    assert not app_actions & {"remove", "update"}
-    by_collection = {p["resource"]["collection"]: set(p["actions"]) for p in operator["privileges"]}
-    assert "remove" in by_collection["events"]
-    assert "remove" in by_collection["threads"]
-    assert not by_collection["audit"] & {"remove", "update"}
-
-
-def test_roles_apply_needs_a_uri() -> None:
-    assert script("create_roles.py", "--apply").returncode == 2
+def test_operator_tools_left_scripts() -> None:
+    # scripts/ keeps developer tools only; the operators' tools ship in the package.
+    assert not (REPO / "scripts" / "retention.py").exists()
+    assert not (REPO / "scripts" / "create_roles.py").exists()
 
 
 async def test_cron_retention(real_backend: Any, database: Any, tmp_path: Path) -> None:
@@ -53,31 +42,36 @@ async def test_cron_retention(real_backend: Any, database: Any, tmp_path: Path) 
     policy = tmp_path / "retention.toml"
     policy.write_text('default = "1s"\n', encoding="utf-8")
     receipts = tmp_path / "receipts.jsonl"
-    common = [
-        "--policy",
-        str(policy),
-        "--mongodb-uri",
-        real_backend.uri,
-        "--database",
-        database.name,
-        "--receipts",
-        str(receipts),
-    ]
-    dry = script("retention.py", *common)
+    common = ["--policy", str(policy), "--mongodb-uri", real_backend.uri, "--database", database.name]
+    common += ["--receipts", str(receipts), "--json"]
+    dry = chatledger("retention", *common)
     assert dry.returncode == 0, dry.stderr
-    assert json.loads(dry.stdout)["planned"][0]["thread_id"] == "stale"
+    report = json.loads(dry.stdout)
+    assert (report["schema"], report["command"], report["dry_run"]) == (1, "retention", True)
+    assert report["planned"][0]["thread_id"] == "stale"
     assert await database["threads"].count_documents({}) == 1
-    done = script("retention.py", *common, "--apply", "--by", "cron@test")
+
+    # An unwritable receipts path stops the run before anything is deleted.
+    blocked = chatledger("retention", *common[:-3], "--receipts", str(tmp_path / "no" / "r.jsonl"), "--apply")
+    assert blocked.returncode == 2
+    assert "--receipts" in blocked.stderr
+    assert await database["threads"].count_documents({}) == 1
+
+    done = chatledger("retention", *common, "--apply", "--by", "cron@test")
     assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["receipts_written"] == 2
     assert await database["threads"].count_documents({}) == 0
-    kinds = [json.loads(line)["kind"] for line in receipts.read_text().splitlines()]
+    lines = receipts.read_text().splitlines()
+    kinds = [json.loads(line)["kind"] for line in lines]
     assert sorted(kinds) == ["removal", "removal.completed"]
+    assert all(json.loads(line)["at"].endswith("Z") for line in lines)
     assert "stale q0" not in receipts.read_text()
 
 
 def test_cron_retention_bad_policy(tmp_path: Path) -> None:
-    policy = tmp_path / "p.json"
-    policy.write_text('{"default": "whenever"}', encoding="utf-8")
-    done = script("retention.py", "--policy", str(policy), "--mongodb-uri", "mongodb://127.0.0.1:1")
-    assert done.returncode == 2
-    assert "not a positive duration" in done.stderr
+    for text in ('{"default": "whenever"}', '{"default": "-1d"}', '{"default": "999999999999999d"}'):
+        policy = tmp_path / "p.json"
+        policy.write_text(text, encoding="utf-8")
+        done = chatledger("retention", "--policy", str(policy), "--mongodb-uri", "mongodb://127.0.0.1:1")
+        assert done.returncode == 2, (text, done.stderr)
+        assert "error:" in done.stderr

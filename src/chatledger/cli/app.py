@@ -1,63 +1,47 @@
-"""The Typer application behind ``chatledger`` and ``python -m chatledger``."""
+"""The Typer application behind ``chatledger`` and ``python -m chatledger``.
+
+Commands live in :mod:`chatledger.cli.commands` (one module per group); this module
+only builds the application and adds them, so nothing imports back into it.
+"""
 
 from __future__ import annotations
 
-import asyncio
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriOption, open_database
-from chatledger.errors import ChatLedgerError
+from chatledger import __version__
+from chatledger.cli.commands import GROUPS
 
-__all__ = ["app", "main"]
+__all__ = ["app"]
 
 app = typer.Typer(
     name="chatledger",
-    help="ChatLedger: an event-sourced conversation store on MongoDB for Agent Framework.",
+    help="ChatLedger: an event-sourced conversation store on MongoDB for Agent Framework.\n\n"
+    "Exit status: 0 ok, 1 problems found or blocked, 2 usage or bad input "
+    "(including a server that cannot be reached at start).",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"chatledger {__version__}")
+        raise typer.Exit(0)
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
     """ChatLedger: an event-sourced conversation store on MongoDB for Agent Framework."""
 
 
-@app.command()
-def demo(
-    mongodb_uri: MongoUriOption = None,
-    database: DatabaseOption = DEFAULT_DATABASE,
-) -> None:
-    """Replay the seed notebook's Joker story offline: save, resume, and branch a conversation."""
-    from chatledger.demo.story import run_demo
-
-    async def go() -> None:
-        where = (
-            f"MongoDB at {mongodb_uri}, database {database!r} (collections threads, events)"
-            if mongodb_uri
-            else "an embedded in-process database (mongomock-motor; nothing is written to disk). "
-            "Pass --mongodb-uri or set CHATLEDGER_MONGODB_URI to use a real server."
-        )
-        async with open_database(mongodb_uri, database) as db:
-            await run_demo(db, where=where)
-
-    _run(go())
-
-
-def _run(coro: object) -> None:
-    try:
-        asyncio.run(coro)  # type: ignore[arg-type]
-    except ChatLedgerError as e:
-        err_console.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from e
-
-
-def main() -> None:
-    """Entry point of the ``chatledger`` console script."""
-    app()
-
-
-from chatledger.cli import admin as _admin  # noqa: E402,F401  (registers the admin commands)
+for _group in GROUPS:
+    _group.register(app)

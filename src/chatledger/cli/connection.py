@@ -1,27 +1,67 @@
-"""How CLI commands find their database: ``--mongodb-uri`` / ``CHATLEDGER_MONGODB_URI``."""
+"""How commands find their database, and how credentials stay out of every output.
+
+The connection string comes from ``--mongodb-uri``, ``CHATLEDGER_MONGODB_URI``,
+``--mongodb-uri-file`` or ``CHATLEDGER_MONGODB_URI_FILE`` (a file keeps it out of ``ps``
+and shell history). Options written in the URI win: the built-in defaults below apply
+only to keys the URI does not set. Before a command runs, the server is pinged, so an
+unreachable server is reported at start (exit status 2) with what timed out and why.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Final
 
 import typer
 
+from chatledger.errors import InvalidInputError, StorageUnavailableError
 from chatledger.storage.driver import close_client
 
-__all__ = ["DEFAULT_DATABASE", "DatabaseOption", "MongoUriOption", "open_database"]
+__all__ = [
+    "CONNECTION_DEFAULTS",
+    "DEFAULT_DATABASE",
+    "DatabaseOption",
+    "MongoUriFileOption",
+    "MongoUriOption",
+    "ServerUnreachableError",
+    "client_options",
+    "describe_uri",
+    "open_database",
+    "redact",
+    "resolve_uri",
+]
 
 #: Database used when ``--database`` / ``CHATLEDGER_DATABASE`` is not given.
-DEFAULT_DATABASE = "chatledger"
+DEFAULT_DATABASE: Final = "chatledger"
+
+#: Client options applied only when the URI does not set them (milliseconds). An
+#: operator's command should fail in seconds, not after PyMongo's 30 s default.
+CONNECTION_DEFAULTS: Final[Mapping[str, int]] = {
+    "serverSelectionTimeoutMS": 5000,
+    "connectTimeoutMS": 5000,
+}
 
 MongoUriOption = Annotated[
     str | None,
     typer.Option(
         "--mongodb-uri",
         envvar="CHATLEDGER_MONGODB_URI",
-        help="MongoDB connection string. Without it, an embedded in-process database is used.",
+        help="MongoDB connection string of the server (required). Prefer the environment variable "
+        "or --mongodb-uri-file, which keep credentials out of `ps`; they are never printed.",
         show_default=False,
+    ),
+]
+MongoUriFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--mongodb-uri-file",
+        envvar="CHATLEDGER_MONGODB_URI_FILE",
+        help="Read the connection string from this file (first line) instead.",
+        show_default=False,
+        dir_okay=False,
     ),
 ]
 DatabaseOption = Annotated[
@@ -30,24 +70,145 @@ DatabaseOption = Annotated[
 ]
 
 
+class ServerUnreachableError(StorageUnavailableError):
+    """The server could not be reached when the command started (exit status 2)."""
+
+
+# --------------------------------------------------------------------------- credentials
+
+#: Every secret seen in a URI this process resolved; redacted wherever they show up.
+_SECRETS: set[str] = set()
+#: ``scheme://user:password@`` (or ``user@``) at the start of any connection string.
+_USERINFO: Final = re.compile(r"(?P<scheme>mongodb(?:\+srv)?://)(?P<userinfo>[^@/\s]*)@", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with the userinfo of any MongoDB URI, and every known password, replaced by ``***``."""
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _remember_secrets(uri: str) -> None:
+    match = _USERINFO.search(uri)
+    if match is None:
+        return
+    userinfo = match.group("userinfo")
+    _SECRETS.add(userinfo)
+    _, _, password = userinfo.partition(":")
+    if password:
+        from urllib.parse import unquote
+
+        _SECRETS.update(s for s in (password, unquote(password)) if len(s) >= 3)
+
+
+def describe_uri(uri: str) -> str:
+    """Return the URI as it may be shown: hosts and options, no credentials."""
+    return redact(uri)
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def resolve_uri(uri: str | None, uri_file: Path | None) -> str | None:
+    """Return the connection string from the option/variable or the file (not both).
+
+    Raises:
+        InvalidInputError: both were given, or the file cannot be read or is empty.
+    """
+    if uri and uri_file is not None:
+        raise InvalidInputError("give --mongodb-uri (CHATLEDGER_MONGODB_URI) or --mongodb-uri-file, not both")
+    if uri_file is not None:
+        try:
+            lines = uri_file.read_text(encoding="utf-8").strip().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise InvalidInputError(f"cannot read the connection string file {str(uri_file)!r}: {e}") from e
+        uri = lines[0].strip() if lines else ""
+        if not uri:
+            raise InvalidInputError(f"the connection string file {str(uri_file)!r} is empty")
+    if uri:
+        _remember_secrets(uri)
+    return uri or None
+
+
+def client_options(uri: str) -> dict[str, Any]:
+    """Return the client options to pass alongside ``uri``: defaults for keys the URI does not set.
+
+    Raises:
+        InvalidInputError: the URI is not a valid MongoDB connection string.
+    """
+    from pymongo.errors import ConfigurationError, InvalidURI
+    from pymongo.uri_parser import parse_uri
+
+    try:
+        # No DNS lookup for mongodb+srv here: only which options the URI sets matters.
+        parsed = parse_uri(uri, connect_timeout=None) if not uri.lower().startswith("mongodb+srv") else None
+    except (InvalidURI, ConfigurationError, ValueError) as e:
+        raise InvalidInputError(f"not a valid MongoDB connection string: {redact(str(e))}") from None
+    given = {str(k).lower() for k in (parsed or {}).get("options", {})}
+    if parsed is None:  # mongodb+srv: read the query string ourselves
+        from urllib.parse import parse_qs, urlsplit
+
+        given = {k.lower() for k in parse_qs(urlsplit(uri).query)}
+    options: dict[str, Any] = {k: v for k, v in CONNECTION_DEFAULTS.items() if k.lower() not in given}
+    options["tz_aware"] = True
+    return options
+
+
 @asynccontextmanager
-async def open_database(uri: str | None, name: str, *, timeout_ms: int = 5000) -> AsyncIterator[Any]:
-    """Yield a database handle: a real server's (PyMongo async) or an embedded one.
+async def open_database(uri: str, name: str) -> AsyncIterator[Any]:
+    """Yield a PyMongo async database on a server that answered a ping.
 
     Args:
-        uri: MongoDB connection string; ``None`` for the embedded mongomock-motor engine.
+        uri: MongoDB connection string (its options win over :data:`CONNECTION_DEFAULTS`).
         name: Database name.
-        timeout_ms: Server selection timeout, so a wrong URI fails fast with a clear error.
+
+    Raises:
+        InvalidInputError: the URI or the database name is invalid.
+        ServerUnreachableError: no server answered within the server selection timeout.
     """
-    client: Any
-    if uri:
-        from pymongo import AsyncMongoClient
+    from pymongo import AsyncMongoClient
+    from pymongo.errors import ConfigurationError, InvalidName, PyMongoError
 
-        client = AsyncMongoClient(uri, serverSelectionTimeoutMS=timeout_ms, tz_aware=True)
-    else:
+    if not name or any(c in name for c in '/\\. "$\x00'):
+        raise InvalidInputError(f"invalid database name {name!r}")
+    options = client_options(uri)
+    try:
+        client: Any = AsyncMongoClient(uri, **options)
+    except (ConfigurationError, InvalidName, ValueError, TypeError) as e:
+        raise InvalidInputError(f"cannot use this connection string: {redact(str(e))}") from None
+    try:
+        try:
+            await client.admin.command("ping")
+        except PyMongoError as e:
+            timeout = client.options.server_selection_timeout
+            # PyMongo appends the whole topology description; the first part says why.
+            why = str(e).split(", Timeout:")[0]
+            raise ServerUnreachableError(
+                f"no MongoDB server answered at {describe_uri(uri)} within {timeout:g} s "
+                f"(serverSelectionTimeoutMS; set it in the URI to wait longer): {redact(why)}"
+            ) from e
+        yield client[name]
+    finally:
+        await close_client(client)
+
+
+@asynccontextmanager
+async def open_embedded(name: str) -> AsyncIterator[Any]:
+    """Yield an in-process mongomock-motor database (the ``demo`` extra), nothing written to disk.
+
+    Raises:
+        InvalidInputError: the ``demo`` extra is not installed.
+    """
+    try:
         from mongomock_motor import AsyncMongoMockClient
-
-        client = AsyncMongoMockClient(tz_aware=True)
+    except ImportError as e:
+        raise InvalidInputError(
+            f"the embedded demo database needs the 'demo' extra ({e.name} is not installed): "
+            "pip install 'chatledger[demo]', or pass --mongodb-uri"
+        ) from None
+    client: Any = AsyncMongoMockClient(tz_aware=True)
     try:
         yield client[name]
     finally:

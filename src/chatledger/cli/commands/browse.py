@@ -1,0 +1,221 @@
+"""``chatledger threads | show | tree``: looking at conversations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from chatledger.admin import ThreadFilter
+from chatledger.admin.browse import get_thread, read_transcript
+from chatledger.admin.catalog import activity, as_ledger, load_forest
+from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
+from chatledger.cli.options import JsonOption, TenantOption, UserOption, duration
+from chatledger.cli.render import Renderer, iso, visible
+from chatledger.cli.run import run_admin
+from chatledger.errors import InvalidInputError, UnknownThreadError
+
+__all__ = ["register", "show_body", "threads_body", "tree_body"]
+
+
+async def threads_body(
+    db: Any,
+    ui: Renderer,
+    *,
+    tenant: str | None = None,
+    user: str | None = None,
+    older_than: str | None = None,
+    newer_than: str | None = None,
+    limit: int | None = None,
+    now: datetime | None = None,
+) -> int:
+    """List threads with their counts, filtered by tenant, user and age of last activity."""
+    old, new = duration(older_than, "--older-than"), duration(newer_than, "--newer-than")
+    if limit is not None and limit < 1:
+        raise InvalidInputError("--limit must be at least 1")
+    ledger = as_ledger(db)
+    with ui.working("reading threads"):
+        forest = await load_forest(ledger, ThreadFilter(tenant_id=tenant, user_id=user), with_family=False)
+        acts = await activity(ledger, forest)
+    now = now or datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    for tid, doc in sorted(
+        forest.docs.items(), key=lambda kv: (str(kv[1].get("root_id")), kv[1].get("depth") or 0, kv[0])
+    ):
+        act = acts[tid]
+        age = now - act.last_activity if act.last_activity is not None else timedelta(0)
+        if (old is not None and age <= old) or (new is not None and age > new):
+            continue
+        rows.append(
+            {
+                "thread_id": tid,
+                "root_id": doc.get("root_id"),
+                "parent": doc.get("parent"),
+                "depth": doc.get("depth"),
+                "tenant_id": doc.get("tenant_id"),
+                "user_id": doc.get("user_id"),
+                "events": act.events,
+                "messages": act.messages,
+                "head_seq": act.head_seq or doc.get("base_offset") or 0,
+                "created_at": doc.get("created_at"),
+                "last_activity": act.last_activity,
+                "legal_hold": bool(doc.get("legal_hold")),
+            }
+        )
+    rows = rows[:limit] if limit is not None else rows
+    if ui.as_json:
+        ui.json("threads", {"threads": rows})
+        return 0
+    ui.table(
+        f"{len(rows)} threads",
+        ("thread", "parent@offset", "tenant", "user", "events", "messages", "last activity", "hold"),
+        (
+            (
+                r["thread_id"],
+                f"{r['parent']['thread_id']}@{r['parent']['offset']}" if r["parent"] else "-",
+                r["tenant_id"],
+                r["user_id"],
+                r["events"],
+                r["messages"],
+                iso(r["last_activity"]),
+                "HELD" if r["legal_hold"] else "",
+            )
+            for r in rows
+        ),
+        numeric=("events", "messages"),
+    )
+    return 0
+
+
+async def show_body(db: Any, ui: Renderer, *, thread: str, at: int | None = None) -> int:
+    """Print the transcript visible at a cursor (the thread's head by default)."""
+    ledger = as_ledger(db)
+    if await get_thread(ledger, thread) is None:
+        raise UnknownThreadError(f"no thread {visible(thread)!r}")
+    transcript = await read_transcript(ledger, thread, at=at)
+    cursor, messages = transcript.cursor, transcript.messages
+    if ui.as_json:
+        ui.json("show", {"cursor": cursor.to_state(), "messages": [m.to_dict() for m in messages]})
+        return 0
+    ui.line((thread, "bold"), f" at offset {cursor.offset}: {len(messages)} messages")
+    for index, message in enumerate(messages):
+        author = getattr(message, "author_name", None)
+        ui.line(
+            (f"{index:>4} ", "dim"),
+            (str(message.role), "bold"),
+            f" ({author})" if author else "",
+            ": ",
+            message.text if message.text else ("(no text)", "dim"),
+        )
+    return 0
+
+
+async def tree_body(db: Any, ui: Renderer, *, thread: str) -> int:
+    """Print the branches of the conversation that ``thread`` belongs to."""
+    ledger = as_ledger(db)
+    record = await get_thread(ledger, thread)
+    if record is None:
+        raise UnknownThreadError(f"no thread {visible(thread)!r}")
+    with ui.working("reading the conversation"):
+        forest = await load_forest(ledger, ThreadFilter(root_id=record.root_id), with_family=False)
+        acts = await activity(ledger, forest)
+
+    def node(tid: str) -> dict[str, Any]:
+        doc, act = forest.docs[tid], acts[tid]
+        return {
+            "thread_id": tid,
+            "forked_at": (doc.get("parent") or {}).get("offset"),
+            "forked_at_message": doc.get("base_messages") if doc.get("parent") else None,
+            "own_events": act.events,
+            "own_messages": act.messages,
+            "length_messages": int(doc.get("base_messages") or 0) + act.messages,
+            "last_activity": act.last_activity,
+            "legal_hold": bool(doc.get("legal_hold")),
+            "branches": [node(c) for c in sorted(forest.children.get(tid, ()))],
+        }
+
+    roots = [node(r) for r in forest.roots()]
+    if ui.as_json:
+        ui.json("tree", {"roots": roots})
+        return 0
+
+    def label(n: Any) -> Text:
+        where = (
+            f" forked at seq {n['forked_at']} (message {n['forked_at_message']})"
+            if n["forked_at"] is not None
+            else ""
+        )
+        return Text.assemble(
+            (visible(n["thread_id"]), "bold"),
+            f"{where}: {n['own_events']} events, {n['length_messages']} messages long, "
+            f"last activity {iso(n['last_activity']) or '-'}",
+            (" HELD", "red") if n["legal_hold"] else "",
+        )
+
+    ui.tree(roots, label)
+    return 0
+
+
+ThreadArgument = Annotated[str, typer.Argument(help="Thread id.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``threads``, ``show`` and ``tree`` to ``app``."""
+
+    @app.command()
+    def threads(
+        tenant: TenantOption = None,
+        user: UserOption = None,
+        older_than: Annotated[str | None, typer.Option(help="Idle for longer than AGE (e.g. 90d).")] = None,
+        newer_than: Annotated[str | None, typer.Option(help="Active within AGE (e.g. 12h).")] = None,
+        limit: Annotated[int | None, typer.Option(min=1, help="Show at most N threads.")] = None,
+        as_json: JsonOption = False,
+        mongodb_uri: MongoUriOption = None,
+        mongodb_uri_file: MongoUriFileOption = None,
+        database: DatabaseOption = DEFAULT_DATABASE,
+    ) -> None:
+        """List threads with counts, filtered by tenant, user and age of last activity."""
+        run_admin(
+            mongodb_uri,
+            mongodb_uri_file,
+            database,
+            as_json,
+            lambda db, ui: threads_body(
+                db, ui, tenant=tenant, user=user, older_than=older_than, newer_than=newer_than, limit=limit
+            ),
+        )
+
+    @app.command()
+    def show(
+        thread: ThreadArgument,
+        at: Annotated[
+            int | None, typer.Option("--at", min=0, help="Cursor offset (event seq); default head.")
+        ] = None,
+        as_json: JsonOption = False,
+        mongodb_uri: MongoUriOption = None,
+        mongodb_uri_file: MongoUriFileOption = None,
+        database: DatabaseOption = DEFAULT_DATABASE,
+    ) -> None:
+        """Print a thread's transcript as of any cursor (control characters shown escaped)."""
+        run_admin(
+            mongodb_uri,
+            mongodb_uri_file,
+            database,
+            as_json,
+            lambda db, ui: show_body(db, ui, thread=thread, at=at),
+        )
+
+    @app.command()
+    def tree(
+        thread: Annotated[str, typer.Argument(help="The root (or any thread) of the conversation.")],
+        as_json: JsonOption = False,
+        mongodb_uri: MongoUriOption = None,
+        mongodb_uri_file: MongoUriFileOption = None,
+        database: DatabaseOption = DEFAULT_DATABASE,
+    ) -> None:
+        """Show the branches of a conversation: where each forked and how long it is."""
+        run_admin(
+            mongodb_uri, mongodb_uri_file, database, as_json, lambda db, ui: tree_body(db, ui, thread=thread)
+        )

@@ -1,0 +1,81 @@
+"""``chatledger demo``: the seed notebook's story, offline, on an embedded or a real database."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from chatledger.cli.connection import (
+    DEFAULT_DATABASE,
+    DatabaseOption,
+    MongoUriFileOption,
+    describe_uri,
+    open_database,
+    open_embedded,
+    resolve_uri,
+)
+from chatledger.cli.options import JsonOption
+from chatledger.cli.render import Renderer
+from chatledger.cli.run import run_body
+
+__all__ = ["register"]
+
+DemoUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--mongodb-uri",
+        envvar="CHATLEDGER_MONGODB_URI",
+        help="MongoDB connection string. Without it (and without --mongodb-uri-file) the demo uses an "
+        "embedded in-process database (the 'demo' extra); nothing is written to disk.",
+        show_default=False,
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``demo`` to ``app``."""
+
+    @app.command()
+    def demo(
+        as_json: JsonOption = False,
+        mongodb_uri: DemoUriOption = None,
+        mongodb_uri_file: MongoUriFileOption = None,
+        database: DatabaseOption = DEFAULT_DATABASE,
+    ) -> None:
+        """Replay the seed notebook's Joker story offline: save, resume, and branch a conversation."""
+        ui = Renderer(as_json=as_json)
+
+        async def go() -> int:
+            from chatledger.demo.story import run_demo
+
+            uri = resolve_uri(mongodb_uri, mongodb_uri_file)
+            where = (
+                f"MongoDB at {describe_uri(uri)}, database {database!r} (collections threads, events)"
+                if uri
+                else "an embedded in-process database (mongomock-motor; nothing is written to disk). "
+                "Pass --mongodb-uri or set CHATLEDGER_MONGODB_URI to use a real server."
+            )
+            console = Console(file=io.StringIO()) if as_json else None
+            opened = open_database(uri, database) if uri else open_embedded(database)
+            async with opened as db:
+                # The story prints with markup; the URI is ours to escape (e.g. [::1] hosts).
+                result = await run_demo(db, console=console, where=escape(where))
+            if as_json:
+                ui.json(
+                    "demo",
+                    {
+                        "database": "embedded" if not uri else describe_uri(uri),
+                        "snapshot": result.snapshot,
+                        "main_line": [{"role": r, "text": t} for r, t in result.main_line],
+                        "branch_line": [{"role": r, "text": t} for r, t in result.branch_line],
+                        "main_cursor": result.main_cursor.to_state(),
+                        "branch_cursor": result.branch_cursor.to_state(),
+                    },
+                )
+            return 0
+
+        run_body(ui, go())

@@ -1,0 +1,130 @@
+"""``chatledger verify | heads``: hash chains, and head anchors kept outside the database."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from chatledger.admin import Anchor, ThreadFilter, head_anchors, verify
+from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
+from chatledger.cli.options import JsonOption, TenantOption
+from chatledger.cli.render import Renderer
+from chatledger.cli.run import run_admin
+from chatledger.errors import InvalidInputError
+
+__all__ = ["heads_body", "read_anchors", "register", "verify_body"]
+
+
+def _finite(text: str) -> float:
+    # json accepts 1e999 (inf) and NaN; a head_seq that is not a finite number is bad input.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _not_a_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
+
+
+def read_anchors(path: str) -> list[Anchor]:
+    """Return the anchors in a file written by ``chatledger heads`` (JSON Lines, or its ``--json`` document).
+
+    Raises:
+        InvalidInputError: the file cannot be read or is not a file of head anchors.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInputError(f"cannot read anchors {path!r}: {e}") from e
+    try:
+        records: list[Any] = [
+            json.loads(line, parse_float=_finite, parse_constant=_not_a_constant)
+            for line in text.splitlines()
+            if line.strip()
+        ]
+        if len(records) == 1 and isinstance(records[0], dict) and records[0].get("command") == "heads":
+            records = list(records[0].get("heads") or [])
+        return [Anchor.from_dict(record) for record in records]
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:
+        raise InvalidInputError(f"{path}: not a file of head anchors: {e}") from e
+
+
+async def verify_body(
+    db: Any, ui: Renderer, *, thread: str | None = None, tenant: str | None = None, anchors: str | None = None
+) -> int:
+    """Recompute the hash chains; exit status 1 when anything fails."""
+    pinned = read_anchors(anchors) if anchors else []
+    with ui.progress("verifying") as tick:
+        report = await verify(db, thread_id=thread, tenant_id=tenant, anchors=pinned, on_thread=tick)
+    if ui.as_json:
+        ui.json("verify", report.to_dict())
+        return 0 if report.ok else 1
+    for problem in report.problems:
+        ui.line(
+            ("FAIL", "red"),
+            f" thread {problem.thread_id}",
+            f" seq {problem.seq}" if problem.seq is not None else "",
+            f" (event {problem.event_id})" if problem.event_id else "",
+            f": {problem.reason}",
+        )
+    ui.line(
+        ("OK", "green") if report.ok else (f"{len(report.problems)} problem(s)", "red"),
+        f": {report.threads} threads, {report.events} events, {report.anchors} anchors checked",
+    )
+    return 0 if report.ok else 1
+
+
+async def heads_body(db: Any, ui: Renderer, *, tenant: str | None = None) -> int:
+    """Print every thread's head hash, to keep outside the database for ``verify --anchors``."""
+    with ui.working("reading heads"):
+        anchors = await head_anchors(db, ThreadFilter(tenant_id=tenant))
+    heads = [{"thread_id": a.thread_id, "head_seq": a.head_seq, "head_hash": a.head_hash} for a in anchors]
+    if ui.as_json:
+        ui.json("heads", {"heads": heads})
+        return 0
+    for head in heads:
+        ui.json_line(head)
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``verify`` and ``heads`` to ``app``."""
+
+    @app.command("verify")
+    def verify_(
+        thread: Annotated[str | None, typer.Option("--thread", help="Only this thread.")] = None,
+        tenant: TenantOption = None,
+        anchors: Annotated[
+            str | None, typer.Option(help="Head hashes written by 'chatledger heads'.")
+        ] = None,
+        as_json: JsonOption = False,
+        mongodb_uri: MongoUriOption = None,
+        mongodb_uri_file: MongoUriFileOption = None,
+        database: DatabaseOption = DEFAULT_DATABASE,
+    ) -> None:
+        """Recompute hash chains; name the first failing event of each thread; exit 1 on failure."""
+        run_admin(
+            mongodb_uri,
+            mongodb_uri_file,
+            database,
+            as_json,
+            lambda db, ui: verify_body(db, ui, thread=thread, tenant=tenant, anchors=anchors),
+        )
+
+    @app.command()
+    def heads(
+        tenant: TenantOption = None,
+        as_json: JsonOption = False,
+        mongodb_uri: MongoUriOption = None,
+        mongodb_uri_file: MongoUriFileOption = None,
+        database: DatabaseOption = DEFAULT_DATABASE,
+    ) -> None:
+        """Print each thread's head hash (JSON Lines; --json: one document) for 'verify --anchors'."""
+        run_admin(
+            mongodb_uri, mongodb_uri_file, database, as_json, lambda db, ui: heads_body(db, ui, tenant=tenant)
+        )

@@ -1,0 +1,137 @@
+"""``chatledger roles create``: least-privilege MongoDB roles (prints the commands unless ``--apply``).
+
+Roles, in the ChatLedger database:
+
+- ``chatledger_app``: ``find`` and ``insert`` on ``threads`` and ``events`` (plus
+  ``createIndex``, which ``Ledger.ensure_indexes`` needs and which changes no data). No
+  ``update``, no ``remove``: for the application the ledger is append-only.
+- ``chatledger_operator``: the same, plus ``remove`` on ``threads`` and ``events``
+  (retention, erasure), ``update`` on ``threads`` (legal holds: MongoDB cannot narrow an
+  update privilege to one field, so ``chatledger verify`` checks thread documents), and
+  ``find``/``insert`` on ``audit``. Nobody gets ``update`` or ``remove`` on ``audit``.
+
+Grant them with ``db.grantRolesToUser(...)`` or ``createUser``; ChatLedger does not
+create users or handle passwords.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Final
+
+import typer
+
+from chatledger.cli.connection import (
+    DEFAULT_DATABASE,
+    DatabaseOption,
+    MongoUriFileOption,
+    MongoUriOption,
+    open_database,
+    resolve_uri,
+)
+from chatledger.cli.options import JsonOption
+from chatledger.cli.render import Renderer
+from chatledger.cli.run import run_body
+from chatledger.errors import InvalidInputError, StorageError
+
+__all__ = ["APP_ROLE", "OPERATOR_ROLE", "register", "role_commands", "role_definitions"]
+
+APP_ROLE: Final = "chatledger_app"
+OPERATOR_ROLE: Final = "chatledger_operator"
+
+
+def _privilege(database: str, collection: str, actions: list[str]) -> dict[str, Any]:
+    return {"resource": {"db": database, "collection": collection}, "actions": actions}
+
+
+def role_definitions(
+    database: str, threads: str = "threads", events: str = "events", audit: str = "audit"
+) -> dict[str, list[dict[str, Any]]]:
+    """Return the privileges of each role."""
+    append_only = ["find", "insert", "createIndex"]
+    return {
+        APP_ROLE: [_privilege(database, threads, append_only), _privilege(database, events, append_only)],
+        OPERATOR_ROLE: [
+            _privilege(database, threads, [*append_only, "remove", "update"]),
+            _privilege(database, events, [*append_only, "remove"]),
+            _privilege(database, audit, ["find", "insert", "createIndex"]),
+        ],
+    }
+
+
+def role_commands(database: str, existing: set[str], **collections: str) -> list[dict[str, Any]]:
+    """Return the database commands that create (or bring up to date) each role."""
+    return [
+        {"updateRole" if role in existing else "createRole": role, "privileges": privileges, "roles": []}
+        for role, privileges in role_definitions(database, **collections).items()
+    ]
+
+
+async def roles_body(
+    db: Any, ui: Renderer, *, database: str, apply: bool, collections: dict[str, str]
+) -> int:
+    """Print the role commands, or (``apply``, with ``db``) run them."""
+    if not apply:
+        commands = role_commands(database, set(), **collections)
+        if ui.as_json:
+            ui.json("roles", {"database": database, "applied": False, "commands": commands})
+            return 0
+        ui.line(f"// dry run: run these in mongosh (use {database}), or pass --apply")
+        for command in commands:
+            ui.line(f"db.runCommand({json.dumps(command, indent=2)})")
+        return 0
+    from pymongo.errors import OperationFailure
+
+    try:
+        info = await db.command({"rolesInfo": [APP_ROLE, OPERATOR_ROLE]})
+        commands = role_commands(database, {r["role"] for r in info.get("roles", [])}, **collections)
+        for command in commands:
+            await db.command(command)
+    except OperationFailure as e:
+        raise StorageError(f"the server refused to manage roles (does this user have userAdmin?): {e}") from e
+    if ui.as_json:
+        ui.json("roles", {"database": database, "applied": True, "commands": commands})
+    else:
+        for command in commands:
+            verb = next(iter(command))
+            ui.line(f"{verb} {command[verb]}: ok")
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``roles`` group to ``app``."""
+    roles = typer.Typer(
+        help="Least-privilege MongoDB roles for the application and operators.", no_args_is_help=True
+    )
+    app.add_typer(roles, name="roles")
+
+    @roles.command("create")
+    def create(
+        apply: Annotated[
+            bool, typer.Option("--apply", help="Run the commands (default: print them).")
+        ] = False,
+        threads_collection: Annotated[str, typer.Option(help="Name of the threads collection.")] = "threads",
+        events_collection: Annotated[str, typer.Option(help="Name of the events collection.")] = "events",
+        audit_collection: Annotated[str, typer.Option(help="Name of the audit collection.")] = "audit",
+        as_json: JsonOption = False,
+        mongodb_uri: MongoUriOption = None,
+        mongodb_uri_file: MongoUriFileOption = None,
+        database: DatabaseOption = DEFAULT_DATABASE,
+    ) -> None:
+        """Create (or update) the chatledger_app and chatledger_operator roles; a dry run unless --apply."""
+        ui = Renderer(as_json=as_json)
+        names = {"threads": threads_collection, "events": events_collection, "audit": audit_collection}
+
+        async def go() -> int:
+            for value in (database, *names.values()):
+                if not value or "$" in value or "\x00" in value:
+                    raise InvalidInputError(f"invalid database or collection name {value!r}")
+            if not apply:
+                return await roles_body(None, ui, database=database, apply=False, collections=names)
+            uri = resolve_uri(mongodb_uri, mongodb_uri_file)
+            if not uri:
+                raise InvalidInputError("--apply needs --mongodb-uri (a user allowed to manage roles)")
+            async with open_database(uri, database) as db:
+                return await roles_body(db, ui, database=database, apply=True, collections=names)
+
+        run_body(ui, go())

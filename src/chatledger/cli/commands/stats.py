@@ -1,0 +1,53 @@
+"""``chatledger stats``: totals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from chatledger.admin import collect_stats
+from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
+from chatledger.cli.options import JsonOption, TenantOption
+from chatledger.cli.render import Renderer, iso
+from chatledger.cli.run import run_admin
+
+__all__ = ["register", "stats_body"]
+
+
+async def stats_body(db: Any, ui: Renderer, *, tenant: str | None = None) -> int:
+    """Print totals: threads, roots, branches, held, events, messages, bytes, activity range."""
+    with ui.working("counting"):
+        stats = await collect_stats(db, tenant_id=tenant)
+    totals = {
+        **stats.to_dict(),
+        "oldest_activity": iso(stats.oldest_activity),
+        "newest_activity": iso(stats.newest_activity),
+    }
+    if ui.as_json:
+        ui.json("stats", {"tenant_id": tenant, **totals})
+        return 0
+    ui.table(
+        "chatledger stats" + (f" (tenant {tenant})" if tenant else ""),
+        ("total", "value"),
+        ((key.replace("_", " "), value) for key, value in totals.items()),
+        show_header=False,
+    )
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``stats`` to ``app``."""
+
+    @app.command()
+    def stats(
+        tenant: TenantOption = None,
+        as_json: JsonOption = False,
+        mongodb_uri: MongoUriOption = None,
+        mongodb_uri_file: MongoUriFileOption = None,
+        database: DatabaseOption = DEFAULT_DATABASE,
+    ) -> None:
+        """Totals: threads, branches, events, messages, bytes, oldest and newest activity."""
+        run_admin(
+            mongodb_uri, mongodb_uri_file, database, as_json, lambda db, ui: stats_body(db, ui, tenant=tenant)
+        )

@@ -1,0 +1,113 @@
+"""``chatledger export | import``: JSON Lines out of and into a database."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from chatledger.admin import ThreadFilter, export_jsonl, import_jsonl
+from chatledger.admin.browse import get_thread
+from chatledger.admin.catalog import as_ledger
+from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
+from chatledger.cli.options import JsonOption, TenantOption, UserOption, open_for_writing
+from chatledger.cli.render import Renderer, visible
+from chatledger.cli.run import run_admin
+from chatledger.errors import InvalidInputError, UnknownThreadError
+
+__all__ = ["export_body", "import_body", "register"]
+
+
+async def export_body(
+    db: Any,
+    ui: Renderer,
+    *,
+    path: str,
+    thread: str | None = None,
+    tenant: str | None = None,
+    user: str | None = None,
+) -> int:
+    """Write threads as JSON Lines to ``path`` (``-`` for stdout)."""
+    if path == "-" and ui.as_json:
+        raise InvalidInputError("--json needs --output FILE (the export itself would be on stdout)")
+    scope = ThreadFilter(thread_id=thread, tenant_id=tenant, user_id=user)
+    ledger = as_ledger(db)
+    if thread is not None and await get_thread(ledger, thread) is None:
+        raise UnknownThreadError(f"no thread {visible(thread)!r}")
+    # Opened before anything is read: a missing folder is a usage error, not a traceback later.
+    stream = sys.stdout if path == "-" else open_for_writing(path, "--output")
+    try:
+        with ui.progress("exporting") as tick:
+            summary = await export_jsonl(ledger, stream, scope, on_thread=tick)
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    result = {"output": None if path == "-" else path, "threads": summary.threads, "events": summary.events}
+    if ui.as_json:
+        ui.json("export", result)
+    else:
+        ui.note(f"exported {summary.threads} threads, {summary.events} events")
+    return 0
+
+
+async def import_body(db: Any, ui: Renderer, *, path: str) -> int:
+    """Restore a JSON Lines export; the file is checked whole before anything is written."""
+    if not Path(path).is_file():  # noqa: ASYNC240 - a CLI run does nothing else concurrently
+        raise InvalidInputError(f"no such file: {path!r}")
+    with ui.progress("importing") as tick:
+        summary = await import_jsonl(db, path, on_thread=tick)
+    result = {
+        "threads": summary.threads,
+        "events": summary.events,
+        "threads_present": summary.threads_present,
+        "events_present": summary.events_present,
+    }
+    if ui.as_json:
+        ui.json("import", result)
+    else:
+        ui.line(
+            f"imported {summary.threads} threads and {summary.events} events "
+            f"({summary.threads_present} threads, {summary.events_present} events were already present)"
+        )
+    return 0
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export`` and ``import`` to ``app``."""
+
+    @app.command("export")
+    def export_(
+        path: Annotated[str, typer.Option("--output", "-o", help="File to write; - for stdout.")] = "-",
+        thread: Annotated[
+            str | None, typer.Option("--thread", help="One thread (with ancestors and branches).")
+        ] = None,
+        tenant: TenantOption = None,
+        user: UserOption = None,
+        as_json: JsonOption = False,
+        mongodb_uri: MongoUriOption = None,
+        mongodb_uri_file: MongoUriFileOption = None,
+        database: DatabaseOption = DEFAULT_DATABASE,
+    ) -> None:
+        """Export threads as JSON Lines: one thread, a tenant's or user's, or all."""
+        run_admin(
+            mongodb_uri,
+            mongodb_uri_file,
+            database,
+            as_json,
+            lambda db, ui: export_body(db, ui, path=path, thread=thread, tenant=tenant, user=user),
+        )
+
+    @app.command("import")
+    def import_(
+        path: Annotated[str, typer.Argument(help="A file written by 'chatledger export'.")],
+        as_json: JsonOption = False,
+        mongodb_uri: MongoUriOption = None,
+        mongodb_uri_file: MongoUriFileOption = None,
+        database: DatabaseOption = DEFAULT_DATABASE,
+    ) -> None:
+        """Restore an export exactly (re-running it changes nothing)."""
+        run_admin(
+            mongodb_uri, mongodb_uri_file, database, as_json, lambda db, ui: import_body(db, ui, path=path)
+        )

@@ -1,0 +1,65 @@
+"""Options shared by several commands, and the validation of their values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+
+from chatledger.admin import parse_duration
+from chatledger.errors import InvalidInputError
+
+__all__ = [
+    "ApplyOption",
+    "ByOption",
+    "JsonOption",
+    "TenantOption",
+    "UserOption",
+    "duration",
+    "open_for_writing",
+]
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout (shapes: docs/cli.md).")
+]
+TenantOption = Annotated[str | None, typer.Option("--tenant", help="Only this tenant's threads.")]
+UserOption = Annotated[str | None, typer.Option("--user", help="Only this user's threads.")]
+ApplyOption = Annotated[bool, typer.Option("--apply", help="Really remove. Without it: a dry run.")]
+ByOption = Annotated[str | None, typer.Option("--by", help="Who acts, for the receipts (default user@host).")]
+
+
+def duration(value: str | None, option: str) -> timedelta | None:
+    """Return the positive duration ``value`` (``90d``, ``12h``…) given for ``option``, or ``None``.
+
+    Raises:
+        InvalidInputError: not a positive duration, or one so large no date is that old.
+    """
+    if value is None:
+        return None
+    try:
+        age = parse_duration(value)
+        datetime.now(UTC) - age
+    except InvalidInputError as e:
+        raise InvalidInputError(f"{option}: {e}") from e
+    except (OverflowError, ValueError) as e:
+        raise InvalidInputError(
+            f"{option}: {value!r} is longer than the calendar (at most ~9999 years)"
+        ) from e
+    return age
+
+
+def open_for_writing(path: str, option: str, *, append: bool = False) -> IO[str]:
+    """Open ``path`` for writing now, so a bad path fails before any work is done.
+
+    Raises:
+        InvalidInputError: the file cannot be created or written (missing folder, permissions).
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise InvalidInputError(f"{option}: folder {str(target.parent)!r} does not exist")
+    try:
+        return target.open("a" if append else "w", encoding="utf-8")
+    except OSError as e:
+        raise InvalidInputError(f"{option}: cannot write {path!r}: {e.strerror or e}") from e

@@ -1,0 +1,222 @@
+r"""The one renderer of the command line: tables, trees, JSON, progress, errors.
+
+Stored data (thread ids, user ids, author names, message text) comes from whoever wrote
+to the database, so it is never interpreted: no rich markup (``[/]`` in an id is just
+text), and control or escape characters are shown visibly (``\\x1b``), never sent raw
+to the operator's terminal. Every string from the database reaches the terminal through
+:func:`visible`, inside a :class:`rich.text.Text`, on consoles created with markup off.
+
+JSON goes to stdout as one document per command, ``{"schema": 1, "command": ..., ...}``,
+with dates as ISO-8601 UTC (``2026-11-25T13:24:06.326Z``); see docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from typing import IO, Any, Final
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from chatledger.cli.connection import redact
+
+__all__ = ["JSON_SCHEMA", "Renderer", "iso", "to_jsonable", "visible"]
+
+#: Version of every command's ``--json`` shape; bumped only on an incompatible change.
+JSON_SCHEMA: Final = 1
+
+#: Kept as they are in message text (a transcript has lines and indents); escaped elsewhere.
+_LAYOUT: Final = frozenset("\n\t")
+
+
+def visible(value: object, *, multiline: bool = False) -> str:
+    r"""Return ``value`` as text in which every control or format character is escaped.
+
+    ``"\x1b[2J"`` becomes ``"\\x1b[2J"``; a right-to-left override becomes ``"\\u202e"``.
+
+    Args:
+        value: Anything; ``None`` becomes ``"-"``.
+        multiline: Keep newlines and tabs (message text); otherwise escape them too (ids).
+    """
+    if value is None:
+        return "-"
+    text = value if isinstance(value, str) else str(value)
+    out: list[str] = []
+    for char in text:
+        if multiline and char in _LAYOUT:
+            out.append(char)
+        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            code = ord(char)
+            out.append(
+                f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+            )
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def iso(value: datetime | None) -> str | None:
+    """Return ``value`` as ISO-8601 UTC with milliseconds (``2026-11-25T13:24:06.326Z``).
+
+    A naive datetime is taken as UTC (FerretDB and PyMongo without ``tz_aware`` return them).
+    """
+    if value is None:
+        return None
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Return ``value`` with datetimes as ISO-8601 UTC strings and other non-JSON types as text."""
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)  # ObjectId, Decimal128, bytes: their text form
+
+
+class Renderer:
+    """Where a command's output goes: results on ``out``, progress and errors on ``err``.
+
+    Args:
+        out: Stream for results; stdout by default.
+        err: Stream for progress and messages; stderr by default.
+        as_json: The command was asked for ``--json``: results are one JSON document.
+        width: Fixed width (tests); the terminal's by default.
+    """
+
+    def __init__(
+        self,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+        *,
+        as_json: bool = False,
+        width: int | None = None,
+    ) -> None:
+        # markup/emoji/highlight off: nothing in a string we print is ever interpreted.
+        plain = {"markup": False, "emoji": False, "highlight": False, "width": width}
+        self.out = Console(file=out, **plain)  # type: ignore[arg-type]
+        self.err = Console(file=err, stderr=err is None, **plain)  # type: ignore[arg-type]
+        self.as_json = as_json
+
+    # ------------------------------------------------------------------ results
+
+    def json(self, command: str, data: Mapping[str, Any]) -> None:
+        """Print the one JSON document of ``command`` on stdout."""
+        document = {"schema": JSON_SCHEMA, "command": command, **to_jsonable(data)}
+        # Written raw, not through rich: scripts parse this, and JSON escapes control characters.
+        self.out.file.write(json.dumps(document, ensure_ascii=False) + "\n")
+        self.out.file.flush()
+
+    def json_line(self, data: Mapping[str, Any]) -> None:
+        """Print one JSON Lines record on stdout (``heads``' anchor format)."""
+        self.out.file.write(json.dumps(to_jsonable(data), ensure_ascii=False) + "\n")
+
+    def line(self, *parts: object | tuple[object, str], file: str = "out") -> None:
+        """Print one line made of parts: plain values or ``(value, style)`` pairs (values made visible)."""
+        text = Text()
+        for part in parts:
+            value, style = part if isinstance(part, tuple) else (part, "")
+            text.append(visible(value, multiline=True), style=style)
+        (self.err if file == "err" else self.out).print(text)
+
+    def table(
+        self, title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], **opts: Any
+    ) -> None:
+        """Print a table; ids stay whole (operators paste them): cells fold, never ellipsize."""
+        numeric = set(opts.pop("numeric", ()))
+        table = Table(title=visible(title), show_header=opts.pop("show_header", True))
+        for column in columns:
+            table.add_column(
+                column,
+                justify="right" if column in numeric else "left",
+                overflow="fold",
+                no_wrap=column in numeric,
+            )
+        for row in rows:
+            table.add_row(*(Text(visible(cell)) for cell in row))
+        self.out.print(table)
+
+    def tree(self, roots: Iterable[Mapping[str, Any]], label: Callable[[Mapping[str, Any]], Text]) -> None:
+        """Print nested ``{"branches": [...]}`` nodes as trees, each node's label built by ``label``."""
+
+        def grow(parent: Tree, node: Mapping[str, Any]) -> None:
+            for child in node.get("branches", ()):
+                grow(parent.add(label(child)), child)
+
+        for root in roots:
+            top = Tree(label(root))
+            grow(top, root)
+            self.out.print(top)
+
+    # ------------------------------------------------------------------ messages
+
+    def note(self, message: str) -> None:
+        """Print an informational line on stderr."""
+        self.err.print(Text(visible(redact(message), multiline=True)), soft_wrap=True)
+
+    def warn(self, message: str) -> None:
+        """Print a warning on stderr."""
+        self.err.print(
+            Text.assemble(("warning: ", "yellow"), visible(redact(message), multiline=True)), soft_wrap=True
+        )
+
+    def error(self, message: str) -> None:
+        """Print an error on stderr (credentials redacted, control characters escaped)."""
+        self.err.print(
+            Text.assemble(("error: ", "bold red"), visible(redact(message), multiline=True)), soft_wrap=True
+        )
+
+    # ------------------------------------------------------------------ progress
+
+    @contextmanager
+    def progress(self, label: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+        """Yield a callback that advances a progress bar on stderr (drawn only on a terminal).
+
+        With a ``total`` the bar shows ``done/total``; without one, a count and a spinner.
+        """
+        columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
+        if total is not None:
+            columns += [BarColumn(), MofNCompleteColumn()]
+        else:
+            columns += [TextColumn("{task.completed}")]
+        with Progress(
+            *columns,
+            TimeElapsedColumn(),
+            console=self.err,
+            transient=True,
+            disable=not self.err.is_terminal,
+        ) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda *_: bar.advance(task)
+
+    @contextmanager
+    def working(self, label: str) -> Iterator[None]:
+        """Show a spinner on stderr (on a terminal) while a read of unknown length runs."""
+        if not self.err.is_terminal:
+            yield
+            return
+        with self.err.status(Text(label)):
+            yield

@@ -141,6 +141,25 @@ async def test_retention_and_erase_bodies(database: Any, clock: Clock) -> None:
     assert await database["threads"].count_documents({}) == 3
 
 
+async def test_holds_by_case(database: Any) -> None:
+    await _story(database)
+    for case in ("A-1", "B-2"):
+        r, _ = ui()
+        assert (
+            await hold.hold_body(database, r, action="set", thread="root", reason="litigation", case=case)
+            == 0
+        )
+    r, text = ui(as_json=True)
+    assert (
+        await hold.hold_body(database, r, action="release", thread="root", reason="closed", case="A-1") == 0
+    )
+    assert json.loads(text())["released"] is True
+    r, text = ui(as_json=True)
+    await browse.threads_body(database, r, tenant="acme")
+    root = json.loads(text())["threads"][0]
+    assert (root["thread_id"], root["legal_hold"], root["legal_holds"]) == ("root", True, ["B-2"])
+
+
 # Stored text comes from whoever wrote to the database: never markup, never raw escapes.
 HOSTILE_ID = "[/]evil[bold]x"
 HOSTILE_USER = "[red]mallory[/]"

@@ -20,6 +20,12 @@ from chatledger.errors import InvalidInputError, UnknownThreadError
 __all__ = ["register", "show_body", "threads_body", "tree_body"]
 
 
+def _cases(doc: Any) -> list[str]:
+    """Return the case ids holding a thread document (a 0.1 single hold has none: ``"-"``)."""
+    cases = [str(h.get("case")) for h in doc.get("legal_holds") or () if isinstance(h, dict)]
+    return cases or (["-"] if doc.get("legal_hold") else [])
+
+
 async def threads_body(
     db: Any,
     ui: Renderer,
@@ -61,7 +67,8 @@ async def threads_body(
                 "head_seq": act.head_seq or doc.get("base_offset") or 0,
                 "created_at": doc.get("created_at"),
                 "last_activity": act.last_activity,
-                "legal_hold": bool(doc.get("legal_hold")),
+                "legal_hold": forest.held(tid),
+                "legal_holds": _cases(doc),
             }
         )
     rows = rows[:limit] if limit is not None else rows
@@ -80,7 +87,7 @@ async def threads_body(
                 r["events"],
                 r["messages"],
                 iso(r["last_activity"]),
-                "HELD" if r["legal_hold"] else "",
+                ", ".join(r["legal_holds"]) if r["legal_hold"] else "",
             )
             for r in rows
         ),
@@ -91,10 +98,7 @@ async def threads_body(
 
 async def show_body(db: Any, ui: Renderer, *, thread: str, at: int | None = None) -> int:
     """Print the transcript visible at a cursor (the thread's head by default)."""
-    ledger = as_ledger(db)
-    if await get_thread(ledger, thread) is None:
-        raise UnknownThreadError(f"no thread {visible(thread)!r}")
-    transcript = await read_transcript(ledger, thread, at=at)
+    transcript = await read_transcript(db, thread, at=at)
     cursor, messages = transcript.cursor, transcript.messages
     if ui.as_json:
         ui.json("show", {"cursor": cursor.to_state(), "messages": [m.to_dict() for m in messages]})
@@ -132,7 +136,8 @@ async def tree_body(db: Any, ui: Renderer, *, thread: str) -> int:
             "own_messages": act.messages,
             "length_messages": int(doc.get("base_messages") or 0) + act.messages,
             "last_activity": act.last_activity,
-            "legal_hold": bool(doc.get("legal_hold")),
+            "legal_hold": forest.held(tid),
+            "legal_holds": _cases(doc),
             "branches": [node(c) for c in sorted(forest.children.get(tid, ()))],
         }
 

@@ -16,17 +16,32 @@ __all__ = ["hold_body", "register"]
 
 
 async def hold_body(
-    db: Any, ui: Renderer, *, action: str, thread: str, reason: str, by: str | None = None
+    db: Any,
+    ui: Renderer,
+    *,
+    action: str,
+    thread: str,
+    reason: str,
+    case: str | None = None,
+    by: str | None = None,
 ) -> int:
-    """Set or release a legal hold; exit status 0 when the hold is in the state asked for."""
+    """Set or release one case's legal hold; exit status 0 when it is in the state asked for."""
     if action == "set":
-        hold = await set_hold(db, thread, reason=reason, by=by)
-        result: dict[str, Any] = {"action": "set", "thread_id": thread, "held": True, "hold": hold}
-        text = f"thread {thread} is under legal hold: {hold.get('reason', reason)}"
+        hold = await set_hold(db, thread, reason=reason, case=case, by=by)
+        result: dict[str, Any] = {
+            "action": "set",
+            "thread_id": thread,
+            "case": hold.get("case"),
+            "hold": hold,
+        }
+        text = (
+            f"thread {thread} is under legal hold for case {hold.get('case')}: {hold.get('reason', reason)}"
+        )
     else:
-        was_held = await release_hold(db, thread, reason=reason, by=by)
-        result = {"action": "release", "thread_id": thread, "held": False, "was_held": was_held}
-        text = f"thread {thread}: hold released" if was_held else f"thread {thread} was not held"
+        released = await release_hold(db, thread, reason=reason, case=case, by=by)
+        result = {"action": "release", "thread_id": thread, "case": case, "released": released}
+        which = f"case {case}'s hold" if case else "hold"
+        text = f"thread {thread}: {which} released" if released else f"thread {thread}: no such hold"
     if ui.as_json:
         ui.json("hold", result)
     else:
@@ -35,7 +50,15 @@ async def hold_body(
 
 
 ThreadArgument = Annotated[str, typer.Argument(help="Thread id.")]
-ReasonOption = Annotated[str, typer.Option("--reason", help="Why (case or ticket number); required.")]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why; required, recorded in the receipt.")]
+CaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--case",
+        help="The case or ticket the hold belongs to (default: the reason). "
+        "A thread can carry several holds; releasing one case keeps the others.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -49,6 +72,7 @@ def register(app: typer.Typer) -> None:
     def hold_set(
         thread: ThreadArgument,
         reason: ReasonOption,
+        case: CaseOption = None,
         by: ByOption = None,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
@@ -61,13 +85,14 @@ def register(app: typer.Typer) -> None:
             mongodb_uri_file,
             database,
             as_json,
-            lambda db, ui: hold_body(db, ui, action="set", thread=thread, reason=reason, by=by),
+            lambda db, ui: hold_body(db, ui, action="set", thread=thread, reason=reason, case=case, by=by),
         )
 
     @holds.command("release")
     def hold_release(
         thread: ThreadArgument,
         reason: ReasonOption,
+        case: CaseOption = None,
         by: ByOption = None,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
@@ -80,5 +105,7 @@ def register(app: typer.Typer) -> None:
             mongodb_uri_file,
             database,
             as_json,
-            lambda db, ui: hold_body(db, ui, action="release", thread=thread, reason=reason, by=by),
+            lambda db, ui: hold_body(
+                db, ui, action="release", thread=thread, reason=reason, case=case, by=by
+            ),
         )

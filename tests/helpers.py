@@ -43,3 +43,22 @@ async def raw_docs(collection: Any) -> list[dict[str, Any]]:
     """Every document of a collection, as stored."""
     docs: list[dict[str, Any]] = await collection.find({}).to_list(None)
     return docs
+
+
+async def append(ledger: Any, at: Any, messages: list[Message], **options: Any) -> Any:
+    """Append through a binding of the default scope (or ``tenant_id``/``user_id`` given)."""
+    from chatledger.ledger import Position
+
+    binding = ledger.bind(tenant_id=options.pop("tenant_id", None), user_id=options.pop("user_id", None))
+    position = at if isinstance(at, Position) else await binding.resolve(at)
+    return await binding.append(position, messages, **options)
+
+
+async def read(ledger: Any, at: Any, **options: Any) -> list[Message]:
+    """Read the messages at a cursor or position, in the default scope."""
+    from chatledger.ledger import Position
+
+    binding = ledger.bind()
+    position = at if isinstance(at, Position) else await binding.resolve(at)
+    result: list[Message] = await binding.read(position, **options)
+    return result

@@ -70,7 +70,9 @@ def validate_name(kind: str, value: object) -> str:
         InvalidInputError: ``value`` is not such a string.
     """
     if type(value) is not str or not value or len(value) > MAX_THREAD_ID_LENGTH:
-        raise InvalidInputError(f"{kind} must be a non-empty str of at most {MAX_THREAD_ID_LENGTH} characters")
+        raise InvalidInputError(
+            f"{kind} must be a non-empty str of at most {MAX_THREAD_ID_LENGTH} characters"
+        )
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
         raise InvalidInputError(f"{kind} must not contain control characters or lone surrogates")
     return value
@@ -214,7 +216,11 @@ class Scope:
     @classmethod
     def of(cls, record: ThreadRecord) -> Scope:
         """Return the scope a thread was created in (an operator reads it through this scope)."""
-        return cls(tenant_id=record.tenant_id, user_id=record.user_id, source_id=record.source_id or DEFAULT_SOURCE_ID)
+        return cls(
+            tenant_id=record.tenant_id,
+            user_id=record.user_id,
+            source_id=record.source_id or DEFAULT_SOURCE_ID,
+        )
 
     @property
     def is_default(self) -> bool:

@@ -11,11 +11,13 @@ import pytest
 
 from chatledger import Cursor, IntegrityError, InvalidInputError, Ledger
 from chatledger.admin import ThreadFilter, collect_stats, export_jsonl, import_jsonl, set_hold, verify
+from chatledger.models import Scope
 from tests.admin.conftest import branch, msg, talk
+from tests.helpers import append
 
 
 async def _snapshot(database: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    threads = await database["threads"].find({}, {"legal_hold": 0}).sort("_id", 1).to_list(None)
+    threads = await database["threads"].find({}, {"legal_holds": 0}).sort("_id", 1).to_list(None)
     events = await database["events"].find({}).sort([("thread_id", 1), ("seq", 1)]).to_list(None)
     return threads, events
 
@@ -31,7 +33,8 @@ async def _story(database: Any) -> tuple[Ledger, str]:
     # Content that must survive exactly: unicode, emoji, dotted and dollar keys inside the payload.
     odd = msg("user", "naïve café 🧾")
     odd.additional_properties = {"a.b": 1, "$x": [1, [2, 3]]}
-    await ledger.append(await ledger.head("r1"), [odd])
+    binding = ledger.bind(tenant_id="acme", user_id="alice")
+    await binding.append(await binding.head("r1"), [odd])
     b = await branch(ledger, "r1", 2, turns=2)
     await talk(ledger, "r2", 2, tenant_id="bank", user_id="bob")
     return ledger, b
@@ -52,7 +55,10 @@ async def test_round_trip_restores_exactly(database: Any, tmp_path: Path) -> Non
     assert await _snapshot(database) == before
     assert (await verify(ledger)).ok
     assert (await collect_stats(ledger)).to_dict() == stats.to_dict()
-    messages = await ledger.read(await ledger.head(b))
+    record = await ledger.thread(b, None)
+    assert record is not None
+    binding = ledger.bind(Scope.of(record))
+    messages = await binding.read(await binding.head(b))
     assert [m.text for m in messages[:5]] == ["r1 q0", "r1 a0", "r1 q1", "r1 a1", "edit and retry"]
     # A re-import is a no-op.
     again = await import_jsonl(ledger, path)
@@ -78,7 +84,7 @@ async def test_holds_are_not_changed_by_import(database: Any, tmp_path: Path) ->
     await set_hold(ledger, "r2", reason="case")
     await import_jsonl(ledger, path)
     doc = await database["threads"].find_one({"_id": "r2"})
-    assert doc["legal_hold"]["reason"] == "case"
+    assert [h["reason"] for h in doc["legal_holds"]] == ["case"]
 
 
 def _mangle_truncate(lines: list[str]) -> list[str]:
@@ -119,7 +125,7 @@ async def test_import_refuses_to_overwrite_a_different_thread(database: Any, tmp
     await _wipe(database)
     ledger.forget()
     # Someone else's "r2" lives here now.
-    await ledger.append(Cursor(thread_id="r2", offset=0), [msg("user", "different")], tenant_id="other")
+    await append(ledger, Cursor(thread_id="r2", offset=0), [msg("user", "different")], tenant_id="other")
     with pytest.raises(IntegrityError):
         await import_jsonl(ledger, path)
     assert await database["threads"].count_documents({}) == 1

@@ -10,6 +10,7 @@ from agent_framework import Agent, AgentSession
 
 from chatledger import InvalidInputError, Ledger, MongoHistoryProvider
 from chatledger.demo.joker import JokerChatClient
+from tests.helpers import read
 
 SOURCE = MongoHistoryProvider.DEFAULT_SOURCE_ID
 
@@ -72,8 +73,8 @@ async def test_restoring_an_old_session_dict_branches_and_keeps_the_newer_line(d
     assert "I could see 2 earlier messages" in reply.text
 
     ledger = Ledger(database)
-    branch = [m.text for m in await ledger.read(restored.state[SOURCE])]
-    main = [m.text for m in await ledger.read(newer["state"][SOURCE])]
+    branch = [m.text for m in await read(ledger, restored.state[SOURCE])]
+    main = [m.text for m in await read(ledger, newer["state"][SOURCE])]
     assert branch[:2] == main[:2]
     assert len(branch) == len(main) == 4
     assert "BEEP BOOP" in branch[3]
@@ -89,7 +90,7 @@ async def test_max_messages_loads_only_the_newest_messages(database: Any) -> Non
     # 0, 2, 4, then capped at 4 history messages (+1 input each time).
     assert client.seen == [1, 3, 5, 5]
     # Storage is complete: nothing was dropped.
-    assert len(await Ledger(database).read(session.state[SOURCE])) == 8
+    assert len(await read(Ledger(database), session.state[SOURCE])) == 8
 
 
 async def test_history_provider_flags_keep_their_meaning(database: Any) -> None:
@@ -97,7 +98,7 @@ async def test_history_provider_flags_keep_their_meaning(database: Any) -> None:
     session = agent.create_session()
     await agent.run("Tell me a joke about a cat.", session=session)
     await agent.run("Tell me a joke about a robot.", session=session)
-    stored = await Ledger(database).read(session.state[SOURCE])
+    stored = await read(Ledger(database), session.state[SOURCE])
     assert [m.role for m in stored] == ["assistant", "assistant"]
 
     loader, loader_client = _agent(database, load_messages=False)

@@ -189,15 +189,28 @@ async def test_branches_of_branches_resume_anywhere_along_their_line(database: A
 
 
 async def test_opening_a_named_thread_starts_at_its_head(database: Any) -> None:
-    first = MongoChatMessageStore(database, thread_id="support-ticket-42", tenant_id="acme", user_id="u1")
+    first = MongoChatMessageStore(database, thread_id="support-ticket-42")
     await first.add_messages([msg("hello")])
     again = MongoChatMessageStore(database, thread_id="support-ticket-42")
     await again.add_messages([msg("still there?")])
 
     assert texts(await again.list_messages()) == ["hello", "still there?"]
+    # In the default scope the name is the thread id, as in ChatLedger 0.1.
     assert again.thread_id == "support-ticket-42"
-    thread = await database["threads"].find_one({"_id": "support-ticket-42"})
+
+
+async def test_a_named_thread_in_a_scope_is_that_scope_s_own(database: Any) -> None:
+    acme = MongoChatMessageStore(database, thread_id="support-ticket-42", tenant_id="acme", user_id="u1")
+    await acme.add_messages([msg("hello")])
+    again = MongoChatMessageStore(database, thread_id="support-ticket-42", tenant_id="acme", user_id="u1")
+    assert texts(await again.list_messages()) == ["hello"]
+    thread = await database["threads"].find_one({"_id": again.thread_id})
     assert (thread["tenant_id"], thread["user_id"]) == ("acme", "u1")
+    # Another scope using the same name gets a thread of its own, empty.
+    for other in ({}, {"tenant_id": "globex", "user_id": "u1"}, {"tenant_id": "acme", "user_id": "u2"}):
+        stranger = MongoChatMessageStore(database, thread_id="support-ticket-42", **other)
+        assert await stranger.list_messages() == []
+        assert stranger.thread_id != again.thread_id
 
 
 async def test_empty_batch_writes_nothing(database: Any) -> None:

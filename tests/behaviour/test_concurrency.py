@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chatledger import ConcurrencyError, Ledger, MongoChatMessageStore
-from tests.helpers import msg, raw_docs, texts
+from tests.helpers import append, msg, raw_docs, texts
 
 
 async def test_writers_racing_from_one_cursor_lose_nothing(database: Any) -> None:
@@ -52,9 +52,9 @@ async def test_strict_mode_raises_instead_of_branching(database: Any) -> None:
 
 async def test_a_retried_append_is_recognised_not_duplicated_or_branched(database: Any) -> None:
     ledger = Ledger(database)
-    first = await ledger.append({"thread_id": "t", "offset": 0}, [msg("hello")], event_id="evt-1")
+    first = await append(ledger, {"thread_id": "t", "offset": 0}, [msg("hello")], event_id="evt-1")
     # The same event sent again from the same cursor (its reply was lost, say).
-    again = await ledger.append({"thread_id": "t", "offset": 0}, [msg("hello")], event_id="evt-1")
+    again = await append(ledger, {"thread_id": "t", "offset": 0}, [msg("hello")], event_id="evt-1")
 
     assert again.replayed
     assert not again.branched
@@ -65,10 +65,10 @@ async def test_a_retried_append_is_recognised_not_duplicated_or_branched(databas
 
 async def test_a_retry_of_an_append_that_branched_finds_its_branch(database: Any) -> None:
     ledger = Ledger(database)
-    await ledger.append({"thread_id": "t", "offset": 0}, [msg("a")], event_id="e1")
-    await ledger.append({"thread_id": "t", "offset": 1}, [msg("b")], event_id="e2")
-    branched = await ledger.append({"thread_id": "t", "offset": 1}, [msg("b-alt")], event_id="e3")
-    retried = await ledger.append({"thread_id": "t", "offset": 1}, [msg("b-alt")], event_id="e3")
+    await append(ledger, {"thread_id": "t", "offset": 0}, [msg("a")], event_id="e1")
+    await append(ledger, {"thread_id": "t", "offset": 1}, [msg("b")], event_id="e2")
+    branched = await append(ledger, {"thread_id": "t", "offset": 1}, [msg("b-alt")], event_id="e3")
+    retried = await append(ledger, {"thread_id": "t", "offset": 1}, [msg("b-alt")], event_id="e3")
 
     assert branched.branched
     assert retried.replayed

@@ -94,7 +94,9 @@ class MongoHistoryProvider(HistoryProvider):
         if "thread_id" in cursor:
             return await self.binding.resolve(cursor)
         if cursor:
-            raise InvalidCursorError(f"session state for {self.source_id!r} holds no cursor: {sorted(cursor)!r}")
+            raise InvalidCursorError(
+                f"session state for {self.source_id!r} holds no cursor: {sorted(cursor)!r}"
+            )
         if session_id:
             return await self.binding.open(session_id)
         return self.binding.empty(new_thread_id())

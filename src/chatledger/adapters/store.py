@@ -225,7 +225,9 @@ class MongoChatMessageStore:
         try:
             restored = [m if isinstance(m, Message) else Message.from_dict(m) for m in messages]
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise InvalidMessageError(f"serialized store state holds a message that cannot be read: {e}") from e
+            raise InvalidMessageError(
+                f"serialized store state holds a message that cannot be read: {e}"
+            ) from e
         await self.add_messages(restored)
 
     # ------------------------------------------------ agent-framework 1.0.0b251001..b260130

@@ -198,7 +198,9 @@ async def _insert_events(ledger: Ledger, docs: list[dict[str, Any]], summary: Im
         doc = docs[index]
         found = await ledger.storage.events.at(str(doc["thread_id"]), int(doc["seq"]))
         if found is None or found.get("hash") != doc["hash"]:
-            raise IntegrityError(f"thread {doc['thread_id']!r} already holds a different event at seq {doc['seq']}")
+            raise IntegrityError(
+                f"thread {doc['thread_id']!r} already holds a different event at seq {doc['seq']}"
+            )
     summary.events_present += len(clashed)
 
 

@@ -1,7 +1,7 @@
 """Legal holds: mark a thread so retention and erasure leave its whole lineage alone.
 
 A hold on a thread protects the thread, every branch of it, and every ancestor it
-replays through. The hold lives on the thread document (``legal_hold``: the one field
+replays through. Holds live on the thread document (``legal_holds``, one per case: the one field
 admin code ever changes) and each change leaves a receipt.
 """
 
@@ -97,7 +97,9 @@ async def release_hold(
         if not cases:
             return False
         if len(cases) > 1:
-            raise InvalidInputError(f"thread {thread_id!r} is held for {len(cases)} cases {cases!r}; name the case")
+            raise InvalidInputError(
+                f"thread {thread_id!r} is held for {len(cases)} cases {cases!r}; name the case"
+            )
         case = str(cases[0])
     case_id = _text("case id", case)
     if not await ledger.storage.threads.remove_hold(thread_id, case_id):

@@ -223,7 +223,9 @@ class _Verifier:
         match: dict[str, Any] = {} if thread_ids is None else {"thread_id": {"$in": list(thread_ids)}}
         for tid, events in (await self.ledger.storage.events.thread_ids(match)).items():
             if tid not in self.forest.docs and await self._thread_doc(tid) is None:
-                self.report.problems.append(Problem(tid, f"{events} events have no thread document (it was deleted)"))
+                self.report.problems.append(
+                    Problem(tid, f"{events} events have no thread document (it was deleted)")
+                )
 
     async def anchors(self, anchors: Iterable[Anchor]) -> None:
         removed: dict[str, list[tuple[int, str]]] | None = None

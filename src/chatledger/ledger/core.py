@@ -18,7 +18,7 @@ import hmac
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import bson
@@ -110,7 +110,7 @@ class Position:
     #: ``hash`` of the event at the cursor (the genesis hash at offset 0).
     head_hash: str
     #: The scope the position was resolved in.
-    scope: Scope = Scope()
+    scope: Scope = field(default_factory=Scope)
 
     @property
     def thread_id(self) -> str:
@@ -304,7 +304,9 @@ class Ledger:
         for fork in record.lineage:
             ancestor = await self.thread(fork.thread_id, None)
             if ancestor is None:
-                raise UnknownThreadError(f"thread {thread_id!r} descends from missing thread {fork.thread_id!r}")
+                raise UnknownThreadError(
+                    f"thread {thread_id!r} descends from missing thread {fork.thread_id!r}"
+                )
             out.append(ancestor)
         out.append(record)
         return out
@@ -336,7 +338,9 @@ class Binding:
 
     def empty(self, thread_id: str) -> Position:
         """Return the empty start of a thread that has not been written yet."""
-        return Position(Cursor(thread_id=validate_thread_id(thread_id), offset=0), None, 0, GENESIS_HASH, self.scope)
+        return Position(
+            Cursor(thread_id=validate_thread_id(thread_id), offset=0), None, 0, GENESIS_HASH, self.scope
+        )
 
     def state(self, position: Position) -> dict[str, Any]:
         """Return the cursor of ``position`` as session state (signed when the ledger signs)."""
@@ -420,7 +424,9 @@ class Binding:
 
     def _check(self, at: Position) -> Position:
         if not isinstance(at, Position) or at.scope != self.scope:
-            raise InvalidCursorError("the position was not resolved by this binding; resolve its cursor first")
+            raise InvalidCursorError(
+                "the position was not resolved by this binding; resolve its cursor first"
+            )
         return at
 
     # ------------------------------------------------------------------ append
@@ -504,7 +510,9 @@ class Binding:
     def _after(self, doc: Mapping[str, Any], thread: ThreadRecord) -> Position:
         cursor = Cursor(thread_id=str(doc["thread_id"]), offset=int(doc["seq"]))
         messages = int(doc["first_message"]) + int(doc["count"])
-        self.ledger._remember(self.ledger._head_cache, (cursor.thread_id, cursor.offset), (messages, str(doc["hash"])))
+        self.ledger._remember(
+            self.ledger._head_cache, (cursor.thread_id, cursor.offset), (messages, str(doc["hash"]))
+        )
         return Position(cursor, thread, messages, str(doc["hash"]), self.scope)
 
     async def _committed(self, at: Position, event_id: str, digest: str) -> tuple[Position, bool] | None:
@@ -654,7 +662,9 @@ class Binding:
         if previous is not None and pending is not previous:
             at = await self.settle(at, previous)
         remember(pending)
-        result = await self.append(at, stored=stored, event_id=pending.event_id, strict=strict, metadata=metadata)
+        result = await self.append(
+            at, stored=stored, event_id=pending.event_id, strict=strict, metadata=metadata
+        )
         remember(None)
         return result
 

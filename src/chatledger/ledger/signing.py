@@ -81,4 +81,6 @@ class CursorSigner:
         for key in self._keys:
             if hmac.compare_digest(mac(key, "cursor", scope, cursor.thread_id, cursor.offset), cursor.mac):
                 return cursor.unsigned()
-        raise InvalidCursorError("the cursor's mac does not verify (forged, altered, or signed with a retired key)")
+        raise InvalidCursorError(
+            "the cursor's mac does not verify (forged, altered, or signed with a retired key)"
+        )

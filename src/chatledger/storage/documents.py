@@ -52,11 +52,10 @@ def check_event(doc: Mapping[str, Any], *, fields: tuple[str, ...] | None = None
         messages = doc.get("messages")
         if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):
             raise IntegrityError(f"event {_name(doc)} is malformed: messages is not a list of documents")
-        if fields is None or "count" in fields:
-            if len(messages) != doc["count"]:
-                raise IntegrityError(
-                    f"event {_name(doc)} is malformed: count {doc['count']} but {len(messages)} messages"
-                )
+        if (fields is None or "count" in fields) and len(messages) != doc["count"]:
+            raise IntegrityError(
+                f"event {_name(doc)} is malformed: count {doc['count']} but {len(messages)} messages"
+            )
     return dict(doc)
 
 

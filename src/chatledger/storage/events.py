@@ -82,7 +82,9 @@ class EventStore:
         try:
             await self.gate.call("append event", self.collection.insert_one(dict(doc)))
         except DuplicateKeyError as e:
-            raise PositionTakenError(f"seq {doc.get('seq')} of thread {doc.get('thread_id')!r} is taken") from e
+            raise PositionTakenError(
+                f"seq {doc.get('seq')} of thread {doc.get('thread_id')!r} is taken"
+            ) from e
 
     async def insert_many(self, docs: Sequence[Mapping[str, Any]]) -> list[int]:
         """Insert events, unordered; return the indexes (into ``docs``) that clashed with existing ones.
@@ -92,25 +94,34 @@ class EventStore:
         """
         if not docs:
             return []
-        try:
-            await self.gate.call("import events", self.collection.insert_many([dict(d) for d in docs], ordered=False))
-        except BulkWriteError as e:
-            errors = e.details.get("writeErrors", [])
-            other = [(err.get("code"), err.get("errmsg")) for err in errors if err.get("code") != 11000]
-            if other:
-                raise IntegrityError(f"import events: {other[:3]}") from e
-            return sorted(int(err["index"]) for err in errors)
-        return []
+
+        async def insert() -> list[dict[str, Any]]:
+            try:
+                await self.collection.insert_many([dict(d) for d in docs], ordered=False)
+            except BulkWriteError as e:
+                # Duplicates are expected on a re-run; the caller checks them one by one.
+                errors: list[dict[str, Any]] = e.details.get("writeErrors", [])
+                return errors
+            return []
+
+        errors = await self.gate.call("import events", insert())
+        other = [(err.get("code"), err.get("errmsg")) for err in errors if err.get("code") != 11000]
+        if other:
+            raise IntegrityError(f"import events: {other[:3]}")
+        return sorted(int(err["index"]) for err in errors)
 
     async def at(self, thread_id: str, seq: int, *, full: bool = False) -> dict[str, Any] | None:
         """Return the event at ``seq`` of ``thread_id`` (its summary fields unless ``full``)."""
         doc = await self.gate.call(
-            "read event", self.collection.find_one({"_id": event_key(thread_id, seq)}, None if full else _SUMMARY)
+            "read event",
+            self.collection.find_one({"_id": event_key(thread_id, seq)}, None if full else _SUMMARY),
         )
         if doc is None:
             return None
         if doc.get("thread_id") != thread_id or doc.get("seq") != seq:
-            raise IntegrityError(f"event {doc.get('_id')!r} is stored under a key that does not match its position")
+            raise IntegrityError(
+                f"event {doc.get('_id')!r} is stored under a key that does not match its position"
+            )
         return check_event(doc, fields=None if full else _SUMMARY_FIELDS)
 
     async def head(self, thread_id: str) -> dict[str, Any] | None:
@@ -200,7 +211,8 @@ class EventStore:
         rows = await self.gate.call(
             "count events",
             aggregate_list(
-                self.collection, [{"$match": dict(match or {})}, {"$group": {"_id": "$thread_id", "n": {"$sum": 1}}}]
+                self.collection,
+                [{"$match": dict(match or {})}, {"$group": {"_id": "$thread_id", "n": {"$sum": 1}}}],
             ),
         )
         return {str(r["_id"]): int(r["n"]) if type(r.get("n")) is int else 0 for r in rows}

@@ -46,7 +46,9 @@ def _is_database(database: Any) -> bool:
     module = type(database).__module__
     if module.startswith(("pymongo.synchronous", "pymongo.database")):
         return False  # a synchronous PyMongo Database: every call would return a plain value
-    return callable(getattr(database, "get_collection", None)) and isinstance(getattr(database, "name", None), str)
+    return callable(getattr(database, "get_collection", None)) and isinstance(
+        getattr(database, "name", None), str
+    )
 
 
 class Gate:

@@ -32,7 +32,9 @@ class ReceiptStore:
 
     async def of_kind(self, kind: str, projection: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Return every receipt of one kind."""
-        return await self.gate.call("read receipts", cursor_list(self.collection.find({"kind": kind}, projection)))
+        return await self.gate.call(
+            "read receipts", cursor_list(self.collection.find({"kind": kind}, projection))
+        )
 
     async def for_ids(self, receipt_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Return the receipts with these ids and the receipts that refer to them."""
@@ -44,7 +46,10 @@ class ReceiptStore:
 
     async def about(self, thread_ids: Sequence[str], kinds: Sequence[str]) -> AsyncIterator[dict[str, Any]]:
         """Yield receipts of these kinds that name any of these threads."""
-        query = {"kind": {"$in": list(kinds)}, "$or": [{"thread_id": {"$in": list(thread_ids)}}, {"thread_ids": {"$in": list(thread_ids)}}]}
+        query = {
+            "kind": {"$in": list(kinds)},
+            "$or": [{"thread_id": {"$in": list(thread_ids)}}, {"thread_ids": {"$in": list(thread_ids)}}],
+        }
         async with self.gate.translated("read receipts"):
             async for doc in self.collection.find(query):
                 yield doc

@@ -135,7 +135,7 @@ class ThreadStore:
         return bool(result.modified_count)
 
     async def remove_legacy_hold(self, thread_id: str) -> bool:
-        """Clear a hold stored by ChatLedger 0.1 (a single ``legal_hold`` field); return whether there was one."""
+        """Clear a hold stored by ChatLedger 0.1 (one ``legal_hold`` field); return whether there was one."""
         result = await self.gate.call(
             "release legal hold",
             self.collection.update_one(
@@ -152,4 +152,6 @@ class ThreadStore:
     async def ensure_indexes(self) -> None:
         """Create the threads indexes, one per command."""
         for field in THREAD_INDEXES:
-            await self.gate.call("create index", self.collection.create_index([(field, ASCENDING)], name=field))
+            await self.gate.call(
+                "create index", self.collection.create_index([(field, ASCENDING)], name=field)
+            )

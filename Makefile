@@ -44,20 +44,24 @@ ferretdb:
 
 # The seed notebook's own framework (agent-framework-core 1.0.0b260130), in its own
 # virtualenv: ChatAgent + chat_message_store_factory=MongoChatMessageStore on FerretDB.
-# --no-deps: chatledger's metadata asks for agent-framework-core>=1.23; the pins hold the rest.
+# The install is the documented one (README: "The seed's framework"), resolved with
+# dependencies; the pins only make the run reproducible.
 $(MAF_OLD_STAMP): compat/maf_1_0_0b260130/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(MAF_OLD_VENV)
 	$(MAF_OLD_PY) -m pip install --quiet -r compat/maf_1_0_0b260130/requirements.txt
-	$(MAF_OLD_PY) -m pip install --quiet --no-deps -e .
+	$(MAF_OLD_PY) -m pip install --quiet -e . 'agent-framework-core==1.0.0b260130'
 	touch $(MAF_OLD_STAMP)
 
 test-maf-old: $(MAF_OLD_STAMP) ferretdb
+	$(MAF_OLD_PY) -c "from chatledger import *; import chatledger; print('chatledger', chatledger.__version__, 'imports on agent-framework-core 1.0.0b260130')"
 	@if command -v go >/dev/null 2>&1 || [ -x .cache/bin/ferretdb ] || [ -n "$$CHATLEDGER_TEST_FERRETDB_URI" ]; then \
 		$(MAF_OLD_PY) -m pytest compat/maf_1_0_0b260130 -p no:cacheprovider; \
 	elif [ "$$CI" = "true" ]; then echo "CI=true: the old-framework check needs FerretDB (Go)"; exit 1; \
 	else echo "old Agent Framework check skipped: no Go to build FerretDB"; fi
 
-# The main suite runs last, so its summary is the run's closing line.
+# The main suite runs last, so its summary is the run's closing line. It includes the
+# packaging check (tests/packaging: the built wheel in a fresh virtualenv) and the
+# documentation check (tests/docs: every README/docs code block runs as written).
 test: $(STAMP) ferretdb lint typecheck test-maf-old
 	$(PY) -m pytest
 

@@ -14,11 +14,12 @@ MAF_OLD_STAMP := $(MAF_OLD_VENV)/.chatledger-installed
 VENV_BENCH ?= .venv-bench
 BENCH_STAMP := $(VENV_BENCH)/.bench-installed
 
-.PHONY: demo test lint typecheck ferretdb test-maf-old bench clean help
+.PHONY: demo test lint typecheck api-docs ferretdb test-maf-old bench clean help
 
 help:
 	@echo "make demo   - install into $(VENV) and run the offline demo (no server needed)"
 	@echo "make test   - install, lint, type-check and run every test tier this machine offers"
+	@echo "make api-docs - regenerate docs/api.md from the docstrings"
 	@echo "make bench  - benchmarks against FerretDB (and MONGODB_URI if set); writes docs/benchmarks.md"
 
 # (Re)install whenever the project's metadata changes.
@@ -36,6 +37,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
+
+# The API reference, generated from the docstrings (tests/docs checks that it builds).
+api-docs: $(STAMP)
+	$(PY) -m tests.docs.apiref > docs/api.md
 
 # Builds the pinned FerretDB (tools/ferretdb/go.mod) into .cache/bin once, if Go exists.
 ferretdb:

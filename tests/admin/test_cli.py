@@ -251,6 +251,17 @@ async def test_bad_anchor_files_are_bad_input(database: Any, tmp_path: Path, con
         await integrity.verify_body(database, ui()[0], anchors=str(anchors))
 
 
+def test_errors_say_why() -> None:
+    from chatledger import StorageUnavailableError
+    from chatledger.cli.run import exit_code, message
+
+    error = StorageUnavailableError("database unavailable: ")
+    error.__cause__ = TimeoutError()
+    assert message(error) == "database unavailable: TimeoutError: no detail given"
+    assert exit_code(error) == 1  # mid-command; unreachable at start is ServerUnreachableError: 2
+    assert exit_code(InvalidInputError("x")) == 2
+
+
 def test_credentials_are_redacted() -> None:
     assert redact("at mongodb://alice:S3cretPw@db:27017/x") == "at mongodb://***@db:27017/x"
     assert redact("mongodb+srv://bob@cluster.example/") == "mongodb+srv://***@cluster.example/"
@@ -424,6 +435,9 @@ async def test_operator_session(real_backend: Any, database: Any, tmp_path: Path
         ["show", "nope"],
         ["hold", "set", "root", "--reason", " "],
         ["show", "root", "--at", "-1"],
+        ["show", "root", "--at", "99999999999999999999999999"],
+        ["threads", "--limit", "0"],
+        ["hold", "release", "root", "--reason", "x", "--case", " "],
         ["export", "-o", str(tmp_path / "missing" / "x.jsonl")],
         ["export", "--json"],
         ["retention", "--older-than", "1s", "--apply", "--receipts", str(tmp_path / "missing" / "r.jsonl")],

@@ -25,7 +25,6 @@ from chatledger.cli.connection import (
     DEFAULT_DATABASE,
     DatabaseOption,
     MongoUriFileOption,
-    MongoUriOption,
     open_database,
     resolve_uri,
 )
@@ -35,6 +34,17 @@ from chatledger.cli.run import run_body
 from chatledger.errors import InvalidInputError, StorageError
 
 __all__ = ["APP_ROLE", "OPERATOR_ROLE", "register", "role_commands", "role_definitions"]
+
+RolesUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--mongodb-uri",
+        envvar="CHATLEDGER_MONGODB_URI",
+        help="Connection string of a user allowed to manage roles; needed only with --apply "
+        "(prefer the environment variable or --mongodb-uri-file). Never printed.",
+        show_default=False,
+    ),
+]
 
 APP_ROLE: Final = "chatledger_app"
 OPERATOR_ROLE: Final = "chatledger_operator"
@@ -114,7 +124,7 @@ def register(app: typer.Typer) -> None:
         events_collection: Annotated[str, typer.Option(help="Name of the events collection.")] = "events",
         audit_collection: Annotated[str, typer.Option(help="Name of the audit collection.")] = "audit",
         as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
+        mongodb_uri: RolesUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
         database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:

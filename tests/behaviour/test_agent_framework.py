@@ -17,7 +17,7 @@ SOURCE = MongoHistoryProvider.DEFAULT_SOURCE_ID
 
 def _agent(database: Any, **options: Any) -> tuple[Agent[Any], JokerChatClient]:
     client = JokerChatClient()
-    provider = MongoHistoryProvider(database, **options)
+    provider = MongoHistoryProvider(database=database, **options)
     return Agent(client, "You tell jokes.", name="Joker", context_providers=[provider]), client
 
 
@@ -106,13 +106,20 @@ async def test_history_provider_flags_keep_their_meaning(database: Any) -> None:
     assert loader_client.seen == [1]
 
 
-async def test_a_session_recreated_with_the_same_id_continues_its_thread(database: Any) -> None:
-    agent, _ = _agent(database)
+async def test_a_session_recreated_with_the_same_id_continues_only_when_asked(database: Any) -> None:
+    # Continuing a conversation by session id is an explicit choice, not what any
+    # cursor-less session does (a restored pre-run snapshot must start empty).
+    agent, _ = _agent(database, resume_by_session_id=True)
     await agent.run("Tell me a joke about a pirate.", session=AgentSession(session_id="user-7"))
-    agent2, client2 = _agent(database)
+    agent2, client2 = _agent(database, resume_by_session_id=True)
     reply = await agent2.run("Tell the same joke again.", session=AgentSession(session_id="user-7"))
     assert "plank" in reply.text
     assert client2.seen == [3]
+
+    agent3, client3 = _agent(database)
+    reply = await agent3.run("Tell the same joke again.", session=AgentSession(session_id="user-7"))
+    assert "don't remember" in reply.text
+    assert client3.seen == [1]
 
 
 async def test_a_corrupt_session_state_is_refused(database: Any) -> None:

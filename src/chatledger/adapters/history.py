@@ -3,74 +3,126 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from types import TracebackType
+from typing import Any, ClassVar, Final
 
-from agent_framework import HistoryProvider, Message
+from agent_framework import HistoryProvider, Message, SecretString
 
-from chatledger.codec import encode_messages
+from chatledger.adapters.connection import MongoConnection, check_source_id, connect
+from chatledger.adapters.dedup import message_fingerprint, stored_tail_length, unseen
+from chatledger.adapters.window import window, window_fetch_size
+from chatledger.codec import encode_messages, stored_digest
 from chatledger.errors import InvalidCursorError, InvalidInputError
 from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
-from chatledger.models import DEFAULT_SOURCE_ID
-from chatledger.storage.driver import close_client
+from chatledger.models import DEFAULT_SOURCE_ID, Scope
+from chatledger.telemetry import logger, span
 
 __all__ = ["MongoHistoryProvider"]
 
-_PENDING_KEY = "unconfirmed"
+#: Session-state key of an append whose outcome is not known yet.
+_PENDING_KEY: Final = "unconfirmed"
+#: Session-state key, after :meth:`MongoHistoryProvider.clear`, of the line that was cleared
+#: (recorded on the new line's thread when its first event is written, then dropped).
+_CLEARED_FROM_KEY: Final = "cleared_from"
+_CURSOR_KEYS: Final = ("thread_id", "offset", "v", "mac")
+_EXTRA_KEYS: Final = frozenset({_PENDING_KEY, _CLEARED_FROM_KEY})
 
 
 class MongoHistoryProvider(HistoryProvider):
     """Keeps an agent session's history in MongoDB; the session itself carries only a cursor.
 
-    The cursor lives in ``session.state[source_id]`` as ``{"thread_id", "offset", "v"}``,
-    so ``session.to_dict()`` stays small however long the conversation grows.
-    Restoring an older session dict and running the agent again branches the
-    conversation from that point; the newer line is kept untouched.
+    The cursor lives in ``session.state[source_id]`` as ``{"thread_id", "offset", "v"}``
+    (plus ``"mac"`` on a signing ledger), so ``session.to_dict()`` stays small however
+    long the conversation grows.
 
-    A session with no saved cursor starts on the thread named by its session id (or a
-    fresh random id) at that thread's current head, so re-creating a session with the
-    same id continues its conversation instead of overwriting it.
+    It behaves like the framework's ``InMemoryHistoryProvider`` in every configuration
+    the framework supports, with the history in the database instead of the session:
+
+    - a session without a cursor (a new session, or a snapshot taken before the first
+      run) starts a fresh, empty history, exactly as an empty ``state["messages"]``
+      does; continuing the thread a session id names is an explicit choice
+      (``resume_by_session_id=True``);
+    - a save stores only the messages not stored before (the framework's
+      ``filter_new_messages`` rule), so a re-sent transcript or
+      ``store_context_messages=True`` never doubles the history; only a bounded tail is
+      read to decide;
+    - restoring an older session snapshot and running again continues from that point,
+      on a new branch: the newer line is kept untouched (the in-memory provider just
+      forgets it);
+    - ``max_messages`` loads the newest messages without ever starting inside a tool
+      exchange (a result without its call is rejected by chat APIs).
+
+    Construction follows the framework's plug-ins: ``source_id`` first, then keyword
+    options; the database comes from ``database`` (a database handle or a
+    :class:`~chatledger.ledger.Ledger`), a borrowed ``client`` (never closed here), or a
+    connection string / ``MONGODB_URI`` (a client created here, closed by
+    :meth:`aclose` and ``async with``).
 
     Args:
-        database: A PyMongo ``AsyncDatabase`` (primary), a Motor database, or a
-            mongomock-motor database; or an existing :class:`~chatledger.ledger.Ledger`.
-        source_id: Key of this provider's state in ``session.state``, and part of the scope
-            of its threads: providers with different source ids never share a thread.
-        max_messages: Load only the newest N messages into the model context
-            (``None``: all). Storage is unaffected; nothing is ever dropped.
+        source_id: Key of this provider's state in ``session.state``, and part of the
+            scope of its threads: providers with different source ids never share one.
+        database: A PyMongo ``AsyncDatabase``, a Motor or mongomock-motor database, or a
+            :class:`~chatledger.ledger.Ledger` (then no ``ledger_options``).
+        client: A borrowed asynchronous client (with ``database_name``); never closed.
+        connection_string: A MongoDB URI for a client this provider creates and closes
+            (``MONGODB_URI`` when no source is given).
+        database_name: The database on ``client`` or the connection string
+            (``MONGODB_DATABASE_NAME``, then the URI's own, then ``"chatledger"``).
+        app_name: Application name shown in the server's logs (``MONGODB_APP_NAME``).
+        env_file_path: A ``.env`` file read for ``MONGODB_*`` settings.
+        env_file_encoding: Its encoding.
         load_messages: Whether to load history before each run.
         store_inputs: Whether to store the run's input messages.
         store_context_messages: Whether to store context messages of other providers.
         store_context_from: If set, only store context messages from these source ids.
         store_outputs: Whether to store the agent's response messages.
+        max_messages: Load only the newest N messages (fewer if the N-th would split a
+            tool exchange); ``None``: all. Storage is unaffected; nothing is dropped.
+        resume_by_session_id: A session without a cursor continues the thread its
+            session id names (in this scope) instead of starting empty.
         tenant_id: The tenant the provider is bound to: it sees no other tenant's threads.
         user_id: The user the provider is bound to: it sees no other user's threads.
         strict: Raise :class:`~chatledger.errors.ConcurrencyError` instead of branching
             when the session's cursor is behind its thread's head.
-        client: A client to close in :meth:`aclose` (e.g. the one ``database`` came from).
         **ledger_options: Passed to :class:`~chatledger.ledger.Ledger`.
+
+    Raises:
+        InvalidInputError: an argument of the wrong kind (a database as ``source_id``, a
+            synchronous PyMongo database, a client where a database belongs ...),
+            arguments that exclude each other, or no database at all.
     """
 
     DEFAULT_SOURCE_ID: ClassVar[str] = DEFAULT_SOURCE_ID
 
     def __init__(
         self,
-        database: Any,
-        *,
         source_id: str = DEFAULT_SOURCE_ID,
-        max_messages: int | None = None,
+        *,
+        database: Any = None,
+        client: Any = None,
+        connection_string: str | SecretString | None = None,
+        database_name: str | None = None,
+        app_name: str | None = None,
+        env_file_path: str | None = None,
+        env_file_encoding: str | None = None,
         load_messages: bool = True,
         store_inputs: bool = True,
         store_context_messages: bool = False,
         store_context_from: set[str] | None = None,
         store_outputs: bool = True,
+        max_messages: int | None = None,
+        resume_by_session_id: bool = False,
         tenant_id: str | None = None,
         user_id: str | None = None,
         strict: bool = False,
-        client: Any = None,
         **ledger_options: Any,
     ) -> None:
+        source_id = check_source_id(source_id)
         if max_messages is not None and (type(max_messages) is not int or max_messages < 0):
             raise InvalidInputError("max_messages must be a non-negative int or None")
+        for label, flag in (("resume_by_session_id", resume_by_session_id), ("strict", strict)):
+            if type(flag) is not bool:
+                raise InvalidInputError(f"{label} must be a bool, got {type(flag).__name__}")
         super().__init__(
             source_id,
             load_messages=load_messages,
@@ -79,43 +131,115 @@ class MongoHistoryProvider(HistoryProvider):
             store_context_from=store_context_from,
             store_outputs=store_outputs,
         )
-        self.ledger = Ledger.of(database, **ledger_options)
+        self._connection: MongoConnection | None = None
+        if isinstance(database, Ledger):
+            given = [
+                k
+                for k, v in {
+                    "client": client,
+                    "connection_string": connection_string,
+                    "database_name": database_name,
+                    "app_name": app_name,
+                    "env_file_path": env_file_path,
+                }.items()
+                if v is not None
+            ]
+            if given:
+                raise InvalidInputError(f"a Ledger cannot be combined with {', '.join(given)}")
+            self.ledger = Ledger.of(database, **ledger_options)
+        else:
+            connection = connect(
+                database=database,
+                client=client,
+                connection_string=connection_string,
+                database_name=database_name,
+                app_name=app_name,
+                env_file_path=env_file_path,
+                env_file_encoding=env_file_encoding,
+            )
+            # An AsyncMongoClient connects on first use, so one dropped here (a bad
+            # ledger option) holds no socket and needs no close.
+            self.ledger = Ledger(connection.database, **ledger_options)
+            self._connection = connection
         # Scope is part of a thread's identity: two providers with different source ids
         # (or tenants, or users) on one session write two separate threads.
         self.binding = self.ledger.bind(tenant_id=tenant_id, user_id=user_id, source_id=source_id)
         self.max_messages = max_messages
+        self.resume_by_session_id = resume_by_session_id
         self.tenant_id = tenant_id
         self.user_id = user_id
         self.strict = strict
-        self._client = client
+
+    # ------------------------------------------------------------------ positions
 
     async def _position(self, session_id: str | None, state: Mapping[str, Any] | None) -> Position:
-        cursor = {k: v for k, v in (state or {}).items() if k != _PENDING_KEY}
+        """Return where the session stands: its cursor, else a fresh line (or, if asked, its named thread)."""
+        cursor = {k: v for k, v in (state or {}).items() if k not in _EXTRA_KEYS}
         if "thread_id" in cursor:
-            return await self.binding.resolve(cursor)
+            with span("resolve", source_id=self.source_id) as recorder:
+                position = await self.binding.resolve(cursor)
+                recorder.set(thread_id=position.thread_id, offset=position.offset, messages=position.messages)
+                return position
         if cursor:
             raise InvalidCursorError(
                 f"session state for {self.source_id!r} holds no cursor: {sorted(cursor)!r}"
             )
-        if session_id:
-            return await self.binding.open(session_id)
+        if session_id and self.resume_by_session_id:
+            with span("resolve", source_id=self.source_id, by_session_id=True) as recorder:
+                position = await self.binding.open(session_id)
+                recorder.set(thread_id=position.thread_id, offset=position.offset, messages=position.messages)
+                return position
+        # Like InMemoryHistoryProvider's empty state["messages"]: no cursor, no history.
+        # A random thread, so a restored pre-run snapshot can never reach what was
+        # written after it was taken.
         return self.binding.empty(new_thread_id())
+
+    async def _unseen(self, position: Position, messages: Sequence[Message]) -> list[Message]:
+        """Return the messages of a batch not stored at ``position``, reading only the tail needed."""
+        need = stored_tail_length(position.messages, len(messages))
+        tail = await self.binding.read(position, offset=-need) if need else []
+        return unseen(messages, [message_fingerprint(m) for m in tail], stored_count=position.messages)
+
+    def _store_position(self, state: dict[str, Any] | None, position: Position) -> None:
+        if state is None:
+            return
+        for key in _CURSOR_KEYS:
+            state.pop(key, None)
+        state.update(self.binding.state(position))
+
+    # ------------------------------------------------------------------ HistoryProvider
 
     async def get_messages(
         self, session_id: str | None, *, state: dict[str, Any] | None = None, **kwargs: Any
     ) -> list[Message]:
-        """Return the session's history as of its cursor (the newest ``max_messages`` if set).
+        """Return the session's history as of its cursor (a tool-safe window of ``max_messages`` if set).
+
+        Args:
+            session_id: The session's id (used only with ``resume_by_session_id``).
+            state: ``session.state[source_id]``: the cursor.
+            **kwargs: Ignored (the framework's extensibility arguments).
+
+        Returns:
+            The messages, oldest first.
 
         Raises:
             InvalidCursorError: the session state holds a malformed, forged or unknown cursor.
             IntegrityError: a stored event is missing or malformed.
         """
         position = await self._position(session_id, state)
-        if position.offset == 0 or self.max_messages == 0:
-            return []
-        if self.max_messages is None:
-            return await self.binding.read(position)
-        return await self.binding.read(position, offset=-self.max_messages)
+        with span("read", source_id=self.source_id, thread_id=position.thread_id) as recorder:
+            if position.messages == 0 or self.max_messages == 0:
+                recorder.set(messages_read=0, messages_loaded=0)
+                return []
+            if self.max_messages is None:
+                messages = await self.binding.read(position)
+                recorder.set(messages_read=len(messages), messages_loaded=len(messages))
+                return messages
+            fetch = window_fetch_size(self.max_messages)
+            newest = await self.binding.read(position, offset=-fetch)
+            loaded = window(newest, self.max_messages, complete=fetch >= position.messages)
+            recorder.set(messages_read=len(newest), messages_loaded=len(loaded))
+            return loaded
 
     async def save_messages(
         self,
@@ -125,7 +249,17 @@ class MongoHistoryProvider(HistoryProvider):
         state: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        """Append the run's messages as one event and move the session's cursor past it.
+        """Append the messages not stored before as one event and move the session's cursor past it.
+
+        Which messages are new follows the framework's own rule (``filter_new_messages``):
+        a batch that repeats what the session already holds stores only what follows.
+        A batch with nothing new writes nothing.
+
+        Args:
+            session_id: The session's id (recorded on a thread this call creates).
+            messages: The run's messages (context, inputs, outputs, per the flags).
+            state: ``session.state[source_id]``: the cursor, updated in place.
+            **kwargs: Ignored (the framework's extensibility arguments).
 
         Raises:
             InvalidMessageError: a message cannot be stored (nothing is written).
@@ -135,9 +269,45 @@ class MongoHistoryProvider(HistoryProvider):
         """
         if not messages:
             return
-        stored = encode_messages(messages)  # validates every message before any I/O
+        encoded = encode_messages(messages)  # validates every message before any I/O
         position = await self._position(session_id, state)
+        if state is not None and "thread_id" not in state:
+            # Kept before writing: if the write's outcome is lost, the retry must look for
+            # it on this same new thread, not start yet another one.
+            self._store_position(state, position)
         previous = PendingAppend.from_state(state.get(_PENDING_KEY)) if state is not None else None
+        new = await self._unseen(position, messages)
+        # What is new is always a suffix of the batch (the rule only drops a prefix).
+        stored = encoded[len(encoded) - len(new) :]
+        if previous is not None and stored and stored_digest(stored) != previous.digest:
+            # A different batch than the one whose outcome was lost: settle that one first
+            # and de-duplicate against it, or re-sending it inside a transcript would
+            # store it twice. (The same batch again is a plain retry: ``save`` reuses its
+            # event id, so it cannot be written twice.)
+            logger.warning(
+                "settling an append of unknown outcome (event %s) on thread %s",
+                previous.event_id,
+                position.thread_id,
+            )
+            settled = await self.binding.settle(position, previous)
+            if settled.cursor != position.cursor:
+                logger.warning(
+                    "the append of unknown outcome (event %s) had committed; continuing after it on "
+                    "thread %s",
+                    previous.event_id,
+                    settled.thread_id,
+                )
+                position, previous = settled, None
+                if state is not None:
+                    state.pop(_PENDING_KEY, None)
+                self._store_position(state, position)
+                new = await self._unseen(position, messages)
+                stored = encoded[len(encoded) - len(new) :]
+        if not new:
+            logger.debug(
+                "nothing new to store for thread %s (%d messages seen)", position.thread_id, len(messages)
+            )
+            return
 
         def remember(pending: PendingAppend | None) -> None:
             # Kept in the session until the write is confirmed: if its outcome is lost,
@@ -149,16 +319,140 @@ class MongoHistoryProvider(HistoryProvider):
             else:
                 state[_PENDING_KEY] = pending.to_state()
 
-        result = await self.binding.save(
-            position, stored, previous=previous, remember=remember, strict=self.strict
-        )
+        metadata: dict[str, Any] = {}
+        if session_id:
+            metadata["session_id"] = session_id
+        cleared_from = state.get(_CLEARED_FROM_KEY) if state is not None else None
+        if isinstance(cleared_from, str):
+            metadata["cleared_from"] = cleared_from
+        with span(
+            "append",
+            source_id=self.source_id,
+            thread_id=position.thread_id,
+            messages=len(new),
+            skipped=len(messages) - len(new),
+        ) as recorder:
+            result = await self.binding.save(
+                position,
+                stored,
+                previous=previous,
+                remember=remember,
+                strict=self.strict,
+                metadata=metadata or None,
+            )
+            recorder.set(
+                result_thread_id=result.position.thread_id,
+                offset=result.position.offset,
+                branched=result.branched,
+                replayed=result.replayed,
+            )
+        if result.branched and not result.replayed:
+            logger.info(
+                "thread %s had moved on past the session's cursor (offset %d): the new messages went "
+                "to branch %s; the other line is kept",
+                position.thread_id,
+                position.offset,
+                result.position.thread_id,
+            )
+        elif result.replayed:
+            logger.warning(
+                "event %s had already been committed (its reply was lost); not written again",
+                result.event_id,
+            )
         if state is not None:
-            for key in ("thread_id", "offset", "v", "mac"):
-                state.pop(key, None)
-            state.update(self.binding.state(result.position))
+            state.pop(_CLEARED_FROM_KEY, None)
+        self._store_position(state, result.position)
+
+    # ------------------------------------------------------------------ sessions
+
+    async def clear(self, session_id: str | None, *, state: dict[str, Any] | None = None) -> None:
+        """Start the session over on a fresh, empty line; nothing stored is deleted.
+
+        The ledger is append-only: the old line stays in the database, reachable by its
+        thread id for audit (the new line's thread records it as ``cleared_from``). The
+        next run of the session sees no history.
+
+        Args:
+            session_id: The session's id.
+            state: ``session.state[source_id]``, updated in place (required: the session's
+                position lives there).
+
+        Raises:
+            InvalidInputError: no ``state`` was given. Without it a session has nothing a
+                ledger can move: with ``resume_by_session_id`` the session id names its
+                thread for good, and an append-only ledger cannot re-point the name.
+        """
+        if state is None:
+            raise InvalidInputError(
+                "clear() needs the session's state: provider.clear(session.session_id, "
+                f"state=session.state.setdefault({self.source_id!r}, {{}})); an append-only ledger "
+                "cannot empty the thread a session id names"
+            )
+        if not isinstance(state, dict):
+            raise InvalidInputError(f"state must be the session's state dict, got {type(state).__name__}")
+        old = state.get("thread_id")
+        for key in (*_CURSOR_KEYS, _PENDING_KEY, _CLEARED_FROM_KEY):
+            state.pop(key, None)
+        # An explicit cursor at the start of a new thread (not merely no cursor): with
+        # resume_by_session_id, no cursor would mean the session id's old thread again.
+        self._store_position(state, self.binding.empty(new_thread_id()))
+        if isinstance(old, str):
+            state[_CLEARED_FROM_KEY] = old
+        logger.info(
+            "session %s cleared: thread %s is kept; the session continues on a new line", session_id, old
+        )
+
+    async def list_sessions(self) -> list[str]:
+        """Return the ids of the sessions with stored history in this provider's scope, sorted.
+
+        A session is listed once it has saved at least one message (its id is recorded
+        on the thread it starts). Threads written before session ids were recorded, or
+        written through :class:`~chatledger.MongoChatMessageStore`, are not listed.
+        """
+        scope: Scope = self.binding.scope
+        query: dict[str, Any] = {
+            "parent": None,
+            "tenant_id": scope.tenant_id,
+            "user_id": scope.user_id,
+            "metadata.session_id": {"$exists": True},
+        }
+        # Threads created before scoping carry no source_id: they are the default source's.
+        query["source_id"] = (
+            {"$in": [scope.source_id, None]} if scope.source_id == DEFAULT_SOURCE_ID else scope.source_id
+        )
+        found: set[str] = set()
+        with span("list_sessions", source_id=self.source_id) as recorder:
+            async for doc in self.ledger.storage.threads.select(
+                query, projection={"metadata": 1, "tenant_id": 1, "user_id": 1, "source_id": 1}
+            ):
+                metadata = doc.get("metadata")
+                session = metadata.get("session_id") if isinstance(metadata, Mapping) else None
+                if isinstance(session, str):
+                    found.add(session)
+            recorder.set(sessions=len(found))
+        return sorted(found)
+
+    # ------------------------------------------------------------------ lifecycle
 
     async def aclose(self) -> None:
-        """Close the client passed as ``client`` (if any)."""
-        if self._client is not None:
-            await close_client(self._client)
-            self._client = None
+        """Close the client this provider created from a connection string; a borrowed one stays open."""
+        if self._connection is not None:
+            await self._connection.aclose()
+
+    async def __aenter__(self) -> MongoHistoryProvider:
+        """Return the provider; leaving the block calls :meth:`aclose`."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close what the provider owns; a failure to close never hides the block's own error."""
+        try:
+            await self.aclose()
+        except Exception as close_error:
+            if exc is None:
+                raise
+            exc.add_note(f"closing the MongoHistoryProvider also failed: {close_error!r}")

@@ -44,7 +44,7 @@ class DemoResult:
 def _agent(ledger: Ledger) -> tuple[Agent[Any], MongoHistoryProvider]:
     # A fresh client, provider and agent each time: nothing survives in memory between
     # phases, so whatever the Joker remembers came back from the database.
-    provider = MongoHistoryProvider(ledger)
+    provider = MongoHistoryProvider(database=ledger)
     agent: Agent[Any] = Agent(
         JokerChatClient(),
         "You are good at telling jokes.",

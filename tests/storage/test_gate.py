@@ -1,0 +1,216 @@
+"""The storage gate: only ChatLedger errors leave it, and what it sends is what it promises.
+
+- Every public operation against a server that is down raises a ChatLedger error (here
+  ``StorageUnavailableError``), never a raw driver error, a traceback or a hang.
+- On a real wire server, PyMongo's command monitoring shows the durability the gate
+  promises (majority + journaled writes, majority reads from the primary) and the
+  round-trip budget: an append is one insert (two for a new thread); a page is at
+  most two range queries per lineage segment, each an equality on the thread plus a
+  range on the message index, sorted, limited and hinted.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import monitoring
+
+from chatledger import Ledger, MongoChatMessageStore, MongoHistoryProvider, StorageUnavailableError
+from chatledger.admin import (
+    RetentionPolicy,
+    ThreadFilter,
+    collect_stats,
+    export_jsonl,
+    head_anchors,
+    import_jsonl,
+    release_hold,
+    run_erasure,
+    run_retention,
+    set_hold,
+    verify,
+)
+from chatledger.admin.browse import read_transcript
+from chatledger.admin.catalog import load_forest
+from chatledger.admin.receipts import pending_removals
+from tests.conftest import Backend
+from tests.helpers import msg
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _operations(ledger: Ledger, tmp: Path) -> dict[str, Callable[[], Awaitable[Any]]]:
+    book = ledger.bind()
+    store = MongoChatMessageStore(ledger, thread_id="t")
+    provider = MongoHistoryProvider(database=ledger)
+    export = tmp / "x.jsonl"
+    export.write_text("", encoding="utf-8")
+
+    async def export_all() -> Any:
+        return await export_jsonl(ledger, io.StringIO())
+
+    return {
+        "binding.open": lambda: book.open("t"),
+        "binding.resolve": lambda: book.resolve({"thread_id": "t", "offset": 1, "v": 1}),
+        "binding.append": lambda: book.append(book.empty("t"), [msg("x")]),
+        "store.add_messages": lambda: store.add_messages([msg("x")]),
+        "store.list_messages": lambda: MongoChatMessageStore(ledger, thread_id="t").list_messages(),
+        "store.serialize": lambda: MongoChatMessageStore(ledger).serialize(),
+        "provider.get_messages": lambda: provider.get_messages("s", state={"thread_id": "s", "offset": 1}),
+        "provider.save_messages": lambda: provider.save_messages("s", [msg("x")], state={}),
+        "verify": lambda: verify(ledger),
+        "head_anchors": lambda: head_anchors(ledger),
+        "stats": lambda: collect_stats(ledger),
+        "threads": lambda: load_forest(ledger, ThreadFilter(tenant_id="acme")),
+        "show": lambda: read_transcript(ledger, "t"),
+        "hold set": lambda: set_hold(ledger, "t", reason="case 1"),
+        "hold release": lambda: release_hold(ledger, "t", reason="done"),
+        "retention": lambda: run_retention(ledger, RetentionPolicy.from_mapping({"default": "1d"}), apply=True),
+        "erase": lambda: run_erasure(ledger, user_id="u", apply=True),
+        "export": export_all,
+        "pending removals": lambda: pending_removals(ledger),
+    }
+
+
+@pytest.mark.parametrize("driver", ["pymongo", "motor"])
+async def test_every_operation_against_a_dead_server_raises_a_chatledger_error(
+    driver: str, tmp_path: Path
+) -> None:
+    uri = f"mongodb://127.0.0.1:{_closed_port()}/?serverSelectionTimeoutMS=300&connectTimeoutMS=300"
+    handle: Any
+    if driver == "pymongo":
+        from pymongo import AsyncMongoClient
+
+        handle = AsyncMongoClient(uri)
+    else:
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        handle = AsyncIOMotorClient(uri)
+    database = handle["chatledger"]
+    try:
+        ledger = Ledger(database, write_attempts=1)
+        for name, operation in _operations(ledger, tmp_path).items():
+            with pytest.raises(StorageUnavailableError) as caught:
+                await operation()
+            assert "unavailable" in str(caught.value) or "in time" in str(caught.value), name
+        with pytest.raises(Exception) as imported:
+            path = tmp_path / "empty.jsonl"
+            path.write_text("", encoding="utf-8")
+            await import_jsonl(ledger, path)
+        from chatledger import ChatLedgerError
+
+        assert isinstance(imported.value, ChatLedgerError)
+    finally:
+        from chatledger.storage.driver import close_client
+
+        await close_client(handle)
+
+
+class _Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.events: list[monitoring.CommandStartedEvent] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.events.append(event)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def named(self, *names: str) -> list[dict[str, Any]]:
+        return [dict(e.command) for e in self.events if e.command_name in names]
+
+    def names(self) -> list[str]:
+        return [e.command_name for e in self.events]
+
+    def clear(self) -> None:
+        self.events.clear()
+
+
+async def _monitored(backend: Backend) -> tuple[Any, Any, _Commands]:
+    import uuid
+
+    from pymongo import AsyncMongoClient
+
+    if backend.driver != "pymongo":
+        pytest.skip("command monitoring is PyMongo's; one run per server suffices")
+
+    listener = _Commands()
+    client: Any = AsyncMongoClient(backend.uri, event_listeners=[listener], tz_aware=True)
+    return client, client[f"t_{uuid.uuid4().hex[:12]}"], listener
+
+
+async def test_writes_are_majority_and_journaled_reads_majority_from_the_primary(real_backend: Backend) -> None:
+    client, database, commands = await _monitored(real_backend)
+    try:
+        book = Ledger(database).bind()
+        position = (await book.append(book.empty("t"), [msg("hello")])).position
+        # A fresh process: nothing cached, so resolving reads the thread and the event.
+        fresh = Ledger(database).bind()
+        await fresh.read(await fresh.resolve(book.state(position)))
+        for insert in commands.named("insert"):
+            assert insert.get("writeConcern") == {"w": "majority", "j": True}, insert
+        finds = commands.named("find")
+        assert finds
+        for find in finds:
+            assert find.get("readConcern") == {"level": "majority"}, find
+        # The caller may weaken it, but only explicitly.
+        commands.clear()
+        weak = Ledger(database, consistency="client").bind()
+        await weak.append(weak.empty("t2"), [msg("hi")])
+        assert all("writeConcern" not in i for i in commands.named("insert"))
+    finally:
+        await client.drop_database(database.name)
+        await client.close()
+
+
+async def test_round_trip_budget_and_query_shapes(real_backend: Backend) -> None:
+    client, database, commands = await _monitored(real_backend)
+    try:
+        book = Ledger(database).bind()
+        await book.ledger.ensure_indexes()
+        position = book.empty("t")
+        commands.clear()
+        # A new thread: one thread insert and one event insert, nothing else.
+        position = (await book.append(position, [msg("m0")])).position
+        assert commands.names() == ["insert", "insert"]
+        # Uneven batch sizes: 1, 7, 2, 13, 1, 30, 3 ... messages per event.
+        sizes = [1, 7, 2, 13, 1, 30, 3, 5, 1, 21, 2, 8]
+        for n, size in enumerate(sizes):
+            commands.clear()
+            position = (await book.append(position, [msg(f"e{n}.{i}") for i in range(size)])).position
+            assert commands.names() == ["insert"]
+        # A branch, so the line has two segments.
+        fork = await book.resolve(book.state(position))
+        await book.append(await book.at("t", 6), [msg("other line")])
+        branched = (await book.append(await book.at("t", 6), [msg("b")] * 4)).position
+        assert branched.thread_id != "t"
+        for line in (fork, branched):
+            total = line.messages
+            for offset, limit in ((0, None), (-100, None), (-20, None), (3, 17), (total - 1, 1)):
+                commands.clear()
+                page = await book.read(line, offset=offset, limit=limit)
+                start, stop, _ = slice(offset, None).indices(total)
+                assert len(page) == (stop - start if limit is None else min(limit, stop - start))
+                finds = commands.named("find")
+                assert len(finds) <= 2 * len(line.segments()), (offset, limit, len(finds))
+                assert commands.names() == ["find"] * len(finds)
+                for find in finds:
+                    assert set(find["filter"]) == {"thread_id", "first_message"}
+                    assert isinstance(find["filter"]["thread_id"], str)
+                    assert find["hint"] == "thread_first_message"
+                    assert list(find["sort"]) == ["first_message"]
+                    assert find["limit"] >= 1
+    finally:
+        await client.drop_database(database.name)
+        await client.close()

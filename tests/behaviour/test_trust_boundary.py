@@ -155,7 +155,9 @@ async def test_a_retry_that_lands_on_its_own_branch_says_it_branched(database: A
     await book.append(one, [msg("b")])
     branched = await book.append(one, [msg("b-alt")], event_id="e3")
     retried = await book.append(one, [msg("b-alt")], event_id="e3")
-    assert branched.branched and retried.branched and retried.replayed
+    assert branched.branched
+    assert retried.branched
+    assert retried.replayed
     assert retried.position.cursor == branched.position.cursor
 
 
@@ -384,7 +386,9 @@ async def test_signed_provider_state_round_trips_through_json(database: Any) -> 
     ],
     ids=["payload-not-json", "payload-not-a-message", "messages-not-a-list", "count-a-string", "no-first"],
 )
-async def test_a_poisoned_event_is_an_integrity_error_naming_it(database: Any, poison: dict[str, Any]) -> None:
+async def test_a_poisoned_event_is_an_integrity_error_naming_it(
+    database: Any, poison: dict[str, Any]
+) -> None:
     from chatledger import IntegrityError
 
     store = MongoChatMessageStore(database, thread_id="t")

@@ -155,7 +155,7 @@ async def _monitored(backend: Backend) -> tuple[Any, Any, _Commands]:
     return client, client[f"t_{uuid.uuid4().hex[:12]}"], listener
 
 
-async def test_writes_are_majority_and_journaled_reads_majority_from_the_primary(real_backend: Backend) -> None:
+async def test_writes_are_majority_and_journaled_reads_majority_from_primary(real_backend: Backend) -> None:
     client, database, commands = await _monitored(real_backend)
     try:
         book = Ledger(database).bind()

@@ -136,3 +136,62 @@ async def test_same_snapshot_resumed_twice_branches_and_keeps_the_original(db: A
     assert lines(await original.message_store.list_messages()) == opening
     assert await db["events"].count_documents({}) == 6
     assert await db["threads"].count_documents({}) == 2
+
+
+async def test_the_stock_agent_executor_checkpoint_fails_loudly_instead_of_losing_history(db: Any) -> None:
+    """Its restore would rebuild the thread in memory: the checkpoint is refused, with the fix."""
+    from agent_framework import AgentExecutor
+
+    from chatledger import InvalidInputError
+
+    agent, _client = make_agent(db)
+    executor = AgentExecutor(agent, id="joker")
+    await agent.run("Tell me a joke about a pirate.", thread=executor._agent_thread)
+    with pytest.raises(InvalidInputError, match="deserialize_thread"):
+        await executor.on_checkpoint_save()
+    # Outside a checkpoint, serializing the same thread is fine.
+    assert await saved(executor._agent_thread)
+
+
+async def test_an_executor_that_restores_through_the_agent_keeps_the_history(db: Any) -> None:
+    """The README's override: the restored executor sees the history and keeps writing to the ledger."""
+    from agent_framework import AgentExecutor
+
+    class LedgerAgentExecutor(AgentExecutor):
+        async def on_checkpoint_restore(self, state: dict[str, Any]) -> None:
+            await super().on_checkpoint_restore(state)
+            if state.get("agent_thread"):
+                self._agent_thread = await self._agent.deserialize_thread(state["agent_thread"])
+
+    agent, _client = make_agent(db)
+    executor = LedgerAgentExecutor(agent, id="joker")
+    first = await agent.run("Tell me a joke about a pirate.", thread=executor._agent_thread)
+    checkpoint = json.loads(json.dumps(await executor.on_checkpoint_save()))
+
+    restored_agent, _restored_client = make_agent(db)
+    restored = LedgerAgentExecutor(restored_agent, id="joker")
+    await restored.on_checkpoint_restore(checkpoint)
+    second = await restored_agent.run("And again.", thread=restored._agent_thread)
+    assert repr(first.text) in second.text
+    store = restored._agent_thread.message_store
+    assert isinstance(store, MongoChatMessageStore)
+    assert [r for r, _ in lines(await store.list_messages())] == ["user", "assistant"] * 2
+    assert await db["events"].count_documents({}) == 4
+
+
+async def test_the_protocols_own_state_shape_is_accepted(db: Any) -> None:
+    """``{"messages": []}`` changes nothing; ``{"messages": [...]}`` becomes the thread's history."""
+    store = await MongoChatMessageStore.deserialize({"messages": []}, database=db)
+    assert await store.list_messages() == []
+    await store.update_from_state({"messages": []})
+    assert await db["events"].count_documents({}) == 0
+
+    imported = [
+        ChatMessage(role="user", text="hi").to_dict(),
+        ChatMessage(role="assistant", text="hello").to_dict(),
+    ]
+    restored = await MongoChatMessageStore.deserialize({"messages": imported}, database=db)
+    assert lines(await restored.list_messages()) == [("user", "hi"), ("assistant", "hello")]
+    other = MongoChatMessageStore(db)
+    await other.update_from_state({"messages": imported})
+    assert len(await other.list_messages()) == 2

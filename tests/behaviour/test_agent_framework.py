@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from agent_framework import Agent, AgentSession
+from agent_framework import Agent, AgentSession, Message
 
-from chatledger import InvalidInputError, Ledger, MongoHistoryProvider
+from chatledger import InvalidInputError, Ledger, MongoChatMessageStore, MongoHistoryProvider
 from chatledger.demo.joker import JokerChatClient
 from tests.helpers import read
 
@@ -129,3 +129,15 @@ async def test_a_corrupt_session_state_is_refused(database: Any) -> None:
     with pytest.raises(InvalidInputError):
         await agent.run("hi", session=session)
     assert await database["events"].count_documents({}) == 0
+
+
+async def test_the_old_protocols_message_shape_is_accepted_by_the_store(database: Any) -> None:
+    # {"messages": []} changes nothing; {"messages": [...]} becomes the thread's history.
+    store = await MongoChatMessageStore.deserialize({"messages": []}, database=database)
+    await store.update_from_state({"messages": []})
+    assert await store.list_messages() == []
+    assert await database["events"].count_documents({}) == 0
+
+    imported = [Message("user", ["hi"]).to_dict(), Message("assistant", ["hello"]).to_dict()]
+    restored = await MongoChatMessageStore.deserialize({"messages": imported}, database=database)
+    assert [m.text for m in await restored.list_messages()] == ["hi", "hello"]

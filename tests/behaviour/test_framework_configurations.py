@@ -30,7 +30,9 @@ from opentelemetry import trace
 from opentelemetry.util import types as otel_types
 
 from chatledger import InvalidInputError, Ledger, MongoHistoryProvider, telemetry
+from chatledger.codec import encode_messages
 from chatledger.demo.joker import JokerChatClient
+from tests.helpers import msg, texts, tricky_message
 
 Lines = list[tuple[str, str]]
 
@@ -436,3 +438,43 @@ async def test_operators_see_spans_and_a_logged_branch_but_never_content(
     assert [a["chatledger.messages_read"] for a in reads] == [0, 2, 2]
     assert "SECRET-CONTENT" not in repr([s.attributes for s in spans])
     assert any(r.levelno == logging.INFO and "branch" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------- de-duplication on stored data
+
+
+async def test_a_stored_message_is_recognised_after_a_round_trip_through_the_database(database: Any) -> None:
+    # Identity survives the codec: tool calls with arguments, binary data, ids, odd properties.
+    provider = MongoHistoryProvider(database=database)
+    batch = [
+        Message("user", ["weather?"]),
+        Message("assistant", [Content.from_function_call("c1", "lookup", arguments={"q": "paris", "n": 2})]),
+        Message("tool", [Content.from_function_result("c1", result="sunny")]),
+        tricky_message(),
+    ]
+    state: dict[str, Any] = {}
+    await provider.save_messages("s", batch, state=state)
+    await provider.save_messages("s", batch, state=state)  # a re-sent transcript
+    await provider.save_messages("s", [*batch, Message("user", ["thanks"])], state=state)
+    assert len(await provider.get_messages("s", state=state)) == 5
+    assert await database["events"].count_documents({}) == 2
+
+
+async def test_a_lost_reply_then_a_resent_transcript_stores_each_message_once(database: Any) -> None:
+    # The first save committed but its reply was lost; the next call re-sends everything.
+    provider = MongoHistoryProvider(database=database)
+    state: dict[str, Any] = {}
+    await provider.save_messages("s", [msg("q0"), msg("a0", "assistant")], state=state)
+    pending: list[dict[str, Any]] = []
+    position = await provider.binding.resolve(state)
+    await provider.binding.save(
+        position,
+        encode_messages([msg("q1"), msg("a1", "assistant")]),
+        previous=None,
+        remember=lambda p: pending.append(p.to_state()) if p else None,
+    )
+    state["unconfirmed"] = pending[0]
+    transcript = [msg(t, "user" if t[0] == "q" else "assistant") for t in ("q0", "a0", "q1", "a1", "q2")]
+    await provider.save_messages("s", transcript, state=state)
+    assert texts(await provider.get_messages("s", state=state)) == ["q0", "a0", "q1", "a1", "q2"]
+    assert "unconfirmed" not in state

@@ -7,11 +7,13 @@ admin code ever changes) and each change leaves a receipt.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from chatledger.admin.catalog import as_ledger
 from chatledger.admin.receipts import HOLD_RELEASED, HOLD_SET, operator_identity, record
-from chatledger.errors import InvalidInputError, UnknownThreadError
+from chatledger.errors import InvalidInputError, StorageError, UnknownThreadError
+from chatledger.ledger import Ledger
 from chatledger.models import utc_now_ms, validate_thread_id
 
 __all__ = ["release_hold", "set_hold"]
@@ -21,6 +23,36 @@ def _text(kind: str, value: object) -> str:
     if type(value) is not str or not value.strip():
         raise InvalidInputError(f"a legal hold needs a {kind} (e.g. the case or ticket number)")
     return value.strip()
+
+
+async def _change(
+    ledger: Ledger,
+    thread_id: str,
+    change: Callable[[list[dict[str, Any]], bool], list[dict[str, Any]] | None],
+) -> bool:
+    """Apply ``change`` to a thread's holds with compare-and-set; return whether anything changed.
+
+    ``change`` gets the current holds (and whether a 0.1 single hold is present) and
+    returns the new list, or ``None`` to change nothing.
+
+    Raises:
+        UnknownThreadError: there is no such thread.
+    """
+    for _ in range(20):
+        doc = await ledger.storage.threads.get_raw(thread_id)
+        if doc is None:
+            raise UnknownThreadError(f"no thread {thread_id!r}")
+        holds = [dict(h) for h in doc.get("legal_holds") or () if isinstance(h, dict)]
+        legacy = isinstance(doc.get("legal_hold"), dict)
+        rev = doc.get("holds_rev")
+        new = change(holds, legacy)
+        if new is None:
+            return False
+        if await ledger.storage.threads.replace_holds(
+            thread_id, rev if type(rev) is int else 0, new, legacy=legacy and not new
+        ):
+            return True
+    raise StorageError(f"the legal holds of thread {thread_id!r} keep changing; try again")
 
 
 async def set_hold(
@@ -48,14 +80,14 @@ async def set_hold(
     case_id = _text("case id", case) if case is not None else why
     who = by or operator_identity()
     hold: dict[str, Any] = {"case": case_id, "reason": why, "set_at": utc_now_ms(), "set_by": who}
-    before = await ledger.storage.threads.get_raw(thread_id)
-    if before is None:
-        raise UnknownThreadError(f"no thread {thread_id!r}")
-    if any(isinstance(h, dict) and h.get("case") == case_id for h in before.get("legal_holds") or ()):
-        return hold
-    if not await ledger.storage.threads.add_hold(thread_id, hold):
-        raise UnknownThreadError(f"no thread {thread_id!r}")
-    await record(ledger, HOLD_SET, who, thread_id=thread_id, case=case_id, reason=why)
+
+    def add(holds: list[dict[str, Any]], legacy: bool) -> list[dict[str, Any]] | None:
+        if any(h.get("case") == case_id for h in holds):
+            return None
+        return [*holds, hold]
+
+    if await _change(ledger, thread_id, add):
+        await record(ledger, HOLD_SET, who, thread_id=thread_id, case=case_id, reason=why)
     return hold
 
 
@@ -82,27 +114,33 @@ async def release_hold(
     ledger = as_ledger(target)
     validate_thread_id(thread_id)
     why = _text("reason", reason)
-    doc = await ledger.storage.threads.get_raw(thread_id)
-    if doc is None:
-        raise UnknownThreadError(f"no thread {thread_id!r}")
-    who = by or operator_identity()
-    if isinstance(doc.get("legal_hold"), dict) and case is None:
-        # A hold written by ChatLedger 0.1 (one per thread).
-        released = await ledger.storage.threads.remove_legacy_hold(thread_id)
-        if released:
-            await record(ledger, HOLD_RELEASED, who, thread_id=thread_id, case=None, reason=why)
-        return released
-    cases = [h.get("case") for h in doc.get("legal_holds") or () if isinstance(h, dict)]
-    if case is None:
-        if not cases:
-            return False
-        if len(cases) > 1:
-            raise InvalidInputError(
-                f"thread {thread_id!r} is held for {len(cases)} cases {cases!r}; name the case"
-            )
-        case = str(cases[0])
-    case_id = _text("case id", case)
-    if not await ledger.storage.threads.remove_hold(thread_id, case_id):
+    case_id = _text("case id", case) if case is not None else None
+    released: list[str | None] = []
+
+    def remove(holds: list[dict[str, Any]], legacy: bool) -> list[dict[str, Any]] | None:
+        released.clear()
+        if case_id is None:
+            if legacy and not holds:
+                released.append(None)  # a hold written by ChatLedger 0.1 (one per thread)
+                return []
+            if len(holds) > 1:
+                cases = [h.get("case") for h in holds]
+                raise InvalidInputError(
+                    f"thread {thread_id!r} is held for {len(holds)} cases {cases!r}; name the case"
+                )
+            if not holds:
+                return None
+            released.append(str(holds[0].get("case")))
+            return []
+        kept = [h for h in holds if h.get("case") != case_id]
+        if len(kept) == len(holds):
+            return None
+        released.append(case_id)
+        return kept
+
+    if not await _change(ledger, thread_id, remove):
         return False
-    await record(ledger, HOLD_RELEASED, who, thread_id=thread_id, case=case_id, reason=why)
+    await record(
+        ledger, HOLD_RELEASED, by or operator_identity(), thread_id=thread_id, case=released[0], reason=why
+    )
     return True

@@ -107,42 +107,34 @@ class ThreadStore:
                 out.append(doc)
         return out
 
-    async def add_hold(self, thread_id: str, hold: Mapping[str, Any]) -> bool:
-        """Add a legal hold (one per case) to a thread; return whether the thread exists.
+    async def replace_holds(
+        self, thread_id: str, expected: int, holds: Sequence[Mapping[str, Any]], *, legacy: bool = False
+    ) -> bool:
+        """Replace a thread's legal holds if nobody changed them since revision ``expected``.
 
-        Holds are the one thing admin code ever changes on a thread document; a hold
-        for a case already on the thread is not added twice.
+        Holds are the one thing admin code ever changes on a thread document. A
+        compare-and-set on ``holds_rev`` (rather than ``$push``/``$pull`` with array
+        conditions, which FerretDB does not apply) makes two operators racing on the
+        same thread both succeed or one retry, never lose the other's hold.
+
+        Args:
+            thread_id: The thread.
+            expected: The ``holds_rev`` read with the holds (0 if absent).
+            holds: The new list of holds.
+            legacy: Also clear a ChatLedger 0.1 single ``legal_hold``.
+
+        Returns:
+            Whether the holds were replaced (``False``: changed meanwhile, or no such thread).
         """
+        match: dict[str, Any] = {"_id": thread_id}
+        match["holds_rev"] = expected if expected else {"$exists": False}
+        update: dict[str, Any] = {"legal_holds": [dict(h) for h in holds], "holds_rev": expected + 1}
+        if legacy:
+            update["legal_hold"] = None
         result = await self.gate.call(
-            "set legal hold",
-            self.collection.update_one(
-                {"_id": thread_id, "legal_holds.case": {"$ne": hold["case"]}},
-                {"$push": {"legal_holds": dict(hold)}},
-            ),
+            "change legal holds", self.collection.update_one(match, {"$set": update})
         )
-        if result.matched_count:
-            return True
-        return await self.get_raw(thread_id) is not None
-
-    async def remove_hold(self, thread_id: str, case: str) -> bool:
-        """Remove one case's legal hold from a thread; return whether it was there."""
-        result = await self.gate.call(
-            "release legal hold",
-            self.collection.update_one(
-                {"_id": thread_id, "legal_holds.case": case}, {"$pull": {"legal_holds": {"case": case}}}
-            ),
-        )
-        return bool(result.modified_count)
-
-    async def remove_legacy_hold(self, thread_id: str) -> bool:
-        """Clear a hold stored by ChatLedger 0.1 (one ``legal_hold`` field); return whether there was one."""
-        result = await self.gate.call(
-            "release legal hold",
-            self.collection.update_one(
-                {"_id": thread_id, "legal_hold": {"$type": "object"}}, {"$set": {"legal_hold": None}}
-            ),
-        )
-        return bool(result.modified_count)
+        return bool(result.matched_count)
 
     async def delete(self, thread_id: str) -> int:
         """Delete one thread document; return how many were deleted (0 or 1)."""

@@ -21,10 +21,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Any, Final
 
-from agent_framework import observability
 from opentelemetry import trace
+
+_observability: Any
+try:
+    from agent_framework import observability as _observability
+except ImportError:  # a framework preview older than its observability module: spans stay off
+    _observability = None
 
 __all__ = ["ATTRIBUTE_PREFIX", "SpanRecorder", "logger", "set_tracer_provider", "span"]
 
@@ -51,7 +56,9 @@ def set_tracer_provider(provider: trace.TracerProvider | None) -> None:
 
 
 def _enabled() -> bool:
-    return bool(observability.OBSERVABILITY_SETTINGS.ENABLED)
+    # getattr: the store also runs on the seed's framework previews, whose settings differ.
+    settings = getattr(_observability, "OBSERVABILITY_SETTINGS", None)
+    return bool(getattr(settings, "ENABLED", False))
 
 
 def _checked(attributes: dict[str, object]) -> dict[str, _Scalar]:

@@ -478,3 +478,30 @@ async def test_a_lost_reply_then_a_resent_transcript_stores_each_message_once(da
     await provider.save_messages("s", transcript, state=state)
     assert texts(await provider.get_messages("s", state=state)) == ["q0", "a0", "q1", "a1", "q2"]
     assert "unconfirmed" not in state
+
+
+async def test_the_old_protocol_store_reports_the_same_way(
+    database: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from chatledger import MongoChatMessageStore
+
+    spans: list[_Span] = []
+    telemetry.set_tracer_provider(_Provider(spans))
+    try:
+        store = MongoChatMessageStore(database)
+        await store.add_messages([msg("SECRET-CONTENT")])
+        state = await store.serialize_state()
+        await store.add_messages([msg("newer")])
+        behind = MongoChatMessageStore(database)
+        await behind.deserialize_state(state)
+        with caplog.at_level(logging.INFO, logger="chatledger"):
+            await behind.add_messages([msg("other")])
+        await behind.list_messages()
+    finally:
+        telemetry.set_tracer_provider(None)
+
+    appends = [s.attributes for s in spans if s.name == "chatledger.append"]
+    assert [a["chatledger.branched"] for a in appends] == [False, False, True]
+    assert {"chatledger.resolve", "chatledger.read"} <= {s.name for s in spans}
+    assert "SECRET-CONTENT" not in repr([s.attributes for s in spans])
+    assert any(r.levelno == logging.INFO and "branch" in r.getMessage() for r in caplog.records)

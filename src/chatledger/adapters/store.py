@@ -20,6 +20,7 @@ from chatledger.codec import encode_messages
 from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidMessageError
 from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
 from chatledger.models import DEFAULT_SOURCE_ID, Cursor, validate_thread_id
+from chatledger.telemetry import logger, span
 
 __all__ = ["MongoChatMessageStore"]
 
@@ -183,15 +184,35 @@ class MongoChatMessageStore:
         if not stored:
             return
         async with self._lock:
-            result = await self.binding.save(
-                await self._current(),
-                stored,
-                previous=self._pending,
-                remember=self._remember,
-                strict=self.strict,
-                metadata=self.metadata,
-            )
+            at = await self._current()
+            with span("append", source_id=self.binding.scope.source_id, thread_id=at.thread_id) as recorder:
+                recorder.set(messages=len(stored))
+                result = await self.binding.save(
+                    at,
+                    stored,
+                    previous=self._pending,
+                    remember=self._remember,
+                    strict=self.strict,
+                    metadata=self.metadata,
+                )
+                recorder.set(
+                    result_thread_id=result.position.thread_id,
+                    offset=result.position.offset,
+                    branched=result.branched,
+                    replayed=result.replayed,
+                )
             self._position = result.position
+        if result.branched and not result.replayed:
+            logger.info(
+                "thread %s had moved on past the store's cursor (offset %d): the batch went to branch %s",
+                at.thread_id,
+                at.offset,
+                result.position.thread_id,
+            )
+        elif result.replayed:
+            logger.warning(
+                "event %s had already been committed (its reply was lost); not written again", result.event_id
+            )
 
     async def list_messages(self, *, offset: int = 0, limit: int | None = None) -> list[Message]:
         """Return the messages as of the store's cursor, like ``all_messages[offset:][:limit]``.
@@ -207,7 +228,11 @@ class MongoChatMessageStore:
             InvalidInputError: ``offset`` / ``limit`` are not valid.
             IntegrityError: a stored event is missing or malformed.
         """
-        return await self.binding.read(await self._current(), offset=offset, limit=limit)
+        at = await self._current()
+        with span("read", source_id=self.binding.scope.source_id, thread_id=at.thread_id) as recorder:
+            messages = await self.binding.read(at, offset=offset, limit=limit)
+            recorder.set(messages_read=len(messages))
+        return messages
 
     async def serialize_state(self, **kwargs: Any) -> dict[str, Any]:
         """Return the store's state: a compact cursor ``{"thread_id", "offset", "v"}`` (plus ``"mac"``).
@@ -239,7 +264,9 @@ class MongoChatMessageStore:
         if "thread_id" not in state:
             await self._restore_messages(state.get("messages"))
             return
-        position = await self.binding.resolve({k: v for k, v in state.items() if k != "messages"})
+        with span("resolve", source_id=self.binding.scope.source_id) as recorder:
+            position = await self.binding.resolve({k: v for k, v in state.items() if k != "messages"})
+            recorder.set(thread_id=position.thread_id, offset=position.offset, messages=position.messages)
         async with self._lock:
             self._position, self._pending = position, None
 

@@ -193,10 +193,18 @@ async def test_stored_text_is_never_markup_or_raw_escapes(database: Any) -> None
     assert HOSTILE_ID in tree
     assert HOSTILE_ID in erased
     assert not any("\x1b" in o or "\u202e" in o or "\x07" in o for o in outputs)
+    # A stored name cannot fake a line of output of its own; message text keeps its lines.
+    binding = Ledger(database).bind()
+    fake = Message("assistant", ["a\nb"], author_name="x\nOK: 0 threads")
+    await binding.append(await binding.head("plain"), [fake])
+    r, text = ui()
+    await browse.show_body(database, r, thread="plain")
+    assert "(x\\x0aOK: 0 threads)" in text()
+    assert "a\nb" in text()  # message text keeps its lines
     # The erasure really happened (after the output, nothing crashed).
     r, _ = ui()
     assert await removal.erase_body(database, r, user=HOSTILE_USER, apply=True) == 0
-    assert await database["threads"].count_documents({}) == 0
+    assert await database["threads"].count_documents({"user_id": HOSTILE_USER}) == 0
 
 
 def test_visible_escapes_control_characters() -> None:

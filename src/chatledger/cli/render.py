@@ -135,11 +135,19 @@ class Renderer:
         self.out.file.write(json.dumps(to_jsonable(data), ensure_ascii=False) + "\n")
 
     def line(self, *parts: object | tuple[object, str], file: str = "out") -> None:
-        """Print one line made of parts: plain values or ``(value, style)`` pairs (values made visible)."""
+        """Print one line made of parts: values or ``(value, style)`` pairs, each made visible.
+
+        Newlines inside a value are escaped too (an id must not fake a line of its own);
+        pass a :class:`rich.text.Text` built with ``visible(..., multiline=True)`` for
+        message text that may span lines.
+        """
         text = Text()
         for part in parts:
+            if isinstance(part, Text):
+                text.append_text(part)
+                continue
             value, style = part if isinstance(part, tuple) else (part, "")
-            text.append(visible(value, multiline=True), style=style)
+            text.append(visible(value), style=style)
         (self.err if file == "err" else self.out).print(text)
 
     def table(

@@ -111,7 +111,7 @@ async def show_body(db: Any, ui: Renderer, *, thread: str, at: int | None = None
             (str(message.role), "bold"),
             f" ({author})" if author else "",
             ": ",
-            message.text if message.text else ("(no text)", "dim"),
+            Text(visible(message.text, multiline=True)) if message.text else ("(no text)", "dim"),
         )
     return 0
 

@@ -20,6 +20,7 @@ import json
 from typing import Annotated, Any, Final
 
 import typer
+from rich.text import Text
 
 from chatledger.cli.connection import (
     DEFAULT_DATABASE,
@@ -88,7 +89,8 @@ async def roles_body(
             return 0
         ui.line(f"// dry run: run these in mongosh (use {database}), or pass --apply")
         for command in commands:
-            ui.line(f"db.runCommand({json.dumps(command, indent=2)})")
+            # Our own JSON, over several lines (json.dumps escapes any control character).
+            ui.line(Text(f"db.runCommand({json.dumps(command, indent=2)})"))
         return 0
     from pymongo.errors import OperationFailure
 

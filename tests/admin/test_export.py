@@ -17,7 +17,9 @@ from tests.helpers import append
 
 
 async def _snapshot(database: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    threads = await database["threads"].find({}, {"legal_holds": 0, "holds_rev": 0}).sort("_id", 1).to_list(None)
+    threads = (
+        await database["threads"].find({}, {"legal_holds": 0, "holds_rev": 0}).sort("_id", 1).to_list(None)
+    )
     events = await database["events"].find({}).sort([("thread_id", 1), ("seq", 1)]).to_list(None)
     return threads, events
 

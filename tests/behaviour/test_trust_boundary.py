@@ -406,5 +406,6 @@ async def test_a_malformed_thread_document_is_an_integrity_error(database: Any) 
     await database["threads"].insert_one({"_id": "broken", "root_id": 7, "created_at": "yesterday"})
     with pytest.raises(IntegrityError, match="broken"):
         await MongoChatMessageStore(database, thread_id="broken").list_messages()
+    provider = MongoHistoryProvider(database=database, resume_by_session_id=True)
     with pytest.raises(ChatLedgerError):
-        await MongoHistoryProvider(database=database).get_messages("broken", state={})
+        await provider.get_messages("broken", state={})

@@ -14,7 +14,7 @@ from chatledger.adapters.window import window, window_fetch_size
 from chatledger.codec import encode_messages, stored_digest
 from chatledger.errors import InvalidCursorError, InvalidInputError
 from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
-from chatledger.models import DEFAULT_SOURCE_ID, Scope
+from chatledger.models import DEFAULT_SOURCE_ID
 from chatledger.telemetry import logger, span
 
 __all__ = ["MongoHistoryProvider"]
@@ -409,26 +409,8 @@ class MongoHistoryProvider(HistoryProvider):
         on the thread it starts). Threads written before session ids were recorded, or
         written through :class:`~chatledger.MongoChatMessageStore`, are not listed.
         """
-        scope: Scope = self.binding.scope
-        query: dict[str, Any] = {
-            "parent": None,
-            "tenant_id": scope.tenant_id,
-            "user_id": scope.user_id,
-            "metadata.session_id": {"$exists": True},
-        }
-        # Threads created before scoping carry no source_id: they are the default source's.
-        query["source_id"] = (
-            {"$in": [scope.source_id, None]} if scope.source_id == DEFAULT_SOURCE_ID else scope.source_id
-        )
-        found: set[str] = set()
         with span("list_sessions", source_id=self.source_id) as recorder:
-            async for doc in self.ledger.storage.threads.select(
-                query, projection={"metadata": 1, "tenant_id": 1, "user_id": 1, "source_id": 1}
-            ):
-                metadata = doc.get("metadata")
-                session = metadata.get("session_id") if isinstance(metadata, Mapping) else None
-                if isinstance(session, str):
-                    found.add(session)
+            found = await self.ledger.storage.threads.session_ids(self.binding.scope)
             recorder.set(sessions=len(found))
         return sorted(found)
 

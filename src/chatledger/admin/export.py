@@ -226,7 +226,9 @@ async def import_jsonl(
     path = Path(path)
     for doc in _check_file(path):
         existing = await ledger.storage.threads.get_raw(str(doc["_id"]))
-        if existing is not None and not _same(existing, doc, ignore=("legal_hold", "legal_holds", "holds_rev")):
+        if existing is not None and not _same(
+            existing, doc, ignore=("legal_hold", "legal_holds", "holds_rev")
+        ):
             raise IntegrityError(f"a different thread {doc['_id']!r} already exists; nothing was imported")
     await ledger.ensure_indexes()
     summary = ImportSummary()
@@ -252,7 +254,9 @@ async def import_jsonl(
                 summary.threads += 1
             else:
                 existing = await ledger.storage.threads.get_raw(current)
-                if existing is None or not _same(existing, doc, ignore=("legal_hold", "legal_holds", "holds_rev")):
+                if existing is None or not _same(
+                    existing, doc, ignore=("legal_hold", "legal_holds", "holds_rev")
+                ):
                     raise IntegrityError(f"a different thread {current!r} already exists")
                 summary.threads_present += 1
     ledger.forget(summary.thread_ids)

@@ -13,7 +13,7 @@ from typing import Any, Final
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from chatledger.models import Scope, ThreadRecord
+from chatledger.models import DEFAULT_SOURCE_ID, Scope, ThreadRecord
 from chatledger.storage.documents import check_thread
 from chatledger.storage.events import BATCH_SIZE, CHUNK
 from chatledger.storage.gate import Gate
@@ -47,6 +47,26 @@ class ThreadStore:
         if scope is not None and not scope.admits(record):
             return None
         return record
+
+    async def session_ids(self, scope: Scope) -> set[str]:
+        """Return the session ids recorded on the root threads of one scope."""
+        query: dict[str, Any] = {
+            "parent": None,
+            "tenant_id": scope.tenant_id,
+            "user_id": scope.user_id,
+            "metadata.session_id": {"$exists": True},
+        }
+        # Threads created before scoping carry no source_id: they are the default source's.
+        query["source_id"] = (
+            {"$in": [scope.source_id, None]} if scope.source_id == DEFAULT_SOURCE_ID else scope.source_id
+        )
+        found: set[str] = set()
+        async for doc in self.select(query, projection={"metadata": 1}):
+            metadata = doc.get("metadata")
+            session = metadata.get("session_id") if isinstance(metadata, Mapping) else None
+            if isinstance(session, str):
+                found.add(session)
+        return found
 
     async def get_raw(self, thread_id: str) -> dict[str, Any] | None:
         """Return a thread document as stored, unchecked (verify and export judge it themselves)."""

@@ -3,21 +3,41 @@
 
 Usage::
 
-    python scripts/bench.py [--mongodb-uri URI] [--quick] [--only PART]
-        [--out docs/benchmarks.md] [--json docs/benchmarks.json]
+    python scripts/bench.py [--quick] [--mongodb-uri URI] [--out docs/benchmarks.md]
+        [--json docs/benchmarks.json] [--plot docs/benchmarks.png]
 
-Without a URI (or ``MONGODB_URI``) only the test tier's real wire server is measured: a
-throw-away FerretDB (SQLite back end) started on 127.0.0.1 through ``scripts/ferretdb.py``
-and removed at the end. With a URI, that server is measured as well, each in its own
-section. Every database the script creates is named ``clbench_<run id>_*`` and dropped at
-the end. Nothing here contacts anything but the database server(s); the peers are used
-as storage classes only (no model, no LLM API).
+Without a URI (or ``MONGODB_URI``) a throw-away FerretDB (SQLite back end) is started on
+127.0.0.1 through ``scripts/ferretdb.py`` (telemetry disabled) and removed at the end. With
+a URI, that server is measured instead. The database the script creates is named
+``clbench_<run id>`` and dropped at the end. Nothing here contacts anything but the database
+server; the peers are used as storage classes only (no model, no LLM API).
 
-Method: every figure is measured in ``runs`` repeated runs; one run performs ``ops``
-operations and yields the mean time per operation. We report the median over the runs and
-the spread (min..max), plus the ratio of the medians to the baseline measured in the same
-run. Subject and baseline runs are interleaved (A, B, A, B, ...) so drift hits both.
-The script bounds itself: fixed counts everywhere, fewer runs for the slow cases.
+Method (what makes it fair):
+
+* **One shared collection per system.** Every system keeps all its threads — every thread
+  length measured, plus "other threads" of other conversations — in the collections it
+  uses in production, in one database. Nothing is measured alone in its collection, so
+  costs that grow with the collection (a scan) show, and a plot shows how each system's
+  last-page cost grows with the thread and with the collection.
+* **Interleaved.** Each run measures every system in turn (the order rotates run by run),
+  so drift on a shared machine hits all of them alike. Figures are medians over runs, with
+  the min–max spread; ratios are taken between medians of the same run set.
+* **Cold and warm reads.** Warm: the same store object reads again (its caches are warm).
+  Cold: a new store object (as in a new process; the connection pool is kept) reads.
+* **Peers as their users use them.** LangGraph: one checkpoint per turn (``put``) after the
+  turn's ``put_writes``, the whole ``messages`` channel in each checkpoint. OpenAI Agents
+  SDK session: user items as sent, assistant items shaped like Responses API output
+  (``id``, ``status``, ``output_text`` with ``annotations`` and ``logprobs``).
+  langchain-mongodb: one document per message, as ``add_messages`` writes them.
+* **Client CPU and wall time.** Every operation is timed with ``time.process_time`` (the
+  client's CPU: the server runs in another process) and ``time.perf_counter`` (wall).
+* **Floors.** Append: ``Message.to_dict()`` of the batch plus a raw ``insert_one`` of the
+  document ChatLedger stores. Replay: a raw ``find`` of the thread's events plus
+  ``Message.from_dict`` of every message. Last page: a raw ``find`` of the newest events.
+
+Bounded: fixed counts everywhere; the whole run takes a few minutes (``--quick``: about one).
+LangGraph threads are capped in length (each turn stores the whole history again, so
+building a long one is quadratic); the cap is stated in the output.
 """
 
 from __future__ import annotations
@@ -32,7 +52,6 @@ import platform
 import statistics
 import sys
 import time
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,18 +62,17 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
+import bson  # noqa: E402
 from agent_framework import Message  # noqa: E402
-from pymongo import AsyncMongoClient  # noqa: E402
+from pymongo import AsyncMongoClient, MongoClient  # noqa: E402
 
 from chatledger import Ledger, MongoChatMessageStore  # noqa: E402
 from chatledger.codec import encode_messages  # noqa: E402
-from chatledger.hashing import GENESIS_HASH  # noqa: E402
-from chatledger.models import utc_now_ms  # noqa: E402
 
 Op = Callable[[], Awaitable[Any]]
 
-#: Messages per event when building long threads: one agent "turn" with tool calls.
-BUILD_BATCH = 10
+#: Messages per stored turn when building threads (an agent turn with its replies).
+TURN = 10
 PAGE = 20
 USER_TEXT = "Could you look up the order status for customer {i} and summarise what changed since last week?"
 ASSISTANT_TEXT = (
@@ -62,639 +80,738 @@ ASSISTANT_TEXT = (
     "the customer was refunded the express fee. Two line items were back-ordered and will "
     "ship separately. No further action is needed unless the customer asks for a callback."
 )
+SYSTEMS = ("ChatLedger", "raw floor", "langchain-mongodb", "OpenAI Agents session", "LangGraph MongoDBSaver")
+PEERS = SYSTEMS[2:]
+
+
+# --------------------------------------------------------------------------- conversation data
+
+
+def conversation(i: int, size: int) -> list[tuple[str, str, str | None]]:
+    """``(role, text, id)`` of ``size`` alternating messages from ``i``; assistant replies have an id."""
+    out: list[tuple[str, str, str | None]] = []
+    for k in range(i, i + size):
+        if k % 2 == 0:
+            out.append(("user", USER_TEXT.format(i=k), None))
+        else:
+            out.append(("assistant", ASSISTANT_TEXT.format(i=k), f"msg_{uuid.uuid4().hex}{k:016x}"))
+    return out
+
+
+def maf_messages(items: Sequence[tuple[str, str, str | None]]) -> list[Message]:
+    """The conversation as MAF messages (a model's reply carries its response message id)."""
+    return [Message(role, [text], message_id=mid) for role, text, mid in items]
+
+
+def openai_items(items: Sequence[tuple[str, str, str | None]]) -> list[Any]:
+    """The conversation as OpenAI Agents SDK session items: input items, then model output items."""
+    out: list[Any] = []
+    for role, text, mid in items:
+        if role == "user":
+            out.append({"role": "user", "content": text})
+        else:
+            out.append(
+                {
+                    "id": mid,
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+                }
+            )
+    return out
+
+
+def lc_messages(items: Sequence[tuple[str, str, str | None]]) -> list[Any]:
+    """The conversation as LangChain messages, with the ids LangGraph's ``add_messages`` assigns."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    return [
+        HumanMessage(content=t, id=str(uuid.uuid4()))
+        if r == "user"
+        else AIMessage(content=t, id=f"run-{mid}")
+        for r, t, mid in items
+    ]
 
 
 # --------------------------------------------------------------------------- measuring
 
 
 @dataclass
-class Figure:
-    """Per-run values of one measured quantity (milliseconds per op, bytes, messages/s)."""
+class Sample:
+    """Per-run means of one operation: wall and client-CPU milliseconds per operation."""
 
-    label: str
-    runs: list[float]
-    unit: str = "ms"
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
 
-    @property
-    def median(self) -> float:
-        """Median over the runs."""
-        return statistics.median(self.runs)
+    def add(self, wall: float, cpu: float) -> None:
+        """Record one run."""
+        self.wall.append(wall)
+        self.cpu.append(cpu)
 
-    def cell(self) -> str:
-        """Markdown cell: median and min..max spread."""
-        if len(self.runs) == 1 or min(self.runs) == max(self.runs):
-            return _fmt(self.median, self.unit)
-        return f"{_fmt(self.median, self.unit)} ({_fmt(min(self.runs), '')}–{_fmt(max(self.runs), '')})"
+    def median(self, kind: str = "wall") -> float:
+        """Median over runs of ``wall`` or ``cpu``."""
+        values = getattr(self, kind)
+        return statistics.median(values) if values else float("nan")
 
-
-@dataclass
-class Row:
-    """One line of a results table: a subject, its baseline, and their ratio."""
-
-    section: str
-    case: str
-    subject: Figure | None
-    baseline: Figure | None = None
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ratio(self) -> float | None:
-        """Subject median / baseline median (``None`` without both)."""
-        if self.subject is None or self.baseline is None or self.baseline.median == 0:
-            return None
-        return self.subject.median / self.baseline.median
+    def cell(self, kind: str = "wall") -> str:
+        """Markdown cell: median (min–max)."""
+        values = getattr(self, kind)
+        if not values:
+            return "n/a"
+        med = fmt(statistics.median(values))
+        return med if len(values) == 1 else f"{med} ({fmt(min(values))}–{fmt(max(values))})"
 
 
-def _fmt(value: float, unit: str) -> str:
-    if unit == "B":
-        return f"{value:,.0f} B"
-    if unit == "msg/s":
-        return f"{value:,.0f} msg/s"
-    text = f"{value:.3g}" if value < 100 else f"{value:,.0f}"
-    return f"{text} {unit}".strip()
+def fmt(ms: float) -> str:
+    """Milliseconds, three significant figures."""
+    return f"{ms:.3g}" if ms < 100 else f"{ms:,.0f}"
 
 
-async def per_op_ms(op: Op, ops: int) -> float:
-    """Run ``op`` ``ops`` times; return the mean milliseconds per call."""
-    start = time.perf_counter()
+async def timed(op: Op, ops: int) -> tuple[float, float]:
+    """Run ``op`` ``ops`` times; return mean (wall ms, client CPU ms) per call."""
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(ops):
         await op()
-    return (time.perf_counter() - start) * 1000 / ops
+    return (time.perf_counter() - wall0) * 1000 / ops, (time.process_time() - cpu0) * 1000 / ops
 
 
-async def compare(
-    label_a: str, op_a: Op, label_b: str, op_b: Op, *, ops: int, runs: int, warmup: int = 1
-) -> tuple[Figure, Figure]:
-    """Measure two operations in interleaved runs; return their figures (ms per op)."""
-    for _ in range(warmup):
-        await op_a()
-        await op_b()
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(runs):
-        a.append(await per_op_ms(op_a, ops))
-        b.append(await per_op_ms(op_b, ops))
-    return Figure(label_a, a), Figure(label_b, b)
+async def interleaved(ops: dict[str, tuple[Op, int]], runs: int, samples: dict[str, Sample]) -> None:
+    """Measure every operation in each run, rotating the order run by run (one warm-up each)."""
+    names = list(ops)
+    for name in names:
+        await ops[name][0]()
+    for run in range(runs):
+        k = run % len(names)
+        for name in names[k:] + names[:k]:
+            op, count = ops[name]
+            samples.setdefault(name, Sample()).add(*await timed(op, count))
 
 
 def say(text: str) -> None:
-    """Print progress immediately (figures are printed as they are measured)."""
+    """Print progress immediately."""
     print(text, flush=True)
 
 
-def report(row: Row) -> Row:
-    """Print a row as soon as it is measured, and return it."""
-    parts = [f"  [{row.section}] {row.case}:"]
-    if row.subject is not None:
-        parts.append(f"{row.subject.label} {row.subject.cell()}")
-    if row.baseline is not None:
-        parts.append(f"vs {row.baseline.label} {row.baseline.cell()}")
-    if row.ratio is not None:
-        parts.append(f"ratio {ratio_text(row.ratio)}")
-    if row.note:
-        parts.append(f"({row.note})")
-    say(" ".join(parts))
-    return row
+@dataclass
+class Plan:
+    """Sizes and counts (``--quick`` shrinks everything)."""
+
+    runs: int = 5
+    #: Runs of the page reads (each read scans the collection on FerretDB: the slow part).
+    page_runs: int = 4
+    sizes: tuple[int, ...] = (100, 1_000, 10_000)
+    #: LangGraph stores the whole history at every turn; longer threads are not built.
+    langgraph_max: int = 1_000
+    #: Messages of other conversations added to every system's collection, stage by stage.
+    other_stages: tuple[int, ...] = (0, 4_000, 10_000)
+    other_thread: int = 100
+    append_ops: int = 20
+    peer_append_ops: int = 10
+    langgraph_append_ops: int = 2
+
+    @classmethod
+    def quick(cls) -> Plan:
+        """Smoke-sized (checks the script; not for publishing)."""
+        return cls(
+            runs=3,
+            page_runs=3,
+            sizes=(100, 1_000),
+            langgraph_max=1_000,
+            other_stages=(0, 2_000, 6_000),
+            other_thread=20,
+            append_ops=10,
+            peer_append_ops=5,
+            langgraph_append_ops=1,
+        )
 
 
-# --------------------------------------------------------------------------- data
+# --------------------------------------------------------------------------- systems
 
 
-def maf_turn(i: int, size: int) -> list[Message]:
-    """Return ``size`` alternating user/assistant MAF messages numbered from ``i``."""
-    out: list[Message] = []
-    for k in range(i, i + size):
-        if k % 2 == 0:
-            out.append(Message(role="user", contents=[USER_TEXT.format(i=k)]))
-        else:
-            out.append(Message(role="assistant", contents=[ASSISTANT_TEXT.format(i=k)]))
-    return out
+class System:
+    """One store under test, with all its threads in its own shared collection(s)."""
+
+    name = ""
+    collections: tuple[str, ...] = ()
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.db = bench.db
+        #: Messages of conversations written so far (what the collection holds, logically).
+        self.written = 0
+
+    async def build(self, size: int) -> Any:
+        """Write a ``size``-message conversation the way this system's users write it."""
+        raise NotImplementedError
+
+    async def fill(self, messages: int) -> None:
+        """Add ``messages`` messages of other conversations (threads of ``plan.other_thread``)."""
+        n = self.bench.plan.other_thread
+        for _ in range(messages // n):
+            await self.build(n)
+
+    def page_ops(self, handle: Any) -> tuple[Op, Op]:
+        """(warm, cold) reads of the last ``PAGE`` messages of a thread."""
+        raise NotImplementedError
+
+    async def append_op(self) -> Op:
+        """An operation appending a 2-message turn to a thread of 100 messages."""
+        raise NotImplementedError
+
+    async def bytes_per_message(self, handle: Any, size: int) -> float:
+        """BSON bytes stored for one thread, per message."""
+        raise NotImplementedError
+
+    async def collection_bytes(self) -> int:
+        """BSON bytes of every document of this system's collections (what a scan reads)."""
+        total = 0
+        for name in self.collections:
+            async for doc in self.db[name].find({}).batch_size(1000):
+                total += len(bson.encode(doc))
+        return total
 
 
-def texts(i: int, size: int) -> list[tuple[str, str]]:
-    """Return the same conversation as :func:`maf_turn` as plain ``(role, text)`` pairs."""
-    return [
-        ("user", USER_TEXT.format(i=k)) if k % 2 == 0 else ("assistant", ASSISTANT_TEXT.format(i=k))
-        for k in range(i, i + size)
-    ]
+class ChatLedgerSystem(System):
+    """ChatLedger's ``MongoChatMessageStore`` (PyMongo async)."""
+
+    name = "ChatLedger"
+    collections = ("threads", "events")
+
+    def __init__(self, bench: Bench) -> None:
+        super().__init__(bench)
+        self.ledger = Ledger(self.db)
+
+    async def build(self, size: int) -> Any:
+        self.written += size
+        store = MongoChatMessageStore(self.ledger)
+        for i in range(0, size, TURN):
+            await store.add_messages(maf_messages(conversation(i, min(TURN, size - i))))
+        return await store.serialize_state()
+
+    def page_ops(self, handle: Any) -> tuple[Op, Op]:
+        warm_store = MongoChatMessageStore(self.ledger)
+
+        async def warm() -> None:
+            if not hasattr(warm_store, "_bench_ready"):
+                await warm_store.deserialize_state(handle)
+                warm_store._bench_ready = True  # type: ignore[attr-defined]
+            assert len(await warm_store.list_messages(offset=-PAGE)) == PAGE
+
+        async def cold() -> None:
+            store = MongoChatMessageStore(Ledger(self.db))  # empty caches: a new process
+            await store.deserialize_state(handle)
+            assert len(await store.list_messages(offset=-PAGE)) == PAGE
+
+        return warm, cold
+
+    async def append_op(self) -> Op:
+        store = MongoChatMessageStore(self.ledger)
+        for i in range(0, 100, TURN):
+            await store.add_messages(maf_messages(conversation(i, TURN)))
+        turn = maf_messages(conversation(0, 2))
+
+        async def op() -> None:
+            self.written += 2
+            await store.add_messages(turn)
+
+        return op
+
+    async def bytes_per_message(self, handle: Any, size: int) -> float:
+        thread = handle["thread_id"]
+        total = 0
+        async for doc in self.db["events"].find({"thread_id": thread}):
+            total += len(bson.encode(doc))
+        thread_doc = await self.db["threads"].find_one({"_id": thread})
+        total += len(bson.encode(thread_doc or {}))
+        return total / size
+
+    def replay_op(self, handle: Any, size: int) -> Op:
+        async def op() -> None:
+            store = MongoChatMessageStore(self.ledger)
+            await store.deserialize_state(handle)
+            assert len(await store.list_messages()) == size
+
+        return op
 
 
-def raw_event(thread_id: str, seq: int, first: int, messages: Sequence[Message]) -> dict[str, Any]:
-    """Return a document shaped like a ChatLedger event, built without the library's checks."""
-    stored = encode_messages(messages)
-    return {
-        "v": 1,
-        "thread_id": thread_id,
-        "seq": seq,
-        "first_message": first,
-        "count": len(stored),
-        "messages": stored,
-        "event_id": uuid.uuid4().hex,
-        "created_at": utc_now_ms(),
-        "prev_hash": GENESIS_HASH,
-        "hash": GENESIS_HASH,
-    }
+class RawFloor(System):
+    """The raw driver on ChatLedger's own collection: what any store must at least pay."""
+
+    name = "raw floor"
+    collections = ("events",)
+
+    def page_ops(self, handle: Any) -> tuple[Op, Op]:
+        events = self.db["events"]
+        thread = handle["thread_id"]
+
+        async def page() -> None:
+            docs = await events.find({"thread_id": thread}).sort("seq", -1).limit(PAGE // TURN).to_list(None)
+            assert sum(d["count"] for d in docs) == PAGE
+
+        return page, page
+
+    def replay_op(self, handle: Any, size: int) -> Op:
+        events = self.db["events"]
+        thread = handle["thread_id"]
+
+        async def op() -> None:
+            out = []
+            async for doc in events.find({"thread_id": thread}).sort("seq", 1).batch_size(1000):
+                for m in doc["messages"]:
+                    d: dict[str, Any] = {
+                        "type": "message",
+                        "role": m["role"],
+                        "contents": [{"type": "text", "text": m["text"]}],
+                    }
+                    if "message_id" in m:
+                        d["message_id"] = m["message_id"]
+                    out.append(Message.from_dict(d))
+            assert len(out) == size
+
+        return op
+
+    async def append_ops(self, size: int) -> Op:
+        raw = self.db["raw_events"]
+        batch = maf_messages(conversation(0, size))
+        template = {
+            "_id": "x",
+            "v": 2,
+            "thread_id": uuid.uuid4().hex,
+            "seq": 0,
+            "first_message": 0,
+            "count": size,
+            "messages": encode_messages(batch),
+            "event_id": uuid.uuid4().hex,
+            "created_at": datetime.now(UTC),
+            "root_id": uuid.uuid4().hex,
+            "source_id": "default",
+            "prev_hash": "0" * 64,
+            "hash": "0" * 64,
+        }
+        seq = iter(range(1, 10**9))
+
+        async def op() -> None:
+            # The floor any MAF store pays: to_dict() of the batch, one insert of the document.
+            for m in batch:
+                m.to_dict()
+            n = next(seq)
+            await raw.insert_one({**template, "_id": f"{template['thread_id']}#{n}", "seq": n})
+
+        return op
 
 
-async def build_thread(ledger: Ledger, messages: int, *, batch: int = BUILD_BATCH) -> dict[str, Any]:
-    """Append a ``messages``-long thread through the library; return its cursor state."""
-    store = MongoChatMessageStore(ledger)
-    turn = maf_turn(0, batch)
-    for _ in range(messages // batch):
-        await store.add_messages(turn)
-    return await store.serialize_state()
+class LangchainSystem(System):
+    """langchain-mongodb ``MongoDBChatMessageHistory``: one document per message (sync PyMongo)."""
+
+    name = "langchain-mongodb"
+    collections = ("lc_history",)
+
+    def history(self, session: str) -> Any:
+        from langchain_mongodb import MongoDBChatMessageHistory
+
+        return MongoDBChatMessageHistory(
+            None,
+            session,
+            database_name=self.db.name,
+            collection_name="lc_history",
+            client=self.bench.sync_client,
+            history_size=PAGE,
+        )
+
+    async def build(self, size: int) -> Any:
+        from langchain_core.messages import message_to_dict
+
+        self.written += size
+        session = uuid.uuid4().hex
+        # Exactly the documents add_messages writes, inserted in bulk (one insert per message is slow).
+        docs = [
+            {"SessionId": session, "History": json.dumps(message_to_dict(m))}
+            for m in lc_messages(conversation(0, size))
+        ]
+        for i in range(0, size, 1000):
+            self.bench.sync_client[self.db.name]["lc_history"].insert_many(docs[i : i + 1000])
+        return session
+
+    def page_ops(self, handle: Any) -> tuple[Op, Op]:
+        warm_history = self.history(handle)
+
+        async def warm() -> None:
+            assert len(warm_history.messages) == PAGE
+
+        async def cold() -> None:
+            assert len(self.history(handle).messages) == PAGE
+
+        return warm, cold
+
+    async def append_op(self) -> Op:
+        session = await self.build(100)
+        history = self.history(session)
+        turn = lc_messages(conversation(0, 2))
+
+        async def op() -> None:
+            self.written += 2
+            history.add_messages(turn)
+
+        return op
+
+    async def bytes_per_message(self, handle: Any, size: int) -> float:
+        total = 0
+        async for doc in self.db["lc_history"].find({"SessionId": handle}):
+            total += len(bson.encode(doc))
+        return total / size
+
+
+class OpenAISystem(System):
+    """OpenAI Agents SDK ``MongoDBSession`` (PyMongo async): one document per ``add_items`` batch."""
+
+    name = "OpenAI Agents session"
+    collections = ("agent_sessions", "agent_messages")
+
+    def session(self, session_id: str) -> Any:
+        from agents.extensions.memory import MongoDBSession
+
+        return MongoDBSession(session_id, client=self.bench.client, database=self.db.name)
+
+    async def build(self, size: int) -> Any:
+        self.written += size
+        session_id = uuid.uuid4().hex
+        session = self.session(session_id)
+        for i in range(0, size, TURN):
+            await session.add_items(openai_items(conversation(i, min(TURN, size - i))))
+        return session_id
+
+    def page_ops(self, handle: Any) -> tuple[Op, Op]:
+        warm_session = self.session(handle)
+
+        async def warm() -> None:
+            assert len(await warm_session.get_items(limit=PAGE)) == PAGE
+
+        async def cold() -> None:
+            assert len(await self.session(handle).get_items(limit=PAGE)) == PAGE
+
+        return warm, cold
+
+    async def append_op(self) -> Op:
+        session = self.session(await self.build(100))
+        turn = openai_items(conversation(0, 2))
+
+        async def op() -> None:
+            self.written += 2
+            await session.add_items(turn)
+
+        return op
+
+    async def bytes_per_message(self, handle: Any, size: int) -> float:
+        total = 0
+        async for doc in self.db["agent_messages"].find({"session_id": handle}):
+            total += len(bson.encode(doc))
+        total += len(bson.encode(await self.db["agent_sessions"].find_one({"session_id": handle}) or {}))
+        return total / size
+
+
+class _Recording:
+    """A stand-in for a PyMongo client that records what ``MongoDBSaver`` would write.
+
+    Building a long LangGraph thread through the server costs one full collection scan per
+    checkpoint on an engine that scans (each upsert looks its key up), which would dominate
+    the whole benchmark; the saver writes the very same documents through this recorder,
+    and they are inserted in bulk. Timed operations always use a real saver.
+    """
+
+    def __init__(self) -> None:
+        self.docs: dict[str, list[dict[str, Any]]] = {}
+
+    def __getitem__(self, database: str) -> Any:
+        return _RecordingDatabase(self)
+
+
+class _RecordingDatabase:
+    def __init__(self, recorder: _Recording) -> None:
+        self.recorder = recorder
+
+    def __getitem__(self, name: str) -> Any:
+        return _RecordingCollection(self.recorder.docs.setdefault(name, []))
+
+
+class _RecordingCollection:
+    def __init__(self, docs: list[dict[str, Any]]) -> None:
+        self.docs = docs
+
+    def list_indexes(self) -> list[Any]:
+        return []
+
+    def create_index(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def update_one(self, filter: dict[str, Any], update: dict[str, Any], upsert: bool = False) -> None:
+        self.docs.append({**filter, **next(iter(update.values()))})
+
+    def bulk_write(self, operations: list[Any]) -> None:
+        for op in operations:
+            self.update_one(op._filter, op._doc, upsert=True)
+
+
+class LangGraphSystem(System):
+    """LangGraph ``MongoDBSaver``: per turn, the turn's ``put_writes`` then a checkpoint of the state."""
+
+    name = "LangGraph MongoDBSaver"
+    collections = ("checkpoints", "checkpoint_writes")
+
+    def saver(self) -> Any:
+        from langgraph.checkpoint.mongodb import MongoDBSaver
+
+        return MongoDBSaver(self.bench.sync_client, db_name=self.db.name)
+
+    def __init__(self, bench: Bench) -> None:
+        super().__init__(bench)
+        self.main_saver = self.saver()
+        self.recording = _Recording()
+
+    def recording_saver(self) -> Any:
+        from langgraph.checkpoint.mongodb import MongoDBSaver
+
+        saver = MongoDBSaver.__new__(MongoDBSaver)
+        MongoDBSaver.__init__(saver, self.recording, db_name="x")  # type: ignore[arg-type]
+        return saver
+
+    def flush(self) -> None:
+        """Insert what the recording saver wrote, in bulk, into the real collections."""
+        target = self.bench.sync_client[self.db.name]
+        for name, docs in self.recording.docs.items():
+            for i in range(0, len(docs), 200):
+                target[name].insert_many(docs[i : i + 200])
+            docs.clear()
+
+    def turn(self, saver: Any, thread: dict[str, Any], new: list[Any]) -> None:
+        """One graph step: the node's writes (``put_writes``), then the checkpoint holding the whole state."""
+        from langgraph.checkpoint.base import empty_checkpoint
+
+        config = thread["config"]
+        if "checkpoint_id" in config["configurable"]:
+            saver.put_writes(config, [("messages", new)], str(uuid.uuid4()))
+        thread["messages"].extend(new)
+        thread["step"] += 1
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"messages": thread["messages"]}
+        checkpoint["channel_versions"] = {"messages": thread["step"]}
+        thread["config"] = saver.put(
+            config,
+            checkpoint,
+            {"source": "loop", "step": thread["step"], "parents": {}},
+            {"messages": thread["step"]},
+        )
+
+    def new_thread(self) -> dict[str, Any]:
+        tid = uuid.uuid4().hex
+        return {
+            "id": tid,
+            "config": {"configurable": {"thread_id": tid, "checkpoint_ns": ""}},
+            "messages": [],
+            "step": 0,
+        }
+
+    async def build(self, size: int) -> Any:
+        if size > self.bench.plan.langgraph_max:
+            return None
+        self.written += size
+        thread = self.new_thread()
+        msgs = lc_messages(conversation(0, size))
+        saver = self.recording_saver()
+        for i in range(0, size, TURN):
+            self.turn(saver, thread, msgs[i : i + TURN])
+        self.flush()
+        return thread
+
+    def page_ops(self, handle: Any) -> tuple[Op, Op]:
+        read_config = {"configurable": {"thread_id": handle["id"], "checkpoint_ns": ""}}
+
+        def page(saver: Any) -> None:
+            found = saver.get_tuple(read_config)
+            assert found is not None
+            assert len(found.checkpoint["channel_values"]["messages"][-PAGE:]) == PAGE
+
+        async def warm() -> None:
+            page(self.main_saver)
+
+        async def cold() -> None:
+            page(self.saver())
+
+        return warm, cold
+
+    async def append_op(self) -> Op:
+        thread = await self.build(100)
+        turn = lc_messages(conversation(0, 2))
+
+        async def op() -> None:
+            self.written += 2
+            self.turn(self.main_saver, thread, turn)
+
+        return op
+
+    async def bytes_per_message(self, handle: Any, size: int) -> float:
+        total = 0
+        for name in self.collections:
+            async for doc in self.db[name].find({"thread_id": handle["id"]}):
+                total += len(bson.encode(doc))
+        return total / size
 
 
 # --------------------------------------------------------------------------- the benchmark
 
 
-@dataclass
-class Plan:
-    """How many operations and runs each part uses (``--quick`` shrinks everything)."""
-
-    runs: int = 7
-    append_ops: int = 100
-    read_ops: int = 20
-    sizes: tuple[int, ...] = (100, 1_000, 10_000, 100_000)
-    replay_runs: int = 5
-    peer_size: int = 10_000
-    peer_append_ops: int = 20
-    depths: tuple[int, ...] = (1, 10, 50)
-    #: Run only these parts (``--only``); empty means all.
-    only: tuple[str, ...] = ()
-
-    @classmethod
-    def quick(cls) -> Plan:
-        """A smoke-sized plan (for checking the script, not for publishing)."""
-        return cls(
-            runs=3,
-            append_ops=20,
-            read_ops=5,
-            sizes=(100, 1_000, 10_000),
-            replay_runs=2,
-            peer_size=1_000,
-            peer_append_ops=5,
-            depths=(1, 10, 50),
-        )
-
-    def read_ops_for(self, size: int) -> int:
-        """Fewer operations per run on big threads: a scan-bound server makes them slow."""
-        return max(1, self.read_ops // max(1, size // 1_000))
-
-    def runs_for(self, size: int) -> int:
-        """Fewer runs on the 100k thread (stated in the output)."""
-        return 3 if size >= 100_000 else self.runs
-
-
 class Bench:
-    """Runs every part of the benchmark against one server."""
+    """Runs every part against one server and keeps the figures."""
 
-    def __init__(self, name: str, uri: str, plan: Plan) -> None:
-        self.name = name
+    def __init__(self, uri: str, plan: Plan) -> None:
         self.uri = uri
         self.plan = plan
         self.run_id = uuid.uuid4().hex[:8]
         self.client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=10_000)
-        self.rows: list[Row] = []
-        self.databases: list[str] = []
+        self.sync_client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=10_000)
+        self.db = self.client[f"clbench_{self.run_id}"]
+        self.results: dict[str, Any] = {}
         self.server: dict[str, Any] = {}
-        self.timings: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
 
-    def db(self, part: str) -> Any:
-        """Return a fresh database for one part (scan-bound servers must not mix parts)."""
-        name = f"clbench_{self.run_id}_{part}"
-        self.databases.append(name)
-        return self.client[name]
-
-    def add(self, row: Row) -> None:
-        """Record and print a row."""
-        self.rows.append(report(row))
+    def keep(self, section: str, case: str, samples: dict[str, Sample]) -> None:
+        """Record and print one measured case."""
+        self.results.setdefault(section, {})[case] = {k: asdict(v) for k, v in samples.items()}
+        cells = "; ".join(f"{k} {v.cell()} ms wall, {v.cell('cpu')} ms CPU" for k, v in samples.items())
+        say(f"  [{section}] {case}: {cells}")
 
     async def run(self) -> None:
-        """Run every part; a failing part is recorded as such instead of ending the run."""
+        """Every part, in order; each prints as it goes."""
         info = await self.client.admin.command("buildInfo")
-        self.server = {
-            "name": self.name,
-            "version": info.get("version"),
-            "ferretdb_version": info.get("ferretdbVersion") or (info.get("ferretdbFeatures") and "yes"),
-            "uri_host": self.uri.split("@")[-1].split("/")[2] if "//" in self.uri else "",
-        }
-        flavour = self.server["ferretdb_version"] or "MongoDB"
-        say(f"== {self.name}: server {self.server['version']} ({flavour})")
-        parts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            ("append", self.bench_append),
-            ("paged read", self.bench_paged_read),
-            ("branches", self.bench_branches),
-            ("peers", self.bench_peers),
-            ("drivers", self.bench_drivers),
+        self.server = {"version": info.get("version"), "ferretdb": info.get("ferretdbVersion")}
+        say(f"== server {self.server}")
+        plan = self.plan
+        systems: list[System] = [
+            ChatLedgerSystem(self),
+            RawFloor(self),
+            LangchainSystem(self),
+            OpenAISystem(self),
+            LangGraphSystem(self),
         ]
-        for name, part in parts:
-            if self.plan.only and name not in self.plan.only:
-                continue
-            start = time.perf_counter()
-            try:
-                await part()
-            except Exception as e:  # a broken part must not hide the others
-                traceback.print_exc()
-                self.add(Row(name, "failed", None, note=f"n/a: {type(e).__name__}: {e}"[:200]))
-            self.timings[name] = time.perf_counter() - start
-            say(f"  ({name} took {self.timings[name]:.0f} s)")
+        cl, floor = systems[0], systems[1]
+        assert isinstance(cl, ChatLedgerSystem)
+        assert isinstance(floor, RawFloor)
+        stores = [s for s in systems if s is not floor]
+
+        start = time.perf_counter()
+        handles: dict[str, dict[int, Any]] = {s.name: {} for s in systems}
+        for size in plan.sizes:
+            for s in stores:
+                t0 = time.perf_counter()
+                handles[s.name][size] = await s.build(size)
+                say(f"  built {s.name} {size:,} in {time.perf_counter() - t0:.1f} s")
+            handles[floor.name][size] = handles[cl.name][size]
+        self.seconds["build"] = time.perf_counter() - start
+
+        # ---- last page against thread length (all sizes share each system's collection)
+        start = time.perf_counter()
+        for size in plan.sizes:
+            ops: dict[str, tuple[Op, int]] = {}
+            for s in systems:
+                handle = handles[s.name][size]
+                if handle is None:
+                    continue
+                warm, cold = s.page_ops(handle)
+                ops[f"{s.name} warm"] = (warm, 1)
+                if s is not floor:  # the raw query has no cache: cold is warm
+                    ops[f"{s.name} cold"] = (cold, 1)
+            samples: dict[str, Sample] = {}
+            await interleaved(ops, plan.page_runs, samples)
+            self.keep("last page vs thread length", str(size), samples)
+        self.seconds["page"] = time.perf_counter() - start
+
+        # ---- bytes per message (thread of the middle size)
+        size = 1_000 if 1_000 in plan.sizes else plan.sizes[-1]
+        self.results["bytes per message"] = {
+            s.name: await s.bytes_per_message(handles[s.name][size], size)
+            for s in stores
+            if handles[s.name].get(size) is not None
+        }
+        say(f"  [bytes per message] {self.results['bytes per message']}")
+
+        # ---- append
+        start = time.perf_counter()
+        for batch in (1, 10):
+            store = MongoChatMessageStore(cl.ledger)
+            await store.add_messages(maf_messages(conversation(0, batch)))  # thread creation is a one-off
+            msgs = maf_messages(conversation(0, batch))
+
+            cl.written += batch
+
+            async def cl_op(store: MongoChatMessageStore = store, msgs: list[Message] = msgs) -> None:
+                cl.written += len(msgs)
+                await store.add_messages(msgs)
+
+            samples = {}
+            await interleaved(
+                {
+                    "ChatLedger": (cl_op, plan.append_ops),
+                    "floor": (await floor.append_ops(batch), plan.append_ops),
+                },
+                plan.runs + 2,
+                samples,
+            )
+            self.keep("append vs floor", f"batch of {batch}", samples)
+        ops = {}
+        for s in stores:
+            count = plan.langgraph_append_ops if isinstance(s, LangGraphSystem) else plan.peer_append_ops
+            ops[s.name] = (await s.append_op(), count)
+        samples = {}
+        await interleaved(ops, plan.runs, samples)
+        self.keep("append a 2-message turn", "thread of 100+", samples)
+        self.seconds["append"] = time.perf_counter() - start
+
+        # ---- full replay
+        start = time.perf_counter()
+        size = plan.sizes[-1]
+        samples = {}
+        await interleaved(
+            {
+                "ChatLedger": (cl.replay_op(handles[cl.name][size], size), 1),
+                "floor": (floor.replay_op(handles[cl.name][size], size), 1),
+            },
+            plan.runs,
+            samples,
+        )
+        self.keep("full replay", f"{size:,} messages", samples)
+        self.seconds["replay"] = time.perf_counter() - start
+
+        # ---- last page of a 100-message thread against collection size
+        start = time.perf_counter()
+        done = 0
+        base = min(plan.sizes)
+        for stage in plan.other_stages:
+            for s in stores:
+                await s.fill(stage - done)
+            done = stage
+            sizes: dict[str, dict[str, int]] = {}
+            for s in stores:
+                sizes[s.name] = {"messages": s.written, "bytes": await s.collection_bytes()}
+            sizes[floor.name] = sizes[cl.name]
+            ops = {}
+            for s in systems:
+                warm, cold = s.page_ops(handles[s.name][base])
+                ops[f"{s.name} warm"] = (warm, 1)
+                if s is not floor:
+                    ops[f"{s.name} cold"] = (cold, 1)
+            samples = {}
+            await interleaved(ops, plan.page_runs, samples)
+            self.keep("last page vs collection size", str(stage), samples)
+            self.results.setdefault("collection sizes", {})[str(stage)] = sizes
+            say(f"  collection sizes after {stage:,} other messages: {sizes}")
+        self.seconds["collection"] = time.perf_counter() - start
 
     async def close(self) -> None:
-        """Drop the databases this run created and close the client."""
-        for name in self.databases:
-            with contextlib.suppress(Exception):
-                await self.client.drop_database(name)
+        """Drop the database and close the clients."""
+        with contextlib.suppress(Exception):
+            await self.client.drop_database(self.db.name)
         await self.client.close()
-
-    # ------------------------------------------------------------------ append
-
-    async def bench_append(self) -> None:
-        """ChatLedger ``add_messages`` (1 and 10 messages) vs ``insert_one`` of the same event."""
-        plan = self.plan
-        db = self.db("append")
-        ledger = Ledger(db)
-        raw = db["raw_events"]
-        for size in (1, 10):
-            batch = maf_turn(0, size)
-            store = MongoChatMessageStore(ledger)
-            await store.add_messages(batch)  # thread creation is a one-off, not what we time
-            template = raw_event(uuid.uuid4().hex, 0, 0, batch)
-            seq = iter(range(1, 10**9))
-
-            async def chatledger_op(
-                store: MongoChatMessageStore = store, batch: list[Message] = batch
-            ) -> None:
-                await store.add_messages(batch)
-
-            async def raw_op(template: dict[str, Any] = template, seq: Any = seq) -> None:
-                await raw.insert_one({**template, "seq": next(seq)})
-
-            a, b = await compare(
-                "ChatLedger add_messages",
-                chatledger_op,
-                "raw insert_one",
-                raw_op,
-                ops=plan.append_ops,
-                runs=plan.runs,
-            )
-            self.add(Row("append", f"batch of {size}", a, b))
-
-    # ------------------------------------------------------------------ paged read and replay
-
-    async def bench_paged_read(self) -> None:
-        """Last 20 messages of threads of growing length; full replay; serialized state size."""
-        plan = self.plan
-        self.states: dict[int, tuple[Any, dict[str, Any]]] = {}
-        for size in plan.sizes:
-            db = self.db(f"read{size}")
-            ledger = Ledger(db)
-            start = time.perf_counter()
-            state = await build_thread(ledger, size)
-            say(
-                f"  built a {size:,}-message thread ({size // BUILD_BATCH:,} appends) in "
-                f"{time.perf_counter() - start:.1f} s"
-            )
-            self.states[size] = (db, state)
-            thread_id = state["thread_id"]
-            events = db["events"]
-
-            async def chatledger_page(ledger: Ledger = ledger, state: dict[str, Any] = state) -> None:
-                store = MongoChatMessageStore(ledger)
-                await store.deserialize_state(state)
-                page = await store.list_messages(offset=-PAGE)
-                assert len(page) == PAGE
-
-            async def raw_page(events: Any = events, thread_id: str = thread_id) -> None:
-                docs = (
-                    await events.find({"thread_id": thread_id})
-                    .sort("seq", -1)
-                    .limit(PAGE // BUILD_BATCH)
-                    .to_list(None)
-                )
-                assert sum(d["count"] for d in docs) == PAGE
-
-            a, b = await compare(
-                "ChatLedger list_messages(offset=-20)",
-                chatledger_page,
-                "raw find(sort seq desc, limit 2)",
-                raw_page,
-                ops=plan.read_ops_for(size),
-                runs=plan.runs_for(size),
-            )
-            self.add(
-                Row(
-                    "paged read",
-                    f"{size:,} messages",
-                    a,
-                    b,
-                    extra={"ops_per_run": plan.read_ops_for(size), "runs": plan.runs_for(size)},
-                )
-            )
-            if size == plan.peer_size or (size == plan.sizes[-1] and plan.peer_size not in plan.sizes):
-                await self.bench_replay(size, ledger, state)
-        await self.bench_state_size()
-
-    async def bench_replay(self, size: int, ledger: Ledger, state: dict[str, Any]) -> None:
-        """Full replay throughput (messages/s) vs a raw ``find`` of the same event documents."""
-        events = ledger.events
-        thread_id = state["thread_id"]
-
-        async def chatledger_all() -> None:
-            store = MongoChatMessageStore(ledger)
-            await store.deserialize_state(state)
-            assert len(await store.list_messages()) == size
-
-        async def raw_all() -> None:
-            docs = await events.find({"thread_id": thread_id}).sort("seq", 1).to_list(None)
-            assert sum(d["count"] for d in docs) == size
-
-        a, b = await compare(
-            "ChatLedger list_messages()",
-            chatledger_all,
-            "raw find (no decoding)",
-            raw_all,
-            ops=1,
-            runs=self.plan.replay_runs,
-            warmup=0,
-        )
-        # Throughput: messages per second; the ratio is ChatLedger's share of the floor's rate.
-        a_rate = Figure("ChatLedger replay", [size / (ms / 1000) for ms in a.runs], "msg/s")
-        b_rate = Figure("raw find", [size / (ms / 1000) for ms in b.runs], "msg/s")
-        self.add(Row("replay", f"{size:,} messages", a_rate, b_rate, extra={"ms": [a.runs, b.runs]}))
-
-    async def bench_state_size(self) -> None:
-        """Bytes of serialized state vs history length, ChatLedger cursor vs the seed's in-memory store."""
-        for size in (10, *self.plan.sizes):
-            if size in self.states:
-                db, state = self.states[size]
-                store = MongoChatMessageStore(Ledger(db))
-                await store.deserialize_state(state)
-                ours = len(json.dumps(await store.serialize_state()).encode())
-            else:
-                store = MongoChatMessageStore(Ledger(self.db("state")))
-                await store.add_messages(maf_turn(0, size))
-                ours = len(json.dumps(await store.serialize_state()).encode())
-            # The seed notebook's CustomChatMessageStore serializes {"messages": [every message]}.
-            history = [m.to_dict() for m in maf_turn(0, BUILD_BATCH)] * (size // BUILD_BATCH)
-            seed = len(json.dumps({"messages": history}).encode())
-            self.add(
-                Row(
-                    "state size",
-                    f"{size:,} messages",
-                    Figure("ChatLedger cursor", [ours], "B"),
-                    Figure("seed in-memory store", [seed], "B"),
-                )
-            )
-
-    # ------------------------------------------------------------------ branches
-
-    async def bench_branches(self) -> None:
-        """Last page of a branch 1, 10 and 50 levels deep vs the same page of a root thread."""
-        plan = self.plan
-        ledger = Ledger(self.db("branches"))
-        root_state = await build_thread(ledger, 100)
-        position = await ledger.resolve(root_state)
-        cursors: dict[int, dict[str, Any]] = {0: root_state}
-        for depth in range(1, max(plan.depths) + 1):
-            # Two events on the current line, then append again after the first: that
-            # cursor is behind the head, so the append forks a branch one level deeper.
-            first = (await ledger.append(position, maf_turn(0, 5))).position
-            await ledger.append(first, maf_turn(5, 5))
-            branched = await ledger.append(first, maf_turn(10, 5))
-            assert branched.branched
-            position = (await ledger.append(branched.position, maf_turn(15, 5))).position
-            if depth in plan.depths:
-                cursors[depth] = position.cursor.to_state()
-                assert position.thread is not None
-                assert position.thread.depth == depth
-
-        async def page(state: dict[str, Any]) -> None:
-            store = MongoChatMessageStore(ledger)
-            await store.deserialize_state(state)
-            assert len(await store.list_messages(offset=-PAGE)) == PAGE
-
-        for depth in plan.depths:
-
-            def at_depth(state: dict[str, Any] = cursors[depth]) -> Awaitable[None]:
-                return page(state)
-
-            a, b = await compare(
-                f"branch depth {depth}",
-                at_depth,
-                "root thread (depth 0)",
-                lambda: page(root_state),
-                ops=max(1, plan.read_ops // 4),
-                runs=plan.runs,
-            )
-            self.add(Row("branches", f"depth {depth}", a, b))
-
-    # ------------------------------------------------------------------ peers
-
-    async def bench_peers(self) -> None:
-        """Append a 2-message turn, and load the last 20 of a long thread, for each store."""
-        size = self.plan.peer_size
-        peers: list[tuple[str, Callable[[int], Awaitable[tuple[Op, Op]]]]] = [
-            ("ChatLedger MongoChatMessageStore", self.peer_chatledger),
-            ("langchain-mongodb MongoDBChatMessageHistory", self.peer_langchain),
-            ("OpenAI Agents SDK MongoDBSession", self.peer_openai),
-            ("LangGraph MongoDBSaver (checkpointer)", self.peer_langgraph),
-        ]
-        loads: dict[str, Figure] = {}
-        appends: dict[str, Figure] = {}
-        for name, setup in peers:
-            try:
-                start = time.perf_counter()
-                load, append = await setup(size)
-                say(f"  {name}: loaded {size:,} messages in {time.perf_counter() - start:.1f} s")
-                # LangGraph rewrites the whole history on every append: fewer of those (stated).
-                heavy = "LangGraph" in name
-                runs = 3 if heavy else self.plan.runs
-                append_ops = max(1, self.plan.peer_append_ops // 4) if heavy else self.plan.peer_append_ops
-                await load()
-                read_ops = self.plan.read_ops_for(size)
-                loads[name] = Figure(name, [await per_op_ms(load, read_ops) for _ in range(runs)])
-                await append()
-                appends[name] = Figure(name, [await per_op_ms(append, append_ops) for _ in range(runs)])
-            except Exception as e:
-                traceback.print_exc()
-                reason = f"n/a: {type(e).__name__}: {e}".splitlines()[0][:160]
-                self.add(Row("peers", f"{name}", None, note=reason))
-        ours = "ChatLedger MongoChatMessageStore"
-        cases = ((f"load last {PAGE} of {size:,}", loads), ("append a 2-message turn", appends))
-        for label, figures in cases:
-            for name, figure in figures.items():
-                if name != ours:
-                    self.add(Row("peers", f"{label}: {name}", figures.get(ours), figure))
-
-    async def peer_chatledger(self, size: int) -> tuple[Op, Op]:
-        """ChatLedger, built the same way as the peers (turns of 10 messages)."""
-        ledger = Ledger(self.db("peer_chatledger"))
-        state = await build_thread(ledger, size)
-        writer = MongoChatMessageStore(ledger)
-        await writer.deserialize_state(state)
-        turn = maf_turn(0, 2)
-
-        async def load() -> None:
-            store = MongoChatMessageStore(ledger)
-            await store.deserialize_state(state)
-            assert len(await store.list_messages(offset=-PAGE)) == PAGE
-
-        async def append() -> None:
-            await writer.add_messages(turn)
-
-        return load, append
-
-    async def peer_langchain(self, size: int) -> tuple[Op, Op]:
-        """langchain-mongodb: one document per message; the last N via count + skip (sync PyMongo)."""
-        from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
-        from langchain_mongodb import MongoDBChatMessageHistory
-        from pymongo import MongoClient
-
-        def lc(role: str, text: str) -> Any:
-            return HumanMessage(content=text) if role == "user" else AIMessage(content=text)
-
-        name = self.db("peer_langchain").name
-        sync_client: MongoClient[dict[str, Any]] = MongoClient(self.uri, serverSelectionTimeoutMS=10_000)
-        self._sync_clients.append(sync_client)
-        session = uuid.uuid4().hex
-        history = MongoDBChatMessageHistory(
-            None, session, database_name=name, client=sync_client, history_size=PAGE
-        )
-        # Bulk-load exactly the documents add_message writes (one insert per message is slow).
-        turn = [json.dumps(message_to_dict(lc(r, t))) for r, t in texts(0, BUILD_BATCH)]
-        docs = [{"SessionId": session, "History": turn[i % BUILD_BATCH]} for i in range(size)]
-        for i in range(0, size, 1000):
-            history.collection.insert_many(docs[i : i + 1000])
-        new_turn = [lc(r, t) for r, t in texts(0, 2)]
-
-        async def load() -> None:
-            assert len(history.messages) == PAGE
-
-        async def append() -> None:
-            history.add_messages(new_turn)
-
-        return load, append
-
-    async def peer_openai(self, size: int) -> tuple[Op, Op]:
-        """OpenAI Agents SDK ``MongoDBSession`` (PyMongo async), fed turns of 10 items."""
-        from agents.extensions.memory import MongoDBSession
-
-        name = self.db("peer_openai").name
-        session = MongoDBSession(uuid.uuid4().hex, client=self.client, database=name)
-        turn: list[Any] = [{"role": r, "content": t} for r, t in texts(0, BUILD_BATCH)]
-        for _ in range(size // BUILD_BATCH):
-            await session.add_items(turn)
-        new_turn: list[Any] = [{"role": r, "content": t} for r, t in texts(0, 2)]
-
-        async def load() -> None:
-            assert len(await session.get_items(limit=PAGE)) == PAGE
-
-        async def append() -> None:
-            await session.add_items(new_turn)
-
-        return load, append
-
-    async def peer_langgraph(self, size: int) -> tuple[Op, Op]:
-        """LangGraph ``MongoDBSaver``: each checkpoint holds the whole ``messages`` channel."""
-        from langchain_core.messages import AIMessage, HumanMessage
-        from langgraph.checkpoint.base import empty_checkpoint
-        from langgraph.checkpoint.mongodb import MongoDBSaver
-        from pymongo import MongoClient
-
-        sync_client: MongoClient[dict[str, Any]] = MongoClient(self.uri, serverSelectionTimeoutMS=10_000)
-        self._sync_clients.append(sync_client)
-        saver = MongoDBSaver(sync_client, db_name=self.db("peer_langgraph").name)
-        thread = uuid.uuid4().hex
-        messages: list[Any] = [
-            HumanMessage(content=t) if r == "user" else AIMessage(content=t) for r, t in texts(0, size)
-        ]
-        config: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-        step = 0
-
-        def put(msgs: list[Any]) -> None:
-            nonlocal config, step
-            checkpoint = empty_checkpoint()
-            checkpoint["channel_values"] = {"messages": msgs}
-            checkpoint["channel_versions"] = {"messages": step + 1}
-            step += 1
-            config = saver.put(config, checkpoint, {"source": "loop", "step": step}, {"messages": step})
-
-        # Favourable to LangGraph: the 10k history is ONE checkpoint; a real graph would
-        # have left one (ever larger) checkpoint per step behind it.
-        put(messages)
-        new_turn = [HumanMessage(content=texts(0, 1)[0][1]), AIMessage(content=texts(1, 1)[0][1])]
-        read_config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-
-        async def load() -> None:
-            found = saver.get_tuple(read_config)  # type: ignore[arg-type]
-            assert found is not None
-            assert len(found.checkpoint["channel_values"]["messages"][-PAGE:]) == PAGE
-
-        async def append() -> None:
-            # A step adds a turn to the state; the checkpointer stores the whole list again.
-            messages.extend(new_turn)
-            put(messages)
-
-        return load, append
-
-    _sync_clients: list[Any] = []  # noqa: RUF012 - closed in main()
-
-    # ------------------------------------------------------------------ drivers
-
-    async def bench_drivers(self) -> None:
-        """ChatLedger on PyMongo's AsyncMongoClient vs on Motor: append and a last-20 page."""
-        try:
-            from motor.motor_asyncio import AsyncIOMotorClient
-        except ImportError as e:
-            self.add(Row("drivers", "Motor", None, note=f"n/a: {e}"))
-            return
-        motor: Any = AsyncIOMotorClient(self.uri, serverSelectionTimeoutMS=10_000)
-        try:
-            name = self.db("drivers").name
-            on_pymongo, on_motor = Ledger(self.client[name]), Ledger(motor[name])
-            state = await build_thread(on_pymongo, 1_000)
-            batch = maf_turn(0, 1)
-            stores = {}
-            for label, ledger in (("pymongo", on_pymongo), ("motor", on_motor)):
-                stores[label] = MongoChatMessageStore(ledger)
-                await stores[label].add_messages(batch)
-
-            def appender(label: str) -> Op:
-                async def op() -> None:
-                    await stores[label].add_messages(batch)
-
-                return op
-
-            def pager(ledger: Ledger) -> Op:
-                async def op() -> None:
-                    store = MongoChatMessageStore(ledger)
-                    await store.deserialize_state(state)
-                    assert len(await store.list_messages(offset=-PAGE)) == PAGE
-
-                return op
-
-            m, p = await compare(
-                "Motor",
-                appender("motor"),
-                "PyMongo async",
-                appender("pymongo"),
-                ops=self.plan.append_ops,
-                runs=self.plan.runs,
-            )
-            self.add(Row("drivers", "append, batch of 1", m, p))
-            m, p = await compare(
-                "Motor",
-                pager(on_motor),
-                "PyMongo async",
-                pager(on_pymongo),
-                ops=self.plan.read_ops,
-                runs=self.plan.runs,
-            )
-            self.add(Row("drivers", "last 20 of 1,000", m, p))
-        finally:
-            motor.close()
+        self.sync_client.close()
 
 
 # --------------------------------------------------------------------------- output
@@ -706,7 +823,7 @@ def versions() -> dict[str, str]:
     for dist in (
         "chatledger",
         "pymongo",
-        "motor",
+        "orjson",
         "agent-framework-core",
         "langchain-mongodb",
         "langchain-core",
@@ -729,153 +846,82 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    mem = ""
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        kb = int(Path("/proc/meminfo").read_text().splitlines()[0].split()[1])
-        mem = f"{kb / 1024 / 1024:.0f} GiB"
-    return {"os": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "memory": mem}
+    return {"os": platform.platform(), "cpu": cpu, "cores": os.cpu_count()}
 
 
-def write_json(path: Path, meta: dict[str, Any], benches: Sequence[Bench]) -> None:
-    """Write every raw per-run figure as JSON."""
+def med(samples: dict[str, Any], name: str, kind: str = "wall") -> float:
+    """Median of a recorded sample (NaN if absent)."""
+    s = samples.get(name)
+    return statistics.median(s[kind]) if s and s[kind] else float("nan")
 
-    def row(r: Row) -> dict[str, Any]:
-        d: dict[str, Any] = {"section": r.section, "case": r.case, "note": r.note, "ratio": r.ratio}
-        d.update(r.extra)
-        for key in ("subject", "baseline"):
-            fig = getattr(r, key)
-            d[key] = None if fig is None else {**asdict(fig), "median": fig.median}
-        return d
 
-    data = {
-        **meta,
-        "servers": [
-            {"server": b.server, "part_seconds": b.timings, "rows": [row(r) for r in b.rows]} for b in benches
-        ],
-    }
+def cell(samples: dict[str, Any], name: str, kind: str = "wall") -> str:
+    """Markdown cell of a recorded sample."""
+    s = samples.get(name)
+    return Sample(**s).cell(kind) if s else "n/a"
+
+
+def ratio(a: float, b: float) -> str:
+    """``a ÷ b`` as text."""
+    if a != a or b != b or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}×"
+
+
+def write_plot(path: Path, results: dict[str, Any], plan: Plan) -> bool:
+    """Last-page cost against thread length and against collection size, one line per system."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say("  (matplotlib not installed: no plot)")
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    by_len = results["last page vs thread length"]
+    by_coll = results["last page vs collection size"]
+    sizes = results["collection sizes"]
+    for i, system in enumerate(SYSTEMS):
+        colour = f"C{i}"
+        for temp, style in (("warm", "-"), ("cold", "--")):
+            name = f"{system} {temp}"
+            xs = [int(k) for k in by_len if name in by_len[k]]
+            ys = [med(by_len[str(x)], name) for x in xs]
+            if xs and not (system == "raw floor" and temp == "cold"):
+                axes[0].plot(xs, ys, style, marker="o", color=colour, label=f"{system} ({temp})")
+            xs2 = [sizes[k][system]["messages"] for k in by_coll if name in by_coll[k]]
+            ys2 = [med(by_coll[k], name) for k in by_coll if name in by_coll[k]]
+            if xs2 and not (system == "raw floor" and temp == "cold"):
+                axes[1].plot(xs2, ys2, style, marker="o", color=colour, label=f"{system} ({temp})")
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="messages in the thread",
+        ylabel=f"last {PAGE} messages, wall ms",
+        title="Last page vs thread length",
+    )
+    axes[1].set(
+        yscale="log",
+        xlabel=f"messages in the system's collection (page of a {min(plan.sizes)}-message thread)",
+        ylabel=f"last {PAGE} messages, wall ms",
+        title="Last page vs collection size",
+    )
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=7, loc="upper left")
+    fig.suptitle("FerretDB 1.24.2 (SQLite), one run, medians; solid warm, dashed cold", fontsize=10)
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    fig.savefig(path, dpi=110)
+    return True
 
 
-def ratio_text(ratio: float | None) -> str:
-    """A ratio as ``1.23×``, or ``1/456`` when it is tiny."""
-    if ratio is None:
-        return ""
-    return f"{ratio:.2f}×" if ratio >= 0.1 else f"1/{1 / ratio:,.0f}"
-
-
-def table(rows: Sequence[Row], subject: str, baseline: str, ratio: str) -> list[str]:
-    """Markdown table of rows: subject, baseline, ratio."""
-    out = [f"| case | {subject} | {baseline} | {ratio} |", "| --- | --- | --- | --- |"]
-    for r in rows:
-        if r.subject is None:
-            out.append(f"| {r.case} | {r.note} | | |")
-            continue
-        cells = [r.case, r.subject.cell(), r.baseline.cell() if r.baseline else "", ratio_text(r.ratio)]
-        out.append("| " + " | ".join(cells) + " |")
-    return out
-
-
-def write_markdown(path: Path, meta: dict[str, Any], benches: Sequence[Bench], notes: str) -> None:
-    """Write docs/benchmarks.md: setup, one table per result, and the notes."""
-    m, v = meta["machine"], meta["versions"]
-    lines = [
-        "# ChatLedger benchmarks",
-        "",
-        "<!-- Generated by scripts/bench.py; the notes section is written by hand from the figures. -->",
-        "",
-        f"Reproduce: `{meta['command']}` (or `make bench`). Measured {meta['date']}, "
-        f"run took {meta['seconds']:.0f} s{QUICK_WARNING if meta['quick'] else ''}.",
-        "",
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory']} RAM, {m['os']}.",
-        "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
-    ]
-    for b in benches:
-        s = b.server
-        lines.append(
-            f"- Server `{s['name']}`: reports MongoDB {s['version']}"
-            + (f", FerretDB {s['ferretdb_version']} (SQLite back end)" if s["ferretdb_version"] else "")
-            + ", on 127.0.0.1, same run."
-        )
-    lines += [
-        "",
-        "Every figure: median over repeated runs, with the spread (min–max) in brackets; a run is the",
-        "mean of several operations. Ratios are median ÷ median of the baseline measured in the same run,",
-        "subject and baseline runs interleaved. Mongomock (the in-process test tier) is not measured:",
-        "its numbers would not be representative of any server.",
-        "",
-    ]
-    sections = [
-        (
-            "append",
-            "Append: `add_messages` vs raw `insert_one` of an equivalent event document",
-            "ChatLedger",
-            "raw insert_one",
-            "ChatLedger ÷ raw",
-        ),
-        (
-            "paged read",
-            "Paged read: the last 20 messages of a thread (threads built 10 messages per event)",
-            "ChatLedger",
-            "raw find of the 2 newest events",
-            "ChatLedger ÷ raw",
-        ),
-        (
-            "replay",
-            "Full replay throughput",
-            "ChatLedger (decoded MAF messages)",
-            "raw find (BSON docs)",
-            "ChatLedger ÷ raw (rate)",
-        ),
-        (
-            "branches",
-            "Branches: last 20 messages at the tip of a branch N levels deep",
-            "branch",
-            "root thread, same page",
-            "branch ÷ root",
-        ),
-        (
-            "state size",
-            "Serialized state size vs history length",
-            "ChatLedger cursor",
-            "seed in-memory store",
-            "ChatLedger ÷ seed",
-        ),
-        (
-            "peers",
-            "Peers on the same server with the same messages",
-            "ChatLedger",
-            "peer",
-            "ChatLedger ÷ peer",
-        ),
-        (
-            "drivers",
-            "Drivers: ChatLedger on Motor vs on PyMongo async",
-            "Motor",
-            "PyMongo async",
-            "Motor ÷ PyMongo",
-        ),
-    ]
-    for b in benches:
-        lines += [f"## Server: {b.server['name']}", ""]
-        for key, title, subj, base, ratio in sections:
-            rows = [r for r in b.rows if r.section == key]
-            if rows:
-                lines += [f"### {title}", "", *table(rows, subj, base, ratio), ""]
-        failed = [r for r in b.rows if r.case == "failed"]
-        for r in failed:
-            lines += [f"- part `{r.section}` failed: {r.note}", ""]
-    lines += ["## What the numbers mean", "", NOTES_START, notes.strip(), NOTES_END, ""]
-    path.write_text("\n".join(lines))
-
-
-QUICK_WARNING = " (--quick: smoke sizes, not for publishing)"
-PARTS = ("append", "paged read", "branches", "peers", "drivers")
 NOTES_START, NOTES_END = "<!-- notes:start -->", "<!-- notes:end -->"
 
 
 def kept_notes(path: Path) -> str:
-    """Return the hand-written notes of an existing benchmarks page, so a re-run keeps them."""
+    """The hand-written notes of an existing page, so a re-run keeps them."""
     try:
         text = path.read_text()
     except OSError:
@@ -885,51 +931,180 @@ def kept_notes(path: Path) -> str:
     return "(notes to be written from the figures)"
 
 
+def write_markdown(
+    path: Path, meta: dict[str, Any], results: dict[str, Any], plot: str | None, notes: str
+) -> None:
+    """The benchmarks page: method, tables, plot, notes."""
+    v = meta["versions"]
+    m = meta["machine"]
+    lines = [
+        "# ChatLedger benchmarks",
+        "",
+        "<!-- Generated by scripts/bench.py; the notes section is written by hand from the figures. -->",
+        "",
+        f"Reproduce: `make bench` (or `{meta['command']}`). Measured {meta['date']}, run took "
+        f"{meta['seconds']:.0f} s{' (--quick: smoke sizes, not for publishing)' if meta['quick'] else ''}.",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['os']}.",
+        "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        f"- Server: {meta['server']}, on 127.0.0.1, same run.",
+        "",
+        "Method: every system keeps all its threads (all lengths below, plus other conversations) in",
+        "its own shared collection(s) in one database; each run measures every system in turn (order",
+        "rotating), figures are medians over runs with the min–max spread, and ratios are between",
+        "medians of the same runs. *Wall* is elapsed time; *CPU* is the client process's CPU time",
+        "(`time.process_time`; the server is another process). *Warm*: the same store object reads",
+        "again; *cold*: a new store object (new caches, as in a new process; same connection pool).",
+        f"Threads are written in turns of {TURN} messages (user and assistant alternating, ~100 and",
+        "~250 characters; assistant replies carry a response id). LangGraph writes one checkpoint per",
+        "turn after that turn's `put_writes`; its threads stop at "
+        f"{meta['plan']['langgraph_max']:,} messages",
+        "(each checkpoint holds the whole history, so building longer ones is quadratic).",
+        "",
+    ]
+    if plot:
+        lines += [f"![last page cost against thread length and collection size]({plot})", ""]
+
+    ap = results["append vs floor"]
+    lines += [
+        "## Append: ChatLedger `add_messages` vs the floor",
+        "",
+        "Floor: `Message.to_dict()` of the batch + raw `insert_one` of the document ChatLedger stores.",
+        "",
+        "| batch | ChatLedger wall ms | floor wall ms | wall ratio | ChatLedger CPU ms | floor CPU ms "
+        "| CPU ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for case, s in ap.items():
+        lines.append(
+            f"| {case} | {cell(s, 'ChatLedger')} | {cell(s, 'floor')} | "
+            f"{ratio(med(s, 'ChatLedger'), med(s, 'floor'))} | {cell(s, 'ChatLedger', 'cpu')} | "
+            f"{cell(s, 'floor', 'cpu')} | {ratio(med(s, 'ChatLedger', 'cpu'), med(s, 'floor', 'cpu'))} |"
+        )
+    rp = results["full replay"]
+    lines += [
+        "",
+        "## Full replay: ChatLedger `list_messages()` vs raw `find` + `Message.from_dict`",
+        "",
+        "| thread | ChatLedger wall ms | floor wall ms | rate ratio (floor ÷ ChatLedger time) | "
+        "ChatLedger CPU ms | floor CPU ms |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for case, s in rp.items():
+        lines.append(
+            f"| {case} | {cell(s, 'ChatLedger')} | {cell(s, 'floor')} | "
+            f"{ratio(med(s, 'floor'), med(s, 'ChatLedger'))} | {cell(s, 'ChatLedger', 'cpu')} | "
+            f"{cell(s, 'floor', 'cpu')} |"
+        )
+    bpm = results["bytes per message"]
+    lines += [
+        "",
+        "## Bytes stored per message (BSON of one 1,000-message thread's documents ÷ 1,000)",
+        "",
+        "| system | bytes per message |",
+        "| --- | --- |",
+        *[f"| {k} | {val:,.0f} B |" for k, val in bpm.items()],
+    ]
+    tl = results["append a 2-message turn"]["thread of 100+"]
+    lines += [
+        "",
+        "## Append a 2-message turn (threads of 100 messages, growing)",
+        "",
+        "| system | wall ms | client CPU ms | wall ÷ ChatLedger |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name in tl:
+        lines.append(
+            f"| {name} | {cell(tl, name)} | {cell(tl, name, 'cpu')} | "
+            f"{ratio(med(tl, name), med(tl, 'ChatLedger'))} |"
+        )
+    for section, label in (
+        ("last page vs thread length", "messages in the thread"),
+        ("last page vs collection size", "other messages in the collection"),
+    ):
+        data = results[section]
+        lines += [
+            "",
+            f"## Last {PAGE} messages: {section.removeprefix('last page vs ')}",
+            "",
+            f"Cells: wall ms (client CPU ms). Columns: {label}.",
+            "",
+            "| system | " + " | ".join(f"{int(k):,}" for k in data) + " |",
+            "| --- |" + " --- |" * len(data),
+        ]
+        for system in SYSTEMS:
+            for temp in ("warm", "cold"):
+                name = f"{system} {temp}"
+                if system == "raw floor" and temp == "cold":
+                    continue
+                row = [
+                    f"{cell(data[k], name)} ({fmt(med(data[k], name, 'cpu'))})" if name in data[k] else "n/a"
+                    for k in data
+                ]
+                lines.append(f"| {name} | " + " | ".join(row) + " |")
+    if "collection sizes" in results:
+        lines += ["", "Collection sizes at each stage (messages, MB of BSON a scan reads):", ""]
+        for stage, sizes in results["collection sizes"].items():
+            parts = [f"{k} {val['messages']:,} msg / {val['bytes'] / 1e6:.1f} MB" for k, val in sizes.items()]
+            lines.append(f"- +{int(stage):,} other messages: " + "; ".join(parts))
+    lines += ["", "## What the numbers mean", "", NOTES_START, notes, NOTES_END, ""]
+    path.write_text("\n".join(lines))
+
+
+def write_outputs(
+    args: argparse.Namespace, meta: dict[str, Any], results: dict[str, Any], plan: Plan
+) -> None:
+    """Write the JSON figures, the plot and the page (keeping the page's hand-written notes)."""
+    out = Path(args.out)
+    notes = kept_notes(out)
+    Path(args.json).write_text(json.dumps({**meta, "results": results}, indent=1) + "\n")
+    plot_path = Path(args.plot)
+    plotted = write_plot(plot_path, results, plan)
+    rel = os.path.relpath(plot_path, out.parent) if plotted else None
+    write_markdown(out, meta, results, rel, notes)
+    say(
+        f"done in {meta['seconds']:.0f} s; wrote {args.out}, {args.json}"
+        + (f", {args.plot}" if plotted else "")
+    )
+
+
 async def amain(args: argparse.Namespace) -> int:
-    """Start FerretDB, measure it (and ``--mongodb-uri``), write the outputs."""
+    """Start FerretDB (unless a URI is given), measure, write the outputs."""
     plan = Plan.quick() if args.quick else Plan()
-    plan.only = tuple(args.only or ())
     started = time.perf_counter()
-    targets: list[tuple[str, str]] = []
     server = None
-    if not args.no_ferretdb:
+    uri = args.mongodb_uri
+    if not uri:
         from ferretdb import FerretDBServer  # scripts/ferretdb.py
 
         # FerretDBServer is the one place that starts FerretDB: 127.0.0.1 only,
         # --telemetry=disable and DO_NOT_TRACK=1, so the benchmark never reports home.
         server = FerretDBServer(repo_root=REPO_ROOT).start()
-        targets.append(("FerretDB", server.uri))
-    if args.mongodb_uri:
-        targets.append(("MONGODB_URI", args.mongodb_uri))
-    benches: list[Bench] = []
+        uri = server.uri
+    bench = Bench(uri, plan)
     try:
-        for name, uri in targets:
-            bench = Bench(name, uri, plan)
-            benches.append(bench)
-            try:
-                await bench.run()
-            finally:
-                await bench.close()
+        await bench.run()
     finally:
-        for c in Bench._sync_clients:
-            c.close()
+        await bench.close()
         if server is not None:
             server.close()
+    flavour = (
+        f"FerretDB {bench.server['ferretdb']} (SQLite back end)"
+        if bench.server.get("ferretdb")
+        else "MongoDB"
+    )
     meta = {
         "command": ".venv-bench/bin/python scripts/bench.py" + (" --quick" if args.quick else ""),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": time.perf_counter() - started,
+        "part_seconds": bench.seconds,
         "quick": args.quick,
         "plan": asdict(plan),
         "machine": machine(),
         "versions": versions(),
+        "server": f"{flavour}, reports MongoDB {bench.server['version']}",
     }
-    notes = kept_notes(Path(args.out)) if args.out else ""
-    if args.json:
-        write_json(Path(args.json), meta, benches)
-    if args.out:
-        write_markdown(Path(args.out), meta, benches, notes)
-    say(f"done in {meta['seconds']:.0f} s; wrote {args.out} and {args.json}")
+    write_outputs(args, meta, bench.results, plan)
     return 0
 
 
@@ -941,16 +1116,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--mongodb-uri",
         default=os.environ.get("MONGODB_URI"),
-        help="also measure this server (default: $MONGODB_URI)",
+        help="measure this server instead of a throw-away FerretDB (default: $MONGODB_URI)",
     )
-    parser.add_argument("--no-ferretdb", action="store_true", help="do not start and measure FerretDB")
-    parser.add_argument("--only", action="append", choices=PARTS, help="run only this part (repeatable)")
-    parser.add_argument("--quick", action="store_true", help="smoke-sized run (not for publishing)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke-sized run (about a minute; not for publishing)"
+    )
     parser.add_argument("--out", default=str(REPO_ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--json", default=str(REPO_ROOT / "docs" / "benchmarks.json"))
+    parser.add_argument("--plot", default=str(REPO_ROOT / "docs" / "benchmarks.png"))
     args = parser.parse_args(argv)
-    if args.no_ferretdb and not args.mongodb_uri:
-        parser.error("--no-ferretdb needs --mongodb-uri")
     return asyncio.run(amain(args))
 
 

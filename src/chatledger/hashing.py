@@ -38,6 +38,7 @@ HASHED_FIELDS_BY_VERSION: dict[object, tuple[str, ...]] = {
         "tenant_id",
         "user_id",
         "source_id",
+        "thread_digest",
     ),
 }
 #: The fields of the current version.

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidThreadIdError
+from chatledger.hashing import epoch_ms
 
 __all__ = [
     "CURSOR_VERSION",
@@ -180,6 +181,30 @@ class ThreadRecord(BaseModel):
                 owner = fork.thread_id
             base = fork.offset
         return owner
+
+    def digest(self) -> str:
+        """Return a digest of everything immutable about the thread (holds aside).
+
+        The first event of each thread carries it inside its hash (schema 2), so a
+        changed scope, lineage, fork point or metadata on the thread document is
+        tampering that ``verify`` reports.
+        """
+        body = {
+            "_id": self.id,
+            "parent": self.parent,
+            "root_id": self.root_id,
+            "depth": self.depth,
+            "lineage": [f.model_dump() for f in self.lineage],
+            "base_offset": self.base_offset,
+            "base_messages": self.base_messages,
+            "created_at": epoch_ms(self.created_at),
+            "tenant_id": self.tenant_id,
+            "user_id": self.user_id,
+            "source_id": self.source_id,
+            "metadata": self.metadata,
+        }
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def to_document(self) -> dict[str, Any]:
         """Return the document stored for this thread."""

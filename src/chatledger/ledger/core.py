@@ -483,6 +483,9 @@ class Binding:
             **self.scope.fields(),
             "prev_hash": at.head_hash,
         }
+        if at.offset == thread.base_offset:
+            # The thread's first event vouches for its thread document (see ThreadRecord.digest).
+            doc["thread_digest"] = thread.digest()
         doc["hash"] = event_hash(at.head_hash, doc)
         if len(bson.encode(doc)) > MAX_EVENT_BYTES:
             raise BatchTooLargeError(
@@ -609,12 +612,16 @@ class Binding:
         doc = self._event_document(at, thread, stored, event_id)  # validates size before any write
         await self.ledger.ensure_indexes()
         if at.thread is None:
+            ours = thread
             thread = await self._storage.threads.insert_once(thread)
             if not self.scope.admits(thread):
                 raise _no_thread(at.thread_id)
             self.ledger._remember(self.ledger._thread_cache, thread.id, thread)
             if thread.base_offset or thread.parent is not None:
                 raise _no_thread(at.thread_id)  # a branch's id is not a place to start a new line
+            if thread is not ours:
+                # Another writer created it first: ours was not stored, theirs is vouched for.
+                doc = self._event_document(at, thread, stored, event_id)
             at = replace(at, thread=thread)
         try:
             await self._insert(doc)

@@ -12,6 +12,7 @@ from chatledger.errors import (
     BatchTooLargeError,
     ChatLedgerError,
     ConcurrencyError,
+    EventIdReusedError,
     IntegrityError,
     InvalidCursorError,
     InvalidInputError,
@@ -20,10 +21,11 @@ from chatledger.errors import (
     LegalHoldError,
     StorageError,
     StorageUnavailableError,
+    ThreadRemovedError,
     UnknownThreadError,
 )
 from chatledger.ledger import AppendResult, Ledger, Position
-from chatledger.models import Cursor
+from chatledger.models import Cursor, Scope
 
 #: The package version: the single source (the build reads it from here; see CHANGELOG.md).
 __version__ = "0.1.0"
@@ -34,6 +36,7 @@ __all__ = [
     "ChatLedgerError",
     "ConcurrencyError",
     "Cursor",
+    "EventIdReusedError",
     "IntegrityError",
     "InvalidCursorError",
     "InvalidInputError",
@@ -44,8 +47,10 @@ __all__ = [
     "MongoChatMessageStore",
     "MongoHistoryProvider",
     "Position",
+    "Scope",
     "StorageError",
     "StorageUnavailableError",
+    "ThreadRemovedError",
     "UnknownThreadError",
     "__version__",
 ]

@@ -20,6 +20,7 @@ __all__ = [
     "LegalHoldError",
     "StorageError",
     "StorageUnavailableError",
+    "ThreadRemovedError",
     "UnknownThreadError",
 ]
 
@@ -42,6 +43,10 @@ class InvalidCursorError(InvalidInputError):
 
 class UnknownThreadError(InvalidCursorError):
     """A cursor names a thread that does not exist."""
+
+
+class ThreadRemovedError(UnknownThreadError):
+    """The thread was removed by retention or erasure: nothing can be read from or added to it."""
 
 
 class InvalidMessageError(InvalidInputError, TypeError):

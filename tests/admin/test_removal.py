@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import chatledger.admin.removal as removal_module
-from chatledger import Cursor, InvalidInputError, Ledger, UnknownThreadError
+from chatledger import ChatLedgerError, Cursor, InvalidInputError, Ledger, LegalHoldError, UnknownThreadError
 from chatledger.admin import (
     RetentionPolicy,
     pending_removals,
@@ -25,11 +25,25 @@ POLICY = RetentionPolicy.from_mapping({"default": "30d"})
 
 
 async def _threads(database: Any) -> set[str]:
-    return {d["_id"] async for d in database["threads"].find({}, {"_id": 1})}
+    """Live thread documents (a removed thread leaves a tombstone: its id and root only)."""
+    out = set()
+    async for doc in database["threads"].find({}):
+        if "removed" in doc:
+            assert set(doc) == {"_id", "root_id", "removed"}, doc
+        else:
+            out.add(doc["_id"])
+    return out
 
 
 async def _event_threads(database: Any) -> set[str]:
-    return {d["thread_id"] async for d in database["events"].find({}, {"thread_id": 1})}
+    """Threads with events that still hold anything (a removed event keeps its position only)."""
+    out = set()
+    async for doc in database["events"].find({}):
+        if doc.get("removed"):
+            assert set(doc) <= {"_id", "thread_id", "seq", "root_id", "removed", "sealed"}, doc
+        else:
+            out.add(doc["thread_id"])
+    return out
 
 
 async def test_dry_run_is_the_default_and_changes_nothing(database: Any, clock: Clock) -> None:
@@ -128,26 +142,33 @@ async def test_an_interrupted_run_is_finished_by_the_next(
     await talk(ledger, "root", 3)
     b = await branch(ledger, "root", 2)
     clock.advance(days=60)
-    real_purge = removal_module._purge
+    real_hollow = ledger.storage.events.hollow_thread
+    calls = 0
 
-    async def crash(ledger: Ledger, thread_ids: Any) -> Any:
-        await database["events"].delete_many({"thread_id": thread_ids[-1]})
-        raise ConnectionError("operator's laptop went to sleep")
+    async def crash_after_one(thread_id: str) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise ConnectionError("operator's laptop went to sleep")
+        return await real_hollow(thread_id)
 
-    monkeypatch.setattr(removal_module, "_purge", crash)
+    monkeypatch.setattr(ledger.storage.events, "hollow_thread", crash_after_one)
     with pytest.raises(ConnectionError):
         await run_retention(ledger, POLICY, apply=True, now=clock.now)
     # The crash is visible: a started receipt with no completion, and verify fails.
     [pending] = await pending_removals(ledger)
     assert pending["thread_ids"] == ["root", b]
     assert not (await verify(ledger)).ok
-    monkeypatch.setattr(removal_module, "_purge", real_purge)
+    # Meanwhile nobody can write to the half-removed lineage.
+    with pytest.raises(ChatLedgerError):
+        await talk(Ledger(database), b, 1)
+    monkeypatch.setattr(ledger.storage.events, "hollow_thread", real_hollow)
     dry = await run_retention(ledger, POLICY, now=clock.now)
     assert dry.resumed == [pending["_id"]]
     assert await _threads(database) == {"root", b}
     report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
     assert report.resumed == [pending["_id"]]
-    assert await _threads(database) == set()
+    assert await _threads(database) == set() == await _event_threads(database)
     assert await pending_removals(ledger) == []
     assert (await verify(ledger)).ok
     # Idempotent: nothing left to do.
@@ -161,17 +182,42 @@ async def test_a_hold_set_after_planning_wins(
     ledger = Ledger(database)
     await talk(ledger, "root", 2)
     clock.advance(days=60)
-    real_blocked = removal_module._blocked
+    real_claim = removal_module._Run.claim
 
-    async def hold_first(ledger: Ledger, removal: Any) -> Any:
+    async def hold_first(run: Any, removal: Any) -> Any:
         await set_hold(ledger, "root", reason="late subpoena")
-        return await real_blocked(ledger, removal)
+        return await real_claim(run, removal)
 
-    monkeypatch.setattr(removal_module, "_blocked", hold_first)
+    monkeypatch.setattr(removal_module._Run, "claim", hold_first)
     report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
     assert report.removed == []
     assert "legal hold" in report.skipped[0].reason
     assert await _threads(database) == {"root"}
+    assert await database["audit"].count_documents({"kind": "removal"}) == 0
+
+
+async def test_a_hold_during_the_removal_is_refused_clearly(
+    database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "root", 2)
+    clock.advance(days=60)
+    real_seal = removal_module._Run.seal
+    refused: list[Exception] = []
+
+    async def hold_in_the_window(run: Any, thread_id: str) -> None:
+        try:
+            await set_hold(ledger, thread_id, reason="too late")
+        except LegalHoldError as e:
+            refused.append(e)
+        await real_seal(run, thread_id)
+
+    monkeypatch.setattr(removal_module._Run, "seal", hold_in_the_window)
+    report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    assert len(report.removed) == 1
+    assert refused
+    assert "being removed" in str(refused[0])
+    assert await database["audit"].count_documents({"kind": "hold.set"}) == 0
 
 
 async def test_erasure_of_a_user(database: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from chatledger.admin.catalog import as_ledger
 from chatledger.admin.receipts import HOLD_RELEASED, HOLD_SET, operator_identity, record
-from chatledger.errors import InvalidInputError, StorageError, UnknownThreadError
+from chatledger.errors import InvalidInputError, LegalHoldError, StorageError, UnknownThreadError
 from chatledger.ledger import Ledger
 from chatledger.models import utc_now_ms, validate_thread_id
 
@@ -40,8 +40,14 @@ async def _change(
     """
     for _ in range(20):
         doc = await ledger.storage.threads.get_raw(thread_id)
-        if doc is None:
+        if doc is None or "removed" in doc:
             raise UnknownThreadError(f"no thread {thread_id!r}")
+        if doc.get("removing"):
+            # The removal claimed the thread after checking its holds: it wins, and says so.
+            raise LegalHoldError(
+                f"thread {thread_id!r} is being removed (receipt {doc['removing']!r}); a hold can no longer "
+                "be set or released on it"
+            )
         holds = [dict(h) for h in doc.get("legal_holds") or () if isinstance(h, dict)]
         legacy = isinstance(doc.get("legal_hold"), dict)
         rev = doc.get("holds_rev")

@@ -1,28 +1,45 @@
-"""Removing whole lineages, resumably, with a receipt before and after.
+"""Removing whole lineages, safely while applications keep writing, without transactions.
 
-Retention and erasure only decide *what* to remove (a list of :class:`Removal`);
-this module does the removing, the same way for both:
+Retention and erasure only decide *what* to remove (a list of :class:`Removal`); this
+module does the removing, the same way for both. Nothing here needs a transaction: every
+step is a single-document compare-and-set or an idempotent bulk update, and the unique
+``(thread_id, seq)`` index does the rest.
 
-1. re-read the lineage and refuse it if a hold appeared or a branch was added since
-   the plan was made;
-2. write a ``removal`` receipt (thread ids, head hashes, counts: never content);
-3. delete, deepest branch first, each thread's events and then its document;
-4. write a ``removal.completed`` receipt.
+1. **Claim** every thread of the lineage (``removing: <receipt id>``), a compare-and-set
+   on the holds revision the plan saw. It fails if a hold was set or changed since the
+   plan, or another run claimed the thread: the lineage is skipped, and exactly one run
+   removes it. Once claimed, no hold can be set on the thread, and no writer can branch
+   from it (the ledger checks before and after creating a branch).
+2. Write the ``removal`` receipt (ids and planned heads: never content).
+3. **Seal** each thread at the position after its newest event (an append racing the
+   seal lands first and the seal goes after it), and claim any branch created in the
+   window: it goes with its parent.
+4. **Hollow** every event in place: content, hashes and scope are stripped, the position
+   stays, so a process holding any old cursor hits the unique index and gets
+   :class:`~chatledger.errors.ThreadRemovedError`, never an acknowledgement.
+5. **Tombstone** each thread document: only ``_id``, ``root_id`` and the receipt id stay,
+   so the id can never be re-created and no stale writer can chain onto its hashes.
+6. Write the ``removal.completed`` receipt with the final heads removed (an append that
+   was acknowledged during the removal is accounted for here).
 
-A crash between 2 and 4 leaves a receipt without completion; the next applied run
-(:func:`resume_pending`) finishes it first.
+A crash anywhere leaves claims or a receipt without completion; the next applied run
+(:func:`resume_pending`) re-plans against the current state (branches made meanwhile
+included) and finishes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from chatledger.admin.catalog import Forest, ThreadActivity, ThreadFilter, load_forest
+from chatledger.admin.catalog import Forest, ThreadActivity
 from chatledger.admin.receipts import COMPLETED, REMOVAL, pending_removals, record
+from chatledger.errors import LegalHoldError
 from chatledger.ledger import Ledger
+from chatledger.models import utc_now_ms
 
 __all__ = [
     "Removal",
@@ -47,6 +64,8 @@ class Removal:
     last_activity: datetime | None
     tenant_id: str | None = None
     user_id: str | None = None
+    #: The holds revision of each thread when planned (claiming fails if it changed).
+    holds_revs: tuple[int, ...] = ()
 
     @property
     def events(self) -> int:
@@ -84,7 +103,13 @@ def lineage_removal(forest: Forest, activity: dict[str, ThreadActivity], thread_
         max(dates) if dates else None,
         tenant_id=doc.get("tenant_id"),
         user_id=doc.get("user_id"),
+        holds_revs=tuple(_rev(forest.docs.get(t, {})) for t in ids),
     )
+
+
+def _rev(doc: Mapping[str, Any]) -> int:
+    rev = doc.get("holds_rev")
+    return rev if type(rev) is int else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,30 +176,103 @@ def select_lineages(
             report.skipped.append(Skipped(tid, f"legal hold on thread {holder!r}"))
 
 
-async def _purge(ledger: Ledger, thread_ids: Sequence[str]) -> tuple[int, int]:
-    """Delete threads deepest first, events before documents; return (threads, events) deleted."""
-    threads = events = 0
-    for tid in reversed(thread_ids):
-        events += await ledger.storage.events.delete_thread(tid)
-        threads += await ledger.storage.threads.delete(tid)
-        # An append racing the removal could have landed after the first sweep.
-        events += await ledger.storage.events.delete_thread(tid)
-    ledger.forget(thread_ids)
-    return threads, events
+class _Run:
+    """One removal (one receipt id) carried out step by step; every step can be repeated."""
 
+    def __init__(self, ledger: Ledger, receipt_id: str) -> None:
+        self.ledger = ledger
+        self.receipt_id = receipt_id
+        self.threads = ledger.storage.threads
+        self.events = ledger.storage.events
+        #: Claimed thread id -> its root id, in claim order (parents before branches).
+        self.claimed: dict[str, str] = {}
+        self.heads: dict[str, dict[str, Any]] = {}
 
-async def _blocked(ledger: Ledger, removal: Removal) -> str | None:
-    """Return why a planned removal must not go ahead now, or ``None``."""
-    record = await ledger.storage.threads.get(removal.thread_id, scope=None)
-    if record is None:
-        return "already gone"
-    forest: Forest = await load_forest(ledger, ThreadFilter(root_id=record.root_id), with_family=False)
-    holder = forest.hold_blocks(removal.thread_id)
-    if holder is not None:
-        return f"legal hold on thread {holder!r}"
-    if tuple(forest.descendants(removal.thread_id)) != removal.thread_ids:
-        return "the lineage changed since it was planned (a new branch); run again"
-    return None
+    async def claim(self, removal: Removal) -> str | None:
+        """Claim every planned thread; on failure release them and return why."""
+        for tid, rev in zip(
+            removal.thread_ids, removal.holds_revs or (0,) * len(removal.thread_ids), strict=True
+        ):
+            if not await self.threads.mark_removing(tid, self.receipt_id, rev):
+                await self.release()
+                return await self._why_not(tid)
+            record = await self.threads.get(tid, scope=None)
+            self.claimed[tid] = record.root_id if record is not None else tid
+        return None
+
+    async def _why_not(self, thread_id: str) -> str:
+        doc = await self.threads.get_raw(thread_id)
+        if doc is None or "removed" in doc:
+            return "already removed"
+        if doc.get("removing"):
+            return "being removed by another run"
+        return f"the legal holds of thread {thread_id!r} changed since the plan was made (a hold was set)"
+
+    async def release(self) -> None:
+        for tid in self.claimed:
+            await self.threads.unmark_removing(tid, self.receipt_id)
+        self.claimed.clear()
+
+    async def adopt(self) -> str | None:
+        """Claim live branches of claimed threads (made in the window); return why not, if a hold blocks."""
+        while True:
+            roots = sorted(set(self.claimed.values()))
+            new = [
+                doc
+                for doc in await self.threads.family(roots)
+                if str(doc["_id"]) not in self.claimed
+                and any(
+                    isinstance(f, Mapping) and f.get("thread_id") in self.claimed
+                    for f in doc.get("lineage") or ()
+                )
+            ]
+            if not new:
+                return None
+            for doc in sorted(new, key=lambda d: (d.get("depth") or 0, str(d["_id"]))):
+                tid = str(doc["_id"])
+                if doc.get("removing") == self.receipt_id:
+                    self.claimed[tid] = str(doc.get("root_id"))
+                    continue
+                if doc.get("legal_holds") or doc.get("legal_hold"):
+                    return f"legal hold on branch {tid!r}, made during the removal"
+                if not await self.threads.mark_removing(tid, self.receipt_id, _rev(doc)):
+                    return await self._why_not(tid)
+                self.claimed[tid] = str(doc.get("root_id"))
+
+    async def seal(self, thread_id: str) -> None:
+        """Seal a claimed thread after its newest event; remember the final head removed."""
+        while True:
+            last = await self.events.last(thread_id)
+            if last is not None and last.get("sealed"):
+                break
+            record = await self.threads.get(thread_id, scope=None)
+            base = record.base_offset if record is not None else 0
+            seq = int(last["seq"]) + 1 if last is not None and type(last.get("seq")) is int else base + 1
+            if last is not None and not last.get("removed"):
+                self.heads[thread_id] = {
+                    "thread_id": thread_id,
+                    "head_seq": last.get("seq"),
+                    "head_hash": last.get("hash"),
+                }
+            if await self.events.seal(thread_id, seq, self.claimed[thread_id]):
+                break
+
+    async def finish(self) -> tuple[int, int]:
+        """Seal, adopt late branches, hollow and tombstone; return (threads, events) removed."""
+        for tid in list(self.claimed):
+            await self.seal(tid)
+        why = await self.adopt()  # branches that passed the ledger's check just before the claim
+        if why is not None:
+            raise LegalHoldError(why)
+        for tid in list(self.claimed):
+            await self.seal(tid)
+        events = threads = 0
+        for tid in list(self.claimed):
+            events += await self.events.hollow_thread(tid)
+        for tid in reversed(list(self.claimed)):
+            threads += await self.threads.tombstone(tid, self.claimed[tid], self.receipt_id, utc_now_ms())
+        self.ledger.forget(list(self.claimed))
+        return threads, events
 
 
 async def execute(
@@ -202,19 +300,25 @@ async def execute(
     if report.dry_run:
         return report
     for removal in report.planned:
-        why = await _blocked(ledger, removal)
+        run = _Run(ledger, uuid.uuid4().hex)
+        why = await run.claim(removal)
+        if why is None:
+            why = await run.adopt()
+            if why is not None:
+                await run.release()
         if why is not None:
             report.skipped.append(Skipped(removal.thread_id, why))
         else:
-            receipt = await record(
+            await record(
                 ledger,
                 REMOVAL,
                 by,
+                _id=run.receipt_id,
                 action=report.action,
                 reason=reason,
                 scope=scope,
                 thread_id=removal.thread_id,
-                thread_ids=list(removal.thread_ids),
+                thread_ids=list(run.claimed),
                 heads=[h.receipt_entry() for h in removal.heads],
                 counts={
                     "threads": len(removal.thread_ids),
@@ -222,38 +326,58 @@ async def execute(
                     "messages": removal.messages,
                 },
             )
-            threads, events = await _purge(ledger, removal.thread_ids)
-            await record(
-                ledger,
-                COMPLETED,
-                by,
-                receipt_id=receipt["_id"],
-                deleted={"threads": threads, "events": events},
-            )
-            report.removed.append(str(receipt["_id"]))
+            await _complete(ledger, run, by)
+            report.removed.append(run.receipt_id)
         if on_removal is not None:
             on_removal(removal)
     report.planned = [r for r in report.planned if r.thread_id not in {s.thread_id for s in report.skipped}]
     return report
 
 
-async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> list[str]:
-    """Finish removals whose receipt has no completion; return their receipt ids.
+async def _complete(ledger: Ledger, run: _Run, by: str, **extra: Any) -> None:
+    try:
+        threads, events = await run.finish()
+    except LegalHoldError as e:
+        # A hold on a branch made during the removal wins: nothing more is removed, and
+        # the receipt says so. Sealed threads stay sealed (no writes) until removed.
+        await run.release()
+        await record(ledger, COMPLETED, by, receipt_id=run.receipt_id, aborted=str(e), **extra)
+        return
+    await record(
+        ledger,
+        COMPLETED,
+        by,
+        receipt_id=run.receipt_id,
+        thread_ids=list(run.claimed),
+        heads=list(run.heads.values()),
+        deleted={"threads": threads, "events": events},
+        **extra,
+    )
 
-    A removal that was started is finished even if a hold was set meanwhile: part of
-    the lineage is already gone, and the receipt already says it was removed.
+
+async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> list[str]:
+    """Finish removals that were interrupted (a receipt without completion, or claims without a receipt).
+
+    The removal is re-planned against the current state: branches made since it was
+    interrupted go with their parent. Returns the receipt ids finished (or, dry, to finish).
     """
+    pending = {str(r["_id"]): r for r in await pending_removals(ledger)}
+    for receipt_id in await ledger.storage.threads.claims():
+        pending.setdefault(receipt_id, {})
     finished: list[str] = []
-    for receipt in await pending_removals(ledger):
-        if not dry_run:
-            threads, events = await _purge(ledger, [str(t) for t in receipt.get("thread_ids") or ()])
-            await record(
-                ledger,
-                COMPLETED,
-                by,
-                receipt_id=receipt["_id"],
-                resumed=True,
-                deleted={"threads": threads, "events": events},
-            )
-        finished.append(str(receipt["_id"]))
+    for receipt_id, receipt in pending.items():
+        finished.append(receipt_id)
+        if dry_run:
+            continue
+        run = _Run(ledger, receipt_id)
+        for doc in await ledger.storage.threads.claimed_by(receipt_id):
+            run.claimed[str(doc["_id"])] = str(doc.get("root_id"))
+        for tid in receipt.get("thread_ids") or ():
+            raw = await ledger.storage.threads.get_raw(str(tid))
+            if raw is not None and raw.get("removing") == receipt_id:
+                run.claimed.setdefault(str(tid), str(raw.get("root_id")))
+        if not receipt:
+            # Claimed, then interrupted before the receipt was written: write it now.
+            await record(ledger, REMOVAL, by, _id=receipt_id, action="resumed", thread_ids=list(run.claimed))
+        await _complete(ledger, run, by, resumed=True)
     return finished

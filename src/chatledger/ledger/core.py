@@ -34,6 +34,7 @@ from chatledger.errors import (
     InvalidCursorError,
     InvalidInputError,
     StorageUnavailableError,
+    ThreadRemovedError,
     UnknownThreadError,
 )
 from chatledger.hashing import GENESIS_HASH, event_hash
@@ -641,11 +642,30 @@ class Binding:
         if at.offset == 0 and at.messages == 0:
             # Created concurrently by another writer: resolve again for its record.
             at = await self._resolve(at.cursor)
+        await self._refuse_if_removing(at.thread_id)
         branch = await self._storage.threads.insert_once(self._new_branch(at))
         self.ledger._remember(self.ledger._thread_cache, branch.id, branch)
         branch_doc = self._event_document(at, branch, stored, event_id)
         await self._insert(branch_doc)
+        try:
+            # Checked again after writing: a removal that claimed the parent meanwhile
+            # might not have seen this branch, so the branch removes itself.
+            await self._refuse_if_removing(at.thread_id)
+        except ThreadRemovedError:
+            await self._storage.events.hollow_event(branch.id, branch_doc["seq"])
+            await self._storage.threads.tombstone_unclaimed(branch.id, branch.root_id, "writer", utc_now_ms())
+            self.ledger.forget([branch.id])
+            raise
         return AppendResult(self._after(branch_doc, branch), event_id, branched=True)
+
+    async def _refuse_if_removing(self, thread_id: str) -> None:
+        """Raise if a removal has claimed (or finished) the thread a branch would fork from."""
+        raw = await self._storage.threads.get_raw(thread_id)
+        if raw is None or "removed" in raw or raw.get("removing"):
+            self.ledger.forget([thread_id])
+            raise ThreadRemovedError(
+                f"thread {thread_id!r} was removed (retention or erasure): nothing can be added to it"
+            )
 
     async def save(
         self,

@@ -15,7 +15,7 @@ from typing import Any, Final
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from chatledger.errors import ConcurrencyError, IntegrityError
+from chatledger.errors import ConcurrencyError, IntegrityError, ThreadRemovedError
 from chatledger.storage.documents import check_event
 from chatledger.storage.driver import aggregate_list, cursor_list
 from chatledger.storage.gate import Gate
@@ -44,9 +44,17 @@ EVENT_INDEXES: Final[tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ..
     ("user_id", [("user_id", ASCENDING)], {}),
 )
 
-_SUMMARY: Final = {"first_message": 1, "count": 1, "hash": 1, "seq": 1, "thread_id": 1}
+_SUMMARY: Final = {"first_message": 1, "count": 1, "hash": 1, "seq": 1, "thread_id": 1, "removed": 1}
 _SUMMARY_FIELDS: Final = ("seq", "first_message", "count", "thread_id", "hash")
-_PAGE: Final = {"first_message": 1, "count": 1, "messages": 1, "seq": 1, "thread_id": 1, "hash": 1}
+_PAGE: Final = {
+    "first_message": 1,
+    "count": 1,
+    "messages": 1,
+    "seq": 1,
+    "thread_id": 1,
+    "hash": 1,
+    "removed": 1,
+}
 
 
 class PositionTakenError(ConcurrencyError):
@@ -59,6 +67,37 @@ def event_key(thread_id: str, seq: int) -> str:
     The seq after the last ``#`` is unambiguous whatever the thread id contains.
     """
     return f"{thread_id}#{seq}"
+
+
+#: The fields a removal strips from an event: all but ``_id``, ``thread_id``, ``seq`` and
+#: ``root_id`` (its position, so no stale writer can take it, and its lineage).
+_HOLLOW_DROP: Final = (
+    "v",
+    "first_message",
+    "count",
+    "messages",
+    "event_id",
+    "created_at",
+    "prev_hash",
+    "hash",
+    "tenant_id",
+    "user_id",
+    "source_id",
+    "thread_digest",
+)
+
+
+def _removed(doc: Mapping[str, Any]) -> ThreadRemovedError:
+    return ThreadRemovedError(
+        f"thread {doc.get('thread_id')!r} was removed (retention or erasure): nothing can be read from "
+        "or appended to it"
+    )
+
+
+def _live(doc: Mapping[str, Any]) -> dict[str, Any]:
+    if doc.get("removed"):
+        raise _removed(doc)
+    return check_event(doc)
 
 
 def _chunks(ids: Sequence[str]) -> list[list[str]]:
@@ -118,6 +157,8 @@ class EventStore:
         )
         if doc is None:
             return None
+        if doc.get("removed"):
+            raise _removed(doc)
         if doc.get("thread_id") != thread_id or doc.get("seq") != seq:
             raise IntegrityError(
                 f"event {doc.get('_id')!r} is stored under a key that does not match its position"
@@ -125,9 +166,15 @@ class EventStore:
         return check_event(doc, fields=None if full else _SUMMARY_FIELDS)
 
     async def head(self, thread_id: str) -> dict[str, Any] | None:
-        """Return the summary of the newest event of ``thread_id``, or ``None`` if it has none."""
+        """Return the summary of the newest live event of ``thread_id``, or ``None`` if it has none.
+
+        Events of a removed thread are not live: a writer that still had the thread cached
+        then appends into a hollowed or sealed position and gets ``ThreadRemovedError``.
+        """
         cursor = (
-            self.collection.find({"thread_id": thread_id}, {**_SUMMARY, "created_at": 1})
+            self.collection.find(
+                {"thread_id": thread_id, "removed": {"$exists": False}}, {**_SUMMARY, "created_at": 1}
+            )
             .sort("seq", DESCENDING)
             .hint(_SEQ_INDEX)
             .limit(1)
@@ -139,7 +186,7 @@ class EventStore:
         """Return the events (a few at most) at ``seq`` of any thread that carry ``event_id``."""
         cursor = self.collection.find({"event_id": event_id, "seq": seq}).hint("event_id").limit(8)
         docs = await self.gate.call("read event", cursor_list(cursor))
-        return [check_event(d) for d in docs]
+        return [check_event(d) for d in docs if not d.get("removed")]
 
     async def page(self, thread_id: str, lo: int, hi: int) -> list[dict[str, Any]]:
         """Return, oldest first, the events of ``thread_id`` that hold messages ``[lo, hi)``.
@@ -155,7 +202,7 @@ class EventStore:
             .limit(hi - lo)
             .batch_size(BATCH_SIZE)
         )
-        docs = [check_event(d) for d in await self.gate.call("read events", cursor_list(inside))]
+        docs = [_live(d) for d in await self.gate.call("read events", cursor_list(inside))]
         if not docs or docs[0]["first_message"] != lo:
             before = (
                 self.collection.find({"thread_id": thread_id, "first_message": {"$lt": lo}}, _PAGE)
@@ -163,7 +210,7 @@ class EventStore:
                 .hint(_MESSAGE_INDEX)
                 .limit(1)
             )
-            earlier = [check_event(d) for d in await self.gate.call("read events", cursor_list(before))]
+            earlier = [_live(d) for d in await self.gate.call("read events", cursor_list(before))]
             docs = [d for d in earlier if d["first_message"] + d["count"] > lo] + docs
         return docs
 
@@ -196,7 +243,7 @@ class EventStore:
                     aggregate_list(
                         self.collection,
                         [
-                            {"$match": {"thread_id": {"$in": chunk}}},
+                            {"$match": {"thread_id": {"$in": chunk}, "removed": {"$exists": False}}},
                             {"$group": {"_id": "$thread_id", "n": {"$sum": total}}},
                         ],
                     ),
@@ -229,7 +276,89 @@ class EventStore:
         result = await self.gate.call("remove events", self.collection.delete_many(dict(match)))
         return int(result.deleted_count)
 
+    async def last(self, thread_id: str) -> dict[str, Any] | None:
+        """Return the newest document of a thread as stored, removed or not (removals use it)."""
+        cursor = (
+            self.collection.find({"thread_id": thread_id}, {"seq": 1, "hash": 1, "removed": 1, "sealed": 1})
+            .sort("seq", DESCENDING)
+            .hint(_SEQ_INDEX)
+            .limit(1)
+        )
+        docs = await self.gate.call("read head", cursor_list(cursor))
+        return docs[0] if docs else None
+
+    async def seal(self, thread_id: str, seq: int, root_id: str) -> bool:
+        """Occupy position ``seq`` of a removed thread so no writer can ever append there.
+
+        Returns:
+            ``False`` when the position is taken (an append landed first: seal after it).
+        """
+        doc = {
+            "_id": event_key(thread_id, seq),
+            "thread_id": thread_id,
+            "seq": seq,
+            "root_id": root_id,
+            "removed": True,
+            "sealed": True,
+        }
+        try:
+            await self.gate.call("seal thread", self.collection.insert_one(doc))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def hollow_thread(self, thread_id: str) -> int:
+        """Strip every live event of a thread down to its position; return how many were hollowed.
+
+        The positions stay occupied, so a process holding an old cursor can never append
+        into a removed thread again (the unique ``(thread_id, seq)`` index refuses it).
+        """
+        result = await self.gate.call(
+            "remove events",
+            self.collection.update_many(
+                {"thread_id": thread_id, "removed": {"$exists": False}},
+                {"$set": {"removed": True}, "$unset": dict.fromkeys(_HOLLOW_DROP, "")},
+            ),
+        )
+        return int(result.modified_count)
+
+    async def hollow_event(self, thread_id: str, seq: int) -> None:
+        """Strip one event down to its position (a writer cleaning up after itself)."""
+        await self.gate.call(
+            "remove event",
+            self.collection.update_one(
+                {"_id": event_key(thread_id, seq)},
+                {"$set": {"removed": True}, "$unset": dict.fromkeys(_HOLLOW_DROP, "")},
+            ),
+        )
+
     async def ensure_indexes(self) -> None:
         """Create the events indexes (one per command: FerretDB panics on multi-index re-runs)."""
         for name, keys, options in EVENT_INDEXES:
             await self.gate.call("create index", self.collection.create_index(keys, name=name, **options))
+
+    # ------------------------------------------------------------------ admin at scale
+
+    def scan(
+        self, match: Mapping[str, Any], *, projection: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield every live event matching a scope filter, raw, in bounded batches, in no set order.
+
+        For totals over many threads: one query instead of one per thread. Events of
+        removed threads (hollowed positions) are left out.
+        """
+        return self._scan(match, projection)
+
+    async def _scan(
+        self, match: Mapping[str, Any], projection: Mapping[str, Any] | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        live = {**match, "removed": {"$exists": False}}
+        cursor = self.collection.find(live, projection).batch_size(BATCH_SIZE)
+        async with self.gate.translated("read events"):
+            async for doc in cursor:
+                yield doc
+
+    async def count(self, match: Mapping[str, Any]) -> int:
+        """Return how many live events match a scope filter (a progress total)."""
+        live = {**match, "removed": {"$exists": False}}
+        return int(await self.gate.call("count events", self.collection.count_documents(live)))

@@ -7,12 +7,13 @@ thread that does not exist. Admin operations pass ``scope=None`` explicitly.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
+from chatledger.errors import ThreadRemovedError
 from chatledger.models import DEFAULT_SOURCE_ID, Scope, ThreadRecord
 from chatledger.storage.documents import check_thread
 from chatledger.storage.events import BATCH_SIZE, CHUNK
@@ -41,8 +42,8 @@ class ThreadStore:
             IntegrityError: the stored document is malformed.
         """
         doc = await self.gate.call("read thread", self.collection.find_one({"_id": thread_id}))
-        if doc is None:
-            return None
+        if doc is None or "removed" in doc:
+            return None  # a tombstone: the thread was removed
         record = check_thread(doc)
         if scope is not None and not scope.admits(record):
             return None
@@ -84,10 +85,14 @@ class ThreadStore:
         try:
             await self.gate.call("create thread", self.collection.insert_one(record.to_document()))
         except DuplicateKeyError:
-            existing = await self.get(record.id, scope=None)
-            if existing is None:  # removed between our insert and our read
+            raw = await self.get_raw(record.id)
+            if raw is None:  # deleted between our insert and our read (a 0.1 removal)
                 return await self.insert_once(record)
-            return existing
+            if "removed" in raw:
+                raise ThreadRemovedError(
+                    f"thread {record.id!r} was removed (retention or erasure); its id cannot be used again"
+                ) from None
+            return check_thread(raw)
         return record
 
     async def insert_raw(self, doc: Mapping[str, Any]) -> bool:
@@ -111,7 +116,9 @@ class ThreadStore:
     async def _select(
         self, query: Mapping[str, Any], limit: int | None, projection: Mapping[str, Any] | None
     ) -> AsyncIterator[dict[str, Any]]:
-        cursor = self.collection.find(dict(query), projection).sort("_id", ASCENDING).batch_size(BATCH_SIZE)
+        # Tombstones of removed threads are never listed.
+        live = {**query, "removed": {"$exists": False}}
+        cursor = self.collection.find(live, projection).sort("_id", ASCENDING).batch_size(BATCH_SIZE)
         if limit is not None:
             cursor = cursor.limit(limit)
         async with self.gate.translated("read threads"):
@@ -146,13 +153,83 @@ class ThreadStore:
         Returns:
             Whether the holds were replaced (``False``: changed meanwhile, or no such thread).
         """
-        match: dict[str, Any] = {"_id": thread_id}
+        # Never on a thread being removed (its removal checked the holds and wins) or removed.
+        match: dict[str, Any] = {
+            "_id": thread_id,
+            "removing": {"$exists": False},
+            "removed": {"$exists": False},
+        }
         match["holds_rev"] = expected if expected else {"$exists": False}
         update: dict[str, Any] = {"legal_holds": [dict(h) for h in holds], "holds_rev": expected + 1}
         if legacy:
             update["legal_hold"] = None
         result = await self.gate.call(
             "change legal holds", self.collection.update_one(match, {"$set": update})
+        )
+        return bool(result.matched_count)
+
+    async def mark_removing(self, thread_id: str, receipt_id: str, holds_rev: int) -> bool:
+        """Claim a thread for one removal if its holds are still those it was planned with.
+
+        The claim is a compare-and-set: it fails if another removal claimed the thread,
+        if it was removed, or if its holds changed since planning (``holds_rev``). From
+        then on no hold can be set on it (see :meth:`replace_holds`).
+        """
+        match: dict[str, Any] = {
+            "_id": thread_id,
+            "removing": {"$exists": False},
+            "removed": {"$exists": False},
+        }
+        match["holds_rev"] = holds_rev if holds_rev else {"$exists": False}
+        result = await self.gate.call(
+            "claim thread for removal", self.collection.update_one(match, {"$set": {"removing": receipt_id}})
+        )
+        return bool(result.matched_count)
+
+    async def unmark_removing(self, thread_id: str, receipt_id: str) -> None:
+        """Give up a removal's claim on a thread (the lineage is skipped)."""
+        await self.gate.call(
+            "release removal claim",
+            self.collection.update_one(
+                {"_id": thread_id, "removing": receipt_id}, {"$unset": {"removing": ""}}
+            ),
+        )
+
+    async def claimed_by(self, receipt_id: str) -> list[dict[str, Any]]:
+        """Return the live thread documents a removal has claimed."""
+        return [doc async for doc in self.select({"removing": receipt_id})]
+
+    async def claims(self) -> set[str]:
+        """Return the receipt ids of every removal that still holds a claim on a live thread."""
+        found: set[str] = set()
+        async for doc in self.select({"removing": {"$exists": True}}, projection={"removing": 1}):
+            if isinstance(doc.get("removing"), str):
+                found.add(doc["removing"])
+        return found
+
+    async def tombstone(self, thread_id: str, root_id: str, receipt_id: str, at: Any) -> bool:
+        """Replace a claimed thread's document by a tombstone keeping only its id and root.
+
+        Scope, metadata and holds go; the id stays taken, so the thread can never be
+        re-created under it (and no stale process can chain onto its old hashes).
+        """
+        result = await self.gate.call(
+            "remove thread",
+            self.collection.replace_one(
+                {"_id": thread_id, "removing": receipt_id},
+                {"_id": thread_id, "root_id": root_id, "removed": {"receipt_id": receipt_id, "at": at}},
+            ),
+        )
+        return bool(result.matched_count)
+
+    async def tombstone_unclaimed(self, thread_id: str, root_id: str, receipt_id: str, at: Any) -> bool:
+        """Tombstone a live branch a writer created under a thread being removed (its own clean-up)."""
+        result = await self.gate.call(
+            "remove thread",
+            self.collection.replace_one(
+                {"_id": thread_id, "removed": {"$exists": False}},
+                {"_id": thread_id, "root_id": root_id, "removed": {"receipt_id": receipt_id, "at": at}},
+            ),
         )
         return bool(result.matched_count)
 
@@ -167,3 +244,37 @@ class ThreadStore:
             await self.gate.call(
                 "create index", self.collection.create_index([(field, ASCENDING)], name=field)
             )
+
+    # ------------------------------------------------------------------ admin at scale
+
+    async def count(self, query: Mapping[str, Any]) -> int:
+        """Return how many live thread documents match an admin query (a progress total)."""
+        live = {**query, "removed": {"$exists": False}}
+        return int(await self.gate.call("count threads", self.collection.count_documents(live)))
+
+    def by_root(
+        self,
+        query: Mapping[str, Any],
+        *,
+        limit: int | None = None,
+        projection: Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Yield live raw thread documents matching an admin query, sorted on ``root_id``, in bounded batches.
+
+        The threads of one conversation come out next to each other, so admin code can
+        judge one tree at a time without holding the others. Only ``root_id`` is sorted
+        (its index serves the sort, so the server never buffers the collection to sort
+        it); the order inside one tree is left to the caller.
+        """
+        return self._by_root(query, limit, projection)
+
+    async def _by_root(
+        self, query: Mapping[str, Any], limit: int | None, projection: Mapping[str, Any] | None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        live = {**query, "removed": {"$exists": False}}
+        cursor = self.collection.find(live, projection).sort("root_id", ASCENDING).batch_size(BATCH_SIZE)
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        async with self.gate.translated("read threads"):
+            async for doc in cursor:
+                yield doc

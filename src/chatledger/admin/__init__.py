@@ -6,14 +6,20 @@ Each function takes a :class:`~chatledger.ledger.Ledger` or a database handle; t
 
 from __future__ import annotations
 
-from chatledger.admin.catalog import ThreadActivity, ThreadFilter
-from chatledger.admin.erasure import plan_erasure, run_erasure
+from chatledger.admin.catalog import ThreadActivity, ThreadFilter, ThreadSummary, count_threads, list_threads
+from chatledger.admin.erasure import count_erasure_candidates, plan_erasure, run_erasure
 from chatledger.admin.export import ExportSummary, ImportSummary, export_jsonl, import_jsonl
 from chatledger.admin.holds import release_hold, set_hold
 from chatledger.admin.receipts import operator_identity, pending_removals
 from chatledger.admin.removal import Removal, RemovalReport, Skipped, resume_pending
-from chatledger.admin.retention import RetentionPolicy, parse_duration, plan_retention, run_retention
-from chatledger.admin.stats import Stats, collect_stats
+from chatledger.admin.retention import (
+    RetentionPolicy,
+    count_retention_candidates,
+    parse_duration,
+    plan_retention,
+    run_retention,
+)
+from chatledger.admin.stats import Stats, collect_stats, count_events
 from chatledger.admin.verify import Anchor, Problem, VerifyReport, head_anchors, verify
 
 __all__ = [
@@ -28,11 +34,17 @@ __all__ = [
     "Stats",
     "ThreadActivity",
     "ThreadFilter",
+    "ThreadSummary",
     "VerifyReport",
     "collect_stats",
+    "count_erasure_candidates",
+    "count_events",
+    "count_retention_candidates",
+    "count_threads",
     "export_jsonl",
     "head_anchors",
     "import_jsonl",
+    "list_threads",
     "operator_identity",
     "parse_duration",
     "pending_removals",

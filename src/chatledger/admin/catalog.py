@@ -6,10 +6,12 @@ ledger's cache) because admin code must see holds and tampering as they are now.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import Ledger
@@ -17,16 +19,29 @@ from chatledger.models import validate_name as _validate_name
 from chatledger.models import validate_thread_id
 
 __all__ = [
+    "CHUNK_THREADS",
+    "Family",
     "Forest",
     "ThreadActivity",
     "ThreadFilter",
+    "ThreadSummary",
     "activity",
     "as_ledger",
     "aware",
+    "count_threads",
+    "family_chunks",
     "iter_events",
+    "list_threads",
     "load_forest",
     "validate_name",
 ]
+
+#: Threads judged together: one ``$group`` counts their events, and no more than this
+#: many thread documents (plus one tree that straddles the boundary) are held at once.
+CHUNK_THREADS: Final = 500
+#: Head queries in flight at once (each is one indexed query; overlapping them hides latency).
+_HEADS_IN_FLIGHT: Final = 16
+
 
 def as_ledger(target: Any) -> Ledger:
     """Return ``target`` if it is a :class:`Ledger`, else a ledger on the database handle ``target``."""
@@ -216,13 +231,14 @@ async def activity(
     for tid, (events, messages) in (await ledger.storage.events.counts(ids)).items():
         if tid in out:
             out[tid].events, out[tid].messages = events, messages
-    for tid, summary in out.items():
-        if summary.events == 0:
-            continue
-        head = await ledger.storage.events.head(tid)
-        if head is not None:
-            summary.head_seq, summary.head_hash = head["seq"], head["hash"]
-            summary.last_activity = aware(head.get("created_at")) or summary.last_activity
+    with_events = [summary for summary in out.values() if summary.events]
+    for start in range(0, len(with_events), _HEADS_IN_FLIGHT):
+        batch = with_events[start : start + _HEADS_IN_FLIGHT]
+        heads = await asyncio.gather(*(ledger.storage.events.head(s.thread_id) for s in batch))
+        for summary, head in zip(batch, heads, strict=True):
+            if head is not None:
+                summary.head_seq, summary.head_hash = head["seq"], head["hash"]
+                summary.last_activity = aware(head.get("created_at")) or summary.last_activity
     return out
 
 
@@ -232,3 +248,197 @@ async def iter_events(
     """Yield a thread's own events in ``seq`` order, streamed in bounded batches, as stored."""
     async for doc in ledger.storage.events.stream(thread_id, projection=projection):
         yield doc
+
+
+# --------------------------------------------------------------------------- at scale
+
+
+@dataclass(slots=True)
+class Family:
+    """One conversation tree (threads sharing a ``root_id``) and which of its threads a filter matched."""
+
+    root_id: str | None
+    forest: Forest
+    #: The threads the filter selected, parents first (``depth``, then id).
+    matching: list[str]
+
+
+def _tree_order(doc: Mapping[str, Any]) -> tuple[int, str]:
+    depth = doc.get("depth")
+    return (depth if type(depth) is int else 0, str(doc["_id"]))
+
+
+def _family(root_id: str | None, docs: Iterable[Mapping[str, Any]], matching: Iterable[str]) -> Family:
+    forest = Forest()
+    for doc in sorted(docs, key=_tree_order):
+        forest.add(doc)
+    wanted = set(matching)
+    return Family(root_id, forest, [t for t in forest.docs if t in wanted])
+
+
+async def _whole(ledger: Ledger, groups: list[list[dict[str, Any]]]) -> list[Family]:
+    """Return the groups as whole trees: every thread sharing their roots, matching or not."""
+    roots = [g[0].get("root_id") for g in groups]
+    by_root: dict[Any, list[dict[str, Any]]] = {}
+    for doc in await ledger.storage.threads.family([r for r in roots if isinstance(r, str)]):
+        by_root.setdefault(doc.get("root_id"), []).append(doc)
+    out: list[Family] = []
+    for root, group in zip(roots, groups, strict=True):
+        matched = [str(d["_id"]) for d in group]
+        docs = {str(d["_id"]): d for d in by_root.get(root, ())}
+        for doc in group:  # a thread whose root_id is not a string is still judged
+            docs.setdefault(str(doc["_id"]), doc)
+        out.append(_family(root if isinstance(root, str) else None, docs.values(), matched))
+    return out
+
+
+async def family_chunks(
+    ledger: Ledger,
+    thread_filter: ThreadFilter | None = None,
+    *,
+    whole: bool = False,
+    limit: int | None = None,
+    projection: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    chunk: int = CHUNK_THREADS,
+) -> AsyncGenerator[list[Family], None]:
+    """Yield the matching threads tree by tree, in chunks of about ``chunk`` threads.
+
+    One query streams the matching thread documents sorted on ``root_id`` (so a tree's
+    threads arrive together); only the current chunk is held in memory. Trees come in
+    ``root_id`` order, threads within a tree parents first.
+
+    Args:
+        ledger: The ledger whose collections are read.
+        thread_filter: Which threads; ``None`` for all.
+        whole: Also read the threads of each tree that the filter does not match (one
+            query per chunk), so lineages and holds are judged on whole trees.
+        limit: Read at most this many matching threads (pushed into the query). The
+            last tree read is then completed with one more query, so it is whole.
+        projection: Fields to read (``None``: all).
+        extra: More conditions on the thread documents, ANDed with the filter's.
+        chunk: How many threads to gather before yielding.
+    """
+    query: dict[str, Any] = (thread_filter or ThreadFilter()).query()
+    if extra:
+        query = {"$and": [query, dict(extra)]} if query else dict(extra)
+    whole = whole and bool(query)  # without a filter every tree is read whole anyway
+    threads = ledger.storage.threads
+    groups: list[list[dict[str, Any]]] = []
+    held = read = 0
+    current: list[dict[str, Any]] = []
+
+    async def flush() -> list[Family]:
+        nonlocal groups, held
+        out = (
+            await _whole(ledger, groups)
+            if whole
+            else [_family(g[0].get("root_id"), g, [str(d["_id"]) for d in g]) for g in groups]
+        )
+        groups, held = [], 0
+        return out
+
+    async with aclosing(threads.by_root(query, limit=limit, projection=projection)) as docs:
+        async for doc in docs:
+            read += 1
+            if current and doc.get("root_id") != current[0].get("root_id"):
+                groups.append(current)
+                held += len(current)
+                current = []
+                if held >= chunk:
+                    yield await flush()
+            current.append(doc)
+    if current and limit is not None and read >= limit and not whole:
+        # The limit may have cut the last tree: read the rest of it (and only that).
+        seen = [d["_id"] for d in current]
+        rest = {"$and": [query, {"root_id": current[0].get("root_id")}, {"_id": {"$nin": seen}}]}
+        current.extend([d async for d in threads.select(rest, projection=projection)])
+    if current:
+        groups.append(current)
+    if groups:
+        yield await flush()
+
+
+async def count_threads(target: Any, thread_filter: ThreadFilter | None = None) -> int:
+    """Return how many threads match ``thread_filter`` (one ``count`` command; a progress total)."""
+    return await as_ledger(target).storage.threads.count((thread_filter or ThreadFilter()).query())
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSummary:
+    """One thread as an operator lists it: its document and its activity."""
+
+    #: The raw thread document.
+    doc: Mapping[str, Any]
+    activity: ThreadActivity
+
+    @property
+    def thread_id(self) -> str:
+        """The thread's id."""
+        return self.activity.thread_id
+
+    @property
+    def held(self) -> bool:
+        """Whether the thread carries a legal hold."""
+        return bool(self.doc.get("legal_holds")) or bool(self.doc.get("legal_hold"))
+
+
+async def list_threads(
+    target: Any,
+    thread_filter: ThreadFilter | None = None,
+    *,
+    older_than: timedelta | None = None,
+    newer_than: timedelta | None = None,
+    limit: int | None = None,
+    now: datetime | None = None,
+    on_thread: Callable[[str], None] | None = None,
+) -> AsyncGenerator[ThreadSummary, None]:
+    """Yield the matching threads with their activity, tree by tree, streamed.
+
+    Threads come grouped by conversation (``root_id`` order), parents before branches.
+    Memory stays bounded whatever the number of threads: documents are read in chunks
+    and each chunk's activity is read before the next chunk. Without an age filter
+    ``limit`` is pushed into the query, so ``limit=8`` reads 8 thread documents (plus
+    the rest of the last conversation, if the limit cut it) and the activity of 8.
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        thread_filter: Which threads; ``None`` for all.
+        older_than: Only threads idle for longer than this.
+        newer_than: Only threads active within this.
+        limit: Yield at most this many threads.
+        now: The reference time for ages (tests pin it); the current time by default.
+        on_thread: Called with each thread id examined (progress reporting).
+    """
+    ledger = as_ledger(target)
+    now = now or datetime.now(UTC)
+    extra: dict[str, Any] = {}
+    if older_than is not None:
+        # Activity is never older than the thread itself: a thread created within the
+        # age cannot have been idle for longer, so the server can skip it.
+        extra["created_at"] = {"$lt": now - older_than}
+    aged = older_than is not None or newer_than is not None
+    remaining = limit
+    chunks = family_chunks(ledger, thread_filter, limit=None if aged else limit, extra=extra or None)
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            ordered = [(family, tid) for family in chunk for tid in family.matching]
+            if remaining is not None and not aged:
+                ordered = ordered[:remaining]  # only the threads of the page need activity
+            docs = Forest()
+            for family, tid in ordered:
+                docs.docs[tid] = family.forest.docs[tid]
+            acts = await activity(ledger, docs, [tid for _, tid in ordered])
+            for family, tid in ordered:
+                if on_thread is not None:
+                    on_thread(tid)
+                act = acts[tid]
+                age = now - act.last_activity if act.last_activity is not None else timedelta(0)
+                too_new = older_than is not None and age <= older_than
+                if too_new or (newer_than is not None and age > newer_than):
+                    continue
+                yield ThreadSummary(family.forest.docs[tid], act)
+                if remaining is not None:
+                    remaining -= 1
+                    if remaining == 0:
+                        return

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
-from chatledger.admin.catalog import ThreadFilter, activity, as_ledger, load_forest
+from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, count_threads, family_chunks
 from chatledger.admin.receipts import operator_identity
 from chatledger.admin.removal import Removal, RemovalReport, execute, lineage_removal, select_lineages
 from chatledger.errors import InvalidInputError
 
-__all__ = ["plan_erasure", "run_erasure"]
+#: Planning reads every field a removal needs (holds, lineage, scope) but not metadata.
+_NO_METADATA: Final = {"metadata": 0}
+
+__all__ = ["count_erasure_candidates", "plan_erasure", "run_erasure"]
 
 
 def _subject(user_id: str | None, tenant_id: str | None) -> ThreadFilter:
@@ -19,26 +22,56 @@ def _subject(user_id: str | None, tenant_id: str | None) -> ThreadFilter:
     return ThreadFilter(user_id=user_id, tenant_id=tenant_id)
 
 
-async def plan_erasure(
+async def count_erasure_candidates(
     target: Any, *, user_id: str | None = None, tenant_id: str | None = None
+) -> int:
+    """Return how many threads the subject has (one ``count`` command; a progress total).
+
+    Raises:
+        InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
+    """
+    return await count_threads(target, _subject(user_id, tenant_id))
+
+
+async def plan_erasure(
+    target: Any,
+    *,
+    user_id: str | None = None,
+    tenant_id: str | None = None,
+    on_thread: Callable[[str], None] | None = None,
 ) -> RemovalReport:
     """Return what erasing a user's or a tenant's threads would remove (a dry-run report).
 
     Every matching thread goes, with every branch of it; lineages under a legal hold
-    are listed as skipped.
+    are listed as skipped. The subject's threads are streamed one conversation tree
+    at a time (each read whole, so holds on any thread of it count), in chunks: memory
+    is bounded by the plan, not by the number of threads.
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        user_id: Erase this user's threads.
+        tenant_id: Erase this tenant's threads.
+        on_thread: Called with each matching thread examined (progress reporting; the
+            total is :func:`count_erasure_candidates`).
 
     Raises:
         InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
     """
     ledger = as_ledger(target)
     subject = _subject(user_id, tenant_id)
-    forest = await load_forest(ledger, subject)
-    matching = {
-        t for t, d in forest.docs.items() if all(d.get(k) == v for k, v in subject.describe().items())
-    }
-    act = await activity(ledger, forest)
     report = RemovalReport("erasure", dry_run=True)
-    select_lineages(report, forest, matching, {t: lineage_removal(forest, act, t) for t in matching})
+    async for chunk in family_chunks(ledger, subject, whole=True, projection=_NO_METADATA):
+        merged = Forest()
+        for family in chunk:
+            merged.docs.update(family.forest.docs)
+        act = await activity(ledger, merged)
+        for family in chunk:
+            matching = set(family.matching)
+            lineages = {t: lineage_removal(family.forest, act, t) for t in matching}
+            select_lineages(report, family.forest, matching, lineages)
+            if on_thread is not None:
+                for tid in family.matching:
+                    on_thread(tid)
     return report
 
 
@@ -51,6 +84,8 @@ async def run_erasure(
     by: str | None = None,
     reason: str = "erasure request",
     on_removal: Callable[[Removal], None] | None = None,
+    on_thread: Callable[[str], None] | None = None,
+    on_plan: Callable[[RemovalReport], None] | None = None,
 ) -> RemovalReport:
     """Plan an erasure and, only when ``apply`` is true, carry it out with receipts.
 
@@ -62,13 +97,18 @@ async def run_erasure(
         by: Who acts, for the receipts; ``user@host`` by default.
         reason: Why (e.g. the ticket of the request), for the receipts.
         on_removal: Called after each lineage is handled (progress reporting).
+        on_thread: Called with each matching thread examined while planning (progress).
+        on_plan: Called once with the plan (dry run), before anything is removed, so a
+            caller can show how many lineages are to come.
 
     Raises:
         InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
     """
     ledger = as_ledger(target)
-    report = await plan_erasure(ledger, user_id=user_id, tenant_id=tenant_id)
+    report = await plan_erasure(ledger, user_id=user_id, tenant_id=tenant_id, on_thread=on_thread)
     report.dry_run = not apply
+    if on_plan is not None:
+        on_plan(report)
     return await execute(
         ledger,
         report,

@@ -17,17 +17,34 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from chatledger.admin.catalog import ThreadFilter, activity, as_ledger, load_forest, validate_name
+from chatledger.admin.catalog import (
+    Forest,
+    ThreadFilter,
+    activity,
+    as_ledger,
+    count_threads,
+    family_chunks,
+    validate_name,
+)
 from chatledger.admin.receipts import operator_identity
 from chatledger.admin.removal import Removal, RemovalReport, execute, lineage_removal, select_lineages
 from chatledger.errors import InvalidInputError
 
-__all__ = ["RetentionPolicy", "parse_duration", "plan_retention", "run_retention"]
+__all__ = [
+    "RetentionPolicy",
+    "count_retention_candidates",
+    "parse_duration",
+    "plan_retention",
+    "run_retention",
+]
 
 _DURATION: Final = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "days"}
 #: Words a policy may use for "never remove".
 _FOREVER: Final = ("forever", "never", "keep")
+#: Planning reads every field a removal needs (holds, lineage, scope) but not metadata,
+#: which can be large and plays no part in the decision.
+_NO_METADATA: Final = {"metadata": 0}
 
 
 def parse_duration(text: object) -> timedelta:
@@ -110,37 +127,61 @@ class RetentionPolicy:
         return {"default": seconds(self.default), "tenants": {k: seconds(v) for k, v in self.tenants.items()}}
 
 
+def _scopes(policy: RetentionPolicy) -> list[ThreadFilter]:
+    """Return the thread filters a policy can touch: everyone when it has a default."""
+    if policy.default is not None:
+        return [ThreadFilter()]
+    return [ThreadFilter(tenant_id=t) for t, age in policy.tenants.items() if age is not None]
+
+
+async def count_retention_candidates(target: Any, policy: RetentionPolicy) -> int:
+    """Return how many threads planning ``policy`` examines (one ``count`` each scope; a progress total)."""
+    ledger = as_ledger(target)
+    return sum([await count_threads(ledger, scope) for scope in _scopes(policy)])
+
+
 async def plan_retention(
-    target: Any, policy: RetentionPolicy, *, now: datetime | None = None
+    target: Any,
+    policy: RetentionPolicy,
+    *,
+    now: datetime | None = None,
+    on_thread: Callable[[str], None] | None = None,
 ) -> RemovalReport:
     """Return what ``policy`` would remove now (a dry-run report); nothing is changed.
+
+    Memory stays bounded by the plan, not by the deployment: the threads the policy
+    can touch are streamed one conversation tree at a time, in chunks (one ``$group``
+    counts a chunk's events; each thread's newest event is one indexed query), and
+    each tree is decided and dropped before the next chunk is read.
 
     Args:
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
         policy: The retention policy.
         now: The reference time (tests pin it); the current time by default.
+        on_thread: Called with each thread id examined (progress reporting; the total is
+            :func:`count_retention_candidates`).
     """
     ledger = as_ledger(target)
     now = now or datetime.now(UTC)
-    # Only tenants the policy can touch need reading; a default touches everyone.
-    if policy.default is not None:
-        scopes: list[ThreadFilter | None] = [None]
-    else:
-        scopes = [ThreadFilter(tenant_id=t) for t, age in policy.tenants.items() if age is not None]
     report = RemovalReport("retention", dry_run=True)
-    for scope in scopes:
-        forest = await load_forest(ledger, scope)
-        act = await activity(ledger, forest)
-        lineages = {t: lineage_removal(forest, act, t) for t in forest.docs}
-
-        def expired(
-            tid: str, forest_docs: Mapping[str, Any] = forest.docs, lines: Mapping[str, Removal] = lineages
-        ) -> bool:
-            age = policy.max_age(forest_docs[tid].get("tenant_id"))
-            newest = lines[tid].last_activity
-            return age is not None and newest is not None and now - newest > age
-
-        select_lineages(report, forest, {t for t in forest.docs if expired(t)}, lineages)
+    for scope in _scopes(policy):
+        async for chunk in family_chunks(ledger, scope, whole=True, projection=_NO_METADATA):
+            merged = Forest()
+            for family in chunk:
+                merged.docs.update(family.forest.docs)
+            act = await activity(ledger, merged)
+            for family in chunk:
+                docs = family.forest.docs
+                lineages = {t: lineage_removal(family.forest, act, t) for t in family.matching}
+                due = set()
+                for tid in family.matching:
+                    age = policy.max_age(docs[tid].get("tenant_id"))
+                    newest = lineages[tid].last_activity
+                    if age is not None and newest is not None and now - newest > age:
+                        due.add(tid)
+                    if on_thread is not None:
+                        on_thread(tid)
+                select_lineages(report, family.forest, due, lineages)
     return report
 
 
@@ -153,6 +194,8 @@ async def run_retention(
     reason: str = "retention policy",
     now: datetime | None = None,
     on_removal: Callable[[Removal], None] | None = None,
+    on_thread: Callable[[str], None] | None = None,
+    on_plan: Callable[[RemovalReport], None] | None = None,
 ) -> RemovalReport:
     """Plan retention and, only when ``apply`` is true, remove what it selects.
 
@@ -166,13 +209,18 @@ async def run_retention(
         reason: Why, for the receipts.
         now: The reference time; the current time by default.
         on_removal: Called after each lineage is handled (progress reporting).
+        on_thread: Called with each thread examined while planning (progress reporting).
+        on_plan: Called once with the plan (dry run), before anything is removed, so a
+            caller can show how many lineages are to come.
 
     Returns:
         The report: planned lineages, receipts written, lineages skipped and why.
     """
     ledger = as_ledger(target)
-    report = await plan_retention(ledger, policy, now=now)
+    report = await plan_retention(ledger, policy, now=now, on_thread=on_thread)
     report.dry_run = not apply
+    if on_plan is not None:
+        on_plan(report)
     return await execute(
         ledger,
         report,

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import bson
 
-from chatledger.admin.catalog import ThreadFilter, as_ledger, aware, iter_events, load_forest
+from chatledger.admin.catalog import ThreadFilter, as_ledger, aware
 
-__all__ = ["Stats", "collect_stats"]
+__all__ = ["Stats", "collect_stats", "count_events"]
+
+#: The thread fields the totals need (documents are never held: counted and dropped).
+_THREAD_FIELDS: Final = {"parent": 1, "legal_holds": 1, "legal_hold": 1}
+#: How often (in events) ``on_event`` hears about progress.
+_EVENT_TICK: Final = 256
+
+
+async def count_events(target: Any, *, tenant_id: str | None = None) -> int:
+    """Return how many events :func:`collect_stats` would read (one ``count`` command; a progress total)."""
+    return await as_ledger(target).storage.events.count(ThreadFilter(tenant_id=tenant_id).describe())
 
 
 @dataclass(slots=True)
@@ -40,30 +51,53 @@ class Stats:
         return out
 
 
-async def collect_stats(target: Any, *, tenant_id: str | None = None) -> Stats:
-    """Return totals over every thread, or one tenant's.
+async def collect_stats(
+    target: Any,
+    *,
+    tenant_id: str | None = None,
+    on_thread: Callable[[str], None] | None = None,
+    on_event: Callable[[int], None] | None = None,
+) -> Stats:
+    """Return totals over every thread, or one tenant's, in bounded memory.
 
-    Streams every event once (sizes need the documents), one thread at a time; dates
-    are the oldest and newest event ``created_at`` (min/max are computed here because
-    FerretDB's ``$group`` has no ``$min``/``$max``).
+    Two streamed queries, whatever the number of threads: the thread documents (only
+    the fields counted here), then the events of the scope (sizes need the whole
+    documents; each is counted and dropped). Dates are the oldest and newest event
+    ``created_at`` (min/max are computed here because FerretDB's ``$group`` has no
+    ``$min``/``$max``). Events are selected by the scope they carry, so events whose
+    thread document is missing are counted too (``verify`` names those).
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        tenant_id: Only this tenant's threads and events.
+        on_thread: Called with each thread id counted (progress reporting).
+        on_event: Called with the number of events counted so far, every few hundred
+            events (progress reporting).
     """
     ledger = as_ledger(target)
-    forest = await load_forest(ledger, ThreadFilter(tenant_id=tenant_id), with_family=False)
-    stats = Stats(threads=len(forest.docs))
-    for tid, doc in forest.docs.items():
+    scope = ThreadFilter(tenant_id=tenant_id)
+    stats = Stats()
+    async for doc in ledger.storage.threads.select(scope.query(), projection=_THREAD_FIELDS):
+        stats.threads += 1
         if doc.get("parent"):
             stats.branches += 1
         else:
             stats.roots += 1
-        stats.held += forest.held(tid)
-        async for event in iter_events(ledger, tid):
-            stats.events += 1
-            stats.messages += int(event.get("count") or 0)
-            stats.bytes += len(bson.encode(event))
-            when = aware(event.get("created_at"))
-            if when is not None:
-                if stats.oldest_activity is None or when < stats.oldest_activity:
-                    stats.oldest_activity = when
-                if stats.newest_activity is None or when > stats.newest_activity:
-                    stats.newest_activity = when
+        stats.held += bool(doc.get("legal_holds")) or bool(doc.get("legal_hold"))
+        if on_thread is not None:
+            on_thread(str(doc["_id"]))
+    async for event in ledger.storage.events.scan(scope.describe()):
+        stats.events += 1
+        stats.messages += int(event.get("count") or 0)
+        stats.bytes += len(bson.encode(event))
+        when = aware(event.get("created_at"))
+        if when is not None:
+            if stats.oldest_activity is None or when < stats.oldest_activity:
+                stats.oldest_activity = when
+            if stats.newest_activity is None or when > stats.newest_activity:
+                stats.newest_activity = when
+        if on_event is not None and stats.events % _EVENT_TICK == 0:
+            on_event(stats.events)
+    if on_event is not None:
+        on_event(stats.events)
     return stats

@@ -22,9 +22,11 @@ from typing import IO, Any, Final
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
+    Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -34,7 +36,7 @@ from rich.tree import Tree
 
 from chatledger.cli.connection import redact
 
-__all__ = ["JSON_SCHEMA", "Renderer", "iso", "to_jsonable", "visible"]
+__all__ = ["JSON_SCHEMA", "Renderer", "Ticker", "iso", "to_jsonable", "visible"]
 
 #: Version of every command's ``--json`` shape; bumped only on an incompatible change.
 JSON_SCHEMA: Final = 1
@@ -95,6 +97,46 @@ def to_jsonable(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)  # ObjectId, Decimal128, bytes: their text form
+
+
+class _Count(ProgressColumn):
+    """``done/total`` when the total is known, else just ``done`` (never ``42/?``)."""
+
+    def render(self, task: Task) -> Text:
+        done = int(task.completed)
+        return Text(f"{done}/{int(task.total)}" if task.total is not None else str(done))
+
+
+class Ticker:
+    """A handle on one progress bar: call it to advance by one; the bar shows a known total.
+
+    Called with any arguments (a thread id, a removal) it advances by one, so it can be
+    passed as any ``on_thread``/``on_removal`` callback of the admin functions.
+    """
+
+    def __init__(self, bar: Progress, task: TaskID) -> None:
+        self._bar = bar
+        self._task = task
+
+    def __call__(self, *_: object) -> None:
+        """Advance by one."""
+        self.advance(1)
+
+    def advance(self, steps: int = 1) -> None:
+        """Advance by ``steps``; a total found too small grows (progress never shows 12/10)."""
+        task = self._bar.tasks[self._task]
+        done = task.completed + steps
+        if task.total is not None and done > task.total:
+            self._bar.update(self._task, total=done)
+        self._bar.update(self._task, completed=done)
+
+    def to(self, done: int) -> None:
+        """Set how much is done (for callbacks that report a running count)."""
+        self.advance(done - int(self._bar.tasks[self._task].completed))
+
+    def stage(self, label: str, total: int | None = None) -> None:
+        """Start the next phase on the same bar: a new label and total, nothing done yet."""
+        self._bar.reset(self._task, total=total, description=label, completed=0)
 
 
 class Renderer:
@@ -200,25 +242,24 @@ class Renderer:
     # ------------------------------------------------------------------ progress
 
     @contextmanager
-    def progress(self, label: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-        """Yield a callback that advances a progress bar on stderr (drawn only on a terminal).
+    def progress(self, label: str, total: int | None = None) -> Iterator[Ticker]:
+        """Yield a :class:`Ticker` that advances a progress bar on stderr (drawn only on a terminal).
 
         With a ``total`` the bar shows ``done/total``; without one, a count and a spinner.
+        A command with several phases (plan, then remove) moves the same bar on with
+        :meth:`Ticker.stage`.
         """
-        columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
-        if total is not None:
-            columns += [BarColumn(), MofNCompleteColumn()]
-        else:
-            columns += [TextColumn("{task.completed}")]
         with Progress(
-            *columns,
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            _Count(),
             TimeElapsedColumn(),
             console=self.err,
             transient=True,
             disable=not self.err.is_terminal,
         ) as bar:
-            task = bar.add_task(label, total=total)
-            yield lambda *_: bar.advance(task)
+            yield Ticker(bar, bar.add_task(label, total=total))
 
     @contextmanager
     def working(self, label: str) -> Iterator[None]:

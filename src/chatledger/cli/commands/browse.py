@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from rich.text import Text
 
-from chatledger.admin import ThreadFilter
+from chatledger.admin import ThreadFilter, ThreadSummary, count_threads, list_threads
 from chatledger.admin.browse import get_thread, read_transcript
 from chatledger.admin.catalog import activity, as_ledger, load_forest
 from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
@@ -26,6 +26,25 @@ def _cases(doc: Any) -> list[str]:
     return cases or (["-"] if doc.get("legal_hold") else [])
 
 
+def _row(summary: ThreadSummary) -> dict[str, Any]:
+    doc, act = summary.doc, summary.activity
+    return {
+        "thread_id": summary.thread_id,
+        "root_id": doc.get("root_id"),
+        "parent": doc.get("parent"),
+        "depth": doc.get("depth"),
+        "tenant_id": doc.get("tenant_id"),
+        "user_id": doc.get("user_id"),
+        "events": act.events,
+        "messages": act.messages,
+        "head_seq": act.head_seq or doc.get("base_offset") or 0,
+        "created_at": doc.get("created_at"),
+        "last_activity": act.last_activity,
+        "legal_hold": summary.held,
+        "legal_holds": _cases(doc),
+    }
+
+
 async def threads_body(
     db: Any,
     ui: Renderer,
@@ -37,41 +56,27 @@ async def threads_body(
     limit: int | None = None,
     now: datetime | None = None,
 ) -> int:
-    """List threads with their counts, filtered by tenant, user and age of last activity."""
+    """List threads with their counts, filtered by tenant, user and age of last activity.
+
+    Threads are streamed grouped by conversation, parents before branches; ``limit``
+    and the filters go into the query, so ``--limit 8`` reads 8 threads, not all.
+    """
     old, new = duration(older_than, "--older-than"), duration(newer_than, "--newer-than")
     if limit is not None and limit < 1:
         raise InvalidInputError("--limit must be at least 1")
     ledger = as_ledger(db)
-    with ui.working("reading threads"):
-        forest = await load_forest(ledger, ThreadFilter(tenant_id=tenant, user_id=user), with_family=False)
-        acts = await activity(ledger, forest)
-    now = now or datetime.now(UTC)
+    scope = ThreadFilter(tenant_id=tenant, user_id=user)
     rows: list[dict[str, Any]] = []
-    for tid, doc in sorted(
-        forest.docs.items(), key=lambda kv: (str(kv[1].get("root_id")), kv[1].get("depth") or 0, kv[0])
-    ):
-        act = acts[tid]
-        age = now - act.last_activity if act.last_activity is not None else timedelta(0)
-        if (old is not None and age <= old) or (new is not None and age > new):
-            continue
-        rows.append(
-            {
-                "thread_id": tid,
-                "root_id": doc.get("root_id"),
-                "parent": doc.get("parent"),
-                "depth": doc.get("depth"),
-                "tenant_id": doc.get("tenant_id"),
-                "user_id": doc.get("user_id"),
-                "events": act.events,
-                "messages": act.messages,
-                "head_seq": act.head_seq or doc.get("base_offset") or 0,
-                "created_at": doc.get("created_at"),
-                "last_activity": act.last_activity,
-                "legal_hold": forest.held(tid),
-                "legal_holds": _cases(doc),
-            }
-        )
-    rows = rows[:limit] if limit is not None else rows
+    with ui.progress("reading threads") as tick:
+        total = await count_threads(ledger, scope)
+        # With an age filter, threads are examined until enough pass: the total is the
+        # number that may be examined; without one, exactly min(limit, matching).
+        aged = old is not None or new is not None
+        tick.stage("reading threads", total if limit is None or aged else min(limit, total))
+        async for summary in list_threads(
+            ledger, scope, older_than=old, newer_than=new, limit=limit, now=now, on_thread=tick
+        ):
+            rows.append(_row(summary))
     if ui.as_json:
         ui.json("threads", {"threads": rows})
         return 0

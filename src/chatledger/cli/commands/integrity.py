@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from chatledger.admin import Anchor, ThreadFilter, head_anchors, verify
+from chatledger.admin import Anchor, ThreadFilter, count_threads, list_threads, verify
 from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
 from chatledger.cli.options import JsonOption, TenantOption
 from chatledger.cli.render import Renderer
@@ -60,6 +60,7 @@ async def verify_body(
     """Recompute the hash chains; exit status 1 when anything fails."""
     pinned = read_anchors(anchors) if anchors else []
     with ui.progress("verifying") as tick:
+        tick.stage("verifying", await count_threads(db, ThreadFilter(thread_id=thread, tenant_id=tenant)))
         report = await verify(db, thread_id=thread, tenant_id=tenant, anchors=pinned, on_thread=tick)
     if ui.as_json:
         ui.json("verify", report.to_dict())
@@ -80,15 +81,26 @@ async def verify_body(
 
 
 async def heads_body(db: Any, ui: Renderer, *, tenant: str | None = None) -> int:
-    """Print every thread's head hash, to keep outside the database for ``verify --anchors``."""
-    with ui.working("reading heads"):
-        anchors = await head_anchors(db, ThreadFilter(tenant_id=tenant))
-    heads = [{"thread_id": a.thread_id, "head_seq": a.head_seq, "head_hash": a.head_hash} for a in anchors]
+    """Print every thread's head hash, to keep outside the database for ``verify --anchors``.
+
+    Threads are streamed (bounded memory); JSON Lines are printed as they come, while
+    ``--json``'s one document is printed at the end.
+    """
+    scope = ThreadFilter(tenant_id=tenant)
+    heads: list[dict[str, Any]] = []
+    with ui.progress("reading heads") as tick:
+        tick.stage("reading heads", await count_threads(db, scope))
+        async for summary in list_threads(db, scope, on_thread=tick):
+            act = summary.activity
+            if act.head_seq <= 0:
+                continue  # nothing written yet: nothing to anchor (as head_anchors)
+            head = {"thread_id": act.thread_id, "head_seq": act.head_seq, "head_hash": act.head_hash}
+            if ui.as_json:
+                heads.append(head)
+            else:
+                ui.json_line(head)
     if ui.as_json:
         ui.json("heads", {"heads": heads})
-        return 0
-    for head in heads:
-        ui.json_line(head)
     return 0
 
 

@@ -14,7 +14,14 @@ from typing import IO, Annotated, Any
 import typer
 from rich.text import Text
 
-from chatledger.admin import RemovalReport, RetentionPolicy, run_erasure, run_retention
+from chatledger.admin import (
+    RemovalReport,
+    RetentionPolicy,
+    count_erasure_candidates,
+    count_retention_candidates,
+    run_erasure,
+    run_retention,
+)
 from chatledger.admin.catalog import as_ledger
 from chatledger.admin.receipts import receipts_for
 from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
@@ -27,7 +34,7 @@ from chatledger.cli.options import (
     duration,
     open_for_writing,
 )
-from chatledger.cli.render import Renderer, iso, to_jsonable
+from chatledger.cli.render import Renderer, Ticker, iso, to_jsonable
 from chatledger.cli.run import run_admin
 from chatledger.errors import InvalidInputError
 
@@ -82,6 +89,12 @@ def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict
         ui.line(f"{extra['receipts_written']} receipt(s) appended to {extra['receipts_file']}")
 
 
+def _removing(tick: Ticker, plan: RemovalReport) -> None:
+    """Turn the planning bar into the removal bar, whose total the plan now gives."""
+    if not plan.dry_run:
+        tick.stage("removing", len(plan.planned))
+
+
 async def _write_receipts(db: Any, report: RemovalReport, stream: IO[str]) -> int:
     ids = [*report.removed, *report.resumed]
     receipts = await receipts_for(as_ledger(db), ids)
@@ -124,8 +137,18 @@ async def retention_body(
             raise InvalidInputError(f"a retention age must be positive, not {age}")
     stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
     try:
-        with ui.progress("removing") as tick:
-            report = await run_retention(db, policy, apply=apply, by=by, reason=reason, on_removal=tick)
+        with ui.progress("planning") as tick:
+            tick.stage("planning", await count_retention_candidates(db, policy))
+            report = await run_retention(
+                db,
+                policy,
+                apply=apply,
+                by=by,
+                reason=reason,
+                on_removal=tick,
+                on_thread=tick,
+                on_plan=lambda plan: _removing(tick, plan),
+            )
         written = await _write_receipts(db, report, stream) if stream is not None else 0
     finally:
         if stream is not None:
@@ -148,9 +171,18 @@ async def erase_body(
 ) -> int:
     """Plan (or, with ``apply``, carry out) the erasure of a user's or tenant's threads."""
     apply = _require_bool(apply, "apply")
-    with ui.progress("erasing") as tick:
+    with ui.progress("planning") as tick:
+        tick.stage("planning", await count_erasure_candidates(db, user_id=user, tenant_id=tenant))
         report = await run_erasure(
-            db, user_id=user, tenant_id=tenant, apply=apply, by=by, reason=reason, on_removal=tick
+            db,
+            user_id=user,
+            tenant_id=tenant,
+            apply=apply,
+            by=by,
+            reason=reason,
+            on_removal=tick,
+            on_thread=tick,
+            on_plan=lambda plan: _removing(tick, plan),
         )
     _print_report(ui, report, "erase", {})
     if report.skipped:

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from chatledger.admin import collect_stats
+from chatledger.admin import ThreadFilter, collect_stats, count_events, count_threads
 from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
 from chatledger.cli.options import JsonOption, TenantOption
 from chatledger.cli.render import Renderer, iso
@@ -17,8 +17,21 @@ __all__ = ["register", "stats_body"]
 
 async def stats_body(db: Any, ui: Renderer, *, tenant: str | None = None) -> int:
     """Print totals: threads, roots, branches, held, events, messages, bytes, activity range."""
-    with ui.working("counting"):
-        stats = await collect_stats(db, tenant_id=tenant)
+    with ui.progress("counting") as tick:
+        # Two count commands give both phases a known total before the long reads start.
+        threads = await count_threads(db, ThreadFilter(tenant_id=tenant))
+        events = await count_events(db, tenant_id=tenant)
+        tick.stage("counting threads", threads)
+        reading_events = False
+
+        def on_event(done: int) -> None:
+            nonlocal reading_events
+            if not reading_events:
+                tick.stage("reading events", events)
+                reading_events = True
+            tick.to(done)
+
+        stats = await collect_stats(db, tenant_id=tenant, on_thread=tick, on_event=on_event)
     totals = {
         **stats.to_dict(),
         "oldest_activity": iso(stats.oldest_activity),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from chatledger.admin import ThreadFilter, export_jsonl, import_jsonl
+from chatledger.admin import ThreadFilter, count_threads, export_jsonl, import_jsonl
 from chatledger.admin.browse import get_thread
 from chatledger.admin.catalog import as_ledger
 from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
@@ -40,6 +41,8 @@ async def export_body(
     stream = sys.stdout if path == "-" else open_for_writing(path, "--output")
     try:
         with ui.progress("exporting") as tick:
+            # One thread comes with its ancestors and branches: no total known up front.
+            tick.stage("exporting", None if thread is not None else await count_threads(ledger, scope))
             summary = await export_jsonl(ledger, stream, scope, on_thread=tick)
     finally:
         if stream is not sys.stdout:
@@ -52,11 +55,22 @@ async def export_body(
     return 0
 
 
+def _announced_threads(path: Path) -> int | None:
+    """Return the thread count an export's header line announces (a progress total), if it has one."""
+    try:
+        with path.open(encoding="utf-8") as stream:
+            header = json.loads(stream.readline())
+    except (OSError, ValueError):
+        return None  # import_jsonl reports what is wrong with the file
+    threads = header.get("threads") if isinstance(header, dict) else None
+    return threads if type(threads) is int and threads >= 0 else None
+
+
 async def import_body(db: Any, ui: Renderer, *, path: str) -> int:
     """Restore a JSON Lines export; the file is checked whole before anything is written."""
     if not Path(path).is_file():  # noqa: ASYNC240 - a CLI run does nothing else concurrently
         raise InvalidInputError(f"no such file: {path!r}")
-    with ui.progress("importing") as tick:
+    with ui.progress("importing", _announced_threads(Path(path))) as tick:
         summary = await import_jsonl(db, path, on_thread=tick)
     result = {
         "threads": summary.threads,

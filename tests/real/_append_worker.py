@@ -37,7 +37,8 @@ async def run(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         for i in range(cfg["count"]):
             text = f"w{cfg['worker']}-{i}"
             if cfg["mode"] == "fixed":
-                result = await ledger.append(cfg["cursor"], [msg(text)])
+                book = ledger.bind()
+                result = await book.append(await book.resolve(cfg["cursor"]), [msg(text)])
                 cursor, branched = result.position.cursor.to_state(), result.branched
             else:
                 before = store.thread_id

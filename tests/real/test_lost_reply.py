@@ -16,7 +16,7 @@ import pytest
 
 from chatledger import Ledger, MongoChatMessageStore, StorageUnavailableError
 from chatledger.storage.driver import close_client
-from tests.helpers import msg, raw_docs, texts
+from tests.helpers import append, msg, raw_docs, read, texts
 from tests.real._support import assert_chain_intact, make_client
 from tests.scripts import load_script
 
@@ -43,11 +43,11 @@ async def test_ledger_append_with_lost_reply_is_stored_once(
 ) -> None:
     proxy, db = via_proxy
     ledger = Ledger(db)
-    first = await ledger.append({"thread_id": "t", "offset": 0}, [msg("hello")])
+    first = await append(ledger, {"thread_id": "t", "offset": 0}, [msg("hello")])
 
     # The server stores "how are you?" but its reply never reaches the client.
     proxy.drop_replies("insert", "events", count=1)
-    second = await ledger.append(first.position, [msg("how are you?")])
+    second = await append(ledger, first.position, [msg("how are you?")])
 
     assert proxy.dropped == 1  # the reply really was lost
     # The ledger retried with the same event id and recognised its own event.
@@ -55,7 +55,7 @@ async def test_ledger_append_with_lost_reply_is_stored_once(
     assert second.position.cursor.to_state()["offset"] == 2
     assert await database["events"].count_documents({}) == 2
     assert await database["threads"].count_documents({}) == 1
-    assert texts(await ledger.read(second.position)) == ["hello", "how are you?"]
+    assert texts(await read(ledger, second.position)) == ["hello", "how are you?"]
     assert_chain_intact(sorted(await raw_docs(database["events"]), key=lambda e: e["seq"]))
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from chatledger import Cursor, Ledger, MongoChatMessageStore
-from tests.helpers import msg, raw_docs, texts
+from chatledger import Ledger, MongoChatMessageStore
+from tests.helpers import msg, raw_docs, read, texts
 from tests.scripts import REPO
 
 pytestmark = pytest.mark.real
@@ -114,8 +114,8 @@ async def test_processes_appending_to_one_thread_lose_and_double_nothing(
         assert len(lineage) == doc["depth"] + 1
         assert lineage[-1].id == tid
         # Each branch's line starts with the shared prefix and replays without gaps.
-        head = await ledger.head(tid)
-        line = texts(await ledger.read(Cursor(thread_id=tid, offset=head.offset)))
+        head = await ledger.bind().head(tid)
+        line = texts(await read(ledger, head))
         assert line[0] == "shared start"
         assert len(line) == len(set(line))
 
@@ -124,8 +124,8 @@ async def test_processes_appending_to_one_thread_lose_and_double_nothing(
         mine = [r["text"] for r in rs]
         if mode == "fixed":
             for r in rs:
-                assert texts(await ledger.read(r["cursor"])) == ["shared start", r["text"]]
+                assert texts(await read(ledger, r["cursor"])) == ["shared start", r["text"]]
         else:
-            line = texts(await ledger.read(rs[-1]["cursor"]))
+            line = texts(await read(ledger, rs[-1]["cursor"]))
             assert line[0] == "shared start"
             assert [t for t in line if t.startswith(f"w{k}-")] == mine

@@ -488,7 +488,10 @@ class Binding:
             # The thread's first event vouches for its thread document (see ThreadRecord.digest).
             doc["thread_digest"] = thread.digest()
         doc["hash"] = event_hash(at.head_hash, doc)
-        if len(bson.encode(doc)) > MAX_EVENT_BYTES:
+        # Encoding the document just to measure it costs as much as hashing it; a bound
+        # on its size (BSON adds a few bytes per field) settles almost every batch.
+        bound = 4096 + sum(4 * len(str(v)) + 64 for m in stored for v in m.values())
+        if bound >= MAX_EVENT_BYTES and len(bson.encode(doc)) > MAX_EVENT_BYTES:
             raise BatchTooLargeError(
                 f"a batch of {len(stored)} messages does not fit in one {MAX_EVENT_BYTES} byte document; "
                 "split it into several add_messages calls"
@@ -562,6 +565,7 @@ class Binding:
         event_id: str | None = None,
         strict: bool = False,
         metadata: Mapping[str, Any] | None = None,
+        digest: str | None = None,
     ) -> AppendResult:
         """Append one event holding a batch after the position ``at``.
 
@@ -578,6 +582,7 @@ class Binding:
             event_id: Idempotency key; a fresh one is generated when omitted.
             strict: Raise :class:`~chatledger.errors.ConcurrencyError` instead of branching.
             metadata: Stored on the thread if this append creates it.
+            digest: ``stored_digest(stored)``, when the caller has already computed it.
 
         Returns:
             The new position, the event id, whether the event is on a new branch, and
@@ -608,7 +613,8 @@ class Binding:
             )
         if not stored:
             return AppendResult(at, event_id, branched=False)
-        digest = stored_digest(stored)
+        if digest is None:
+            digest = stored_digest(stored)
         thread = at.thread if at.thread is not None else self._new_root(at.thread_id, metadata)
         doc = self._event_document(at, thread, stored, event_id)  # validates size before any write
         await self.ledger.ensure_indexes()
@@ -690,7 +696,7 @@ class Binding:
             at = await self.settle(at, previous)
         remember(pending)
         result = await self.append(
-            at, stored=stored, event_id=pending.event_id, strict=strict, metadata=metadata
+            at, stored=stored, event_id=pending.event_id, strict=strict, metadata=metadata, digest=pending.digest
         )
         remember(None)
         return result

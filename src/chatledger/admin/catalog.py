@@ -300,7 +300,7 @@ async def family_chunks(
     limit: int | None = None,
     projection: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
-    chunk: int = CHUNK_THREADS,
+    chunk: int | None = None,
 ) -> AsyncGenerator[list[Family], None]:
     """Yield the matching threads tree by tree, in chunks of about ``chunk`` threads.
 
@@ -317,12 +317,13 @@ async def family_chunks(
             last tree read is then completed with one more query, so it is whole.
         projection: Fields to read (``None``: all).
         extra: More conditions on the thread documents, ANDed with the filter's.
-        chunk: How many threads to gather before yielding.
+        chunk: How many threads to gather before yielding (:data:`CHUNK_THREADS` by default).
     """
     query: dict[str, Any] = (thread_filter or ThreadFilter()).query()
     if extra:
         query = {"$and": [query, dict(extra)]} if query else dict(extra)
     whole = whole and bool(query)  # without a filter every tree is read whole anyway
+    chunk = chunk or CHUNK_THREADS
     threads = ledger.storage.threads
     groups: list[list[dict[str, Any]]] = []
     held = read = 0
@@ -351,7 +352,9 @@ async def family_chunks(
     if current and limit is not None and read >= limit and not whole:
         # The limit may have cut the last tree: read the rest of it (and only that).
         seen = [d["_id"] for d in current]
-        rest = {"$and": [query, {"root_id": current[0].get("root_id")}, {"_id": {"$nin": seen}}]}
+        rest = {
+            "$and": [c for c in (query, {"root_id": current[0].get("root_id")}, {"_id": {"$nin": seen}}) if c]
+        }
         current.extend([d async for d in threads.select(rest, projection=projection)])
     if current:
         groups.append(current)

@@ -1,17 +1,31 @@
 """Recompute hash chains and check thread structure; name the first thing that does not match.
 
-What is checked, per thread:
+What is checked, per live thread (tombstones of removed threads and their hollowed
+events are what a removal leaves on purpose, not problems):
 
 - the thread document: a root has no parent, lineage, depth or base; a branch's
   ``parent`` is the last lineage entry, ``depth`` is the lineage's length, ``root_id``
-  its first entry, ``base_offset``/``base_messages`` its fork point, and every ancestor
-  exists with the lineage prefix it claims;
+  its first entry, ``base_offset``/``base_messages`` its fork point, and its parent
+  exists, is live (a branch of a removed thread is a problem), is itself consistent,
+  and has the lineage this one continues. Each thread's verdict is computed once and
+  reused by its branches, so the cost is linear in the size of the thread documents;
 - the fork: the parent line's event at ``base_offset`` exists and ends at
   ``base_messages`` (so truncating a thread under a branch is caught);
-- the thread's own events, streamed in ``seq`` order: ``seq`` contiguous from
-  ``base_offset + 1``, ``first_message`` continuing the previous event, ``count`` equal
-  to the batch size, ``prev_hash`` equal to the previous hash (the fork event's, or
-  the genesis hash), and ``hash`` recomputed from the stored event.
+- the thread's own events, streamed in ``seq`` order: each is well formed (integer
+  ``seq``/``count``/``first_message``, string hashes, ``_id`` equal to
+  ``"<thread_id>#<seq>"``, every message decodable as a reader would decode it), ``seq``
+  contiguous from ``base_offset + 1``, ``first_message`` continuing the previous event,
+  ``count`` equal to the batch size, ``prev_hash`` equal to the previous hash (the fork
+  event's, or the genesis hash), and ``hash`` recomputed from the stored event;
+- the thread record (schema 2 events only): the first event's ``thread_digest`` equals
+  the digest of the stored thread document (scope, lineage, fork point, metadata), and
+  every event's ``tenant_id``/``user_id``/``source_id``/``root_id`` equal the thread's.
+  Schema 1 events carry no digest: on threads written before schema 2 these fields are
+  not protected.
+
+A malformed document never stops the run: it is a :class:`Problem` naming it. After
+the first broken link of a thread, the rest of its events are still checked for shape,
+so every malformed document is named, but not for the chain (one break is enough).
 
 An unkeyed hash chain cannot see a removed tail that nothing references, a deleted
 whole thread, or a rewrite whose author recomputed every hash. :func:`head_anchors`
@@ -24,23 +38,29 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
 from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, iter_events, load_forest
-from chatledger.admin.receipts import pending_removals, removed_heads
-from chatledger.errors import IntegrityError, InvalidInputError, UnknownThreadError
+from chatledger.admin.receipts import COMPLETED, REMOVAL, pending_removals
+from chatledger.codec import decode_message
+from chatledger.errors import ChatLedgerError, InvalidInputError, UnknownThreadError
 from chatledger.hashing import GENESIS_HASH, HASHED_FIELDS_BY_VERSION, event_hash
 from chatledger.ledger import Ledger
-from chatledger.models import ThreadRecord
+from chatledger.models import DEFAULT_SOURCE_ID, ForkPoint, ThreadRecord
 
 __all__ = ["Anchor", "Problem", "VerifyReport", "head_anchors", "verify"]
+
+#: Scope fields every schema-2 event repeats from its thread document (inside its hash).
+_SCOPE_FIELDS: Final = ("root_id", "tenant_id", "user_id", "source_id")
+_COUNTS: Final = ("seq", "first_message", "count")
+_HASHES: Final = ("prev_hash", "hash")
 
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """The first thing that does not match in one thread."""
+    """The first thing that does not match in one thread (or one malformed document)."""
 
     thread_id: str
     reason: str
@@ -66,7 +86,7 @@ class Anchor:
         """
         try:
             anchor = cls(str(data["thread_id"]), int(data["head_seq"]), str(data["head_hash"]))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise InvalidInputError(f"not a head anchor: {data!r}") from e
         return anchor
 
@@ -96,14 +116,160 @@ class VerifyReport:
         }
 
 
-def _lineage_owner(lineage: Iterable[Mapping[str, Any]], seq: int) -> str | None:
-    """Return the id of the ancestor whose own events hold ``seq`` along ``lineage``."""
-    lo = 0
-    for fork in lineage:
-        if lo < seq <= int(fork["offset"]):
-            return str(fork["thread_id"])
-        lo = int(fork["offset"])
+def is_tombstone(doc: Mapping[str, Any]) -> bool:
+    """Return whether a thread document is the tombstone a completed removal leaves."""
+    return isinstance(doc.get("removed"), Mapping)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if type(value) is int else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if type(value) is str else None
+
+
+def _record(doc: Mapping[str, Any]) -> ThreadRecord | str:
+    """Return the thread record in ``doc``, or why it is not one."""
+    try:
+        return ThreadRecord.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"thread document is malformed: {where}: {first['msg']}"
+
+
+def record_problem(record: ThreadRecord) -> str | None:
+    """Return why a thread record contradicts itself (parent, lineage, depth, base), or ``None``."""
+    lineage = record.lineage
+    if record.parent is None:
+        if (
+            lineage
+            or record.depth
+            or record.base_offset
+            or record.base_messages
+            or record.root_id != record.id
+        ):
+            return "root thread has a lineage, depth, base or root_id of a branch"
+        return None
+    last = lineage[-1] if lineage else None
+    if last is None or record.parent != {"thread_id": last.thread_id, "offset": last.offset}:
+        return f"parent {record.parent!r} is not the last entry of the lineage"
+    if record.depth != len(lineage):
+        return f"depth {record.depth} but the lineage has {len(lineage)} ancestors"
+    if record.root_id != lineage[0].thread_id:
+        return f"root_id {record.root_id!r} is not the first ancestor {lineage[0].thread_id!r}"
+    if (record.base_offset, record.base_messages) != (last.offset, last.messages):
+        return "base_offset/base_messages differ from the fork point in the lineage"
+    if any(f.thread_id == record.id for f in lineage):
+        return "the thread is its own ancestor"
+    if any(a.offset > b.offset for a, b in itertools.pairwise(lineage)):
+        return "fork offsets along the lineage go backwards"
     return None
+
+
+def _message_problem(message: Any) -> str | None:
+    """Return why a reader could not decode a stored message, or ``None``."""
+    if not isinstance(message, Mapping):
+        return f"a message is a {type(message).__name__}, not a document"
+    try:
+        decode_message(message)
+    # decode_message runs the framework's own parsing on whatever is stored; any
+    # exception it raises is an error every read of this event would raise, which is
+    # exactly what verify must report (it becomes a Problem, nothing is swallowed).
+    except Exception as e:
+        return f"a message cannot be decoded ({type(e).__name__}: {e})"
+    return None
+
+
+def shape_problem(event: Mapping[str, Any], thread_id: str) -> str | None:
+    """Return why an event document is malformed (types, key, messages), or ``None``.
+
+    Args:
+        event: The event document as stored.
+        thread_id: The thread whose events are being read.
+    """
+    for name in _COUNTS:
+        value = event.get(name)
+        if type(value) is not int or value < 0:
+            return f"{name} is {value!r}, not a count"
+    for name in _HASHES:
+        value = event.get(name)
+        if type(value) is not str:
+            return f"{name} is {value!r}, not a hash"
+    if event.get("v") not in HASHED_FIELDS_BY_VERSION:
+        return f"unknown schema version {event.get('v')!r}"
+    key = f"{thread_id}#{event['seq']}"
+    if event.get("_id") != key:
+        return f"_id is {event.get('_id')!r}, not {key!r} (the event was re-keyed)"
+    messages = event.get("messages")
+    if not isinstance(messages, list):
+        return "messages is not a list"
+    for index, message in enumerate(messages):
+        why = _message_problem(message)
+        if why is not None:
+            return f"message {index}: {why}"
+    return None
+
+
+def chain_problem(
+    event: Mapping[str, Any], seq: int, message: int, prev: str, record: ThreadRecord
+) -> str | None:
+    """Return why a well-formed event breaks its thread at the expected position, or ``None``.
+
+    Args:
+        event: An event that passed :func:`shape_problem`.
+        seq: The ``seq`` expected here.
+        message: The ``first_message`` expected here.
+        prev: The hash the event must chain to.
+        record: The thread it belongs to (its scope and digest are checked on schema 2).
+    """
+    found = event["seq"]
+    if found != seq:
+        if found > seq:
+            return f"event(s) missing: expected seq {seq}, next stored event is seq {found}"
+        return f"unexpected event at seq {found!r} where seq {seq} was expected (forged or duplicated)"
+    if event["prev_hash"] != prev:
+        return (
+            "prev_hash does not match the hash of the event before it (events inserted, removed or reordered)"
+        )
+    if event_hash(event["prev_hash"], event) != event["hash"]:
+        return "stored event does not match its hash (its content or fields were changed)"
+    if event["count"] != len(event["messages"]):
+        return f"count {event['count']} but {len(event['messages'])} messages"
+    if event["first_message"] != message:
+        return f"first_message {event['first_message']} but the previous event ended at {message}"
+    if event["v"] == 2:
+        expected = {
+            "root_id": record.root_id,
+            "tenant_id": record.tenant_id,
+            "user_id": record.user_id,
+            "source_id": record.source_id or DEFAULT_SOURCE_ID,
+        }
+        for name in _SCOPE_FIELDS:
+            value = event.get(name)
+            if name == "source_id":
+                value = value or DEFAULT_SOURCE_ID
+            if value != expected[name]:
+                return (
+                    f"the event's {name} {event.get(name)!r} differs from the thread document's "
+                    f"{expected[name]!r} (the thread record or the event was changed)"
+                )
+        if seq == record.base_offset + 1 and event.get("thread_digest") != record.digest():
+            return (
+                "thread_digest does not match the thread document (its scope, lineage, fork point "
+                "or metadata was changed)"
+            )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """Whether a thread's document (and its ancestry) is consistent, and where it first is not."""
+
+    why: str | None = None
+    #: The thread where the problem lies (itself or an ancestor).
+    origin: str | None = None
 
 
 class _Verifier:
@@ -111,6 +277,21 @@ class _Verifier:
         self.ledger = ledger
         self.forest = forest
         self.report = VerifyReport()
+        # Each thread's structural verdict, computed once: a branch reuses its parent's
+        # instead of re-walking (and re-comparing) the whole lineage, so deep trees cost
+        # linear, not quadratic, work per thread.
+        self.verdicts: dict[str, _Verdict] = {}
+        self.records: dict[str, ThreadRecord] = {}
+        # Fork points are remembered while their owner's events stream past (parents are
+        # checked before branches), so a branch costs no extra lookup of its fork event.
+        self.fork_points: dict[tuple[str, int], tuple[str, int] | None] = {}
+        self.parsed: dict[str, ThreadRecord | str] = {}
+        for tid, doc in forest.docs.items():
+            if is_tombstone(doc):
+                continue
+            record = self.parsed[tid] = _record(doc)
+            if isinstance(record, ThreadRecord) and record.base_offset:
+                self.fork_points[record.holder(record.base_offset), record.base_offset] = None
 
     async def _thread_doc(self, thread_id: str) -> dict[str, Any] | None:
         doc = self.forest.docs.get(thread_id)
@@ -121,133 +302,192 @@ class _Verifier:
                 doc = self.forest.docs[thread_id]
         return doc
 
-    async def structure(self, doc: dict[str, Any]) -> str | None:
-        """Return why a thread document is inconsistent, or ``None``."""
-        try:
-            record = ThreadRecord.model_validate(doc)
-        except ValidationError as e:
-            return f"thread document is malformed: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}"
-        lineage = [f.model_dump() for f in record.lineage]
-        if record.parent is None:
-            if (
-                lineage
-                or record.depth
-                or record.base_offset
-                or record.base_messages
-                or record.root_id != record.id
-            ):
-                return "root thread has a lineage, depth, base or root_id of a branch"
-            return None
-        last = lineage[-1] if lineage else None
-        if last is None or record.parent != {"thread_id": last["thread_id"], "offset": last["offset"]}:
-            return f"parent {record.parent!r} is not the last entry of the lineage"
-        if record.depth != len(lineage):
-            return f"depth {record.depth} but the lineage has {len(lineage)} ancestors"
-        if record.root_id != lineage[0]["thread_id"]:
-            return f"root_id {record.root_id!r} is not the first ancestor {lineage[0]['thread_id']!r}"
-        if (record.base_offset, record.base_messages) != (last["offset"], last["messages"]):
-            return "base_offset/base_messages differ from the fork point in the lineage"
-        if record.id in {f["thread_id"] for f in lineage}:
-            return "the thread is its own ancestor"
-        if any(a["offset"] > b["offset"] for a, b in itertools.pairwise(lineage)):
-            return "fork offsets along the lineage go backwards"
-        for index, fork in enumerate(lineage):
-            ancestor = await self._thread_doc(fork["thread_id"])
-            if ancestor is None:
-                return f"ancestor thread {fork['thread_id']!r} is missing"
-            if list(ancestor.get("lineage") or []) != lineage[:index]:
-                return f"lineage disagrees with ancestor {fork['thread_id']!r}'s own lineage"
-        return None
+    async def _own(self, thread_id: str) -> tuple[_Verdict | None, ThreadRecord | None, str | None]:
+        """Return (a final verdict, or the record and parent id still to be judged)."""
+        doc = await self._thread_doc(thread_id)
+        if doc is None:
+            return _Verdict(f"ancestor thread {thread_id!r} is missing", thread_id), None, None
+        if is_tombstone(doc):
+            return _Verdict(f"branch of a removed thread {thread_id!r}", thread_id), None, None
+        record = self.parsed.get(thread_id) or _record(doc)
+        if isinstance(record, str):
+            return _Verdict(record, thread_id), None, None
+        self.records[thread_id] = record
+        why = record_problem(record)
+        if why is not None:
+            return _Verdict(why, thread_id), None, None
+        return None, record, record.lineage[-1].thread_id if record.lineage else None
 
-    async def fork_hash(self, doc: dict[str, Any]) -> tuple[str | None, str]:
+    async def structure(self, thread_id: str) -> _Verdict:
+        """Return the verdict on a thread's document and its ancestry (cached per thread)."""
+        # Walk up to the nearest judged ancestor (or the root), then judge downwards.
+        pending: list[tuple[str, ThreadRecord]] = []
+        seen: set[str] = set()
+        tid: str | None = thread_id
+        verdict = _Verdict()
+        while tid is not None:
+            if tid in self.verdicts:
+                verdict = self.verdicts[tid]
+                break
+            if tid in seen:
+                verdict = _Verdict("the lineage loops back on itself", tid)
+                break
+            seen.add(tid)
+            final, record, parent = await self._own(tid)
+            if final is not None:
+                # Cached under the thread it is about: a missing or removed ancestor, or a
+                # document that contradicts itself, is reported the same way for every branch.
+                self.verdicts[tid] = verdict = final
+                break
+            assert record is not None
+            pending.append((tid, record))
+            tid = parent
+        for tid, record in reversed(pending):
+            if verdict.why is None and record.lineage:
+                parent_id = record.lineage[-1].thread_id
+                above = self.records[parent_id]
+                fork = ForkPoint(
+                    thread_id=parent_id, offset=record.base_offset, messages=record.base_messages
+                )
+                if (*above.lineage, fork) != record.lineage:
+                    verdict = _Verdict(f"lineage disagrees with ancestor {parent_id!r}'s own lineage", tid)
+            self.verdicts[tid] = verdict
+        return self.verdicts.get(thread_id, verdict)
+
+    async def fork_hash(self, record: ThreadRecord) -> tuple[str | None, str]:
         """Return (why the fork point is broken or ``None``, the hash the thread chains to)."""
-        base = int(doc.get("base_offset") or 0)
+        base = record.base_offset
         if base == 0:
             return None, GENESIS_HASH
-        owner = _lineage_owner(doc.get("lineage") or (), base)
-        if owner is None:
-            return f"no ancestor in the lineage holds the fork point seq {base}", GENESIS_HASH
-        try:
-            parent = await self.ledger.storage.events.at(owner, base)
-        except IntegrityError as e:
-            return f"the fork event is malformed: {e}", GENESIS_HASH
-        if parent is None:
-            return (
-                f"the event at seq {base} of thread {owner!r}, where this branch forked, is missing "
-                "(the parent was truncated or the event deleted)"
-            ), GENESIS_HASH
-        if int(parent["first_message"]) + int(parent["count"]) != int(doc.get("base_messages") or 0):
-            return (
-                f"the fork event at seq {base} of thread {owner!r} ends at message "
-                f"{int(parent['first_message']) + int(parent['count'])}, the branch expects "
-                f"{doc.get('base_messages')}"
-            ), GENESIS_HASH
-        return None, str(parent["hash"])
-
-    async def events(self, doc: dict[str, Any], prev: str) -> Problem | None:
-        """Walk a thread's own events; return the first that does not match."""
-        tid = str(doc["_id"])
-        seq = int(doc.get("base_offset") or 0) + 1
-        message = int(doc.get("base_messages") or 0)
-        async for event in iter_events(self.ledger, tid):
-            self.report.events += 1
+        owner = record.holder(base)
+        seen = self.fork_points.get((owner, base))
+        if seen is None:
             try:
-                why = _event_problem(event, seq, message, prev)
-                if why is not None:
-                    return Problem(
-                        tid,
-                        why,
-                        seq=_int_or_none(event.get("seq")),
-                        event_id=_str_or_none(event.get("event_id")),
+                parent = await self.ledger.storage.events.at(owner, base)
+            except ChatLedgerError as e:
+                return f"the fork event at seq {base} of thread {owner!r} cannot be read: {e}", GENESIS_HASH
+            if parent is None:
+                return (
+                    f"the event at seq {base} of thread {owner!r}, where this branch forked, is missing "
+                    "(the parent was truncated or the event deleted)"
+                ), GENESIS_HASH
+            seen = parent["hash"], parent["first_message"] + parent["count"]
+        fork_hash, end = seen
+        if end != record.base_messages:
+            return (
+                f"the fork event at seq {base} of thread {owner!r} ends at message {end}, "
+                f"the branch expects {record.base_messages}"
+            ), GENESIS_HASH
+        return None, fork_hash
+
+    def _problem(self, tid: str, event: Mapping[str, Any], why: str) -> Problem:
+        return Problem(
+            tid,
+            f"event {event.get('_id')!r}: {why}",
+            seq=_int_or_none(event.get("seq")),
+            event_id=_str_or_none(event.get("event_id")),
+        )
+
+    async def events(self, record: ThreadRecord, prev: str, *, removing: bool) -> None:
+        """Walk a thread's own events: report the first break in the chain and every malformed one."""
+        tid = record.id
+        seq, message = record.base_offset + 1, record.base_messages
+        broken = False
+        async for event in iter_events(self.ledger, tid):
+            if event.get("removed") is True:
+                if not removing:
+                    self.report.problems.append(
+                        self._problem(tid, event, "hollowed by a removal, but its thread is live")
                     )
-                seq, message, prev = seq + 1, message + int(event["count"]), str(event["hash"])
-            except (KeyError, TypeError, ValueError) as e:
-                return Problem(tid, f"malformed event: {e!r}", seq=_int_or_none(event.get("seq")))
-        return None
+                # A running removal hollows events one by one: the chain ends here.
+                broken = True
+                continue
+            self.report.events += 1
+            why = shape_problem(event, tid)
+            if why is None and (tid, event["seq"]) in self.fork_points:
+                self.fork_points[tid, event["seq"]] = event["hash"], event["first_message"] + event["count"]
+            if why is None and not broken:
+                why = chain_problem(event, seq, message, prev, record)
+                if why is None:
+                    seq, message, prev = seq + 1, message + event["count"], event["hash"]
+                    continue
+            if why is not None:
+                self.report.problems.append(self._problem(tid, event, why))
+                broken = True
 
     async def thread(self, doc: dict[str, Any]) -> None:
         tid = str(doc["_id"])
         self.report.threads += 1
-        why = await self.structure(doc)
-        if why is None:
-            why, prev = await self.fork_hash(doc)
-        if why is not None:
-            self.report.problems.append(Problem(tid, why))
+        verdict = await self.structure(tid)
+        record = self.records.get(tid)
+        why = verdict.why
+        if why is not None and verdict.origin not in (None, tid):
+            why = f"ancestor {verdict.origin!r}: {why}" if not why.startswith(("ancestor", "branch")) else why
+        prev = GENESIS_HASH
+        if why is None and record is not None:
+            why, prev = await self.fork_hash(record)
+        if why is not None or record is None:
+            self.report.problems.append(Problem(tid, why or "thread document is malformed"))
             return
-        problem = await self.events(doc, prev)
-        if problem is not None:
-            self.report.problems.append(problem)
+        await self.events(record, prev, removing=doc.get("removing") is not None)
 
     async def orphans(self, thread_ids: Iterable[str] | None) -> None:
-        """Report events whose thread document is gone (all threads when ``thread_ids`` is ``None``)."""
-        match: dict[str, Any] = {} if thread_ids is None else {"thread_id": {"$in": list(thread_ids)}}
+        """Report live events whose thread document is gone or a tombstone (all threads if ``None``)."""
+        match: dict[str, Any] = {"removed": {"$ne": True}}
+        if thread_ids is not None:
+            match["thread_id"] = {"$in": list(thread_ids)}
         for tid, events in (await self.ledger.storage.events.thread_ids(match)).items():
-            if tid not in self.forest.docs and await self._thread_doc(tid) is None:
+            if tid in self.forest.docs and not is_tombstone(self.forest.docs[tid]):
+                continue
+            doc = await self._thread_doc(tid)
+            if doc is None:
                 self.report.problems.append(
                     Problem(tid, f"{events} events have no thread document (it was deleted)")
                 )
+            elif is_tombstone(doc):
+                self.report.problems.append(
+                    Problem(tid, f"{events} events with content belong to a removed thread (a tombstone)")
+                )
+
+    async def removed_heads(self) -> dict[str, set[tuple[int, str]]]:
+        """Return, per thread id, the heads (seq, hash) that completed removal receipts record."""
+        completions = await self.ledger.storage.receipts.of_kind(COMPLETED)
+        done = {r.get("receipt_id") for r in completions}
+        started = [r for r in await self.ledger.storage.receipts.of_kind(REMOVAL) if r.get("_id") in done]
+        out: dict[str, set[tuple[int, str]]] = {}
+        for receipt in (*completions, *started):
+            heads = receipt.get("heads")
+            for head in heads if isinstance(heads, list) else ():
+                if not isinstance(head, Mapping):
+                    continue
+                seq, digest = head.get("head_seq"), head.get("head_hash")
+                if type(seq) is int and type(digest) is str:
+                    out.setdefault(str(head.get("thread_id")), set()).add((seq, digest))
+        return out
 
     async def anchors(self, anchors: Iterable[Anchor]) -> None:
-        removed: dict[str, list[tuple[int, str]]] | None = None
+        removed: dict[str, set[tuple[int, str]]] | None = None
         for anchor in anchors:
             self.report.anchors += 1
             doc = await self._thread_doc(anchor.thread_id)
-            if doc is None:
+            if doc is None or is_tombstone(doc):
                 if removed is None:
-                    removed = await removed_heads(self.ledger)
-                heads = removed.get(anchor.thread_id, [])
-                if not any(seq >= anchor.head_seq for seq, _ in heads):
-                    self.report.problems.append(
-                        Problem(
-                            anchor.thread_id,
-                            "anchored thread is gone and no completed removal receipt covers it",
-                            seq=anchor.head_seq,
-                        )
+                    removed = await self.removed_heads()
+                heads = removed.get(anchor.thread_id, set())
+                if (anchor.head_seq, anchor.head_hash) in heads:
+                    continue
+                later = sorted(seq for seq, _ in heads if seq > anchor.head_seq)
+                why = "anchored thread is gone and no completed removal receipt records its head hash"
+                if later:
+                    why += (
+                        f" (a removal recorded a later head, seq {later[-1]}: that receipt cannot vouch "
+                        "for this anchor; take anchors again after the thread grows)"
                     )
+                self.report.problems.append(Problem(anchor.thread_id, why, seq=anchor.head_seq))
                 continue
             try:
                 event = await self.ledger.storage.events.at(anchor.thread_id, anchor.head_seq)
-            except IntegrityError:
+            except ChatLedgerError:
                 event = None
             if event is None or event.get("hash") != anchor.head_hash:
                 what = "is missing (the thread was truncated)" if event is None else "has a different hash"
@@ -260,36 +500,6 @@ class _Verifier:
                 )
 
 
-def _int_or_none(value: Any) -> int | None:
-    return value if type(value) is int else None
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if type(value) is str else None
-
-
-def _event_problem(event: Mapping[str, Any], seq: int, message: int, prev: str) -> str | None:
-    """Return why one event breaks the chain at the expected position, or ``None``."""
-    found = event["seq"]
-    if found != seq:
-        if type(found) is int and found > seq:
-            return f"event(s) missing: expected seq {seq}, next stored event is seq {found}"
-        return f"unexpected event at seq {found!r} where seq {seq} was expected (forged or duplicated)"
-    if event.get("v") not in HASHED_FIELDS_BY_VERSION:
-        return f"unknown schema version {event.get('v')!r}"
-    if event["prev_hash"] != prev:
-        return (
-            "prev_hash does not match the hash of the event before it (events inserted, removed or reordered)"
-        )
-    if event_hash(str(event["prev_hash"]), event) != event["hash"]:
-        return "stored event does not match its hash (its content or fields were changed)"
-    if event["count"] != len(event["messages"]):
-        return f"count {event['count']} but {len(event['messages'])} messages"
-    if event["first_message"] != message:
-        return f"first_message {event['first_message']} but the previous event ended at {message}"
-    return None
-
-
 async def verify(
     target: Any,
     *,
@@ -300,12 +510,14 @@ async def verify(
 ) -> VerifyReport:
     """Return the result of checking the hash chains and structure of one thread, a tenant, or all.
 
+    Malformed documents never make it raise: each is a :class:`Problem` naming it.
+
     Args:
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
         thread_id: Check only this thread (and its fork point in its ancestors).
         tenant_id: Check only this tenant's threads.
         anchors: Head hashes recorded earlier (:func:`head_anchors`); each must still
-            be present, or covered by a completed removal receipt.
+            be present, or be the head a completed removal receipt recorded.
         on_thread: Called after each thread is checked (progress reporting).
 
     Returns:
@@ -313,7 +525,8 @@ async def verify(
 
     Raises:
         InvalidInputError: both ``thread_id`` and ``tenant_id`` were given, or one is malformed.
-        UnknownThreadError: ``thread_id`` names neither a thread nor any events.
+        UnknownThreadError: ``thread_id`` names neither a live thread nor any events.
+        StorageError: the database failed (a problem of the server, not of the data).
     """
     if thread_id is not None and tenant_id is not None:
         raise InvalidInputError("verify one thread or one tenant, not both")
@@ -321,32 +534,41 @@ async def verify(
     scope = ThreadFilter(thread_id=thread_id, tenant_id=tenant_id)
     forest = await load_forest(ledger, scope, with_family=False)
     verifier = _Verifier(ledger, forest)
-    for tid in sorted(forest.docs):
-        await verifier.thread(forest.docs[tid])
+    removed = 0
+    # Parents before branches, so each fork event is seen while its owner streams.
+    for tid in sorted(forest.docs, key=lambda t: (_int_or_none(forest.docs[t].get("depth")) or 0, t)):
+        doc = forest.docs[tid]
+        if is_tombstone(doc):
+            removed += 1
+            continue
+        await verifier.thread(doc)
         if on_thread is not None:
             on_thread(tid)
     if tenant_id is None:
         # A thread document deleted under its events is invisible from the threads side.
         await verifier.orphans([thread_id] if thread_id is not None else None)
     for receipt in await pending_removals(ledger):
-        ids = [str(t) for t in receipt.get("thread_ids") or ()]
+        raw_ids = receipt.get("thread_ids")
+        ids = [str(t) for t in raw_ids] if isinstance(raw_ids, list) else []
         if (thread_id is None and tenant_id is None) or any(t in forest.docs for t in ids):
             verifier.report.problems.append(
                 Problem(
                     ids[0] if ids else "?",
-                    f"removal {receipt['_id']} ({receipt.get('action')}, by {receipt.get('by')}) "
-                    "was interrupted; "
-                    "apply retention or erase again to finish it",
+                    f"removal {receipt.get('_id')} ({receipt.get('action')}, by {receipt.get('by')}) "
+                    "was interrupted; apply retention or erase again to finish it",
                 )
             )
     if thread_id is not None and not verifier.report.threads and not verifier.report.problems:
+        gone = await ledger.storage.threads.get_raw(thread_id)
+        if removed or (gone is not None and is_tombstone(gone)):
+            raise UnknownThreadError(f"thread {thread_id!r} was removed")
         raise UnknownThreadError(f"no thread {thread_id!r}")
     await verifier.anchors(anchors)
     return verifier.report
 
 
 async def head_anchors(target: Any, thread_filter: ThreadFilter | None = None) -> list[Anchor]:
-    """Return the current head of every matching thread, to be stored outside the database.
+    """Return the current head of every matching live thread, to be stored outside the database.
 
     Kept somewhere an insider with write access to MongoDB cannot reach (a ticket, a
     WORM bucket, a signed e-mail), these let :func:`verify` detect later truncation,
@@ -354,5 +576,7 @@ async def head_anchors(target: Any, thread_filter: ThreadFilter | None = None) -
     """
     ledger = as_ledger(target)
     forest = await load_forest(ledger, thread_filter, with_family=False)
+    for tid in [t for t, d in forest.docs.items() if is_tombstone(d)]:
+        del forest.docs[tid]
     summaries = await activity(ledger, forest)
     return [Anchor(s.thread_id, s.head_seq, s.head_hash) for s in summaries.values() if s.head_seq > 0]

@@ -383,8 +383,16 @@ async def test_signed_provider_state_round_trips_through_json(database: Any) -> 
         {"messages": "not a list"},
         {"count": "1"},
         {"first_message": None},
+        {"v": 99},
     ],
-    ids=["payload-not-json", "payload-not-a-message", "messages-not-a-list", "count-a-string", "no-first"],
+    ids=[
+        "payload-not-json",
+        "payload-not-a-message",
+        "messages-not-a-list",
+        "count-a-string",
+        "no-first",
+        "unknown-version",
+    ],
 )
 async def test_a_poisoned_event_is_an_integrity_error_naming_it(
     database: Any, poison: dict[str, Any]

@@ -14,9 +14,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from chatledger.errors import IntegrityError
+from chatledger.hashing import HASHED_FIELDS_BY_VERSION
 from chatledger.models import ThreadRecord
 
-__all__ = ["check_event", "check_thread"]
+__all__ = ["KNOWN_VERSIONS", "check_event", "check_thread"]
+
+#: Event schema versions this release reads (see docs/schema-versions.md).
+KNOWN_VERSIONS = frozenset(HASHED_FIELDS_BY_VERSION)
 
 #: Fields every event read needs, with their types. ``bool`` is excluded below: it is an int in Python.
 _EVENT_INTS = ("seq", "first_message", "count")
@@ -48,6 +52,11 @@ def check_event(doc: Mapping[str, Any], *, fields: tuple[str, ...] | None = None
             continue
         if type(doc.get(name)) is not str:
             raise IntegrityError(f"event {_name(doc)} is malformed: {name} is {doc.get(name)!r}")
+    if (fields is None or "v" in fields) and doc.get("v") not in KNOWN_VERSIONS:
+        raise IntegrityError(
+            f"event {_name(doc)} has schema version {doc.get('v')!r}, which this release cannot read "
+            "(upgrade ChatLedger, see docs/schema-versions.md)"
+        )
     if fields is None or "messages" in fields:
         messages = doc.get("messages")
         if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):

@@ -54,6 +54,7 @@ _PAGE: Final = {
     "thread_id": 1,
     "hash": 1,
     "removed": 1,
+    "v": 1,
 }
 
 

@@ -696,7 +696,12 @@ class Binding:
             at = await self.settle(at, previous)
         remember(pending)
         result = await self.append(
-            at, stored=stored, event_id=pending.event_id, strict=strict, metadata=metadata, digest=pending.digest
+            at,
+            stored=stored,
+            event_id=pending.event_id,
+            strict=strict,
+            metadata=metadata,
+            digest=pending.digest,
         )
         remember(None)
         return result

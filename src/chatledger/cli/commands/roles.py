@@ -6,7 +6,8 @@ Roles, in the ChatLedger database:
   ``createIndex``, which ``Ledger.ensure_indexes`` needs and which changes no data). No
   ``update``, no ``remove``: for the application the ledger is append-only.
 - ``chatledger_operator``: the same, plus ``remove`` on ``threads`` and ``events``
-  (retention, erasure), ``update`` on ``threads`` (legal holds: MongoDB cannot narrow an
+  (import clean-up), ``update`` on ``events`` (removals hollow events in place) and on
+  ``threads`` (removal claims, tombstones, legal holds: MongoDB cannot narrow an
   update privilege to one field, so ``chatledger verify`` checks thread documents), and
   ``find``/``insert`` on ``audit``. Nobody gets ``update`` or ``remove`` on ``audit``.
 
@@ -64,7 +65,8 @@ def role_definitions(
         APP_ROLE: [_privilege(database, threads, append_only), _privilege(database, events, append_only)],
         OPERATOR_ROLE: [
             _privilege(database, threads, [*append_only, "remove", "update"]),
-            _privilege(database, events, [*append_only, "remove"]),
+            # update: a removal hollows events in place (their positions stay taken).
+            _privilege(database, events, [*append_only, "remove", "update"]),
             _privilege(database, audit, ["find", "insert", "createIndex"]),
         ],
     }

@@ -8,10 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bson import json_util
+from bson.json_util import JSONMode, JSONOptions
 
 from chatledger import Cursor, IntegrityError, InvalidInputError, Ledger
-from chatledger.admin import ThreadFilter, collect_stats, export_jsonl, import_jsonl, set_hold, verify
-from chatledger.models import Scope
+from chatledger.admin import (
+    ThreadFilter,
+    collect_stats,
+    export_jsonl,
+    import_jsonl,
+    run_erasure,
+    set_hold,
+    verify,
+)
+from chatledger.hashing import GENESIS_HASH, event_hash
+from chatledger.models import Scope, ThreadRecord
 from tests.admin.conftest import branch, msg, talk
 from tests.helpers import append
 
@@ -131,3 +142,265 @@ async def test_import_refuses_to_overwrite_a_different_thread(database: Any, tmp
     with pytest.raises(IntegrityError):
         await import_jsonl(ledger, path)
     assert await database["threads"].count_documents({}) == 1
+
+
+# --------------------------------------------------------------------------- forged files
+#
+# Each forgery below is internally consistent wherever the forger could make it so: hashes,
+# digests and the end line are recomputed after the change, so only the check that the
+# change defeats can refuse the file.
+
+_JSON = JSONOptions(json_mode=JSONMode.RELAXED, tz_aware=True)
+Records = list[dict[str, Any]]
+
+
+def _parse(text: str) -> Records:
+    return [json_util.loads(line, json_options=_JSON) for line in text.splitlines()]
+
+
+def _reseal(records: Records) -> str:
+    """Recompute every digest, chain and the end line, as a careful forger would."""
+    hashes: dict[tuple[str, int], str] = {}
+    record: ThreadRecord | None = None
+    prev = GENESIS_HASH
+    threads = events = 0
+    for item in records:
+        doc = item.get("doc")
+        if item["type"] == "thread":
+            record = ThreadRecord.model_validate(doc)
+            prev = hashes.get((record.holder(record.base_offset), record.base_offset), GENESIS_HASH)
+            threads += 1
+        elif item["type"] == "event":
+            assert record is not None
+            if doc["seq"] == record.base_offset + 1 and doc.get("v") == 2:
+                doc["thread_digest"] = record.digest()
+            doc["prev_hash"] = prev
+            doc["hash"] = prev = event_hash(prev, doc)
+            hashes[doc["thread_id"], doc["seq"]] = prev
+            events += 1
+        elif item["type"] == "end":
+            item.update(threads=threads, events=events)
+    return "".join(json_util.dumps(r, json_options=_JSON, ensure_ascii=False) + "\n" for r in records)
+
+
+def _event(records: Records, key: str) -> dict[str, Any]:
+    return next(r["doc"] for r in records if r["type"] == "event" and r["doc"]["_id"] == key)
+
+
+def _forge_middle(records: Records) -> str:
+    # Event r1#2 is rewritten and re-hashed, but event r1#3 still chains to the original.
+    doc = _event(records, "r1#2")
+    doc["messages"][0]["text"] = "I never said that"
+    doc["hash"] = event_hash(doc["prev_hash"], doc)
+    return "".join(json_util.dumps(r, json_options=_JSON) + "\n" for r in records)
+
+
+def _gap(records: Records) -> str:
+    return _reseal([r for r in records if r.get("doc", {}).get("_id") != "r1#2"])
+
+
+def _lying_count(records: Records) -> str:
+    _event(records, "r2#1")["count"] = 3
+    return _reseal(records)
+
+
+def _control_char_id(records: Records) -> str:
+    bad = "r\x072"
+    for item in records:
+        doc = item.get("doc") or {}
+        if doc.get("_id") == "r2":
+            doc.update(_id=bad, root_id=bad)
+        elif doc.get("thread_id") == "r2":
+            doc.update(_id=f"{bad}#{doc['seq']}", thread_id=bad, root_id=bad)
+    return _reseal(records)
+
+
+def _huge_event(records: Records) -> str:
+    _event(records, "r2#2")["messages"][1]["text"] = "x" * (17 * 1024 * 1024)
+    return _reseal(records)
+
+
+def _undecodable(records: Records) -> str:
+    _event(records, "r2#1")["messages"][0] = {"role": "user", "text": "hi", "payload": "{not json"}
+    return _reseal(records)
+
+
+def _not_a_message(records: Records) -> str:
+    _event(records, "r2#1")["messages"][0] = {"role": "user", "text": "hi", "payload": "[1, 2]"}
+    return _reseal(records)
+
+
+def _rekeyed(records: Records) -> str:
+    _event(records, "r2#2")["_id"] = "r2#9"
+    return _reseal(records)
+
+
+def _event_moved_to_another_user(records: Records) -> str:
+    _event(records, "r2#2")["user_id"] = "mallory"
+    return _reseal(records)
+
+
+def _branch_without_parent(records: Records) -> str:
+    return _reseal(
+        [
+            r
+            for r in records
+            if r.get("doc", {}).get("_id") != "r1" and r.get("doc", {}).get("thread_id") != "r1"
+        ]
+    )
+
+
+FORGERIES = {
+    "forged middle": (_forge_middle, "prev_hash"),
+    "gapped": (_gap, "missing"),
+    "count lying": (_lying_count, "count 3 but 2 messages"),
+    "control character in an id": (_control_char_id, "control characters"),
+    "17 MiB event": (_huge_event, "document limit"),
+    "payload not JSON": (_undecodable, "cannot be decoded"),
+    "payload not a message": (_not_a_message, "cannot be decoded"),
+    "re-keyed event": (_rekeyed, "re-keyed"),
+    "event moved to another user": (_event_moved_to_another_user, "user_id"),
+    "branch without its parent": (_branch_without_parent, "parent 'r1' is missing"),
+}
+
+
+@pytest.mark.parametrize("forgery", list(FORGERIES))
+async def test_forged_files_are_refused_whole(database: Any, tmp_path: Path, forgery: str) -> None:
+    ledger, _ = await _story(database)
+    out = io.StringIO()
+    await export_jsonl(ledger, out)
+    await _wipe(database)
+    forge, why = FORGERIES[forgery]
+    path = tmp_path / "forged.jsonl"
+    path.write_text(forge(_parse(out.getvalue())), encoding="utf-8")
+    with pytest.raises(InvalidInputError, match=why):
+        await import_jsonl(ledger, path)
+    assert await database["threads"].count_documents({}) == 0
+    assert await database["events"].count_documents({}) == 0
+
+
+async def test_a_resealed_file_imports_and_verifies(database: Any, tmp_path: Path) -> None:
+    # The forging helper itself is faithful: resealing an untouched export changes nothing.
+    ledger, _ = await _story(database)
+    out = io.StringIO()
+    await export_jsonl(ledger, out)
+    await _wipe(database)
+    path = tmp_path / "same.jsonl"
+    path.write_text(_reseal(_parse(out.getvalue())), encoding="utf-8")
+    assert (await import_jsonl(ledger, path)).events == 8
+    assert (await verify(ledger)).ok
+
+
+async def test_a_thread_record_changed_in_the_file_is_refused(database: Any, tmp_path: Path) -> None:
+    ledger, _ = await _story(database)
+    out = io.StringIO()
+    await export_jsonl(ledger, out)
+    await _wipe(database)
+    records = _parse(out.getvalue())
+    # Only the thread digest in r2's first event can tell that its metadata was changed.
+    thread = next(r["doc"] for r in records if r["type"] == "thread" and r["doc"]["_id"] == "r2")
+    thread["metadata"] = {"session_id": "someone else's"}
+    path = tmp_path / "owner.jsonl"
+    path.write_text("".join(json_util.dumps(r, json_options=_JSON) + "\n" for r in records), encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="thread_digest"):
+        await import_jsonl(ledger, path)
+    assert await database["threads"].count_documents({}) == 0
+
+
+# --------------------------------------------------------------------------- all or nothing
+
+
+async def test_a_clash_part_way_takes_back_what_was_written(database: Any, tmp_path: Path) -> None:
+    ledger, _ = await _story(database)
+    path = tmp_path / "all.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        await export_jsonl(ledger, out)
+    await _wipe(database)
+    ledger.forget()
+    # A stray event sits where the last thread of the file will go (no thread document,
+    # so nothing shows before writing starts): r1 and its branch are written first.
+    await database["events"].insert_one(
+        {"_id": "r2#2", "thread_id": "r2", "seq": 2, "first_message": 2, "count": 0, "hash": "x" * 64}
+    )
+    with pytest.raises(IntegrityError, match="different event at seq 2"):
+        await import_jsonl(ledger, path)
+    assert await database["threads"].count_documents({}) == 0
+    assert [d["_id"] for d in await database["events"].find({}).to_list(None)] == ["r2#2"]
+
+
+async def test_reimport_after_erasure_is_refused(database: Any, tmp_path: Path) -> None:
+    ledger, _ = await _story(database)
+    path = tmp_path / "backup.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        await export_jsonl(ledger, out)
+    await run_erasure(ledger, user_id="alice", apply=True)
+    before = await _snapshot(database)
+    # An old backup must not silently bring erased conversations back.
+    with pytest.raises(InvalidInputError, match="were removed"):
+        await import_jsonl(ledger, path)
+    assert await _snapshot(database) == before
+
+
+async def test_forced_import_of_removed_threads_leaves_a_receipt(database: Any, tmp_path: Path) -> None:
+    ledger, _ = await _story(database)
+    path = tmp_path / "bank.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        await export_jsonl(ledger, out, ThreadFilter(tenant_id="bank"))
+    # r2 was removed here by a removal that deleted its documents outright (ChatLedger 0.1).
+    await database["events"].delete_many({"thread_id": "r2"})
+    await database["threads"].delete_one({"_id": "r2"})
+    await database["audit"].insert_many(
+        [
+            {"_id": "rm1", "kind": "removal", "at": 1, "thread_ids": ["r2"]},
+            {"_id": "done1", "kind": "removal.completed", "receipt_id": "rm1"},
+        ]
+    )
+    ledger.forget()
+    with pytest.raises(InvalidInputError, match="rm1"):
+        await import_jsonl(ledger, path)
+    assert await database["threads"].count_documents({"_id": "r2"}) == 0
+    summary = await import_jsonl(ledger, path, force=True, by="dpo@example")
+    assert (summary.threads, summary.events, summary.forced) == (1, 2, ["r2"])
+    [receipt] = await database["audit"].find({"kind": "import.forced"}).to_list(None)
+    assert (receipt["thread_ids"], receipt["by"]) == (["r2"], "dpo@example")
+    assert (await verify(ledger)).ok
+
+
+async def test_a_tombstoned_id_is_refused_even_when_forced(database: Any, tmp_path: Path) -> None:
+    ledger, _ = await _story(database)
+    path = tmp_path / "bank.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        await export_jsonl(ledger, out, ThreadFilter(tenant_id="bank"))
+    await database["events"].delete_many({"thread_id": "r2"})
+    await database["threads"].replace_one({"_id": "r2"}, {"root_id": "r2", "removed": {"receipt_id": "x"}})
+    with pytest.raises(InvalidInputError, match="tombstone"):
+        await import_jsonl(ledger, path, force=True)
+    assert await database["events"].count_documents({"thread_id": "r2"}) == 0
+
+
+async def test_imported_holds_leave_receipts(database: Any, tmp_path: Path) -> None:
+    ledger, _ = await _story(database)
+    await set_hold(ledger, "r2", reason="litigation", case="C-7")
+    path = tmp_path / "held.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        await export_jsonl(ledger, out)
+    await _wipe(database)
+    await database["audit"].delete_many({})
+    ledger.forget()
+    summary = await import_jsonl(ledger, path, by="restore@ops")
+    assert summary.holds == 1
+    [receipt] = await database["audit"].find({"kind": "hold.set"}).to_list(None)
+    assert (receipt["thread_id"], receipt["case"], receipt["imported"], receipt["by"]) == (
+        "r2",
+        "C-7",
+        True,
+        "restore@ops",
+    )
+    # A re-import writes nothing, so it records no second hold.
+    await import_jsonl(ledger, path)
+    assert await database["audit"].count_documents({"kind": "hold.set"}) == 1
+
+
+async def test_force_must_be_a_bool(database: Any, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError):
+        await import_jsonl(database, tmp_path / "x.jsonl", force="false")  # type: ignore[arg-type]

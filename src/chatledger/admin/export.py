@@ -4,6 +4,13 @@ The file is a header line, then each thread document followed by its own events 
 ``seq`` order (parents before branches), then an end line with the counts, so a
 truncated file is recognised. Values use MongoDB Extended JSON (relaxed), which keeps
 dates to the millisecond and ids as they were: an imported thread verifies.
+
+Import is all or nothing in effect. The whole file is checked before the first write,
+with the same rules :func:`~chatledger.admin.verify.verify` applies to stored data
+(ids, chains, seq continuity, counts, scope fields, thread digests, decodable
+messages) plus MongoDB's 16 MiB document limit; if the database then refuses a write
+part-way (a clash, a lost connection), every document this import inserted is deleted
+again before the error is raised.
 """
 
 from __future__ import annotations
@@ -13,16 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+import bson
 from bson import json_util
 from bson.json_util import JSONMode, JSONOptions
 
 from chatledger.admin.catalog import Forest, ThreadFilter, as_ledger, iter_events, load_forest
-from chatledger.errors import IntegrityError, InvalidInputError
-from chatledger.hashing import event_hash
-from chatledger.ledger import Ledger
-from chatledger.models import ThreadRecord, utc_now_ms
+from chatledger.admin.receipts import COMPLETED, HOLD_SET, REMOVAL, operator_identity, record
+from chatledger.admin.verify import chain_problem, is_tombstone, record_problem, shape_problem
+from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
+from chatledger.hashing import GENESIS_HASH
+from chatledger.ledger import MAX_EVENT_BYTES, Ledger
+from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord, utc_now_ms, validate_name, validate_thread_id
 
-__all__ = ["FORMAT", "ExportSummary", "ImportSummary", "export_jsonl", "import_jsonl"]
+__all__ = ["FORMAT", "IMPORT_FORCED", "ExportSummary", "ImportSummary", "export_jsonl", "import_jsonl"]
 
 #: ``format`` of the header line.
 FORMAT: Final = "chatledger-export"
@@ -30,6 +40,11 @@ _VERSION: Final = 1
 _JSON: Final = JSONOptions(json_mode=JSONMode.RELAXED, tz_aware=True)
 #: Events inserted per ``insert_many``.
 _BATCH: Final = 500
+#: Kind of the receipt a forced import (of threads a removal receipt names) leaves.
+IMPORT_FORCED: Final = "import.forced"
+#: The start of every event line :func:`export_jsonl` writes: the first pass skips these unparsed.
+_EVENT_PREFIX: Final = '{"type": "event"'
+_HOLD_FIELDS: Final = ("legal_hold", "legal_holds", "holds_rev")
 
 
 @dataclass(slots=True)
@@ -49,6 +64,10 @@ class ImportSummary:
     threads_present: int = 0
     events_present: int = 0
     thread_ids: list[str] = field(default_factory=list)
+    #: Legal holds the imported threads carried (each left a ``hold.set`` receipt).
+    holds: int = 0
+    #: Threads imported although a removal receipt names them (``force=True``).
+    forced: list[str] = field(default_factory=list)
 
 
 def _line(kind: str, **fields: Any) -> str:
@@ -119,32 +138,146 @@ async def export_jsonl(
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, record)`` for every record of the file."""
+    for number, text in _lines(path):
+        yield number, _parse(path, number, text)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
         with path.open(encoding="utf-8") as lines:
             for number, text in enumerate(lines, 1):
-                if not text.strip():
-                    continue
-                try:
-                    item = json_util.loads(text, json_options=_JSON)
-                except (ValueError, TypeError) as e:
-                    raise InvalidInputError(f"{path}:{number}: not JSON: {e}") from e
-                if not isinstance(item, dict) or "type" not in item:
-                    raise InvalidInputError(f"{path}:{number}: not an export record")
-                yield number, item
-    except OSError as e:
+                if text.strip():
+                    yield number, text
+    except (OSError, UnicodeDecodeError) as e:
         raise InvalidInputError(f"cannot read {str(path)!r}: {e}") from e
 
 
-def _check_file(path: Path) -> list[dict[str, Any]]:
-    """Check a whole export file before anything is written; return its thread documents.
+def _parse(path: Path, number: int, text: str) -> dict[str, Any]:
+    try:
+        item = json_util.loads(text, json_options=_JSON)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise InvalidInputError(f"{path}:{number}: not JSON: {e}") from e
+    if not isinstance(item, dict) or "type" not in item:
+        raise InvalidInputError(f"{path}:{number}: not an export record")
+    return item
+
+
+def _size_problem(doc: Mapping[str, Any]) -> str | None:
+    """Return why a document cannot be stored in MongoDB (16 MiB, or not encodable), or ``None``."""
+    try:
+        size = len(bson.encode(doc))
+    except (bson.errors.InvalidDocument, TypeError, ValueError, OverflowError) as e:
+        return f"cannot be stored: {e}"
+    if size > MAX_EVENT_BYTES:
+        return f"is {size} bytes, over MongoDB's {MAX_EVENT_BYTES} byte document limit"
+    return None
+
+
+def _thread_problem(doc: Mapping[str, Any]) -> tuple[ThreadRecord | None, str | None]:
+    """Return the record of a thread line, or why it cannot be imported."""
+    if "removed" in doc:
+        return None, "is the tombstone of a removed thread"
+    try:
+        validate_thread_id(doc.get("_id"))
+        record = ThreadRecord.model_validate(doc)
+        for name in ("tenant_id", "user_id", "source_id"):
+            value = getattr(record, name)
+            if value is not None:
+                validate_name(name, value)
+    except ValueError as e:  # InvalidInputError and pydantic's ValidationError both are
+        return None, f"malformed: {e}"
+    why = record_problem(record) or _size_problem(doc)
+    return (record, None) if why is None else (None, why)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What a checked file holds, and what the database must have for its branches."""
+
+    threads: dict[str, ThreadRecord] = field(default_factory=dict)
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    #: ``(owner thread, seq)`` of every fork point -> (hash, messages at its end), once known.
+    forks: dict[tuple[str, int], tuple[str, int] | None] = field(default_factory=dict)
+
+
+async def _check_threads(ledger: Ledger, path: Path) -> _Plan:
+    """First pass: every thread line, and the ancestors and fork points of branches.
+
+    Branches must follow their parent, in the file or already in the database (then
+    identical lineage, live, with the fork event present).
+    """
+    plan = _Plan()
+    for number, text in _lines(path):
+        if text.startswith(_EVENT_PREFIX):
+            continue  # the second pass reads events
+        item = _parse(path, number, text)
+        doc = item.get("doc")
+        if item["type"] != "thread" or not isinstance(doc, dict):
+            continue  # the second pass judges the file's layout
+        where = f"{path}:{number}: thread {doc.get('_id')!r}"
+        record, why = _thread_problem(doc)
+        if record is None:
+            raise InvalidInputError(f"{where} {why}")
+        if record.id in plan.threads:
+            raise InvalidInputError(f"{where} appears twice")
+        if record.lineage:
+            parent_id = record.lineage[-1].thread_id
+            parent = plan.threads.get(parent_id) or await _stored_parent(ledger, parent_id, where)
+            if (*parent.lineage, record.lineage[-1]) != record.lineage:
+                raise InvalidInputError(f"{where}: its lineage disagrees with its parent {parent_id!r}'s")
+            plan.forks[record.holder(record.base_offset), record.base_offset] = None
+        plan.threads[record.id] = record
+        plan.docs.append(doc)
+    # Fork points in threads that are not in the file are read from the database now.
+    for owner, seq in [k for k in plan.forks if k[0] not in plan.threads]:
+        try:
+            event = await ledger.storage.events.at(owner, seq)
+        except ChatLedgerError as e:
+            raise InvalidInputError(
+                f"{path}: the fork event at seq {seq} of {owner!r} cannot be read: {e}"
+            ) from e
+        if event is None:
+            raise InvalidInputError(f"{path}: a branch forks at seq {seq} of {owner!r}, which does not exist")
+        plan.forks[owner, seq] = event["hash"], event["first_message"] + event["count"]
+    return plan
+
+
+async def _stored_parent(ledger: Ledger, parent_id: str, where: str) -> ThreadRecord:
+    raw = await ledger.storage.threads.get_raw(parent_id)
+    if raw is None or "removed" in raw:
+        state = "missing" if raw is None else "removed"
+        raise InvalidInputError(
+            f"{where}: its parent {parent_id!r} is {state} (in the file and the database)"
+        )
+    record, why = _thread_problem(raw)
+    if record is None:
+        raise InvalidInputError(f"{where}: its parent {parent_id!r} in the database {why}")
+    return record
+
+
+def _scope_problem(event: Mapping[str, Any], record: ThreadRecord) -> str | None:
+    """Return why an event's scope fields disagree with its thread (any schema), or ``None``."""
+    expected = {"root_id": record.root_id, "tenant_id": record.tenant_id, "user_id": record.user_id}
+    for name, value in expected.items():
+        if name in event and event[name] != value:
+            return f"its {name} {event[name]!r} differs from the thread's {value!r}"
+    if "source_id" in event and (event["source_id"] or DEFAULT_SOURCE_ID) != (
+        record.source_id or DEFAULT_SOURCE_ID
+    ):
+        return f"its source_id {event['source_id']!r} differs from the thread's {record.source_id!r}"
+    return None
+
+
+def _check_file(path: Path, plan: _Plan) -> None:
+    """Second pass: the file's layout and every event, as verify would judge it once stored.
 
     Raises:
-        InvalidInputError: the file is not a complete export, or an event does not match
-            its own hash or does not belong to the thread before it.
+        InvalidInputError: the file is not a complete, intact export.
     """
-    threads: list[dict[str, Any]] = []
-    events = 0
-    current: str | None = None
+    threads = events = 0
+    current: ThreadRecord | None = None
+    seq, message, prev = 0, 0, GENESIS_HASH
     header = end = False
     for number, item in _records(path):
         kind, doc = item["type"], item.get("doc")
@@ -156,28 +289,48 @@ def _check_file(path: Path) -> list[dict[str, Any]]:
         elif end:
             raise InvalidInputError(f"{where}: data after the end line")
         elif kind == "thread" and isinstance(doc, dict):
-            try:
-                current = ThreadRecord.model_validate(doc).id
-            except ValueError as e:
-                raise InvalidInputError(f"{where}: malformed thread: {e}") from e
-            threads.append(doc)
+            current = plan.threads[str(doc["_id"])]
+            threads += 1
+            seq, message, prev = current.base_offset + 1, current.base_messages, GENESIS_HASH
+            if current.base_offset:
+                fork = plan.forks[current.holder(current.base_offset), current.base_offset]
+                if fork is None:
+                    raise InvalidInputError(
+                        f"{where}: thread {current.id!r} forks at seq {current.base_offset} of "
+                        f"{current.holder(current.base_offset)!r}, which the file does not hold"
+                    )
+                prev, end_message = fork
+                if end_message != current.base_messages:
+                    raise InvalidInputError(
+                        f"{where}: thread {current.id!r} expects {current.base_messages} messages at its "
+                        f"fork point, the fork event ends at {end_message}"
+                    )
         elif kind == "event" and isinstance(doc, dict):
-            if doc.get("thread_id") != current:
+            if current is None or doc.get("thread_id") != current.id:
                 raise InvalidInputError(
                     f"{where}: event of thread {doc.get('thread_id')!r} outside its thread"
                 )
-            if event_hash(str(doc.get("prev_hash")), doc) != doc.get("hash"):
-                raise InvalidInputError(f"{where}: event seq {doc.get('seq')!r} does not match its hash")
+            why = (
+                ("is a hollowed event of a removed thread" if "removed" in doc else None)
+                or shape_problem(doc, current.id)
+                or chain_problem(doc, seq, message, prev, current)
+                or _scope_problem(doc, current)
+                or _size_problem(doc)
+            )
+            if why is not None:
+                raise InvalidInputError(f"{where}: event {doc.get('_id')!r}: {why}")
+            if (current.id, seq) in plan.forks:
+                plan.forks[current.id, seq] = doc["hash"], doc["first_message"] + doc["count"]
+            seq, message, prev = seq + 1, message + doc["count"], doc["hash"]
             events += 1
         elif kind == "end":
-            if (item.get("threads"), item.get("events")) != (len(threads), events):
+            if (item.get("threads"), item.get("events")) != (threads, events):
                 raise InvalidInputError(f"{where}: end line counts do not match the file")
             end = True
         else:
             raise InvalidInputError(f"{where}: unexpected {kind!r} record")
     if not end:
         raise InvalidInputError(f"{path}: no end line: the export is incomplete")
-    return threads
 
 
 def _same(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> bool:
@@ -188,76 +341,189 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = 
     return norm(a) == norm(b)
 
 
-async def _insert_events(ledger: Ledger, docs: list[dict[str, Any]], summary: ImportSummary) -> None:
-    if not docs:
-        return
-    clashed = await ledger.storage.events.insert_many(docs)
-    summary.events += len(docs) - len(clashed)
-    # Some events were there already (a re-run): each must be the very same event.
-    for index in clashed:
-        doc = docs[index]
-        found = await ledger.storage.events.at(str(doc["thread_id"]), int(doc["seq"]))
-        if found is None or found.get("hash") != doc["hash"]:
-            raise IntegrityError(
-                f"thread {doc['thread_id']!r} already holds a different event at seq {doc['seq']}"
+async def _removed_ids(ledger: Ledger, thread_ids: list[str]) -> dict[str, list[str]]:
+    """Return ``{thread_id: [removal receipt ids]}`` for the threads a removal receipt names."""
+    completed = {
+        r.get("receipt_id") for r in await ledger.storage.receipts.of_kind(COMPLETED, {"receipt_id": 1})
+    }
+    out: dict[str, list[str]] = {}
+    wanted = set(thread_ids)
+    async for receipt in ledger.storage.receipts.about(thread_ids, [REMOVAL]):
+        named = receipt.get("thread_ids")
+        state = "completed" if receipt.get("_id") in completed else "interrupted"
+        for tid in named if isinstance(named, list) else ():
+            if tid in wanted:
+                out.setdefault(str(tid), []).append(f"{receipt.get('_id')} ({state})")
+    return out
+
+
+async def _preflight(ledger: Ledger, plan: _Plan, *, force: bool) -> dict[str, list[str]]:
+    """Refuse what the database says must not come back; return the forced threads' receipts."""
+    removed = await _removed_ids(ledger, list(plan.threads))
+    if removed and not force:
+        named = ", ".join(f"{t!r} by {', '.join(r)}" for t, r in sorted(removed.items())[:5])
+        raise InvalidInputError(
+            f"{len(removed)} threads of the file were removed (retention or erasure): {named}; "
+            "importing them would bring erased data back. Nothing was imported; pass force=True "
+            "(--force) only if restoring them is lawful"
+        )
+    for doc in plan.docs:
+        existing = await ledger.storage.threads.get_raw(str(doc["_id"]))
+        if existing is not None and is_tombstone(existing):
+            raise InvalidInputError(
+                f"thread {doc['_id']!r} was removed and its tombstone keeps the id: a removed thread "
+                "cannot be imported again, even with force; nothing was imported"
             )
-    summary.events_present += len(clashed)
+        if existing is not None and not _same(existing, doc, ignore=_HOLD_FIELDS):
+            raise IntegrityError(f"a different thread {doc['_id']!r} already exists; nothing was imported")
+    return removed
+
+
+class _Writer:
+    """Inserts the checked file, remembering every document it wrote so it can take them back."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.summary = ImportSummary()
+        self.event_ids: list[str] = []
+        self.thread_ids: list[str] = []
+
+    async def events(self, docs: list[dict[str, Any]]) -> None:
+        if not docs:
+            return
+        clashed = await self.ledger.storage.events.insert_many(docs)
+        skip = set(clashed)
+        self.event_ids.extend(str(d["_id"]) for i, d in enumerate(docs) if i not in skip)
+        self.summary.events += len(docs) - len(clashed)
+        # Some events were there already (a re-run): each must be the very same event.
+        for index in clashed:
+            doc = docs[index]
+            found = await self.ledger.storage.events.at(str(doc["thread_id"]), int(doc["seq"]))
+            if found is None or found.get("hash") != doc["hash"]:
+                raise IntegrityError(
+                    f"thread {doc['thread_id']!r} already holds a different event at seq {doc['seq']}"
+                )
+        self.summary.events_present += len(clashed)
+
+    async def thread(self, doc: dict[str, Any]) -> bool:
+        """Insert a thread document; return whether this import wrote it."""
+        tid = str(doc["_id"])
+        self.summary.thread_ids.append(tid)
+        if await self.ledger.storage.threads.insert_raw(doc):
+            self.thread_ids.append(tid)
+            self.summary.threads += 1
+            return True
+        existing = await self.ledger.storage.threads.get_raw(tid)
+        if existing is None or not _same(existing, doc, ignore=_HOLD_FIELDS):
+            raise IntegrityError(f"a different thread {tid!r} already exists")
+        self.summary.threads_present += 1
+        return False
+
+    async def undo(self) -> None:
+        """Delete every document this import inserted (thread documents first: no half thread is visible)."""
+        for tid in self.thread_ids:
+            await self.ledger.storage.threads.delete(tid)
+        await self.ledger.storage.events.delete_ids(self.event_ids)
+
+
+def _holds(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    holds = [dict(h) for h in doc.get("legal_holds") or () if isinstance(h, Mapping)]
+    legacy = doc.get("legal_hold")
+    if isinstance(legacy, Mapping):
+        holds.append(dict(legacy))
+    return holds
 
 
 async def import_jsonl(
-    target: Any, path: str | Path, *, on_thread: Callable[[str], None] | None = None
+    target: Any,
+    path: str | Path,
+    *,
+    force: bool = False,
+    by: str | None = None,
+    on_thread: Callable[[str], None] | None = None,
 ) -> ImportSummary:
     """Restore an export file exactly; re-importing the same file changes nothing.
 
-    The whole file is checked (format, completeness, every event's hash) before the
-    first write. A thread already present must be identical except for its legal hold,
-    which is never changed by an import.
+    The whole file is checked before the first write (format, completeness, ids, every
+    chain from its fork point, seq continuity, counts, scope fields, thread digests,
+    messages that decode, 16 MiB). A thread already present must be identical except
+    for its legal holds, which an import never changes. If the database stops the import
+    part-way, every document it inserted is deleted again before the error is raised.
+    Holds carried by newly imported threads each leave a ``hold.set`` receipt
+    (``imported: True``).
 
     Args:
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
         path: The JSON Lines file written by :func:`export_jsonl`.
+        force: Import threads that a removal receipt names (they were erased or expired
+            here); an ``import.forced`` receipt records it before the first write.
+        by: Who imports, for receipts (default ``user@host``).
         on_thread: Called after each thread is restored (progress reporting).
 
     Raises:
-        InvalidInputError: the file is not a complete, intact export.
+        InvalidInputError: the file is not a complete, intact export, names threads that
+            were removed (without ``force``), or a removed thread's tombstone holds an id.
         IntegrityError: the database holds a different thread or event under the same key.
+        StorageError: the database failed; what this import wrote was removed.
     """
     ledger = as_ledger(target)
     path = Path(path)
-    for doc in _check_file(path):
-        existing = await ledger.storage.threads.get_raw(str(doc["_id"]))
-        if existing is not None and not _same(
-            existing, doc, ignore=("legal_hold", "legal_holds", "holds_rev")
-        ):
-            raise IntegrityError(f"a different thread {doc['_id']!r} already exists; nothing was imported")
+    if type(force) is not bool:
+        raise InvalidInputError(f"force must be True or False, got {force!r}")
+    plan = await _check_threads(ledger, path)
+    _check_file(path, plan)
+    forced = await _preflight(ledger, plan, force=force)
+    who = by or operator_identity()
     await ledger.ensure_indexes()
-    summary = ImportSummary()
-    batch: list[dict[str, Any]] = []
-    current: str | None = None
-    for _, item in _records(path):
-        if item["type"] == "event":
-            batch.append(item["doc"])
-            if len(batch) >= _BATCH:
-                await _insert_events(ledger, batch, summary)
-                batch = []
-            continue
-        await _insert_events(ledger, batch, summary)
-        batch = []
-        if current is not None and on_thread is not None:
-            on_thread(current)
-        current = None
-        if item["type"] == "thread":
-            doc = item["doc"]
-            current = str(doc["_id"])
-            summary.thread_ids.append(current)
-            if await ledger.storage.threads.insert_raw(doc):
-                summary.threads += 1
-            else:
-                existing = await ledger.storage.threads.get_raw(current)
-                if existing is None or not _same(
-                    existing, doc, ignore=("legal_hold", "legal_holds", "holds_rev")
-                ):
-                    raise IntegrityError(f"a different thread {current!r} already exists")
-                summary.threads_present += 1
-    ledger.forget(summary.thread_ids)
-    return summary
+    if forced:
+        # Recorded before the first write, so even a crashed forced import is on record.
+        await record(
+            ledger,
+            IMPORT_FORCED,
+            who,
+            thread_ids=sorted(forced),
+            removals=sorted({r for ids in forced.values() for r in ids}),
+            file=str(path),
+        )
+    writer = _Writer(ledger)
+    new_holds: list[tuple[str, dict[str, Any]]] = []
+    try:
+        batch: list[dict[str, Any]] = []
+        pending: dict[str, Any] | None = None
+        # Each thread's events go in before its document: a crash leaves events without a
+        # document, which verify reports, never a thread silently missing its tail.
+        for _, item in _records(path):
+            if item["type"] == "event":
+                batch.append(item["doc"])
+                if len(batch) >= _BATCH:
+                    await writer.events(batch)
+                    batch = []
+                continue
+            await writer.events(batch)
+            batch = []
+            if pending is not None:
+                if await writer.thread(pending):
+                    new_holds.extend((str(pending["_id"]), h) for h in _holds(pending))
+                if on_thread is not None:
+                    on_thread(str(pending["_id"]))
+            pending = item["doc"] if item["type"] == "thread" else None
+    except BaseException:
+        # Cancellation included: whatever stopped us, take back what we wrote. (The
+        # original error is re-raised; a failure to undo is chained to it.)
+        await writer.undo()
+        raise
+    ledger.forget(writer.summary.thread_ids)
+    for tid, hold in new_holds:
+        await record(
+            ledger,
+            HOLD_SET,
+            who,
+            thread_id=tid,
+            case=hold.get("case"),
+            reason=hold.get("reason"),
+            imported=True,
+            file=str(path),
+        )
+    writer.summary.holds = len(new_holds)
+    writer.summary.forced = sorted(forced)
+    return writer.summary

@@ -363,3 +363,17 @@ class EventStore:
         """Return how many live events match a scope filter (a progress total)."""
         live = {**match, "removed": {"$exists": False}}
         return int(await self.gate.call("count events", self.collection.count_documents(live)))
+
+    async def delete_ids(self, event_ids: Sequence[str]) -> int:
+        """Delete the events with exactly these ``_id`` values; return how many were deleted.
+
+        Undoes what one operation wrote (an import stopped part-way): nothing but the
+        named documents is touched, whatever else shares their threads.
+        """
+        deleted = 0
+        for chunk in _chunks([str(i) for i in event_ids]):
+            result = await self.gate.call(
+                "remove events", self.collection.delete_many({"_id": {"$in": chunk}})
+            )
+            deleted += int(result.deleted_count)
+        return deleted

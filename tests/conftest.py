@@ -13,7 +13,9 @@ difference is a capability flag on :class:`Backend`, never a weaker assertion.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.scripts import start_ferretdb
+from tests.scripts import REPO, start_ferretdb
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -38,6 +40,9 @@ class Backend:
     #: The server stores keys with "." / "$" and nested arrays (FerretDB refuses them;
     #: ChatLedger never writes them, tests use this to prove that).
     accepts_dotted_keys: bool = True
+    #: Concurrent tasks really interleave at every database call. mongomock-motor runs
+    #: each call synchronously, so a test of a race (e.g. a lock) cannot fail there.
+    interleaves: bool = False
 
     async def open(self) -> tuple[Any, Any]:
         """Return (client, database) on a fresh, uniquely named database."""
@@ -60,18 +65,29 @@ class Backend:
 _FERRETDB: dict[str, Any] = {}
 
 
-def _ferretdb_uri() -> str | None:
-    """Return the URI of the session's FerretDB, starting it if we can."""
+def _ferretdb_available() -> bool:
+    """Whether the FerretDB tier runs in this session (it is started only when a test needs it)."""
+    if os.environ.get("CHATLEDGER_TEST_FERRETDB_URI"):
+        return True
+    if os.environ.get("CHATLEDGER_SKIP_FERRETDB") and not IN_CI:
+        return False
+    if shutil.which("go") is None and not (REPO / ".cache" / "bin" / "ferretdb").exists():
+        if IN_CI:
+            raise RuntimeError("CI=true: the real-server tier is mandatory, but Go is missing (FerretDB)")
+        _FERRETDB["why"] = "Go is not installed, so FerretDB cannot be built"
+        return False
+    return True
+
+
+def _ferretdb_uri() -> str:
+    """Return the URI of the session's FerretDB, starting it on first use."""
     if os.environ.get("CHATLEDGER_TEST_FERRETDB_URI"):
         return os.environ["CHATLEDGER_TEST_FERRETDB_URI"]
-    if os.environ.get("CHATLEDGER_SKIP_FERRETDB") and not IN_CI:
-        return None
     if "uri" in _FERRETDB:
         return str(_FERRETDB["uri"])
     server = start_ferretdb()
     if server is None:
-        _FERRETDB["why"] = "Go is not installed, so FerretDB cannot be built"
-        return None
+        pytest.skip("Go is not installed, so FerretDB cannot be built")
     _FERRETDB["server"] = server
     _FERRETDB["uri"] = server.uri
     return str(server.uri)
@@ -79,16 +95,16 @@ def _ferretdb_uri() -> str | None:
 
 def _backends() -> list[Backend]:
     backends = [Backend("mongomock", "mongomock")]
-    ferret = _ferretdb_uri()
-    if ferret:
+    if _ferretdb_available():
         for driver in ("pymongo", "motor"):
-            backends.append(
-                Backend(f"ferretdb-{driver}", driver, ferret, real_server=True, accepts_dotted_keys=False)
-            )
+            # uri=None: the server is started when the first test on this tier runs, so
+            # `-k mongomock` never starts it.
+            tier = Backend(f"ferretdb-{driver}", driver, None, real_server=True, interleaves=True)
+            backends.append(dataclasses.replace(tier, accepts_dotted_keys=False))
     mongodb = os.environ.get("MONGODB_URI")
     if mongodb:
         for driver in ("pymongo", "motor"):
-            backends.append(Backend(f"mongodb-{driver}", driver, mongodb, real_server=True))
+            backends.append(Backend(f"mongodb-{driver}", driver, mongodb, real_server=True, interleaves=True))
     return backends
 
 
@@ -122,8 +138,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> Backend:
     """The tier the current test runs on."""
-    assert isinstance(request.param, Backend)
-    return request.param
+    chosen = request.param
+    assert isinstance(chosen, Backend)
+    if chosen.uri is None and chosen.driver != "mongomock":
+        chosen = dataclasses.replace(chosen, uri=_ferretdb_uri())
+    return chosen
 
 
 @pytest.fixture
@@ -138,6 +157,14 @@ async def database(backend: Backend) -> AsyncIterator[Any]:
         from chatledger.storage.driver import close_client
 
         await close_client(client)
+
+
+@pytest.fixture
+def interleaving_backend(backend: Backend) -> Backend:
+    """The current tier, skipping the test where concurrent tasks cannot interleave."""
+    if not backend.interleaves:
+        pytest.skip("tasks do not interleave on this tier, so the race cannot happen")
+    return backend
 
 
 @pytest.fixture

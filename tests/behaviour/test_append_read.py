@@ -221,7 +221,9 @@ async def test_empty_batch_writes_nothing(database: Any) -> None:
     assert await store.list_messages() == []
 
 
-async def test_a_store_shared_by_concurrent_tasks_keeps_one_line(database: Any) -> None:
+async def test_a_store_shared_by_concurrent_tasks_keeps_one_line(
+    interleaving_backend: Any, database: Any
+) -> None:
     import asyncio
 
     store = MongoChatMessageStore(database)

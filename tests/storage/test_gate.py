@@ -219,3 +219,47 @@ async def test_round_trip_budget_and_query_shapes(real_backend: Backend) -> None
     finally:
         await client.drop_database(database.name)
         await client.close()
+
+
+def _stages(plan: Any) -> list[str]:
+    """Every stage name in an explain plan tree."""
+    if isinstance(plan, dict):
+        found = [plan["stage"]] if isinstance(plan.get("stage"), str) else []
+        for value in plan.values():
+            found.extend(_stages(value))
+        return found
+    if isinstance(plan, list):
+        return [stage for item in plan for stage in _stages(item)]
+    return []
+
+
+async def test_page_queries_are_index_scans_on_mongodb(real_backend: Backend) -> None:
+    """On real MongoDB, ``explain`` of every page query: an index scan examining ≤ returned + 1."""
+    if not real_backend.name.startswith("mongodb"):
+        pytest.skip("explain with execution stats is MongoDB's (FerretDB scans; see the README)")
+    client, database, commands = await _monitored(real_backend)
+    try:
+        book = Ledger(database).bind()
+        position = book.empty("t")
+        for n in range(300):
+            position = (await book.append(position, [msg(f"m{n}.{i}") for i in range(1 + n % 4)])).position
+        # Noise: other threads in the same collection.
+        for k in range(20):
+            other = book.empty(f"other-{k}")
+            for _ in range(10):
+                other = (await book.append(other, [msg("noise")])).position
+        commands.clear()
+        await book.read(position, offset=-20)
+        await book.read(position, offset=100, limit=37)
+        finds = commands.named("find")
+        assert finds
+        for find in finds:
+            query = {k: find[k] for k in ("find", "filter", "projection", "sort", "limit", "hint") if k in find}
+            explained = await database.command({"explain": query, "verbosity": "executionStats"})
+            stats = explained["executionStats"]
+            assert "IXSCAN" in _stages(explained["queryPlanner"]["winningPlan"])
+            assert "COLLSCAN" not in _stages(explained["queryPlanner"]["winningPlan"])
+            assert stats["totalDocsExamined"] <= stats["nReturned"] + 1, stats
+    finally:
+        await client.drop_database(database.name)
+        await client.close()

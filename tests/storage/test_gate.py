@@ -254,7 +254,8 @@ async def test_page_queries_are_index_scans_on_mongodb(real_backend: Backend) ->
         finds = commands.named("find")
         assert finds
         for find in finds:
-            query = {k: find[k] for k in ("find", "filter", "projection", "sort", "limit", "hint") if k in find}
+            fields = ("find", "filter", "projection", "sort", "limit", "hint")
+            query = {k: find[k] for k in fields if k in find}
             explained = await database.command({"explain": query, "verbosity": "executionStats"})
             stats = explained["executionStats"]
             assert "IXSCAN" in _stages(explained["queryPlanner"]["winningPlan"])

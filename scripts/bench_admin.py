@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Admin commands against the number of threads: time and peak client memory, side by side.
+
+Usage::
+
+    python scripts/bench_admin.py [--quick] [--sizes 1000,5000,20000] [--mongodb-uri URI]
+        [--budget SECONDS] [--json FILE]
+
+Without a URI (or ``MONGODB_URI``) a throw-away FerretDB (SQLite back end) is started on
+127.0.0.1 through ``scripts/ferretdb.py`` (telemetry disabled) and removed at the end. The
+database is named ``cladmin_<run id>`` and dropped at the end.
+
+One database grows through the sizes (1k, then 5k, then 20k threads; ``--quick``: 200 and
+1k): every tenth conversation has a branch, every thread two events, half the
+conversations last active 400 days ago. At each size it measures, each operation once for
+wall time (``time.perf_counter``) and once more under ``tracemalloc`` for the peak of
+Python allocations (tracing slows code down, so the two are separate runs):
+
+* ``plan_retention`` with a 30-day default policy (streams trees in chunks);
+* ``verify`` of every thread;
+* ``threads --limit 8`` (the CLI body, JSON output to a buffer);
+* ``stats``;
+* the same work the way it was done before this change, as the baseline: retention
+  planned over ``load_forest`` (every thread document in memory, then one head query per
+  thread), and ``threads --limit 8`` reading every thread before limiting.
+
+Bounded: an operation whose projected time at the next size (from the growth seen so far,
+at worst quadratic) exceeds ``--budget`` seconds is skipped there and reported as such, so
+the run stops by itself. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import sys
+import time
+import tracemalloc
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+sys.path.insert(0, str(REPO_ROOT / "src"))
+
+import chatledger.ledger.core  # noqa: E402 - after the path set-up above
+from chatledger import Ledger  # noqa: E402
+from chatledger._maf import Message  # noqa: E402
+from chatledger.admin import RetentionPolicy, collect_stats, plan_retention, verify  # noqa: E402
+from chatledger.admin.catalog import activity, load_forest  # noqa: E402
+from chatledger.admin.removal import RemovalReport, lineage_removal, select_lineages  # noqa: E402
+from chatledger.cli.commands.browse import threads_body  # noqa: E402
+from chatledger.cli.render import Renderer  # noqa: E402
+
+NOW = datetime.now(UTC)
+OLD = NOW - timedelta(days=400)
+POLICY = RetentionPolicy(default=timedelta(days=30))
+#: Appends in flight while seeding (the server, not the client, is the bottleneck).
+SEED_CONCURRENCY = 32
+
+
+class _Clock:
+    """The time the ledger stamps on what it writes (seeding makes half the data old)."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def seed(ledger: Ledger, start: int, stop: int, clock: _Clock) -> int:
+    """Create conversations ``start..stop-1``; return the number of threads created."""
+
+    async def conversation(i: int) -> int:
+        book = ledger.bind(tenant_id=f"tenant{i % 7}", user_id=f"user{i % 101}")
+        pos = book.empty(f"c{i:07d}")
+        first = await book.append(pos, [Message("user", [f"q{i}"]), Message("assistant", [f"a{i}"])])
+        second = await book.append(
+            first.position, [Message("user", [f"q{i}b"]), Message("assistant", [f"a{i}b"])]
+        )
+        if i % 10:
+            return 1
+        # Edit-and-retry: a branch from the first turn, with two events of its own.
+        forked = await book.append(first.position, [Message("user", [f"edit {i}"])])
+        await book.append(forked.position, [Message("assistant", [f"retry {i}"])])
+        assert second.position.offset == 2
+        assert forked.branched
+        return 2
+
+    threads = 0
+    for lo in range(start, stop, SEED_CONCURRENCY):
+        ids = range(lo, min(stop, lo + SEED_CONCURRENCY))
+        # Whole batches are old or new: the clock is one global the ledger reads.
+        clock.now = OLD if (lo // SEED_CONCURRENCY) % 2 else NOW - timedelta(hours=1)
+        threads += sum(await asyncio.gather(*(conversation(i) for i in ids)))
+    clock.now = NOW
+    return threads
+
+
+# --------------------------------------------------------------------------- operations
+
+
+async def op_retention(ledger: Ledger) -> str:
+    report = await plan_retention(ledger, POLICY, now=NOW)
+    return f"{len(report.planned)} lineages"
+
+
+async def op_retention_before(ledger: Ledger) -> str:
+    """Retention planning as it was: every thread document in memory, then the activity of all."""
+    report = RemovalReport("retention", dry_run=True)
+    forest = await load_forest(ledger, None)
+    act = await activity(ledger, forest)
+    lineages = {t: lineage_removal(forest, act, t) for t in forest.docs}
+    due = {
+        t
+        for t, line in lineages.items()
+        if line.last_activity is not None and NOW - line.last_activity > timedelta(days=30)
+    }
+    select_lineages(report, forest, due, lineages)
+    return f"{len(report.planned)} lineages"
+
+
+async def op_verify(ledger: Ledger) -> str:
+    report = await verify(ledger)
+    return f"{report.threads} threads ok={report.ok}"
+
+
+async def op_threads8(ledger: Ledger) -> str:
+    out = io.StringIO()
+    await threads_body(ledger, Renderer(out, io.StringIO(), as_json=True), limit=8)
+    return f"{len(json.loads(out.getvalue())['threads'])} rows"
+
+
+async def op_threads8_before(ledger: Ledger) -> str:
+    """``threads --limit 8`` as it was: every thread and its activity read, then 8 kept."""
+    forest = await load_forest(ledger, None, with_family=False)
+    acts = await activity(ledger, forest)
+    rows = sorted(forest.docs)[:8]
+    return f"{len([acts[t] for t in rows])} rows"
+
+
+async def op_stats(ledger: Ledger) -> str:
+    stats = await collect_stats(ledger)
+    return f"{stats.threads} threads {stats.events} events"
+
+
+OPERATIONS: dict[str, Callable[[Ledger], Awaitable[str]]] = {
+    "retention plan": op_retention,
+    "retention plan (before)": op_retention_before,
+    "verify": op_verify,
+    "threads --limit 8": op_threads8,
+    "threads --limit 8 (before)": op_threads8_before,
+    "stats": op_stats,
+}
+
+
+async def measure(ledger: Ledger, op: Callable[[Ledger], Awaitable[str]]) -> dict[str, Any]:
+    """Return wall seconds (untraced run) and peak traced bytes (second, traced run)."""
+    started = time.perf_counter()
+    what = await op(ledger)
+    seconds = time.perf_counter() - started
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        await op(ledger)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return {"seconds": seconds, "peak_bytes": peak, "result": what}
+
+
+def projected(history: list[tuple[int, float]], size: int) -> float:
+    """Time projected at ``size`` from the last measurement, assuming the growth seen (at worst n²)."""
+    if not history:
+        return 0.0
+    n, seconds = history[-1]
+    exponent = 2.0
+    if len(history) >= 2:
+        import math
+
+        (n0, s0), (n1, s1) = history[-2], history[-1]
+        if s0 > 0 and s1 > 0 and n1 > n0:
+            exponent = min(2.0, max(1.0, math.log(s1 / s0) / math.log(n1 / n0)))
+    return seconds * (size / n) ** exponent * 2  # measured twice (untraced and traced)
+
+
+def table(results: list[dict[str, Any]], sizes: Sequence[int]) -> str:
+    """Return the results as a Markdown table: one row per operation, time and peak per size."""
+    head = "| operation | " + " | ".join(f"{n:,} threads" for n in sizes) + " |"
+    rule = "|---|" + "---:|" * len(sizes)
+    lines = [head, rule]
+    for name in OPERATIONS:
+        cells = []
+        for n in sizes:
+            found = next((r for r in results if r["threads"] == n and r["operation"] == name), None)
+            if found is None or found.get("skipped"):
+                cells.append("skipped (over budget)" if found else "-")
+            else:
+                cells.append(f"{found['seconds']:.2f} s, {found['peak_bytes'] / 1e6:.1f} MB")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+async def amain(args: argparse.Namespace) -> int:
+    from pymongo import AsyncMongoClient
+
+    wanted = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else ([200, 1000] if args.quick else [1000, 5000, 20000])
+    )
+    # Every tenth conversation has a branch: N threads are N / 1.1 conversations.
+    conversations = [round(n / 1.1) for n in wanted]
+    server = None
+    uri = args.mongodb_uri or os.environ.get("MONGODB_URI")
+    if not uri:
+        from ferretdb import FerretDBServer  # scripts/ferretdb.py
+
+        # FerretDBServer is the one place that starts FerretDB: 127.0.0.1 only,
+        # --telemetry=disable and DO_NOT_TRACK=1.
+        server = FerretDBServer(repo_root=REPO_ROOT).start()
+        uri = server.uri
+    client: Any = AsyncMongoClient(uri, tz_aware=True)
+    database = client[f"cladmin_{uuid.uuid4().hex[:8]}"]
+    clock = _Clock()
+    chatledger.ledger.core.utc_now_ms = clock  # type: ignore[attr-defined]
+    results: list[dict[str, Any]] = []
+    history: dict[str, list[tuple[int, float]]] = {name: [] for name in OPERATIONS}
+    sizes: list[int] = []
+    try:
+        ledger = Ledger(database)
+        await ledger.storage.ensure_indexes()
+        threads = made = 0
+        seeded: list[tuple[int, float]] = []
+        for target in conversations:
+            if projected(seeded, target) / 2 > args.budget * 4:
+                print(f"stopping before {target:,} conversations: seeding projected over budget", flush=True)
+                break
+            started = time.perf_counter()
+            threads += await seed(ledger, made, target, clock)
+            seeded.append((target, time.perf_counter() - started))
+            made = target
+            sizes.append(threads)
+            print(
+                f"seeded {target:,} conversations, {threads} threads in {seeded[-1][1]:.1f} s",
+                flush=True,
+            )
+            for name, op in OPERATIONS.items():
+                if projected(history[name], threads) > args.budget:
+                    results.append({"threads": threads, "operation": name, "skipped": True})
+                    print(f"  {name:<28} skipped: projected over {args.budget:.0f} s", flush=True)
+                    continue
+                row = await measure(Ledger(database), op)
+                history[name].append((threads, row["seconds"]))
+                results.append({"threads": threads, "operation": name, **row})
+                print(
+                    f"  {name:<28} {row['seconds']:8.2f} s  peak {row['peak_bytes'] / 1e6:8.1f} MB  "
+                    f"({row['result']})",
+                    flush=True,
+                )
+    finally:
+        await client.drop_database(database.name)
+        await client.close()
+        if server is not None:
+            server.close()
+    print()
+    print(table(results, sizes))
+    if args.json:
+        Path(args.json).write_text(  # noqa: ASYNC240 - the run is over; nothing else is waiting
+            json.dumps({"uri_kind": "ferretdb" if server else "mongodb", "results": results}, indent=1)
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the arguments and run the benchmark."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="200 and 1,000 threads only")
+    parser.add_argument("--sizes", help="comma-separated numbers of threads (default 1000,5000,20000)")
+    parser.add_argument("--mongodb-uri", help="measure this server instead of a throw-away FerretDB")
+    parser.add_argument("--budget", type=float, default=240.0, help="skip an operation projected over this")
+    parser.add_argument("--json", help="also write the results to this file")
+    return asyncio.run(amain(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

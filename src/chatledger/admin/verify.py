@@ -42,7 +42,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, iter_events, load_forest
+from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, load_forest
 from chatledger.admin.receipts import COMPLETED, REMOVAL, pending_removals
 from chatledger.codec import decode_message
 from chatledger.errors import ChatLedgerError, InvalidInputError, UnknownThreadError
@@ -393,7 +393,7 @@ class _Verifier:
         tid = record.id
         seq, message = record.base_offset + 1, record.base_messages
         broken = False
-        async for event in iter_events(self.ledger, tid):
+        async for event in self.ledger.storage.events.stream_all(tid):
             if event.get("removed") is True:
                 if not removing:
                     self.report.problems.append(

@@ -377,3 +377,20 @@ class EventStore:
             )
             deleted += int(result.deleted_count)
         return deleted
+
+    async def stream_all(self, thread_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Yield every document of a thread as stored, in ``seq`` order, whatever type its ``seq`` is.
+
+        :meth:`stream` ranges over ``seq``, and a range never matches a ``seq`` stored as a
+        string: verify reads with this so a poisoned event is named, not skipped (BSON
+        orders numbers before strings, so such events come last).
+        """
+        cursor = (
+            self.collection.find({"thread_id": thread_id})
+            .sort("seq", ASCENDING)
+            .hint(_SEQ_INDEX)
+            .batch_size(BATCH_SIZE)
+        )
+        async with self.gate.translated("read events"):
+            async for doc in cursor:
+                yield doc

@@ -364,8 +364,8 @@ async def _preflight(ledger: Ledger, plan: _Plan, *, force: bool) -> dict[str, l
         named = ", ".join(f"{t!r} by {', '.join(r)}" for t, r in sorted(removed.items())[:5])
         raise InvalidInputError(
             f"{len(removed)} threads of the file were removed (retention or erasure): {named}; "
-            "importing them would bring erased data back. Nothing was imported; pass force=True "
-            "(--force) only if restoring them is lawful"
+            "importing them would bring erased data back. Nothing was imported; force the import "
+            "(import_jsonl(..., force=True)) only if restoring them is lawful"
         )
     for doc in plan.docs:
         existing = await ledger.storage.threads.get_raw(str(doc["_id"]))

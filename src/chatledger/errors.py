@@ -11,12 +11,14 @@ __all__ = [
     "BatchTooLargeError",
     "ChatLedgerError",
     "ConcurrencyError",
+    "ContentErasedError",
     "EventIdReusedError",
     "IntegrityError",
     "InvalidCursorError",
     "InvalidInputError",
     "InvalidMessageError",
     "InvalidThreadIdError",
+    "KeyUnavailableError",
     "LegalHoldError",
     "StorageError",
     "StorageUnavailableError",
@@ -67,6 +69,19 @@ class ConcurrencyError(ChatLedgerError):
 
 class IntegrityError(ChatLedgerError):
     """Stored data does not match its hash chain or its own structure."""
+
+
+class ContentErasedError(ChatLedgerError):
+    """The content was sealed under a data key that erasure destroyed: it can never be read again."""
+
+
+class KeyUnavailableError(ChatLedgerError):
+    """Sealed content cannot be opened because its key is missing or cannot be unwrapped.
+
+    This is a configuration or availability problem (wrong key store, wrong KEK, no
+    sealer configured), never an erasure: an erased key leaves a tombstone and gives
+    :class:`ContentErasedError` instead.
+    """
 
 
 class LegalHoldError(ChatLedgerError):

@@ -9,6 +9,7 @@ from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, 
 from chatledger.admin.receipts import operator_identity
 from chatledger.admin.removal import Removal, RemovalReport, execute, lineage_removal, select_lineages
 from chatledger.errors import InvalidInputError
+from chatledger.storage.keys import KeyStore
 
 #: Planning reads every field a removal needs (holds, lineage, scope) but not metadata.
 _NO_METADATA: Final = {"metadata": 0}
@@ -86,6 +87,9 @@ async def run_erasure(
     on_removal: Callable[[Removal], None] | None = None,
     on_thread: Callable[[str], None] | None = None,
     on_plan: Callable[[RemovalReport], None] | None = None,
+    shred_keys: bool = True,
+    key_store: KeyStore | None = None,
+    on_keys: Callable[[Any], None] | None = None,
 ) -> RemovalReport:
     """Plan an erasure and, only when ``apply`` is true, carry it out with receipts.
 
@@ -100,6 +104,13 @@ async def run_erasure(
         on_thread: Called with each matching thread examined while planning (progress).
         on_plan: Called once with the plan (dry run), before anything is removed, so a
             caller can show how many lineages are to come.
+        shred_keys: With sealing configured (``key_store``, or the ledger's sealer), also
+            destroy the subject's data keys once every lineage is removed, with a
+            ``keys.destroyed`` receipt: sealed copies anywhere (journals, backups) become
+            unreadable. A lineage kept by a legal hold keeps the keys too.
+        key_store: The keys collection (default: the ledger's sealer's, if any).
+        on_keys: Called with the :class:`~chatledger.sealing.ShredReport` (what was or,
+            dry, would be destroyed, or why the keys were kept).
 
     Raises:
         InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
@@ -109,7 +120,7 @@ async def run_erasure(
     report.dry_run = not apply
     if on_plan is not None:
         on_plan(report)
-    return await execute(
+    report = await execute(
         ledger,
         report,
         by=by or operator_identity(),
@@ -117,3 +128,14 @@ async def run_erasure(
         scope=_subject(user_id, tenant_id).describe(),
         on_removal=on_removal,
     )
+    if key_store is None and ledger.sealer is not None:
+        key_store = ledger.sealer.key_store
+    if shred_keys and key_store is not None:
+        from chatledger.sealing.erasure import shred_after_erasure
+
+        shred = await shred_after_erasure(
+            ledger, key_store, report, user_id=user_id, tenant_id=tenant_id, by=by, reason=reason
+        )
+        if on_keys is not None:
+            on_keys(shred)
+    return report

@@ -19,7 +19,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import bson
 
@@ -33,6 +33,7 @@ from chatledger.errors import (
     IntegrityError,
     InvalidCursorError,
     InvalidInputError,
+    KeyUnavailableError,
     StorageUnavailableError,
     ThreadRemovedError,
     UnknownThreadError,
@@ -59,6 +60,9 @@ from chatledger.storage import (
     Storage,
     event_key,
 )
+
+if TYPE_CHECKING:
+    from chatledger.sealing import DataKey, Sealer
 
 __all__ = [
     "DEFAULT_AUDIT_COLLECTION",
@@ -167,6 +171,9 @@ class Ledger:
             ``"client"``: use the client's or URI's settings (explicitly weaker).
         signing_keys: Keys (newest first) to sign every cursor handed out with; cursors
             without a valid MAC are then refused. ``None``: cursors are not signed.
+        sealer: Seal every message's content under its data subject's key
+            (:class:`~chatledger.sealing.Sealer`); ``None`` (default): stored in clear.
+            Reads open sealed events only with a sealer.
 
     Raises:
         InvalidInputError: an option or the database handle is not usable.
@@ -183,6 +190,7 @@ class Ledger:
         write_attempts: int = 3,
         consistency: Consistency = "majority",
         signing_keys: Sequence[str | bytes] | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         if type(write_attempts) is not int or not 1 <= write_attempts <= 20:
             raise InvalidInputError("write_attempts must be an int from 1 to 20")
@@ -196,6 +204,7 @@ class Ledger:
         )
         self.write_attempts = write_attempts
         self.signer = CursorSigner(signing_keys) if signing_keys is not None else None
+        self.sealer = sealer
         self._thread_cache: OrderedDict[str, ThreadRecord] = OrderedDict()
         # (thread_id, seq) -> (messages visible after that event, its hash)
         self._head_cache: OrderedDict[tuple[str, int], tuple[int, str]] = OrderedDict()
@@ -468,10 +477,20 @@ class Binding:
         )
 
     def _event_document(
-        self, at: Position, thread: ThreadRecord, stored: list[dict[str, Any]], event_id: str
+        self,
+        at: Position,
+        thread: ThreadRecord,
+        stored: list[dict[str, Any]],
+        event_id: str,
+        seal_key: DataKey | None = None,
     ) -> dict[str, Any]:
+        key = event_key(thread.id, at.offset + 1)
+        if seal_key is not None:
+            # Sealed here, per document: a retry on a branch is another event id, and the
+            # ciphertext is bound to the event it lies in. The hash covers the ciphertext.
+            stored = seal_key.seal(stored, key)
         doc: dict[str, Any] = {
-            "_id": event_key(thread.id, at.offset + 1),
+            "_id": key,
             "v": EVENT_SCHEMA_VERSION,
             "thread_id": thread.id,
             "seq": at.offset + 1,
@@ -490,7 +509,7 @@ class Binding:
         doc["hash"] = event_hash(at.head_hash, doc)
         # Encoding the document just to measure it costs as much as hashing it; a bound
         # on its size (BSON adds a few bytes per field) settles almost every batch.
-        bound = 4096 + sum(4 * len(str(v)) + 64 for m in stored for v in m.values())
+        bound = 4096 + sum(4 * len(str(v)) + 64 for m in doc["messages"] for v in m.values())
         if bound >= MAX_EVENT_BYTES and len(bson.encode(doc)) > MAX_EVENT_BYTES:
             raise BatchTooLargeError(
                 f"a batch of {len(stored)} messages does not fit in one {MAX_EVENT_BYTES} byte document; "
@@ -537,12 +556,19 @@ class Binding:
         if at.thread is not None:
             taken = await self._storage.events.at(at.thread_id, seq, full=True)
             if taken is not None and taken.get("event_id") == event_id:
-                return self._verdict(taken, at.thread, digest), False
+                return self._verdict(await self._opened(taken), at.thread, digest), False
         for candidate in await self._storage.events.with_event_id(event_id, seq):
             branch = await self.ledger.thread(candidate["thread_id"], self.scope)
             if branch is not None and branch.parent == {"thread_id": at.thread_id, "offset": at.offset}:
-                return self._verdict(candidate, branch, digest), True
+                return self._verdict(await self._opened(candidate), branch, digest), True
         return None
+
+    async def _opened(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Return ``doc`` with its sealed messages opened: digests compare the clear batch."""
+        sealer = self.ledger.sealer
+        if sealer is None:
+            return doc
+        return {**doc, "messages": await sealer.open_messages(doc)}
 
     def _verdict(self, doc: Mapping[str, Any], thread: ThreadRecord, digest: str) -> Position:
         try:
@@ -616,7 +642,11 @@ class Binding:
         if digest is None:
             digest = stored_digest(stored)
         thread = at.thread if at.thread is not None else self._new_root(at.thread_id, metadata)
-        doc = self._event_document(at, thread, stored, event_id)  # validates size before any write
+        sealer = self.ledger.sealer
+        # Every event of a tree shares its root id, so one key serves this append and any
+        # retry on a branch; a cached key costs no round trip, an erased subject fails here.
+        seal_key = None if sealer is None else await sealer.key_for(self.scope, thread.root_id)
+        doc = self._event_document(at, thread, stored, event_id, seal_key)  # validates size before any write
         await self.ledger.ensure_indexes()
         if at.thread is None:
             ours = thread
@@ -628,7 +658,7 @@ class Binding:
                 raise _no_thread(at.thread_id)  # a branch's id is not a place to start a new line
             if thread is not ours:
                 # Another writer created it first: ours was not stored, theirs is vouched for.
-                doc = self._event_document(at, thread, stored, event_id)
+                doc = self._event_document(at, thread, stored, event_id, seal_key)
             at = replace(at, thread=thread)
         try:
             await self._insert(doc)
@@ -651,7 +681,7 @@ class Binding:
         await self._refuse_if_removing(at.thread_id)
         branch = await self._storage.threads.insert_once(self._new_branch(at))
         self.ledger._remember(self.ledger._thread_cache, branch.id, branch)
-        branch_doc = self._event_document(at, branch, stored, event_id)
+        branch_doc = self._event_document(at, branch, stored, event_id, seal_key)
         await self._insert(branch_doc)
         try:
             # Checked again after writing: a removal that claimed the parent meanwhile
@@ -743,16 +773,21 @@ class Binding:
         if start >= stop:
             return []
         out: list[Message] = []
+        sealer = self.ledger.sealer
         for seg in at.segments():
             lo, hi = max(start, seg.lo_message), min(stop, seg.hi_message)
             if lo >= hi:
                 continue
             for doc in await self._storage.events.page(seg.thread_id, lo, hi):
                 first = doc["first_message"]
-                for index, item in enumerate(doc["messages"]):
+                messages = doc["messages"] if sealer is None else await sealer.open_messages(doc)
+                for index, item in enumerate(messages):
                     if lo <= first + index < hi:
                         out.append(_decode(doc, index, item))
         if len(out) != stop - start:
+            for seg in at.segments():
+                # Hollowed events hold no message index: a removed thread reads as short.
+                await self._refuse_if_removing(seg.thread_id)
             raise IntegrityError(
                 f"thread {at.thread_id!r} is missing events: expected {stop - start} messages "
                 f"in [{start}, {stop}), found {len(out)}"
@@ -792,6 +827,12 @@ class Binding:
 
 
 def _decode(doc: Mapping[str, Any], index: int, item: Mapping[str, Any]) -> Message:
+    if "sealed" in item:
+        # A sealed message decodes to its placeholder text: never hand that out as content.
+        raise KeyUnavailableError(
+            f"event {doc.get('_id')!r}: message {index} is sealed, and this ledger has no sealer "
+            "configured to open it (Ledger(..., sealer=...))"
+        )
     try:
         return decode_message(item)
     except ChatLedgerError:

@@ -15,6 +15,7 @@ from typing import Any, Final
 from chatledger.errors import InvalidInputError
 from chatledger.storage.events import BATCH_SIZE, EventStore, PositionTakenError, event_key
 from chatledger.storage.gate import Consistency, Gate
+from chatledger.storage.keys import DEFAULT_KEYS_COLLECTION, KeyStore
 from chatledger.storage.receipts import ReceiptStore
 from chatledger.storage.threads import ThreadStore
 
@@ -22,8 +23,10 @@ __all__ = [
     "BATCH_SIZE",
     "DEFAULT_AUDIT_COLLECTION",
     "DEFAULT_EVENTS_COLLECTION",
+    "DEFAULT_KEYS_COLLECTION",
     "DEFAULT_THREADS_COLLECTION",
     "Consistency",
+    "KeyStore",
     "PositionTakenError",
     "Storage",
     "event_key",

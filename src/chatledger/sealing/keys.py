@@ -1,0 +1,142 @@
+"""Operator actions on data keys: destroy a subject's keys (crypto-shredding) and rotate the KEK."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from chatledger.errors import ChatLedgerError, InvalidInputError, KeyUnavailableError
+from chatledger.models import utc_now_ms
+from chatledger.sealing.providers import KeyProvider
+from chatledger.storage.keys import KeyStore
+
+__all__ = ["KEYS_DESTROYED", "RewrapReport", "ShredReport", "destroy_subject_keys", "rewrap"]
+
+#: Receipt kind of a key destruction (key ids and removal receipts: never key material).
+KEYS_DESTROYED: Final = "keys.destroyed"
+
+
+@dataclass(slots=True)
+class ShredReport:
+    """Which keys of a subject were (or, dry, would be) destroyed, or why they were kept."""
+
+    key_ids: list[str] = field(default_factory=list)
+    destroyed: bool = False
+    #: Why the keys were kept (e.g. a legal hold blocked part of the erasure), or ``None``.
+    kept_because: str | None = None
+    receipt_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-safe form."""
+        return {
+            "key_ids": list(self.key_ids),
+            "destroyed": self.destroyed,
+            "kept_because": self.kept_because,
+            "receipt_id": self.receipt_id,
+        }
+
+
+async def destroy_subject_keys(
+    key_store: KeyStore,
+    *,
+    user_id: str | None = None,
+    tenant_id: str | None = None,
+    apply: bool = False,
+    receipt_id: str | None = None,
+) -> ShredReport:
+    """Destroy (tombstone) every live key of a user (any tenant) or a tenant (all its users).
+
+    No KEK is needed: destroying a key is replacing its document by a tombstone. Content
+    sealed under it can then never be opened, wherever copies of it survive (journals,
+    WAL, backups), once the KEK that wrapped older copies of the key is destroyed too
+    (see ``docs/sealing.md``). Repeating it is harmless.
+
+    Args:
+        key_store: Where the keys live.
+        user_id: The user whose keys go.
+        tenant_id: The tenant whose keys go.
+        apply: Destroy; without it, only list the keys that would go.
+        receipt_id: Recorded on each tombstone (the ``keys.destroyed`` receipt's id).
+
+    Raises:
+        InvalidInputError: not exactly one subject was given, or ``apply`` is not a bool.
+    """
+    if type(apply) is not bool:
+        raise InvalidInputError("apply must be a bool")
+    docs = await key_store.of_subject(user_id=user_id, tenant_id=tenant_id)
+    report = ShredReport(key_ids=sorted(str(d["_id"]) for d in docs))
+    if not apply:
+        return report
+    report.receipt_id = receipt_id or uuid.uuid4().hex
+    at = utc_now_ms()
+    for key_id in report.key_ids:
+        await key_store.destroy(key_id, at=at, receipt_id=report.receipt_id)
+    report.destroyed = True
+    return report
+
+
+@dataclass(slots=True)
+class RewrapReport:
+    """What a KEK rotation did."""
+
+    rewrapped: int = 0
+    #: Keys already wrapped by the new KEK (a repeated or resumed rotation).
+    already: int = 0
+    #: Keys neither KEK can unwrap (left untouched): ``(key id, why)``.
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def rewrap(key_store: KeyStore, old_provider: KeyProvider, new_provider: KeyProvider) -> RewrapReport:
+    """Re-wrap every live data key under a new KEK, without touching any event.
+
+    Each key is unwrapped with ``old_provider`` and written back wrapped by
+    ``new_provider`` with a compare-and-set on its old wrapped form, so a concurrent
+    rotation or destruction is never overwritten. Tombstones are skipped. Safe to
+    repeat or resume: keys the new KEK already wraps are counted, not touched. Once it
+    reports no failure, the old KEK can be destroyed after the backup window.
+
+    Raises:
+        StorageUnavailableError: the key store could not be reached.
+    """
+    report = RewrapReport()
+    async for doc in key_store.live():
+        key_id = str(doc["_id"])
+        found = doc.get("wrapped")
+        wrapped = found if type(found) is str else ""
+        try:
+            blob = base64.b64decode(wrapped, validate=True) if wrapped else b""
+        except (ValueError, binascii.Error):
+            blob = b""
+        if not blob:
+            report.failed.append((key_id, "no wrapped key"))
+            continue
+        try:
+            raw = _call(old_provider.unwrap, blob, key_id)
+        except KeyUnavailableError as e:
+            try:
+                _call(new_provider.unwrap, blob, key_id)
+            except KeyUnavailableError:
+                report.failed.append((key_id, str(e)))
+            else:
+                report.already += 1
+            continue
+        fresh = base64.b64encode(_call(new_provider.wrap, raw, key_id)).decode("ascii")
+        if await key_store.rewrap(key_id, wrapped, fresh, getattr(new_provider, "kek_id", None)):
+            report.rewrapped += 1
+        else:
+            report.failed.append(
+                (key_id, "changed during the rotation (destroyed or rotated by another run)")
+            )
+    return report
+
+
+def _call(method: Any, data: bytes, key_id: str) -> bytes:
+    try:
+        return bytes(method(data, key_id))
+    except ChatLedgerError:
+        raise
+    except Exception as e:  # a plug-in provider: its errors reach the caller as ours
+        raise KeyUnavailableError(f"the key provider failed on key {key_id!r}: {type(e).__name__}") from e

@@ -1,0 +1,395 @@
+"""Sealing: each message's content encrypted under its data subject's key, bound to its place.
+
+What is sealed is everything a stored message holds except ``role`` and
+``message_id``: its ``text``, ``author_name`` and ``rest``/``payload``. The sealed form
+is a flat document of strings (so the hash chain's fast path still applies)::
+
+    {"role": "user", "message_id": "m1", "text": "[sealed]",
+     "sealed": "cl1:<key id>:<key fingerprint>:<base64>"}
+
+The placeholder ``text`` keeps the sealed form a valid stored message for code that
+decodes without keys (``verify`` checks every message decodes); the ledger itself
+never hands it out: it opens the message, or raises.
+
+The base64 is ``nonce || AES-256-GCM(data key, canonical JSON of the sealed fields)``
+with associated data binding it to the key id, the event ``_id`` and the message's index
+in the event, so a ciphertext moved into another event or position (its hash
+recomputed) fails to open as :class:`~chatledger.errors.IntegrityError`.
+
+The data subject is the user when the scope has one, else the tenant, else the root
+thread; its key id is a digest of the subject (deterministic: two writers creating
+a subject's first key at once agree on one key, and a destroyed key's id stays taken).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any, Final
+
+import orjson
+
+from chatledger.errors import (
+    ChatLedgerError,
+    ContentErasedError,
+    IntegrityError,
+    InvalidInputError,
+    KeyUnavailableError,
+)
+from chatledger.models import Scope, utc_now_ms
+from chatledger.sealing._aead import KEY_BYTES, NONCE_BYTES, aead, invalid_tag, nonce
+from chatledger.sealing.providers import KeyProvider
+from chatledger.storage.keys import KeyStore, is_tombstone
+
+__all__ = [
+    "DEFAULT_CACHE_TTL",
+    "SEALED_FIELD",
+    "SEALED_TEXT",
+    "DataKey",
+    "Sealer",
+    "SubjectErasedError",
+    "is_sealed",
+    "sealed_problem",
+    "subject_key",
+]
+
+#: The field of a stored message that holds its sealed content.
+SEALED_FIELD: Final = "sealed"
+#: Seconds an unwrapped data key stays cached in a process: the longest any process can
+#: still read (or write) a subject's content after its key was destroyed.
+DEFAULT_CACHE_TTL: Final = 60.0
+_FORMAT: Final = "cl1"
+#: What a sealed message shows in place of its text.
+SEALED_TEXT: Final = "[sealed]"
+#: Stored fields left in clear; everything else a stored message holds is sealed.
+_KEPT: Final = frozenset({"role", "message_id"})
+_SEALED_FORM: Final = frozenset({"role", "message_id", "text", SEALED_FIELD})
+_KEY_DOC_VERSION: Final = 1
+_MAX_CACHED: Final = 10_000
+
+
+class SubjectErasedError(ContentErasedError):
+    """Nothing can be written for this data subject: its key was destroyed by erasure."""
+
+
+def is_sealed(message: Mapping[str, Any]) -> bool:
+    """Return whether a stored message holds sealed content."""
+    return SEALED_FIELD in message
+
+
+def sealed_problem(message: Mapping[str, Any]) -> str | None:
+    """Return why a sealed stored message is malformed, or ``None`` (no key needed).
+
+    ``verify`` uses this instead of decoding a sealed message: the shape is checked
+    here, the content by the chain's hash; only a reader with the key can open it.
+    """
+    role, marker = message.get("role"), message.get(SEALED_FIELD)
+    if type(role) is not str or type(marker) is not str:
+        return "a sealed message needs a str role and a str sealed field"
+    if set(message) - _SEALED_FORM:
+        return f"a sealed message holds clear fields {sorted(set(message) - _SEALED_FORM)}"
+    if message.get("text") != SEALED_TEXT:
+        return "a sealed message's text is not the placeholder"
+    if "message_id" in message and type(message["message_id"]) is not str:
+        return "message_id is not a str"
+    parts = marker.split(":")
+    if len(parts) != 4 or parts[0] != _FORMAT or not parts[1] or not parts[2]:
+        return "the sealed field is not a cl1 marker"
+    try:
+        blob = base64.b64decode(parts[3], validate=True)
+    except (ValueError, binascii.Error):
+        return "the sealed ciphertext is not base64"
+    if len(blob) < NONCE_BYTES + 16:
+        return "the sealed ciphertext is too short"
+    return None
+
+
+@lru_cache(maxsize=4096)
+def subject_key(
+    tenant_id: str | None, user_id: str | None, root_id: str
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """Return (key id, subject fields) of the data subject of content written in a scope.
+
+    The subject is the user (within its tenant, if any), else the tenant, else the root
+    thread. The key id is a digest: it names the subject's key without spelling out the
+    user or tenant id in every ciphertext.
+    """
+    if user_id is not None:
+        kind, fields = (
+            "user",
+            (("user_id", user_id),) + ((("tenant_id", tenant_id),) if tenant_id is not None else ()),
+        )
+        ident = [kind, tenant_id, user_id]
+    elif tenant_id is not None:
+        kind, fields, ident = "tenant", (("tenant_id", tenant_id),), ["tenant", tenant_id, None]
+    else:
+        kind, fields, ident = "thread", (("root_id", root_id),), ["thread", None, root_id]
+    digest = hashlib.sha256(json.dumps(ident, ensure_ascii=False).encode("utf-8")).hexdigest()[:40]
+    return f"k1-{kind[0]}{digest}", fields
+
+
+def _fingerprint(key: bytes) -> str:
+    # Tells a key store holding another key for the same id (misconfiguration) apart
+    # from tampering; 64 bits of a keyed digest reveal nothing usable about the key.
+    return hashlib.blake2b(b"chatledger-key-fingerprint", key=key, digest_size=8).hexdigest()
+
+
+def _ad(key_id: str, event_id: str, index: int) -> bytes:
+    # Length-prefixed, so no (key id, event id, index) triple can pose as another.
+    return f"chatledger-seal-v1|{len(key_id)}:{key_id}|{len(event_id)}:{event_id}|{index}".encode()
+
+
+class DataKey:
+    """One subject's unwrapped data key: seals and opens that subject's messages."""
+
+    __slots__ = ("_aead", "_prefix", "fingerprint", "key_id")
+
+    def __init__(self, key_id: str, key: bytes) -> None:
+        self.key_id = key_id
+        self.fingerprint = _fingerprint(key)
+        self._aead = aead(key)
+        self._prefix = f"{_FORMAT}:{key_id}:{self.fingerprint}:"
+
+    def __repr__(self) -> str:
+        return f"DataKey({self.key_id!r})"  # never the key
+
+    def seal(self, stored: Sequence[Mapping[str, Any]], event_id: str) -> list[dict[str, Any]]:
+        """Return the sealed form of an encoded batch, for the event ``event_id``."""
+        out: list[dict[str, Any]] = []
+        for index, message in enumerate(stored):
+            body = {k: v for k, v in message.items() if k not in _KEPT}
+            iv = nonce()
+            blob = iv + self._aead.encrypt(iv, orjson.dumps(body), _ad(self.key_id, event_id, index))
+            sealed: dict[str, Any] = {"role": message["role"]}
+            if "message_id" in message:
+                sealed["message_id"] = message["message_id"]
+            sealed["text"] = SEALED_TEXT
+            sealed[SEALED_FIELD] = self._prefix + base64.b64encode(blob).decode("ascii")
+            out.append(sealed)
+        return out
+
+    def open(self, item: Mapping[str, Any], event_id: str, index: int) -> dict[str, Any]:
+        """Return the stored (clear) form of one sealed message of the event ``event_id``.
+
+        Raises:
+            IntegrityError: the ciphertext was altered, or moved from another event or index.
+        """
+        blob = _blob(item, event_id, index)
+        try:
+            plain = self._aead.decrypt(
+                blob[:NONCE_BYTES], blob[NONCE_BYTES:], _ad(self.key_id, event_id, index)
+            )
+            body = orjson.loads(plain)
+        except (invalid_tag(), ValueError) as e:
+            raise IntegrityError(
+                f"event {event_id!r}: sealed message {index} does not open (its ciphertext was altered, "
+                "or moved here from another event or position)"
+            ) from e
+        if not isinstance(body, dict):
+            raise IntegrityError(f"event {event_id!r}: sealed message {index} holds no document")
+        out: dict[str, Any] = {"role": item["role"], **body}
+        if "message_id" in item:
+            out["message_id"] = item["message_id"]
+        return out
+
+
+def _parse(item: Mapping[str, Any], event_id: str, index: int) -> tuple[str, str, str]:
+    marker = item.get(SEALED_FIELD)
+    parts = marker.split(":") if type(marker) is str else []
+    if len(parts) != 4 or parts[0] != _FORMAT or type(item.get("role")) is not str:
+        raise IntegrityError(f"event {event_id!r}: sealed message {index} is malformed")
+    return parts[1], parts[2], parts[3]
+
+
+def _blob(item: Mapping[str, Any], event_id: str, index: int) -> bytes:
+    try:
+        blob = base64.b64decode(_parse(item, event_id, index)[2], validate=True)
+    except (ValueError, binascii.Error) as e:
+        raise IntegrityError(f"event {event_id!r}: sealed message {index} is not base64") from e
+    if len(blob) < NONCE_BYTES + 16:
+        raise IntegrityError(f"event {event_id!r}: sealed message {index} is truncated")
+    return blob
+
+
+class Sealer:
+    """Seals messages on append and opens them on read, with one data key per data subject.
+
+    Give it to :class:`~chatledger.ledger.Ledger` (``Ledger(db, sealer=Sealer(...))``).
+    Data keys are created on a subject's first write, stored wrapped by the provider's
+    KEK in ``key_store``, and cached unwrapped in this process for ``cache_ttl``
+    seconds: with a cached key, sealing and opening cost no database round trip.
+
+    Args:
+        key_store: Where the wrapped data keys live (may be another database).
+        provider: Wraps and unwraps data keys (the KEK).
+        cache_ttl: Seconds an unwrapped key (or an "erased" verdict) stays cached; the
+            erasure delay: a process may read a destroyed key's content this long.
+
+    Raises:
+        InvalidInputError: an argument is not usable.
+    """
+
+    def __init__(
+        self, key_store: KeyStore, provider: KeyProvider, *, cache_ttl: float = DEFAULT_CACHE_TTL
+    ) -> None:
+        if not isinstance(key_store, KeyStore):
+            raise InvalidInputError("key_store must be a chatledger.storage.KeyStore")
+        if not callable(getattr(provider, "wrap", None)) or not callable(getattr(provider, "unwrap", None)):
+            raise InvalidInputError("provider must have wrap(data_key, key_id) and unwrap(wrapped, key_id)")
+        if type(cache_ttl) not in (int, float) or not 0 <= cache_ttl <= 3600:
+            raise InvalidInputError("cache_ttl must be a number of seconds from 0 to 3600")
+        self.key_store = key_store
+        self.provider = provider
+        self.cache_ttl = float(cache_ttl)
+        # key id -> (monotonic expiry, the key, or None once the key is known destroyed)
+        self._cache: OrderedDict[str, tuple[float, DataKey | None]] = OrderedDict()
+
+    def forget(self, key_ids: Sequence[str] | None = None) -> None:
+        """Drop cached keys (all, or these): the next use reads the key store again."""
+        if key_ids is None:
+            self._cache.clear()
+            return
+        for key_id in key_ids:
+            self._cache.pop(key_id, None)
+
+    def _cached(self, key_id: str) -> tuple[bool, DataKey | None]:
+        hit = self._cache.get(key_id)
+        if hit is None or hit[0] <= time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def _remember(self, key_id: str, key: DataKey | None) -> None:
+        self._cache[key_id] = (time.monotonic() + self.cache_ttl, key)
+        self._cache.move_to_end(key_id)
+        if len(self._cache) > _MAX_CACHED:
+            self._cache.popitem(last=False)
+
+    async def key_for(self, scope: Scope, root_id: str) -> DataKey:
+        """Return the key to seal a write in ``scope`` (on the tree ``root_id``), creating it once.
+
+        Raises:
+            SubjectErasedError: the subject's key was destroyed by erasure (nothing is written).
+            KeyUnavailableError: the key exists but cannot be unwrapped with this provider.
+            StorageUnavailableError: the key store could not be reached.
+        """
+        key_id, subject = subject_key(scope.tenant_id, scope.user_id, root_id)
+        hit, key = self._cached(key_id)
+        if not hit:
+            doc = await self.key_store.get(key_id)
+            if doc is None:
+                doc = await self._create(key_id, subject)
+            key = self._load(key_id, doc)
+        if key is None:
+            raise SubjectErasedError(
+                f"the data subject of this scope was erased (key {key_id!r} destroyed): "
+                "nothing can be written for it"
+            )
+        return key
+
+    async def _create(self, key_id: str, subject: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+        raw = secrets.token_bytes(KEY_BYTES)
+        doc: dict[str, Any] = {
+            "_id": key_id,
+            "v": _KEY_DOC_VERSION,
+            **dict(subject),
+            "wrapped": base64.b64encode(self._wrap(raw, key_id)).decode("ascii"),
+            "kek_id": getattr(self.provider, "kek_id", None),
+            "fp": _fingerprint(raw),
+            "created_at": utc_now_ms(),
+        }
+        await self.key_store.ensure_indexes()
+        # Insert-once on the deterministic id: a concurrent creator's key wins for both,
+        # and a destroyed key's tombstone comes back instead of a new key.
+        return await self.key_store.insert_once(doc)
+
+    def _wrap(self, raw: bytes, key_id: str) -> bytes:
+        try:
+            return bytes(self.provider.wrap(raw, key_id))
+        except ChatLedgerError:
+            raise
+        # A provider is a plug-in (a KMS client): whatever it raises must reach the
+        # caller as ours, naming the key, never as a raw provider exception.
+        except Exception as e:
+            raise KeyUnavailableError(
+                f"the key provider cannot wrap key {key_id!r}: {type(e).__name__}"
+            ) from e
+
+    def _load(self, key_id: str, doc: Mapping[str, Any]) -> DataKey | None:
+        """Return the unwrapped key of a key document (``None``: destroyed), and cache the verdict."""
+        if is_tombstone(doc):
+            self._remember(key_id, None)
+            return None
+        wrapped = doc.get("wrapped")
+        try:
+            blob = base64.b64decode(wrapped, validate=True) if type(wrapped) is str else b""
+        except (ValueError, binascii.Error):
+            blob = b""
+        if not blob:
+            raise KeyUnavailableError(f"key document {key_id!r} holds no wrapped key (damaged key store)")
+        try:
+            raw = bytes(self.provider.unwrap(blob, key_id))
+        except ChatLedgerError:
+            raise
+        except Exception as e:  # a plug-in provider: see _wrap
+            raise KeyUnavailableError(
+                f"the key provider cannot unwrap key {key_id!r}: {type(e).__name__}"
+            ) from e
+        key = DataKey(key_id, raw)
+        if doc.get("fp") not in (None, key.fingerprint):
+            raise KeyUnavailableError(
+                f"key {key_id!r} does not match its stored fingerprint (damaged key store)"
+            )
+        self._remember(key_id, key)
+        return key
+
+    async def _key_to_open(self, key_id: str, event_id: str) -> DataKey:
+        hit, key = self._cached(key_id)
+        if not hit:
+            doc = await self.key_store.get(key_id)
+            if doc is None:
+                raise KeyUnavailableError(
+                    f"event {event_id!r} is sealed under key {key_id!r}, which the key store does not hold "
+                    "(wrong key database or collection?); it was not erased: erasure leaves a tombstone"
+                )
+            key = self._load(key_id, doc)
+        if key is None:
+            raise ContentErasedError(
+                f"event {event_id!r}: its content was erased (key {key_id!r} destroyed) and can never be read"
+            )
+        return key
+
+    async def open_messages(self, doc: Mapping[str, Any]) -> Any:
+        """Return an event's messages with every sealed one opened (the stored list itself if none is).
+
+        Raises:
+            ContentErasedError: the content's key was destroyed by erasure.
+            KeyUnavailableError: the key is missing (no tombstone) or cannot be unwrapped.
+            IntegrityError: a sealed message is malformed, altered or moved.
+        """
+        messages = doc.get("messages")
+        if type(messages) is not list:
+            return messages  # the caller reports a malformed event as it always did
+        out: list[Any] | None = None
+        event_id = str(doc.get("_id"))
+        for index, item in enumerate(messages):
+            if isinstance(item, Mapping) and SEALED_FIELD in item:
+                if out is None:
+                    out = list(messages[:index])
+                key_id, fingerprint, _ = _parse(item, event_id, index)
+                key = await self._key_to_open(key_id, event_id)
+                if fingerprint != key.fingerprint:
+                    raise KeyUnavailableError(
+                        f"event {event_id!r} was sealed under another key than the key store's {key_id!r} "
+                        "(a key re-created in a wrong key store, or the marker was altered: run verify)"
+                    )
+                out.append(key.open(item, event_id, index))
+            elif out is not None:
+                out.append(item)
+        return messages if out is None else out

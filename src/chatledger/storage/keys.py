@@ -1,0 +1,149 @@
+"""The ``keys`` collection: wrapped data keys of sealed content, one per data subject.
+
+It may live in another database (or cluster) than the ledger: keys want a shorter
+backup retention and tighter roles than conversations (the application finds and
+inserts keys; only the operator destroys them; only rotation rewraps them). A key
+document is never deleted: destroying a key replaces it by a *tombstone* that keeps only
+its id and when and why it was destroyed, so an erased subject's key is told apart from
+a missing one (a misconfiguration) and can never be re-created by accident (its id is
+taken for good).
+
+Key documents hold the data key wrapped by a key-encryption key (KEK) and never the
+key itself; tombstones hold no subject fields, so the erased user or tenant id is not
+kept here either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final
+
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+
+from chatledger.errors import InvalidInputError
+from chatledger.storage.driver import cursor_list
+from chatledger.storage.gate import Consistency, Gate
+
+__all__ = ["DEFAULT_KEYS_COLLECTION", "KEY_SUBJECT_FIELDS", "KeyStore", "is_tombstone"]
+
+DEFAULT_KEYS_COLLECTION: Final = "keys"
+#: The fields of a live key document that name its data subject (erasure selects on them).
+KEY_SUBJECT_FIELDS: Final = ("tenant_id", "user_id", "root_id")
+
+
+def is_tombstone(doc: Mapping[str, Any]) -> bool:
+    """Return whether a key document is the tombstone of a destroyed key."""
+    return "destroyed_at" in doc
+
+
+class KeyStore:
+    """Named operations on the keys collection: find, insert once, destroy, rewrap.
+
+    Args:
+        database: A PyMongo ``AsyncDatabase``, a Motor database or a mongomock-motor one:
+            the ledger's own database or another one.
+        collection: Name of the keys collection.
+        operation_timeout: Seconds one operation may take; ``None`` leaves it to the client.
+        consistency: ``"majority"`` (default) or ``"client"``, as for the ledger.
+
+    Raises:
+        InvalidInputError: the collection name or the database handle is not usable.
+    """
+
+    def __init__(
+        self,
+        database: Any,
+        *,
+        collection: str = DEFAULT_KEYS_COLLECTION,
+        operation_timeout: float | None = None,
+        consistency: Consistency = "majority",
+    ) -> None:
+        if type(collection) is not str or not collection or "$" in collection or "\x00" in collection:
+            raise InvalidInputError(f"invalid collection name {collection!r}")
+        self.gate = Gate(database, operation_timeout=operation_timeout, consistency=consistency)
+        self.collection = self.gate.collection(collection)
+        self._indexes_ready = False
+
+    async def ensure_indexes(self) -> None:
+        """Create the subject indexes erasure selects on (idempotent, once per store)."""
+        if self._indexes_ready:
+            return
+        for name in ("user_id", "tenant_id"):
+            await self.gate.call(
+                "create key index", self.collection.create_index([(name, ASCENDING)], sparse=True)
+            )
+        self._indexes_ready = True
+
+    async def get(self, key_id: str) -> dict[str, Any] | None:
+        """Return the key document (live or tombstone) with this id, or ``None``."""
+        doc: dict[str, Any] | None = await self.gate.call(
+            "read key", self.collection.find_one({"_id": _key_id(key_id)})
+        )
+        return doc
+
+    async def insert_once(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Insert a key document unless its id exists; return the one that counts.
+
+        Two writers creating the first key of a subject at once both get the winner's
+        key; a writer creating the key of an erased subject gets its tombstone.
+        """
+        fresh = dict(doc)
+        _key_id(fresh.get("_id"))
+        try:
+            await self.gate.call("write key", self.collection.insert_one(fresh))
+            return fresh
+        except DuplicateKeyError:
+            existing = await self.get(str(fresh["_id"]))
+        if existing is None:  # destroyed and purged by hand between the two calls
+            raise InvalidInputError(f"key {fresh['_id']!r} clashed but cannot be read back")
+        return existing
+
+    async def of_subject(
+        self, *, user_id: str | None = None, tenant_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Return the live key documents of a user (in any tenant) or of a tenant (all its users)."""
+        if (user_id is None) == (tenant_id is None):
+            raise InvalidInputError("select keys of exactly one subject: a user id or a tenant id")
+        field, value = ("user_id", user_id) if user_id is not None else ("tenant_id", tenant_id)
+        if type(value) is not str:
+            raise InvalidInputError(f"{field} must be a str")
+        query = {field: value, "destroyed_at": {"$exists": False}}
+        return await self.gate.call("read keys", cursor_list(self.collection.find(query)))
+
+    async def live(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield every live (not destroyed) key document."""
+        async with self.gate.translated("read keys"):
+            async for doc in self.collection.find({"destroyed_at": {"$exists": False}}):
+                yield doc
+
+    async def destroy(self, key_id: str, *, at: Any, receipt_id: str) -> bool:
+        """Replace a live key by its tombstone; return whether this call destroyed it.
+
+        The tombstone keeps the id (so the key is never re-created), when, and the
+        receipt; the wrapped key and the subject fields are gone.
+        """
+        tombstone = {"_id": _key_id(key_id), "v": 1, "destroyed_at": at, "receipt_id": receipt_id}
+        result = await self.gate.call(
+            "destroy key",
+            self.collection.replace_one({"_id": key_id, "destroyed_at": {"$exists": False}}, tombstone),
+        )
+        return bool(result.modified_count)
+
+    async def rewrap(self, key_id: str, old_wrapped: str, new_wrapped: str, kek_id: str | None) -> bool:
+        """Replace a live key's wrapped form, only if it is still ``old_wrapped`` (compare and set)."""
+        result = await self.gate.call(
+            "rewrap key",
+            self.collection.update_one(
+                {"_id": _key_id(key_id), "wrapped": old_wrapped, "destroyed_at": {"$exists": False}},
+                {"$set": {"wrapped": new_wrapped, "kek_id": kek_id}},
+            ),
+        )
+        return bool(result.modified_count)
+
+
+def _key_id(value: object) -> str:
+    # Checked before it reaches a query: a dict such as {"$ne": None} must never widen one.
+    if type(value) is not str or not value or len(value) > 128:
+        raise InvalidInputError(f"invalid key id {value!r}")
+    return value

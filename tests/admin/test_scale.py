@@ -54,8 +54,11 @@ class _Reads:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.thread_docs = 0
+        #: Threads whose newest event was asked for (per thread, or by key in one query).
         self.heads: list[str] = []
-        by_root, select, head = ThreadStore.by_root, ThreadStore.select, EventStore.head
+        self.head_queries = 0
+        by_root, select = ThreadStore.by_root, ThreadStore.select
+        head, heads_at = EventStore.head, EventStore.heads_at
 
         def counted(method: Any) -> Any:
             def wrapper(store: ThreadStore, *args: Any, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
@@ -70,11 +73,18 @@ class _Reads:
 
         async def counted_head(store: EventStore, thread_id: str) -> Any:
             self.heads.append(thread_id)
+            self.head_queries += 1
             return await head(store, thread_id)
+
+        async def counted_heads_at(store: EventStore, expected: Any) -> Any:
+            self.heads.extend(expected)
+            self.head_queries += 1
+            return await heads_at(store, expected)
 
         monkeypatch.setattr(ThreadStore, "by_root", counted(by_root))
         monkeypatch.setattr(ThreadStore, "select", counted(select))
         monkeypatch.setattr(EventStore, "head", counted_head)
+        monkeypatch.setattr(EventStore, "heads_at", counted_heads_at)
 
 
 async def _many(ledger: Ledger, n: int, **scope: str) -> list[str]:
@@ -93,9 +103,37 @@ async def test_threads_limit_reads_only_the_page(database: Any, monkeypatch: pyt
     rows = json.loads(text())["threads"]
     assert [row["thread_id"] for row in rows] == ids[:8]
     assert all(row["events"] == 1 and row["head_seq"] == 1 for row in rows)
-    # 8 thread documents and 8 head queries: the other 12 threads were never read.
+    # 8 thread documents, and the heads of those 8 only, read by key in one query:
+    # the other 12 threads were never read.
     assert reads.thread_docs == 8
     assert sorted(reads.heads) == ids[:8]
+    assert reads.head_queries == 1
+
+
+async def test_heads_that_cannot_be_read_by_key_are_read_exactly(
+    database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = Ledger(database)
+    await _many(ledger, 3)
+    await talk(ledger, "t001", 1)
+    b = await branch(ledger, "t001", 1, turns=2)
+    # A missing event makes a gap: the head of t002 is no longer at "events after the fork".
+    await database["events"].delete_one({"_id": "t002#1"})
+    reads = _Reads(monkeypatch)
+    summaries = {s.thread_id: s.activity async for s in list_threads(ledger)}
+    assert {t: (a.events, a.head_seq) for t, a in summaries.items()} == {
+        "t000": (1, 1),
+        "t001": (2, 2),
+        b: (2, 3),  # forked at 1: its own events are seq 2 and 3
+        "t002": (0, 0),
+    }
+    assert reads.heads.count("t002") == 0  # no events left: nothing to ask
+    await database["events"].insert_one(
+        {**(await database["events"].find_one({"_id": f"{b}#3"})), "_id": f"{b}#5", "seq": 5}
+    )
+    summaries = {s.thread_id: s.activity async for s in list_threads(ledger)}
+    assert summaries[b].head_seq == 5  # the gap (no seq 4) sent it to the exact query
+    assert reads.heads.count(b) == 2  # asked by key once, then exactly
 
 
 async def test_a_limit_that_cuts_a_conversation_lists_parents_first(database: Any) -> None:
@@ -235,7 +273,7 @@ async def test_stats_stream_in_two_queries_per_scope(database: Any, monkeypatch:
     reads = _Reads(monkeypatch)
     acme = await collect_stats(ledger, tenant_id="acme")
     assert (acme.threads, acme.roots, acme.events, acme.messages) == (4, 4, 4, 8)
-    assert reads.heads == []  # no per-thread query
+    assert reads.head_queries == 0  # no per-thread query
     assert await count_events(ledger, tenant_id="acme") == acme.events
     everyone = await collect_stats(ledger)
     assert (everyone.threads, everyone.events) == (5, 6)
@@ -300,10 +338,10 @@ async def test_threads_limit_on_the_wire(real_backend: Backend) -> None:
         r, text = ui(as_json=True)
         assert await browse.threads_body(database, r, limit=8) == 0
         assert [row["thread_id"] for row in json.loads(text())["threads"]] == ids[:8]
-        # The server sent 8 thread documents and answered 8 head queries, one event each.
+        # The server sent 8 thread documents, and the 8 heads in one query by key.
         assert listener.documents.get("threads") == 8
         assert listener.documents.get("events") == 8
-        assert listener.finds.get("events") == 8
+        assert listener.finds.get("events") == 1
     finally:
         await client.drop_database(database.name)
         await client.close()

@@ -217,8 +217,9 @@ async def activity(
 ) -> dict[str, ThreadActivity]:
     """Return the activity of each thread (all of the forest's threads when ``thread_ids`` is ``None``).
 
-    Counts come from one ``$group`` per chunk of threads; the newest event of each
-    thread is one indexed query on ``(thread_id, seq)``.
+    Counts come from one ``$group`` per chunk of threads. The newest event of a thread
+    whose events run contiguously from its fork point is read by key, one query per
+    chunk of threads; any other thread's is one indexed query on ``(thread_id, seq)``.
 
     Raises:
         IntegrityError: a thread's newest event is malformed.
@@ -232,13 +233,27 @@ async def activity(
         if tid in out:
             out[tid].events, out[tid].messages = events, messages
     with_events = [summary for summary in out.values() if summary.events]
-    for start in range(0, len(with_events), _HEADS_IN_FLIGHT):
-        batch = with_events[start : start + _HEADS_IN_FLIGHT]
-        heads = await asyncio.gather(*(ledger.storage.events.head(s.thread_id) for s in batch))
-        for summary, head in zip(batch, heads, strict=True):
-            if head is not None:
-                summary.head_seq, summary.head_hash = head["seq"], head["hash"]
-                summary.last_activity = aware(head.get("created_at")) or summary.last_activity
+    # A thread whose events are exactly the run base+1..base+n (count and seq total
+    # agree) has its head at base+n: fetched by key, many threads per query. Any other
+    # thread (a gap, a forged seq, no thread document) gets the exact per-thread query.
+    totals = await ledger.storage.events.seq_totals([s.thread_id for s in with_events])
+    expected: dict[str, int] = {}
+    for summary in with_events:
+        base = forest.docs.get(summary.thread_id, {}).get("base_offset", 0)
+        n = summary.events
+        if type(base) is int and base >= 0 and totals.get(summary.thread_id) == n * base + n * (n + 1) // 2:
+            expected[summary.thread_id] = base + n
+    keyed = await ledger.storage.events.heads_at(expected)
+    rest = [s for s in with_events if s.thread_id not in keyed]
+    for start in range(0, len(rest), _HEADS_IN_FLIGHT):
+        batch = rest[start : start + _HEADS_IN_FLIGHT]
+        found = await asyncio.gather(*(ledger.storage.events.head(s.thread_id) for s in batch))
+        keyed.update({s.thread_id: h for s, h in zip(batch, found, strict=True) if h is not None})
+    for summary in with_events:
+        head = keyed.get(summary.thread_id)
+        if head is not None:
+            summary.head_seq, summary.head_hash = head["seq"], head["hash"]
+            summary.last_activity = aware(head.get("created_at")) or summary.last_activity
     return out
 
 

@@ -88,7 +88,8 @@ async def collect_stats(
             on_thread(str(doc["_id"]))
     async for event in ledger.storage.events.scan(scope.describe()):
         stats.events += 1
-        stats.messages += int(event.get("count") or 0)
+        count = event.get("count")
+        stats.messages += count if type(count) is int else 0  # a malformed count is verify's to name
         stats.bytes += len(bson.encode(event))
         when = aware(event.get("created_at"))
         if when is not None:

@@ -394,3 +394,51 @@ class EventStore:
         async with self.gate.translated("read events"):
             async for doc in cursor:
                 yield doc
+
+    async def seq_totals(self, thread_ids: Sequence[str]) -> dict[str, int]:
+        """Return ``{thread_id: sum of its live events' seq}`` (one ``$group`` per chunk of threads).
+
+        With the count of events, this tells whether a thread's events are exactly the
+        contiguous run after its fork point, so its head can be fetched by key.
+        """
+        out: dict[str, int] = {}
+        for chunk in _chunks(sorted(thread_ids)):
+            rows = await self.gate.call(
+                "count events",
+                aggregate_list(
+                    self.collection,
+                    [
+                        {"$match": {"thread_id": {"$in": chunk}, "removed": {"$exists": False}}},
+                        {"$group": {"_id": "$thread_id", "n": {"$sum": "$seq"}}},
+                    ],
+                ),
+            )
+            for row in rows:
+                n = row.get("n")
+                out[str(row["_id"])] = n if type(n) is int else -1
+        return out
+
+    async def heads_at(self, expected: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+        """Return the newest event of many threads by key: one ``_id`` query per chunk of threads.
+
+        ``expected`` maps each thread to the seq its head should have. A thread is in
+        the result only if its event at that seq exists and none follows it; for the
+        others the caller asks :meth:`head`, which never guesses.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        items = sorted(expected.items())
+        for start in range(0, len(items), CHUNK):
+            part = items[start : start + CHUNK]
+            keys = [event_key(t, s) for t, s in part] + [event_key(t, s + 1) for t, s in part]
+            cursor = self.collection.find(
+                {"_id": {"$in": keys}}, {**_SUMMARY, "created_at": 1, "removed": 1}
+            ).batch_size(BATCH_SIZE)
+            found = {str(d["_id"]): d for d in await self.gate.call("read heads", cursor_list(cursor))}
+            for tid, seq in part:
+                doc = found.get(event_key(tid, seq))
+                if doc is None or doc.get("removed") or event_key(tid, seq + 1) in found:
+                    continue
+                if doc.get("thread_id") != tid or doc.get("seq") != seq:
+                    continue  # stored under a key that does not match: let head() judge it
+                out[tid] = check_event(doc, fields=_SUMMARY_FIELDS)
+        return out

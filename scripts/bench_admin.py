@@ -24,9 +24,10 @@ Python allocations (tracing slows code down, so the two are separate runs):
   planned over ``load_forest`` (every thread document in memory, then one head query per
   thread), and ``threads --limit 8`` reading every thread before limiting.
 
-Bounded: an operation whose projected time at the next size (from the growth seen so far,
-at worst quadratic) exceeds ``--budget`` seconds is skipped there and reported as such, so
-the run stops by itself. Not part of the test suite.
+Bounded: an operation still running after ``--budget`` seconds is cancelled and reported
+as over budget; one whose projected time at the next size (from the growth seen so far, at
+worst quadratic) exceeds the budget is skipped there; a size whose seeding is projected
+over ``--seed-budget`` is not built. So the run stops by itself. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import asyncio
 import io
 import json
 import os
+import signal
 import sys
 import time
 import tracemalloc
@@ -161,16 +163,25 @@ OPERATIONS: dict[str, Callable[[Ledger], Awaitable[str]]] = {
 }
 
 
-async def measure(ledger: Ledger, op: Callable[[Ledger], Awaitable[str]]) -> dict[str, Any]:
-    """Return wall seconds (untraced run) and peak traced bytes (second, traced run)."""
+async def measure(ledger: Ledger, op: Callable[[Ledger], Awaitable[str]], budget: float) -> dict[str, Any]:
+    """Return wall seconds (untraced run) and peak traced bytes (second, traced run), each time-boxed.
+
+    An operation still running after ``budget`` seconds is cancelled and reported as over
+    budget; tracing slows Python down, so the traced run gets three times the first run's time.
+    """
     started = time.perf_counter()
-    what = await op(ledger)
+    try:
+        what = await asyncio.wait_for(op(ledger), budget)
+    except TimeoutError:
+        return {"over_budget": budget}
     seconds = time.perf_counter() - started
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
-        await op(ledger)
-        peak = tracemalloc.get_traced_memory()[1]
+        await asyncio.wait_for(op(ledger), max(3 * seconds, 30.0))
+        peak: int | None = tracemalloc.get_traced_memory()[1]
+    except TimeoutError:
+        peak = None
     finally:
         tracemalloc.stop()
     return {"seconds": seconds, "peak_bytes": peak, "result": what}
@@ -200,10 +211,15 @@ def table(results: list[dict[str, Any]], sizes: Sequence[int]) -> str:
         cells = []
         for n in sizes:
             found = next((r for r in results if r["threads"] == n and r["operation"] == name), None)
-            if found is None or found.get("skipped"):
-                cells.append("skipped (over budget)" if found else "-")
+            if found is None:
+                cells.append("-")
+            elif found.get("skipped"):
+                cells.append("skipped (projected over budget)")
+            elif found.get("over_budget"):
+                cells.append(f"> {found['over_budget']:.0f} s")
             else:
-                cells.append(f"{found['seconds']:.2f} s, {found['peak_bytes'] / 1e6:.1f} MB")
+                peak = found["peak_bytes"]
+                cells.append(f"{found['seconds']:.2f} s, " + (f"{peak / 1e6:.1f} MB" if peak else "peak n/a"))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -240,7 +256,7 @@ async def amain(args: argparse.Namespace) -> int:
         threads = made = 0
         seeded: list[tuple[int, float]] = []
         for target in conversations:
-            if projected(seeded, target) / 2 > args.budget * 4:
+            if projected(seeded, target) / 2 > args.seed_budget:
                 print(f"stopping before {target:,} conversations: seeding projected over budget", flush=True)
                 break
             started = time.perf_counter()
@@ -257,14 +273,15 @@ async def amain(args: argparse.Namespace) -> int:
                     results.append({"threads": threads, "operation": name, "skipped": True})
                     print(f"  {name:<28} skipped: projected over {args.budget:.0f} s", flush=True)
                     continue
-                row = await measure(Ledger(database), op)
-                history[name].append((threads, row["seconds"]))
+                row = await measure(Ledger(database), op, args.budget)
                 results.append({"threads": threads, "operation": name, **row})
-                print(
-                    f"  {name:<28} {row['seconds']:8.2f} s  peak {row['peak_bytes'] / 1e6:8.1f} MB  "
-                    f"({row['result']})",
-                    flush=True,
-                )
+                if "over_budget" in row:
+                    history[name].append((threads, args.budget * 10))  # never again at a larger size
+                    print(f"  {name:<28} over budget ({args.budget:.0f} s): cancelled", flush=True)
+                    continue
+                history[name].append((threads, row["seconds"]))
+                peak = f"{row['peak_bytes'] / 1e6:8.1f} MB" if row["peak_bytes"] else "     n/a"
+                print(f"  {name:<28} {row['seconds']:8.2f} s  peak {peak}  ({row['result']})", flush=True)
     finally:
         await client.drop_database(database.name)
         await client.close()
@@ -279,15 +296,29 @@ async def amain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop(signum: int, frame: Any) -> None:
+    # SIGTERM ends the run like Ctrl-C, so the database is dropped and FerretDB stopped.
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments and run the benchmark."""
+    signal.signal(signal.SIGTERM, _stop)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="200 and 1,000 threads only")
     parser.add_argument("--sizes", help="comma-separated numbers of threads (default 1000,5000,20000)")
     parser.add_argument("--mongodb-uri", help="measure this server instead of a throw-away FerretDB")
-    parser.add_argument("--budget", type=float, default=240.0, help="skip an operation projected over this")
+    parser.add_argument(
+        "--budget", type=float, default=90.0, help="seconds one operation may take (else cancelled/skipped)"
+    )
+    parser.add_argument(
+        "--seed-budget",
+        type=float,
+        default=900.0,
+        help="stop before a size whose seeding is projected over this",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     return asyncio.run(amain(parser.parse_args(argv)))
 

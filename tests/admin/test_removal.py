@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 import chatledger.admin.removal as removal_module
-from chatledger import ChatLedgerError, Cursor, InvalidInputError, Ledger, LegalHoldError, UnknownThreadError
+from chatledger import (
+    ChatLedgerError,
+    Cursor,
+    InvalidInputError,
+    Ledger,
+    LegalHoldError,
+    MongoChatMessageStore,
+    ThreadRemovedError,
+    UnknownThreadError,
+)
 from chatledger.admin import (
     RetentionPolicy,
     pending_removals,
@@ -18,7 +28,7 @@ from chatledger.admin import (
     verify,
 )
 from chatledger.admin.retention import parse_duration
-from tests.admin.conftest import Clock, branch, talk
+from tests.admin.conftest import Clock, branch, msg, talk
 from tests.helpers import read
 
 POLICY = RetentionPolicy.from_mapping({"default": "30d"})
@@ -153,6 +163,8 @@ async def test_an_interrupted_run_is_finished_by_the_next(
         return await real_hollow(thread_id)
 
     monkeypatch.setattr(ledger.storage.events, "hollow_thread", crash_after_one)
+    # The next run treats the removal as interrupted at once (not after RESUME_AFTER).
+    monkeypatch.setattr(removal_module, "RESUME_AFTER", timedelta(0))
     with pytest.raises(ConnectionError):
         await run_retention(ledger, POLICY, apply=True, now=clock.now)
     # The crash is visible: a started receipt with no completion, and verify fails.
@@ -291,3 +303,42 @@ async def test_hold_needs_a_reason_and_a_thread(database: Any) -> None:
     with pytest.raises(UnknownThreadError):
         await set_hold(database, "nope", reason="x")
     assert await database["audit"].count_documents({}) == 0
+
+
+async def test_a_removed_thread_refuses_stale_and_new_writers(database: Any, clock: Clock) -> None:
+    ledger = Ledger(database)
+    stale = MongoChatMessageStore(ledger, thread_id="s", tenant_id="acme", user_id="u")
+    await stale.add_messages([msg("user", "before")])
+    assert len(await stale.list_messages()) == 1  # caches warm, as in a long-lived process
+    report = await run_erasure(Ledger(database), user_id="u", apply=True)
+    assert len(report.removed) == 1
+    # The long-lived process: its caches still know the thread.
+    with pytest.raises(ThreadRemovedError):
+        await stale.add_messages([msg("user", "after")])
+    with pytest.raises(ThreadRemovedError):
+        await stale.list_messages()
+    # A session re-created with the same name is refused, never written onto the erased thread.
+    again = MongoChatMessageStore(Ledger(database), thread_id="s", tenant_id="acme", user_id="u")
+    with pytest.raises(ThreadRemovedError):
+        await again.add_messages([msg("user", "resurrected?")])
+    assert await database["events"].count_documents({"removed": {"$exists": False}}) == 0
+    assert (await verify(ledger)).ok
+
+
+async def test_concurrent_runs_remove_each_lineage_once(
+    interleaving_backend: Any, database: Any, clock: Clock
+) -> None:
+    import asyncio
+
+    ledger = Ledger(database)
+    for n in range(12):
+        await talk(ledger, f"t{n}", 1)
+    clock.advance(days=60)
+    runs = await asyncio.gather(
+        *(run_retention(Ledger(database), POLICY, apply=True, now=clock.now) for _ in range(3))
+    )
+    removed = [rid for run in runs for rid in run.removed]
+    receipts = await database["audit"].find({"kind": "removal"}).to_list(None)
+    assert len(receipts) == len(removed) == 12
+    assert sorted(r["thread_id"] for r in receipts) == sorted(f"t{n}" for n in range(12))
+    assert await _threads(database) == set() == await _event_threads(database)

@@ -134,8 +134,9 @@ async def test_removal_while_other_processes_write(real_backend: Any, database: 
         assert [m.text for m in await bystander.list_messages()] == ["bob's"]
         assert len(report.removed) == 2
     else:
-        assert await database["threads"].count_documents({"removed": {"$exists": False}}) == 0
-        assert await database["events"].count_documents({"removed": {"$exists": False}}) == 0
+        live = await database["events"].find({"removed": {"$exists": False}}).to_list(None)
+        threads = await database["threads"].find({"removed": {"$exists": False}}).to_list(None)
+        assert (threads, live) == ([], []), (report.to_dict(), [e["_id"] for e in live], threads)
     receipts = await database["audit"].find({"kind": "removal"}).to_list(None)
     assert sorted(r["thread_id"] for r in receipts) == sorted({r["thread_id"] for r in receipts})
     assert (await verify(ledger)).ok

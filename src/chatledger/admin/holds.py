@@ -37,28 +37,40 @@ async def _change(
 
     Raises:
         UnknownThreadError: there is no such thread.
+        LegalHoldError: a removal has claimed the thread.
     """
     for _ in range(20):
+        await _refuse_if_claimed(ledger, thread_id)
         doc = await ledger.storage.threads.get_raw(thread_id)
         if doc is None or "removed" in doc:
             raise UnknownThreadError(f"no thread {thread_id!r}")
-        if doc.get("removing"):
-            # The removal claimed the thread after checking its holds: it wins, and says so.
-            raise LegalHoldError(
-                f"thread {thread_id!r} is being removed (receipt {doc['removing']!r}); a hold can no longer "
-                "be set or released on it"
-            )
         holds = [dict(h) for h in doc.get("legal_holds") or () if isinstance(h, dict)]
         legacy = isinstance(doc.get("legal_hold"), dict)
         rev = doc.get("holds_rev")
+        rev = rev if type(rev) is int else 0
         new = change(holds, legacy)
         if new is None:
             return False
-        if await ledger.storage.threads.replace_holds(
-            thread_id, rev if type(rev) is int else 0, new, legacy=legacy and not new
-        ):
-            return True
+        if not await ledger.storage.threads.replace_holds(thread_id, rev, new, legacy=legacy and not new):
+            continue
+        try:
+            # Checked again AFTER writing: a removal reads the holds after claiming, so of
+            # the two at least one sees the other. If the removal won, undo and say so.
+            await _refuse_if_claimed(ledger, thread_id)
+        except LegalHoldError:
+            await ledger.storage.threads.replace_holds(thread_id, rev + 1, holds)
+            raise
+        return True
     raise StorageError(f"the legal holds of thread {thread_id!r} keep changing; try again")
+
+
+async def _refuse_if_claimed(ledger: Ledger, thread_id: str) -> None:
+    claim = await ledger.storage.events.claim_of(thread_id)
+    if claim is not None:
+        raise LegalHoldError(
+            f"thread {thread_id!r} is being removed (receipt {claim!r}); a hold can no longer be set or "
+            "released on it"
+        )
 
 
 async def set_hold(

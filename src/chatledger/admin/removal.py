@@ -32,7 +32,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chatledger.admin.catalog import Forest, ThreadActivity
@@ -176,6 +176,14 @@ def select_lineages(
             report.skipped.append(Skipped(tid, f"legal hold on thread {holder!r}"))
 
 
+#: How long a removal may run before another run treats it as interrupted and finishes it.
+RESUME_AFTER = timedelta(minutes=5)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 class _Run:
     """One removal (one receipt id) carried out step by step; every step can be repeated."""
 
@@ -190,27 +198,40 @@ class _Run:
 
     async def claim(self, removal: Removal) -> str | None:
         """Claim every planned thread; on failure release them and return why."""
-        for tid, rev in zip(
-            removal.thread_ids, removal.holds_revs or (0,) * len(removal.thread_ids), strict=True
-        ):
-            if not await self.threads.mark_removing(tid, self.receipt_id, rev):
+        revs = removal.holds_revs or (0,) * len(removal.thread_ids)
+        for tid, rev in zip(removal.thread_ids, revs, strict=True):
+            why = await self._claim(tid, rev)
+            if why is not None:
                 await self.release()
-                return await self._why_not(tid)
-            record = await self.threads.get(tid, scope=None)
-            self.claimed[tid] = record.root_id if record is not None else tid
+                return why
         return None
 
-    async def _why_not(self, thread_id: str) -> str:
+    async def _claim(self, thread_id: str, holds_rev: int) -> str | None:
+        """Claim one thread; return why not (the claim is then not held)."""
         doc = await self.threads.get_raw(thread_id)
         if doc is None or "removed" in doc:
             return "already removed"
-        if doc.get("removing"):
+        root = str(doc.get("root_id"))
+        if not await self.events.claim(thread_id, self.receipt_id, root):
+            if await self.events.claim_of(thread_id) == self.receipt_id:
+                self.claimed[thread_id] = root  # ours already (a resumed run)
+                return None
             return "being removed by another run"
-        return f"the legal holds of thread {thread_id!r} changed since the plan was made (a hold was set)"
+        self.claimed[thread_id] = root
+        await self.threads.mark_removing(thread_id, self.receipt_id)
+        # Read the holds again AFTER claiming: a hold writer reads the claim after
+        # writing, so of two racing operators at least one sees the other, and backs off.
+        doc = await self.threads.get_raw(thread_id)
+        if doc is None or "removed" in doc:
+            return "already removed"
+        if _rev(doc) != holds_rev or doc.get("legal_holds") or doc.get("legal_hold"):
+            return f"the legal holds of thread {thread_id!r} changed since the plan was made (a hold was set)"
+        return None
 
     async def release(self) -> None:
         for tid in self.claimed:
             await self.threads.unmark_removing(tid, self.receipt_id)
+            await self.events.release_claim(tid, self.receipt_id)
         self.claimed.clear()
 
     async def adopt(self) -> str | None:
@@ -230,14 +251,11 @@ class _Run:
                 return None
             for doc in sorted(new, key=lambda d: (d.get("depth") or 0, str(d["_id"]))):
                 tid = str(doc["_id"])
-                if doc.get("removing") == self.receipt_id:
-                    self.claimed[tid] = str(doc.get("root_id"))
-                    continue
                 if doc.get("legal_holds") or doc.get("legal_hold"):
                     return f"legal hold on branch {tid!r}, made during the removal"
-                if not await self.threads.mark_removing(tid, self.receipt_id, _rev(doc)):
-                    return await self._why_not(tid)
-                self.claimed[tid] = str(doc.get("root_id"))
+                why = await self._claim(tid, _rev(doc))
+                if why is not None:
+                    return f"branch {tid!r}, made during the removal: {why}"
 
     async def seal(self, thread_id: str) -> None:
         """Seal a claimed thread after its newest event; remember the final head removed."""
@@ -260,6 +278,7 @@ class _Run:
     async def finish(self) -> tuple[int, int]:
         """Seal, adopt late branches, hollow and tombstone; return (threads, events) removed."""
         for tid in list(self.claimed):
+            await self.threads.mark_removing(tid, self.receipt_id)  # again: a resumed run
             await self.seal(tid)
         why = await self.adopt()  # branches that passed the ledger's check just before the claim
         if why is not None:
@@ -353,6 +372,12 @@ async def _complete(ledger: Ledger, run: _Run, by: str, **extra: Any) -> None:
         deleted={"threads": threads, "events": events},
         **extra,
     )
+    for tid in run.claimed:
+        await ledger.storage.events.release_claim(tid, run.receipt_id)
+
+
+async def _completed(ledger: Ledger, receipt_id: str) -> bool:
+    return any(r.get("kind") == COMPLETED for r in await ledger.storage.receipts.for_ids([receipt_id]))
 
 
 async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> list[str]:
@@ -361,22 +386,32 @@ async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> l
     The removal is re-planned against the current state: branches made since it was
     interrupted go with their parent. Returns the receipt ids finished (or, dry, to finish).
     """
-    pending = {str(r["_id"]): r for r in await pending_removals(ledger)}
-    for receipt_id in await ledger.storage.threads.claims():
-        pending.setdefault(receipt_id, {})
+    # A removal younger than RESUME_AFTER may still be running in another process: it is
+    # left to that run (taking it over would race it). Older ones were interrupted.
+    cutoff = datetime.now(UTC) - RESUME_AFTER
+    started = {str(r["_id"]): r for r in await pending_removals(ledger)}
+    claims = await ledger.storage.events.claims()
     finished: list[str] = []
-    for receipt_id, receipt in pending.items():
+    for receipt_id in sorted(set(started) | set(claims)):
+        receipt = started.get(receipt_id)
+        mine = claims.get(receipt_id, [])
+        if receipt is None and await _completed(ledger, receipt_id):
+            if not dry_run:  # finished, but interrupted before its claims were released
+                for tid, _, _ in mine:
+                    await ledger.storage.events.release_claim(tid, receipt_id)
+            continue
+        when = (
+            receipt.get("at") if receipt is not None else min((at for _, _, at in mine if at), default=None)
+        )
+        if isinstance(when, datetime) and _aware(when) > cutoff:
+            continue
         finished.append(receipt_id)
         if dry_run:
             continue
         run = _Run(ledger, receipt_id)
-        for doc in await ledger.storage.threads.claimed_by(receipt_id):
-            run.claimed[str(doc["_id"])] = str(doc.get("root_id"))
-        for tid in receipt.get("thread_ids") or ():
-            raw = await ledger.storage.threads.get_raw(str(tid))
-            if raw is not None and raw.get("removing") == receipt_id:
-                run.claimed.setdefault(str(tid), str(raw.get("root_id")))
-        if not receipt:
+        for tid, root, _ in mine:
+            run.claimed[tid] = root
+        if receipt is None:
             # Claimed, then interrupted before the receipt was written: write it now.
             await record(ledger, REMOVAL, by, _id=receipt_id, action="resumed", thread_ids=list(run.claimed))
         await _complete(ledger, run, by, resumed=True)

@@ -10,6 +10,7 @@ every engine pushes down.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
@@ -280,13 +281,61 @@ class EventStore:
     async def last(self, thread_id: str) -> dict[str, Any] | None:
         """Return the newest document of a thread as stored, removed or not (removals use it)."""
         cursor = (
-            self.collection.find({"thread_id": thread_id}, {"seq": 1, "hash": 1, "removed": 1, "sealed": 1})
+            self.collection.find(
+                {"thread_id": thread_id, "seq": {"$gt": 0}}, {"seq": 1, "hash": 1, "removed": 1, "sealed": 1}
+            )
             .sort("seq", DESCENDING)
             .hint(_SEQ_INDEX)
             .limit(1)
         )
         docs = await self.gate.call("read head", cursor_list(cursor))
         return docs[0] if docs else None
+
+    async def claim(self, thread_id: str, receipt_id: str, root_id: str) -> bool:
+        """Claim a thread for one removal; return ``False`` if another removal holds it.
+
+        The claim is a document at position -1 of the thread: the unique
+        ``(thread_id, seq)`` index makes taking it atomic on every engine, which a
+        conditional update is not (FerretDB applies those as a read, then a write).
+        """
+        doc = {
+            "_id": f"{thread_id}#claim",
+            "thread_id": thread_id,
+            "seq": -1,
+            "root_id": root_id,
+            "removed": True,
+            "claim": receipt_id,
+            "claimed_at": datetime.now(UTC),
+        }
+        try:
+            await self.gate.call("claim thread for removal", self.collection.insert_one(doc))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def claim_of(self, thread_id: str) -> str | None:
+        """Return the receipt id of the removal that claims a thread, or ``None``."""
+        doc = await self.gate.call("read claim", self.collection.find_one({"_id": f"{thread_id}#claim"}))
+        claim = doc.get("claim") if doc is not None else None
+        return claim if isinstance(claim, str) else None
+
+    async def release_claim(self, thread_id: str, receipt_id: str) -> None:
+        """Give up a removal's claim on a thread."""
+        await self.gate.call(
+            "release claim", self.collection.delete_one({"_id": f"{thread_id}#claim", "claim": receipt_id})
+        )
+
+    async def claims(self) -> dict[str, list[tuple[str, str, datetime | None]]]:
+        """Return every removal's claims: ``{receipt_id: [(thread_id, root_id, claimed_at)]}``."""
+        out: dict[str, list[tuple[str, str, datetime | None]]] = {}
+        cursor = self.collection.find({"seq": -1, "claim": {"$exists": True}}).batch_size(BATCH_SIZE)
+        async with self.gate.translated("read claims"):
+            async for doc in cursor:
+                at = doc.get("claimed_at")
+                when = (at if at.tzinfo else at.replace(tzinfo=UTC)) if isinstance(at, datetime) else None
+                entry = (str(doc.get("thread_id")), str(doc.get("root_id")), when)
+                out.setdefault(str(doc.get("claim")), []).append(entry)
+        return out
 
     async def seal(self, thread_id: str, seq: int, root_id: str) -> bool:
         """Occupy position ``seq`` of a removed thread so no writer can ever append there.

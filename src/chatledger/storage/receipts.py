@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from pymongo.errors import DuplicateKeyError
 
-from chatledger.errors import IntegrityError
+from chatledger.errors import ConcurrencyError, IntegrityError
 from chatledger.storage.driver import cursor_list
 from chatledger.storage.gate import Gate
 
@@ -27,8 +27,15 @@ class ReceiptStore:
         self.collection = gate.collection(name)
 
     async def insert(self, doc: Mapping[str, Any]) -> None:
-        """Insert one receipt."""
-        await self.gate.call("write receipt", self.collection.insert_one(dict(doc)))
+        """Insert one receipt.
+
+        Raises:
+            ConcurrencyError: a receipt with this id exists (another run wrote it first).
+        """
+        try:
+            await self.gate.call("write receipt", self.collection.insert_one(dict(doc)))
+        except DuplicateKeyError as e:
+            raise ConcurrencyError(f"receipt {doc.get('_id')!r} was already written (by another run)") from e
 
     async def of_kind(self, kind: str, projection: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Return every receipt of one kind."""

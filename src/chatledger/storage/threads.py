@@ -8,6 +8,7 @@ thread that does not exist. Admin operations pass ``scope=None`` explicitly.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from pymongo import ASCENDING
@@ -153,12 +154,9 @@ class ThreadStore:
         Returns:
             Whether the holds were replaced (``False``: changed meanwhile, or no such thread).
         """
-        # Never on a thread being removed (its removal checked the holds and wins) or removed.
-        match: dict[str, Any] = {
-            "_id": thread_id,
-            "removing": {"$exists": False},
-            "removed": {"$exists": False},
-        }
+        # Never on a removed thread. (Whether a removal has claimed it is checked by the
+        # caller before and after, against the claim, which is the removal's lock.)
+        match: dict[str, Any] = {"_id": thread_id, "removed": {"$exists": False}}
         match["holds_rev"] = expected if expected else {"$exists": False}
         update: dict[str, Any] = {"legal_holds": [dict(h) for h in holds], "holds_rev": expected + 1}
         if legacy:
@@ -168,44 +166,30 @@ class ThreadStore:
         )
         return bool(result.matched_count)
 
-    async def mark_removing(self, thread_id: str, receipt_id: str, holds_rev: int) -> bool:
-        """Claim a thread for one removal if its holds are still those it was planned with.
+    async def mark_removing(self, thread_id: str, receipt_id: str) -> bool:
+        """Mark a live thread as being removed (after its claim succeeded); return whether it is live.
 
-        The claim is a compare-and-set: it fails if another removal claimed the thread,
-        if it was removed, or if its holds changed since planning (``holds_rev``). From
-        then on no hold can be set on it (see :meth:`replace_holds`).
+        The mark is what the ledger and hold changes see cheaply; the lock itself is the
+        claim document (:meth:`EventStore.claim`), because an insert against a unique key
+        is atomic on every engine while a conditional update is not on FerretDB.
         """
-        match: dict[str, Any] = {
-            "_id": thread_id,
-            "removing": {"$exists": False},
-            "removed": {"$exists": False},
-        }
-        match["holds_rev"] = holds_rev if holds_rev else {"$exists": False}
         result = await self.gate.call(
-            "claim thread for removal", self.collection.update_one(match, {"$set": {"removing": receipt_id}})
+            "mark thread for removal",
+            self.collection.update_one(
+                {"_id": thread_id, "removed": {"$exists": False}},
+                {"$set": {"removing": receipt_id, "removing_at": datetime.now(UTC)}},
+            ),
         )
         return bool(result.matched_count)
 
     async def unmark_removing(self, thread_id: str, receipt_id: str) -> None:
-        """Give up a removal's claim on a thread (the lineage is skipped)."""
+        """Take a removal's mark off a thread (the lineage is skipped)."""
         await self.gate.call(
             "release removal claim",
             self.collection.update_one(
-                {"_id": thread_id, "removing": receipt_id}, {"$unset": {"removing": ""}}
+                {"_id": thread_id, "removing": receipt_id}, {"$unset": {"removing": "", "removing_at": ""}}
             ),
         )
-
-    async def claimed_by(self, receipt_id: str) -> list[dict[str, Any]]:
-        """Return the live thread documents a removal has claimed."""
-        return [doc async for doc in self.select({"removing": receipt_id})]
-
-    async def claims(self) -> set[str]:
-        """Return the receipt ids of every removal that still holds a claim on a live thread."""
-        found: set[str] = set()
-        async for doc in self.select({"removing": {"$exists": True}}, projection={"removing": 1}):
-            if isinstance(doc.get("removing"), str):
-                found.add(doc["removing"])
-        return found
 
     async def tombstone(self, thread_id: str, root_id: str, receipt_id: str, at: Any) -> bool:
         """Replace a claimed thread's document by a tombstone keeping only its id and root.
@@ -215,8 +199,9 @@ class ThreadStore:
         """
         result = await self.gate.call(
             "remove thread",
+            # The caller holds the thread's claim (EventStore.claim): that is the lock.
             self.collection.replace_one(
-                {"_id": thread_id, "removing": receipt_id},
+                {"_id": thread_id, "removed": {"$exists": False}},
                 {"_id": thread_id, "root_id": root_id, "removed": {"receipt_id": receipt_id, "at": at}},
             ),
         )

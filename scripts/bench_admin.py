@@ -55,7 +55,7 @@ import chatledger.ledger.core  # noqa: E402 - after the path set-up above
 from chatledger import Ledger  # noqa: E402
 from chatledger._maf import Message  # noqa: E402
 from chatledger.admin import RetentionPolicy, collect_stats, plan_retention, verify  # noqa: E402
-from chatledger.admin.catalog import activity, load_forest  # noqa: E402
+from chatledger.admin.catalog import Forest, ThreadActivity, aware, load_forest  # noqa: E402
 from chatledger.admin.removal import RemovalReport, lineage_removal, select_lineages  # noqa: E402
 from chatledger.cli.commands.browse import threads_body  # noqa: E402
 from chatledger.cli.render import Renderer  # noqa: E402
@@ -114,11 +114,29 @@ async def op_retention(ledger: Ledger) -> str:
     return f"{len(report.planned)} lineages"
 
 
+async def activity_before(ledger: Ledger, forest: Forest) -> dict[str, ThreadActivity]:
+    """Activity as it was read before: counts per chunk, then one head query per thread, in turn."""
+    out = {
+        tid: ThreadActivity(tid, last_activity=aware(doc.get("created_at")))
+        for tid, doc in forest.docs.items()
+    }
+    for tid, (events, messages) in (await ledger.storage.events.counts(sorted(out))).items():
+        if tid in out:
+            out[tid].events, out[tid].messages = events, messages
+    for tid, summary in out.items():
+        if summary.events:
+            head = await ledger.storage.events.head(tid)
+            if head is not None:
+                summary.head_seq, summary.head_hash = head["seq"], head["hash"]
+                summary.last_activity = aware(head.get("created_at")) or summary.last_activity
+    return out
+
+
 async def op_retention_before(ledger: Ledger) -> str:
     """Retention planning as it was: every thread document in memory, then the activity of all."""
     report = RemovalReport("retention", dry_run=True)
     forest = await load_forest(ledger, None)
-    act = await activity(ledger, forest)
+    act = await activity_before(ledger, forest)
     lineages = {t: lineage_removal(forest, act, t) for t in forest.docs}
     due = {
         t
@@ -143,7 +161,7 @@ async def op_threads8(ledger: Ledger) -> str:
 async def op_threads8_before(ledger: Ledger) -> str:
     """``threads --limit 8`` as it was: every thread and its activity read, then 8 kept."""
     forest = await load_forest(ledger, None, with_family=False)
-    acts = await activity(ledger, forest)
+    acts = await activity_before(ledger, forest)
     rows = sorted(forest.docs)[:8]
     return f"{len([acts[t] for t in rows])} rows"
 

@@ -353,3 +353,17 @@ async def test_anchor_of_a_tombstoned_thread_needs_the_matching_receipt(database
     assert not (await verify(ledger, anchors=anchors)).ok
     await _removal_receipts(database, "t", 2, anchors[0].head_hash)
     assert (await verify(ledger, anchors=anchors)).ok
+
+
+async def test_a_running_removal_is_not_tampering(database: Any) -> None:
+    # A removal has claimed "root" and hollowed its first events when verify runs.
+    ledger, _ = await _story(database)
+    assert await ledger.storage.events.claim("root", "rm-1", "root")
+    for seq in (1, 2):
+        await database["events"].update_one(
+            {"_id": f"root#{seq}"}, {"$set": {"removed": True}, "$unset": {"messages": "", "hash": ""}}
+        )
+    report = await verify(database, thread_id="root")
+    assert all("hollowed" not in p.reason and "#claim" not in p.reason for p in report.problems), (
+        report.problems
+    )

@@ -394,6 +394,11 @@ class _Verifier:
         seq, message = record.base_offset + 1, record.base_messages
         broken = False
         async for event in self.ledger.storage.events.stream_all(tid):
+            if event.get("seq") == -1 and "claim" in event:
+                # A removal's claim (position -1), not an event: a removal is running or was
+                # interrupted (reported with the pending removals), and may hollow what follows.
+                removing = True
+                continue
             if event.get("removed") is True:
                 if not removing:
                     self.report.problems.append(

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -324,9 +323,9 @@ def test_unreachable_server_is_a_usage_error_without_secrets() -> None:
     # Nothing listens on port 1; the URI's own timeout (300 ms) wins over the built-in 5 s.
     dead = "mongodb://alice:S3cretPw@127.0.0.1:1/?serverSelectionTimeoutMS=300"
     for args in (["stats"], ["demo"], ["threads", "--json"]):
-        started = time.monotonic()
+        # The error names the URI's timeout (not the built-in one): no wall-clock
+        # assertion, which a loaded machine would turn into a flaky test.
         done = chatledger(*args, "--mongodb-uri", dead, check=2)
-        assert time.monotonic() - started < 4.5, args
         assert "S3cretPw" not in done.stdout + done.stderr
         assert "alice" not in done.stdout + done.stderr
         assert "within 0.3 s" in done.stderr

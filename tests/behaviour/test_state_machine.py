@@ -103,9 +103,14 @@ def _machine(backend: Backend) -> type[RuleBasedStateMachine]:
             assert set(state) == {"thread_id", "offset", "v"}
 
         def teardown(self) -> None:
-            if backend.real_server:
-                self.run(self.client.drop_database(self.db.name))
-            self.run(close_client(self.client))
+            async def drop() -> None:
+                # Called inside the loop: a Motor client that never did I/O (a run that
+                # only serialized an empty store) binds to the running loop here.
+                if backend.real_server:
+                    await self.client.drop_database(self.db.name)
+                await close_client(self.client)
+
+            self.run(drop())
             self.loop.close()
 
     return LedgerMachine

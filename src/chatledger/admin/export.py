@@ -365,7 +365,7 @@ async def _preflight(ledger: Ledger, plan: _Plan, *, force: bool) -> dict[str, l
         raise InvalidInputError(
             f"{len(removed)} threads of the file were removed (retention or erasure): {named}; "
             "importing them would bring erased data back. Nothing was imported; force the import "
-            "(import_jsonl(..., force=True)) only if restoring them is lawful"
+            "(import_jsonl(..., force=True) or `chatledger import --force`) only if restoring them is lawful"
         )
     for doc in plan.docs:
         existing = await ledger.storage.threads.get_raw(str(doc["_id"]))

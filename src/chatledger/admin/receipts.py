@@ -11,6 +11,7 @@ import getpass
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final
 
 from chatledger.ledger import Ledger
@@ -67,7 +68,14 @@ async def pending_removals(ledger: Ledger) -> list[dict[str, Any]]:
     """Return removal receipts that have no completion receipt (interrupted runs), oldest first."""
     done = {r.get("receipt_id") for r in await _receipts(ledger, COMPLETED, {"receipt_id": 1})}
     started = await _receipts(ledger, REMOVAL)
-    return sorted((r for r in started if r["_id"] not in done), key=lambda r: r["at"])
+    # A malformed receipt (no date) still counts; it sorts first rather than crashing.
+    return sorted(
+        (r for r in started if r.get("_id") not in done),
+        key=lambda r: (
+            isinstance(r.get("at"), datetime),
+            r["at"] if isinstance(r.get("at"), datetime) else 0,
+        ),
+    )
 
 
 async def removed_heads(ledger: Ledger) -> dict[str, list[tuple[int, str]]]:

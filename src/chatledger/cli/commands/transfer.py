@@ -66,17 +66,19 @@ def _announced_threads(path: Path) -> int | None:
     return threads if type(threads) is int and threads >= 0 else None
 
 
-async def import_body(db: Any, ui: Renderer, *, path: str) -> int:
+async def import_body(db: Any, ui: Renderer, *, path: str, force: bool = False) -> int:
     """Restore a JSON Lines export; the file is checked whole before anything is written."""
     if not Path(path).is_file():  # noqa: ASYNC240 - a CLI run does nothing else concurrently
         raise InvalidInputError(f"no such file: {path!r}")
     with ui.progress("importing", _announced_threads(Path(path))) as tick:
-        summary = await import_jsonl(db, path, on_thread=tick)
+        summary = await import_jsonl(db, path, on_thread=tick, force=force)
     result = {
         "threads": summary.threads,
         "events": summary.events,
         "threads_present": summary.threads_present,
         "events_present": summary.events_present,
+        "holds": summary.holds,
+        "forced": summary.forced,
     }
     if ui.as_json:
         ui.json("import", result)
@@ -116,6 +118,14 @@ def register(app: typer.Typer) -> None:
     @app.command("import")
     def import_(
         path: Annotated[str, typer.Argument(help="A file written by 'chatledger export'.")],
+        force: Annotated[
+            bool,
+            typer.Option(
+                "--force",
+                help="Also restore threads that removal receipts say were removed (leaves an import.forced "
+                "receipt). Threads whose tombstones are still in the database are never restored.",
+            ),
+        ] = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
@@ -123,5 +133,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Restore an export exactly (re-running it changes nothing)."""
         run_admin(
-            mongodb_uri, mongodb_uri_file, database, as_json, lambda db, ui: import_body(db, ui, path=path)
+            mongodb_uri,
+            mongodb_uri_file,
+            database,
+            as_json,
+            lambda db, ui: import_body(db, ui, path=path, force=force),
         )

@@ -689,7 +689,7 @@ class Binding:
             await self._refuse_if_removing(at.thread_id)
         except ThreadRemovedError:
             await self._storage.events.hollow_event(branch.id, branch_doc["seq"])
-            await self._storage.threads.tombstone_unclaimed(branch.id, branch.root_id, "writer", utc_now_ms())
+            await self._storage.threads.tombstone(branch.id, branch.root_id, "writer", utc_now_ms())
             self.ledger.forget([branch.id])
             raise
         return AppendResult(self._after(branch_doc, branch), event_id, branched=True)

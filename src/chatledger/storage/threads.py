@@ -199,18 +199,8 @@ class ThreadStore:
         """
         result = await self.gate.call(
             "remove thread",
-            # The caller holds the thread's claim (EventStore.claim): that is the lock.
-            self.collection.replace_one(
-                {"_id": thread_id, "removed": {"$exists": False}},
-                {"_id": thread_id, "root_id": root_id, "removed": {"receipt_id": receipt_id, "at": at}},
-            ),
-        )
-        return bool(result.matched_count)
-
-    async def tombstone_unclaimed(self, thread_id: str, root_id: str, receipt_id: str, at: Any) -> bool:
-        """Tombstone a live branch a writer created under a thread being removed (its own clean-up)."""
-        result = await self.gate.call(
-            "remove thread",
+            # A removal holds the thread's claim (EventStore.claim): that is its lock; a
+            # writer cleaning up its own branch is the only one that knows of it.
             self.collection.replace_one(
                 {"_id": thread_id, "removed": {"$exists": False}},
                 {"_id": thread_id, "root_id": root_id, "removed": {"receipt_id": receipt_id, "at": at}},

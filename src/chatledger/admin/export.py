@@ -15,7 +15,8 @@ again before the error is raised.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
@@ -24,7 +25,14 @@ import bson
 from bson import json_util
 from bson.json_util import JSONMode, JSONOptions
 
-from chatledger.admin.catalog import Forest, ThreadFilter, as_ledger, iter_events, load_forest
+from chatledger.admin.catalog import (
+    Forest,
+    ThreadFilter,
+    as_ledger,
+    count_threads,
+    family_chunks,
+    iter_events,
+)
 from chatledger.admin.receipts import COMPLETED, HOLD_SET, REMOVAL, operator_identity, record
 from chatledger.admin.verify import chain_problem, is_tombstone, record_problem, shape_problem
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
@@ -45,6 +53,8 @@ IMPORT_FORCED: Final = "import.forced"
 #: The start of every event line :func:`export_jsonl` writes: the first pass skips these unparsed.
 _EVENT_PREFIX: Final = '{"type": "event"'
 _HOLD_FIELDS: Final = ("legal_hold", "legal_holds", "holds_rev")
+#: What counting the selection needs of a thread document (its filter fields and lineage).
+_SELECTION_FIELDS: Final = {"_id": 1, "root_id": 1, "tenant_id": 1, "user_id": 1, "lineage": 1, "depth": 1}
 
 
 @dataclass(slots=True)
@@ -99,6 +109,7 @@ async def export_jsonl(
     thread_filter: ThreadFilter | None = None,
     *,
     on_thread: Callable[[str], None] | None = None,
+    chunk: int | None = None,
 ) -> ExportSummary:
     """Write the matching threads, with the ancestors they need, to ``out`` as JSON Lines.
 
@@ -109,12 +120,27 @@ async def export_jsonl(
         out: A text stream.
         thread_filter: Which threads; ``None`` for all.
         on_thread: Called after each thread is written (progress reporting).
+        chunk: How many thread documents to hold at once (whole conversations, about
+            :data:`~chatledger.admin.catalog.CHUNK_THREADS` by default). Threads are
+            written conversation by conversation, parents before branches, so memory
+            stays bounded; a filtered export (other than one thread) reads the matching
+            thread documents twice, first lightly to announce the count in the header.
     """
     ledger = as_ledger(target)
     thread_filter = thread_filter or ThreadFilter()
-    forest = await load_forest(ledger, thread_filter)
-    selected = _selection(forest, thread_filter)
     summary = ExportSummary()
+    first: list[tuple[Forest, list[str]]] | None = None
+    if thread_filter.thread_id is not None:
+        # One thread: its tree (ancestors and branches) is one chunk, read once.
+        first = [s async for s in _selections(ledger, thread_filter, chunk)]
+        total = sum(len(selected) for _, selected in first)
+    elif not thread_filter.describe():
+        total = await count_threads(ledger)  # every live thread is selected
+    else:
+        # Matches plus the ancestors they need: counted on a first, light pass.
+        total = 0
+        async for _, selected in _selections(ledger, thread_filter, chunk, projection=_SELECTION_FIELDS):
+            total += len(selected)
     out.write(
         _line(
             "header",
@@ -122,19 +148,44 @@ async def export_jsonl(
             version=_VERSION,
             exported_at=utc_now_ms(),
             scope=thread_filter.describe(),
-            threads=len(selected),
+            threads=total,
         )
     )
-    for tid in selected:
-        out.write(_line("thread", doc=forest.docs[tid]))
-        summary.threads += 1
-        async for event in iter_events(ledger, tid):
-            out.write(_line("event", doc=event))
-            summary.events += 1
-        if on_thread is not None:
-            on_thread(tid)
+    trees = _selections(ledger, thread_filter, chunk) if first is None else _listed(first)
+    async with aclosing(trees):
+        async for forest, selected in trees:
+            for tid in selected:
+                out.write(_line("thread", doc=forest.docs[tid]))
+                summary.threads += 1
+                async for event in iter_events(ledger, tid):
+                    out.write(_line("event", doc=event))
+                    summary.events += 1
+                if on_thread is not None:
+                    on_thread(tid)
     out.write(_line("end", threads=summary.threads, events=summary.events))
     return summary
+
+
+async def _selections(
+    ledger: Ledger,
+    thread_filter: ThreadFilter,
+    chunk: int | None,
+    *,
+    projection: Mapping[str, Any] | None = None,
+) -> AsyncGenerator[tuple[Forest, list[str]], None]:
+    """Yield each conversation tree with the threads of it to export, parents first, a chunk at a time."""
+    chunks = family_chunks(ledger, thread_filter, whole=True, projection=projection, chunk=chunk)
+    async with aclosing(chunks):
+        async for families in chunks:
+            for family in families:
+                selected = _selection(family.forest, thread_filter)
+                if selected:
+                    yield family.forest, selected
+
+
+async def _listed(items: list[tuple[Forest, list[str]]]) -> AsyncGenerator[tuple[Forest, list[str]], None]:
+    for item in items:
+        yield item
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

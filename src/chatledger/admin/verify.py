@@ -36,13 +36,21 @@ everything that existed when they were taken (see ``docs/admin.md``).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
-from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, load_forest
+from chatledger.admin.catalog import (
+    CHUNK_THREADS,
+    Forest,
+    ThreadFilter,
+    as_ledger,
+    family_chunks,
+    list_threads,
+)
 from chatledger.admin.receipts import COMPLETED, REMOVAL, pending_removals
 from chatledger.codec import decode_message
 from chatledger.errors import ChatLedgerError, InvalidInputError, UnknownThreadError
@@ -56,6 +64,7 @@ __all__ = ["Anchor", "Problem", "VerifyReport", "head_anchors", "verify"]
 _SCOPE_FIELDS: Final = ("root_id", "tenant_id", "user_id", "source_id")
 _COUNTS: Final = ("seq", "first_message", "count")
 _HASHES: Final = ("prev_hash", "hash")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,10 +282,14 @@ class _Verdict:
 
 
 class _Verifier:
-    def __init__(self, ledger: Ledger, forest: Forest) -> None:
+    def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self.forest = forest
         self.report = VerifyReport()
+        self.begin(Forest())
+
+    def begin(self, forest: Forest) -> None:
+        """Start a chunk of trees: the caches below hold only this chunk's threads (bounded memory)."""
+        self.forest = forest
         # Each thread's structural verdict, computed once: a branch reuses its parent's
         # instead of re-walking (and re-comparing) the whole lineage, so deep trees cost
         # linear, not quadratic, work per thread.
@@ -436,23 +449,39 @@ class _Verifier:
             return
         await self.events(record, prev, removing=doc.get("removing") is not None)
 
+    async def _docs(self, thread_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Return the stored document of each thread (``None``: deleted), a chunk per query.
+
+        Live documents come from one query per chunk; only the ids it did not return (a
+        deleted thread or a tombstone, both problems or removals) are read one by one.
+        """
+        out: dict[str, dict[str, Any] | None] = {}
+        query = {"_id": {"$in": thread_ids}}
+        async for doc in self.ledger.storage.threads.select(query, projection={"_id": 1}):
+            out[str(doc["_id"])] = doc
+        for tid in thread_ids:
+            if tid not in out:
+                out[tid] = await self.ledger.storage.threads.get_raw(tid)
+        return out
+
     async def orphans(self, thread_ids: Iterable[str] | None) -> None:
         """Report live events whose thread document is gone or a tombstone (all threads if ``None``)."""
         match: dict[str, Any] = {"removed": {"$ne": True}}
         if thread_ids is not None:
             match["thread_id"] = {"$in": list(thread_ids)}
-        for tid, events in (await self.ledger.storage.events.thread_ids(match)).items():
-            if tid in self.forest.docs and not is_tombstone(self.forest.docs[tid]):
-                continue
-            doc = await self._thread_doc(tid)
-            if doc is None:
-                self.report.problems.append(
-                    Problem(tid, f"{events} events have no thread document (it was deleted)")
-                )
-            elif is_tombstone(doc):
-                self.report.problems.append(
-                    Problem(tid, f"{events} events with content belong to a removed thread (a tombstone)")
-                )
+        counts = await self.ledger.storage.events.thread_ids(match)
+        for batch in _batches(counts, CHUNK_THREADS):
+            docs = await self._docs(batch)
+            for tid in batch:
+                doc, events = docs[tid], counts[tid]
+                if doc is None:
+                    self.report.problems.append(
+                        Problem(tid, f"{events} events have no thread document (it was deleted)")
+                    )
+                elif is_tombstone(doc):
+                    self.report.problems.append(
+                        Problem(tid, f"{events} events with content belong to a removed thread (a tombstone)")
+                    )
 
     async def removed_heads(self) -> dict[str, set[tuple[int, str]]]:
         """Return, per thread id, the heads (seq, hash) that completed removal receipts record."""
@@ -472,37 +501,46 @@ class _Verifier:
 
     async def anchors(self, anchors: Iterable[Anchor]) -> None:
         removed: dict[str, set[tuple[int, str]]] | None = None
-        for anchor in anchors:
-            self.report.anchors += 1
-            doc = await self._thread_doc(anchor.thread_id)
-            if doc is None or is_tombstone(doc):
-                if removed is None:
-                    removed = await self.removed_heads()
-                heads = removed.get(anchor.thread_id, set())
-                if (anchor.head_seq, anchor.head_hash) in heads:
-                    continue
-                later = sorted(seq for seq, _ in heads if seq > anchor.head_seq)
-                why = "anchored thread is gone and no completed removal receipt records its head hash"
-                if later:
-                    why += (
-                        f" (a removal recorded a later head, seq {later[-1]}: that receipt cannot vouch "
-                        "for this anchor; take anchors again after the thread grows)"
-                    )
-                self.report.problems.append(Problem(anchor.thread_id, why, seq=anchor.head_seq))
-                continue
-            try:
-                event = await self.ledger.storage.events.at(anchor.thread_id, anchor.head_seq)
-            except ChatLedgerError:
-                event = None
-            if event is None or event.get("hash") != anchor.head_hash:
-                what = "is missing (the thread was truncated)" if event is None else "has a different hash"
-                self.report.problems.append(
-                    Problem(
-                        anchor.thread_id,
-                        f"anchored head at seq {anchor.head_seq} {what}",
-                        seq=anchor.head_seq,
-                    )
+        for batch in _batches(anchors, CHUNK_THREADS):
+            docs = await self._docs(sorted({a.thread_id for a in batch}))
+            for anchor in batch:
+                removed = await self.anchor(anchor, docs[anchor.thread_id], removed)
+
+    async def anchor(
+        self,
+        anchor: Anchor,
+        doc: Mapping[str, Any] | None,
+        removed: dict[str, set[tuple[int, str]]] | None,
+    ) -> dict[str, set[tuple[int, str]]] | None:
+        """Check one anchor against its thread's stored document; return the removal heads read so far."""
+        self.report.anchors += 1
+        if doc is None or is_tombstone(doc):
+            if removed is None:
+                removed = await self.removed_heads()
+            heads = removed.get(anchor.thread_id, set())
+            if (anchor.head_seq, anchor.head_hash) in heads:
+                return removed
+            later = sorted(seq for seq, _ in heads if seq > anchor.head_seq)
+            why = "anchored thread is gone and no completed removal receipt records its head hash"
+            if later:
+                why += (
+                    f" (a removal recorded a later head, seq {later[-1]}: that receipt cannot vouch "
+                    "for this anchor; take anchors again after the thread grows)"
                 )
+            self.report.problems.append(Problem(anchor.thread_id, why, seq=anchor.head_seq))
+            return removed
+        try:
+            event = await self.ledger.storage.events.at(anchor.thread_id, anchor.head_seq)
+        except ChatLedgerError:
+            event = None
+        if event is None or event.get("hash") != anchor.head_hash:
+            what = "is missing (the thread was truncated)" if event is None else "has a different hash"
+            self.report.problems.append(
+                Problem(
+                    anchor.thread_id, f"anchored head at seq {anchor.head_seq} {what}", seq=anchor.head_seq
+                )
+            )
+        return removed
 
 
 async def verify(
@@ -512,6 +550,7 @@ async def verify(
     tenant_id: str | None = None,
     anchors: Iterable[Anchor] = (),
     on_thread: Callable[[str], None] | None = None,
+    chunk: int | None = None,
 ) -> VerifyReport:
     """Return the result of checking the hash chains and structure of one thread, a tenant, or all.
 
@@ -524,6 +563,9 @@ async def verify(
         anchors: Head hashes recorded earlier (:func:`head_anchors`); each must still
             be present, or be the head a completed removal receipt recorded.
         on_thread: Called after each thread is checked (progress reporting).
+        chunk: How many threads to hold at once (whole conversations, about
+            :data:`~chatledger.admin.catalog.CHUNK_THREADS` by default); the threads
+            stream conversation by conversation, so memory stays bounded.
 
     Returns:
         The report: counts, and the first problem of each failing thread.
@@ -537,25 +579,40 @@ async def verify(
         raise InvalidInputError("verify one thread or one tenant, not both")
     ledger = as_ledger(target)
     scope = ThreadFilter(thread_id=thread_id, tenant_id=tenant_id)
-    forest = await load_forest(ledger, scope, with_family=False)
-    verifier = _Verifier(ledger, forest)
-    removed = 0
-    # Parents before branches, so each fork event is seen while its owner streams.
-    for tid in sorted(forest.docs, key=lambda t: (_int_or_none(forest.docs[t].get("depth")) or 0, t)):
-        doc = forest.docs[tid]
-        if is_tombstone(doc):
-            removed += 1
-            continue
-        await verifier.thread(doc)
-        if on_thread is not None:
-            on_thread(tid)
+    verifier = _Verifier(ledger)
+    scoped = thread_id is not None or tenant_id is not None
+    # Interrupted removals are few: their thread ids are known before the threads stream,
+    # so a scoped run can tell whether one of them is in its scope without keeping the scope.
+    pending = await pending_removals(ledger)
+    named = {str(t) for r in pending if isinstance(r.get("thread_ids"), list) for t in r["thread_ids"]}
+    touched: set[str] = set()
+    # One chunk of conversations at a time (a tree is never split): only its thread
+    # documents and its structure and fork-point caches are held. Parents come before
+    # branches within a tree, so each fork event is seen while its owner streams.
+    chunks = family_chunks(ledger, scope, chunk=chunk)
+    async with aclosing(chunks):
+        async for families in chunks:
+            forest = Forest()
+            for family in families:
+                forest.docs.update(family.forest.docs)
+                for parent, children in family.forest.children.items():
+                    forest.children.setdefault(parent, []).extend(children)
+            verifier.begin(forest)
+            for family in families:
+                for tid in family.matching:
+                    await verifier.thread(forest.docs[tid])
+                    if on_thread is not None:
+                        on_thread(tid)
+            # Ancestors read on the way (outside the scope) count too, as they always did.
+            touched.update(t for t in forest.docs if t in named)
+            verifier.begin(Forest())
     if tenant_id is None:
         # A thread document deleted under its events is invisible from the threads side.
         await verifier.orphans([thread_id] if thread_id is not None else None)
-    for receipt in await pending_removals(ledger):
+    for receipt in pending:
         raw_ids = receipt.get("thread_ids")
         ids = [str(t) for t in raw_ids] if isinstance(raw_ids, list) else []
-        if (thread_id is None and tenant_id is None) or any(t in forest.docs for t in ids):
+        if not scoped or any(t in touched for t in ids):
             verifier.report.problems.append(
                 Problem(
                     ids[0] if ids else "?",
@@ -565,7 +622,7 @@ async def verify(
             )
     if thread_id is not None and not verifier.report.threads and not verifier.report.problems:
         gone = await ledger.storage.threads.get_raw(thread_id)
-        if removed or (gone is not None and is_tombstone(gone)):
+        if gone is not None and is_tombstone(gone):
             raise UnknownThreadError(f"thread {thread_id!r} was removed")
         raise UnknownThreadError(f"no thread {thread_id!r}")
     await verifier.anchors(anchors)
@@ -580,8 +637,15 @@ async def head_anchors(target: Any, thread_filter: ThreadFilter | None = None) -
     rewrites and unrecorded deletions.
     """
     ledger = as_ledger(target)
-    forest = await load_forest(ledger, thread_filter, with_family=False)
-    for tid in [t for t, d in forest.docs.items() if is_tombstone(d)]:
-        del forest.docs[tid]
-    summaries = await activity(ledger, forest)
-    return [Anchor(s.thread_id, s.head_seq, s.head_hash) for s in summaries.values() if s.head_seq > 0]
+    return [
+        Anchor(s.thread_id, s.activity.head_seq, s.activity.head_hash)
+        async for s in list_threads(ledger, thread_filter)
+        if s.activity.head_seq > 0
+    ]
+
+
+def _batches(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    """Yield ``items`` in lists of at most ``size``."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch

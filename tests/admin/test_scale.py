@@ -345,3 +345,82 @@ async def test_threads_limit_on_the_wire(real_backend: Backend) -> None:
     finally:
         await client.drop_database(database.name)
         await client.close()
+
+
+# ------------------------------------------------------------- verify and export stream
+
+
+class _Lookahead:
+    """Records, at each progress callback, how many thread documents had been read beyond those done.
+
+    Whatever is read and not yet processed is held in memory: a command that streams keeps
+    this below one chunk (plus the tree that crossed it), one that loads everything first
+    has read every thread before its first callback.
+    """
+
+    def __init__(self, reads: _Reads) -> None:
+        self.reads = reads
+        self.done: list[str] = []
+        self.ahead: list[int] = []
+
+    def __call__(self, thread_id: str) -> None:
+        self.done.append(thread_id)
+        self.ahead.append(self.reads.thread_docs - len(self.done))
+
+
+async def _trees(ledger: Ledger, n: int) -> list[str]:
+    """``n`` conversations of one root and one branch each, in the order admin commands walk them."""
+    out: list[str] = []
+    for i in range(n):
+        root = f"c{i:03d}"
+        await talk(ledger, root, 2, tenant_id="acme")
+        out += [root, await branch(ledger, root, 1)]
+    return out
+
+
+async def test_verify_and_export_hold_one_chunk_of_conversations(
+    database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatledger.admin import export_jsonl, head_anchors, verify
+
+    ledger = Ledger(database)
+    walk = await _trees(ledger, 15)  # 30 threads
+    # One broken chain, in a conversation of the middle: found whatever the chunking.
+    await database["events"].update_one({"_id": f"{walk[15]}#2"}, {"$set": {"hash": "0" * 64}})
+    expected = (await verify(ledger)).to_dict()
+    assert [p["thread_id"] for p in expected["problems"]] == [walk[15]]
+
+    reads = _Reads(monkeypatch)
+    for scope in ({}, {"tenant_id": "acme"}):
+        reads.thread_docs = 0
+        seen = _Lookahead(reads)
+        report = await verify(ledger, **scope, on_thread=seen, chunk=4)
+        assert report.to_dict() == expected
+        assert seen.done == walk  # conversation by conversation, parents first
+        # Never more than a chunk (4) plus the conversation that crossed it (2) read ahead;
+        # loading every thread first would have read all 30 before the first callback.
+        assert max(seen.ahead) <= 4 + 2, seen.ahead
+
+    reads.thread_docs = 0
+    seen = _Lookahead(reads)
+    out = io.StringIO()
+    summary = await export_jsonl(ledger, out, on_thread=seen, chunk=4)
+    assert summary.threads == 30
+    assert seen.done == walk
+    assert max(seen.ahead) <= 4 + 2, seen.ahead
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["threads"] == 30  # the header still announces the total
+    assert [x["doc"]["_id"] for x in lines if x["type"] == "thread"] == walk
+
+    # One thread: its conversation only (ancestors and branches), the header counting them.
+    reads.thread_docs = 0
+    out = io.StringIO()
+    await export_jsonl(ledger, out, ThreadFilter(thread_id=walk[7]), chunk=4)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [x["doc"]["_id"] for x in lines if x["type"] == "thread"] == walk[6:8]
+    assert lines[0]["threads"] == 2
+    assert reads.thread_docs == 1 + 2  # the thread, then its tree: no other conversation
+
+    anchors = await head_anchors(ledger)
+    assert sorted(a.thread_id for a in anchors) == sorted(walk)
+    assert (await verify(ledger, anchors=anchors, chunk=4)).to_dict() == {**expected, "anchors": 30}

@@ -308,3 +308,74 @@ def test_kek_sources_and_bad_input(tmp_path: Any, monkeypatch: pytest.MonkeyPatc
         LocalKeyProvider.from_file(tmp_path / "missing")
     with pytest.raises(ChatLedgerError):
         Sealer("not a store", LocalKeyProvider(KEK))  # type: ignore[arg-type]
+
+
+def test_the_library_imports_and_runs_unsealed_without_cryptography(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_crypto.py"
+    script.write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'cryptography' or name.startswith('cryptography.'):\n"
+        "            raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import asyncio\n"
+        "import chatledger, chatledger.sealing, chatledger.admin.erasure\n"
+        "from mongomock_motor import AsyncMongoMockClient\n"
+        "from chatledger._maf import Message\n"
+        "from chatledger.errors import InvalidInputError\n"
+        "async def main():\n"
+        "    ledger = chatledger.Ledger(AsyncMongoMockClient()['x'])\n"
+        "    b = ledger.bind()\n"
+        "    r = await b.append(b.empty('t'), [Message('user', ['hi'])])\n"
+        "    assert [m.text for m in await b.read(r.position)] == ['hi']\n"
+        "    try:\n"
+        "        chatledger.sealing.LocalKeyProvider(bytes(32))\n"
+        "    except InvalidInputError as e:\n"
+        "        assert 'chatledger[seal]' in str(e)\n"
+        "    else:\n"
+        "        raise AssertionError('sealing ran without cryptography')\n"
+        "    assert 'cryptography' not in sys.modules\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_sealed_problem_names_malformed_sealed_messages() -> None:
+    good = {"role": "user", "text": "[sealed]", "sealed": "cl1:k1-uab:0011:" + "A" * 40}
+    assert sealed_problem(good) is None
+    assert sealed_problem({**good, "sealed": "cl2:x:y:z"}) is not None
+    assert sealed_problem({**good, "text": "clear text"}) is not None
+    assert sealed_problem({**good, "author_name": "leaked"}) is not None
+    assert sealed_problem({**good, "sealed": "cl1:k:f:" + "!" * 40}) is not None
+
+
+async def test_export_and_import_carry_ciphertext_only(database: Any, tmp_path: Any) -> None:
+    import io
+
+    from chatledger.admin.export import export_jsonl, import_jsonl
+
+    await talk(sealed_ledger(database), "alice", [MARKER, "more"])
+    out = io.StringIO()
+    await export_jsonl(Ledger(database), out)
+    assert MARKER not in out.getvalue()
+    assert "[sealed]" in out.getvalue()
+
+    # Imported into a database without the keys: it verifies, and reads say "key unavailable".
+    path = tmp_path / "export.jsonl"
+    path.write_text(out.getvalue(), encoding="utf-8")
+    if not hasattr(database, "client"):
+        pytest.skip("the driver exposes no client")
+    target = database.client[database.name + "_i"]
+    try:
+        await import_jsonl(Ledger(target), path)
+        assert (await verify(Ledger(target))).ok
+        reader = Ledger(target, sealer=sealer_on(target)).bind(user_id="alice")
+        with pytest.raises(KeyUnavailableError, match="does not hold"):
+            await reader.read(await reader.head("t-None-alice"))
+    finally:
+        await database.client.drop_database(database.name + "_i")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import unicodedata
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -41,6 +41,11 @@ DEFAULT_SOURCE_ID = "chatledger"
 MAX_THREAD_ID_LENGTH = 200
 
 
+#: Unicode categories Cc (control characters) and Cs (lone surrogates), as one regular
+#: expression: a per-character category lookup cost more than the rest of an append's checks.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def validate_thread_id(value: object) -> str:
     """Return ``value`` if it is a usable thread id.
 
@@ -55,7 +60,7 @@ def validate_thread_id(value: object) -> str:
         raise InvalidThreadIdError(f"thread id must be a str, got {type(value).__name__}")
     if not value or len(value) > MAX_THREAD_ID_LENGTH:
         raise InvalidThreadIdError(f"thread id must be 1..{MAX_THREAD_ID_LENGTH} characters long")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+    if _UNSAFE.search(value):
         raise InvalidThreadIdError("thread id must not contain control characters or lone surrogates")
     return value
 
@@ -74,7 +79,7 @@ def validate_name(kind: str, value: object) -> str:
         raise InvalidInputError(
             f"{kind} must be a non-empty str of at most {MAX_THREAD_ID_LENGTH} characters"
         )
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+    if _UNSAFE.search(value):
         raise InvalidInputError(f"{kind} must not contain control characters or lone surrogates")
     return value
 

@@ -55,6 +55,23 @@ def set_tracer_provider(provider: trace.TracerProvider | None) -> None:
     _tracer_provider = provider
 
 
+#: (provider it was made for, tracer): get_tracer builds a new object on every call, which
+#: cost more than the rest of a span on every append.
+_cached: tuple[trace.TracerProvider | None, trace.Tracer] | None = None
+
+
+def _tracer() -> trace.Tracer:
+    global _cached
+    if _cached is None or _cached[0] is not _tracer_provider:
+        from chatledger import __version__  # the package imports this module's users; import late
+
+        _cached = (
+            _tracer_provider,
+            trace.get_tracer("chatledger", __version__, tracer_provider=_tracer_provider),
+        )
+    return _cached[1]
+
+
 def _enabled() -> bool:
     # getattr: the store also runs on the seed's framework previews, whose settings differ.
     settings = getattr(_observability, "OBSERVABILITY_SETTINGS", None)
@@ -119,9 +136,7 @@ def span(name: str, **attributes: object) -> Iterator[SpanRecorder]:
     if not _enabled():
         yield SpanRecorder(None)
         return
-    from chatledger import __version__  # the package imports this module's users; import late
-
-    tracer = trace.get_tracer("chatledger", __version__, tracer_provider=_tracer_provider)
+    tracer = _tracer()
     checked["db.system.name"] = "mongodb"
     with tracer.start_as_current_span(
         ATTRIBUTE_PREFIX + name, kind=trace.SpanKind.INTERNAL, attributes=checked

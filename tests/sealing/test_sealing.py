@@ -379,3 +379,33 @@ async def test_export_and_import_carry_ciphertext_only(database: Any, tmp_path: 
             await reader.read(await reader.head("t-None-alice"))
     finally:
         await database.client.drop_database(database.name + "_i")
+
+
+async def test_keys_rotate_command_rewraps_and_reports(database: Any, tmp_path: Any) -> None:
+    import json
+
+    from chatledger.cli.commands.keys import rotate_body
+    from chatledger.cli.render import Renderer
+
+    ledger = sealed_ledger(database)
+    binding, at = await talk(ledger, "alice", [f"hello {MARKER}"])
+    old_file, new_file = tmp_path / "old.kek", tmp_path / "new.kek"
+    old_file.write_bytes(KEK)
+    new_kek = bytes(reversed(range(32)))
+    new_file.write_text(base64.b64encode(new_kek).decode("ascii"), encoding="utf-8")
+    out = tmp_path / "out.json"
+    with out.open("w", encoding="utf-8") as stream:
+        ui = Renderer(as_json=True, out=stream)
+        assert await rotate_body(database, ui, old_kek=old_file, new_kek=new_file) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert (report["command"], report["rewrapped"], report["failed"]) == ("keys rotate", 1, [])
+    assert str(KEK) not in out.read_text(encoding="utf-8")
+    # The content now opens only with the new KEK; the events were not touched.
+    rotated = Ledger(database, sealer=sealer_on(database, kek=new_kek)).bind(user_id="alice")
+    texts = [m.text for m in await rotated.read(await rotated.resolve(binding.state(at)))]
+    assert texts == [f"hello {MARKER}", f"re: hello {MARKER}"]
+    # A second run with the old KEK as "old" finds nothing it can unwrap but nothing lost.
+    with out.open("w", encoding="utf-8") as stream:
+        ui = Renderer(as_json=True, out=stream)
+        assert await rotate_body(database, ui, old_kek=old_file, new_kek=new_file) == 0
+    assert json.loads(out.read_text(encoding="utf-8"))["already"] == 1

@@ -28,7 +28,7 @@ from tests.conftest import _ferretdb_uri as ferretdb_uri
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(?P<lang>\w*)[^\n]*\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
-GROUPS = {"hold", "roles"}
+GROUPS = {"hold", "roles", "keys"}
 #: Shell lines that mention chatledger but do not call it.
 NOT_CHATLEDGER = {"pip", "python", "python3", "make", "docker", "export", "sh"}
 #: Blocks fenced as python that are reference listings, not programs, in files whose owners

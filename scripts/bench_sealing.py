@@ -107,8 +107,11 @@ async def main() -> int:
 
         uri = args.mongodb_uri
         if not uri:
-            from ferretdb import FerretDBServer  # scripts/ferretdb.py: 127.0.0.1, telemetry off
+            from ferretdb import FerretDBServer  # scripts/ferretdb.py
 
+            # FerretDBServer is the one place that starts FerretDB: 127.0.0.1 only,
+            # --telemetry=disable and DO_NOT_TRACK=1 (set here too), so nothing reports home.
+            os.environ["DO_NOT_TRACK"] = "1"
             server = FerretDBServer(repo_root=REPO_ROOT).start()
             uri = server.uri
         client = AsyncMongoClient(uri, tz_aware=True)

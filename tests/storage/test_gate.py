@@ -264,3 +264,35 @@ async def test_page_queries_are_index_scans_on_mongodb(real_backend: Backend) ->
     finally:
         await client.drop_database(database.name)
         await client.close()
+
+
+async def test_opening_at_the_head_and_a_provider_turn_cost_no_extra_reads(real_backend: Backend) -> None:
+    client, database, commands = await _monitored(real_backend)
+    try:
+        book = Ledger(database).bind()
+        position = book.empty("t")
+        for n in range(5):
+            position = (await book.append(position, [msg(f"m{n}")])).position
+        # A fresh process opens the thread at its head: the thread by key, then the head
+        # query, which already carries what the position needs (no read by key after it).
+        commands.clear()
+        opened = await Ledger(database).bind().open("t")
+        assert opened.cursor == position.cursor
+        assert [(e.command_name, e.command.get(e.command_name)) for e in commands.events] == [
+            ("find", "threads"),
+            ("find", "events"),
+        ]
+        # A provider turn: load the history, then save the run's messages. The save's
+        # de-duplication reuses what the load read: one page read, one insert, nothing else.
+        provider = MongoHistoryProvider(database=Ledger(database))
+        state: dict[str, Any] = {}
+        await provider.save_messages("s", [msg("q0"), msg("a0")], state=state)
+        history = await provider.get_messages("s", state=state)
+        commands.clear()
+        history = await provider.get_messages("s", state=state)
+        await provider.save_messages("s", [*history, msg("q1"), msg("a1")], state=state)
+        assert [e.command_name for e in commands.events] == ["find", "insert"]
+        assert [m.text for m in await provider.get_messages("s", state=state)] == ["q0", "a0", "q1", "a1"]
+    finally:
+        await client.drop_database(database.name)
+        await client.close()

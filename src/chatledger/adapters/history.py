@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Final
@@ -26,6 +27,12 @@ _PENDING_KEY: Final = "unconfirmed"
 _CLEARED_FROM_KEY: Final = "cleared_from"
 _CURSOR_KEYS: Final = ("thread_id", "offset", "v", "mac")
 _EXTRA_KEYS: Final = frozenset({_PENDING_KEY, _CLEARED_FROM_KEY})
+
+
+#: Fingerprints kept per position read (a save de-duplicates against at most its batch size).
+_TAIL_KEPT: Final = 256
+#: Positions whose tails are kept; a provider serves many sessions.
+_TAILS_CACHED: Final = 1024
 
 
 class MongoHistoryProvider(HistoryProvider):
@@ -164,6 +171,10 @@ class MongoHistoryProvider(HistoryProvider):
         # Scope is part of a thread's identity: two providers with different source ids
         # (or tenants, or users) on one session write two separate threads.
         self.binding = self.ledger.bind(tenant_id=tenant_id, user_id=user_id, source_id=source_id)
+        # Fingerprints of the newest messages get_messages read, by position: a run loads
+        # the history and then saves at that same position, so de-duplicating the save
+        # needs no second read. Positions are immutable, so an entry never goes stale.
+        self._tails: OrderedDict[tuple[str, int], list[str]] = OrderedDict()
         self.max_messages = max_messages
         self.resume_by_session_id = resume_by_session_id
         self.tenant_id = tenant_id
@@ -194,11 +205,24 @@ class MongoHistoryProvider(HistoryProvider):
         # written after it was taken.
         return self.binding.empty(new_thread_id())
 
+    def _remember_tail(self, position: Position, newest: Sequence[Message]) -> None:
+        """Keep the fingerprints of the newest messages read at ``position`` (bounded)."""
+        kept = newest[-_TAIL_KEPT:]
+        self._tails[(position.thread_id, position.offset)] = [message_fingerprint(m) for m in kept]
+        self._tails.move_to_end((position.thread_id, position.offset))
+        while len(self._tails) > _TAILS_CACHED:
+            self._tails.popitem(last=False)
+
     async def _unseen(self, position: Position, messages: Sequence[Message]) -> list[Message]:
         """Return the messages of a batch not stored at ``position``, reading only the tail needed."""
         need = stored_tail_length(position.messages, len(messages))
-        tail = await self.binding.read(position, offset=-need) if need else []
-        return unseen(messages, [message_fingerprint(m) for m in tail], stored_count=position.messages)
+        cached = self._tails.get((position.thread_id, position.offset))
+        if need and cached is not None and len(cached) >= need:
+            tail = cached[len(cached) - need :]
+        else:
+            read = await self.binding.read(position, offset=-need) if need else []
+            tail = [message_fingerprint(m) for m in read]
+        return unseen(messages, tail, stored_count=position.messages)
 
     def _store_position(self, state: dict[str, Any] | None, position: Position) -> None:
         if state is None:
@@ -233,10 +257,12 @@ class MongoHistoryProvider(HistoryProvider):
                 return []
             if self.max_messages is None:
                 messages = await self.binding.read(position)
+                self._remember_tail(position, messages)
                 recorder.set(messages_read=len(messages), messages_loaded=len(messages))
                 return messages
             fetch = window_fetch_size(self.max_messages)
             newest = await self.binding.read(position, offset=-fetch)
+            self._remember_tail(position, newest)
             loaded = window(newest, self.max_messages, complete=fetch >= position.messages)
             recorder.set(messages_read=len(newest), messages_loaded=len(loaded))
             return loaded

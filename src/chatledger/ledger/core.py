@@ -371,8 +371,12 @@ class Binding:
             # some engines; a brand-new session's thread never needs it.
             return self.empty(thread_id)
         head = await self._storage.events.head(thread_id)
-        offset = head["seq"] if head is not None else record.base_offset
-        return await self._resolve(Cursor(thread_id=thread_id, offset=offset))
+        if head is None:
+            return await self._resolve(Cursor(thread_id=thread_id, offset=record.base_offset))
+        # The head query already returned what resolving needs: no second read by key.
+        summary = (head["first_message"] + head["count"], head["hash"])
+        self.ledger._remember(self.ledger._head_cache, (thread_id, head["seq"]), summary)
+        return await self._resolve(Cursor(thread_id=thread_id, offset=head["seq"]))
 
     async def resolve(self, state: Cursor | Mapping[str, Any]) -> Position:
         """Return the validated position of a cursor handed to this binding.

@@ -406,7 +406,7 @@ class _Verifier:
         tid = record.id
         seq, message = record.base_offset + 1, record.base_messages
         broken = False
-        async for event in self.ledger.storage.events.stream_all(tid):
+        async for event in self.ledger.storage.events.stream(tid, after_seq=None):
             if event.get("seq") == -1 and "claim" in event:
                 # A removal's claim (position -1), not an event: a removal is running or was
                 # interrupted (reported with the pending removals), and may hollow what follows.

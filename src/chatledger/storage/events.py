@@ -217,14 +217,25 @@ class EventStore:
         return docs
 
     async def stream(
-        self, thread_id: str, *, after_seq: int = 0, projection: Mapping[str, Any] | None = None
+        self, thread_id: str, *, after_seq: int | None = 0, projection: Mapping[str, Any] | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield a thread's own events in ``seq`` order, in bounded batches (never all at once).
 
         Documents are yielded raw: verify and export must see malformed events as they are.
+
+        Args:
+            thread_id: The thread.
+            after_seq: Only events after this position. ``None``: every document of the
+                thread whatever its ``seq`` holds: a range never matches a ``seq`` stored as
+                a string, so verify reads this way to name a poisoned event, not skip it
+                (BSON orders numbers before strings, so such events come last).
+            projection: The fields to return (all by default).
         """
+        query: dict[str, Any] = {"thread_id": thread_id}
+        if after_seq is not None:
+            query["seq"] = {"$gt": after_seq}
         cursor = (
-            self.collection.find({"thread_id": thread_id, "seq": {"$gt": after_seq}}, projection)
+            self.collection.find(query, projection)
             .sort("seq", ASCENDING)
             .hint(_SEQ_INDEX)
             .batch_size(BATCH_SIZE)
@@ -426,23 +437,6 @@ class EventStore:
             )
             deleted += int(result.deleted_count)
         return deleted
-
-    async def stream_all(self, thread_id: str) -> AsyncIterator[dict[str, Any]]:
-        """Yield every document of a thread as stored, in ``seq`` order, whatever type its ``seq`` is.
-
-        :meth:`stream` ranges over ``seq``, and a range never matches a ``seq`` stored as a
-        string: verify reads with this so a poisoned event is named, not skipped (BSON
-        orders numbers before strings, so such events come last).
-        """
-        cursor = (
-            self.collection.find({"thread_id": thread_id})
-            .sort("seq", ASCENDING)
-            .hint(_SEQ_INDEX)
-            .batch_size(BATCH_SIZE)
-        )
-        async with self.gate.translated("read events"):
-            async for doc in cursor:
-                yield doc
 
     async def seq_totals(self, thread_ids: Sequence[str]) -> dict[str, int]:
         """Return ``{thread_id: sum of its live events' seq}`` (one ``$group`` per chunk of threads).

@@ -112,14 +112,14 @@ class ThreadStore:
         projection: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield raw thread documents matching an admin query, by ``_id``, in bounded batches."""
-        return self._select(query, limit, projection)
+        return self._select(query, limit, projection, "_id")
 
     async def _select(
-        self, query: Mapping[str, Any], limit: int | None, projection: Mapping[str, Any] | None
-    ) -> AsyncIterator[dict[str, Any]]:
+        self, query: Mapping[str, Any], limit: int | None, projection: Mapping[str, Any] | None, order: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
         # Tombstones of removed threads are never listed.
         live = {**query, "removed": {"$exists": False}}
-        cursor = self.collection.find(live, projection).sort("_id", ASCENDING).batch_size(BATCH_SIZE)
+        cursor = self.collection.find(live, projection).sort(order, ASCENDING).batch_size(BATCH_SIZE)
         if limit is not None:
             cursor = cursor.limit(limit)
         async with self.gate.translated("read threads"):
@@ -241,15 +241,4 @@ class ThreadStore:
         (its index serves the sort, so the server never buffers the collection to sort
         it); the order inside one tree is left to the caller.
         """
-        return self._by_root(query, limit, projection)
-
-    async def _by_root(
-        self, query: Mapping[str, Any], limit: int | None, projection: Mapping[str, Any] | None
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        live = {**query, "removed": {"$exists": False}}
-        cursor = self.collection.find(live, projection).sort("root_id", ASCENDING).batch_size(BATCH_SIZE)
-        if limit is not None:
-            cursor = cursor.limit(limit)
-        async with self.gate.translated("read threads"):
-            async for doc in cursor:
-                yield doc
+        return self._select(query, limit, projection, "root_id")

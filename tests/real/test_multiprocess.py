@@ -8,10 +8,6 @@ head and continue their own lines. Every clash on ``(thread_id, seq)`` becomes a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import sys
 from collections import Counter
 from typing import Any
 
@@ -19,7 +15,7 @@ import pytest
 
 from chatledger import Ledger, MongoChatMessageStore
 from tests.helpers import msg, raw_docs, read, texts
-from tests.scripts import REPO
+from tests.real._support import finish_workers, start_workers
 
 pytestmark = pytest.mark.real
 
@@ -29,36 +25,9 @@ TIME_LIMIT = 180  # seconds for the whole run; the processes are killed after th
 
 
 async def _run_writers(configs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.real._append_worker",
-            json.dumps(cfg),
-            cwd=REPO,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for cfg in configs
-    ]
-    try:
-        async with asyncio.timeout(TIME_LIMIT):
-            # Wait until every process is connected, then fire the start gun for all at once.
-            for proc in procs:
-                assert proc.stdout is not None
-                assert (await proc.stdout.readline()).strip() == b"ready"
-            for proc in procs:
-                assert proc.stdin is not None
-                proc.stdin.write(b"go\n")
-            outputs = await asyncio.gather(*(p.communicate() for p in procs))
-    finally:
-        for proc in procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-    assert [p.returncode for p in procs] == [0] * len(procs), "a writer process failed"
-    return [json.loads(out.splitlines()[-1]) for out, _ in outputs]
+    procs = await start_workers("tests.real._append_worker", configs, time_limit=TIME_LIMIT)
+    results: list[list[dict[str, Any]]] = await finish_workers(procs, time_limit=TIME_LIMIT)
+    return results
 
 
 async def test_processes_appending_to_one_thread_lose_and_double_nothing(

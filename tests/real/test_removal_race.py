@@ -14,9 +14,6 @@ continuing their own lines and branching from an old cursor, before, during and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,48 +23,12 @@ import pytest
 from chatledger import Ledger, MongoChatMessageStore
 from chatledger.admin import RetentionPolicy, run_erasure, run_retention, verify
 from tests.helpers import msg
-from tests.scripts import REPO
+from tests.real._support import finish_workers, start_workers
 
 pytestmark = pytest.mark.real
 
 WRITE_SECONDS = 4.0
 TIME_LIMIT = 120
-
-
-async def _start(configs: list[dict[str, Any]]) -> list[asyncio.subprocess.Process]:
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.real._removal_worker",
-            json.dumps(cfg),
-            cwd=REPO,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for cfg in configs
-    ]
-    for proc in procs:
-        assert proc.stdout is not None
-        assert (await proc.stdout.readline()).strip() == b"ready"
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write(b"go\n")
-    return procs
-
-
-async def _finish(procs: list[asyncio.subprocess.Process]) -> list[dict[str, Any]]:
-    try:
-        async with asyncio.timeout(TIME_LIMIT):
-            outputs = await asyncio.gather(*(p.communicate() for p in procs))
-    finally:
-        for proc in procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-    assert [p.returncode for p in procs] == [0] * len(procs), "a writer process failed"
-    return [json.loads(out.splitlines()[-1]) for out, _ in outputs]
 
 
 async def _no_live_documents(database: Any, user: str) -> None:
@@ -112,7 +73,7 @@ async def test_removal_while_other_processes_write(real_backend: Any, database: 
         for name in names
         for mode in ("line", "fork")
     ]
-    procs = await _start(configs)
+    procs = await start_workers("tests.real._removal_worker", configs, time_limit=TIME_LIMIT)
     await asyncio.sleep(WRITE_SECONDS / 4)  # let them write (and branch) for a while
     ledger = Ledger(database)
     if how == "erase":
@@ -123,7 +84,7 @@ async def test_removal_while_other_processes_write(real_backend: Any, database: 
         later = datetime.now(UTC) + timedelta(days=1)
         report = await run_retention(ledger, policy, apply=True, by="test", now=later)
     finished = time.time()
-    results = await _finish(procs)
+    results = await finish_workers(procs, time_limit=TIME_LIMIT)
 
     late = [a for r in results for a in r["acked"] if a["at"] > finished]
     assert late == [], f"{len(late)} appends acknowledged after the removal finished"

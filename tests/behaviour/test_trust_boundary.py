@@ -68,14 +68,14 @@ async def test_a_tenant_cannot_read_or_append_through_another_tenant_s_cursor(da
 
 
 async def test_the_same_session_id_in_two_tenants_is_two_threads(database: Any) -> None:
-    await _thread(database, "globex", "shared-id", "globex secret")
-    acme = MongoHistoryProvider(database=database, tenant_id="acme")
-    state: dict[str, Any] = {}
-    assert await acme.get_messages("shared-id", state=state) == []
-    await acme.save_messages("shared-id", [msg("acme hello")], state=state)
-    assert texts(await acme.get_messages("shared-id", state=state)) == ["acme hello"]
-    globex = MongoHistoryProvider(database=database, tenant_id="globex")
-    assert texts(await globex.get_messages("shared-id", state={})) in (["globex secret"], [])
+    # Sessions continued by their id (resume_by_session_id): the id names one thread per scope.
+    await _thread(database, "globex", "shared-id", "globex secret", resume_by_session_id=True)
+    acme = MongoHistoryProvider(database=database, tenant_id="acme", resume_by_session_id=True)
+    assert await acme.get_messages("shared-id", state={}) == []
+    await acme.save_messages("shared-id", [msg("acme hello")], state={})
+    assert texts(await acme.get_messages("shared-id", state={})) == ["acme hello"]
+    globex = MongoHistoryProvider(database=database, tenant_id="globex", resume_by_session_id=True)
+    assert texts(await globex.get_messages("shared-id", state={})) == ["globex secret"]
     assert await database["threads"].count_documents({}) == 2
 
 

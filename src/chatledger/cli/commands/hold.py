@@ -68,8 +68,16 @@ def register(app: typer.Typer) -> None:
     )
     app.add_typer(holds, name="hold")
 
-    @holds.command("set")
-    def hold_set(
+    # The two commands differ only in what they do; one definition serves both.
+    for action, summary in (
+        ("set", "Put a thread (and so its whole lineage) under legal hold."),
+        ("release", "Release a thread's legal hold (one case's; the others stay)."),
+    ):
+        holds.command(action, help=summary)(_command(action))
+
+
+def _command(action: str) -> Any:
+    def command(
         thread: ThreadArgument,
         reason: ReasonOption,
         case: CaseOption = None,
@@ -79,33 +87,12 @@ def register(app: typer.Typer) -> None:
         mongodb_uri_file: MongoUriFileOption = None,
         database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
-        """Put a thread (and so its whole lineage) under legal hold."""
         run_admin(
             mongodb_uri,
             mongodb_uri_file,
             database,
             as_json,
-            lambda db, ui: hold_body(db, ui, action="set", thread=thread, reason=reason, case=case, by=by),
+            lambda db, ui: hold_body(db, ui, action=action, thread=thread, reason=reason, case=case, by=by),
         )
 
-    @holds.command("release")
-    def hold_release(
-        thread: ThreadArgument,
-        reason: ReasonOption,
-        case: CaseOption = None,
-        by: ByOption = None,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
-    ) -> None:
-        """Release a thread's legal hold."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
-            lambda db, ui: hold_body(
-                db, ui, action="release", thread=thread, reason=reason, case=case, by=by
-            ),
-        )
+    return command

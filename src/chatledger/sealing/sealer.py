@@ -19,6 +19,9 @@ recomputed) fails to open as :class:`~chatledger.errors.IntegrityError`.
 The data subject is the user when the scope has one, else the tenant, else the root
 thread; its key id is a digest of the subject (deterministic: two writers creating
 a subject's first key at once agree on one key, and a destroyed key's id stays taken).
+With ``Sealer(..., per_lineage=True)`` each conversation tree of a user or tenant has
+its own key (subject and root thread), so retention can shred one conversation; the
+subject's own key id then stays the subject's "erased" mark (see :meth:`Sealer.key_for`).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from chatledger.errors import (
 from chatledger.models import Scope, utc_now_ms
 from chatledger.sealing._aead import KEY_BYTES, NONCE_BYTES, aead, invalid_tag, nonce
 from chatledger.sealing.providers import KeyProvider
-from chatledger.storage.keys import KeyStore, is_tombstone
+from chatledger.storage.keys import KeyStore, is_tombstone, key_kind
 
 __all__ = [
     "DEFAULT_CACHE_TTL",
@@ -58,6 +61,7 @@ __all__ = [
     "is_sealed",
     "sealed_problem",
     "subject_key",
+    "subject_mark",
 ]
 
 #: The field of a stored message that holds its sealed content.
@@ -113,26 +117,48 @@ def sealed_problem(message: Mapping[str, Any]) -> str | None:
 
 @lru_cache(maxsize=4096)
 def subject_key(
-    tenant_id: str | None, user_id: str | None, root_id: str
+    tenant_id: str | None, user_id: str | None, root_id: str, per_lineage: bool = False
 ) -> tuple[str, tuple[tuple[str, str], ...]]:
     """Return (key id, subject fields) of the data subject of content written in a scope.
 
     The subject is the user (within its tenant, if any), else the tenant, else the root
     thread. The key id is a digest: it names the subject's key without spelling out the
-    user or tenant id in every ciphertext.
+    user or tenant id in every ciphertext. With ``per_lineage``, a user's or tenant's
+    key is also per conversation tree (``root_id`` joins the subject fields); a
+    thread-subject key is per tree anyway.
     """
     if user_id is not None:
         kind, fields = (
             "user",
             (("user_id", user_id),) + ((("tenant_id", tenant_id),) if tenant_id is not None else ()),
         )
-        ident = [kind, tenant_id, user_id]
+        ident: list[str | None] = [kind, tenant_id, user_id]
     elif tenant_id is not None:
         kind, fields, ident = "tenant", (("tenant_id", tenant_id),), ["tenant", tenant_id, None]
     else:
-        kind, fields, ident = "thread", (("root_id", root_id),), ["thread", None, root_id]
+        return _digest_id("t", ["thread", None, root_id]), (("root_id", root_id),)
+    if per_lineage:
+        # Its own id space ("l" and a 4-item digest): never a subject key's id.
+        return _digest_id(f"l{kind[0]}", [*ident, root_id]), (*fields, ("root_id", root_id))
+    return _digest_id(kind[0], ident), fields
+
+
+def subject_mark(tenant_id: str | None, user_id: str | None) -> str | None:
+    """Return the id of a user's or tenant's own key: its tombstone marks the subject erased.
+
+    ``None`` for content of neither (its subject is a root thread). Erasure tombstones
+    this id even when the subject only ever had per-lineage keys, and a per-lineage
+    writer checks it before and after creating a key, so no key is created for an
+    erased subject.
+    """
+    if user_id is None and tenant_id is None:
+        return None
+    return subject_key(tenant_id, user_id, "")[0]
+
+
+def _digest_id(prefix: str, ident: list[str | None]) -> str:
     digest = hashlib.sha256(json.dumps(ident, ensure_ascii=False).encode("utf-8")).hexdigest()[:40]
-    return f"k1-{kind[0]}{digest}", fields
+    return f"k1-{prefix}{digest}"
 
 
 def _fingerprint(key: bytes) -> str:
@@ -242,13 +268,20 @@ class Sealer:
         provider: Wraps and unwraps data keys (the KEK).
         cache_ttl: Seconds an unwrapped key (or an "erased" verdict) stays cached; the
             erasure delay: a process may read a destroyed key's content this long.
+        per_lineage: Seal each conversation tree of a user or tenant under its own key,
+            so retention destroys the key of a tree it removes (readers need not know).
 
     Raises:
         InvalidInputError: an argument is not usable.
     """
 
     def __init__(
-        self, key_store: KeyStore, provider: KeyProvider, *, cache_ttl: float = DEFAULT_CACHE_TTL
+        self,
+        key_store: KeyStore,
+        provider: KeyProvider,
+        *,
+        cache_ttl: float = DEFAULT_CACHE_TTL,
+        per_lineage: bool = False,
     ) -> None:
         if not isinstance(key_store, KeyStore):
             raise InvalidInputError("key_store must be a chatledger.storage.KeyStore")
@@ -256,6 +289,9 @@ class Sealer:
             raise InvalidInputError("provider must have wrap(data_key, key_id) and unwrap(wrapped, key_id)")
         if type(cache_ttl) not in (int, float) or not 0 <= cache_ttl <= 3600:
             raise InvalidInputError("cache_ttl must be a number of seconds from 0 to 3600")
+        if type(per_lineage) is not bool:
+            raise InvalidInputError("per_lineage must be a bool")
+        self.per_lineage = per_lineage
         self.key_store = key_store
         self.provider = provider
         self.cache_ttl = float(cache_ttl)
@@ -290,12 +326,13 @@ class Sealer:
             KeyUnavailableError: the key exists but cannot be unwrapped with this provider.
             StorageUnavailableError: the key store could not be reached.
         """
-        key_id, subject = subject_key(scope.tenant_id, scope.user_id, root_id)
+        key_id, subject = subject_key(scope.tenant_id, scope.user_id, root_id, self.per_lineage)
         hit, key = self._cached(key_id)
         if not hit:
             doc = await self.key_store.get(key_id)
             if doc is None:
-                doc = await self._create(key_id, subject)
+                mark = subject_mark(scope.tenant_id, scope.user_id)
+                doc = await self._create(key_id, subject, None if mark == key_id else mark)
             key = self._load(key_id, doc)
         if key is None:
             raise SubjectErasedError(
@@ -304,7 +341,19 @@ class Sealer:
             )
         return key
 
-    async def _create(self, key_id: str, subject: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    async def _create(
+        self, key_id: str, subject: tuple[tuple[str, str], ...], mark: str | None
+    ) -> dict[str, Any]:
+        """Create a subject's key once; return the key document that counts (maybe a tombstone).
+
+        ``mark`` is the subject's own key id when ``key_id`` is a per-lineage key: a new
+        lineage key of an erased subject must not appear. It is checked before the insert
+        and again after it, because erasure tombstones the mark *before* it lists the
+        subject's keys: a key inserted before the mark was set is listed and destroyed by
+        that erasure; one inserted after is seen here and destroyed at once.
+        """
+        if mark is not None and (erased := await self._tombstone_of(mark)) is not None:
+            return erased
         raw = secrets.token_bytes(KEY_BYTES)
         doc: dict[str, Any] = {
             "_id": key_id,
@@ -318,7 +367,19 @@ class Sealer:
         await self.key_store.ensure_indexes()
         # Insert-once on the deterministic id: a concurrent creator's key wins for both,
         # and a destroyed key's tombstone comes back instead of a new key.
-        return await self.key_store.insert_once(doc)
+        stored = await self.key_store.insert_once(doc)
+        if mark is not None and not is_tombstone(stored):
+            erased = await self._tombstone_of(mark)
+            if erased is not None:
+                await self.key_store.destroy(
+                    key_id, at=utc_now_ms(), receipt_id=str(erased.get("receipt_id")), kind=key_kind(stored)
+                )
+                return erased
+        return stored
+
+    async def _tombstone_of(self, key_id: str) -> dict[str, Any] | None:
+        doc = await self.key_store.get(key_id)
+        return doc if doc is not None and is_tombstone(doc) else None
 
     def _wrap(self, raw: bytes, key_id: str) -> bytes:
         try:

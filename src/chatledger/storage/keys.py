@@ -10,7 +10,9 @@ taken for good).
 
 Key documents hold the data key wrapped by a key-encryption key (KEK) and never the
 key itself; tombstones hold no subject fields, so the erased user or tenant id is not
-kept here either.
+kept here either (only the subject's *kind*, see :func:`key_kind`). A key whose subject
+fields include ``root_id`` covers one conversation tree (a per-lineage key, or the key
+of a tree with neither user nor tenant): removing the whole tree may destroy it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from chatledger.errors import InvalidInputError
 from chatledger.storage.driver import cursor_list
 from chatledger.storage.gate import Consistency, Gate
 
-__all__ = ["DEFAULT_KEYS_COLLECTION", "KEY_SUBJECT_FIELDS", "KeyStore", "is_tombstone"]
+__all__ = ["DEFAULT_KEYS_COLLECTION", "KEY_SUBJECT_FIELDS", "KeyStore", "is_tombstone", "key_kind"]
 
 DEFAULT_KEYS_COLLECTION: Final = "keys"
 #: The fields of a live key document that name its data subject (erasure selects on them).
@@ -35,6 +37,24 @@ KEY_SUBJECT_FIELDS: Final = ("tenant_id", "user_id", "root_id")
 def is_tombstone(doc: Mapping[str, Any]) -> bool:
     """Return whether a key document is the tombstone of a destroyed key."""
     return "destroyed_at" in doc
+
+
+def key_kind(doc: Mapping[str, Any]) -> str | None:
+    """Return a key's subject kind: ``user``, ``tenant``, ``thread``, ``user-lineage`` or ``tenant-lineage``.
+
+    A tombstone keeps the kind it was destroyed with (``None`` for tombstones written
+    before kinds were kept); it names no subject, so it is kept after erasure.
+    """
+    if is_tombstone(doc):
+        kind = doc.get("kind")
+        return kind if type(kind) is str else None
+    if doc.get("user_id") is not None:
+        kind = "user"
+    elif doc.get("tenant_id") is not None:
+        kind = "tenant"
+    else:
+        return "thread"
+    return f"{kind}-lineage" if doc.get("root_id") is not None else kind
 
 
 class KeyStore:
@@ -69,7 +89,7 @@ class KeyStore:
         """Create the subject indexes erasure selects on (idempotent, once per store)."""
         if self._indexes_ready:
             return
-        for name in ("user_id", "tenant_id"):
+        for name in ("user_id", "tenant_id", "root_id"):
             await self.gate.call(
                 "create key index", self.collection.create_index([(name, ASCENDING)], sparse=True)
             )
@@ -111,24 +131,61 @@ class KeyStore:
         query = {field: value, "destroyed_at": {"$exists": False}}
         return await self.gate.call("read keys", cursor_list(self.collection.find(query)))
 
+    async def of_roots(self, root_ids: list[str]) -> list[dict[str, Any]]:
+        """Return the live key documents that cover exactly these conversation trees."""
+        ids = [_root_id(r) for r in root_ids]
+        if not ids:
+            return []
+        query = {"root_id": {"$in": ids}, "destroyed_at": {"$exists": False}}
+        return await self.gate.call("read keys", cursor_list(self.collection.find(query)))
+
     async def live(self) -> AsyncIterator[dict[str, Any]]:
         """Yield every live (not destroyed) key document."""
+        async for doc in self.all(live_only=True):
+            yield doc
+
+    async def all(
+        self, *, live_only: bool = False, limit: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield key documents (tombstones too, unless ``live_only``) in key id order, streamed.
+
+        Never the wrapped key: it is not read (listing needs no KEK and shows no key material).
+        """
+        query: dict[str, Any] = {"destroyed_at": {"$exists": False}} if live_only else {}
+        projection = None if live_only else {"wrapped": 0}
+        cursor = self.collection.find(query, projection).sort("_id", ASCENDING)
+        if limit is not None:
+            cursor = cursor.limit(limit)
         async with self.gate.translated("read keys"):
-            async for doc in self.collection.find({"destroyed_at": {"$exists": False}}):
+            async for doc in cursor:
                 yield doc
 
-    async def destroy(self, key_id: str, *, at: Any, receipt_id: str) -> bool:
-        """Replace a live key by its tombstone; return whether this call destroyed it.
+    async def destroy(self, key_id: str, *, at: Any, receipt_id: str, kind: str | None = None) -> bool:
+        """Tombstone a key id (live or never created); return whether this call did.
 
-        The tombstone keeps the id (so the key is never re-created), when, and the
-        receipt; the wrapped key and the subject fields are gone.
+        The tombstone keeps the id (so the key is never re-created), the kind of its
+        subject, when, and the receipt; the wrapped key and the subject fields are gone.
+        An id nobody created yet is tombstoned too: erasure marks a subject erased this
+        way even when its content was sealed only under per-lineage keys.
         """
-        tombstone = {"_id": _key_id(key_id), "v": 1, "destroyed_at": at, "receipt_id": receipt_id}
-        result = await self.gate.call(
-            "destroy key",
-            self.collection.replace_one({"_id": key_id, "destroyed_at": {"$exists": False}}, tombstone),
-        )
-        return bool(result.modified_count)
+        tombstone: dict[str, Any] = {
+            "_id": _key_id(key_id),
+            "v": 1,
+            "destroyed_at": at,
+            "receipt_id": receipt_id,
+        }
+        if kind is not None:
+            tombstone["kind"] = kind
+        try:
+            result = await self.gate.call(
+                "destroy key",
+                self.collection.replace_one(
+                    {"_id": key_id, "destroyed_at": {"$exists": False}}, tombstone, upsert=True
+                ),
+            )
+        except DuplicateKeyError:
+            return False  # already a tombstone: the upsert found no live key and clashed
+        return bool(result.modified_count) or result.upserted_id is not None
 
     async def rewrap(self, key_id: str, old_wrapped: str, new_wrapped: str, kek_id: str | None) -> bool:
         """Replace a live key's wrapped form, only if it is still ``old_wrapped`` (compare and set)."""
@@ -140,6 +197,12 @@ class KeyStore:
             ),
         )
         return bool(result.modified_count)
+
+
+def _root_id(value: object) -> str:
+    if type(value) is not str or not value:
+        raise InvalidInputError(f"invalid root thread id {value!r}")
+    return value
 
 
 def _key_id(value: object) -> str:

@@ -176,7 +176,9 @@ async def test_erasure_destroys_the_subjects_keys_and_leaves_no_plaintext(databa
 
     keys = {k["_id"]: k for k in await raw_docs(database["keys"])}
     for key_id in shred.key_ids:
-        assert set(keys[key_id]) == {"_id", "v", "destroyed_at", "receipt_id"}  # a tombstone
+        # A tombstone: no subject fields, no key; only the kind of subject it was.
+        assert set(keys[key_id]) == {"_id", "v", "destroyed_at", "receipt_id", "kind"}
+        assert keys[key_id]["kind"] == "user"
     (receipt,) = [r for r in await raw_docs(database["audit"]) if r["kind"] == KEYS_DESTROYED]
     assert receipt["key_ids"] == shred.key_ids
     assert receipt["by"] == "dpo"
@@ -227,13 +229,13 @@ async def test_a_legal_hold_keeps_the_keys(database: Any) -> None:
     shreds: list[Any] = []
     report = await run_erasure(ledger, user_id="alice", apply=True, on_keys=shreds.append)
     assert report.skipped
-    assert shreds[0].key_ids
-    assert not shreds[0].destroyed
+    assert shreds[0].kept
+    assert (shreds[0].key_ids, shreds[0].destroyed) == ([], False)
     assert "legal hold" in shreds[0].kept_because
     assert [m.text for m in await binding.read(head)] == ["held words", "re: held words"]
     dry: list[Any] = []
     await run_erasure(ledger, user_id="alice", apply=False, on_keys=dry.append)
-    assert dry[0].key_ids == shreds[0].key_ids
+    assert (dry[0].key_ids, dry[0].kept) == ([], shreds[0].kept)
     assert not dry[0].destroyed
 
 

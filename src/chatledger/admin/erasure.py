@@ -14,7 +14,10 @@ from chatledger.storage.keys import KeyStore
 #: Planning reads every field a removal needs (holds, lineage, scope) but not metadata.
 _NO_METADATA: Final = {"metadata": 0}
 
-__all__ = ["count_erasure_candidates", "plan_erasure", "run_erasure"]
+__all__ = ["count_erasure_candidates", "keys_not_found", "plan_erasure", "run_erasure"]
+
+#: Thread ids per query when looking for sealed content of a subject.
+_SEALED_PROBE_CHUNK: Final = 500
 
 
 def _subject(user_id: str | None, tenant_id: str | None) -> ThreadFilter:
@@ -139,3 +142,52 @@ async def run_erasure(
         if on_keys is not None:
             on_keys(shred)
     return report
+
+
+async def keys_not_found(
+    target: Any, key_store: KeyStore, *, user_id: str | None = None, tenant_id: str | None = None
+) -> str | None:
+    """Return why erasing the subject now would leave its sealed content decryptable, or ``None``.
+
+    That is the case when some of the subject's events are sealed but ``key_store``
+    holds neither a live key of the subject nor its erased mark: the keys live
+    somewhere else (another database or collection), and an erasure would remove the
+    events but leave every backup of them readable, with nothing left pointing at the
+    keys. Cheap when keys are found (one query); otherwise the subject's events are
+    probed for a sealed message, a few hundred threads per query, stopping at the first.
+
+    Raises:
+        InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
+    """
+    from chatledger.sealing.sealer import subject_mark
+    from chatledger.storage.keys import is_tombstone
+
+    subject = _subject(user_id, tenant_id)
+    if await key_store.of_subject(user_id=user_id, tenant_id=tenant_id):
+        return None
+    mark = subject_mark(tenant_id, user_id)
+    found = await key_store.get(mark) if mark is not None else None
+    if found is not None and is_tombstone(found):
+        return None  # erased before: nothing is left to destroy
+    ledger = as_ledger(target)
+    sealed, chunk = False, []
+    async for doc in ledger.storage.threads.select(subject.query(), projection={"_id": 1}):
+        chunk.append(str(doc["_id"]))
+        if len(chunk) >= _SEALED_PROBE_CHUNK:
+            sealed, chunk = await _any_sealed(ledger, chunk), []
+            if sealed:
+                break
+    if not sealed and (not chunk or not await _any_sealed(ledger, chunk)):
+        return None
+    where = getattr(key_store.collection, "full_name", key_store.collection.name)
+    return (
+        f"the subject's content is sealed, but the key store {where} holds no key of it "
+        "(the keys live in another database or collection: --keys-database / --keys-collection)"
+    )
+
+
+async def _any_sealed(ledger: Any, thread_ids: list[str]) -> bool:
+    query = {"thread_id": {"$in": thread_ids}, "messages.sealed": {"$exists": True}}
+    events = ledger.storage.events
+    doc = await events.gate.call("probe sealed events", events.collection.find_one(query, {"_id": 1}))
+    return doc is not None

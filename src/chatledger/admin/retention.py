@@ -29,6 +29,7 @@ from chatledger.admin.catalog import (
 from chatledger.admin.receipts import operator_identity
 from chatledger.admin.removal import Removal, RemovalReport, execute, lineage_removal, select_lineages
 from chatledger.errors import InvalidInputError
+from chatledger.storage.keys import KeyStore
 
 __all__ = [
     "RetentionPolicy",
@@ -196,6 +197,9 @@ async def run_retention(
     on_removal: Callable[[Removal], None] | None = None,
     on_thread: Callable[[str], None] | None = None,
     on_plan: Callable[[RemovalReport], None] | None = None,
+    shred_keys: bool = True,
+    key_store: KeyStore | None = None,
+    on_keys: Callable[[Any], None] | None = None,
 ) -> RemovalReport:
     """Plan retention and, only when ``apply`` is true, remove what it selects.
 
@@ -212,6 +216,12 @@ async def run_retention(
         on_thread: Called with each thread examined while planning (progress reporting).
         on_plan: Called once with the plan (dry run), before anything is removed, so a
             caller can show how many lineages are to come.
+        shred_keys: With sealing configured (``key_store``, or the ledger's sealer), also
+            destroy the keys of every conversation tree removed whole (per-lineage keys,
+            see ``Sealer(per_lineage=True)``), with a ``keys.destroyed`` receipt. A
+            user's or tenant's own key is never destroyed by retention.
+        key_store: The keys collection (default: the ledger's sealer's, if any).
+        on_keys: Called with the :class:`~chatledger.sealing.ShredReport`.
 
     Returns:
         The report: planned lineages, receipts written, lineages skipped and why.
@@ -221,11 +231,15 @@ async def run_retention(
     report.dry_run = not apply
     if on_plan is not None:
         on_plan(report)
-    return await execute(
-        ledger,
-        report,
-        by=by or operator_identity(),
-        reason=reason,
-        scope={"policy": policy.to_dict()},
-        on_removal=on_removal,
-    )
+    by = by or operator_identity()
+    scope = {"policy": policy.to_dict()}
+    report = await execute(ledger, report, by=by, reason=reason, scope=scope, on_removal=on_removal)
+    if key_store is None and ledger.sealer is not None:
+        key_store = ledger.sealer.key_store
+    if shred_keys and key_store is not None:
+        from chatledger.sealing.erasure import shred_removed_trees
+
+        shred = await shred_removed_trees(ledger, key_store, report, by=by, reason=reason, scope=scope)
+        if on_keys is not None:
+            on_keys(shred)
+    return report

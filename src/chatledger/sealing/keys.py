@@ -11,9 +11,17 @@ from typing import Any, Final
 from chatledger.errors import ChatLedgerError, InvalidInputError, KeyUnavailableError
 from chatledger.models import utc_now_ms
 from chatledger.sealing.providers import KeyProvider
-from chatledger.storage.keys import KeyStore
+from chatledger.sealing.sealer import subject_mark
+from chatledger.storage.keys import KeyStore, key_kind
 
-__all__ = ["KEYS_DESTROYED", "RewrapReport", "ShredReport", "destroy_subject_keys", "rewrap"]
+__all__ = [
+    "KEYS_DESTROYED",
+    "RewrapReport",
+    "ShredReport",
+    "destroy_subject_keys",
+    "destroy_tree_keys",
+    "rewrap",
+]
 
 #: Receipt kind of a key destruction (key ids and removal receipts: never key material).
 KEYS_DESTROYED: Final = "keys.destroyed"
@@ -28,6 +36,8 @@ class ShredReport:
     #: Why the keys were kept (e.g. a legal hold blocked part of the erasure), or ``None``.
     kept_because: str | None = None
     receipt_id: str | None = None
+    #: Keys of the subject left live (what a legal hold keeps readable).
+    kept: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-safe form."""
@@ -35,6 +45,7 @@ class ShredReport:
             "key_ids": list(self.key_ids),
             "destroyed": self.destroyed,
             "kept_because": self.kept_because,
+            "kept": list(self.kept),
             "receipt_id": self.receipt_id,
         }
 
@@ -72,8 +83,40 @@ async def destroy_subject_keys(
         return report
     report.receipt_id = receipt_id or uuid.uuid4().hex
     at = utc_now_ms()
-    for key_id in report.key_ids:
-        await key_store.destroy(key_id, at=at, receipt_id=report.receipt_id)
+    # First the subject's marks (its own key ids, created or not), then its keys listed
+    # again: a per-lineage writer creating a key meanwhile either sees a mark or has its
+    # key in the second listing (see Sealer._create). Subject-level keys among the marks
+    # are destroyed here, with their kind.
+    pairs = {(d.get("tenant_id"), d.get("user_id")) for d in docs} | {(tenant_id, user_id)}
+    for tenant, user in sorted(pairs, key=repr):
+        mark = subject_mark(tenant, user)
+        if mark is not None:
+            kind = "user" if user is not None else "tenant"
+            await key_store.destroy(mark, at=at, receipt_id=report.receipt_id, kind=kind)
+    docs = await key_store.of_subject(user_id=user_id, tenant_id=tenant_id)
+    report.key_ids = sorted({*report.key_ids, *(str(d["_id"]) for d in docs)})
+    for doc in docs:
+        await key_store.destroy(str(doc["_id"]), at=at, receipt_id=report.receipt_id, kind=key_kind(doc))
+    report.destroyed = True
+    return report
+
+
+async def destroy_tree_keys(
+    key_store: KeyStore, root_ids: list[str], *, apply: bool = False, receipt_id: str | None = None
+) -> ShredReport:
+    """Destroy the keys that cover only these conversation trees (per-lineage and thread-subject keys).
+
+    The caller says which trees are gone for good (every thread of them removed);
+    a user's or tenant's own key is never among these keys.
+    """
+    docs = await key_store.of_roots(root_ids)
+    report = ShredReport(key_ids=sorted(str(d["_id"]) for d in docs))
+    if not apply or not docs:
+        return report
+    report.receipt_id = receipt_id or uuid.uuid4().hex
+    at = utc_now_ms()
+    for doc in docs:
+        await key_store.destroy(str(doc["_id"]), at=at, receipt_id=report.receipt_id, kind=key_kind(doc))
     report.destroyed = True
     return report
 

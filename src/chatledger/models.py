@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -18,6 +19,7 @@ __all__ = [
     "CURSOR_VERSION",
     "DEFAULT_SOURCE_ID",
     "EVENT_SCHEMA_VERSION",
+    "LINEAGE_WINDOW",
     "MAX_THREAD_ID_LENGTH",
     "Cursor",
     "ForkPoint",
@@ -39,6 +41,12 @@ EVENT_SCHEMA_VERSION = 2
 DEFAULT_SOURCE_ID = "chatledger"
 #: Longest accepted thread id; long enough for any UUID/ULID/composite key scheme.
 MAX_THREAD_ID_LENGTH = 200
+#: How many of its nearest ancestors a branch's thread document lists (``lineage``). A
+#: deeper line is followed through the first listed ancestor's own document, so thread
+#: documents stay bounded and verify/import cost grows with the number of threads, not
+#: with depth squared. Documents written before the window (their whole lineage, root
+#: first) stay valid: both forms are accepted (:meth:`ThreadRecord.continues`).
+LINEAGE_WINDOW = 32
 
 
 #: Unicode categories Cc (control characters) and Cs (lone surrogates), as one regular
@@ -172,11 +180,40 @@ class ThreadRecord(BaseModel):
     metadata: dict[str, Any] | None = None
     legal_hold: dict[str, Any] | None = None
 
+    @property
+    def windowed(self) -> bool:
+        """Whether ``lineage`` lists only the nearest ancestors (the root is further up)."""
+        return len(self.lineage) < self.depth
+
+    def branch_lineage(self, fork: ForkPoint) -> tuple[ForkPoint, ...]:
+        """Return the lineage of a branch forked from this thread at ``fork``: its nearest ancestors."""
+        return (*self.lineage, fork)[-LINEAGE_WINDOW:]
+
+    def continues(self, parent: ThreadRecord) -> str | None:
+        """Return why this branch's document does not continue its parent's, or ``None``.
+
+        A branch continues its parent when it is one level deeper, shares its root and
+        lists the parent's lineage plus the fork point: all of it (as documents written
+        before :data:`LINEAGE_WINDOW` existed do) or its last :data:`LINEAGE_WINDOW`
+        entries. The fork point is taken from ``base_offset``/``base_messages``.
+        """
+        if self.depth != parent.depth + 1:
+            return f"depth {self.depth} does not follow its parent {parent.id!r}'s depth {parent.depth}"
+        if self.root_id != parent.root_id:
+            return f"root_id {self.root_id!r} differs from its parent {parent.id!r}'s {parent.root_id!r}"
+        fork = ForkPoint(thread_id=parent.id, offset=self.base_offset, messages=self.base_messages)
+        expected = (*parent.lineage, fork)
+        if self.lineage != expected and self.lineage != expected[-LINEAGE_WINDOW:]:
+            return f"lineage disagrees with ancestor {parent.id!r}'s own lineage"
+        return None
+
     def holder(self, seq: int) -> str:
-        """Return the id of the thread, along this line, whose own events include ``seq``.
+        """Return the id of the thread, along the stored lineage, whose own events include ``seq``.
 
         Events up to ``base_offset`` live in the ancestors; ``seq`` 0 (the empty start of
-        the line) belongs to the root.
+        the line) belongs to the root. On a :attr:`windowed` lineage the answer is exact
+        only when it is not ``lineage[0]``: that ancestor's own fork point is not listed
+        here, so the event may lie further up (:meth:`holder_along` follows it).
         """
         if seq > self.base_offset or not self.lineage:
             return self.id
@@ -186,6 +223,34 @@ class ThreadRecord(BaseModel):
                 owner = fork.thread_id
             base = fork.offset
         return owner
+
+    async def holder_along(
+        self, seq: int, fetch: Callable[[str], Awaitable[ThreadRecord | None]]
+    ) -> str | None:
+        """Return the id of the thread, along the whole line, whose own events include ``seq``.
+
+        Like :meth:`holder`, but past the window: when the answer is the window's first
+        ancestor, its own document (``fetch``) says whether the event lies further up.
+        That costs one ``fetch`` per :data:`LINEAGE_WINDOW` levels crossed, none when the
+        lineage is complete or the event lies within the window.
+
+        Args:
+            seq: The position along the line.
+            fetch: Returns an ancestor's record, or ``None`` if it cannot be had.
+
+        Returns:
+            The holder's id, or ``None`` when an ancestor is missing or the documents
+            contradict each other (an ancestor not shallower than its descendant).
+        """
+        record = self
+        while True:
+            owner = record.holder(seq)
+            if owner == record.id or not record.windowed or owner != record.lineage[0].thread_id:
+                return owner
+            ancestor = await fetch(owner)
+            if ancestor is None or ancestor.depth >= record.depth:
+                return None
+            record = ancestor
 
     def digest(self) -> str:
         """Return a digest of everything immutable about the thread (holds aside).

@@ -158,9 +158,24 @@ class Forest:
         return out
 
     def ancestors(self, thread_id: str) -> list[str]:
-        """Return the ids in the thread's lineage, root first (not the thread itself)."""
-        doc = self.docs.get(thread_id, {})
-        return [str(f["thread_id"]) for f in doc.get("lineage") or () if isinstance(f, Mapping)]
+        """Return the ids of the thread's ancestors in this forest, root first (not the thread itself).
+
+        They follow the ``parent`` links, not the stored ``lineage``: a deep branch's
+        lineage lists only its nearest ancestors, and admin code holds whole trees anyway.
+        The walk stops at an ancestor the forest does not hold.
+        """
+        out: list[str] = []
+        seen = {thread_id}
+        parent = self.docs.get(thread_id, {}).get("parent")
+        while isinstance(parent, Mapping) and isinstance(parent.get("thread_id"), str):
+            tid = str(parent["thread_id"])
+            if tid in seen or tid not in self.docs:
+                break  # a loop (tampering; verify reports it) or the edge of the forest
+            seen.add(tid)
+            out.append(tid)
+            parent = self.docs[tid].get("parent")
+        out.reverse()
+        return out
 
     def held(self, thread_id: str) -> bool:
         """Return whether the thread document carries a legal hold (any case, or a 0.1 single hold)."""

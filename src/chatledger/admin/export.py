@@ -53,8 +53,8 @@ IMPORT_FORCED: Final = "import.forced"
 #: The start of every event line :func:`export_jsonl` writes: the first pass skips these unparsed.
 _EVENT_PREFIX: Final = '{"type": "event"'
 _HOLD_FIELDS: Final = ("legal_hold", "legal_holds", "holds_rev")
-#: What counting the selection needs of a thread document (its filter fields and lineage).
-_SELECTION_FIELDS: Final = {"_id": 1, "root_id": 1, "tenant_id": 1, "user_id": 1, "lineage": 1, "depth": 1}
+#: What counting the selection needs of a thread document (its filter fields and parent link).
+_SELECTION_FIELDS: Final = {"_id": 1, "root_id": 1, "tenant_id": 1, "user_id": 1, "parent": 1, "depth": 1}
 
 
 @dataclass(slots=True)
@@ -250,6 +250,8 @@ class _Plan:
     docs: list[dict[str, Any]] = field(default_factory=list)
     #: ``(owner thread, seq)`` of every fork point -> (hash, messages at its end), once known.
     forks: dict[tuple[str, int], tuple[str, int] | None] = field(default_factory=dict)
+    #: Each branch's fork point: the ``(owner thread, seq)`` key of ``forks``.
+    fork_of: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 async def _check_threads(ledger: Ledger, path: Path) -> _Plan:
@@ -259,6 +261,17 @@ async def _check_threads(ledger: Ledger, path: Path) -> _Plan:
     identical lineage, live, with the fork event present).
     """
     plan = _Plan()
+    stored: dict[str, ThreadRecord | None] = {}
+
+    async def ancestor(thread_id: str) -> ThreadRecord | None:
+        # A windowed lineage's fork owner may lie above it: in the file, or in the database.
+        if thread_id in plan.threads:
+            return plan.threads[thread_id]
+        if thread_id not in stored:
+            raw = await ledger.storage.threads.get_raw(thread_id)
+            stored[thread_id] = None if raw is None or "removed" in raw else _thread_problem(raw)[0]
+        return stored[thread_id]
+
     for number, text in _lines(path):
         if text.startswith(_EVENT_PREFIX):
             continue  # the second pass reads events
@@ -275,9 +288,14 @@ async def _check_threads(ledger: Ledger, path: Path) -> _Plan:
         if record.lineage:
             parent_id = record.lineage[-1].thread_id
             parent = plan.threads.get(parent_id) or await _stored_parent(ledger, parent_id, where)
-            if (*parent.lineage, record.lineage[-1]) != record.lineage:
-                raise InvalidInputError(f"{where}: its lineage disagrees with its parent {parent_id!r}'s")
-            plan.forks[record.holder(record.base_offset), record.base_offset] = None
+            why = record.continues(parent)
+            if why is not None:
+                raise InvalidInputError(f"{where}: it does not continue its parent {parent_id!r}: {why}")
+            owner = await record.holder_along(record.base_offset, ancestor)
+            if owner is None:
+                raise InvalidInputError(f"{where}: an ancestor above its parent {parent_id!r} is missing")
+            plan.fork_of[record.id] = owner, record.base_offset
+            plan.forks[owner, record.base_offset] = None
         plan.threads[record.id] = record
         plan.docs.append(doc)
     # Fork points in threads that are not in the file are read from the database now.
@@ -344,11 +362,12 @@ def _check_file(path: Path, plan: _Plan) -> None:
             threads += 1
             seq, message, prev = current.base_offset + 1, current.base_messages, GENESIS_HASH
             if current.base_offset:
-                fork = plan.forks[current.holder(current.base_offset), current.base_offset]
+                owner, _ = plan.fork_of[current.id]
+                fork = plan.forks[owner, current.base_offset]
                 if fork is None:
                     raise InvalidInputError(
                         f"{where}: thread {current.id!r} forks at seq {current.base_offset} of "
-                        f"{current.holder(current.base_offset)!r}, which the file does not hold"
+                        f"{owner!r}, which the file does not hold"
                     )
                 prev, end_message = fork
                 if end_message != current.base_messages:

@@ -238,15 +238,19 @@ class _Run:
         """Claim live branches of claimed threads (made in the window); return why not, if a hold blocks."""
         while True:
             roots = sorted(set(self.claimed.values()))
-            new = [
-                doc
-                for doc in await self.threads.family(roots)
-                if str(doc["_id"]) not in self.claimed
-                and any(
-                    isinstance(f, Mapping) and f.get("thread_id") in self.claimed
-                    for f in doc.get("lineage") or ()
-                )
-            ]
+            family = Forest()
+            for doc in await self.threads.family(roots):
+                family.add(doc)
+            # Descent from the parent links of the whole family (a deep branch's stored
+            # lineage lists only its nearest ancestors), in one pass over the children.
+            below: set[str] = set()
+            stack = list(self.claimed)
+            while stack:
+                for child in family.children.get(stack.pop(), ()):
+                    if child not in below:
+                        below.add(child)
+                        stack.append(child)
+            new = [family.docs[tid] for tid in below if tid not in self.claimed]
             if not new:
                 return None
             for doc in sorted(new, key=lambda d: (d.get("depth") or 0, str(d["_id"]))):

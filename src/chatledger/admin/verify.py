@@ -4,11 +4,14 @@ What is checked, per live thread (tombstones of removed threads and their hollow
 events are what a removal leaves on purpose, not problems):
 
 - the thread document: a root has no parent, lineage, depth or base; a branch's
-  ``parent`` is the last lineage entry, ``depth`` is the lineage's length, ``root_id``
-  its first entry, ``base_offset``/``base_messages`` its fork point, and its parent
-  exists, is live (a branch of a removed thread is a problem), is itself consistent,
-  and has the lineage this one continues. Each thread's verdict is computed once and
-  reused by its branches, so the cost is linear in the size of the thread documents;
+  ``parent`` is the last lineage entry, the lineage lists all ``depth`` ancestors
+  (``root_id`` first) or the nearest :data:`~chatledger.models.LINEAGE_WINDOW`,
+  ``base_offset``/``base_messages`` are its fork point, and its parent exists, is live
+  (a branch of a removed thread is a problem), is itself consistent, and is continued
+  by this one (one level deeper, same root, its lineage plus the fork point, see
+  :meth:`~chatledger.models.ThreadRecord.continues`). Each thread's verdict is computed
+  once and reused by its branches; with bounded lineages the cost is linear in the
+  number of threads, whatever their depth;
 - the fork: the parent line's event at ``base_offset`` exists and ends at
   ``base_messages`` (so truncating a thread under a branch is caught);
 - the thread's own events, streamed in ``seq`` order: each is well formed (integer
@@ -43,6 +46,7 @@ from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
+from chatledger import models
 from chatledger.admin.catalog import (
     CHUNK_THREADS,
     Forest,
@@ -56,7 +60,7 @@ from chatledger.codec import decode_message
 from chatledger.errors import ChatLedgerError, InvalidInputError, UnknownThreadError
 from chatledger.hashing import GENESIS_HASH, HASHED_FIELDS_BY_VERSION, event_hash
 from chatledger.ledger import Ledger
-from chatledger.models import DEFAULT_SOURCE_ID, ForkPoint, ThreadRecord
+from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord
 
 __all__ = ["Anchor", "Problem", "VerifyReport", "head_anchors", "verify"]
 
@@ -164,9 +168,13 @@ def record_problem(record: ThreadRecord) -> str | None:
     last = lineage[-1] if lineage else None
     if last is None or record.parent != {"thread_id": last.thread_id, "offset": last.offset}:
         return f"parent {record.parent!r} is not the last entry of the lineage"
-    if record.depth != len(lineage):
-        return f"depth {record.depth} but the lineage has {len(lineage)} ancestors"
-    if record.root_id != lineage[0].thread_id:
+    # The whole line (documents written before the window) or exactly the nearest window.
+    if record.depth != len(lineage) and not (record.windowed and len(lineage) == models.LINEAGE_WINDOW):
+        return (
+            f"depth {record.depth} but the lineage has {len(lineage)} ancestors (neither all of them "
+            f"nor the nearest {models.LINEAGE_WINDOW})"
+        )
+    if not record.windowed and record.root_id != lineage[0].thread_id:
         return f"root_id {record.root_id!r} is not the first ancestor {lineage[0].thread_id!r}"
     if (record.base_offset, record.base_messages) != (last.offset, last.messages):
         return "base_offset/base_messages differ from the fork point in the lineage"
@@ -285,26 +293,41 @@ class _Verifier:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.report = VerifyReport()
-        self.begin(Forest())
+        self.forest = Forest()
+        self.verdicts: dict[str, _Verdict] = {}
+        self.records: dict[str, ThreadRecord] = {}
+        self.fork_points: dict[tuple[str, int], tuple[str, int] | None] = {}
+        self.parsed: dict[str, ThreadRecord | str] = {}
 
-    def begin(self, forest: Forest) -> None:
+    async def _parsed(self, thread_id: str) -> ThreadRecord | None:
+        record = self.parsed.get(thread_id)
+        return record if isinstance(record, ThreadRecord) else None
+
+    async def _judged(self, thread_id: str) -> ThreadRecord | None:
+        return self.records.get(thread_id)
+
+    async def begin(self, forest: Forest) -> None:
         """Start a chunk of trees: the caches below hold only this chunk's threads (bounded memory)."""
         self.forest = forest
         # Each thread's structural verdict, computed once: a branch reuses its parent's
         # instead of re-walking (and re-comparing) the whole lineage, so deep trees cost
         # linear, not quadratic, work per thread.
-        self.verdicts: dict[str, _Verdict] = {}
-        self.records: dict[str, ThreadRecord] = {}
+        self.verdicts = {}
+        self.records = {}
         # Fork points are remembered while their owner's events stream past (parents are
         # checked before branches), so a branch costs no extra lookup of its fork event.
-        self.fork_points: dict[tuple[str, int], tuple[str, int] | None] = {}
-        self.parsed: dict[str, ThreadRecord | str] = {}
+        self.fork_points = {}
+        self.parsed = {}
         for tid, doc in forest.docs.items():
-            if is_tombstone(doc):
-                continue
-            record = self.parsed[tid] = _record(doc)
+            if not is_tombstone(doc):
+                self.parsed[tid] = _record(doc)
+        for record in list(self.parsed.values()):
             if isinstance(record, ThreadRecord) and record.base_offset:
-                self.fork_points[record.holder(record.base_offset), record.base_offset] = None
+                # Only from this chunk's documents: a fork point above a thread outside it
+                # is read by key when its branch is checked (fork_hash).
+                owner = await record.holder_along(record.base_offset, self._parsed)
+                if owner is not None:
+                    self.fork_points[owner, record.base_offset] = None
 
     async def _thread_doc(self, thread_id: str) -> dict[str, Any] | None:
         doc = self.forest.docs.get(thread_id)
@@ -357,13 +380,9 @@ class _Verifier:
             tid = parent
         for tid, record in reversed(pending):
             if verdict.why is None and record.lineage:
-                parent_id = record.lineage[-1].thread_id
-                above = self.records[parent_id]
-                fork = ForkPoint(
-                    thread_id=parent_id, offset=record.base_offset, messages=record.base_messages
-                )
-                if (*above.lineage, fork) != record.lineage:
-                    verdict = _Verdict(f"lineage disagrees with ancestor {parent_id!r}'s own lineage", tid)
+                why = record.continues(self.records[record.lineage[-1].thread_id])
+                if why is not None:
+                    verdict = _Verdict(why, tid)
             self.verdicts[tid] = verdict
         return self.verdicts.get(thread_id, verdict)
 
@@ -372,7 +391,10 @@ class _Verifier:
         base = record.base_offset
         if base == 0:
             return None, GENESIS_HASH
-        owner = record.holder(base)
+        # The structure was judged first: every ancestor up to the root is in ``records``.
+        owner = await record.holder_along(base, self._judged)
+        if owner is None:
+            return f"no ancestor holds the fork event at seq {base}", GENESIS_HASH
         seen = self.fork_points.get((owner, base))
         if seen is None:
             try:
@@ -597,7 +619,7 @@ async def verify(
                 forest.docs.update(family.forest.docs)
                 for parent, children in family.forest.children.items():
                     forest.children.setdefault(parent, []).extend(children)
-            verifier.begin(forest)
+            await verifier.begin(forest)
             for family in families:
                 for tid in family.matching:
                     await verifier.thread(forest.docs[tid])
@@ -605,7 +627,7 @@ async def verify(
                         on_thread(tid)
             # Ancestors read on the way (outside the scope) count too, as they always did.
             touched.update(t for t in forest.docs if t in named)
-            verifier.begin(Forest())
+            await verifier.begin(Forest())
     if tenant_id is None:
         # A thread document deleted under its events is invisible from the threads side.
         await verifier.orphans([thread_id] if thread_id is not None else None)

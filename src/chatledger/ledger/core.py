@@ -128,15 +128,42 @@ class Position:
         return self.cursor.offset
 
     def segments(self) -> list[Segment]:
-        """Return the lineage as non-empty segments, root first, ending at this cursor."""
-        lineage = self.thread.lineage if self.thread is not None else ()
-        out: list[Segment] = []
-        lo_seq = lo_msg = 0
-        for fork in lineage:
-            out.append(Segment(fork.thread_id, lo_seq, fork.offset, lo_msg, fork.messages))
-            lo_seq, lo_msg = fork.offset, fork.messages
-        out.append(Segment(self.thread_id, lo_seq, self.offset, lo_msg, self.messages))
-        return [s for s in out if s.hi_seq > s.lo_seq]
+        """Return the line as non-empty segments, root first, ending at this cursor.
+
+        They reach as far back as the thread document's lineage: on a windowed lineage
+        (deeper than :data:`~chatledger.models.LINEAGE_WINDOW`) the line before
+        :attr:`earlier` is not among them (:meth:`Binding.read` follows it on demand).
+        """
+        return _segments(self.thread, self.thread_id, self.offset, self.messages)
+
+    @property
+    def earlier(self) -> ForkPoint | None:
+        """Where the part of the line that :meth:`segments` does not cover ends, or ``None``.
+
+        That is the first ancestor the windowed lineage lists, at the offset where the
+        line left it; its own thread document describes the line above it.
+        """
+        return _earlier(self.thread)
+
+
+def _earlier(record: ThreadRecord | None) -> ForkPoint | None:
+    return record.lineage[0] if record is not None and record.windowed else None
+
+
+def _segments(record: ThreadRecord | None, thread_id: str, offset: int, messages: int) -> list[Segment]:
+    """Return the non-empty segments of the line up to ``offset`` of ``thread_id``, as ``record`` lists it."""
+    lineage = record.lineage if record is not None else ()
+    out: list[Segment] = []
+    lo_seq = lo_msg = 0
+    if lineage and record is not None and record.windowed:
+        # The window's first ancestor begins at a fork point only its own document holds.
+        lo_seq, lo_msg = lineage[0].offset, lineage[0].messages
+        lineage = lineage[1:]
+    for fork in lineage:
+        out.append(Segment(fork.thread_id, lo_seq, fork.offset, lo_msg, fork.messages))
+        lo_seq, lo_msg = fork.offset, fork.messages
+    out.append(Segment(thread_id, lo_seq, offset, lo_msg, messages))
+    return [s for s in out if s.hi_seq > s.lo_seq]
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,15 +337,24 @@ class Ledger:
         record = await self.thread(thread_id, None)
         if record is None:
             raise UnknownThreadError(f"no thread {thread_id!r}")
-        out: list[ThreadRecord] = []
-        for fork in record.lineage:
-            ancestor = await self.thread(fork.thread_id, None)
-            if ancestor is None:
-                raise UnknownThreadError(
-                    f"thread {thread_id!r} descends from missing thread {fork.thread_id!r}"
-                )
-            out.append(ancestor)
-        out.append(record)
+        out = [record]
+        current = record
+        while current.lineage:
+            ancestors: list[ThreadRecord] = []
+            for fork in current.lineage:
+                ancestor = await self.thread(fork.thread_id, None)
+                if ancestor is None:
+                    raise UnknownThreadError(
+                        f"thread {thread_id!r} descends from missing thread {fork.thread_id!r}"
+                    )
+                ancestors.append(ancestor)
+            out[:0] = ancestors
+            if not current.windowed:
+                break
+            # A windowed lineage starts below the root: the first ancestor's own lineage goes on.
+            if ancestors[0].depth >= current.depth:
+                raise IntegrityError(f"the lineage of thread {thread_id!r} loops back on itself")
+            current = ancestors[0]
         return out
 
 
@@ -412,20 +448,38 @@ class Binding:
         if cursor.offset < record.base_offset:
             # Before the fork point (offset 0 included): the cursor is really on the
             # ancestor holding that event, and appending there must branch from it.
-            owner = record.holder(cursor.offset)
-            cursor = Cursor(thread_id=owner, offset=cursor.offset)
-            owner_record = await self.ledger.thread(owner, self.scope)
-            if owner_record is None:
-                raise IntegrityError(f"thread {record.id!r} descends from missing thread {owner!r}")
-            record = owner_record
+            record = await self._owner_record(record, cursor.offset)
+            cursor = Cursor(thread_id=record.id, offset=cursor.offset)
         if cursor.offset == 0:
             return Position(cursor, record, 0, GENESIS_HASH, self.scope)
         messages, head_hash = await self._event_summary(record, cursor.offset)
         return Position(cursor, record, messages, head_hash, self.scope)
 
+    async def _owner_record(self, record: ThreadRecord, seq: int) -> ThreadRecord:
+        """Return the record of the thread along ``record``'s line whose own events include ``seq``.
+
+        Within the lineage window that is one (cached) thread read; further up, one more
+        per :data:`~chatledger.models.LINEAGE_WINDOW` levels crossed.
+
+        Raises:
+            IntegrityError: an ancestor is missing (or outside this scope).
+        """
+        if seq > record.base_offset or record.parent is None:
+            return record
+
+        async def fetch(thread_id: str) -> ThreadRecord | None:
+            return await self.ledger.thread(thread_id, self.scope)
+
+        owner = await record.holder_along(seq, fetch)
+        found = None if owner is None else await fetch(owner)
+        if found is None:
+            missing = owner or "above its lineage window"
+            raise IntegrityError(f"thread {record.id!r} descends from a missing thread ({missing!r})")
+        return found
+
     async def _event_summary(self, record: ThreadRecord, seq: int) -> tuple[int, str]:
         """Return (messages visible after event ``seq``, its hash) along ``record``'s lineage."""
-        owner = record.holder(seq)
+        owner = (await self._owner_record(record, seq)).id
         cached = self.ledger._head_cache.get((owner, seq))
         if cached is not None:
             return cached
@@ -471,7 +525,7 @@ class Binding:
                 "parent": {"thread_id": at.thread_id, "offset": at.offset},
                 "root_id": parent.root_id,
                 "depth": parent.depth + 1,
-                "lineage": (*parent.lineage, fork),
+                "lineage": parent.branch_lineage(fork),
                 "base_offset": at.offset,
                 "base_messages": at.messages,
                 "created_at": utc_now_ms(),
@@ -778,7 +832,8 @@ class Binding:
             return []
         out: list[Message] = []
         sealer = self.ledger.sealer
-        for seg in at.segments():
+        segments = await self._segments_from(at, start)
+        for seg in segments:
             lo, hi = max(start, seg.lo_message), min(stop, seg.hi_message)
             if lo >= hi:
                 continue
@@ -789,7 +844,7 @@ class Binding:
                     if lo <= first + index < hi:
                         out.append(_decode(doc, index, item))
         if len(out) != stop - start:
-            for seg in at.segments():
+            for seg in segments:
                 # Hollowed events hold no message index: a removed thread reads as short.
                 await self._refuse_if_removing(seg.thread_id)
             raise IntegrityError(
@@ -797,6 +852,30 @@ class Binding:
                 f"in [{start}, {stop}), found {len(out)}"
             )
         return out
+
+    async def _segments_from(self, at: Position, start: int) -> list[Segment]:
+        """Return the segments of ``at``'s line that hold messages from ``start`` on, root first.
+
+        A page within the lineage window reads no thread document; one that starts
+        further back reads one (cached) per window crossed, only as far as it needs.
+
+        Raises:
+            ThreadRemovedError: an ancestor the page needs was removed.
+            IntegrityError: an ancestor the page needs is missing or contradicts its branch.
+        """
+        segments, earlier, depth = at.segments(), at.earlier, at.thread.depth if at.thread else 0
+        while earlier is not None and earlier.messages > start:
+            ancestor = await self.ledger.thread(earlier.thread_id, self.scope)
+            if ancestor is None:
+                await self._refuse_if_removing(earlier.thread_id)
+                raise IntegrityError(
+                    f"thread {at.thread_id!r} descends from missing thread {earlier.thread_id!r}"
+                )
+            if ancestor.depth >= depth:
+                raise IntegrityError(f"the lineage of thread {at.thread_id!r} loops back on itself")
+            segments = _segments(ancestor, ancestor.id, earlier.offset, earlier.messages) + segments
+            earlier, depth = _earlier(ancestor), ancestor.depth
+        return segments
 
     # ------------------------------------------------------------------ old-protocol marker
 

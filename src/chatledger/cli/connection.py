@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -24,11 +25,17 @@ __all__ = [
     "CONNECTION_DEFAULTS",
     "DEFAULT_DATABASE",
     "DatabaseOption",
+    "KekEnvOption",
+    "KekFileOption",
+    "KeyStoreLocation",
+    "KeysCollectionOption",
+    "KeysDatabaseOption",
     "MongoUriFileOption",
     "MongoUriOption",
     "ServerUnreachableError",
     "client_options",
     "describe_uri",
+    "kek_provider",
     "open_database",
     "redact",
     "resolve_uri",
@@ -68,6 +75,98 @@ DatabaseOption = Annotated[
     str,
     typer.Option("--database", "-d", envvar="CHATLEDGER_DATABASE", help="Database name."),
 ]
+
+
+# Where sealed content's data keys live, and the KEK that opens them: one option block
+# for every command that touches keys (keys, erase, retention, show), one builder.
+KeysDatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--keys-database",
+        envvar="CHATLEDGER_KEYS_DATABASE",
+        help="Database of the key store (sealed content's data keys), on the same server; "
+        "default: the ledger's --database.",
+        show_default=False,
+    ),
+]
+KeysCollectionOption = Annotated[
+    str,
+    typer.Option(
+        "--keys-collection", envvar="CHATLEDGER_KEYS_COLLECTION", help="The key store's collection."
+    ),
+]
+KekFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--kek-file",
+        help="The KEK to open sealed content with: a file of 32 bytes, hex or base64 (never printed).",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+KekEnvOption = Annotated[
+    str | None,
+    typer.Option(
+        "--kek-env",
+        help="The KEK to open sealed content with, from this environment variable (e.g. CHATLEDGER_KEK).",
+        show_default=False,
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStoreLocation:
+    """Where the key store is: a database on the command's server (``None``: the ledger's), a collection."""
+
+    database: str | None = None
+    collection: str = "keys"
+
+    def open(self, db: Any) -> Any:
+        """Return the :class:`~chatledger.storage.keys.KeyStore` here, next to the ledger's database ``db``.
+
+        Raises:
+            InvalidInputError: the database or collection name is not usable.
+        """
+        from chatledger.storage.keys import KeyStore
+
+        handle = db
+        if self.database is not None and self.database != getattr(db, "name", None):
+            check_database_name(self.database, "--keys-database")
+            handle = db.client[self.database]
+        return KeyStore(handle, collection=self.collection)
+
+
+def kek_provider(kek_file: Path | None, kek_env: str | None) -> Any:
+    """Return a :class:`~chatledger.sealing.LocalKeyProvider` for ``--kek-file``/``--kek-env``, or ``None``.
+
+    Raises:
+        InvalidInputError: both were given, or the KEK cannot be read (the message never holds it).
+    """
+    if kek_file is not None and kek_env is not None:
+        raise InvalidInputError("give --kek-file or --kek-env, not both")
+    if kek_file is None and kek_env is None:
+        return None
+    from chatledger.sealing import LocalKeyProvider
+
+    if kek_file is not None:
+        return LocalKeyProvider.from_file(kek_file)
+    # Never echo a value given here: an operator may have pasted the KEK itself.
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", kek_env or "") or _is_kek(kek_env or ""):
+        raise InvalidInputError(
+            "--kek-env takes the NAME of an environment variable holding the KEK (letters, digits, _), "
+            "not the KEK itself (the value given is not shown)"
+        )
+    return LocalKeyProvider.from_env(kek_env or "")
+
+
+def _is_kek(text: str) -> bool:
+    from chatledger.sealing import LocalKeyProvider
+
+    try:
+        LocalKeyProvider.from_text(text)
+    except InvalidInputError:
+        return False
+    return True
 
 
 class ServerUnreachableError(StorageUnavailableError):
@@ -156,6 +255,12 @@ def client_options(uri: str) -> dict[str, Any]:
     return options
 
 
+def check_database_name(name: str, option: str) -> None:
+    """Raise :class:`InvalidInputError` unless ``name`` can name a MongoDB database."""
+    if not name or any(c in name for c in '/\\. "$\x00'):
+        raise InvalidInputError(f"{option}: invalid database name {name!r}")
+
+
 @asynccontextmanager
 async def open_database(uri: str, name: str) -> AsyncIterator[Any]:
     """Yield a PyMongo async database on a server that answered a ping.
@@ -171,8 +276,7 @@ async def open_database(uri: str, name: str) -> AsyncIterator[Any]:
     from pymongo import AsyncMongoClient
     from pymongo.errors import ConfigurationError, InvalidName, PyMongoError
 
-    if not name or any(c in name for c in '/\\. "$\x00'):
-        raise InvalidInputError(f"invalid database name {name!r}")
+    check_database_name(name, "--database")
     options = client_options(uri)
     try:
         client: Any = AsyncMongoClient(uri, **options)

@@ -9,13 +9,25 @@ import typer
 from rich.text import Text
 
 from chatledger.admin import ThreadFilter, ThreadSummary, count_threads, list_threads
-from chatledger.admin.browse import get_thread, read_transcript
+from chatledger.admin.browse import get_thread, placeholder_sealer, read_transcript
 from chatledger.admin.catalog import activity, as_ledger, load_forest
-from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
+from chatledger.cli.connection import (
+    DEFAULT_DATABASE,
+    DatabaseOption,
+    KekEnvOption,
+    KekFileOption,
+    KeysCollectionOption,
+    KeysDatabaseOption,
+    KeyStoreLocation,
+    MongoUriFileOption,
+    MongoUriOption,
+    kek_provider,
+)
 from chatledger.cli.options import JsonOption, TenantOption, UserOption, duration
 from chatledger.cli.render import Renderer, iso, visible
 from chatledger.cli.run import run_admin
 from chatledger.errors import InvalidInputError, UnknownThreadError
+from chatledger.ledger import Ledger
 
 __all__ = ["register", "show_body", "threads_body", "tree_body"]
 
@@ -101,23 +113,54 @@ async def threads_body(
     return 0
 
 
-async def show_body(db: Any, ui: Renderer, *, thread: str, at: int | None = None) -> int:
-    """Print the transcript visible at a cursor (the thread's head by default)."""
-    transcript = await read_transcript(db, thread, at=at)
-    cursor, messages = transcript.cursor, transcript.messages
+async def show_body(
+    db: Any,
+    ui: Renderer,
+    *,
+    thread: str,
+    at: int | None = None,
+    keys: KeyStoreLocation = KeyStoreLocation(),  # noqa: B008 - frozen, never mutated
+    kek: Any = None,
+) -> int:
+    """Print the transcript visible at a cursor (the thread's head by default).
+
+    Sealed messages are opened with ``kek`` (a KEK provider); those that cannot be
+    (erased, or no usable key) are shown as placeholders with their role and id, and
+    listed under ``unreadable`` in the JSON. A tampered ciphertext still fails (exit 1).
+    """
+    ledger = Ledger(db, sealer=placeholder_sealer(keys.open(db), kek))
+    transcript = await read_transcript(ledger, thread, at=at)
+    cursor, messages, unreadable = transcript.cursor, transcript.messages, transcript.unreadable
     if ui.as_json:
-        ui.json("show", {"cursor": cursor.to_state(), "messages": [m.to_dict() for m in messages]})
-        return 0
-    ui.line((thread, "bold"), f" at offset {cursor.offset}: {len(messages)} messages")
-    for index, message in enumerate(messages):
-        author = getattr(message, "author_name", None)
-        ui.line(
-            (f"{index:>4} ", "dim"),
-            (str(message.role), "bold"),
-            f" ({author})" if author else "",
-            ": ",
-            Text(visible(message.text, multiline=True)) if message.text else ("(no text)", "dim"),
+        ui.json(
+            "show",
+            {
+                "cursor": cursor.to_state(),
+                "messages": [m.to_dict() for m in messages],
+                "unreadable": [{"index": i, "why": u.why} for i, u in sorted(unreadable.items())],
+            },
         )
+    else:
+        ui.line((thread, "bold"), f" at offset {cursor.offset}: {len(messages)} messages")
+        for index, message in enumerate(messages):
+            author = getattr(message, "author_name", None)
+            mid = getattr(message, "message_id", None)
+            ui.line(
+                (f"{index:>4} ", "dim"),
+                (str(message.role), "bold"),
+                f" ({author})" if author else "",
+                f" [{mid}]" if mid and index in unreadable else "",
+                ": ",
+                (message.text, "yellow")
+                if index in unreadable
+                else Text(visible(message.text, multiline=True))
+                if message.text
+                else ("(no text)", "dim"),
+            )
+    if unreadable:
+        # Say why once (e.g. no KEK given, wrong KEK, erased): the reason names keys, never content.
+        first = unreadable[min(unreadable)]
+        ui.warn(f"{len(unreadable)} sealed message(s) shown as placeholders: {first.detail}")
     return 0
 
 
@@ -203,19 +246,29 @@ def register(app: typer.Typer) -> None:
         at: Annotated[
             int | None, typer.Option("--at", min=0, help="Cursor offset (event seq); default head.")
         ] = None,
+        kek_file: KekFileOption = None,
+        kek_env: KekEnvOption = None,
+        keys_database: KeysDatabaseOption = None,
+        keys_collection: KeysCollectionOption = "keys",
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
         database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
-        """Print a thread's transcript as of any cursor (control characters shown escaped)."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
-            lambda db, ui: show_body(db, ui, thread=thread, at=at),
-        )
+        """Print a thread's transcript as of any cursor (control characters shown escaped).
+
+        Sealed messages open with --kek-file/--kek-env; without a usable key they show as
+        [sealed: no key], and as [content erased] once their key was destroyed.
+        """
+        location = KeyStoreLocation(keys_database, keys_collection)
+
+        async def body(db: Any, ui: Renderer) -> int:
+            # Read inside the run: a bad KEK file is a clean exit 2, never a traceback.
+            return await show_body(
+                db, ui, thread=thread, at=at, keys=location, kek=kek_provider(kek_file, kek_env)
+            )
+
+        run_admin(mongodb_uri, mongodb_uri_file, database, as_json, body)
 
     @app.command()
     def tree(

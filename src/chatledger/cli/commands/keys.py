@@ -1,30 +1,44 @@
-"""``chatledger keys rotate``: re-wrap every sealed-content data key under a new KEK."""
+"""``chatledger keys list | rotate``: the data keys of sealed content (never their material)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
+from chatledger.cli.connection import (
+    DEFAULT_DATABASE,
+    DatabaseOption,
+    KeysCollectionOption,
+    KeysDatabaseOption,
+    KeyStoreLocation,
+    MongoUriFileOption,
+    MongoUriOption,
+)
 from chatledger.cli.options import JsonOption
-from chatledger.cli.render import Renderer
+from chatledger.cli.render import JSON_SCHEMA, Renderer, iso, to_jsonable
 from chatledger.cli.run import run_admin
+from chatledger.errors import InvalidInputError
 
-__all__ = ["register", "rotate_body"]
+__all__ = ["key_row", "list_body", "register", "rotate_body"]
 
 
 async def rotate_body(
-    db: Any, ui: Renderer, *, old_kek: Path, new_kek: Path, collection: str = "keys"
+    db: Any,
+    ui: Renderer,
+    *,
+    old_kek: Path,
+    new_kek: Path,
+    keys: KeyStoreLocation = KeyStoreLocation(),  # noqa: B008 - frozen, never mutated
 ) -> int:
     """Re-wrap every live data key from the old KEK to the new one; exit 1 if any key could not be."""
     from chatledger.sealing import LocalKeyProvider, rewrap
-    from chatledger.storage.keys import KeyStore
 
     old, new = LocalKeyProvider.from_file(old_kek), LocalKeyProvider.from_file(new_kek)
     with ui.working("re-wrapping data keys"):
-        report = await rewrap(KeyStore(db, collection=collection), old, new)
+        report = await rewrap(keys.open(db), old, new)
     result = {
         "rewrapped": report.rewrapped,
         "already": report.already,
@@ -42,9 +56,88 @@ async def rotate_body(
     return 1 if report.failed else 0
 
 
+def key_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """Return what ``keys list`` shows of a key document: ids, kind, state, times, KEK id; no key material."""
+    from chatledger.storage.keys import is_tombstone, key_kind
+
+    destroyed = is_tombstone(doc)
+    return {
+        "key_id": str(doc.get("_id")),
+        "kind": key_kind(doc),
+        "state": "destroyed" if destroyed else "active",
+        "created_at": doc.get("created_at"),
+        "destroyed_at": doc.get("destroyed_at") if destroyed else None,
+        "kek_id": doc.get("kek_id"),
+        "fingerprint": doc.get("fp"),
+        "receipt_id": doc.get("receipt_id") if destroyed else None,
+    }
+
+
+async def list_body(
+    db: Any,
+    ui: Renderer,
+    *,
+    keys: KeyStoreLocation = KeyStoreLocation(),  # noqa: B008 - frozen, never mutated
+    limit: int | None = None,
+) -> int:
+    """List data keys, streamed in key id order (memory stays bounded however many there are).
+
+    The JSON document is written as it streams, in the one shape every command prints:
+    ``{"schema": 1, "command": "keys list", "keys": [...], "count": N}``.
+    """
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise InvalidInputError("--limit must be at least 1")
+    store = keys.open(db)
+    count = 0
+    if ui.as_json:
+        out = ui.out.file
+        # Streamed: the envelope by hand, each key through the renderer's one date rule.
+        out.write(json.dumps({"schema": JSON_SCHEMA, "command": "keys list"})[:-1] + ', "keys": [')
+        async for doc in store.all(limit=limit):
+            out.write((", " if count else "") + json.dumps(to_jsonable(key_row(doc)), ensure_ascii=False))
+            count += 1
+        out.write(f'], "count": {count}}}\n')
+        out.flush()
+        return 0
+    async for doc in store.all(limit=limit):
+        row = key_row(doc)
+        ui.line(
+            (row["key_id"], "bold"),
+            f"  {row['kind'] or '-'}  ",
+            (row["state"], "red" if row["state"] == "destroyed" else "green"),
+            f"  created {iso(row['created_at']) or '-'}",
+            f"  destroyed {iso(row['destroyed_at'])}" if row["destroyed_at"] else "",
+            f"  kek {row['kek_id']}" if row["kek_id"] else "",
+            f"  fp {row['fingerprint']}" if row["fingerprint"] else "",
+        )
+        count += 1
+    ui.note(f"{count} keys" + (f" (--limit {limit})" if limit is not None and count == limit else ""))
+    return 0
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``keys rotate`` to ``app``."""
+    """Add ``keys list`` and ``keys rotate`` to ``app``."""
     keys = typer.Typer(help="Sealed-content data keys (see docs/sealing.md).", no_args_is_help=True)
+
+    @keys.command("list")
+    def list_keys(
+        limit: Annotated[int | None, typer.Option(min=1, help="Show at most N keys.")] = None,
+        keys_database: KeysDatabaseOption = None,
+        keys_collection: KeysCollectionOption = "keys",
+        as_json: JsonOption = False,
+        mongodb_uri: MongoUriOption = None,
+        mongodb_uri_file: MongoUriFileOption = None,
+        database: DatabaseOption = DEFAULT_DATABASE,
+    ) -> None:
+        """List data keys: id, subject kind, active or destroyed, when, KEK id (never key material)."""
+        location = KeyStoreLocation(keys_database, keys_collection)
+        run_admin(
+            mongodb_uri,
+            mongodb_uri_file,
+            database,
+            as_json,
+            lambda db, ui: list_body(db, ui, keys=location, limit=limit),
+        )
 
     @keys.command("rotate")
     def rotate(
@@ -57,23 +150,21 @@ def register(app: typer.Typer) -> None:
         new_kek_file: Annotated[
             Path, typer.Option("--new-kek-file", help="The KEK to wrap them with from now on.")
         ],
-        keys_collection: Annotated[
-            str, typer.Option("--keys-collection", help="The key store's collection.")
-        ] = "keys",
+        keys_database: KeysDatabaseOption = None,
+        keys_collection: KeysCollectionOption = "keys",
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
         database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Re-wrap every data key under a new KEK; events are not touched. Exit 1 if a key failed."""
+        location = KeyStoreLocation(keys_database, keys_collection)
         run_admin(
             mongodb_uri,
             mongodb_uri_file,
             database,
             as_json,
-            lambda db, ui: rotate_body(
-                db, ui, old_kek=old_kek_file, new_kek=new_kek_file, collection=keys_collection
-            ),
+            lambda db, ui: rotate_body(db, ui, old_kek=old_kek_file, new_kek=new_kek_file, keys=location),
         )
 
     app.add_typer(keys, name="keys")

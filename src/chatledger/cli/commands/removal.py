@@ -3,6 +3,14 @@
 ``retention --policy FILE --receipts FILE --apply`` is the cron job: the receipts file
 is opened (created if needed) before anything is planned or deleted, so a bad path
 stops the run with exit status 2 while the data is still there.
+
+Both destroy data keys of sealed content as their last step (docs/sealing.md): ``erase``
+the subject's keys, ``retention`` the keys of conversation trees removed whole. That
+needs no KEK, only the key store (``--keys-database`` / ``--keys-collection``). When the
+subject's content is sealed but the key store holds no key of it, ``erase`` changes
+nothing and exits 2 (the key store is elsewhere: removing the events anyway would leave
+every backup decryptable, with nothing left pointing at the keys); ``--no-keys`` is the
+explicit way to remove the events and leave the keys to a later step.
 """
 
 from __future__ import annotations
@@ -23,8 +31,17 @@ from chatledger.admin import (
     run_retention,
 )
 from chatledger.admin.catalog import as_ledger
+from chatledger.admin.erasure import keys_not_found
 from chatledger.admin.receipts import receipts_for
-from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
+from chatledger.cli.connection import (
+    DEFAULT_DATABASE,
+    DatabaseOption,
+    KeysCollectionOption,
+    KeysDatabaseOption,
+    KeyStoreLocation,
+    MongoUriFileOption,
+    MongoUriOption,
+)
 from chatledger.cli.options import (
     ApplyOption,
     ByOption,
@@ -39,6 +56,15 @@ from chatledger.cli.run import run_admin
 from chatledger.errors import InvalidInputError
 
 __all__ = ["erase_body", "register", "retention_body"]
+
+NoKeysOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-keys",
+        help="Leave sealed content's data keys alone (destroy them in a later step): "
+        "only then may erase run without finding the subject's keys.",
+    ),
+]
 
 
 def _require_bool(value: object, name: str) -> bool:
@@ -89,6 +115,17 @@ def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict
         ui.line(f"{extra['receipts_written']} receipt(s) appended to {extra['receipts_file']}")
 
 
+def _print_keys(ui: Renderer, shred: Any, dry_run: bool) -> None:
+    """Say which data keys were (or, dry, would be) destroyed and which were kept; never key material."""
+    if shred is None or ui.as_json:
+        return
+    if shred.key_ids:
+        verb = "would destroy" if dry_run else "destroyed"
+        ui.line(f"{verb} {len(shred.key_ids)} data key(s): {', '.join(shred.key_ids)}")
+    if shred.kept:
+        ui.line(("kept", "yellow"), f" {len(shred.kept)} data key(s) of the subject: {shred.kept_because}")
+
+
 def _removing(tick: Ticker, plan: RemovalReport) -> None:
     """Turn the planning bar into the removal bar, whose total the plan now gives."""
     if not plan.dry_run:
@@ -116,8 +153,14 @@ async def retention_body(
     apply: bool = False,
     by: str | None = None,
     reason: str = "retention policy",
+    keys: KeyStoreLocation = KeyStoreLocation(),  # noqa: B008 - frozen, never mutated
+    no_keys: bool = False,
 ) -> int:
-    """Plan (or, with ``apply``, carry out) a retention policy; append its receipts to a file."""
+    """Plan (or, with ``apply``, carry out) a retention policy; append its receipts to a file.
+
+    The keys of conversation trees removed whole (per-lineage keys) are destroyed too,
+    unless ``no_keys``.
+    """
     apply = _require_bool(apply, "apply")
     if (older_than is None) == (policy_file is None):
         raise InvalidInputError("give either --older-than AGE (with an optional --tenant) or --policy FILE")
@@ -135,6 +178,9 @@ async def retention_body(
     for age in ages:
         if age is not None and age.total_seconds() <= 0:
             raise InvalidInputError(f"a retention age must be positive, not {age}")
+    no_keys = _require_bool(no_keys, "no_keys")
+    store = None if no_keys else keys.open(db)
+    shreds: list[Any] = []
     stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
     try:
         with ui.progress("planning") as tick:
@@ -148,14 +194,18 @@ async def retention_body(
                 on_removal=tick,
                 on_thread=tick,
                 on_plan=lambda plan: _removing(tick, plan),
+                shred_keys=store is not None,
+                key_store=store,
+                on_keys=shreds.append,
             )
         written = await _write_receipts(db, report, stream) if stream is not None else 0
     finally:
         if stream is not None:
             stream.close()
-    _print_report(
-        ui, report, "retention", {"receipts_file": receipts, "receipts_written": written} if receipts else {}
-    )
+    shred = shreds[0] if shreds else None
+    extra: dict[str, Any] = {"receipts_file": receipts, "receipts_written": written} if receipts else {}
+    _print_report(ui, report, "retention", {**extra, "keys": shred.to_dict() if shred else None})
+    _print_keys(ui, shred, report.dry_run)
     return 0
 
 
@@ -168,9 +218,26 @@ async def erase_body(
     apply: bool = False,
     by: str | None = None,
     reason: str = "erasure request",
+    keys: KeyStoreLocation = KeyStoreLocation(),  # noqa: B008 - frozen, never mutated
+    no_keys: bool = False,
 ) -> int:
-    """Plan (or, with ``apply``, carry out) the erasure of a user's or tenant's threads."""
+    """Plan (or, with ``apply``, carry out) a user's or tenant's erasure: threads, then data keys.
+
+    Exit 2 with nothing changed when the subject's content is sealed but the key store
+    holds no key of it (unless ``no_keys``); exit 1 when a legal hold kept lineages.
+    """
     apply = _require_bool(apply, "apply")
+    no_keys = _require_bool(no_keys, "no_keys")
+    store = None if no_keys else keys.open(db)
+    if store is not None:
+        with ui.working("finding the subject's data keys"):
+            missing = await keys_not_found(db, store, user_id=user, tenant_id=tenant)
+        if missing is not None:
+            raise InvalidInputError(
+                f"{missing}. Nothing was changed. Point erase at the key store, or pass --no-keys "
+                "to remove the events and destroy the keys in a later step."
+            )
+    shreds: list[Any] = []
     with ui.progress("planning") as tick:
         tick.stage("planning", await count_erasure_candidates(db, user_id=user, tenant_id=tenant))
         report = await run_erasure(
@@ -183,8 +250,18 @@ async def erase_body(
             on_removal=tick,
             on_thread=tick,
             on_plan=lambda plan: _removing(tick, plan),
+            shred_keys=store is not None,
+            key_store=store,
+            on_keys=shreds.append,
         )
-    _print_report(ui, report, "erase", {})
+    shred = shreds[0] if shreds else None
+    _print_report(ui, report, "erase", {"keys": shred.to_dict() if shred else None})
+    _print_keys(ui, shred, report.dry_run)
+    if no_keys:
+        ui.warn(
+            "--no-keys: data keys were not touched; sealed copies (backups) stay readable until "
+            "the subject's keys are destroyed"
+        )
     if report.skipped:
         ui.warn("not everything could be erased: lineages under legal hold were kept")
         return 1
@@ -212,6 +289,9 @@ def register(app: typer.Typer) -> None:
         apply: ApplyOption = False,
         by: ByOption = None,
         reason: Annotated[str, typer.Option(help="Recorded in the receipts.")] = "retention policy",
+        keys_database: KeysDatabaseOption = None,
+        keys_collection: KeysCollectionOption = "keys",
+        no_keys: NoKeysOption = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
@@ -233,6 +313,8 @@ def register(app: typer.Typer) -> None:
                 apply=apply,
                 by=by,
                 reason=reason,
+                keys=KeyStoreLocation(keys_database, keys_collection),
+                no_keys=no_keys,
             ),
         )
 
@@ -245,16 +327,29 @@ def register(app: typer.Typer) -> None:
         reason: Annotated[str, typer.Option(help="E.g. the request's ticket; recorded in the receipts.")] = (
             "erasure request"
         ),
+        keys_database: KeysDatabaseOption = None,
+        keys_collection: KeysCollectionOption = "keys",
+        no_keys: NoKeysOption = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
         database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
-        """Remove a data subject's (a user's or a tenant's) conversations (dry run unless --apply)."""
+        """Remove a user's or a tenant's conversations, then its data keys (dry run unless --apply)."""
         run_admin(
             mongodb_uri,
             mongodb_uri_file,
             database,
             as_json,
-            lambda db, ui: erase_body(db, ui, user=user, tenant=tenant, apply=apply, by=by, reason=reason),
+            lambda db, ui: erase_body(
+                db,
+                ui,
+                user=user,
+                tenant=tenant,
+                apply=apply,
+                by=by,
+                reason=reason,
+                keys=KeyStoreLocation(keys_database, keys_collection),
+                no_keys=no_keys,
+            ),
         )

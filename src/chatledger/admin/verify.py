@@ -491,19 +491,23 @@ class _Verifier:
         match: dict[str, Any] = {"removed": {"$ne": True}}
         if thread_ids is not None:
             match["thread_id"] = {"$in": list(thread_ids)}
-        counts = await self.ledger.storage.events.thread_ids(match)
-        for batch in _batches(counts, CHUNK_THREADS):
-            docs = await self._docs(batch)
-            for tid in batch:
-                doc, events = docs[tid], counts[tid]
-                if doc is None:
-                    self.report.problems.append(
-                        Problem(tid, f"{events} events have no thread document (it was deleted)")
-                    )
-                elif is_tombstone(doc):
-                    self.report.problems.append(
-                        Problem(tid, f"{events} events with content belong to a removed thread (a tombstone)")
-                    )
+        # Thread ids stream in chunks (never all of them at once): memory stays bounded.
+        async for counts in self.ledger.storage.events.thread_ids(match):
+            for batch in _batches(counts, CHUNK_THREADS):
+                await self._orphans(batch, counts)
+
+    async def _orphans(self, batch: list[str], counts: Mapping[str, int]) -> None:
+        docs = await self._docs(batch)
+        for tid in batch:
+            doc, events = docs[tid], counts[tid]
+            if doc is None:
+                self.report.problems.append(
+                    Problem(tid, f"{events} events have no thread document (it was deleted)")
+                )
+            elif is_tombstone(doc):
+                self.report.problems.append(
+                    Problem(tid, f"{events} events with content belong to a removed thread (a tombstone)")
+                )
 
     async def removed_heads(self) -> dict[str, set[tuple[int, str]]]:
         """Return, per thread id, the heads (seq, hash) that completed removal receipts record."""

@@ -266,16 +266,50 @@ class EventStore:
                     out.setdefault(str(row["_id"]), [0, 0])[index] = n if type(n) is int else 0
         return {tid: (v[0], v[1]) for tid, v in out.items()}
 
-    async def thread_ids(self, match: Mapping[str, Any] | None = None) -> dict[str, int]:
-        """Return ``{thread_id: events}`` of every thread that has events matching ``match``."""
-        rows = await self.gate.call(
-            "count events",
-            aggregate_list(
-                self.collection,
-                [{"$match": dict(match or {})}, {"$group": {"_id": "$thread_id", "n": {"$sum": 1}}}],
-            ),
-        )
-        return {str(r["_id"]): int(r["n"]) if type(r.get("n")) is int else 0 for r in rows}
+    async def thread_ids(
+        self, match: Mapping[str, Any] | None = None, *, chunk: int = 10_000
+    ) -> AsyncIterator[dict[str, int]]:
+        """Yield ``{thread_id: events}`` of every thread that has events matching ``match``, in chunks.
+
+        Memory stays bounded on both sides whatever the number of threads: each chunk is
+        one aggregate over at most ``chunk`` events, taken in ``thread_id`` order after
+        the previous chunk's last thread (a range on the ``(thread_id, seq)`` index), so
+        the whole collection is read once. A thread the limit cuts is counted again from
+        its start in the next chunk; one with more than ``chunk`` events is counted alone.
+        Events whose ``thread_id`` is not a string (tampering) come first, in one chunk.
+        """
+
+        def counted(rows: list[dict[str, Any]]) -> dict[str, int]:
+            return {str(r["_id"]): int(r["n"]) if type(r.get("n")) is int else 0 for r in rows}
+
+        async def group(condition: Mapping[str, Any], limit: int | None) -> dict[str, int]:
+            pipeline: list[dict[str, Any]] = [{"$match": {"$and": [dict(match or {}), dict(condition)]}}]
+            if limit is not None:
+                pipeline += [{"$sort": {"thread_id": ASCENDING}}, {"$limit": limit}]
+            pipeline.append({"$group": {"_id": "$thread_id", "n": {"$sum": 1}}})
+            return counted(await self.gate.call("count events", aggregate_list(self.collection, pipeline)))
+
+        odd = await group({"thread_id": {"$not": {"$type": "string"}}}, None)
+        if odd:
+            yield odd
+        after: str | None = None
+        while True:
+            found = await group(
+                {"thread_id": {"$type": "string"} if after is None else {"$gt": after}}, chunk
+            )
+            ids = sorted(found)
+            if sum(found.values()) < chunk:
+                if found:
+                    yield found
+                return
+            if len(ids) == 1:
+                # One thread fills the whole chunk: count it by itself.
+                found = await group({"thread_id": ids[0]}, None)
+            else:
+                del found[ids[-1]]  # possibly cut by the limit: counted whole in the next chunk
+                ids.pop()
+            yield found
+            after = ids[-1]
 
     async def delete_thread(self, thread_id: str) -> int:
         """Delete every event of one thread; return how many were deleted."""

@@ -448,38 +448,38 @@ class Binding:
         if cursor.offset < record.base_offset:
             # Before the fork point (offset 0 included): the cursor is really on the
             # ancestor holding that event, and appending there must branch from it.
-            record = await self._owner_record(record, cursor.offset)
-            cursor = Cursor(thread_id=record.id, offset=cursor.offset)
+            owner = await self._owner(record, cursor.offset)
+            cursor = Cursor(thread_id=owner, offset=cursor.offset)
+            owner_record = await self.ledger.thread(owner, self.scope)
+            if owner_record is None:
+                raise IntegrityError(f"thread {record.id!r} descends from missing thread {owner!r}")
+            record = owner_record
         if cursor.offset == 0:
             return Position(cursor, record, 0, GENESIS_HASH, self.scope)
         messages, head_hash = await self._event_summary(record, cursor.offset)
         return Position(cursor, record, messages, head_hash, self.scope)
 
-    async def _owner_record(self, record: ThreadRecord, seq: int) -> ThreadRecord:
-        """Return the record of the thread along ``record``'s line whose own events include ``seq``.
+    async def _owner(self, record: ThreadRecord, seq: int) -> str:
+        """Return the id of the thread along ``record``'s line whose own events include ``seq``.
 
-        Within the lineage window that is one (cached) thread read; further up, one more
-        per :data:`~chatledger.models.LINEAGE_WINDOW` levels crossed.
+        Within the lineage window no thread is read; further up, one (cached) thread
+        read per :data:`~chatledger.models.LINEAGE_WINDOW` levels crossed.
 
         Raises:
-            IntegrityError: an ancestor is missing (or outside this scope).
+            IntegrityError: an ancestor above the window is missing (or outside this scope).
         """
-        if seq > record.base_offset or record.parent is None:
-            return record
 
         async def fetch(thread_id: str) -> ThreadRecord | None:
             return await self.ledger.thread(thread_id, self.scope)
 
         owner = await record.holder_along(seq, fetch)
-        found = None if owner is None else await fetch(owner)
-        if found is None:
-            missing = owner or "above its lineage window"
-            raise IntegrityError(f"thread {record.id!r} descends from a missing thread ({missing!r})")
-        return found
+        if owner is None:
+            raise IntegrityError(f"thread {record.id!r} descends from a missing thread above its lineage")
+        return owner
 
     async def _event_summary(self, record: ThreadRecord, seq: int) -> tuple[int, str]:
         """Return (messages visible after event ``seq``, its hash) along ``record``'s lineage."""
-        owner = (await self._owner_record(record, seq)).id
+        owner = await self._owner(record, seq)
         cached = self.ledger._head_cache.get((owner, seq))
         if cached is not None:
             return cached

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import chatledger.models
-from chatledger import InvalidInputError, Ledger
+from chatledger import InvalidInputError, Ledger, ThreadRemovedError
 from chatledger.admin import (
     RetentionPolicy,
     ThreadFilter,
@@ -344,3 +344,20 @@ async def test_a_hold_above_the_window_protects_the_deepest_branch(
     await run_retention(ledger, RetentionPolicy.from_mapping({"default": "30d"}), apply=True, now=clock.now)
     assert await database["threads"].count_documents({"removed": {"$exists": False}}) == 0
     assert (await verify(ledger)).ok
+
+
+async def test_reading_past_the_window_of_a_removed_line_says_it_was_removed(
+    database: Any, small_window: int, clock: Clock
+) -> None:
+    ledger, lines = await _chain(database)
+    book = ledger.bind()
+    deep = await book.head(lines[-1].thread_id)
+    assert deep.earlier is not None
+    assert texts(await book.read(deep)) == lines[-1].messages()
+    clock.advance(days=60)
+    await run_retention(ledger, RetentionPolicy.from_mapping({"default": "30d"}), apply=True, now=clock.now)
+    # A position resolved before the removal: within the window, and reaching past it.
+    with pytest.raises(ThreadRemovedError):
+        await book.read(deep, offset=-1)
+    with pytest.raises(ThreadRemovedError):
+        await book.read(deep, offset=0, limit=1)

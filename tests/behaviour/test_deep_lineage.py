@@ -233,3 +233,34 @@ async def test_read_cost_within_and_past_the_window(
     ledger.forget()
     position = await book.head(deep.thread_id)
     assert (await cost(window_start.messages - 1, 2))[0] == 1
+
+
+async def test_resolving_far_back_reads_one_thread_per_window(
+    database: Any, small_window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    depth = 3 * small_window + 1
+    lines = await build_chain(Ledger(database).bind(), depth)
+    deep = lines[-1]
+    ledger = Ledger(database)
+    book = ledger.bind()
+    calls: list[str] = []
+    _counting(monkeypatch, ledger.storage.threads, "get", calls)
+    # Its own thread, one per window crossed (the last one is the root's), nothing else.
+    position = await book.resolve({"thread_id": deep.thread_id, "offset": 1})
+    assert position.thread_id == "root"
+    assert calls.count("get") == 1 + -(-(depth - small_window) // small_window) + 1
+    # A branch's own fork point, held within its window: its document only, as before the window.
+    for line in reversed(lines):
+        record = line.position.thread
+        assert record is not None
+        owner = line.owners[record.base_offset - 1]
+        if record.windowed and owner in {f.thread_id for f in record.lineage[1:]}:
+            break
+    else:
+        raise AssertionError("the chain has no windowed branch forked within its window")
+    calls.clear()
+    ledger.forget()
+    position = await book.resolve({"thread_id": line.thread_id, "offset": record.base_offset})
+    assert position.thread_id == line.thread_id
+    assert calls.count("get") == 1
+    assert texts(await book.read(position)) == line.messages(record.base_offset)

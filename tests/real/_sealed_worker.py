@@ -1,0 +1,83 @@
+"""One sealed writer for test_sealed_erasure_race: ``python -m tests.real._sealed_worker CONFIG_JSON``.
+
+Like ``_removal_worker``, with a sealing ledger (its own key cache, ``ttl`` seconds):
+
+- ``line``: a store on the thread, continuing its own line;
+- ``fork``: every append at the same old cursor, so each one branches;
+- ``new``: waits for a second line on stdin (the erasure finished), lets its cached key
+  expire, then tries to start a NEW conversation for the subject on every iteration:
+  none may be acknowledged, and no key may be created.
+
+Each stops ``seconds`` after the start, or one second after its first refusal. Prints
+one JSON line: every acknowledged append with the time it was acknowledged, and
+every error by class name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from chatledger import ChatLedgerError, Ledger, MongoChatMessageStore
+from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer
+from chatledger.storage.driver import close_client
+from tests.helpers import msg
+from tests.real._support import make_client
+
+
+async def run(cfg: dict[str, Any]) -> dict[str, Any]:
+    client = make_client(cfg["driver"], cfg["uri"], serverSelectionTimeoutMS=20_000)
+    acked: list[dict[str, Any]] = []
+    errors: list[str] = []
+    try:
+        database = client[cfg["db"]]
+        sealer = Sealer(
+            KeyStore(database),
+            LocalKeyProvider(bytes.fromhex(cfg["kek"])),
+            cache_ttl=cfg["ttl"],
+            per_lineage=cfg["per_lineage"],
+        )
+        ledger = Ledger(database, sealer=sealer)
+        scope = {"tenant_id": cfg["tenant"], "user_id": cfg["user"]}
+        store = MongoChatMessageStore(ledger, thread_id=cfg["name"], **scope)
+        await (
+            store.list_messages()
+        )  # warm the caches (thread, head, data key), as a long-lived process has them
+        book = ledger.bind(**scope)
+        fork_at = await book.resolve(await store.serialize_state())
+        print("ready", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
+        if cfg["mode"] == "new":
+            await asyncio.to_thread(sys.stdin.readline)  # the erasure has finished
+            await asyncio.sleep(cfg["ttl"] + 0.2)  # the documented erasure delay has passed
+        deadline = time.time() + cfg["seconds"]
+        i = 0
+        # Stops at the deadline, or one second after its first refusal (it has seen the
+        # erasure and kept trying a while): bounded whatever the erasure takes.
+        while time.time() < deadline:
+            text = f"{cfg['name']}-{cfg['mode']}-{i}"
+            i += 1
+            try:
+                if cfg["mode"] == "line":
+                    await store.add_messages([msg(text)])
+                elif cfg["mode"] == "fork":
+                    await book.append(fork_at, [msg(text)])
+                else:
+                    await book.append(book.empty(f"{cfg['name']}-new-{i}"), [msg(text)])
+            except ChatLedgerError as e:
+                if not errors:
+                    deadline = min(deadline, time.time() + 1.0)
+                errors.append(type(e).__name__)
+                await asyncio.sleep(0.02)
+                continue
+            acked.append({"text": text, "at": time.time()})
+    finally:
+        await close_client(client)
+    return {"acked": acked, "errors": errors}
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(run(json.loads(sys.argv[1])))), flush=True)

@@ -76,7 +76,9 @@ async def test_round_trip_is_exact_and_nothing_is_stored_in_clear(database: Any)
     # Shape stays visible to an operator: roles and message ids in clear, content sealed.
     assert [set(m) for m in doc["messages"]] == [{"role", "message_id", "text", "sealed"}] * 2
     assert [m["role"] for m in doc["messages"]] == ["assistant", "user"]
-    assert all(m["sealed"].startswith("cl1:k1-u") for m in doc["messages"])
+    # One ciphertext per event, in its first message; the others refer to it.
+    assert doc["messages"][0]["sealed"].startswith("cl2:k1-u")
+    assert doc["messages"][1]["sealed"] == "cl2:@0"
     assert all(sealed_problem(m) is None for m in doc["messages"])
     assert not contains([doc], MARKER)
     assert not contains([doc], "Alice")
@@ -106,19 +108,22 @@ async def test_tampered_or_moved_ciphertext_is_an_integrity_error(database: Any)
 
     async def rewrite(doc: dict[str, Any], messages: list[dict[str, Any]]) -> None:
         # The attacker recomputes the event's hash so only the seal can notice.
-        changed = {**doc, "messages": messages}
+        changed = {**doc, "messages": messages, "count": len(messages)}
         changed["hash"] = event_hash(doc["prev_hash"], changed)
         await database["events"].replace_one({"_id": doc["_id"]}, changed)
 
-    # 1. One flipped bit inside the ciphertext of event 1.
+    assert len(await binding.read(head)) == 6  # every event opened once (and kept opened)
+
+    # 1. One flipped bit inside the ciphertext of event 1 (in its tag, or its body).
     first = docs[0]["messages"][0]
     head_part, blob = first["sealed"].rsplit(":", 1)
-    raw = bytearray(base64.b64decode(blob))
-    raw[-1] ^= 1
-    flipped = {**first, "sealed": f"{head_part}:{base64.b64encode(bytes(raw)).decode()}"}
-    await rewrite(docs[0], [flipped, docs[0]["messages"][1]])
-    with pytest.raises(IntegrityError, match="does not open"):
-        await binding.read(head)
+    for at in (-1, len(blob) // 4):
+        raw = bytearray(bytes.fromhex(blob))
+        raw[at] ^= 1
+        flipped = {**first, "sealed": f"{head_part}:{bytes(raw).hex()}"}
+        await rewrite(docs[0], [flipped, docs[0]["messages"][1]])
+        with pytest.raises(IntegrityError, match="does not open"):
+            await binding.read(head)
     await database["events"].replace_one({"_id": docs[0]["_id"]}, docs[0])
     assert len(await binding.read(head)) == 6
 
@@ -126,10 +131,16 @@ async def test_tampered_or_moved_ciphertext_is_an_integrity_error(database: Any)
     await rewrite(docs[2], docs[0]["messages"])
     with pytest.raises(IntegrityError, match="moved here"):
         await binding.read(head, offset=4)
-    # 3. Swapping two messages inside one event is caught by the index in the seal.
+    # 3. Swapping the two messages of event 2: the ciphertext is no longer first.
     await rewrite(docs[1], list(reversed(docs[1]["messages"])))
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityError, match="malformed"):
         await binding.read(head, offset=2, limit=2)
+    # 4. Relabelling a message (its role) or dropping one: the sealed copy disagrees.
+    relabelled = [docs[1]["messages"][0], {**docs[1]["messages"][1], "role": "system"}]
+    for messages in (relabelled, docs[1]["messages"][:1]):
+        await rewrite(docs[1], messages)
+        with pytest.raises(IntegrityError, match="does not match"):
+            await binding.read(head, offset=2, limit=1)
 
 
 async def test_a_retried_sealed_append_is_recognised_not_duplicated(database: Any) -> None:
@@ -350,7 +361,12 @@ def test_the_library_imports_and_runs_unsealed_without_cryptography(tmp_path: An
 def test_sealed_problem_names_malformed_sealed_messages() -> None:
     good = {"role": "user", "text": "[sealed]", "sealed": "cl1:k1-uab:0011:" + "A" * 40}
     assert sealed_problem(good) is None
+    assert sealed_problem({**good, "sealed": "cl2:k1-uab:0011:" + "ab" * 28}) is None
+    assert sealed_problem({**good, "sealed": "cl2:@0"}) is None
     assert sealed_problem({**good, "sealed": "cl2:x:y:z"}) is not None
+    assert sealed_problem({**good, "sealed": "cl3:k1-uab:0011:" + "ab" * 28}) is not None
+    assert sealed_problem({**good, "sealed": "cl2:k1-uab:0011:" + "AB" * 28}) is not None  # not canonical hex
+    assert sealed_problem({**good, "sealed": "cl2:k1-uab:0011:" + "ab" * 27}) is not None  # too short
     assert sealed_problem({**good, "text": "clear text"}) is not None
     assert sealed_problem({**good, "author_name": "leaked"}) is not None
     assert sealed_problem({**good, "sealed": "cl1:k:f:" + "!" * 40}) is not None

@@ -29,6 +29,9 @@ never hands it out: it opens the message, or raises.
 The data subject is the user when the scope has one, else the tenant, else the root
 thread; its key id is a digest of the subject (deterministic: two writers creating
 a subject's first key at once agree on one key, and a destroyed key's id stays taken).
+With ``Sealer(..., per_lineage=True)`` each conversation tree of a user or tenant has
+its own key (subject and root thread), so retention can shred one conversation; the
+subject's own key id then stays the subject's "erased" mark (see :meth:`Sealer._create`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 
 Usage::
 
-    python scripts/bench.py [--quick] [--mongodb-uri URI] [--out docs/benchmarks.md]
+    python scripts/bench.py [--quick] [--sealing-only] [--mongodb-uri URI] [--out docs/benchmarks.md]
         [--json docs/benchmarks.json] [--plot docs/benchmarks.png]
 
 Without a URI (or ``MONGODB_URI``) a throw-away FerretDB (SQLite back end) is started on
@@ -31,6 +31,9 @@ Method (what makes it fair):
   langchain-mongodb: one document per message, as ``add_messages`` writes them.
 * **Client CPU and wall time.** Every operation is timed with ``time.process_time`` (the
   client's CPU: the server runs in another process) and ``time.perf_counter`` (wall).
+* **Sealing.** A sealed and an unsealed ChatLedger on one collection, interleaved in the
+  same runs: append and last page, client CPU and wall, and the ratio (``--sealing-only``
+  runs just this part).
 * **Floors.** Append: ``Message.to_dict()`` of the batch plus a raw ``insert_one`` of the
   document ChatLedger stores. Replay: a raw ``find`` of the thread's events plus
   ``Message.from_dict`` of every message. Last page: a raw ``find`` of the newest events.
@@ -806,12 +809,176 @@ class Bench:
             say(f"  collection sizes after {stage:,} other messages: {sizes}")
         self.seconds["collection"] = time.perf_counter() - start
 
+        await run_sealing(self)
+
     async def close(self) -> None:
         """Drop the database and close the clients."""
         with contextlib.suppress(Exception):
             await self.client.drop_database(self.db.name)
         await self.client.close()
         self.sync_client.close()
+
+
+# --------------------------------------------------------------------------- sealing
+
+#: The sealing comparison's turns: (case, user text, assistant reply). The long one is the
+#: shape sealing costs most on per message (a long reply to open on every page).
+SEALING_TURNS = (
+    ("short turn (~100 + ~250 chars)", USER_TEXT.format(i=1), ASSISTANT_TEXT.format(i=2)),
+    (
+        "long turn (~300 B + ~1.5 KB)",
+        "Could you summarise what we agreed about the quarterly report? " * 5,
+        "Here is the summary of the points we agreed on, with the owners and dates. " * 20,
+    ),
+)
+#: Turns (2-message events) of the thread whose last page is read.
+SEALING_THREAD_TURNS = 50
+#: The padding bucket floor whose stored size is reported (``Sealer(pad_to=...)``).
+SEALING_PAD_TO = 256
+#: The ledgers compared, and how each is configured: unsealed; sealed as configured by
+#: default (a page read again reuses the events it opened while their key is cached);
+#: sealed keeping no opened event (every read decrypts: the cost of a first read).
+SEALING_LEDGERS: dict[str, dict[str, Any] | None] = {
+    "unsealed": None,
+    "sealed": {},
+    "sealed, every read decrypts": {"opened_events": 0},
+}
+
+
+def sealed_ledger(db: Any, **options: Any) -> Ledger:
+    """A ledger sealing under a local KEK, its data key cached (a process's steady state)."""
+    from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer
+
+    return Ledger(
+        db, sealer=Sealer(KeyStore(db), LocalKeyProvider(bytes(range(32))), cache_ttl=3600, **options)
+    )
+
+
+async def sealing_thread(ledger: Ledger, turn: list[Message], turns: int) -> MongoChatMessageStore:
+    """A store on a new thread of ``turns`` 2-message events (a chat: one event per turn)."""
+    store = MongoChatMessageStore(ledger, user_id="bench")
+    for _ in range(turns):
+        await store.add_messages(turn)
+    return store
+
+
+async def sealing_ops(ledger: Ledger, turn: list[Message]) -> tuple[Op, Op]:
+    """(append a 2-message turn, read the last ``PAGE`` messages of a thread of 2-message turns)."""
+    reader = await sealing_thread(ledger, turn, SEALING_THREAD_TURNS)
+    writer = await sealing_thread(ledger, turn, SEALING_THREAD_TURNS)
+
+    async def append() -> None:
+        await writer.add_messages(turn)
+
+    async def page() -> None:
+        assert len(await reader.list_messages(offset=-PAGE)) == PAGE
+
+    return append, page
+
+
+async def stored_bytes_per_message(store: MongoChatMessageStore, db: Any) -> float:
+    """BSON bytes of a store's thread's events, per message."""
+    thread = store.thread_id
+    total = count = 0
+    async for doc in db["events"].find({"thread_id": thread}):
+        total += len(bson.encode(doc))
+        count += int(doc["count"])
+    return total / count
+
+
+async def run_sealing(bench: Bench) -> None:
+    """Sealed vs unsealed ChatLedger, side by side: append and last page, client CPU and wall.
+
+    The ledgers (:data:`SEALING_LEDGERS`) share one collection in a database of their own
+    (small: a page read on FerretDB scans the collection), measured interleaved in the
+    same runs; the ratios are sealed ÷ unsealed of the medians.
+    """
+    start = time.perf_counter()
+    plan = bench.plan
+    db = bench.client[f"{bench.db.name}_sealing"]
+    try:
+        ledgers = {
+            name: Ledger(db) if options is None else sealed_ledger(db, **options)
+            for name, options in SEALING_LEDGERS.items()
+        }
+        for case, user, reply in SEALING_TURNS:
+            turn = [
+                Message("user", [user]),
+                Message("assistant", [reply], message_id=f"msg_{uuid.uuid4().hex}"),
+            ]
+            appends: dict[str, tuple[Op, int]] = {}
+            pages: dict[str, tuple[Op, int]] = {}
+            for name, ledger in ledgers.items():
+                append, page = await sealing_ops(ledger, turn)
+                appends[name], pages[name] = (append, plan.append_ops), (page, plan.append_ops)
+            for operation, ops in (("append", appends), ("last page", pages)):
+                samples: dict[str, Sample] = {}
+                await interleaved(ops, plan.runs + 2, samples)
+                bench.keep("sealing", f"{case}: {operation}", samples)
+                for name in list(ledgers)[1:]:
+                    cpu, wall = (
+                        samples[name].median(k) / samples["unsealed"].median(k) for k in ("cpu", "wall")
+                    )
+                    say(
+                        f"  [sealing] {case}: {operation}: {name} ÷ unsealed "
+                        f"client CPU {cpu:.2f}×, wall {wall:.2f}×"
+                    )
+            sizes = {
+                name: await stored_bytes_per_message(await sealing_thread(ledger, turn, 10), db)
+                for name, ledger in {
+                    "unsealed": ledgers["unsealed"],
+                    "sealed": ledgers["sealed"],
+                    f"sealed, pad_to={SEALING_PAD_TO}": sealed_ledger(db, pad_to=SEALING_PAD_TO),
+                }.items()
+            }
+            bench.results.setdefault("sealing bytes per message", {})[case] = sizes
+            say(f"  [sealing] {case}: stored bytes per message {sizes}")
+    finally:
+        await bench.client.drop_database(db.name)
+    bench.seconds["sealing"] = time.perf_counter() - start
+
+
+def sealing_lines(results: dict[str, Any]) -> list[str]:
+    """The sealing section of the benchmarks page (nothing if it was not measured)."""
+    data = results.get("sealing")
+    if not data:
+        return []
+    lines = [
+        "",
+        "## Sealing: sealed vs unsealed ChatLedger (same runs, interleaved)",
+        "",
+        "Ledgers on one collection: unsealed; sealed (`Sealer`, local KEK, data key cached; a page read",
+        "again reuses the events it opened while their key is cached); sealed keeping no opened event",
+        "(`opened_events=0`: every read decrypts, the cost of a first read). A chat of 2-message turns",
+        f"(one event each). Append: `add_messages` of a turn to a thread of {2 * SEALING_THREAD_TURNS}+",
+        f"messages; last page: `list_messages(offset=-{PAGE})` of a {2 * SEALING_THREAD_TURNS}-message",
+        "thread (warm store). Ratios: medians ÷ the unsealed median of the same runs.",
+        "",
+        "| case | ledger | client CPU ms | CPU ÷ unsealed | wall ms | wall ÷ unsealed |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for case, s in data.items():
+        for name in s:
+            lines.append(
+                f"| {case} | {name} | {cell(s, name, 'cpu')} | "
+                f"{ratio(med(s, name, 'cpu'), med(s, 'unsealed', 'cpu'))} | {cell(s, name)} | "
+                f"{ratio(med(s, name), med(s, 'unsealed'))} |"
+            )
+    sizes = results.get("sealing bytes per message", {})
+    if sizes:
+        names = list(next(iter(sizes.values())))
+        lines += [
+            "",
+            "Stored BSON bytes per message (the events of a 20-message thread ÷ 20):",
+            "",
+            "| turn | " + " | ".join(names) + " |",
+            "| --- |" + " --- |" * len(names),
+            *[
+                f"| {case} | " + " | ".join(f"{row[n]:,.0f}" for n in names) + " |"
+                for case, row in sizes.items()
+            ],
+        ]
+    return lines
 
 
 # --------------------------------------------------------------------------- output
@@ -1047,6 +1214,7 @@ def write_markdown(
         for stage, sizes in results["collection sizes"].items():
             parts = [f"{k} {val['messages']:,} msg / {val['bytes'] / 1e6:.1f} MB" for k, val in sizes.items()]
             lines.append(f"- +{int(stage):,} other messages: " + "; ".join(parts))
+    lines += sealing_lines(results)
     lines += ["", "## What the numbers mean", "", NOTES_START, notes, NOTES_END, ""]
     path.write_text("\n".join(lines))
 
@@ -1083,6 +1251,9 @@ async def amain(args: argparse.Namespace) -> int:
         uri = server.uri
     bench = Bench(uri, plan)
     try:
+        if args.sealing_only:
+            await run_sealing(bench)  # printed as it goes; no page is written
+            return 0
         await bench.run()
     finally:
         await bench.close()
@@ -1120,6 +1291,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke-sized run (about a minute; not for publishing)"
+    )
+    parser.add_argument(
+        "--sealing-only",
+        action="store_true",
+        help="only the sealed vs unsealed comparison; print it, write nothing",
     )
     parser.add_argument("--out", default=str(REPO_ROOT / "docs" / "benchmarks.md"))
     parser.add_argument("--json", default=str(REPO_ROOT / "docs" / "benchmarks.json"))

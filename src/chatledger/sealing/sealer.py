@@ -1,22 +1,23 @@
 """Sealing: each event's message content encrypted under its data subject's key, bound to its place.
 
-What is sealed is everything a stored message holds except ``role`` and
-``message_id``: its ``text``, ``author_name`` and ``rest``/``payload``. The sealed form
-keeps every message a flat document of strings (so the hash chain's fast path and the
-JSON Lines export apply unchanged), and seals a whole event at once (form ``cl2``)::
+Only ``role`` and ``message_id`` stay in clear; a message's ``text``, ``author_name``
+and ``rest``/``payload`` are sealed. The sealed form keeps every message a flat document
+of strings (so the hash chain's fast path, ``verify`` and the JSON Lines export apply
+unchanged), and seals a whole event at once (form ``cl2``)::
 
     [{"role": "user", "message_id": "m1", "text": "[sealed]",
       "sealed": "cl2:<key id>:<key fingerprint>:<hex>"},
      {"role": "assistant", "text": "[sealed]", "sealed": "cl2:@0"}]
 
-The hex is ``nonce || AES-256-GCM(data key, JSON list of the messages' sealed fields)``,
+The hex is ``nonce || AES-256-GCM(data key, JSON list of the batch's stored messages)``,
 optionally padded with trailing spaces to a size bucket (``Sealer(pad_to=...)``); every
 other message of the event refers to it (``cl2:@0``). The associated data binds it to
-the key id, the event ``_id`` and every message's ``role`` and ``message_id``, so a
-ciphertext moved into another event (its hash recomputed), an altered bit, or messages
-swapped, dropped or relabelled fail to open as :class:`~chatledger.errors.IntegrityError`.
-Hex, not base64: it decodes several times faster (reads are the hot path) and is the
-plainest text every engine and export carries unchanged; it stores 2 bytes per byte.
+the key id and the event ``_id``, and opening compares each message's clear ``role`` and
+``message_id`` with its sealed copy, so a ciphertext moved into another event (its hash
+recomputed), an altered bit, or messages swapped, dropped, added or relabelled are an
+:class:`~chatledger.errors.IntegrityError`. Hex, not base64: it decodes several times
+faster (reads are the hot path) and is plain text every engine and export carries
+unchanged; it stores two characters per byte.
 
 Events sealed before ``cl2`` carry one ``cl1:<key id>:<fingerprint>:<base64>`` marker per
 message (each message sealed alone, associated data: key id, event ``_id``, index); they
@@ -88,8 +89,6 @@ _CL2: Final = "cl2"
 _CL2_REF: Final = "cl2:@0"
 #: What a sealed message shows in place of its text.
 SEALED_TEXT: Final = "[sealed]"
-#: Stored fields left in clear; everything else a stored message holds is sealed.
-_KEPT: Final = frozenset({"role", "message_id"})
 _SEALED_FORM: Final = frozenset({"role", "message_id", "text", SEALED_FIELD})
 _KEY_DOC_VERSION: Final = 1
 _MAX_CACHED: Final = 10_000

@@ -139,11 +139,13 @@ class Forest:
 
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     children: dict[str, list[str]] = field(default_factory=dict)
+    _blockers: dict[str, str | None] | None = field(default=None, repr=False)
 
     def add(self, doc: Mapping[str, Any]) -> None:
         """Add one raw thread document."""
         tid = str(doc["_id"])
         self.docs[tid] = dict(doc)
+        self._blockers = None
         parent = doc.get("parent")
         if isinstance(parent, Mapping) and isinstance(parent.get("thread_id"), str):
             self.children.setdefault(str(parent["thread_id"]), []).append(tid)
@@ -188,11 +190,66 @@ class Forest:
         A hold protects the held thread, every branch of it, and (because a kept
         branch needs them to replay) every ancestor: so removing ``thread_id`` together
         with its descendants is blocked by a hold on any of them or on any ancestor.
+        Answered from :meth:`blockers`, computed once per forest.
         """
-        for tid in (*self.ancestors(thread_id), *self.descendants(thread_id)):
-            if self.held(tid):
-                return tid
+        return self.blockers().get(thread_id)
+
+    def blockers(self) -> dict[str, str | None]:
+        """Return, for every thread, the held thread that blocks removing it (see :meth:`hold_blocks`).
+
+        Two passes over the forest (holds above, top down; holds below, bottom up), so
+        judging every thread of a deep chain costs its size, not its size squared.
+        """
+        if self._blockers is None:
+            order = self._top_down()
+            above: dict[str, str | None] = {}
+            for tid in order:
+                parent = self._parent(tid)
+                inherited = above.get(parent) if parent is not None else None
+                above[tid] = inherited or (tid if self.held(tid) else None)
+            below: dict[str, str | None] = {}
+            for tid in reversed(order):
+                below[tid] = tid if self.held(tid) else None
+                for child in sorted(self.children.get(tid, ())):
+                    if below[tid] is None and below.get(child) is not None:
+                        below[tid] = below[child]
+            blockers: dict[str, str | None] = {}
+            for tid in order:
+                parent = self._parent(tid)
+                blockers[tid] = (above[parent] if parent is not None else None) or below[tid]
+            self._blockers = blockers
+        return self._blockers
+
+    def newest(self, last_activity: Mapping[str, datetime | None]) -> dict[str, datetime | None]:
+        """Return, for every thread, the newest ``last_activity`` of it and all its branches.
+
+        One bottom-up pass (a per-thread walk of descendants costs a deep chain its size squared).
+        """
+        out: dict[str, datetime | None] = {}
+        for tid in reversed(self._top_down()):
+            dates = [
+                d for d in (last_activity.get(tid), *(out.get(c) for c in self.children.get(tid, ()))) if d
+            ]
+            out[tid] = max(dates) if dates else None
+        return out
+
+    def _parent(self, thread_id: str) -> str | None:
+        parent = self.docs.get(thread_id, {}).get("parent")
+        if isinstance(parent, Mapping) and isinstance(parent.get("thread_id"), str):
+            tid = str(parent["thread_id"])
+            return tid if tid in self.docs else None
         return None
+
+    def _top_down(self) -> list[str]:
+        """Return every thread, each after its parent (threads caught in a parent loop last)."""
+        order: list[str] = []
+        for root in self.roots():
+            order.extend(self.descendants(root))
+        seen = set(order)
+        # A loop of parent links (tampering; verify reports it) has no root: keep its
+        # threads, in id order, so every thread still gets an answer.
+        order.extend(sorted(t for t in self.docs if t not in seen))
+        return order
 
     def roots(self) -> list[str]:
         """Return the ids of threads whose parent is not in this forest, sorted."""

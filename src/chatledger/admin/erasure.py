@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Final
 
 from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, count_threads, family_chunks
@@ -71,8 +72,7 @@ async def plan_erasure(
         act = await activity(ledger, merged)
         for family in chunk:
             matching = set(family.matching)
-            lineages = {t: lineage_removal(family.forest, act, t) for t in matching}
-            select_lineages(report, family.forest, matching, lineages)
+            select_lineages(report, family.forest, matching, partial(lineage_removal, family.forest, act))
             if on_thread is not None:
                 for tid in family.matching:
                     on_thread(tid)

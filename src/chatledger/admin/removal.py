@@ -154,13 +154,14 @@ class RemovalReport:
 
 
 def select_lineages(
-    report: RemovalReport, forest: Forest, due: set[str], lineages: Mapping[str, Removal]
+    report: RemovalReport, forest: Forest, due: set[str], removal_of: Callable[[str], Removal]
 ) -> None:
     """Add to ``report`` the topmost lineages among ``due`` threads, or why each is skipped.
 
     A due thread whose parent is due and removable goes with the parent's lineage. A
     parent blocked by a hold elsewhere in its lineage does not block a due branch
-    that no hold protects.
+    that no hold protects. ``removal_of`` builds the removal of a planned lineage (only
+    those are built: building one per due thread costs a deep chain its size squared).
     """
     blocked: set[str] = set()
     for tid in sorted(due, key=lambda t: (forest.docs[t].get("depth") or 0, t)):
@@ -169,7 +170,7 @@ def select_lineages(
         if parent in due and parent not in blocked:
             continue
         if holder is None:
-            report.planned.append(lineages[tid])
+            report.planned.append(removal_of(tid))
             continue
         blocked.add(tid)
         if parent not in blocked:

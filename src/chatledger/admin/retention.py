@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -173,16 +174,17 @@ async def plan_retention(
             act = await activity(ledger, merged)
             for family in chunk:
                 docs = family.forest.docs
-                lineages = {t: lineage_removal(family.forest, act, t) for t in family.matching}
+                # A lineage's last activity is the newest of its threads and all their branches.
+                newest = family.forest.newest({t: a.last_activity for t, a in act.items()})
                 due = set()
                 for tid in family.matching:
                     age = policy.max_age(docs[tid].get("tenant_id"))
-                    newest = lineages[tid].last_activity
-                    if age is not None and newest is not None and now - newest > age:
+                    last = newest.get(tid)
+                    if age is not None and last is not None and now - last > age:
                         due.add(tid)
                     if on_thread is not None:
                         on_thread(tid)
-                select_lineages(report, family.forest, due, lineages)
+                select_lineages(report, family.forest, due, partial(lineage_removal, family.forest, act))
     return report
 
 

@@ -204,7 +204,7 @@ class Forest:
             order = self._top_down()
             above: dict[str, str | None] = {}
             for tid in order:
-                parent = self._parent(tid)
+                parent = self.parent_of(tid)
                 inherited = above.get(parent) if parent is not None else None
                 above[tid] = inherited or (tid if self.held(tid) else None)
             below: dict[str, str | None] = {}
@@ -215,7 +215,7 @@ class Forest:
                         below[tid] = below[child]
             blockers: dict[str, str | None] = {}
             for tid in order:
-                parent = self._parent(tid)
+                parent = self.parent_of(tid)
                 blockers[tid] = (above[parent] if parent is not None else None) or below[tid]
             self._blockers = blockers
         return self._blockers
@@ -233,7 +233,8 @@ class Forest:
             out[tid] = max(dates) if dates else None
         return out
 
-    def _parent(self, thread_id: str) -> str | None:
+    def parent_of(self, thread_id: str) -> str | None:
+        """Return the id of the thread's parent if this forest holds it, else ``None``."""
         parent = self.docs.get(thread_id, {}).get("parent")
         if isinstance(parent, Mapping) and isinstance(parent.get("thread_id"), str):
             tid = str(parent["thread_id"])

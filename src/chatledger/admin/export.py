@@ -91,8 +91,13 @@ def _selection(forest: Forest, thread_filter: ThreadFilter) -> list[str]:
     }
     if thread_filter.thread_id is not None and thread_filter.thread_id in forest.docs:
         wanted.update(forest.descendants(thread_filter.thread_id))
+    # Each thread's ancestors, walked up only until one already wanted (whose own
+    # ancestors are then wanted too): every thread is visited once, whatever the depth.
     for tid in list(wanted):
-        wanted.update(a for a in forest.ancestors(tid) if a in forest.docs)
+        parent = forest.parent_of(tid)
+        while parent is not None and parent not in wanted:
+            wanted.add(parent)
+            parent = forest.parent_of(parent)
     return sorted(wanted, key=lambda t: (forest.docs[t].get("depth") or 0, t))
 
 

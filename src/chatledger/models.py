@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import bson
+import bson.errors
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidThreadIdError
@@ -20,6 +22,7 @@ __all__ = [
     "DEFAULT_SOURCE_ID",
     "EVENT_SCHEMA_VERSION",
     "LINEAGE_WINDOW",
+    "MAX_METADATA_BYTES",
     "MAX_THREAD_ID_LENGTH",
     "Cursor",
     "ForkPoint",
@@ -27,6 +30,7 @@ __all__ = [
     "ThreadId",
     "ThreadRecord",
     "utc_now_ms",
+    "validate_metadata",
     "validate_name",
     "validate_thread_id",
 ]
@@ -90,6 +94,53 @@ def validate_name(kind: str, value: object) -> str:
     if _UNSAFE.search(value):
         raise InvalidInputError(f"{kind} must not contain control characters or lone surrogates")
     return value
+
+
+#: Largest thread metadata accepted (BSON bytes). Every branch copies its parent's metadata.
+MAX_METADATA_BYTES = 64 * 1024
+
+
+def validate_metadata(value: object) -> dict[str, Any] | None:
+    """Return thread metadata as a plain dict (``None`` when empty) if every engine can store it.
+
+    Metadata is stored on the thread document and hashed into its digest, so it must be
+    a mapping with ``str`` keys that no engine reads as an operator or a path (no
+    leading ``$``, no ``.``, no NUL, at any depth), BSON-encodable, and at most
+    :data:`MAX_METADATA_BYTES` encoded. MongoDB and FerretDB disagree about such keys
+    (one may store what the other refuses), so they are refused here, before any write.
+
+    Raises:
+        InvalidInputError: ``value`` is not such a mapping (nothing is written).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"metadata must be a mapping, got {type(value).__name__}")
+    _check_keys(value, "metadata")
+    out = dict(value)
+    try:
+        size = len(bson.encode(out))
+    except (bson.errors.BSONError, TypeError, ValueError, OverflowError) as e:
+        raise InvalidInputError(f"metadata cannot be stored as BSON: {e}") from e
+    if size > MAX_METADATA_BYTES:
+        raise InvalidInputError(
+            f"metadata is {size} bytes encoded; at most {MAX_METADATA_BYTES} are accepted"
+        )
+    return out or None
+
+
+def _check_keys(value: object, where: str) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if type(key) is not str or not key or key.startswith("$") or "." in key or "\x00" in key:
+                raise InvalidInputError(
+                    f"{where}: key {key!r} cannot be stored (keys must be non-empty str without a "
+                    "leading '$', '.' or NUL)"
+                )
+            _check_keys(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_keys(item, f"{where}[{index}]")
 
 
 ThreadId = Annotated[str, AfterValidator(validate_thread_id)]

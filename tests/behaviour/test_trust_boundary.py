@@ -292,6 +292,42 @@ async def test_scope_names_are_checked_everywhere_alike(database: Any, bad: Any)
             Ledger(database).bind(**{kind: bad})
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"$where": "1"},
+        {"a.b": 1},
+        {"nested": {"$gt": ""}},
+        {"in list": [{"x.y": 1}]},
+        {"nul\x00": 1},
+        {"": 1},
+        {1: "int key"},
+        {"big": "x" * (65 * 1024)},
+        {"object": object()},
+        ["not", "a", "mapping"],
+    ],
+)
+async def test_thread_metadata_every_engine_cannot_store_alike_is_refused_and_writes_nothing(
+    database: Any, bad: Any
+) -> None:
+    # MongoDB may store a "$"- or "."-key that FerretDB refuses: the library decides, before any write.
+    with pytest.raises(InvalidInputError):
+        MongoChatMessageStore(database, thread_id="t", metadata=bad)
+    binding = Ledger(database).bind()
+    with pytest.raises(InvalidInputError):
+        await binding.append(binding.empty("t"), [msg("hi")], metadata=bad)
+    assert await _count(database) == (0, 0)
+
+
+async def test_plain_thread_metadata_is_stored(database: Any) -> None:
+    store = MongoChatMessageStore(
+        database, thread_id="t", metadata={"team": "support", "tags": ["a", {"k": 1}]}
+    )
+    await store.add_messages([msg("hi")])
+    doc = await database["threads"].find_one({"_id": "t"})
+    assert doc["metadata"] == {"team": "support", "tags": ["a", {"k": 1}]}
+
+
 @pytest.mark.parametrize("bad", ["lone\ud800", "ctl\x00", {"$ne": None}, "", "x" * 201])
 async def test_thread_ids_that_could_misbehave_are_refused(database: Any, bad: Any) -> None:
     with pytest.raises(InvalidThreadIdError):

@@ -19,7 +19,7 @@ from chatledger._maf import Message
 from chatledger.codec import encode_messages
 from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidMessageError
 from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
-from chatledger.models import DEFAULT_SOURCE_ID, Cursor, validate_thread_id
+from chatledger.models import DEFAULT_SOURCE_ID, Cursor, validate_metadata, validate_thread_id
 from chatledger.telemetry import logger, span
 
 __all__ = ["MongoChatMessageStore"]
@@ -120,13 +120,13 @@ class MongoChatMessageStore:
         strict: bool = False,
         **ledger_options: Any,
     ) -> None:
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise InvalidInputError("metadata must be a mapping")
+        # Checked here, not at the first append: a bad store is refused where it is made.
+        metadata = validate_metadata(metadata)
         self.ledger = Ledger.of(database, **ledger_options)
         self.binding = self.ledger.bind(tenant_id=tenant_id, user_id=user_id, source_id=source_id)
         self._name = validate_thread_id(thread_id) if thread_id is not None else None
         self._fresh_id = new_thread_id()
-        self.metadata = dict(metadata) if metadata else None
+        self.metadata = metadata
         self.strict = strict
         self._position: Position | None = None
         self._lock = asyncio.Lock()

@@ -49,6 +49,7 @@ from chatledger.models import (
     Scope,
     ThreadRecord,
     utc_now_ms,
+    validate_metadata,
     validate_thread_id,
 )
 from chatledger.storage import (
@@ -689,8 +690,7 @@ class Binding:
             event_id = uuid.uuid4().hex
         elif type(event_id) is not str or not event_id or len(event_id) > 64:
             raise InvalidInputError("event_id must be a non-empty str of at most 64 characters")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise InvalidInputError("metadata must be a mapping")
+        metadata = validate_metadata(metadata)
         if at.thread is not None and at.offset < at.thread.base_offset:
             raise InvalidCursorError(
                 f"cursor {at.cursor.to_state()} lies before its thread's fork point; resolve it first"

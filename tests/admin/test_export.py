@@ -21,6 +21,7 @@ from chatledger.admin import (
     set_hold,
     verify,
 )
+from chatledger.admin import export as export_module
 from chatledger.hashing import GENESIS_HASH, event_hash
 from chatledger.models import Scope, ThreadRecord
 from tests.admin.conftest import branch, msg, talk
@@ -326,6 +327,45 @@ async def test_a_clash_part_way_takes_back_what_was_written(database: Any, tmp_p
         await import_jsonl(ledger, path)
     assert await database["threads"].count_documents({}) == 0
     assert [d["_id"] for d in await database["events"].find({}).to_list(None)] == ["r2#2"]
+
+
+async def test_an_append_racing_a_rolled_back_import_is_kept_and_named(
+    database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger, _ = await _story(database)
+    path = tmp_path / "all.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        await export_jsonl(ledger, out)
+    await _wipe(database)
+    ledger.forget()
+    await database["events"].insert_one(
+        {"_id": "r2#2", "thread_id": "r2", "seq": 2, "first_message": 2, "count": 0, "hash": "x" * 64}
+    )
+    # Another process finds r1 the moment the import writes it, and appends to it.
+    writer = Ledger(database)
+    insert_thread = export_module._Writer.thread
+
+    async def thread_then_append(self: Any, doc: dict[str, Any]) -> bool:
+        wrote = await insert_thread(self, doc)
+        if doc["_id"] == "r1":
+            binding = writer.bind(Scope.of(ThreadRecord.model_validate(doc)))
+            await binding.append(await binding.head("r1"), [msg("user", "written during the import")])
+        return wrote
+
+    monkeypatch.setattr(export_module._Writer, "thread", thread_then_append)
+    with pytest.raises(IntegrityError, match=r"different event at seq 2.*another process appended 1 events"):
+        await import_jsonl(ledger, path)
+    # The import's own documents are gone; the other process's acknowledged event is not.
+    assert await database["threads"].count_documents({}) == 0
+    left = sorted(d["_id"] for d in await database["events"].find({}).to_list(None))
+    assert len(left) == 2
+    assert left[1] == "r2#2"
+    assert left[0].startswith("r1#")
+    # Once the clash is cleared, re-running the import puts r1 back under that event.
+    await database["events"].delete_one({"_id": "r2#2"})
+    monkeypatch.undo()
+    await import_jsonl(Ledger(database), path)
+    assert (await verify(Ledger(database))).ok
 
 
 async def test_reimport_after_erasure_is_refused(database: Any, tmp_path: Path) -> None:

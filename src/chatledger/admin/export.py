@@ -494,11 +494,20 @@ class _Writer:
         self.summary.threads_present += 1
         return False
 
-    async def undo(self) -> None:
-        """Delete every document this import inserted (thread documents first: no half thread is visible)."""
+    async def undo(self) -> dict[str, int]:
+        """Delete every document this import inserted (thread documents first: no half thread is visible).
+
+        Returns:
+            ``{thread_id: events}`` of events that another process appended to a thread
+            this import had created, in the moment before it was taken back. They are
+            kept (they are someone's acknowledged writes): verify reports them as
+            orphans until a re-run of the import restores their thread under them.
+        """
         for tid in self.thread_ids:
             await self.ledger.storage.threads.delete(tid)
         await self.ledger.storage.events.delete_ids(self.event_ids)
+        left = await self.ledger.storage.events.counts(self.thread_ids)
+        return {tid: n for tid, (n, _) in left.items() if n}
 
 
 def _holds(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -582,10 +591,16 @@ async def import_jsonl(
                 if on_thread is not None:
                     on_thread(str(pending["_id"]))
             pending = item["doc"] if item["type"] == "thread" else None
-    except BaseException:
+    except BaseException as e:
         # Cancellation included: whatever stopped us, take back what we wrote. (The
         # original error is re-raised; a failure to undo is chained to it.)
-        await writer.undo()
+        others = await writer.undo()
+        if others and isinstance(e, Exception):
+            raise IntegrityError(
+                f"{e}; what this import wrote was taken back, but another process appended "
+                f"{sum(others.values())} events to imported threads {sorted(others)!r} meanwhile: they "
+                "were kept, and verify reports them as orphans until the import is re-run"
+            ) from e
         raise
     ledger.forget(writer.summary.thread_ids)
     for tid, hold in new_holds:

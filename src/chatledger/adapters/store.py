@@ -64,7 +64,11 @@ def _marker_value(messages: Any) -> object:
     Whether it is a real marker is decided by :meth:`Binding.from_marker`, which checks
     its MAC: message content can carry this key too, and is then stored like any message.
     """
-    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or len(messages) != 1:
+    if type(messages) is not list and (
+        not isinstance(messages, Sequence) or isinstance(messages, (str, bytes))
+    ):
+        return None
+    if len(messages) != 1:
         return None
     (only,) = messages
     props: Any = (
@@ -72,6 +76,8 @@ def _marker_value(messages: Any) -> object:
         if isinstance(only, Mapping)
         else getattr(only, "additional_properties", None)
     )
+    if type(props) is dict:  # the usual case, without the abstract-class check
+        return props.get(_CURSOR_MARKER)
     return props.get(_CURSOR_MARKER) if isinstance(props, Mapping) else None
 
 

@@ -39,7 +39,7 @@ from chatledger.errors import (
     UnknownThreadError,
 )
 from chatledger.hashing import GENESIS_HASH, event_hash
-from chatledger.ledger.pending import PendingAppend
+from chatledger.ledger.pending import PendingAppend, new_event_id
 from chatledger.ledger.signing import CursorSigner, mac
 from chatledger.models import (
     DEFAULT_SOURCE_ID,
@@ -437,6 +437,9 @@ class Binding:
         return summary
 
     def _check(self, at: Position) -> Position:
+        # Identity first: a position this binding made carries its very scope object.
+        if type(at) is Position and at.scope is self.scope:
+            return at
         if not isinstance(at, Position) or at.scope != self.scope:
             raise InvalidCursorError(
                 "the position was not resolved by this binding; resolve its cursor first"
@@ -632,7 +635,7 @@ class Binding:
         if stored is None:
             stored = encode_messages(messages or ())
         if event_id is None:
-            event_id = uuid.uuid4().hex
+            event_id = new_event_id()
         elif type(event_id) is not str or not event_id or len(event_id) > 64:
             raise InvalidInputError("event_id must be a non-empty str of at most 64 characters")
         if metadata is not None and not isinstance(metadata, Mapping):

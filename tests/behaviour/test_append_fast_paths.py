@@ -4,6 +4,8 @@
   paths (a digest of their BSON, taken with the code before them).
 - ``Gate.call`` translates every driver error exactly as ``Gate.translated`` does.
 - ``new_event_id`` is ``uuid.uuid4().hex``, bit for bit.
+- A cursor assembled after an append is the one validation builds, and values it
+  would change or refuse are validated; ``utc_now_ms`` is ``now(UTC)`` cut to milliseconds.
 - An untraced span (no tracer provider configured) behaves as the non-recording span
   OpenTelemetry's proxy would hand out, and a provider installed later is used at once.
 """
@@ -15,13 +17,14 @@ import hashlib
 import itertools
 import uuid
 from collections.abc import Awaitable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bson
 import pytest
 from agent_framework import Message
 from opentelemetry import trace
+from pydantic import ValidationError
 from pymongo.errors import (
     AutoReconnect,
     ConnectionFailure,
@@ -37,8 +40,10 @@ from pymongo.errors import (
 
 import chatledger.ledger.core as core
 import chatledger.ledger.pending as pending
+import chatledger.models as models
 from chatledger import Ledger, MongoChatMessageStore, telemetry
 from chatledger.ledger.pending import new_event_id
+from chatledger.models import Cursor, utc_now_ms
 from chatledger.storage.gate import Gate
 from tests.helpers import msg, tricky_message
 
@@ -278,3 +283,75 @@ def test_only_exact_no_op_providers_skip_spans() -> None:
         assert recording.spans == ["chatledger.append"]
     finally:
         telemetry.set_tracer_provider(None)
+
+
+# --------------------------------------------------------------------------- cursors and clock
+
+
+@pytest.mark.parametrize(
+    ("thread_id", "seq"),
+    [("t", 0), ("a#b", 7), ("é🌍" * 50, 2**40), ("x" * 200, 1)],
+)
+def test_an_assembled_cursor_is_the_validated_one(thread_id: str, seq: int) -> None:
+    assert core._ASSEMBLE  # on the pinned pydantic the fast path is in use
+    fast = core._cursor(thread_id, seq)
+    general = Cursor(thread_id=thread_id, offset=seq)
+    assert fast.__getstate__() == general.__getstate__()
+    assert fast == general
+    assert hash(fast) == hash(general)
+    assert repr(fast) == repr(general)
+    assert fast.model_dump() == general.model_dump()
+    assert fast.to_state() == general.to_state()
+    with pytest.raises(ValidationError):
+        fast.offset = 1  # type: ignore[misc]  # frozen like the validated one
+
+
+class _Str(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("thread_id", "seq"),
+    [("", 1), ("x" * 201, 1), ("a\x00b", 1), ("t", -1), ("t", True), (_Str("t"), 1), (7, 1), ("t", "3")],
+)
+def test_values_validation_would_change_or_refuse_are_validated(thread_id: Any, seq: Any) -> None:
+    def general() -> Any:
+        return Cursor(thread_id=str(thread_id), offset=int(seq))
+
+    try:
+        expected = general()
+    except Exception as e:
+        with pytest.raises(type(e)):
+            core._cursor(thread_id, seq)
+        return
+    got = core._cursor(thread_id, seq)
+    assert got.__getstate__() == expected.__getstate__()
+
+
+def _truncated(now: datetime) -> datetime:
+    """What utc_now_ms returned before: now(UTC) with its microseconds cut to milliseconds."""
+    return now.replace(microsecond=now.microsecond - now.microsecond % 1000)
+
+
+def test_utc_now_ms_is_now_truncated_to_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    for ns in (
+        0,
+        999_999,
+        1_000_000,
+        1_764_072_000_123_456_789,
+        1_764_072_000_999_999_999,
+        4_102_444_800 * 10**9,
+    ):
+        monkeypatch.setattr(models.time, "time_ns", lambda ns=ns: ns)
+        reference = datetime.fromtimestamp(ns // 10**9, UTC).replace(microsecond=ns % 10**9 // 1000)
+        got = utc_now_ms()
+        assert got == _truncated(reference)
+        assert got.tzinfo is UTC
+        assert got.utcoffset() == timedelta(0)
+    monkeypatch.undo()
+    before = _truncated(datetime.now(UTC))
+    got = utc_now_ms()
+    after = datetime.now(UTC)
+    assert before <= got <= after
+    assert got.microsecond % 1000 == 0
+    assert got.tzinfo is UTC

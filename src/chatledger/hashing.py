@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from chatledger.codec import canonical_json_bytes, str_fields_json_bytes
+from chatledger.codec import canonical_json_bytes
 
 __all__ = ["GENESIS_HASH", "HASHED_FIELDS", "HASHED_FIELDS_BY_VERSION", "epoch_ms", "event_hash"]
 
@@ -48,14 +48,10 @@ _SCALAR_TYPES = (str, int, type(None))
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-def _split(fields: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The fields sorted as canonical JSON sorts them, before and after ``messages``."""
-    ordered = sorted(fields)
-    at = ordered.index("messages")
-    return tuple(ordered[:at]), tuple(ordered[at + 1 :])
-
-
-_SPLITS = {fields: _split(fields) for fields in HASHED_FIELDS_BY_VERSION.values()}
+#: The scalar fields of each version: all but ``messages``.
+_SCALAR_FIELDS = {
+    fields: tuple(f for f in fields if f != "messages") for fields in HASHED_FIELDS_BY_VERSION.values()
+}
 
 
 def epoch_ms(value: datetime) -> int:
@@ -71,12 +67,11 @@ def _fast_canonical(body: dict[str, Any], fields: tuple[str, ...]) -> bytes | No
     """The canonical bytes of ``body`` via orjson, when its shape makes them provably json's.
 
     That shape is every event ChatLedger writes: str / 64-bit int / null scalars and
-    messages that are flat ``{str: str}`` documents; for it orjson and json write the same
-    bytes. The body is assembled around ``messages`` in sorted key order, as json sorts it.
+    messages that are flat ``{str: str}`` documents; for it orjson (keys sorted, at every
+    level) and json write the same bytes, so one ``orjson.dumps`` of the whole body does.
     Anything else answers None and takes the general path.
     """
-    before, after = _SPLITS[fields]
-    for name in before + after:
+    for name in _SCALAR_FIELDS[fields]:
         value = body[name]
         kind = type(value)
         if kind not in _SCALAR_TYPES or (kind is int and not _INT64_MIN <= value <= _INT64_MAX):
@@ -84,17 +79,16 @@ def _fast_canonical(body: dict[str, Any], fields: tuple[str, ...]) -> bytes | No
     messages = body["messages"]
     if type(messages) is not list:
         return None
-    raw_messages = str_fields_json_bytes(messages)
-    if raw_messages is None:
-        return None
+    for message in messages:
+        if type(message) is not dict:
+            return None
+        for value in message.values():  # pyright: ignore[reportUnknownVariableType]
+            if type(value) is not str:
+                return None
     try:
-        head = orjson.dumps({k: body[k] for k in before})
-        tail = orjson.dumps({k: body[k] for k in after})
-    except TypeError:  # a lone surrogate in an id: the general path refuses it clearly
+        return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # a lone surrogate, a key that is not a str: the general path refuses it clearly
         return None
-    out = b'{"messages":' if len(head) == 2 else head[:-1] + b',"messages":'
-    out += raw_messages
-    return out + (b"}" if len(tail) == 2 else b"," + tail[1:])
 
 
 def event_hash(prev_hash: str, event: Mapping[str, Any]) -> str:
@@ -106,11 +100,11 @@ def event_hash(prev_hash: str, event: Mapping[str, Any]) -> str:
         value = event.get(name)
         if isinstance(value, datetime):
             value = epoch_ms(value)
-        elif name == "messages":
-            value = [dict(m) for m in value or ()]
         body[name] = value
     raw = _fast_canonical(body, fields)
     if raw is None:
+        # Messages as plain dicts (a read returns them as the driver's mapping type).
+        body["messages"] = [dict(m) for m in body["messages"] or ()]
         raw = canonical_json_bytes(body)
     digest = hashlib.sha256()
     digest.update(prev_hash.encode("ascii"))

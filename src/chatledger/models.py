@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Literal
 
 import bson
 import bson.errors
@@ -146,10 +147,15 @@ def _check_keys(value: object, where: str) -> None:
 ThreadId = Annotated[str, AfterValidator(validate_thread_id)]
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def utc_now_ms() -> datetime:
     """Return the current UTC time truncated to milliseconds, the precision BSON keeps."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond - now.microsecond % 1000)
+    # The epoch plus the system clock's whole milliseconds: what ``datetime.now(UTC)``
+    # truncated to milliseconds is, built in one addition (``now`` with a time zone, then
+    # ``replace``, cost three objects and two method lookups on every append).
+    return _EPOCH + timedelta(0, 0, 0, time.time_ns() // 1_000_000)
 
 
 class Cursor(BaseModel):

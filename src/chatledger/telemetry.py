@@ -7,8 +7,9 @@ such as ``chatledger.ledger`` propagate to it). The library installs only a
 Spans follow Agent Framework's own observability switch,
 ``agent_framework.observability.OBSERVABILITY_SETTINGS.ENABLED`` (on by default;
 ``ENABLE_INSTRUMENTATION=false`` or ``disable_instrumentation()`` turns it off), read at
-every call so a later switch takes effect at once. With no OpenTelemetry SDK configured
-the API hands out non-recording spans, so the cost is a few attribute assignments.
+every call so a later switch takes effect at once. With no tracer provider configured
+(OpenTelemetry's proxy or no-op provider), no span is started at all: it could record
+nothing, so the cost is checking the attributes.
 
 Attributes are named ``chatledger.<name>`` (``chatledger.thread_id``,
 ``chatledger.events_read``, ``chatledger.branched``, ``chatledger.replayed`` ...) and
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, Final
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Final, cast
 
 from opentelemetry import trace
 
@@ -78,18 +79,57 @@ def _enabled() -> bool:
     return bool(getattr(settings, "ENABLED", False))
 
 
-def _checked(attributes: dict[str, object]) -> dict[str, _Scalar]:
-    checked: dict[str, _Scalar] = {}
+_SCALAR_TYPES: Final = (str, bool, int, float)
+_NO_OP_PROVIDERS: Final = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+_UNKNOWN: Final = object()
+#: Whether the global provider named by the environment (``OTEL_PYTHON_TRACER_PROVIDER``)
+#: has been loaded: OpenTelemetry loads it on the first ``get_tracer_provider()`` call.
+_environment_read = False
+
+
+def _no_op() -> bool:
+    """Whether every span would be a non-recording no-op: no tracer provider is configured.
+
+    That is OpenTelemetry's state until an application installs an SDK: the global
+    provider is still the proxy (whose tracers hand out non-recording spans) or an
+    explicit no-op provider. Starting such a span costs more than the rest of an
+    append's own work, and nothing can observe it, so :func:`span` skips it. Checked
+    at every call: a provider installed later takes effect at once.
+    """
+    provider = _tracer_provider
+    if provider is None or type(provider) is trace.ProxyTracerProvider:
+        # What a proxy's tracers delegate to: the global provider. Read as they read it
+        # (the public getter looks the environment up on every call while it is unset,
+        # which cost more than the rest of the check); the environment's provider was
+        # loaded on the first call, as the first span used to load it.
+        global _environment_read
+        if not _environment_read:
+            trace.get_tracer_provider()
+            _environment_read = True
+        current: object = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+        if current is None:
+            return True
+        # An API without that global: ask the public getter.
+        provider = trace.get_tracer_provider() if current is _UNKNOWN else cast(trace.TracerProvider, current)
+    # Exact types: a subclass may well record.
+    return type(provider) in _NO_OP_PROVIDERS
+
+
+def _check(attributes: dict[str, object]) -> None:
     for key, value in attributes.items():
-        if value is None:
-            continue
-        if not isinstance(value, str | bool | int | float):
+        # The exact-type test settles every value ChatLedger sets; isinstance admits subclasses.
+        if value is not None and type(value) not in _SCALAR_TYPES and not isinstance(value, _SCALAR_TYPES):
             raise TypeError(
                 f"span attribute {key!r} must be a str, bool, int or float, not {type(value).__name__}"
                 " (ChatLedger never puts message content into telemetry)"
             )
-        checked[ATTRIBUTE_PREFIX + key] = value
-    return checked
+
+
+def _checked(attributes: dict[str, object]) -> dict[str, _Scalar]:
+    _check(attributes)
+    return {
+        ATTRIBUTE_PREFIX + key: cast(_Scalar, value) for key, value in attributes.items() if value is not None
+    }
 
 
 class SpanRecorder:
@@ -110,13 +150,31 @@ class SpanRecorder:
             TypeError: a value is not a str, bool, int or float (checked even when
                 telemetry is off, so a mistake shows up in every test run).
         """
-        checked = _checked(attributes)
-        if self._span is not None:
-            self._span.set_attributes(checked)
+        if self._span is None:
+            _check(attributes)
+        else:
+            self._span.set_attributes(_checked(attributes))
 
 
-@contextmanager
-def span(name: str, **attributes: object) -> Iterator[SpanRecorder]:
+class _Untraced:
+    """What :func:`span` returns when no span is started: yields a recorder that records nowhere."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> SpanRecorder:
+        return _UNRECORDED
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None  # an exception propagates unchanged
+
+
+_UNRECORDED: Final = SpanRecorder(None)
+#: Returned instead of a generator-based context manager: building one per call cost more
+#: than the rest of an untraced span.
+_UNTRACED: Final = _Untraced()
+
+
+def span(name: str, **attributes: object) -> AbstractContextManager[SpanRecorder]:
     """Trace the enclosed operation as ``chatledger.<name>``, unless Agent Framework's switch is off.
 
     An exception leaving the block is recorded on the span and marks it as an error
@@ -126,16 +184,21 @@ def span(name: str, **attributes: object) -> Iterator[SpanRecorder]:
         name: The operation (``"append"``, ``"read"``, ``"resolve"`` ...).
         **attributes: Initial ``chatledger.<name>`` attributes; ``None`` values are skipped.
 
-    Yields:
-        A :class:`SpanRecorder` to add attributes known only later (events read, branched).
+    Returns:
+        A context manager yielding a :class:`SpanRecorder` to add attributes known only
+        later (events read, branched).
 
     Raises:
         TypeError: an attribute value is not a str, bool, int or float.
     """
-    checked = _checked(attributes)
-    if not _enabled():
-        yield SpanRecorder(None)
-        return
+    if not _enabled() or _no_op():
+        _check(attributes)
+        return _UNTRACED
+    return _traced(name, _checked(attributes))
+
+
+@contextmanager
+def _traced(name: str, checked: dict[str, _Scalar]) -> Iterator[SpanRecorder]:
     tracer = _tracer()
     checked["db.system.name"] = "mongodb"
     with tracer.start_as_current_span(

@@ -64,14 +64,21 @@ def _marker_value(messages: Any) -> object:
     Whether it is a real marker is decided by :meth:`Binding.from_marker`, which checks
     its MAC: message content can carry this key too, and is then stored like any message.
     """
-    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or len(messages) != 1:
+    if type(messages) is not list and (
+        not isinstance(messages, Sequence) or isinstance(messages, (str, bytes))
+    ):
+        return None
+    if len(messages) != 1:
         return None
     (only,) = messages
+    # A Message is no Mapping: tested first, it skips the abstract-class check.
     props: Any = (
         only.get("additional_properties")
-        if isinstance(only, Mapping)
+        if type(only) is not Message and isinstance(only, Mapping)
         else getattr(only, "additional_properties", None)
     )
+    if type(props) is dict:
+        return props.get(_CURSOR_MARKER)
     return props.get(_CURSOR_MARKER) if isinstance(props, Mapping) else None
 
 
@@ -184,7 +191,7 @@ class MongoChatMessageStore:
         if not stored:
             return
         async with self._lock:
-            at = await self._current()
+            at = self._position if self._position is not None else await self._current()
             with span("append", source_id=self.binding.scope.source_id, thread_id=at.thread_id) as recorder:
                 recorder.set(messages=len(stored))
                 result = await self.binding.save(

@@ -98,6 +98,32 @@ class Gate:
             )
         return collection
 
+    def _translate(self, what: str, error: Exception) -> Exception | None:
+        """Return the ChatLedger error a driver error becomes, or ``None`` if it passes unchanged.
+
+        ``DuplicateKeyError`` passes through: the storage operations that can clash
+        decide what a clash means and never let it leave the storage layer.
+        """
+        if isinstance(error, DuplicateKeyError):
+            return None
+        if isinstance(error, ExecutionTimeout | WTimeoutError):
+            return StorageUnavailableError(
+                f"{what}: the server did not finish in time ({type(error).__name__}: {error})"
+            )
+        if isinstance(error, TimeoutError):
+            return StorageUnavailableError(
+                f"{what}: no reply within operation_timeout={self.operation_timeout}s"
+            )
+        if isinstance(error, ConnectionFailure):
+            return StorageUnavailableError(f"{what}: database unavailable ({type(error).__name__}: {error})")
+        if isinstance(error, DocumentTooLarge):
+            return BatchTooLargeError(f"{what}: {error}")
+        if isinstance(error, InvalidOperation):
+            return StorageUnavailableError(f"{what}: the client cannot be used ({error})")
+        if isinstance(error, PyMongoError):
+            return StorageError(f"{what}: {type(error).__name__}: {error}")
+        return None
+
     @asynccontextmanager
     async def translated(self, what: str) -> AsyncIterator[None]:
         """Turn driver errors raised inside the block into ChatLedger errors.
@@ -107,28 +133,22 @@ class Gate:
         """
         try:
             yield
-        except DuplicateKeyError:
-            raise
-        except (ExecutionTimeout, WTimeoutError) as e:
-            raise StorageUnavailableError(
-                f"{what}: the server did not finish in time ({type(e).__name__}: {e})"
-            ) from e
-        except TimeoutError as e:
-            raise StorageUnavailableError(
-                f"{what}: no reply within operation_timeout={self.operation_timeout}s"
-            ) from e
-        except ConnectionFailure as e:
-            raise StorageUnavailableError(f"{what}: database unavailable ({type(e).__name__}: {e})") from e
-        except DocumentTooLarge as e:
-            raise BatchTooLargeError(f"{what}: {e}") from e
-        except InvalidOperation as e:
-            raise StorageUnavailableError(f"{what}: the client cannot be used ({e})") from e
-        except PyMongoError as e:
-            raise StorageError(f"{what}: {type(e).__name__}: {e}") from e
+        except (PyMongoError, TimeoutError) as e:
+            translated = self._translate(what, e)
+            if translated is None:
+                raise
+            raise translated from e
 
     async def call(self, what: str, awaitable: Awaitable[_T]) -> _T:
         """Return the result of one database operation, driver errors translated, timeout applied."""
-        async with self.translated(what):
+        # The same translation as ``translated``, without building a context manager per
+        # call: on an append that cost as much as the rest of the gate's work.
+        try:
             if self.operation_timeout is None:
                 return await awaitable
             return await asyncio.wait_for(awaitable, self.operation_timeout)
+        except (PyMongoError, TimeoutError) as e:
+            translated = self._translate(what, e)
+            if translated is None:
+                raise
+            raise translated from e

@@ -159,6 +159,7 @@ async def keys_not_found(
     Raises:
         InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
     """
+    # Imported here: chatledger.sealing imports the admin package (its erasure step).
     from chatledger.sealing.sealer import subject_mark
     from chatledger.storage.keys import is_tombstone
 
@@ -174,20 +175,13 @@ async def keys_not_found(
     async for doc in ledger.storage.threads.select(subject.query(), projection={"_id": 1}):
         chunk.append(str(doc["_id"]))
         if len(chunk) >= _SEALED_PROBE_CHUNK:
-            sealed, chunk = await _any_sealed(ledger, chunk), []
+            sealed, chunk = await ledger.storage.events.any_sealed(chunk), []
             if sealed:
                 break
-    if not sealed and (not chunk or not await _any_sealed(ledger, chunk)):
+    if not sealed and (not chunk or not await ledger.storage.events.any_sealed(chunk)):
         return None
     where = getattr(key_store.collection, "full_name", key_store.collection.name)
     return (
         f"the subject's content is sealed, but the key store {where} holds no key of it "
         "(the keys live in another database or collection: --keys-database / --keys-collection)"
     )
-
-
-async def _any_sealed(ledger: Any, thread_ids: list[str]) -> bool:
-    query = {"thread_id": {"$in": thread_ids}, "messages.sealed": {"$exists": True}}
-    events = ledger.storage.events
-    doc = await events.gate.call("probe sealed events", events.collection.find_one(query, {"_id": 1}))
-    return doc is not None

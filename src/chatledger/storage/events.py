@@ -244,6 +244,12 @@ class EventStore:
             async for doc in cursor:
                 yield doc
 
+    async def any_sealed(self, thread_ids: Sequence[str]) -> bool:
+        """Return whether any live event of these threads holds a sealed message (one query)."""
+        query = {"thread_id": {"$in": list(thread_ids)}, "messages.sealed": {"$exists": True}}
+        doc = await self.gate.call("probe sealed events", self.collection.find_one(query, {"_id": 1}))
+        return doc is not None
+
     async def counts(self, thread_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
         """Return ``{thread_id: (events, messages)}`` for the threads that have events."""
         out: dict[str, list[int]] = {}

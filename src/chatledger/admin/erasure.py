@@ -10,7 +10,7 @@ from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, 
 from chatledger.admin.receipts import operator_identity
 from chatledger.admin.removal import Removal, RemovalReport, execute, lineage_removal, select_lineages
 from chatledger.errors import InvalidInputError
-from chatledger.storage.keys import KeyStore
+from chatledger.storage.keys import KeyStore, is_tombstone
 
 #: Planning reads every field a removal needs (holds, lineage, scope) but not metadata.
 _NO_METADATA: Final = {"metadata": 0}
@@ -161,7 +161,6 @@ async def keys_not_found(
     """
     # Imported here: chatledger.sealing imports the admin package (its erasure step).
     from chatledger.sealing.sealer import subject_mark
-    from chatledger.storage.keys import is_tombstone
 
     subject = _subject(user_id, tenant_id)
     if await key_store.of_subject(user_id=user_id, tenant_id=tenant_id):

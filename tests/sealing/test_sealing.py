@@ -233,6 +233,20 @@ async def test_the_erasure_delay_is_the_cache_ttl(database: Any) -> None:
         await reader.open_messages(doc)
 
 
+async def test_an_erased_subject_starts_no_new_conversation_even_within_the_ttl(database: Any) -> None:
+    # A long-lived application process with alice's key cached for an hour.
+    writer = Ledger(database, sealer=sealer_on(database, ttl=3600))
+    await talk(writer, "alice", [MARKER])
+    # Another process erases alice.
+    await run_erasure(sealed_ledger(database), user_id="alice", apply=True)
+    before = await events(database)
+    binding = writer.bind(user_id="alice")
+    with pytest.raises(SubjectErasedError):
+        await binding.append(binding.empty("a-new-conversation"), [Message("user", [MARKER])])
+    assert await events(database) == before
+    assert await database["threads"].find_one({"_id": "a-new-conversation"}) is None
+
+
 async def test_a_legal_hold_keeps_the_keys(database: Any) -> None:
     ledger = sealed_ledger(database)
     binding, head = await talk(ledger, "alice", ["held words"])

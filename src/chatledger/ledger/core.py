@@ -754,7 +754,12 @@ class Binding:
         sealer = self.ledger.sealer
         # Every event of a tree shares its root id, so one key serves this append and any
         # retry on a branch; a cached key costs no round trip, an erased subject fails here.
-        seal_key = None if sealer is None else await sealer.key_for(self.scope, thread.root_id)
+        seal_key = (
+            None
+            if sealer is None
+            # A new conversation re-checks a cached key: an erased subject starts none.
+            else await sealer.key_for(self.scope, thread.root_id, fresh=at.thread is None)
+        )
         doc = self._event_document(at, thread, stored, event_id, seal_key)  # validates size before any write
         await self.ledger.ensure_indexes()
         if at.thread is None:

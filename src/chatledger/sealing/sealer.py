@@ -466,8 +466,13 @@ class Sealer:
         if len(self._cache) > _MAX_CACHED:
             self._cache.popitem(last=False)
 
-    async def key_for(self, scope: Scope, root_id: str) -> DataKey:
+    async def key_for(self, scope: Scope, root_id: str, *, fresh: bool = False) -> DataKey:
         """Return the key to seal a write in ``scope`` (on the tree ``root_id``), creating it once.
+
+        With ``fresh`` (the write starts a new conversation), a cached key is checked
+        against the key store first, so a subject erased by another process gets no new
+        conversation even within the cache TTL. Writes to existing conversations need no
+        such check: the removal sealed their next positions.
 
         Raises:
             SubjectErasedError: the subject's key was destroyed by erasure (nothing is written).
@@ -476,6 +481,11 @@ class Sealer:
         """
         key_id, subject = subject_key(scope.tenant_id, scope.user_id, root_id, self.per_lineage)
         hit, key = self._cached(key_id)
+        if hit and key is not None and fresh:
+            stored = await self.key_store.get(key_id)
+            if stored is None or is_tombstone(stored):
+                self.forget([key_id])
+                hit = False  # decided below from the store: erased, or (missing) created once
         if not hit:
             doc = await self.key_store.get(key_id)
             if doc is None:

@@ -8,6 +8,7 @@ a raw ``ValueError``/``KeyError``/``TypeError`` from deep inside, and never a si
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -125,3 +126,23 @@ async def test_admin_commands_do_not_crash(database: Any, clock: Clock, poison: 
         assert key in str(error) or "'root'" in str(error), error
     # Whatever the command did, verify can still say what the database holds.
     await verify(Ledger(database))
+
+
+async def test_a_parent_loop_is_reported_by_removals_never_silently_kept(database: Any) -> None:
+    # Tampering makes A's parent its own branch B: no thread of the tree is its top any more.
+    ledger = Ledger(database)
+    await talk(ledger, "A", 3, user_id="alice")
+    b = await branch(ledger, "A", 1)
+    c = await branch(ledger, "A", 2)
+    await database["threads"].update_one({"_id": "A"}, {"$set": {"parent": {"thread_id": b, "offset": 1}}})
+    await ledger.storage.threads.replace_holds(b, 0, [{"case": "c-1", "reason": "court order"}])
+    ledger.forget()
+    erasure = await run_erasure(ledger, user_id="alice", apply=True)
+    later = datetime.now(UTC) + timedelta(days=1)
+    retention = await run_retention(ledger, RetentionPolicy(default=timedelta(0)), apply=True, now=later)
+    for report in (erasure, retention):
+        assert report.planned == []
+        # Every thread of the loop, and the branch below it, is named as skipped (exit 1).
+        assert {s.thread_id for s in report.skipped} == {"A", b, c}
+        assert all("loop" in s.reason for s in report.skipped)
+    assert await database["threads"].count_documents({"removed": {"$exists": False}}) == 3

@@ -241,6 +241,18 @@ class Forest:
             return tid if tid in self.docs else None
         return None
 
+    def looped(self) -> set[str]:
+        """Return the threads whose parent links never reach a root: a loop, or below one.
+
+        Only tampering makes such links (verify reports them). Nothing about these
+        threads can be judged (which is the top of their lineage? what does a hold
+        protect?), so removals leave them alone and say so.
+        """
+        reached: set[str] = set()
+        for root in self.roots():
+            reached.update(self.descendants(root))
+        return {t for t in self.docs if t not in reached}
+
     def _top_down(self) -> list[str]:
         """Return every thread, each after its parent (threads caught in a parent loop last)."""
         order: list[str] = []
@@ -248,7 +260,8 @@ class Forest:
             order.extend(self.descendants(root))
         seen = set(order)
         # A loop of parent links (tampering; verify reports it) has no root: keep its
-        # threads, in id order, so every thread still gets an answer.
+        # threads, in id order, so every thread still gets an answer (removals skip them:
+        # see looped()).
         order.extend(sorted(t for t in self.docs if t not in seen))
         return order
 

@@ -164,7 +164,16 @@ def select_lineages(
     those are built: building one per due thread costs a deep chain its size squared).
     """
     blocked: set[str] = set()
+    looped = forest.looped()
     for tid in sorted(due, key=lambda t: (forest.docs[t].get("depth") or 0, t)):
+        if tid in looped:
+            # No thread of a loop is the top of its lineage: skipping silently would report
+            # success having removed nothing. Say so instead (exit 1).
+            blocked.add(tid)
+            report.skipped.append(
+                Skipped(tid, "its parent links loop back on themselves (tampering: run chatledger verify)")
+            )
+            continue
         parent = (forest.docs[tid].get("parent") or {}).get("thread_id")
         holder = forest.hold_blocks(tid)
         if parent in due and parent not in blocked:

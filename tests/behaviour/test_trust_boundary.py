@@ -8,6 +8,7 @@ caller reads or writes, and that bad input is a clear ChatLedger error writing n
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from chatledger import (
     MongoHistoryProvider,
     UnknownThreadError,
 )
+from chatledger.admin import verify
 from chatledger.codec import encode_messages, stored_digest
 from chatledger.errors import EventIdReusedError
 from chatledger.ledger import PendingAppend
@@ -292,6 +294,13 @@ async def test_scope_names_are_checked_everywhere_alike(database: Any, bad: Any)
             Ledger(database).bind(**{kind: bad})
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for _ in range(depth):
+        tree = {"n": [tree]}
+    return tree
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -305,6 +314,12 @@ async def test_scope_names_are_checked_everywhere_alike(database: Any, bad: Any)
         {"big": "x" * (65 * 1024)},
         {"object": object()},
         ["not", "a", "mapping"],
+        {"when": datetime(2026, 1, 1, 12, 0, 0, 123456)},  # BSON gives back milliseconds, UTC
+        {"raw": b"bytes"},
+        {"nan": float("nan")},
+        {"huge": 2**70},
+        {"deep": _nested(25)},
+        {"deeper": _nested(5000)},  # must be a clear error, not RecursionError
     ],
 )
 async def test_thread_metadata_every_engine_cannot_store_alike_is_refused_and_writes_nothing(
@@ -319,13 +334,20 @@ async def test_thread_metadata_every_engine_cannot_store_alike_is_refused_and_wr
     assert await _count(database) == (0, 0)
 
 
-async def test_plain_thread_metadata_is_stored(database: Any) -> None:
-    store = MongoChatMessageStore(
-        database, thread_id="t", metadata={"team": "support", "tags": ["a", {"k": 1}]}
-    )
+async def test_plain_thread_metadata_is_stored_and_verifies(database: Any) -> None:
+    metadata = {"team": "support", "tags": ("a", {"k": 1}), "score": 0.5, "ok": True, "none": None}
+    store = MongoChatMessageStore(database, thread_id="t", metadata=metadata)
     await store.add_messages([msg("hi")])
     doc = await database["threads"].find_one({"_id": "t"})
-    assert doc["metadata"] == {"team": "support", "tags": ["a", {"k": 1}]}
+    assert doc["metadata"] == {
+        "team": "support",
+        "tags": ["a", {"k": 1}],
+        "score": 0.5,
+        "ok": True,
+        "none": None,
+    }
+    # What was hashed into the thread digest is what the engine gives back.
+    assert (await verify(Ledger(database))).ok
 
 
 @pytest.mark.parametrize("bad", ["lone\ud800", "ctl\x00", {"$ne": None}, "", "x" * 201])

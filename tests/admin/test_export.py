@@ -353,7 +353,7 @@ async def test_an_append_racing_a_rolled_back_import_is_kept_and_named(
         return wrote
 
     monkeypatch.setattr(export_module._Writer, "thread", thread_then_append)
-    with pytest.raises(IntegrityError, match=r"different event at seq 2.*another process appended 1 events"):
+    with pytest.raises(IntegrityError, match=r"different event at seq 2.*another process wrote 1 events"):
         await import_jsonl(ledger, path)
     # The import's own documents are gone; the other process's acknowledged event is not.
     assert await database["threads"].count_documents({}) == 0
@@ -366,6 +366,39 @@ async def test_an_append_racing_a_rolled_back_import_is_kept_and_named(
     monkeypatch.undo()
     await import_jsonl(Ledger(database), path)
     assert (await verify(Ledger(database))).ok
+
+
+async def test_a_branch_racing_a_rolled_back_import_is_kept_and_named(
+    database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger, _ = await _story(database)
+    path = tmp_path / "all.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        await export_jsonl(ledger, out)
+    await _wipe(database)
+    ledger.forget()
+    await database["events"].insert_one(
+        {"_id": "r2#2", "thread_id": "r2", "seq": 2, "first_message": 2, "count": 0, "hash": "x" * 64}
+    )
+    # Another process branches from r1 (an edit of its first turn) the moment the import writes it.
+    writer = Ledger(database)
+    insert_thread = export_module._Writer.thread
+    branched: list[str] = []
+
+    async def thread_then_branch(self: Any, doc: dict[str, Any]) -> bool:
+        wrote = await insert_thread(self, doc)
+        if doc["_id"] == "r1":
+            binding = writer.bind(Scope.of(ThreadRecord.model_validate(doc)))
+            result = await binding.append(await binding.at("r1", 1), [msg("user", "an edit")])
+            branched.append(result.position.thread_id)
+        return wrote
+
+    monkeypatch.setattr(export_module._Writer, "thread", thread_then_branch)
+    with pytest.raises(IntegrityError, match="another process wrote 1 events") as caught:
+        await import_jsonl(ledger, path)
+    assert branched[0] in str(caught.value)
+    # The branch and its event are kept; the import's own documents are gone.
+    assert [d["_id"] for d in await database["threads"].find({}).to_list(None)] == branched
 
 
 async def test_reimport_after_erasure_is_refused(database: Any, tmp_path: Path) -> None:

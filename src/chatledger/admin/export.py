@@ -462,6 +462,8 @@ class _Writer:
         self.summary = ImportSummary()
         self.event_ids: list[str] = []
         self.thread_ids: list[str] = []
+        #: Roots of the trees this import wrote threads into (to find others' branches on undo).
+        self.roots: set[str] = set()
 
     async def events(self, docs: list[dict[str, Any]]) -> None:
         if not docs:
@@ -486,6 +488,7 @@ class _Writer:
         self.summary.thread_ids.append(tid)
         if await self.ledger.storage.threads.insert_raw(doc):
             self.thread_ids.append(tid)
+            self.roots.add(str(doc.get("root_id", tid)))
             self.summary.threads += 1
             return True
         existing = await self.ledger.storage.threads.get_raw(tid)
@@ -498,16 +501,26 @@ class _Writer:
         """Delete every document this import inserted (thread documents first: no half thread is visible).
 
         Returns:
-            ``{thread_id: events}`` of events that another process appended to a thread
-            this import had created, in the moment before it was taken back. They are
-            kept (they are someone's acknowledged writes): verify reports them as
-            orphans until a re-run of the import restores their thread under them.
+            ``{thread_id: events}`` of what another process wrote onto the threads this
+            import had created, in the moment before they were taken back: events
+            appended to them, and branches made from them. They are kept (they are
+            someone's acknowledged writes): verify reports them (orphan events, a
+            missing ancestor) until a re-run of the import restores what they stand on.
         """
+        ours = set(self.summary.thread_ids)
+        # Read before deleting: a branch names its tree's root, which is about to go.
+        branches = [
+            str(d["_id"])
+            for d in await self.ledger.storage.threads.family(sorted(self.roots))
+            if d["_id"] not in ours
+        ]
         for tid in self.thread_ids:
             await self.ledger.storage.threads.delete(tid)
         await self.ledger.storage.events.delete_ids(self.event_ids)
-        left = await self.ledger.storage.events.counts(self.thread_ids)
-        return {tid: n for tid, (n, _) in left.items() if n}
+        left = await self.ledger.storage.events.counts([*self.thread_ids, *branches])
+        return {tid: n for tid, (n, _) in left.items() if n} | {
+            tid: left.get(tid, (0, 0))[0] for tid in branches
+        }
 
 
 def _holds(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -597,9 +610,9 @@ async def import_jsonl(
         others = await writer.undo()
         if others and isinstance(e, Exception):
             raise IntegrityError(
-                f"{e}; what this import wrote was taken back, but another process appended "
-                f"{sum(others.values())} events to imported threads {sorted(others)!r} meanwhile: they "
-                "were kept, and verify reports them as orphans until the import is re-run"
+                f"{e}; what this import wrote was taken back, but another process wrote "
+                f"{sum(others.values())} events onto or under imported threads {sorted(others)!r} "
+                "meanwhile: they were kept, and verify reports them until the import is re-run"
             ) from e
         raise
     ledger.forget(writer.summary.thread_ids)

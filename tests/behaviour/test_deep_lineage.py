@@ -16,7 +16,7 @@ import bson
 import pytest
 
 import chatledger.models
-from chatledger import Ledger
+from chatledger import IntegrityError, Ledger
 from chatledger.ledger import Binding, Position
 from tests.helpers import msg, texts
 
@@ -264,3 +264,19 @@ async def test_resolving_far_back_reads_one_thread_per_window(
     assert position.thread_id == line.thread_id
     assert calls.count("get") == 1
     assert texts(await book.read(position)) == line.messages(record.base_offset)
+
+
+async def test_an_ancestor_deleted_above_the_window_is_damage_not_a_removal(
+    database: Any, small_window: int
+) -> None:
+    lines = await build_chain(Ledger(database).bind(), 3 * small_window)
+    deep = lines[-1]
+    record = deep.position.thread
+    assert record is not None
+    assert record.windowed
+    # Deleted outright (no removal ever ran: no tombstone, no receipt).
+    await database["threads"].delete_one({"_id": record.lineage[0].thread_id})
+    fresh = Ledger(database).bind()
+    position = await fresh.head(deep.thread_id)
+    with pytest.raises(IntegrityError, match="descends from missing thread"):
+        await fresh.read(position)

@@ -923,7 +923,9 @@ class Binding:
         while earlier is not None and earlier.messages > start:
             ancestor = await self.ledger.thread(earlier.thread_id, self.scope)
             if ancestor is None:
-                await self._refuse_if_removing(earlier.thread_id)
+                if await self._storage.threads.get_raw(earlier.thread_id) is not None:
+                    # Its tombstone (or a removal's mark) is there: removed, not damaged.
+                    await self._refuse_if_removing(earlier.thread_id)
                 raise IntegrityError(
                     f"thread {at.thread_id!r} descends from missing thread {earlier.thread_id!r}"
                 )

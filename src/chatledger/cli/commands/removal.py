@@ -52,7 +52,7 @@ from chatledger.cli.options import (
     open_for_writing,
 )
 from chatledger.cli.render import Renderer, Ticker, iso, to_jsonable
-from chatledger.cli.run import run_admin
+from chatledger.cli.run import fail, run_admin
 from chatledger.errors import InvalidInputError
 
 __all__ = ["erase_body", "register", "retention_body"]
@@ -72,6 +72,31 @@ def _require_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidInputError(f"{name} must be true or false, not {value!r}")
     return value
+
+
+def _refuse_ignored_key_store(context: typer.Context, no_keys: bool, as_json: bool) -> None:
+    """Exit 2 when ``--no-keys`` comes with ``--keys-database``/``--keys-collection`` on the command line.
+
+    ``--no-keys`` opens no key store, so a key-store option given with it would be
+    silently ignored. Values from ``CHATLEDGER_KEYS_*`` are deployment defaults, not a
+    request for this run: ``--no-keys`` overrides them without complaint.
+    """
+    if not no_keys:
+        return
+    given = [
+        option
+        for name, option in (("keys_database", "--keys-database"), ("keys_collection", "--keys-collection"))
+        # By name: the ParameterSource enum lives in click, which typer may vendor.
+        if getattr(context.get_parameter_source(name), "name", None) == "COMMANDLINE"
+    ]
+    if given:
+        raise fail(
+            Renderer(as_json=as_json),
+            InvalidInputError(
+                f"--no-keys touches no key store: drop {' and '.join(given)}, or drop --no-keys "
+                "to destroy the keys there"
+            ),
+        )
 
 
 def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict[str, Any]) -> None:
@@ -273,6 +298,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def retention(
+        context: typer.Context,
         older_than: Annotated[
             str | None, typer.Option(help="Remove lineages idle for longer than AGE (e.g. 365d).")
         ] = None,
@@ -298,6 +324,7 @@ def register(app: typer.Typer) -> None:
         database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Remove lineages idle longer than a policy allows (dry run unless --apply)."""
+        _refuse_ignored_key_store(context, no_keys, as_json)
         run_admin(
             mongodb_uri,
             mongodb_uri_file,
@@ -320,6 +347,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def erase(
+        context: typer.Context,
         user: UserOption = None,
         tenant: TenantOption = None,
         apply: ApplyOption = False,
@@ -336,6 +364,7 @@ def register(app: typer.Typer) -> None:
         database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Remove a user's or a tenant's conversations, then its data keys (dry run unless --apply)."""
+        _refuse_ignored_key_store(context, no_keys, as_json)
         run_admin(
             mongodb_uri,
             mongodb_uri_file,

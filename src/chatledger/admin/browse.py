@@ -16,7 +16,8 @@ from typing import Any, Final
 
 from chatledger._maf import Message
 from chatledger.admin.catalog import as_ledger
-from chatledger.errors import ContentErasedError, KeyUnavailableError, UnknownThreadError
+from chatledger.admin.verify import sealed_messages_problem
+from chatledger.errors import ContentErasedError, IntegrityError, KeyUnavailableError, UnknownThreadError
 from chatledger.models import Cursor, Scope, ThreadRecord
 
 __all__ = [
@@ -81,7 +82,8 @@ def placeholder_sealer(key_store: Any, provider: Any = None) -> Any:
             placeholder (``erased`` or ``no key``).
 
     An altered or moved ciphertext still raises :class:`~chatledger.errors.IntegrityError`:
-    tampering is never shown as a placeholder.
+    tampering is never shown as a placeholder. Without a usable key, a sealed message
+    malformed in itself (:func:`~chatledger.sealing.sealed_problem`) raises it too.
     """
     from chatledger.sealing import Sealer
 
@@ -90,6 +92,12 @@ def placeholder_sealer(key_store: Any, provider: Any = None) -> Any:
             try:
                 return await super().open_messages(doc)
             except (ContentErasedError, KeyUnavailableError) as e:
+                # What is malformed without a key (a ciphertext not even hex, a cl2 layout
+                # broken) is tampering, whatever the key's state: never a placeholder.
+                messages = doc.get("messages")
+                why = sealed_messages_problem(messages) if type(messages) is list else None
+                if why is not None:
+                    raise IntegrityError(f"event {doc.get('_id')!r}: {why}") from e
                 # One event is sealed under one key: every sealed message of it shares the verdict.
                 erased = isinstance(e, ContentErasedError)
                 verdict = Unreadable("erased" if erased else "no key", str(e))

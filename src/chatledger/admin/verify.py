@@ -16,7 +16,8 @@ events are what a removal leaves on purpose, not problems):
   ``base_messages`` (so truncating a thread under a branch is caught);
 - the thread's own events, streamed in ``seq`` order: each is well formed (integer
   ``seq``/``count``/``first_message``, string hashes, ``_id`` equal to
-  ``"<thread_id>#<seq>"``, every message decodable as a reader would decode it), ``seq``
+  ``"<thread_id>#<seq>"``, every message decodable as a reader would decode it, every
+  sealed message well formed and well placed, which needs no key), ``seq``
   contiguous from ``base_offset + 1``, ``first_message`` continuing the previous event,
   ``count`` equal to the batch size, ``prev_hash`` equal to the previous hash (the fork
   event's, or the genesis hash), and ``hash`` recomputed from the stored event;
@@ -61,6 +62,7 @@ from chatledger.errors import ChatLedgerError, InvalidInputError, UnknownThreadE
 from chatledger.hashing import GENESIS_HASH, HASHED_FIELDS_BY_VERSION, event_hash
 from chatledger.ledger import Ledger
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord
+from chatledger.sealing.sealer import is_sealed, sealed_problem
 
 __all__ = ["Anchor", "Problem", "VerifyReport", "head_anchors", "verify"]
 
@@ -226,6 +228,25 @@ def shape_problem(event: Mapping[str, Any], thread_id: str) -> str | None:
         why = _message_problem(message)
         if why is not None:
             return f"message {index}: {why}"
+    return sealed_messages_problem(messages)
+
+
+def sealed_messages_problem(messages: list[Any]) -> str | None:
+    """Return why an event's sealed messages are malformed (no key needed), or ``None``.
+
+    Every message of an event whose first message is sealed, and every sealed one, is
+    judged with :func:`~chatledger.sealing.sealed_problem` at its place (shape and the
+    ``cl2`` layout). Whether a ciphertext opens, and matches the clear fields, takes the key.
+    """
+    if not messages:
+        return None
+    first = messages[0]
+    sealed_first = isinstance(first, Mapping) and is_sealed(first)
+    for index, message in enumerate(messages):
+        if isinstance(message, Mapping) and (is_sealed(message) or (index and sealed_first)):
+            why = sealed_problem(message, index, first)
+            if why is not None:
+                return f"message {index}: {why}"
     return None
 
 

@@ -24,7 +24,8 @@ message (each message sealed alone, associated data: key id, event ``_id``, inde
 are read and verified as they always were.
 
 The placeholder ``text`` keeps the sealed form a valid stored message for code that
-decodes without keys (``verify`` checks every message decodes); the ledger itself
+decodes without keys (``verify`` checks every message decodes, and each sealed one's
+shape and place with :func:`sealed_problem`); the ledger itself
 never hands it out: it opens the message, or raises.
 
 The data subject is the user when the scope has one, else the tenant, else the root
@@ -111,14 +112,30 @@ def is_sealed(message: Mapping[str, Any]) -> bool:
     return SEALED_FIELD in message
 
 
-def sealed_problem(message: Mapping[str, Any]) -> str | None:
+def sealed_problem(
+    message: Mapping[str, Any], index: int | None = None, first: Mapping[str, Any] | None = None
+) -> str | None:
     """Return why a sealed stored message is malformed, or ``None`` (no key needed).
 
-    Checks the shape of one message of either form (``cl1``, ``cl2``); the content is
-    covered by the chain's hash, and only a reader with the key can open it (which also
-    checks that a ``cl2:@0`` message lies in an event whose first message holds the
-    ciphertext).
+    Checks the shape of one message of either form (``cl1``, ``cl2``). Given its place
+    (``index`` in its event, and ``first``, the event's message 0, when ``index > 0``),
+    it also checks the ``cl2`` layout a reader opens: the ciphertext in message 0, every
+    other message ``cl2:@0`` (a clear message there is a problem too), no ``cl2`` marker
+    in an event whose message 0 holds no ``cl2`` ciphertext. Without ``index`` a
+    ``cl2:@0`` message is judged alone (it may be well placed). The content is covered
+    by the chain's hash; only a reader with the key can open it (which also checks the
+    clear fields against the sealed copy).
     """
+    if index:
+        head = first.get(SEALED_FIELD) if isinstance(first, Mapping) else None
+        in_cl2 = type(head) is str and head.startswith(f"{_CL2}:") and head != _CL2_REF
+        marker = message.get(SEALED_FIELD)
+        if in_cl2 and marker != _CL2_REF:
+            return "a cl2 event's messages after the first must be cl2:@0 (its ciphertext is in message 0)"
+        if not in_cl2 and type(marker) is str and marker.startswith(f"{_CL2}:"):
+            return "a cl2 marker in an event whose first message holds no cl2 ciphertext"
+        if SEALED_FIELD not in message:
+            return None  # clear, in a clear or cl1 event
     role, marker = message.get("role"), message.get(SEALED_FIELD)
     if type(role) is not str or type(marker) is not str:
         return "a sealed message needs a str role and a str sealed field"
@@ -129,7 +146,7 @@ def sealed_problem(message: Mapping[str, Any]) -> str | None:
     if "message_id" in message and type(message["message_id"]) is not str:
         return "message_id is not a str"
     if marker == _CL2_REF:
-        return None
+        return "cl2:@0 in an event's first message: no ciphertext to refer to" if index == 0 else None
     parts = marker.split(":")
     if len(parts) != 4 or parts[0] not in (_CL1, _CL2) or not parts[1] or not parts[2]:
         return "the sealed field is not a cl1 or cl2 marker"

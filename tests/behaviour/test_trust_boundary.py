@@ -475,3 +475,12 @@ async def test_a_malformed_thread_document_is_an_integrity_error(database: Any) 
     provider = MongoHistoryProvider(database=database, resume_by_session_id=True)
     with pytest.raises(ChatLedgerError):
         await provider.get_messages("broken", state={})
+
+
+@pytest.mark.parametrize(
+    "name", [".", "threads.", ".threads", "a..b", "system.threads", "t$", "nul\x00", "", 5]
+)
+async def test_collection_names_every_engine_cannot_use_are_refused(database: Any, name: Any) -> None:
+    for kind in ("threads_collection", "events_collection", "audit_collection"):
+        with pytest.raises(InvalidInputError, match="invalid collection name"):
+            Ledger(database, **{kind: name})

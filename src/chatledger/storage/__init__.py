@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from chatledger.errors import InvalidInputError
 from chatledger.storage.events import BATCH_SIZE, EventStore, PositionTakenError, event_key
-from chatledger.storage.gate import Consistency, Gate
+from chatledger.storage.gate import Consistency, Gate, collection_name
 from chatledger.storage.keys import DEFAULT_KEYS_COLLECTION, KeyStore
 from chatledger.storage.receipts import ReceiptStore
 from chatledger.storage.threads import ThreadStore
@@ -35,12 +35,6 @@ __all__ = [
 DEFAULT_THREADS_COLLECTION: Final = "threads"
 DEFAULT_EVENTS_COLLECTION: Final = "events"
 DEFAULT_AUDIT_COLLECTION: Final = "audit"
-
-
-def _collection_name(name: object) -> str:
-    if type(name) is not str or not name or name.startswith("system.") or "$" in name or "\x00" in name:
-        raise InvalidInputError(f"invalid collection name {name!r}")
-    return name
 
 
 class Storage:
@@ -69,7 +63,7 @@ class Storage:
         operation_timeout: float | None = None,
         consistency: Consistency = "majority",
     ) -> None:
-        names = [_collection_name(n) for n in (threads_collection, events_collection, audit_collection)]
+        names = [collection_name(n) for n in (threads_collection, events_collection, audit_collection)]
         if len(set(names)) != 3:
             raise InvalidInputError("the threads, events and audit collections need three different names")
         self.gate = Gate(database, operation_timeout=operation_timeout, consistency=consistency)

@@ -51,6 +51,25 @@ def _is_database(database: Any) -> bool:
     )
 
 
+def collection_name(name: object) -> str:
+    """Return ``name`` if every engine accepts it as a collection name of the ledger.
+
+    Raises:
+        InvalidInputError: it is not a non-empty ``str``, starts with ``system.``, holds
+            ``$`` or NUL, or has an empty part between dots (``.``, ``a.``, ``a..b``).
+    """
+    if (
+        type(name) is not str
+        or not name
+        or name.startswith("system.")
+        or "$" in name
+        or "\x00" in name
+        or "" in name.split(".")
+    ):
+        raise InvalidInputError(f"invalid collection name {name!r}")
+    return name
+
+
 class Gate:
     """Collection handles with the configured concerns, and the one error translator.
 
@@ -88,8 +107,12 @@ class Gate:
         self._concerns = consistency == "majority" and not is_mongomock(database)
 
     def collection(self, name: str) -> Any:
-        """Return the collection ``name`` with the gate's read/write concerns applied."""
-        collection = self.database[name]
+        """Return the collection ``name`` with the gate's read/write concerns applied.
+
+        Raises:
+            InvalidInputError: ``name`` is not a usable collection name.
+        """
+        collection = self.database[collection_name(name)]
         if self._concerns:
             collection = collection.with_options(
                 write_concern=WriteConcern("majority", j=True),

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError, InvalidName
+from pymongo.errors import DuplicateKeyError
 
 from chatledger.errors import InvalidInputError
 from chatledger.storage.driver import cursor_list
@@ -79,16 +79,8 @@ class KeyStore:
         operation_timeout: float | None = None,
         consistency: Consistency = "majority",
     ) -> None:
-        # The ledger's own rule for its collections' names (imported here: the storage
-        # package imports this module); the driver's (dots) on top of it, both as ours.
-        from chatledger.storage import _collection_name
-
-        name = _collection_name(collection)
         self.gate = Gate(database, operation_timeout=operation_timeout, consistency=consistency)
-        try:
-            self.collection = self.gate.collection(name)
-        except InvalidName as e:
-            raise InvalidInputError(f"invalid collection name {name!r}: {e}") from e
+        self.collection = self.gate.collection(collection)  # the name is checked there
         self._indexes_ready = False
 
     async def ensure_indexes(self) -> None:

@@ -280,3 +280,16 @@ async def test_an_ancestor_deleted_above_the_window_is_damage_not_a_removal(
     position = await fresh.head(deep.thread_id)
     with pytest.raises(IntegrityError, match="descends from missing thread"):
         await fresh.read(position)
+
+
+async def test_a_thread_document_that_contradicts_itself_is_never_followed(
+    database: Any, small_window: int
+) -> None:
+    lines = await build_chain(Ledger(database).bind(), 2 * small_window)
+    deep = lines[-1]
+    # Tampered: the lineage emptied, the depth kept (it would read as "windowed" with no window).
+    await database["threads"].update_one({"_id": deep.thread_id}, {"$set": {"lineage": []}})
+    fresh = Ledger(database).bind()
+    for attempt in (fresh.head(deep.thread_id), fresh.at(deep.thread_id, 1)):
+        with pytest.raises(IntegrityError, match="contradicts itself"):
+            await attempt

@@ -34,11 +34,12 @@ from chatledger.admin.catalog import (
     iter_events,
 )
 from chatledger.admin.receipts import COMPLETED, HOLD_SET, REMOVAL, operator_identity, record
-from chatledger.admin.verify import chain_problem, is_tombstone, record_problem, shape_problem
+from chatledger.admin.verify import chain_problem, is_tombstone, shape_problem
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
 from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import MAX_EVENT_BYTES, Ledger
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord, utc_now_ms, validate_name, validate_thread_id
+from chatledger.storage.documents import record_problem
 
 __all__ = ["FORMAT", "IMPORT_FORCED", "ExportSummary", "ImportSummary", "export_jsonl", "import_jsonl"]
 

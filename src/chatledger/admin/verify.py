@@ -47,7 +47,6 @@ from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
-from chatledger import models
 from chatledger.admin.catalog import (
     CHUNK_THREADS,
     Forest,
@@ -63,6 +62,7 @@ from chatledger.hashing import GENESIS_HASH, HASHED_FIELDS_BY_VERSION, event_has
 from chatledger.ledger import Ledger
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord
 from chatledger.sealing.sealer import is_sealed, sealed_problem
+from chatledger.storage.documents import record_problem
 
 __all__ = ["Anchor", "Problem", "VerifyReport", "head_anchors", "verify"]
 
@@ -152,39 +152,6 @@ def _record(doc: Mapping[str, Any]) -> ThreadRecord | str:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         return f"thread document is malformed: {where}: {first['msg']}"
-
-
-def record_problem(record: ThreadRecord) -> str | None:
-    """Return why a thread record contradicts itself (parent, lineage, depth, base), or ``None``."""
-    lineage = record.lineage
-    if record.parent is None:
-        if (
-            lineage
-            or record.depth
-            or record.base_offset
-            or record.base_messages
-            or record.root_id != record.id
-        ):
-            return "root thread has a lineage, depth, base or root_id of a branch"
-        return None
-    last = lineage[-1] if lineage else None
-    if last is None or record.parent != {"thread_id": last.thread_id, "offset": last.offset}:
-        return f"parent {record.parent!r} is not the last entry of the lineage"
-    # The whole line (documents written before the window) or exactly the nearest window.
-    if record.depth != len(lineage) and not (record.windowed and len(lineage) == models.LINEAGE_WINDOW):
-        return (
-            f"depth {record.depth} but the lineage has {len(lineage)} ancestors (neither all of them "
-            f"nor the nearest {models.LINEAGE_WINDOW})"
-        )
-    if not record.windowed and record.root_id != lineage[0].thread_id:
-        return f"root_id {record.root_id!r} is not the first ancestor {lineage[0].thread_id!r}"
-    if (record.base_offset, record.base_messages) != (last.offset, last.messages):
-        return "base_offset/base_messages differ from the fork point in the lineage"
-    if any(f.thread_id == record.id for f in lineage):
-        return "the thread is its own ancestor"
-    if any(a.offset > b.offset for a, b in itertools.pairwise(lineage)):
-        return "fork offsets along the lineage go backwards"
-    return None
 
 
 def _message_problem(message: Any) -> str | None:

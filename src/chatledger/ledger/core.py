@@ -62,6 +62,7 @@ from chatledger.storage import (
     Storage,
     event_key,
 )
+from chatledger.storage.documents import record_problem
 
 if TYPE_CHECKING:
     from chatledger.sealing import DataKey, Sealer
@@ -318,6 +319,10 @@ class Ledger:
             record = await self.storage.threads.get(thread_id, scope=None)
             if record is None:
                 return None
+            why = record_problem(record)
+            if why is not None:
+                # Reads and appends follow the lineage it describes: never one that contradicts itself.
+                raise IntegrityError(f"thread document {thread_id!r} contradicts itself: {why}")
             self._remember(self._thread_cache, thread_id, record)
         if scope is not None and not scope.admits(record):
             return None

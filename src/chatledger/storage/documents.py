@@ -8,16 +8,18 @@ it holds, reading it yields either a document of the expected shape or an
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
+from chatledger import models
 from chatledger.errors import IntegrityError
 from chatledger.hashing import HASHED_FIELDS_BY_VERSION
 from chatledger.models import ThreadRecord
 
-__all__ = ["KNOWN_VERSIONS", "check_event", "check_thread"]
+__all__ = ["KNOWN_VERSIONS", "check_event", "check_thread", "record_problem"]
 
 #: Event schema versions this release reads (see docs/schema-versions.md).
 KNOWN_VERSIONS = frozenset(HASHED_FIELDS_BY_VERSION)
@@ -80,3 +82,36 @@ def check_thread(doc: Mapping[str, Any]) -> ThreadRecord:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise IntegrityError(f"thread document {_name(doc)} is malformed: {where}: {first['msg']}") from e
+
+
+def record_problem(record: ThreadRecord) -> str | None:
+    """Return why a thread record contradicts itself (parent, lineage, depth, base), or ``None``."""
+    lineage = record.lineage
+    if record.parent is None:
+        if (
+            lineage
+            or record.depth
+            or record.base_offset
+            or record.base_messages
+            or record.root_id != record.id
+        ):
+            return "root thread has a lineage, depth, base or root_id of a branch"
+        return None
+    last = lineage[-1] if lineage else None
+    if last is None or record.parent != {"thread_id": last.thread_id, "offset": last.offset}:
+        return f"parent {record.parent!r} is not the last entry of the lineage"
+    # The whole line (documents written before the window) or exactly the nearest window.
+    if record.depth != len(lineage) and not (record.windowed and len(lineage) == models.LINEAGE_WINDOW):
+        return (
+            f"depth {record.depth} but the lineage has {len(lineage)} ancestors (neither all of them "
+            f"nor the nearest {models.LINEAGE_WINDOW})"
+        )
+    if not record.windowed and record.root_id != lineage[0].thread_id:
+        return f"root_id {record.root_id!r} is not the first ancestor {lineage[0].thread_id!r}"
+    if (record.base_offset, record.base_messages) != (last.offset, last.messages):
+        return "base_offset/base_messages differ from the fork point in the lineage"
+    if any(f.thread_id == record.id for f in lineage):
+        return "the thread is its own ancestor"
+    if any(a.offset > b.offset for a, b in itertools.pairwise(lineage)):
+        return "fork offsets along the lineage go backwards"
+    return None

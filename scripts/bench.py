@@ -237,6 +237,39 @@ class Plan:
 # --------------------------------------------------------------------------- systems
 
 
+def floor_append_op(raw: Any, batch: list[Message]) -> Op:
+    """The floor any MAF store pays per append: ``to_dict`` of the batch, one raw ``insert_one``.
+
+    The inserted document is event-shaped (same fields and messages as ChatLedger's), so
+    the comparison is of the work around the insert, not of document sizes.
+    """
+    template = {
+        "_id": "x",
+        "v": 2,
+        "thread_id": uuid.uuid4().hex,
+        "seq": 0,
+        "first_message": 0,
+        "count": len(batch),
+        "messages": encode_messages(batch),
+        "event_id": uuid.uuid4().hex,
+        "created_at": datetime.now(UTC),
+        "root_id": uuid.uuid4().hex,
+        "source_id": "default",
+        "prev_hash": "0" * 64,
+        "hash": "0" * 64,
+    }
+    seq = iter(range(1, 10**9))
+
+    async def op() -> None:
+        # The floor any MAF store pays: to_dict() of the batch, one insert of the document.
+        for m in batch:
+            m.to_dict()
+        n = next(seq)
+        await raw.insert_one({**template, "_id": f"{template['thread_id']}#{n}", "seq": n})
+
+    return op
+
+
 class System:
     """One store under test, with all its threads in its own shared collection(s)."""
 
@@ -380,33 +413,7 @@ class RawFloor(System):
         return op
 
     async def append_ops(self, size: int) -> Op:
-        raw = self.db["raw_events"]
-        batch = maf_messages(conversation(0, size))
-        template = {
-            "_id": "x",
-            "v": 2,
-            "thread_id": uuid.uuid4().hex,
-            "seq": 0,
-            "first_message": 0,
-            "count": size,
-            "messages": encode_messages(batch),
-            "event_id": uuid.uuid4().hex,
-            "created_at": datetime.now(UTC),
-            "root_id": uuid.uuid4().hex,
-            "source_id": "default",
-            "prev_hash": "0" * 64,
-            "hash": "0" * 64,
-        }
-        seq = iter(range(1, 10**9))
-
-        async def op() -> None:
-            # The floor any MAF store pays: to_dict() of the batch, one insert of the document.
-            for m in batch:
-                m.to_dict()
-            n = next(seq)
-            await raw.insert_one({**template, "_id": f"{template['thread_id']}#{n}", "seq": n})
-
-        return op
+        return floor_append_op(self.db["raw_events"], maf_messages(conversation(0, size)))
 
 
 class LangchainSystem(System):

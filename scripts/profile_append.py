@@ -27,7 +27,6 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ from pymongo import AsyncMongoClient
 import bench
 from chatledger import MongoChatMessageStore
 from chatledger._maf import Message
-from chatledger.codec import encode_messages
 from chatledger.ledger import Ledger, Position
 
 Op = Callable[[], Awaitable[None]]
@@ -51,32 +49,8 @@ def batch_of(size: int) -> list[Message]:
 
 
 def floor_op(db: Any, batch: list[Message]) -> Op:
-    """``to_dict`` of the batch plus one raw ``insert_one`` of an event-shaped document."""
-    raw = db["raw_events"]
-    template = {
-        "_id": "x",
-        "v": 2,
-        "thread_id": uuid.uuid4().hex,
-        "seq": 0,
-        "first_message": 0,
-        "count": len(batch),
-        "messages": encode_messages(batch),
-        "event_id": uuid.uuid4().hex,
-        "created_at": datetime.now(UTC),
-        "root_id": uuid.uuid4().hex,
-        "source_id": "default",
-        "prev_hash": "0" * 64,
-        "hash": "0" * 64,
-    }
-    seq = iter(range(1, 10**9))
-
-    async def op() -> None:
-        for m in batch:
-            m.to_dict()
-        n = next(seq)
-        await raw.insert_one({**template, "_id": f"{template['thread_id']}#{n}", "seq": n})
-
-    return op
+    """``to_dict`` of the batch plus one raw ``insert_one`` of an event-shaped document (bench's floor)."""
+    return bench.floor_append_op(db["raw_events"], batch)
 
 
 async def store_op(ledger: Ledger, batch: list[Message]) -> Op:

@@ -248,22 +248,19 @@ class Forest:
         threads can be judged (which is the top of their lineage? what does a hold
         protect?), so removals leave them alone and say so.
         """
-        reached: set[str] = set()
-        for root in self.roots():
-            reached.update(self.descendants(root))
-        return {t for t in self.docs if t not in reached}
+        return set(self.docs).difference(self._reached())
+
+    def _reached(self) -> list[str]:
+        """Return every thread reached from a root, each after its parent."""
+        return [tid for root in self.roots() for tid in self.descendants(root)]
 
     def _top_down(self) -> list[str]:
         """Return every thread, each after its parent (threads caught in a parent loop last)."""
-        order: list[str] = []
-        for root in self.roots():
-            order.extend(self.descendants(root))
-        seen = set(order)
+        order = self._reached()
         # A loop of parent links (tampering; verify reports it) has no root: keep its
         # threads, in id order, so every thread still gets an answer (removals skip them:
         # see looped()).
-        order.extend(sorted(t for t in self.docs if t not in seen))
-        return order
+        return order + sorted(set(self.docs).difference(order))
 
     def roots(self) -> list[str]:
         """Return the ids of threads whose parent is not in this forest, sorted."""

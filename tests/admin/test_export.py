@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from chatledger.admin import (
 )
 from chatledger.admin import export as export_module
 from chatledger.hashing import GENESIS_HASH, event_hash
+from chatledger.ledger import Binding
 from chatledger.models import Scope, ThreadRecord
 from tests.admin.conftest import branch, msg, talk
 from tests.helpers import append
@@ -311,7 +313,8 @@ async def test_a_thread_record_changed_in_the_file_is_refused(database: Any, tmp
 # --------------------------------------------------------------------------- all or nothing
 
 
-async def test_a_clash_part_way_takes_back_what_was_written(database: Any, tmp_path: Path) -> None:
+async def _import_that_will_clash(database: Any, tmp_path: Path) -> tuple[Ledger, Path]:
+    """Export the story, empty the database, and plant what will stop its import part-way."""
     ledger, _ = await _story(database)
     path = tmp_path / "all.jsonl"
     with path.open("w", encoding="utf-8") as out:
@@ -323,6 +326,27 @@ async def test_a_clash_part_way_takes_back_what_was_written(database: Any, tmp_p
     await database["events"].insert_one(
         {"_id": "r2#2", "thread_id": "r2", "seq": 2, "first_message": 2, "count": 0, "hash": "x" * 64}
     )
+    return ledger, path
+
+
+def _when_r1_is_imported(
+    monkeypatch: pytest.MonkeyPatch, database: Any, other_process: Callable[[Binding], Awaitable[None]]
+) -> None:
+    """Run ``other_process`` (another process's writer in r1's scope) the moment the import wrote r1."""
+    writer = Ledger(database)
+    insert_thread = export_module._Writer.thread
+
+    async def thread_then_other(self: Any, doc: dict[str, Any]) -> bool:
+        wrote = await insert_thread(self, doc)
+        if doc["_id"] == "r1":
+            await other_process(writer.bind(Scope.of(ThreadRecord.model_validate(doc))))
+        return wrote
+
+    monkeypatch.setattr(export_module._Writer, "thread", thread_then_other)
+
+
+async def test_a_clash_part_way_takes_back_what_was_written(database: Any, tmp_path: Path) -> None:
+    ledger, path = await _import_that_will_clash(database, tmp_path)
     with pytest.raises(IntegrityError, match="different event at seq 2"):
         await import_jsonl(ledger, path)
     assert await database["threads"].count_documents({}) == 0
@@ -332,27 +356,12 @@ async def test_a_clash_part_way_takes_back_what_was_written(database: Any, tmp_p
 async def test_an_append_racing_a_rolled_back_import_is_kept_and_named(
     database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ledger, _ = await _story(database)
-    path = tmp_path / "all.jsonl"
-    with path.open("w", encoding="utf-8") as out:
-        await export_jsonl(ledger, out)
-    await _wipe(database)
-    ledger.forget()
-    await database["events"].insert_one(
-        {"_id": "r2#2", "thread_id": "r2", "seq": 2, "first_message": 2, "count": 0, "hash": "x" * 64}
-    )
-    # Another process finds r1 the moment the import writes it, and appends to it.
-    writer = Ledger(database)
-    insert_thread = export_module._Writer.thread
+    ledger, path = await _import_that_will_clash(database, tmp_path)
 
-    async def thread_then_append(self: Any, doc: dict[str, Any]) -> bool:
-        wrote = await insert_thread(self, doc)
-        if doc["_id"] == "r1":
-            binding = writer.bind(Scope.of(ThreadRecord.model_validate(doc)))
-            await binding.append(await binding.head("r1"), [msg("user", "written during the import")])
-        return wrote
+    async def append_meanwhile(binding: Binding) -> None:
+        await binding.append(await binding.head("r1"), [msg("user", "written during the import")])
 
-    monkeypatch.setattr(export_module._Writer, "thread", thread_then_append)
+    _when_r1_is_imported(monkeypatch, database, append_meanwhile)
     with pytest.raises(IntegrityError, match=r"different event at seq 2.*another process wrote 1 events"):
         await import_jsonl(ledger, path)
     # The import's own documents are gone; the other process's acknowledged event is not.
@@ -371,29 +380,14 @@ async def test_an_append_racing_a_rolled_back_import_is_kept_and_named(
 async def test_a_branch_racing_a_rolled_back_import_is_kept_and_named(
     database: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ledger, _ = await _story(database)
-    path = tmp_path / "all.jsonl"
-    with path.open("w", encoding="utf-8") as out:
-        await export_jsonl(ledger, out)
-    await _wipe(database)
-    ledger.forget()
-    await database["events"].insert_one(
-        {"_id": "r2#2", "thread_id": "r2", "seq": 2, "first_message": 2, "count": 0, "hash": "x" * 64}
-    )
-    # Another process branches from r1 (an edit of its first turn) the moment the import writes it.
-    writer = Ledger(database)
-    insert_thread = export_module._Writer.thread
+    ledger, path = await _import_that_will_clash(database, tmp_path)
     branched: list[str] = []
 
-    async def thread_then_branch(self: Any, doc: dict[str, Any]) -> bool:
-        wrote = await insert_thread(self, doc)
-        if doc["_id"] == "r1":
-            binding = writer.bind(Scope.of(ThreadRecord.model_validate(doc)))
-            result = await binding.append(await binding.at("r1", 1), [msg("user", "an edit")])
-            branched.append(result.position.thread_id)
-        return wrote
+    async def edit_first_turn(binding: Binding) -> None:
+        result = await binding.append(await binding.at("r1", 1), [msg("user", "an edit")])
+        branched.append(result.position.thread_id)
 
-    monkeypatch.setattr(export_module._Writer, "thread", thread_then_branch)
+    _when_r1_is_imported(monkeypatch, database, edit_first_turn)
     with pytest.raises(IntegrityError, match="another process wrote 1 events") as caught:
         await import_jsonl(ledger, path)
     assert branched[0] in str(caught.value)

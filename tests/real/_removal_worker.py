@@ -1,11 +1,18 @@
-"""One writer for test_removal_race: ``python -m tests.real._removal_worker CONFIG_JSON``.
+"""One writer for the removal races: ``python -m tests.real._removal_worker CONFIG_JSON``.
 
 Keeps appending to one of the subject's threads (its own client, its own caches) until
 ``seconds`` have passed, then prints one JSON line: every acknowledged append with the
 time it was acknowledged, and every error by class name. Modes:
 
 - ``line``: a store on the thread, continuing its own line (caches the thread and head);
-- ``fork``: every append at the same old cursor, so each one branches.
+- ``fork``: every append at the same old cursor, so each one branches;
+- ``new`` (sealed only): waits for a second line on stdin (the erasure finished), lets
+  its cached key expire, then tries to start a NEW conversation for the subject on
+  every iteration: none may be acknowledged, and no key may be created.
+
+With ``kek`` in the config the ledger seals (its own key cache, ``ttl`` seconds,
+``per_lineage`` keys); a sealed writer stops one second after its first refusal (it has
+seen the erasure and kept trying a while), so it is bounded whatever the erasure takes.
 """
 
 from __future__ import annotations
@@ -22,19 +29,38 @@ from tests.helpers import msg
 from tests.real._support import make_client
 
 
+def _sealer(database: Any, cfg: dict[str, Any]) -> Any:
+    if "kek" not in cfg:
+        return None
+    from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer
+
+    return Sealer(
+        KeyStore(database),
+        LocalKeyProvider(bytes.fromhex(cfg["kek"])),
+        cache_ttl=cfg["ttl"],
+        per_lineage=cfg["per_lineage"],
+    )
+
+
 async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     client = make_client(cfg["driver"], cfg["uri"], serverSelectionTimeoutMS=20_000)
     acked: list[dict[str, Any]] = []
     errors: list[str] = []
     try:
-        ledger = Ledger(client[cfg["db"]])
+        database = client[cfg["db"]]
+        sealer = _sealer(database, cfg)
+        ledger = Ledger(database, sealer=sealer)
         scope = {"tenant_id": cfg["tenant"], "user_id": cfg["user"]}
         store = MongoChatMessageStore(ledger, thread_id=cfg["name"], **scope)
-        await store.list_messages()  # warm the caches, as a long-lived process has them
+        # Warm the caches (thread, head, data key), as a long-lived process has them.
+        await store.list_messages()
         book = ledger.bind(**scope)
         fork_at = await book.resolve(await store.serialize_state())
         print("ready", flush=True)
         await asyncio.to_thread(sys.stdin.readline)
+        if cfg["mode"] == "new":
+            await asyncio.to_thread(sys.stdin.readline)  # the erasure has finished
+            await asyncio.sleep(cfg["ttl"] + 0.2)  # the documented erasure delay has passed
         deadline = time.time() + cfg["seconds"]
         i = 0
         while time.time() < deadline:
@@ -43,9 +69,13 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
             try:
                 if cfg["mode"] == "line":
                     await store.add_messages([msg(text)])
-                else:
+                elif cfg["mode"] == "fork":
                     await book.append(fork_at, [msg(text)])
+                else:
+                    await book.append(book.empty(f"{cfg['name']}-new-{i}"), [msg(text)])
             except ChatLedgerError as e:
+                if sealer is not None and not errors:
+                    deadline = min(deadline, time.time() + 1.0)
                 errors.append(type(e).__name__)
                 await asyncio.sleep(0.02)
                 continue

@@ -1,6 +1,6 @@
 """Sealed writers in other OS processes racing ``chatledger erase --user X --apply``: erased means unreadable.
 
-Writer processes (tests/real/_sealed_worker.py), each with a sealing ledger and a warm
+Writer processes (tests/real/_removal_worker.py), each with a sealing ledger and a warm
 key cache, keep appending to X's threads (continuing and branching) while the real
 command line erases X. Another writer waits for the erasure to finish and for its cached
 key to expire, then tries to start new conversations for X. Afterwards:
@@ -90,7 +90,7 @@ async def test_sealed_writers_racing_an_erasure(real_backend: Any, database: Any
     }
     configs = [{**base, "name": n, "mode": m} for n in names for m in ("line", "fork")]
     configs.append({**base, "name": "t1", "mode": "new"})
-    procs = await start_workers("tests.real._sealed_worker", configs, time_limit=TIME_LIMIT)
+    procs = await start_workers("tests.real._removal_worker", configs, time_limit=TIME_LIMIT)
     await asyncio.sleep(0.5)  # let them write (and branch) for a while
     erased = await _erase(real_backend.uri, database.name, user)
     finished = time.time()

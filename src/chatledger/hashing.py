@@ -63,11 +63,26 @@ def epoch_ms(value: datetime) -> int:
     return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
+def _digested(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored message as hashed: a ``bytes`` value (a sealed event's ciphertext) by its digest.
+
+    ``{"sha256": <hex digest>, "size": <bytes>}`` stands for the bytes: no text value
+    can pose as it (a message's values are otherwise strings), and hashing the digest
+    costs less than hashing a text encoding of the bytes, which would be twice as long.
+    """
+    out = dict(message)
+    for name, value in out.items():
+        if type(value) is bytes:
+            out[name] = {"sha256": hashlib.sha256(value).hexdigest(), "size": len(value)}
+    return out
+
+
 def _fast_canonical(body: dict[str, Any], fields: tuple[str, ...]) -> bytes | None:
     """The canonical bytes of ``body`` via orjson, when its shape makes them provably json's.
 
     That shape is every event ChatLedger writes: str / 64-bit int / null scalars and
-    messages that are flat ``{str: str}`` documents; for it orjson (keys sorted, at every
+    messages that are flat ``{str: str}`` documents (a sealed event's first message also
+    holds ``bytes``, hashed by :func:`_digested`); for it orjson (keys sorted, at every
     level) and json write the same bytes, so one ``orjson.dumps`` of the whole body does.
     Anything else answers None and takes the general path.
     """
@@ -79,12 +94,17 @@ def _fast_canonical(body: dict[str, Any], fields: tuple[str, ...]) -> bytes | No
     messages = body["messages"]
     if type(messages) is not list:
         return None
+    binary = False
     for message in messages:
         if type(message) is not dict:
             return None
         for value in message.values():  # pyright: ignore[reportUnknownVariableType]
             if type(value) is not str:
-                return None
+                if type(value) is not bytes:
+                    return None
+                binary = True
+    if binary:
+        body["messages"] = [_digested(m) for m in messages]
     try:
         return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # a lone surrogate, a key that is not a str: the general path refuses it clearly
@@ -104,7 +124,7 @@ def event_hash(prev_hash: str, event: Mapping[str, Any]) -> str:
     raw = _fast_canonical(body, fields)
     if raw is None:
         # Messages as plain dicts (a read returns them as the driver's mapping type).
-        body["messages"] = [dict(m) for m in body["messages"] or ()]
+        body["messages"] = [_digested(m) for m in event.get("messages") or ()]
         raw = canonical_json_bytes(body)
     digest = hashlib.sha256()
     digest.update(prev_hash.encode("ascii"))

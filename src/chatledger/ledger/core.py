@@ -624,7 +624,8 @@ class Binding:
         doc["hash"] = event_hash(at.head_hash, doc)
         # Encoding the document just to measure it costs as much as hashing it; a bound
         # on its size (BSON adds a few bytes per field) settles almost every batch.
-        bound = 4096 + sum(4 * len(str(v)) + 64 for m in doc["messages"] for v in m.values())
+        # (Every stored value is a str, or the bytes of a sealed event's ciphertext.)
+        bound = 4096 + sum(4 * len(v) + 64 for m in doc["messages"] for v in m.values())
         if bound >= MAX_EVENT_BYTES and len(bson.encode(doc)) > MAX_EVENT_BYTES:
             raise BatchTooLargeError(
                 f"a batch of {len(stored)} messages does not fit in one {MAX_EVENT_BYTES} byte document; "
@@ -759,12 +760,14 @@ class Binding:
         sealer = self.ledger.sealer
         # Every event of a tree shares its root id, so one key serves this append and any
         # retry on a branch; a cached key costs no round trip, an erased subject fails here.
-        seal_key = (
-            None
-            if sealer is None
-            # A new conversation re-checks a cached key: an erased subject starts none.
-            else await sealer.key_for(self.scope, thread.root_id, fresh=at.thread is None)
-        )
+        seal_key = None
+        if sealer is not None:
+            # A cached key costs no call into the key store; a new conversation re-checks
+            # it there (key_for), so an erased subject starts none.
+            if at.thread is not None:
+                seal_key = sealer.cached_key(self.scope, thread.root_id)
+            if seal_key is None:
+                seal_key = await sealer.key_for(self.scope, thread.root_id, fresh=at.thread is None)
         doc = self._event_document(at, thread, stored, event_id, seal_key)  # validates size before any write
         await self.ledger.ensure_indexes()
         if at.thread is None:
@@ -898,9 +901,16 @@ class Binding:
             lo, hi = max(start, seg.lo_message), min(stop, seg.hi_message)
             if lo >= hi:
                 continue
-            for doc in await self._storage.events.page(seg.thread_id, lo, hi):
+            docs = await self._storage.events.page(seg.thread_id, lo, hi)
+            # Sealed events are opened in one run, before any is decoded: the cipher's
+            # code stays hot from one event to the next.
+            opened = (
+                [doc["messages"] for doc in docs]
+                if sealer is None
+                else [await sealer.open_messages(doc) for doc in docs]
+            )
+            for doc, messages in zip(docs, opened, strict=True):
                 first = doc["first_message"]
-                messages = doc["messages"] if sealer is None else await sealer.open_messages(doc)
                 for index, item in enumerate(messages):
                     if lo <= first + index < hi:
                         out.append(_decode(doc, index, item))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from chatledger.sealing.keys import KEYS_DESTROYED, RewrapReport, ShredReport, destroy_subject_keys, rewrap
 from chatledger.sealing.providers import DEFAULT_KEK_ENV, KeyProvider, LocalKeyProvider
 from chatledger.sealing.sealer import (
+    CIPHERTEXT_FIELD,
     DEFAULT_CACHE_TTL,
     SEALED_FIELD,
     DataKey,
@@ -21,6 +22,7 @@ from chatledger.sealing.sealer import (
 from chatledger.storage.keys import DEFAULT_KEYS_COLLECTION, KeyStore
 
 __all__ = [
+    "CIPHERTEXT_FIELD",
     "DEFAULT_CACHE_TTL",
     "DEFAULT_KEK_ENV",
     "DEFAULT_KEYS_COLLECTION",

@@ -1,27 +1,29 @@
 """Sealing: each event's message content encrypted under its data subject's key, bound to its place.
 
 Only ``role`` and ``message_id`` stay in clear; a message's ``text``, ``author_name``
-and ``rest``/``payload`` are sealed. The sealed form keeps every message a flat document
-of strings (so the hash chain's fast path, ``verify`` and the JSON Lines export apply
-unchanged), and seals a whole event at once (form ``cl2``)::
+and ``rest``/``payload`` are sealed. A whole event is sealed at once (form ``cl3``)::
 
     [{"role": "user", "message_id": "m1", "text": "[sealed]",
-      "sealed": "cl2:<key id>:<key fingerprint>:<hex>"},
-     {"role": "assistant", "text": "[sealed]", "sealed": "cl2:@0"}]
+      "sealed": "cl3:<key id>:<key fingerprint>", "ciphertext": <binary>},
+     {"role": "assistant", "text": "[sealed]", "sealed": "cl3:@0"}]
 
-The hex is ``nonce || AES-256-GCM(data key, JSON list of the batch's stored messages)``,
-optionally padded with trailing spaces to a size bucket (``Sealer(pad_to=...)``); every
-other message of the event refers to it (``cl2:@0``). The associated data binds it to
-the key id and the event ``_id``, and opening compares each message's clear ``role`` and
+The ``ciphertext`` is ``nonce || AES-256-GCM(data key, JSON list of the batch's stored
+messages)``, optionally padded with trailing spaces to a size bucket
+(``Sealer(pad_to=...)``), stored as BSON binary (the driver's ``bytes``); every other
+message of the event refers to it (``cl3:@0``). The associated data binds it to the key
+id and the event ``_id``, and opening compares each message's clear ``role`` and
 ``message_id`` with its sealed copy, so a ciphertext moved into another event (its hash
 recomputed), an altered bit, or messages swapped, dropped, added or relabelled are an
-:class:`~chatledger.errors.IntegrityError`. Hex, not base64: it decodes several times
-faster (reads are the hot path) and is plain text every engine and export carries
-unchanged; it stores two characters per byte.
+:class:`~chatledger.errors.IntegrityError`. Binary, not text: a text encoding makes the
+event up to twice as large, and encoding and decoding it was a third of what sealing
+cost. The hash chain covers the ciphertext through its SHA-256
+(:func:`chatledger.hashing.event_hash`), ``verify`` needs no key, and the JSON Lines
+export carries it as Extended JSON binary.
 
-Events sealed before ``cl2`` carry one ``cl1:<key id>:<fingerprint>:<base64>`` marker per
-message (each message sealed alone, associated data: key id, event ``_id``, index); they
-are read and verified as they always were.
+Earlier forms are read and verified as they always were: ``cl2`` (the same, with the
+ciphertext as hex in the marker, ``cl2:<key id>:<fingerprint>:<hex>``, and ``cl2:@0``
+references), and ``cl1`` (one ``cl1:<key id>:<fingerprint>:<base64>`` marker per message,
+each sealed alone; associated data: key id, event ``_id``, index).
 
 The placeholder ``text`` keeps the sealed form a valid stored message for code that
 decodes without keys (``verify`` checks every message decodes, and each sealed one's
@@ -65,6 +67,7 @@ from chatledger.sealing.providers import KeyProvider
 from chatledger.storage.keys import KeyStore, is_tombstone, key_kind
 
 __all__ = [
+    "CIPHERTEXT_FIELD",
     "DEFAULT_CACHE_TTL",
     "SEALED_FIELD",
     "SEALED_TEXT",
@@ -84,13 +87,22 @@ SEALED_FIELD: Final = "sealed"
 DEFAULT_CACHE_TTL: Final = 60.0
 #: The form written before whole-event sealing: one base64 ciphertext per message. Read only.
 _CL1: Final = "cl1"
-#: The form written now: one hex ciphertext per event, in its first message.
+#: The form written before ``cl3``: one hex ciphertext per event, in its first message's marker. Read only.
 _CL2: Final = "cl2"
-#: The marker of an event's other messages: sealed in message 0's ciphertext.
+#: The form written now: one binary ciphertext per event, in its first message's ``ciphertext``.
+_CL3: Final = "cl3"
+#: The marker of a whole-event form's other messages: sealed in message 0's ciphertext.
 _CL2_REF: Final = "cl2:@0"
+_CL3_REF: Final = "cl3:@0"
+_REFS: Final = {_CL2: _CL2_REF, _CL3: _CL3_REF}
+#: The field of a ``cl3`` event's first message that holds the event's ciphertext.
+CIPHERTEXT_FIELD: Final = "ciphertext"
+#: Associated-data labels of the whole-event forms (the bytes sealed events were bound to).
+_EVENT_AD: Final = {_CL2: "chatledger-seal-v2", _CL3: "chatledger-seal-v3"}
 #: What a sealed message shows in place of its text.
 SEALED_TEXT: Final = "[sealed]"
 _SEALED_FORM: Final = frozenset({"role", "message_id", "text", SEALED_FIELD})
+_SEALED_HEAD: Final = _SEALED_FORM | {CIPHERTEXT_FIELD}
 _KEY_DOC_VERSION: Final = 1
 _MAX_CACHED: Final = 10_000
 #: Opened events a sealer keeps by default (``Sealer(opened_events=...)``).
@@ -117,40 +129,50 @@ def sealed_problem(
 ) -> str | None:
     """Return why a sealed stored message is malformed, or ``None`` (no key needed).
 
-    Checks the shape of one message of either form (``cl1``, ``cl2``). Given its place
-    (``index`` in its event, and ``first``, the event's message 0, when ``index > 0``),
-    it also checks the ``cl2`` layout a reader opens: the ciphertext in message 0, every
-    other message ``cl2:@0`` (a clear message there is a problem too), no ``cl2`` marker
-    in an event whose message 0 holds no ``cl2`` ciphertext. Without ``index`` a
-    ``cl2:@0`` message is judged alone (it may be well placed). The content is covered
-    by the chain's hash; only a reader with the key can open it (which also checks the
-    clear fields against the sealed copy).
+    Checks the shape of one message of any form (``cl1``, ``cl2``, ``cl3``). Given its
+    place (``index`` in its event, and ``first``, the event's message 0, when
+    ``index > 0``), it also checks the whole-event layout a reader opens: the ciphertext
+    in message 0, every other message ``cl3:@0`` (``cl2:@0``; a clear message there is a
+    problem too), no such marker in an event whose message 0 holds no ciphertext of its
+    form. Without ``index`` a reference is judged alone (it may be well placed). The
+    content is covered by the chain's hash; only a reader with the key can open it
+    (which also checks the clear fields against the sealed copy).
     """
     if index:
-        head = first.get(SEALED_FIELD) if isinstance(first, Mapping) else None
-        in_cl2 = type(head) is str and head.startswith(f"{_CL2}:") and head != _CL2_REF
+        form = _event_form(first)
         marker = message.get(SEALED_FIELD)
-        if in_cl2 and marker != _CL2_REF:
-            return "a cl2 event's messages after the first must be cl2:@0 (its ciphertext is in message 0)"
-        if not in_cl2 and type(marker) is str and marker.startswith(f"{_CL2}:"):
-            return "a cl2 marker in an event whose first message holds no cl2 ciphertext"
+        if form is not None and marker != _REFS[form]:
+            return (
+                f"a {form} event's messages after the first must be {_REFS[form]} "
+                "(its ciphertext is in message 0)"
+            )
+        if form is None and type(marker) is str and marker[:4] in ("cl2:", "cl3:"):
+            return f"a {marker[:3]} marker in an event whose first message holds no {marker[:3]} ciphertext"
         if SEALED_FIELD not in message:
             return None  # clear, in a clear or cl1 event
     role, marker = message.get("role"), message.get(SEALED_FIELD)
     if type(role) is not str or type(marker) is not str:
         return "a sealed message needs a str role and a str sealed field"
-    if set(message) - _SEALED_FORM:
-        return f"a sealed message holds clear fields {sorted(set(message) - _SEALED_FORM)}"
+    head = marker.startswith(f"{_CL3}:") and marker != _CL3_REF
+    if set(message) - (_SEALED_HEAD if head else _SEALED_FORM):
+        return f"a sealed message holds clear fields {sorted(set(message) - _SEALED_HEAD)}"
     if message.get("text") != SEALED_TEXT:
         return "a sealed message's text is not the placeholder"
     if "message_id" in message and type(message["message_id"]) is not str:
         return "message_id is not a str"
-    if marker == _CL2_REF:
-        return "cl2:@0 in an event's first message: no ciphertext to refer to" if index == 0 else None
+    if marker in (_CL2_REF, _CL3_REF):
+        return f"{marker} in an event's first message: no ciphertext to refer to" if index == 0 else None
     parts = marker.split(":")
-    if len(parts) != 4 or parts[0] not in (_CL1, _CL2) or not parts[1] or not parts[2]:
-        return "the sealed field is not a cl1 or cl2 marker"
-    if parts[0] == _CL2:
+    if head:
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            return "the sealed field is not a cl3 marker"
+        blob = message.get(CIPHERTEXT_FIELD)
+        if type(blob) is not bytes:
+            return "a cl3 message's ciphertext is missing or not binary"
+        size = len(blob)
+    elif len(parts) != 4 or parts[0] not in (_CL1, _CL2) or not parts[1] or not parts[2]:
+        return "the sealed field is not a cl1, cl2 or cl3 marker"
+    elif parts[0] == _CL2:
         if _HEX.fullmatch(parts[3]) is None:
             return "the sealed ciphertext is not lowercase hex"
         size = len(parts[3]) // 2
@@ -161,6 +183,18 @@ def sealed_problem(
             return "the sealed ciphertext is not base64"
     if size < NONCE_BYTES + _TAG_BYTES:
         return "the sealed ciphertext is too short"
+    return None
+
+
+def _event_form(first: object) -> str | None:
+    """The whole-event form (``cl3``, ``cl2``) whose ciphertext ``first`` (message 0) holds, or ``None``."""
+    # type() first: every read asks this of every event, and the driver's documents are dicts.
+    head = first.get(SEALED_FIELD) if type(first) is dict or isinstance(first, Mapping) else None
+    if type(head) is str and head[3:4] == ":":
+        form = head[:3]
+        ref = _REFS.get(form)
+        if ref is not None and head != ref:
+            return form
     return None
 
 
@@ -221,10 +255,11 @@ def _ad(key_id: str, event_id: str, index: int) -> bytes:
     return f"chatledger-seal-v1|{len(key_id)}:{key_id}|{len(event_id)}:{event_id}|{index}".encode()
 
 
-def _ad2(key_id: str, event_id: str) -> bytes:
-    # cl2. Length-prefixed, so no (key id, event id) pair can pose as another. The
+def _ad_event(form: str, key_id: str, event_id: str) -> bytes:
+    # cl2, cl3. Length-prefixed, so no (key id, event id) pair can pose as another; the
+    # form's own label, so a ciphertext opens only in the form it was sealed for. The
     # messages' clear fields are not in it: the sealed copy of each is compared on open.
-    return f"chatledger-seal-v2|{len(key_id)}:{key_id}|{len(event_id)}:{event_id}".encode()
+    return f"{_EVENT_AD[form]}|{len(key_id)}:{key_id}|{len(event_id)}:{event_id}".encode()
 
 
 def _padded_size(size: int, pad_to: int) -> int:
@@ -246,20 +281,20 @@ class DataKey:
             (see :class:`Sealer`); ``None``: no padding.
     """
 
-    __slots__ = ("_aead", "_pad_to", "_prefix", "fingerprint", "key_id")
+    __slots__ = ("_aead", "_marker", "_pad_to", "fingerprint", "key_id")
 
     def __init__(self, key_id: str, key: bytes, pad_to: int | None = None) -> None:
         self.key_id = key_id
         self.fingerprint = _fingerprint(key)
         self._aead = aead(key)  # one cipher object per key, made once: reads reuse it
         self._pad_to = pad_to
-        self._prefix = f"{_CL2}:{key_id}:{self.fingerprint}:"
+        self._marker = f"{_CL3}:{key_id}:{self.fingerprint}"
 
     def __repr__(self) -> str:
         return f"DataKey({self.key_id!r})"  # never the key
 
     def seal(self, stored: Sequence[Mapping[str, Any]], event_id: str) -> list[dict[str, Any]]:
-        """Return the sealed (``cl2``) form of an encoded batch, for the event ``event_id``.
+        """Return the sealed (``cl3``) form of an encoded batch, for the event ``event_id``.
 
         The whole batch, as encoded, is one ciphertext in the first message; the others
         refer to it. ``role`` and ``message_id`` stay in clear too (and are checked against
@@ -271,7 +306,7 @@ class DataKey:
             if "message_id" in message:
                 sealed["message_id"] = message["message_id"]
             sealed["text"] = SEALED_TEXT
-            sealed[SEALED_FIELD] = _CL2_REF
+            sealed[SEALED_FIELD] = _CL3_REF
             out.append(sealed)
         if not out:
             return out
@@ -280,31 +315,40 @@ class DataKey:
             # Spaces after the JSON: JSON ignores them, so opening needs no length field.
             plain += b" " * (_padded_size(len(plain), self._pad_to) - len(plain))
         iv = nonce()
-        blob = iv + self._aead.encrypt(iv, plain, _ad2(self.key_id, event_id))
-        out[0][SEALED_FIELD] = self._prefix + blob.hex()
+        out[0][SEALED_FIELD] = self._marker
+        out[0][CIPHERTEXT_FIELD] = iv + self._aead.encrypt(iv, plain, _ad_event(_CL3, self.key_id, event_id))
         return out
 
-    def open_event(self, messages: Sequence[Any], event_id: str, text: str) -> list[dict[str, Any]]:
-        """Return the stored (clear) form of a ``cl2`` event's messages.
+    def open_event(
+        self, messages: Sequence[Any], event_id: str, ciphertext: bytes | str, form: str = _CL3
+    ) -> list[dict[str, Any]]:
+        """Return the stored (clear) form of a whole-event (``cl3``, ``cl2``) sealed event's messages.
 
         Args:
             messages: The event's messages as stored (the first holds the ciphertext).
             event_id: The ``_id`` of the event they were read from.
-            text: The hex ciphertext of the first message's marker.
+            ciphertext: The first message's ciphertext: its ``ciphertext`` field (``cl3``),
+                or the hex at the end of its marker (``cl2``).
+            form: ``"cl3"`` or ``"cl2"``.
 
         Raises:
             IntegrityError: the ciphertext was altered or moved from another event, or
                 the event's messages were swapped, dropped, added or relabelled.
         """
+        blob = ciphertext
+        if type(blob) is str:
+            try:
+                # a2b_hex: strict (no whitespace skipped), and twice as fast as bytes.fromhex.
+                blob = binascii.a2b_hex(blob)
+            except (ValueError, binascii.Error):
+                blob = b""
+        if type(blob) is not bytes or len(blob) < NONCE_BYTES + _TAG_BYTES:
+            raise IntegrityError(f"event {event_id!r}: its sealed ciphertext is not {form} or is truncated")
+        view = memoryview(blob)  # slices without copying the ciphertext
         try:
-            # a2b_hex: strict (no whitespace skipped), and twice as fast as bytes.fromhex.
-            blob = binascii.a2b_hex(text)
-        except (ValueError, binascii.Error):
-            blob = b""
-        if len(blob) < NONCE_BYTES + _TAG_BYTES:
-            raise IntegrityError(f"event {event_id!r}: its sealed ciphertext is not hex or is truncated")
-        try:
-            plain = self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _ad2(self.key_id, event_id))
+            plain = self._aead.decrypt(
+                view[:NONCE_BYTES], view[NONCE_BYTES:], _ad_event(form, self.key_id, event_id)
+            )
             opened = orjson.loads(plain)
         except (invalid_tag(), ValueError) as e:
             raise IntegrityError(
@@ -313,7 +357,7 @@ class DataKey:
             ) from e
         if type(opened) is not list:
             raise IntegrityError(f"event {event_id!r}: its sealed content holds no list of messages")
-        _check_clear(messages, opened, event_id)
+        _check_clear(messages, opened, event_id, _REFS[form])
         return opened
 
     def open(
@@ -350,22 +394,24 @@ class DataKey:
         return out
 
 
-def _check_clear(messages: Sequence[Any], opened: list[Any], event_id: str) -> None:
-    """Check a cl2 event's stored messages against its opened (sealed) copy.
+def _check_clear(messages: Sequence[Any], opened: list[Any], event_id: str, ref: str) -> None:
+    """Check a whole-event sealed event's stored messages against its opened (sealed) copy.
 
-    The clear fields must be the sealed ones: this catches messages swapped, dropped,
-    added or relabelled without a key (their hash recomputed).
+    The clear fields must be the sealed ones, and every message after the first a
+    reference (``ref``) to the first's ciphertext: this catches messages swapped,
+    dropped, added or relabelled without a key (their hash recomputed).
 
     Raises:
         IntegrityError: they differ.
     """
     if len(opened) != len(messages):
         raise IntegrityError(f"event {event_id!r}: its sealed content does not match its messages")
-    for index, (item, message) in enumerate(zip(messages, opened, strict=True)):
+    for index, item in enumerate(messages):
+        message = opened[index]
         if (
             type(message) is not dict
-            or not isinstance(item, Mapping)
-            or item.get(SEALED_FIELD) != (_CL2_REF if index else messages[0][SEALED_FIELD])
+            or not (type(item) is dict or isinstance(item, Mapping))  # the driver's dict: no ABC check
+            or (index and item.get(SEALED_FIELD) != ref)
             or item.get("role") != message.get("role")
             or item.get("message_id") != message.get("message_id")
         ):
@@ -451,8 +497,8 @@ class Sealer:
         self.per_lineage = per_lineage
         self.pad_to = pad_to
         self.opened_events = opened_events
-        # event _id -> (its stored marker, the key that opened it, its opened messages)
-        self._opened: OrderedDict[str, tuple[str, DataKey, list[dict[str, Any]]]] = OrderedDict()
+        # event _id -> (its stored marker and ciphertext, the key that opened it, its opened messages)
+        self._opened: OrderedDict[str, tuple[str, bytes | str, DataKey, list[dict[str, Any]]]] = OrderedDict()
         self.key_store = key_store
         self.provider = provider
         self.cache_ttl = float(cache_ttl)
@@ -468,7 +514,7 @@ class Sealer:
         for key_id in key_ids:
             self._cache.pop(key_id, None)
         gone = set(key_ids)
-        for event_id in [e for e, seen in self._opened.items() if seen[1].key_id in gone]:
+        for event_id in [e for e, seen in self._opened.items() if seen[2].key_id in gone]:
             del self._opened[event_id]
 
     def _cached(self, key_id: str) -> tuple[bool, DataKey | None]:
@@ -482,6 +528,15 @@ class Sealer:
         self._cache.move_to_end(key_id)
         if len(self._cache) > _MAX_CACHED:
             self._cache.popitem(last=False)
+
+    def cached_key(self, scope: Scope, root_id: str) -> DataKey | None:
+        """Return the cached key to seal a write to an existing conversation in ``scope``, or ``None``.
+
+        The append path's shortcut (no coroutine, no round trip); ``None`` (not cached,
+        expired, or the subject known erased) means: ask :meth:`key_for`, which decides.
+        """
+        hit = self._cache.get(subject_key(scope.tenant_id, scope.user_id, root_id, self.per_lineage)[0])
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
 
     async def key_for(self, scope: Scope, root_id: str, *, fresh: bool = False) -> DataKey:
         """Return the key to seal a write in ``scope`` (on the tree ``root_id``), creating it once.
@@ -635,34 +690,48 @@ class Sealer:
             return messages  # the caller reports a malformed event as it always did
         event_id = str(doc.get("_id"))
         first = messages[0]
-        marker = first.get(SEALED_FIELD) if isinstance(first, Mapping) else None
-        if type(marker) is str and marker.startswith("cl2:") and marker != _CL2_REF:
+        form = _event_form(first)
+        if form is not None:
+            marker: str = first[SEALED_FIELD]
+            if form == _CL3:
+                parts = marker.split(":")
+                ciphertext: bytes | str = first.get(CIPHERTEXT_FIELD)
+                malformed = len(parts) != 3 or type(ciphertext) is not bytes
+            else:
+                parts = marker.split(":", 3)  # stops at the hex: a full split scans and copies it
+                ciphertext = parts[-1]
+                malformed = len(parts) != 4
+            if malformed or type(first.get("role")) is not str:
+                raise IntegrityError(f"event {event_id!r}: its sealed first message is malformed")
             seen = self._opened.get(event_id)
             if seen is not None:
-                hit = self._cache.get(seen[1].key_id)
-                if seen[0] == marker and hit is not None and hit[1] is seen[1] and hit[0] > time.monotonic():
+                hit = self._cache.get(seen[2].key_id)
+                if (
+                    seen[0] == marker
+                    and seen[1] == ciphertext
+                    and hit is not None
+                    and hit[1] is seen[2]
+                    and hit[0] > time.monotonic()
+                ):
                     # Opened before, same ciphertext, key still cached: no decryption.
                     self._opened.move_to_end(event_id)
-                    _check_clear(messages, seen[2], event_id)
-                    return [dict(m) for m in seen[2]]  # copies: the kept ones stay as opened
+                    _check_clear(messages, seen[3], event_id, _REFS[form])
+                    return [dict(m) for m in seen[3]]  # copies: the kept ones stay as opened
                 del self._opened[event_id]  # stale: its key expired or was destroyed, or it changed
-            parts = marker.split(":", 3)  # stops at the ciphertext: a full split scans and copies it
-            if len(parts) != 4 or type(first.get("role")) is not str:
-                raise IntegrityError(f"event {event_id!r}: its sealed first message is malformed")
             hit = self._cache.get(parts[1])
             # The cache checked inline (no await, no call): the hot path of every sealed read.
             key = hit[1] if hit is not None and hit[0] > time.monotonic() else None
             if key is None or key.fingerprint != parts[2]:
                 key = await self._opening_key(parts[1], parts[2], event_id)
-            opened = key.open_event(messages, event_id, parts[3])
+            opened = key.open_event(messages, event_id, ciphertext, form)
             if not self.opened_events or self.cache_ttl == 0:
                 return opened
-            self._opened[event_id] = (marker, key, opened)
+            self._opened[event_id] = (marker, ciphertext, key, opened)
             if len(self._opened) > self.opened_events:
                 self._opened.popitem(last=False)
             return [dict(m) for m in opened]
-        # Clear events, and cl1 events (each message sealed alone). A cl2 message met
-        # here has no ciphertext in the event's first message: _parse refuses it.
+        # Clear events, and cl1 events (each message sealed alone). A cl2 or cl3 message
+        # met here has no ciphertext in the event's first message: _parse refuses it.
         out: list[Any] | None = None
         for index, item in enumerate(messages):
             if isinstance(item, Mapping) and SEALED_FIELD in item:

@@ -23,6 +23,7 @@ from chatledger.admin.holds import set_hold
 from chatledger.cli.commands import browse, keys, removal
 from chatledger.cli.connection import KeyStoreLocation, kek_provider
 from chatledger.cli.render import Renderer
+from chatledger.hashing import event_hash
 from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer, SubjectErasedError, destroy_subject_keys
 from chatledger.sealing.sealer import subject_mark
 from tests.admin.conftest import Clock
@@ -154,6 +155,8 @@ async def test_show_opens_with_the_kek_and_shows_placeholders_otherwise(database
     await talk(ledger, "alice", "a1", [f"{MARKER} one", "two"])
     await talk(Ledger(database), "alice", "clear", ["in clear"])
     kek = LocalKeyProvider(KEK)
+    sealed = [d for d in await raw_docs(database["events"]) if d["thread_id"] == "a1"]
+    assert all(type(d["messages"][0]["ciphertext"]) is bytes for d in sealed)  # the cl3 form
 
     r, out, _ = ui()
     assert await browse.show_body(database, r, thread="a1", kek=kek) == 0
@@ -325,3 +328,58 @@ async def test_sealed_operator_session(real_backend: Any, database: Any, tmp_pat
         assert json.loads(run("verify", "--json").stdout)["ok"]
     finally:
         await database.client.drop_database(keys_db)
+
+
+async def test_show_on_a_cl3_thread_from_the_command_line(
+    real_backend: Any, database: Any, tmp_path: Path
+) -> None:
+    # The real command line on events sealed in the cl3 form (binary ciphertext): without
+    # a KEK, placeholders with roles and ids and one warning, exit 0; tampered, exit 1.
+    binding = Ledger(database, sealer=sealer_on(database)).bind(user_id="alice")
+    at = binding.empty("a1")
+    for batch in (
+        [
+            Message("user", [f"{MARKER} one"], message_id="m-1"),
+            Message("assistant", ["reply"], message_id="r-1"),
+        ],
+        [Message("user", [f"{MARKER} two"])],
+    ):
+        at = (await binding.append(at, batch)).position
+    docs = sorted(await raw_docs(database["events"]), key=lambda d: d["seq"])
+    assert [d["messages"][0]["sealed"][:4] for d in docs] == ["cl3:", "cl3:"]
+    assert all(type(d["messages"][0]["ciphertext"]) is bytes for d in docs)
+    uri, name = real_backend.uri, database.name
+    run = lambda *a, check=0: chatledger(*a, uri=uri, database=name, check=check)  # noqa: E731
+
+    shown = run("show", "a1")
+    assert shown.stdout.count("[sealed: no key]") == 3
+    assert "[m-1]" in shown.stdout
+    assert "[r-1]" in shown.stdout
+    assert "3 sealed message(s) shown as placeholders" in shown.stderr
+    assert "no KEK was given" in shown.stderr
+    assert MARKER not in shown.stdout + shown.stderr
+    doc = json.loads(run("show", "a1", "--json").stdout)
+    assert [m["contents"][0]["text"] for m in doc["messages"]] == ["[sealed: no key]"] * 3
+    assert [m["role"] for m in doc["messages"]] == ["user", "assistant", "user"]
+    assert doc["unreadable"] == [{"index": i, "why": "no key"} for i in range(3)]
+    kek_file = tmp_path / "kek"
+    kek_file.write_bytes(KEK)
+    opened = run("show", "a1", "--kek-file", str(kek_file))
+    assert f"{MARKER} one" in opened.stdout
+    assert f"{MARKER} two" in opened.stdout
+    assert "[sealed: no key]" not in opened.stdout
+    assert json.loads(run("verify", "--json").stdout)["ok"]
+
+    # The ciphertext as text instead of binary (the hash recomputed): never a placeholder.
+    first = docs[0]
+    message = first["messages"][0]
+    forged = [{**message, "ciphertext": message["ciphertext"].hex()}, first["messages"][1]]
+    changed = {**first, "messages": forged}
+    changed["hash"] = event_hash(first["prev_hash"], changed)
+    await database["events"].replace_one({"_id": first["_id"]}, changed)
+    for args in (["show", "a1"], ["show", "a1", "--kek-file", str(kek_file)]):
+        failed = run(*args, check=1)
+        assert "a1#1" in failed.stderr, args
+        assert "[sealed: no key]" not in failed.stdout, args
+        assert MARKER not in failed.stdout + failed.stderr, args
+    assert "a1#1" in run("verify", check=1).stdout + run("verify", check=1).stderr

@@ -1,15 +1,18 @@
-"""Stored forms of sealed content: cl1 (existing data) and cl2, padding, and the opened-event cache."""
+"""Stored forms of sealed content: cl1, cl2 (old data, read only), cl3; padding; the opened-event cache."""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from bson import json_util
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from chatledger import Ledger
 from chatledger._maf import Message
@@ -24,15 +27,24 @@ KEK = bytes(range(32))
 #: A database sealed in the cl1 form (one base64 ciphertext per message) by the release
 #: before cl2 (commit 6671e09): events, thread and key exactly as that code stored them.
 CL1 = Path(__file__).parent / "data" / "cl1_events.json"
+#: A database sealed in the cl2 form (one hex ciphertext per event, in its first message's
+#: marker) by the release before cl3 (commit bd0b4fd), written on the cl1 database above
+#: (same key): thread conv-cl2 is all cl2, and conv-cl1 goes on in cl2 after its cl1 events.
+CL2 = Path(__file__).parent / "data" / "cl2_events.json"
 
 
 def sealer_on(database: Any, **options: Any) -> Sealer:
     return Sealer(KeyStore(database), LocalKeyProvider(KEK), **options)
 
 
-async def load_cl1(database: Any) -> dict[str, Any]:
-    """Insert the cl1 database into ``database``; return the fixture (with the messages it holds)."""
-    fixture: dict[str, Any] = json.loads(CL1.read_text(encoding="utf-8"))
+def read_fixture(path: Path) -> dict[str, Any]:
+    fixture: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return fixture
+
+
+async def load_fixture(database: Any, path: Path = CL1) -> dict[str, Any]:
+    """Insert a fixture's database into ``database``; return the fixture (with the messages it holds)."""
+    fixture = read_fixture(path)
     for name, docs in fixture["collections"].items():
         await database[name].insert_many(json_util.loads(json.dumps(docs)))
     return fixture
@@ -50,7 +62,7 @@ async def sorted_events(database: Any) -> list[dict[str, Any]]:
 
 
 async def test_cl1_events_written_before_still_read_verify_and_catch_tampering(database: Any) -> None:
-    fixture = await load_cl1(database)
+    fixture = await load_fixture(database)
     docs = await sorted_events(database)
     assert all(m["sealed"].startswith("cl1:") for d in docs for m in d["messages"])
     assert all(sealed_problem(m) is None for d in docs for m in d["messages"])
@@ -61,14 +73,15 @@ async def test_cl1_events_written_before_still_read_verify_and_catch_tampering(d
     expected = [m for batch in fixture["messages"] for m in batch]
     assert [m.to_dict() for m in await binding.read(head)] == expected
 
-    # New appends to the old thread are cl2; the mixed thread reads and verifies.
-    done = await binding.append(head, [Message("user", ["now in cl2"])])
+    # New appends to the old thread are cl3; the mixed thread reads and verifies.
+    done = await binding.append(head, [Message("user", ["now in cl3"])])
     assert [m.to_dict() for m in await binding.read(done.position)] == [
         *expected,
-        Message("user", ["now in cl2"]).to_dict(),
+        Message("user", ["now in cl3"]).to_dict(),
     ]
     newest = (await sorted_events(database))[-1]
-    assert newest["messages"][0]["sealed"].startswith("cl2:")
+    assert newest["messages"][0]["sealed"].startswith("cl3:")
+    assert type(newest["messages"][0]["ciphertext"]) is bytes
     assert (await verify(Ledger(database))).ok
 
     # A cl1 message's flipped bit, or its ciphertext moved to another event or index.
@@ -88,7 +101,84 @@ async def test_cl1_events_written_before_still_read_verify_and_catch_tampering(d
         await binding.read(head, offset=4, limit=1)
 
 
-async def test_cl2_verifies_without_keys_and_exports_and_imports_exactly(
+def batches(fixture_messages: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [m for batch in fixture_messages for m in batch]
+
+
+def flip_hex_digit(text: str, at: int) -> str:
+    """``text`` (lowercase hex) with one bit of the digit at ``at`` flipped: still lowercase hex."""
+    at %= len(text)
+    return text[:at] + "0123456789abcdef"[int(text[at], 16) ^ 1] + text[at + 1 :]
+
+
+async def test_cl2_events_written_before_still_read_verify_and_catch_tampering(database: Any) -> None:
+    fixture = await load_fixture(database, CL2)
+    cl1 = read_fixture(CL1)
+    docs = {d["_id"]: d for d in await sorted_events(database)}
+    forms = {
+        t: [d["messages"][0]["sealed"][:3] for d in docs.values() if d["thread_id"] == t]
+        for t in ("conv-cl1", "conv-cl2")
+    }
+    assert forms == {"conv-cl1": ["cl1"] * 3 + ["cl2"] * 2, "conv-cl2": ["cl2"] * 3}
+    for doc in docs.values():
+        first = doc["messages"][0]
+        assert all("ciphertext" not in m for m in doc["messages"])
+        assert all(sealed_problem(m, i, first) is None for i, m in enumerate(doc["messages"]))
+        if first["sealed"].startswith("cl2:"):
+            assert [m["sealed"] for m in doc["messages"][1:]] == ["cl2:@0"] * (len(doc["messages"]) - 1)
+    assert (await verify(Ledger(database))).ok  # no key needed
+
+    binding = Ledger(database, sealer=sealer_on(database)).bind(user_id="alice")
+    head = await binding.head(fixture["thread_id"])
+    expected = batches(fixture["messages"])
+    assert [m.to_dict() for m in await binding.read(head)] == expected
+    mixed = await binding.head(fixture["cl1_thread_id"])
+    mixed_expected = batches(cl1["messages"]) + batches(fixture["cl1_thread_messages"])
+    assert [m.to_dict() for m in await binding.read(mixed)] == mixed_expected
+
+    # New appends to the old threads are cl3: conv-cl1 now holds all three forms, and
+    # reads (in this process, and in a fresh one with nothing cached) and verifies.
+    new = [Message("user", ["now in cl3 ☃"], message_id="n-1"), Message("assistant", ["and its reply"])]
+    done = await binding.append(mixed, new)
+    mixed_expected += [m.to_dict() for m in new]
+    newest = (await sorted_events(database))[5]
+    assert newest["_id"] == "conv-cl1#6"
+    assert newest["messages"][0]["sealed"].startswith("cl3:")
+    assert type(newest["messages"][0]["ciphertext"]) is bytes
+    assert newest["messages"][1]["sealed"] == "cl3:@0"
+    for reader in (binding, Ledger(database, sealer=sealer_on(database)).bind(user_id="alice")):
+        assert [m.to_dict() for m in await reader.read(done.position)] == mixed_expected
+    head = (await binding.append(head, [Message("user", ["cl2 thread, cl3 event"])])).position
+    expected.append(Message("user", ["cl2 thread, cl3 event"]).to_dict())
+    assert [m.to_dict() for m in await binding.read(head)] == expected
+    assert (await verify(Ledger(database))).ok
+
+    # A flipped hex digit (one bit) in a cl2 ciphertext, in its tag or its body, the hash
+    # recomputed; read by this process (which opened the event before) and by a new one.
+    fresh = Ledger(database, sealer=sealer_on(database)).bind(user_id="alice")
+    target = docs["conv-cl2#3"]
+    first = target["messages"][0]
+    prefix, text = first["sealed"].rsplit(":", 1)
+    for at in (-1, len(text) // 3):
+        flipped = {**first, "sealed": f"{prefix}:{flip_hex_digit(text, at)}"}
+        await rewrite(database, target, [flipped, *target["messages"][1:]])
+        assert sealed_problem(flipped, 0) is None  # well formed: only the key can tell
+        for reader in (binding, fresh):
+            with pytest.raises(IntegrityError, match=r"'conv-cl2#3'.*does not open"):
+                await reader.read(head, offset=4, limit=3)
+    # Another event's cl2 ciphertext moved here, the hash recomputed: bound to its own event.
+    moved = {**first, "sealed": docs["conv-cl2#2"]["messages"][0]["sealed"]}
+    await rewrite(database, target, [moved, *target["messages"][1:]])
+    with pytest.raises(IntegrityError, match="moved here"):
+        await binding.read(head, offset=4, limit=3)
+    await rewrite(database, target, docs["conv-cl2#2"]["messages"])  # the whole event
+    with pytest.raises(IntegrityError, match="moved here"):
+        await fresh.read(head, offset=4, limit=2)
+    await database["events"].replace_one({"_id": target["_id"]}, target)
+    assert [m.to_dict() for m in await binding.read(head)] == expected
+
+
+async def test_cl3_verifies_without_keys_and_exports_and_imports_exactly(
     database: Any, tmp_path: Path
 ) -> None:
     from chatledger.admin.export import export_jsonl, import_jsonl
@@ -107,7 +197,8 @@ async def test_cl2_verifies_without_keys_and_exports_and_imports_exactly(
 
     out = io.StringIO()
     await export_jsonl(Ledger(database), out)
-    assert "cl2:" in out.getvalue()
+    assert "cl3:" in out.getvalue()
+    assert out.getvalue().count('"$binary"') == 2  # each event's ciphertext, as Extended JSON binary
     assert "hello" not in out.getvalue()
     if not hasattr(database, "client"):
         pytest.skip("the driver exposes no client")
@@ -116,11 +207,16 @@ async def test_cl2_verifies_without_keys_and_exports_and_imports_exactly(
     path.write_text(out.getvalue(), encoding="utf-8")
     try:
         await import_jsonl(Ledger(target), path)
-        assert (await verify(Ledger(target))).ok
+        assert await raw_docs(target["keys"]) == []
+        assert (await verify(Ledger(target))).ok  # no key anywhere near it
+        imported, original = await sorted_events(target), await sorted_events(database)
+        assert imported == original
+        for copy, source in zip(imported, original, strict=True):
+            assert type(copy["messages"][0]["ciphertext"]) is bytes
+            assert copy["messages"][0]["ciphertext"] == source["messages"][0]["ciphertext"]
         # The keys stayed in the source database: a reader of the import uses them there.
         reader = Ledger(target, sealer=sealer_on(database)).bind(user_id="alice")
         assert [m.to_dict() for m in await reader.read(await reader.head("conv"))] == expected
-        assert await sorted_events(target) == await sorted_events(database)
     finally:
         await database.client.drop_database(target.name)
 
@@ -133,7 +229,7 @@ async def test_padding_hides_lengths_within_a_bucket_and_is_off_by_default(datab
             at = (await binding.append(at, [Message("user", [text])])).position
         assert [m.text for m in await binding.read(at)] == texts  # exact round trip
         docs = [d for d in await sorted_events(database) if d["thread_id"] == at.thread_id]
-        return [len(d["messages"][0]["sealed"]) for d in docs]
+        return [len(d["messages"][0]["ciphertext"]) for d in docs]
 
     # Plaintexts of ~30, ~100 and ~200 bytes (the JSON of the stored message): the first
     # two share the 128-byte bucket, the third goes to 256.
@@ -143,7 +239,8 @@ async def test_padding_hides_lengths_within_a_bucket_and_is_off_by_default(datab
     assert len(set(plain)) == 3  # off by default: each length shows
     padded = await sealed_lengths(sealer_on(database, pad_to=128), texts)
     assert padded[0] == padded[1] < padded[2]
-    assert padded[2] - padded[1] == 2 * (256 - 128)  # hex: two characters per padded byte
+    assert padded[2] - padded[1] == 256 - 128  # binary: one stored byte per padded byte
+    assert padded == [128 + 28, 128 + 28, 256 + 28]  # the bucket, then nonce and tag
     assert padded[0] > plain[1]  # what it costs: up to the bucket
     for bad in (0, 100, 8, 1 << 17, True, 128.0, "128"):
         with pytest.raises(InvalidInputError, match="pad_to"):
@@ -186,17 +283,62 @@ async def test_opened_events_are_kept_only_while_valid(database: Any) -> None:
         await sealer.open_messages(doc)
 
 
+def flip(blob: bytes, at: int) -> bytes:
+    out = bytearray(blob)
+    out[at] ^= 1
+    return bytes(out)
+
+
 def test_open_event_refuses_malformed_ciphertext_as_integrity_errors() -> None:
     key = DataKey("k1-uabc", bytes(range(32)))
     stored = [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "hello", "message_id": "r"}]
     sealed = key.seal(stored, "t#1")
-    text = sealed[0]["sealed"].split(":", 3)[3]
-    assert key.open_event(sealed, "t#1", text) == stored
-    for bad in ("zz" + text[2:], text[:-1], text[:40], " " + text[1:]):
+    assert sealed[0]["sealed"] == f"cl3:k1-uabc:{key.fingerprint}"
+    assert sealed[1] == {"role": "assistant", "message_id": "r", "text": "[sealed]", "sealed": "cl3:@0"}
+    blob = sealed[0]["ciphertext"]
+    assert type(blob) is bytes
+    assert len(blob) == 12 + len(orjson.dumps(stored)) + 16  # nonce, ciphertext, tag: nothing else
+    assert key.open_event(sealed, "t#1", blob) == stored
+    for bad in (flip(blob, 0), flip(blob, 12), flip(blob, -1), blob[:-1], blob + b"\0", blob[:27], b""):
         with pytest.raises(IntegrityError):
             key.open_event(sealed, "t#1", bad)
     with pytest.raises(IntegrityError, match="does not open"):
-        key.open_event(sealed, "t#2", text)  # moved to another event
+        key.open_event(sealed, "t#2", blob)  # moved to another event
     with pytest.raises(IntegrityError, match="does not open"):
-        DataKey("k1-uabd", bytes(range(32))).open_event(sealed, "t#1", text)  # another key id
+        DataKey("k1-uabd", bytes(range(32))).open_event(sealed, "t#1", blob)  # another key id
+    # The same bytes presented as a cl2 ciphertext (hex in a cl2 marker): another label.
+    as_cl2 = [
+        {"role": "user", "text": "[sealed]", "sealed": f"cl2:k1-uabc:{key.fingerprint}:{blob.hex()}"},
+        {**sealed[1], "sealed": "cl2:@0"},
+    ]
+    with pytest.raises(IntegrityError, match="does not open"):
+        key.open_event(as_cl2, "t#1", blob.hex(), "cl2")
     assert key.seal([], "t#1") == []
+
+
+def test_a_cl2_ciphertext_still_opens_and_malformed_hex_is_an_integrity_error() -> None:
+    # A cl2 ciphertext made as the release before cl3 made it, with the cipher itself:
+    # the associated data's label and layout are a contract existing events rely on.
+    raw = bytes(range(32))
+    key = DataKey("k1-uabc", raw)
+    stored = [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "hello", "message_id": "r"}]
+    iv = bytes(range(12))
+    blob = iv + AESGCM(raw).encrypt(iv, orjson.dumps(stored), b"chatledger-seal-v2|7:k1-uabc|3:t#1")
+    text = binascii.b2a_hex(blob).decode("ascii")
+    messages = [
+        {"role": "user", "text": "[sealed]", "sealed": f"cl2:k1-uabc:{key.fingerprint}:{text}"},
+        {"role": "assistant", "message_id": "r", "text": "[sealed]", "sealed": "cl2:@0"},
+    ]
+    assert key.open_event(messages, "t#1", text, "cl2") == stored
+    for bad in ("zz" + text[2:], text[:-1], text[:40], " " + text[1:], flip_hex_digit(text, -1)):
+        with pytest.raises(IntegrityError):
+            key.open_event(messages, "t#1", bad, "cl2")
+    with pytest.raises(IntegrityError, match="does not open"):
+        key.open_event(messages, "t#2", text, "cl2")
+    # The same bytes as a cl3 ciphertext: the label differs, so it does not open.
+    as_cl3 = [
+        {**messages[0], "sealed": f"cl3:k1-uabc:{key.fingerprint}"},
+        {**messages[1], "sealed": "cl3:@0"},
+    ]
+    with pytest.raises(IntegrityError, match="does not open"):
+        key.open_event(as_cl3, "t#1", blob)

@@ -74,12 +74,17 @@ async def test_round_trip_is_exact_and_nothing_is_stored_in_clear(database: Any)
 
     (doc,) = await events(database)
     # Shape stays visible to an operator: roles and message ids in clear, content sealed.
-    assert [set(m) for m in doc["messages"]] == [{"role", "message_id", "text", "sealed"}] * 2
+    assert [set(m) for m in doc["messages"]] == [
+        {"role", "message_id", "text", "sealed", "ciphertext"},
+        {"role", "message_id", "text", "sealed"},
+    ]
     assert [m["role"] for m in doc["messages"]] == ["assistant", "user"]
-    # One ciphertext per event, in its first message; the others refer to it.
-    assert doc["messages"][0]["sealed"].startswith("cl2:k1-u")
-    assert doc["messages"][1]["sealed"] == "cl2:@0"
-    assert all(sealed_problem(m) is None for m in doc["messages"])
+    # One binary ciphertext per event, in its first message; the others refer to it.
+    assert doc["messages"][0]["sealed"].startswith("cl3:k1-u")
+    assert doc["messages"][0]["sealed"].count(":") == 2
+    assert type(doc["messages"][0]["ciphertext"]) is bytes
+    assert doc["messages"][1]["sealed"] == "cl3:@0"
+    assert all(sealed_problem(m, i, doc["messages"][0]) is None for i, m in enumerate(doc["messages"]))
     assert not contains([doc], MARKER)
     assert not contains([doc], "Alice")
     assert not contains([doc], "Jöker")
@@ -116,19 +121,23 @@ async def test_tampered_or_moved_ciphertext_is_an_integrity_error(database: Any)
 
     # 1. One flipped bit inside the ciphertext of event 1 (in its tag, or its body).
     first = docs[0]["messages"][0]
-    head_part, blob = first["sealed"].rsplit(":", 1)
-    for at in (-1, len(blob) // 4):
-        raw = bytearray(bytes.fromhex(blob))
+    for at in (-1, len(first["ciphertext"]) // 2):
+        raw = bytearray(first["ciphertext"])
         raw[at] ^= 1
-        flipped = {**first, "sealed": f"{head_part}:{bytes(raw).hex()}"}
+        flipped = {**first, "ciphertext": bytes(raw)}
         await rewrite(docs[0], [flipped, docs[0]["messages"][1]])
         with pytest.raises(IntegrityError, match="does not open"):
             await binding.read(head)
     await database["events"].replace_one({"_id": docs[0]["_id"]}, docs[0])
     assert len(await binding.read(head)) == 6
 
-    # 2. Event 1's ciphertext replayed into event 3 (same subject, same key).
+    # 2. Event 1's ciphertext replayed into event 3 (same subject, same key): the whole
+    # first message, or only its ciphertext bytes.
     await rewrite(docs[2], docs[0]["messages"])
+    with pytest.raises(IntegrityError, match="moved here"):
+        await binding.read(head, offset=4)
+    only_bytes = {**docs[2]["messages"][0], "ciphertext": docs[0]["messages"][0]["ciphertext"]}
+    await rewrite(docs[2], [only_bytes, docs[2]["messages"][1]])
     with pytest.raises(IntegrityError, match="moved here"):
         await binding.read(head, offset=4)
     # 3. Swapping the two messages of event 2: the ciphertext is no longer first.
@@ -378,7 +387,21 @@ def test_sealed_problem_names_malformed_sealed_messages() -> None:
     assert sealed_problem({**good, "sealed": "cl2:k1-uab:0011:" + "ab" * 28}) is None
     assert sealed_problem({**good, "sealed": "cl2:@0"}) is None
     assert sealed_problem({**good, "sealed": "cl2:x:y:z"}) is not None
-    assert sealed_problem({**good, "sealed": "cl3:k1-uab:0011:" + "ab" * 28}) is not None
+    assert sealed_problem({**good, "sealed": "cl3:k1-uab:0011:" + "ab" * 28}) is not None  # cl3 holds no hex
+    cl3 = {"role": "user", "text": "[sealed]", "sealed": "cl3:k1-uab:0011", "ciphertext": bytes(28)}
+    assert sealed_problem(cl3) is None
+    assert sealed_problem({**cl3, "message_id": "m"}) is None
+    assert sealed_problem({**cl3, "sealed": "cl3:@0"}) is not None  # a reference holds no ciphertext
+    assert sealed_problem({**cl3, "ciphertext": bytes(27)}) is not None  # too short for nonce and tag
+    assert sealed_problem({**cl3, "ciphertext": "00" * 28}) is not None  # text, not binary
+    assert sealed_problem({**cl3, "ciphertext": None}) is not None
+    assert sealed_problem({k: v for k, v in cl3.items() if k != "ciphertext"}) is not None
+    assert sealed_problem({**cl3, "sealed": "cl3:k1-uab:0011:" + "ab" * 28}) is not None  # 4 parts
+    assert sealed_problem({**cl3, "sealed": "cl3:k1-uab:"}) is not None
+    assert sealed_problem({**cl3, "sealed": "cl3::0011"}) is not None
+    assert sealed_problem({**cl3, "sealed": "cl2:k1-uab:0011:" + "ab" * 28}) is not None  # cl2 with bytes
+    assert sealed_problem({**cl3, "author_name": "leaked"}) is not None
+    assert sealed_problem({**cl3, "message_id": 7}) is not None
     assert sealed_problem({**good, "sealed": "cl2:k1-uab:0011:" + "AB" * 28}) is not None  # not canonical hex
     assert sealed_problem({**good, "sealed": "cl2:k1-uab:0011:" + "ab" * 27}) is not None  # too short
     assert sealed_problem({**good, "text": "clear text"}) is not None
@@ -396,6 +419,7 @@ async def test_export_and_import_carry_ciphertext_only(database: Any, tmp_path: 
     await export_jsonl(Ledger(database), out)
     assert MARKER not in out.getvalue()
     assert "[sealed]" in out.getvalue()
+    assert '"$binary"' in out.getvalue()
 
     # Imported into a database without the keys: it verifies, and reads say "key unavailable".
     path = tmp_path / "export.jsonl"

@@ -342,3 +342,13 @@ def test_a_cl2_ciphertext_still_opens_and_malformed_hex_is_an_integrity_error() 
     ]
     with pytest.raises(IntegrityError, match="does not open"):
         key.open_event(as_cl3, "t#1", blob)
+    # Only what verify accepts opens: uppercase hex (verify: "not lowercase hex") does not,
+    # and neither does a cl3 ciphertext given as text or a cl2 one given as bytes.
+    assert text.upper() != text
+    assert sealed_problem({**messages[0], "sealed": f"cl2:k1-uabc:{key.fingerprint}:{text.upper()}"})
+    with pytest.raises(IntegrityError, match="not cl2"):
+        key.open_event(messages, "t#1", text.upper(), "cl2")
+    with pytest.raises(IntegrityError, match="not cl3"):
+        key.open_event(as_cl3, "t#1", text)
+    with pytest.raises(IntegrityError, match="not cl2"):
+        key.open_event(messages, "t#1", blob, "cl2")

@@ -217,6 +217,12 @@ class Plan:
     append_ops: int = 20
     peer_append_ops: int = 10
     langgraph_append_ops: int = 2
+    #: The sealing comparison, (runs, operations per run) of appends and of page reads:
+    #: short runs, many of them, so the sealed and unsealed samples interleave finely and
+    #: the medians are of enough runs to resolve a few percent (a page read is slow on
+    #: FerretDB, hence fewer).
+    sealing_appends: tuple[int, int] = (40, 5)
+    sealing_pages: tuple[int, int] = (20, 8)
 
     @classmethod
     def quick(cls) -> Plan:
@@ -231,6 +237,8 @@ class Plan:
             append_ops=10,
             peer_append_ops=5,
             langgraph_append_ops=1,
+            sealing_appends=(6, 3),
+            sealing_pages=(4, 3),
         )
 
 
@@ -903,7 +911,9 @@ async def run_sealing(bench: Bench) -> None:
 
     The ledgers (:data:`SEALING_LEDGERS`) share one collection in a database of their own,
     new for each case (small: a page read on FerretDB scans the collection), measured
-    interleaved in the same runs; the ratios are sealed ÷ unsealed of the medians. CPU is
+    interleaved in the same runs (:attr:`Plan.sealing_appends`, :attr:`Plan.sealing_pages`:
+    many short runs, the order rotating); the ratios are sealed ÷ unsealed of the medians
+    of the per-run means. CPU is
     the event loop thread's (``time.thread_time``): the work of an operation, without the
     drivers' monitor threads, whose heartbeats would land in whichever operation waits
     longest on the server.
@@ -923,12 +933,13 @@ async def run_sealing(bench: Bench) -> None:
             ]
             appends: dict[str, tuple[Op, int]] = {}
             pages: dict[str, tuple[Op, int]] = {}
+            (append_runs, append_count), (page_runs, page_count) = plan.sealing_appends, plan.sealing_pages
             for name, ledger in ledgers.items():
                 append, page = await sealing_ops(ledger, turn)
-                appends[name], pages[name] = (append, plan.append_ops), (page, plan.append_ops)
-            for operation, ops in (("append", appends), ("last page", pages)):
+                appends[name], pages[name] = (append, append_count), (page, page_count)
+            for operation, ops, runs in (("append", appends, append_runs), ("last page", pages, page_runs)):
                 samples: dict[str, Sample] = {}
-                await interleaved(ops, plan.runs + 4, samples, cpu=time.thread_time)
+                await interleaved(ops, runs, samples, cpu=time.thread_time)
                 bench.keep("sealing", f"{case}: {operation}", samples)
                 for name in list(ledgers)[1:]:
                     cpu, wall = (
@@ -968,7 +979,10 @@ def sealing_lines(results: dict[str, Any]) -> list[str]:
         f"(one event each). Append: `add_messages` of a turn to a thread of {2 * SEALING_THREAD_TURNS}+",
         f"messages; last page: `list_messages(offset=-{PAGE})` of a {2 * SEALING_THREAD_TURNS}-message",
         "thread (warm store). CPU: the event loop thread's (`time.thread_time`, without the drivers'",
-        "monitor threads). Ratios: medians ÷ the unsealed median of the same runs.",
+        "monitor threads). Runs (runs × operations): appends "
+        f"{' × '.join(map(str, Plan.sealing_appends))}, pages {' × '.join(map(str, Plan.sealing_pages))}, "
+        "the order rotating run by run; figures are medians of the per-run means (min–max).",
+        "Ratios: medians ÷ the unsealed median of the same runs.",
         "",
         "| case | ledger | client CPU ms | CPU ÷ unsealed | wall ms | wall ÷ unsealed |",
         "| --- | --- | --- | --- | --- | --- |",

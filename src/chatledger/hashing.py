@@ -66,12 +66,14 @@ def epoch_ms(value: datetime) -> int:
 def _digested(message: Mapping[str, Any]) -> dict[str, Any]:
     """A stored message as hashed: a ``bytes`` value (a sealed event's ciphertext) by its digest.
 
-    ``{"sha256": <hex digest>, "size": <bytes>}`` stands for the bytes: no text value
-    can pose as it (a message's values are otherwise strings), and hashing the digest
-    costs less than hashing a text encoding of the bytes, which would be twice as long.
+    ``{"sha256": <hex digest>, "size": <bytes>}`` stands for the bytes: no string can
+    pose as it, and hashing the digest costs less than hashing a text encoding of the
+    bytes, which would be twice as long. A stored document of that shape would hash
+    alike, but no stored form holds one: ``verify`` and reads refuse it by its shape
+    (:func:`chatledger.sealing.sealed_problem`).
     """
     out = dict(message)
-    for name, value in out.items():
+    for name, value in message.items():
         if type(value) is bytes:
             out[name] = {"sha256": hashlib.sha256(value).hexdigest(), "size": len(value)}
     return out

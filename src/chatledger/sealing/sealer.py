@@ -256,11 +256,17 @@ def _ad(key_id: str, event_id: str, index: int) -> bytes:
     return f"chatledger-seal-v1|{len(key_id)}:{key_id}|{len(event_id)}:{event_id}|{index}".encode()
 
 
-def _ad_event(form: str, key_id: str, event_id: str) -> bytes:
-    # cl2, cl3. Length-prefixed, so no (key id, event id) pair can pose as another; the
-    # form's own label, so a ciphertext opens only in the form it was sealed for. The
-    # messages' clear fields are not in it: the sealed copy of each is compared on open.
-    return f"{_EVENT_AD[form]}|{len(key_id)}:{key_id}|{len(event_id)}:{event_id}".encode()
+# The associated data of cl2 and cl3: _ad_key_part(form, key id) + _ad_event_part(event id),
+# "<form's label>|<len>:<key id>|<len>:<event id>". Length-prefixed, so no (key id, event
+# id) pair can pose as another; the form's own label, so a ciphertext opens only in the
+# form it was sealed for. The messages' clear fields are not in it: the sealed copy of
+# each is compared on open. A DataKey makes its key part once.
+def _ad_key_part(form: str, key_id: str) -> bytes:
+    return f"{_EVENT_AD[form]}|{len(key_id)}:{key_id}|".encode()
+
+
+def _ad_event_part(event_id: str) -> bytes:
+    return f"{len(event_id)}:{event_id}".encode()
 
 
 def _padded_size(size: int, pad_to: int) -> int:
@@ -282,7 +288,7 @@ class DataKey:
             (see :class:`Sealer`); ``None``: no padding.
     """
 
-    __slots__ = ("_aead", "_marker", "_pad_to", "fingerprint", "key_id")
+    __slots__ = ("_ad", "_aead", "_marker", "_pad_to", "fingerprint", "key_id")
 
     def __init__(self, key_id: str, key: bytes, pad_to: int | None = None) -> None:
         self.key_id = key_id
@@ -290,6 +296,8 @@ class DataKey:
         self._aead = aead(key)  # one cipher object per key, made once: reads reuse it
         self._pad_to = pad_to
         self._marker = f"{_CL3}:{key_id}:{self.fingerprint}"
+        # The key's part of each form's associated data, made once (see _ad_key_part).
+        self._ad = {form: _ad_key_part(form, key_id) for form in _EVENT_AD}
 
     def __repr__(self) -> str:
         return f"DataKey({self.key_id!r})"  # never the key
@@ -317,7 +325,9 @@ class DataKey:
             plain += b" " * (_padded_size(len(plain), self._pad_to) - len(plain))
         iv = nonce()
         out[0][SEALED_FIELD] = self._marker
-        out[0][CIPHERTEXT_FIELD] = iv + self._aead.encrypt(iv, plain, _ad_event(_CL3, self.key_id, event_id))
+        out[0][CIPHERTEXT_FIELD] = iv + self._aead.encrypt(
+            iv, plain, self._ad[_CL3] + _ad_event_part(event_id)
+        )
         return out
 
     def open_event(
@@ -346,7 +356,7 @@ class DataKey:
         view = memoryview(blob)  # slices without copying the ciphertext
         try:
             plain = self._aead.decrypt(
-                view[:NONCE_BYTES], view[NONCE_BYTES:], _ad_event(form, self.key_id, event_id)
+                view[:NONCE_BYTES], view[NONCE_BYTES:], self._ad[form] + _ad_event_part(event_id)
             )
             opened = orjson.loads(plain)
         except (invalid_tag(), ValueError) as e:

@@ -494,7 +494,25 @@ def decode_message(doc: Mapping[str, Any]) -> Message:
                 content["text"] = doc["text"]
                 break
         return _from_data(data)
-    return _plain_message(doc["role"], doc["text"], doc.get("author_name"), doc.get("message_id"))
+    role, text, author_name, message_id = (
+        doc["role"],
+        doc["text"],
+        doc.get("author_name"),
+        doc.get("message_id"),
+    )
+    if (
+        type(role) is not str
+        or type(text) is not str
+        or not (
+            (author_name is None or type(author_name) is str)
+            and (message_id is None or type(message_id) is str)
+        )
+    ):
+        # A stored document of another shape (not written by encode_message): refuse it
+        # rather than build a message that silently lacks its text. A TypeError, as a
+        # missing field's KeyError: readers name the event (IntegrityError, verify problem).
+        raise TypeError("a stored message's role, text, author_name or message_id is not a str")
+    return _plain_message(role, text, author_name, message_id)
 
 
 def stored_digest(stored: Sequence[Mapping[str, Any]]) -> str:

@@ -5,15 +5,26 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from chatledger.codec import canonical_json_bytes
 
-__all__ = ["GENESIS_HASH", "HASHED_FIELDS", "HASHED_FIELDS_BY_VERSION", "epoch_ms", "event_hash"]
+__all__ = [
+    "BINARY_FIELD",
+    "GENESIS_HASH",
+    "HASHED_FIELDS",
+    "HASHED_FIELDS_BY_VERSION",
+    "epoch_ms",
+    "event_hash",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: The one message field that may hold ``bytes`` (a sealed event's ciphertext); every
+#: other stored value is a string, and a ``bytes`` value anywhere else is not hashable.
+BINARY_FIELD: Final = "ciphertext"
 
 #: ``prev_hash`` of the first event of a conversation.
 GENESIS_HASH = "0" * 64
@@ -64,7 +75,7 @@ def epoch_ms(value: datetime) -> int:
 
 
 def _digested(message: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored message as hashed: a ``bytes`` value (a sealed event's ciphertext) by its digest.
+    """A stored message as hashed: its :data:`BINARY_FIELD` ``bytes`` (a ciphertext) by their digest.
 
     ``{"sha256": <hex digest>, "size": <bytes>}`` stands for the bytes: no string can
     pose as it, and hashing the digest costs less than hashing a text encoding of the
@@ -73,9 +84,9 @@ def _digested(message: Mapping[str, Any]) -> dict[str, Any]:
     (:func:`chatledger.sealing.sealed_problem`).
     """
     out = dict(message)
-    for name, value in message.items():
-        if type(value) is bytes:
-            out[name] = {"sha256": hashlib.sha256(value).hexdigest(), "size": len(value)}
+    value = out.get(BINARY_FIELD)
+    if type(value) is bytes:
+        out[BINARY_FIELD] = {"sha256": hashlib.sha256(value).hexdigest(), "size": len(value)}
     return out
 
 
@@ -84,8 +95,9 @@ def _fast_canonical(body: dict[str, Any], fields: tuple[str, ...]) -> bytes | No
 
     That shape is every event ChatLedger writes: str / 64-bit int / null scalars and
     messages that are flat ``{str: str}`` documents (a sealed event's first message also
-    holds ``bytes``, hashed by :func:`_digested`); for it orjson (keys sorted, at every
-    level) and json write the same bytes, so one ``orjson.dumps`` of the whole body does.
+    holds ``bytes`` in :data:`BINARY_FIELD`, hashed by :func:`_digested`); for it orjson
+    (keys sorted, at every level) and json write the same bytes, so one ``orjson.dumps``
+    of the whole body does.
     Anything else answers None and takes the general path.
     """
     for name in _SCALAR_FIELDS[fields]:
@@ -100,9 +112,9 @@ def _fast_canonical(body: dict[str, Any], fields: tuple[str, ...]) -> bytes | No
     for message in messages:
         if type(message) is not dict:
             return None
-        for value in message.values():  # pyright: ignore[reportUnknownVariableType]
+        for name, value in message.items():  # pyright: ignore[reportUnknownVariableType]
             if type(value) is not str:
-                if type(value) is not bytes:
+                if type(value) is not bytes or name != BINARY_FIELD:
                     return None
                 binary = True
     if binary:

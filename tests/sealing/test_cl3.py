@@ -20,7 +20,7 @@ from bson import json_util
 from chatledger import Ledger
 from chatledger._maf import Message
 from chatledger.admin import verify
-from chatledger.errors import IntegrityError, InvalidInputError
+from chatledger.errors import IntegrityError, InvalidInputError, InvalidMessageError
 from chatledger.hashing import event_hash
 from chatledger.sealing import sealed_problem
 from tests.helpers import raw_docs, tricky_message
@@ -297,3 +297,49 @@ async def test_an_export_carries_the_binary_and_a_forged_one_is_refused_on_impor
         assert (await verify(Ledger(target))).ok
     finally:
         await database.client.drop_database(target.name)
+
+
+def _as_digest(value: bytes) -> dict[str, Any]:
+    return {"sha256": hashlib.sha256(value).hexdigest(), "size": len(value)}
+
+
+@pytest.mark.parametrize(
+    "where", ["clear text", "clear extra field", "clear ciphertext field", "sealed reference text"]
+)
+async def test_bytes_outside_the_ciphertext_field_are_reported_not_hashed_as_a_ciphertext(
+    database: Any, where: str
+) -> None:
+    # Only a cl3 first message's ciphertext may be binary. An attacker who stores bytes
+    # anywhere else, with the hash recomputed as if they were a ciphertext (its digest
+    # standing in), must not get an event that verifies and reads as an empty text.
+    if where == "sealed reference text":
+        _, head = await two_events(database)
+        thread, index = head.thread_id, 1
+    else:
+        binding = Ledger(database).bind()
+        head = (await binding.append(binding.empty("clear"), [Message("user", ["hello"])])).position
+        thread, index = "clear", 0
+    (doc,) = [d for d in await sorted_events(database) if d["thread_id"] == thread][-1:]
+    field = {"clear extra field": "x", "clear ciphertext field": "ciphertext"}.get(where, "text")
+    smuggled = b"smuggled bytes"
+    as_hashed = [dict(m) for m in doc["messages"]]
+    as_hashed[index][field] = _as_digest(smuggled)
+    stored = [dict(m) for m in doc["messages"]]
+    stored[index][field] = smuggled
+    changed = {
+        **doc,
+        "messages": stored,
+        "hash": event_hash(doc["prev_hash"], {**doc, "messages": as_hashed}),
+    }
+    await database["events"].replace_one({"_id": doc["_id"]}, changed)
+
+    if field != "ciphertext":
+        with pytest.raises(InvalidMessageError):
+            event_hash(doc["prev_hash"], changed)  # not hashable: bytes only in the ciphertext field
+    report = await verify(Ledger(database))
+    assert not report.ok
+    assert any(f"message {index}" in p.reason and field in p.reason for p in report.problems)
+    if field == "text":
+        reader = fresh_reader(database) if where == "sealed reference text" else Ledger(database).bind()
+        with pytest.raises(IntegrityError, match=doc["_id"]):
+            await reader.read(head)

@@ -58,7 +58,7 @@ from chatledger.admin.catalog import (
 from chatledger.admin.receipts import COMPLETED, REMOVAL, pending_removals
 from chatledger.codec import decode_message
 from chatledger.errors import ChatLedgerError, InvalidInputError, UnknownThreadError
-from chatledger.hashing import GENESIS_HASH, HASHED_FIELDS_BY_VERSION, event_hash
+from chatledger.hashing import BINARY_FIELD, GENESIS_HASH, HASHED_FIELDS_BY_VERSION, event_hash
 from chatledger.ledger import Ledger
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord
 from chatledger.sealing.sealer import is_sealed, sealed_problem
@@ -158,6 +158,11 @@ def _message_problem(message: Any) -> str | None:
     """Return why a reader could not decode a stored message, or ``None``."""
     if not isinstance(message, Mapping):
         return f"a message is a {type(message).__name__}, not a document"
+    for name, value in message.items():
+        # Stored messages hold strings; a sealed message's ciphertext field is judged by
+        # sealed_problem (binary, and only where its form has one). Nothing else is written.
+        if type(value) is not str and not (name == BINARY_FIELD and is_sealed(message)):
+            return f"field {name!r} holds a {type(value).__name__}, not text"
     try:
         decode_message(message)
     # decode_message runs the framework's own parsing on whatever is stored; any

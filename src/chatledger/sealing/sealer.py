@@ -61,6 +61,7 @@ from chatledger.errors import (
     InvalidInputError,
     KeyUnavailableError,
 )
+from chatledger.hashing import BINARY_FIELD
 from chatledger.models import Scope, utc_now_ms
 from chatledger.sealing._aead import KEY_BYTES, NONCE_BYTES, aead, invalid_tag, nonce
 from chatledger.sealing.providers import KeyProvider
@@ -95,8 +96,9 @@ _CL3: Final = "cl3"
 _CL2_REF: Final = "cl2:@0"
 _CL3_REF: Final = "cl3:@0"
 _REFS: Final = {_CL2: _CL2_REF, _CL3: _CL3_REF}
-#: The field of a ``cl3`` event's first message that holds the event's ciphertext.
-CIPHERTEXT_FIELD: Final = "ciphertext"
+#: The field of a ``cl3`` event's first message that holds the event's ciphertext (the one
+#: binary value the hash chain accepts).
+CIPHERTEXT_FIELD: Final = BINARY_FIELD
 #: Associated-data labels of the whole-event forms (the bytes sealed events were bound to).
 _EVENT_AD: Final = {_CL2: "chatledger-seal-v2", _CL3: "chatledger-seal-v3"}
 #: What a sealed message shows in place of its text.

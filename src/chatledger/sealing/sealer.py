@@ -355,21 +355,31 @@ class DataKey:
             blob = binascii.a2b_hex(blob) if hexed else b""
         if type(blob) is not bytes or len(blob) < NONCE_BYTES + _TAG_BYTES:
             raise IntegrityError(f"event {event_id!r}: its sealed ciphertext is not {form} or is truncated")
-        view = memoryview(blob)  # slices without copying the ciphertext
-        try:
-            plain = self._aead.decrypt(
-                view[:NONCE_BYTES], view[NONCE_BYTES:], self._ad[form] + _ad_event_part(event_id)
-            )
-            opened = orjson.loads(plain)
-        except (invalid_tag(), ValueError) as e:
-            raise IntegrityError(
-                f"event {event_id!r}: its sealed content does not open (the ciphertext was altered, "
-                "or moved here from another event)"
-            ) from e
+        opened = self._open_json(blob, self._ad[form] + _ad_event_part(event_id), event_id)
         if type(opened) is not list:
             raise IntegrityError(f"event {event_id!r}: its sealed content holds no list of messages")
         _check_clear(messages, opened, event_id, _REFS[form])
         return opened
+
+    def _open_json(self, blob: bytes, ad: bytes, event_id: str, index: int | None = None) -> Any:
+        """Decrypt ``blob`` (nonce, then ciphertext and tag) bound to ``ad``; return its JSON.
+
+        ``index``: the message's, for a ``cl1`` ciphertext (one per message).
+
+        Raises:
+            IntegrityError: it does not open (altered, or moved from elsewhere) or holds no JSON.
+        """
+        view = memoryview(blob)  # slices without copying the ciphertext
+        try:
+            return orjson.loads(self._aead.decrypt(view[:NONCE_BYTES], view[NONCE_BYTES:], ad))
+        except (invalid_tag(), ValueError) as e:
+            what, where = (
+                ("its sealed content", "") if index is None else (f"sealed message {index}", " or position")
+            )
+            raise IntegrityError(
+                f"event {event_id!r}: {what} does not open (the ciphertext was altered, "
+                f"or moved here from another event{where})"
+            ) from e
 
     def open(
         self, item: Mapping[str, Any], event_id: str, index: int, blob: bytes | None = None
@@ -387,16 +397,7 @@ class DataKey:
         """
         if blob is None:
             blob = _blob(_parse(item, event_id, index)[2], event_id, index)
-        try:
-            plain = self._aead.decrypt(
-                blob[:NONCE_BYTES], blob[NONCE_BYTES:], _ad(self.key_id, event_id, index)
-            )
-            body = orjson.loads(plain)
-        except (invalid_tag(), ValueError) as e:
-            raise IntegrityError(
-                f"event {event_id!r}: sealed message {index} does not open (its ciphertext was altered, "
-                "or moved here from another event or position)"
-            ) from e
+        body = self._open_json(blob, _ad(self.key_id, event_id, index), event_id, index)
         if not isinstance(body, dict):
             raise IntegrityError(f"event {event_id!r}: sealed message {index} holds no document")
         out: dict[str, Any] = {"role": item["role"], **body}
@@ -419,9 +420,10 @@ def _check_clear(messages: Sequence[Any], opened: list[Any], event_id: str, ref:
     """
     if len(opened) != len(messages):
         raise IntegrityError(f"event {event_id!r}: its sealed content does not match its messages")
-    # Fields a stored message has: role, text, sealed, message_id if any, and in a cl3
-    # event's first message its ciphertext.
-    head = 4 if ref == _CL3_REF else 3
+    # The fields a stored message has (sealed_problem's sets): all but message_id, which
+    # may be absent; a cl3 event's first message also holds its ciphertext.
+    rest = len(_SEALED_FORM) - 1
+    head = len(_SEALED_HEAD) - 1 if ref == _CL3_REF else rest
     for index, item in enumerate(messages):
         message = opened[index]
         if (
@@ -431,7 +433,7 @@ def _check_clear(messages: Sequence[Any], opened: list[Any], event_id: str, ref:
             or item.get("role") != message.get("role")
             or item.get("message_id") != message.get("message_id")
             or item.get("text") != SEALED_TEXT
-            or len(item) != (3 if index else head) + ("message_id" in item)
+            or len(item) != (rest if index else head) + ("message_id" in item)
         ):
             raise IntegrityError(
                 f"event {event_id!r}: message {index} does not match the event's sealed content "

@@ -182,5 +182,6 @@ async def keys_not_found(
     where = getattr(key_store.collection, "full_name", key_store.collection.name)
     return (
         f"the subject's content is sealed, but the key store {where} holds no key of it "
-        "(the keys live in another database or collection: --keys-database / --keys-collection)"
+        "(the keys live in another database, collection or server: --keys-database / "
+        "--keys-collection / --keys-mongodb-uri)"
     )

@@ -30,6 +30,8 @@ __all__ = [
     "KeyStoreLocation",
     "KeysCollectionOption",
     "KeysDatabaseOption",
+    "KeysUriFileOption",
+    "KeysUriOption",
     "MongoUriFileOption",
     "MongoUriOption",
     "ServerUnreachableError",
@@ -84,8 +86,8 @@ KeysDatabaseOption = Annotated[
     typer.Option(
         "--keys-database",
         envvar="CHATLEDGER_KEYS_DATABASE",
-        help="Database of the key store (sealed content's data keys), on the same server; "
-        "default: the ledger's --database.",
+        help="Database of the key store (sealed content's data keys); default: the ledger's "
+        "--database name, on the key store's server.",
         show_default=False,
     ),
 ]
@@ -93,6 +95,26 @@ KeysCollectionOption = Annotated[
     str,
     typer.Option(
         "--keys-collection", envvar="CHATLEDGER_KEYS_COLLECTION", help="The key store's collection."
+    ),
+]
+KeysUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--keys-mongodb-uri",
+        envvar="CHATLEDGER_KEYS_MONGODB_URI",
+        help="Connection string of the key store's server, when the keys live on another cluster; "
+        "default: the ledger's server. Never printed.",
+        show_default=False,
+    ),
+]
+KeysUriFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--keys-mongodb-uri-file",
+        envvar="CHATLEDGER_KEYS_MONGODB_URI_FILE",
+        help="Read the key store's connection string from this file (first line) instead.",
+        show_default=False,
+        dir_okay=False,
     ),
 ]
 KekFileOption = Annotated[
@@ -116,24 +138,49 @@ KekEnvOption = Annotated[
 
 @dataclass(frozen=True, slots=True)
 class KeyStoreLocation:
-    """Where the key store is: a database on the command's server (``None``: the ledger's), a collection."""
+    """Where the key store is: a server, a database and a collection.
+
+    Attributes:
+        database: The key store's database (``None``: the ledger's database name).
+        collection: The key store's collection.
+        uri: The key store's server (``--keys-mongodb-uri``); ``None``: the ledger's.
+        uri_file: A file holding that connection string (``--keys-mongodb-uri-file``).
+    """
 
     database: str | None = None
     collection: str = "keys"
+    uri: str | None = None
+    uri_file: Path | None = None
 
-    def open(self, db: Any) -> Any:
-        """Return the :class:`~chatledger.storage.keys.KeyStore` here, next to the ledger's database ``db``.
+    @asynccontextmanager
+    async def opened(self, db: Any, *, needed: bool = True) -> AsyncIterator[Any]:
+        """Yield the :class:`~chatledger.storage.keys.KeyStore` here (``None`` unless ``needed``).
+
+        ``db`` is the ledger's database. A key store on another server gets its own
+        client, pinged first, so an unreachable key store stops the command before it
+        changes anything; the client is closed on exit.
 
         Raises:
-            InvalidInputError: the database or collection name is not usable.
+            InvalidInputError: a name or the connection string is not usable, or both the
+                connection string and its file were given.
+            ServerUnreachableError: the key store's server did not answer.
         """
         from chatledger.storage.keys import KeyStore
 
-        handle = db
-        if self.database is not None and self.database != getattr(db, "name", None):
-            check_database_name(self.database, "--keys-database")
-            handle = db.client[self.database]
-        return KeyStore(handle, collection=self.collection)
+        if not needed:
+            yield None  # --no-keys: CHATLEDGER_KEYS_* (deployment defaults) are not even read
+            return
+        uri = resolve_uri(self.uri, self.uri_file, _KEYS_URI_OPTIONS)
+        if uri is None:
+            handle = db
+            if self.database is not None and self.database != getattr(db, "name", None):
+                check_database_name(self.database, "--keys-database")
+                handle = db.client[self.database]
+            yield KeyStore(handle, collection=self.collection)
+            return
+        name = self.database if self.database is not None else str(db.name)
+        async with open_database(uri, name, option="--keys-database", whose=_KEYS_SERVER) as keys_db:
+            yield KeyStore(keys_db, collection=self.collection)
 
 
 def kek_provider(kek_file: Path | None, kek_env: str | None) -> Any:
@@ -210,14 +257,29 @@ def describe_uri(uri: str) -> str:
 # --------------------------------------------------------------------------- resolving
 
 
-def resolve_uri(uri: str | None, uri_file: Path | None) -> str | None:
+#: The options (and variables) naming the ledger's server, and the key store's.
+_URI_OPTIONS: Final = ("--mongodb-uri (CHATLEDGER_MONGODB_URI)", "--mongodb-uri-file")
+_KEYS_URI_OPTIONS: Final = ("--keys-mongodb-uri (CHATLEDGER_KEYS_MONGODB_URI)", "--keys-mongodb-uri-file")
+#: How messages name the key store's server.
+_KEYS_SERVER: Final = "the key store's, --keys-mongodb-uri"
+
+
+def _of(whose: str) -> str:
+    return f" ({whose})" if whose else ""
+
+
+def resolve_uri(
+    uri: str | None, uri_file: Path | None, options: tuple[str, str] = _URI_OPTIONS
+) -> str | None:
     """Return the connection string from the option/variable or the file (not both).
+
+    ``options`` names the two options in messages (the ledger's server by default).
 
     Raises:
         InvalidInputError: both were given, or the file cannot be read or is empty.
     """
     if uri and uri_file is not None:
-        raise InvalidInputError("give --mongodb-uri (CHATLEDGER_MONGODB_URI) or --mongodb-uri-file, not both")
+        raise InvalidInputError(f"give {options[0]} or {options[1]}, not both")
     if uri_file is not None:
         try:
             lines = uri_file.read_text(encoding="utf-8").strip().splitlines()
@@ -231,8 +293,10 @@ def resolve_uri(uri: str | None, uri_file: Path | None) -> str | None:
     return uri or None
 
 
-def client_options(uri: str) -> dict[str, Any]:
+def client_options(uri: str, *, whose: str = "") -> dict[str, Any]:
     """Return the client options to pass alongside ``uri``: defaults for keys the URI does not set.
+
+    ``whose``: whose connection string it is, for messages (see :func:`open_database`).
 
     Raises:
         InvalidInputError: the URI is not a valid MongoDB connection string.
@@ -244,7 +308,9 @@ def client_options(uri: str) -> dict[str, Any]:
         # No DNS lookup for mongodb+srv here: only which options the URI sets matters.
         parsed = parse_uri(uri, connect_timeout=None) if not uri.lower().startswith("mongodb+srv") else None
     except (InvalidURI, ConfigurationError, ValueError) as e:
-        raise InvalidInputError(f"not a valid MongoDB connection string: {redact(str(e))}") from None
+        raise InvalidInputError(
+            f"not a valid MongoDB connection string{_of(whose)}: {redact(str(e))}"
+        ) from None
     given = {str(k).lower() for k in (parsed or {}).get("options", {})}
     if parsed is None:  # mongodb+srv: read the query string ourselves
         from urllib.parse import parse_qs, urlsplit
@@ -262,12 +328,17 @@ def check_database_name(name: str, option: str) -> None:
 
 
 @asynccontextmanager
-async def open_database(uri: str, name: str) -> AsyncIterator[Any]:
+async def open_database(
+    uri: str, name: str, *, option: str = "--database", whose: str = ""
+) -> AsyncIterator[Any]:
     """Yield a PyMongo async database on a server that answered a ping.
 
     Args:
         uri: MongoDB connection string (its options win over :data:`CONNECTION_DEFAULTS`).
         name: Database name.
+        option: The option that named the database (for messages).
+        whose: Whose server it is, for messages (e.g. ``"the key store's, --keys-mongodb-uri"``);
+            ``""``: the ledger's.
 
     Raises:
         InvalidInputError: the URI or the database name is invalid.
@@ -276,12 +347,12 @@ async def open_database(uri: str, name: str) -> AsyncIterator[Any]:
     from pymongo import AsyncMongoClient
     from pymongo.errors import ConfigurationError, InvalidName, PyMongoError
 
-    check_database_name(name, "--database")
-    options = client_options(uri)
+    check_database_name(name, option)
+    options = client_options(uri, whose=whose)
     try:
         client: Any = AsyncMongoClient(uri, **options)
     except (ConfigurationError, InvalidName, ValueError, TypeError) as e:
-        raise InvalidInputError(f"cannot use this connection string: {redact(str(e))}") from None
+        raise InvalidInputError(f"cannot use this connection string{_of(whose)}: {redact(str(e))}") from None
     try:
         try:
             await client.admin.command("ping")
@@ -290,7 +361,8 @@ async def open_database(uri: str, name: str) -> AsyncIterator[Any]:
             # PyMongo appends the whole topology description; the first part says why.
             why = str(e).split(", Timeout:")[0]
             raise ServerUnreachableError(
-                f"no MongoDB server answered at {describe_uri(uri)} within {timeout:g} s "
+                f"no MongoDB server{_of(whose)} answered at "
+                f"{describe_uri(uri)} within {timeout:g} s "
                 f"(serverSelectionTimeoutMS; set it in the URI to wait longer): {redact(why)}"
             ) from e
         yield client[name]

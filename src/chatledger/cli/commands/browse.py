@@ -19,6 +19,8 @@ from chatledger.cli.connection import (
     KeysCollectionOption,
     KeysDatabaseOption,
     KeyStoreLocation,
+    KeysUriFileOption,
+    KeysUriOption,
     MongoUriFileOption,
     MongoUriOption,
     kek_provider,
@@ -128,8 +130,8 @@ async def show_body(
     (erased, or no usable key) are shown as placeholders with their role and id, and
     listed under ``unreadable`` in the JSON. A tampered ciphertext still fails (exit 1).
     """
-    ledger = Ledger(db, sealer=placeholder_sealer(keys.open(db), kek))
-    transcript = await read_transcript(ledger, thread, at=at)
+    async with keys.opened(db) as store:
+        transcript = await read_transcript(Ledger(db, sealer=placeholder_sealer(store, kek)), thread, at=at)
     cursor, messages, unreadable = transcript.cursor, transcript.messages, transcript.unreadable
     if ui.as_json:
         ui.json(
@@ -250,6 +252,8 @@ def register(app: typer.Typer) -> None:
         kek_env: KekEnvOption = None,
         keys_database: KeysDatabaseOption = None,
         keys_collection: KeysCollectionOption = "keys",
+        keys_mongodb_uri: KeysUriOption = None,
+        keys_mongodb_uri_file: KeysUriFileOption = None,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
@@ -260,7 +264,7 @@ def register(app: typer.Typer) -> None:
         Sealed messages open with --kek-file/--kek-env; without a usable key they show as
         [sealed: no key], and as [content erased] once their key was destroyed.
         """
-        location = KeyStoreLocation(keys_database, keys_collection)
+        location = KeyStoreLocation(keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file)
 
         async def body(db: Any, ui: Renderer) -> int:
             # Read inside the run: a bad KEK file is a clean exit 2, never a traceback.

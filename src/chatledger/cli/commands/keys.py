@@ -14,6 +14,8 @@ from chatledger.cli.connection import (
     KeysCollectionOption,
     KeysDatabaseOption,
     KeyStoreLocation,
+    KeysUriFileOption,
+    KeysUriOption,
     MongoUriFileOption,
     MongoUriOption,
 )
@@ -37,8 +39,9 @@ async def rotate_body(
     from chatledger.sealing import LocalKeyProvider, rewrap
 
     old, new = LocalKeyProvider.from_file(old_kek), LocalKeyProvider.from_file(new_kek)
-    with ui.working("re-wrapping data keys"):
-        report = await rewrap(keys.open(db), old, new)
+    async with keys.opened(db) as store:
+        with ui.working("re-wrapping data keys"):
+            report = await rewrap(store, old, new)
     result = {
         "rewrapped": report.rewrapped,
         "already": report.already,
@@ -87,7 +90,11 @@ async def list_body(
     """
     if limit is not None and (type(limit) is not int or limit < 1):
         raise InvalidInputError("--limit must be at least 1")
-    store = keys.open(db)
+    async with keys.opened(db) as store:
+        return await _list_keys(store, ui, limit)
+
+
+async def _list_keys(store: Any, ui: Renderer, limit: int | None) -> int:
     count = 0
     if ui.as_json:
         out = ui.out.file
@@ -124,13 +131,15 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int | None, typer.Option(min=1, help="Show at most N keys.")] = None,
         keys_database: KeysDatabaseOption = None,
         keys_collection: KeysCollectionOption = "keys",
+        keys_mongodb_uri: KeysUriOption = None,
+        keys_mongodb_uri_file: KeysUriFileOption = None,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
         database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """List data keys: id, subject kind, active or destroyed, when, KEK id (never key material)."""
-        location = KeyStoreLocation(keys_database, keys_collection)
+        location = KeyStoreLocation(keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file)
         run_admin(
             mongodb_uri,
             mongodb_uri_file,
@@ -152,13 +161,15 @@ def register(app: typer.Typer) -> None:
         ],
         keys_database: KeysDatabaseOption = None,
         keys_collection: KeysCollectionOption = "keys",
+        keys_mongodb_uri: KeysUriOption = None,
+        keys_mongodb_uri_file: KeysUriFileOption = None,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
         database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Re-wrap every data key under a new KEK; events are not touched. Exit 1 if a key failed."""
-        location = KeyStoreLocation(keys_database, keys_collection)
+        location = KeyStoreLocation(keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file)
         run_admin(
             mongodb_uri,
             mongodb_uri_file,

@@ -39,6 +39,8 @@ from chatledger.cli.connection import (
     KeysCollectionOption,
     KeysDatabaseOption,
     KeyStoreLocation,
+    KeysUriFileOption,
+    KeysUriOption,
     MongoUriFileOption,
     MongoUriOption,
 )
@@ -75,7 +77,7 @@ def _require_bool(value: object, name: str) -> bool:
 
 
 def _refuse_ignored_key_store(context: typer.Context, no_keys: bool, as_json: bool) -> None:
-    """Exit 2 when ``--no-keys`` comes with ``--keys-database``/``--keys-collection`` on the command line.
+    """Exit 2 when ``--no-keys`` comes with a key-store option (``--keys-*``) on the command line.
 
     ``--no-keys`` opens no key store, so a key-store option given with it would be
     silently ignored. Values from ``CHATLEDGER_KEYS_*`` are deployment defaults, not a
@@ -85,7 +87,12 @@ def _refuse_ignored_key_store(context: typer.Context, no_keys: bool, as_json: bo
         return
     given = [
         option
-        for name, option in (("keys_database", "--keys-database"), ("keys_collection", "--keys-collection"))
+        for name, option in (
+            ("keys_database", "--keys-database"),
+            ("keys_collection", "--keys-collection"),
+            ("keys_mongodb_uri", "--keys-mongodb-uri"),
+            ("keys_mongodb_uri_file", "--keys-mongodb-uri-file"),
+        )
         # By name: the ParameterSource enum lives in click, which typer may vendor.
         if getattr(context.get_parameter_source(name), "name", None) == "COMMANDLINE"
     ]
@@ -204,34 +211,34 @@ async def retention_body(
         if age is not None and age.total_seconds() <= 0:
             raise InvalidInputError(f"a retention age must be positive, not {age}")
     no_keys = _require_bool(no_keys, "no_keys")
-    store = None if no_keys else keys.open(db)
-    shreds: list[Any] = []
-    stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
-    try:
-        with ui.progress("planning") as tick:
-            tick.stage("planning", await count_retention_candidates(db, policy))
-            report = await run_retention(
-                db,
-                policy,
-                apply=apply,
-                by=by,
-                reason=reason,
-                on_removal=tick,
-                on_thread=tick,
-                on_plan=lambda plan: _removing(tick, plan),
-                shred_keys=store is not None,
-                key_store=store,
-                on_keys=shreds.append,
-            )
-        written = await _write_receipts(db, report, stream) if stream is not None else 0
-    finally:
-        if stream is not None:
-            stream.close()
-    shred = shreds[0] if shreds else None
-    extra: dict[str, Any] = {"receipts_file": receipts, "receipts_written": written} if receipts else {}
-    _print_report(ui, report, "retention", {**extra, "keys": shred.to_dict() if shred else None})
-    _print_keys(ui, shred, report.dry_run)
-    return 0
+    async with keys.opened(db, needed=not no_keys) as store:
+        shreds: list[Any] = []
+        stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
+        try:
+            with ui.progress("planning") as tick:
+                tick.stage("planning", await count_retention_candidates(db, policy))
+                report = await run_retention(
+                    db,
+                    policy,
+                    apply=apply,
+                    by=by,
+                    reason=reason,
+                    on_removal=tick,
+                    on_thread=tick,
+                    on_plan=lambda plan: _removing(tick, plan),
+                    shred_keys=store is not None,
+                    key_store=store,
+                    on_keys=shreds.append,
+                )
+            written = await _write_receipts(db, report, stream) if stream is not None else 0
+        finally:
+            if stream is not None:
+                stream.close()
+        shred = shreds[0] if shreds else None
+        extra: dict[str, Any] = {"receipts_file": receipts, "receipts_written": written} if receipts else {}
+        _print_report(ui, report, "retention", {**extra, "keys": shred.to_dict() if shred else None})
+        _print_keys(ui, shred, report.dry_run)
+        return 0
 
 
 async def erase_body(
@@ -253,44 +260,44 @@ async def erase_body(
     """
     apply = _require_bool(apply, "apply")
     no_keys = _require_bool(no_keys, "no_keys")
-    store = None if no_keys else keys.open(db)
-    if store is not None:
-        with ui.working("finding the subject's data keys"):
-            missing = await keys_not_found(db, store, user_id=user, tenant_id=tenant)
-        if missing is not None:
-            raise InvalidInputError(
-                f"{missing}. Nothing was changed. Point erase at the key store, or pass --no-keys "
-                "to remove the events and destroy the keys in a later step."
+    async with keys.opened(db, needed=not no_keys) as store:
+        if store is not None:
+            with ui.working("finding the subject's data keys"):
+                missing = await keys_not_found(db, store, user_id=user, tenant_id=tenant)
+            if missing is not None:
+                raise InvalidInputError(
+                    f"{missing}. Nothing was changed. Point erase at the key store, or pass --no-keys "
+                    "to remove the events and destroy the keys in a later step."
+                )
+        shreds: list[Any] = []
+        with ui.progress("planning") as tick:
+            tick.stage("planning", await count_erasure_candidates(db, user_id=user, tenant_id=tenant))
+            report = await run_erasure(
+                db,
+                user_id=user,
+                tenant_id=tenant,
+                apply=apply,
+                by=by,
+                reason=reason,
+                on_removal=tick,
+                on_thread=tick,
+                on_plan=lambda plan: _removing(tick, plan),
+                shred_keys=store is not None,
+                key_store=store,
+                on_keys=shreds.append,
             )
-    shreds: list[Any] = []
-    with ui.progress("planning") as tick:
-        tick.stage("planning", await count_erasure_candidates(db, user_id=user, tenant_id=tenant))
-        report = await run_erasure(
-            db,
-            user_id=user,
-            tenant_id=tenant,
-            apply=apply,
-            by=by,
-            reason=reason,
-            on_removal=tick,
-            on_thread=tick,
-            on_plan=lambda plan: _removing(tick, plan),
-            shred_keys=store is not None,
-            key_store=store,
-            on_keys=shreds.append,
-        )
-    shred = shreds[0] if shreds else None
-    _print_report(ui, report, "erase", {"keys": shred.to_dict() if shred else None})
-    _print_keys(ui, shred, report.dry_run)
-    if no_keys:
-        ui.warn(
-            "--no-keys: data keys were not touched; sealed copies (backups) stay readable until "
-            "the subject's keys are destroyed"
-        )
-    if report.skipped:
-        ui.warn("not everything could be erased: lineages under legal hold were kept")
-        return 1
-    return 0
+        shred = shreds[0] if shreds else None
+        _print_report(ui, report, "erase", {"keys": shred.to_dict() if shred else None})
+        _print_keys(ui, shred, report.dry_run)
+        if no_keys:
+            ui.warn(
+                "--no-keys: data keys were not touched; sealed copies (backups) stay readable until "
+                "the subject's keys are destroyed"
+            )
+        if report.skipped:
+            ui.warn("not everything could be erased: lineages under legal hold were kept")
+            return 1
+        return 0
 
 
 def register(app: typer.Typer) -> None:
@@ -317,6 +324,8 @@ def register(app: typer.Typer) -> None:
         reason: Annotated[str, typer.Option(help="Recorded in the receipts.")] = "retention policy",
         keys_database: KeysDatabaseOption = None,
         keys_collection: KeysCollectionOption = "keys",
+        keys_mongodb_uri: KeysUriOption = None,
+        keys_mongodb_uri_file: KeysUriFileOption = None,
         no_keys: NoKeysOption = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
@@ -340,7 +349,9 @@ def register(app: typer.Typer) -> None:
                 apply=apply,
                 by=by,
                 reason=reason,
-                keys=KeyStoreLocation(keys_database, keys_collection),
+                keys=KeyStoreLocation(
+                    keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file
+                ),
                 no_keys=no_keys,
             ),
         )
@@ -357,6 +368,8 @@ def register(app: typer.Typer) -> None:
         ),
         keys_database: KeysDatabaseOption = None,
         keys_collection: KeysCollectionOption = "keys",
+        keys_mongodb_uri: KeysUriOption = None,
+        keys_mongodb_uri_file: KeysUriFileOption = None,
         no_keys: NoKeysOption = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
@@ -378,7 +391,9 @@ def register(app: typer.Typer) -> None:
                 apply=apply,
                 by=by,
                 reason=reason,
-                keys=KeyStoreLocation(keys_database, keys_collection),
+                keys=KeyStoreLocation(
+                    keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file
+                ),
                 no_keys=no_keys,
             ),
         )

@@ -970,6 +970,13 @@ def sealing_lines(results: dict[str, Any]) -> list[str]:
     data = results.get("sealing")
     if not data:
         return []
+
+    def measured(operation: str) -> int:
+        # Counted from the samples, so a --quick page states its own counts.
+        return max(
+            (len(s["unsealed"]["cpu"]) for c, s in data.items() if c.endswith(f": {operation}")), default=0
+        )
+
     lines = [
         "",
         "## Sealing: sealed vs unsealed ChatLedger (same runs, interleaved)",
@@ -981,7 +988,7 @@ def sealing_lines(results: dict[str, Any]) -> list[str]:
         f"messages; last page: `list_messages(offset=-{PAGE})` of a {2 * SEALING_THREAD_TURNS}-message",
         "thread (warm store). CPU: the event loop thread's (`time.thread_time`, without the drivers'",
         "monitor threads). Each ledger's operations alternate with the others' one by one, the order",
-        f"rotating ({Plan.sealing_appends[0]} appends and {Plan.sealing_pages[0]} page reads per ledger);"
+        f"rotating ({measured('append')} appends and {measured('last page')} page reads per ledger);"
         " figures are medians of single operations",
         "(min–max). Ratios: medians ÷ the unsealed median of the same runs. The two sealed ledgers append",
         "by the same code: the gap between their append ratios shows the noise.",

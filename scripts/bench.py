@@ -857,7 +857,7 @@ SEALING_THREAD_TURNS = 20
 #: The padding bucket floor whose stored size is reported (``Sealer(pad_to=...)``).
 SEALING_PAD_TO = 256
 #: The ledgers compared, and how each is configured: unsealed; sealed as configured by
-#: default (a page read again reuses the events it opened while their key is cached);
+#: default (a page read reuses the events it opened or sealed while their key is cached);
 #: sealed keeping no opened event (every read decrypts: the cost of a first read).
 SEALING_LEDGERS: dict[str, dict[str, Any] | None] = {
     "unsealed": None,
@@ -982,7 +982,7 @@ def sealing_lines(results: dict[str, Any]) -> list[str]:
         "## Sealing: sealed vs unsealed ChatLedger (same runs, interleaved)",
         "",
         "Ledgers on one collection: unsealed; sealed (`Sealer`, local KEK, data key cached; a page read",
-        "again reuses the events it opened while their key is cached); sealed keeping no opened event",
+        "reuses the events it opened or sealed while their key is cached); sealed keeping no opened event",
         "(`opened_events=0`: every read decrypts, the cost of a first read). A chat of 2-message turns",
         f"(one event each). Append: `add_messages` of a turn to a thread of {2 * SEALING_THREAD_TURNS}+",
         f"messages; last page: `list_messages(offset=-{PAGE})` of a {2 * SEALING_THREAD_TURNS}-message",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -281,6 +282,61 @@ async def test_opened_events_are_kept_only_while_valid(database: Any) -> None:
     assert not sealer._opened
     with pytest.raises(ContentErasedError):
         await sealer.open_messages(doc)
+
+
+class NoDecrypt:
+    """A cipher that refuses to decrypt: proves a read used what the sealer kept."""
+
+    def decrypt(self, *args: Any) -> bytes:
+        raise AssertionError("decrypted an event this process sealed and kept")
+
+
+async def test_events_this_process_seals_read_back_exactly_without_decrypting(database: Any) -> None:
+    writer = sealer_on(database)
+    binding = Ledger(database, sealer=writer).bind(user_id="dana")
+    batches = [
+        [tricky_message(), Message("user", ["hello"], author_name="Dana", message_id="m-2")],
+        [Message("assistant", ["a reply " * 40], message_id="r-1")],
+    ]
+    at = binding.empty("own")
+    for batch in batches:
+        at = (await binding.append(at, batch)).position
+    # A branch (another writer took the position first) is kept too.
+    base = await binding.at("own", 1)
+    other = Ledger(database, sealer=sealer_on(database)).bind(user_id="dana")
+    await other.append(base, [Message("user", ["theirs"])])
+    branched = await binding.append(base, [Message("user", ["ours, branched"])])
+    assert branched.branched
+    expected = [m.to_dict() for batch in batches for m in batch]
+
+    (key,) = {seen[2] for seen in writer._opened.values()}
+    sealing_cipher, key._aead = key._aead, NoDecrypt()
+    try:
+        assert [m.to_dict() for m in await binding.read(at)] == expected
+        assert [m.text for m in await binding.read(branched.position)][-1] == "ours, branched"
+    finally:
+        key._aead = sealing_cipher
+    # A new process decrypts, and reads the very same messages.
+    fresh = Ledger(database, sealer=sealer_on(database)).bind(user_id="dana")
+    assert [m.to_dict() for m in await fresh.read(at)] == expected
+    assert [m.to_dict() for m in await fresh.read(branched.position)] == [
+        m.to_dict() for m in await binding.read(branched.position)
+    ]
+
+    # Kept events follow the opened ones' rules: once the key's cache entry expires and
+    # the key was destroyed meanwhile, the content is gone for this process too.
+    short = sealer_on(database, cache_ttl=0.2)
+    writes = Ledger(database, sealer=short).bind(user_id="erin")
+    head = (await writes.append(writes.empty("short"), [Message("user", ["soon erased"])])).position
+    assert short._opened
+    await destroy_subject_keys(KeyStore(database), user_id="erin", apply=True)
+    await asyncio.sleep(0.3)
+    with pytest.raises(ContentErasedError):
+        await writes.read(head)
+    keep_none = sealer_on(database, opened_events=0)
+    none = Ledger(database, sealer=keep_none).bind(user_id="dana")
+    await none.append(at, [Message("user", ["not kept"])])
+    assert not keep_none._opened
 
 
 def flip(blob: bytes, at: int) -> bytes:

@@ -784,9 +784,12 @@ class Binding:
             at = replace(at, thread=thread)
         try:
             await self._insert(doc)
-            return AppendResult(self._after(doc, thread), event_id, branched=False)
         except PositionTakenError:
             pass
+        else:
+            if sealer is not None and seal_key is not None:
+                sealer.keep_sealed(doc, stored, seal_key)  # read back here, it decrypts nothing
+            return AppendResult(self._after(doc, thread), event_id, branched=False)
         # The position is taken. Either an earlier try of this very append committed
         # (its reply was lost), or another writer got there first.
         done = await self._committed(at, event_id, digest)
@@ -814,6 +817,8 @@ class Binding:
             await self._storage.threads.tombstone(branch.id, branch.root_id, "writer", utc_now_ms())
             self.ledger.forget([branch.id])
             raise
+        if sealer is not None and seal_key is not None:
+            sealer.keep_sealed(branch_doc, stored, seal_key)
         return AppendResult(self._after(branch_doc, branch), event_id, branched=True)
 
     async def _refuse_if_removing(self, thread_id: str) -> None:

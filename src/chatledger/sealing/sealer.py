@@ -482,7 +482,8 @@ class Sealer:
             Readers need not know.
         opened_events: How many opened events this process keeps (least recently read
             dropped first), so reading a page again does not decrypt it again (an agent
-            reads the last page every turn). An entry is used only while its key is
+            reads the last page every turn); the events this process seals are kept
+            too, so reading back its own appends decrypts nothing. An entry is used only while its key is
             cached and its stored ciphertext and clear fields are unchanged, so it
             adds no delay to erasure; ``forget`` drops it. ``0``: keep none.
 
@@ -548,6 +549,31 @@ class Sealer:
         self._cache.move_to_end(key_id)
         if len(self._cache) > _MAX_CACHED:
             self._cache.popitem(last=False)
+
+    def keep_sealed(self, doc: Mapping[str, Any], stored: Sequence[Mapping[str, Any]], key: DataKey) -> None:
+        """Keep an event this process just sealed and stored as if it had been opened.
+
+        Reading it back (an agent reads its last page every turn) then decrypts nothing.
+        The entry obeys the rules of every opened event: used only while ``key`` is the
+        cached key and the stored marker and ciphertext are these; ``forget`` drops it.
+
+        Args:
+            doc: The event document as stored (its messages sealed by ``key``).
+            stored: The clear (encoded) messages that were sealed: what opening gives back.
+            key: The key that sealed them.
+        """
+        if not self.opened_events or self.cache_ttl == 0:
+            return
+        first = doc["messages"][0]
+        # Copies: the caller's list and dicts stay the caller's (values are str, immutable).
+        self._opened[str(doc["_id"])] = (
+            first[SEALED_FIELD],
+            first[CIPHERTEXT_FIELD],
+            key,
+            [dict(m) for m in stored],
+        )
+        if len(self._opened) > self.opened_events:
+            self._opened.popitem(last=False)
 
     def cached_key(self, scope: Scope, root_id: str) -> DataKey | None:
         """Return the cached key to seal a write to an existing conversation in ``scope``, or ``None``.

@@ -146,6 +146,24 @@ async def test_an_unreachable_key_server_stops_erasure_before_any_change(
     assert [k.get("destroyed_at") for k in await raw_docs(vault["keys"])] == [None]
 
 
+def test_credentials_a_key_server_refuses_are_told_apart_from_an_unreachable_one(real_backend: Any) -> None:
+    # The server answers and refuses (FerretDB: no SCRAM; MongoDB: wrong password): that is
+    # bad input, said as such, never "no server answered"; the password is never shown.
+    host = real_backend.uri.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    refused = (
+        f"mongodb://operator:{PASSWORD}@{host}/?authMechanism=SCRAM-SHA-256&serverSelectionTimeoutMS=3000"
+    )
+    for args, uri in (
+        (["keys", "list", "--keys-mongodb-uri", refused], real_backend.uri),
+        (["stats"], refused),
+    ):
+        done = chatledger(*args, uri=uri, database="t_refused", check=2)
+        assert "refused the connection" in done.stderr, done.stderr
+        assert "no MongoDB server answered" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert PASSWORD not in done.stdout + done.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [

@@ -43,6 +43,8 @@ __all__ = [
     "resolve_uri",
 ]
 
+#: The longest database name MongoDB takes (bytes).
+_MAX_DATABASE_NAME: Final = 63
 #: Database used when ``--database`` / ``CHATLEDGER_DATABASE`` is not given.
 DEFAULT_DATABASE: Final = "chatledger"
 
@@ -70,7 +72,6 @@ MongoUriFileOption = Annotated[
         envvar="CHATLEDGER_MONGODB_URI_FILE",
         help="Read the connection string from this file (first line) instead.",
         show_default=False,
-        dir_okay=False,
     ),
 ]
 DatabaseOption = Annotated[
@@ -114,7 +115,6 @@ KeysUriFileOption = Annotated[
         envvar="CHATLEDGER_KEYS_MONGODB_URI_FILE",
         help="Read the key store's connection string from this file (first line) instead.",
         show_default=False,
-        dir_okay=False,
     ),
 ]
 KekFileOption = Annotated[
@@ -157,8 +157,10 @@ class KeyStoreLocation:
         """Yield the :class:`~chatledger.storage.keys.KeyStore` here (``None`` unless ``needed``).
 
         ``db`` is the ledger's database. A key store on another server gets its own
-        client, pinged first, so an unreachable key store stops the command before it
-        changes anything; the client is closed on exit.
+        client, pinged first; either way the key store is read once before the command
+        does anything, so an unreachable or unreadable key store (a name its server
+        refuses, a role without read access) stops the command before it changes
+        anything. The client is closed on exit.
 
         Raises:
             InvalidInputError: a name or the connection string is not usable, or both the
@@ -176,11 +178,15 @@ class KeyStoreLocation:
             if self.database is not None and self.database != getattr(db, "name", None):
                 check_database_name(self.database, "--keys-database")
                 handle = db.client[self.database]
-            yield KeyStore(handle, collection=self.collection)
+            store = KeyStore(handle, collection=self.collection)
+            await store.check_readable()
+            yield store
             return
         name = self.database if self.database is not None else str(db.name)
         async with open_database(uri, name, option="--keys-database", whose=_KEYS_SERVER) as keys_db:
-            yield KeyStore(keys_db, collection=self.collection)
+            store = KeyStore(keys_db, collection=self.collection)
+            await store.check_readable()
+            yield store
 
 
 def kek_provider(kek_file: Path | None, kek_env: str | None) -> Any:
@@ -226,6 +232,10 @@ class ServerUnreachableError(StorageUnavailableError):
 _SECRETS: set[str] = set()
 #: ``scheme://user:password@`` (or ``user@``) at the start of any connection string.
 _USERINFO: Final = re.compile(r"(?P<scheme>mongodb(?:\+srv)?://)(?P<userinfo>[^@/\s]*)@", re.IGNORECASE)
+#: The userinfo of a connection string we were given: up to the last ``@`` before its
+#: first ``/`` (PyMongo takes spaces there unescaped, which the pattern above, made for
+#: URIs inside free text, stops at; ``/`` and ``@`` must be escaped in a userinfo).
+_GIVEN_USERINFO: Final = re.compile(r"\s*mongodb(?:\+srv)?://(?P<userinfo>[^/]*)@", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
@@ -237,7 +247,7 @@ def redact(text: str) -> str:
 
 
 def _remember_secrets(uri: str) -> None:
-    match = _USERINFO.search(uri)
+    match = _GIVEN_USERINFO.match(uri)
     if match is None:
         return
     userinfo = match.group("userinfo")
@@ -281,8 +291,15 @@ def resolve_uri(
     if uri and uri_file is not None:
         raise InvalidInputError(f"give {options[0]} or {options[1]}, not both")
     if uri_file is not None:
+        if re.match(r"\s*mongodb(?:\+srv)?:", str(uri_file), re.IGNORECASE):
+            # A connection string where a path goes: never echo it (it may hold a password).
+            raise InvalidInputError(
+                f"{options[1]} takes the path of a file holding the connection string, not the "
+                f"connection string itself (the value given is not shown); or use {options[0]}"
+            )
         try:
-            lines = uri_file.read_text(encoding="utf-8").strip().splitlines()
+            # utf-8-sig: a byte-order mark (some editors write one) is not part of the URI.
+            lines = uri_file.read_text(encoding="utf-8-sig").strip().splitlines()
         except (OSError, UnicodeDecodeError) as e:
             raise InvalidInputError(f"cannot read the connection string file {str(uri_file)!r}: {e}") from e
         uri = lines[0].strip() if lines else ""
@@ -325,6 +342,8 @@ def check_database_name(name: str, option: str) -> None:
     """Raise :class:`InvalidInputError` unless ``name`` can name a MongoDB database."""
     if not name or any(c in name for c in '/\\. "$\x00'):
         raise InvalidInputError(f"{option}: invalid database name {name!r}")
+    if len(name.encode("utf-8")) > _MAX_DATABASE_NAME:
+        raise InvalidInputError(f"{option}: a database name is at most {_MAX_DATABASE_NAME} bytes")
 
 
 @asynccontextmanager
@@ -345,7 +364,7 @@ async def open_database(
         ServerUnreachableError: no server answered within the server selection timeout.
     """
     from pymongo import AsyncMongoClient
-    from pymongo.errors import ConfigurationError, InvalidName, PyMongoError
+    from pymongo.errors import ConfigurationError, InvalidName, OperationFailure, PyMongoError
 
     check_database_name(name, option)
     options = client_options(uri, whose=whose)
@@ -356,6 +375,13 @@ async def open_database(
     try:
         try:
             await client.admin.command("ping")
+        except OperationFailure as e:
+            # It answered, and refused (credentials, most often): not an unreachable server.
+            raise InvalidInputError(
+                f"the MongoDB server{_of(whose)} at {describe_uri(uri)} refused the connection: "
+                # One line: a server's reason may span several.
+                f"{redact(' '.join(str(e.details.get('errmsg') if e.details else e).split()))}"
+            ) from None
         except PyMongoError as e:
             timeout = client.options.server_selection_timeout
             # PyMongo appends the whole topology description; the first part says why.

@@ -93,6 +93,15 @@ class KeyStore:
             )
         self._indexes_ready = True
 
+    async def check_readable(self) -> None:
+        """Read one key id, so a key store that cannot be read fails here, before any work.
+
+        Raises:
+            StorageError: the key store cannot be read (its server refuses the name,
+                the role may not read it, or the server went away).
+        """
+        await self.gate.call("read key store", self.collection.find_one({}, {"_id": 1}))
+
     async def get(self, key_id: str) -> dict[str, Any] | None:
         """Return the key document (live or tombstone) with this id, or ``None``."""
         doc: dict[str, Any] | None = await self.gate.call(

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Annotated, Any
 
 import typer
@@ -55,7 +57,7 @@ from chatledger.cli.options import (
 )
 from chatledger.cli.render import Renderer, Ticker, iso, to_jsonable
 from chatledger.cli.run import fail, run_admin
-from chatledger.errors import InvalidInputError
+from chatledger.errors import ChatLedgerError, InvalidInputError
 
 __all__ = ["erase_body", "register", "retention_body"]
 
@@ -104,6 +106,31 @@ def _refuse_ignored_key_store(context: typer.Context, no_keys: bool, as_json: bo
                 "to destroy the keys there"
             ),
         )
+
+
+@contextmanager
+def _part_way(command: str, apply: bool, keys: bool) -> Iterator[None]:
+    """Say what an applied removal that failed part-way left behind, and how to finish it.
+
+    A removal is re-runnable: the same command finishes the job. Without this, an
+    operator sees only the database error, not that conversations may already be gone
+    while their data keys are still live (every copy of their content still readable).
+    """
+    try:
+        yield
+    except ChatLedgerError as e:
+        if not apply or isinstance(e, InvalidInputError):
+            raise  # a dry run changed nothing; bad input is refused before any change
+        left = (
+            ", and data keys it had not destroyed yet are still live in the key store (copies "
+            "of their content stay readable)"
+            if keys
+            else ""
+        )
+        raise ChatLedgerError(
+            f"{e}. {command} stopped part-way: what it removed stays removed{left}. "
+            f"Run the same {command} command again to finish."
+        ) from e
 
 
 def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict[str, Any]) -> None:
@@ -215,7 +242,7 @@ async def retention_body(
         shreds: list[Any] = []
         stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
         try:
-            with ui.progress("planning") as tick:
+            with _part_way("retention", apply, store is not None), ui.progress("planning") as tick:
                 tick.stage("planning", await count_retention_candidates(db, policy))
                 report = await run_retention(
                     db,
@@ -270,7 +297,7 @@ async def erase_body(
                     "to remove the events and destroy the keys in a later step."
                 )
         shreds: list[Any] = []
-        with ui.progress("planning") as tick:
+        with _part_way("erase", apply, store is not None), ui.progress("planning") as tick:
             tick.stage("planning", await count_erasure_candidates(db, user_id=user, tenant_id=tenant))
             report = await run_erasure(
                 db,

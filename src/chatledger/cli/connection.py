@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
@@ -173,18 +173,17 @@ class KeyStoreLocation:
             yield None  # --no-keys: CHATLEDGER_KEYS_* (deployment defaults) are not even read
             return
         uri = resolve_uri(self.uri, self.uri_file, _KEYS_URI_OPTIONS)
-        if uri is None:
+        async with AsyncExitStack() as stack:
             handle = db
-            if self.database is not None and self.database != getattr(db, "name", None):
+            if uri is not None:
+                name = self.database if self.database is not None else str(db.name)
+                handle = await stack.enter_async_context(
+                    open_database(uri, name, option="--keys-database", whose=_KEYS_SERVER)
+                )
+            elif self.database is not None and self.database != getattr(db, "name", None):
                 check_database_name(self.database, "--keys-database")
                 handle = db.client[self.database]
             store = KeyStore(handle, collection=self.collection)
-            await store.check_readable()
-            yield store
-            return
-        name = self.database if self.database is not None else str(db.name)
-        async with open_database(uri, name, option="--keys-database", whose=_KEYS_SERVER) as keys_db:
-            store = KeyStore(keys_db, collection=self.collection)
             await store.check_readable()
             yield store
 
@@ -230,12 +229,14 @@ class ServerUnreachableError(StorageUnavailableError):
 
 #: Every secret seen in a URI this process resolved; redacted wherever they show up.
 _SECRETS: set[str] = set()
+#: A MongoDB connection string's scheme, up to its colon.
+_SCHEME: Final = r"mongodb(?:\+srv)?:"
 #: ``scheme://user:password@`` (or ``user@``) at the start of any connection string.
-_USERINFO: Final = re.compile(r"(?P<scheme>mongodb(?:\+srv)?://)(?P<userinfo>[^@/\s]*)@", re.IGNORECASE)
+_USERINFO: Final = re.compile(rf"(?P<scheme>{_SCHEME}//)(?P<userinfo>[^@/\s]*)@", re.IGNORECASE)
 #: The userinfo of a connection string we were given: up to the last ``@`` before its
 #: first ``/`` (PyMongo takes spaces there unescaped, which the pattern above, made for
 #: URIs inside free text, stops at; ``/`` and ``@`` must be escaped in a userinfo).
-_GIVEN_USERINFO: Final = re.compile(r"\s*mongodb(?:\+srv)?://(?P<userinfo>[^/]*)@", re.IGNORECASE)
+_GIVEN_USERINFO: Final = re.compile(rf"\s*{_SCHEME}//(?P<userinfo>[^/]*)@", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
@@ -291,7 +292,7 @@ def resolve_uri(
     if uri and uri_file is not None:
         raise InvalidInputError(f"give {options[0]} or {options[1]}, not both")
     if uri_file is not None:
-        if re.match(r"\s*mongodb(?:\+srv)?:", str(uri_file), re.IGNORECASE):
+        if re.match(rf"\s*{_SCHEME}", str(uri_file), re.IGNORECASE):
             # A connection string where a path goes: never echo it (it may hold a password).
             raise InvalidInputError(
                 f"{options[1]} takes the path of a file holding the connection string, not the "

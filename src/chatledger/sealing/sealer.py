@@ -483,9 +483,10 @@ class Sealer:
         opened_events: How many opened events this process keeps (least recently read
             dropped first), so reading a page again does not decrypt it again (an agent
             reads the last page every turn); the events this process seals are kept
-            too, so reading back its own appends decrypts nothing. An entry is used only while its key is
-            cached and its stored ciphertext and clear fields are unchanged, so it
-            adds no delay to erasure; ``forget`` drops it. ``0``: keep none.
+            too, so reading back its own appends decrypts nothing. An entry is used
+            only while its key is cached and its stored ciphertext and clear fields
+            are unchanged, so it adds no delay to erasure; ``forget`` drops it.
+            ``0``: keep none.
 
     Raises:
         InvalidInputError: an argument is not usable.
@@ -562,16 +563,22 @@ class Sealer:
             stored: The clear (encoded) messages that were sealed: what opening gives back.
             key: The key that sealed them.
         """
-        if not self.opened_events or self.cache_ttl == 0:
-            return
-        first = doc["messages"][0]
-        # Copies: the caller's list and dicts stay the caller's (values are str, immutable).
-        self._opened[str(doc["_id"])] = (
-            first[SEALED_FIELD],
-            first[CIPHERTEXT_FIELD],
-            key,
-            [dict(m) for m in stored],
-        )
+        if self._keeps():
+            first = doc["messages"][0]
+            # Copies: the caller's list and dicts stay the caller's (values are str, immutable).
+            self._keep(
+                str(doc["_id"]), first[SEALED_FIELD], first[CIPHERTEXT_FIELD], key, [dict(m) for m in stored]
+            )
+
+    def _keeps(self) -> bool:
+        """Whether opened (and sealed) events are kept: not with ``opened_events=0`` or ``cache_ttl=0``."""
+        return self.opened_events > 0 and self.cache_ttl > 0
+
+    def _keep(
+        self, event_id: str, marker: str, ciphertext: bytes | str, key: DataKey, opened: list[dict[str, Any]]
+    ) -> None:
+        """Keep an event's opened messages, dropping the least recently read beyond ``opened_events``."""
+        self._opened[event_id] = (marker, ciphertext, key, opened)
         if len(self._opened) > self.opened_events:
             self._opened.popitem(last=False)
 
@@ -770,11 +777,9 @@ class Sealer:
             if key is None or key.fingerprint != parts[2]:
                 key = await self._opening_key(parts[1], parts[2], event_id)
             opened = key.open_event(messages, event_id, ciphertext, form)
-            if not self.opened_events or self.cache_ttl == 0:
+            if not self._keeps():
                 return opened
-            self._opened[event_id] = (marker, ciphertext, key, opened)
-            if len(self._opened) > self.opened_events:
-                self._opened.popitem(last=False)
+            self._keep(event_id, marker, ciphertext, key, opened)
             return [dict(m) for m in opened]
         # Clear events, and cl1 events (each message sealed alone). A cl2 or cl3 message
         # met here has no ciphertext in the event's first message: _parse refuses it.

@@ -236,8 +236,7 @@ class MongoHistoryProvider(HistoryProvider):
                 return position
         if cursor:
             raise InvalidCursorError(
-                f"session state for {self.source_id!r} holds a cursor without a thread_id: "
-                f"{sorted(cursor)!r}"
+                f"session state for {self.source_id!r} holds a cursor without a thread_id: {sorted(cursor)!r}"
             )
         if session_id and (self.resume_by_session_id or state is None):
             # Without a state dict there is nowhere to keep a cursor: the session id is

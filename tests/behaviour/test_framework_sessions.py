@@ -99,6 +99,20 @@ async def test_a_service_managed_session_is_never_sent_its_history_twice(databas
     assert "plank" in (stored[3].text or "")
 
 
+async def test_a_run_continuing_a_service_conversation_by_option_loads_nothing(database: Any) -> None:
+    # The same rule for a conversation named per run (options={"conversation_id": ...}),
+    # the other way the framework recognises service-managed history.
+    client = ServiceChatClient()
+    agent = Agent(client, "You tell jokes.", context_providers=[MongoHistoryProvider(database=database)])
+    session = agent.create_session()
+    await agent.run("Tell me a joke about a pirate.", session=session, options={"store": False})
+    session.service_session_id = None
+    await agent.run("Tell the same joke again.", session=session, options={"conversation_id": "conv_1"})
+    assert client.seen == [1, 1]
+    stored = await MongoHistoryProvider(database=database).get_messages(None, state=session.state[SOURCE])
+    assert len(stored) == 4
+
+
 async def test_keys_the_framework_or_the_application_put_in_the_state_are_left_alone(database: Any) -> None:
     agent = Agent(
         JokerChatClient(), "You tell jokes.", context_providers=[MongoHistoryProvider(database=database)]

@@ -310,14 +310,15 @@ class MongoHistoryProvider(HistoryProvider):
     ) -> None:
         """Load the session's history into the run, unless the service keeps the conversation.
 
-        A session with a ``service_session_id`` (the Responses API, a hosted agent ...) has
-        its conversation on the service, which adds it to every request itself: loading
+        A session with a ``service_session_id`` (the Responses API, a hosted agent ...), or
+        a run given a ``conversation_id`` option, has its conversation on the service, which adds it to every request itself: loading
         it here too would hand the model every earlier turn twice. The framework skips
-        local history for such sessions (it adds no ``InMemoryHistoryProvider`` to them),
+        local history for such runs (it adds no ``InMemoryHistoryProvider`` to them),
         so this provider loads nothing for them and keeps storing each run's messages,
         a complete copy of the conversation in the ledger.
         """
-        if getattr(session, "service_session_id", None) is not None:
+        options = getattr(context, "options", None) or {}
+        if getattr(session, "service_session_id", None) is not None or options.get("conversation_id"):
             logger.debug(
                 "session %s is service-managed: its history is not loaded from the ledger", context.session_id
             )

@@ -311,11 +311,12 @@ class MongoHistoryProvider(HistoryProvider):
         """Load the session's history into the run, unless the service keeps the conversation.
 
         A session with a ``service_session_id`` (the Responses API, a hosted agent ...), or
-        a run given a ``conversation_id`` option, has its conversation on the service, which adds it to every request itself: loading
-        it here too would hand the model every earlier turn twice. The framework skips
-        local history for such runs (it adds no ``InMemoryHistoryProvider`` to them),
-        so this provider loads nothing for them and keeps storing each run's messages,
-        a complete copy of the conversation in the ledger.
+        a run given a ``conversation_id`` option, has its conversation on the service,
+        which adds it to every request itself: loading it here too would hand the model
+        every earlier turn twice. The framework skips local history for such runs (it
+        adds no ``InMemoryHistoryProvider`` to them), so this provider loads nothing for
+        them and keeps storing each run's messages, a complete copy of the conversation
+        in the ledger.
         """
         options = getattr(context, "options", None) or {}
         if getattr(session, "service_session_id", None) is not None or options.get("conversation_id"):

@@ -255,6 +255,16 @@ async def test_a_state_seeded_with_the_old_messages_shape_becomes_the_history(da
         assert len(await read(Ledger(database), session.state[SOURCE])) == 4
 
 
+@pytest.mark.parametrize("seeded", ["not a list", [{"role": "user", "contents": 5}]])
+async def test_a_messages_state_that_holds_no_messages_is_refused(database: Any, seeded: Any) -> None:
+    agent = Agent(JokerChatClient(), "j", context_providers=[MongoHistoryProvider(database=database)])
+    session = AgentSession(session_id="bad")
+    session.state[SOURCE] = {"messages": seeded}
+    with pytest.raises(InvalidInputError, match="messages"):
+        await agent.run("hi", session=session)
+    assert await database["events"].count_documents({}) == 0
+
+
 def approval_response(*, approved: bool | None) -> Message:
     call = Content.from_function_call("c1", "deploy", arguments={"env": "prod"})
     content = Content.from_dict(

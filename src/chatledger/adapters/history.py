@@ -267,7 +267,7 @@ class MongoHistoryProvider(HistoryProvider):
         try:
             restored = [m if isinstance(m, Message) else Message.from_dict(m) for m in seeded]
         except (ValueError, TypeError, KeyError, AttributeError) as e:
-            raise InvalidMessageError(f"session state holds a message that cannot be read: {e}") from e
+            raise InvalidMessageError(f"session state's 'messages' holds one that cannot be read: {e}") from e
         if restored:
             await self._save(session_id, restored, encode_messages(restored), state)
         state.pop(_MESSAGES_KEY, None)

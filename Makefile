@@ -11,10 +11,17 @@ MAF_OLD_VENV ?= .venv-maf-old
 MAF_OLD_PY := $(MAF_OLD_VENV)/bin/python
 MAF_OLD_STAMP := $(MAF_OLD_VENV)/.chatledger-installed
 
+# The framework version matrix (make test-maf-matrix): the oldest 1.x MongoHistoryProvider
+# supports and the newest release pip resolves today, each in its own virtualenv.
+MAF_OLDEST ?= 1.0.0
+MAF_OLDEST_VENV ?= .venv-maf-oldest
+MAF_NEWEST_VENV ?= .venv-maf-newest
+MAF_MATRIX_TESTS ?= tests/behaviour/test_framework_sessions.py tests/behaviour/test_agent_framework.py
+
 VENV_BENCH ?= .venv-bench
 BENCH_STAMP := $(VENV_BENCH)/.bench-installed
 
-.PHONY: demo test lint typecheck api-docs ferretdb test-maf-old bench clean help
+.PHONY: demo test lint typecheck api-docs ferretdb test-maf-old test-maf-matrix bench clean help
 
 help:
 	@echo "make demo   - install into $(VENV) and run the offline demo (no server needed)"
@@ -64,10 +71,30 @@ test-maf-old: $(MAF_OLD_STAMP) ferretdb
 	elif [ "$$CI" = "true" ]; then echo "CI=true: the old-framework check needs FerretDB (Go)"; exit 1; \
 	else echo "old Agent Framework check skipped: no Go to build FerretDB"; fi
 
+# Both ends of the supported agent-framework-core range (pyproject, README "Agent
+# Framework versions"), on FerretDB: the oldest 1.x pinned, the newest resolved afresh
+# whenever pyproject.toml changes (a clean CI checkout always gets the newest release, so
+# one that breaks ChatLedger turns CI red). The seed's 1.0.0b260130 is test-maf-old.
+$(MAF_OLDEST_VENV)/.chatledger-installed: pyproject.toml
+	$(PYTHON) -m venv $(MAF_OLDEST_VENV)
+	$(MAF_OLDEST_VENV)/bin/python -m pip install --quiet -e '.[test]' 'agent-framework-core==$(MAF_OLDEST)'
+	touch $@
+
+$(MAF_NEWEST_VENV)/.chatledger-installed: pyproject.toml
+	$(PYTHON) -m venv $(MAF_NEWEST_VENV)
+	$(MAF_NEWEST_VENV)/bin/python -m pip install --quiet --upgrade -e '.[test]' 'agent-framework-core<2'
+	touch $@
+
+test-maf-matrix: $(MAF_OLDEST_VENV)/.chatledger-installed $(MAF_NEWEST_VENV)/.chatledger-installed ferretdb
+	@for venv in $(MAF_OLDEST_VENV) $(MAF_NEWEST_VENV); do \
+		echo "== agent-framework-core $$($$venv/bin/python -c 'from importlib.metadata import version; print(version("agent-framework-core"))') ($$venv)"; \
+		$$venv/bin/python -m pytest $(MAF_MATRIX_TESTS) -q -p no:cacheprovider || exit 1; \
+	done
+
 # The main suite runs last, so its summary is the run's closing line. It includes the
 # packaging check (tests/packaging: the built wheel in a fresh virtualenv) and the
 # documentation check (tests/docs: every README/docs code block runs as written).
-test: $(STAMP) ferretdb lint typecheck test-maf-old
+test: $(STAMP) ferretdb lint typecheck test-maf-old test-maf-matrix
 	$(PY) -m pytest
 
 # Benchmarks in their own virtualenv: the peers (langchain-mongodb, openai-agents,
@@ -82,4 +109,4 @@ bench: $(BENCH_STAMP) ferretdb
 	$(VENV_BENCH)/bin/python scripts/bench.py
 
 clean:
-	rm -rf $(VENV) $(MAF_OLD_VENV) $(VENV_BENCH) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(MAF_OLD_VENV) $(MAF_OLDEST_VENV) $(MAF_NEWEST_VENV) $(VENV_BENCH) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -195,3 +195,16 @@ async def test_the_protocols_own_state_shape_is_accepted(db: Any) -> None:
     other = MongoChatMessageStore(db)
     await other.update_from_state({"messages": imported})
     assert len(await other.list_messages()) == 2
+
+
+def test_the_history_provider_says_which_framework_it_needs() -> None:
+    """Asking for MongoHistoryProvider here names the installed release and the supported range.
+
+    This release has no HistoryProvider: the package imports and the message store works,
+    and the provider's absence is explained instead of a bare "cannot import name".
+    """
+    import chatledger
+
+    assert "MongoHistoryProvider" not in chatledger.__all__
+    with pytest.raises(ImportError, match=r"agent-framework-core 1\.0\.0b260130 is installed.*>=1\.0\.0,<2"):
+        from chatledger import MongoHistoryProvider  # noqa: F401

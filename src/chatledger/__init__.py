@@ -7,6 +7,9 @@ The public surface: :class:`MongoHistoryProvider` (Agent Framework 1.x),
 
 from __future__ import annotations
 
+import agent_framework as _agent_framework
+
+from chatledger.adapters.compat import unsupported_framework_message
 from chatledger.adapters.store import MongoChatMessageStore
 from chatledger.errors import (
     BatchTooLargeError,
@@ -55,8 +58,17 @@ __all__ = [
     "__version__",
 ]
 
-try:
+# MongoHistoryProvider needs the framework's HistoryProvider (agent-framework-core >=
+# 1.0.0); the seed's previews (<= 1.0.0b260130) have only the message-store protocol.
+# Decided by looking for the public name, never by catching an ImportError: a failing
+# import of our own module must surface, not silently drop the class.
+if hasattr(_agent_framework, "HistoryProvider"):
     from chatledger.adapters.history import MongoHistoryProvider
-except ImportError:  # agent-framework-core <= 1.0.0b260130 has no HistoryProvider
-    # Keep `from chatledger import *` working there: export only what exists.
+else:
+    # `from chatledger import *` keeps working there; naming the class explains why not.
     __all__.remove("MongoHistoryProvider")
+
+    def __getattr__(name: str) -> object:
+        if name == "MongoHistoryProvider":
+            raise ImportError(unsupported_framework_message("MongoHistoryProvider"))
+        raise AttributeError(f"module 'chatledger' has no attribute {name!r}")

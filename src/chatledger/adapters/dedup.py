@@ -6,10 +6,15 @@ messages it has not stored before: ``InMemoryHistoryProvider.save_messages`` and
 ``filter_new_messages(existing, incoming)`` (same file), the one shared rule the
 maintainers asked every provider to use (microsoft/agent-framework PR #7242, issue #7211).
 
-The rule compares message *identities* (``get_message_identity``, same file): the
-``message_id`` when the message has one, else its role plus its JSON-serialized contents.
-Object identity plays no part, and neither do ``author_name`` nor
-``additional_properties``. Then:
+The rule compares message *identities* (the framework's private ``get_message_identity``,
+same file, which :func:`message_identity` restates so that no private name is imported:
+it is absent from older 1.x releases such as 1.13.0): the ``message_id`` when the message
+has one, else its role plus its JSON-serialized contents. Object identity plays no part,
+and neither do ``author_name`` nor ``additional_properties``. One deliberate difference:
+fields holding an empty or false default are left out of the contents, because releases
+add such defaults on a round trip (a bare ``function_approval_response`` gains
+``approved: False`` on 1.26), and a message must keep its identity across releases.
+Then:
 
 1. if the whole stored history occurs, in order, inside the incoming batch (a re-sent
    transcript, or an audit provider handed the loaded context back), only what follows
@@ -36,18 +41,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from agent_framework import Message
-from agent_framework._sessions import get_message_identity
 
 from chatledger.errors import InvalidInputError
 
-__all__ = ["FINGERPRINT_VERSION", "message_fingerprint", "stored_tail_length", "unseen"]
+__all__ = ["FINGERPRINT_VERSION", "message_fingerprint", "message_identity", "stored_tail_length", "unseen"]
 
 #: Changes whenever :func:`message_fingerprint` would give a different value for the same
 #: message, so fingerprints stored in events can be recognised as stale.
-FINGERPRINT_VERSION: Final = 1
+FINGERPRINT_VERSION: Final = 2
 
 # A fingerprint starts with one letter that keeps the only facts the rule needs beyond
 # equality: whether the message had an id, and, if not, whether it is a user message.
@@ -56,15 +60,53 @@ _USER_CONTENT: Final = "u"
 _OTHER_CONTENT: Final = "c"
 
 
+def _without_defaults(value: Any) -> Any:
+    """Return ``value`` with every mapping entry that holds an empty or false default left out.
+
+    ``None``, ``False``, ``""``, ``[]`` and ``{}`` are the values a release may start (or
+    stop) writing for a field the message never set; dropping them keeps an identity equal
+    across releases. Numbers are kept: ``0`` can be meaningful (an index, a count).
+    """
+    if isinstance(value, dict):
+        kept = {key: _without_defaults(item) for key, item in value.items()}
+        return {key: item for key, item in kept.items() if not _is_default(item)}
+    if isinstance(value, list):
+        return [_without_defaults(item) for item in value]
+    return value
+
+
+def _is_default(value: Any) -> bool:
+    return value is None or value is False or (isinstance(value, (str, list, dict)) and not value)
+
+
+def message_identity(message: Message) -> tuple[str, ...]:
+    """Return what makes two messages the same message: its id, else its role and contents.
+
+    The framework's de-duplication identity, restated (``("id", message_id)``, else
+    ``("content", role, contents as sorted JSON)``), except that empty and false defaults
+    are left out of the contents so an identity survives a round trip through another
+    framework release.
+    """
+    message_id = getattr(message, "message_id", None)
+    if message_id is not None:
+        return ("id", str(message_id))
+    contents = [_without_defaults(content.to_dict()) for content in message.contents or ()]
+    try:
+        serialized = json.dumps(contents, sort_keys=True, ensure_ascii=False)
+    except (TypeError, ValueError):
+        # A content the framework itself cannot serialize: its text form, as the framework does.
+        serialized = str(message.contents)
+    return ("content", str(message.role), serialized)
+
+
 def message_fingerprint(message: Message) -> str:
-    """Return a short string equal for two messages exactly when the framework deems them the same.
+    """Return a short string equal for two messages exactly when they are the same message.
 
     The string is a one-letter kind (``i``: has a ``message_id``; ``u``: a user message
-    without one; ``c``: any other message without one), ``:``, and the SHA-256 of the
-    framework's own identity tuple (``agent_framework._sessions.get_message_identity``),
-    so it can be stored next to the message and compared without decoding anything.
+    without one; ``c``: any other message without one), ``:``, and the SHA-256 of
+    :func:`message_identity`, so it can be stored next to the message and compared without decoding anything.
     """
-    identity = get_message_identity(message)
+    identity = message_identity(message)
     if identity[0] == "id":
         kind = _BY_ID
     elif str(message.role) == "user":

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, ClassVar, Final
 
-from agent_framework import HistoryProvider, Message, SecretString
+from agent_framework import (
+    AgentSession,
+    HistoryProvider,
+    Message,
+    SecretString,
+    SessionContext,
+    SupportsAgentRun,
+)
 
 from chatledger.adapters.connection import MongoConnection, check_source_id, connect
 from chatledger.adapters.dedup import message_fingerprint, stored_tail_length, unseen
 from chatledger.adapters.window import window, window_fetch_size
 from chatledger.codec import encode_messages, stored_digest
-from chatledger.errors import InvalidCursorError, InvalidInputError
+from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidMessageError
 from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
 from chatledger.models import DEFAULT_SOURCE_ID
 from chatledger.telemetry import logger, span
@@ -26,7 +35,36 @@ _PENDING_KEY: Final = "unconfirmed"
 #: (recorded on the new line's thread when its first event is written, then dropped).
 _CLEARED_FROM_KEY: Final = "cleared_from"
 _CURSOR_KEYS: Final = ("thread_id", "offset", "v", "mac")
-_EXTRA_KEYS: Final = frozenset({_PENDING_KEY, _CLEARED_FROM_KEY})
+#: The old protocol's (and ``InMemoryHistoryProvider``'s) state shape: messages themselves.
+_MESSAGES_KEY: Final = "messages"
+
+# Saves in progress per session state dict (by id: a dict cannot be weakly referenced).
+# Runs that share one AgentSession are one conversation: their saves take turns, and
+# each reads the session's cursor only once it holds the turn, so every turn lands on
+# the session's line in the order the saves commit instead of on a branch.
+_TURNS: dict[int, tuple[asyncio.Lock, int]] = {}
+
+
+@asynccontextmanager
+async def _session_turn(state: dict[str, Any] | None) -> AsyncIterator[None]:
+    """Hold the turn of the session whose state this is, until the block ends."""
+    if state is None:
+        yield
+        return
+    key = id(state)
+    lock, users = _TURNS.get(key, (None, 0))
+    if lock is None:
+        lock = asyncio.Lock()
+    _TURNS[key] = (lock, users + 1)
+    try:
+        async with lock:
+            yield
+    finally:
+        lock, users = _TURNS[key]
+        if users == 1:
+            del _TURNS[key]  # the entry never outlives its users, so an id is never reused stale
+        else:
+            _TURNS[key] = (lock, users - 1)
 
 
 #: Fingerprints kept per position read (a save de-duplicates against at most its batch size).
@@ -183,9 +221,14 @@ class MongoHistoryProvider(HistoryProvider):
 
     # ------------------------------------------------------------------ positions
 
-    async def _position(self, session_id: str | None, state: Mapping[str, Any] | None) -> Position:
-        """Return where the session stands: its cursor, else a fresh line (or, if asked, its named thread)."""
-        cursor = {k: v for k, v in (state or {}).items() if k not in _EXTRA_KEYS}
+    async def _position(self, session_id: str | None, state: dict[str, Any] | None) -> Position:
+        """Return where the session stands: its cursor, else a fresh line (or, if asked, its named thread).
+
+        Only this provider's keys are read: the framework (1.26 writes
+        ``_agent_framework_service_history_coverage``) and applications may keep their own
+        keys in the same dict, and those are left alone.
+        """
+        cursor = {k: state[k] for k in _CURSOR_KEYS if state is not None and k in state}
         if "thread_id" in cursor:
             with span("resolve", source_id=self.source_id) as recorder:
                 position = await self.binding.resolve(cursor)
@@ -193,9 +236,11 @@ class MongoHistoryProvider(HistoryProvider):
                 return position
         if cursor:
             raise InvalidCursorError(
-                f"session state for {self.source_id!r} holds no cursor: {sorted(cursor)!r}"
+                f"session state for {self.source_id!r} holds a cursor without a thread_id: {sorted(cursor)!r}"
             )
-        if session_id and self.resume_by_session_id:
+        if session_id and (self.resume_by_session_id or state is None):
+            # Without a state dict there is nowhere to keep a cursor: the session id is
+            # the only name that can find the history again (as the Redis provider keys it).
             with span("resolve", source_id=self.source_id, by_session_id=True) as recorder:
                 position = await self.binding.open(session_id)
                 recorder.set(thread_id=position.thread_id, offset=position.offset, messages=position.messages)
@@ -204,6 +249,28 @@ class MongoHistoryProvider(HistoryProvider):
         # A random thread, so a restored pre-run snapshot can never reach what was
         # written after it was taken.
         return self.binding.empty(new_thread_id())
+
+    async def _import_messages(self, session_id: str | None, state: dict[str, Any] | None) -> None:
+        """Turn a state seeded with the old ``{"messages": [...]}`` shape into a stored line and a cursor.
+
+        ``MongoChatMessageStore`` accepts that shape, and so does ``InMemoryHistoryProvider``
+        (it is its own); the messages become the start of the session's history, once.
+        """
+        if state is None or _MESSAGES_KEY not in state or "thread_id" in state:
+            return
+        seeded = state[_MESSAGES_KEY]
+        if not isinstance(seeded, list):
+            raise InvalidCursorError(
+                f"session state for {self.source_id!r}: 'messages' must be a list of messages, "
+                f"got {type(seeded).__name__}"
+            )
+        try:
+            restored = [m if isinstance(m, Message) else Message.from_dict(m) for m in seeded]
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise InvalidMessageError(f"session state's 'messages' holds one that cannot be read: {e}") from e
+        if restored:
+            await self._save(session_id, restored, encode_messages(restored), state)
+        state.pop(_MESSAGES_KEY, None)
 
     def _remember_tail(self, position: Position, newest: Sequence[Message]) -> None:
         """Keep the fingerprints of the newest messages read at ``position`` (bounded)."""
@@ -233,6 +300,32 @@ class MongoHistoryProvider(HistoryProvider):
 
     # ------------------------------------------------------------------ HistoryProvider
 
+    async def before_run(
+        self,
+        *,
+        agent: SupportsAgentRun,
+        session: AgentSession,
+        context: SessionContext,
+        state: dict[str, Any],
+    ) -> None:
+        """Load the session's history into the run, unless the service keeps the conversation.
+
+        A session with a ``service_session_id`` (the Responses API, a hosted agent ...), or
+        a run given a ``conversation_id`` option, has its conversation on the service,
+        which adds it to every request itself: loading it here too would hand the model
+        every earlier turn twice. The framework skips local history for such runs (it
+        adds no ``InMemoryHistoryProvider`` to them), so this provider loads nothing for
+        them and keeps storing each run's messages, a complete copy of the conversation
+        in the ledger.
+        """
+        options = getattr(context, "options", None) or {}
+        if getattr(session, "service_session_id", None) is not None or options.get("conversation_id"):
+            logger.debug(
+                "session %s is service-managed: its history is not loaded from the ledger", context.session_id
+            )
+            return
+        await super().before_run(agent=agent, session=session, context=context, state=state)
+
     async def get_messages(
         self, session_id: str | None, *, state: dict[str, Any] | None = None, **kwargs: Any
     ) -> list[Message]:
@@ -250,6 +343,9 @@ class MongoHistoryProvider(HistoryProvider):
             InvalidCursorError: the session state holds a malformed, forged or unknown cursor.
             IntegrityError: a stored event is missing or malformed.
         """
+        if state is not None and _MESSAGES_KEY in state and "thread_id" not in state:
+            async with _session_turn(state):
+                await self._import_messages(session_id, state)
         position = await self._position(session_id, state)
         with span("read", source_id=self.source_id, thread_id=position.thread_id) as recorder:
             if position.messages == 0 or self.max_messages == 0:
@@ -292,10 +388,31 @@ class MongoHistoryProvider(HistoryProvider):
             ConcurrencyError: ``strict`` and the thread moved on since the cursor.
             StorageUnavailableError: the database could not be reached; the session keeps
                 what it needs to make a retry safe.
+            InvalidInputError: neither ``state`` nor ``session_id`` is given: nothing
+                could ever read the messages back.
         """
         if not messages:
             return
         encoded = encode_messages(messages)  # validates every message before any I/O
+        if state is None and not session_id:
+            raise InvalidInputError(
+                "save_messages() needs the session's state (or at least its session id): without "
+                "either, nothing could ever read these messages back"
+            )
+        async with _session_turn(state):
+            # Read the session's cursor only now, holding its turn: a run that overlapped
+            # this one on the same session may have moved it since this run loaded.
+            await self._import_messages(session_id, state)
+            await self._save(session_id, messages, encoded, state)
+
+    async def _save(
+        self,
+        session_id: str | None,
+        messages: Sequence[Message],
+        encoded: list[dict[str, Any]],
+        state: dict[str, Any] | None,
+    ) -> None:
+        """Append what is new in ``messages`` at the session's position (the caller holds its turn)."""
         position = await self._position(session_id, state)
         if state is not None and "thread_id" not in state:
             # Kept before writing: if the write's outcome is lost, the retry must look for
@@ -417,7 +534,7 @@ class MongoHistoryProvider(HistoryProvider):
         if not isinstance(state, dict):
             raise InvalidInputError(f"state must be the session's state dict, got {type(state).__name__}")
         old = state.get("thread_id")
-        for key in (*_CURSOR_KEYS, _PENDING_KEY, _CLEARED_FROM_KEY):
+        for key in (*_CURSOR_KEYS, _PENDING_KEY, _CLEARED_FROM_KEY, _MESSAGES_KEY):
             state.pop(key, None)
         # An explicit cursor at the start of a new thread (not merely no cursor): with
         # resume_by_session_id, no cursor would mean the session id's old thread again.

@@ -1,0 +1,31 @@
+"""Which agent-framework-core releases each adapter supports, and the error that says so."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Final
+
+__all__ = ["HISTORY_PROVIDER_RANGE", "STORE_RANGE", "framework_version", "unsupported_framework_message"]
+
+#: Releases MongoHistoryProvider is tested on (CI: the oldest and the newest ends).
+HISTORY_PROVIDER_RANGE: Final = ">=1.0.0,<2"
+#: Releases MongoChatMessageStore (the old ChatAgent protocol) is tested on.
+STORE_RANGE: Final = ">=1.0.0b251001,<=1.0.0b260130"
+
+
+def framework_version() -> str:
+    """Return the installed agent-framework-core version, or ``"unknown"``."""
+    try:
+        return version("agent-framework-core")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def unsupported_framework_message(name: str) -> str:
+    """Return why ``name`` is unavailable on the installed framework, and what to install."""
+    return (
+        f"chatledger.{name} needs agent-framework-core {HISTORY_PROVIDER_RANGE} (it subclasses the "
+        f"framework's HistoryProvider); agent-framework-core {framework_version()} is installed, "
+        f"which has only the old message-store protocol: use chatledger.MongoChatMessageStore "
+        f"(supported on {STORE_RANGE}) or upgrade: pip install 'agent-framework-core{HISTORY_PROVIDER_RANGE}'"
+    )

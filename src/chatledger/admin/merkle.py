@@ -43,6 +43,7 @@ __all__ = [
     "CheckpointResult",
     "SequenceReport",
     "checkpoint",
+    "count_log_events",
     "default_origin",
     "log_id",
     "prove_consistency",
@@ -250,6 +251,12 @@ def _canonical_message(message: Mapping[str, Any]) -> bytes:
 def _store(target: Any) -> MerkleStore:
     ledger = as_ledger(target)
     return MerkleStore(ledger.storage.gate, ledger.storage.events)
+
+
+async def count_log_events(target: Any, *, tenant: str | None = None) -> int:
+    """Return how many live events a log's scope holds (a progress total for :func:`sequence`)."""
+    log_id(tenant)
+    return await _store(target).count_events(tenant)
 
 
 async def sequence(

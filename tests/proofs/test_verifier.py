@@ -43,7 +43,9 @@ def test_inclusion_and_consistency_hold_for_every_position_of_small_trees() -> N
         for i in range(n):
             proofs.verify_inclusion(i, n, hashes[i], proofs.inclusion_path(i, hashes[:n]), root)
         for m in range(n + 1):
-            proofs.verify_consistency(m, n, proofs.tree_root(hashes[:m]), root, proofs.consistency_path(m, hashes[:n]))
+            proofs.verify_consistency(
+                m, n, proofs.tree_root(hashes[:m]), root, proofs.consistency_path(m, hashes[:n])
+            )
 
 
 def test_known_roots_from_rfc6962_reference_shape() -> None:
@@ -66,7 +68,9 @@ def test_known_roots_from_rfc6962_reference_shape() -> None:
         (0, 1, lambda p: [bytes(32)]),  # a path where none is due
     ],
 )
-def test_inclusion_refuses_altered_paths(index: int, size: int, path_change: Callable[[list[bytes]], list[bytes]]) -> None:
+def test_inclusion_refuses_altered_paths(
+    index: int, size: int, path_change: Callable[[list[bytes]], list[bytes]]
+) -> None:
     hashes = _leaves(size)
     path = path_change(proofs.inclusion_path(index, hashes))
     with pytest.raises(proofs.ProofError):
@@ -113,7 +117,9 @@ def _inclusion() -> dict[str, Any]:
     return doc
 
 
-def _verify(doc: dict[str, Any] | str, checkpoints: tuple[str, ...] = ("checkpoint-7.txt",)) -> proofs.Verdict:
+def _verify(
+    doc: dict[str, Any] | str, checkpoints: tuple[str, ...] = ("checkpoint-7.txt",)
+) -> proofs.Verdict:
     raw = doc if isinstance(doc, str) else json.dumps(doc)
     return proofs.verify_proof(raw, [V[c] for c in checkpoints], PUBLIC)
 
@@ -121,7 +127,8 @@ def _verify(doc: dict[str, Any] | str, checkpoints: tuple[str, ...] = ("checkpoi
 def test_a_valid_proof_shows_the_proven_message_and_the_event() -> None:
     verdict = _verify(_inclusion())
     assert (verdict.kind, verdict.position, verdict.tree_size) == ("inclusion", 5, 7)
-    assert verdict.leaf["thread"] == "vector-thread" and verdict.leaf["seq"] == 6
+    assert verdict.leaf["thread"] == "vector-thread"
+    assert verdict.leaf["seq"] == 6
     assert verdict.messages == {1: {"role": "assistant", "text": "answer 6"}}
     assert "messages 1 of 2 proven" in verdict.summary()
 
@@ -136,7 +143,9 @@ def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
     return change
 
 
-def _leaf_change(edit: Callable[[dict[str, Any]], None], *, canonical: bool = True) -> Callable[[dict[str, Any]], None]:
+def _leaf_change(
+    edit: Callable[[dict[str, Any]], None], *, canonical: bool = True
+) -> Callable[[dict[str, Any]], None]:
     def change(doc: dict[str, Any]) -> None:
         fields = json.loads(doc["leaf"])
         edit(fields)
@@ -175,7 +184,11 @@ FORGERIES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("message extra field", _set(("messages", 0, "role"), "assistant"), "exactly 'index' and 'canonical'"),
     ("leaf other thread", _leaf_change(lambda f: f.update(thread="other", event="other#6")), "does not lead"),
     ("leaf other seq", _leaf_change(lambda f: f.update(seq=5, event="vector-thread#5")), "does not lead"),
-    ("leaf event mismatch", _leaf_change(lambda f: f.update(event="vector-thread#5")), "not its thread and seq"),
+    (
+        "leaf event mismatch",
+        _leaf_change(lambda f: f.update(event="vector-thread#5")),
+        "not its thread and seq",
+    ),
     ("leaf digest swapped", _leaf_change(lambda f: f["messages"].reverse()), "does not match its digest"),
     ("leaf extra field", _leaf_change(lambda f: f.update(note="x")), "fields of a ChatLedger leaf"),
     ("leaf spacing", _leaf_change(lambda f: None, canonical=False), "not in canonical form"),
@@ -238,7 +251,11 @@ CHECKPOINT_FORGERIES: list[tuple[str, Callable[[str], str], str]] = [
     ("other key", lambda c: V["checkpoint-7-other-key.txt"], "not signed by this public key"),
     ("root changed", lambda c: c.replace("7CijyeJG", "7CijyeJH"), "does not verify"),
     ("size changed", lambda c: c.replace("\n7\n", "\n8\n", 1), "does not verify"),
-    ("origin changed", lambda c: c.replace("chatledger-vectors\n", "chatledger-vector5\n", 1), "does not verify"),
+    (
+        "origin changed",
+        lambda c: c.replace("chatledger-vectors\n", "chatledger-vector5\n", 1),
+        "does not verify",
+    ),
     ("truncated", lambda c: c[: c.index("\u2014")], "truncated|no signature"),
     ("no signature block", lambda c: c.split("\n\n")[0] + "\n", "no signature block"),
     ("signature truncated", lambda c: c[:-10] + "\n", "base64|not signed"),
@@ -246,9 +263,17 @@ CHECKPOINT_FORGERIES: list[tuple[str, Callable[[str], str], str]] = [
     ("crlf", lambda c: c.replace("\n", "\r\n"), "carriage returns"),
     ("leading zero size", lambda c: c.replace("\n7\n", "\n07\n", 1), "not a decimal"),
     ("negative size", lambda c: c.replace("\n7\n", "\n-7\n", 1), "not a decimal"),
-    ("root too short", lambda c: c.replace("7CijyeJG+VLaNzf27ckHNaw55RxierMVmIHU0KskCAo=", _b64(bytes(16))), "not 32"),
+    (
+        "root too short",
+        lambda c: c.replace("7CijyeJG+VLaNzf27ckHNaw55RxierMVmIHU0KskCAo=", _b64(bytes(16))),
+        "not 32",
+    ),
     ("blank origin", lambda c: "\n" + c, "no signature block|body"),
-    ("extra line in body, same signature", lambda c: c.replace("=\n\n", "=\nextension\n\n", 1), "does not verify"),
+    (
+        "extra line in body, same signature",
+        lambda c: c.replace("=\n\n", "=\nextension\n\n", 1),
+        "does not verify",
+    ),
 ]
 
 

@@ -24,9 +24,11 @@ def key(label: str) -> ed25519.Ed25519PrivateKey:
 
 
 def public_pem(private: ed25519.Ed25519PrivateKey) -> str:
-    return private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode("ascii")
+    return (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
 
 
 def message(i: int, part: int) -> bytes:

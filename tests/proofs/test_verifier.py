@@ -11,6 +11,7 @@ import ast
 import base64
 import hashlib
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -350,3 +351,33 @@ def test_the_verifier_imports_nothing_but_the_standard_library_and_cryptography(
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported - {"__future__"} <= set(sys.stdlib_module_names) | {"cryptography"}, imported
+
+
+def test_the_verifier_file_works_alone_with_the_driver_and_chatledger_unimportable(tmp_path: Path) -> None:
+    # What a reviewer does: copy the one file, and verify the published vectors with it,
+    # in an interpreter where pymongo and the rest of ChatLedger cannot be imported.
+    for name, text in V.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    (tmp_path / "vendored_proofs.py").write_bytes((REPO / "src" / "chatledger" / "proofs.py").read_bytes())
+    script = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pymongo", "bson", "motor", "chatledger", "pydantic", "orjson"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, ".")
+import vendored_proofs as p
+read = lambda n: open(n, "rb").read()
+print(p.verify_proof(read("inclusion.json"), [read("checkpoint-7.txt")], read("public.pem")).summary())
+try:
+    p.verify_proof(read("inclusion-forged-path.json"), [read("checkpoint-7.txt")], read("public.pem"))
+except p.ProofError as e:
+    print("refused:", e)
+"""
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "is leaf 5" in done.stdout
+    assert "refused: the inclusion path does not lead" in done.stdout

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from chatledger import InvalidInputError, Ledger
+from chatledger import IntegrityError, InvalidInputError, Ledger
 from chatledger.cli.commands import ledgerproofs
 from chatledger.cli.render import Renderer
 from tests.admin.conftest import talk
@@ -206,3 +206,33 @@ async def test_the_command_line_end_to_end_on_a_server(real_backend: Any, databa
     done = chatledger("prove", "--thread", "t", "--seq", "9", *uri, check=2, cwd=files)
     assert "not sequenced yet" in done.stderr
     chatledger("checkpoint", "--signing-key", "public.pem", *uri, check=2, cwd=files)
+
+
+async def test_nothing_a_proof_or_checkpoint_file_holds_is_written(database: Any, files: Path) -> None:
+    # prove reads checkpoint files; a forged one is refused, and the database is unchanged.
+    ledger = Ledger(database)
+    await talk(ledger, "t", 2)
+    r, out, _ = ui()
+    await ledgerproofs.checkpoint_body(database, r, signing_key=str(files / "signing.pem"))
+    note = out.getvalue()
+
+    async def snapshot() -> list[Any]:
+        return [
+            await database[c].find({}).sort("_id", 1).to_list(None)
+            for c in ("log_entries", "log_tree", "events")
+        ]
+
+    before = await snapshot()
+    forged = note.replace("\n2\n", "\n1\n", 1)
+    (files / "forged.txt").write_text(forged, encoding="utf-8")
+    (files / "garbage.txt").write_text("not a checkpoint\n", encoding="utf-8")
+    common: dict[str, Any] = {"message": None, "old": None, "new": None, "tenant": None, "output": None}
+    with pytest.raises(IntegrityError, match="no longer gives the root"):
+        await ledgerproofs.prove_body(
+            database, ui()[0], thread="t", seq=1, checkpoint_file=str(files / "forged.txt"), **common
+        )
+    with pytest.raises(InvalidInputError, match="signature block"):
+        await ledgerproofs.prove_body(
+            database, ui()[0], thread="t", seq=1, checkpoint_file=str(files / "garbage.txt"), **common
+        )
+    assert await snapshot() == before

@@ -241,3 +241,13 @@ async def test_bad_arguments_write_nothing(database: Any) -> None:
         await prove_event(ledger, {"$ne": None}, 1)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):
         await sequence(ledger, tenant={"$ne": None})  # type: ignore[arg-type]
+
+
+async def test_two_ledgers_in_one_database_keep_separate_logs(database: Any) -> None:
+    main, other = Ledger(database), Ledger(database, events_collection="events_b", threads_collection="threads_b")
+    await talk(main, "t", 2)
+    await talk(other, "t", 5)
+    assert (await checkpoint(main, SIGNING)).report.size == 2
+    cp = await checkpoint(other, SIGNING)
+    assert cp.report.size == 5
+    holds(await prove_event(other, "t", 5), cp.note)

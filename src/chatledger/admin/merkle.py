@@ -34,9 +34,15 @@ from chatledger.codec import canonical_json_bytes
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
 from chatledger.hashing import _digested, epoch_ms, event_hash
 from chatledger.models import validate_thread_id
+from chatledger.storage import DEFAULT_EVENTS_COLLECTION
 from chatledger.storage.documents import check_event
 from chatledger.storage.events import event_key
-from chatledger.storage.merkle import MerkleStore, Node
+from chatledger.storage.merkle import (
+    DEFAULT_LOG_ENTRIES_COLLECTION,
+    DEFAULT_LOG_TREE_COLLECTION,
+    MerkleStore,
+    Node,
+)
 
 __all__ = [
     "DEFAULT_SEQUENCE_BATCH",
@@ -250,7 +256,17 @@ def _canonical_message(message: Mapping[str, Any]) -> bytes:
 
 def _store(target: Any) -> MerkleStore:
     ledger = as_ledger(target)
-    return MerkleStore(ledger.storage.gate, ledger.storage.events)
+    events = ledger.storage.events
+    name = str(events.collection.name)
+    if name == DEFAULT_EVENTS_COLLECTION:
+        return MerkleStore(ledger.storage.gate, events)
+    # Two ledgers in one database (other events collections) keep two sets of logs.
+    return MerkleStore(
+        ledger.storage.gate,
+        events,
+        entries_collection=f"{name}_{DEFAULT_LOG_ENTRIES_COLLECTION}",
+        tree_collection=f"{name}_{DEFAULT_LOG_TREE_COLLECTION}",
+    )
 
 
 async def count_log_events(target: Any, *, tenant: str | None = None) -> int:

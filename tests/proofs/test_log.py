@@ -244,10 +244,29 @@ async def test_bad_arguments_write_nothing(database: Any) -> None:
 
 
 async def test_two_ledgers_in_one_database_keep_separate_logs(database: Any) -> None:
-    main, other = Ledger(database), Ledger(database, events_collection="events_b", threads_collection="threads_b")
+    main, other = (
+        Ledger(database),
+        Ledger(database, events_collection="events_b", threads_collection="threads_b"),
+    )
     await talk(main, "t", 2)
     await talk(other, "t", 5)
     assert (await checkpoint(main, SIGNING)).report.size == 2
     cp = await checkpoint(other, SIGNING)
     assert cp.report.size == 5
     holds(await prove_event(other, "t", 5), cp.note)
+
+
+async def test_a_sealed_event_proves_by_its_ciphertext_without_any_key(database: Any) -> None:
+    from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer
+
+    sealer = Sealer(KeyStore(database), LocalKeyProvider(bytes(range(32))))
+    ledger = Ledger(database, sealer=sealer)
+    await talk(ledger, "s", 2, user_id="alice")
+    cp = await checkpoint(Ledger(database), SIGNING)  # the sequencer needs no key
+    proof = await prove_event(Ledger(database), "s", 2)
+    verdict = holds(proof, cp.note)
+    assert len(verdict.messages) == 2
+    assert "s q1" not in json.dumps(proof)
+    assert "s a1" not in json.dumps(proof)
+    # The ciphertext is committed to by its digest (as the hash chain does).
+    assert any("sha256" in json.dumps(m) for m in verdict.messages.values())

@@ -203,6 +203,14 @@ async def test_the_command_line_end_to_end_on_a_server(real_backend: Any, databa
         "verify-proof", "p.json", "--checkpoint", "cp.txt", "--public-key", "log.pem", cwd=files
     )
     assert "messages 1 of 2 proven by content" in done.stdout
+    # An insider deletes the event outright: its leaf still proves it existed, and prove says so.
+    await database["events"].delete_one({"_id": "t#3"})
+    proof = chatledger("prove", "--thread", "t", "--seq", "3", "-o", "gone.json", *uri, cwd=files)
+    assert "no longer in the database" in proof.stderr
+    done = chatledger(
+        "verify-proof", "gone.json", "--checkpoint", "cp.txt", "--public-key", "log.pem", cwd=files
+    )
+    assert "no message content shown" in done.stdout
     done = chatledger("prove", "--thread", "t", "--seq", "9", *uri, check=2, cwd=files)
     assert "not sequenced yet" in done.stderr
     chatledger("checkpoint", "--signing-key", "public.pem", *uri, check=2, cwd=files)

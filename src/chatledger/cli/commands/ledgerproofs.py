@@ -108,6 +108,11 @@ async def prove_body(
             raise InvalidInputError("give --thread and --seq (inclusion) or --from and --to (consistency)")
         note = _text(checkpoint_file, "checkpoint") if checkpoint_file is not None else None
         proof = await prove_event(db, thread, seq, tenant=tenant, message=message, checkpoint_note=note)
+        if not proof["messages"]:
+            ui.note(
+                "the event's content is no longer in the database (removed by retention or erasure, "
+                "or deleted): the proof shows its leaf (hash and message digests) only"
+            )
     _emit(ui, json.dumps(proof, indent=1, ensure_ascii=False) + "\n", output, "--output")
     return 0
 

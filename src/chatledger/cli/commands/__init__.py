@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from chatledger.cli.commands import browse, demo, hold, integrity, keys, removal, roles, stats, transfer
+from chatledger.cli.commands import (
+    browse,
+    demo,
+    hold,
+    integrity,
+    keys,
+    ledgerproofs,
+    removal,
+    roles,
+    stats,
+    transfer,
+)
 
 __all__ = ["GROUPS"]
 
 #: In the order ``chatledger --help`` lists them.
-GROUPS = (demo, browse, transfer, integrity, removal, hold, stats, roles, keys)
+GROUPS = (demo, browse, transfer, integrity, ledgerproofs, removal, hold, stats, roles, keys)

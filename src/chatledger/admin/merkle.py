@@ -1,0 +1,525 @@
+"""The operator's side of the Merkle log: sequencing, signed checkpoints, and proofs.
+
+One RFC 6962 log per tenant (log id ``tenant:<T>``) and one for events without a tenant
+(``default``). The log order is the order in which the sequencer appended the leaves,
+recorded forever in the ``log_entries`` collection under ``(log, index)``: each run
+reads the scope's live events in ``_id`` order in batches, keeps those without a leaf,
+and appends them sorted by ``(thread_id, seq)``. Appends never wait for it: an event is
+covered by the first checkpoint after the sequencer saw it.
+
+Branch events are events like any other (a branch's own events get their own leaves;
+the events it shares with its parent are the parent's leaves). A removed event keeps
+its leaf: the leaf holds the event's hash and message digests, so its inclusion still
+proves, without its content. Schema-1 events carry no tenant and go to the default log.
+
+Resumable: a killed run leaves leaves without their tree nodes; the next run rebuilds
+the nodes from the last recorded head (idempotent writes). Two sequencers racing
+cannot corrupt the log: an index or an event is taken once (unique indexes), and the
+loser reads what the winner wrote and carries on after it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+from urllib.parse import quote
+
+from chatledger import proofs
+from chatledger.admin.catalog import as_ledger, validate_name
+from chatledger.codec import canonical_json_bytes
+from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
+from chatledger.hashing import _digested, epoch_ms, event_hash
+from chatledger.models import validate_thread_id
+from chatledger.storage import DEFAULT_EVENTS_COLLECTION
+from chatledger.storage.documents import check_event
+from chatledger.storage.events import event_key
+from chatledger.storage.merkle import (
+    DEFAULT_LOG_ENTRIES_COLLECTION,
+    DEFAULT_LOG_TREE_COLLECTION,
+    MerkleStore,
+    Node,
+)
+
+__all__ = [
+    "DEFAULT_SEQUENCE_BATCH",
+    "CheckpointResult",
+    "SequenceReport",
+    "checkpoint",
+    "count_log_events",
+    "default_origin",
+    "log_id",
+    "prove_consistency",
+    "prove_event",
+    "sequence",
+]
+
+#: Events read, checked and appended per batch: memory stays bounded whatever the backlog.
+DEFAULT_SEQUENCE_BATCH: Final = 1000
+
+
+def log_id(tenant: str | None) -> str:
+    """Return the id of a tenant's log (``None``: the default scope's log)."""
+    return "default" if tenant is None else f"tenant:{validate_name('tenant', tenant)}"
+
+
+def default_origin(database: str, tenant: str | None) -> str:
+    """Return the origin a log's checkpoints carry unless one is chosen: ``chatledger/<db>[/tenant/<T>]``."""
+    base = f"chatledger/{quote(database, safe='')}"
+    return base if tenant is None else f"{base}/tenant/{quote(tenant, safe='')}"
+
+
+def _pieces(lo: int, hi: int) -> list[Node]:
+    """The complete subtrees, largest first, that make up leaves ``[lo, hi)`` (``lo`` aligned)."""
+    out: list[Node] = []
+    while lo < hi:
+        level = (hi - lo).bit_length() - 1
+        while lo % (1 << level):
+            level -= 1
+        out.append((level, lo >> level))
+        lo += 1 << level
+    return out
+
+
+def _fold(hashes: Sequence[bytes]) -> bytes:
+    """MTH of a range from its complete subtrees, largest first (RFC 9162's right-leaning shape)."""
+    if not hashes:
+        return proofs.EMPTY_ROOT
+    root = hashes[-1]
+    for h in reversed(hashes[:-1]):
+        root = proofs.node_hash(h, root)
+    return root
+
+
+def _split(n: int) -> int:
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def _inclusion_ranges(m: int, lo: int, hi: int) -> list[tuple[int, int]]:
+    """The ranges whose MTH make up PATH(m, D[lo:hi]) (RFC 9162 §2.1.3.1)."""
+    if hi - lo <= 1:
+        return []
+    k = lo + _split(hi - lo)
+    if m < k:
+        return [*_inclusion_ranges(m, lo, k), (k, hi)]
+    return [*_inclusion_ranges(m, k, hi), (lo, k)]
+
+
+def _consistency_ranges(m: int, lo: int, hi: int, complete: bool) -> list[tuple[int, int]]:
+    """The ranges whose MTH make up SUBPROOF(m, D[lo:hi], complete) (RFC 9162 §2.1.4.1)."""
+    if m == hi:
+        return [] if complete else [(lo, hi)]
+    k = lo + _split(hi - lo)
+    if m <= k:
+        return [*_consistency_ranges(m, lo, k, complete), (k, hi)]
+    return [*_consistency_ranges(m, k, hi, False), (lo, k)]
+
+
+async def _range_hashes(store: MerkleStore, log: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    """MTH of each range, from the stored subtrees: O(log² n) nodes, read in two queries."""
+    pieces = {r: _pieces(*r) for r in ranges}
+    found = await store.hashes(log, [p for ps in pieces.values() for p in ps])
+    return [_fold([found[p] for p in pieces[r]]) for r in ranges]
+
+
+class _Frontier:
+    """The log's right edge: the hashes of the complete subtrees of ``[0, size)``, largest first."""
+
+    def __init__(self, store: MerkleStore, log: str) -> None:
+        self.store = store
+        self.log = log
+        self.size = 0
+        self.stack: list[tuple[int, int, bytes]] = []  # (level, index, hash)
+
+    @classmethod
+    async def load(cls, store: MerkleStore, log: str) -> _Frontier:
+        """Return the frontier at the last recorded head, caught up with every leaf stored since."""
+        frontier = cls(store, log)
+        head = await store.latest(log)
+        if head is not None:
+            size = int(head["size"])
+            pieces = _pieces(0, size)
+            found = await store.hashes(log, pieces)
+            frontier.stack = [(level, i, found[(level, i)]) for level, i in pieces]
+            frontier.size = size
+            if frontier.root() != bytes.fromhex(str(head["hash"])):
+                raise IntegrityError(
+                    f"log {log!r}: the stored tree no longer gives its recorded root at size {size}"
+                )
+        await frontier.catch_up()
+        return frontier
+
+    def root(self) -> bytes:
+        return _fold([h for _, _, h in self.stack])
+
+    def _push(self, index: int, leaf: bytes, nodes: list[tuple[Node, bytes]]) -> None:
+        self.stack.append((0, index, leaf))
+        while len(self.stack) >= 2 and self.stack[-1][0] == self.stack[-2][0]:
+            level, _, right = self.stack.pop()
+            _, left_index, left = self.stack.pop()
+            node, merged = (level + 1, left_index // 2), proofs.node_hash(left, right)
+            self.stack.append((*node, merged))
+            nodes.append((node, merged))
+        self.size = index + 1
+
+    async def catch_up(self) -> None:
+        """Take in leaves stored after ``size`` (a killed run's, a racer's), writing their nodes."""
+        nodes: list[tuple[Node, bytes]] = []
+        async for index, leaf in self.store.leaves(self.log, self.size):
+            if index != self.size:
+                raise IntegrityError(f"log {self.log!r} has no leaf {self.size} but has leaf {index}")
+            self._push(index, leaf, nodes)
+            if len(nodes) >= DEFAULT_SEQUENCE_BATCH:
+                await self.store.put_nodes(self.log, nodes)
+                nodes = []
+        await self.store.put_nodes(self.log, nodes)
+
+    async def append(self, leaves: list[dict[str, Any]]) -> int:
+        """Append leaves after the right edge; return how many this run added (a racer may add others)."""
+        added = 0
+        while leaves:
+            taken = await self.store.append(self.log, self.size, leaves)
+            nodes: list[tuple[Node, bytes]] = []
+            for leaf in leaves[:taken]:
+                self._push(self.size, bytes.fromhex(leaf["hash"]), nodes)
+            await self.store.put_nodes(self.log, nodes)
+            added += taken
+            leaves = leaves[taken:]
+            if leaves:  # another sequencer got there first: follow it, drop what it sequenced
+                await self.catch_up()
+                done = await self.store.sequenced(self.log, [leaf["event"] for leaf in leaves])
+                leaves = [leaf for leaf in leaves if leaf["event"] not in done]
+        return added
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceReport:
+    """What a sequencing run did."""
+
+    log: str
+    size_before: int
+    size: int
+    added: int
+    #: Root hash of the tree of ``size`` leaves, hex.
+    root: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-ready data."""
+        return {
+            "log": self.log,
+            "size_before": self.size_before,
+            "size": self.size,
+            "added": self.added,
+            "root": self.root,
+        }
+
+
+def _leaf_of(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The log entry for one stored event, after checking the event against its own hash."""
+    event = check_event(doc)
+    key = str(event.get("_id"))
+    prev = event.get("prev_hash")
+    if type(prev) is not str or event_hash(prev, event) != event["hash"]:
+        raise IntegrityError(
+            f"event {key!r} does not match its own hash: it was altered after it was written "
+            "(run 'chatledger verify'); nothing from its batch was sequenced"
+        )
+    created = event.get("created_at")
+    if not isinstance(created, datetime):
+        raise IntegrityError(f"event {key!r} has no creation time")
+    tenant = event.get("tenant_id")
+    data = proofs.leaf_data(
+        tenant=tenant if type(tenant) is str else None,
+        thread=event["thread_id"],
+        seq=event["seq"],
+        event_hash=event["hash"],
+        prev_hash=prev,
+        created_at=epoch_ms(created),
+        message_digests=[proofs.message_digest(_canonical_message(m)) for m in event["messages"]],
+    )
+    return {
+        "event": key,
+        "thread_id": event["thread_id"],
+        "seq": event["seq"],
+        "hash": proofs.leaf_hash(data).hex(),
+        "data": data.decode("ascii"),
+    }
+
+
+def _canonical_message(message: Mapping[str, Any]) -> bytes:
+    """A stored message's canonical bytes as its leaf digests them (a ciphertext by its digest)."""
+    return canonical_json_bytes(_digested(message))
+
+
+def _store(target: Any) -> MerkleStore:
+    ledger = as_ledger(target)
+    events = ledger.storage.events
+    name = str(events.collection.name)
+    if name == DEFAULT_EVENTS_COLLECTION:
+        return MerkleStore(ledger.storage.gate, events)
+    # Two ledgers in one database (other events collections) keep two sets of logs.
+    return MerkleStore(
+        ledger.storage.gate,
+        events,
+        entries_collection=f"{name}_{DEFAULT_LOG_ENTRIES_COLLECTION}",
+        tree_collection=f"{name}_{DEFAULT_LOG_TREE_COLLECTION}",
+    )
+
+
+async def count_log_events(target: Any, *, tenant: str | None = None) -> int:
+    """Return how many live events a log's scope holds (a progress total for :func:`sequence`)."""
+    log_id(tenant)
+    return await _store(target).count_events(tenant)
+
+
+async def sequence(
+    target: Any,
+    *,
+    tenant: str | None = None,
+    batch: int = DEFAULT_SEQUENCE_BATCH,
+    on_progress: Callable[[int], object] | None = None,
+) -> SequenceReport:
+    """Append every live event of a scope that has no leaf yet to the scope's log.
+
+    Safe to run on a schedule, to kill and re-run, and to run twice at once.
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        tenant: The tenant whose log to extend; ``None``: the default scope's.
+        batch: Events per batch (memory is bounded by it).
+        on_progress: Called with the number of events looked at after each batch.
+
+    Raises:
+        IntegrityError: an event does not match its own hash, or the log was altered.
+        InvalidInputError: a bad tenant or batch size.
+    """
+    if type(batch) is not int or not 1 <= batch <= 10_000:
+        raise InvalidInputError("batch must be an int from 1 to 10000")
+    log = log_id(tenant)
+    store = _store(target)
+    await store.ensure_indexes()
+    frontier = await _Frontier.load(store, log)
+    before, added, after = frontier.size, 0, None
+    while keys := await store.event_keys(tenant, after, batch):
+        after = keys[-1]
+        done = await store.sequenced(log, keys)
+        pending = [k for k in keys if k not in done]
+        if pending:
+            docs = await store.events_by_key(pending)
+            leaves = [_leaf_of(d) for d in docs if not d.get("removed")]
+            leaves.sort(key=lambda leaf: (leaf["thread_id"], leaf["seq"]))
+            added += await frontier.append(leaves)
+        if on_progress is not None:
+            on_progress(len(keys))
+    root = frontier.root()
+    await store.put_head(log, frontier.size, root)
+    return SequenceReport(log=log, size_before=before, size=frontier.size, added=added, root=root.hex())
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointResult:
+    """A sequencing run and the checkpoint signed for the tree it reached."""
+
+    report: SequenceReport
+    origin: str
+    note: str
+
+
+async def checkpoint(
+    target: Any,
+    signing_key: bytes,
+    *,
+    tenant: str | None = None,
+    origin: str | None = None,
+    batch: int = DEFAULT_SEQUENCE_BATCH,
+    on_progress: Callable[[int], object] | None = None,
+) -> CheckpointResult:
+    """Sequence what is pending, then sign and store a C2SP checkpoint of the log.
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        signing_key: An Ed25519 private key, unencrypted PEM.
+        tenant: The tenant whose log to checkpoint; ``None``: the default scope's.
+        origin: The log's name in the checkpoint (default: :func:`default_origin`).
+        batch: Events per sequencing batch.
+        on_progress: As for :func:`sequence`.
+
+    Raises:
+        InvalidInputError: the key or origin is not usable (nothing is written).
+        IntegrityError: as for :func:`sequence`.
+    """
+    ledger = as_ledger(target)
+    try:
+        key = proofs.load_private_key(signing_key)
+        name = proofs.valid_origin(
+            origin if origin is not None else default_origin(ledger.database.name, tenant)
+        )
+    except proofs.ProofError as e:
+        raise InvalidInputError(str(e)) from e
+    report = await sequence(ledger, tenant=tenant, batch=batch, on_progress=on_progress)
+    note = proofs.sign_checkpoint(name, report.size, bytes.fromhex(report.root), key)
+    await _store(ledger).put_head(report.log, report.size, bytes.fromhex(report.root), note=note)
+    return CheckpointResult(report=report, origin=name, note=note)
+
+
+def _claimed(note: str | None, what: str) -> proofs.Checkpoint:
+    if note is None:
+        raise InvalidInputError(f"{what}: no checkpoint")
+    try:
+        return proofs.unverified_checkpoint(note)
+    except proofs.ProofError as e:
+        raise InvalidInputError(f"{what}: {e}") from e
+
+
+async def _stored_root(store: MerkleStore, log: str, claimed: proofs.Checkpoint, what: str) -> None:
+    """Refuse to prove against a checkpoint this log's stored tree does not reproduce."""
+    if claimed.size > await store.size(log):
+        raise InvalidInputError(f"{what} has {claimed.size} leaves; log {log!r} has fewer (another log's?)")
+    root = (await _range_hashes(store, log, [(0, claimed.size)]))[0] if claimed.size else proofs.EMPTY_ROOT
+    if root != claimed.root:
+        raise IntegrityError(
+            f"log {log!r} no longer gives the root of {what} at size {claimed.size}: the log or the "
+            "checkpoint was altered (or it is another log's)"
+        )
+
+
+async def _checkpoint_note(store: MerkleStore, log: str, note: str | None) -> str:
+    if note is not None:
+        return note
+    latest = await store.latest(log, "checkpoint")
+    if latest is None:
+        raise InvalidInputError(f"log {log!r} has no checkpoint yet: run 'chatledger checkpoint' first")
+    return str(latest["note"])
+
+
+async def prove_event(
+    target: Any,
+    thread_id: str,
+    seq: int,
+    *,
+    tenant: str | None = None,
+    message: int | None = None,
+    checkpoint_note: str | None = None,
+) -> dict[str, Any]:
+    """Return an inclusion proof (the ``chatledger prove`` JSON) for one event or one of its messages.
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        thread_id: The event's thread.
+        seq: The event's position in it.
+        tenant: The tenant whose log holds it (``None``: the default log).
+        message: Prove only this message (its index within the event, from 0); the others
+            are represented by their digests in the leaf. ``None``: every message.
+        checkpoint_note: The checkpoint to prove against (its text); ``None``: the latest
+            stored one.
+
+    Raises:
+        InvalidInputError: the event is not covered by the checkpoint, or bad arguments.
+        IntegrityError: the log or the event no longer matches what was sequenced.
+    """
+    validate_thread_id(thread_id)
+    if type(seq) is not int or seq < 1:
+        raise InvalidInputError("seq must be a positive int")
+    if message is not None and (type(message) is not int or message < 0):
+        raise InvalidInputError("message must be a non-negative int")
+    log = log_id(tenant)
+    store = _store(target)
+    claimed = _claimed(await _checkpoint_note(store, log, checkpoint_note), "the checkpoint")
+    key = event_key(thread_id, seq)
+    leaf = await store.leaf(log, event=key)
+    if leaf is None:
+        raise InvalidInputError(
+            f"event {key!r} is not in log {log!r}: not sequenced yet (the next 'chatledger checkpoint' "
+            "covers it), or it belongs to another tenant's log (--tenant)"
+        )
+    index = int(leaf["index"])
+    if index >= claimed.size:
+        raise InvalidInputError(
+            f"event {key!r} is leaf {index}, after the checkpoint's {claimed.size} leaves: "
+            "prove against a newer checkpoint"
+        )
+    await _stored_root(store, log, claimed, "the checkpoint")
+    data = str(leaf["data"]).encode("utf-8")
+    if proofs.leaf_hash(data).hex() != leaf.get("hash"):
+        raise IntegrityError(f"log entry {index} of {log!r} does not match its hash")
+    digests: list[str] = json.loads(data)["messages"]
+    shown = await _shown_messages(store, key, digests, message)
+    path = await _range_hashes(store, log, _inclusion_ranges(index, 0, claimed.size))
+    return {
+        "chatledger_proof": proofs.PROOF_FORMAT,
+        "type": "inclusion",
+        "origin": claimed.origin,
+        "tree_size": claimed.size,
+        "leaf_index": index,
+        "leaf": data.decode("utf-8"),
+        "path": [_b64(h) for h in path],
+        "messages": shown,
+    }
+
+
+async def _shown_messages(
+    store: MerkleStore, key: str, digests: list[str], message: int | None
+) -> list[dict[str, Any]]:
+    """The messages a proof shows, each checked against its digest in the leaf."""
+    if message is not None and message >= len(digests):
+        raise InvalidInputError(f"event {key!r} has {len(digests)} messages; there is no message {message}")
+    docs = await store.events_by_key([key])
+    if not docs or docs[0].get("removed"):
+        if message is not None:
+            raise InvalidInputError(
+                f"event {key!r} was removed: its content is gone, only its leaf (digests) can be proven"
+            )
+        return []  # removed: the leaf still proves the event's place, hash and digests
+    stored = docs[0].get("messages")
+    if not isinstance(stored, list) or len(stored) != len(digests):
+        raise IntegrityError(f"event {key!r} no longer has the messages it was sequenced with")
+    out = []
+    for i in range(len(digests)) if message is None else [message]:
+        try:
+            canonical = _canonical_message(stored[i])
+        except (ChatLedgerError, TypeError, ValueError, AttributeError) as e:
+            raise IntegrityError(f"event {key!r}: message {i} is malformed") from e
+        if proofs.message_digest(canonical) != digests[i]:
+            raise IntegrityError(f"event {key!r}: message {i} was altered after it was sequenced")
+        out.append({"index": i, "canonical": canonical.decode("utf-8")})
+    return out
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+async def prove_consistency(
+    target: Any, old_note: str, new_note: str, *, tenant: str | None = None
+) -> dict[str, Any]:
+    """Return a consistency proof (the ``chatledger prove --from --to`` JSON) between two checkpoints.
+
+    Raises:
+        InvalidInputError: the checkpoints are malformed, of two logs, or in the wrong order.
+        IntegrityError: the stored log no longer reproduces one of them.
+    """
+    old = _claimed(old_note, "the old checkpoint")
+    new = _claimed(new_note, "the new checkpoint")
+    if old.origin != new.origin:
+        raise InvalidInputError(f"the checkpoints are of two logs ({old.origin!r}, {new.origin!r})")
+    if old.size > new.size:
+        raise InvalidInputError(
+            f"--from has {old.size} leaves, --to {new.size}: give the older checkpoint first"
+        )
+    log = log_id(tenant)
+    store = _store(target)
+    await _stored_root(store, log, old, "the old checkpoint")
+    await _stored_root(store, log, new, "the new checkpoint")
+    ranges = _consistency_ranges(old.size, 0, new.size, True) if 0 < old.size < new.size else []
+    path = await _range_hashes(store, log, ranges)
+    return {
+        "chatledger_proof": proofs.PROOF_FORMAT,
+        "type": "consistency",
+        "origin": new.origin,
+        "old_size": old.size,
+        "new_size": new.size,
+        "path": [_b64(h) for h in path],
+    }

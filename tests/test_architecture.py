@@ -25,6 +25,7 @@ FLOORS: dict[str, int] = {
     "hashing": 0,
     "models": 0,
     "telemetry": 0,
+    "proofs": 0,  # the offline verifier: standard library and cryptography only
     "storage": 1,
     "sealing": 2,
     "ledger": 3,

@@ -97,6 +97,67 @@ test-maf-matrix: $(MAF_OLDEST_VENV)/.chatledger-installed $(MAF_NEWEST_VENV)/.ch
 test: $(STAMP) ferretdb lint typecheck test-maf-old test-maf-matrix
 	$(PY) -m pytest
 
+# --- Dependency resolutions: the newest releases, and the lowest versions pyproject allows ---
+# Each in its own virtualenv, on another Python than the main suite's 3.11 (newest on 3.13,
+# oldest on 3.12), so every version the classifiers claim runs tests. One subset covers each
+# dependency's use: the store on mongomock-motor and FerretDB through PyMongo and Motor
+# (append/read), pydantic (bad input), orjson (codec), agent-framework-core (its adapter),
+# cryptography (sealing, form cl3), Typer and Rich (the CLI, on mongomock and without a server).
+RESOLUTION_TESTS := tests/behaviour/test_append_read.py tests/behaviour/test_codec.py \
+	tests/behaviour/test_bad_input.py tests/behaviour/test_agent_framework.py tests/sealing/test_cl3.py
+NEWEST_VENV ?= .venv-newest
+OLDEST_VENV ?= .venv-oldest
+OLDEST_STAMP := $(OLDEST_VENV)/.chatledger-installed
+OLDEST_CONSTRAINTS := .cache/constraints-oldest.txt
+# python$(1) on PATH, else pyenv's build of it (this machine's image has 3.11-3.13 there).
+find_python = $(firstword $(foreach p,python$(1) $(wildcard $(shell pyenv root 2>/dev/null)/versions/$(1).*/bin/python$(1)),$(if $(filter $(1),$(shell $(p) -c 'import sys; print(*sys.version_info[:2], sep=".")' 2>/dev/null)),$(p))))
+PYTHON_NEWEST ?= $(call find_python,3.13)
+PYTHON_OLDEST ?= $(call find_python,3.12)
+
+# $(1) virtualenv, $(2) the Python version it should have, $(3) that interpreter (or empty).
+define resolution_venv
+	@if [ -z "$(3)" ]; then \
+		if [ "$$CI" = "true" ]; then echo "CI=true: no Python $(2) for $(1), and the README says it is tested"; exit 1; fi; \
+		echo "Python $(2) not found: $(1) uses $(PYTHON) instead"; fi
+	[ -x $(1)/bin/python ] || $(or $(3),$(PYTHON)) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+endef
+
+# $(1) virtualenv: the versions it resolved, then the subset, timed.
+define resolution_suite
+	$(1)/bin/python scripts/constraints.py installed
+	@start=$$(date +%s); \
+	$(1)/bin/python -m pytest -q -p no:cacheprovider $(RESOLUTION_TESTS) && \
+	$(1)/bin/python -m pytest -q -p no:cacheprovider tests/admin/test_cli.py -k "not ferretdb" && \
+	echo "$(1): the subset took $$(( $$(date +%s) - start )) s"
+endef
+
+# Re-resolved on every run: "newest" means today's releases, not the ones of the first run.
+test-newest: ferretdb
+	$(call resolution_venv,$(NEWEST_VENV),3.13,$(PYTHON_NEWEST))
+	$(NEWEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
+	$(call resolution_suite,$(NEWEST_VENV))
+
+# agent-framework-core's range is the framework matrix's to test; left free here, pip picks
+# the newest release that accepts the other lowest versions.
+$(OLDEST_CONSTRAINTS): pyproject.toml scripts/constraints.py
+	$(PYTHON) scripts/constraints.py lowest --exclude agent-framework-core -o $@
+
+$(OLDEST_STAMP): $(OLDEST_CONSTRAINTS)
+	$(call resolution_venv,$(OLDEST_VENV),3.12,$(PYTHON_OLDEST))
+	$(OLDEST_VENV)/bin/python -m pip install --quiet -e '.[test]' -c $(OLDEST_CONSTRAINTS)
+	touch $@
+
+test-oldest: $(OLDEST_STAMP) ferretdb
+	$(call resolution_suite,$(OLDEST_VENV))
+
+test: test-newest test-oldest
+.PHONY: test-newest test-oldest clean-resolutions
+clean: clean-resolutions
+clean-resolutions:
+	rm -rf $(NEWEST_VENV) $(OLDEST_VENV)
+# --- end of the dependency resolutions ---
+
 # Benchmarks in their own virtualenv: the peers (langchain-mongodb, openai-agents,
 # langgraph-checkpoint-mongodb) never become ChatLedger dependencies.
 $(BENCH_STAMP): requirements-bench.txt pyproject.toml

@@ -5,23 +5,36 @@ range on ``seq`` or ``first_message``, sorted on that field, limited, and with t
 index named as a hint, so MongoDB cannot pick another plan. "The event at a
 position" is a primary-key lookup (``_id`` is ``"<thread_id>#<seq>"``), the one filter
 every engine pushes down.
+
+A hint naming a missing index fails on MongoDB and DocumentDB (events restored without
+their indexes, or an index dropped by hand): such a read creates the indexes, as the first
+append does, and runs again; if they cannot be created, it fails with a
+:class:`~chatledger.errors.StorageError` naming the index and how to create it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
-from chatledger.errors import ConcurrencyError, IntegrityError, ThreadRemovedError
+from chatledger.errors import (
+    ConcurrencyError,
+    IntegrityError,
+    StorageError,
+    StorageUnavailableError,
+    ThreadRemovedError,
+)
 from chatledger.storage.documents import check_event
 from chatledger.storage.driver import aggregate_list, cursor_list
 from chatledger.storage.gate import Gate
 
 __all__ = ["BATCH_SIZE", "EVENT_INDEXES", "EventStore", "PositionTakenError", "event_key"]
+
+_T = TypeVar("_T")
 
 #: Documents per reply batch. FerretDB refuses replies over 48 MB, so no query may let
 #: the server put a whole long thread in one reply; 256 events of 10 messages stay small.
@@ -173,21 +186,25 @@ class EventStore:
         Events of a removed thread are not live: a writer that still had the thread cached
         then appends into a hollowed or sealed position and gets ``ThreadRemovedError``.
         """
-        cursor = (
-            self.collection.find(
-                {"thread_id": thread_id, "removed": {"$exists": False}}, {**_SUMMARY, "created_at": 1}
+        def query() -> Awaitable[list[dict[str, Any]]]:
+            return cursor_list(
+                self.collection.find(
+                    {"thread_id": thread_id, "removed": {"$exists": False}}, {**_SUMMARY, "created_at": 1}
+                )
+                .sort("seq", DESCENDING)
+                .hint(_SEQ_INDEX)
+                .limit(1)
             )
-            .sort("seq", DESCENDING)
-            .hint(_SEQ_INDEX)
-            .limit(1)
-        )
-        docs = await self.gate.call("read head", cursor_list(cursor))
+
+        docs = await self._hinted("read head", _SEQ_INDEX, query)
         return check_event(docs[0], fields=_SUMMARY_FIELDS) if docs else None
 
     async def with_event_id(self, event_id: str, seq: int) -> list[dict[str, Any]]:
         """Return the events (a few at most) at ``seq`` of any thread that carry ``event_id``."""
-        cursor = self.collection.find({"event_id": event_id, "seq": seq}).hint("event_id").limit(8)
-        docs = await self.gate.call("read event", cursor_list(cursor))
+        def query() -> Awaitable[list[dict[str, Any]]]:
+            return cursor_list(self.collection.find({"event_id": event_id, "seq": seq}).hint("event_id").limit(8))
+
+        docs = await self._hinted("read event", "event_id", query)
         return [check_event(d) for d in docs if not d.get("removed")]
 
     async def page(self, thread_id: str, lo: int, hi: int) -> list[dict[str, Any]]:
@@ -197,22 +214,27 @@ class EventStore:
         window (a range on ``first_message``), and, unless one starts exactly at ``lo``,
         the single event that starts before ``lo`` and runs into the window.
         """
-        inside = (
-            self.collection.find({"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}}, _PAGE)
-            .sort("first_message", ASCENDING)
-            .hint(_MESSAGE_INDEX)
-            .limit(hi - lo)
-            .batch_size(BATCH_SIZE)
-        )
-        docs = [_live(d) for d in await self.gate.call("read events", cursor_list(inside))]
-        if not docs or docs[0]["first_message"] != lo:
-            before = (
+
+        def inside() -> Awaitable[list[dict[str, Any]]]:
+            return cursor_list(
+                self.collection.find({"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}}, _PAGE)
+                .sort("first_message", ASCENDING)
+                .hint(_MESSAGE_INDEX)
+                .limit(hi - lo)
+                .batch_size(BATCH_SIZE)
+            )
+
+        def before() -> Awaitable[list[dict[str, Any]]]:
+            return cursor_list(
                 self.collection.find({"thread_id": thread_id, "first_message": {"$lt": lo}}, _PAGE)
                 .sort("first_message", DESCENDING)
                 .hint(_MESSAGE_INDEX)
                 .limit(1)
             )
-            earlier = [_live(d) for d in await self.gate.call("read events", cursor_list(before))]
+
+        docs = [_live(d) for d in await self._hinted("read events", _MESSAGE_INDEX, inside)]
+        if not docs or docs[0]["first_message"] != lo:
+            earlier = [_live(d) for d in await self._hinted("read events", _MESSAGE_INDEX, before)]
             docs = [d for d in earlier if d["first_message"] + d["count"] > lo] + docs
         return docs
 
@@ -234,15 +256,24 @@ class EventStore:
         query: dict[str, Any] = {"thread_id": thread_id}
         if after_seq is not None:
             query["seq"] = {"$gt": after_seq}
-        cursor = (
-            self.collection.find(query, projection)
-            .sort("seq", ASCENDING)
-            .hint(_SEQ_INDEX)
-            .batch_size(BATCH_SIZE)
-        )
-        async with self.gate.translated("read events"):
-            async for doc in cursor:
-                yield doc
+        for attempt in range(2):
+            cursor = (
+                self.collection.find(query, projection)
+                .sort("seq", ASCENDING)
+                .hint(_SEQ_INDEX)
+                .batch_size(BATCH_SIZE)
+            )
+            yielded = False
+            try:
+                async with self.gate.translated("read events"):
+                    async for doc in cursor:
+                        yielded = True
+                        yield doc
+                return
+            except StorageError as e:
+                # A missing index fails the first batch, before anything was yielded.
+                if yielded or attempt or not await self._index_repaired(_SEQ_INDEX, e):
+                    raise
 
     async def any_sealed(self, thread_ids: Sequence[str]) -> bool:
         """Return whether any live event of these threads holds a sealed message (one query)."""
@@ -331,15 +362,17 @@ class EventStore:
 
     async def last(self, thread_id: str) -> dict[str, Any] | None:
         """Return the newest document of a thread as stored, removed or not (removals use it)."""
-        cursor = (
-            self.collection.find(
-                {"thread_id": thread_id, "seq": {"$gt": 0}}, {"seq": 1, "hash": 1, "removed": 1, "sealed": 1}
+        def query() -> Awaitable[list[dict[str, Any]]]:
+            return cursor_list(
+                self.collection.find(
+                    {"thread_id": thread_id, "seq": {"$gt": 0}}, {"seq": 1, "hash": 1, "removed": 1, "sealed": 1}
+                )
+                .sort("seq", DESCENDING)
+                .hint(_SEQ_INDEX)
+                .limit(1)
             )
-            .sort("seq", DESCENDING)
-            .hint(_SEQ_INDEX)
-            .limit(1)
-        )
-        docs = await self.gate.call("read head", cursor_list(cursor))
+
+        docs = await self._hinted("read head", _SEQ_INDEX, query)
         return docs[0] if docs else None
 
     async def claim(self, thread_id: str, receipt_id: str, root_id: str) -> bool:
@@ -437,6 +470,40 @@ class EventStore:
         """Create the events indexes (one per command: FerretDB panics on multi-index re-runs)."""
         for name, keys, options in EVENT_INDEXES:
             await self.gate.call("create index", self.collection.create_index(keys, name=name, **options))
+
+    async def _hinted(self, what: str, index: str, query: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a read that hints ``index``; if the index is missing, create the indexes and run it again."""
+        try:
+            return await self.gate.call(what, query())
+        except StorageError as e:
+            if not await self._index_repaired(index, e):
+                raise
+        return await self.gate.call(what, query())
+
+    async def _index_repaired(self, index: str, error: StorageError) -> bool:
+        """After a hinted read failed: create the indexes if ``index`` is missing; return whether it was.
+
+        Only a refusal by the server can mean a missing index (not a lost connection), and
+        the index list decides, not the error text, which differs between engines.
+
+        Raises:
+            StorageError: the index is missing and creating it failed (no ``createIndex``
+                privilege, or stored events that break the unique index).
+        """
+        if isinstance(error, StorageUnavailableError) or not isinstance(error.__cause__, OperationFailure):
+            return False
+        names = await self.gate.call("list indexes", self.collection.index_information())
+        if index in names:
+            return False
+        try:
+            await self.ensure_indexes()
+        except StorageError as e:
+            raise StorageError(
+                f"the events collection {self.collection.name!r} has no index {index!r}, which reads need, "
+                f"and creating it failed ({e}): create the ledger's indexes with Ledger.ensure_indexes() "
+                "as a user allowed createIndex (`chatledger roles create` prints such a role)"
+            ) from e
+        return True
 
     # ------------------------------------------------------------------ admin at scale
 

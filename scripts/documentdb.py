@@ -91,7 +91,12 @@ PACKAGES: Final = (
     "build-essential",
 )
 #: Extension control files ``make install`` leaves behind; all present = the system part is built.
-CONTROL_FILES: Final = ("vector.control", "pg_cron.control", "documentdb.control", "documentdb_extended_rum.control")
+CONTROL_FILES: Final = (
+    "vector.control",
+    "pg_cron.control",
+    "documentdb.control",
+    "documentdb_extended_rum.control",
+)
 #: bookworm ships libbson 1.23; DocumentDB expects 1.28 (one constant and one switch warning).
 COPT: Final = "-DBSON_SUBTYPE_SENSITIVE=0x08 -Wno-error=switch"
 PRELOAD: Final = "pg_cron, pg_documentdb_core, pg_documentdb, pg_documentdb_extended_rum"
@@ -102,7 +107,8 @@ def _ferretdb_module() -> Any:
     name = "chatledger_scripts_ferretdb"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("ferretdb.py"))
-        assert spec is not None and spec.loader is not None
+        assert spec is not None
+        assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -154,7 +160,9 @@ def _run(args: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | 
     proc = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
-        raise RuntimeError(f"`{' '.join(args)}` failed in {cwd or os.getcwd()} (exit {proc.returncode}):\n{tail}")
+        raise RuntimeError(
+            f"`{' '.join(args)}` failed in {cwd or os.getcwd()} (exit {proc.returncode}):\n{tail}"
+        )
 
 
 def _install_packages() -> None:
@@ -333,7 +341,9 @@ class DocumentDBServer:
         out = []
         for path in (self.pg_log, self.log_path):
             try:
-                out.append(f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+                out.append(
+                    f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+                )
             except OSError:
                 out.append(f"--- {path.name}: (no log)")
         return "\n".join(out)
@@ -342,8 +352,21 @@ class DocumentDBServer:
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
             os.chown(self.base_dir, user.pw_uid, user.pw_gid)
-        _run(self._as_postgres([str(PG_BIN / "initdb"), "-D", str(self.pg_dir), "--auth=trust", "-E", "UTF8",
-                                "--locale=C.UTF-8", "-U", "postgres"]))
+        _run(
+            self._as_postgres(
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(self.pg_dir),
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "-U",
+                    "postgres",
+                ]
+            )
+        )
         settings = {
             "listen_addresses": f"'{HOST}'",
             "port": str(self.pg_port),
@@ -363,11 +386,42 @@ class DocumentDBServer:
             conf.write("\n# chatledger test tier\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
         stop = [str(PG_BIN / "pg_ctl"), "-D", str(self.pg_dir), "-m", "immediate", "-w", "stop"]
         self._pg_stop[:] = [lambda: subprocess.run(self._as_postgres(stop), capture_output=True, check=False)]
-        _run(self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.pg_dir), "-l", str(self.pg_log), "-w",
-                                "-t", str(int(self.startup_timeout)), "start"]))
-        _run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-p", str(self.pg_port),
-              "-U", "postgres", "-d", "postgres", "-c", "CREATE EXTENSION documentdb CASCADE",
-              "-c", "CREATE EXTENSION documentdb_extended_rum"])
+        _run(
+            self._as_postgres(
+                [
+                    str(PG_BIN / "pg_ctl"),
+                    "-D",
+                    str(self.pg_dir),
+                    "-l",
+                    str(self.pg_log),
+                    "-w",
+                    "-t",
+                    str(int(self.startup_timeout)),
+                    "start",
+                ]
+            )
+        )
+        _run(
+            [
+                str(PG_BIN / "psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                HOST,
+                "-p",
+                str(self.pg_port),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                "CREATE EXTENSION documentdb CASCADE",
+                "-c",
+                "CREATE EXTENSION documentdb_extended_rum",
+            ]
+        )
 
     def command(self) -> list[str]:
         """The gateway's command line."""
@@ -514,8 +568,11 @@ def _cmd_stop(args: argparse.Namespace) -> int:
         print(f"pid {pid} is not running (stale pid file)", file=sys.stderr)
     pg_ctl = [str(PG_BIN / "pg_ctl"), "-D", info["pg_dir"], "-m", "fast", "-w", "stop"]
     if Path(info["pg_dir"], "postmaster.pid").exists():
-        subprocess.run(["runuser", "-u", "postgres", "--", *pg_ctl] if os.geteuid() == 0 else pg_ctl,
-                       capture_output=True, check=False)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *pg_ctl] if os.geteuid() == 0 else pg_ctl,
+            capture_output=True,
+            check=False,
+        )
     shutil.rmtree(info["base_dir"], ignore_errors=True)
     pid_file.unlink()
     return 0
@@ -528,7 +585,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("build", help="install packages and build the extensions and gateway once")
     p.add_argument("--force", action="store_true", help="rebuild even if the stamp is current")
     p.set_defaults(func=_cmd_build)
-    p = sub.add_parser("start", help="start a detached cluster + gateway; write JSON with its uri to the pid file")
+    p = sub.add_parser(
+        "start", help="start a detached cluster + gateway; write JSON with its uri to the pid file"
+    )
     p.add_argument("--pid-file", type=Path, default=default_pid_file())
     p.set_defaults(func=_cmd_start)
     p = sub.add_parser("stop", help="stop what the pid file records and remove its data")

@@ -186,6 +186,7 @@ class EventStore:
         Events of a removed thread are not live: a writer that still had the thread cached
         then appends into a hollowed or sealed position and gets ``ThreadRemovedError``.
         """
+
         def query() -> Awaitable[list[dict[str, Any]]]:
             return cursor_list(
                 self.collection.find(
@@ -201,8 +202,11 @@ class EventStore:
 
     async def with_event_id(self, event_id: str, seq: int) -> list[dict[str, Any]]:
         """Return the events (a few at most) at ``seq`` of any thread that carry ``event_id``."""
+
         def query() -> Awaitable[list[dict[str, Any]]]:
-            return cursor_list(self.collection.find({"event_id": event_id, "seq": seq}).hint("event_id").limit(8))
+            return cursor_list(
+                self.collection.find({"event_id": event_id, "seq": seq}).hint("event_id").limit(8)
+            )
 
         docs = await self._hinted("read event", "event_id", query)
         return [check_event(d) for d in docs if not d.get("removed")]
@@ -217,7 +221,9 @@ class EventStore:
 
         def inside() -> Awaitable[list[dict[str, Any]]]:
             return cursor_list(
-                self.collection.find({"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}}, _PAGE)
+                self.collection.find(
+                    {"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}}, _PAGE
+                )
                 .sort("first_message", ASCENDING)
                 .hint(_MESSAGE_INDEX)
                 .limit(hi - lo)
@@ -362,10 +368,12 @@ class EventStore:
 
     async def last(self, thread_id: str) -> dict[str, Any] | None:
         """Return the newest document of a thread as stored, removed or not (removals use it)."""
+
         def query() -> Awaitable[list[dict[str, Any]]]:
             return cursor_list(
                 self.collection.find(
-                    {"thread_id": thread_id, "seq": {"$gt": 0}}, {"seq": 1, "hash": 1, "removed": 1, "sealed": 1}
+                    {"thread_id": thread_id, "seq": {"$gt": 0}},
+                    {"seq": 1, "hash": 1, "removed": 1, "sealed": 1},
                 )
                 .sort("seq", DESCENDING)
                 .hint(_SEQ_INDEX)

@@ -14,7 +14,7 @@ MAF_OLD_STAMP := $(MAF_OLD_VENV)/.chatledger-installed
 VENV_BENCH ?= .venv-bench
 BENCH_STAMP := $(VENV_BENCH)/.bench-installed
 
-.PHONY: demo test lint typecheck api-docs ferretdb test-maf-old bench clean help
+.PHONY: demo test lint typecheck api-docs ferretdb documentdb test-maf-old bench clean help
 
 help:
 	@echo "make demo   - install into $(VENV) and run the offline demo (no server needed)"
@@ -67,7 +67,15 @@ test-maf-old: $(MAF_OLD_STAMP) ferretdb
 # The main suite runs last, so its summary is the run's closing line. It includes the
 # packaging check (tests/packaging: the built wheel in a fresh virtualenv) and the
 # documentation check (tests/docs: every README/docs code block runs as written).
-test: $(STAMP) ferretdb lint typecheck test-maf-old
+# DocumentDB (PostgreSQL 15 extension) behind FerretDB v2: a tier with real indexes. Root on
+# Debian only (it installs Debian packages and `make install`s the vendored extensions into the
+# system PostgreSQL 15); once built, a stamp in .cache/documentdb makes this a no-op.
+documentdb:
+	@if [ -n "$$CHATLEDGER_SKIP_DOCUMENTDB" ] && [ "$$CI" != "true" ]; then echo "CHATLEDGER_SKIP_DOCUMENTDB set: DocumentDB tier skipped"; \
+	elif [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && command -v go >/dev/null 2>&1; then $(PYTHON) scripts/documentdb.py build; \
+	else echo "DocumentDB tier skipped: it builds only as root on Debian with Go (the test header says so)"; fi
+
+test: $(STAMP) ferretdb documentdb lint typecheck test-maf-old
 	$(PY) -m pytest
 
 # Benchmarks in their own virtualenv: the peers (langchain-mongodb, openai-agents,

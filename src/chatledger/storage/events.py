@@ -505,7 +505,7 @@ class EventStore:
             return False
         try:
             await self.ensure_indexes()
-        except StorageError as e:
+        except (StorageError, DuplicateKeyError) as e:  # stored events that break the unique index
             raise StorageError(
                 f"the events collection {self.collection.name!r} has no index {index!r}, which reads need, "
                 f"and creating it failed ({e}): create the ledger's indexes with Ledger.ensure_indexes() "

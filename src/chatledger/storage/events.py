@@ -41,6 +41,10 @@ _T = TypeVar("_T")
 BATCH_SIZE: Final = 256
 #: How many thread ids one ``$in`` query carries, so no query document grows unbounded.
 CHUNK: Final = 500
+#: How many messages before a page the event running into it is first looked for. A range
+#: bounded on both ends keeps the read O(page) on engines that sort what the range matches
+#: instead of scanning the index backwards (DocumentDB); a larger event widens the window.
+BEFORE_WINDOW: Final = 256
 
 _SEQ_INDEX: Final = "thread_seq_unique"
 _MESSAGE_INDEX: Final = "thread_first_message"
@@ -214,9 +218,11 @@ class EventStore:
     async def page(self, thread_id: str, lo: int, hi: int) -> list[dict[str, Any]]:
         """Return, oldest first, the events of ``thread_id`` that hold messages ``[lo, hi)``.
 
-        At most two queries whatever the batch sizes: every event starting inside the
-        window (a range on ``first_message``), and, unless one starts exactly at ``lo``,
-        the single event that starts before ``lo`` and runs into the window.
+        Two queries whatever the batch sizes (more only after an event of over
+        ``BEFORE_WINDOW`` messages): every event starting inside the window (a range on
+        ``first_message``), and, unless one starts exactly at ``lo``, the single event that
+        starts before ``lo`` and runs into the window, looked for in a range ending at
+        ``lo`` that widens sixteenfold while it finds nothing.
         """
 
         def inside() -> Awaitable[list[dict[str, Any]]]:
@@ -230,9 +236,11 @@ class EventStore:
                 .batch_size(BATCH_SIZE)
             )
 
-        def before() -> Awaitable[list[dict[str, Any]]]:
-            return cursor_list(
-                self.collection.find({"thread_id": thread_id, "first_message": {"$lt": lo}}, _PAGE)
+        def before(floor: int) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+            return lambda: cursor_list(
+                self.collection.find(
+                    {"thread_id": thread_id, "first_message": {"$gte": floor, "$lt": lo}}, _PAGE
+                )
                 .sort("first_message", DESCENDING)
                 .hint(_MESSAGE_INDEX)
                 .limit(1)
@@ -240,7 +248,14 @@ class EventStore:
 
         docs = [_live(d) for d in await self._hinted("read events", _MESSAGE_INDEX, inside)]
         if not docs or docs[0]["first_message"] != lo:
-            earlier = [_live(d) for d in await self._hinted("read events", _MESSAGE_INDEX, before)]
+            width = BEFORE_WINDOW
+            while True:
+                floor = max(0, lo - width)
+                found = await self._hinted("read events", _MESSAGE_INDEX, before(floor))
+                if found or floor == 0:
+                    break
+                width *= 16
+            earlier = [_live(d) for d in found]
             docs = [d for d in earlier if d["first_message"] + d["count"] > lo] + docs
         return docs
 

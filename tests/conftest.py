@@ -54,6 +54,9 @@ class Backend:
     explain_format: str | None = None
     #: Starts the session's server on first use and returns its URI (when ``uri`` is None).
     launch: Callable[[], str] | None = None
+    #: Test modules (name prefixes) not run on this tier, because nothing they check
+    #: depends on the engine beyond what the tier's other tests already cover.
+    skips_modules: tuple[str, ...] = ()
 
     def started(self) -> Backend:
         """This tier with its URI, its server started on first use."""
@@ -157,6 +160,10 @@ def _backends() -> list[Backend]:
                 honours_hints=True,
                 explain_format="documentdb",
                 launch=_documentdb_uri,
+                # The CLI tests drive the admin API through subprocesses (argument parsing,
+                # rendering, exit codes: 55% of this tier's time); the API's work on the
+                # engine is tested in process here (tests/admin/test_export.py, ...).
+                skips_modules=("tests.admin.test_cli",),
             )
         )
     mongodb = os.environ.get("MONGODB_URI")
@@ -183,6 +190,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = ["chatledger tiers: " + ", ".join(b.name for b in BACKENDS)]
+    for b in BACKENDS:
+        if b.skips_modules:
+            lines.append(f"chatledger: {b.name} does not run {', '.join(m + '*' for m in b.skips_modules)}")
     if "why" in _FERRETDB:
         lines.append(f"chatledger: FerretDB tier skipped: {_FERRETDB['why']}")
     if "why" in _DOCUMENTDB:
@@ -194,7 +204,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", BACKENDS, ids=[b.name for b in BACKENDS], indirect=True)
+        module = metafunc.module.__name__
+        tiers = [b for b in BACKENDS if not module.startswith(b.skips_modules)]
+        metafunc.parametrize("backend", tiers, ids=[b.name for b in tiers], indirect=True)
 
 
 @pytest.fixture

@@ -551,21 +551,10 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 def _cmd_stop(args: argparse.Namespace) -> int:
     pid_file: Path = args.pid_file
-    if not pid_file.exists():
-        print(f"no pid file at {pid_file}", file=sys.stderr)
+    gateway = str(json.loads(pid_file.read_text())["gateway"]) if pid_file.exists() else ""
+    info = _ferretdb_module().stop_recorded(pid_file, lambda pid: _is_gateway(pid, gateway), 10.0)
+    if info is None:
         return 1
-    info = json.loads(pid_file.read_text())
-    pid = int(info["pid"])
-    if _is_gateway(pid, info["gateway"]):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while _is_gateway(pid, info["gateway"]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _is_gateway(pid, info["gateway"]):
-            os.kill(pid, signal.SIGKILL)
-        print(f"stopped pid {pid}")
-    else:
-        print(f"pid {pid} is not running (stale pid file)", file=sys.stderr)
     pg_ctl = [str(PG_BIN / "pg_ctl"), "-D", info["pg_dir"], "-m", "fast", "-w", "stop"]
     if Path(info["pg_dir"], "postmaster.pid").exists():
         subprocess.run(

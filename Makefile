@@ -20,6 +20,7 @@ help:
 	@echo "make demo   - install into $(VENV) and run the offline demo (no server needed)"
 	@echo "make test   - install, lint, type-check and run every test tier this machine offers"
 	@echo "make api-docs - regenerate docs/api.md from the docstrings"
+	@echo "make documentdb - build the DocumentDB test tier once (root on Debian 12; make test does it)"
 	@echo "make bench  - benchmarks against FerretDB (and MONGODB_URI if set); writes docs/benchmarks.md"
 
 # (Re)install whenever the project's metadata changes.

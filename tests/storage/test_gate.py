@@ -246,7 +246,8 @@ def _plan_nodes(plan: Any) -> list[dict[str, Any]]:
 
 
 async def test_page_queries_are_index_scans_bounded_on_both_ends(real_backend: Backend) -> None:
-    """``explain`` of every page query: the hinted index serves the thread and both ends of the range.
+    """``explain`` of every page query (tail, middle, across a fork): the hinted index serves the
+    thread and both ends of the range.
 
     MongoDB's plan: an index scan examining at most returned + 1 documents. DocumentDB's (a
     PostgreSQL plan): index scans of the hinted index only, no sequential scan, and the
@@ -266,12 +267,18 @@ async def test_page_queries_are_index_scans_bounded_on_both_ends(real_backend: B
             other = book.empty(f"other-{k}")
             for _ in range(10):
                 other = (await book.append(other, [msg("noise")])).position
+        # A lineage: a branch forked at event 200, read across the fork.
+        await book.append(await book.at("t", 200), [msg("other line")])
+        branched = (await book.append(await book.at("t", 200), [msg("b")] * 4)).position
+        assert branched.thread_id != "t"
         commands.clear()
         await book.read(position, offset=-20)
         await book.read(position, offset=100, limit=37)
         await book.read(position, offset=2, limit=5)  # inside event 1 (messages 1-2): two queries
+        await book.read(branched, offset=-30)
         finds = commands.named("find")
-        assert len(finds) >= 4
+        assert len(finds) >= 6
+        assert {find["filter"]["thread_id"] for find in finds} == {"t", branched.thread_id}
         for find in finds:
             fields = ("find", "filter", "projection", "sort", "limit", "hint")
             query = {k: find[k] for k in fields if k in find}

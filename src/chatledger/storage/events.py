@@ -504,19 +504,22 @@ class EventStore:
         return await self.gate.call(what, query())
 
     async def _index_repaired(self, index: str, error: StorageError) -> bool:
-        """After a hinted read failed: create the indexes if ``index`` is missing; return whether it was.
+        """After a hinted read failed: create the indexes if the hint was refused; return whether so.
 
-        Only a refusal by the server can mean a missing index (not a lost connection), and
-        the index list decides, not the error text, which differs between engines.
+        MongoDB and DocumentDB refuse a hint naming a missing index with code 2 (BadValue).
+        The indexes are not listed first: the application's role (``chatledger roles
+        create``) may create indexes but not list them. Creating them is idempotent, so
+        another BadValue costs one round of ``createIndex`` and fails again on the retry.
 
         Raises:
-            StorageError: the index is missing and creating it failed (no ``createIndex``
-                privilege, or stored events that break the unique index).
+            StorageError: creating the indexes failed (no ``createIndex`` privilege, an
+                index with the same keys under another name, or stored events that break
+                the unique index).
         """
-        if isinstance(error, StorageUnavailableError) or not isinstance(error.__cause__, OperationFailure):
+        cause = error.__cause__
+        if isinstance(error, StorageUnavailableError) or not isinstance(cause, OperationFailure):
             return False
-        names = await self.gate.call("list indexes", self.collection.index_information())
-        if index in names:
+        if cause.code != 2:
             return False
         try:
             await self.ensure_indexes()

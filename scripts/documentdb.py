@@ -255,8 +255,6 @@ def ensure_built(repo_root: Path = REPO_ROOT, *, force: bool = False) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if force or not is_built(repo_root):
             _install_packages()
-            # The Debian package starts a default cluster; this tier never uses it.
-            subprocess.run(["pg_ctlcluster", PG_VERSION, "main", "stop"], capture_output=True, check=False)
             stamp = cache / "built.stamp"
             current = stamp.exists() and stamp.read_text().strip() == _stamp()
             if force or not current or not all((PG_SHARE / name).exists() for name in CONTROL_FILES):

@@ -12,8 +12,9 @@ behave as on MongoDB. Used as a module (tests import it by path) and as a CLI::
 ``build`` installs the Debian packages (PostgreSQL 15 and build dependencies), builds
 pgvector, pg_cron and DocumentDB from ``vendor/documentdb/`` (checked against their
 sha256) and installs them into the system's PostgreSQL 15 (``make install``), and installs
-FerretDB v2.7.0 from the Go module proxy into ``.cache/documentdb/bin``. A stamp in
-``.cache/documentdb/`` makes a second ``build`` a no-op.
+FerretDB v2.7.0 from the Go module proxy into ``.cache/documentdb/bin``. Stamps (next to the
+installed extensions, and in the built tree kept in ``.cache/documentdb/src``) make a second
+``build`` a no-op, and ``make install`` the only step on a fresh machine with ``.cache`` cached.
 
 ``start`` runs a throw-away cluster (``initdb`` in a temporary directory, as the
 ``postgres`` user when run as root) and FerretDB v2 in front of it. The default
@@ -139,20 +140,34 @@ def unsupported_reason() -> str | None:
     return None
 
 
+#: Which sources (and flags) the installed extensions were built from: written next to them by
+#: ``build``, so a fresh clone on a machine that has them installed builds nothing again.
+SYSTEM_STAMP: Final = PG_SHARE / "chatledger-documentdb.stamp"
+
+
 def _stamp() -> str:
-    parts = [FERRETDB_V2_VERSION, COPT, *(sha for _f, sha, _d in SOURCES.values())]
+    parts = [COPT, *(sha for _f, sha, _d in SOURCES.values())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+def _stamped(path: Path) -> bool:
+    try:
+        return path.read_text().strip() == _stamp()
+    except OSError:
+        return False
+
+
+def _gateway_ok(repo_root: Path) -> bool:
+    return bool(_ferretdb_module().binary_version(gateway_path(repo_root)) == FERRETDB_V2_VERSION)
+
+
 def is_built(repo_root: Path = REPO_ROOT) -> bool:
-    """Whether the extensions are installed, the gateway binary exists and the stamp is current."""
-    stamp = cache_dir(repo_root) / "built.stamp"
+    """Whether the extensions this checkout pins are installed and the gateway binary works."""
     return (
-        stamp.exists()
-        and stamp.read_text().strip() == _stamp()
-        and gateway_path(repo_root).exists()
+        _stamped(SYSTEM_STAMP)
         and (PG_BIN / "pg_ctl").exists()
         and all((PG_SHARE / name).exists() for name in CONTROL_FILES)
+        and _gateway_ok(repo_root)
     )
 
 
@@ -181,27 +196,30 @@ def _install_packages() -> None:
     _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
 
 
-def _unpack(cache: Path) -> dict[str, Path]:
-    src = cache / "src"
+def _source_dirs(src: Path) -> dict[str, Path]:
+    return {name: src / name / folder for name, (_file, _sha, folder) in SOURCES.items()}
+
+
+def _unpack(src: Path) -> None:
     if src.exists():
         shutil.rmtree(src)
-    src.mkdir(parents=True)
-    dirs = {}
-    for name, (file, sha, folder) in SOURCES.items():
+    for name, (file, sha, _folder) in SOURCES.items():
         tarball = VENDOR / file
         digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
         if digest != sha:
             raise RuntimeError(f"{tarball}: sha256 {digest} is not the vendored {sha}")
-        target = src / name if not folder else src
-        target.mkdir(exist_ok=True)
+        (src / name).mkdir(parents=True)
         with tarfile.open(tarball) as tar:
-            tar.extractall(target, filter="data")
-        dirs[name] = target / folder if folder else target
-    return dirs
+            tar.extractall(src / name, filter="data")
 
 
 def _build_extensions(cache: Path) -> None:
-    dirs = _unpack(cache)
+    """Build (unless the tree in ``.cache`` is already built from these sources) and install."""
+    src = cache / "src"
+    built = src / "built.stamp"
+    if not _stamped(built):
+        _unpack(src)
+    dirs = _source_dirs(src)
     pkgconfig = cache / "pkgconfig"
     pkgconfig.mkdir(exist_ok=True)
     # Debian ships Intel's decimal library without a pkg-config file; DocumentDB looks it up.
@@ -224,8 +242,11 @@ def _build_extensions(cache: Path) -> None:
         documentdb / "pg_documentdb",
         documentdb / "internal" / "pg_documentdb_extended_rum",
     ):
-        _run(["make", jobs, *flags], cwd=folder, env=env)
+        if not _stamped(built):
+            _run(["make", jobs, *flags], cwd=folder, env=env)
         _run(["make", "install", *flags], cwd=folder, env=env)
+    built.write_text(_stamp() + "\n")
+    SYSTEM_STAMP.write_text(_stamp() + "\n")
 
 
 def _build_gateway(repo_root: Path) -> None:
@@ -255,14 +276,13 @@ def ensure_built(repo_root: Path = REPO_ROOT, *, force: bool = False) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if force or not is_built(repo_root):
             _install_packages()
-            stamp = cache / "built.stamp"
-            current = stamp.exists() and stamp.read_text().strip() == _stamp()
-            if force or not current or not all((PG_SHARE / name).exists() for name in CONTROL_FILES):
+            if force:
+                (cache / "src" / "built.stamp").unlink(missing_ok=True)
+            # The built tree stays in .cache: with it cached, a fresh machine only installs.
+            if force or not _stamped(SYSTEM_STAMP) or not all((PG_SHARE / n).exists() for n in CONTROL_FILES):
                 _build_extensions(cache)
-            if force or not gateway_path(repo_root).exists():
+            if force or not _gateway_ok(repo_root):
                 _build_gateway(repo_root)
-            stamp.write_text(_stamp() + "\n")
-            shutil.rmtree(cache / "src", ignore_errors=True)
     return gateway_path(repo_root)
 
 

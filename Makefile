@@ -21,12 +21,13 @@ MAF_MATRIX_TESTS ?= tests/behaviour/test_framework_sessions.py tests/behaviour/t
 VENV_BENCH ?= .venv-bench
 BENCH_STAMP := $(VENV_BENCH)/.bench-installed
 
-.PHONY: demo test lint typecheck api-docs ferretdb test-maf-old test-maf-matrix bench clean help
+.PHONY: demo test lint typecheck api-docs ferretdb documentdb test-maf-old test-maf-matrix bench clean help
 
 help:
 	@echo "make demo   - install into $(VENV) and run the offline demo (no server needed)"
 	@echo "make test   - install, lint, type-check and run every test tier this machine offers"
 	@echo "make api-docs - regenerate docs/api.md from the docstrings"
+	@echo "make documentdb - build the DocumentDB test tier once (root on Debian 12; make test does it)"
 	@echo "make bench  - benchmarks against FerretDB (and MONGODB_URI if set); writes docs/benchmarks.md"
 
 # (Re)install whenever the project's metadata changes.
@@ -94,7 +95,14 @@ test-maf-matrix: $(MAF_OLDEST_VENV)/.chatledger-installed $(MAF_NEWEST_VENV)/.ch
 # The main suite runs last, so its summary is the run's closing line. It includes the
 # packaging check (tests/packaging: the built wheel in a fresh virtualenv) and the
 # documentation check (tests/docs: every README/docs code block runs as written).
-test: $(STAMP) ferretdb lint typecheck test-maf-old test-maf-matrix
+# DocumentDB (PostgreSQL 15 extension) behind FerretDB v2: a tier with real indexes. Root on
+# Debian only (it installs Debian packages and `make install`s the vendored extensions into the
+# system PostgreSQL 15); once built, a stamp in .cache/documentdb makes this a no-op.
+documentdb:
+	@if [ -n "$$CHATLEDGER_SKIP_DOCUMENTDB" ] && [ "$$CI" != "true" ]; then echo "CHATLEDGER_SKIP_DOCUMENTDB set: DocumentDB tier skipped"; \
+	else $(PYTHON) scripts/documentdb.py build --if-supported; fi
+
+test: $(STAMP) ferretdb documentdb lint typecheck test-maf-old test-maf-matrix
 	$(PY) -m pytest
 
 # --- Dependency resolutions: the newest releases, and the lowest versions pyproject allows ---

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -445,23 +445,35 @@ def _cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_stop(args: argparse.Namespace) -> int:
-    pid_file: Path = args.pid_file
+def stop_recorded(pid_file: Path, is_server: Callable[[int], bool], timeout: float) -> dict[str, Any] | None:
+    """Stop the server a pid file records (SIGTERM, SIGKILL after ``timeout``); return the record.
+
+    ``None`` (and a message) when there is no pid file. ``is_server`` tells whether the pid
+    still belongs to the server, so a recycled pid is never signalled.
+    """
     if not pid_file.exists():
         print(f"no pid file at {pid_file}", file=sys.stderr)
-        return 1
-    info = json.loads(pid_file.read_text())
+        return None
+    info: dict[str, Any] = json.loads(pid_file.read_text())
     pid = int(info["pid"])
-    if _is_ferretdb(pid):
+    if is_server(pid):
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + args.timeout
-        while _is_ferretdb(pid) and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout
+        while is_server(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _is_ferretdb(pid):
+        if is_server(pid):
             os.kill(pid, signal.SIGKILL)
         print(f"stopped pid {pid}")
     else:
         print(f"pid {pid} is not running (stale pid file)", file=sys.stderr)
+    return info
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    pid_file: Path = args.pid_file
+    info = stop_recorded(pid_file, _is_ferretdb, args.timeout)
+    if info is None:
+        return 1
     if not args.keep_data:
         shutil.rmtree(info["base_dir"], ignore_errors=True)
     pid_file.unlink()

@@ -5,6 +5,9 @@ Every test that takes the ``database`` fixture runs once per tier:
 - ``mongomock``: mongomock-motor, in process, always;
 - ``ferretdb-pymongo`` / ``ferretdb-motor``: a FerretDB v1.24.2 server on 127.0.0.1,
   started for the session (``CHATLEDGER_TEST_FERRETDB_URI`` reuses a running one);
+- ``documentdb-pymongo``: DocumentDB (PostgreSQL) behind FerretDB v2, a server with real
+  indexes, built by ``make documentdb`` (``scripts/documentdb.py``; root on Debian) and
+  started for the session (``CHATLEDGER_TEST_DOCUMENTDB_URI`` reuses a running one);
 - ``mongodb-pymongo`` / ``mongodb-motor``: a real MongoDB at ``MONGODB_URI``.
 
 Binding a new server is one entry in :func:`_backends`. Where an engine differs, the
@@ -17,13 +20,13 @@ import dataclasses
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.scripts import REPO, start_ferretdb
+from tests.scripts import REPO, documentdb_unavailable, start_documentdb, start_ferretdb
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -43,6 +46,23 @@ class Backend:
     #: Concurrent tasks really interleave at every database call. mongomock-motor runs
     #: each call synchronously, so a test of a race (e.g. a lock) cannot fail there.
     interleaves: bool = False
+    #: The server plans with the indexes a ``hint`` names, and refuses a hint naming a
+    #: missing one (MongoDB, DocumentDB); FerretDB v1 and mongomock ignore hints.
+    honours_hints: bool = False
+    #: What ``explain`` returns: "mongodb" (queryPlanner/executionStats), "documentdb" (a
+    #: PostgreSQL plan) or None (no usable plan: mongomock, FerretDB v1 scans).
+    explain_format: str | None = None
+    #: Starts the session's server on first use and returns its URI (when ``uri`` is None).
+    launch: Callable[[], str] | None = None
+    #: Test modules (name prefixes) not run on this tier, because nothing they check
+    #: depends on the engine beyond what the tier's other tests already cover.
+    skips_modules: tuple[str, ...] = ()
+
+    def started(self) -> Backend:
+        """This tier with its URI, its server started on first use."""
+        if self.uri is None and self.launch is not None:
+            return dataclasses.replace(self, uri=self.launch())
+        return self
 
     async def open(self) -> tuple[Any, Any]:
         """Return (client, database) on a fresh, uniquely named database."""
@@ -93,6 +113,32 @@ def _ferretdb_uri() -> str:
     return str(server.uri)
 
 
+_DOCUMENTDB: dict[str, Any] = {}
+
+
+def _documentdb_available() -> bool:
+    """Whether the DocumentDB tier runs in this session (mandatory with CI=true where it can)."""
+    if os.environ.get("CHATLEDGER_TEST_DOCUMENTDB_URI"):
+        return True
+    if os.environ.get("CHATLEDGER_SKIP_DOCUMENTDB") and not IN_CI:
+        _DOCUMENTDB["why"] = "CHATLEDGER_SKIP_DOCUMENTDB is set"
+        return False
+    why = documentdb_unavailable()
+    if why is not None:
+        _DOCUMENTDB["why"] = why
+        return False
+    return True
+
+
+def _documentdb_uri() -> str:
+    """Return the URI of the session's DocumentDB, starting it on first use."""
+    if os.environ.get("CHATLEDGER_TEST_DOCUMENTDB_URI"):
+        return os.environ["CHATLEDGER_TEST_DOCUMENTDB_URI"]
+    if "server" not in _DOCUMENTDB:
+        _DOCUMENTDB["server"] = start_documentdb()
+    return str(_DOCUMENTDB["server"].uri)
+
+
 def _backends() -> list[Backend]:
     backends = [Backend("mongomock", "mongomock")]
     if _ferretdb_available():
@@ -100,11 +146,31 @@ def _backends() -> list[Backend]:
             # uri=None: the server is started when the first test on this tier runs, so
             # `-k mongomock` never starts it.
             tier = Backend(f"ferretdb-{driver}", driver, None, real_server=True, interleaves=True)
-            backends.append(dataclasses.replace(tier, accepts_dotted_keys=False))
+            backends.append(dataclasses.replace(tier, accepts_dotted_keys=False, launch=_ferretdb_uri))
+    if _documentdb_available():
+        # One driver: what DocumentDB adds is the engine (indexes, hints, plans); the
+        # drivers' differences are covered on FerretDB.
+        backends.append(
+            Backend(
+                "documentdb-pymongo",
+                "pymongo",
+                None,
+                real_server=True,
+                interleaves=True,
+                honours_hints=True,
+                explain_format="documentdb",
+                launch=_documentdb_uri,
+                # The CLI tests drive the admin API through subprocesses (argument parsing,
+                # rendering, exit codes: 55% of this tier's time); the API's work on the
+                # engine is tested in process here (tests/admin/test_export.py, ...).
+                skips_modules=("tests.admin.test_cli",),
+            )
+        )
     mongodb = os.environ.get("MONGODB_URI")
     if mongodb:
         for driver in ("pymongo", "motor"):
-            backends.append(Backend(f"mongodb-{driver}", driver, mongodb, real_server=True, interleaves=True))
+            tier = Backend(f"mongodb-{driver}", driver, mongodb, real_server=True, interleaves=True)
+            backends.append(dataclasses.replace(tier, honours_hints=True, explain_format="mongodb"))
     return backends
 
 
@@ -116,15 +182,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    server = _FERRETDB.pop("server", None)
-    if server is not None:
-        server.close()
+    for started in (_FERRETDB, _DOCUMENTDB):
+        server = started.pop("server", None)
+        if server is not None:
+            server.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     lines = ["chatledger tiers: " + ", ".join(b.name for b in BACKENDS)]
+    for b in BACKENDS:
+        if b.skips_modules:
+            lines.append(f"chatledger: {b.name} does not run {', '.join(m + '*' for m in b.skips_modules)}")
     if "why" in _FERRETDB:
         lines.append(f"chatledger: FerretDB tier skipped: {_FERRETDB['why']}")
+    if "why" in _DOCUMENTDB:
+        lines.append(f"chatledger: DocumentDB tier skipped: {_DOCUMENTDB['why']}")
     if not os.environ.get("MONGODB_URI"):
         lines.append("chatledger: real MongoDB tier skipped: MONGODB_URI is not set")
     return lines
@@ -132,7 +204,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", BACKENDS, ids=[b.name for b in BACKENDS], indirect=True)
+        module = metafunc.module.__name__
+        tiers = [b for b in BACKENDS if not module.startswith(b.skips_modules)]
+        metafunc.parametrize("backend", tiers, ids=[b.name for b in tiers], indirect=True)
 
 
 @pytest.fixture
@@ -140,9 +214,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     """The tier the current test runs on."""
     chosen = request.param
     assert isinstance(chosen, Backend)
-    if chosen.uri is None and chosen.driver != "mongomock":
-        chosen = dataclasses.replace(chosen, uri=_ferretdb_uri())
-    return chosen
+    return chosen.started()
 
 
 @pytest.fixture

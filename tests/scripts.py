@@ -42,3 +42,28 @@ def start_ferretdb() -> Any | None:
     server = ferretdb.FerretDBServer(ferretdb.ensure_binary(REPO))
     server.start()
     return server
+
+
+def documentdb_unavailable() -> str | None:
+    """Why the DocumentDB tier cannot run here, or ``None`` if it can (``scripts/documentdb.py``).
+
+    It runs once ``make documentdb`` has built it. With ``CI=true``, a machine that can build it
+    (root on Debian with Go) but has not is an error, not a skip: CI must run the tier.
+    """
+    documentdb = load_script("documentdb")
+    if documentdb.is_built(REPO):
+        return None
+    why = documentdb.unsupported_reason()
+    if why is None:
+        if os.environ.get("CI", "").lower() == "true":
+            raise RuntimeError("CI=true: the DocumentDB tier is mandatory here; run `make documentdb`")
+        return "not built: run `make documentdb` (root on Debian 12)"
+    return str(why)
+
+
+def start_documentdb() -> Any:
+    """Start a throw-away DocumentDB behind FerretDB v2 on 127.0.0.1; ``close()`` it."""
+    documentdb = load_script("documentdb")
+    server = documentdb.DocumentDBServer(documentdb.ensure_built(REPO))
+    server.start()
+    return server

@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BACKENDS, IN_CI
-from tests.conftest import _ferretdb_uri as ferretdb_uri
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -77,7 +76,7 @@ def _command_lines() -> list[tuple[str, str]]:
 def _real_server_uri() -> str | None:
     for backend in BACKENDS:
         if backend.real_server and backend.driver == "pymongo":
-            return backend.uri if backend.uri is not None else ferretdb_uri()
+            return backend.started().uri
     return None
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -31,6 +31,7 @@ from chatledger.sealing import (
     rewrap,
     sealed_problem,
 )
+from chatledger.sealing import sealer as sealer_module
 from tests.helpers import raw_docs, tricky_message
 
 KEK = bytes(range(32))
@@ -227,7 +228,10 @@ async def test_erasure_destroys_the_subjects_keys_and_leaves_no_plaintext(databa
     del alice_head, alice_work
 
 
-async def test_the_erasure_delay_is_the_cache_ttl(database: Any) -> None:
+async def test_the_erasure_delay_is_the_cache_ttl(database: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sealer's own clock, so a slow erasure on a busy server cannot outlast the TTL.
+    now = [1000.0]
+    monkeypatch.setattr(sealer_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
     reader = sealer_on(database, ttl=0.3)
     ledger = Ledger(database, sealer=reader)
     await talk(ledger, "alice", [MARKER])
@@ -236,8 +240,9 @@ async def test_the_erasure_delay_is_the_cache_ttl(database: Any) -> None:
 
     # Another process (its own sealer) erases alice.
     await run_erasure(sealed_ledger(database), user_id="alice", apply=True)
+    now[0] += 0.25
     assert (await reader.open_messages(doc))[0]["text"] == MARKER  # within the TTL: still readable
-    await asyncio.sleep(0.35)
+    now[0] += 0.1
     with pytest.raises(ContentErasedError):
         await reader.open_messages(doc)
 

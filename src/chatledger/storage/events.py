@@ -5,29 +5,46 @@ range on ``seq`` or ``first_message``, sorted on that field, limited, and with t
 index named as a hint, so MongoDB cannot pick another plan. "The event at a
 position" is a primary-key lookup (``_id`` is ``"<thread_id>#<seq>"``), the one filter
 every engine pushes down.
+
+A hint naming a missing index fails on MongoDB and DocumentDB (events restored without
+their indexes, or an index dropped by hand): such a read creates the indexes, as the first
+append does, and runs again; if they cannot be created, it fails with a
+:class:`~chatledger.errors.StorageError` naming the index and how to create it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
-from chatledger.errors import ConcurrencyError, IntegrityError, ThreadRemovedError
+from chatledger.errors import (
+    ConcurrencyError,
+    IntegrityError,
+    StorageError,
+    StorageUnavailableError,
+    ThreadRemovedError,
+)
 from chatledger.storage.documents import check_event
 from chatledger.storage.driver import aggregate_list, cursor_list
 from chatledger.storage.gate import Gate
 
 __all__ = ["BATCH_SIZE", "EVENT_INDEXES", "EventStore", "PositionTakenError", "event_key"]
 
+_T = TypeVar("_T")
+
 #: Documents per reply batch. FerretDB refuses replies over 48 MB, so no query may let
 #: the server put a whole long thread in one reply; 256 events of 10 messages stay small.
 BATCH_SIZE: Final = 256
 #: How many thread ids one ``$in`` query carries, so no query document grows unbounded.
 CHUNK: Final = 500
+#: How many messages before a page the event running into it is first looked for. A range
+#: bounded on both ends keeps the read O(page) on engines that sort what the range matches
+#: instead of scanning the index backwards (DocumentDB); a larger event widens the window.
+BEFORE_WINDOW: Final = 256
 
 _SEQ_INDEX: Final = "thread_seq_unique"
 _MESSAGE_INDEX: Final = "thread_first_message"
@@ -173,46 +190,72 @@ class EventStore:
         Events of a removed thread are not live: a writer that still had the thread cached
         then appends into a hollowed or sealed position and gets ``ThreadRemovedError``.
         """
-        cursor = (
-            self.collection.find(
-                {"thread_id": thread_id, "removed": {"$exists": False}}, {**_SUMMARY, "created_at": 1}
+
+        def query() -> Awaitable[list[dict[str, Any]]]:
+            return cursor_list(
+                self.collection.find(
+                    {"thread_id": thread_id, "removed": {"$exists": False}}, {**_SUMMARY, "created_at": 1}
+                )
+                .sort("seq", DESCENDING)
+                .hint(_SEQ_INDEX)
+                .limit(1)
             )
-            .sort("seq", DESCENDING)
-            .hint(_SEQ_INDEX)
-            .limit(1)
-        )
-        docs = await self.gate.call("read head", cursor_list(cursor))
+
+        docs = await self._hinted("read head", _SEQ_INDEX, query)
         return check_event(docs[0], fields=_SUMMARY_FIELDS) if docs else None
 
     async def with_event_id(self, event_id: str, seq: int) -> list[dict[str, Any]]:
         """Return the events (a few at most) at ``seq`` of any thread that carry ``event_id``."""
-        cursor = self.collection.find({"event_id": event_id, "seq": seq}).hint("event_id").limit(8)
-        docs = await self.gate.call("read event", cursor_list(cursor))
+
+        def query() -> Awaitable[list[dict[str, Any]]]:
+            return cursor_list(
+                self.collection.find({"event_id": event_id, "seq": seq}).hint("event_id").limit(8)
+            )
+
+        docs = await self._hinted("read event", "event_id", query)
         return [check_event(d) for d in docs if not d.get("removed")]
 
     async def page(self, thread_id: str, lo: int, hi: int) -> list[dict[str, Any]]:
         """Return, oldest first, the events of ``thread_id`` that hold messages ``[lo, hi)``.
 
-        At most two queries whatever the batch sizes: every event starting inside the
-        window (a range on ``first_message``), and, unless one starts exactly at ``lo``,
-        the single event that starts before ``lo`` and runs into the window.
+        Two queries whatever the batch sizes (more only after an event of over
+        ``BEFORE_WINDOW`` messages): every event starting inside the window (a range on
+        ``first_message``), and, unless one starts exactly at ``lo``, the single event that
+        starts before ``lo`` and runs into the window, looked for in a range ending at
+        ``lo`` that widens sixteenfold while it finds nothing.
         """
-        inside = (
-            self.collection.find({"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}}, _PAGE)
-            .sort("first_message", ASCENDING)
-            .hint(_MESSAGE_INDEX)
-            .limit(hi - lo)
-            .batch_size(BATCH_SIZE)
-        )
-        docs = [_live(d) for d in await self.gate.call("read events", cursor_list(inside))]
-        if not docs or docs[0]["first_message"] != lo:
-            before = (
-                self.collection.find({"thread_id": thread_id, "first_message": {"$lt": lo}}, _PAGE)
+
+        def inside() -> Awaitable[list[dict[str, Any]]]:
+            return cursor_list(
+                self.collection.find(
+                    {"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}}, _PAGE
+                )
+                .sort("first_message", ASCENDING)
+                .hint(_MESSAGE_INDEX)
+                .limit(hi - lo)
+                .batch_size(BATCH_SIZE)
+            )
+
+        def before(floor: int) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+            return lambda: cursor_list(
+                self.collection.find(
+                    {"thread_id": thread_id, "first_message": {"$gte": floor, "$lt": lo}}, _PAGE
+                )
                 .sort("first_message", DESCENDING)
                 .hint(_MESSAGE_INDEX)
                 .limit(1)
             )
-            earlier = [_live(d) for d in await self.gate.call("read events", cursor_list(before))]
+
+        docs = [_live(d) for d in await self._hinted("read events", _MESSAGE_INDEX, inside)]
+        if not docs or docs[0]["first_message"] != lo:
+            width = BEFORE_WINDOW
+            while True:
+                floor = max(0, lo - width)
+                found = await self._hinted("read events", _MESSAGE_INDEX, before(floor))
+                if found or floor == 0:
+                    break
+                width *= 16
+            earlier = [_live(d) for d in found]
             docs = [d for d in earlier if d["first_message"] + d["count"] > lo] + docs
         return docs
 
@@ -234,15 +277,24 @@ class EventStore:
         query: dict[str, Any] = {"thread_id": thread_id}
         if after_seq is not None:
             query["seq"] = {"$gt": after_seq}
-        cursor = (
-            self.collection.find(query, projection)
-            .sort("seq", ASCENDING)
-            .hint(_SEQ_INDEX)
-            .batch_size(BATCH_SIZE)
-        )
-        async with self.gate.translated("read events"):
-            async for doc in cursor:
-                yield doc
+        for attempt in range(2):
+            cursor = (
+                self.collection.find(query, projection)
+                .sort("seq", ASCENDING)
+                .hint(_SEQ_INDEX)
+                .batch_size(BATCH_SIZE)
+            )
+            yielded = False
+            try:
+                async with self.gate.translated("read events"):
+                    async for doc in cursor:
+                        yielded = True
+                        yield doc
+                return
+            except StorageError as e:
+                # A missing index fails the first batch, before anything was yielded.
+                if yielded or attempt or not await self._index_repaired(_SEQ_INDEX, e):
+                    raise
 
     async def any_sealed(self, thread_ids: Sequence[str]) -> bool:
         """Return whether any live event of these threads holds a sealed message (one query)."""
@@ -331,15 +383,19 @@ class EventStore:
 
     async def last(self, thread_id: str) -> dict[str, Any] | None:
         """Return the newest document of a thread as stored, removed or not (removals use it)."""
-        cursor = (
-            self.collection.find(
-                {"thread_id": thread_id, "seq": {"$gt": 0}}, {"seq": 1, "hash": 1, "removed": 1, "sealed": 1}
+
+        def query() -> Awaitable[list[dict[str, Any]]]:
+            return cursor_list(
+                self.collection.find(
+                    {"thread_id": thread_id, "seq": {"$gt": 0}},
+                    {"seq": 1, "hash": 1, "removed": 1, "sealed": 1},
+                )
+                .sort("seq", DESCENDING)
+                .hint(_SEQ_INDEX)
+                .limit(1)
             )
-            .sort("seq", DESCENDING)
-            .hint(_SEQ_INDEX)
-            .limit(1)
-        )
-        docs = await self.gate.call("read head", cursor_list(cursor))
+
+        docs = await self._hinted("read head", _SEQ_INDEX, query)
         return docs[0] if docs else None
 
     async def claim(self, thread_id: str, receipt_id: str, root_id: str) -> bool:
@@ -437,6 +493,43 @@ class EventStore:
         """Create the events indexes (one per command: FerretDB panics on multi-index re-runs)."""
         for name, keys, options in EVENT_INDEXES:
             await self.gate.call("create index", self.collection.create_index(keys, name=name, **options))
+
+    async def _hinted(self, what: str, index: str, query: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a read that hints ``index``; if the index is missing, create the indexes and run it again."""
+        try:
+            return await self.gate.call(what, query())
+        except StorageError as e:
+            if not await self._index_repaired(index, e):
+                raise
+        return await self.gate.call(what, query())
+
+    async def _index_repaired(self, index: str, error: StorageError) -> bool:
+        """After a hinted read failed: create the indexes if the hint was refused; return whether so.
+
+        MongoDB and DocumentDB refuse a hint naming a missing index with code 2 (BadValue).
+        The indexes are not listed first: the application's role (``chatledger roles
+        create``) may create indexes but not list them. Creating them is idempotent, so
+        another BadValue costs one round of ``createIndex`` and fails again on the retry.
+
+        Raises:
+            StorageError: creating the indexes failed (no ``createIndex`` privilege, an
+                index with the same keys under another name, or stored events that break
+                the unique index).
+        """
+        cause = error.__cause__
+        if isinstance(error, StorageUnavailableError) or not isinstance(cause, OperationFailure):
+            return False
+        if cause.code != 2:
+            return False
+        try:
+            await self.ensure_indexes()
+        except (StorageError, DuplicateKeyError) as e:  # stored events that break the unique index
+            raise StorageError(
+                f"the events collection {self.collection.name!r} has no index {index!r}, which reads need, "
+                f"and creating it failed ({e}): create the ledger's indexes with Ledger.ensure_indexes() "
+                "as a user allowed createIndex (`chatledger roles create` prints such a role)"
+            ) from e
+        return True
 
     # ------------------------------------------------------------------ admin at scale
 

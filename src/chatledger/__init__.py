@@ -23,6 +23,7 @@ from chatledger.errors import (
     StorageUnavailableError,
     ThreadRemovedError,
     UnknownThreadError,
+    VersionConflictError,
 )
 from chatledger.ledger import AppendResult, Ledger, Position
 from chatledger.models import Cursor, Scope
@@ -45,13 +46,16 @@ __all__ = [
     "Ledger",
     "LegalHoldError",
     "MongoChatMessageStore",
+    "MongoCheckpointStorage",
     "MongoHistoryProvider",
+    "MongoSessionStore",
     "Position",
     "Scope",
     "StorageError",
     "StorageUnavailableError",
     "ThreadRemovedError",
     "UnknownThreadError",
+    "VersionConflictError",
     "__version__",
 ]
 
@@ -60,3 +64,10 @@ try:
 except ImportError:  # agent-framework-core <= 1.0.0b260130 has no HistoryProvider
     # Keep `from chatledger import *` working there: export only what exists.
     __all__.remove("MongoHistoryProvider")
+
+try:  # the framework's session store and workflow checkpoints (agent-framework-core 1.x)
+    from chatledger.adapters.checkpoints import MongoCheckpointStorage
+    from chatledger.adapters.sessions import MongoSessionStore
+except ImportError:  # an older framework: export only what exists
+    __all__.remove("MongoCheckpointStorage")
+    __all__.remove("MongoSessionStore")

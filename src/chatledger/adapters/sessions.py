@@ -19,7 +19,7 @@ from collections import OrderedDict
 from types import TracebackType
 from typing import Any, ClassVar, Final
 
-from agent_framework import AgentSession, SecretString, SessionStore
+from agent_framework import AgentSession, SecretString
 
 from chatledger.adapters.connection import MongoConnection, check_source_id
 from chatledger.adapters.sources import open_ledger
@@ -62,10 +62,11 @@ def _encode(session: object) -> str:
         ) from None
 
 
-class MongoSessionStore(SessionStore):
+class MongoSessionStore:
     """Keeps Agent Framework session snapshots in MongoDB, every version of them.
 
-    It behaves like the framework's in-memory ``SessionStore`` (``get`` returns an
+    It offers the methods of the framework's ``SessionStore`` and behaves like its
+    in-memory store (``get`` returns an
     independent copy or ``None``, ``delete`` of an unknown id does nothing), with three
     additions an audit log needs:
 
@@ -117,7 +118,6 @@ class MongoSessionStore(SessionStore):
         deleted_by: str = "application",
         **ledger_options: Any,
     ) -> None:
-        super().__init__()
         self.source_id = check_source_id(source_id)
         self.ledger: Ledger
         self._connection: MongoConnection | None
@@ -135,6 +135,16 @@ class MongoSessionStore(SessionStore):
         self.deleted_by = deleted_by
         # session id -> (its current thread, the version this store last read or wrote)
         self._seen: OrderedDict[str, tuple[str, int]] = OrderedDict()
+
+    @staticmethod
+    def validate_session_id(session_id: str) -> None:
+        """Check an id for use with this store (the framework's ``SessionStore`` API).
+
+        Raises:
+            InvalidInputError: it is not a non-empty string of at most 128 characters
+                (also a ``ValueError``, what the framework's stores raise).
+        """
+        _check_session_id(session_id)
 
     # ------------------------------------------------------------------ threads
 

@@ -1,0 +1,425 @@
+"""``MongoCheckpointStorage``: the framework's workflow ``CheckpointStorage`` as ledger threads.
+
+Layout: a checkpoint is one immutable ledger event (``event_id`` = the checkpoint id,
+one message of role ``"chatledger.checkpoint"`` holding the framework's own encoding
+of the checkpoint as JSON). A checkpoint without a stored predecessor starts a *run*:
+a root thread whose ``metadata.workflow_name`` names the workflow. A checkpoint whose
+``previous_checkpoint_id`` is stored is appended right after it: on the same thread
+when the predecessor is that thread's newest checkpoint, otherwise on a new branch
+forked there (a run resumed from an older checkpoint). Every record is hash-chained
+to its predecessor, so ``verify`` proves a run's history, and branches share it.
+
+A checkpoint whose encoding exceeds :data:`CHUNK_CHARS` is stored in chunks first (each
+an event of a root thread of its own, named after the checkpoint and its digest),
+then committed by its record, which names the chunk thread, their number and their
+SHA-256: until the record is written nothing refers to the chunks, so a checkpoint is
+never half-visible, and a retried save reuses the chunks already written.
+
+``delete`` withdraws a checkpoint: an audit receipt (``checkpoint.deleted``) is
+written and the checkpoint is never loaded or listed again, while its record stays in
+the chain (the chain of the checkpoints after it must still verify). Its content is
+removed with its run by retention or erasure, through the removal protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, ClassVar, Final
+
+from agent_framework import SecretString, WorkflowCheckpoint, WorkflowCheckpointException
+
+# The framework's own checkpoint encoding (what FileCheckpointStorage writes): JSON
+# values as they are, other objects pickled, and decoding restricted to allowed types.
+# Not re-exported by the framework; using it keeps a checkpoint restorable exactly as
+# the file storage restores it, with the same safety rules.
+from agent_framework._workflows._checkpoint_encoding import (  # noqa: PLC2701
+    decode_checkpoint_value,
+    encode_checkpoint_value,
+)
+
+from chatledger.adapters.connection import MongoConnection, check_source_id
+from chatledger.adapters.sources import open_ledger
+from chatledger.codec import decode_message
+from chatledger.errors import ChatLedgerError, ConcurrencyError, EventIdReusedError, IntegrityError, InvalidInputError
+from chatledger.ledger import Ledger, Position
+from chatledger.storage.framework import events_of_threads, scoped_event, threads_with_metadata
+
+__all__ = ["CHECKPOINT_ROLE", "CHUNK_CHARS", "DELETED", "MongoCheckpointStorage"]
+
+#: The role of the one message a checkpoint record holds.
+CHECKPOINT_ROLE: Final = "chatledger.checkpoint"
+#: The role of a chunk of a large checkpoint.
+CHUNK_ROLE: Final = "chatledger.checkpoint-chunk"
+#: Encoded checkpoints longer than this (characters, all ASCII) are stored in chunks of this size.
+CHUNK_CHARS: Final = 4 * 1024 * 1024
+#: Receipt kind of a withdrawn checkpoint.
+DELETED: Final = "checkpoint.deleted"
+#: Longest checkpoint id accepted (it is the record's ``event_id``).
+MAX_CHECKPOINT_ID_LENGTH: Final = 64
+_WORKFLOW_KEY: Final = "workflow_name"
+
+
+def _check_id(checkpoint_id: object) -> str:
+    if type(checkpoint_id) is not str or not checkpoint_id or len(checkpoint_id) > MAX_CHECKPOINT_ID_LENGTH:
+        raise InvalidInputError(
+            f"checkpoint_id must be a non-empty str of at most {MAX_CHECKPOINT_ID_LENGTH} characters, "
+            f"got {checkpoint_id!r}"
+        )
+    return checkpoint_id
+
+
+def _check_workflow(workflow_name: object) -> str:
+    if type(workflow_name) is not str or not workflow_name or len(workflow_name) > 200:
+        raise InvalidInputError(f"workflow_name must be a non-empty str of at most 200 characters, got {workflow_name!r}")
+    return workflow_name
+
+
+def _timestamp(checkpoint: WorkflowCheckpoint) -> datetime:
+    try:
+        moment = datetime.fromisoformat(checkpoint.timestamp)
+    except (TypeError, ValueError):
+        return datetime.min.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def select_latest(checkpoints: list[WorkflowCheckpoint]) -> WorkflowCheckpoint:
+    """Return the latest checkpoint by the framework's rule (``InMemoryCheckpointStorage.get_latest``).
+
+    The newest timestamp wins; among checkpoints sharing it, one another of them names
+    as its predecessor is superseded; then the greatest checkpoint id.
+    """
+    newest = max(_timestamp(cp) for cp in checkpoints)
+    candidates = [cp for cp in checkpoints if _timestamp(cp) == newest]
+    superseded = {cp.previous_checkpoint_id for cp in candidates}
+    leaves = [cp for cp in candidates if cp.checkpoint_id not in superseded]
+    return max(leaves or candidates, key=lambda cp: cp.checkpoint_id)
+
+
+class MongoCheckpointStorage:
+    """Keeps Agent Framework workflow checkpoints in MongoDB as immutable, hash-chained records.
+
+    It implements the framework's ``CheckpointStorage`` protocol with the in-memory and
+    file storages' behaviour (``load`` of an unknown id raises
+    ``WorkflowCheckpointException``, ``delete`` returns whether it deleted, listings
+    hold copies), and adds what an audit log needs: checkpoints are never changed
+    (saving an id again with other content is refused), a run resumed from an older
+    checkpoint branches instead of forgetting the newer ones, checkpoints over the
+    16 MiB document limit are stored in chunks, and everything is scoped, sealed when
+    the ledger seals, verified, exported, held and erased like any thread.
+
+    Args:
+        source_id: Part of the scope of the storage's threads.
+        database: A PyMongo ``AsyncDatabase``, a Motor or mongomock-motor database, or a
+            :class:`~chatledger.ledger.Ledger` (then no ``ledger_options``).
+        client: A borrowed asynchronous client (with ``database_name``); never closed.
+        connection_string: A MongoDB URI for a client this storage creates and closes
+            (``MONGODB_URI`` when no source is given).
+        database_name: The database on ``client`` or the connection string.
+        app_name: Application name shown in the server's logs (``MONGODB_APP_NAME``).
+        env_file_path: A ``.env`` file read for ``MONGODB_*`` settings.
+        env_file_encoding: Its encoding.
+        tenant_id: The tenant the storage is bound to: it sees no other tenant's checkpoints.
+        user_id: The user the storage is bound to: it sees no other user's checkpoints.
+        allowed_checkpoint_types: Types beyond the framework's safe set that loading may
+            restore (``"module:qualname"``), as for ``FileCheckpointStorage``.
+        deleted_by: Who deletes, as recorded in ``checkpoint.deleted`` receipts.
+        **ledger_options: Passed to :class:`~chatledger.ledger.Ledger` (``sealer=`` seals payloads).
+
+    Raises:
+        InvalidInputError: an argument of the wrong kind, arguments that exclude each
+            other, or no database at all.
+    """
+
+    DEFAULT_SOURCE_ID: ClassVar[str] = "workflow_checkpoints"
+
+    def __init__(
+        self,
+        source_id: str = DEFAULT_SOURCE_ID,
+        *,
+        database: Any = None,
+        client: Any = None,
+        connection_string: str | SecretString | None = None,
+        database_name: str | None = None,
+        app_name: str | None = None,
+        env_file_path: str | None = None,
+        env_file_encoding: str | None = None,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+        allowed_checkpoint_types: list[str] | None = None,
+        deleted_by: str = "application",
+        **ledger_options: Any,
+    ) -> None:
+        self.source_id = check_source_id(source_id)
+        if allowed_checkpoint_types is not None and not all(type(t) is str for t in allowed_checkpoint_types):
+            raise InvalidInputError("allowed_checkpoint_types must be a list of 'module:qualname' strings")
+        self.ledger: Ledger
+        self._connection: MongoConnection | None
+        self.ledger, self._connection = open_ledger(
+            database=database,
+            client=client,
+            connection_string=connection_string,
+            database_name=database_name,
+            app_name=app_name,
+            env_file_path=env_file_path,
+            env_file_encoding=env_file_encoding,
+            ledger_options=ledger_options,
+        )
+        self.binding = self.ledger.bind(tenant_id=tenant_id, user_id=user_id, source_id=self.source_id)
+        self._allowed_types = frozenset(allowed_checkpoint_types or ())
+        self.deleted_by = deleted_by
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode(self, checkpoint: WorkflowCheckpoint) -> str:
+        try:
+            encoded = encode_checkpoint_value(checkpoint.to_dict())
+            # Decoded once under this storage's allowed types, as the file storage does:
+            # a checkpoint that could never be loaded is refused now, not at resume time.
+            decode_checkpoint_value(encoded, allowed_types=self._allowed_types)
+            return json.dumps(encoded, ensure_ascii=True, separators=(",", ":"), allow_nan=True)
+        except WorkflowCheckpointException:
+            raise
+        except Exception as e:
+            raise WorkflowCheckpointException(
+                f"checkpoint {checkpoint.checkpoint_id} cannot be encoded or restored under this storage's "
+                f"allowed types ({type(e).__name__}: {e}); refusing to save"
+            ) from e
+
+    def _decode(self, text: str, where: str) -> WorkflowCheckpoint:
+        try:
+            encoded = json.loads(text)
+        except ValueError as e:
+            raise IntegrityError(f"{where} holds malformed JSON: {e}") from e
+        decoded = decode_checkpoint_value(encoded, allowed_types=self._allowed_types)
+        return WorkflowCheckpoint.from_dict(decoded)
+
+    async def _text(self, doc: Mapping[str, Any]) -> str:
+        """Return the text of a record's one message, opened if sealed."""
+        sealer = self.ledger.sealer
+        messages = doc["messages"] if sealer is None else await sealer.open_messages(doc)
+        if len(messages) != 1:
+            raise IntegrityError(f"event {doc.get('_id')!r} is not a checkpoint record")
+        try:
+            message = decode_message(messages[0])
+        except ChatLedgerError:
+            raise
+        except (ValueError, TypeError, KeyError) as e:
+            raise IntegrityError(f"event {doc.get('_id')!r} holds a malformed message: {e}") from e
+        if str(message.role) not in (CHECKPOINT_ROLE, CHUNK_ROLE):
+            raise IntegrityError(f"event {doc.get('_id')!r} is not a checkpoint record")
+        return message.text
+
+    async def _payload(self, doc: Mapping[str, Any]) -> str:
+        """Return the encoded checkpoint a record commits, reassembling its chunks if it has any."""
+        record = await self._text(doc)
+        if not record.startswith('{"chunked":'):
+            return record
+        try:
+            chunked = json.loads(record)["chunked"]
+            thread_id, count, digest = chunked["thread_id"], chunked["chunks"], chunked["sha256"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise IntegrityError(f"event {doc.get('_id')!r} names its chunks wrongly: {e}") from e
+        at = await self.binding.at(thread_id, count)
+        parts: list[str] = []
+        for index in range(count):
+            # One chunk per read: a whole large checkpoint in one reply would exceed
+            # FerretDB's 48 MB reply limit.
+            parts.extend(m.text for m in await self.binding.read(at, offset=index, limit=1))
+        text = "".join(parts)
+        if hashlib.sha256(text.encode("ascii")).hexdigest() != digest:
+            raise IntegrityError(f"the chunks of event {doc.get('_id')!r} do not match its digest")
+        return text
+
+    # ------------------------------------------------------------------ writing
+
+    async def _write_chunks(self, checkpoint_id: str, text: str, digest: str) -> dict[str, Any]:
+        thread_id = self.binding.thread_id_for(json.dumps(["chunks", checkpoint_id, digest]))
+        at = await self.binding.head(thread_id)
+        pieces = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)]
+        # A retried save finds the chunks an earlier try wrote (same thread, same event
+        # ids) and continues after them.
+        for index in range(at.offset, len(pieces)):
+            result = await self.binding.append(
+                at,
+                stored=[{"role": CHUNK_ROLE, "text": pieces[index]}],
+                event_id=f"{digest[:40]}-{index}",
+                strict=True,
+                metadata={"chunks_of": checkpoint_id},
+            )
+            at = result.position
+        return {"chunked": {"thread_id": thread_id, "chunks": len(pieces), "sha256": digest, "chars": len(text)}}
+
+    async def _parent(self, checkpoint: WorkflowCheckpoint) -> Position | None:
+        previous = checkpoint.previous_checkpoint_id
+        if type(previous) is not str or not previous or len(previous) > MAX_CHECKPOINT_ID_LENGTH:
+            return None
+        doc = await scoped_event(self.ledger.storage, previous, self.binding.scope)
+        if doc is None:
+            return None  # not stored here (deleted runs, another storage): this starts a run
+        record = await self.ledger.thread(doc["thread_id"], self.binding.scope)
+        if record is None or (record.metadata or {}).get(_WORKFLOW_KEY) != checkpoint.workflow_name:
+            return None
+        return await self.binding.at(doc["thread_id"], doc["seq"])
+
+    async def save(self, checkpoint: WorkflowCheckpoint) -> str:
+        """Store the checkpoint as an immutable record after its predecessor; return its id.
+
+        Saving the same checkpoint again is a no-op; saving its id with other content is refused.
+
+        Raises:
+            WorkflowCheckpointException: the checkpoint cannot be encoded, or would not
+                load under this storage's allowed types.
+            InvalidInputError: the checkpoint id or workflow name is not usable.
+            EventIdReusedError: a different checkpoint is already stored under this id.
+        """
+        if not isinstance(checkpoint, WorkflowCheckpoint):
+            raise InvalidInputError(f"expected a WorkflowCheckpoint, got {type(checkpoint).__name__}")
+        checkpoint_id = _check_id(checkpoint.checkpoint_id)
+        workflow_name = _check_workflow(checkpoint.workflow_name)
+        text = self._encode(checkpoint)
+        digest = hashlib.sha256(text.encode("ascii")).hexdigest()
+        existing = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
+        if existing is not None:
+            if hashlib.sha256((await self._payload(existing)).encode("ascii")).hexdigest() == digest:
+                return checkpoint_id
+            raise EventIdReusedError(
+                f"checkpoint {checkpoint_id!r} is already stored with other content; checkpoints are "
+                "immutable (save the new state under a new checkpoint id)"
+            )
+        record = text
+        if len(text) > CHUNK_CHARS:
+            record = json.dumps(await self._write_chunks(checkpoint_id, text, digest), separators=(",", ":"))
+        at = await self._parent(checkpoint)
+        if at is None:
+            at = self.binding.empty(self.binding.thread_id_for(json.dumps(["run", checkpoint_id])))
+        try:
+            await self.binding.append(
+                at,
+                stored=[{"role": CHECKPOINT_ROLE, "text": record}],
+                event_id=checkpoint_id,
+                metadata={_WORKFLOW_KEY: workflow_name},
+            )
+        except ConcurrencyError as e:  # pragma: no cover - only strict appends raise it
+            raise IntegrityError(f"checkpoint {checkpoint_id!r} could not be placed: {e}") from e
+        return checkpoint_id
+
+    # ------------------------------------------------------------------ reading
+
+    async def _deleted(self, checkpoint_ids: list[str]) -> set[str]:
+        receipts = await self.ledger.storage.receipts.for_ids([self._receipt_id(c) for c in checkpoint_ids])
+        return {str(r.get("checkpoint_id")) for r in receipts if r.get("kind") == DELETED}
+
+    def _receipt_id(self, checkpoint_id: str) -> str:
+        return "checkpoint-deleted:" + self.binding.scope.thread_id_for(json.dumps(["deleted", checkpoint_id]))
+
+    async def load(self, checkpoint_id: str) -> WorkflowCheckpoint:
+        """Return the checkpoint stored under ``checkpoint_id`` (a fresh copy).
+
+        Raises:
+            WorkflowCheckpointException: no checkpoint with this id is stored (or it was
+                deleted), or it cannot be decoded under the allowed types.
+            IntegrityError: the stored record or its chunks are malformed.
+        """
+        if type(checkpoint_id) is not str or not checkpoint_id or len(checkpoint_id) > MAX_CHECKPOINT_ID_LENGTH:
+            raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
+        doc = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
+        if doc is None or await self._deleted([checkpoint_id]):
+            raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
+        return self._decode(await self._payload(doc), f"checkpoint {checkpoint_id!r}")
+
+    async def iter_checkpoints(self, *, workflow_name: str) -> AsyncIterator[WorkflowCheckpoint]:
+        """Yield the workflow's checkpoints, run by run and in save order within a thread, a few at a time.
+
+        Memory is bounded by a page of records (and one checkpoint's chunks), however many are stored.
+        """
+        workflow_name = _check_workflow(workflow_name)
+        threads = await threads_with_metadata(self.ledger.storage, self.binding.scope, _WORKFLOW_KEY, workflow_name)
+        page: list[dict[str, Any]] = []
+        async for doc in events_of_threads(self.ledger.storage, threads):
+            page.append(doc)
+            if len(page) >= 64:
+                for checkpoint in await self._page(page):
+                    yield checkpoint
+                page = []
+        for checkpoint in await self._page(page):
+            yield checkpoint
+
+    async def _page(self, docs: list[dict[str, Any]]) -> list[WorkflowCheckpoint]:
+        if not docs:
+            return []
+        deleted = await self._deleted([str(d.get("event_id")) for d in docs])
+        return [
+            self._decode(await self._payload(d), f"event {d['_id']!r}")
+            for d in docs
+            if d.get("event_id") not in deleted
+        ]
+
+    async def list_checkpoints(self, *, workflow_name: str) -> list[WorkflowCheckpoint]:
+        """Return every checkpoint of the workflow, oldest first (by timestamp, then save order)."""
+        found = [cp async for cp in self.iter_checkpoints(workflow_name=workflow_name)]
+        return sorted(found, key=_timestamp)
+
+    async def list_checkpoint_ids(self, *, workflow_name: str) -> list[str]:
+        """Return the ids of the workflow's checkpoints, in :meth:`list_checkpoints` order."""
+        return [cp.checkpoint_id for cp in await self.list_checkpoints(workflow_name=workflow_name)]
+
+    async def get_latest(self, *, workflow_name: str) -> WorkflowCheckpoint | None:
+        """Return the workflow's latest checkpoint (the framework's rule), or ``None`` if it has none."""
+        found = await self.list_checkpoints(workflow_name=workflow_name)
+        return select_latest(found) if found else None
+
+    # ------------------------------------------------------------------ deleting
+
+    async def delete(self, checkpoint_id: str) -> bool:
+        """Withdraw a checkpoint; return ``False`` if none with this id is stored (or it was deleted already).
+
+        A ``checkpoint.deleted`` receipt is written; the checkpoint is never loaded or
+        listed again. Its record stays in the hash chain (later checkpoints chain
+        through it) until retention or erasure removes its run.
+        """
+        if type(checkpoint_id) is not str or not checkpoint_id or len(checkpoint_id) > MAX_CHECKPOINT_ID_LENGTH:
+            return False
+        doc = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
+        if doc is None:
+            return False
+        from chatledger.admin.receipts import record  # admin sits beside the adapters
+
+        try:
+            await record(
+                self.ledger,
+                DELETED,
+                self.deleted_by,
+                _id=self._receipt_id(checkpoint_id),
+                checkpoint_id=checkpoint_id,
+                thread_id=doc["thread_id"],
+                seq=doc["seq"],
+                hash=doc["hash"],
+                **self.binding.scope.fields(),
+            )
+        except ConcurrencyError:
+            return False  # its receipt exists: deleted before
+        return True
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def aclose(self) -> None:
+        """Close the client this storage created from a connection string; a borrowed one stays open."""
+        if self._connection is not None:
+            await self._connection.aclose()
+
+    async def __aenter__(self) -> MongoCheckpointStorage:
+        """Return the storage; leaving the block calls :meth:`aclose`."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close what the storage owns."""
+        await self.aclose()

@@ -1,0 +1,71 @@
+"""Queries the framework stores need beyond the ledger's: records by event id, runs by workflow.
+
+Workflow checkpoints are ledger events whose ``event_id`` is the checkpoint id, on
+threads whose ``metadata.workflow_name`` names the workflow. Every query here is
+bounded by the caller's scope (tenant, user and source id, each matched exactly: an
+absent field matches only documents without it), as every other storage query is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Final
+
+from pymongo import ASCENDING
+
+from chatledger.models import Scope
+from chatledger.storage import Storage
+from chatledger.storage.documents import check_event
+from chatledger.storage.driver import cursor_list
+from chatledger.storage.events import CHUNK
+
+__all__ = ["events_of_threads", "scoped_event", "threads_with_metadata"]
+
+#: Records per reply batch: a checkpoint event may hold up to a few MiB, and FerretDB
+#: refuses replies over 48 MB.
+_RECORDS_PER_BATCH: Final = 8
+
+
+def _scope_query(scope: Scope) -> dict[str, Any]:
+    return {"source_id": scope.source_id, "tenant_id": scope.tenant_id, "user_id": scope.user_id}
+
+
+async def scoped_event(storage: Storage, event_id: str, scope: Scope) -> dict[str, Any] | None:
+    """Return the live event of ``scope`` carrying ``event_id`` (the oldest, if several), or ``None``.
+
+    Raises:
+        IntegrityError: the stored event is malformed.
+    """
+    query = {"event_id": event_id, **_scope_query(scope), "removed": {"$exists": False}}
+    cursor = storage.events.collection.find(query).hint("event_id").limit(8)
+    docs = await storage.gate.call("read event", cursor_list(cursor))
+    if not docs:
+        return None
+    # Two events with one id happen only when two writers saved it concurrently at two
+    # places; the first one written is the one every reader agrees on.
+    return check_event(min(docs, key=lambda d: (d.get("created_at") is None, d.get("created_at"), d["_id"])))
+
+
+async def threads_with_metadata(storage: Storage, scope: Scope, key: str, value: str) -> list[str]:
+    """Return the ids of the live threads of ``scope`` whose ``metadata[key]`` equals ``value``."""
+    query = {f"metadata.{key}": value, **_scope_query(scope)}
+    return [str(doc["_id"]) async for doc in storage.threads.select(query, projection={"_id": 1})]
+
+
+async def events_of_threads(storage: Storage, thread_ids: Sequence[str]) -> AsyncIterator[dict[str, Any]]:
+    """Yield the live events of these threads, thread by thread in ``seq`` order, in bounded batches.
+
+    Raises:
+        IntegrityError: a stored event is malformed.
+    """
+    ids = sorted(set(thread_ids))
+    for start in range(0, len(ids), CHUNK):
+        query = {"thread_id": {"$in": ids[start : start + CHUNK]}, "removed": {"$exists": False}}
+        cursor = (
+            storage.events.collection.find(query)
+            .sort([("thread_id", ASCENDING), ("seq", ASCENDING)])
+            .batch_size(_RECORDS_PER_BATCH)
+        )
+        async with storage.gate.translated("read events"):
+            async for doc in cursor:
+                yield check_event(doc)

@@ -49,8 +49,11 @@ def _cp(workflow_name: str = WF, **fields: Any) -> WorkflowCheckpoint:
 
 async def test_save_returns_the_checkpoint_id_and_load_returns_an_equal_copy(database: Any) -> None:
     storage = MongoCheckpointStorage(database=database)
-    checkpoint = _cp(state={"key": "original", "nested": {"deep": [1, 2.5, None, "ü"]}}, iteration_count=3,
-                     metadata={"superstep": 3})
+    checkpoint = _cp(
+        state={"key": "original", "nested": {"deep": [1, 2.5, None, "ü"]}},
+        iteration_count=3,
+        metadata={"superstep": 3},
+    )
     assert await storage.save(checkpoint) == checkpoint.checkpoint_id
     loaded = await storage.load(checkpoint.checkpoint_id)
     assert loaded == checkpoint
@@ -96,7 +99,8 @@ async def test_values_that_refuse_deepcopy_round_trip(database: Any) -> None:
     storage = MongoCheckpointStorage(database=database)
     saved = await storage.save(_cp(state={"custom": _NoDeepcopy("test")}))
     loaded = await storage.load(saved)
-    assert isinstance(loaded.state["custom"], _NoDeepcopy) and loaded.state["custom"].value == "test"
+    assert isinstance(loaded.state["custom"], _NoDeepcopy)
+    assert loaded.state["custom"].value == "test"
 
 
 async def test_a_type_that_is_not_allowed_is_refused_at_save(database: Any) -> None:
@@ -141,7 +145,8 @@ async def test_get_latest_follows_the_framework_rule(database: Any) -> None:
     for checkpoint in (first, second, older):
         await storage.save(checkpoint)
     latest = await storage.get_latest(workflow_name=WF)
-    assert latest is not None and latest.checkpoint_id == "a-second"
+    assert latest is not None
+    assert latest.checkpoint_id == "a-second"
     assert await storage.list_checkpoint_ids(workflow_name=WF) == ["z-older", "b-first", "a-second"]
 
 
@@ -209,7 +214,9 @@ async def test_a_chain_of_checkpoints_verifies_and_erasure_removes_it(database: 
         checkpoint = _cp(previous_checkpoint_id=previous, iteration_count=step)
         previous = await storage.save(checkpoint)
     report = await verify(database)
-    assert report.ok and report.events == 3 and report.threads == 1  # one run, one chain
+    assert report.ok
+    assert report.events == 3
+    assert report.threads == 1
     await run_erasure(database, user_id="alice", apply=True)
     assert await storage.list_checkpoints(workflow_name=WF) == []
     assert await storage.get_latest(workflow_name=WF) is None

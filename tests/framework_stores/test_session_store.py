@@ -53,7 +53,8 @@ async def test_get_returns_independent_copies(database: Any) -> None:
     assert first is not None
     first.state["items"].append(2)
     again = await store.get("key")
-    assert again is not None and again.state == {"items": [1]}
+    assert again is not None
+    assert again.state == {"items": [1]}
 
 
 async def test_set_snapshots_at_call_time(database: Any) -> None:
@@ -62,7 +63,8 @@ async def test_set_snapshots_at_call_time(database: Any) -> None:
     await store.set("key", session)
     session.state["items"].append(2)
     loaded = await store.get("key")
-    assert loaded is not None and loaded.state == {"items": [1]}
+    assert loaded is not None
+    assert loaded.state == {"items": [1]}
 
 
 async def test_set_replaces_what_get_returns(database: Any) -> None:
@@ -70,7 +72,8 @@ async def test_set_replaces_what_get_returns(database: Any) -> None:
     await store.set("key", _session(turn=1))
     await store.set("key", _session(turn=2))
     loaded = await store.get("key")
-    assert loaded is not None and loaded.state == {"turn": 2}
+    assert loaded is not None
+    assert loaded.state == {"turn": 2}
 
 
 async def test_delete_removes_and_unknown_delete_is_a_no_op(database: Any) -> None:
@@ -86,7 +89,7 @@ async def test_delete_removes_and_unknown_delete_is_a_no_op(database: Any) -> No
 async def test_a_bad_session_id_is_a_value_error_and_nothing_is_written(database: Any, bad: Any) -> None:
     store = MongoSessionStore(database=database)
     for call in (store.get(bad), store.set(bad, _session()), store.delete(bad)):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="session_id must be"):
             await call
     assert await store.list_sessions() == []
 
@@ -97,7 +100,8 @@ async def test_ids_are_opaque_strings(database: Any) -> None:
         await store.set(key, _session(key=key))
     for key in ("../../etc/passwd", "CON", "a/b\\c", "$where", "dot.ted", "ünï ✓"):
         loaded = await store.get(key)
-        assert loaded is not None and loaded.state == {"key": key}
+        assert loaded is not None
+        assert loaded.state == {"key": key}
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # 1.26's to_dict warns about the object first
@@ -134,7 +138,8 @@ async def test_a_fresh_store_instance_sees_every_version(database: Any) -> None:
     await MongoSessionStore(database=database).set("key", _session(turn=2))
     fresh = MongoSessionStore(database=database)
     loaded = await fresh.get("key")
-    assert loaded is not None and loaded.state == {"turn": 2}
+    assert loaded is not None
+    assert loaded.state == {"turn": 2}
     assert await fresh.list_sessions() == ["key"]
 
 
@@ -155,7 +160,8 @@ async def test_a_stale_writer_gets_a_conflict_and_writes_nothing(database: Any) 
     await bob.get("key")
     await bob.set("key", _session(turn="bob"))
     loaded = await alice.get("key")
-    assert loaded is not None and loaded.state == {"turn": "bob"}
+    assert loaded is not None
+    assert loaded.state == {"turn": "bob"}
 
 
 async def test_concurrent_sets_one_wins_the_others_conflict(database: Any) -> None:
@@ -188,7 +194,8 @@ async def test_delete_leaves_a_receipt_and_the_id_can_be_used_again(database: An
     await store.set("key", _session(turn=1))
     await store.delete("key")
     receipts = [r async for r in database["audit"].find({"kind": REMOVAL})]
-    assert len(receipts) == 1 and receipts[0]["by"] == "ops@test"
+    assert len(receipts) == 1
+    assert receipts[0]["by"] == "ops@test"
     assert "turn" not in str(receipts[0])  # never content
     await store.set("key", _session(turn="new"))
     assert await store.version("key") == 1
@@ -204,7 +211,8 @@ async def test_a_held_session_cannot_be_deleted(database: Any) -> None:
     with pytest.raises(LegalHoldError):
         await store.delete("key")
     loaded = await store.get("key")
-    assert loaded is not None and loaded.state == {"turn": 1}
+    assert loaded is not None
+    assert loaded.state == {"turn": 1}
 
 
 async def test_erasure_of_the_user_reaches_the_sessions(database: Any) -> None:
@@ -216,7 +224,8 @@ async def test_erasure_of_the_user_reaches_the_sessions(database: Any) -> None:
     assert report.removed
     assert await alice.get("key") is None
     loaded = await bob.get("key")
-    assert loaded is not None and loaded.state == {"secret": "bob's"}
+    assert loaded is not None
+    assert loaded.state == {"secret": "bob's"}
 
 
 async def test_scopes_do_not_see_each_other(database: Any) -> None:
@@ -225,7 +234,9 @@ async def test_scopes_do_not_see_each_other(database: Any) -> None:
     assert await MongoSessionStore(database=database).get("key") is None
 
 
-async def test_construction_follows_the_history_provider(database: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_construction_follows_the_history_provider(
+    database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MONGODB_URI", raising=False)
     with pytest.raises(InvalidInputError, match="no database given"):
         MongoSessionStore()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final
 
@@ -36,7 +36,7 @@ from agent_framework import SecretString, WorkflowCheckpoint, WorkflowCheckpoint
 # values as they are, other objects pickled, and decoding restricted to allowed types.
 # Not re-exported by the framework; using it keeps a checkpoint restorable exactly as
 # the file storage restores it, with the same safety rules.
-from agent_framework._workflows._checkpoint_encoding import (  # noqa: PLC2701
+from agent_framework._workflows._checkpoint_encoding import (
     decode_checkpoint_value,
     encode_checkpoint_value,
 )
@@ -44,7 +44,13 @@ from agent_framework._workflows._checkpoint_encoding import (  # noqa: PLC2701
 from chatledger.adapters.connection import MongoConnection, check_source_id
 from chatledger.adapters.sources import open_ledger
 from chatledger.codec import decode_message
-from chatledger.errors import ChatLedgerError, ConcurrencyError, EventIdReusedError, IntegrityError, InvalidInputError
+from chatledger.errors import (
+    ChatLedgerError,
+    ConcurrencyError,
+    EventIdReusedError,
+    IntegrityError,
+    InvalidInputError,
+)
 from chatledger.ledger import Ledger, Position
 from chatledger.storage.framework import events_of_threads, scoped_event, threads_with_metadata
 
@@ -63,6 +69,11 @@ MAX_CHECKPOINT_ID_LENGTH: Final = 64
 _WORKFLOW_KEY: Final = "workflow_name"
 
 
+def _sha256(text: str) -> str:
+    # Encoded checkpoints are ASCII; "surrogatepass" keeps a tampered record hashable.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _check_id(checkpoint_id: object) -> str:
     if type(checkpoint_id) is not str or not checkpoint_id or len(checkpoint_id) > MAX_CHECKPOINT_ID_LENGTH:
         raise InvalidInputError(
@@ -74,7 +85,9 @@ def _check_id(checkpoint_id: object) -> str:
 
 def _check_workflow(workflow_name: object) -> str:
     if type(workflow_name) is not str or not workflow_name or len(workflow_name) > 200:
-        raise InvalidInputError(f"workflow_name must be a non-empty str of at most 200 characters, got {workflow_name!r}")
+        raise InvalidInputError(
+            f"workflow_name must be a non-empty str of at most 200 characters, got {workflow_name!r}"
+        )
     return workflow_name
 
 
@@ -82,8 +95,8 @@ def _timestamp(checkpoint: WorkflowCheckpoint) -> datetime:
     try:
         moment = datetime.fromisoformat(checkpoint.timestamp)
     except (TypeError, ValueError):
-        return datetime.min.replace(tzinfo=timezone.utc)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def select_latest(checkpoints: list[WorkflowCheckpoint]) -> WorkflowCheckpoint:
@@ -213,24 +226,49 @@ class MongoCheckpointStorage:
             raise IntegrityError(f"event {doc.get('_id')!r} is not a checkpoint record")
         return message.text
 
+    @staticmethod
+    def _chunked(record: str, doc: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Return what a chunked record says of its chunks (``None``: the record holds the checkpoint)."""
+        if not record.startswith('{"chunked":'):
+            return None
+        try:
+            chunked = json.loads(record)["chunked"]
+            if (
+                type(chunked["thread_id"]) is not str
+                or type(chunked["chunks"]) is not int
+                or type(chunked["sha256"]) is not str
+            ):
+                raise TypeError("wrong types")
+        except (ValueError, KeyError, TypeError) as e:
+            raise IntegrityError(f"event {doc.get('_id')!r} names its chunks wrongly: {e}") from e
+        return dict(chunked)
+
+    def _digest_of(self, record: str, doc: Mapping[str, Any]) -> str:
+        """Return the SHA-256 of the encoded checkpoint a record commits (without reading chunks)."""
+        chunked = self._chunked(record, doc)
+        if chunked is not None:
+            return str(chunked["sha256"])
+        return _sha256(record)
+
     async def _payload(self, doc: Mapping[str, Any]) -> str:
         """Return the encoded checkpoint a record commits, reassembling its chunks if it has any."""
         record = await self._text(doc)
-        if not record.startswith('{"chunked":'):
+        chunked = self._chunked(record, doc)
+        if chunked is None:
             return record
-        try:
-            chunked = json.loads(record)["chunked"]
-            thread_id, count, digest = chunked["thread_id"], chunked["chunks"], chunked["sha256"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise IntegrityError(f"event {doc.get('_id')!r} names its chunks wrongly: {e}") from e
-        at = await self.binding.at(thread_id, count)
+        thread_id, count = chunked["thread_id"], chunked["chunks"]
+        if await self.ledger.thread(thread_id, self.binding.scope) is None:
+            raise IntegrityError(f"the chunks of event {doc.get('_id')!r} are missing (thread {thread_id!r})")
         parts: list[str] = []
-        for index in range(count):
-            # One chunk per read: a whole large checkpoint in one reply would exceed
-            # FerretDB's 48 MB reply limit.
-            parts.extend(m.text for m in await self.binding.read(at, offset=index, limit=1))
+        for seq in range(1, count + 1):
+            # By primary key, one chunk per read: every engine serves that without a scan,
+            # and no reply comes near FerretDB's 48 MB limit.
+            chunk = await self.ledger.storage.events.at(thread_id, seq, full=True)
+            if chunk is None:
+                raise IntegrityError(f"chunk {seq} of event {doc.get('_id')!r} is missing")
+            parts.append(await self._text(chunk))
         text = "".join(parts)
-        if hashlib.sha256(text.encode("ascii")).hexdigest() != digest:
+        if _sha256(text) != chunked["sha256"]:
             raise IntegrityError(f"the chunks of event {doc.get('_id')!r} do not match its digest")
         return text
 
@@ -251,7 +289,9 @@ class MongoCheckpointStorage:
                 metadata={"chunks_of": checkpoint_id},
             )
             at = result.position
-        return {"chunked": {"thread_id": thread_id, "chunks": len(pieces), "sha256": digest, "chars": len(text)}}
+        return {
+            "chunked": {"thread_id": thread_id, "chunks": len(pieces), "sha256": digest, "chars": len(text)}
+        }
 
     async def _parent(self, checkpoint: WorkflowCheckpoint) -> Position | None:
         previous = checkpoint.previous_checkpoint_id
@@ -281,10 +321,10 @@ class MongoCheckpointStorage:
         checkpoint_id = _check_id(checkpoint.checkpoint_id)
         workflow_name = _check_workflow(checkpoint.workflow_name)
         text = self._encode(checkpoint)
-        digest = hashlib.sha256(text.encode("ascii")).hexdigest()
+        digest = _sha256(text)
         existing = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
         if existing is not None:
-            if hashlib.sha256((await self._payload(existing)).encode("ascii")).hexdigest() == digest:
+            if self._digest_of(await self._text(existing), existing) == digest:
                 return checkpoint_id
             raise EventIdReusedError(
                 f"checkpoint {checkpoint_id!r} is already stored with other content; checkpoints are "
@@ -314,7 +354,9 @@ class MongoCheckpointStorage:
         return {str(r.get("checkpoint_id")) for r in receipts if r.get("kind") == DELETED}
 
     def _receipt_id(self, checkpoint_id: str) -> str:
-        return "checkpoint-deleted:" + self.binding.scope.thread_id_for(json.dumps(["deleted", checkpoint_id]))
+        return "checkpoint-deleted:" + self.binding.scope.thread_id_for(
+            json.dumps(["deleted", checkpoint_id])
+        )
 
     async def load(self, checkpoint_id: str) -> WorkflowCheckpoint:
         """Return the checkpoint stored under ``checkpoint_id`` (a fresh copy).
@@ -324,7 +366,11 @@ class MongoCheckpointStorage:
                 deleted), or it cannot be decoded under the allowed types.
             IntegrityError: the stored record or its chunks are malformed.
         """
-        if type(checkpoint_id) is not str or not checkpoint_id or len(checkpoint_id) > MAX_CHECKPOINT_ID_LENGTH:
+        if (
+            type(checkpoint_id) is not str
+            or not checkpoint_id
+            or len(checkpoint_id) > MAX_CHECKPOINT_ID_LENGTH
+        ):
             raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
         doc = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
         if doc is None or await self._deleted([checkpoint_id]):
@@ -337,7 +383,9 @@ class MongoCheckpointStorage:
         Memory is bounded by a page of records (and one checkpoint's chunks), however many are stored.
         """
         workflow_name = _check_workflow(workflow_name)
-        threads = await threads_with_metadata(self.ledger.storage, self.binding.scope, _WORKFLOW_KEY, workflow_name)
+        threads = await threads_with_metadata(
+            self.ledger.storage, self.binding.scope, _WORKFLOW_KEY, workflow_name
+        )
         page: list[dict[str, Any]] = []
         async for doc in events_of_threads(self.ledger.storage, threads):
             page.append(doc)
@@ -381,7 +429,11 @@ class MongoCheckpointStorage:
         listed again. Its record stays in the hash chain (later checkpoints chain
         through it) until retention or erasure removes its run.
         """
-        if type(checkpoint_id) is not str or not checkpoint_id or len(checkpoint_id) > MAX_CHECKPOINT_ID_LENGTH:
+        if (
+            type(checkpoint_id) is not str
+            or not checkpoint_id
+            or len(checkpoint_id) > MAX_CHECKPOINT_ID_LENGTH
+        ):
             return False
         doc = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
         if doc is None:

@@ -196,7 +196,9 @@ class MongoSessionStore:
             return None
         return await self._read(at)
 
-    async def set(self, session_id: str, session: AgentSession, *, expected_version: int | None = None) -> None:
+    async def set(
+        self, session_id: str, session: AgentSession, *, expected_version: int | None = None
+    ) -> None:
         """Store ``session`` as the session's next version; earlier versions are kept.
 
         Args:
@@ -257,7 +259,11 @@ class MongoSessionStore:
         if record is None:
             return
         await remove_lineage(
-            self.ledger, thread_id, record.root_id, by=self.deleted_by, reason=f"session {session_id!r} deleted"
+            self.ledger,
+            thread_id,
+            record.root_id,
+            by=self.deleted_by,
+            reason=f"session {session_id!r} deleted",
         )
 
     # ------------------------------------------------------------------ versions

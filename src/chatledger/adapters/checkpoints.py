@@ -27,7 +27,6 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, ClassVar, Final
 
 from agent_framework import SecretString, WorkflowCheckpoint, WorkflowCheckpointException
@@ -42,7 +41,7 @@ from agent_framework._workflows._checkpoint_encoding import (
 )
 
 from chatledger.adapters.connection import MongoConnection, check_source_id
-from chatledger.adapters.sources import open_ledger
+from chatledger.adapters.sources import LedgerOwner, open_ledger
 from chatledger.codec import decode_message
 from chatledger.errors import (
     ChatLedgerError,
@@ -112,7 +111,7 @@ def select_latest(checkpoints: list[WorkflowCheckpoint]) -> WorkflowCheckpoint:
     return max(leaves or candidates, key=lambda cp: cp.checkpoint_id)
 
 
-class MongoCheckpointStorage:
+class MongoCheckpointStorage(LedgerOwner):
     """Keeps Agent Framework workflow checkpoints in MongoDB as immutable, hash-chained records.
 
     It implements the framework's ``CheckpointStorage`` protocol with the in-memory and
@@ -455,23 +454,3 @@ class MongoCheckpointStorage:
         except ConcurrencyError:
             return False  # its receipt exists: deleted before
         return True
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def aclose(self) -> None:
-        """Close the client this storage created from a connection string; a borrowed one stays open."""
-        if self._connection is not None:
-            await self._connection.aclose()
-
-    async def __aenter__(self) -> MongoCheckpointStorage:
-        """Return the storage; leaving the block calls :meth:`aclose`."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Close what the storage owns."""
-        await self.aclose()

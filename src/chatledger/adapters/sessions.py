@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from types import TracebackType
 from typing import Any, ClassVar, Final
 
 from agent_framework import AgentSession, SecretString
 
 from chatledger.adapters.connection import MongoConnection, check_source_id
-from chatledger.adapters.sources import open_ledger
+from chatledger.adapters.sources import LedgerOwner, open_ledger
 from chatledger.errors import (
     ConcurrencyError,
     IntegrityError,
@@ -62,7 +61,7 @@ def _encode(session: object) -> str:
         ) from None
 
 
-class MongoSessionStore:
+class MongoSessionStore(LedgerOwner):
     """Keeps Agent Framework session snapshots in MongoDB, every version of them.
 
     It offers the methods of the framework's ``SessionStore`` and behaves like its
@@ -297,23 +296,3 @@ class MongoSessionStore:
         """Return the ids of the sessions stored in this store's scope, sorted."""
         found = await self.ledger.storage.threads.session_ids(self.binding.scope)
         return sorted(found)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def aclose(self) -> None:
-        """Close the client this store created from a connection string; a borrowed one stays open."""
-        if self._connection is not None:
-            await self._connection.aclose()
-
-    async def __aenter__(self) -> MongoSessionStore:
-        """Return the store; leaving the block calls :meth:`aclose`."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Close what the store owns."""
-        await self.aclose()

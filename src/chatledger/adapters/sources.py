@@ -8,7 +8,8 @@ connection string or ``MONGODB_*`` settings) and the same ledger options, throug
 
 from __future__ import annotations
 
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from agent_framework import SecretString
 
@@ -16,7 +17,7 @@ from chatledger.adapters.connection import MongoConnection, connect
 from chatledger.errors import InvalidInputError
 from chatledger.ledger import Ledger
 
-__all__ = ["open_ledger"]
+__all__ = ["LedgerOwner", "open_ledger"]
 
 
 def open_ledger(
@@ -59,3 +60,35 @@ def open_ledger(
     )
     # An AsyncMongoClient connects on first use: one dropped on a bad option holds no socket.
     return Ledger(connection.database, **ledger_options), connection
+
+
+class LedgerOwner:
+    """Closing what a store owns: the client it created from a connection string, exactly once.
+
+    A borrowed client or database (``client=``, ``database=``) is never closed.
+    """
+
+    _connection: MongoConnection | None = None
+
+    async def aclose(self) -> None:
+        """Close the client this store created from a connection string; a borrowed one stays open."""
+        if self._connection is not None:
+            await self._connection.aclose()
+
+    async def __aenter__(self) -> Self:
+        """Return the store; leaving the block calls :meth:`aclose`."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close what the store owns; a failure to close never hides the block's own error."""
+        try:
+            await self.aclose()
+        except Exception as close_error:
+            if exc is None:
+                raise
+            exc.add_note(f"closing the {type(self).__name__} also failed: {close_error!r}")

@@ -59,3 +59,31 @@ async def test_tampering_with_a_stored_snapshot_is_detected(database: Any, kind:
     report = await verify(database)
     assert not report.ok
     assert report.problems[0].thread_id == event["thread_id"]
+
+
+async def test_sealing_applies_to_snapshots_and_checkpoint_payloads(database: Any) -> None:
+    from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer
+
+    def sealer() -> Sealer:
+        return Sealer(KeyStore(database), LocalKeyProvider(bytes(range(32))))
+
+    sessions = MongoSessionStore(database=database, user_id="alice", sealer=sealer())
+    session = AgentSession(session_id="s")
+    session.state["secret"] = "the launch code"
+    await sessions.set("key", session)
+    storage = MongoCheckpointStorage(database=database, user_id="alice", sealer=sealer())
+    big = "the launch code " * (300 * 1024)  # over 4 MiB: its chunks are sealed too
+    saved = await storage.save(
+        WorkflowCheckpoint(
+            workflow_name="wf", graph_signature_hash="h", state={"s": "the launch code", "big": big}
+        )
+    )
+    async for event in database["events"].find({}):
+        assert "launch code" not in str(event)
+
+    # A fresh process with the same key store opens them.
+    loaded = await MongoSessionStore(database=database, user_id="alice", sealer=sealer()).get("key")
+    assert loaded is not None
+    assert loaded.state == {"secret": "the launch code"}
+    fresh = MongoCheckpointStorage(database=database, user_id="alice", sealer=sealer())
+    assert (await fresh.load(saved)).state["big"] == big

@@ -206,7 +206,9 @@ async def test_delete_leaves_a_receipt_and_the_id_can_be_used_again(database: An
 async def test_a_held_session_cannot_be_deleted(database: Any) -> None:
     store = MongoSessionStore(database=database)
     await store.set("key", _session(turn=1))
-    thread_id = store.binding.thread_id_for("key")
+    assert await store.thread_of("other") is None
+    thread_id = await store.thread_of("key")
+    assert thread_id is not None
     await set_hold(database, thread_id, reason="litigation")
     with pytest.raises(LegalHoldError):
         await store.delete("key")

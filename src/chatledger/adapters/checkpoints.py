@@ -66,6 +66,8 @@ DELETED: Final = "checkpoint.deleted"
 #: Longest checkpoint id accepted (it is the record's ``event_id``).
 MAX_CHECKPOINT_ID_LENGTH: Final = 64
 _WORKFLOW_KEY: Final = "workflow_name"
+#: Records decoded at a time while listing (each may reassemble up to many MiB of chunks).
+_PAGE_RECORDS: Final = 8
 
 
 def _sha256(text: str) -> str:
@@ -388,7 +390,7 @@ class MongoCheckpointStorage(LedgerOwner):
         page: list[dict[str, Any]] = []
         async for doc in events_of_threads(self.ledger.storage, threads):
             page.append(doc)
-            if len(page) >= 64:
+            if len(page) >= _PAGE_RECORDS:
                 for checkpoint in await self._page(page):
                     yield checkpoint
                 page = []

@@ -148,7 +148,9 @@ class MongoSessionStore(LedgerOwner):
     # ------------------------------------------------------------------ threads
 
     def _thread_id(self, session_id: str, generation: int) -> str:
-        name = session_id if generation == 0 else json.dumps([session_id, generation], ensure_ascii=False)
+        # Never the bare session id: in the default scope a name is the thread id itself,
+        # and a history provider's thread may already be named after the same session id.
+        name = json.dumps(["session", session_id, generation], ensure_ascii=False)
         return self.binding.thread_id_for(name)
 
     async def _thread(self, session_id: str) -> str:
@@ -291,6 +293,12 @@ class MongoSessionStore(LedgerOwner):
                 f"session {session_id!r} has {head.offset} versions; version {version} does not exist"
             )
         return await self._read(await self.binding.at(thread_id, version))
+
+    async def thread_of(self, session_id: str) -> str | None:
+        """Return the id of the thread holding the session's versions (``None``: not stored)."""
+        _check_session_id(session_id)
+        thread_id = await self._thread(session_id)
+        return thread_id if await self.ledger.thread(thread_id, self.binding.scope) is not None else None
 
     async def list_sessions(self) -> list[str]:
         """Return the ids of the sessions stored in this store's scope, sorted."""

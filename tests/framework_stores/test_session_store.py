@@ -244,3 +244,22 @@ async def test_construction_follows_the_history_provider(
         MongoSessionStore()
     with pytest.raises(InvalidInputError, match="source_id"):
         MongoSessionStore(database, database=database)  # type: ignore[misc]
+
+
+async def test_a_delete_and_recreate_elsewhere_is_seen_and_conflicts(database: Any) -> None:
+    here, there = MongoSessionStore(database=database), MongoSessionStore(database=database)
+    await here.set("key", _session(turn="old"))
+    await there.delete("key")
+    assert await here.get("key") is None
+    await there.set("key", _session(turn="new"))
+    loaded = await here.get("key")
+    assert loaded is not None
+    assert loaded.state == {"turn": "new"}
+    # A writer still holding the old generation's version is told, and writes nothing.
+    stale = MongoSessionStore(database=database)
+    await stale.get("key")
+    await there.delete("key")
+    await there.set("key", _session(turn="newer"))
+    with pytest.raises(VersionConflictError, match="deleted and re-created"):
+        await stale.set("key", _session(turn="stale"))
+    assert await there.version("key") == 1

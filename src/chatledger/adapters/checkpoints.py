@@ -41,10 +41,8 @@ from agent_framework._workflows._checkpoint_encoding import (
 )
 
 from chatledger.adapters.connection import MongoConnection, check_source_id
-from chatledger.adapters.sources import LedgerOwner, open_ledger
-from chatledger.codec import decode_message
+from chatledger.adapters.sources import LedgerOwner, open_ledger, record_text
 from chatledger.errors import (
-    ChatLedgerError,
     ConcurrencyError,
     EventIdReusedError,
     IntegrityError,
@@ -213,19 +211,7 @@ class MongoCheckpointStorage(LedgerOwner):
 
     async def _text(self, doc: Mapping[str, Any]) -> str:
         """Return the text of a record's one message, opened if sealed."""
-        sealer = self.ledger.sealer
-        messages = doc["messages"] if sealer is None else await sealer.open_messages(doc)
-        if len(messages) != 1:
-            raise IntegrityError(f"event {doc.get('_id')!r} is not a checkpoint record")
-        try:
-            message = decode_message(messages[0])
-        except ChatLedgerError:
-            raise
-        except (ValueError, TypeError, KeyError) as e:
-            raise IntegrityError(f"event {doc.get('_id')!r} holds a malformed message: {e}") from e
-        if str(message.role) not in (CHECKPOINT_ROLE, CHUNK_ROLE):
-            raise IntegrityError(f"event {doc.get('_id')!r} is not a checkpoint record")
-        return message.text
+        return await record_text(self.ledger, doc, (CHECKPOINT_ROLE, CHUNK_ROLE))
 
     @staticmethod
     def _chunked(record: str, doc: Mapping[str, Any]) -> dict[str, Any] | None:

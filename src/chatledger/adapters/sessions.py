@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Final
 from agent_framework import AgentSession, SecretString
 
 from chatledger.adapters.connection import MongoConnection, check_source_id
-from chatledger.adapters.sources import LedgerOwner, open_ledger
+from chatledger.adapters.sources import LedgerOwner, open_ledger, record_text
 from chatledger.errors import (
     ConcurrencyError,
     IntegrityError,
@@ -163,6 +163,17 @@ class MongoSessionStore(LedgerOwner):
                 return thread_id
             generation += 1  # deleted: the id names its next generation
 
+    async def _head(self, session_id: str) -> Position:
+        """Return the newest version's position (offset 0: the session is not stored)."""
+        seen = self._seen.get(session_id)
+        if seen is not None:
+            # Only one generation is live at a time, so a thread seen live that still has
+            # versions is the current one: no probe needed. (Deleted meanwhile, it reads empty.)
+            at = await self.binding.head(seen[0])
+            if at.offset:
+                return at
+        return await self.binding.head(await self._thread(session_id))
+
     def _remember(self, session_id: str, thread_id: str, version: int) -> None:
         self._seen[session_id] = (thread_id, version)
         self._seen.move_to_end(session_id)
@@ -170,11 +181,14 @@ class MongoSessionStore(LedgerOwner):
             self._seen.popitem(last=False)
 
     async def _read(self, at: Position) -> AgentSession:
-        messages = await self.binding.read(at, offset=-1)
-        if len(messages) != 1 or str(messages[0].role) != SESSION_ROLE:
-            raise IntegrityError(f"thread {at.thread_id!r} at {at.offset} holds no session snapshot")
+        # A session's thread never branches (every set is strict), so the version is the
+        # event at that seq of the thread itself: one read by primary key.
+        doc = await self.ledger.storage.events.at(at.thread_id, at.offset, full=True)
+        if doc is None:
+            raise IntegrityError(f"version {at.offset} of thread {at.thread_id!r} is missing")
+        text = await record_text(self.ledger, doc, (SESSION_ROLE,))
         try:
-            return AgentSession.from_dict(json.loads(messages[0].text))
+            return AgentSession.from_dict(json.loads(text))
         except (ValueError, TypeError, KeyError) as e:
             raise IntegrityError(
                 f"the session snapshot at {at.offset} of thread {at.thread_id!r} cannot be restored: {e}"
@@ -190,9 +204,8 @@ class MongoSessionStore(LedgerOwner):
             IntegrityError: the stored snapshot is malformed.
         """
         _check_session_id(session_id)
-        thread_id = await self._thread(session_id)
-        at = await self.binding.head(thread_id)
-        self._remember(session_id, thread_id, at.offset)
+        at = await self._head(session_id)
+        self._remember(session_id, at.thread_id, at.offset)
         if at.offset == 0:
             return None
         return await self._read(at)
@@ -218,8 +231,8 @@ class MongoSessionStore(LedgerOwner):
         if expected_version is not None and (type(expected_version) is not int or expected_version < 0):
             raise InvalidInputError("expected_version must be a non-negative int or None")
         text = _encode(session)
-        thread_id = await self._thread(session_id)
-        at = await self.binding.head(thread_id)
+        at = await self._head(session_id)
+        thread_id = at.thread_id
         seen = self._seen.get(session_id)
         if expected_version is not None:
             seen = (thread_id, expected_version)
@@ -272,9 +285,7 @@ class MongoSessionStore(LedgerOwner):
     async def version(self, session_id: str) -> int:
         """Return the session's current version (0: no snapshot stored)."""
         _check_session_id(session_id)
-        thread_id = await self._thread(session_id)
-        at = await self.binding.head(thread_id)
-        return at.offset
+        return (await self._head(session_id)).offset
 
     async def get_version(self, session_id: str, version: int) -> AgentSession:
         """Return the snapshot stored as ``version`` (1 is the first ``set``): time travel.
@@ -286,8 +297,8 @@ class MongoSessionStore(LedgerOwner):
         _check_session_id(session_id)
         if type(version) is not int or version < 1:
             raise InvalidInputError("version must be a positive int")
-        thread_id = await self._thread(session_id)
-        head = await self.binding.head(thread_id)
+        head = await self._head(session_id)
+        thread_id = head.thread_id
         if version > head.offset:
             raise InvalidInputError(
                 f"session {session_id!r} has {head.offset} versions; version {version} does not exist"

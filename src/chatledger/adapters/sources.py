@@ -8,16 +8,18 @@ connection string or ``MONGODB_*`` settings) and the same ledger options, throug
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from agent_framework import SecretString
 
 from chatledger.adapters.connection import MongoConnection, connect
-from chatledger.errors import InvalidInputError
+from chatledger.codec import decode_message
+from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError, KeyUnavailableError
 from chatledger.ledger import Ledger
 
-__all__ = ["LedgerOwner", "open_ledger"]
+__all__ = ["LedgerOwner", "open_ledger", "record_text"]
 
 
 def open_ledger(
@@ -92,3 +94,30 @@ class LedgerOwner:
             if exc is None:
                 raise
             exc.add_note(f"closing the {type(self).__name__} also failed: {close_error!r}")
+
+
+async def record_text(ledger: Ledger, doc: Mapping[str, Any], roles: Sequence[str]) -> str:
+    """Return the text of a store's record (an event holding one message of one of ``roles``), opened.
+
+    Raises:
+        IntegrityError: the event is not such a record, or its message is malformed.
+        KeyUnavailableError: it is sealed and the ledger has no sealer (or key) to open it.
+        ContentErasedError: it is sealed under a key that erasure destroyed.
+    """
+    sealer = ledger.sealer
+    messages = doc.get("messages") if sealer is None else await sealer.open_messages(doc)
+    if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], Mapping):
+        raise IntegrityError(f"event {doc.get('_id')!r} is not a record of {', '.join(roles)}")
+    if "sealed" in messages[0]:
+        raise KeyUnavailableError(
+            f"event {doc.get('_id')!r} is sealed, and this ledger has no sealer configured to open it"
+        )
+    try:
+        message = decode_message(messages[0])
+    except ChatLedgerError:
+        raise
+    except (ValueError, TypeError, KeyError) as e:
+        raise IntegrityError(f"event {doc.get('_id')!r} holds a malformed message: {e}") from e
+    if str(message.role) not in roles:
+        raise IntegrityError(f"event {doc.get('_id')!r} is not a record of {', '.join(roles)}")
+    return message.text

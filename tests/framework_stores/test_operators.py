@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_framework import AgentSession, WorkflowCheckpoint
+from agent_framework import AgentSession, WorkflowCheckpoint, WorkflowCheckpointException
 
-from chatledger import MongoCheckpointStorage, MongoSessionStore
+from chatledger import IntegrityError, MongoCheckpointStorage, MongoSessionStore
 from chatledger.admin import export_jsonl, import_jsonl, list_threads, verify
 
 
@@ -87,3 +87,16 @@ async def test_sealing_applies_to_snapshots_and_checkpoint_payloads(database: An
     assert loaded.state == {"secret": "the launch code"}
     fresh = MongoCheckpointStorage(database=database, user_id="alice", sealer=sealer())
     assert (await fresh.load(saved)).state["big"] == big
+
+
+@pytest.mark.parametrize("text", ["not json", '{"chunked": 5}', "[1, 2]"])
+async def test_a_malformed_stored_record_is_an_integrity_error(database: Any, text: str) -> None:
+    storage = MongoCheckpointStorage(database=database)
+    saved = await storage.save(WorkflowCheckpoint(workflow_name="wf", graph_signature_hash="h"))
+    sessions = MongoSessionStore(database=database)
+    await sessions.set("key", AgentSession(session_id="s"))
+    await database["events"].update_many({}, {"$set": {"messages.0.text": text}})
+    with pytest.raises(IntegrityError):
+        await MongoSessionStore(database=database).get("key")
+    with pytest.raises((IntegrityError, WorkflowCheckpointException)):
+        await storage.load(saved)

@@ -124,6 +124,7 @@ async def test_listing_filters_by_workflow_name(database: Any) -> None:
     }
     assert await storage.list_checkpoint_ids(workflow_name="workflow-2") == [two.checkpoint_id]
     assert await storage.list_checkpoints(workflow_name="unknown") == []
+    assert await storage.list_workflows() == ["workflow-1", "workflow-2"]
 
 
 async def test_unknown_ids_and_workflows(database: Any) -> None:

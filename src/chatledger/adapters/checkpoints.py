@@ -49,7 +49,12 @@ from chatledger.errors import (
     InvalidInputError,
 )
 from chatledger.ledger import Ledger, Position
-from chatledger.storage.framework import events_of_threads, scoped_event, threads_with_metadata
+from chatledger.storage.framework import (
+    events_of_threads,
+    metadata_values,
+    scoped_event,
+    threads_with_metadata,
+)
 
 __all__ = ["CHECKPOINT_ROLE", "CHUNK_CHARS", "DELETED", "MongoCheckpointStorage"]
 
@@ -406,6 +411,10 @@ class MongoCheckpointStorage(LedgerOwner):
         """Return the workflow's latest checkpoint (the framework's rule), or ``None`` if it has none."""
         found = await self.list_checkpoints(workflow_name=workflow_name)
         return select_latest(found) if found else None
+
+    async def list_workflows(self) -> list[str]:
+        """Return the names of the workflows with stored checkpoints in this storage's scope, sorted."""
+        return sorted(await metadata_values(self.ledger.storage, self.binding.scope, _WORKFLOW_KEY))
 
     # ------------------------------------------------------------------ deleting
 

@@ -19,7 +19,7 @@ from chatledger.storage.documents import check_event
 from chatledger.storage.driver import cursor_list
 from chatledger.storage.events import CHUNK
 
-__all__ = ["events_of_threads", "scoped_event", "threads_with_metadata"]
+__all__ = ["events_of_threads", "metadata_values", "scoped_event", "threads_with_metadata"]
 
 #: Records per reply batch: a checkpoint event may hold up to a few MiB, and FerretDB
 #: refuses replies over 48 MB.
@@ -50,6 +50,18 @@ async def threads_with_metadata(storage: Storage, scope: Scope, key: str, value:
     """Return the ids of the live threads of ``scope`` whose ``metadata[key]`` equals ``value``."""
     query = {f"metadata.{key}": value, **_scope_query(scope)}
     return [str(doc["_id"]) async for doc in storage.threads.select(query, projection={"_id": 1})]
+
+
+async def metadata_values(storage: Storage, scope: Scope, key: str) -> set[str]:
+    """Return the string values of ``metadata[key]`` on the live root threads of ``scope``."""
+    query = {f"metadata.{key}": {"$exists": True}, "parent": None, **_scope_query(scope)}
+    found: set[str] = set()
+    async for doc in storage.threads.select(query, projection={"metadata": 1}):
+        metadata = doc.get("metadata")
+        value = metadata.get(key) if isinstance(metadata, dict) else None
+        if isinstance(value, str):
+            found.add(value)
+    return found
 
 
 async def events_of_threads(storage: Storage, thread_ids: Sequence[str]) -> AsyncIterator[dict[str, Any]]:

@@ -17,7 +17,6 @@ from agent_framework import (
     WorkflowCheckpoint,
     WorkflowCheckpointException,
     WorkflowEvent,
-    register_checkpoint_type,
 )
 from agent_framework._workflows._runner_context import WorkflowMessage
 
@@ -37,7 +36,7 @@ class _NoDeepcopy:
         raise TypeError("refuses deepcopy")
 
 
-register_checkpoint_type(_NoDeepcopy)
+NO_DEEPCOPY = f"{_NoDeepcopy.__module__}:{_NoDeepcopy.__qualname__}"
 
 
 def _cp(workflow_name: str = WF, **fields: Any) -> WorkflowCheckpoint:
@@ -96,7 +95,7 @@ async def test_messages_and_pending_events_round_trip_as_objects(database: Any) 
 async def test_values_that_refuse_deepcopy_round_trip(database: Any) -> None:
     with pytest.raises(TypeError):
         copy.deepcopy(_NoDeepcopy("x"))
-    storage = MongoCheckpointStorage(database=database)
+    storage = MongoCheckpointStorage(database=database, allowed_checkpoint_types=[NO_DEEPCOPY])
     saved = await storage.save(_cp(state={"custom": _NoDeepcopy("test")}))
     loaded = await storage.load(saved)
     assert isinstance(loaded.state["custom"], _NoDeepcopy)

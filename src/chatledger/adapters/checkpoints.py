@@ -31,15 +31,7 @@ from typing import Any, ClassVar, Final
 
 from agent_framework import SecretString, WorkflowCheckpoint, WorkflowCheckpointException
 
-# The framework's own checkpoint encoding (what FileCheckpointStorage writes): JSON
-# values as they are, other objects pickled, and decoding restricted to allowed types.
-# Not re-exported by the framework; using it keeps a checkpoint restorable exactly as
-# the file storage restores it, with the same safety rules.
-from agent_framework._workflows._checkpoint_encoding import (
-    decode_checkpoint_value,
-    encode_checkpoint_value,
-)
-
+from chatledger.adapters.checkpoint_encoding import decode_checkpoint_value, encode_checkpoint_value
 from chatledger.adapters.connection import MongoConnection, check_source_id
 from chatledger.adapters.sources import LedgerOwner, open_ledger, record_text
 from chatledger.errors import (
@@ -142,7 +134,9 @@ class MongoCheckpointStorage(LedgerOwner):
         tenant_id: The tenant the storage is bound to: it sees no other tenant's checkpoints.
         user_id: The user the storage is bound to: it sees no other user's checkpoints.
         allowed_checkpoint_types: Types beyond the framework's safe set that loading may
-            restore (``"module:qualname"``), as for ``FileCheckpointStorage``.
+            restore (``"module:qualname"``), as for ``FileCheckpointStorage``. Types
+            registered with ``agent_framework.register_checkpoint_type`` must be listed
+            here too (that registry is private to the framework).
         deleted_by: Who deletes, as recorded in ``checkpoint.deleted`` receipts.
         **ledger_options: Passed to :class:`~chatledger.ledger.Ledger` (``sealer=`` seals payloads).
 

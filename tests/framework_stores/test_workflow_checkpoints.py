@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from agent_framework import Executor, Workflow, WorkflowBuilder, WorkflowContext, handler
+from agent_framework import (
+    Executor,
+    Workflow,
+    WorkflowBuilder,
+    WorkflowCheckpointException,
+    WorkflowContext,
+    handler,
+)
 
-from chatledger import MongoCheckpointStorage
-from chatledger.adapters.checkpoints import CHUNK_CHARS
-from chatledger.admin import verify
+import chatledger.ledger.core
+from chatledger import InvalidInputError, MongoCheckpointStorage
+from chatledger.adapters.checkpoints import CHUNK_CHARS, CHUNK_ID_PREFIX
+from chatledger.admin import RetentionPolicy, run_retention, verify
 from tests.conftest import Backend
 
 
@@ -99,10 +108,63 @@ async def test_a_20_mib_checkpoint_is_stored_in_chunks_and_loads_whole(
 async def test_chunks_without_their_record_are_invisible(database: Any) -> None:
     # A save that died after writing its chunks: nothing refers to them, nothing lists them.
     storage = MongoCheckpointStorage(database=database)
+    small = await storage.save(_checkpoint())
     text = "x" * (CHUNK_CHARS + 10)
-    await storage._write_chunks("interrupted", text, hashlib.sha256(text.encode()).hexdigest())
-    assert await storage.list_checkpoints(workflow_name="big") == []
-    assert await storage.get_latest(workflow_name="big") is None
+    at = await storage.binding.head((await database["events"].find_one({"event_id": small}))["thread_id"])
+    await storage._write_chunks(at, text, hashlib.sha256(text.encode()).hexdigest(), "big")
+    assert await storage.list_checkpoint_ids(workflow_name="big") == [small]
+    latest = await storage.get_latest(workflow_name="big")
+    assert latest is not None
+    assert latest.checkpoint_id == small
+    for chunk_id in (await database["events"].find_one({"seq": 2}))["event_id"], CHUNK_ID_PREFIX + "x":
+        with pytest.raises(WorkflowCheckpointException):
+            await storage.load(chunk_id)
+        assert await storage.delete(chunk_id) is False
+    with pytest.raises(InvalidInputError):
+        await storage.save(_checkpoint(checkpoint_id=CHUNK_ID_PREFIX + "mine"))
+
+
+async def test_a_large_checkpoints_chunks_live_and_go_with_its_run(
+    database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    monkeypatch.setattr(chatledger.ledger.core, "utc_now_ms", lambda: now[0])
+    storage = MongoCheckpointStorage(database=database)
+    blob = "x" * (CHUNK_CHARS + 100)  # two chunks
+    first = await storage.save(_checkpoint(state={"n": 1}))
+    big = await storage.save(_checkpoint(previous_checkpoint_id=first, state={"blob": blob}))
+    now[0] += timedelta(days=30)
+    await storage.save(_checkpoint(previous_checkpoint_id=big, state={"n": 2}))
+
+    # The chunks were written 30 days ago, the run's newest checkpoint today: a 7-day
+    # policy removes nothing, and the old large checkpoint still loads whole.
+    week = RetentionPolicy(default=timedelta(days=7))
+    report = await run_retention(database, week, apply=True, now=now[0] + timedelta(days=1))
+    assert report.planned == []
+    assert (await storage.load(big)).state["blob"] == blob
+
+    # Idle past the policy, the run goes, its chunks with it: no content stays.
+    report = await run_retention(database, week, apply=True, now=now[0] + timedelta(days=8))
+    assert report.threads == 1
+    with pytest.raises(WorkflowCheckpointException):
+        await storage.load(big)
+    assert await database["events"].count_documents({"removed": {"$exists": False}}) == 0
+    assert await database["events"].count_documents({"messages": {"$exists": True}}) == 0
+    assert (await verify(database)).ok
+
+
+async def test_large_checkpoints_resumed_from_the_past_branch_with_their_chunks(database: Any) -> None:
+    storage = MongoCheckpointStorage(database=database)
+    first = await storage.save(_checkpoint(state={"n": 1}))
+    one, two = "1" * (CHUNK_CHARS + 1), "2" * (CHUNK_CHARS + 1)
+    big = await storage.save(_checkpoint(previous_checkpoint_id=first, state={"blob": one}))
+    # Resumed from the first again: this one's chunks and record go to a branch.
+    other = await storage.save(_checkpoint(previous_checkpoint_id=first, state={"blob": two}))
+    assert (await storage.load(big)).state["blob"] == one
+    assert (await storage.load(other)).state["blob"] == two
+    assert await storage.list_checkpoint_ids(workflow_name="big") == [first, big, other]
+    assert await database["threads"].count_documents({}) == 2
+    assert (await verify(database)).ok
 
 
 def _checkpoint(**fields: Any) -> Any:

@@ -4,16 +4,19 @@ Layout: a checkpoint is one immutable ledger event (``event_id`` = the checkpoin
 one message of role ``"chatledger.checkpoint"`` holding the framework's own encoding
 of the checkpoint as JSON). A checkpoint without a stored predecessor starts a *run*:
 a root thread whose ``metadata.workflow_name`` names the workflow. A checkpoint whose
-``previous_checkpoint_id`` is stored is appended right after it: on the same thread
+``previous_checkpoint_id`` is stored is appended right after it (after its chunks, for a
+large one): on the same thread
 when the predecessor is that thread's newest checkpoint, otherwise on a new branch
 forked there (a run resumed from an older checkpoint). Every record is hash-chained
 to its predecessor, so ``verify`` proves a run's history, and branches share it.
 
-A checkpoint whose encoding exceeds :data:`CHUNK_CHARS` is stored in chunks first (each
-an event of a root thread of its own, named after the checkpoint and its digest),
-then committed by its record, which names the chunk thread, their number and their
-SHA-256: until the record is written nothing refers to the chunks, so a checkpoint is
-never half-visible, and a retried save reuses the chunks already written.
+A checkpoint whose encoding exceeds :data:`CHUNK_CHARS` is stored in chunks first: events
+of its run, right after its predecessor (event ids :data:`CHUNK_ID_PREFIX` + digest +
+index), then committed by its record right after them, which names their number and
+their SHA-256. Until the record is written nothing refers to the chunks (listings skip
+chunk events), so a checkpoint is never half-visible, and a retried save finds the
+chunks already written. Being events of the run's lineage, chunks are kept, held,
+verified, exported and removed exactly as long as the record that needs them.
 
 ``delete`` withdraws a checkpoint: an audit receipt (``checkpoint.deleted``) is
 written and the checkpoint is never loaded or listed again, while its record stays in
@@ -41,6 +44,7 @@ from chatledger.errors import (
     InvalidInputError,
 )
 from chatledger.ledger import Ledger, Position
+from chatledger.models import ThreadRecord
 from chatledger.storage.framework import (
     events_of_threads,
     metadata_values,
@@ -48,7 +52,7 @@ from chatledger.storage.framework import (
     threads_with_metadata,
 )
 
-__all__ = ["CHECKPOINT_ROLE", "CHUNK_CHARS", "DELETED", "MongoCheckpointStorage"]
+__all__ = ["CHECKPOINT_ROLE", "CHUNK_CHARS", "CHUNK_ID_PREFIX", "DELETED", "MongoCheckpointStorage"]
 
 #: The role of the one message a checkpoint record holds.
 CHECKPOINT_ROLE: Final = "chatledger.checkpoint"
@@ -56,6 +60,8 @@ CHECKPOINT_ROLE: Final = "chatledger.checkpoint"
 CHUNK_ROLE: Final = "chatledger.checkpoint-chunk"
 #: Encoded checkpoints longer than this (characters, all ASCII) are stored in chunks of this size.
 CHUNK_CHARS: Final = 4 * 1024 * 1024
+#: Event ids of chunks start with this; no checkpoint id may.
+CHUNK_ID_PREFIX: Final = "chatledger:chunk:"
 #: Receipt kind of a withdrawn checkpoint.
 DELETED: Final = "checkpoint.deleted"
 #: Longest checkpoint id accepted (it is the record's ``event_id``).
@@ -70,13 +76,26 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _usable_id(checkpoint_id: object) -> bool:
+    """Return whether ``checkpoint_id`` can name a checkpoint stored here."""
+    return (
+        type(checkpoint_id) is str
+        and 0 < len(checkpoint_id) <= MAX_CHECKPOINT_ID_LENGTH
+        and not checkpoint_id.startswith(CHUNK_ID_PREFIX)
+    )
+
+
 def _check_id(checkpoint_id: object) -> str:
-    if type(checkpoint_id) is not str or not checkpoint_id or len(checkpoint_id) > MAX_CHECKPOINT_ID_LENGTH:
+    if not _usable_id(checkpoint_id):
         raise InvalidInputError(
             f"checkpoint_id must be a non-empty str of at most {MAX_CHECKPOINT_ID_LENGTH} characters, "
-            f"got {checkpoint_id!r}"
+            f"not starting with {CHUNK_ID_PREFIX!r}, got {checkpoint_id!r}"
         )
-    return checkpoint_id
+    return str(checkpoint_id)
+
+
+def _chunk_id(digest: str, index: int) -> str:
+    return f"{CHUNK_ID_PREFIX}{digest[:40]}:{index}"
 
 
 def _check_workflow(workflow_name: object) -> str:
@@ -219,11 +238,8 @@ class MongoCheckpointStorage(LedgerOwner):
             return None
         try:
             chunked = json.loads(record)["chunked"]
-            if (
-                type(chunked["thread_id"]) is not str
-                or type(chunked["chunks"]) is not int
-                or type(chunked["sha256"]) is not str
-            ):
+            count, digest = chunked["chunks"], chunked["sha256"]
+            if type(count) is not int or count < 1 or type(digest) is not str:
                 raise TypeError("wrong types")
         except (ValueError, KeyError, TypeError) as e:
             raise IntegrityError(f"event {doc.get('_id')!r} names its chunks wrongly: {e}") from e
@@ -242,16 +258,20 @@ class MongoCheckpointStorage(LedgerOwner):
         chunked = self._chunked(record, doc)
         if chunked is None:
             return record
-        thread_id, count = chunked["thread_id"], chunked["chunks"]
-        if await self.ledger.thread(thread_id, self.binding.scope) is None:
-            raise IntegrityError(f"the chunks of event {doc.get('_id')!r} are missing (thread {thread_id!r})")
+        count, seq = chunked["chunks"], int(doc["seq"])
+        record_thread = await self.ledger.thread(str(doc["thread_id"]), self.binding.scope)
+        if record_thread is None or seq - count <= 0:
+            raise IntegrityError(f"the chunks of event {doc.get('_id')!r} are missing")
         parts: list[str] = []
-        for seq in range(1, count + 1):
+        for index, at in enumerate(range(seq - count, seq)):
+            # The chunks are the events right before the record along its line (on its
+            # thread, or on an ancestor when the record or a chunk branched).
+            holder = await record_thread.holder_along(at, self._scoped_thread)
             # By primary key, one chunk per read: every engine serves that without a scan,
             # and no reply comes near FerretDB's 48 MB limit.
-            chunk = await self.ledger.storage.events.at(thread_id, seq, full=True)
-            if chunk is None:
-                raise IntegrityError(f"chunk {seq} of event {doc.get('_id')!r} is missing")
+            chunk = None if holder is None else await self.ledger.storage.events.at(holder, at, full=True)
+            if chunk is None or chunk.get("event_id") != _chunk_id(chunked["sha256"], index):
+                raise IntegrityError(f"chunk {index} of event {doc.get('_id')!r} is missing")
             parts.append(await self._text(chunk))
         text = "".join(parts)
         if _sha256(text) != chunked["sha256"]:
@@ -260,29 +280,33 @@ class MongoCheckpointStorage(LedgerOwner):
 
     # ------------------------------------------------------------------ writing
 
-    async def _write_chunks(self, checkpoint_id: str, text: str, digest: str) -> dict[str, Any]:
-        thread_id = self.binding.thread_id_for(json.dumps(["chunks", checkpoint_id, digest]))
-        at = await self.binding.head(thread_id)
+    async def _scoped_thread(self, thread_id: str) -> ThreadRecord | None:
+        return await self.ledger.thread(thread_id, self.binding.scope)
+
+    async def _write_chunks(
+        self, at: Position, text: str, digest: str, workflow_name: str
+    ) -> tuple[Position, dict[str, Any]]:
+        """Append the chunks of ``text`` after ``at``; return the position after them and the record."""
         pieces = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)]
-        # A retried save finds the chunks an earlier try wrote (same thread, same event
-        # ids) and continues after them.
-        for index in range(at.offset, len(pieces)):
+        for index, piece in enumerate(pieces):
+            # Not strict: a position taken meanwhile branches, and the next chunk follows
+            # on that branch, so the chunks always lie right before the record along its
+            # line. A retried save finds each chunk an earlier try wrote (same event id,
+            # same content, right after the same position) and goes on after it.
             result = await self.binding.append(
                 at,
-                stored=[{"role": CHUNK_ROLE, "text": pieces[index]}],
-                event_id=f"{digest[:40]}-{index}",
-                strict=True,
-                metadata={"chunks_of": checkpoint_id},
+                stored=[{"role": CHUNK_ROLE, "text": piece}],
+                event_id=_chunk_id(digest, index),
+                metadata={_WORKFLOW_KEY: workflow_name},
             )
             at = result.position
-        return {
-            "chunked": {"thread_id": thread_id, "chunks": len(pieces), "sha256": digest, "chars": len(text)}
-        }
+        return at, {"chunked": {"chunks": len(pieces), "sha256": digest, "chars": len(text)}}
 
     async def _parent(self, checkpoint: WorkflowCheckpoint) -> Position | None:
         previous = checkpoint.previous_checkpoint_id
-        if type(previous) is not str or not previous or len(previous) > MAX_CHECKPOINT_ID_LENGTH:
+        if not _usable_id(previous):
             return None
+        assert isinstance(previous, str)
         doc = await scoped_event(self.ledger.storage, previous, self.binding.scope)
         if doc is None:
             return None  # not stored here (deleted runs, another storage): this starts a run
@@ -316,12 +340,13 @@ class MongoCheckpointStorage(LedgerOwner):
                 f"checkpoint {checkpoint_id!r} is already stored with other content; checkpoints are "
                 "immutable (save the new state under a new checkpoint id)"
             )
-        record = text
-        if len(text) > CHUNK_CHARS:
-            record = json.dumps(await self._write_chunks(checkpoint_id, text, digest), separators=(",", ":"))
         at = await self._parent(checkpoint)
         if at is None:
             at = self.binding.empty(self.binding.thread_id_for(json.dumps(["run", checkpoint_id])))
+        record = text
+        if len(text) > CHUNK_CHARS:
+            at, chunked = await self._write_chunks(at, text, digest, workflow_name)
+            record = json.dumps(chunked, separators=(",", ":"))
         try:
             await self.binding.append(
                 at,
@@ -352,11 +377,7 @@ class MongoCheckpointStorage(LedgerOwner):
                 deleted), or it cannot be decoded under the allowed types.
             IntegrityError: the stored record or its chunks are malformed.
         """
-        if (
-            type(checkpoint_id) is not str
-            or not checkpoint_id
-            or len(checkpoint_id) > MAX_CHECKPOINT_ID_LENGTH
-        ):
+        if not _usable_id(checkpoint_id):
             raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
         doc = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
         if doc is None or await self._deleted([checkpoint_id]):
@@ -373,7 +394,7 @@ class MongoCheckpointStorage(LedgerOwner):
             self.ledger.storage, self.binding.scope, _WORKFLOW_KEY, workflow_name
         )
         page: list[dict[str, Any]] = []
-        async for doc in events_of_threads(self.ledger.storage, threads):
+        async for doc in events_of_threads(self.ledger.storage, threads, skip_prefix=CHUNK_ID_PREFIX):
             page.append(doc)
             if len(page) >= _PAGE_RECORDS:
                 for checkpoint in await self._page(page):
@@ -419,11 +440,7 @@ class MongoCheckpointStorage(LedgerOwner):
         listed again. Its record stays in the hash chain (later checkpoints chain
         through it) until retention or erasure removes its run.
         """
-        if (
-            type(checkpoint_id) is not str
-            or not checkpoint_id
-            or len(checkpoint_id) > MAX_CHECKPOINT_ID_LENGTH
-        ):
+        if not _usable_id(checkpoint_id):
             return False
         doc = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
         if doc is None:

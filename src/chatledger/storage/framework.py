@@ -8,6 +8,7 @@ absent field matches only documents without it), as every other storage query is
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
@@ -64,15 +65,22 @@ async def metadata_values(storage: Storage, scope: Scope, key: str) -> set[str]:
     return found
 
 
-async def events_of_threads(storage: Storage, thread_ids: Sequence[str]) -> AsyncIterator[dict[str, Any]]:
+async def events_of_threads(
+    storage: Storage, thread_ids: Sequence[str], *, skip_prefix: str | None = None
+) -> AsyncIterator[dict[str, Any]]:
     """Yield the live events of these threads, thread by thread in ``seq`` order, in bounded batches.
+
+    Events whose ``event_id`` starts with ``skip_prefix`` are left on the server.
 
     Raises:
         IntegrityError: a stored event is malformed.
     """
     ids = sorted(set(thread_ids))
     for start in range(0, len(ids), CHUNK):
-        query = {"thread_id": {"$in": ids[start : start + CHUNK]}, "removed": {"$exists": False}}
+        query: dict[str, Any] = {"thread_id": {"$in": ids[start : start + CHUNK]}}
+        query["removed"] = {"$exists": False}
+        if skip_prefix is not None:
+            query["event_id"] = {"$not": {"$regex": "^" + re.escape(skip_prefix)}}
         cursor = (
             storage.events.collection.find(query)
             .sort([("thread_id", ASCENDING), ("seq", ASCENDING)])

@@ -66,8 +66,14 @@ def _key(cls: type[Any]) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def encode_checkpoint_value(value: Any) -> Any:
-    """Return ``value`` encoded as the framework encodes checkpoint values (JSON-serializable)."""
+def encode_checkpoint_value(value: Any, pickles: list[dict[str, str]] | None = None) -> Any:
+    """Return ``value`` encoded as the framework encodes checkpoint values (JSON-serializable).
+
+    Args:
+        value: The value.
+        pickles: If given, every pickled value's envelope is appended to it (the only
+            parts whose decoding can fail).
+    """
     if isinstance(value, _JSON_NATIVE):
         return value
     if type(value) is dict:
@@ -76,16 +82,19 @@ def encode_checkpoint_value(value: Any) -> Any:
         # A reserved key, or keys that collide once stringified, cannot round-trip as a
         # JSON object: the whole mapping is pickled instead (as the framework does).
         if keys & _RESERVED or len(keys) != len(items):
-            return _pickled(value)
-        return {k: encode_checkpoint_value(v) for k, v in items}
+            return _pickled(value, pickles)
+        return {k: encode_checkpoint_value(v, pickles) for k, v in items}
     if type(value) is list:
-        return [encode_checkpoint_value(item) for item in value]
-    return _pickled(value)
+        return [encode_checkpoint_value(item, pickles) for item in value]
+    return _pickled(value, pickles)
 
 
-def _pickled(value: Any) -> dict[str, str]:
+def _pickled(value: Any, pickles: list[dict[str, str]] | None) -> dict[str, str]:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return {_PICKLED: base64.b64encode(data).decode("ascii"), _TYPE: _key(type(value))}
+    envelope = {_PICKLED: base64.b64encode(data).decode("ascii"), _TYPE: _key(type(value))}
+    if pickles is not None:
+        pickles.append(envelope)
+    return envelope
 
 
 def decode_checkpoint_value(value: Any, *, allowed_types: AbstractSet[str]) -> Any:

@@ -49,6 +49,7 @@ from chatledger.storage.framework import (
     events_of_threads,
     metadata_values,
     scoped_event,
+    scoped_events,
     threads_with_metadata,
 )
 
@@ -206,10 +207,13 @@ class MongoCheckpointStorage(LedgerOwner):
 
     def _encode(self, checkpoint: WorkflowCheckpoint) -> str:
         try:
-            encoded = encode_checkpoint_value(checkpoint.to_dict())
+            pickles: list[dict[str, str]] = []
+            encoded = encode_checkpoint_value(checkpoint.to_dict(), pickles)
             # Decoded once under this storage's allowed types, as the file storage does:
             # a checkpoint that could never be loaded is refused now, not at resume time.
-            decode_checkpoint_value(encoded, allowed_types=self._allowed_types)
+            # Only its pickled values can fail (the rest decodes as it is), so only they are.
+            for envelope in pickles:
+                decode_checkpoint_value(envelope, allowed_types=self._allowed_types)
             return json.dumps(encoded, ensure_ascii=True, separators=(",", ":"), allow_nan=True)
         except WorkflowCheckpointException:
             raise
@@ -302,12 +306,8 @@ class MongoCheckpointStorage(LedgerOwner):
             at = result.position
         return at, {"chunked": {"chunks": len(pieces), "sha256": digest, "chars": len(text)}}
 
-    async def _parent(self, checkpoint: WorkflowCheckpoint) -> Position | None:
-        previous = checkpoint.previous_checkpoint_id
-        if not _usable_id(previous):
-            return None
-        assert isinstance(previous, str)
-        doc = await scoped_event(self.ledger.storage, previous, self.binding.scope)
+    async def _parent(self, checkpoint: WorkflowCheckpoint, doc: Mapping[str, Any] | None) -> Position | None:
+        """Return the position right after the checkpoint's predecessor (its stored record ``doc``)."""
         if doc is None:
             return None  # not stored here (deleted runs, another storage): this starts a run
         record = await self.ledger.thread(doc["thread_id"], self.binding.scope)
@@ -332,7 +332,13 @@ class MongoCheckpointStorage(LedgerOwner):
         workflow_name = _check_workflow(checkpoint.workflow_name)
         text = self._encode(checkpoint)
         digest = _sha256(text)
-        existing = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
+        # The checkpoint itself (a retried save) and its predecessor: one query for both.
+        previous = checkpoint.previous_checkpoint_id
+        wanted = [checkpoint_id]
+        if isinstance(previous, str) and _usable_id(previous) and previous != checkpoint_id:
+            wanted.append(previous)
+        found = await scoped_events(self.ledger.storage, wanted, self.binding.scope)
+        existing = found.get(checkpoint_id)
         if existing is not None:
             if self._digest_of(await self._text(existing), existing) == digest:
                 return checkpoint_id
@@ -340,7 +346,7 @@ class MongoCheckpointStorage(LedgerOwner):
                 f"checkpoint {checkpoint_id!r} is already stored with other content; checkpoints are "
                 "immutable (save the new state under a new checkpoint id)"
             )
-        at = await self._parent(checkpoint)
+        at = await self._parent(checkpoint, found.get(wanted[-1]) if len(wanted) > 1 else None)
         if at is None:
             at = self.binding.empty(self.binding.thread_id_for(json.dumps(["run", checkpoint_id])))
         record = text

@@ -132,8 +132,9 @@ class MongoSessionStore(LedgerOwner):
         )
         self.binding = self.ledger.bind(tenant_id=tenant_id, user_id=user_id, source_id=self.source_id)
         self.deleted_by = deleted_by
-        # session id -> (its current thread, the version this store last read or wrote)
-        self._seen: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # session id -> (its current thread, the version this store last read or wrote,
+        # and that version's position when known: a set builds on it without a read)
+        self._seen: OrderedDict[str, tuple[str, int, Position | None]] = OrderedDict()
 
     @staticmethod
     def validate_session_id(session_id: str) -> None:
@@ -163,27 +164,29 @@ class MongoSessionStore(LedgerOwner):
                 return thread_id
             generation += 1  # deleted: the id names its next generation
 
-    async def _head(self, session_id: str) -> Position:
-        """Return the newest version's position (offset 0: the session is not stored)."""
+    async def _head(self, session_id: str, *, full: bool = False) -> tuple[Position, dict[str, Any] | None]:
+        """Return the newest version's position (offset 0: not stored) and, if ``full``, its event."""
         seen = self._seen.get(session_id)
         if seen is not None:
             # Only one generation is live at a time, so a thread seen live that still has
             # versions is the current one: no probe needed. (Deleted meanwhile, it reads empty.)
-            at = await self.binding.head(seen[0])
+            at, doc = await self.binding.head_event(seen[0], full=full)
             if at.offset:
-                return at
-        return await self.binding.head(await self._thread(session_id))
+                return at, doc
+        return await self.binding.head_event(await self._thread(session_id), full=full)
 
-    def _remember(self, session_id: str, thread_id: str, version: int) -> None:
-        self._seen[session_id] = (thread_id, version)
+    def _remember(self, session_id: str, thread_id: str, version: int, at: Position | None = None) -> None:
+        self._seen[session_id] = (thread_id, version, at)
         self._seen.move_to_end(session_id)
         while len(self._seen) > _SEEN_KEPT:
             self._seen.popitem(last=False)
 
-    async def _read(self, at: Position) -> AgentSession:
+    async def _read(self, at: Position, doc: dict[str, Any] | None = None) -> AgentSession:
         # A session's thread never branches (every set is strict), so the version is the
-        # event at that seq of the thread itself: one read by primary key.
-        doc = await self.ledger.storage.events.at(at.thread_id, at.offset, full=True)
+        # event at that seq of the thread itself: one read by primary key, unless the
+        # head query already returned it.
+        if doc is None or doc.get("seq") != at.offset or doc.get("thread_id") != at.thread_id:
+            doc = await self.ledger.storage.events.at(at.thread_id, at.offset, full=True)
         if doc is None:
             raise IntegrityError(f"version {at.offset} of thread {at.thread_id!r} is missing")
         text = await record_text(self.ledger, doc, (SESSION_ROLE,))
@@ -204,11 +207,11 @@ class MongoSessionStore(LedgerOwner):
             IntegrityError: the stored snapshot is malformed.
         """
         _check_session_id(session_id)
-        at = await self._head(session_id)
-        self._remember(session_id, at.thread_id, at.offset)
+        at, doc = await self._head(session_id, full=True)
+        self._remember(session_id, at.thread_id, at.offset, at)
         if at.offset == 0:
             return None
-        return await self._read(at)
+        return await self._read(at, doc)
 
     async def set(
         self, session_id: str, session: AgentSession, *, expected_version: int | None = None
@@ -231,9 +234,25 @@ class MongoSessionStore(LedgerOwner):
         if expected_version is not None and (type(expected_version) is not int or expected_version < 0):
             raise InvalidInputError("expected_version must be a non-negative int or None")
         text = _encode(session)
-        at = await self._head(session_id)
+        stored = [{"role": SESSION_ROLE, "text": text}]
+        known = self._seen.get(session_id)
+        if expected_version is None and known is not None and known[2] is not None:
+            # Building on the version this store last read or wrote: the strict append is
+            # itself the compare-and-set (the position is taken if the session moved on,
+            # sealed if it was deleted), so no read comes first. On a conflict the checks
+            # below find out which, and say so.
+            try:
+                result = await self.binding.append(
+                    known[2], stored=stored, strict=True, metadata={"session_id": session_id}
+                )
+            except (ConcurrencyError, ThreadRemovedError):
+                pass
+            else:
+                self._remember(session_id, known[0], result.position.offset, result.position)
+                return
+        at = (await self._head(session_id))[0]
         thread_id = at.thread_id
-        seen = self._seen.get(session_id)
+        seen = known[:2] if known is not None else None
         if expected_version is not None:
             seen = (thread_id, expected_version)
         if seen is not None and seen != (thread_id, at.offset):
@@ -244,10 +263,7 @@ class MongoSessionStore(LedgerOwner):
             )
         try:
             result = await self.binding.append(
-                at,
-                stored=[{"role": SESSION_ROLE, "text": text}],
-                strict=True,
-                metadata={"session_id": session_id},
+                at, stored=stored, strict=True, metadata={"session_id": session_id}
             )
         except (ConcurrencyError, ThreadRemovedError) as e:
             self._seen.pop(session_id, None)
@@ -255,7 +271,7 @@ class MongoSessionStore(LedgerOwner):
                 f"session {session_id!r} was written or deleted by someone else after version {at.offset}: "
                 "re-read it and try again"
             ) from e
-        self._remember(session_id, thread_id, result.position.offset)
+        self._remember(session_id, thread_id, result.position.offset, result.position)
 
     async def delete(self, session_id: str) -> None:
         """Remove every version of the session, with a removal receipt; an unknown id is a no-op.
@@ -285,7 +301,7 @@ class MongoSessionStore(LedgerOwner):
     async def version(self, session_id: str) -> int:
         """Return the session's current version (0: no snapshot stored)."""
         _check_session_id(session_id)
-        return (await self._head(session_id)).offset
+        return (await self._head(session_id))[0].offset
 
     async def get_version(self, session_id: str, version: int) -> AgentSession:
         """Return the snapshot stored as ``version`` (1 is the first ``set``): time travel.
@@ -297,7 +313,7 @@ class MongoSessionStore(LedgerOwner):
         _check_session_id(session_id)
         if type(version) is not int or version < 1:
             raise InvalidInputError("version must be a positive int")
-        head = await self._head(session_id)
+        head = (await self._head(session_id))[0]
         thread_id = head.thread_id
         if version > head.offset:
             raise InvalidInputError(

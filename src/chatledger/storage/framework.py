@@ -20,7 +20,7 @@ from chatledger.storage.documents import check_event
 from chatledger.storage.driver import cursor_list
 from chatledger.storage.events import CHUNK
 
-__all__ = ["events_of_threads", "metadata_values", "scoped_event", "threads_with_metadata"]
+__all__ = ["events_of_threads", "metadata_values", "scoped_event", "scoped_events", "threads_with_metadata"]
 
 #: Records per reply batch: a checkpoint event may hold up to a few MiB, and FerretDB
 #: refuses replies over 48 MB.
@@ -37,14 +37,34 @@ async def scoped_event(storage: Storage, event_id: str, scope: Scope) -> dict[st
     Raises:
         IntegrityError: the stored event is malformed.
     """
-    query = {"event_id": event_id, **_scope_query(scope), "removed": {"$exists": False}}
-    cursor = storage.events.collection.find(query).hint("event_id").limit(8)
-    docs = await storage.gate.call("read event", cursor_list(cursor))
-    if not docs:
-        return None
-    # Two events with one id happen only when two writers saved it concurrently at two
-    # places; the first one written is the one every reader agrees on.
-    return check_event(min(docs, key=lambda d: (d.get("created_at") is None, d.get("created_at"), d["_id"])))
+    return (await scoped_events(storage, [event_id], scope)).get(event_id)
+
+
+async def scoped_events(
+    storage: Storage, event_ids: Sequence[str], scope: Scope
+) -> dict[str, dict[str, Any]]:
+    """Return the live events of ``scope`` carrying these (few) ids, by id, in one query.
+
+    Raises:
+        IntegrityError: a stored event is malformed.
+    """
+    wanted = sorted(set(event_ids))
+    query = {"event_id": wanted[0] if len(wanted) == 1 else {"$in": wanted}, **_scope_query(scope)}
+    query["removed"] = {"$exists": False}
+    cursor = storage.events.collection.find(query).hint("event_id").limit(8 * len(wanted))
+    found: dict[str, dict[str, Any]] = {}
+    for doc in await storage.gate.call("read event", cursor_list(cursor)):
+        # Two events with one id happen only when two writers saved it concurrently at two
+        # places; the first one written is the one every reader agrees on.
+        event_id = str(doc.get("event_id"))
+        other = found.get(event_id)
+        if other is None or _written_order(doc) < _written_order(other):
+            found[event_id] = doc
+    return {event_id: check_event(doc) for event_id, doc in found.items()}
+
+
+def _written_order(doc: dict[str, Any]) -> tuple[bool, Any, Any]:
+    return (doc.get("created_at") is None, doc.get("created_at"), doc["_id"])
 
 
 async def threads_with_metadata(storage: Storage, scope: Scope, key: str, value: str) -> list[str]:

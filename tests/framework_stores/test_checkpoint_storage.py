@@ -220,3 +220,20 @@ async def test_a_chain_of_checkpoints_verifies_and_erasure_removes_it(database: 
     await run_erasure(database, user_id="alice", apply=True)
     assert await storage.list_checkpoints(workflow_name=WF) == []
     assert await storage.get_latest(workflow_name=WF) is None
+
+
+async def test_a_checkpoint_another_process_deleted_or_erased_is_gone_here_too(database: Any) -> None:
+    # This storage saved and loaded the checkpoints (it knows where their records are);
+    # what another process does to them since is still seen.
+    mine = MongoCheckpointStorage(database=database, user_id="alice")
+    kept, deleted = _cp(), _cp()
+    for checkpoint in (kept, deleted):
+        await mine.save(checkpoint)
+        assert await mine.load(checkpoint.checkpoint_id) == checkpoint
+    assert await MongoCheckpointStorage(database=database, user_id="alice").delete(deleted.checkpoint_id)
+    with pytest.raises(WorkflowCheckpointException):
+        await mine.load(deleted.checkpoint_id)
+    assert await mine.load(kept.checkpoint_id) == kept
+    await run_erasure(database, user_id="alice", apply=True)
+    with pytest.raises(WorkflowCheckpointException):
+        await mine.load(kept.checkpoint_id)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
@@ -42,6 +43,7 @@ from chatledger.errors import (
     EventIdReusedError,
     IntegrityError,
     InvalidInputError,
+    ThreadRemovedError,
 )
 from chatledger.ledger import Ledger, Position
 from chatledger.models import ThreadRecord
@@ -70,6 +72,8 @@ MAX_CHECKPOINT_ID_LENGTH: Final = 64
 _WORKFLOW_KEY: Final = "workflow_name"
 #: Records decoded at a time while listing (each may reassemble up to many MiB of chunks).
 _PAGE_RECORDS: Final = 8
+#: Record locations a storage remembers (a few MB at most).
+_LOCATED_KEPT: Final = 10_000
 
 
 def _sha256(text: str) -> str:
@@ -202,6 +206,32 @@ class MongoCheckpointStorage(LedgerOwner):
         self.binding = self.ledger.bind(tenant_id=tenant_id, user_id=user_id, source_id=self.source_id)
         self._allowed_types = frozenset(allowed_checkpoint_types or ())
         self.deleted_by = deleted_by
+        # checkpoint id -> (thread, seq) of its record, for the ids this storage saved,
+        # listed or loaded: a record never moves, so a later load reads it by primary key
+        # (the event_id query is a scan on some engines).
+        self._located: OrderedDict[str, tuple[str, int]] = OrderedDict()
+
+    def _locate(self, doc: Mapping[str, Any]) -> None:
+        self._located[str(doc["event_id"])] = (str(doc["thread_id"]), int(doc["seq"]))
+        self._located.move_to_end(str(doc["event_id"]))
+        while len(self._located) > _LOCATED_KEPT:
+            self._located.popitem(last=False)
+
+    async def _record(self, checkpoint_id: str) -> dict[str, Any] | None:
+        """Return the live record of ``checkpoint_id`` in this storage's scope, or ``None``."""
+        where = self._located.get(checkpoint_id)
+        if where is not None:
+            try:
+                doc = await self.ledger.storage.events.at(*where, full=True)
+            except ThreadRemovedError:
+                doc = None
+            if doc is not None and doc.get("event_id") == checkpoint_id:
+                return doc
+            del self._located[checkpoint_id]
+        doc = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
+        if doc is not None:
+            self._locate(doc)
+        return doc
 
     # ------------------------------------------------------------------ encoding
 
@@ -354,7 +384,7 @@ class MongoCheckpointStorage(LedgerOwner):
             at, chunked = await self._write_chunks(at, text, digest, workflow_name)
             record = json.dumps(chunked, separators=(",", ":"))
         try:
-            await self.binding.append(
+            result = await self.binding.append(
                 at,
                 stored=[{"role": CHECKPOINT_ROLE, "text": record}],
                 event_id=checkpoint_id,
@@ -362,6 +392,8 @@ class MongoCheckpointStorage(LedgerOwner):
             )
         except ConcurrencyError as e:  # pragma: no cover - only strict appends raise it
             raise IntegrityError(f"checkpoint {checkpoint_id!r} could not be placed: {e}") from e
+        at = result.position
+        self._locate({"event_id": checkpoint_id, "thread_id": at.thread_id, "seq": at.offset})
         return checkpoint_id
 
     # ------------------------------------------------------------------ reading
@@ -385,7 +417,7 @@ class MongoCheckpointStorage(LedgerOwner):
         """
         if not _usable_id(checkpoint_id):
             raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
-        doc = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
+        doc = await self._record(checkpoint_id)
         if doc is None or await self._deleted([checkpoint_id]):
             raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
         return self._decode(await self._payload(doc), f"checkpoint {checkpoint_id!r}")
@@ -413,6 +445,8 @@ class MongoCheckpointStorage(LedgerOwner):
         if not docs:
             return []
         deleted = await self._deleted([str(d.get("event_id")) for d in docs])
+        for doc in docs:
+            self._locate(doc)
         return [
             self._decode(await self._payload(d), f"event {d['_id']!r}")
             for d in docs

@@ -4,10 +4,10 @@ Layout: a checkpoint is one immutable ledger event (``event_id`` = the checkpoin
 one message of role ``"chatledger.checkpoint"`` holding the framework's own encoding
 of the checkpoint as JSON). A checkpoint without a stored predecessor starts a *run*:
 a root thread whose ``metadata.workflow_name`` names the workflow. A checkpoint whose
-``previous_checkpoint_id`` is stored is appended right after it (after its chunks, for a
-large one): on the same thread
-when the predecessor is that thread's newest checkpoint, otherwise on a new branch
-forked there (a run resumed from an older checkpoint). Every record is hash-chained
+``previous_checkpoint_id`` is stored is appended right after it (after its chunks, for
+a large one): on the same thread when the predecessor is that thread's newest
+checkpoint, otherwise on a new branch forked there (a run resumed from an older
+checkpoint). Every record is hash-chained
 to its predecessor, so ``verify`` proves a run's history, and branches share it.
 
 A checkpoint whose encoding exceeds :data:`CHUNK_CHARS` is stored in chunks first: events

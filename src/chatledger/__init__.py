@@ -26,6 +26,7 @@ from chatledger.errors import (
     StorageUnavailableError,
     ThreadRemovedError,
     UnknownThreadError,
+    VersionConflictError,
 )
 from chatledger.ledger import AppendResult, Ledger, Position
 from chatledger.models import Cursor, Scope
@@ -48,27 +49,44 @@ __all__ = [
     "Ledger",
     "LegalHoldError",
     "MongoChatMessageStore",
+    "MongoCheckpointStorage",
     "MongoHistoryProvider",
+    "MongoSessionStore",
     "Position",
     "Scope",
     "StorageError",
     "StorageUnavailableError",
     "ThreadRemovedError",
     "UnknownThreadError",
+    "VersionConflictError",
     "__version__",
 ]
 
-# MongoHistoryProvider needs the framework's HistoryProvider (agent-framework-core >=
-# 1.0.0); the seed's previews (<= 1.0.0b260130) have only the message-store protocol.
-# Decided by looking for the public name, never by catching an ImportError: a failing
-# import of our own module must surface, not silently drop the class.
-if hasattr(_agent_framework, "HistoryProvider"):
+# The framework adapters need the framework's 1.x public names: MongoHistoryProvider its
+# HistoryProvider (agent-framework-core >= 1.0.0; the seed's previews <= 1.0.0b260130 have
+# only the message-store protocol), the session store and workflow checkpoints AgentSession
+# and WorkflowCheckpoint. Decided by looking for the public names, never by catching an
+# ImportError: a failing import of our own module must surface, not silently drop a class.
+_HAS_HISTORY = hasattr(_agent_framework, "HistoryProvider")
+_STORE_NAMES = ("AgentSession", "WorkflowCheckpoint", "WorkflowCheckpointException")
+_HAS_STORES = _HAS_HISTORY and all(hasattr(_agent_framework, name) for name in _STORE_NAMES)
+if _HAS_HISTORY:
     from chatledger.adapters.history import MongoHistoryProvider
-else:
-    # `from chatledger import *` keeps working there; naming the class explains why not.
-    __all__.remove("MongoHistoryProvider")
+if _HAS_STORES:
+    from chatledger.adapters.checkpoints import MongoCheckpointStorage
+    from chatledger.adapters.sessions import MongoSessionStore
+
+# `from chatledger import *` keeps working on an older framework; naming a missing class
+# explains why it is not there.
+_MISSING = (() if _HAS_HISTORY else ("MongoHistoryProvider",)) + (
+    () if _HAS_STORES else ("MongoCheckpointStorage", "MongoSessionStore")
+)
+for _name in _MISSING:
+    __all__.remove(_name)
+
+if _MISSING:
 
     def __getattr__(name: str) -> object:
-        if name == "MongoHistoryProvider":
-            raise ImportError(unsupported_framework_message("MongoHistoryProvider"))
+        if name in _MISSING:
+            raise ImportError(unsupported_framework_message(name))
         raise AttributeError(f"module 'chatledger' has no attribute {name!r}")

@@ -24,6 +24,7 @@ __all__ = [
     "StorageUnavailableError",
     "ThreadRemovedError",
     "UnknownThreadError",
+    "VersionConflictError",
 ]
 
 
@@ -65,6 +66,10 @@ class EventIdReusedError(InvalidInputError):
 
 class ConcurrencyError(ChatLedgerError):
     """Another writer appended at this cursor first (raised only in strict mode)."""
+
+
+class VersionConflictError(ConcurrencyError):
+    """A session snapshot was written (or deleted) by someone else since the version this write expected."""
 
 
 class IntegrityError(ChatLedgerError):

@@ -455,18 +455,28 @@ class Binding:
 
     async def head(self, thread_id: str) -> Position:
         """Return the position at the head of a thread of this scope (empty if it has not been written)."""
+        return (await self.head_event(thread_id, full=False))[0]
+
+    async def head_event(
+        self, thread_id: str, *, full: bool = True
+    ) -> tuple[Position, dict[str, Any] | None]:
+        """Return the head position of a thread of this scope and its newest own event, in one read.
+
+        The event is whole (messages as stored) unless ``full`` is false; ``None`` when
+        the thread has no own event.
+        """
         record = await self.ledger.thread(thread_id, self.scope)
         if record is None:
             # Checked first: a primary-key read, where the head query may be a scan on
             # some engines; a brand-new session's thread never needs it.
-            return self.empty(thread_id)
-        head = await self._storage.events.head(thread_id)
+            return self.empty(thread_id), None
+        head = await self._storage.events.head(thread_id, full=full)
         if head is None:
-            return await self._resolve(Cursor(thread_id=thread_id, offset=record.base_offset))
+            return await self._resolve(Cursor(thread_id=thread_id, offset=record.base_offset)), None
         # The head query already returned what resolving needs: no second read by key.
         summary = (head["first_message"] + head["count"], head["hash"])
         self.ledger._remember(self.ledger._head_cache, (thread_id, head["seq"]), summary)
-        return await self._resolve(Cursor(thread_id=thread_id, offset=head["seq"]))
+        return await self._resolve(Cursor(thread_id=thread_id, offset=head["seq"])), head
 
     async def resolve(self, state: Cursor | Mapping[str, Any]) -> Position:
         """Return the validated position of a cursor handed to this binding.

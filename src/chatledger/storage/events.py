@@ -184,8 +184,8 @@ class EventStore:
             )
         return check_event(doc, fields=None if full else _SUMMARY_FIELDS)
 
-    async def head(self, thread_id: str) -> dict[str, Any] | None:
-        """Return the summary of the newest live event of ``thread_id``, or ``None`` if it has none.
+    async def head(self, thread_id: str, *, full: bool = False) -> dict[str, Any] | None:
+        """Return the summary of the newest live event of ``thread_id`` (all of it if ``full``), or ``None``.
 
         Events of a removed thread are not live: a writer that still had the thread cached
         then appends into a hollowed or sealed position and gets ``ThreadRemovedError``.
@@ -194,7 +194,8 @@ class EventStore:
         def query() -> Awaitable[list[dict[str, Any]]]:
             return cursor_list(
                 self.collection.find(
-                    {"thread_id": thread_id, "removed": {"$exists": False}}, {**_SUMMARY, "created_at": 1}
+                    {"thread_id": thread_id, "removed": {"$exists": False}},
+                    None if full else {**_SUMMARY, "created_at": 1},
                 )
                 .sort("seq", DESCENDING)
                 .hint(_SEQ_INDEX)
@@ -202,7 +203,7 @@ class EventStore:
             )
 
         docs = await self._hinted("read head", _SEQ_INDEX, query)
-        return check_event(docs[0], fields=_SUMMARY_FIELDS) if docs else None
+        return check_event(docs[0], fields=None if full else _SUMMARY_FIELDS) if docs else None
 
     async def with_event_id(self, event_id: str, seq: int) -> list[dict[str, Any]]:
         """Return the events (a few at most) at ``seq`` of any thread that carry ``event_id``."""

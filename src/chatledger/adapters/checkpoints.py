@@ -1,0 +1,504 @@
+"""``MongoCheckpointStorage``: the framework's workflow ``CheckpointStorage`` as ledger threads.
+
+Layout: a checkpoint is one immutable ledger event (``event_id`` = the checkpoint id,
+one message of role ``"chatledger.checkpoint"`` holding the framework's own encoding
+of the checkpoint as JSON). A checkpoint without a stored predecessor starts a *run*:
+a root thread whose ``metadata.workflow_name`` names the workflow. A checkpoint whose
+``previous_checkpoint_id`` is stored is appended right after it (after its chunks, for
+a large one): on the same thread when the predecessor is that thread's newest
+checkpoint, otherwise on a new branch forked there (a run resumed from an older
+checkpoint). Every record is hash-chained
+to its predecessor, so ``verify`` proves a run's history, and branches share it.
+
+A checkpoint whose encoding exceeds :data:`CHUNK_CHARS` is stored in chunks first: events
+of its run, right after its predecessor (event ids :data:`CHUNK_ID_PREFIX` + digest +
+index), then committed by its record right after them, which names their number and
+their SHA-256. Until the record is written nothing refers to the chunks (listings skip
+chunk events), so a checkpoint is never half-visible, and a retried save finds the
+chunks already written. Being events of the run's lineage, chunks are kept, held,
+verified, exported and removed exactly as long as the record that needs them.
+
+``delete`` withdraws a checkpoint: an audit receipt (``checkpoint.deleted``) is
+written and the checkpoint is never loaded or listed again, while its record stays in
+the chain (the chain of the checkpoints after it must still verify). Its content is
+removed with its run by retention or erasure, through the removal protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final
+
+from agent_framework import SecretString, WorkflowCheckpoint, WorkflowCheckpointException
+
+from chatledger.adapters.checkpoint_encoding import decode_checkpoint_value, encode_checkpoint_value
+from chatledger.adapters.connection import MongoConnection, check_source_id
+from chatledger.adapters.sources import LedgerOwner, open_ledger, record_text
+from chatledger.errors import (
+    ConcurrencyError,
+    EventIdReusedError,
+    IntegrityError,
+    InvalidInputError,
+    ThreadRemovedError,
+)
+from chatledger.ledger import Ledger, Position
+from chatledger.models import ThreadRecord
+from chatledger.storage.framework import (
+    events_of_threads,
+    metadata_values,
+    scoped_event,
+    scoped_events,
+    threads_with_metadata,
+)
+
+__all__ = ["CHECKPOINT_ROLE", "CHUNK_CHARS", "CHUNK_ID_PREFIX", "DELETED", "MongoCheckpointStorage"]
+
+#: The role of the one message a checkpoint record holds.
+CHECKPOINT_ROLE: Final = "chatledger.checkpoint"
+#: The role of a chunk of a large checkpoint.
+CHUNK_ROLE: Final = "chatledger.checkpoint-chunk"
+#: Encoded checkpoints longer than this (characters, all ASCII) are stored in chunks of this size.
+CHUNK_CHARS: Final = 4 * 1024 * 1024
+#: Event ids of chunks start with this; no checkpoint id may.
+CHUNK_ID_PREFIX: Final = "chatledger:chunk:"
+#: Receipt kind of a withdrawn checkpoint.
+DELETED: Final = "checkpoint.deleted"
+#: Longest checkpoint id accepted (it is the record's ``event_id``).
+MAX_CHECKPOINT_ID_LENGTH: Final = 64
+_WORKFLOW_KEY: Final = "workflow_name"
+#: Records decoded at a time while listing (each may reassemble up to many MiB of chunks).
+_PAGE_RECORDS: Final = 8
+#: Record locations a storage remembers (a few MB at most).
+_LOCATED_KEPT: Final = 10_000
+
+
+def _sha256(text: str) -> str:
+    # Encoded checkpoints are ASCII; "surrogatepass" keeps a tampered record hashable.
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _usable_id(checkpoint_id: object) -> bool:
+    """Return whether ``checkpoint_id`` can name a checkpoint stored here."""
+    return (
+        type(checkpoint_id) is str
+        and 0 < len(checkpoint_id) <= MAX_CHECKPOINT_ID_LENGTH
+        and not checkpoint_id.startswith(CHUNK_ID_PREFIX)
+    )
+
+
+def _check_id(checkpoint_id: object) -> str:
+    if not _usable_id(checkpoint_id):
+        raise InvalidInputError(
+            f"checkpoint_id must be a non-empty str of at most {MAX_CHECKPOINT_ID_LENGTH} characters, "
+            f"not starting with {CHUNK_ID_PREFIX!r}, got {checkpoint_id!r}"
+        )
+    return str(checkpoint_id)
+
+
+def _chunk_id(digest: str, index: int) -> str:
+    return f"{CHUNK_ID_PREFIX}{digest[:40]}:{index}"
+
+
+def _check_workflow(workflow_name: object) -> str:
+    if type(workflow_name) is not str or not workflow_name or len(workflow_name) > 200:
+        raise InvalidInputError(
+            f"workflow_name must be a non-empty str of at most 200 characters, got {workflow_name!r}"
+        )
+    return workflow_name
+
+
+def _timestamp(checkpoint: WorkflowCheckpoint) -> datetime:
+    try:
+        moment = datetime.fromisoformat(checkpoint.timestamp)
+    except (TypeError, ValueError):
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def select_latest(checkpoints: list[WorkflowCheckpoint]) -> WorkflowCheckpoint:
+    """Return the latest checkpoint by the framework's rule (``InMemoryCheckpointStorage.get_latest``).
+
+    The newest timestamp wins; among checkpoints sharing it, one another of them names
+    as its predecessor is superseded; then the greatest checkpoint id.
+    """
+    newest = max(_timestamp(cp) for cp in checkpoints)
+    candidates = [cp for cp in checkpoints if _timestamp(cp) == newest]
+    superseded = {cp.previous_checkpoint_id for cp in candidates}
+    leaves = [cp for cp in candidates if cp.checkpoint_id not in superseded]
+    return max(leaves or candidates, key=lambda cp: cp.checkpoint_id)
+
+
+class MongoCheckpointStorage(LedgerOwner):
+    """Keeps Agent Framework workflow checkpoints in MongoDB as immutable, hash-chained records.
+
+    It implements the framework's ``CheckpointStorage`` protocol with the in-memory and
+    file storages' behaviour (``load`` of an unknown id raises
+    ``WorkflowCheckpointException``, ``delete`` returns whether it deleted, listings
+    hold copies), and adds what an audit log needs: checkpoints are never changed
+    (saving an id again with other content is refused), a run resumed from an older
+    checkpoint branches instead of forgetting the newer ones, checkpoints over the
+    16 MiB document limit are stored in chunks, and everything is scoped, sealed when
+    the ledger seals, verified, exported, held and erased like any thread.
+
+    Args:
+        source_id: Part of the scope of the storage's threads.
+        database: A PyMongo ``AsyncDatabase``, a Motor or mongomock-motor database, or a
+            :class:`~chatledger.ledger.Ledger` (then no ``ledger_options``).
+        client: A borrowed asynchronous client (with ``database_name``); never closed.
+        connection_string: A MongoDB URI for a client this storage creates and closes
+            (``MONGODB_URI`` when no source is given).
+        database_name: The database on ``client`` or the connection string.
+        app_name: Application name shown in the server's logs (``MONGODB_APP_NAME``).
+        env_file_path: A ``.env`` file read for ``MONGODB_*`` settings.
+        env_file_encoding: Its encoding.
+        tenant_id: The tenant the storage is bound to: it sees no other tenant's checkpoints.
+        user_id: The user the storage is bound to: it sees no other user's checkpoints.
+        allowed_checkpoint_types: Types beyond the framework's safe set that loading may
+            restore (``"module:qualname"``), as for ``FileCheckpointStorage``. Types
+            registered with ``agent_framework.register_checkpoint_type`` must be listed
+            here too (that registry is private to the framework).
+        deleted_by: Who deletes, as recorded in ``checkpoint.deleted`` receipts.
+        **ledger_options: Passed to :class:`~chatledger.ledger.Ledger` (``sealer=`` seals payloads).
+
+    Raises:
+        InvalidInputError: an argument of the wrong kind, arguments that exclude each
+            other, or no database at all.
+    """
+
+    DEFAULT_SOURCE_ID: ClassVar[str] = "workflow_checkpoints"
+
+    def __init__(
+        self,
+        source_id: str = DEFAULT_SOURCE_ID,
+        *,
+        database: Any = None,
+        client: Any = None,
+        connection_string: str | SecretString | None = None,
+        database_name: str | None = None,
+        app_name: str | None = None,
+        env_file_path: str | None = None,
+        env_file_encoding: str | None = None,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+        allowed_checkpoint_types: list[str] | None = None,
+        deleted_by: str = "application",
+        **ledger_options: Any,
+    ) -> None:
+        self.source_id = check_source_id(source_id)
+        if allowed_checkpoint_types is not None and not all(type(t) is str for t in allowed_checkpoint_types):
+            raise InvalidInputError("allowed_checkpoint_types must be a list of 'module:qualname' strings")
+        self.ledger: Ledger
+        self._connection: MongoConnection | None
+        self.ledger, self._connection = open_ledger(
+            database=database,
+            client=client,
+            connection_string=connection_string,
+            database_name=database_name,
+            app_name=app_name,
+            env_file_path=env_file_path,
+            env_file_encoding=env_file_encoding,
+            ledger_options=ledger_options,
+        )
+        self.binding = self.ledger.bind(tenant_id=tenant_id, user_id=user_id, source_id=self.source_id)
+        self._allowed_types = frozenset(allowed_checkpoint_types or ())
+        self.deleted_by = deleted_by
+        # checkpoint id -> (thread, seq) of its record, for the ids this storage saved,
+        # listed or loaded: a record never moves, so a later load reads it by primary key
+        # (the event_id query is a scan on some engines).
+        self._located: OrderedDict[str, tuple[str, int]] = OrderedDict()
+
+    def _locate(self, doc: Mapping[str, Any]) -> None:
+        self._located[str(doc["event_id"])] = (str(doc["thread_id"]), int(doc["seq"]))
+        self._located.move_to_end(str(doc["event_id"]))
+        while len(self._located) > _LOCATED_KEPT:
+            self._located.popitem(last=False)
+
+    async def _record(self, checkpoint_id: str) -> dict[str, Any] | None:
+        """Return the live record of ``checkpoint_id`` in this storage's scope, or ``None``."""
+        where = self._located.get(checkpoint_id)
+        if where is not None:
+            try:
+                doc = await self.ledger.storage.events.at(*where, full=True)
+            except ThreadRemovedError:
+                doc = None
+            if doc is not None and doc.get("event_id") == checkpoint_id:
+                return doc
+            del self._located[checkpoint_id]
+        doc = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
+        if doc is not None:
+            self._locate(doc)
+        return doc
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode(self, checkpoint: WorkflowCheckpoint) -> str:
+        try:
+            pickles: list[dict[str, str]] = []
+            encoded = encode_checkpoint_value(checkpoint.to_dict(), pickles)
+            # Decoded once under this storage's allowed types, as the file storage does:
+            # a checkpoint that could never be loaded is refused now, not at resume time.
+            # Only its pickled values can fail (the rest decodes as it is), so only they are.
+            for envelope in pickles:
+                decode_checkpoint_value(envelope, allowed_types=self._allowed_types)
+            return json.dumps(encoded, ensure_ascii=True, separators=(",", ":"), allow_nan=True)
+        except WorkflowCheckpointException:
+            raise
+        except Exception as e:
+            raise WorkflowCheckpointException(
+                f"checkpoint {checkpoint.checkpoint_id} cannot be encoded or restored under this storage's "
+                f"allowed types ({type(e).__name__}: {e}); refusing to save"
+            ) from e
+
+    def _decode(self, text: str, where: str) -> WorkflowCheckpoint:
+        try:
+            encoded = json.loads(text)
+        except ValueError as e:
+            raise IntegrityError(f"{where} holds malformed JSON: {e}") from e
+        decoded = decode_checkpoint_value(encoded, allowed_types=self._allowed_types)
+        return WorkflowCheckpoint.from_dict(decoded)
+
+    async def _text(self, doc: Mapping[str, Any]) -> str:
+        """Return the text of a record's one message, opened if sealed."""
+        return await record_text(self.ledger, doc, (CHECKPOINT_ROLE, CHUNK_ROLE))
+
+    @staticmethod
+    def _chunked(record: str, doc: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Return what a chunked record says of its chunks (``None``: the record holds the checkpoint)."""
+        if not record.startswith('{"chunked":'):
+            return None
+        try:
+            chunked = json.loads(record)["chunked"]
+            count, digest = chunked["chunks"], chunked["sha256"]
+            if type(count) is not int or count < 1 or type(digest) is not str:
+                raise TypeError("wrong types")
+        except (ValueError, KeyError, TypeError) as e:
+            raise IntegrityError(f"event {doc.get('_id')!r} names its chunks wrongly: {e}") from e
+        return dict(chunked)
+
+    def _digest_of(self, record: str, doc: Mapping[str, Any]) -> str:
+        """Return the SHA-256 of the encoded checkpoint a record commits (without reading chunks)."""
+        chunked = self._chunked(record, doc)
+        if chunked is not None:
+            return str(chunked["sha256"])
+        return _sha256(record)
+
+    async def _payload(self, doc: Mapping[str, Any]) -> str:
+        """Return the encoded checkpoint a record commits, reassembling its chunks if it has any."""
+        record = await self._text(doc)
+        chunked = self._chunked(record, doc)
+        if chunked is None:
+            return record
+        count, seq = chunked["chunks"], int(doc["seq"])
+        record_thread = await self.ledger.thread(str(doc["thread_id"]), self.binding.scope)
+        if record_thread is None or seq - count <= 0:
+            raise IntegrityError(f"the chunks of event {doc.get('_id')!r} are missing")
+        parts: list[str] = []
+        for index, at in enumerate(range(seq - count, seq)):
+            # The chunks are the events right before the record along its line (on its
+            # thread, or on an ancestor when the record or a chunk branched).
+            holder = await record_thread.holder_along(at, self._scoped_thread)
+            # By primary key, one chunk per read: every engine serves that without a scan,
+            # and no reply comes near FerretDB's 48 MB limit.
+            chunk = None if holder is None else await self.ledger.storage.events.at(holder, at, full=True)
+            if chunk is None or chunk.get("event_id") != _chunk_id(chunked["sha256"], index):
+                raise IntegrityError(f"chunk {index} of event {doc.get('_id')!r} is missing")
+            parts.append(await self._text(chunk))
+        text = "".join(parts)
+        if _sha256(text) != chunked["sha256"]:
+            raise IntegrityError(f"the chunks of event {doc.get('_id')!r} do not match its digest")
+        return text
+
+    # ------------------------------------------------------------------ writing
+
+    async def _scoped_thread(self, thread_id: str) -> ThreadRecord | None:
+        return await self.ledger.thread(thread_id, self.binding.scope)
+
+    async def _write_chunks(
+        self, at: Position, text: str, digest: str, workflow_name: str
+    ) -> tuple[Position, dict[str, Any]]:
+        """Append the chunks of ``text`` after ``at``; return the position after them and the record."""
+        pieces = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)]
+        for index, piece in enumerate(pieces):
+            # Not strict: a position taken meanwhile branches, and the next chunk follows
+            # on that branch, so the chunks always lie right before the record along its
+            # line. A retried save finds each chunk an earlier try wrote (same event id,
+            # same content, right after the same position) and goes on after it.
+            result = await self.binding.append(
+                at,
+                stored=[{"role": CHUNK_ROLE, "text": piece}],
+                event_id=_chunk_id(digest, index),
+                metadata={_WORKFLOW_KEY: workflow_name},
+            )
+            at = result.position
+        return at, {"chunked": {"chunks": len(pieces), "sha256": digest, "chars": len(text)}}
+
+    async def _parent(self, checkpoint: WorkflowCheckpoint, doc: Mapping[str, Any] | None) -> Position | None:
+        """Return the position right after the checkpoint's predecessor (its stored record ``doc``)."""
+        if doc is None:
+            return None  # not stored here (deleted runs, another storage): this starts a run
+        record = await self.ledger.thread(doc["thread_id"], self.binding.scope)
+        if record is None or (record.metadata or {}).get(_WORKFLOW_KEY) != checkpoint.workflow_name:
+            return None
+        return await self.binding.at(doc["thread_id"], doc["seq"])
+
+    async def save(self, checkpoint: WorkflowCheckpoint) -> str:
+        """Store the checkpoint as an immutable record after its predecessor; return its id.
+
+        Saving the same checkpoint again is a no-op; saving its id with other content is refused.
+
+        Raises:
+            WorkflowCheckpointException: the checkpoint cannot be encoded, or would not
+                load under this storage's allowed types.
+            InvalidInputError: the checkpoint id or workflow name is not usable.
+            EventIdReusedError: a different checkpoint is already stored under this id.
+        """
+        if not isinstance(checkpoint, WorkflowCheckpoint):
+            raise InvalidInputError(f"expected a WorkflowCheckpoint, got {type(checkpoint).__name__}")
+        checkpoint_id = _check_id(checkpoint.checkpoint_id)
+        workflow_name = _check_workflow(checkpoint.workflow_name)
+        text = self._encode(checkpoint)
+        digest = _sha256(text)
+        # The checkpoint itself (a retried save) and its predecessor: one query for both.
+        previous = checkpoint.previous_checkpoint_id
+        wanted = [checkpoint_id]
+        if isinstance(previous, str) and _usable_id(previous) and previous != checkpoint_id:
+            wanted.append(previous)
+        found = await scoped_events(self.ledger.storage, wanted, self.binding.scope)
+        existing = found.get(checkpoint_id)
+        if existing is not None:
+            if self._digest_of(await self._text(existing), existing) == digest:
+                return checkpoint_id
+            raise EventIdReusedError(
+                f"checkpoint {checkpoint_id!r} is already stored with other content; checkpoints are "
+                "immutable (save the new state under a new checkpoint id)"
+            )
+        at = await self._parent(checkpoint, found.get(wanted[-1]) if len(wanted) > 1 else None)
+        if at is None:
+            at = self.binding.empty(self.binding.thread_id_for(json.dumps(["run", checkpoint_id])))
+        record = text
+        if len(text) > CHUNK_CHARS:
+            at, chunked = await self._write_chunks(at, text, digest, workflow_name)
+            record = json.dumps(chunked, separators=(",", ":"))
+        try:
+            result = await self.binding.append(
+                at,
+                stored=[{"role": CHECKPOINT_ROLE, "text": record}],
+                event_id=checkpoint_id,
+                metadata={_WORKFLOW_KEY: workflow_name},
+            )
+        except ConcurrencyError as e:  # pragma: no cover - only strict appends raise it
+            raise IntegrityError(f"checkpoint {checkpoint_id!r} could not be placed: {e}") from e
+        at = result.position
+        self._locate({"event_id": checkpoint_id, "thread_id": at.thread_id, "seq": at.offset})
+        return checkpoint_id
+
+    # ------------------------------------------------------------------ reading
+
+    async def _deleted(self, checkpoint_ids: list[str]) -> set[str]:
+        receipts = await self.ledger.storage.receipts.for_ids([self._receipt_id(c) for c in checkpoint_ids])
+        return {str(r.get("checkpoint_id")) for r in receipts if r.get("kind") == DELETED}
+
+    def _receipt_id(self, checkpoint_id: str) -> str:
+        return "checkpoint-deleted:" + self.binding.scope.thread_id_for(
+            json.dumps(["deleted", checkpoint_id])
+        )
+
+    async def load(self, checkpoint_id: str) -> WorkflowCheckpoint:
+        """Return the checkpoint stored under ``checkpoint_id`` (a fresh copy).
+
+        Raises:
+            WorkflowCheckpointException: no checkpoint with this id is stored (or it was
+                deleted), or it cannot be decoded under the allowed types.
+            IntegrityError: the stored record or its chunks are malformed.
+        """
+        if not _usable_id(checkpoint_id):
+            raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
+        doc = await self._record(checkpoint_id)
+        if doc is None or await self._deleted([checkpoint_id]):
+            raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
+        return self._decode(await self._payload(doc), f"checkpoint {checkpoint_id!r}")
+
+    async def iter_checkpoints(self, *, workflow_name: str) -> AsyncIterator[WorkflowCheckpoint]:
+        """Yield the workflow's checkpoints, run by run and in save order within a thread, a few at a time.
+
+        Memory is bounded by a page of records (and one checkpoint's chunks), however many are stored.
+        """
+        workflow_name = _check_workflow(workflow_name)
+        threads = await threads_with_metadata(
+            self.ledger.storage, self.binding.scope, _WORKFLOW_KEY, workflow_name
+        )
+        page: list[dict[str, Any]] = []
+        async for doc in events_of_threads(self.ledger.storage, threads, skip_prefix=CHUNK_ID_PREFIX):
+            page.append(doc)
+            if len(page) >= _PAGE_RECORDS:
+                for checkpoint in await self._page(page):
+                    yield checkpoint
+                page = []
+        for checkpoint in await self._page(page):
+            yield checkpoint
+
+    async def _page(self, docs: list[dict[str, Any]]) -> list[WorkflowCheckpoint]:
+        if not docs:
+            return []
+        deleted = await self._deleted([str(d.get("event_id")) for d in docs])
+        for doc in docs:
+            self._locate(doc)
+        return [
+            self._decode(await self._payload(d), f"event {d['_id']!r}")
+            for d in docs
+            if d.get("event_id") not in deleted
+        ]
+
+    async def list_checkpoints(self, *, workflow_name: str) -> list[WorkflowCheckpoint]:
+        """Return every checkpoint of the workflow, oldest first (by timestamp, then save order)."""
+        found = [cp async for cp in self.iter_checkpoints(workflow_name=workflow_name)]
+        return sorted(found, key=_timestamp)
+
+    async def list_checkpoint_ids(self, *, workflow_name: str) -> list[str]:
+        """Return the ids of the workflow's checkpoints, in :meth:`list_checkpoints` order."""
+        return [cp.checkpoint_id for cp in await self.list_checkpoints(workflow_name=workflow_name)]
+
+    async def get_latest(self, *, workflow_name: str) -> WorkflowCheckpoint | None:
+        """Return the workflow's latest checkpoint (the framework's rule), or ``None`` if it has none."""
+        found = await self.list_checkpoints(workflow_name=workflow_name)
+        return select_latest(found) if found else None
+
+    async def list_workflows(self) -> list[str]:
+        """Return the names of the workflows with stored checkpoints in this storage's scope, sorted."""
+        return sorted(await metadata_values(self.ledger.storage, self.binding.scope, _WORKFLOW_KEY))
+
+    # ------------------------------------------------------------------ deleting
+
+    async def delete(self, checkpoint_id: str) -> bool:
+        """Withdraw a checkpoint; return ``False`` if none with this id is stored (or it was deleted already).
+
+        A ``checkpoint.deleted`` receipt is written; the checkpoint is never loaded or
+        listed again. Its record stays in the hash chain (later checkpoints chain
+        through it) until retention or erasure removes its run.
+        """
+        if not _usable_id(checkpoint_id):
+            return False
+        doc = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
+        if doc is None:
+            return False
+        from chatledger.admin.receipts import record  # admin sits beside the adapters
+
+        try:
+            await record(
+                self.ledger,
+                DELETED,
+                self.deleted_by,
+                _id=self._receipt_id(checkpoint_id),
+                checkpoint_id=checkpoint_id,
+                thread_id=doc["thread_id"],
+                seq=doc["seq"],
+                hash=doc["hash"],
+                **self.binding.scope.fields(),
+            )
+        except ConcurrencyError:
+            return False  # its receipt exists: deleted before
+        return True

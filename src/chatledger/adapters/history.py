@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, ClassVar, Final
@@ -22,7 +22,7 @@ from chatledger.adapters.connection import MongoConnection, check_source_id, con
 from chatledger.adapters.dedup import message_fingerprint, stored_tail_length, unseen
 from chatledger.adapters.window import window, window_fetch_size
 from chatledger.codec import encode_messages, stored_digest
-from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidMessageError
+from chatledger.errors import ConcurrencyError, InvalidCursorError, InvalidInputError, InvalidMessageError
 from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
 from chatledger.models import DEFAULT_SOURCE_ID
 from chatledger.telemetry import logger, span
@@ -38,20 +38,22 @@ _CURSOR_KEYS: Final = ("thread_id", "offset", "v", "mac")
 #: The old protocol's (and ``InMemoryHistoryProvider``'s) state shape: messages themselves.
 _MESSAGES_KEY: Final = "messages"
 
-# Saves in progress per session state dict (by id: a dict cannot be weakly referenced).
+# Saves in progress per session: by the id of its state dict (a dict cannot be weakly
+# referenced), or, for a session saved without one, by its scope and session id.
 # Runs that share one AgentSession are one conversation: their saves take turns, and
 # each reads the session's cursor only once it holds the turn, so every turn lands on
 # the session's line in the order the saves commit instead of on a branch.
-_TURNS: dict[int, tuple[asyncio.Lock, int]] = {}
+_TURNS: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+#: Attempts of a save without state that another writer keeps beating to the head.
+_HEAD_ATTEMPTS: Final = 8
 
 
 @asynccontextmanager
-async def _session_turn(state: dict[str, Any] | None) -> AsyncIterator[None]:
-    """Hold the turn of the session whose state this is, until the block ends."""
-    if state is None:
+async def _session_turn(key: Hashable | None) -> AsyncIterator[None]:
+    """Hold the turn of the session ``key`` names (see :data:`_TURNS`), until the block ends."""
+    if key is None:
         yield
         return
-    key = id(state)
     lock, users = _TURNS.get(key, (None, 0))
     if lock is None:
         lock = asyncio.Lock()
@@ -298,6 +300,23 @@ class MongoHistoryProvider(HistoryProvider):
             state.pop(key, None)
         state.update(self.binding.state(position))
 
+    def _check_state(self, state: Any, *, required: bool = False) -> None:
+        """Refuse a session state that is not a dict (``None`` too, where the framework passes one)."""
+        if isinstance(state, dict) or (state is None and not required):
+            return
+        raise InvalidCursorError(
+            f"session.state[{self.source_id!r}] must be a dict (this provider's cursor), got "
+            f"{type(state).__name__}; remove the key to start the session's history afresh"
+        )
+
+    def _turn_key(self, session_id: str | None, state: dict[str, Any] | None) -> Hashable | None:
+        """Return what names the session for :func:`_session_turn`: its state dict, else its session id."""
+        if state is not None:
+            return id(state)
+        if session_id:
+            return ("session_id", self.source_id, self.tenant_id, self.user_id, session_id)
+        return None
+
     # ------------------------------------------------------------------ HistoryProvider
 
     async def before_run(
@@ -318,6 +337,7 @@ class MongoHistoryProvider(HistoryProvider):
         them and keeps storing each run's messages, a complete copy of the conversation
         in the ledger.
         """
+        self._check_state(state, required=True)
         options = getattr(context, "options", None) or {}
         if getattr(session, "service_session_id", None) is not None or options.get("conversation_id"):
             logger.debug(
@@ -325,6 +345,20 @@ class MongoHistoryProvider(HistoryProvider):
             )
             return
         await super().before_run(agent=agent, session=session, context=context, state=state)
+
+    async def after_run(
+        self,
+        *,
+        agent: SupportsAgentRun,
+        session: AgentSession,
+        context: SessionContext,
+        state: dict[str, Any],
+    ) -> None:
+        """Store the run's messages per the flags (the framework's own ``after_run``), state checked first."""
+        # The framework's after_run edits the state before it calls save_messages: a
+        # corrupted state must fail here, with ChatLedger's error, and nothing written.
+        self._check_state(state, required=True)
+        await super().after_run(agent=agent, session=session, context=context, state=state)
 
     async def get_messages(
         self, session_id: str | None, *, state: dict[str, Any] | None = None, **kwargs: Any
@@ -343,8 +377,9 @@ class MongoHistoryProvider(HistoryProvider):
             InvalidCursorError: the session state holds a malformed, forged or unknown cursor.
             IntegrityError: a stored event is missing or malformed.
         """
+        self._check_state(state)
         if state is not None and _MESSAGES_KEY in state and "thread_id" not in state:
-            async with _session_turn(state):
+            async with _session_turn(id(state)):
                 await self._import_messages(session_id, state)
         position = await self._position(session_id, state)
         with span("read", source_id=self.source_id, thread_id=position.thread_id) as recorder:
@@ -385,12 +420,14 @@ class MongoHistoryProvider(HistoryProvider):
 
         Raises:
             InvalidMessageError: a message cannot be stored (nothing is written).
-            ConcurrencyError: ``strict`` and the thread moved on since the cursor.
+            ConcurrencyError: ``strict`` and the thread moved on since the cursor; or, saved
+                without ``state``, other writers kept moving the session id's thread on.
             StorageUnavailableError: the database could not be reached; the session keeps
                 what it needs to make a retry safe.
-            InvalidInputError: neither ``state`` nor ``session_id`` is given: nothing
-                could ever read the messages back.
+            InvalidInputError: neither ``state`` nor ``session_id`` is given (nothing
+                could ever read the messages back), or ``state`` is not a dict.
         """
+        self._check_state(state)
         if not messages:
             return
         encoded = encode_messages(messages)  # validates every message before any I/O
@@ -399,11 +436,24 @@ class MongoHistoryProvider(HistoryProvider):
                 "save_messages() needs the session's state (or at least its session id): without "
                 "either, nothing could ever read these messages back"
             )
-        async with _session_turn(state):
+        async with _session_turn(self._turn_key(session_id, state)):
             # Read the session's cursor only now, holding its turn: a run that overlapped
             # this one on the same session may have moved it since this run loaded.
-            await self._import_messages(session_id, state)
-            await self._save(session_id, messages, encoded, state)
+            if state is not None:
+                await self._import_messages(session_id, state)
+                await self._save(session_id, messages, encoded, state)
+                return
+            # Without a state the session id is the history's only name, and a branch
+            # would be unreachable by it: append at the thread's head, re-reading it when
+            # another process got there first (nothing is written by a refused attempt).
+            for attempt in range(1, _HEAD_ATTEMPTS + 1):
+                try:
+                    await self._save(session_id, messages, encoded, None)
+                    return
+                except ConcurrencyError:
+                    if attempt == _HEAD_ATTEMPTS:
+                        raise
+                    logger.debug("thread of session %s moved on; appending at its new head", session_id)
 
     async def _save(
         self,
@@ -480,7 +530,7 @@ class MongoHistoryProvider(HistoryProvider):
                 stored,
                 previous=previous,
                 remember=remember,
-                strict=self.strict,
+                strict=self.strict or state is None,
                 metadata=metadata or None,
             )
             recorder.set(

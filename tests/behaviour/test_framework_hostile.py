@@ -1,0 +1,143 @@
+"""What a hostile caller, an overlapping task or an unusual framework configuration can do (issue 21 review).
+
+Every test drives the real ``Agent``, ``AgentSession`` and ``HistoryProvider`` classes with
+offline chat clients, on every tier; where the framework's own ``InMemoryHistoryProvider``
+is the reference, the test runs it side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from agent_framework import Agent, Content, InMemoryHistoryProvider, Message
+
+from chatledger import InvalidInputError, InvalidMessageError, MongoHistoryProvider
+from chatledger.adapters import history
+from chatledger.demo.joker import JokerChatClient
+
+SOURCE = MongoHistoryProvider.DEFAULT_SOURCE_ID
+
+
+def lines(messages: Sequence[Message]) -> list[tuple[str, str]]:
+    return [(str(m.role), m.text or "") for m in messages]
+
+
+# --------------------------------------------------------------------------- the state dict
+
+
+@pytest.mark.parametrize("state", ["thread_id", ["thread_id"], 5, None])
+@pytest.mark.parametrize("load_messages", [True, False])
+async def test_a_session_state_that_is_not_a_dict_is_refused_clearly(
+    database: Any, state: Any, load_messages: bool
+) -> None:
+    # session.state[source_id] is the caller's to corrupt; a string, a list or None there
+    # must give ChatLedger's error naming the key, never a raw TypeError from deep inside.
+    agent = Agent(
+        JokerChatClient(),
+        "j",
+        context_providers=[MongoHistoryProvider(database=database, load_messages=load_messages)],
+    )
+    session = agent.create_session()
+    session.state[SOURCE] = state
+    with pytest.raises(InvalidInputError, match=f"session.state\\[{SOURCE!r}\\]"):
+        await agent.run("Tell me a joke about a cat.", session=session)
+    assert await database["events"].count_documents({}) == 0
+
+
+async def test_the_provider_api_refuses_a_state_that_is_not_a_dict(database: Any) -> None:
+    provider = MongoHistoryProvider(database=database)
+    with pytest.raises(InvalidInputError, match="dict"):
+        await provider.get_messages("s", state="thread_id")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="dict"):
+        await provider.save_messages("s", [Message("user", ["hi"])], state=["x"])  # type: ignore[arg-type]
+    assert await database["events"].count_documents({}) == 0
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@pytest.mark.parametrize("text", [{"a": 1}, 5, ["x"]])
+async def test_a_text_content_whose_text_is_not_a_string_is_refused_clearly(database: Any, text: Any) -> None:
+    # A seeded or hand-built message whose text content holds a non-string: the
+    # framework builds it without complaint; storing it must fail as bad input.
+    provider = MongoHistoryProvider(database=database)
+    bad = Message("user", [Content.from_dict({"type": "text", "text": text})])
+    with pytest.raises(InvalidMessageError):
+        await provider.save_messages("s", [bad], state={})
+    session_state: dict[str, Any] = {"messages": [bad.to_dict()]}
+    with pytest.raises(InvalidMessageError):
+        await provider.get_messages("s", state=session_state)
+    assert await database["events"].count_documents({}) == 0
+
+
+def heater(call_id: str, arguments: dict[str, Any]) -> list[Message]:
+    """One tool exchange, as an outputs-only audit provider receives it."""
+    return [
+        Message("assistant", [Content.from_function_call(call_id, "set_heater", arguments=arguments)]),
+        Message("tool", [Content.from_function_result(call_id, result="done")]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [({"on": False}, {}), ({"on": False}, {"on": None}), ({"room": ""}, {}), ({"rooms": []}, {"rooms": {}})],
+)
+async def test_tool_calls_that_differ_only_in_a_false_or_empty_argument_are_both_kept(
+    database: Any, first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    # Clients that number tool calls per conversation or per response ("call-1", as the
+    # offline ToolJoker does) give two different calls the same id; the framework's
+    # identity still tells set_heater(on=False) from set_heater() apart and keeps both.
+    # Leaving out false or empty values the *caller* wrote loses the second call.
+    batches = [heater("call-1", first), heater("call-1", second)]
+    reference = InMemoryHistoryProvider()
+    reference_state: dict[str, Any] = {}
+    ours = MongoHistoryProvider(database=database)
+    state: dict[str, Any] = {}
+    for batch in batches:
+        await reference.save_messages("s", batch, state=reference_state)
+        await ours.save_messages("s", batch, state=state)
+    expected = [m.to_dict() for m in reference_state["messages"]]
+    assert len(expected) == 4
+    assert [m.to_dict() for m in await ours.get_messages("s", state=state)] == expected
+
+
+# --------------------------------------------------------------------------- overlapping tasks
+
+
+async def test_overlapping_saves_by_session_id_alone_all_stay_readable(
+    interleaving_backend: Any, database: Any
+) -> None:
+    # Without a state dict the session id is the only name of the history: saves that
+    # overlap must all land where get_messages(session_id) reads, not on unnamed branches.
+    provider = MongoHistoryProvider(database=database)
+    sent = [Message("user", [f"note {i}"]) for i in range(6)]
+    await asyncio.gather(*(provider.save_messages("notes", [m]) for m in sent))
+    assert sorted(lines(await provider.get_messages("notes"))) == sorted(lines(sent))
+
+
+async def test_a_cancelled_run_leaves_its_session_usable_and_nothing_held(database: Any) -> None:
+    # A run cancelled while its save waits for the session's turn must release it, and
+    # the per-session bookkeeping must not outlive the runs (a long-lived process serves
+    # many sessions).
+    provider = MongoHistoryProvider(database=database)
+    agent = Agent(JokerChatClient(), "j", context_providers=[provider])
+    session = agent.create_session()
+    state = session.state.setdefault(SOURCE, {})
+    async with history._session_turn(id(state)):  # another run of this session is saving
+        run = asyncio.create_task(agent.run("Tell me a joke about a robot.", session=session))
+        for _ in range(200):
+            await asyncio.sleep(0)
+            if history._TURNS.get(id(state), (None, 0))[1] == 2:
+                break
+        assert history._TURNS[id(state)][1] == 2  # the run is waiting for the turn
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+    assert history._TURNS == {}
+    await asyncio.wait_for(agent.run("Tell me a joke about a robot.", session=session), 30)
+    assert len(await provider.get_messages(None, state=session.state[SOURCE])) == 2
+    assert history._TURNS == {}

@@ -141,3 +141,40 @@ async def test_a_cancelled_run_leaves_its_session_usable_and_nothing_held(databa
     await asyncio.wait_for(agent.run("Tell me a joke about a robot.", session=session), 30)
     assert len(await provider.get_messages(None, state=session.state[SOURCE])) == 2
     assert history._TURNS == {}
+
+
+# --------------------------------------------------------------------------- the old messages shape
+
+
+async def test_a_seeded_history_larger_than_one_document_is_imported_whole(database: Any) -> None:
+    # The framework's in-memory state of a long conversation (here about 19 MB) is a state
+    # InMemoryHistoryProvider runs with; imported, it must become the whole history, not
+    # a "batch too large" error the caller cannot act on.
+    seeded = [
+        Message("user" if i % 2 == 0 else "assistant", [f"{i:05d} " + "x" * 16_000]) for i in range(1_200)
+    ]
+    client = JokerChatClient()
+    provider = MongoHistoryProvider(database=database)
+    agent = Agent(client, "j", context_providers=[provider])
+    session = agent.create_session()
+    session.state[SOURCE] = {"messages": [m.to_dict() for m in seeded]}
+    await agent.run("Tell me a joke about a cat.", session=session)
+    assert client.seen == [len(seeded) + 1]
+    stored = await provider.get_messages(session.session_id, state=session.state[SOURCE])
+    assert [m.text for m in stored[: len(seeded)]] == [m.text for m in seeded]
+    assert len(stored) == len(seeded) + 2
+
+
+async def test_an_interrupted_import_resumes_without_doubling_or_dropping_a_turn(database: Any) -> None:
+    # An import cut off after its first event leaves the cursor past that event and the
+    # seed still in the state; the next load stores the rest once, even where the
+    # conversation repeats itself (the same turn twice is two turns).
+    turn = [Message("user", ["hi"]), Message("assistant", ["hello"])]
+    seed = [*turn, *turn, Message("user", ["bye"])]
+    provider = MongoHistoryProvider(database=database)
+    state: dict[str, Any] = {"messages": [m.to_dict() for m in turn]}
+    assert len(await provider.get_messages("s", state=state)) == 2  # the part that was written
+    state["messages"] = [m.to_dict() for m in seed]  # ... and the seed, still there
+    assert lines(await provider.get_messages("s", state=state)) == lines(seed)
+    assert "messages" not in state
+    assert lines(await provider.get_messages("s", state=state)) == lines(seed)

@@ -23,7 +23,7 @@ from chatledger.adapters.dedup import message_fingerprint, stored_tail_length, u
 from chatledger.adapters.window import window, window_fetch_size
 from chatledger.codec import encode_messages, stored_digest
 from chatledger.errors import ConcurrencyError, InvalidCursorError, InvalidInputError, InvalidMessageError
-from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
+from chatledger.ledger import MAX_EVENT_BYTES, Ledger, PendingAppend, Position, new_thread_id
 from chatledger.models import DEFAULT_SOURCE_ID
 from chatledger.telemetry import logger, span
 
@@ -67,6 +67,26 @@ async def _session_turn(key: Hashable | None) -> AsyncIterator[None]:
             del _TURNS[key]  # the entry never outlives its users, so an id is never reused stale
         else:
             _TURNS[key] = (lock, users - 1)
+
+
+#: Estimated bytes of one event written by an import (half the document limit: the
+#: estimate is an upper bound, and the event's own fields need room too).
+_PART_BYTES: Final = MAX_EVENT_BYTES // 2
+
+
+def _parts(encoded: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split encoded messages, in order, into batches that each fit in one event."""
+    parts: list[list[dict[str, Any]]] = []
+    size = 0
+    for doc in encoded:
+        # The ledger's own bound: BSON spends at most four bytes per character, plus framing.
+        weight = sum(4 * len(value) + 64 for value in doc.values())
+        if not parts or size + weight > _PART_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(doc)
+        size += weight
+    return parts
 
 
 #: Fingerprints kept per position read (a save de-duplicates against at most its batch size).
@@ -257,8 +277,10 @@ class MongoHistoryProvider(HistoryProvider):
 
         ``MongoChatMessageStore`` accepts that shape, and so does ``InMemoryHistoryProvider``
         (it is its own); the messages become the start of the session's history, once.
+        A seed too large for one event is stored as several, in order; the seed stays in
+        the state until all are written, so an interrupted import resumes where it stopped.
         """
-        if state is None or _MESSAGES_KEY not in state or "thread_id" in state:
+        if state is None or _MESSAGES_KEY not in state:
             return
         seeded = state[_MESSAGES_KEY]
         if not isinstance(seeded, list):
@@ -270,9 +292,39 @@ class MongoHistoryProvider(HistoryProvider):
             restored = [m if isinstance(m, Message) else Message.from_dict(m) for m in seeded]
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise InvalidMessageError(f"session state's 'messages' holds one that cannot be read: {e}") from e
-        if restored:
-            await self._save(session_id, restored, encode_messages(restored), state)
+        if not restored:
+            state.pop(_MESSAGES_KEY, None)
+            return
+        encoded = encode_messages(restored)
+        position = await self._position(session_id, state)
+        if "thread_id" not in state:
+            self._store_position(state, position)
+        # Against what is stored already (an interrupted import's first events); never
+        # between the seed's own parts: a conversation may repeat itself across them.
+        new = await self._unseen(position, restored)
+        for part in _parts(encoded[len(encoded) - len(new) :]):
+            result = await self.binding.save(
+                position,
+                part,
+                previous=None,
+                remember=lambda pending: None,
+                strict=self.strict,
+                metadata=self._metadata(session_id, state),
+            )
+            state.pop(_CLEARED_FROM_KEY, None)
+            position = result.position
+            self._store_position(state, position)
         state.pop(_MESSAGES_KEY, None)
+
+    def _metadata(self, session_id: str | None, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Return what a thread this save may create records: its session id, the line it replaced."""
+        metadata: dict[str, Any] = {}
+        if session_id:
+            metadata["session_id"] = session_id
+        cleared_from = state.get(_CLEARED_FROM_KEY) if state is not None else None
+        if isinstance(cleared_from, str):
+            metadata["cleared_from"] = cleared_from
+        return metadata or None
 
     def _remember_tail(self, position: Position, newest: Sequence[Message]) -> None:
         """Keep the fingerprints of the newest messages read at ``position`` (bounded)."""
@@ -378,7 +430,7 @@ class MongoHistoryProvider(HistoryProvider):
             IntegrityError: a stored event is missing or malformed.
         """
         self._check_state(state)
-        if state is not None and _MESSAGES_KEY in state and "thread_id" not in state:
+        if state is not None and _MESSAGES_KEY in state:
             async with _session_turn(id(state)):
                 await self._import_messages(session_id, state)
         position = await self._position(session_id, state)
@@ -512,12 +564,6 @@ class MongoHistoryProvider(HistoryProvider):
             else:
                 state[_PENDING_KEY] = pending.to_state()
 
-        metadata: dict[str, Any] = {}
-        if session_id:
-            metadata["session_id"] = session_id
-        cleared_from = state.get(_CLEARED_FROM_KEY) if state is not None else None
-        if isinstance(cleared_from, str):
-            metadata["cleared_from"] = cleared_from
         with span(
             "append",
             source_id=self.source_id,
@@ -531,7 +577,7 @@ class MongoHistoryProvider(HistoryProvider):
                 previous=previous,
                 remember=remember,
                 strict=self.strict or state is None,
-                metadata=metadata or None,
+                metadata=self._metadata(session_id, state),
             )
             recorder.set(
                 result_thread_id=result.position.thread_id,

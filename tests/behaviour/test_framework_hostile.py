@@ -8,6 +8,7 @@ is the reference, the test runs it side by side.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from agent_framework import Agent, Content, InMemoryHistoryProvider, Message
 from chatledger import InvalidInputError, InvalidMessageError, MongoHistoryProvider
 from chatledger.adapters import history
 from chatledger.demo.joker import JokerChatClient
+from tests.behaviour.test_framework_configurations import ToolJoker, punchline
 
 SOURCE = MongoHistoryProvider.DEFAULT_SOURCE_ID
 
@@ -178,3 +180,36 @@ async def test_an_interrupted_import_resumes_without_doubling_or_dropping_a_turn
     assert lines(await provider.get_messages("s", state=state)) == lines(seed)
     assert "messages" not in state
     assert lines(await provider.get_messages("s", state=state)) == lines(seed)
+
+
+# --------------------------------------------------------------------------- framework configurations
+
+
+async def test_per_service_call_persistence_loads_the_history_like_the_in_memory_provider(
+    database: Any,
+) -> None:
+    # With require_per_service_call_history_persistence (1.26) the framework persists and
+    # reloads the providers around every model call, marking those calls with its local
+    # history conversation id. That id names no service conversation: the history must
+    # still reach the model, on every call, as the in-memory provider's does.
+    if "require_per_service_call_history_persistence" not in inspect.signature(Agent.__init__).parameters:
+        pytest.skip("this framework release has no per-service-call persistence")
+    results = []
+    for provider in (InMemoryHistoryProvider("memory"), MongoHistoryProvider("memory", database=database)):
+        client = ToolJoker()
+        agent = Agent(
+            client,
+            "You tell jokes.",
+            tools=[punchline],
+            context_providers=[provider],
+            require_per_service_call_history_persistence=True,
+        )
+        session = agent.create_session()
+        for ask in ("Tell me a joke about a robot.", "Tell me a joke about a cat."):
+            reply = await agent.run(ask, session=session)
+        stored = await provider.get_messages(session.session_id, state=session.state["memory"])
+        results.append((client.seen, reply.text, [(str(m.role), m.text) for m in stored]))
+    # Same messages handed to each model call (the second run's first call sees the
+    # first run's whole tool exchange), same replies, same stored history.
+    assert results[1] == results[0]
+    assert results[1][0][2] > results[1][0][1]

@@ -35,6 +35,9 @@ _PENDING_KEY: Final = "unconfirmed"
 #: (recorded on the new line's thread when its first event is written, then dropped).
 _CLEARED_FROM_KEY: Final = "cleared_from"
 _CURSOR_KEYS: Final = ("thread_id", "offset", "v", "mac")
+#: The conversation id agent-framework-core 1.26 gives model calls whose history lives in
+#: the local providers (its ``LOCAL_HISTORY_CONVERSATION_ID``; not exported, so restated).
+_LOCAL_HISTORY_CONVERSATION_ID: Final = "agent_framework_local_history_persistence"
 #: The old protocol's (and ``InMemoryHistoryProvider``'s) state shape: messages themselves.
 _MESSAGES_KEY: Final = "messages"
 
@@ -391,7 +394,13 @@ class MongoHistoryProvider(HistoryProvider):
         """
         self._check_state(state, required=True)
         options = getattr(context, "options", None) or {}
-        if getattr(session, "service_session_id", None) is not None or options.get("conversation_id"):
+        conversation_id = options.get("conversation_id")
+        if conversation_id == _LOCAL_HISTORY_CONVERSATION_ID:
+            # Not a service's conversation: 1.26's per-service-call persistence
+            # (require_per_service_call_history_persistence) marks calls whose history
+            # the providers keep with this id, and loads them before each call.
+            conversation_id = None
+        if getattr(session, "service_session_id", None) is not None or conversation_id:
             logger.debug(
                 "session %s is service-managed: its history is not loaded from the ledger", context.session_id
             )

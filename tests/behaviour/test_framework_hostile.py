@@ -213,3 +213,19 @@ async def test_per_service_call_persistence_loads_the_history_like_the_in_memory
     # first run's whole tool exchange), same replies, same stored history.
     assert results[1] == results[0]
     assert results[1][0][2] > results[1][0][1]
+
+
+async def test_a_clear_during_a_save_of_the_same_session_is_not_undone(
+    interleaving_backend: Any, database: Any
+) -> None:
+    # clear() while a run of the same session is still saving: once both are done the
+    # earlier history must be gone from the session's view, never silently back because
+    # the save finished last and wrote its (old line's) cursor over the cleared one.
+    provider = MongoHistoryProvider(database=database)
+    state: dict[str, Any] = {}
+    await provider.save_messages("s", [Message("user", ["my secret plan"])], state=state)
+    saving = asyncio.create_task(provider.save_messages("s", [Message("user", ["more"])], state=state))
+    await asyncio.sleep(0)  # the save has started and waits on the database
+    await provider.clear("s", state=state)
+    await saving
+    assert "my secret plan" not in [m.text for m in await provider.get_messages("s", state=state)]

@@ -638,14 +638,17 @@ class MongoHistoryProvider(HistoryProvider):
             )
         if not isinstance(state, dict):
             raise InvalidInputError(f"state must be the session's state dict, got {type(state).__name__}")
-        old = state.get("thread_id")
-        for key in (*_CURSOR_KEYS, _PENDING_KEY, _CLEARED_FROM_KEY, _MESSAGES_KEY):
-            state.pop(key, None)
-        # An explicit cursor at the start of a new thread (not merely no cursor): with
-        # resume_by_session_id, no cursor would mean the session id's old thread again.
-        self._store_position(state, self.binding.empty(new_thread_id()))
-        if isinstance(old, str):
-            state[_CLEARED_FROM_KEY] = old
+        # After any save of this session in progress: that save would otherwise write its
+        # cursor on the old line over the cleared one when it finishes, undoing the clear.
+        async with _session_turn(id(state)):
+            old = state.get("thread_id")
+            for key in (*_CURSOR_KEYS, _PENDING_KEY, _CLEARED_FROM_KEY, _MESSAGES_KEY):
+                state.pop(key, None)
+            # An explicit cursor at the start of a new thread (not merely no cursor): with
+            # resume_by_session_id, no cursor would mean the session id's old thread again.
+            self._store_position(state, self.binding.empty(new_thread_id()))
+            if isinstance(old, str):
+                state[_CLEARED_FROM_KEY] = old
         logger.info(
             "session %s cleared: thread %s is kept; the session continues on a new line", session_id, old
         )

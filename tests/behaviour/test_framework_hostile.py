@@ -229,3 +229,14 @@ async def test_a_clear_during_a_save_of_the_same_session_is_not_undone(
     await provider.clear("s", state=state)
     await saving
     assert "my secret plan" not in [m.text for m in await provider.get_messages("s", state=state)]
+
+
+@pytest.mark.parametrize("session_id", [{"$ne": 1}, 5, ["s"]])
+async def test_a_session_id_that_is_not_a_string_is_refused_clearly(database: Any, session_id: Any) -> None:
+    provider = MongoHistoryProvider(database=database)
+    for state in (None, {}):
+        with pytest.raises(InvalidInputError, match="session_id"):
+            await provider.save_messages(session_id, [Message("user", ["hi"])], state=state)
+        with pytest.raises(InvalidInputError, match="session_id"):
+            await provider.get_messages(session_id, state=state)
+    assert await database["events"].count_documents({}) == 0

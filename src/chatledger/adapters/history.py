@@ -364,6 +364,12 @@ class MongoHistoryProvider(HistoryProvider):
             f"{type(state).__name__}; remove the key to start the session's history afresh"
         )
 
+    @staticmethod
+    def _check_session_id(session_id: Any) -> None:
+        """Refuse a session id that is not a str (it names a thread and is recorded on one)."""
+        if session_id is not None and not isinstance(session_id, str):
+            raise InvalidInputError(f"session_id must be a str or None, got {type(session_id).__name__}")
+
     def _turn_key(self, session_id: str | None, state: dict[str, Any] | None) -> Hashable | None:
         """Return what names the session for :func:`_session_turn`: its state dict, else its session id."""
         if state is not None:
@@ -439,6 +445,7 @@ class MongoHistoryProvider(HistoryProvider):
             IntegrityError: a stored event is missing or malformed.
         """
         self._check_state(state)
+        self._check_session_id(session_id)
         if state is not None and _MESSAGES_KEY in state:
             async with _session_turn(id(state)):
                 await self._import_messages(session_id, state)
@@ -489,6 +496,7 @@ class MongoHistoryProvider(HistoryProvider):
                 could ever read the messages back), or ``state`` is not a dict.
         """
         self._check_state(state)
+        self._check_session_id(session_id)
         if not messages:
             return
         encoded = encode_messages(messages)  # validates every message before any I/O

@@ -423,7 +423,10 @@ def _encode_general(message: Any) -> dict[str, Any]:
         body_key, body = "rest", canonical_json(rest)
     else:
         body_key, body = "payload", canonical_json(as_dict)
-        doc["text"] = str(getattr(message, "text", "") or "")
+        try:
+            doc["text"] = str(getattr(message, "text", "") or "")
+        except TypeError as e:  # the framework's ``text`` joins the text contents: one is not a str
+            raise InvalidMessageError(f"a text content's text must be a str: {e}") from e
     for key in ("author_name", "message_id"):
         value = getattr(message, key, None)
         if value is not None:

@@ -11,9 +11,11 @@ same file, which :func:`message_identity` restates so that no private name is im
 it is absent from older 1.x releases such as 1.13.0): the ``message_id`` when the message
 has one, else its role plus its JSON-serialized contents. Object identity plays no part,
 and neither do ``author_name`` nor ``additional_properties``. One deliberate difference:
-fields holding an empty or false default are left out of the contents, because releases
-add such defaults on a round trip (a bare ``function_approval_response`` gains
-``approved: False`` on 1.26), and a message must keep its identity across releases.
+framework fields holding an empty or false default are left out of the contents, because
+releases add such defaults on a round trip (a bare ``function_approval_response`` gains
+``approved: False`` on 1.26, a ``function_call`` gains ``hosted: False``), and a message
+must keep its identity across releases. What the caller or a tool wrote (arguments,
+results) is compared as written, so two calls the framework tells apart are never one.
 Then:
 
 1. if the whole stored history occurs, in order, inside the incoming batch (a re-sent
@@ -51,7 +53,7 @@ __all__ = ["FINGERPRINT_VERSION", "message_fingerprint", "message_identity", "st
 
 #: Changes whenever :func:`message_fingerprint` would give a different value for the same
 #: message, so fingerprints stored in events can be recognised as stale.
-FINGERPRINT_VERSION: Final = 2
+FINGERPRINT_VERSION: Final = 3
 
 # A fingerprint starts with one letter that keeps the only facts the rule needs beyond
 # equality: whether the message had an id, and, if not, whether it is a user message.
@@ -60,16 +62,35 @@ _USER_CONTENT: Final = "u"
 _OTHER_CONTENT: Final = "c"
 
 
+#: Content fields that hold what the caller or a tool wrote, not the framework's own
+#: structure: their values are compared verbatim (``set_heater(on=False)`` is not
+#: ``set_heater()``, a tool that returned ``[]`` did not return ``{}``). Only a field
+#: that is empty as a whole counts as a default (1.26 writes ``result: ""`` and
+#: ``additional_properties: {}`` where older releases wrote nothing).
+_VERBATIM: Final = frozenset({"arguments", "result", "additional_properties", "data", "exception"})
+
+
 def _without_defaults(value: Any) -> Any:
-    """Return ``value`` with every mapping entry that holds an empty or false default left out.
+    """Return ``value`` with every framework field that holds an empty or false default left out.
 
     ``None``, ``False``, ``""``, ``[]`` and ``{}`` are the values a release may start (or
-    stop) writing for a field the message never set; dropping them keeps an identity equal
-    across releases. Numbers are kept: ``0`` can be meaningful (an index, a count).
+    stop) writing for a field the message never set (1.26 adds ``approved: False`` and
+    ``hosted: False``); dropping them keeps an identity equal across releases. Numbers are
+    kept: ``0`` can be meaningful (an index, a count). The caller's own values
+    (:data:`_VERBATIM`) are never rewritten: leaving a false argument out would make two
+    different tool calls one message, and the de-duplication would drop the second.
     """
     if isinstance(value, dict):
-        kept = {key: _without_defaults(item) for key, item in value.items()}
-        return {key: item for key, item in kept.items() if not _is_default(item)}
+        kept: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in _VERBATIM:
+                if not (item is None or (isinstance(item, (str, list, dict)) and not item)):
+                    kept[key] = item
+                continue
+            item = _without_defaults(item)
+            if not _is_default(item):
+                kept[key] = item
+        return kept
     if isinstance(value, list):
         return [_without_defaults(item) for item in value]
     return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, ClassVar, Final
@@ -22,8 +22,8 @@ from chatledger.adapters.connection import MongoConnection, check_source_id, con
 from chatledger.adapters.dedup import message_fingerprint, stored_tail_length, unseen
 from chatledger.adapters.window import window, window_fetch_size
 from chatledger.codec import encode_messages, stored_digest
-from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidMessageError
-from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
+from chatledger.errors import ConcurrencyError, InvalidCursorError, InvalidInputError, InvalidMessageError
+from chatledger.ledger import MAX_EVENT_BYTES, Ledger, PendingAppend, Position, new_thread_id
 from chatledger.models import DEFAULT_SOURCE_ID
 from chatledger.telemetry import logger, span
 
@@ -35,23 +35,28 @@ _PENDING_KEY: Final = "unconfirmed"
 #: (recorded on the new line's thread when its first event is written, then dropped).
 _CLEARED_FROM_KEY: Final = "cleared_from"
 _CURSOR_KEYS: Final = ("thread_id", "offset", "v", "mac")
+#: The conversation id agent-framework-core 1.26 gives model calls whose history lives in
+#: the local providers (its ``LOCAL_HISTORY_CONVERSATION_ID``; not exported, so restated).
+_LOCAL_HISTORY_CONVERSATION_ID: Final = "agent_framework_local_history_persistence"
 #: The old protocol's (and ``InMemoryHistoryProvider``'s) state shape: messages themselves.
 _MESSAGES_KEY: Final = "messages"
 
-# Saves in progress per session state dict (by id: a dict cannot be weakly referenced).
+# Saves in progress per session: by the id of its state dict (a dict cannot be weakly
+# referenced), or, for a session saved without one, by its scope and session id.
 # Runs that share one AgentSession are one conversation: their saves take turns, and
 # each reads the session's cursor only once it holds the turn, so every turn lands on
 # the session's line in the order the saves commit instead of on a branch.
-_TURNS: dict[int, tuple[asyncio.Lock, int]] = {}
+_TURNS: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+#: Attempts of a save without state that another writer keeps beating to the head.
+_HEAD_ATTEMPTS: Final = 8
 
 
 @asynccontextmanager
-async def _session_turn(state: dict[str, Any] | None) -> AsyncIterator[None]:
-    """Hold the turn of the session whose state this is, until the block ends."""
-    if state is None:
+async def _session_turn(key: Hashable | None) -> AsyncIterator[None]:
+    """Hold the turn of the session ``key`` names (see :data:`_TURNS`), until the block ends."""
+    if key is None:
         yield
         return
-    key = id(state)
     lock, users = _TURNS.get(key, (None, 0))
     if lock is None:
         lock = asyncio.Lock()
@@ -65,6 +70,26 @@ async def _session_turn(state: dict[str, Any] | None) -> AsyncIterator[None]:
             del _TURNS[key]  # the entry never outlives its users, so an id is never reused stale
         else:
             _TURNS[key] = (lock, users - 1)
+
+
+#: Estimated bytes of one event written by an import (half the document limit: the
+#: estimate is an upper bound, and the event's own fields need room too).
+_PART_BYTES: Final = MAX_EVENT_BYTES // 2
+
+
+def _parts(encoded: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split encoded messages, in order, into batches that each fit in one event."""
+    parts: list[list[dict[str, Any]]] = []
+    size = 0
+    for doc in encoded:
+        # The ledger's own bound: BSON spends at most four bytes per character, plus framing.
+        weight = sum(4 * len(value) + 64 for value in doc.values())
+        if not parts or size + weight > _PART_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(doc)
+        size += weight
+    return parts
 
 
 #: Fingerprints kept per position read (a save de-duplicates against at most its batch size).
@@ -255,8 +280,10 @@ class MongoHistoryProvider(HistoryProvider):
 
         ``MongoChatMessageStore`` accepts that shape, and so does ``InMemoryHistoryProvider``
         (it is its own); the messages become the start of the session's history, once.
+        A seed too large for one event is stored as several, in order; the seed stays in
+        the state until all are written, so an interrupted import resumes where it stopped.
         """
-        if state is None or _MESSAGES_KEY not in state or "thread_id" in state:
+        if state is None or _MESSAGES_KEY not in state:
             return
         seeded = state[_MESSAGES_KEY]
         if not isinstance(seeded, list):
@@ -268,9 +295,39 @@ class MongoHistoryProvider(HistoryProvider):
             restored = [m if isinstance(m, Message) else Message.from_dict(m) for m in seeded]
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise InvalidMessageError(f"session state's 'messages' holds one that cannot be read: {e}") from e
-        if restored:
-            await self._save(session_id, restored, encode_messages(restored), state)
+        if not restored:
+            state.pop(_MESSAGES_KEY, None)
+            return
+        encoded = encode_messages(restored)
+        position = await self._position(session_id, state)
+        if "thread_id" not in state:
+            self._store_position(state, position)
+        # Against what is stored already (an interrupted import's first events); never
+        # between the seed's own parts: a conversation may repeat itself across them.
+        new = await self._unseen(position, restored)
+        for part in _parts(encoded[len(encoded) - len(new) :]):
+            result = await self.binding.save(
+                position,
+                part,
+                previous=None,
+                remember=lambda pending: None,
+                strict=self.strict,
+                metadata=self._metadata(session_id, state),
+            )
+            state.pop(_CLEARED_FROM_KEY, None)
+            position = result.position
+            self._store_position(state, position)
         state.pop(_MESSAGES_KEY, None)
+
+    def _metadata(self, session_id: str | None, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Return what a thread this save may create records: its session id, the line it replaced."""
+        metadata: dict[str, Any] = {}
+        if session_id:
+            metadata["session_id"] = session_id
+        cleared_from = state.get(_CLEARED_FROM_KEY) if state is not None else None
+        if isinstance(cleared_from, str):
+            metadata["cleared_from"] = cleared_from
+        return metadata or None
 
     def _remember_tail(self, position: Position, newest: Sequence[Message]) -> None:
         """Keep the fingerprints of the newest messages read at ``position`` (bounded)."""
@@ -298,6 +355,29 @@ class MongoHistoryProvider(HistoryProvider):
             state.pop(key, None)
         state.update(self.binding.state(position))
 
+    def _check_state(self, state: Any, *, required: bool = False) -> None:
+        """Refuse a session state that is not a dict (``None`` too, where the framework passes one)."""
+        if isinstance(state, dict) or (state is None and not required):
+            return
+        raise InvalidCursorError(
+            f"session.state[{self.source_id!r}] must be a dict (this provider's cursor), got "
+            f"{type(state).__name__}; remove the key to start the session's history afresh"
+        )
+
+    @staticmethod
+    def _check_session_id(session_id: Any) -> None:
+        """Refuse a session id that is not a str (it names a thread and is recorded on one)."""
+        if session_id is not None and not isinstance(session_id, str):
+            raise InvalidInputError(f"session_id must be a str or None, got {type(session_id).__name__}")
+
+    def _turn_key(self, session_id: str | None, state: dict[str, Any] | None) -> Hashable | None:
+        """Return what names the session for :func:`_session_turn`: its state dict, else its session id."""
+        if state is not None:
+            return id(state)
+        if session_id:
+            return ("session_id", self.source_id, self.tenant_id, self.user_id, session_id)
+        return None
+
     # ------------------------------------------------------------------ HistoryProvider
 
     async def before_run(
@@ -318,13 +398,34 @@ class MongoHistoryProvider(HistoryProvider):
         them and keeps storing each run's messages, a complete copy of the conversation
         in the ledger.
         """
+        self._check_state(state, required=True)
         options = getattr(context, "options", None) or {}
-        if getattr(session, "service_session_id", None) is not None or options.get("conversation_id"):
+        conversation_id = options.get("conversation_id")
+        if conversation_id == _LOCAL_HISTORY_CONVERSATION_ID:
+            # Not a service's conversation: 1.26's per-service-call persistence
+            # (require_per_service_call_history_persistence) marks calls whose history
+            # the providers keep with this id, and loads them before each call.
+            conversation_id = None
+        if getattr(session, "service_session_id", None) is not None or conversation_id:
             logger.debug(
                 "session %s is service-managed: its history is not loaded from the ledger", context.session_id
             )
             return
         await super().before_run(agent=agent, session=session, context=context, state=state)
+
+    async def after_run(
+        self,
+        *,
+        agent: SupportsAgentRun,
+        session: AgentSession,
+        context: SessionContext,
+        state: dict[str, Any],
+    ) -> None:
+        """Store the run's messages per the flags (the framework's own ``after_run``), state checked first."""
+        # The framework's after_run edits the state before it calls save_messages: a
+        # corrupted state must fail here, with ChatLedger's error, and nothing written.
+        self._check_state(state, required=True)
+        await super().after_run(agent=agent, session=session, context=context, state=state)
 
     async def get_messages(
         self, session_id: str | None, *, state: dict[str, Any] | None = None, **kwargs: Any
@@ -343,8 +444,10 @@ class MongoHistoryProvider(HistoryProvider):
             InvalidCursorError: the session state holds a malformed, forged or unknown cursor.
             IntegrityError: a stored event is missing or malformed.
         """
-        if state is not None and _MESSAGES_KEY in state and "thread_id" not in state:
-            async with _session_turn(state):
+        self._check_state(state)
+        self._check_session_id(session_id)
+        if state is not None and _MESSAGES_KEY in state:
+            async with _session_turn(id(state)):
                 await self._import_messages(session_id, state)
         position = await self._position(session_id, state)
         with span("read", source_id=self.source_id, thread_id=position.thread_id) as recorder:
@@ -385,12 +488,15 @@ class MongoHistoryProvider(HistoryProvider):
 
         Raises:
             InvalidMessageError: a message cannot be stored (nothing is written).
-            ConcurrencyError: ``strict`` and the thread moved on since the cursor.
+            ConcurrencyError: ``strict`` and the thread moved on since the cursor; or, saved
+                without ``state``, other writers kept moving the session id's thread on.
             StorageUnavailableError: the database could not be reached; the session keeps
                 what it needs to make a retry safe.
-            InvalidInputError: neither ``state`` nor ``session_id`` is given: nothing
-                could ever read the messages back.
+            InvalidInputError: neither ``state`` nor ``session_id`` is given (nothing
+                could ever read the messages back), or ``state`` is not a dict.
         """
+        self._check_state(state)
+        self._check_session_id(session_id)
         if not messages:
             return
         encoded = encode_messages(messages)  # validates every message before any I/O
@@ -399,11 +505,24 @@ class MongoHistoryProvider(HistoryProvider):
                 "save_messages() needs the session's state (or at least its session id): without "
                 "either, nothing could ever read these messages back"
             )
-        async with _session_turn(state):
+        async with _session_turn(self._turn_key(session_id, state)):
             # Read the session's cursor only now, holding its turn: a run that overlapped
             # this one on the same session may have moved it since this run loaded.
-            await self._import_messages(session_id, state)
-            await self._save(session_id, messages, encoded, state)
+            if state is not None:
+                await self._import_messages(session_id, state)
+                await self._save(session_id, messages, encoded, state)
+                return
+            # Without a state the session id is the history's only name, and a branch
+            # would be unreachable by it: append at the thread's head, re-reading it when
+            # another process got there first (nothing is written by a refused attempt).
+            for attempt in range(1, _HEAD_ATTEMPTS + 1):
+                try:
+                    await self._save(session_id, messages, encoded, None)
+                    return
+                except ConcurrencyError:
+                    if attempt == _HEAD_ATTEMPTS:
+                        raise
+                    logger.debug("thread of session %s moved on; appending at its new head", session_id)
 
     async def _save(
         self,
@@ -462,12 +581,6 @@ class MongoHistoryProvider(HistoryProvider):
             else:
                 state[_PENDING_KEY] = pending.to_state()
 
-        metadata: dict[str, Any] = {}
-        if session_id:
-            metadata["session_id"] = session_id
-        cleared_from = state.get(_CLEARED_FROM_KEY) if state is not None else None
-        if isinstance(cleared_from, str):
-            metadata["cleared_from"] = cleared_from
         with span(
             "append",
             source_id=self.source_id,
@@ -480,8 +593,8 @@ class MongoHistoryProvider(HistoryProvider):
                 stored,
                 previous=previous,
                 remember=remember,
-                strict=self.strict,
-                metadata=metadata or None,
+                strict=self.strict or state is None,
+                metadata=self._metadata(session_id, state),
             )
             recorder.set(
                 result_thread_id=result.position.thread_id,
@@ -533,14 +646,17 @@ class MongoHistoryProvider(HistoryProvider):
             )
         if not isinstance(state, dict):
             raise InvalidInputError(f"state must be the session's state dict, got {type(state).__name__}")
-        old = state.get("thread_id")
-        for key in (*_CURSOR_KEYS, _PENDING_KEY, _CLEARED_FROM_KEY, _MESSAGES_KEY):
-            state.pop(key, None)
-        # An explicit cursor at the start of a new thread (not merely no cursor): with
-        # resume_by_session_id, no cursor would mean the session id's old thread again.
-        self._store_position(state, self.binding.empty(new_thread_id()))
-        if isinstance(old, str):
-            state[_CLEARED_FROM_KEY] = old
+        # After any save of this session in progress: that save would otherwise write its
+        # cursor on the old line over the cleared one when it finishes, undoing the clear.
+        async with _session_turn(id(state)):
+            old = state.get("thread_id")
+            for key in (*_CURSOR_KEYS, _PENDING_KEY, _CLEARED_FROM_KEY, _MESSAGES_KEY):
+                state.pop(key, None)
+            # An explicit cursor at the start of a new thread (not merely no cursor): with
+            # resume_by_session_id, no cursor would mean the session id's old thread again.
+            self._store_position(state, self.binding.empty(new_thread_id()))
+            if isinstance(old, str):
+                state[_CLEARED_FROM_KEY] = old
         logger.info(
             "session %s cleared: thread %s is kept; the session continues on a new line", session_id, old
         )

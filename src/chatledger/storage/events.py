@@ -31,6 +31,7 @@ CHUNK: Final = 500
 
 _SEQ_INDEX: Final = "thread_seq_unique"
 _MESSAGE_INDEX: Final = "thread_first_message"
+_COMPACTION_INDEX: Final = "thread_compaction"
 #: The indexes of the events collection: (name, keys, options).
 EVENT_INDEXES: Final[tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ...]] = (
     # The unique (thread_id, seq) index IS the concurrency control.
@@ -43,10 +44,17 @@ EVENT_INDEXES: Final[tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ..
     # Erasure by subject and removal sweeps find every event of a lineage or a user.
     ("root_id", [("root_id", ASCENDING)], {}),
     ("user_id", [("user_id", ASCENDING)], {}),
+    # The newest compaction summary of a thread: a range on this index over the few
+    # compaction events (every other event has no ``compaction`` and sorts below 1).
+    (_COMPACTION_INDEX, [("thread_id", ASCENDING), ("compaction.last_seq", ASCENDING)], {}),
 )
 
 _SUMMARY: Final = {"first_message": 1, "count": 1, "hash": 1, "seq": 1, "thread_id": 1, "removed": 1}
 _SUMMARY_FIELDS: Final = ("seq", "first_message", "count", "thread_id", "hash")
+#: A compaction summary event holds no transcript message (count 0) and shares its
+#: ``first_message`` with the next event: a page must never take it for that event.
+_HOLDS_MESSAGES: Final = {"count": {"$gt": 0}}
+
 _PAGE: Final = {
     "first_message": 1,
     "count": 1,
@@ -198,7 +206,7 @@ class EventStore:
         the single event that starts before ``lo`` and runs into the window.
         """
         inside = (
-            self.collection.find({"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}}, _PAGE)
+            self.collection.find({"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}, **_HOLDS_MESSAGES}, _PAGE)
             .sort("first_message", ASCENDING)
             .hint(_MESSAGE_INDEX)
             .limit(hi - lo)
@@ -207,7 +215,7 @@ class EventStore:
         docs = [_live(d) for d in await self.gate.call("read events", cursor_list(inside))]
         if not docs or docs[0]["first_message"] != lo:
             before = (
-                self.collection.find({"thread_id": thread_id, "first_message": {"$lt": lo}}, _PAGE)
+                self.collection.find({"thread_id": thread_id, "first_message": {"$lt": lo}, **_HOLDS_MESSAGES}, _PAGE)
                 .sort("first_message", DESCENDING)
                 .hint(_MESSAGE_INDEX)
                 .limit(1)
@@ -215,6 +223,23 @@ class EventStore:
             earlier = [_live(d) for d in await self.gate.call("read events", cursor_list(before))]
             docs = [d for d in earlier if d["first_message"] + d["count"] > lo] + docs
         return docs
+
+    async def newest_compaction(self, thread_id: str, max_seq: int) -> dict[str, Any] | None:
+        """Return the newest compaction summary event of ``thread_id`` at or before ``max_seq``.
+
+        A range on the compaction index: it visits compaction events only, newest
+        range first (ranges grow along a thread), never the ordinary events.
+        """
+        query = (
+            self.collection.find(
+                {"thread_id": thread_id, "compaction.last_seq": {"$gte": 1}, "seq": {"$lte": max_seq}}
+            )
+            .sort("compaction.last_seq", DESCENDING)
+            .hint(_COMPACTION_INDEX)
+            .limit(1)
+        )
+        docs = await self.gate.call("read events", cursor_list(query))
+        return _live(docs[0]) if docs else None
 
     async def stream(
         self, thread_id: str, *, after_seq: int | None = 0, projection: Mapping[str, Any] | None = None

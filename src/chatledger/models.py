@@ -19,9 +19,9 @@ from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidThre
 from chatledger.hashing import epoch_ms
 
 __all__ = [
+    "COMPACTION_SCHEMA_VERSION",
     "CURSOR_VERSION",
     "DEFAULT_SOURCE_ID",
-    "COMPACTION_SCHEMA_VERSION",
     "EVENT_SCHEMA_VERSION",
     "LINEAGE_WINDOW",
     "MAX_METADATA_BYTES",

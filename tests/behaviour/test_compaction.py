@@ -61,7 +61,9 @@ class OnDemand:
 
 
 def strategy() -> SummarizationStrategy:
-    return SummarizationStrategy(client=Summarizer(), target_count=10, threshold=2, max_summary_input_tokens=None)
+    return SummarizationStrategy(
+        client=Summarizer(), target_count=10, threshold=2, max_summary_input_tokens=None
+    )
 
 
 def lines(messages: Sequence[Message]) -> list[tuple[str, str]]:
@@ -81,7 +83,10 @@ async def test_a_long_session_compacted_three_times_keeps_every_original(databas
         "You tell jokes.",
         # after_run goes in reverse order: listed first, the compaction runs once this
         # turn is stored, as ChatLedger's compact() after the run does.
-        context_providers=[CompactionProvider(after_strategy=reference, history_source_id=memory.source_id), memory],
+        context_providers=[
+            CompactionProvider(after_strategy=reference, history_source_id=memory.source_id),
+            memory,
+        ],
     )
     twin_session = twin.create_session()
     for turn in range(1, 201):
@@ -96,9 +101,11 @@ async def test_a_long_session_compacted_three_times_keeps_every_original(databas
 
     # What the agent loads is the compacted view; the full transcript has all 400 originals.
     view = await provider.get_messages(None, state=session.state[SOURCE])
-    assert view[0].text.startswith("summary ") and len(view) < 20
+    assert view[0].text.startswith("summary ")
+    assert len(view) < 20
     full = await provider.transcript(session, compacted=False)
-    assert len(full) == 400 and full[0].text == "tell me joke 1"
+    assert len(full) == 400
+    assert full[0].text == "tell me joke 1"
     assert not any((m.text or "").startswith("summary ") for m in full)
     # Point in time: as the session stood after turn 100 (two summaries back), one summary.
     earlier = await provider.transcript(session, offset=101)
@@ -124,7 +131,10 @@ async def test_a_long_session_compacted_three_times_keeps_every_original(databas
 
     # Erasing the user removes originals and summaries alike.
     await run_erasure(provider.ledger, user_id="alice", apply=True)
-    assert await database["events"].count_documents({"compaction": {"$exists": True}, "removed": {"$ne": True}}) == 0
+    assert (
+        await database["events"].count_documents({"compaction": {"$exists": True}, "removed": {"$ne": True}})
+        == 0
+    )
     assert not [e for e in await database["events"].find({}).to_list(None) if e.get("messages")]
 
 
@@ -142,12 +152,23 @@ async def test_a_summary_cannot_claim_another_threads_range(database: Any) -> No
     provider, mine, theirs = await _two_threads(database)
     binding = provider.binding
     at = await binding.resolve(mine.state[SOURCE])
-    other = await database["events"].find({"thread_id": theirs.state[SOURCE]["thread_id"]}).sort("seq", 1).to_list(None)
+    other = (
+        await database["events"]
+        .find({"thread_id": theirs.state[SOURCE]["thread_id"]})
+        .sort("seq", 1)
+        .to_list(None)
+    )
     before = await database["events"].count_documents({})
     with pytest.raises(InvalidInputError, match="does not belong to this line"):
         await compact(
-            binding, at, first_seq=1, first_hash=other[0]["hash"], last_seq=2, last_hash=other[1]["hash"],
-            summary=[Message("assistant", ["forged"])], strategy="forged",
+            binding,
+            at,
+            first_seq=1,
+            first_hash=other[0]["hash"],
+            last_seq=2,
+            last_hash=other[1]["hash"],
+            summary=[Message("assistant", ["forged"])],
+            strategy="forged",
         )
     assert await database["events"].count_documents({}) == before
     assert lines(await compacted_view(binding, at))[0] == ("user", "mine 0")
@@ -158,20 +179,31 @@ async def test_a_compaction_refuses_a_range_that_is_not_a_prefix_or_a_stale_plan
     binding = provider.binding
     at = await binding.resolve(mine.state[SOURCE])
     own = await database["events"].find({"thread_id": at.thread_id}).sort("seq", 1).to_list(None)
-    summary = [Message("assistant", ["so far"])]
+
+    async def replace(position: Any, first: int, last: int) -> Any:
+        return await compact(
+            binding,
+            position,
+            first_seq=first,
+            first_hash=own[first - 1]["hash"],
+            last_seq=last,
+            last_hash=own[last - 1]["hash"],
+            summary=[Message("assistant", ["so far"])],
+            strategy="manual",
+        )
+
     with pytest.raises(InvalidInputError, match="prefix"):
-        await compact(binding, at, first_seq=2, first_hash=own[1]["hash"], last_seq=2, last_hash=own[1]["hash"],
-                      summary=summary, strategy="s")
-    head = await compact(binding, at, first_seq=1, first_hash=own[0]["hash"], last_seq=2, last_hash=own[1]["hash"],
-                         summary=summary, strategy="s")
-    assert lines(await compacted_view(binding, head)) == [("assistant", "so far"), *lines(own[2]["messages"] and
-                                                          await binding.read(head, offset=4))]
+        await replace(at, 2, 2)
+    head = await replace(at, 1, 2)
+    # Turns 1-2 (four messages) are replaced; turn 3 follows the summary.
+    assert lines(await compacted_view(binding, head)) == [
+        ("assistant", "so far"),
+        *lines(await binding.read(head))[4:],
+    ]
     # A plan made before that summary (another process compacted meanwhile) is refused.
     with pytest.raises(ConcurrencyError, match="plan again"):
-        await compact(binding, at, first_seq=1, first_hash=own[0]["hash"], last_seq=3, last_hash=own[2]["hash"],
-                      summary=summary, strategy="s")
+        await replace(at, 1, 3)
     # So is a range that does not reach past the previous summary's.
     with pytest.raises(InvalidInputError, match="past the previous compaction"):
-        await compact(binding, head, first_seq=1, first_hash=own[0]["hash"], last_seq=2, last_hash=own[1]["hash"],
-                      summary=summary, strategy="s")
+        await replace(head, 1, 2)
     assert (await verify(provider.ledger)).ok

@@ -352,7 +352,10 @@ class MongoHistoryProvider(HistoryProvider):
         with span("read", source_id=self.source_id, thread_id=position.thread_id) as recorder:
             if position.messages and (compacted := await newest_compaction(self.binding, position)):
                 # The compacted view: the newest summary, then what follows its range.
-                view = [*compacted.summary, *await self.binding.read(position, offset=compacted.through_message)]
+                view = [
+                    *compacted.summary,
+                    *await self.binding.read(position, offset=compacted.through_message),
+                ]
                 loaded = view if self.max_messages is None else window(view, self.max_messages)
                 recorder.set(messages_read=len(view), messages_loaded=len(loaded))
                 return loaded
@@ -583,7 +586,10 @@ class MongoHistoryProvider(HistoryProvider):
         previous = await newest_compaction(self.binding, position)
         base = previous.through_message if previous is not None else 0
         shown = len(previous.summary) if previous is not None else 0
-        view = [*(previous.summary if previous is not None else ()), *await self.binding.read(position, offset=base)]
+        view = [
+            *(previous.summary if previous is not None else ()),
+            *await self.binding.read(position, offset=base),
+        ]
         # The framework names id-less messages by their place in the list it is handed
         # (msg_<i>) and records those names in a summary's provenance; named by their
         # index in the full transcript instead, they mean the same message in every

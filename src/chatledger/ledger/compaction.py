@@ -174,7 +174,8 @@ async def compact(
         raise InvalidInputError(f"thread {at.thread_id!r} has no events to compact")
     if first_seq != 1:
         raise InvalidInputError(
-            f"a compaction replaces a prefix of the visible history: its range starts at seq 1, not {first_seq}"
+            "a compaction replaces a prefix of the visible history: "
+            f"its range starts at seq 1, not {first_seq}"
         )
     if not first_seq <= last_seq <= at.offset:
         raise InvalidInputError(f"last_seq {last_seq} is outside the line (1..{at.offset})")

@@ -206,7 +206,9 @@ class EventStore:
         the single event that starts before ``lo`` and runs into the window.
         """
         inside = (
-            self.collection.find({"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}, **_HOLDS_MESSAGES}, _PAGE)
+            self.collection.find(
+                {"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}, **_HOLDS_MESSAGES}, _PAGE
+            )
             .sort("first_message", ASCENDING)
             .hint(_MESSAGE_INDEX)
             .limit(hi - lo)
@@ -215,7 +217,9 @@ class EventStore:
         docs = [_live(d) for d in await self.gate.call("read events", cursor_list(inside))]
         if not docs or docs[0]["first_message"] != lo:
             before = (
-                self.collection.find({"thread_id": thread_id, "first_message": {"$lt": lo}, **_HOLDS_MESSAGES}, _PAGE)
+                self.collection.find(
+                    {"thread_id": thread_id, "first_message": {"$lt": lo}, **_HOLDS_MESSAGES}, _PAGE
+                )
                 .sort("first_message", DESCENDING)
                 .hint(_MESSAGE_INDEX)
                 .limit(1)

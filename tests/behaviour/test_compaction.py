@@ -25,6 +25,8 @@ from agent_framework import (
 
 from chatledger import ConcurrencyError, InvalidInputError, MongoHistoryProvider
 from chatledger.admin import export_jsonl, run_erasure, verify
+from chatledger.cli.commands import browse
+from chatledger.cli.render import Renderer
 from chatledger.demo.joker import JokerChatClient
 from chatledger.ledger.compaction import compact, compacted_view
 
@@ -207,3 +209,24 @@ async def test_a_compaction_refuses_a_range_that_is_not_a_prefix_or_a_stale_plan
     with pytest.raises(InvalidInputError, match="past the previous compaction"):
         await replace(head, 1, 2)
     assert (await verify(provider.ledger)).ok
+
+
+async def test_show_prints_the_compacted_view_and_raw_every_original(database: Any) -> None:
+    provider, mine, _ = await _two_threads(database)
+    assert await provider.compact(
+        mine, SummarizationStrategy(client=Summarizer(), target_count=2, threshold=0)
+    )
+    thread = mine.state[SOURCE]["thread_id"]
+
+    async def shown(**options: Any) -> list[str]:
+        buffer = io.StringIO()
+        renderer = Renderer(buffer, io.StringIO(), as_json=True, width=200)
+        assert await browse.show_body(database, renderer, thread=thread, **options) == 0
+        return [m["contents"][0]["text"] for m in json.loads(buffer.getvalue())["messages"]]
+
+    compacted = await shown()
+    assert compacted[0].startswith("summary ")
+    assert compacted[1:] == [m.text for m in (await provider.transcript(mine, compacted=False))[-2:]]
+    raw = await shown(raw=True)
+    assert len(raw) == 6
+    assert raw[0] == "mine 0"

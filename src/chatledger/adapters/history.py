@@ -554,16 +554,17 @@ class MongoHistoryProvider(HistoryProvider):
     async def compact(self, session: AgentSession, strategy: Any) -> bool:
         """Run an Agent Framework compaction strategy over the session and store its result as an event.
 
-        The strategy sees the compacted view, exactly as ``CompactionProvider`` hands
-        stored history to it. What it excludes must be a prefix of that view (every
-        strategy that drops or summarizes the oldest groups does): the summary it
-        writes is appended as a new event committing to the replaced range (first and
+        The strategy sees the compacted view, as ``CompactionProvider`` hands stored
+        history to it. The originals before the first one it keeps are replaced by
+        what it put before that one (its summary, and any earlier summary it kept):
+        that is appended as a new event committing to the replaced range (first and
         last event and their hashes, the strategy's class name). No original message
         is changed or removed; :meth:`transcript` with ``compacted=False``, ``verify``
         and export still see them all.
 
-        A range that would end inside a stored batch (one ``save_messages`` call) is
-        cut back to the batch before it: those messages stay in the view.
+        Only a prefix is stored: exclusions after the first kept message (a strategy
+        that drops tool results in the middle) are not, and a range that would end
+        inside a stored batch (one ``save_messages`` call) ends at the batch before it.
 
         Args:
             session: The session to compact (its cursor must be at its thread's head).
@@ -574,7 +575,8 @@ class MongoHistoryProvider(HistoryProvider):
 
         Raises:
             ConcurrencyError: another process appended to or compacted the line meanwhile.
-            InvalidInputError: the session is not an AgentSession.
+            InvalidInputError: the session is not an AgentSession, or the ledger seals
+                messages (not supported for summaries yet).
         """
         # agent-framework-core >= 1.26 only: imported here so older releases still load the provider.
         from agent_framework import annotate_message_groups, apply_compaction

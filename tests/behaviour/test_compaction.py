@@ -23,7 +23,7 @@ from agent_framework import (
     SummarizationStrategy,
 )
 
-from chatledger import ConcurrencyError, InvalidInputError, MongoHistoryProvider
+from chatledger import ConcurrencyError, IntegrityError, InvalidInputError, MongoHistoryProvider
 from chatledger.admin import export_jsonl, run_erasure, verify
 from chatledger.cli.commands import browse
 from chatledger.cli.render import Renderer
@@ -62,9 +62,10 @@ class OnDemand:
         return bool(await self.inner(messages))
 
 
-def strategy() -> SummarizationStrategy:
+def strategy(keep: int = 10) -> SummarizationStrategy:
+    """Summarize all but the newest ``keep`` messages once there are two more."""
     return SummarizationStrategy(
-        client=Summarizer(), target_count=10, threshold=2, max_summary_input_tokens=None
+        client=Summarizer(), target_count=keep, threshold=2, max_summary_input_tokens=None
     )
 
 
@@ -213,9 +214,7 @@ async def test_a_compaction_refuses_a_range_that_is_not_a_prefix_or_a_stale_plan
 
 async def test_show_prints_the_compacted_view_and_raw_every_original(database: Any) -> None:
     provider, mine, _ = await _two_threads(database)
-    assert await provider.compact(
-        mine, SummarizationStrategy(client=Summarizer(), target_count=2, threshold=0)
-    )
+    assert await provider.compact(mine, strategy(keep=2))
     thread = mine.state[SOURCE]["thread_id"]
 
     async def shown(**options: Any) -> list[str]:
@@ -230,3 +229,25 @@ async def test_show_prints_the_compacted_view_and_raw_every_original(database: A
     raw = await shown(raw=True)
     assert len(raw) == 6
     assert raw[0] == "mine 0"
+
+
+async def test_a_forged_or_edited_summary_is_reported_by_verify_and_refused_by_reads(database: Any) -> None:
+    provider, mine, _ = await _two_threads(database)
+    assert await provider.compact(mine, strategy(keep=2))
+    events = database["events"]
+    summary = await events.find_one({"compaction": {"$exists": True}})
+    # An insider rewrites the stored summary: the chain no longer matches.
+    edited = {**summary["compaction"], "messages": [*summary["compaction"]["messages"]][:0]}
+    await events.update_one({"_id": summary["_id"]}, {"$set": {"compaction": edited}})
+    assert not (await verify(provider.ledger)).ok
+    await events.update_one({"_id": summary["_id"]}, {"$set": {"compaction": summary["compaction"]}})
+    assert (await verify(provider.ledger)).ok
+    # A compaction claim planted on an ordinary (version 2) event is not hashed there.
+    plain = await events.find_one({"thread_id": summary["thread_id"], "seq": summary["seq"] - 1})
+    await events.update_one(
+        {"_id": plain["_id"]},
+        {"$set": {"compaction": {**summary["compaction"], "last_seq": plain["seq"] - 1}}},
+    )
+    assert not (await verify(provider.ledger)).ok
+    with pytest.raises(IntegrityError, match="does not hash"):
+        await provider.transcript(mine, offset=plain["seq"])

@@ -58,6 +58,11 @@ class Compaction:
 
 def _of(doc: Mapping[str, Any]) -> Compaction:
     body = doc.get("compaction")
+    if doc.get("v") != COMPACTION_SCHEMA_VERSION:
+        # Only version 3 hashes the field: on any other event it is an unvouched claim.
+        raise IntegrityError(
+            f"event {doc.get('_id')!r} carries a compaction its schema version does not hash"
+        )
     try:
         assert isinstance(body, Mapping)
         out = Compaction(

@@ -24,7 +24,7 @@ from agent_framework import (
 )
 
 from chatledger import ConcurrencyError, IntegrityError, InvalidInputError, MongoHistoryProvider
-from chatledger.admin import export_jsonl, run_erasure, verify
+from chatledger.admin import export_jsonl, import_jsonl, run_erasure, verify
 from chatledger.cli.commands import browse
 from chatledger.cli.render import Renderer
 from chatledger.demo.joker import JokerChatClient
@@ -251,3 +251,19 @@ async def test_a_forged_or_edited_summary_is_reported_by_verify_and_refused_by_r
     assert not (await verify(provider.ledger)).ok
     with pytest.raises(IntegrityError, match="does not hash"):
         await provider.transcript(mine, offset=plain["seq"])
+
+
+async def test_an_export_with_summaries_imports_back_to_the_same_views(database: Any, tmp_path: Any) -> None:
+    provider, mine, _ = await _two_threads(database)
+    assert await provider.compact(mine, strategy(keep=2))
+    view, full = await provider.transcript(mine), await provider.transcript(mine, compacted=False)
+    path = tmp_path / "all.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        await export_jsonl(provider.ledger, out)
+    for name in ("threads", "events"):
+        await database[name].delete_many({})
+    provider.ledger.forget()
+    await import_jsonl(provider.ledger, path)
+    assert lines(await provider.transcript(mine)) == lines(view)
+    assert lines(await provider.transcript(mine, compacted=False)) == lines(full)
+    assert (await verify(provider.ledger)).ok

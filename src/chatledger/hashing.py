@@ -51,25 +51,10 @@ HASHED_FIELDS_BY_VERSION: dict[object, tuple[str, ...]] = {
         "source_id",
         "thread_digest",
     ),
-    # Version 3 (written only on compaction summary events) adds ``compaction``: the
-    # summary and the range it replaces (first/last seq and their hashes, the strategy).
-    3: (
-        "v",
-        "thread_id",
-        "seq",
-        "first_message",
-        "count",
-        "messages",
-        "event_id",
-        "created_at",
-        "root_id",
-        "tenant_id",
-        "user_id",
-        "source_id",
-        "thread_digest",
-        "compaction",
-    ),
 }
+# Version 3 (written only on compaction summary events) adds ``compaction``: the summary
+# and the range it replaces (first/last seq and their hashes, the strategy).
+HASHED_FIELDS_BY_VERSION[3] = (*HASHED_FIELDS_BY_VERSION[2], "compaction")
 #: The fields of the version ordinary events are written with.
 HASHED_FIELDS = HASHED_FIELDS_BY_VERSION[2]
 

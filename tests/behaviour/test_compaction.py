@@ -13,15 +13,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
-from agent_framework import (
-    Agent,
-    AgentSession,
-    ChatResponse,
-    CompactionProvider,
-    InMemoryHistoryProvider,
-    Message,
-    SummarizationStrategy,
-)
+from agent_framework import Agent, AgentSession, ChatResponse, InMemoryHistoryProvider, Message
+
+try:
+    from agent_framework import CompactionProvider, SummarizationStrategy, apply_compaction  # noqa: F401
+except ImportError:  # the matrix's older releases have no compaction strategies
+    pytest.skip("this agent-framework-core release has no compaction strategies", allow_module_level=True)
 
 from chatledger import ConcurrencyError, IntegrityError, InvalidInputError, MongoHistoryProvider
 from chatledger.admin import export_jsonl, import_jsonl, run_erasure, verify

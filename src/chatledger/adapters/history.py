@@ -575,11 +575,18 @@ class MongoHistoryProvider(HistoryProvider):
 
         Raises:
             ConcurrencyError: another process appended to or compacted the line meanwhile.
-            InvalidInputError: the session is not an AgentSession, or the ledger seals
-                messages (not supported for summaries yet).
+            InvalidInputError: the session is not an AgentSession, the ledger seals
+                messages (not supported for summaries yet), or the installed framework
+                release has no compaction strategies.
         """
-        # agent-framework-core >= 1.26 only: imported here so older releases still load the provider.
-        from agent_framework import annotate_message_groups, apply_compaction
+        try:
+            # Imported here: releases without compaction strategies still load the provider.
+            from agent_framework import annotate_message_groups, apply_compaction
+        except ImportError as e:
+            raise InvalidInputError(
+                "compact() needs an agent-framework-core release with compaction strategies "
+                "(apply_compaction); this one has none"
+            ) from e
 
         state = self._state_of(session)
         position = await self._position(session.session_id, state)

@@ -264,3 +264,18 @@ async def test_an_export_with_summaries_imports_back_to_the_same_views(database:
     assert lines(await provider.transcript(mine)) == lines(view)
     assert lines(await provider.transcript(mine, compacted=False)) == lines(full)
     assert (await verify(provider.ledger)).ok
+
+
+async def test_a_branch_made_after_a_summary_sees_it(database: Any) -> None:
+    provider, mine, _ = await _two_threads(database)
+    assert await provider.compact(mine, strategy(keep=2))
+    agent = Agent(JokerChatClient(), "You tell jokes.", context_providers=[provider])
+    snapshot = mine.to_dict()
+    await agent.run("on the main line", session=mine)
+    branch = AgentSession.from_dict(snapshot)
+    await agent.run("on a branch", session=branch)  # the line moved on: this run branches
+    assert branch.state[SOURCE]["thread_id"] != mine.state[SOURCE]["thread_id"]
+    view = lines(await provider.transcript(branch))
+    assert view[0][1].startswith("summary ")
+    assert view[-2] == ("user", "on a branch")
+    assert len(await provider.transcript(branch, compacted=False)) == 8

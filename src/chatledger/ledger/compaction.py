@@ -85,23 +85,20 @@ def _of(doc: Mapping[str, Any]) -> Compaction:
 async def newest_compaction(binding: Binding, at: Position) -> Compaction | None:
     """Return the newest compaction summary visible at ``at`` (``None`` if there is none).
 
-    One indexed query per segment of the line, newest segment first; it stops at the
-    first segment that holds one.
+    One indexed query, whatever the depth of the line (within its lineage window: a
+    summary further up than the thread document lists is not seen).
     """
     at = binding._check(at)
-    events = binding.ledger.storage.events
-    for segment in reversed(at.segments()):
-        doc = await events.newest_compaction(segment.thread_id, segment.hi_seq)
-        if doc is not None and doc["seq"] > segment.lo_seq:
-            return _of(doc)
-    return None
+    segments = [(s.thread_id, s.lo_seq, s.hi_seq) for s in at.segments()]
+    doc = await binding.ledger.storage.events.newest_compaction(segments)
+    return None if doc is None else _of(doc)
 
 
 async def compacted_view(binding: Binding, at: Position) -> list[Message]:
     """Return the compacted view at ``at``: the newest summary, then the messages after its range.
 
     Without a compaction this is the full transcript. The cost is the view's size (plus
-    one indexed query per segment), not the history's.
+    one indexed query), not the history's.
     """
     newest = await newest_compaction(binding, at)
     if newest is None:

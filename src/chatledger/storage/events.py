@@ -228,18 +228,23 @@ class EventStore:
             docs = [d for d in earlier if d["first_message"] + d["count"] > lo] + docs
         return docs
 
-    async def newest_compaction(self, thread_id: str, max_seq: int) -> dict[str, Any] | None:
-        """Return the newest compaction summary event of ``thread_id`` at or before ``max_seq``.
+    async def newest_compaction(self, segments: Sequence[tuple[str, int, int]]) -> dict[str, Any] | None:
+        """Return the newest compaction summary event among ``(thread_id, lo_seq, hi_seq]`` segments.
 
-        A range on the compaction index: it visits compaction events only, newest
-        range first (ranges grow along a thread), never the ordinary events.
+        One query whatever the number of segments. Along a line every summary's range
+        reaches past the previous one's, so the newest is the one with the greatest
+        ``compaction.last_seq``: each clause is a range on the compaction index that
+        visits compaction events only, never the ordinary events.
         """
+        if not segments:
+            return None
+        clauses = [
+            {"thread_id": tid, "compaction.last_seq": {"$gte": 1}, "seq": {"$gt": lo, "$lte": hi}}
+            for tid, lo, hi in segments
+        ]
         query = (
-            self.collection.find(
-                {"thread_id": thread_id, "compaction.last_seq": {"$gte": 1}, "seq": {"$lte": max_seq}}
-            )
+            self.collection.find(clauses[0] if len(clauses) == 1 else {"$or": clauses})
             .sort("compaction.last_seq", DESCENDING)
-            .hint(_COMPACTION_INDEX)
             .limit(1)
         )
         docs = await self.gate.call("read events", cursor_list(query))

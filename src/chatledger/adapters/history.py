@@ -350,12 +350,18 @@ class MongoHistoryProvider(HistoryProvider):
                 await self._import_messages(session_id, state)
         position = await self._position(session_id, state)
         with span("read", source_id=self.source_id, thread_id=position.thread_id) as recorder:
-            if position.messages and (compacted := await newest_compaction(self.binding, position)):
+            compacted = await newest_compaction(self.binding, position) if position.messages else None
+            if (
+                compacted is not None
+                and self.max_messages is not None
+                and position.messages - compacted.through_message >= window_fetch_size(self.max_messages)
+            ):
+                compacted = None  # the window lies wholly after the summary: the tail read below
+            if compacted is not None:
                 # The compacted view: the newest summary, then what follows its range.
-                view = [
-                    *compacted.summary,
-                    *await self.binding.read(position, offset=compacted.through_message),
-                ]
+                after = await self.binding.read(position, offset=compacted.through_message)
+                self._remember_tail(position, after)
+                view = [*compacted.summary, *after]
                 loaded = view if self.max_messages is None else window(view, self.max_messages)
                 recorder.set(messages_read=len(view), messages_loaded=len(loaded))
                 return loaded

@@ -21,6 +21,7 @@ except ImportError:  # the matrix's older releases have no compaction strategies
     pytest.skip("this agent-framework-core release has no compaction strategies", allow_module_level=True)
 
 from chatledger import ConcurrencyError, IntegrityError, InvalidInputError, MongoHistoryProvider
+from chatledger.adapters.compaction import LedgerCompactionProvider
 from chatledger.admin import export_jsonl, import_jsonl, run_erasure, verify
 from chatledger.cli.commands import browse
 from chatledger.cli.render import Renderer
@@ -279,3 +280,32 @@ async def test_a_branch_made_after_a_summary_sees_it(database: Any) -> None:
     assert view[0][1].startswith("summary ")
     assert view[-2] == ("user", "on a branch")
     assert len(await provider.transcript(branch, compacted=False)) == 8
+
+
+async def test_the_framework_compaction_provider_drives_the_ledger(database: Any) -> None:
+    # The framework's own wiring: a CompactionProvider whose after_strategy fires whenever
+    # the history grows past its threshold, next to the in-memory reference wired alike.
+    history = MongoHistoryProvider(database=database)
+    agent = Agent(
+        JokerChatClient(),
+        "You tell jokes.",
+        context_providers=[LedgerCompactionProvider(history, after_strategy=strategy()), history],
+    )
+    memory = InMemoryHistoryProvider(skip_excluded=True)
+    twin = Agent(
+        JokerChatClient(),
+        "You tell jokes.",
+        context_providers=[
+            CompactionProvider(after_strategy=strategy(), history_source_id=memory.source_id),
+            memory,
+        ],
+    )
+    session, twin_session = agent.create_session(), twin.create_session()
+    for turn in range(30):
+        await agent.run(f"joke {turn}", session=session)
+        await twin.run(f"joke {turn}", session=twin_session)
+        expected = await memory.get_messages(None, state=twin_session.state[memory.source_id])
+        assert lines(await history.transcript(session)) == lines(expected), turn
+    assert await database["events"].count_documents({"compaction": {"$exists": True}}) > 3
+    assert len(await history.transcript(session, compacted=False)) == 60
+    assert (await verify(history.ledger)).ok

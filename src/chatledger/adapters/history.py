@@ -557,7 +557,7 @@ class MongoHistoryProvider(HistoryProvider):
             return await self.binding.read(position)
         return await compacted_view(self.binding, position)
 
-    async def compact(self, session: AgentSession, strategy: Any) -> bool:
+    async def compact(self, session: AgentSession, strategy: Any, *, tokenizer: Any = None) -> bool:
         """Run an Agent Framework compaction strategy over the session and store its result as an event.
 
         The strategy sees the compacted view, as ``CompactionProvider`` hands stored
@@ -575,6 +575,7 @@ class MongoHistoryProvider(HistoryProvider):
         Args:
             session: The session to compact (its cursor must be at its thread's head).
             strategy: A ``CompactionStrategy`` (for example ``SummarizationStrategy``).
+            tokenizer: A ``TokenizerProtocol`` for token-aware strategies (as ``apply_compaction``'s).
 
         Returns:
             Whether a summary event was written (``False``: nothing to compact).
@@ -620,7 +621,7 @@ class MongoHistoryProvider(HistoryProvider):
         # A stored summary keeps the group annotation it had when it was written; grouped
         # afresh, it cannot collide with the groups of the messages that now follow it.
         annotate_message_groups(view, force_reannotate=True)
-        projected = await apply_compaction(list(view), strategy=strategy)
+        projected = await apply_compaction(list(view), strategy=strategy, tokenizer=tokenizer)
         # The first original message the strategy kept: everything before it in the
         # projection (new summaries, and earlier summaries it chose to keep) is the new
         # summary; every original before it is replaced.

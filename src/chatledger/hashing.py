@@ -52,7 +52,10 @@ HASHED_FIELDS_BY_VERSION: dict[object, tuple[str, ...]] = {
         "thread_digest",
     ),
 }
-#: The fields of the current version.
+# Version 3 (written only on compaction summary events) adds ``compaction``: the summary
+# and the range it replaces (first/last seq and their hashes, the strategy).
+HASHED_FIELDS_BY_VERSION[3] = (*HASHED_FIELDS_BY_VERSION[2], "compaction")
+#: The fields of the version ordinary events are written with.
 HASHED_FIELDS = HASHED_FIELDS_BY_VERSION[2]
 
 _SCALAR_TYPES = (str, int, type(None))

@@ -19,6 +19,7 @@ from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidThre
 from chatledger.hashing import epoch_ms
 
 __all__ = [
+    "COMPACTION_SCHEMA_VERSION",
     "CURSOR_VERSION",
     "DEFAULT_SOURCE_ID",
     "EVENT_SCHEMA_VERSION",
@@ -42,6 +43,8 @@ CURSOR_VERSION = 1
 #: Version tag written into every new event document (``v``). It is inside the hash:
 #: an event keeps the version it was written with forever (see ``chatledger.hashing``).
 EVENT_SCHEMA_VERSION = 2
+#: The schema version of a compaction summary event (version 2 plus a hashed ``compaction``).
+COMPACTION_SCHEMA_VERSION = 3
 #: The source id of a binding that names none: the default of both adapters, and what a
 #: thread written before source ids existed (schema 1, no ``source_id`` field) belongs to.
 DEFAULT_SOURCE_ID = "chatledger"

@@ -24,6 +24,8 @@ from chatledger.adapters.window import window, window_fetch_size
 from chatledger.codec import encode_messages, stored_digest
 from chatledger.errors import ConcurrencyError, InvalidCursorError, InvalidInputError, InvalidMessageError
 from chatledger.ledger import MAX_EVENT_BYTES, Ledger, PendingAppend, Position, new_thread_id
+from chatledger.ledger.compaction import compact as append_compaction
+from chatledger.ledger.compaction import compacted_view, event_at, newest_compaction
 from chatledger.models import DEFAULT_SOURCE_ID
 from chatledger.telemetry import logger, span
 
@@ -451,6 +453,21 @@ class MongoHistoryProvider(HistoryProvider):
                 await self._import_messages(session_id, state)
         position = await self._position(session_id, state)
         with span("read", source_id=self.source_id, thread_id=position.thread_id) as recorder:
+            compacted = await newest_compaction(self.binding, position) if position.messages else None
+            if (
+                compacted is not None
+                and self.max_messages is not None
+                and position.messages - compacted.through_message >= window_fetch_size(self.max_messages)
+            ):
+                compacted = None  # the window lies wholly after the summary: the tail read below
+            if compacted is not None:
+                # The compacted view: the newest summary, then what follows its range.
+                after = await self.binding.read(position, offset=compacted.through_message)
+                self._remember_tail(position, after)
+                view = [*compacted.summary, *after]
+                loaded = view if self.max_messages is None else window(view, self.max_messages)
+                recorder.set(messages_read=len(view), messages_loaded=len(loaded))
+                return loaded
             if position.messages == 0 or self.max_messages == 0:
                 recorder.set(messages_read=0, messages_loaded=0)
                 return []
@@ -618,6 +635,148 @@ class MongoHistoryProvider(HistoryProvider):
         if state is not None:
             state.pop(_CLEARED_FROM_KEY, None)
         self._store_position(state, result.position)
+
+    # ------------------------------------------------------------------ compaction
+
+    def _state_of(self, session: AgentSession) -> dict[str, Any]:
+        if not isinstance(session, AgentSession):
+            raise InvalidInputError(f"session must be an AgentSession, got {type(session).__name__}")
+        state: dict[str, Any] = session.state.setdefault(self.source_id, {})
+        return state
+
+    async def transcript(
+        self, session: AgentSession, *, compacted: bool = True, offset: int | None = None
+    ) -> list[Message]:
+        """Return the session's conversation: its compacted view, or every original message.
+
+        Args:
+            session: The session whose line is read.
+            compacted: ``True`` (the default, what the agent sees): the newest compaction
+                summary followed by the messages after the range it replaced. ``False``:
+                the full transcript, every original message and no summary.
+            offset: Read the line as it stood at this event ``seq`` (a point in time;
+                a summary appended later is not applied). ``None``: at the session's cursor.
+
+        Raises:
+            InvalidInputError: ``session`` is not an AgentSession.
+            InvalidCursorError: ``offset`` lies past the session's line.
+        """
+        position = await self._position(session.session_id, self._state_of(session))
+        if offset is not None:
+            if type(offset) is not int or not 0 <= offset <= position.offset:
+                raise InvalidCursorError(f"offset must be an int in 0..{position.offset}, not {offset!r}")
+            position = await self.binding.at(position.thread_id, offset)
+        if not compacted:
+            return await self.binding.read(position)
+        return await compacted_view(self.binding, position)
+
+    async def compact(self, session: AgentSession, strategy: Any, *, tokenizer: Any = None) -> bool:
+        """Run an Agent Framework compaction strategy over the session and store its result as an event.
+
+        The strategy sees the compacted view, as ``CompactionProvider`` hands stored
+        history to it. The originals before the first one it keeps are replaced by
+        what it put before that one (its summary, and any earlier summary it kept):
+        that is appended as a new event committing to the replaced range (first and
+        last event and their hashes, the strategy's class name). No original message
+        is changed or removed; :meth:`transcript` with ``compacted=False``, ``verify``
+        and export still see them all.
+
+        Only a prefix is stored: exclusions after the first kept message (a strategy
+        that drops tool results in the middle) are not, and a range that would end
+        inside a stored batch (one ``save_messages`` call) ends at the batch before it.
+
+        Args:
+            session: The session to compact (its cursor must be at its thread's head).
+            strategy: A ``CompactionStrategy`` (for example ``SummarizationStrategy``).
+            tokenizer: A ``TokenizerProtocol`` for token-aware strategies (as ``apply_compaction``'s).
+
+        Returns:
+            Whether a summary event was written (``False``: nothing to compact).
+
+        Raises:
+            ConcurrencyError: another process appended to or compacted the line meanwhile.
+            InvalidInputError: the session is not an AgentSession, the ledger seals
+                messages (not supported for summaries yet), or the installed framework
+                release has no compaction strategies.
+        """
+        try:
+            # Imported here: releases without compaction strategies still load the provider.
+            from agent_framework import annotate_message_groups, apply_compaction
+        except ImportError as e:
+            raise InvalidInputError(
+                "compact() needs an agent-framework-core release with compaction strategies "
+                "(apply_compaction); this one has none"
+            ) from e
+
+        state = self._state_of(session)
+        position = await self._position(session.session_id, state)
+        if position.messages == 0:
+            return False
+        previous = await newest_compaction(self.binding, position)
+        base = previous.through_message if previous is not None else 0
+        shown = len(previous.summary) if previous is not None else 0
+        view = [
+            *(previous.summary if previous is not None else ()),
+            *await self.binding.read(position, offset=base),
+        ]
+        # The framework names id-less messages by their place in the list it is handed
+        # (msg_<i>) and records those names in a summary's provenance; named by their
+        # index in the full transcript instead, they mean the same message in every
+        # later compaction (and to an auditor).
+        for index, message in enumerate(view[shown:], start=base):
+            if not message.message_id:
+                message.message_id = f"msg_{index}"
+        # SummarizationStrategy names its summary summary_<len(list)>; a view is short, so
+        # an earlier summary may bear the very name the new one will get: renamed after
+        # the event that stored it, the two never merge into one group.
+        for index, message in enumerate(view[:shown]):
+            message.message_id = f"summary_{previous.seq if previous is not None else 0}_{index}"
+        # A stored summary keeps the group annotation it had when it was written; grouped
+        # afresh, it cannot collide with the groups of the messages that now follow it.
+        annotate_message_groups(view, force_reannotate=True)
+        projected = await apply_compaction(list(view), strategy=strategy, tokenizer=tokenizer)
+        # The first original message the strategy kept: everything before it in the
+        # projection (new summaries, and earlier summaries it chose to keep) is the new
+        # summary; every original before it is replaced.
+        at_projection = {id(m): i for i, m in enumerate(projected)}
+        k = next((i for i in range(shown, len(view)) if id(view[i]) in at_projection), len(view))
+        summary = projected[: at_projection[id(view[k])]] if k < len(view) else projected
+        through = base + k - shown  # messages [0, through) of the transcript are replaced
+        last = await self._batch_ending_by(position, through)
+        if last is None or last[2] <= base:
+            return False
+        first = await event_at(self.binding, position, 1)
+        head = await append_compaction(
+            self.binding,
+            position,
+            first_seq=1,
+            first_hash=first["hash"],
+            last_seq=last[0],
+            last_hash=last[1],
+            summary=summary,
+            strategy=type(strategy).__name__,
+        )
+        self._store_position(state, head)
+        return True
+
+    async def _batch_ending_by(self, position: Position, through: int) -> tuple[int, str, int] | None:
+        """Return (seq, hash, end) of the last stored batch that ends at or before message ``through``."""
+        if through <= 0:
+            return None
+        storage = self.ledger.storage.events
+        for segment in reversed(position.segments()):
+            if segment.lo_message >= through:
+                continue
+            # The batch holding message through-1, and its end.
+            docs = await storage.page(segment.thread_id, through - 1, through)
+            for doc in docs:
+                end = doc["first_message"] + doc["count"]
+                if end == through:
+                    return doc["seq"], doc["hash"], end
+                if doc["first_message"] > 0:
+                    return await self._batch_ending_by(position, doc["first_message"])
+            return None
+        return None
 
     # ------------------------------------------------------------------ sessions
 

@@ -18,6 +18,7 @@ from chatledger._maf import Message
 from chatledger.admin.catalog import as_ledger
 from chatledger.admin.verify import sealed_messages_problem
 from chatledger.errors import ContentErasedError, IntegrityError, KeyUnavailableError, UnknownThreadError
+from chatledger.ledger.compaction import newest_compaction
 from chatledger.models import Cursor, Scope, ThreadRecord
 
 __all__ = [
@@ -136,7 +137,13 @@ async def get_thread(target: Any, thread_id: str) -> ThreadRecord | None:
 
 
 async def read_transcript(
-    target: Any, thread_id: str, *, at: int | None = None, offset: int = 0, limit: int | None = None
+    target: Any,
+    thread_id: str,
+    *,
+    at: int | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+    compacted: bool = False,
 ) -> Transcript:
     """Return the messages of a thread at offset ``at`` (its head by default), of any scope.
 
@@ -146,6 +153,9 @@ async def read_transcript(
         at: The event offset to read at; ``None`` for the head.
         offset: Index of the first message to return (negative counts from the end).
         limit: Most messages to return.
+        compacted: Read the compacted view: the newest compaction summary visible at
+            ``at``, then the messages after the range it replaced (``offset`` and
+            ``limit`` then apply to those messages). ``False``: every original message.
 
     Raises:
         UnknownThreadError: there is no such thread.
@@ -162,6 +172,10 @@ async def read_transcript(
     # The operator reads the thread through a binding of the thread's own scope.
     binding = ledger.bind(Scope.of(record))
     position = await binding.head(thread_id) if at is None else await binding.at(thread_id, at)
+    newest = await newest_compaction(binding, position) if compacted else None
+    lead = newest.summary if newest is not None else []
+    if newest is not None and offset >= 0:
+        offset += newest.through_message
     found: dict[int, Unreadable] = {}
     token = _PLACEHOLDERS.set(found)
     try:
@@ -169,5 +183,5 @@ async def read_transcript(
     finally:
         _PLACEHOLDERS.reset(token)
     start = slice(offset, None).indices(position.messages)[0]
-    unreadable = {i - start: v for i, v in found.items() if 0 <= i - start < len(messages)}
-    return Transcript(record, position.cursor, messages, unreadable)
+    unreadable = {i - start + len(lead): v for i, v in found.items() if 0 <= i - start < len(messages)}
+    return Transcript(record, position.cursor, [*lead, *messages], unreadable)

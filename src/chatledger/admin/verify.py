@@ -249,7 +249,10 @@ def chain_problem(
         return f"count {event['count']} but {len(event['messages'])} messages"
     if event["first_message"] != message:
         return f"first_message {event['first_message']} but the previous event ended at {message}"
-    if event["v"] == 2:
+    why = compaction_problem(event)
+    if why is not None:
+        return why
+    if event["v"] in (2, 3):
         expected = {
             "root_id": record.root_id,
             "tenant_id": record.tenant_id,
@@ -270,6 +273,31 @@ def chain_problem(
                 "thread_digest does not match the thread document (its scope, lineage, fork point "
                 "or metadata was changed)"
             )
+    return None
+
+
+def compaction_problem(event: Mapping[str, Any]) -> str | None:
+    """Return why an event's compaction summary (schema 3) is malformed, or ``None``.
+
+    Only version 3 hashes ``compaction``: on an older event the field would be an
+    unhashed claim that readers would follow, so its mere presence is reported.
+    """
+    body = event.get("compaction")
+    if event["v"] != 3:
+        return None if body is None else "a compaction field on an event of a version that does not hash it"
+    if not isinstance(body, Mapping):
+        return "a version 3 event without its compaction summary"
+    ints = ("first_seq", "last_seq", "through_message", "previous")
+    if any(type(body.get(name)) is not int for name in ints) or any(
+        type(body.get(name)) is not str for name in ("first_hash", "last_hash", "strategy")
+    ):
+        return "the compaction summary's range is malformed"
+    if event["count"] != 0 or not isinstance(body.get("messages"), list):
+        return "a compaction summary event must hold its summary in compaction.messages, none in messages"
+    if not 1 == body["first_seq"] <= body["last_seq"] < event["seq"] or body["previous"] >= event["seq"]:
+        return "the compaction summary claims a range that is not a prefix before it"
+    if body["through_message"] > event["first_message"]:
+        return "the compaction summary claims messages after itself"
     return None
 
 

@@ -48,6 +48,7 @@ BEFORE_WINDOW: Final = 256
 
 _SEQ_INDEX: Final = "thread_seq_unique"
 _MESSAGE_INDEX: Final = "thread_first_message"
+_COMPACTION_INDEX: Final = "thread_compaction"
 #: The indexes of the events collection: (name, keys, options).
 EVENT_INDEXES: Final[tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ...]] = (
     # The unique (thread_id, seq) index IS the concurrency control.
@@ -60,10 +61,17 @@ EVENT_INDEXES: Final[tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ..
     # Erasure by subject and removal sweeps find every event of a lineage or a user.
     ("root_id", [("root_id", ASCENDING)], {}),
     ("user_id", [("user_id", ASCENDING)], {}),
+    # The newest compaction summary of a thread: a range on this index over the few
+    # compaction events (every other event has no ``compaction`` and sorts below 1).
+    (_COMPACTION_INDEX, [("thread_id", ASCENDING), ("compaction.last_seq", ASCENDING)], {}),
 )
 
 _SUMMARY: Final = {"first_message": 1, "count": 1, "hash": 1, "seq": 1, "thread_id": 1, "removed": 1}
 _SUMMARY_FIELDS: Final = ("seq", "first_message", "count", "thread_id", "hash")
+#: A compaction summary event holds no transcript message (count 0) and shares its
+#: ``first_message`` with the next event: a page must never take it for that event.
+_HOLDS_MESSAGES: Final = {"count": {"$gt": 0}}
+
 _PAGE: Final = {
     "first_message": 1,
     "count": 1,
@@ -229,7 +237,8 @@ class EventStore:
         def inside() -> Awaitable[list[dict[str, Any]]]:
             return cursor_list(
                 self.collection.find(
-                    {"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}}, _PAGE
+                    {"thread_id": thread_id, "first_message": {"$gte": lo, "$lt": hi}, **_HOLDS_MESSAGES},
+                    _PAGE,
                 )
                 .sort("first_message", ASCENDING)
                 .hint(_MESSAGE_INDEX)
@@ -240,7 +249,8 @@ class EventStore:
         def before(floor: int) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
             return lambda: cursor_list(
                 self.collection.find(
-                    {"thread_id": thread_id, "first_message": {"$gte": floor, "$lt": lo}}, _PAGE
+                    {"thread_id": thread_id, "first_message": {"$gte": floor, "$lt": lo}, **_HOLDS_MESSAGES},
+                    _PAGE,
                 )
                 .sort("first_message", DESCENDING)
                 .hint(_MESSAGE_INDEX)
@@ -259,6 +269,28 @@ class EventStore:
             earlier = [_live(d) for d in found]
             docs = [d for d in earlier if d["first_message"] + d["count"] > lo] + docs
         return docs
+
+    async def newest_compaction(self, segments: Sequence[tuple[str, int, int]]) -> dict[str, Any] | None:
+        """Return the newest compaction summary event among ``(thread_id, lo_seq, hi_seq]`` segments.
+
+        One query whatever the number of segments. Along a line every summary's range
+        reaches past the previous one's, so the newest is the one with the greatest
+        ``compaction.last_seq``: each clause is a range on the compaction index that
+        visits compaction events only, never the ordinary events.
+        """
+        if not segments:
+            return None
+        clauses = [
+            {"thread_id": tid, "compaction.last_seq": {"$gte": 1}, "seq": {"$gt": lo, "$lte": hi}}
+            for tid, lo, hi in segments
+        ]
+        query = (
+            self.collection.find(clauses[0] if len(clauses) == 1 else {"$or": clauses})
+            .sort("compaction.last_seq", DESCENDING)
+            .limit(1)
+        )
+        docs = await self.gate.call("read events", cursor_list(query))
+        return _live(docs[0]) if docs else None
 
     async def stream(
         self, thread_id: str, *, after_seq: int | None = 0, projection: Mapping[str, Any] | None = None

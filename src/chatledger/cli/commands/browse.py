@@ -123,15 +123,21 @@ async def show_body(
     at: int | None = None,
     keys: KeyStoreLocation = KeyStoreLocation(),  # noqa: B008 - frozen, never mutated
     kek: Any = None,
+    raw: bool = False,
 ) -> int:
     """Print the transcript visible at a cursor (the thread's head by default).
+
+    By default the compacted view (the newest compaction summary, then what follows its
+    range); ``raw`` prints every original message instead.
 
     Sealed messages are opened with ``kek`` (a KEK provider); those that cannot be
     (erased, or no usable key) are shown as placeholders with their role and id, and
     listed under ``unreadable`` in the JSON. A tampered ciphertext still fails (exit 1).
     """
     async with keys.opened(db) as store:
-        transcript = await read_transcript(Ledger(db, sealer=placeholder_sealer(store, kek)), thread, at=at)
+        transcript = await read_transcript(
+            Ledger(db, sealer=placeholder_sealer(store, kek)), thread, at=at, compacted=not raw
+        )
     cursor, messages, unreadable = transcript.cursor, transcript.messages, transcript.unreadable
     if ui.as_json:
         ui.json(
@@ -248,6 +254,9 @@ def register(app: typer.Typer) -> None:
         at: Annotated[
             int | None, typer.Option("--at", min=0, help="Cursor offset (event seq); default head.")
         ] = None,
+        raw: Annotated[
+            bool, typer.Option("--raw", help="Every original message, not the compacted view.")
+        ] = False,
         kek_file: KekFileOption = None,
         kek_env: KekEnvOption = None,
         keys_database: KeysDatabaseOption = None,
@@ -261,6 +270,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print a thread's transcript as of any cursor (control characters shown escaped).
 
+        After a compaction it prints the compacted view (the summary, then what follows
+        the range it replaced); --raw prints every original message.
+
         Sealed messages open with --kek-file/--kek-env; without a usable key they show as
         [sealed: no key], and as [content erased] once their key was destroyed.
         """
@@ -269,7 +281,7 @@ def register(app: typer.Typer) -> None:
         async def body(db: Any, ui: Renderer) -> int:
             # Read inside the run: a bad KEK file is a clean exit 2, never a traceback.
             return await show_body(
-                db, ui, thread=thread, at=at, keys=location, kek=kek_provider(kek_file, kek_env)
+                db, ui, thread=thread, at=at, keys=location, kek=kek_provider(kek_file, kek_env), raw=raw
             )
 
         run_admin(mongodb_uri, mongodb_uri_file, database, as_json, body)

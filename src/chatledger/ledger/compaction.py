@@ -1,0 +1,241 @@
+"""Compaction with provenance: a summary is an event that commits to the range it replaces.
+
+Nothing is overwritten. A compaction appends one hash-chained event (schema version 3)
+at the head of the thread. It holds no transcript message (``count`` 0) and carries a
+hashed ``compaction`` field::
+
+    {"first_seq": 1, "first_hash": ..., "last_seq": L, "last_hash": ...,
+     "through_message": M, "previous": P, "strategy": "...", "messages": [summary...]}
+
+The range is always a prefix of the line (seq 1 through ``L``): the compacted view is
+the summary followed by the messages from index ``M`` on, so reading it costs one
+indexed query for the newest summary plus a page of what follows it, whatever the
+length of the history. ``previous`` is the seq of the summary this one supersedes (0 if
+none), so two processes that compact the same thread at once cannot both succeed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from chatledger._maf import Message
+from chatledger.codec import decode_message, encode_messages
+from chatledger.errors import ConcurrencyError, IntegrityError, InvalidInputError
+from chatledger.hashing import event_hash
+from chatledger.ledger.core import Binding, Position
+from chatledger.ledger.pending import new_event_id
+from chatledger.models import COMPACTION_SCHEMA_VERSION, utc_now_ms
+from chatledger.storage import PositionTakenError, event_key
+
+__all__ = ["Compaction", "compact", "compacted_view", "event_at", "newest_compaction"]
+
+_HASH: Final = re.compile(r"[0-9a-f]{64}")
+_MAX_STRATEGY: Final = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """A stored compaction summary and the range of original events it replaces."""
+
+    #: Where the summary event lies.
+    thread_id: str
+    seq: int
+    #: The replaced range: events ``first_seq`` through ``last_seq`` of the line.
+    first_seq: int
+    first_hash: str
+    last_seq: int
+    last_hash: str
+    #: Index of the first message after the range (the compacted view continues there).
+    through_message: int
+    #: Seq of the summary this one supersedes (0: none).
+    previous: int
+    strategy: str
+    summary: list[Message]
+
+
+def _of(doc: Mapping[str, Any]) -> Compaction:
+    body = doc.get("compaction")
+    if doc.get("v") != COMPACTION_SCHEMA_VERSION:
+        # Only version 3 hashes the field: on any other event it is an unvouched claim.
+        raise IntegrityError(
+            f"event {doc.get('_id')!r} carries a compaction its schema version does not hash"
+        )
+    try:
+        assert isinstance(body, Mapping)
+        out = Compaction(
+            thread_id=str(doc["thread_id"]),
+            seq=int(doc["seq"]),
+            first_seq=int(body["first_seq"]),
+            first_hash=str(body["first_hash"]),
+            last_seq=int(body["last_seq"]),
+            last_hash=str(body["last_hash"]),
+            through_message=int(body["through_message"]),
+            previous=int(body["previous"]),
+            strategy=str(body["strategy"]),
+            summary=[decode_message(m) for m in body["messages"]],
+        )
+    except (AssertionError, KeyError, TypeError, ValueError) as e:
+        raise IntegrityError(f"event {doc.get('_id')!r} holds a malformed compaction ({e})") from e
+    return out
+
+
+async def newest_compaction(binding: Binding, at: Position) -> Compaction | None:
+    """Return the newest compaction summary visible at ``at`` (``None`` if there is none).
+
+    One indexed query, whatever the depth of the line (within its lineage window: a
+    summary further up than the thread document lists is not seen).
+    """
+    at = binding._check(at)
+    segments = [(s.thread_id, s.lo_seq, s.hi_seq) for s in at.segments()]
+    doc = await binding.ledger.storage.events.newest_compaction(segments)
+    return None if doc is None else _of(doc)
+
+
+async def compacted_view(binding: Binding, at: Position) -> list[Message]:
+    """Return the compacted view at ``at``: the newest summary, then the messages after its range.
+
+    Without a compaction this is the full transcript. The cost is the view's size (plus
+    one indexed query), not the history's.
+    """
+    newest = await newest_compaction(binding, at)
+    if newest is None:
+        return await binding.read(at)
+    return [*newest.summary, *await binding.read(at, offset=newest.through_message)]
+
+
+async def event_at(binding: Binding, at: Position, seq: int) -> dict[str, Any]:
+    """Return the whole event at ``seq`` of ``at``'s line (an ancestor's, before a fork point).
+
+    Raises:
+        IntegrityError: the line has no event there.
+    """
+    at = binding._check(at)
+    if at.thread is None or not 1 <= seq <= at.offset:
+        raise InvalidInputError(f"seq {seq} is outside the line (1..{at.offset})")
+    owner = await binding._owner(at.thread, seq)
+    doc = await binding.ledger.storage.events.at(owner, seq, full=True)
+    if doc is None:
+        raise IntegrityError(f"thread {at.thread_id!r} is missing its event at seq {seq}")
+    return doc
+
+
+def _check_hash(name: str, value: object) -> str:
+    if type(value) is not str or not _HASH.fullmatch(value):
+        raise InvalidInputError(f"{name} must be an event hash (64 lowercase hex digits), not {value!r}")
+    return value
+
+
+async def compact(
+    binding: Binding,
+    at: Position,
+    *,
+    first_seq: int,
+    first_hash: str,
+    last_seq: int,
+    last_hash: str,
+    summary: Sequence[Message],
+    strategy: str,
+) -> Position:
+    """Append a summary event that replaces events ``first_seq..last_seq`` in the compacted view.
+
+    Args:
+        binding: The scope the thread belongs to.
+        at: The head of the thread, as this binding resolved it.
+        first_seq: Must be 1: a compaction replaces a prefix of the visible history.
+        first_hash: The hash of the event at ``first_seq``, as the caller read it.
+        last_seq: The last event replaced; past the previous summary's range.
+        last_hash: The hash of the event at ``last_seq``, as the caller read it.
+        summary: The messages that stand for the range (may be empty: a plain drop).
+        strategy: The name of the strategy that produced the summary.
+
+    Returns:
+        The position after the summary event.
+
+    Raises:
+        InvalidInputError: the range is not a prefix of this line's visible history, a
+            hash does not match the event at that position of this line, or the
+            arguments are malformed. Nothing is written.
+        ConcurrencyError: ``at`` is not the head any more (another process appended or
+            compacted): re-read and re-plan.
+    """
+    at = binding._check(at)
+    if type(first_seq) is not int or type(last_seq) is not int:
+        raise InvalidInputError("first_seq and last_seq must be ints")
+    _check_hash("first_hash", first_hash)
+    _check_hash("last_hash", last_hash)
+    if type(strategy) is not str or not strategy or len(strategy) > _MAX_STRATEGY:
+        raise InvalidInputError(f"strategy must be a non-empty str of at most {_MAX_STRATEGY} characters")
+    if isinstance(summary, (str, bytes)) or not isinstance(summary, Sequence):
+        raise InvalidInputError("summary must be a sequence of messages")
+    if binding.ledger.sealer is not None:
+        raise InvalidInputError("compaction is not supported on a sealing ledger yet: nothing was written")
+    if at.thread is None or at.offset == 0:
+        raise InvalidInputError(f"thread {at.thread_id!r} has no events to compact")
+    if first_seq != 1:
+        raise InvalidInputError(
+            "a compaction replaces a prefix of the visible history: "
+            f"its range starts at seq 1, not {first_seq}"
+        )
+    if not first_seq <= last_seq <= at.offset:
+        raise InvalidInputError(f"last_seq {last_seq} is outside the line (1..{at.offset})")
+    stored_summary = encode_messages(summary)
+    previous = await newest_compaction(binding, at)
+    if previous is not None and last_seq <= previous.last_seq:
+        raise InvalidInputError(
+            f"the range must reach past the previous compaction (seq {previous.seq} replaced "
+            f"through seq {previous.last_seq}), not end at seq {last_seq}"
+        )
+    docs: list[dict[str, Any]] = []
+    for seq, claimed in ((first_seq, first_hash), (last_seq, last_hash)):
+        doc = await event_at(binding, at, seq)
+        if "compaction" in doc:
+            raise InvalidInputError(f"seq {seq} is a compaction summary, not an original event")
+        if doc["hash"] != claimed:
+            # Another thread's hash, or a plan made on a line that has changed since.
+            raise InvalidInputError(
+                f"the event at seq {seq} of thread {at.thread_id!r} has hash {doc['hash'][:12]}…, "
+                f"not {claimed[:12]}…: the range does not belong to this line; nothing was written"
+            )
+        docs.append(doc)
+    last = docs[1]
+    thread = at.thread
+    key = event_key(thread.id, at.offset + 1)
+    doc = {
+        "_id": key,
+        "v": COMPACTION_SCHEMA_VERSION,
+        "thread_id": thread.id,
+        "seq": at.offset + 1,
+        "first_message": at.messages,
+        "count": 0,
+        "messages": [],
+        "event_id": new_event_id(),
+        "created_at": utc_now_ms(),
+        "root_id": thread.root_id,
+        **binding.scope.fields(),
+        "compaction": {
+            "first_seq": first_seq,
+            "first_hash": first_hash,
+            "last_seq": last_seq,
+            "last_hash": last_hash,
+            "through_message": int(last["first_message"]) + int(last["count"]),
+            "previous": previous.seq if previous is not None else 0,
+            "strategy": strategy,
+            "messages": stored_summary,
+        },
+        "prev_hash": at.head_hash,
+    }
+    if at.offset == thread.base_offset:
+        doc["thread_digest"] = thread.digest()
+    doc["hash"] = event_hash(at.head_hash, doc)
+    await binding.ledger.ensure_indexes()
+    try:
+        await binding._insert(doc)
+    except PositionTakenError as e:
+        raise ConcurrencyError(
+            f"thread {at.thread_id!r} moved on past seq {at.offset} while compacting "
+            "(another process appended or compacted): re-read the head and plan again"
+        ) from e
+    return binding._after(doc, thread)

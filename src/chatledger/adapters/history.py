@@ -6,7 +6,6 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import Any, ClassVar, Final
 
 from agent_framework import (
@@ -20,6 +19,7 @@ from agent_framework import (
 
 from chatledger.adapters.connection import MongoConnection, check_source_id, connect
 from chatledger.adapters.dedup import message_fingerprint, stored_tail_length, unseen
+from chatledger.adapters.sources import LedgerOwner
 from chatledger.adapters.window import window, window_fetch_size
 from chatledger.codec import encode_messages, stored_digest
 from chatledger.errors import ConcurrencyError, InvalidCursorError, InvalidInputError, InvalidMessageError
@@ -100,7 +100,7 @@ _TAIL_KEPT: Final = 256
 _TAILS_CACHED: Final = 1024
 
 
-class MongoHistoryProvider(HistoryProvider):
+class MongoHistoryProvider(LedgerOwner, HistoryProvider):
     """Keeps an agent session's history in MongoDB; the session itself carries only a cursor.
 
     The cursor lives in ``session.state[source_id]`` as ``{"thread_id", "offset", "v"}``
@@ -831,28 +831,3 @@ class MongoHistoryProvider(HistoryProvider):
             found = await self.ledger.storage.threads.session_ids(self.binding.scope)
             recorder.set(sessions=len(found))
         return sorted(found)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def aclose(self) -> None:
-        """Close the client this provider created from a connection string; a borrowed one stays open."""
-        if self._connection is not None:
-            await self._connection.aclose()
-
-    async def __aenter__(self) -> MongoHistoryProvider:
-        """Return the provider; leaving the block calls :meth:`aclose`."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Close what the provider owns; a failure to close never hides the block's own error."""
-        try:
-            await self.aclose()
-        except Exception as close_error:
-            if exc is None:
-                raise
-            exc.add_note(f"closing the MongoHistoryProvider also failed: {close_error!r}")

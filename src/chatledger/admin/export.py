@@ -213,8 +213,13 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 def _parse(path: Path, number: int, text: str) -> dict[str, Any]:
     try:
         item = json_util.loads(text, json_options=_JSON)
-    except (ValueError, TypeError, OverflowError) as e:
-        raise InvalidInputError(f"{path}:{number}: not JSON: {e}") from e
+    except (ValueError, TypeError, OverflowError, ArithmeticError, bson.errors.BSONError) as e:
+        # Malformed Extended JSON ({"$oid": "5f1d"}, {"$numberDecimal": "x"}, a $date out
+        # of range) raises bson's and decimal's own errors: bad input all the same.
+        detail = " ".join(str(e).split(" (Consider")[0].split())
+        if isinstance(e, ArithmeticError):
+            detail = f"a number that cannot be read (a malformed $numberDecimal?): {type(e).__name__}"
+        raise InvalidInputError(f"{path}:{number}: not valid (Extended) JSON: {detail}") from e
     if not isinstance(item, dict) or "type" not in item:
         raise InvalidInputError(f"{path}:{number}: not an export record")
     return item

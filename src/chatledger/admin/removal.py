@@ -186,6 +186,9 @@ def select_lineages(
             report.skipped.append(Skipped(tid, f"legal hold on thread {holder!r}"))
 
 
+#: Why a thread was not claimed: it is a tombstone (or gone) already.
+_GONE = "already removed"
+
 #: How long a removal may run before another run treats it as interrupted and finishes it.
 RESUME_AFTER = timedelta(minutes=5)
 
@@ -211,16 +214,22 @@ class _Run:
         revs = removal.holds_revs or (0,) * len(removal.thread_ids)
         for tid, rev in zip(removal.thread_ids, revs, strict=True):
             why = await self._claim(tid, rev)
+            if why == _GONE and tid != removal.thread_id:
+                # A branch already gone: its writer removed it on seeing the parent
+                # claimed (Ledger's check after branching). Nothing of it is left to
+                # remove, and nothing protects it: the lineage goes on without it.
+                await self._drop(tid)
+                continue
             if why is not None:
                 await self.release()
                 return why
         return None
 
     async def _claim(self, thread_id: str, holds_rev: int) -> str | None:
-        """Claim one thread; return why not (the claim is then not held)."""
+        """Claim one thread; return why not (the claim may still be held: see :meth:`release`)."""
         doc = await self.threads.get_raw(thread_id)
         if doc is None or "removed" in doc:
-            return "already removed"
+            return _GONE
         root = str(doc.get("root_id"))
         if not await self.events.claim(thread_id, self.receipt_id, root):
             if await self.events.claim_of(thread_id) == self.receipt_id:
@@ -233,10 +242,16 @@ class _Run:
         # writing, so of two racing operators at least one sees the other, and backs off.
         doc = await self.threads.get_raw(thread_id)
         if doc is None or "removed" in doc:
-            return "already removed"
+            return _GONE
         if _rev(doc) != holds_rev or doc.get("legal_holds") or doc.get("legal_hold"):
             return f"the legal holds of thread {thread_id!r} changed since the plan was made (a hold was set)"
         return None
+
+    async def _drop(self, thread_id: str) -> None:
+        """Let go of one thread (its claim, if taken): it needs no removal."""
+        if self.claimed.pop(thread_id, None) is not None:
+            await self.threads.unmark_removing(thread_id, self.receipt_id)
+            await self.events.release_claim(thread_id, self.receipt_id)
 
     async def release(self) -> None:
         for tid in self.claimed:
@@ -268,6 +283,11 @@ class _Run:
                 if doc.get("legal_holds") or doc.get("legal_hold"):
                     return f"legal hold on branch {tid!r}, made during the removal"
                 why = await self._claim(tid, _rev(doc))
+                if why == _GONE:
+                    # Its writer saw the parent claimed and removed the branch itself (a
+                    # race the ledger resolves that way): not a reason to keep the lineage.
+                    await self._drop(tid)
+                    continue
                 if why is not None:
                     return f"branch {tid!r}, made during the removal: {why}"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from chatledger.admin.catalog import as_ledger
 from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
 from chatledger.cli.options import JsonOption, TenantOption, UserOption, open_for_writing
 from chatledger.cli.render import Renderer, visible
-from chatledger.cli.run import run_admin
+from chatledger.cli.run import AllowEmptyOption, require_ledger_data, run_admin
 from chatledger.errors import InvalidInputError, UnknownThreadError
 
 __all__ = ["export_body", "import_body", "register"]
@@ -29,24 +30,44 @@ async def export_body(
     thread: str | None = None,
     tenant: str | None = None,
     user: str | None = None,
+    force: bool = False,
+    allow_empty: bool = False,
 ) -> int:
-    """Write threads as JSON Lines to ``path`` (``-`` for stdout)."""
+    """Write threads as JSON Lines to ``path`` (``-`` for stdout).
+
+    A file is written whole or not at all: to a temporary file beside it, renamed over
+    ``path`` only once the export is complete, so an interrupted export leaves any old
+    file as it was. An existing file is replaced only with ``force``. A database without
+    ChatLedger data is an error (exit 1) unless ``allow_empty``.
+    """
     if path == "-" and ui.as_json:
         raise InvalidInputError("--json needs --output FILE (the export itself would be on stdout)")
+    target = None if path == "-" else Path(path)
+    if target is not None and target.exists() and not force:
+        raise InvalidInputError(f"--output: {path!r} exists; pass --force to replace it")
     scope = ThreadFilter(thread_id=thread, tenant_id=tenant, user_id=user)
     ledger = as_ledger(db)
+    await require_ledger_data(ledger, allow_empty)
     if thread is not None and await get_thread(ledger, thread) is None:
         raise UnknownThreadError(f"no thread {visible(thread)!r}")
     # Opened before anything is read: a missing folder is a usage error, not a traceback later.
-    stream = sys.stdout if path == "-" else open_for_writing(path, "--output")
+    partial = None if target is None else target.with_name(f".{target.name}.{os.getpid()}.partial")
+    stream = sys.stdout if partial is None else open_for_writing(str(partial), "--output")
     try:
         with ui.progress("exporting") as tick:
             # One thread comes with its ancestors and branches: no total known up front.
             tick.stage("exporting", None if thread is not None else await count_threads(ledger, scope))
             summary = await export_jsonl(ledger, stream, scope, on_thread=tick)
+        if partial is not None and target is not None:
+            stream.flush()
+            os.fsync(stream.fileno())
+            stream.close()
+            partial.replace(target)  # atomic: the old file, or the whole new one
     finally:
         if stream is not sys.stdout:
             stream.close()
+        if partial is not None:
+            partial.unlink(missing_ok=True)  # an interrupted export leaves no fragment
     result = {"output": None if path == "-" else path, "threads": summary.threads, "events": summary.events}
     if ui.as_json:
         ui.json("export", result)
@@ -101,6 +122,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         tenant: TenantOption = None,
         user: UserOption = None,
+        force: Annotated[
+            bool, typer.Option("--force", help="Replace the --output file if it exists.")
+        ] = False,
+        allow_empty: AllowEmptyOption = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
@@ -112,7 +137,16 @@ def register(app: typer.Typer) -> None:
             mongodb_uri_file,
             database,
             as_json,
-            lambda db, ui: export_body(db, ui, path=path, thread=thread, tenant=tenant, user=user),
+            lambda db, ui: export_body(
+                db,
+                ui,
+                path=path,
+                thread=thread,
+                tenant=tenant,
+                user=user,
+                force=force,
+                allow_empty=allow_empty,
+            ),
         )
 
     @app.command("import")

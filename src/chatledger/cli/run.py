@@ -32,6 +32,7 @@ from chatledger.cli.render import Renderer
 from chatledger.errors import ChatLedgerError, InvalidInputError
 
 __all__ = [
+    "INTERRUPTED",
     "OK",
     "PROBLEMS",
     "USAGE",
@@ -48,6 +49,8 @@ __all__ = [
 OK: Final = 0
 PROBLEMS: Final = 1
 USAGE: Final = 2
+#: Stopped by Ctrl-C (SIGINT), as shells report it (128 + 2).
+INTERRUPTED: Final = 130
 
 #: A command's body: given a database handle and the renderer, do the work, return the status.
 Body = Callable[[Any, Renderer], Awaitable[int]]
@@ -80,6 +83,10 @@ def run_body(ui: Renderer, work: Coroutine[Any, Any, int]) -> None:
     """Run ``work`` to completion and exit with its status, or with the status of its error."""
     try:
         code = asyncio.run(work)
+    except KeyboardInterrupt:
+        # A command with something to say about it (erase, retention) said it already.
+        ui.error("interrupted")
+        raise typer.Exit(INTERRUPTED) from None
     except (ChatLedgerError, OSError) as e:
         raise fail(ui, e) from e
     except Exception as e:

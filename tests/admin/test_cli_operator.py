@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from chatledger import Ledger
+from chatledger._maf import Message
 from chatledger.admin.erasure import NoSuchSubjectError
 from chatledger.admin.holds import set_hold
 from chatledger.cli.commands import hold, integrity, removal, stats, transfer
@@ -333,3 +335,39 @@ async def test_ctrl_c_during_erase_says_what_was_done_and_the_rerun_finishes(
     kinds = [d["kind"] for d in await raw_docs(database["audit"])]
     assert kinds.count("removal") == kinds.count("removal.completed")
     assert kinds.count("removal.completed") >= lineages
+
+
+# --------------------------------------------------------------------------- pipes
+
+
+async def test_piped_output_keeps_ids_on_one_line(real_backend: Any, database: Any) -> None:
+    long_id = "conversation-" + "x" * 150
+    await talk(Ledger(database), long_id, 1, tenant_id="acme")
+    done = chatledger("threads", uri=real_backend.uri, database=database.name)
+    assert [line for line in done.stdout.splitlines() if long_id in line]  # `threads | grep ID` finds it
+
+
+async def test_a_reader_closing_the_pipe_ends_the_export_quietly(
+    real_backend: Any, database: Any, tmp_path: Path
+) -> None:
+    ledger = Ledger(database)
+    binding = ledger.bind()
+    at = binding.empty("big")
+    for n in range(40):  # ~200 kB: more than a pipe buffer holds
+        at = (await binding.append(at, [Message("user", [f"{n} " + "y" * 5000])])).position
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
+    errors = tmp_path / "stderr"
+    # The shell's own pipe into head, as an operator types it; PIPESTATUS is chatledger's status.
+    script = (
+        f"{shlex.quote(sys.executable)} -m chatledger export --mongodb-uri {shlex.quote(real_backend.uri)} "
+        f"--database {database.name} 2>{shlex.quote(str(errors))} | head -1; exit ${{PIPESTATUS[0]}}"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", script, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(60):
+        out, _ = await proc.communicate()
+    assert b'"header"' in out
+    err = errors.read_text()
+    assert proc.returncode == 141, err
+    assert err.strip() == "", err  # no traceback, no "Exception ignored"

@@ -34,6 +34,7 @@ from chatledger.errors import ChatLedgerError, InvalidInputError
 __all__ = [
     "INTERRUPTED",
     "OK",
+    "PIPE_CLOSED",
     "PROBLEMS",
     "USAGE",
     "AllowEmptyOption",
@@ -43,6 +44,7 @@ __all__ = [
     "require_ledger_data",
     "run_admin",
     "run_body",
+    "stdout_gone",
     "with_collection_options",
 ]
 
@@ -51,6 +53,8 @@ PROBLEMS: Final = 1
 USAGE: Final = 2
 #: Stopped by Ctrl-C (SIGINT), as shells report it (128 + 2).
 INTERRUPTED: Final = 130
+#: Whoever read stdout closed it (``chatledger export | head``), as shells report SIGPIPE (128 + 13).
+PIPE_CLOSED: Final = 141
 
 #: A command's body: given a database handle and the renderer, do the work, return the status.
 Body = Callable[[Any, Renderer], Awaitable[int]]
@@ -79,10 +83,26 @@ def fail(ui: Renderer, error: BaseException) -> typer.Exit:
     return typer.Exit(exit_code(error))
 
 
+def stdout_gone() -> None:
+    """Point stdout at /dev/null: its reader closed the pipe, and flushing at exit must not fail."""
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # no file descriptor (a test's stream): nothing will be flushed to a pipe
+
+
 def run_body(ui: Renderer, work: Coroutine[Any, Any, int]) -> None:
     """Run ``work`` to completion and exit with its status, or with the status of its error."""
     try:
         code = asyncio.run(work)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other command-line tools do.
+        stdout_gone()
+        raise typer.Exit(PIPE_CLOSED) from None
     except KeyboardInterrupt:
         # A command with something to say about it (erase, retention) said it already.
         ui.error("interrupted")

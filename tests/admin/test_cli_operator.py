@@ -220,7 +220,53 @@ async def test_export_never_clobbers_and_never_leaves_a_fragment(
 
     monkeypatch.setattr(transfer, "export_jsonl", real_export)
     assert await transfer.export_body(database, ui()[0], path=str(backup), force=True) == 0
-    assert json.loads(backup.read_text().splitlines()[-1]) == {"type": "end", "threads": 3, "events": 6}
+    end = json.loads(backup.read_text().splitlines()[-1])
+    assert (end["type"], end["threads"], end["events"]) == ("end", 3, 6)
+
+
+async def test_a_whole_export_carries_receipts_and_tombstones_so_removed_stays_removed(
+    database: Any, tmp_path: Path
+) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "keep", 1, user_id="ann")
+    await talk(ledger, "gone", 1, user_id="eve")
+    before_erasure = tmp_path / "old.jsonl"
+    assert await transfer.export_body(database, ui()[0], path=str(before_erasure)) == 0
+    await KeyStore(database).check_readable()
+    assert await removal.erase_body(database, ui()[0], user="eve", apply=True) == 0
+    backup = tmp_path / "backup.jsonl"
+    r, _, err = ui()
+    assert await transfer.export_body(database, r, path=str(backup)) == 0
+    receipts = await raw_docs(database["audit"])
+    assert f"{len(receipts)} receipts, 1 key tombstones" in err()
+
+    # A new cluster (here: another database) restored from the backup...
+    fresh = database.client[f"{database.name}_restored"]
+    try:
+        r, out, _ = ui(as_json=True)
+        assert await transfer.import_body(fresh, r, path=str(backup)) == 0
+        restored = json.loads(out())
+        assert (restored["threads"], restored["receipts"], restored["key_tombstones"]) == (
+            1,
+            len(receipts),
+            1,
+        )
+        assert sorted(d["_id"] for d in await raw_docs(fresh["audit"])) == sorted(d["_id"] for d in receipts)
+        mark = str(subject_mark(None, "eve"))
+        assert [d["_id"] for d in await raw_docs(fresh["keys"])] == [mark]
+        # ...keeps "removed stays removed": the erased thread from an older export is refused.
+        with pytest.raises(InvalidInputError, match="were removed"):
+            await transfer.import_body(fresh, ui()[0], path=str(before_erasure))
+        # Re-running the restore changes nothing.
+        r, out, _ = ui(as_json=True)
+        assert await transfer.import_body(fresh, r, path=str(backup)) == 0
+        assert json.loads(out())["receipts_present"] == len(receipts)
+        # A filtered export leaves them out unless asked.
+        part = tmp_path / "part.jsonl"
+        assert await transfer.export_body(database, ui()[0], path=str(part), user="ann") == 0
+        assert '"receipt"' not in part.read_text()
+    finally:
+        await database.client.drop_database(fresh.name)
 
 
 # --------------------------------------------------------------------------- 6. a complete record

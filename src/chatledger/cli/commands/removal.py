@@ -206,6 +206,21 @@ def _removing(tick: Ticker, plan: RemovalReport, seen: list[RemovalReport]) -> N
         tick.stage("removing", len(plan.planned))
 
 
+def _options(
+    tick: Ticker, plans: list[RemovalReport], shreds: list[Any], store: Any, **given: Any
+) -> dict[str, Any]:
+    """Return the options run_retention and run_erasure share: progress, the plan kept, the keys."""
+    return {
+        **given,
+        "on_removal": tick,
+        "on_thread": tick,
+        "on_plan": lambda plan: _removing(tick, plan, plans),
+        "shred_keys": store is not None,
+        "key_store": store,
+        "on_keys": shreds.append,
+    }
+
+
 async def _run_receipts(db: Any, report: RemovalReport, shred: Any, since: datetime) -> list[dict[str, Any]]:
     """Return the receipts this run wrote: removals, completions, kept lineages, keys destroyed.
 
@@ -300,17 +315,7 @@ async def retention_body(
             with _part_way("retention", apply, store is not None), ui.progress("planning") as tick:
                 tick.stage("planning", await count_retention_candidates(db, policy))
                 report = await run_retention(
-                    db,
-                    policy,
-                    apply=apply,
-                    by=by,
-                    reason=reason,
-                    on_removal=tick,
-                    on_thread=tick,
-                    on_plan=lambda plan: _removing(tick, plan, plans),
-                    shred_keys=store is not None,
-                    key_store=store,
-                    on_keys=shreds.append,
+                    db, policy, **_options(tick, plans, shreds, store, apply=apply, by=by, reason=reason)
                 )
         except asyncio.CancelledError:
             if stream is not None:
@@ -376,15 +381,7 @@ async def erase_body(
                     db,
                     user_id=user,
                     tenant_id=tenant,
-                    apply=apply,
-                    by=by,
-                    reason=reason,
-                    on_removal=tick,
-                    on_thread=tick,
-                    on_plan=lambda plan: _removing(tick, plan, plans),
-                    shred_keys=store is not None,
-                    key_store=store,
-                    on_keys=shreds.append,
+                    **_options(tick, plans, shreds, store, apply=apply, by=by, reason=reason),
                 )
             shred = shreds[0] if shreds else None
             written = await _run_receipts(db, report, shred, since)

@@ -32,8 +32,12 @@ async def export_body(
     user: str | None = None,
     force: bool = False,
     allow_empty: bool = False,
+    audit: bool | None = None,
 ) -> int:
     """Write threads as JSON Lines to ``path`` (``-`` for stdout).
+
+    ``audit``: also write the audit receipts and key tombstones (``None``: only for a
+    whole-database export), so a restore keeps the audit trail and "removed stays removed".
 
     A file is written whole or not at all: to a temporary file beside it, renamed over
     ``path`` only once the export is complete, so an interrupted export leaves any old
@@ -57,7 +61,10 @@ async def export_body(
         with ui.progress("exporting") as tick:
             # One thread comes with its ancestors and branches: no total known up front.
             tick.stage("exporting", None if thread is not None else await count_threads(ledger, scope))
-            summary = await export_jsonl(ledger, stream, scope, on_thread=tick)
+            whole = thread is None and tenant is None and user is None
+            summary = await export_jsonl(
+                ledger, stream, scope, on_thread=tick, audit=whole if audit is None else audit
+            )
         if partial is not None and target is not None:
             stream.flush()
             os.fsync(stream.fileno())
@@ -68,11 +75,20 @@ async def export_body(
             stream.close()
         if partial is not None:
             partial.unlink(missing_ok=True)  # an interrupted export leaves no fragment
-    result = {"output": None if path == "-" else path, "threads": summary.threads, "events": summary.events}
+    result = {
+        "output": None if path == "-" else path,
+        "threads": summary.threads,
+        "events": summary.events,
+        "receipts": summary.receipts,
+        "key_tombstones": summary.key_tombstones,
+    }
     if ui.as_json:
         ui.json("export", result)
     else:
-        ui.note(f"exported {summary.threads} threads, {summary.events} events")
+        ui.note(
+            f"exported {summary.threads} threads, {summary.events} events, {summary.receipts} receipts, "
+            f"{summary.key_tombstones} key tombstones"
+        )
     return 0
 
 
@@ -100,6 +116,10 @@ async def import_body(db: Any, ui: Renderer, *, path: str, force: bool = False) 
         "events_present": summary.events_present,
         "holds": summary.holds,
         "forced": summary.forced,
+        "receipts": summary.receipts,
+        "receipts_present": summary.receipts_present,
+        "key_tombstones": summary.key_tombstones,
+        "key_tombstones_present": summary.key_tombstones_present,
     }
     if ui.as_json:
         ui.json("import", result)
@@ -108,6 +128,17 @@ async def import_body(db: Any, ui: Renderer, *, path: str, force: bool = False) 
             f"imported {summary.threads} threads and {summary.events} events "
             f"({summary.threads_present} threads, {summary.events_present} events were already present)"
         )
+        if (
+            summary.receipts
+            or summary.receipts_present
+            or summary.key_tombstones
+            or summary.key_tombstones_present
+        ):
+            ui.line(
+                f"restored {summary.receipts} receipts and {summary.key_tombstones} key tombstones "
+                f"({summary.receipts_present} receipts, {summary.key_tombstones_present} key tombstones "
+                "were already present)"
+            )
     return 0
 
 
@@ -125,6 +156,15 @@ def register(app: typer.Typer) -> None:
         force: Annotated[
             bool, typer.Option("--force", help="Replace the --output file if it exists.")
         ] = False,
+        audit: Annotated[
+            bool | None,
+            typer.Option(
+                "--audit/--no-audit",
+                help="Include the audit receipts and key tombstones (default: only in a whole-database "
+                "export), so a restore keeps the audit trail and removed data stays removed.",
+                show_default=False,
+            ),
+        ] = None,
         allow_empty: AllowEmptyOption = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
@@ -146,6 +186,7 @@ def register(app: typer.Typer) -> None:
                 user=user,
                 force=force,
                 allow_empty=allow_empty,
+                audit=audit,
             ),
         )
 

@@ -429,16 +429,24 @@ def _cmd_start(args: argparse.Namespace) -> int:
             print(f"already running: {old['uri']} (pid {old['pid']}, pid file {pid_file})", file=sys.stderr)
             return 1
     server = FerretDBServer(port=args.port, keep=True, detach=True)
-    server.start()
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    info = {
-        "pid": server.pid,
-        "port": server.port,
-        "uri": server.uri,
-        "base_dir": str(server.base_dir),
-        "log": str(server.log_path),
-    }
-    pid_file.write_text(json.dumps(info, indent=2) + "\n")
+    try:
+        server.start()
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        info = {
+            "pid": server.pid,
+            "port": server.port,
+            "uri": server.uri,
+            "base_dir": str(server.base_dir),
+            "log": str(server.log_path),
+        }
+        pid_file.write_text(json.dumps(info, indent=2) + "\n")
+    except BaseException:
+        # Detached, the server would outlive us with no pid file naming it (an orphan
+        # nobody can stop): whatever failed after it started (the pid file, Ctrl-C while
+        # waiting for it), it goes, with its throw-away data.
+        server.kill()
+        shutil.rmtree(server.base_dir, ignore_errors=True)
+        raise
     print(f"{URI_ENV}={server.uri}")
     print(f"pid file: {pid_file}")
     print(f"log: {server.log_path}")

@@ -195,7 +195,8 @@ def test_no_keys_reads_no_key_server_setting(real_backend: Any, tmp_path: Path) 
         "CHATLEDGER_KEYS_MONGODB_URI_FILE": str(tmp_path / "missing"),
     }
     done = chatledger(
-        "erase", "--user", "alice", "--no-keys", uri=real_backend.uri, database="t_nokeys", env=env
+        "erase", "--user", "alice", "--no-keys", uri=real_backend.uri, database="t_nokeys", env=env, check=1
     )
-    assert "--no-keys" in done.stderr  # its warning: keys were not touched
+    # Past the key-store settings (refused with exit 2 if read) to the subject, which is not there.
+    assert "no such subject" in done.stderr
     assert PASSWORD not in done.stdout + done.stderr

@@ -75,3 +75,39 @@ def test_cron_retention_bad_policy(tmp_path: Path) -> None:
         done = chatledger("retention", "--policy", str(policy), "--mongodb-uri", "mongodb://127.0.0.1:1")
         assert done.returncode == 2, (text, done.stderr)
         assert "error:" in done.stderr
+
+
+def _detached_ferretdbs() -> set[int]:
+    """Pids of FerretDB servers of this checkout that lead their own session (``start``'s, detached)."""
+    binary = str(REPO / ".cache" / "bin" / "ferretdb").encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv0 = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
+            if argv0 == binary and os.getsid(int(entry.name)) == int(entry.name):
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_ferretdb_start_leaves_no_orphan_when_it_fails_after_starting(tmp_path: Path) -> None:
+    if not (REPO / ".cache" / "bin" / "ferretdb").exists():
+        import pytest
+
+        pytest.skip("no FerretDB binary built (make ferretdb)")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    before = _detached_ferretdbs()
+    # The pid file cannot be written (its folder is a file): start fails after the server runs.
+    done = subprocess.run(
+        [sys.executable, "scripts/ferretdb.py", "start", "--pid-file", str(blocker / "x" / "pid.json")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert _detached_ferretdbs() <= before, "start left a FerretDB server running with no pid file"

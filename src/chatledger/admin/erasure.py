@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
 from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, count_threads, family_chunks
-from chatledger.admin.receipts import operator_identity
+from chatledger.admin.receipts import operator_identity, record
 from chatledger.admin.removal import Removal, RemovalReport, execute, lineage_removal, select_lineages
-from chatledger.errors import InvalidInputError
+from chatledger.errors import ChatLedgerError, InvalidInputError
+from chatledger.ledger import Ledger
 from chatledger.storage.keys import KeyStore, is_tombstone
 
 #: Planning reads every field a removal needs (holds, lineage, scope) but not metadata.
 _NO_METADATA: Final = {"metadata": 0}
 
-__all__ = ["count_erasure_candidates", "keys_not_found", "plan_erasure", "run_erasure"]
+__all__ = [
+    "NoSuchSubjectError",
+    "count_erasure_candidates",
+    "keys_not_found",
+    "plan_erasure",
+    "run_erasure",
+    "subject_tombstone",
+]
+
+
+class NoSuchSubjectError(ChatLedgerError):
+    """An erasure found nothing of its subject (no thread, no key): nothing was written.
+
+    A typo in a user id must not leave a permanent tombstone (which would stop the
+    application from ever writing for that id) and a green exit status.
+    """
+
 
 #: Thread ids per query when looking for sealed content of a subject.
 _SEALED_PROBE_CHUNK: Final = 500
@@ -121,6 +139,11 @@ async def run_erasure(
     ledger = as_ledger(target)
     report = await plan_erasure(ledger, user_id=user_id, tenant_id=tenant_id, on_thread=on_thread)
     report.dry_run = not apply
+    if key_store is None and ledger.sealer is not None:
+        key_store = ledger.sealer.key_store
+    store = key_store if shred_keys else None
+    if not report.planned and not report.skipped:
+        await _refuse_nothing(ledger, store, user_id, tenant_id)
     if on_plan is not None:
         on_plan(report)
     report = await execute(
@@ -131,17 +154,107 @@ async def run_erasure(
         scope=_subject(user_id, tenant_id).describe(),
         on_removal=on_removal,
     )
-    if key_store is None and ledger.sealer is not None:
-        key_store = ledger.sealer.key_store
-    if shred_keys and key_store is not None:
+    if store is not None:
         from chatledger.sealing.erasure import shred_after_erasure
 
         shred = await shred_after_erasure(
-            ledger, key_store, report, user_id=user_id, tenant_id=tenant_id, by=by, reason=reason
+            ledger, store, report, user_id=user_id, tenant_id=tenant_id, by=by, reason=reason
         )
+        if apply:
+            # The subject's tombstone (its erased mark) and its receipt go together: the
+            # receipt is written here when the key step wrote none (no live key was
+            # destroyed), or when an earlier run stopped between the two.
+            written = await _record_tombstone(ledger, store, user_id, tenant_id, by=by, reason=reason)
+            if written is not None and shred.receipt_id is None:
+                shred.receipt_id = written
         if on_keys is not None:
             on_keys(shred)
     return report
+
+
+async def subject_tombstone(
+    key_store: KeyStore, *, user_id: str | None = None, tenant_id: str | None = None
+) -> tuple[str | None, dict[str, Any] | None]:
+    """Return the key id of the subject's erased mark (its tombstone once erased) and its stored document.
+
+    Erasing a subject tombstones this id, so the application can never again create a
+    key for the subject; a dry run shows it.
+    """
+    from chatledger.sealing.sealer import subject_mark
+
+    mark = subject_mark(tenant_id, user_id)
+    return mark, (await key_store.get(mark) if mark is not None else None)
+
+
+async def _unrecorded_tombstone(
+    ledger: Ledger, key_store: KeyStore, user_id: str | None, tenant_id: str | None
+) -> dict[str, Any] | None:
+    """Return the subject's tombstone if no receipt records it (an erasure stopped in between)."""
+    _, doc = await subject_tombstone(key_store, user_id=user_id, tenant_id=tenant_id)
+    if doc is None or not is_tombstone(doc):
+        return None
+    receipt_id = doc.get("receipt_id")
+    if isinstance(receipt_id, str) and any(
+        r.get("_id") == receipt_id for r in await ledger.storage.receipts.for_ids([receipt_id])
+    ):
+        return None
+    return doc
+
+
+async def _record_tombstone(
+    ledger: Ledger,
+    key_store: KeyStore,
+    user_id: str | None,
+    tenant_id: str | None,
+    *,
+    by: str | None,
+    reason: str,
+) -> str | None:
+    """Write the missing ``keys.destroyed`` receipt of the subject's tombstone; return its id, or ``None``."""
+    from chatledger.sealing.keys import KEYS_DESTROYED
+
+    doc = await _unrecorded_tombstone(ledger, key_store, user_id, tenant_id)
+    if doc is None:
+        return None
+    receipt_id = doc.get("receipt_id")
+    receipt_id = receipt_id if isinstance(receipt_id, str) else uuid.uuid4().hex
+    await record(
+        ledger,
+        KEYS_DESTROYED,
+        by or operator_identity(),
+        _id=receipt_id,
+        reason=reason,
+        scope=_subject(user_id, tenant_id).describe(),
+        key_ids=[str(doc["_id"])],
+        removal_receipts=[],
+    )
+    return receipt_id
+
+
+async def _refuse_nothing(
+    ledger: Ledger, key_store: KeyStore | None, user_id: str | None, tenant_id: str | None
+) -> None:
+    """Raise :class:`NoSuchSubjectError` unless the subject has something left to erase or record."""
+    if key_store is not None:
+        if await key_store.of_subject(user_id=user_id, tenant_id=tenant_id):
+            return  # live keys: erasing destroys them
+        _, tombstone = await subject_tombstone(key_store, user_id=user_id, tenant_id=tenant_id)
+        if tombstone is not None and is_tombstone(tombstone):
+            # Erased before (a re-run finds nothing left, and completes a missing receipt).
+            return
+    subject = _subject(user_id, tenant_id).describe()
+    field, value = next(iter(subject.items()))
+    erased = await ledger.storage.receipts.collection.find_one(
+        {"kind": "removal", "action": "erasure", f"scope.{field}": value}, {"_id": 1}
+    )
+    if erased is not None:
+        return  # erased before, without sealing: a re-run finds nothing left to do
+    who = f"user {user_id!r}" if user_id is not None else f"tenant {tenant_id!r}"
+    held = " and no data key" if key_store is not None else ""
+    raise NoSuchSubjectError(
+        f"no such subject: {who} has no thread{held} here (already erased, or a typo?); nothing was "
+        "changed, no tombstone written"
+    )
 
 
 async def keys_not_found(

@@ -40,6 +40,8 @@ from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import MAX_EVENT_BYTES, Ledger
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord, utc_now_ms, validate_name, validate_thread_id
 from chatledger.storage.documents import record_problem
+from chatledger.storage.keys import KeyStore
+from chatledger.storage.keys import is_tombstone as is_key_tombstone
 
 __all__ = ["FORMAT", "IMPORT_FORCED", "ExportSummary", "ImportSummary", "export_jsonl", "import_jsonl"]
 
@@ -64,6 +66,10 @@ class ExportSummary:
 
     threads: int = 0
     events: int = 0
+    #: Audit receipts written (``audit=True``).
+    receipts: int = 0
+    #: Key tombstones written (``audit=True``): destroyed keys and erased subjects' marks.
+    key_tombstones: int = 0
 
 
 @dataclass(slots=True)
@@ -79,6 +85,12 @@ class ImportSummary:
     holds: int = 0
     #: Threads imported although a removal receipt names them (``force=True``).
     forced: list[str] = field(default_factory=list)
+    #: Audit receipts restored (and already present) from an export made with ``audit=True``.
+    receipts: int = 0
+    receipts_present: int = 0
+    #: Key tombstones restored (and already present).
+    key_tombstones: int = 0
+    key_tombstones_present: int = 0
 
 
 def _line(kind: str, **fields: Any) -> str:
@@ -116,10 +128,17 @@ async def export_jsonl(
     *,
     on_thread: Callable[[str], None] | None = None,
     chunk: int | None = None,
+    audit: bool = False,
+    keys_collection: str | None = "keys",
 ) -> ExportSummary:
     """Write the matching threads, with the ancestors they need, to ``out`` as JSON Lines.
 
     A single thread (``thread_id``) is exported with its ancestors and all its branches.
+    With ``audit``, every audit receipt and every key tombstone follow the threads, so a
+    restore into a new cluster keeps the audit trail and "removed stays removed" (an
+    import refuses threads that restored removal receipts name; a restored tombstone
+    keeps an erased subject's key from ever being created again). Key material is never
+    exported: only tombstones, which hold none.
 
     Args:
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
@@ -131,6 +150,9 @@ async def export_jsonl(
             written conversation by conversation, parents before branches, so memory
             stays bounded; a filtered export (other than one thread) reads the matching
             thread documents twice, first lightly to announce the count in the header.
+        audit: Also write the audit receipts and the key tombstones.
+        keys_collection: The key store's collection in the ledger's database (tombstones
+            come from there); ``None``: no key tombstones.
     """
     ledger = as_ledger(target)
     thread_filter = thread_filter or ThreadFilter()
@@ -168,8 +190,33 @@ async def export_jsonl(
                     summary.events += 1
                 if on_thread is not None:
                     on_thread(tid)
-    out.write(_line("end", threads=summary.threads, events=summary.events))
+    if audit:
+        await _write_audit(ledger, out, summary, keys_collection)
+    out.write(
+        _line("end", threads=summary.threads, events=summary.events)
+        if not audit
+        else _line(
+            "end",
+            threads=summary.threads,
+            events=summary.events,
+            receipts=summary.receipts,
+            key_tombstones=summary.key_tombstones,
+        )
+    )
     return summary
+
+
+async def _write_audit(ledger: Ledger, out: IO[str], summary: ExportSummary, keys: str | None) -> None:
+    """Write every receipt, then every key tombstone (never a live key: those hold key material)."""
+    async for receipt in ledger.storage.receipts.collection.find({}).sort("_id", 1):
+        out.write(_line("receipt", doc=receipt))
+        summary.receipts += 1
+    if keys is None:
+        return
+    tombstones = ledger.database[keys].find({"destroyed_at": {"$exists": True}}).sort("_id", 1)
+    async for doc in tombstones:
+        out.write(_line("key_tombstone", doc=doc))
+        summary.key_tombstones += 1
 
 
 async def _selections(
@@ -213,8 +260,13 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 def _parse(path: Path, number: int, text: str) -> dict[str, Any]:
     try:
         item = json_util.loads(text, json_options=_JSON)
-    except (ValueError, TypeError, OverflowError) as e:
-        raise InvalidInputError(f"{path}:{number}: not JSON: {e}") from e
+    except (ValueError, TypeError, OverflowError, ArithmeticError, bson.errors.BSONError) as e:
+        # Malformed Extended JSON ({"$oid": "5f1d"}, {"$numberDecimal": "x"}, a $date out
+        # of range) raises bson's and decimal's own errors: bad input all the same.
+        detail = " ".join(str(e).split(" (Consider")[0].split())
+        if isinstance(e, ArithmeticError):
+            detail = f"a number that cannot be read (a malformed $numberDecimal?): {type(e).__name__}"
+        raise InvalidInputError(f"{path}:{number}: not valid (Extended) JSON: {detail}") from e
     if not isinstance(item, dict) or "type" not in item:
         raise InvalidInputError(f"{path}:{number}: not an export record")
     return item
@@ -351,6 +403,7 @@ def _check_file(path: Path, plan: _Plan) -> None:
         InvalidInputError: the file is not a complete, intact export.
     """
     threads = events = 0
+    audit = dict.fromkeys(_AUDIT_KINDS, 0)
     current: ThreadRecord | None = None
     seq, message, prev = 0, 0, GENESIS_HASH
     header = end = False
@@ -399,14 +452,70 @@ def _check_file(path: Path, plan: _Plan) -> None:
                 plan.forks[current.id, seq] = doc["hash"], doc["first_message"] + doc["count"]
             seq, message, prev = seq + 1, message + doc["count"], doc["hash"]
             events += 1
+        elif kind in _AUDIT_KINDS and isinstance(doc, dict):
+            why = _audit_problem(kind, doc)
+            if why is not None:
+                raise InvalidInputError(f"{where}: {kind} {doc.get('_id')!r} {why}")
+            audit[kind] += 1
+            current = None  # no event may follow: receipts and tombstones come after the threads
         elif kind == "end":
-            if (item.get("threads"), item.get("events")) != (threads, events):
+            counts = (item.get("threads"), item.get("events"))
+            if counts != (threads, events) or any(
+                item.get(_AUDIT_KINDS[k], 0) != n for k, n in audit.items()
+            ):
                 raise InvalidInputError(f"{where}: end line counts do not match the file")
             end = True
         else:
             raise InvalidInputError(f"{where}: unexpected {kind!r} record")
     if not end:
         raise InvalidInputError(f"{path}: no end line: the export is incomplete")
+
+
+#: The records an export made with ``audit=True`` adds after the threads -> their end-line count.
+_AUDIT_KINDS: Final = {"receipt": "receipts", "key_tombstone": "key_tombstones"}
+
+
+def _audit_problem(kind: str, doc: Mapping[str, Any]) -> str | None:
+    """Return why a receipt or key tombstone line cannot be restored, or ``None``."""
+    if type(doc.get("_id")) is not str or not doc["_id"]:
+        return "has no string id"
+    if kind == "receipt" and type(doc.get("kind")) is not str:
+        return "has no kind"
+    if kind == "key_tombstone" and (not is_key_tombstone(doc) or "wrapped" in doc):
+        return "is not a key tombstone (a live key is never imported)"
+    return _size_problem(doc)
+
+
+async def _restore_audit(
+    ledger: Ledger, kind: str, doc: dict[str, Any], summary: ImportSummary, keys: str | None
+) -> None:
+    """Insert one receipt or key tombstone unless the very same one is there (a re-run)."""
+    if kind == "key_tombstone" and keys is None:
+        return
+    if kind == "receipt":
+        stored = await ledger.storage.receipts.insert_once(doc)
+    else:
+        store = KeyStore(ledger.database, collection=str(keys))
+        stored = await store.get(str(doc["_id"]))
+        if stored is None:
+            await store.insert_once(doc)  # a racing writer's key wins; it is checked on the next run
+    if stored is not None:
+        same = _same(stored, doc)
+        if kind == "key_tombstone" and is_key_tombstone(stored):
+            same = True  # destroyed either way: the key can never come back
+        if not same:
+            raise IntegrityError(
+                f"a different {kind.replace('_', ' ')} {doc['_id']!r} already exists; it was kept"
+            )
+        if kind == "receipt":
+            summary.receipts_present += 1
+        else:
+            summary.key_tombstones_present += 1
+        return
+    if kind == "receipt":
+        summary.receipts += 1
+    else:
+        summary.key_tombstones += 1
 
 
 def _same(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> bool:
@@ -539,6 +648,7 @@ async def import_jsonl(
     force: bool = False,
     by: str | None = None,
     on_thread: Callable[[str], None] | None = None,
+    keys_collection: str | None = "keys",
 ) -> ImportSummary:
     """Restore an export file exactly; re-importing the same file changes nothing.
 
@@ -557,6 +667,11 @@ async def import_jsonl(
             here); an ``import.forced`` receipt records it before the first write.
         by: Who imports, for receipts (default ``user@host``).
         on_thread: Called after each thread is restored (progress reporting).
+        keys_collection: Where an export's key tombstones go (the key store's collection in
+            the ledger's database); ``None``: they are not restored.
+
+    Audit receipts and key tombstones in the file (an export made with ``audit=True``) are
+    restored after the threads, each unless the very same one is there already.
 
     Raises:
         InvalidInputError: the file is not a complete, intact export, names threads that
@@ -585,6 +700,7 @@ async def import_jsonl(
         )
     writer = _Writer(ledger)
     new_holds: list[tuple[str, dict[str, Any]]] = []
+    audit: list[tuple[str, dict[str, Any]]] = []
     try:
         batch: list[dict[str, Any]] = []
         pending: dict[str, Any] | None = None
@@ -599,6 +715,9 @@ async def import_jsonl(
                 continue
             await writer.events(batch)
             batch = []
+            if item["type"] in _AUDIT_KINDS:
+                audit.append((item["type"], item["doc"]))
+                continue
             if pending is not None:
                 if await writer.thread(pending):
                     new_holds.extend((str(pending["_id"]), h) for h in _holds(pending))
@@ -628,6 +747,10 @@ async def import_jsonl(
             imported=True,
             file=str(path),
         )
+    # After the threads (whose import undoes itself on failure): receipts and tombstones
+    # are append-only records, each written once; a re-run skips those already there.
+    for kind, doc in audit:
+        await _restore_audit(ledger, kind, doc, writer.summary, keys_collection)
     writer.summary.holds = len(new_holds)
     writer.summary.forced = sorted(forced)
     return writer.summary

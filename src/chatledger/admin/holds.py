@@ -16,7 +16,7 @@ from chatledger.errors import InvalidInputError, LegalHoldError, StorageError, U
 from chatledger.ledger import Ledger
 from chatledger.models import utc_now_ms, validate_thread_id
 
-__all__ = ["release_hold", "set_hold"]
+__all__ = ["place_hold", "release_hold", "set_hold"]
 
 
 def _text(kind: str, value: object) -> str:
@@ -76,10 +76,27 @@ async def _refuse_if_claimed(ledger: Ledger, thread_id: str) -> None:
 async def set_hold(
     target: Any, thread_id: str, *, reason: str, case: str | None = None, by: str | None = None
 ) -> dict[str, Any]:
-    """Put a thread under legal hold for one case and return the hold written.
+    """Put a thread under legal hold for one case and return the hold as stored.
 
     A thread can carry several holds, one per case; setting a hold for a case that
-    already holds the thread changes nothing (and leaves no receipt).
+    already holds the thread changes nothing (and leaves no receipt): the stored hold,
+    with its own reason and time, is returned. :func:`place_hold` also says which it was.
+
+    Raises:
+        InvalidInputError: ``reason`` or ``case`` is empty, or ``thread_id`` is malformed.
+        UnknownThreadError: there is no such thread.
+    """
+    hold, _ = await place_hold(target, thread_id, reason=reason, case=case, by=by)
+    return hold
+
+
+async def place_hold(
+    target: Any, thread_id: str, *, reason: str, case: str | None = None, by: str | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Put a thread under legal hold for one case; return the hold as stored, and whether this call set it.
+
+    ``False``: the case already held the thread; nothing was written and the stored
+    hold (its reason, time and author) is returned.
 
     Args:
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
@@ -99,14 +116,18 @@ async def set_hold(
     who = by or operator_identity()
     hold: dict[str, Any] = {"case": case_id, "reason": why, "set_at": utc_now_ms(), "set_by": who}
 
+    existing: list[dict[str, Any]] = []
+
     def add(holds: list[dict[str, Any]], legacy: bool) -> list[dict[str, Any]] | None:
-        if any(h.get("case") == case_id for h in holds):
+        existing[:] = [h for h in holds if h.get("case") == case_id]
+        if existing:
             return None
         return [*holds, hold]
 
     if await _change(ledger, thread_id, add):
         await record(ledger, HOLD_SET, who, thread_id=thread_id, case=case_id, reason=why)
-    return hold
+        return hold, True
+    return existing[0], False
 
 
 async def release_hold(

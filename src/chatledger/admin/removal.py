@@ -29,6 +29,7 @@ included) and finishes it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from chatledger.ledger import Ledger
 from chatledger.models import utc_now_ms
 
 __all__ = [
+    "INTERRUPTED",
+    "KEPT",
     "Removal",
     "RemovalReport",
     "Skipped",
@@ -132,6 +135,10 @@ class RemovalReport:
     skipped: list[Skipped] = field(default_factory=list)
     #: Receipt ids of interrupted removals this run finished (or, dry, would finish).
     resumed: list[str] = field(default_factory=list)
+    #: Receipt ids of the ``removal.kept`` receipts written for skipped lineages (applied runs).
+    kept: list[str] = field(default_factory=list)
+    #: Receipt ids of removals this run started and left half-done (it was interrupted).
+    interrupted: list[str] = field(default_factory=list)
 
     @property
     def threads(self) -> int:
@@ -150,6 +157,8 @@ class RemovalReport:
             "removed_receipts": self.removed,
             "skipped": [{"thread_id": s.thread_id, "reason": s.reason} for s in self.skipped],
             "resumed_receipts": self.resumed,
+            "kept_receipts": self.kept,
+            "interrupted_receipts": self.interrupted,
         }
 
 
@@ -186,8 +195,17 @@ def select_lineages(
             report.skipped.append(Skipped(tid, f"legal hold on thread {holder!r}"))
 
 
+#: Why a thread was not claimed: it is a tombstone (or gone) already.
+_GONE = "already removed"
+
 #: How long a removal may run before another run treats it as interrupted and finishes it.
 RESUME_AFTER = timedelta(minutes=5)
+#: Receipt of a lineage an applied run left alone, and why (a legal hold, another run).
+KEPT = "removal.kept"
+#: Receipt a run writes when it is stopped (Ctrl-C) part-way through a removal: it gives
+#: up its ownership at once, so the next run finishes the removal without waiting
+#: :data:`RESUME_AFTER` for a removal that might still be live.
+INTERRUPTED = "removal.interrupted"
 
 
 def _aware(value: datetime) -> datetime:
@@ -211,16 +229,22 @@ class _Run:
         revs = removal.holds_revs or (0,) * len(removal.thread_ids)
         for tid, rev in zip(removal.thread_ids, revs, strict=True):
             why = await self._claim(tid, rev)
+            if why == _GONE and tid != removal.thread_id:
+                # A branch already gone: its writer removed it on seeing the parent
+                # claimed (Ledger's check after branching). Nothing of it is left to
+                # remove, and nothing protects it: the lineage goes on without it.
+                await self._drop(tid)
+                continue
             if why is not None:
                 await self.release()
                 return why
         return None
 
     async def _claim(self, thread_id: str, holds_rev: int) -> str | None:
-        """Claim one thread; return why not (the claim is then not held)."""
+        """Claim one thread; return why not (the claim may still be held: see :meth:`release`)."""
         doc = await self.threads.get_raw(thread_id)
         if doc is None or "removed" in doc:
-            return "already removed"
+            return _GONE
         root = str(doc.get("root_id"))
         if not await self.events.claim(thread_id, self.receipt_id, root):
             if await self.events.claim_of(thread_id) == self.receipt_id:
@@ -233,10 +257,16 @@ class _Run:
         # writing, so of two racing operators at least one sees the other, and backs off.
         doc = await self.threads.get_raw(thread_id)
         if doc is None or "removed" in doc:
-            return "already removed"
+            return _GONE
         if _rev(doc) != holds_rev or doc.get("legal_holds") or doc.get("legal_hold"):
             return f"the legal holds of thread {thread_id!r} changed since the plan was made (a hold was set)"
         return None
+
+    async def _drop(self, thread_id: str) -> None:
+        """Let go of one thread (its claim, if taken): it needs no removal."""
+        if self.claimed.pop(thread_id, None) is not None:
+            await self.threads.unmark_removing(thread_id, self.receipt_id)
+            await self.events.release_claim(thread_id, self.receipt_id)
 
     async def release(self) -> None:
         for tid in self.claimed:
@@ -268,6 +298,11 @@ class _Run:
                 if doc.get("legal_holds") or doc.get("legal_hold"):
                     return f"legal hold on branch {tid!r}, made during the removal"
                 why = await self._claim(tid, _rev(doc))
+                if why == _GONE:
+                    # Its writer saw the parent claimed and removed the branch itself (a
+                    # race the ledger resolves that way): not a reason to keep the lineage.
+                    await self._drop(tid)
+                    continue
                 if why is not None:
                     return f"branch {tid!r}, made during the removal: {why}"
 
@@ -332,39 +367,95 @@ async def execute(
     report.resumed = await resume_pending(ledger, by=by, dry_run=report.dry_run)
     if report.dry_run:
         return report
+    gone: set[str] = set()
     for removal in report.planned:
         run = _Run(ledger, uuid.uuid4().hex)
-        why = await run.claim(removal)
-        if why is None:
-            why = await run.adopt()
-            if why is not None:
-                await run.release()
-        if why is not None:
+        try:
+            why = await _remove(ledger, run, removal, report, by=by, reason=reason, scope=scope)
+        except asyncio.CancelledError:
+            await _give_up(ledger, run, report, by)
+            raise
+        if why == _GONE:
+            # Removed meanwhile: by an interrupted removal this run just finished
+            # (resume_pending, above), or by another run. Gone is what was asked.
+            gone.add(removal.thread_id)
+        elif why is not None:
             report.skipped.append(Skipped(removal.thread_id, why))
-        else:
-            await record(
-                ledger,
-                REMOVAL,
-                by,
-                _id=run.receipt_id,
-                action=report.action,
-                reason=reason,
-                scope=scope,
-                thread_id=removal.thread_id,
-                thread_ids=list(run.claimed),
-                heads=[h.receipt_entry() for h in removal.heads],
-                counts={
-                    "threads": len(removal.thread_ids),
-                    "events": removal.events,
-                    "messages": removal.messages,
-                },
-            )
-            await _complete(ledger, run, by)
-            report.removed.append(run.receipt_id)
         if on_removal is not None:
             on_removal(removal)
-    report.planned = [r for r in report.planned if r.thread_id not in {s.thread_id for s in report.skipped}]
+    skipped = {s.thread_id for s in report.skipped} | gone
+    report.planned = [r for r in report.planned if r.thread_id not in skipped]
+    for kept in report.skipped:
+        # Every applied run leaves a complete record: what it kept, and why, too.
+        receipt = await record(
+            ledger,
+            KEPT,
+            by,
+            action=report.action,
+            reason=reason,
+            scope=scope,
+            thread_id=kept.thread_id,
+            why=kept.reason,
+        )
+        report.kept.append(str(receipt["_id"]))
     return report
+
+
+async def _give_up(ledger: Ledger, run: _Run, report: RemovalReport, by: str) -> None:
+    """Leave an interrupted removal so that the next run finishes it at once.
+
+    Claims without a receipt are released (nothing was removed yet). A removal whose
+    receipt is written is marked interrupted (``removal.interrupted``): this process no
+    longer owns it, so the next run need not wait :data:`RESUME_AFTER` to finish it.
+    """
+    found = await ledger.storage.receipts.for_ids([run.receipt_id])
+    if any(r.get("kind") == COMPLETED for r in found):
+        report.removed.append(run.receipt_id)  # done; a left claim is released by the next run
+    elif found:
+        await record(ledger, INTERRUPTED, by, receipt_id=run.receipt_id)
+        report.interrupted.append(run.receipt_id)
+    else:
+        await run.release()
+
+
+async def _remove(
+    ledger: Ledger,
+    run: _Run,
+    removal: Removal,
+    report: RemovalReport,
+    *,
+    by: str,
+    reason: str,
+    scope: dict[str, Any],
+) -> str | None:
+    """Claim and remove one planned lineage; return why it was left alone, or ``None``."""
+    why = await run.claim(removal)
+    if why is None:
+        why = await run.adopt()
+        if why is not None:
+            await run.release()
+    if why is not None:
+        return why
+    await record(
+        ledger,
+        REMOVAL,
+        by,
+        _id=run.receipt_id,
+        action=report.action,
+        reason=reason,
+        scope=scope,
+        thread_id=removal.thread_id,
+        thread_ids=list(run.claimed),
+        heads=[h.receipt_entry() for h in removal.heads],
+        counts={
+            "threads": len(removal.thread_ids),
+            "events": removal.events,
+            "messages": removal.messages,
+        },
+    )
+    await _complete(ledger, run, by)
+    report.removed.append(run.receipt_id)
+    return None
 
 
 async def _complete(ledger: Ledger, run: _Run, by: str, **extra: Any) -> None:
@@ -403,6 +494,11 @@ async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> l
     # A removal younger than RESUME_AFTER may still be running in another process: it is
     # left to that run (taking it over would race it). Older ones were interrupted.
     cutoff = datetime.now(UTC) - RESUME_AFTER
+    # ... unless the run that owned it said it stopped (an interrupt it survived).
+    given_up = {
+        str(r.get("receipt_id"))
+        for r in await ledger.storage.receipts.of_kind(INTERRUPTED, {"receipt_id": 1})
+    }
     started = {str(r["_id"]): r for r in await pending_removals(ledger)}
     claims = await ledger.storage.events.claims()
     finished: list[str] = []
@@ -417,7 +513,7 @@ async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> l
         when = (
             receipt.get("at") if receipt is not None else min((at for _, _, at in mine if at), default=None)
         )
-        if isinstance(when, datetime) and _aware(when) > cutoff:
+        if isinstance(when, datetime) and _aware(when) > cutoff and receipt_id not in given_up:
             continue
         finished.append(receipt_id)
         if dry_run:

@@ -28,4 +28,11 @@ def main() -> None:
             file=sys.stderr,
         )
         raise SystemExit(_USAGE) from None
-    app()
+    from chatledger.cli.run import PIPE_CLOSED, stdout_gone
+
+    try:
+        app()
+    except BrokenPipeError:
+        # Outside a command's body (help text, a last flush): the reader went away; no traceback.
+        stdout_gone()
+        raise SystemExit(PIPE_CLOSED) from None

@@ -41,6 +41,7 @@ __all__ = [
     "open_database",
     "redact",
     "resolve_uri",
+    "uri_database",
 ]
 
 #: The longest database name MongoDB takes (bytes).
@@ -76,7 +77,12 @@ MongoUriFileOption = Annotated[
 ]
 DatabaseOption = Annotated[
     str,
-    typer.Option("--database", "-d", envvar="CHATLEDGER_DATABASE", help="Database name."),
+    typer.Option(
+        "--database",
+        "-d",
+        envvar="CHATLEDGER_DATABASE",
+        help="Database name; when not given, the connection string's (mongodb://host/NAME), else chatledger.",
+    ),
 ]
 
 
@@ -167,8 +173,11 @@ class KeyStoreLocation:
                 connection string and its file were given.
             ServerUnreachableError: the key store's server did not answer.
         """
+        from chatledger.ledger import Ledger
         from chatledger.storage.keys import KeyStore
 
+        if isinstance(db, Ledger):  # renamed ledger collections: the key store is apart from them
+            db = db.database
         if not needed:
             yield None  # --no-keys: CHATLEDGER_KEYS_* (deployment defaults) are not even read
             return
@@ -309,6 +318,21 @@ def resolve_uri(
     if uri:
         _remember_secrets(uri)
     return uri or None
+
+
+def uri_database(uri: str) -> str | None:
+    """Return the database a connection string names (``mongodb://host/NAME``), or ``None``.
+
+    Read without DNS lookups or validation: :func:`open_database` checks the URI and the name.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        path = urlsplit(uri.strip()).path
+    except ValueError:
+        return None
+    name = unquote(path.lstrip("/"))
+    return name or None
 
 
 def client_options(uri: str, *, whose: str = "") -> dict[str, Any]:

@@ -41,6 +41,10 @@ __all__ = ["JSON_SCHEMA", "Renderer", "Ticker", "iso", "to_jsonable", "visible"]
 #: Version of every command's ``--json`` shape; bumped only on an incompatible change.
 JSON_SCHEMA: Final = 1
 
+#: Line width when stdout is not a terminal (a pipe, a file): lines are as long as their
+#: content, so an id is never split across lines (``chatledger threads | grep ID``).
+PIPE_WIDTH: Final = 100_000
+
 #: Kept as they are in message text (a transcript has lines and indents); escaped elsewhere.
 _LAYOUT: Final = frozenset("\n\t")
 
@@ -160,6 +164,8 @@ class Renderer:
         # markup/emoji/highlight off: nothing in a string we print is ever interpreted.
         plain = {"markup": False, "emoji": False, "highlight": False, "width": width}
         self.out = Console(file=out, **plain)  # type: ignore[arg-type]
+        if width is None and not self.out.is_terminal:
+            self.out = Console(file=out, **{**plain, "width": PIPE_WIDTH})  # type: ignore[arg-type]
         self.err = Console(file=err, stderr=err is None, **plain)  # type: ignore[arg-type]
         self.as_json = as_json
 

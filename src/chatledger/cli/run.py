@@ -12,21 +12,49 @@ Exit status:
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import typer
 
-from chatledger.cli.connection import ServerUnreachableError, open_database, resolve_uri
+from chatledger.cli.connection import (
+    DEFAULT_DATABASE,
+    ServerUnreachableError,
+    open_database,
+    resolve_uri,
+    uri_database,
+)
 from chatledger.cli.render import Renderer
 from chatledger.errors import ChatLedgerError, InvalidInputError
 
-__all__ = ["OK", "PROBLEMS", "USAGE", "Body", "exit_code", "fail", "run_admin", "run_body"]
+__all__ = [
+    "INTERRUPTED",
+    "OK",
+    "PIPE_CLOSED",
+    "PROBLEMS",
+    "USAGE",
+    "AllowEmptyOption",
+    "Body",
+    "exit_code",
+    "fail",
+    "require_ledger_data",
+    "run_admin",
+    "run_body",
+    "stdout_gone",
+    "with_collection_options",
+]
 
 OK: Final = 0
 PROBLEMS: Final = 1
 USAGE: Final = 2
+#: Stopped by Ctrl-C (SIGINT), as shells report it (128 + 2).
+INTERRUPTED: Final = 130
+#: Whoever read stdout closed it (``chatledger export | head``), as shells report SIGPIPE (128 + 13).
+PIPE_CLOSED: Final = 141
 
 #: A command's body: given a database handle and the renderer, do the work, return the status.
 Body = Callable[[Any, Renderer], Awaitable[int]]
@@ -55,10 +83,30 @@ def fail(ui: Renderer, error: BaseException) -> typer.Exit:
     return typer.Exit(exit_code(error))
 
 
+def stdout_gone() -> None:
+    """Point stdout at /dev/null: its reader closed the pipe, and flushing at exit must not fail."""
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass  # no file descriptor (a test's stream): nothing will be flushed to a pipe
+
+
 def run_body(ui: Renderer, work: Coroutine[Any, Any, int]) -> None:
     """Run ``work`` to completion and exit with its status, or with the status of its error."""
     try:
         code = asyncio.run(work)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other command-line tools do.
+        stdout_gone()
+        raise typer.Exit(PIPE_CLOSED) from None
+    except KeyboardInterrupt:
+        # A command with something to say about it (erase, retention) said it already.
+        ui.error("interrupted")
+        raise typer.Exit(INTERRUPTED) from None
     except (ChatLedgerError, OSError) as e:
         raise fail(ui, e) from e
     except Exception as e:
@@ -71,8 +119,121 @@ def run_body(ui: Renderer, work: Coroutine[Any, Any, int]) -> None:
     raise typer.Exit(code)
 
 
+#: The ledger's collection names for this command (``--threads-collection``…), when given.
+_COLLECTIONS: ContextVar[dict[str, str] | None] = ContextVar("chatledger_collections", default=None)
+#: Whether ``--database`` (or ``CHATLEDGER_DATABASE``) was given for this command.
+_DATABASE_GIVEN: ContextVar[bool] = ContextVar("chatledger_database_given", default=True)
+
+#: The collection-name options every admin command takes: (parameter and ``Ledger`` keyword,
+#: option, default). The same spellings as ``roles create``.
+_COLLECTION_OPTIONS: Final = (
+    ("threads_collection", "--threads-collection", "threads"),
+    ("events_collection", "--events-collection", "events"),
+    ("audit_collection", "--audit-collection", "audit"),
+)
+
+AllowEmptyOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty",
+        help="Accept a database (or collection set) holding no ChatLedger data; "
+        "without it that is an error (exit 1): a misspelled name is not a clean result.",
+    ),
+]
+
+
+def with_collection_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Return ``command`` taking ``--threads-collection``, ``--events-collection``, ``--audit-collection``.
+
+    The names (the ``Ledger``'s ``*_collection`` arguments, for deployments that renamed
+    them) reach :func:`run_admin` through a context variable: one definition for every
+    command, no command body changes. Whether ``--database`` was given is noted the same
+    way, so the URI's database can be used when it was not.
+    """
+    # Evaluated: the commands' modules use postponed annotations, and Typer reads a
+    # __signature__ as it is.
+    signature = inspect.signature(command, eval_str=True)
+    extra = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=default,
+            annotation=Annotated[
+                str,
+                typer.Option(
+                    option, envvar=f"CHATLEDGER_{name.upper()}", help=f"Name of the {default} collection."
+                ),
+            ],
+        )
+        for name, option, default in _COLLECTION_OPTIONS
+    ]
+    # Typer hands the click context to the one parameter annotated typer.Context.
+    context_name = next(
+        (p.name for p in signature.parameters.values() if p.annotation is typer.Context), None
+    )
+    if context_name is None:
+        context_name = "cl_context"
+        extra.append(
+            inspect.Parameter(context_name, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        )
+    takes_context = context_name in signature.parameters
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        names = {name: kwargs.pop(name) for name, _, _ in _COLLECTION_OPTIONS}
+        _COLLECTIONS.set(
+            {name: value for (name, _, default) in _COLLECTION_OPTIONS if (value := names[name]) != default}
+        )
+        context = kwargs[context_name] if takes_context else kwargs.pop(context_name)
+        source = context.get_parameter_source("database")
+        # By name: the ParameterSource enum lives in click, which typer may vendor.
+        _DATABASE_GIVEN.set(getattr(source, "name", None) not in ("DEFAULT", None))
+        command(*args, **kwargs)
+
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), *extra]
+    )
+    return wrapper
+
+
+def ledger_names() -> dict[str, str]:
+    """Return the ``Ledger`` keyword arguments naming this command's collections (empty: the defaults)."""
+    return dict(_COLLECTIONS.get() or {})
+
+
+async def require_ledger_data(target: Any, allow_empty: bool) -> None:
+    """Refuse (exit 1) a database whose ledger collections hold nothing, unless ``allow_empty``.
+
+    A misspelled ``--database`` (or collection name) reads as an empty ledger: ``verify``
+    would print OK for it and a nightly ``verify || alert`` stay green forever.
+
+    Raises:
+        ChatLedgerError: neither the threads nor the events collection holds a document.
+    """
+    from chatledger.admin.catalog import as_ledger
+
+    if allow_empty:
+        return
+    storage = as_ledger(target).storage
+    threads, events = storage.threads.collection, storage.events.collection
+    for collection in (threads, events):
+        if await collection.find_one({}, {"_id": 1}) is not None:
+            return
+    raise ChatLedgerError(
+        f"database {threads.database.name!r} holds no ChatLedger data (collections {threads.name!r} and "
+        f"{events.name!r} are empty or missing): check --database / the URI's database and the "
+        "collection names, or pass --allow-empty if an empty ledger is expected"
+    )
+
+
 def run_admin(uri: str | None, uri_file: Path | None, database: str, as_json: bool, body: Body) -> None:
-    """Run an admin ``body`` against the server named by the connection options."""
+    """Run an admin ``body`` against the server named by the connection options.
+
+    The database is ``database``, unless ``--database`` was not given and the connection
+    string names one (``mongodb://host/name``), as mongosh and mongodump do. The body gets
+    the database handle, or a :class:`~chatledger.Ledger` on it when the collection names
+    are not the defaults (every admin function takes either).
+    """
     ui = Renderer(as_json=as_json)
 
     async def go() -> int:
@@ -82,7 +243,23 @@ def run_admin(uri: str | None, uri_file: Path | None, database: str, as_json: bo
                 "this command needs a MongoDB server: pass --mongodb-uri, or set CHATLEDGER_MONGODB_URI "
                 "or CHATLEDGER_MONGODB_URI_FILE (only 'chatledger demo' has an embedded database)"
             )
-        async with open_database(resolved, database) as db:
-            return await body(db, ui)
+        name, option = database, "--database"
+        if not _DATABASE_GIVEN.get() and database == DEFAULT_DATABASE and uri_database(resolved):
+            name, option = uri_database(resolved) or database, "the connection string's database"
+        async with open_database(resolved, name, option=option) as db:
+            names = ledger_names()
+            if not names:
+                return await body(db, ui)
+            from chatledger import Ledger
+
+            return await body(
+                Ledger(
+                    db,
+                    threads_collection=names.get("threads_collection", "threads"),
+                    events_collection=names.get("events_collection", "events"),
+                    audit_collection=names.get("audit_collection", "audit"),
+                ),
+                ui,
+            )
 
     run_body(ui, go())

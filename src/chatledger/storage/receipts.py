@@ -37,6 +37,22 @@ class ReceiptStore:
         except DuplicateKeyError as e:
             raise ConcurrencyError(f"receipt {doc.get('_id')!r} was already written (by another run)") from e
 
+    async def insert_once(self, doc: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Insert one receipt unless its id exists: ``None`` when inserted, else the stored one.
+
+        An import re-run finds its own receipts there; the caller compares the two.
+        """
+        try:
+            await self.gate.call("write receipt", self.collection.insert_one(dict(doc)))
+            return None
+        except DuplicateKeyError:
+            existing: dict[str, Any] | None = await self.gate.call(
+                "read receipt", self.collection.find_one({"_id": doc.get("_id")})
+            )
+        if existing is None:  # removed by hand between the two calls
+            raise IntegrityError(f"receipt {doc.get('_id')!r} clashed but cannot be read back")
+        return existing
+
     async def of_kind(self, kind: str, projection: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Return every receipt of one kind."""
         return await self.gate.call(

@@ -135,9 +135,20 @@ async def show_body(
     listed under ``unreadable`` in the JSON. A tampered ciphertext still fails (exit 1).
     """
     async with keys.opened(db) as store:
-        transcript = await read_transcript(
-            Ledger(db, sealer=placeholder_sealer(store, kek)), thread, at=at, compacted=not raw
+        sealer = placeholder_sealer(store, kek)
+        # A Ledger on renamed collections (run_admin): the same collections, with the sealer.
+        reader = (
+            Ledger(
+                db.database,
+                sealer=sealer,
+                threads_collection=db.storage.threads.collection.name,
+                events_collection=db.storage.events.collection.name,
+                audit_collection=db.storage.receipts.collection.name,
+            )
+            if isinstance(db, Ledger)
+            else Ledger(db, sealer=sealer)
         )
+        transcript = await read_transcript(reader, thread, at=at, compacted=not raw)
     cursor, messages, unreadable = transcript.cursor, transcript.messages, transcript.unreadable
     if ui.as_json:
         ui.json(

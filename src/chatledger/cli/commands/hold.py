@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 import typer
 
-from chatledger.admin import release_hold, set_hold
+from chatledger.admin import release_hold
+from chatledger.admin.holds import place_hold
 from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
 from chatledger.cli.options import ByOption, JsonOption
-from chatledger.cli.render import Renderer
+from chatledger.cli.render import Renderer, iso
 from chatledger.cli.run import run_admin
 
 __all__ = ["hold_body", "register"]
@@ -24,29 +25,45 @@ async def hold_body(
     reason: str,
     case: str | None = None,
     by: str | None = None,
+    if_absent: bool = False,
 ) -> int:
-    """Set or release one case's legal hold; exit status 0 when it is in the state asked for."""
+    """Set or release one case's legal hold; exit status 0 only when this run did it.
+
+    Setting a case's hold that already exists changes nothing and shows the stored hold
+    (its reason, time and author), exit 1 (0 with ``if_absent``); releasing a hold that
+    does not exist exits 1.
+    """
+    code = 0
     if action == "set":
-        hold = await set_hold(db, thread, reason=reason, case=case, by=by)
+        hold, created = await place_hold(db, thread, reason=reason, case=case, by=by)
         result: dict[str, Any] = {
             "action": "set",
             "thread_id": thread,
             "case": hold.get("case"),
             "hold": hold,
+            "created": created,
         }
-        text = (
-            f"thread {thread} is under legal hold for case {hold.get('case')}: {hold.get('reason', reason)}"
-        )
+        if created:
+            text = f"thread {thread} is under legal hold for case {hold.get('case')}: {hold.get('reason')}"
+        else:
+            code = 0 if if_absent else 1
+            text = (
+                f"thread {thread} already has a hold for case {hold.get('case')} (nothing changed): "
+                f"{hold.get('reason')}, set {iso(hold.get('set_at'))} by {hold.get('set_by')}"
+            )
     else:
         released = await release_hold(db, thread, reason=reason, case=case, by=by)
         result = {"action": "release", "thread_id": thread, "case": case, "released": released}
         which = f"case {case}'s hold" if case else "hold"
         text = f"thread {thread}: {which} released" if released else f"thread {thread}: no such hold"
+        code = 0 if released else 1
     if ui.as_json:
         ui.json("hold", result)
+    elif code:
+        ui.line(text, file="err")
     else:
         ui.line(text)
-    return 0
+    return code
 
 
 ThreadArgument = Annotated[str, typer.Argument(help="Thread id.")]
@@ -69,15 +86,36 @@ def register(app: typer.Typer) -> None:
     app.add_typer(holds, name="hold")
 
     # The two commands differ only in what they do; one definition serves both.
-    for action, summary in (
-        ("set", "Put a thread (and so its whole lineage) under legal hold."),
-        ("release", "Release a thread's legal hold (one case's; the others stay)."),
-    ):
-        holds.command(action, help=summary)(_command(action))
+    @holds.command("set")
+    def set_(
+        thread: ThreadArgument,
+        reason: ReasonOption,
+        case: CaseOption = None,
+        by: ByOption = None,
+        if_absent: Annotated[
+            bool,
+            typer.Option(
+                "--if-absent", help="Exit 0 when the case already holds the thread (default: exit 1)."
+            ),
+        ] = False,
+        as_json: JsonOption = False,
+        mongodb_uri: MongoUriOption = None,
+        mongodb_uri_file: MongoUriFileOption = None,
+        database: DatabaseOption = DEFAULT_DATABASE,
+    ) -> None:
+        """Put a thread (and so its whole lineage) under legal hold."""
+        run_admin(
+            mongodb_uri,
+            mongodb_uri_file,
+            database,
+            as_json,
+            lambda db, ui: hold_body(
+                db, ui, action="set", thread=thread, reason=reason, case=case, by=by, if_absent=if_absent
+            ),
+        )
 
-
-def _command(action: str) -> Any:
-    def command(
+    @holds.command("release")
+    def release(
         thread: ThreadArgument,
         reason: ReasonOption,
         case: CaseOption = None,
@@ -87,12 +125,13 @@ def _command(action: str) -> Any:
         mongodb_uri_file: MongoUriFileOption = None,
         database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
+        """Release a thread's legal hold (one case's; the others stay); exit 1 if there is none."""
         run_admin(
             mongodb_uri,
             mongodb_uri_file,
             database,
             as_json,
-            lambda db, ui: hold_body(db, ui, action=action, thread=thread, reason=reason, case=case, by=by),
+            lambda db, ui: hold_body(
+                db, ui, action="release", thread=thread, reason=reason, case=case, by=by
+            ),
         )
-
-    return command

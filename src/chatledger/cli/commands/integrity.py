@@ -13,7 +13,7 @@ from chatledger.admin import Anchor, ThreadFilter, count_threads, list_threads, 
 from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
 from chatledger.cli.options import JsonOption, TenantOption
 from chatledger.cli.render import Renderer
-from chatledger.cli.run import run_admin
+from chatledger.cli.run import AllowEmptyOption, require_ledger_data, run_admin
 from chatledger.errors import InvalidInputError
 
 __all__ = ["heads_body", "read_anchors", "register", "verify_body"]
@@ -55,10 +55,21 @@ def read_anchors(path: str) -> list[Anchor]:
 
 
 async def verify_body(
-    db: Any, ui: Renderer, *, thread: str | None = None, tenant: str | None = None, anchors: str | None = None
+    db: Any,
+    ui: Renderer,
+    *,
+    thread: str | None = None,
+    tenant: str | None = None,
+    anchors: str | None = None,
+    allow_empty: bool = False,
 ) -> int:
-    """Recompute the hash chains; exit status 1 when anything fails."""
+    """Recompute the hash chains; exit status 1 when anything fails, or the database holds no ledger.
+
+    A database without ChatLedger data is an error (exit 1) unless ``allow_empty``:
+    a misspelled name must not verify as OK.
+    """
     pinned = read_anchors(anchors) if anchors else []
+    await require_ledger_data(db, allow_empty)
     with ui.progress("verifying") as tick:
         tick.stage("verifying", await count_threads(db, ThreadFilter(thread_id=thread, tenant_id=tenant)))
         report = await verify(db, thread_id=thread, tenant_id=tenant, anchors=pinned, on_thread=tick)
@@ -80,12 +91,14 @@ async def verify_body(
     return 0 if report.ok else 1
 
 
-async def heads_body(db: Any, ui: Renderer, *, tenant: str | None = None) -> int:
+async def heads_body(db: Any, ui: Renderer, *, tenant: str | None = None, allow_empty: bool = False) -> int:
     """Print every thread's head hash, to keep outside the database for ``verify --anchors``.
 
     Threads are streamed (bounded memory); JSON Lines are printed as they come, while
-    ``--json``'s one document is printed at the end.
+    ``--json``'s one document is printed at the end. A database without ChatLedger data
+    is an error (exit 1) unless ``allow_empty``.
     """
+    await require_ledger_data(db, allow_empty)
     scope = ThreadFilter(tenant_id=tenant)
     heads: list[dict[str, Any]] = []
     with ui.progress("reading heads") as tick:
@@ -114,6 +127,7 @@ def register(app: typer.Typer) -> None:
         anchors: Annotated[
             str | None, typer.Option(help="Head hashes written by 'chatledger heads'.")
         ] = None,
+        allow_empty: AllowEmptyOption = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
@@ -125,12 +139,15 @@ def register(app: typer.Typer) -> None:
             mongodb_uri_file,
             database,
             as_json,
-            lambda db, ui: verify_body(db, ui, thread=thread, tenant=tenant, anchors=anchors),
+            lambda db, ui: verify_body(
+                db, ui, thread=thread, tenant=tenant, anchors=anchors, allow_empty=allow_empty
+            ),
         )
 
     @app.command()
     def heads(
         tenant: TenantOption = None,
+        allow_empty: AllowEmptyOption = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
@@ -138,5 +155,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print each thread's head hash (JSON Lines; --json: one document) for 'verify --anchors'."""
         run_admin(
-            mongodb_uri, mongodb_uri_file, database, as_json, lambda db, ui: heads_body(db, ui, tenant=tenant)
+            mongodb_uri,
+            mongodb_uri_file,
+            database,
+            as_json,
+            lambda db, ui: heads_body(db, ui, tenant=tenant, allow_empty=allow_empty),
         )

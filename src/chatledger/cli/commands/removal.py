@@ -15,10 +15,12 @@ explicit way to remove the events and leave the keys to a later step.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import IO, Annotated, Any
 
 import typer
@@ -33,7 +35,7 @@ from chatledger.admin import (
     run_retention,
 )
 from chatledger.admin.catalog import as_ledger
-from chatledger.admin.erasure import keys_not_found
+from chatledger.admin.erasure import NoSuchSubjectError, keys_not_found, subject_tombstone
 from chatledger.admin.receipts import receipts_for
 from chatledger.cli.connection import (
     DEFAULT_DATABASE,
@@ -56,8 +58,10 @@ from chatledger.cli.options import (
     open_for_writing,
 )
 from chatledger.cli.render import Renderer, Ticker, iso, to_jsonable
-from chatledger.cli.run import fail, run_admin
+from chatledger.cli.run import INTERRUPTED, fail, run_admin
 from chatledger.errors import ChatLedgerError, InvalidInputError
+from chatledger.models import utc_now_ms
+from chatledger.storage.keys import is_tombstone
 
 __all__ = ["erase_body", "register", "retention_body"]
 
@@ -119,7 +123,7 @@ def _part_way(command: str, apply: bool, keys: bool) -> Iterator[None]:
     try:
         yield
     except ChatLedgerError as e:
-        if not apply or isinstance(e, InvalidInputError):
+        if not apply or isinstance(e, InvalidInputError | NoSuchSubjectError):
             raise  # a dry run changed nothing; bad input is refused before any change
         left = (
             ", and data keys it had not destroyed yet are still live in the key store (copies "
@@ -166,10 +170,17 @@ def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict
     if report.resumed:
         what = "would finish" if report.dry_run else "finished"
         ui.line(f"{what} {len(report.resumed)} interrupted removal(s): {', '.join(report.resumed)}")
+    tombstone = extra.get("tombstone")
+    if tombstone and tombstone.get("new"):
+        verb = "would write" if report.dry_run else "wrote"
+        ui.line(
+            f"{verb} key tombstone {tombstone['key_id']}: the application can never again create a data "
+            f"key for this {tombstone['kind']}"
+        )
     if report.dry_run:
         ui.out.print(Text.assemble(("dry run", "bold"), ": nothing was changed; pass --apply to remove."))
     else:
-        ui.line(f"{len(report.removed)} receipt(s) written to the audit collection.")
+        ui.line(f"{len(extra.get('receipt_ids') or ())} receipt(s) written to the audit collection.")
     if extra.get("receipts_file"):
         ui.line(f"{extra['receipts_written']} receipt(s) appended to {extra['receipts_file']}")
 
@@ -185,20 +196,77 @@ def _print_keys(ui: Renderer, shred: Any, dry_run: bool) -> None:
         ui.line(("kept", "yellow"), f" {len(shred.kept)} data key(s) of the subject: {shred.kept_because}")
 
 
-def _removing(tick: Ticker, plan: RemovalReport) -> None:
-    """Turn the planning bar into the removal bar, whose total the plan now gives."""
+def _removing(tick: Ticker, plan: RemovalReport, seen: list[RemovalReport]) -> None:
+    """Turn the planning bar into the removal bar, whose total the plan now gives; keep the plan.
+
+    The plan is the report the removal fills in as it goes: after a Ctrl-C it says what was done.
+    """
+    seen.append(plan)
     if not plan.dry_run:
         tick.stage("removing", len(plan.planned))
 
 
-async def _write_receipts(db: Any, report: RemovalReport, stream: IO[str]) -> int:
-    ids = [*report.removed, *report.resumed]
-    receipts = await receipts_for(as_ledger(db), ids)
+def _options(
+    tick: Ticker, plans: list[RemovalReport], shreds: list[Any], store: Any, **given: Any
+) -> dict[str, Any]:
+    """Return the options run_retention and run_erasure share: progress, the plan kept, the keys."""
+    return {
+        **given,
+        "on_removal": tick,
+        "on_thread": tick,
+        "on_plan": lambda plan: _removing(tick, plan, plans),
+        "shred_keys": store is not None,
+        "key_store": store,
+        "on_keys": shreds.append,
+    }
+
+
+async def _run_receipts(db: Any, report: RemovalReport, shred: Any, since: datetime) -> list[dict[str, Any]]:
+    """Return the receipts this run wrote: removals, completions, kept lineages, keys destroyed.
+
+    Finishing an interrupted removal writes its completion, not its first receipt: only
+    receipts dated from this run's start count (the clock of this process wrote them).
+    """
+    if report.dry_run:
+        return []
+    ids = [*report.removed, *report.resumed, *report.kept, *report.interrupted]
+    if shred is not None and shred.receipt_id:
+        ids.append(shred.receipt_id)
+    return [
+        r
+        for r in await receipts_for(as_ledger(db), ids)
+        if isinstance(r.get("at"), datetime) and iso(r["at"]) >= iso(since)  # type: ignore[operator]
+    ]
+
+
+def _write_receipts(receipts: list[dict[str, Any]], stream: IO[str]) -> int:
     for receipt in receipts:
         stream.write(json.dumps(to_jsonable(receipt), ensure_ascii=False) + "\n")
     stream.flush()
     os.fsync(stream.fileno())
     return len(receipts)
+
+
+def _interrupted(ui: Renderer, command: str, plan: RemovalReport | None, keys: bool) -> typer.Exit:
+    """Say what an applied run stopped by Ctrl-C did and left half-done; return the exit (130)."""
+    if plan is None or plan.dry_run:
+        ui.error(f"{command} interrupted before removing anything: nothing was changed.")
+        return typer.Exit(INTERRUPTED)
+    done = len(plan.removed)
+    half = (
+        f"; removal {', '.join(plan.interrupted)} was stopped half-way (released: the next run takes it over)"
+        if plan.interrupted
+        else ""
+    )
+    left = ", and the data keys are not destroyed yet" if keys else ""
+    ui.error(
+        f"{command} interrupted: {done} of {len(plan.planned)} lineages removed "
+        f"(receipts {', '.join(plan.removed) or 'none'}){half}{left}. "
+        f"Run the same {command} command again to finish it (it can start at once)."
+    )
+    if ui.as_json:
+        ui.json(command, {**plan.to_dict(), "interrupted": True})
+    return typer.Exit(INTERRUPTED)
 
 
 async def retention_body(
@@ -238,31 +306,33 @@ async def retention_body(
         if age is not None and age.total_seconds() <= 0:
             raise InvalidInputError(f"a retention age must be positive, not {age}")
     no_keys = _require_bool(no_keys, "no_keys")
+    since = utc_now_ms()
     async with keys.opened(db, needed=not no_keys) as store:
         shreds: list[Any] = []
+        plans: list[RemovalReport] = []
         stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
         try:
             with _part_way("retention", apply, store is not None), ui.progress("planning") as tick:
                 tick.stage("planning", await count_retention_candidates(db, policy))
                 report = await run_retention(
-                    db,
-                    policy,
-                    apply=apply,
-                    by=by,
-                    reason=reason,
-                    on_removal=tick,
-                    on_thread=tick,
-                    on_plan=lambda plan: _removing(tick, plan),
-                    shred_keys=store is not None,
-                    key_store=store,
-                    on_keys=shreds.append,
+                    db, policy, **_options(tick, plans, shreds, store, apply=apply, by=by, reason=reason)
                 )
-            written = await _write_receipts(db, report, stream) if stream is not None else 0
+        except asyncio.CancelledError:
+            if stream is not None:
+                stream.close()
+            raise _interrupted(ui, "retention", plans[0] if plans else None, store is not None) from None
+        try:
+            shred = shreds[0] if shreds else None
+            written = await _run_receipts(db, report, shred, since)
+            if stream is not None:
+                _write_receipts(written, stream)
         finally:
             if stream is not None:
                 stream.close()
-        shred = shreds[0] if shreds else None
-        extra: dict[str, Any] = {"receipts_file": receipts, "receipts_written": written} if receipts else {}
+        extra: dict[str, Any] = (
+            {"receipts_file": receipts, "receipts_written": len(written)} if receipts else {}
+        )
+        extra["receipt_ids"] = [str(r["_id"]) for r in written]
         _print_report(ui, report, "retention", {**extra, "keys": shred.to_dict() if shred else None})
         _print_keys(ui, shred, report.dry_run)
         return 0
@@ -279,14 +349,18 @@ async def erase_body(
     reason: str = "erasure request",
     keys: KeyStoreLocation = KeyStoreLocation(),  # noqa: B008 - frozen, never mutated
     no_keys: bool = False,
+    receipts: str | None = None,
 ) -> int:
     """Plan (or, with ``apply``, carry out) a user's or tenant's erasure: threads, then data keys.
 
     Exit 2 with nothing changed when the subject's content is sealed but the key store
-    holds no key of it (unless ``no_keys``); exit 1 when a legal hold kept lineages.
+    holds no key of it (unless ``no_keys``); exit 1 when a legal hold kept lineages, or
+    when the subject has nothing to erase (no thread, no key: nothing is written).
+    ``receipts``: append this run's receipts to this JSON Lines file (opened first).
     """
     apply = _require_bool(apply, "apply")
     no_keys = _require_bool(no_keys, "no_keys")
+    since = utc_now_ms()
     async with keys.opened(db, needed=not no_keys) as store:
         if store is not None:
             with ui.working("finding the subject's data keys"):
@@ -296,25 +370,35 @@ async def erase_body(
                     f"{missing}. Nothing was changed. Point erase at the key store, or pass --no-keys "
                     "to remove the events and destroy the keys in a later step."
                 )
+        stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
         shreds: list[Any] = []
-        with _part_way("erase", apply, store is not None), ui.progress("planning") as tick:
-            tick.stage("planning", await count_erasure_candidates(db, user_id=user, tenant_id=tenant))
-            report = await run_erasure(
-                db,
-                user_id=user,
-                tenant_id=tenant,
-                apply=apply,
-                by=by,
-                reason=reason,
-                on_removal=tick,
-                on_thread=tick,
-                on_plan=lambda plan: _removing(tick, plan),
-                shred_keys=store is not None,
-                key_store=store,
-                on_keys=shreds.append,
-            )
-        shred = shreds[0] if shreds else None
-        _print_report(ui, report, "erase", {"keys": shred.to_dict() if shred else None})
+        plans: list[RemovalReport] = []
+        tombstone = await _tombstone(store, user, tenant)
+        try:
+            with _part_way("erase", apply, store is not None), ui.progress("planning") as tick:
+                tick.stage("planning", await count_erasure_candidates(db, user_id=user, tenant_id=tenant))
+                report = await run_erasure(
+                    db,
+                    user_id=user,
+                    tenant_id=tenant,
+                    **_options(tick, plans, shreds, store, apply=apply, by=by, reason=reason),
+                )
+            shred = shreds[0] if shreds else None
+            written = await _run_receipts(db, report, shred, since)
+            if stream is not None:
+                _write_receipts(written, stream)
+        except asyncio.CancelledError:
+            raise _interrupted(ui, "erase", plans[0] if plans else None, store is not None) from None
+        finally:
+            if stream is not None:
+                stream.close()
+        extra: dict[str, Any] = (
+            {"receipts_file": receipts, "receipts_written": len(written)} if receipts else {}
+        )
+        extra["receipt_ids"] = [str(r["_id"]) for r in written]
+        _print_report(
+            ui, report, "erase", {**extra, "keys": shred.to_dict() if shred else None, "tombstone": tombstone}
+        )
         _print_keys(ui, shred, report.dry_run)
         if no_keys:
             ui.warn(
@@ -322,9 +406,27 @@ async def erase_body(
                 "the subject's keys are destroyed"
             )
         if report.skipped:
-            ui.warn("not everything could be erased: lineages under legal hold were kept")
+            reasons = sorted({s.reason for s in report.skipped})
+            ui.warn(
+                f"not everything could be erased: {len(report.skipped)} lineage(s) kept "
+                f"({'; '.join(reasons)})" + ("" if report.dry_run else "; each has a removal.kept receipt")
+            )
             return 1
         return 0
+
+
+async def _tombstone(store: Any, user: str | None, tenant: str | None) -> dict[str, Any] | None:
+    """Return the key tombstone erasing the subject writes (``new``: not there yet); None: no key store."""
+    if store is None:
+        return None
+    key_id, doc = await subject_tombstone(store, user_id=user, tenant_id=tenant)
+    if key_id is None:
+        return None
+    return {
+        "key_id": key_id,
+        "kind": "user" if user is not None else "tenant",
+        "new": doc is None or not is_tombstone(doc),
+    }
 
 
 def register(app: typer.Typer) -> None:
@@ -393,6 +495,10 @@ def register(app: typer.Typer) -> None:
         reason: Annotated[str, typer.Option(help="E.g. the request's ticket; recorded in the receipts.")] = (
             "erasure request"
         ),
+        receipts: Annotated[
+            str | None,
+            typer.Option(help="Append this run's receipts to this JSON Lines file (checked first)."),
+        ] = None,
         keys_database: KeysDatabaseOption = None,
         keys_collection: KeysCollectionOption = "keys",
         keys_mongodb_uri: KeysUriOption = None,
@@ -422,5 +528,6 @@ def register(app: typer.Typer) -> None:
                     keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file
                 ),
                 no_keys=no_keys,
+                receipts=receipts,
             ),
         )

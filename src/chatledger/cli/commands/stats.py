@@ -10,13 +10,17 @@ from chatledger.admin import ThreadFilter, collect_stats, count_events, count_th
 from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
 from chatledger.cli.options import JsonOption, TenantOption
 from chatledger.cli.render import Renderer, iso
-from chatledger.cli.run import run_admin
+from chatledger.cli.run import AllowEmptyOption, require_ledger_data, run_admin
 
 __all__ = ["register", "stats_body"]
 
 
-async def stats_body(db: Any, ui: Renderer, *, tenant: str | None = None) -> int:
-    """Print totals: threads, roots, branches, held, events, messages, bytes, activity range."""
+async def stats_body(db: Any, ui: Renderer, *, tenant: str | None = None, allow_empty: bool = False) -> int:
+    """Print totals: threads, roots, branches, held, events, messages, bytes, activity range.
+
+    A database without ChatLedger data is an error (exit 1) unless ``allow_empty``.
+    """
+    await require_ledger_data(db, allow_empty)
     with ui.progress("counting") as tick:
         # Two count commands give both phases a known total before the long reads start.
         threads = await count_threads(db, ThreadFilter(tenant_id=tenant))
@@ -55,6 +59,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def stats(
         tenant: TenantOption = None,
+        allow_empty: AllowEmptyOption = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
@@ -62,5 +67,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Totals: threads, branches, events, messages, bytes, oldest and newest activity."""
         run_admin(
-            mongodb_uri, mongodb_uri_file, database, as_json, lambda db, ui: stats_body(db, ui, tenant=tenant)
+            mongodb_uri,
+            mongodb_uri_file,
+            database,
+            as_json,
+            lambda db, ui: stats_body(db, ui, tenant=tenant, allow_empty=allow_empty),
         )

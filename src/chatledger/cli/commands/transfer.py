@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +16,7 @@ from chatledger.admin.catalog import as_ledger
 from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
 from chatledger.cli.options import JsonOption, TenantOption, UserOption, open_for_writing
 from chatledger.cli.render import Renderer, visible
-from chatledger.cli.run import run_admin
+from chatledger.cli.run import AllowEmptyOption, require_ledger_data, run_admin
 from chatledger.errors import InvalidInputError, UnknownThreadError
 
 __all__ = ["export_body", "import_body", "register"]
@@ -29,29 +30,65 @@ async def export_body(
     thread: str | None = None,
     tenant: str | None = None,
     user: str | None = None,
+    force: bool = False,
+    allow_empty: bool = False,
+    audit: bool | None = None,
 ) -> int:
-    """Write threads as JSON Lines to ``path`` (``-`` for stdout)."""
+    """Write threads as JSON Lines to ``path`` (``-`` for stdout).
+
+    ``audit``: also write the audit receipts and key tombstones (``None``: only for a
+    whole-database export), so a restore keeps the audit trail and "removed stays removed".
+
+    A file is written whole or not at all: to a temporary file beside it, renamed over
+    ``path`` only once the export is complete, so an interrupted export leaves any old
+    file as it was. An existing file is replaced only with ``force``. A database without
+    ChatLedger data is an error (exit 1) unless ``allow_empty``.
+    """
     if path == "-" and ui.as_json:
         raise InvalidInputError("--json needs --output FILE (the export itself would be on stdout)")
+    target = None if path == "-" else Path(path)
+    if target is not None and target.exists() and not force:
+        raise InvalidInputError(f"--output: {path!r} exists; pass --force to replace it")
     scope = ThreadFilter(thread_id=thread, tenant_id=tenant, user_id=user)
     ledger = as_ledger(db)
+    await require_ledger_data(ledger, allow_empty)
     if thread is not None and await get_thread(ledger, thread) is None:
         raise UnknownThreadError(f"no thread {visible(thread)!r}")
     # Opened before anything is read: a missing folder is a usage error, not a traceback later.
-    stream = sys.stdout if path == "-" else open_for_writing(path, "--output")
+    partial = None if target is None else target.with_name(f".{target.name}.{os.getpid()}.partial")
+    stream = sys.stdout if partial is None else open_for_writing(str(partial), "--output")
     try:
         with ui.progress("exporting") as tick:
             # One thread comes with its ancestors and branches: no total known up front.
             tick.stage("exporting", None if thread is not None else await count_threads(ledger, scope))
-            summary = await export_jsonl(ledger, stream, scope, on_thread=tick)
+            whole = thread is None and tenant is None and user is None
+            summary = await export_jsonl(
+                ledger, stream, scope, on_thread=tick, audit=whole if audit is None else audit
+            )
+        if partial is not None and target is not None:
+            stream.flush()
+            os.fsync(stream.fileno())
+            stream.close()
+            partial.replace(target)  # atomic: the old file, or the whole new one
     finally:
         if stream is not sys.stdout:
             stream.close()
-    result = {"output": None if path == "-" else path, "threads": summary.threads, "events": summary.events}
+        if partial is not None:
+            partial.unlink(missing_ok=True)  # an interrupted export leaves no fragment
+    result = {
+        "output": None if path == "-" else path,
+        "threads": summary.threads,
+        "events": summary.events,
+        "receipts": summary.receipts,
+        "key_tombstones": summary.key_tombstones,
+    }
     if ui.as_json:
         ui.json("export", result)
     else:
-        ui.note(f"exported {summary.threads} threads, {summary.events} events")
+        ui.note(
+            f"exported {summary.threads} threads, {summary.events} events, {summary.receipts} receipts, "
+            f"{summary.key_tombstones} key tombstones"
+        )
     return 0
 
 
@@ -79,6 +116,10 @@ async def import_body(db: Any, ui: Renderer, *, path: str, force: bool = False) 
         "events_present": summary.events_present,
         "holds": summary.holds,
         "forced": summary.forced,
+        "receipts": summary.receipts,
+        "receipts_present": summary.receipts_present,
+        "key_tombstones": summary.key_tombstones,
+        "key_tombstones_present": summary.key_tombstones_present,
     }
     if ui.as_json:
         ui.json("import", result)
@@ -87,6 +128,17 @@ async def import_body(db: Any, ui: Renderer, *, path: str, force: bool = False) 
             f"imported {summary.threads} threads and {summary.events} events "
             f"({summary.threads_present} threads, {summary.events_present} events were already present)"
         )
+        if (
+            summary.receipts
+            or summary.receipts_present
+            or summary.key_tombstones
+            or summary.key_tombstones_present
+        ):
+            ui.line(
+                f"restored {summary.receipts} receipts and {summary.key_tombstones} key tombstones "
+                f"({summary.receipts_present} receipts, {summary.key_tombstones_present} key tombstones "
+                "were already present)"
+            )
     return 0
 
 
@@ -101,6 +153,19 @@ def register(app: typer.Typer) -> None:
         ] = None,
         tenant: TenantOption = None,
         user: UserOption = None,
+        force: Annotated[
+            bool, typer.Option("--force", help="Replace the --output file if it exists.")
+        ] = False,
+        audit: Annotated[
+            bool | None,
+            typer.Option(
+                "--audit/--no-audit",
+                help="Include the audit receipts and key tombstones (default: only in a whole-database "
+                "export), so a restore keeps the audit trail and removed data stays removed.",
+                show_default=False,
+            ),
+        ] = None,
+        allow_empty: AllowEmptyOption = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
@@ -112,7 +177,17 @@ def register(app: typer.Typer) -> None:
             mongodb_uri_file,
             database,
             as_json,
-            lambda db, ui: export_body(db, ui, path=path, thread=thread, tenant=tenant, user=user),
+            lambda db, ui: export_body(
+                db,
+                ui,
+                path=path,
+                thread=thread,
+                tenant=tenant,
+                user=user,
+                force=force,
+                allow_empty=allow_empty,
+                audit=audit,
+            ),
         )
 
     @app.command("import")

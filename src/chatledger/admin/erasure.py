@@ -6,25 +6,35 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
+from chatledger.admin._checks import require_bool, require_callback, require_instance, require_text
 from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, count_threads, family_chunks
 from chatledger.admin.receipts import operator_identity
 from chatledger.admin.removal import Removal, RemovalReport, execute, lineage_removal, select_lineages
 from chatledger.errors import InvalidInputError
-from chatledger.storage.keys import KeyStore, is_tombstone
+from chatledger.storage.keys import KeyStore
 
 #: Planning reads every field a removal needs (holds, lineage, scope) but not metadata.
 _NO_METADATA: Final = {"metadata": 0}
 
-__all__ = ["count_erasure_candidates", "keys_not_found", "plan_erasure", "run_erasure"]
+__all__ = ["count_erasure_candidates", "covers", "keys_not_found", "plan_erasure", "run_erasure"]
 
 #: Thread ids per query when looking for sealed content of a subject.
 _SEALED_PROBE_CHUNK: Final = 500
 
 
 def _subject(user_id: str | None, tenant_id: str | None) -> ThreadFilter:
-    if (user_id is None) == (tenant_id is None):
-        raise InvalidInputError("erase exactly one data subject: a user id or a tenant id")
+    if user_id is None and tenant_id is None:
+        raise InvalidInputError("erase a data subject: a user id, a tenant id, or both (a user in a tenant)")
     return ThreadFilter(user_id=user_id, tenant_id=tenant_id)
+
+
+def covers(user_id: str | None, tenant_id: str | None) -> str:
+    """Return what an erasure of this subject covers, in words (dry runs and reports say it)."""
+    if user_id is None:
+        return f"tenant {tenant_id!r}: every user of it"
+    if tenant_id is None:
+        return f"user {user_id!r} in every tenant"
+    return f"user {user_id!r} in tenant {tenant_id!r} only (the user in other tenants is kept)"
 
 
 async def count_erasure_candidates(
@@ -33,7 +43,7 @@ async def count_erasure_candidates(
     """Return how many threads the subject has (one ``count`` command; a progress total).
 
     Raises:
-        InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
+        InvalidInputError: neither ``user_id`` nor ``tenant_id`` was given.
     """
     return await count_threads(target, _subject(user_id, tenant_id))
 
@@ -60,11 +70,12 @@ async def plan_erasure(
             total is :func:`count_erasure_candidates`).
 
     Raises:
-        InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
+        InvalidInputError: neither ``user_id`` nor ``tenant_id`` was given.
     """
     ledger = as_ledger(target)
     subject = _subject(user_id, tenant_id)
-    report = RemovalReport("erasure", dry_run=True)
+    require_callback(on_thread, "on_thread")
+    report = RemovalReport("erasure", dry_run=True, covers=covers(user_id, tenant_id))
     async for chunk in family_chunks(ledger, subject, whole=True, projection=_NO_METADATA):
         merged = Forest()
         for family in chunk:
@@ -98,8 +109,11 @@ async def run_erasure(
 
     Args:
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
-        user_id: Erase this user's threads.
-        tenant_id: Erase this tenant's threads.
+        user_id: Erase this user's threads in every tenant (and, sealed, every key of
+            the user: no new conversation for the user starts in any tenant).
+        tenant_id: Erase this tenant's threads (every user of it; sealed, no new
+            conversation starts in the tenant). With ``user_id``: only that user's
+            threads in this tenant (the user in other tenants is kept).
         apply: Remove; without it this is a dry run that changes nothing.
         by: Who acts, for the receipts; ``user@host`` by default.
         reason: Why (e.g. the ticket of the request), for the receipts.
@@ -116,8 +130,23 @@ async def run_erasure(
             dry, would be destroyed, or why the keys were kept).
 
     Raises:
-        InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
+        InvalidInputError: neither ``user_id`` nor ``tenant_id`` was given, or an argument
+            is not of its type (``apply`` and ``shred_keys`` must be real bools), checked
+            before anything is read or written.
     """
+    apply = require_bool(apply, "apply")
+    shred_keys = require_bool(shred_keys, "shred_keys")
+    _subject(user_id, tenant_id)
+    require_text(by, "by", optional=True)
+    require_text(reason, "reason")
+    for name, callback in (
+        ("on_removal", on_removal),
+        ("on_thread", on_thread),
+        ("on_plan", on_plan),
+        ("on_keys", on_keys),
+    ):
+        require_callback(callback, name)
+    require_instance(key_store, KeyStore, "key_store")
     ledger = as_ledger(target)
     report = await plan_erasure(ledger, user_id=user_id, tenant_id=tenant_id, on_thread=on_thread)
     report.dry_run = not apply
@@ -157,19 +186,18 @@ async def keys_not_found(
     probed for a sealed message, a few hundred threads per query, stopping at the first.
 
     Raises:
-        InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
+        InvalidInputError: neither ``user_id`` nor ``tenant_id`` was given.
     """
     # Imported here: chatledger.sealing imports the admin package (its erasure step).
     from chatledger.sealing.sealer import subject_mark
 
     subject = _subject(user_id, tenant_id)
-    if await key_store.of_subject(user_id=user_id, tenant_id=tenant_id):
-        return None
-    mark = subject_mark(tenant_id, user_id)
-    found = await key_store.get(mark) if mark is not None else None
-    if found is not None and is_tombstone(found):
-        return None  # erased before: nothing is left to destroy
     ledger = as_ledger(target)
+    if await key_store.of_subject(user_id=user_id, tenant_id=tenant_id, ledger_id=ledger.ledger_id):
+        return None
+    marks = [m for lid in (ledger.ledger_id, None) if (m := subject_mark(tenant_id, user_id, lid))]
+    if await key_store.tombstone_among(marks) is not None:
+        return None  # erased before: nothing is left to destroy
     sealed, chunk = False, []
     async for doc in ledger.storage.threads.select(subject.query(), projection={"_id": 1}):
         chunk.append(str(doc["_id"]))

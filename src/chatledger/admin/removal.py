@@ -132,6 +132,8 @@ class RemovalReport:
     skipped: list[Skipped] = field(default_factory=list)
     #: Receipt ids of interrupted removals this run finished (or, dry, would finish).
     resumed: list[str] = field(default_factory=list)
+    #: An erasure's subject in words: every tenant of a user, or one (``None``: retention).
+    covers: str | None = None
 
     @property
     def threads(self) -> int:
@@ -143,6 +145,7 @@ class RemovalReport:
         return {
             "action": self.action,
             "dry_run": self.dry_run,
+            **({"covers": self.covers} if self.covers is not None else {}),
             "threads": self.threads,
             "events": sum(r.events for r in self.planned),
             "messages": sum(r.messages for r in self.planned),

@@ -47,6 +47,7 @@ from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
+from chatledger.admin._checks import require_callback
 from chatledger.admin.catalog import (
     CHUNK_THREADS,
     Forest,
@@ -92,18 +93,46 @@ class Anchor:
     head_seq: int
     head_hash: str
 
+    def __post_init__(self) -> None:
+        # An anchor is evidence brought from outside: a wrong type must fail here, with
+        # its name, not as an AttributeError half-way through a verification.
+        if type(self.thread_id) is not str or not self.thread_id:
+            raise InvalidInputError(f"an anchor's thread_id must be a non-empty str, not {self.thread_id!r}")
+        if type(self.head_seq) is not int or self.head_seq < 1:
+            raise InvalidInputError(f"an anchor's head_seq must be an int from 1, not {self.head_seq!r}")
+        if type(self.head_hash) is not str or not self.head_hash or len(self.head_hash) > 128:
+            raise InvalidInputError("an anchor's head_hash must be a non-empty str (the head event's hash)")
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Anchor:
         """Return the anchor in a JSON object ``{"thread_id", "head_seq", "head_hash"}``.
 
         Raises:
-            InvalidInputError: ``data`` is not such an object.
+            InvalidInputError: ``data`` is not such an object (a field missing or of another type).
         """
+        if not isinstance(data, Mapping):
+            raise InvalidInputError(f"a head anchor is a JSON object, not {type(data).__name__}")
+        missing = [k for k in ("thread_id", "head_seq", "head_hash") if k not in data]
+        if missing:
+            raise InvalidInputError(f"head anchor {_shown(data)} lacks {', '.join(missing)}")
         try:
-            anchor = cls(str(data["thread_id"]), int(data["head_seq"]), str(data["head_hash"]))
-        except (KeyError, TypeError, ValueError, OverflowError) as e:
-            raise InvalidInputError(f"not a head anchor: {data!r}") from e
-        return anchor
+            return cls(data["thread_id"], data["head_seq"], data["head_hash"])
+        except InvalidInputError as e:
+            raise InvalidInputError(f"not a head anchor: {_shown(data)}: {e}") from e
+
+    @classmethod
+    def of(cls, value: object) -> Anchor:
+        """Return ``value`` if it is an anchor, else the anchor in the mapping ``value``.
+
+        Raises:
+            InvalidInputError: ``value`` is neither.
+        """
+        return value if isinstance(value, Anchor) else cls.from_dict(value)  # type: ignore[arg-type]
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else f"{text[:197]}..."
 
 
 @dataclass(slots=True)
@@ -579,8 +608,9 @@ async def verify(
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
         thread_id: Check only this thread (and its fork point in its ancestors).
         tenant_id: Check only this tenant's threads.
-        anchors: Head hashes recorded earlier (:func:`head_anchors`); each must still
-            be present, or be the head a completed removal receipt recorded.
+        anchors: Head hashes recorded earlier (:func:`head_anchors`), as
+            :class:`Anchor` or their JSON objects; each must still be present, or be
+            the head a completed removal receipt recorded.
         on_thread: Called after each thread is checked (progress reporting).
         chunk: How many threads to hold at once (whole conversations, about
             :data:`~chatledger.admin.catalog.CHUNK_THREADS` by default); the threads
@@ -590,12 +620,22 @@ async def verify(
         The report: counts, and the first problem of each failing thread.
 
     Raises:
-        InvalidInputError: both ``thread_id`` and ``tenant_id`` were given, or one is malformed.
+        InvalidInputError: both ``thread_id`` and ``tenant_id`` were given, one is malformed,
+            or an anchor (or another argument) is not of its type: checked before any read.
         UnknownThreadError: ``thread_id`` names neither a live thread nor any events.
         StorageError: the database failed (a problem of the server, not of the data).
     """
     if thread_id is not None and tenant_id is not None:
         raise InvalidInputError("verify one thread or one tenant, not both")
+    if isinstance(anchors, (str, bytes, Mapping)):
+        raise InvalidInputError("anchors must be a list of Anchor or {thread_id, head_seq, head_hash} objects")
+    try:
+        checked = [Anchor.of(a) for a in anchors]
+    except TypeError as e:  # not iterable
+        raise InvalidInputError(f"anchors must be a list of anchors, not {type(anchors).__name__}") from e
+    if chunk is not None and (type(chunk) is not int or chunk < 1):
+        raise InvalidInputError(f"chunk must be a positive int or None, not {chunk!r}")
+    require_callback(on_thread, "on_thread")
     ledger = as_ledger(target)
     scope = ThreadFilter(thread_id=thread_id, tenant_id=tenant_id)
     verifier = _Verifier(ledger)
@@ -644,7 +684,7 @@ async def verify(
         if gone is not None and is_tombstone(gone):
             raise UnknownThreadError(f"thread {thread_id!r} was removed")
         raise UnknownThreadError(f"no thread {thread_id!r}")
-    await verifier.anchors(anchors)
+    await verifier.anchors(checked)
     return verifier.report
 
 

@@ -75,6 +75,7 @@ __all__ = [
     "DataKey",
     "Sealer",
     "SubjectErasedError",
+    "blocking_marks",
     "is_sealed",
     "sealed_problem",
     "subject_key",
@@ -203,7 +204,11 @@ def _event_form(first: object) -> str | None:
 
 @lru_cache(maxsize=4096)
 def subject_key(
-    tenant_id: str | None, user_id: str | None, root_id: str, per_lineage: bool = False
+    tenant_id: str | None,
+    user_id: str | None,
+    root_id: str,
+    per_lineage: bool = False,
+    ledger_id: str | None = None,
 ) -> tuple[str, tuple[tuple[str, str], ...]]:
     """Return (key id, subject fields) of the data subject of content written in a scope.
 
@@ -212,7 +217,17 @@ def subject_key(
     user or tenant id in every ciphertext. With ``per_lineage``, a user's or tenant's
     key is also per conversation tree (``root_id`` joins the subject fields); a
     thread-subject key is per tree anyway.
+
+    With ``ledger_id`` (what every ledger passes: :attr:`Ledger.ledger_id
+    <chatledger.ledger.Ledger.ledger_id>`) the subject is *in that ledger*: the id is
+    ``k2-…`` and the key document records the ledger, so ledgers sharing one key store
+    never share a key (their "support" threads or "alice" users are different subjects).
+    Without it, the ``k1-…`` ids written before key ids named their ledger.
     """
+    version = "k1" if ledger_id is None else "k2"
+    scoped: tuple[tuple[str, str], ...] = () if ledger_id is None else (("ledger_id", ledger_id),)
+    # A k2 digest covers the ledger id too: a 4- or 5-item list, never a k1 one.
+    tail: list[str | None] = [] if ledger_id is None else [ledger_id]
     if user_id is not None:
         kind, fields = (
             "user",
@@ -222,29 +237,58 @@ def subject_key(
     elif tenant_id is not None:
         kind, fields, ident = "tenant", (("tenant_id", tenant_id),), ["tenant", tenant_id, None]
     else:
-        return _digest_id("t", ["thread", None, root_id]), (("root_id", root_id),)
+        # k1 wrote root-thread keys as "t" like tenant keys (distinct digests); k2 says "r".
+        prefix = "t" if ledger_id is None else "r"
+        return _digest_id(version, prefix, ["thread", None, root_id, *tail]), (
+            ("root_id", root_id),
+            *scoped,
+        )
     if per_lineage:
-        # Its own id space ("l" and a 4-item digest): never a subject key's id.
-        return _digest_id(f"l{kind[0]}", [*ident, root_id]), (*fields, ("root_id", root_id))
-    return _digest_id(kind[0], ident), fields
+        # Its own id space ("l" and a longer digest): never a subject key's id.
+        return _digest_id(version, f"l{kind[0]}", [*ident, root_id, *tail]), (
+            *fields,
+            ("root_id", root_id),
+            *scoped,
+        )
+    return _digest_id(version, kind[0], [*ident, *tail]), (*fields, *scoped)
 
 
-def subject_mark(tenant_id: str | None, user_id: str | None) -> str | None:
+def subject_mark(tenant_id: str | None, user_id: str | None, ledger_id: str | None = None) -> str | None:
     """Return the id of a user's or tenant's own key: its tombstone marks the subject erased.
 
     ``None`` for content of neither (its subject is a root thread). Erasure tombstones
-    this id even when the subject only ever had per-lineage keys, and a per-lineage
-    writer checks it before and after creating a key, so no key is created for an
-    erased subject.
+    this id even when the subject only ever had per-lineage keys, and a writer checks
+    the marks that cover its scope (:func:`blocking_marks`) before and after creating a
+    key, so no key is created for an erased subject.
     """
     if user_id is None and tenant_id is None:
         return None
-    return subject_key(tenant_id, user_id, "")[0]
+    return subject_key(tenant_id, user_id, "", False, ledger_id)[0]
 
 
-def _digest_id(prefix: str, ident: list[str | None]) -> str:
+def blocking_marks(tenant_id: str | None, user_id: str | None, ledger_id: str | None) -> list[str]:
+    """Return the erased marks that forbid a new key in this scope, any of them tombstoned.
+
+    A user's erasure covers the user in every tenant (its mark has no tenant) unless the
+    operator scoped it to one tenant (the mark of that user in that tenant); a tenant's
+    erasure covers every user of the tenant. The ``k1`` marks, written before key ids
+    named their ledger (and by :func:`~chatledger.sealing.destroy_subject_keys` without
+    a ledger: every ledger of the key store), count in every ledger.
+    """
+    subjects = [(tenant_id, user_id)]
+    if user_id is not None and tenant_id is not None:
+        subjects += [(None, user_id), (tenant_id, None)]
+    return [
+        mark
+        for lid in dict.fromkeys((ledger_id, None))
+        for tenant, user in subjects
+        if (mark := subject_mark(tenant, user, lid)) is not None
+    ]
+
+
+def _digest_id(version: str, prefix: str, ident: list[str | None]) -> str:
     digest = hashlib.sha256(json.dumps(ident, ensure_ascii=False).encode("utf-8")).hexdigest()[:40]
-    return f"k1-{prefix}{digest}"
+    return f"{version}-{prefix}{digest}"
 
 
 def _fingerprint(key: bytes) -> str:
@@ -582,29 +626,34 @@ class Sealer:
         if len(self._opened) > self.opened_events:
             self._opened.popitem(last=False)
 
-    def cached_key(self, scope: Scope, root_id: str) -> DataKey | None:
+    def cached_key(self, scope: Scope, root_id: str, ledger_id: str | None = None) -> DataKey | None:
         """Return the cached key to seal a write to an existing conversation in ``scope``, or ``None``.
 
         The append path's shortcut (no coroutine, no round trip); ``None`` (not cached,
         expired, or the subject known erased) means: ask :meth:`key_for`, which decides.
+        ``ledger_id`` is the writing ledger's (see :func:`subject_key`).
         """
-        hit = self._cache.get(subject_key(scope.tenant_id, scope.user_id, root_id, self.per_lineage)[0])
+        key_id = subject_key(scope.tenant_id, scope.user_id, root_id, self.per_lineage, ledger_id)[0]
+        hit = self._cache.get(key_id)
         return hit[1] if hit is not None and hit[0] > time.monotonic() else None
 
-    async def key_for(self, scope: Scope, root_id: str, *, fresh: bool = False) -> DataKey:
+    async def key_for(
+        self, scope: Scope, root_id: str, *, fresh: bool = False, ledger_id: str | None = None
+    ) -> DataKey:
         """Return the key to seal a write in ``scope`` (on the tree ``root_id``), creating it once.
 
         With ``fresh`` (the write starts a new conversation), a cached key is checked
         against the key store first, so a subject erased by another process gets no new
         conversation even within the cache TTL. Writes to existing conversations need no
-        such check: the removal sealed their next positions.
+        such check: the removal sealed their next positions. ``ledger_id`` is the
+        writing ledger's: its keys are its own (see :func:`subject_key`).
 
         Raises:
             SubjectErasedError: the subject's key was destroyed by erasure (nothing is written).
             KeyUnavailableError: the key exists but cannot be unwrapped with this provider.
             StorageUnavailableError: the key store could not be reached.
         """
-        key_id, subject = subject_key(scope.tenant_id, scope.user_id, root_id, self.per_lineage)
+        key_id, subject = subject_key(scope.tenant_id, scope.user_id, root_id, self.per_lineage, ledger_id)
         hit, key = self._cached(key_id)
         if hit and key is not None and fresh:
             stored = await self.key_store.get(key_id)
@@ -614,8 +663,8 @@ class Sealer:
         if not hit:
             doc = await self.key_store.get(key_id)
             if doc is None:
-                mark = subject_mark(scope.tenant_id, scope.user_id)
-                doc = await self._create(key_id, subject, None if mark == key_id else mark)
+                marks = [m for m in blocking_marks(scope.tenant_id, scope.user_id, ledger_id) if m != key_id]
+                doc = await self._create(key_id, subject, marks)
             key = self._load(key_id, doc)
         if key is None:
             raise SubjectErasedError(
@@ -625,17 +674,19 @@ class Sealer:
         return key
 
     async def _create(
-        self, key_id: str, subject: tuple[tuple[str, str], ...], mark: str | None
+        self, key_id: str, subject: tuple[tuple[str, str], ...], marks: list[str]
     ) -> dict[str, Any]:
         """Create a subject's key once; return the key document that counts (maybe a tombstone).
 
-        ``mark`` is the subject's own key id when ``key_id`` is a per-lineage key: a new
-        lineage key of an erased subject must not appear. It is checked before the insert
-        and again after it, because erasure tombstones the mark *before* it lists the
-        subject's keys: a key inserted before the mark was set is listed and destroyed by
-        that erasure; one inserted after is seen here and destroyed at once.
+        ``marks`` are the erased marks that cover the scope (:func:`blocking_marks`: the
+        subject's own key id when ``key_id`` is a per-lineage key, the user's in every
+        tenant, the tenant's, the ``k1`` ones): no key may appear for an erased subject.
+        They are checked before the insert and again after it (one query each), because
+        erasure tombstones the mark *before* it lists the subject's keys: a key inserted
+        before the mark was set is listed and destroyed by that erasure; one inserted
+        after is seen here and destroyed at once.
         """
-        if mark is not None and (erased := await self._tombstone_of(mark)) is not None:
+        if marks and (erased := await self.key_store.tombstone_among(marks)) is not None:
             return erased
         raw = secrets.token_bytes(KEY_BYTES)
         doc: dict[str, Any] = {
@@ -651,18 +702,14 @@ class Sealer:
         # Insert-once on the deterministic id: a concurrent creator's key wins for both,
         # and a destroyed key's tombstone comes back instead of a new key.
         stored = await self.key_store.insert_once(doc)
-        if mark is not None and not is_tombstone(stored):
-            erased = await self._tombstone_of(mark)
+        if marks and not is_tombstone(stored):
+            erased = await self.key_store.tombstone_among(marks)
             if erased is not None:
                 await self.key_store.destroy(
                     key_id, at=utc_now_ms(), receipt_id=str(erased.get("receipt_id")), kind=key_kind(stored)
                 )
                 return erased
         return stored
-
-    async def _tombstone_of(self, key_id: str) -> dict[str, Any] | None:
-        doc = await self.key_store.get(key_id)
-        return doc if doc is not None and is_tombstone(doc) else None
 
     def _wrap(self, raw: bytes, key_id: str) -> bytes:
         try:

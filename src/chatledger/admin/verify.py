@@ -628,7 +628,7 @@ async def verify(
     if thread_id is not None and tenant_id is not None:
         raise InvalidInputError("verify one thread or one tenant, not both")
     if isinstance(anchors, (str, bytes, Mapping)):
-        raise InvalidInputError("anchors must be a list of Anchor or {thread_id, head_seq, head_hash} objects")
+        raise InvalidInputError("anchors must be a list of Anchor or {thread_id, head_seq, head_hash}")
     try:
         checked = [Anchor.of(a) for a in anchors]
     except TypeError as e:  # not iterable

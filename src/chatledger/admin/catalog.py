@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from chatledger.errors import IntegrityError
 from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import Ledger
 from chatledger.models import validate_name as _validate_name
@@ -121,6 +122,9 @@ class ThreadActivity:
     head_hash: str = GENESIS_HASH
     #: ``created_at`` of the newest own event, or of the thread document if it has none.
     last_activity: datetime | None = None
+    #: Why the thread's head could not be read (a malformed stored event), or ``None``.
+    #: Such a thread has no head here: admin tools report it and go on with the others.
+    damaged: str | None = None
 
     def receipt_entry(self) -> dict[str, Any]:
         """Return what a removal receipt records about this thread (never content)."""
@@ -304,8 +308,9 @@ async def activity(
     whose events run contiguously from its fork point is read by key, one query per
     chunk of threads; any other thread's is one indexed query on ``(thread_id, seq)``.
 
-    Raises:
-        IntegrityError: a thread's newest event is malformed.
+    A thread whose newest event is malformed (a tampered ``seq`` or ``count``) gets
+    :attr:`ThreadActivity.damaged` instead of a head: one damaged thread never stops
+    the others' activity from being read (``verify`` names the event).
     """
     ids = sorted(forest.docs if thread_ids is None else thread_ids)
     out = {
@@ -326,11 +331,14 @@ async def activity(
         n = summary.events
         if type(base) is int and base >= 0 and totals.get(summary.thread_id) == n * base + n * (n + 1) // 2:
             expected[summary.thread_id] = base + n
-    keyed = await ledger.storage.events.heads_at(expected)
+    try:
+        keyed = await ledger.storage.events.heads_at(expected)
+    except IntegrityError:
+        keyed = {}  # one malformed head spoils the batch: each thread is read alone below
     rest = [s for s in with_events if s.thread_id not in keyed]
     for start in range(0, len(rest), _HEADS_IN_FLIGHT):
         batch = rest[start : start + _HEADS_IN_FLIGHT]
-        found = await asyncio.gather(*(ledger.storage.events.head(s.thread_id) for s in batch))
+        found = await asyncio.gather(*(_head_or_damage(ledger, s) for s in batch))
         keyed.update({s.thread_id: h for s, h in zip(batch, found, strict=True) if h is not None})
     for summary in with_events:
         head = keyed.get(summary.thread_id)
@@ -338,6 +346,15 @@ async def activity(
             summary.head_seq, summary.head_hash = head["seq"], head["hash"]
             summary.last_activity = aware(head.get("created_at")) or summary.last_activity
     return out
+
+
+async def _head_or_damage(ledger: Ledger, summary: ThreadActivity) -> dict[str, Any] | None:
+    """Return a thread's newest event, or ``None`` with the damage recorded on ``summary``."""
+    try:
+        return await ledger.storage.events.head(summary.thread_id)
+    except IntegrityError as e:
+        summary.damaged = f"{e} (run chatledger verify)"
+        return None
 
 
 async def iter_events(

@@ -9,7 +9,14 @@ from typing import Any, Final
 from chatledger.admin._checks import require_bool, require_callback, require_instance, require_text
 from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, count_threads, family_chunks
 from chatledger.admin.receipts import operator_identity
-from chatledger.admin.removal import Removal, RemovalReport, execute, lineage_removal, select_lineages
+from chatledger.admin.removal import (
+    Removal,
+    RemovalReport,
+    execute,
+    lineage_removal,
+    select_lineages,
+    set_aside_damaged,
+)
 from chatledger.errors import InvalidInputError
 from chatledger.storage.keys import KeyStore
 
@@ -82,7 +89,7 @@ async def plan_erasure(
             merged.docs.update(family.forest.docs)
         act = await activity(ledger, merged)
         for family in chunk:
-            matching = set(family.matching)
+            matching = set_aside_damaged(report, family.forest, set(family.matching), act)
             select_lineages(report, family.forest, matching, partial(lineage_removal, family.forest, act))
             if on_thread is not None:
                 for tid in family.matching:

@@ -35,7 +35,14 @@ from chatledger.admin.catalog import (
     validate_name,
 )
 from chatledger.admin.receipts import operator_identity
-from chatledger.admin.removal import Removal, RemovalReport, execute, lineage_removal, select_lineages
+from chatledger.admin.removal import (
+    Removal,
+    RemovalReport,
+    execute,
+    lineage_removal,
+    select_lineages,
+    set_aside_damaged,
+)
 from chatledger.errors import InvalidInputError
 from chatledger.storage.keys import KeyStore
 
@@ -227,6 +234,7 @@ async def plan_retention(
                         due.add(tid)
                     if on_thread is not None:
                         on_thread(tid)
+                due = set_aside_damaged(report, family.forest, due, act)
                 select_lineages(report, family.forest, due, partial(lineage_removal, family.forest, act))
     return report
 

@@ -58,7 +58,7 @@ from chatledger.admin.catalog import (
 )
 from chatledger.admin.receipts import COMPLETED, REMOVAL, pending_removals
 from chatledger.codec import decode_message
-from chatledger.errors import ChatLedgerError, InvalidInputError, UnknownThreadError
+from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError, UnknownThreadError
 from chatledger.hashing import BINARY_FIELD, GENESIS_HASH, HASHED_FIELDS_BY_VERSION, event_hash
 from chatledger.ledger import Ledger
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord
@@ -688,19 +688,47 @@ async def verify(
     return verifier.report
 
 
-async def head_anchors(target: Any, thread_filter: ThreadFilter | None = None) -> list[Anchor]:
+async def head_anchors(
+    target: Any, thread_filter: ThreadFilter | None = None, *, problems: list[Problem] | None = None
+) -> list[Anchor]:
     """Return the current head of every matching live thread, to be stored outside the database.
 
     Kept somewhere an insider with write access to MongoDB cannot reach (a ticket, a
     WORM bucket, a signed e-mail), these let :func:`verify` detect later truncation,
     rewrites and unrecorded deletions.
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        thread_filter: Which threads; ``None`` for all.
+        problems: Receives a :class:`Problem` for each damaged thread (its newest event
+            is malformed, so it has no head to anchor); the others are anchored all the same.
+
+    Raises:
+        IntegrityError: a thread is damaged and no ``problems`` list was given (after
+            every thread was read: the message names them).
     """
+    if thread_filter is not None and not isinstance(thread_filter, ThreadFilter):
+        raise InvalidInputError(f"thread_filter must be a ThreadFilter, not {type(thread_filter).__name__}")
+    if problems is not None and not isinstance(problems, list):
+        raise InvalidInputError("problems must be a list (it receives the damaged threads)")
     ledger = as_ledger(target)
-    return [
-        Anchor(s.thread_id, s.activity.head_seq, s.activity.head_hash)
-        async for s in list_threads(ledger, thread_filter)
-        if s.activity.head_seq > 0
-    ]
+    anchors: list[Anchor] = []
+    damaged: list[Problem] = []
+    async for summary in list_threads(ledger, thread_filter):
+        act = summary.activity
+        if act.damaged is not None:
+            damaged.append(Problem(act.thread_id, act.damaged))
+        elif act.head_seq > 0:
+            anchors.append(Anchor(act.thread_id, act.head_seq, act.head_hash))
+    if problems is not None:
+        problems.extend(damaged)
+    elif damaged:
+        named = ", ".join(repr(p.thread_id) for p in damaged[:5]) + (", ..." if len(damaged) > 5 else "")
+        raise IntegrityError(
+            f"{len(damaged)} thread(s) have no readable head ({named}): pass problems=[] to anchor "
+            "the others, and run verify"
+        )
+    return anchors
 
 
 def _batches(items: Iterable[_T], size: int) -> Iterator[list[_T]]:

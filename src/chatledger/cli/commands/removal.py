@@ -163,6 +163,8 @@ def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict
     )
     for skipped in report.skipped:
         ui.line(("kept", "yellow"), f" {skipped.thread_id}: {skipped.reason}")
+    for damaged in report.damaged:
+        ui.line(("FAIL", "red"), f" {damaged.thread_id}: {damaged.reason}")
     if report.resumed:
         what = "would finish" if report.dry_run else "finished"
         ui.line(f"{what} {len(report.resumed)} interrupted removal(s): {', '.join(report.resumed)}")
@@ -265,7 +267,7 @@ async def retention_body(
         extra: dict[str, Any] = {"receipts_file": receipts, "receipts_written": written} if receipts else {}
         _print_report(ui, report, "retention", {**extra, "keys": shred.to_dict() if shred else None})
         _print_keys(ui, shred, report.dry_run)
-        return 0
+        return _damaged_status(ui, report)
 
 
 async def erase_body(
@@ -323,8 +325,19 @@ async def erase_body(
             )
         if report.skipped:
             ui.warn("not everything could be erased: lineages under legal hold were kept")
-            return 1
+            return max(1, _damaged_status(ui, report))
+        return _damaged_status(ui, report)
+
+
+def _damaged_status(ui: Renderer, report: RemovalReport) -> int:
+    """Exit status 1 (after the work on every other thread) when damaged lineages were left."""
+    if not report.damaged:
         return 0
+    ui.warn(
+        f"{len(report.damaged)} lineage(s) left alone: a thread of each is damaged (a malformed "
+        "stored event); the others were handled. Run chatledger verify."
+    )
+    return 1
 
 
 def register(app: typer.Typer) -> None:

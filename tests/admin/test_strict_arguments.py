@@ -17,6 +17,7 @@ import pytest
 
 from chatledger import InvalidInputError, Ledger
 from chatledger.admin import verify
+from chatledger.admin.catalog import count_threads, list_threads
 from chatledger.admin.erasure import run_erasure
 from chatledger.admin.retention import RetentionPolicy, parse_duration, run_retention
 from chatledger.admin.verify import Anchor, head_anchors
@@ -124,3 +125,27 @@ async def test_the_command_line_refuses_the_same(real_backend: Any, database: An
     anchors.write_text(json.dumps({"thread_id": "t", "head_seq": "1", "head_hash": "x"}) + "\n")
     assert "head_seq" in run("verify", "--anchors", str(anchors)).stderr
     assert [d["_id"] for d in await raw_docs(database["threads"])] == ["t"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"limit": "5"},
+        {"limit": 0},
+        {"limit": True},
+        {"older_than": timedelta(days=-1)},
+        {"newer_than": "3d"},
+        {"now": "2030-01-01"},
+        {"thread_filter": {"tenant_id": {"$ne": None}}},
+        {"on_thread": "print"},
+    ],
+)
+async def test_listing_threads_refuses_arguments_of_another_type(
+    database: Any, kwargs: dict[str, Any]
+) -> None:
+    await talk(Ledger(database), "t", 1)
+    with pytest.raises(InvalidInputError):
+        [s async for s in list_threads(database, **kwargs)]
+    if "thread_filter" in kwargs:
+        with pytest.raises(InvalidInputError):
+            await count_threads(database, kwargs["thread_filter"])

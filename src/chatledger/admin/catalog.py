@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from chatledger.errors import IntegrityError
+from chatledger.admin._checks import require_callback, require_datetime, require_instance
+from chatledger.errors import IntegrityError, InvalidInputError
 from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import Ledger
 from chatledger.models import validate_name as _validate_name
@@ -479,6 +480,7 @@ async def family_chunks(
 
 async def count_threads(target: Any, thread_filter: ThreadFilter | None = None) -> int:
     """Return how many threads match ``thread_filter`` (one ``count`` command; a progress total)."""
+    require_instance(thread_filter, ThreadFilter, "thread_filter")
     return await as_ledger(target).storage.threads.count((thread_filter or ThreadFilter()).query())
 
 
@@ -527,7 +529,19 @@ async def list_threads(
         limit: Yield at most this many threads.
         now: The reference time for ages (tests pin it); the current time by default.
         on_thread: Called with each thread id examined (progress reporting).
+
+    Raises:
+        InvalidInputError: an argument is not of its type (an age not a positive
+            ``timedelta``, ``limit`` not a positive int), before anything is read.
     """
+    require_instance(thread_filter, ThreadFilter, "thread_filter")
+    for name, age in (("older_than", older_than), ("newer_than", newer_than)):
+        if age is not None and (not isinstance(age, timedelta) or age <= timedelta(0)):
+            raise InvalidInputError(f"{name} must be a positive timedelta or None, not {age!r}")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise InvalidInputError(f"limit must be a positive int or None, not {limit!r}")
+    require_datetime(now, "now")
+    require_callback(on_thread, "on_thread")
     ledger = as_ledger(target)
     now = now or datetime.now(UTC)
     extra: dict[str, Any] = {}

@@ -8,7 +8,8 @@ and ``rest``/``payload`` are sealed. A whole event is sealed at once (form ``cl3
      {"role": "assistant", "text": "[sealed]", "sealed": "cl3:@0"}]
 
 The ``ciphertext`` is ``nonce || AES-256-GCM(data key, JSON list of the batch's stored
-messages)``, optionally padded with trailing spaces to a size bucket
+messages)`` (above 4 KiB, a frame of the stored strings' own bytes when smaller, so JSON
+content is not escaped twice: :func:`_framed`), optionally padded with trailing spaces to a size bucket
 (``Sealer(pad_to=...)``), stored as BSON binary (the driver's ``bytes``); every other
 message of the event refers to it (``cl3:@0``). The associated data binds it to the key
 id and the event ``_id``, and opening compares each message's clear ``role`` and
@@ -46,6 +47,7 @@ import hashlib
 import json
 import re
 import secrets
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -116,6 +118,12 @@ _TAG_BYTES: Final = 16
 _PAD_STEP: Final = 65_536
 _PAD_MIN: Final = 16
 _HEX: Final = re.compile(r"(?:[0-9a-f]{2})+")
+#: First byte of a framed plaintext (a JSON one starts with ``[``): see :func:`_framed`.
+_FRAMED: Final = b"\x00"
+#: Batches whose JSON is larger than this are framed when that is smaller: below it, the
+#: JSON escaping costs a few hundred bytes at most, and parsing JSON is the faster open.
+_FRAME_FROM: Final = 4096
+_FRAME_HEAD: Final = struct.Struct(">I")
 
 
 class SubjectErasedError(ContentErasedError):
@@ -366,8 +374,16 @@ class DataKey:
         if not out:
             return out
         plain = orjson.dumps(list(stored))
+        if len(plain) > _FRAME_FROM:
+            # Content that is itself JSON (tool results: the stored "rest"/"payload", and
+            # quotes or newlines in text) is escaped again inside a JSON list, up to ~1.4x
+            # its size; a framed plaintext holds the stored strings' bytes as they are.
+            framed = _framed(stored)
+            if framed is not None and len(framed) < len(plain):
+                plain = framed
         if self._pad_to is not None:
-            # Spaces after the JSON: JSON ignores them, so opening needs no length field.
+            # Spaces after the JSON (or the frame): JSON ignores them and a frame knows
+            # its lengths, so opening needs no length field.
             plain += b" " * (_padded_size(len(plain), self._pad_to) - len(plain))
         iv = nonce()
         out[0][SEALED_FIELD] = self._marker
@@ -415,7 +431,8 @@ class DataKey:
         """
         view = memoryview(blob)  # slices without copying the ciphertext
         try:
-            return orjson.loads(self._aead.decrypt(view[:NONCE_BYTES], view[NONCE_BYTES:], ad))
+            plain = self._aead.decrypt(view[:NONCE_BYTES], view[NONCE_BYTES:], ad)
+            return _unframed(plain, event_id) if plain[:1] == _FRAMED else orjson.loads(plain)
         except (invalid_tag(), ValueError) as e:
             what, where = (
                 ("its sealed content", "") if index is None else (f"sealed message {index}", " or position")
@@ -448,6 +465,65 @@ class DataKey:
         if "message_id" in item:
             out["message_id"] = item["message_id"]
         return out
+
+
+def _framed(stored: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """Return a batch as a frame, or ``None`` if a value is not a str (then JSON it is).
+
+    ``0x00``, a 4-byte big-endian header length, the header (JSON: per message a list
+    of field name, byte length, ...), then every field's UTF-8 bytes, unescaped, in order.
+    """
+    rows: list[list[str | int]] = []
+    parts: list[bytes] = []
+    for message in stored:
+        row: list[str | int] = []
+        for name, value in message.items():
+            if type(value) is not str:
+                return None
+            data = value.encode("utf-8")
+            row += [name, len(data)]
+            parts.append(data)
+        rows.append(row)
+    head = orjson.dumps(rows)
+    return b"".join([_FRAMED, _FRAME_HEAD.pack(len(head)), head, *parts])
+
+
+def _unframed(plain: bytes, event_id: str) -> list[dict[str, Any]]:
+    """Return the batch in a frame (see :func:`_framed`), trailing padding spaces ignored.
+
+    Raises:
+        IntegrityError: the frame is malformed (it was authenticated, so only a bug or a
+            wrong writer can make one).
+    """
+    broken = IntegrityError(f"event {event_id!r}: its sealed content is a malformed frame")
+    if len(plain) < 1 + _FRAME_HEAD.size:
+        raise broken
+    (size,) = _FRAME_HEAD.unpack_from(plain, 1)
+    start = 1 + _FRAME_HEAD.size
+    try:
+        rows = orjson.loads(plain[start : start + size])
+    except ValueError as e:
+        raise broken from e
+    view, at = memoryview(plain), start + size
+    out: list[dict[str, Any]] = []
+    if type(rows) is not list:
+        raise broken
+    for row in rows:
+        if type(row) is not list or len(row) % 2:
+            raise broken
+        message: dict[str, Any] = {}
+        for name, length in zip(row[::2], row[1::2], strict=True):
+            if type(name) is not str or type(length) is not int or length < 0 or at + length > len(plain):
+                raise broken
+            try:
+                message[name] = str(view[at : at + length], "utf-8")
+            except UnicodeDecodeError as e:
+                raise broken from e
+            at += length
+        out.append(message)
+    if plain[at:].strip(b" "):
+        raise broken
+    return out
 
 
 def _check_clear(messages: Sequence[Any], opened: list[Any], event_id: str, ref: str) -> None:

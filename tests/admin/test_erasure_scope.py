@@ -47,6 +47,9 @@ async def test_a_user_erasure_covers_the_user_in_every_tenant(database: Any, per
     await say(ledger, "b-globex", user="bob", tenant="globex")
     dry = await run_erasure(ledger, user_id="alice")
     assert dry.to_dict()["covers"] == "user 'alice' in every tenant"
+    out = io.StringIO()
+    assert await removal.erase_body(database, Renderer(out, io.StringIO(), width=200), user="alice") == 0
+    assert "erasure of user 'alice' in every tenant" in out.getvalue()  # the dry run says it to people too
     await run_erasure(ledger, user_id="alice", apply=True)
     # Another process: alice cannot start a conversation in acme, nor in a tenant she never used.
     for tenant in ("acme", "globex", "initech"):

@@ -144,6 +144,8 @@ def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict
         ui.json(command, {**document, **extra})
         return
     verb = "would remove" if report.dry_run else "removed"
+    if report.covers is not None:
+        ui.line(f"erasure of {report.covers}")
     ui.table(
         f"{report.action}: {verb} {len(report.planned)} lineages ({report.threads} threads)",
         ("thread", "threads", "events", "messages", "tenant", "user", "last activity"),

@@ -27,6 +27,7 @@ bits, subclasses of builtins): the hash chain and old payloads depend on those e
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -378,9 +379,13 @@ def _role_name(role: Any) -> str:
 
 
 def _encode_general(message: Any) -> dict[str, Any]:
-    to_dict = getattr(message, "to_dict", None)
-    if isinstance(message, (str, bytes, Mapping)) or not callable(to_dict):
-        raise InvalidMessageError(f"expected an agent_framework Message, got {type(message).__name__}")
+    # Only the framework's own class: an object that merely has a to_dict() would be
+    # stored, and every later read of the (append-only) thread would fail to rebuild it.
+    if not isinstance(message, _MESSAGE_CLASS):
+        raise InvalidMessageError(
+            f"expected an agent_framework {_MESSAGE_CLASS.__name__}, got {type(message).__name__}"
+        )
+    to_dict = message.to_dict
     props = getattr(message, "additional_properties", None)
     if isinstance(props, Mapping):
         # to_dict() turns the top-level keys of additional_properties into strings: an int
@@ -394,8 +399,26 @@ def _encode_general(message: Any) -> dict[str, Any]:
         as_dict = to_dict()
     except (TypeError, ValueError, RecursionError) as e:
         raise InvalidMessageError(f"{type(message).__name__}.to_dict() failed: {e}") from e
-    if not isinstance(as_dict, dict):
-        raise InvalidMessageError(f"{type(message).__name__}.to_dict() did not return a dict")
+    if (
+        not isinstance(as_dict, dict)
+        or as_dict.get("type") != MESSAGE_TYPE  # pyright: ignore[reportUnknownMemberType]
+        or not isinstance(as_dict.get("contents"), list)  # pyright: ignore[reportUnknownMemberType]
+    ):
+        # A subclass's own to_dict(): what is stored must be what Message.from_dict reads.
+        raise InvalidMessageError(
+            f"{type(message).__name__}.to_dict() did not return a {_MESSAGE_CLASS.__name__}'s dict "
+            f"(type {MESSAGE_TYPE!r} and a contents list)"
+        )
+    if type(message) is not _MESSAGE_CLASS:
+        # A subclass may override to_dict(): prove now that a read can rebuild it (the
+        # framework's own class needs no proof, and pays nothing).
+        try:
+            _MESSAGE_CLASS.from_dict(copy.deepcopy(as_dict))
+        except Exception as e:  # whatever from_dict raises, the batch is refused, not stored
+            raise InvalidMessageError(
+                f"{type(message).__name__}.to_dict() cannot be read back as a {_MESSAGE_CLASS.__name__}: "
+                f"{type(e).__name__}"
+            ) from e
     plain = _plain_from_dict(as_dict)  # pyright: ignore[reportUnknownArgumentType]
     if plain is not None:
         return _plain_document(*plain)

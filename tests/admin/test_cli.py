@@ -225,7 +225,7 @@ BAD_ARGUMENTS: list[tuple[Any, dict[str, Any]]] = [
     (removal.retention_body, {"older_than": "1s", "apply": True, "receipts": "/nonexistent/dir/r.jsonl"}),
     (removal.erase_body, {"apply": True}),
     (removal.erase_body, {"user": "alice", "apply": "false"}),
-    (removal.erase_body, {"user": "alice", "tenant": "acme", "apply": True}),
+    (removal.erase_body, {"user": "alice", "tenant": "", "apply": True}),
     (hold.hold_body, {"action": "set", "thread": "root", "reason": ""}),
     (hold.hold_body, {"action": "set", "thread": "nope", "reason": "x"}),
     (browse.show_body, {"thread": "nope"}),

@@ -128,7 +128,7 @@ async def test_erasing_a_subject_with_no_data_writes_nothing(database: Any) -> N
 async def test_the_dry_run_shows_the_tombstone_and_it_comes_with_its_receipt(database: Any) -> None:
     ledger = Ledger(database, sealer=sealer_on(database))
     await talk(ledger, "alice-1", 1, user_id="alice")
-    mark = subject_mark(None, "alice")
+    mark = subject_mark(None, "alice", ledger.ledger_id)  # ledger-scoped (k2)
     r, out, _ = ui()
     assert await removal.erase_body(database, r, user="alice") == 0
     assert f"would write key tombstone {mark}" in out()
@@ -148,7 +148,7 @@ async def test_a_rerun_completes_a_tombstone_left_without_its_receipt(database: 
     await KeyStore(database).check_readable()
     r, _, _ = ui()
     assert await removal.erase_body(database, r, user="bob", apply=True) == 0
-    mark = str(subject_mark(None, "bob"))
+    mark = str(subject_mark(None, "bob", Ledger(database).ledger_id))
     stored = await KeyStore(database).get(mark)
     assert stored is not None
     assert stored["receipt_id"] in {d["_id"] for d in await raw_docs(database["audit"])}
@@ -252,7 +252,7 @@ async def test_a_whole_export_carries_receipts_and_tombstones_so_removed_stays_r
             1,
         )
         assert sorted(d["_id"] for d in await raw_docs(fresh["audit"])) == sorted(d["_id"] for d in receipts)
-        mark = str(subject_mark(None, "eve"))
+        mark = str(subject_mark(None, "eve", Ledger(database).ledger_id))  # the source ledger's
         assert [d["_id"] for d in await raw_docs(fresh["keys"])] == [mark]
         # ...keeps "removed stays removed": the erased thread from an older export is refused.
         with pytest.raises(InvalidInputError, match="were removed"):

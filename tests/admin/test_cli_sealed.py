@@ -198,7 +198,7 @@ async def test_per_lineage_keys_retention_shreds_one_conversation(database: Any,
     store = KeyStore(database)
     lineage_keys = {k["root_id"]: k["_id"] for k in await raw_docs(database["keys"])}
     assert set(lineage_keys) == {"old", "kept"}
-    assert all(k.startswith("k1-lu") for k in lineage_keys.values())
+    assert all(k.startswith("k2-lu") for k in lineage_keys.values())
 
     r, out, _ = ui(as_json=True)
     assert await removal.retention_body(database, r, older_than="1d") == 0

@@ -89,7 +89,7 @@ async def test_round_trip_is_exact_and_the_stored_event_holds_no_plaintext(
     assert all(m["text"] == "[sealed]" for m in messages)
     blob = messages[0]["ciphertext"]
     assert type(blob) is bytes  # binary, not a text encoding of it
-    assert messages[0]["sealed"].startswith("cl3:k1-u")
+    assert messages[0]["sealed"].startswith("cl3:k2-u")
     assert len(messages[0]["sealed"].split(":")) == 3
     assert [m["sealed"] for m in messages[1:]] == ["cl3:@0"] * (size - 1)
     assert all(sealed_problem(m, i, messages[0]) is None for i, m in enumerate(messages))

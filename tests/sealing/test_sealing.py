@@ -81,7 +81,7 @@ async def test_round_trip_is_exact_and_nothing_is_stored_in_clear(database: Any)
     ]
     assert [m["role"] for m in doc["messages"]] == ["assistant", "user"]
     # One binary ciphertext per event, in its first message; the others refer to it.
-    assert doc["messages"][0]["sealed"].startswith("cl3:k1-u")
+    assert doc["messages"][0]["sealed"].startswith("cl3:k2-u")
     assert doc["messages"][0]["sealed"].count(":") == 2
     assert type(doc["messages"][0]["ciphertext"]) is bytes
     assert doc["messages"][1]["sealed"] == "cl3:@0"

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from chatledger.admin._checks import require_callback, require_datetime, require_instance
+from chatledger.errors import IntegrityError, InvalidInputError
 from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import Ledger
 from chatledger.models import validate_name as _validate_name
@@ -121,6 +123,9 @@ class ThreadActivity:
     head_hash: str = GENESIS_HASH
     #: ``created_at`` of the newest own event, or of the thread document if it has none.
     last_activity: datetime | None = None
+    #: Why the thread's head could not be read (a malformed stored event), or ``None``.
+    #: Such a thread has no head here: admin tools report it and go on with the others.
+    damaged: str | None = None
 
     def receipt_entry(self) -> dict[str, Any]:
         """Return what a removal receipt records about this thread (never content)."""
@@ -304,8 +309,9 @@ async def activity(
     whose events run contiguously from its fork point is read by key, one query per
     chunk of threads; any other thread's is one indexed query on ``(thread_id, seq)``.
 
-    Raises:
-        IntegrityError: a thread's newest event is malformed.
+    A thread whose newest event is malformed (a tampered ``seq`` or ``count``) gets
+    :attr:`ThreadActivity.damaged` instead of a head: one damaged thread never stops
+    the others' activity from being read (``verify`` names the event).
     """
     ids = sorted(forest.docs if thread_ids is None else thread_ids)
     out = {
@@ -326,11 +332,14 @@ async def activity(
         n = summary.events
         if type(base) is int and base >= 0 and totals.get(summary.thread_id) == n * base + n * (n + 1) // 2:
             expected[summary.thread_id] = base + n
-    keyed = await ledger.storage.events.heads_at(expected)
+    try:
+        keyed = await ledger.storage.events.heads_at(expected)
+    except IntegrityError:
+        keyed = {}  # one malformed head spoils the batch: each thread is read alone below
     rest = [s for s in with_events if s.thread_id not in keyed]
     for start in range(0, len(rest), _HEADS_IN_FLIGHT):
         batch = rest[start : start + _HEADS_IN_FLIGHT]
-        found = await asyncio.gather(*(ledger.storage.events.head(s.thread_id) for s in batch))
+        found = await asyncio.gather(*(_head_or_damage(ledger, s) for s in batch))
         keyed.update({s.thread_id: h for s, h in zip(batch, found, strict=True) if h is not None})
     for summary in with_events:
         head = keyed.get(summary.thread_id)
@@ -338,6 +347,15 @@ async def activity(
             summary.head_seq, summary.head_hash = head["seq"], head["hash"]
             summary.last_activity = aware(head.get("created_at")) or summary.last_activity
     return out
+
+
+async def _head_or_damage(ledger: Ledger, summary: ThreadActivity) -> dict[str, Any] | None:
+    """Return a thread's newest event, or ``None`` with the damage recorded on ``summary``."""
+    try:
+        return await ledger.storage.events.head(summary.thread_id)
+    except IntegrityError as e:
+        summary.damaged = f"{e} (run chatledger verify)"
+        return None
 
 
 async def iter_events(
@@ -462,6 +480,7 @@ async def family_chunks(
 
 async def count_threads(target: Any, thread_filter: ThreadFilter | None = None) -> int:
     """Return how many threads match ``thread_filter`` (one ``count`` command; a progress total)."""
+    require_instance(thread_filter, ThreadFilter, "thread_filter")
     return await as_ledger(target).storage.threads.count((thread_filter or ThreadFilter()).query())
 
 
@@ -510,7 +529,19 @@ async def list_threads(
         limit: Yield at most this many threads.
         now: The reference time for ages (tests pin it); the current time by default.
         on_thread: Called with each thread id examined (progress reporting).
+
+    Raises:
+        InvalidInputError: an argument is not of its type (an age not a positive
+            ``timedelta``, ``limit`` not a positive int), before anything is read.
     """
+    require_instance(thread_filter, ThreadFilter, "thread_filter")
+    for name, age in (("older_than", older_than), ("newer_than", newer_than)):
+        if age is not None and (not isinstance(age, timedelta) or age <= timedelta(0)):
+            raise InvalidInputError(f"{name} must be a positive timedelta or None, not {age!r}")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise InvalidInputError(f"limit must be a positive int or None, not {limit!r}")
+    require_datetime(now, "now")
+    require_callback(on_thread, "on_thread")
     ledger = as_ledger(target)
     now = now or datetime.now(UTC)
     extra: dict[str, Any] = {}

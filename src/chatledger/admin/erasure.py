@@ -7,9 +7,17 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
+from chatledger.admin._checks import require_bool, require_callback, require_instance, require_text
 from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, count_threads, family_chunks
 from chatledger.admin.receipts import operator_identity, record
-from chatledger.admin.removal import Removal, RemovalReport, execute, lineage_removal, select_lineages
+from chatledger.admin.removal import (
+    Removal,
+    RemovalReport,
+    execute,
+    lineage_removal,
+    select_lineages,
+    set_aside_damaged,
+)
 from chatledger.errors import ChatLedgerError, InvalidInputError
 from chatledger.ledger import Ledger
 from chatledger.storage.keys import KeyStore, is_tombstone
@@ -20,6 +28,7 @@ _NO_METADATA: Final = {"metadata": 0}
 __all__ = [
     "NoSuchSubjectError",
     "count_erasure_candidates",
+    "covers",
     "keys_not_found",
     "plan_erasure",
     "run_erasure",
@@ -40,9 +49,18 @@ _SEALED_PROBE_CHUNK: Final = 500
 
 
 def _subject(user_id: str | None, tenant_id: str | None) -> ThreadFilter:
-    if (user_id is None) == (tenant_id is None):
-        raise InvalidInputError("erase exactly one data subject: a user id or a tenant id")
+    if user_id is None and tenant_id is None:
+        raise InvalidInputError("erase a data subject: a user id, a tenant id, or both (a user in a tenant)")
     return ThreadFilter(user_id=user_id, tenant_id=tenant_id)
+
+
+def covers(user_id: str | None, tenant_id: str | None) -> str:
+    """Return what an erasure of this subject covers, in words (dry runs and reports say it)."""
+    if user_id is None:
+        return f"tenant {tenant_id!r}: every user of it"
+    if tenant_id is None:
+        return f"user {user_id!r} in every tenant"
+    return f"user {user_id!r} in tenant {tenant_id!r} only (the user in other tenants is kept)"
 
 
 async def count_erasure_candidates(
@@ -51,7 +69,7 @@ async def count_erasure_candidates(
     """Return how many threads the subject has (one ``count`` command; a progress total).
 
     Raises:
-        InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
+        InvalidInputError: neither ``user_id`` nor ``tenant_id`` was given.
     """
     return await count_threads(target, _subject(user_id, tenant_id))
 
@@ -78,18 +96,19 @@ async def plan_erasure(
             total is :func:`count_erasure_candidates`).
 
     Raises:
-        InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
+        InvalidInputError: neither ``user_id`` nor ``tenant_id`` was given.
     """
     ledger = as_ledger(target)
     subject = _subject(user_id, tenant_id)
-    report = RemovalReport("erasure", dry_run=True)
+    require_callback(on_thread, "on_thread")
+    report = RemovalReport("erasure", dry_run=True, covers=covers(user_id, tenant_id))
     async for chunk in family_chunks(ledger, subject, whole=True, projection=_NO_METADATA):
         merged = Forest()
         for family in chunk:
             merged.docs.update(family.forest.docs)
         act = await activity(ledger, merged)
         for family in chunk:
-            matching = set(family.matching)
+            matching = set_aside_damaged(report, family.forest, set(family.matching), act)
             select_lineages(report, family.forest, matching, partial(lineage_removal, family.forest, act))
             if on_thread is not None:
                 for tid in family.matching:
@@ -116,8 +135,11 @@ async def run_erasure(
 
     Args:
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
-        user_id: Erase this user's threads.
-        tenant_id: Erase this tenant's threads.
+        user_id: Erase this user's threads in every tenant (and, sealed, every key of
+            the user: no new conversation for the user starts in any tenant).
+        tenant_id: Erase this tenant's threads (every user of it; sealed, no new
+            conversation starts in the tenant). With ``user_id``: only that user's
+            threads in this tenant (the user in other tenants is kept).
         apply: Remove; without it this is a dry run that changes nothing.
         by: Who acts, for the receipts; ``user@host`` by default.
         reason: Why (e.g. the ticket of the request), for the receipts.
@@ -134,8 +156,23 @@ async def run_erasure(
             dry, would be destroyed, or why the keys were kept).
 
     Raises:
-        InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
+        InvalidInputError: neither ``user_id`` nor ``tenant_id`` was given, or an argument
+            is not of its type (``apply`` and ``shred_keys`` must be real bools), checked
+            before anything is read or written.
     """
+    apply = require_bool(apply, "apply")
+    shred_keys = require_bool(shred_keys, "shred_keys")
+    _subject(user_id, tenant_id)
+    require_text(by, "by", optional=True)
+    require_text(reason, "reason")
+    for name, callback in (
+        ("on_removal", on_removal),
+        ("on_thread", on_thread),
+        ("on_plan", on_plan),
+        ("on_keys", on_keys),
+    ):
+        require_callback(callback, name)
+    require_instance(key_store, KeyStore, "key_store")
     ledger = as_ledger(target)
     report = await plan_erasure(ledger, user_id=user_id, tenant_id=tenant_id, on_thread=on_thread)
     report.dry_run = not apply
@@ -173,24 +210,40 @@ async def run_erasure(
 
 
 async def subject_tombstone(
-    key_store: KeyStore, *, user_id: str | None = None, tenant_id: str | None = None
+    key_store: KeyStore,
+    *,
+    user_id: str | None = None,
+    tenant_id: str | None = None,
+    ledger_id: str | None = None,
 ) -> tuple[str | None, dict[str, Any] | None]:
     """Return the key id of the subject's erased mark (its tombstone once erased) and its stored document.
 
-    Erasing a subject tombstones this id, so the application can never again create a
-    key for the subject; a dry run shows it.
+    Erasing a subject in the ledger ``ledger_id`` (:attr:`Ledger.ledger_id
+    <chatledger.ledger.Ledger.ledger_id>`) tombstones this id, so the application can never
+    again create a key for the subject; a dry run shows it. The document returned is that
+    mark's, or, when the subject was erased before ledger-scoped key ids, the old mark's.
     """
     from chatledger.sealing.sealer import subject_mark
 
-    mark = subject_mark(tenant_id, user_id)
-    return mark, (await key_store.get(mark) if mark is not None else None)
+    mark = subject_mark(tenant_id, user_id, ledger_id)
+    if mark is None:
+        return None, None
+    doc = await key_store.get(mark)
+    legacy = subject_mark(tenant_id, user_id) if ledger_id is not None else None
+    if (doc is None or not is_tombstone(doc)) and legacy is not None:
+        old = await key_store.get(legacy)
+        if old is not None and is_tombstone(old):
+            return legacy, old
+    return mark, doc
 
 
 async def _unrecorded_tombstone(
     ledger: Ledger, key_store: KeyStore, user_id: str | None, tenant_id: str | None
 ) -> dict[str, Any] | None:
     """Return the subject's tombstone if no receipt records it (an erasure stopped in between)."""
-    _, doc = await subject_tombstone(key_store, user_id=user_id, tenant_id=tenant_id)
+    _, doc = await subject_tombstone(
+        key_store, user_id=user_id, tenant_id=tenant_id, ledger_id=ledger.ledger_id
+    )
     if doc is None or not is_tombstone(doc):
         return None
     receipt_id = doc.get("receipt_id")
@@ -238,7 +291,9 @@ async def _refuse_nothing(
     if key_store is not None:
         if await key_store.of_subject(user_id=user_id, tenant_id=tenant_id):
             return  # live keys: erasing destroys them
-        _, tombstone = await subject_tombstone(key_store, user_id=user_id, tenant_id=tenant_id)
+        _, tombstone = await subject_tombstone(
+            key_store, user_id=user_id, tenant_id=tenant_id, ledger_id=ledger.ledger_id
+        )
         if tombstone is not None and is_tombstone(tombstone):
             # Erased before (a re-run finds nothing left, and completes a missing receipt).
             return
@@ -270,19 +325,18 @@ async def keys_not_found(
     probed for a sealed message, a few hundred threads per query, stopping at the first.
 
     Raises:
-        InvalidInputError: not exactly one of ``user_id`` and ``tenant_id`` was given.
+        InvalidInputError: neither ``user_id`` nor ``tenant_id`` was given.
     """
     # Imported here: chatledger.sealing imports the admin package (its erasure step).
     from chatledger.sealing.sealer import subject_mark
 
     subject = _subject(user_id, tenant_id)
-    if await key_store.of_subject(user_id=user_id, tenant_id=tenant_id):
-        return None
-    mark = subject_mark(tenant_id, user_id)
-    found = await key_store.get(mark) if mark is not None else None
-    if found is not None and is_tombstone(found):
-        return None  # erased before: nothing is left to destroy
     ledger = as_ledger(target)
+    if await key_store.of_subject(user_id=user_id, tenant_id=tenant_id, ledger_id=ledger.ledger_id):
+        return None
+    marks = [m for lid in (ledger.ledger_id, None) if (m := subject_mark(tenant_id, user_id, lid))]
+    if await key_store.tombstone_among(marks) is not None:
+        return None  # erased before: nothing is left to destroy
     sealed, chunk = False, []
     async for doc in ledger.storage.threads.select(subject.query(), projection={"_id": 1}):
         chunk.append(str(doc["_id"]))

@@ -139,6 +139,11 @@ class RemovalReport:
     kept: list[str] = field(default_factory=list)
     #: Receipt ids of removals this run started and left half-done (it was interrupted).
     interrupted: list[str] = field(default_factory=list)
+    #: An erasure's subject in words: every tenant of a user, or one (``None``: retention).
+    covers: str | None = None
+    #: Lineages left alone because a thread of them is damaged (a malformed stored
+    #: event: its head cannot be read, so it cannot be judged or recorded); a problem.
+    damaged: list[Skipped] = field(default_factory=list)
 
     @property
     def threads(self) -> int:
@@ -150,6 +155,7 @@ class RemovalReport:
         return {
             "action": self.action,
             "dry_run": self.dry_run,
+            **({"covers": self.covers} if self.covers is not None else {}),
             "threads": self.threads,
             "events": sum(r.events for r in self.planned),
             "messages": sum(r.messages for r in self.planned),
@@ -159,7 +165,34 @@ class RemovalReport:
             "resumed_receipts": self.resumed,
             "kept_receipts": self.kept,
             "interrupted_receipts": self.interrupted,
+            "problems": [{"thread_id": s.thread_id, "reason": s.reason} for s in self.damaged],
         }
+
+
+def set_aside_damaged(
+    report: RemovalReport, forest: Forest, due: set[str], activity: Mapping[str, ThreadActivity]
+) -> set[str]:
+    """Return ``due`` without the threads whose lineage holds a damaged thread, reported in ``report``.
+
+    A damaged thread (its newest event malformed) cannot be judged nor recorded in a
+    receipt, so its lineage stays, named in the report's problems; every other due
+    lineage (a branch of it included, if the branch is sound) goes on.
+    """
+    damaged = {tid: a.damaged for tid, a in activity.items() if a.damaged is not None}
+    if not damaged:
+        return due
+    kept = set()
+    looped = forest.looped()
+    for tid in sorted(due):
+        # A loop of parent links has no descendants to walk: select_lineages reports it.
+        bad = None if tid in looped else next((d for d in forest.descendants(tid) if d in damaged), None)
+        if bad is None:
+            kept.add(tid)
+        elif bad == tid:
+            report.damaged.append(Skipped(tid, f"damaged: {damaged[bad]}"))
+        else:
+            report.damaged.append(Skipped(tid, f"its branch {bad!r} is damaged: {damaged[bad]}"))
+    return kept
 
 
 def select_lineages(

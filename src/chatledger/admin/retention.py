@@ -18,6 +18,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
+from chatledger.admin._checks import (
+    require_bool,
+    require_callback,
+    require_datetime,
+    require_instance,
+    require_text,
+)
 from chatledger.admin.catalog import (
     Forest,
     ThreadFilter,
@@ -28,7 +35,14 @@ from chatledger.admin.catalog import (
     validate_name,
 )
 from chatledger.admin.receipts import operator_identity
-from chatledger.admin.removal import Removal, RemovalReport, execute, lineage_removal, select_lineages
+from chatledger.admin.removal import (
+    Removal,
+    RemovalReport,
+    execute,
+    lineage_removal,
+    select_lineages,
+    set_aside_damaged,
+)
 from chatledger.errors import InvalidInputError
 from chatledger.storage.keys import KeyStore
 
@@ -53,14 +67,34 @@ def parse_duration(text: object) -> timedelta:
     """Return the duration written as ``90d``, ``12h``, ``2w``, ``30m``, ``45s`` (a bare number is days).
 
     Raises:
-        InvalidInputError: ``text`` is not such a duration, or is zero.
+        InvalidInputError: ``text`` is not such a duration, is zero, or is longer than
+            a ``timedelta`` can hold (about 2.7 million years).
     """
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    if isinstance(text, int) and not isinstance(text, bool):
+    if type(text) is int and text > 0:
         match = _DURATION.match(str(text))
+    else:
+        match = _DURATION.match(text) if isinstance(text, str) and len(text) <= 100 else None
     if match is None or int(match.group(1)) == 0:
-        raise InvalidInputError(f"not a positive duration: {text!r} (use e.g. 90d, 12h, 2w)")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+        raise InvalidInputError(f"not a positive duration: {_shown(text)} (use e.g. 90d, 12h, 2w)")
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except (OverflowError, ValueError) as e:
+        raise InvalidInputError(f"duration {_shown(text)} is too long to be a retention age") from e
+
+
+def _shown(value: object) -> str:
+    # A 10**30 or a megabyte of digits is named, not printed whole, in one error line.
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _age(value: object, name: str) -> timedelta | None:
+    """Return a policy age given as a ``timedelta`` (or ``None``: forever), if it is positive."""
+    if value is None:
+        return None
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise InvalidInputError(f"{name} must be a positive timedelta or None (forever), not {_shown(value)}")
+    return value
 
 
 def _max_age(value: object) -> timedelta | None:
@@ -78,6 +112,16 @@ class RetentionPolicy:
 
     default: timedelta | None = None
     tenants: Mapping[str, timedelta | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Built directly too (not only from a mapping): a zero or negative age would
+        # make every thread "due", so it is refused here, before any run can use it.
+        _age(self.default, "the default age")
+        if not isinstance(self.tenants, Mapping):
+            raise InvalidInputError("tenants must map tenant ids to ages")
+        for tenant, age in self.tenants.items():
+            validate_name("tenant id", tenant)
+            _age(age, f"the age of tenant {tenant!r}")
 
     def max_age(self, tenant_id: str | None) -> timedelta | None:
         """Return the longest inactivity allowed for a tenant's lineages (``None``: forever)."""
@@ -138,6 +182,8 @@ def _scopes(policy: RetentionPolicy) -> list[ThreadFilter]:
 
 async def count_retention_candidates(target: Any, policy: RetentionPolicy) -> int:
     """Return how many threads planning ``policy`` examines (one ``count`` each scope; a progress total)."""
+    if not isinstance(policy, RetentionPolicy):
+        raise InvalidInputError(f"policy must be a RetentionPolicy, not {type(policy).__name__}")
     ledger = as_ledger(target)
     return sum([await count_threads(ledger, scope) for scope in _scopes(policy)])
 
@@ -163,6 +209,10 @@ async def plan_retention(
         on_thread: Called with each thread id examined (progress reporting; the total is
             :func:`count_retention_candidates`).
     """
+    if not isinstance(policy, RetentionPolicy):
+        raise InvalidInputError(f"policy must be a RetentionPolicy, not {type(policy).__name__}")
+    require_datetime(now, "now")
+    require_callback(on_thread, "on_thread")
     ledger = as_ledger(target)
     now = now or datetime.now(UTC)
     report = RemovalReport("retention", dry_run=True)
@@ -184,6 +234,7 @@ async def plan_retention(
                         due.add(tid)
                     if on_thread is not None:
                         on_thread(tid)
+                due = set_aside_damaged(report, family.forest, due, act)
                 select_lineages(report, family.forest, due, partial(lineage_removal, family.forest, act))
     return report
 
@@ -227,7 +278,19 @@ async def run_retention(
 
     Returns:
         The report: planned lineages, receipts written, lineages skipped and why.
+
+    Raises:
+        InvalidInputError: an argument is not of its type (``policy`` must be a
+            :class:`RetentionPolicy`, ``apply`` and ``shred_keys`` real bools), checked
+            before anything is read or written.
     """
+    apply = require_bool(apply, "apply")
+    shred_keys = require_bool(shred_keys, "shred_keys")
+    require_text(by, "by", optional=True)
+    require_text(reason, "reason")
+    for name, callback in (("on_removal", on_removal), ("on_plan", on_plan), ("on_keys", on_keys)):
+        require_callback(callback, name)
+    require_instance(key_store, KeyStore, "key_store")
     ledger = as_ledger(target)
     report = await plan_retention(ledger, policy, now=now, on_thread=on_thread)
     report.dry_run = not apply

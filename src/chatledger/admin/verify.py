@@ -47,6 +47,7 @@ from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
+from chatledger.admin._checks import require_callback
 from chatledger.admin.catalog import (
     CHUNK_THREADS,
     Forest,
@@ -57,7 +58,7 @@ from chatledger.admin.catalog import (
 )
 from chatledger.admin.receipts import COMPLETED, REMOVAL, pending_removals
 from chatledger.codec import decode_message
-from chatledger.errors import ChatLedgerError, InvalidInputError, UnknownThreadError
+from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError, UnknownThreadError
 from chatledger.hashing import BINARY_FIELD, GENESIS_HASH, HASHED_FIELDS_BY_VERSION, event_hash
 from chatledger.ledger import Ledger
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord
@@ -92,18 +93,46 @@ class Anchor:
     head_seq: int
     head_hash: str
 
+    def __post_init__(self) -> None:
+        # An anchor is evidence brought from outside: a wrong type must fail here, with
+        # its name, not as an AttributeError half-way through a verification.
+        if type(self.thread_id) is not str or not self.thread_id:
+            raise InvalidInputError(f"an anchor's thread_id must be a non-empty str, not {self.thread_id!r}")
+        if type(self.head_seq) is not int or self.head_seq < 1:
+            raise InvalidInputError(f"an anchor's head_seq must be an int from 1, not {self.head_seq!r}")
+        if type(self.head_hash) is not str or not self.head_hash or len(self.head_hash) > 128:
+            raise InvalidInputError("an anchor's head_hash must be a non-empty str (the head event's hash)")
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Anchor:
         """Return the anchor in a JSON object ``{"thread_id", "head_seq", "head_hash"}``.
 
         Raises:
-            InvalidInputError: ``data`` is not such an object.
+            InvalidInputError: ``data`` is not such an object (a field missing or of another type).
         """
+        if not isinstance(data, Mapping):
+            raise InvalidInputError(f"a head anchor is a JSON object, not {type(data).__name__}")
+        missing = [k for k in ("thread_id", "head_seq", "head_hash") if k not in data]
+        if missing:
+            raise InvalidInputError(f"head anchor {_shown(data)} lacks {', '.join(missing)}")
         try:
-            anchor = cls(str(data["thread_id"]), int(data["head_seq"]), str(data["head_hash"]))
-        except (KeyError, TypeError, ValueError, OverflowError) as e:
-            raise InvalidInputError(f"not a head anchor: {data!r}") from e
-        return anchor
+            return cls(data["thread_id"], data["head_seq"], data["head_hash"])
+        except InvalidInputError as e:
+            raise InvalidInputError(f"not a head anchor: {_shown(data)}: {e}") from e
+
+    @classmethod
+    def of(cls, value: object) -> Anchor:
+        """Return ``value`` if it is an anchor, else the anchor in the mapping ``value``.
+
+        Raises:
+            InvalidInputError: ``value`` is neither.
+        """
+        return value if isinstance(value, Anchor) else cls.from_dict(value)  # type: ignore[arg-type]
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else f"{text[:197]}..."
 
 
 @dataclass(slots=True)
@@ -607,8 +636,9 @@ async def verify(
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
         thread_id: Check only this thread (and its fork point in its ancestors).
         tenant_id: Check only this tenant's threads.
-        anchors: Head hashes recorded earlier (:func:`head_anchors`); each must still
-            be present, or be the head a completed removal receipt recorded.
+        anchors: Head hashes recorded earlier (:func:`head_anchors`), as
+            :class:`Anchor` or their JSON objects; each must still be present, or be
+            the head a completed removal receipt recorded.
         on_thread: Called after each thread is checked (progress reporting).
         chunk: How many threads to hold at once (whole conversations, about
             :data:`~chatledger.admin.catalog.CHUNK_THREADS` by default); the threads
@@ -618,12 +648,22 @@ async def verify(
         The report: counts, and the first problem of each failing thread.
 
     Raises:
-        InvalidInputError: both ``thread_id`` and ``tenant_id`` were given, or one is malformed.
+        InvalidInputError: both ``thread_id`` and ``tenant_id`` were given, one is malformed,
+            or an anchor (or another argument) is not of its type: checked before any read.
         UnknownThreadError: ``thread_id`` names neither a live thread nor any events.
         StorageError: the database failed (a problem of the server, not of the data).
     """
     if thread_id is not None and tenant_id is not None:
         raise InvalidInputError("verify one thread or one tenant, not both")
+    if isinstance(anchors, (str, bytes, Mapping)):
+        raise InvalidInputError("anchors must be a list of Anchor or {thread_id, head_seq, head_hash}")
+    try:
+        checked = [Anchor.of(a) for a in anchors]
+    except TypeError as e:  # not iterable
+        raise InvalidInputError(f"anchors must be a list of anchors, not {type(anchors).__name__}") from e
+    if chunk is not None and (type(chunk) is not int or chunk < 1):
+        raise InvalidInputError(f"chunk must be a positive int or None, not {chunk!r}")
+    require_callback(on_thread, "on_thread")
     ledger = as_ledger(target)
     scope = ThreadFilter(thread_id=thread_id, tenant_id=tenant_id)
     verifier = _Verifier(ledger)
@@ -672,23 +712,51 @@ async def verify(
         if gone is not None and is_tombstone(gone):
             raise UnknownThreadError(f"thread {thread_id!r} was removed")
         raise UnknownThreadError(f"no thread {thread_id!r}")
-    await verifier.anchors(anchors)
+    await verifier.anchors(checked)
     return verifier.report
 
 
-async def head_anchors(target: Any, thread_filter: ThreadFilter | None = None) -> list[Anchor]:
+async def head_anchors(
+    target: Any, thread_filter: ThreadFilter | None = None, *, problems: list[Problem] | None = None
+) -> list[Anchor]:
     """Return the current head of every matching live thread, to be stored outside the database.
 
     Kept somewhere an insider with write access to MongoDB cannot reach (a ticket, a
     WORM bucket, a signed e-mail), these let :func:`verify` detect later truncation,
     rewrites and unrecorded deletions.
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        thread_filter: Which threads; ``None`` for all.
+        problems: Receives a :class:`Problem` for each damaged thread (its newest event
+            is malformed, so it has no head to anchor); the others are anchored all the same.
+
+    Raises:
+        IntegrityError: a thread is damaged and no ``problems`` list was given (after
+            every thread was read: the message names them).
     """
+    if thread_filter is not None and not isinstance(thread_filter, ThreadFilter):
+        raise InvalidInputError(f"thread_filter must be a ThreadFilter, not {type(thread_filter).__name__}")
+    if problems is not None and not isinstance(problems, list):
+        raise InvalidInputError("problems must be a list (it receives the damaged threads)")
     ledger = as_ledger(target)
-    return [
-        Anchor(s.thread_id, s.activity.head_seq, s.activity.head_hash)
-        async for s in list_threads(ledger, thread_filter)
-        if s.activity.head_seq > 0
-    ]
+    anchors: list[Anchor] = []
+    damaged: list[Problem] = []
+    async for summary in list_threads(ledger, thread_filter):
+        act = summary.activity
+        if act.damaged is not None:
+            damaged.append(Problem(act.thread_id, act.damaged))
+        elif act.head_seq > 0:
+            anchors.append(Anchor(act.thread_id, act.head_seq, act.head_hash))
+    if problems is not None:
+        problems.extend(damaged)
+    elif damaged:
+        named = ", ".join(repr(p.thread_id) for p in damaged[:5]) + (", ..." if len(damaged) > 5 else "")
+        raise IntegrityError(
+            f"{len(damaged)} thread(s) have no readable head ({named}): pass problems=[] to anchor "
+            "the others, and run verify"
+        )
+    return anchors
 
 
 def _batches(items: Iterable[_T], size: int) -> Iterator[list[_T]]:

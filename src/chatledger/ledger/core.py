@@ -204,6 +204,12 @@ class Ledger:
         sealer: Seal every message's content under its data subject's key
             (:class:`~chatledger.sealing.Sealer`); ``None`` (default): stored in clear.
             Reads open sealed events only with a sealer.
+        ledger_id: What makes this ledger's data keys its own in a key store that
+            other ledgers share (key ids and erasure marks derive from it). By default
+            ``"<database>/<threads collection>/<events collection>"``: give one when
+            ledgers on different clusters use the same database and collection names
+            and share a key store, and give the admin tools the same
+            (``Ledger(db, ledger_id=...)``).
 
     Raises:
         InvalidInputError: an option or the database handle is not usable.
@@ -221,9 +227,12 @@ class Ledger:
         consistency: Consistency = "majority",
         signing_keys: Sequence[str | bytes] | None = None,
         sealer: Sealer | None = None,
+        ledger_id: str | None = None,
     ) -> None:
         if type(write_attempts) is not int or not 1 <= write_attempts <= 20:
             raise InvalidInputError("write_attempts must be an int from 1 to 20")
+        if ledger_id is not None and (type(ledger_id) is not str or not 0 < len(ledger_id) <= 200):
+            raise InvalidInputError("ledger_id must be a non-empty str of at most 200 characters")
         self.storage = Storage(
             database,
             threads_collection=threads_collection,
@@ -235,6 +244,12 @@ class Ledger:
         self.write_attempts = write_attempts
         self.signer = CursorSigner(signing_keys) if signing_keys is not None else None
         self.sealer = sealer
+        #: Whose data keys this ledger's are (see the ``ledger_id`` argument).
+        self.ledger_id: str = (
+            ledger_id
+            if ledger_id is not None
+            else f"{self.storage.database.name}/{threads_collection}/{events_collection}"
+        )
         self._thread_cache: OrderedDict[str, ThreadRecord] = OrderedDict()
         # (thread_id, seq) -> (messages visible after that event, its hash)
         self._head_cache: OrderedDict[tuple[str, int], tuple[int, str]] = OrderedDict()
@@ -775,9 +790,11 @@ class Binding:
             # A cached key costs no call into the key store; a new conversation re-checks
             # it there (key_for), so an erased subject starts none.
             if at.thread is not None:
-                seal_key = sealer.cached_key(self.scope, thread.root_id)
+                seal_key = sealer.cached_key(self.scope, thread.root_id, self.ledger.ledger_id)
             if seal_key is None:
-                seal_key = await sealer.key_for(self.scope, thread.root_id, fresh=at.thread is None)
+                seal_key = await sealer.key_for(
+                    self.scope, thread.root_id, fresh=at.thread is None, ledger_id=self.ledger.ledger_id
+                )
         doc = self._event_document(at, thread, stored, event_id, seal_key)  # validates size before any write
         await self.ledger.ensure_indexes()
         if at.thread is None:

@@ -28,21 +28,31 @@ async def shred_after_erasure(
     """Destroy the subject's keys after its erasure removed every lineage; return what happened.
 
     A dry run lists the keys. A lineage the erasure skipped (a legal hold, another run
-    removing it) keeps the subject's keys: its content must stay readable, and the next
+    removing it, a damaged thread) keeps the subject's keys: its content must stay readable, and the next
     erasure of the subject destroys them; only the keys of conversation trees removed
     whole (per-lineage keys) go then. Destroyed keys are recorded in a
     ``keys.destroyed`` receipt (key ids, the removal receipts, who, why: never key material).
     """
-    scope: dict[str, Any] = {"user_id": user_id} if user_id is not None else {"tenant_id": tenant_id}
-    if report.skipped:
-        listed = await destroy_subject_keys(key_store, user_id=user_id, tenant_id=tenant_id, apply=False)
+    scope: dict[str, Any] = {
+        name: value for name, value in (("user_id", user_id), ("tenant_id", tenant_id)) if value is not None
+    }
+    if report.skipped or report.damaged:
+        listed = await destroy_subject_keys(
+            key_store, user_id=user_id, tenant_id=tenant_id, apply=False, ledger_id=ledger.ledger_id
+        )
         shred = await shred_removed_trees(ledger, key_store, report, by=by, reason=reason, scope=scope)
         shred.kept = sorted(set(listed.key_ids) - set(shred.key_ids))
-        shred.kept_because = "; ".join(f"{s.thread_id}: {s.reason}" for s in report.skipped)
+        left = [*report.skipped, *report.damaged]
+        shred.kept_because = "; ".join(f"{s.thread_id}: {s.reason}" for s in left)
         return shred
     receipt_id = uuid.uuid4().hex
     shred = await destroy_subject_keys(
-        key_store, user_id=user_id, tenant_id=tenant_id, apply=not report.dry_run, receipt_id=receipt_id
+        key_store,
+        user_id=user_id,
+        tenant_id=tenant_id,
+        apply=not report.dry_run,
+        receipt_id=receipt_id,
+        ledger_id=ledger.ledger_id,
     )
     await _recorded(ledger, shred, report, by=by, reason=reason, scope=scope)
     return shred
@@ -73,7 +83,9 @@ async def shred_removed_trees(
     trees = sorted(roots)
     if not report.dry_run:
         trees = [r for r in trees if await count_threads(ledger, ThreadFilter(root_id=r)) == 0]
-    shred = await destroy_tree_keys(key_store, trees, apply=not report.dry_run, receipt_id=uuid.uuid4().hex)
+    shred = await destroy_tree_keys(
+        key_store, trees, apply=not report.dry_run, receipt_id=uuid.uuid4().hex, ledger_id=ledger.ledger_id
+    )
     await _recorded(ledger, shred, report, by=by, reason=reason, scope=scope)
     return shred
 

@@ -57,8 +57,9 @@ async def destroy_subject_keys(
     tenant_id: str | None = None,
     apply: bool = False,
     receipt_id: str | None = None,
+    ledger_id: str | None = None,
 ) -> ShredReport:
-    """Destroy (tombstone) every live key of a user (any tenant) or a tenant (all its users).
+    """Destroy (tombstone) every live key of a user (any tenant), a tenant (all its users), or both.
 
     No KEK is needed: destroying a key is replacing its document by a tombstone. Content
     sealed under it can then never be opened, wherever copies of it survive (journals,
@@ -67,17 +68,21 @@ async def destroy_subject_keys(
 
     Args:
         key_store: Where the keys live.
-        user_id: The user whose keys go.
-        tenant_id: The tenant whose keys go.
+        user_id: The user whose keys go (in every tenant, unless ``tenant_id`` is given too).
+        tenant_id: The tenant whose keys go (with ``user_id``: only that user's in this tenant).
         apply: Destroy; without it, only list the keys that would go.
         receipt_id: Recorded on each tombstone (the ``keys.destroyed`` receipt's id).
+        ledger_id: Only the keys of this ledger (:attr:`~chatledger.ledger.Ledger.ledger_id`;
+            what erasure passes), and the ``k1`` keys written before key ids named their
+            ledger; the erased marks set are this ledger's. ``None``: the subject's keys in
+            every ledger sharing the key store, and a mark every ledger honours.
 
     Raises:
-        InvalidInputError: not exactly one subject was given, or ``apply`` is not a bool.
+        InvalidInputError: no subject was given, or ``apply`` is not a bool.
     """
     if type(apply) is not bool:
         raise InvalidInputError("apply must be a bool")
-    docs = await key_store.of_subject(user_id=user_id, tenant_id=tenant_id)
+    docs = await key_store.of_subject(user_id=user_id, tenant_id=tenant_id, ledger_id=ledger_id)
     report = ShredReport(key_ids=sorted(str(d["_id"]) for d in docs))
     if not apply:
         return report
@@ -87,13 +92,15 @@ async def destroy_subject_keys(
     # again: a per-lineage writer creating a key meanwhile either sees a mark or has its
     # key in the second listing (see Sealer._create). Subject-level keys among the marks
     # are destroyed here, with their kind.
+    # A k1 key found here is this ledger's too (it may be shared): destroyed below, but the
+    # marks set are this ledger's, so no other ledger's subject is marked erased.
     pairs = {(d.get("tenant_id"), d.get("user_id")) for d in docs} | {(tenant_id, user_id)}
     for tenant, user in sorted(pairs, key=repr):
-        mark = subject_mark(tenant, user)
+        mark = subject_mark(tenant, user, ledger_id)
         if mark is not None:
             kind = "user" if user is not None else "tenant"
             await key_store.destroy(mark, at=at, receipt_id=report.receipt_id, kind=kind)
-    docs = await key_store.of_subject(user_id=user_id, tenant_id=tenant_id)
+    docs = await key_store.of_subject(user_id=user_id, tenant_id=tenant_id, ledger_id=ledger_id)
     report.key_ids = sorted({*report.key_ids, *(str(d["_id"]) for d in docs)})
     for doc in docs:
         await key_store.destroy(str(doc["_id"]), at=at, receipt_id=report.receipt_id, kind=key_kind(doc))
@@ -102,14 +109,26 @@ async def destroy_subject_keys(
 
 
 async def destroy_tree_keys(
-    key_store: KeyStore, root_ids: list[str], *, apply: bool = False, receipt_id: str | None = None
+    key_store: KeyStore,
+    root_ids: list[str],
+    *,
+    apply: bool = False,
+    receipt_id: str | None = None,
+    ledger_id: str | None = None,
 ) -> ShredReport:
     """Destroy the keys that cover only these conversation trees (per-lineage and thread-subject keys).
 
     The caller says which trees are gone for good (every thread of them removed);
-    a user's or tenant's own key is never among these keys.
+    a user's or tenant's own key is never among these keys. With ``ledger_id`` (what
+    retention passes), only keys that ledger created go: a ``k1`` key, written before
+    key ids named their ledger, may cover another ledger's tree of the same id.
+
+    Raises:
+        InvalidInputError: ``apply`` is not a bool, or a root id is malformed.
     """
-    docs = await key_store.of_roots(root_ids)
+    if type(apply) is not bool:
+        raise InvalidInputError("apply must be a bool")
+    docs = await key_store.of_roots(root_ids, ledger_id=ledger_id)
     report = ShredReport(key_ids=sorted(str(d["_id"]) for d in docs))
     if not apply or not docs:
         return report

@@ -8,7 +8,8 @@ and ``rest``/``payload`` are sealed. A whole event is sealed at once (form ``cl3
      {"role": "assistant", "text": "[sealed]", "sealed": "cl3:@0"}]
 
 The ``ciphertext`` is ``nonce || AES-256-GCM(data key, JSON list of the batch's stored
-messages)``, optionally padded with trailing spaces to a size bucket
+messages)`` (above 4 KiB, a frame of the stored strings' own bytes when smaller, so JSON
+content is not escaped twice: :func:`_framed`), optionally padded with trailing spaces to a size bucket
 (``Sealer(pad_to=...)``), stored as BSON binary (the driver's ``bytes``); every other
 message of the event refers to it (``cl3:@0``). The associated data binds it to the key
 id and the event ``_id``, and opening compares each message's clear ``role`` and
@@ -46,6 +47,7 @@ import hashlib
 import json
 import re
 import secrets
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -75,6 +77,7 @@ __all__ = [
     "DataKey",
     "Sealer",
     "SubjectErasedError",
+    "blocking_marks",
     "is_sealed",
     "sealed_problem",
     "subject_key",
@@ -115,6 +118,12 @@ _TAG_BYTES: Final = 16
 _PAD_STEP: Final = 65_536
 _PAD_MIN: Final = 16
 _HEX: Final = re.compile(r"(?:[0-9a-f]{2})+")
+#: First byte of a framed plaintext (a JSON one starts with ``[``): see :func:`_framed`.
+_FRAMED: Final = b"\x00"
+#: Batches whose JSON is larger than this are framed when that is smaller: below it, the
+#: JSON escaping costs a few hundred bytes at most, and parsing JSON is the faster open.
+_FRAME_FROM: Final = 4096
+_FRAME_HEAD: Final = struct.Struct(">I")
 
 
 class SubjectErasedError(ContentErasedError):
@@ -203,7 +212,11 @@ def _event_form(first: object) -> str | None:
 
 @lru_cache(maxsize=4096)
 def subject_key(
-    tenant_id: str | None, user_id: str | None, root_id: str, per_lineage: bool = False
+    tenant_id: str | None,
+    user_id: str | None,
+    root_id: str,
+    per_lineage: bool = False,
+    ledger_id: str | None = None,
 ) -> tuple[str, tuple[tuple[str, str], ...]]:
     """Return (key id, subject fields) of the data subject of content written in a scope.
 
@@ -212,7 +225,17 @@ def subject_key(
     user or tenant id in every ciphertext. With ``per_lineage``, a user's or tenant's
     key is also per conversation tree (``root_id`` joins the subject fields); a
     thread-subject key is per tree anyway.
+
+    With ``ledger_id`` (what every ledger passes: :attr:`Ledger.ledger_id
+    <chatledger.ledger.Ledger.ledger_id>`) the subject is *in that ledger*: the id is
+    ``k2-…`` and the key document records the ledger, so ledgers sharing one key store
+    never share a key (their "support" threads or "alice" users are different subjects).
+    Without it, the ``k1-…`` ids written before key ids named their ledger.
     """
+    version = "k1" if ledger_id is None else "k2"
+    scoped: tuple[tuple[str, str], ...] = () if ledger_id is None else (("ledger_id", ledger_id),)
+    # A k2 digest covers the ledger id too: a 4- or 5-item list, never a k1 one.
+    tail: list[str | None] = [] if ledger_id is None else [ledger_id]
     if user_id is not None:
         kind, fields = (
             "user",
@@ -222,29 +245,58 @@ def subject_key(
     elif tenant_id is not None:
         kind, fields, ident = "tenant", (("tenant_id", tenant_id),), ["tenant", tenant_id, None]
     else:
-        return _digest_id("t", ["thread", None, root_id]), (("root_id", root_id),)
+        # k1 wrote root-thread keys as "t" like tenant keys (distinct digests); k2 says "r".
+        prefix = "t" if ledger_id is None else "r"
+        return _digest_id(version, prefix, ["thread", None, root_id, *tail]), (
+            ("root_id", root_id),
+            *scoped,
+        )
     if per_lineage:
-        # Its own id space ("l" and a 4-item digest): never a subject key's id.
-        return _digest_id(f"l{kind[0]}", [*ident, root_id]), (*fields, ("root_id", root_id))
-    return _digest_id(kind[0], ident), fields
+        # Its own id space ("l" and a longer digest): never a subject key's id.
+        return _digest_id(version, f"l{kind[0]}", [*ident, root_id, *tail]), (
+            *fields,
+            ("root_id", root_id),
+            *scoped,
+        )
+    return _digest_id(version, kind[0], [*ident, *tail]), (*fields, *scoped)
 
 
-def subject_mark(tenant_id: str | None, user_id: str | None) -> str | None:
+def subject_mark(tenant_id: str | None, user_id: str | None, ledger_id: str | None = None) -> str | None:
     """Return the id of a user's or tenant's own key: its tombstone marks the subject erased.
 
     ``None`` for content of neither (its subject is a root thread). Erasure tombstones
-    this id even when the subject only ever had per-lineage keys, and a per-lineage
-    writer checks it before and after creating a key, so no key is created for an
-    erased subject.
+    this id even when the subject only ever had per-lineage keys, and a writer checks
+    the marks that cover its scope (:func:`blocking_marks`) before and after creating a
+    key, so no key is created for an erased subject.
     """
     if user_id is None and tenant_id is None:
         return None
-    return subject_key(tenant_id, user_id, "")[0]
+    return subject_key(tenant_id, user_id, "", False, ledger_id)[0]
 
 
-def _digest_id(prefix: str, ident: list[str | None]) -> str:
+def blocking_marks(tenant_id: str | None, user_id: str | None, ledger_id: str | None) -> list[str]:
+    """Return the erased marks that forbid a new key in this scope, any of them tombstoned.
+
+    A user's erasure covers the user in every tenant (its mark has no tenant) unless the
+    operator scoped it to one tenant (the mark of that user in that tenant); a tenant's
+    erasure covers every user of the tenant. The ``k1`` marks, written before key ids
+    named their ledger (and by :func:`~chatledger.sealing.destroy_subject_keys` without
+    a ledger: every ledger of the key store), count in every ledger.
+    """
+    subjects = [(tenant_id, user_id)]
+    if user_id is not None and tenant_id is not None:
+        subjects += [(None, user_id), (tenant_id, None)]
+    return [
+        mark
+        for lid in dict.fromkeys((ledger_id, None))
+        for tenant, user in subjects
+        if (mark := subject_mark(tenant, user, lid)) is not None
+    ]
+
+
+def _digest_id(version: str, prefix: str, ident: list[str | None]) -> str:
     digest = hashlib.sha256(json.dumps(ident, ensure_ascii=False).encode("utf-8")).hexdigest()[:40]
-    return f"k1-{prefix}{digest}"
+    return f"{version}-{prefix}{digest}"
 
 
 def _fingerprint(key: bytes) -> str:
@@ -322,8 +374,16 @@ class DataKey:
         if not out:
             return out
         plain = orjson.dumps(list(stored))
+        if len(plain) > _FRAME_FROM:
+            # Content that is itself JSON (tool results: the stored "rest"/"payload", and
+            # quotes or newlines in text) is escaped again inside a JSON list, up to ~1.4x
+            # its size; a framed plaintext holds the stored strings' bytes as they are.
+            framed = _framed(stored)
+            if framed is not None and len(framed) < len(plain):
+                plain = framed
         if self._pad_to is not None:
-            # Spaces after the JSON: JSON ignores them, so opening needs no length field.
+            # Spaces after the JSON (or the frame): JSON ignores them and a frame knows
+            # its lengths, so opening needs no length field.
             plain += b" " * (_padded_size(len(plain), self._pad_to) - len(plain))
         iv = nonce()
         out[0][SEALED_FIELD] = self._marker
@@ -371,7 +431,8 @@ class DataKey:
         """
         view = memoryview(blob)  # slices without copying the ciphertext
         try:
-            return orjson.loads(self._aead.decrypt(view[:NONCE_BYTES], view[NONCE_BYTES:], ad))
+            plain = self._aead.decrypt(view[:NONCE_BYTES], view[NONCE_BYTES:], ad)
+            return _unframed(plain, event_id) if plain[:1] == _FRAMED else orjson.loads(plain)
         except (invalid_tag(), ValueError) as e:
             what, where = (
                 ("its sealed content", "") if index is None else (f"sealed message {index}", " or position")
@@ -404,6 +465,65 @@ class DataKey:
         if "message_id" in item:
             out["message_id"] = item["message_id"]
         return out
+
+
+def _framed(stored: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """Return a batch as a frame, or ``None`` if a value is not a str (then JSON it is).
+
+    ``0x00``, a 4-byte big-endian header length, the header (JSON: per message a list
+    of field name, byte length, ...), then every field's UTF-8 bytes, unescaped, in order.
+    """
+    rows: list[list[str | int]] = []
+    parts: list[bytes] = []
+    for message in stored:
+        row: list[str | int] = []
+        for name, value in message.items():
+            if type(value) is not str:
+                return None
+            data = value.encode("utf-8")
+            row += [name, len(data)]
+            parts.append(data)
+        rows.append(row)
+    head = orjson.dumps(rows)
+    return b"".join([_FRAMED, _FRAME_HEAD.pack(len(head)), head, *parts])
+
+
+def _unframed(plain: bytes, event_id: str) -> list[dict[str, Any]]:
+    """Return the batch in a frame (see :func:`_framed`), trailing padding spaces ignored.
+
+    Raises:
+        IntegrityError: the frame is malformed (it was authenticated, so only a bug or a
+            wrong writer can make one).
+    """
+    broken = IntegrityError(f"event {event_id!r}: its sealed content is a malformed frame")
+    if len(plain) < 1 + _FRAME_HEAD.size:
+        raise broken
+    (size,) = _FRAME_HEAD.unpack_from(plain, 1)
+    start = 1 + _FRAME_HEAD.size
+    try:
+        rows = orjson.loads(plain[start : start + size])
+    except ValueError as e:
+        raise broken from e
+    view, at = memoryview(plain), start + size
+    out: list[dict[str, Any]] = []
+    if type(rows) is not list:
+        raise broken
+    for row in rows:
+        if type(row) is not list or len(row) % 2:
+            raise broken
+        message: dict[str, Any] = {}
+        for name, length in zip(row[::2], row[1::2], strict=True):
+            if type(name) is not str or type(length) is not int or length < 0 or at + length > len(plain):
+                raise broken
+            try:
+                message[name] = str(view[at : at + length], "utf-8")
+            except UnicodeDecodeError as e:
+                raise broken from e
+            at += length
+        out.append(message)
+    if plain[at:].strip(b" "):
+        raise broken
+    return out
 
 
 def _check_clear(messages: Sequence[Any], opened: list[Any], event_id: str, ref: str) -> None:
@@ -582,29 +702,34 @@ class Sealer:
         if len(self._opened) > self.opened_events:
             self._opened.popitem(last=False)
 
-    def cached_key(self, scope: Scope, root_id: str) -> DataKey | None:
+    def cached_key(self, scope: Scope, root_id: str, ledger_id: str | None = None) -> DataKey | None:
         """Return the cached key to seal a write to an existing conversation in ``scope``, or ``None``.
 
         The append path's shortcut (no coroutine, no round trip); ``None`` (not cached,
         expired, or the subject known erased) means: ask :meth:`key_for`, which decides.
+        ``ledger_id`` is the writing ledger's (see :func:`subject_key`).
         """
-        hit = self._cache.get(subject_key(scope.tenant_id, scope.user_id, root_id, self.per_lineage)[0])
+        key_id = subject_key(scope.tenant_id, scope.user_id, root_id, self.per_lineage, ledger_id)[0]
+        hit = self._cache.get(key_id)
         return hit[1] if hit is not None and hit[0] > time.monotonic() else None
 
-    async def key_for(self, scope: Scope, root_id: str, *, fresh: bool = False) -> DataKey:
+    async def key_for(
+        self, scope: Scope, root_id: str, *, fresh: bool = False, ledger_id: str | None = None
+    ) -> DataKey:
         """Return the key to seal a write in ``scope`` (on the tree ``root_id``), creating it once.
 
         With ``fresh`` (the write starts a new conversation), a cached key is checked
         against the key store first, so a subject erased by another process gets no new
         conversation even within the cache TTL. Writes to existing conversations need no
-        such check: the removal sealed their next positions.
+        such check: the removal sealed their next positions. ``ledger_id`` is the
+        writing ledger's: its keys are its own (see :func:`subject_key`).
 
         Raises:
             SubjectErasedError: the subject's key was destroyed by erasure (nothing is written).
             KeyUnavailableError: the key exists but cannot be unwrapped with this provider.
             StorageUnavailableError: the key store could not be reached.
         """
-        key_id, subject = subject_key(scope.tenant_id, scope.user_id, root_id, self.per_lineage)
+        key_id, subject = subject_key(scope.tenant_id, scope.user_id, root_id, self.per_lineage, ledger_id)
         hit, key = self._cached(key_id)
         if hit and key is not None and fresh:
             stored = await self.key_store.get(key_id)
@@ -614,8 +739,8 @@ class Sealer:
         if not hit:
             doc = await self.key_store.get(key_id)
             if doc is None:
-                mark = subject_mark(scope.tenant_id, scope.user_id)
-                doc = await self._create(key_id, subject, None if mark == key_id else mark)
+                marks = [m for m in blocking_marks(scope.tenant_id, scope.user_id, ledger_id) if m != key_id]
+                doc = await self._create(key_id, subject, marks)
             key = self._load(key_id, doc)
         if key is None:
             raise SubjectErasedError(
@@ -625,17 +750,19 @@ class Sealer:
         return key
 
     async def _create(
-        self, key_id: str, subject: tuple[tuple[str, str], ...], mark: str | None
+        self, key_id: str, subject: tuple[tuple[str, str], ...], marks: list[str]
     ) -> dict[str, Any]:
         """Create a subject's key once; return the key document that counts (maybe a tombstone).
 
-        ``mark`` is the subject's own key id when ``key_id`` is a per-lineage key: a new
-        lineage key of an erased subject must not appear. It is checked before the insert
-        and again after it, because erasure tombstones the mark *before* it lists the
-        subject's keys: a key inserted before the mark was set is listed and destroyed by
-        that erasure; one inserted after is seen here and destroyed at once.
+        ``marks`` are the erased marks that cover the scope (:func:`blocking_marks`: the
+        subject's own key id when ``key_id`` is a per-lineage key, the user's in every
+        tenant, the tenant's, the ``k1`` ones): no key may appear for an erased subject.
+        They are checked before the insert and again after it (one query each), because
+        erasure tombstones the mark *before* it lists the subject's keys: a key inserted
+        before the mark was set is listed and destroyed by that erasure; one inserted
+        after is seen here and destroyed at once.
         """
-        if mark is not None and (erased := await self._tombstone_of(mark)) is not None:
+        if marks and (erased := await self.key_store.tombstone_among(marks)) is not None:
             return erased
         raw = secrets.token_bytes(KEY_BYTES)
         doc: dict[str, Any] = {
@@ -651,18 +778,14 @@ class Sealer:
         # Insert-once on the deterministic id: a concurrent creator's key wins for both,
         # and a destroyed key's tombstone comes back instead of a new key.
         stored = await self.key_store.insert_once(doc)
-        if mark is not None and not is_tombstone(stored):
-            erased = await self._tombstone_of(mark)
+        if marks and not is_tombstone(stored):
+            erased = await self.key_store.tombstone_among(marks)
             if erased is not None:
                 await self.key_store.destroy(
                     key_id, at=utc_now_ms(), receipt_id=str(erased.get("receipt_id")), kind=key_kind(stored)
                 )
                 return erased
         return stored
-
-    async def _tombstone_of(self, key_id: str) -> dict[str, Any] | None:
-        doc = await self.key_store.get(key_id)
-        return doc if doc is not None and is_tombstone(doc) else None
 
     def _wrap(self, raw: bytes, key_id: str) -> bytes:
         try:

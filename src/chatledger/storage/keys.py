@@ -127,24 +127,44 @@ class KeyStore:
         return existing
 
     async def of_subject(
-        self, *, user_id: str | None = None, tenant_id: str | None = None
+        self, *, user_id: str | None = None, tenant_id: str | None = None, ledger_id: str | None = None
     ) -> list[dict[str, Any]]:
-        """Return the live key documents of a user (in any tenant) or of a tenant (all its users)."""
-        if (user_id is None) == (tenant_id is None):
-            raise InvalidInputError("select keys of exactly one subject: a user id or a tenant id")
-        field, value = ("user_id", user_id) if user_id is not None else ("tenant_id", tenant_id)
-        if type(value) is not str:
-            raise InvalidInputError(f"{field} must be a str")
-        query = {field: value, "destroyed_at": {"$exists": False}}
+        """Return the live key documents of a user (in any tenant), a tenant (all its users), or both.
+
+        Given both, the keys of that user in that tenant. With ``ledger_id``, only that
+        ledger's keys and the keys written before key ids named their ledger (which may
+        be that ledger's); without it, the subject's keys in every ledger.
+        """
+        if user_id is None and tenant_id is None:
+            raise InvalidInputError("select keys of a subject: a user id, a tenant id, or both")
+        query: dict[str, Any] = {"destroyed_at": {"$exists": False}}
+        for name, value in (("user_id", user_id), ("tenant_id", tenant_id)):
+            if value is not None:
+                query[name] = _name(name, value)
+        if ledger_id is not None:
+            # None matches a key document without the field: a k1 key (see subject_key).
+            query["ledger_id"] = {"$in": [_name("ledger_id", ledger_id), None]}
         return await self.gate.call("read keys", cursor_list(self.collection.find(query)))
 
-    async def of_roots(self, root_ids: list[str]) -> list[dict[str, Any]]:
-        """Return the live key documents that cover exactly these conversation trees."""
+    async def of_roots(self, root_ids: list[str], *, ledger_id: str | None = None) -> list[dict[str, Any]]:
+        """Return the live key documents that cover exactly these conversation trees.
+
+        With ``ledger_id``, only keys that ledger created (a ``k1`` key, written before
+        key ids named their ledger, may cover another ledger's tree of the same id).
+        """
         ids = [_root_id(r) for r in root_ids]
         if not ids:
             return []
-        query = {"root_id": {"$in": ids}, "destroyed_at": {"$exists": False}}
+        query: dict[str, Any] = {"root_id": {"$in": ids}, "destroyed_at": {"$exists": False}}
+        if ledger_id is not None:
+            query["ledger_id"] = _name("ledger_id", ledger_id)
         return await self.gate.call("read keys", cursor_list(self.collection.find(query)))
+
+    async def tombstone_among(self, key_ids: list[str]) -> dict[str, Any] | None:
+        """Return the tombstone of one of these key ids (an erased mark), or ``None`` (one query)."""
+        query = {"_id": {"$in": [_key_id(k) for k in key_ids]}, "destroyed_at": {"$exists": True}}
+        doc: dict[str, Any] | None = await self.gate.call("read keys", self.collection.find_one(query))
+        return doc
 
     async def live(self) -> AsyncIterator[dict[str, Any]]:
         """Yield every live (not destroyed) key document."""
@@ -209,6 +229,12 @@ class KeyStore:
 def _root_id(value: object) -> str:
     if type(value) is not str or not value:
         raise InvalidInputError(f"invalid root thread id {value!r}")
+    return value
+
+
+def _name(field: str, value: object) -> str:
+    if type(value) is not str or not value:
+        raise InvalidInputError(f"{field} must be a non-empty str")
     return value
 
 

@@ -101,10 +101,17 @@ async def heads_body(db: Any, ui: Renderer, *, tenant: str | None = None, allow_
     await require_ledger_data(db, allow_empty)
     scope = ThreadFilter(tenant_id=tenant)
     heads: list[dict[str, Any]] = []
+    problems: list[dict[str, Any]] = []
     with ui.progress("reading heads") as tick:
         tick.stage("reading heads", await count_threads(db, scope))
         async for summary in list_threads(db, scope, on_thread=tick):
             act = summary.activity
+            if act.damaged is not None:
+                # No head to anchor: named (exit 1 at the end), every other thread goes on.
+                problems.append({"thread_id": act.thread_id, "reason": act.damaged})
+                if not ui.as_json:
+                    ui.warn(f"thread {act.thread_id}: no head anchored: {act.damaged}")
+                continue
             if act.head_seq <= 0:
                 continue  # nothing written yet: nothing to anchor (as head_anchors)
             head = {"thread_id": act.thread_id, "head_seq": act.head_seq, "head_hash": act.head_hash}
@@ -113,8 +120,8 @@ async def heads_body(db: Any, ui: Renderer, *, tenant: str | None = None, allow_
             else:
                 ui.json_line(head)
     if ui.as_json:
-        ui.json("heads", {"heads": heads})
-    return 0
+        ui.json("heads", {"heads": heads, "problems": problems})
+    return 1 if problems else 0
 
 
 def register(app: typer.Typer) -> None:

@@ -148,6 +148,8 @@ def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict
         ui.json(command, {**document, **extra})
         return
     verb = "would remove" if report.dry_run else "removed"
+    if report.covers is not None:
+        ui.line(f"erasure of {report.covers}")
     ui.table(
         f"{report.action}: {verb} {len(report.planned)} lineages ({report.threads} threads)",
         ("thread", "threads", "events", "messages", "tenant", "user", "last activity"),
@@ -167,6 +169,8 @@ def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict
     )
     for skipped in report.skipped:
         ui.line(("kept", "yellow"), f" {skipped.thread_id}: {skipped.reason}")
+    for damaged in report.damaged:
+        ui.line(("FAIL", "red"), f" {damaged.thread_id}: {damaged.reason}")
     if report.resumed:
         what = "would finish" if report.dry_run else "finished"
         ui.line(f"{what} {len(report.resumed)} interrupted removal(s): {', '.join(report.resumed)}")
@@ -335,7 +339,7 @@ async def retention_body(
         extra["receipt_ids"] = [str(r["_id"]) for r in written]
         _print_report(ui, report, "retention", {**extra, "keys": shred.to_dict() if shred else None})
         _print_keys(ui, shred, report.dry_run)
-        return 0
+        return _damaged_status(ui, report)
 
 
 async def erase_body(
@@ -373,7 +377,7 @@ async def erase_body(
         stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
         shreds: list[Any] = []
         plans: list[RemovalReport] = []
-        tombstone = await _tombstone(store, user, tenant)
+        tombstone = await _tombstone(store, user, tenant, as_ledger(db).ledger_id)
         try:
             with _part_way("erase", apply, store is not None), ui.progress("planning") as tick:
                 tick.stage("planning", await count_erasure_candidates(db, user_id=user, tenant_id=tenant))
@@ -411,15 +415,28 @@ async def erase_body(
                 f"not everything could be erased: {len(report.skipped)} lineage(s) kept "
                 f"({'; '.join(reasons)})" + ("" if report.dry_run else "; each has a removal.kept receipt")
             )
-            return 1
+            return max(1, _damaged_status(ui, report))
+        return _damaged_status(ui, report)
+
+
+def _damaged_status(ui: Renderer, report: RemovalReport) -> int:
+    """Exit status 1 (after the work on every other thread) when damaged lineages were left."""
+    if not report.damaged:
         return 0
+    ui.warn(
+        f"{len(report.damaged)} lineage(s) left alone: a thread of each is damaged (a malformed "
+        "stored event); the others were handled. Run chatledger verify."
+    )
+    return 1
 
 
-async def _tombstone(store: Any, user: str | None, tenant: str | None) -> dict[str, Any] | None:
+async def _tombstone(
+    store: Any, user: str | None, tenant: str | None, ledger_id: str
+) -> dict[str, Any] | None:
     """Return the key tombstone erasing the subject writes (``new``: not there yet); None: no key store."""
     if store is None:
         return None
-    key_id, doc = await subject_tombstone(store, user_id=user, tenant_id=tenant)
+    key_id, doc = await subject_tombstone(store, user_id=user, tenant_id=tenant, ledger_id=ledger_id)
     if key_id is None:
         return None
     return {

@@ -34,14 +34,12 @@ from chatledger.codec import canonical_json_bytes
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
 from chatledger.hashing import _digested, epoch_ms, event_hash
 from chatledger.models import validate_thread_id
-from chatledger.storage import DEFAULT_EVENTS_COLLECTION
 from chatledger.storage.documents import check_event
 from chatledger.storage.events import event_key
 from chatledger.storage.merkle import (
-    DEFAULT_LOG_ENTRIES_COLLECTION,
-    DEFAULT_LOG_TREE_COLLECTION,
     MerkleStore,
     Node,
+    log_collections,
 )
 
 __all__ = [
@@ -257,16 +255,9 @@ def _canonical_message(message: Mapping[str, Any]) -> bytes:
 def _store(target: Any) -> MerkleStore:
     ledger = as_ledger(target)
     events = ledger.storage.events
-    name = str(events.collection.name)
-    if name == DEFAULT_EVENTS_COLLECTION:
-        return MerkleStore(ledger.storage.gate, events)
     # Two ledgers in one database (other events collections) keep two sets of logs.
-    return MerkleStore(
-        ledger.storage.gate,
-        events,
-        entries_collection=f"{name}_{DEFAULT_LOG_ENTRIES_COLLECTION}",
-        tree_collection=f"{name}_{DEFAULT_LOG_TREE_COLLECTION}",
-    )
+    entries, tree = log_collections(str(events.collection.name))
+    return MerkleStore(ledger.storage.gate, events, entries_collection=entries, tree_collection=tree)
 
 
 async def count_log_events(target: Any, *, tenant: str | None = None) -> int:

@@ -19,14 +19,35 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from chatledger.errors import IntegrityError
+from chatledger.storage import DEFAULT_EVENTS_COLLECTION
 from chatledger.storage.driver import cursor_list
 from chatledger.storage.events import BATCH_SIZE, EventStore
 from chatledger.storage.gate import Gate
 
-__all__ = ["DEFAULT_LOG_ENTRIES_COLLECTION", "DEFAULT_LOG_TREE_COLLECTION", "MerkleStore", "Node"]
+__all__ = [
+    "DEFAULT_LOG_ENTRIES_COLLECTION",
+    "DEFAULT_LOG_TREE_COLLECTION",
+    "MerkleStore",
+    "Node",
+    "log_collections",
+]
 
 DEFAULT_LOG_ENTRIES_COLLECTION: Final = "log_entries"
 DEFAULT_LOG_TREE_COLLECTION: Final = "log_tree"
+
+
+def log_collections(events_collection: str) -> tuple[str, str]:
+    """Return the names of the log collections (entries, tree) of a ledger's events collection.
+
+    The default events collection keeps ``log_entries``/``log_tree``; another one (two
+    ledgers in one database) gets its own pair, prefixed by its name.
+    """
+    if events_collection == DEFAULT_EVENTS_COLLECTION:
+        return DEFAULT_LOG_ENTRIES_COLLECTION, DEFAULT_LOG_TREE_COLLECTION
+    return (
+        f"{events_collection}_{DEFAULT_LOG_ENTRIES_COLLECTION}",
+        f"{events_collection}_{DEFAULT_LOG_TREE_COLLECTION}",
+    )
 
 _INDEX: Final = "log_index_unique"
 _EVENT: Final = "log_event_unique"

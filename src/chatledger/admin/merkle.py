@@ -24,7 +24,7 @@ import base64
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -43,6 +43,7 @@ from chatledger.storage.merkle import (
 )
 
 __all__ = [
+    "DEFAULT_LOOKBACK",
     "DEFAULT_SEQUENCE_BATCH",
     "CheckpointResult",
     "SequenceReport",
@@ -57,6 +58,9 @@ __all__ = [
 
 #: Events read, checked and appended per batch: memory stays bounded whatever the backlog.
 DEFAULT_SEQUENCE_BATCH: Final = 1000
+#: How late a writer may commit an event after stamping it (its append's duration plus
+#: its clock's lag behind the sequencer's) and still be sequenced by a routine run.
+DEFAULT_LOOKBACK: Final = timedelta(minutes=10)
 
 
 def log_id(tenant: str | None) -> str:
@@ -242,6 +246,8 @@ def _leaf_of(doc: Mapping[str, Any]) -> dict[str, Any]:
         "event": key,
         "thread_id": event["thread_id"],
         "seq": event["seq"],
+        # Not hashed: lets the next run find this run's recent leaves by time.
+        "created_at": created,
         "hash": proofs.leaf_hash(data).hex(),
         "data": data.decode("ascii"),
     }
@@ -260,10 +266,37 @@ def _store(target: Any) -> MerkleStore:
     return MerkleStore(ledger.storage.gate, events, entries_collection=entries, tree_collection=tree)
 
 
-async def count_log_events(target: Any, *, tenant: str | None = None) -> int:
-    """Return how many live events a log's scope holds (a progress total for :func:`sequence`)."""
-    log_id(tenant)
-    return await _store(target).count_events(tenant)
+async def _window(store: MerkleStore, log: str, lookback: timedelta) -> datetime | None:
+    """The creation time from which a run must read events, or ``None``: a full sweep is due.
+
+    The latest head's watermark is the start of the run that wrote it; every event
+    committed before then is in the log. An event committed later but stamped earlier
+    (a slow writer, a skewed clock) still has a creation time after ``watermark -
+    lookback`` as long as its writer was less than ``lookback`` late.
+    """
+    head = await store.latest(log)
+    mark = head.get("watermark") if head is not None else None
+    if not isinstance(mark, datetime):
+        return None  # a new log, or one sequenced before watermarks: read every event once
+    return (mark if mark.tzinfo is not None else mark.replace(tzinfo=UTC)) - lookback
+
+
+async def count_log_events(
+    target: Any, *, tenant: str | None = None, full: bool = False, lookback: timedelta | None = None
+) -> int:
+    """Return how many events :func:`sequence` will look at, with the same arguments (a progress total)."""
+    log = log_id(tenant)
+    store = _store(target)
+    since = None if full else await _window(store, log, _lookback(lookback))
+    return await (store.count_events(tenant) if since is None else store.count_since(tenant, since))
+
+
+def _lookback(value: timedelta | None) -> timedelta:
+    if value is None:
+        return DEFAULT_LOOKBACK
+    if not isinstance(value, timedelta) or value < timedelta(0):
+        raise InvalidInputError("lookback must be a non-negative timedelta")
+    return value
 
 
 async def sequence(
@@ -272,42 +305,80 @@ async def sequence(
     tenant: str | None = None,
     batch: int = DEFAULT_SEQUENCE_BATCH,
     on_progress: Callable[[int], object] | None = None,
+    full: bool = False,
+    lookback: timedelta | None = None,
 ) -> SequenceReport:
     """Append every live event of a scope that has no leaf yet to the scope's log.
 
-    Safe to run on a schedule, to kill and re-run, and to run twice at once.
+    Safe to run on a schedule, to kill and re-run, and to run twice at once. A run reads
+    only the events created since the previous completed run started, less ``lookback``
+    (its cost follows the backlog, not the log); the first run of a log, and a ``full``
+    one, read every event of the scope once.
 
     Args:
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
         tenant: The tenant whose log to extend; ``None``: the default scope's.
         batch: Events per batch (memory is bounded by it).
         on_progress: Called with the number of events looked at after each batch.
+        full: Read every event of the scope, not only the recent ones: for an event whose
+            writer was later than ``lookback`` (its append took that long, or its clock
+            was that far behind).
+        lookback: How late a writer may be (default :data:`DEFAULT_LOOKBACK`): an event
+            stamped this long before the previous run started is still looked for.
 
     Raises:
         IntegrityError: an event does not match its own hash, or the log was altered.
-        InvalidInputError: a bad tenant or batch size.
+        InvalidInputError: a bad tenant, batch size or lookback.
     """
     if type(batch) is not int or not 1 <= batch <= 10_000:
         raise InvalidInputError("batch must be an int from 1 to 10000")
     log = log_id(tenant)
+    window = _lookback(lookback)
     store = _store(target)
+    # Taken before anything is read: every event committed before this instant is read below.
+    started = datetime.now(UTC)
     await store.ensure_indexes()
+    since = None if full else await _window(store, log, window)
     frontier = await _Frontier.load(store, log)
-    before, added, after = frontier.size, 0, None
+    before, added = frontier.size, 0
+    if since is None:
+        added = await _sweep(store, frontier, tenant, batch, on_progress)
+    else:
+        done = await store.sequenced_since(log, since)
+        async for docs in store.events_since(tenant, since, batch):
+            leaves = [_leaf_of(d) for d in docs if str(d.get("_id")) not in done]
+            added += await frontier.append(_log_order(leaves))
+            if on_progress is not None:
+                on_progress(len(docs))
+    root = frontier.root()
+    await store.put_head(log, frontier.size, root, watermark=started)
+    return SequenceReport(log=log, size_before=before, size=frontier.size, added=added, root=root.hex())
+
+
+def _log_order(leaves: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Within one batch, leaves go in ``(thread_id, seq)`` order: reproducible, thread by thread."""
+    return sorted(leaves, key=lambda leaf: (leaf["thread_id"], leaf["seq"]))
+
+
+async def _sweep(
+    store: MerkleStore,
+    frontier: _Frontier,
+    tenant: str | None,
+    batch: int,
+    on_progress: Callable[[int], object] | None,
+) -> int:
+    """Read every live event key of the scope once, sequencing those without a leaf."""
+    added, after = 0, None
     while keys := await store.event_keys(tenant, after, batch):
         after = keys[-1]
-        done = await store.sequenced(log, keys)
+        done = await store.sequenced(frontier.log, keys)
         pending = [k for k in keys if k not in done]
         if pending:
             docs = await store.events_by_key(pending)
-            leaves = [_leaf_of(d) for d in docs if not d.get("removed")]
-            leaves.sort(key=lambda leaf: (leaf["thread_id"], leaf["seq"]))
-            added += await frontier.append(leaves)
+            added += await frontier.append(_log_order([_leaf_of(d) for d in docs if not d.get("removed")]))
         if on_progress is not None:
             on_progress(len(keys))
-    root = frontier.root()
-    await store.put_head(log, frontier.size, root)
-    return SequenceReport(log=log, size_before=before, size=frontier.size, added=added, root=root.hex())
+    return added
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +398,7 @@ async def checkpoint(
     origin: str | None = None,
     batch: int = DEFAULT_SEQUENCE_BATCH,
     on_progress: Callable[[int], object] | None = None,
+    full: bool = False,
 ) -> CheckpointResult:
     """Sequence what is pending, then sign and store a C2SP checkpoint of the log.
 
@@ -337,6 +409,7 @@ async def checkpoint(
         origin: The log's name in the checkpoint (default: :func:`default_origin`).
         batch: Events per sequencing batch.
         on_progress: As for :func:`sequence`.
+        full: As for :func:`sequence`.
 
     Raises:
         InvalidInputError: the key or origin is not usable (nothing is written).
@@ -350,7 +423,7 @@ async def checkpoint(
         )
     except proofs.ProofError as e:
         raise InvalidInputError(str(e)) from e
-    report = await sequence(ledger, tenant=tenant, batch=batch, on_progress=on_progress)
+    report = await sequence(ledger, tenant=tenant, batch=batch, on_progress=on_progress, full=full)
     note = proofs.sign_checkpoint(name, report.size, bytes.fromhex(report.root), key)
     await _store(ledger).put_head(report.log, report.size, bytes.fromhex(report.root), note=note)
     return CheckpointResult(report=report, origin=name, note=note)

@@ -13,6 +13,7 @@ Nothing here is ever updated in place: every write is an insert.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
@@ -52,6 +53,10 @@ def log_collections(events_collection: str) -> tuple[str, str]:
 _INDEX: Final = "log_index_unique"
 _EVENT: Final = "log_event_unique"
 _HEADS: Final = "log_kind_size"
+_LEAF_TIME: Final = "log_created_at"
+#: On the events collection: a sequencing run reads only the events created since its
+#: watermark (less a look-back), so its cost follows the backlog, not the log.
+EVENTS_BY_TIME: Final = "tenant_created_at"
 
 #: A complete subtree: (level, index at that level); it covers leaves [i·2^level, (i+1)·2^level).
 Node = tuple[int, int]
@@ -90,6 +95,13 @@ class MerkleStore:
             (self.entries, _INDEX, [("log", ASCENDING), ("index", ASCENDING)], True),
             (self.entries, _EVENT, [("log", ASCENDING), ("event", ASCENDING)], True),
             (self.tree, _HEADS, [("log", ASCENDING), ("kind", ASCENDING), ("size", ASCENDING)], False),
+            (self.entries, _LEAF_TIME, [("log", ASCENDING), ("created_at", ASCENDING)], False),
+            (
+                self.events.collection,
+                EVENTS_BY_TIME,
+                [("tenant_id", ASCENDING), ("created_at", ASCENDING)],
+                False,
+            ),
         ):
             await self.gate.call("create index", collection.create_index(keys, name=name, unique=unique))
 
@@ -215,16 +227,28 @@ class MerkleStore:
 
     # ------------------------------------------------------------------ heads and checkpoints
 
-    async def put_head(self, log: str, size: int, root: bytes, *, note: str | None = None) -> None:
+    async def put_head(
+        self,
+        log: str,
+        size: int,
+        root: bytes,
+        *,
+        note: str | None = None,
+        watermark: datetime | None = None,
+    ) -> None:
         """Record a tree head the sequencer reached (all its nodes are stored), or a checkpoint of it.
 
         A checkpoint is stored beside its head (``note`` given); writing the same head
-        twice keeps the first (they hold the same root, or the log is damaged).
+        twice keeps the first (they hold the same root, or the log is damaged). A head
+        written by a completed sequencing run carries its ``watermark``: the time the run
+        started, before which every committed event of the scope is in the log.
         """
         kind, key = ("checkpoint", f"{log}#c{size}") if note is not None else ("head", f"{log}#h{size}")
         doc: dict[str, Any] = {"_id": key, "log": log, "kind": kind, "size": size, "hash": root.hex()}
         if note is not None:
             doc["note"] = note
+        if watermark is not None:
+            doc["watermark"] = watermark
         try:
             await self.gate.call("store tree head", self.tree.insert_one(doc))
         except DuplicateKeyError:
@@ -259,6 +283,36 @@ class MerkleStore:
         cursor = self.events.collection.find(query, {"_id": 1}).sort("_id", ASCENDING).limit(limit)
         docs = await self.gate.call("read events", cursor_list(cursor.batch_size(limit)))
         return [d["_id"] for d in docs if type(d.get("_id")) is str]
+
+    async def events_since(
+        self, tenant: str | None, since: datetime, batch: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Yield, in lists of at most ``batch``, a tenant's live events created at or after ``since``.
+
+        An equality and a range on the ``(tenant_id, created_at)`` index: on MongoDB it reads
+        only those events. Unsorted, so no engine has to hold the range in memory.
+        """
+        query = {"tenant_id": tenant, "created_at": {"$gte": since}, "removed": {"$exists": False}}
+        cursor = self.events.collection.find(query).hint(EVENTS_BY_TIME).batch_size(min(batch, BATCH_SIZE))
+        docs: list[dict[str, Any]] = []
+        async with self.gate.translated("read events"):
+            async for doc in cursor:
+                docs.append(doc)
+                if len(docs) >= batch:
+                    yield docs
+                    docs = []
+        if docs:
+            yield docs
+
+    async def count_since(self, tenant: str | None, since: datetime) -> int:
+        """Return how many live events of a tenant were created at or after ``since``."""
+        return await self.events.count({"tenant_id": tenant, "created_at": {"$gte": since}})
+
+    async def sequenced_since(self, log: str, since: datetime) -> set[str]:
+        """Return the events in the log created at or after ``since`` (leaves that record their time)."""
+        cursor = self.entries.find({"log": log, "created_at": {"$gte": since}}, {"event": 1}).hint(_LEAF_TIME)
+        async with self.gate.translated("read log entries"):
+            return {str(doc.get("event")) async for doc in cursor.batch_size(BATCH_SIZE * 4)}
 
     async def events_by_key(self, keys: Sequence[str]) -> list[dict[str, Any]]:
         """Return the events with these keys, as stored (one query)."""

@@ -73,7 +73,7 @@ def role_definitions(
             _privilege(database, events, [*append_only, "remove", "update"]),
             _privilege(database, audit, ["find", "insert", "createIndex"]),
             # The Merkle log is insert-only too: a sequencer never updates or removes a leaf.
-            *(_privilege(database, log, ["find", "insert", "createIndex"]) for log in log_collections(events)),
+            *(_privilege(database, c, ["find", "insert", "createIndex"]) for c in log_collections(events)),
         ],
     }
 

@@ -71,13 +71,15 @@ async def test_writers_racing_the_sequencer_lose_no_event(database: Any) -> None
     await talk(ledger, "seed", 2)
     await sequence(ledger)
     runs = 0
-    writing = asyncio.Event()
+    writing, passed = asyncio.Event(), asyncio.Event()
 
     async def sequencer() -> None:
         nonlocal runs
         while not writing.is_set():
             await sequence(Ledger(database), batch=3)
             runs += 1
+            if runs >= 2:
+                passed.set()
             await asyncio.sleep(0)
 
     async def writer(i: int) -> None:
@@ -89,8 +91,7 @@ async def test_writers_racing_the_sequencer_lose_no_event(database: Any) -> None
         # Stamped two minutes before it commits, after several runs have passed that time:
         # the commit order differs from the stamp order, as with a stalled append.
         _LATE.set(timedelta(minutes=2))
-        while runs < 2:
-            await asyncio.sleep(0.01)
+        await passed.wait()
         await talk(ledger, "slow", 2)
 
     async def writers() -> None:

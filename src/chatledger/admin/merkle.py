@@ -20,7 +20,9 @@ loser reads what the winner wrote and carries on after it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from urllib.parse import quote
 
 from chatledger import proofs
 from chatledger.admin.catalog import as_ledger, validate_name
+from chatledger.admin.receipts import HOLD_RELEASED, HOLD_SET
 from chatledger.codec import canonical_json_bytes
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
 from chatledger.hashing import _digested, epoch_ms, event_hash
@@ -45,14 +48,17 @@ from chatledger.storage.merkle import (
 __all__ = [
     "DEFAULT_LOOKBACK",
     "DEFAULT_SEQUENCE_BATCH",
+    "HOLD_SETTLE_SECONDS",
     "CheckpointResult",
     "SequenceReport",
+    "audit_findings",
     "checkpoint",
     "count_log_events",
     "default_origin",
     "log_id",
     "prove_consistency",
     "prove_event",
+    "receipt_digest",
     "sequence",
 ]
 
@@ -341,6 +347,15 @@ async def sequence(
     since = None if full else await _window(store, log, window)
     frontier = await _Frontier.load(store, log)
     before, added = frontier.size, 0
+    # More leaves than the frontier knows is a racing sequencer; fewer, a deletion.
+    if (held := await store.count_leaves(log)) < frontier.size:
+        raise IntegrityError(
+            f"log {log!r} has {held} leaves but its tree has {frontier.size}: leaves were deleted; "
+            "nothing was sequenced"
+        )
+    if tenant is None:
+        # Checked first: a log whose records were altered is not extended (or checkpointed).
+        await _refuse_altered_records(as_ledger(target))
     if since is None:
         added = await _sweep(store, frontier, tenant, batch, on_progress)
     else:
@@ -350,9 +365,170 @@ async def sequence(
             added += await frontier.append(_log_order(leaves))
             if on_progress is not None:
                 on_progress(len(docs))
+    if tenant is None:
+        added += await _append_receipts(as_ledger(target), store, frontier)
     root = frontier.root()
     await store.put_head(log, frontier.size, root, watermark=started)
     return SequenceReport(log=log, size_before=before, size=frontier.size, added=added, root=root.hex())
+
+
+# --------------------------------------------------------------------------- receipts and holds
+#
+# Receipts (removals, their completion, legal holds set and released) are admin records
+# of the whole deployment: the default log takes them as leaves of their own kind, after
+# the events of the same run. A receipt leaf commits to the receipt's digest, so the
+# audit collection can no longer change unseen: before it appends anything, a run of
+# the default log checks every logged receipt against the audit collection, and the
+# legal holds on thread documents against the holds the receipts set and released.
+
+_RECEIPT: Final = "receipt:"
+#: How long a run waits before it re-reads a legal hold that disagrees with the receipts:
+#: a hold change writes the thread document first and its receipt a moment later.
+HOLD_SETTLE_SECONDS: Final = 1.0
+
+
+def _plain(value: Any) -> Any:
+    """A stored receipt as JSON values: times as epoch milliseconds (the precision BSON keeps)."""
+    if isinstance(value, datetime):
+        return {"$date": epoch_ms(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    return str(value)
+
+
+def receipt_digest(receipt: Mapping[str, Any]) -> str:
+    """Return the hex SHA-256 of a receipt's canonical JSON, as its leaf records it."""
+    return hashlib.sha256(canonical_json_bytes(_plain(receipt))).hexdigest()
+
+
+def _receipt_leaf(receipt: Mapping[str, Any]) -> dict[str, Any]:
+    rid, digest = str(receipt.get("_id")), receipt_digest(receipt)
+    at = receipt.get("at")
+    data = canonical_json_bytes(
+        {
+            "v": 1,
+            "kind": "receipt",
+            "receipt": rid,
+            "type": str(receipt.get("kind")),
+            "at": epoch_ms(at) if isinstance(at, datetime) else None,
+            "digest": digest,
+        }
+    )
+    return {
+        "event": _RECEIPT + rid,
+        "kind": "receipt",
+        "receipt_digest": digest,
+        "hash": proofs.leaf_hash(data).hex(),
+        "data": data.decode("ascii"),
+    }
+
+
+def _receipt_order(receipt: Mapping[str, Any]) -> tuple[int, int, str]:
+    """Oldest first. Times are milliseconds: within one, a hold is set before it is released."""
+    at = receipt.get("at")
+    return (
+        epoch_ms(at) if isinstance(at, datetime) else 0,
+        1 if receipt.get("kind") == HOLD_RELEASED else 0,
+        str(receipt.get("_id")),
+    )
+
+
+def _expected_holds(receipts: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Replay the hold receipts: ``{thread_id: {case: reason}}`` of the holds they leave in place."""
+    held: dict[str, dict[str, str]] = {}
+    for r in sorted((r for r in receipts if r.get("kind") in (HOLD_SET, HOLD_RELEASED)), key=_receipt_order):
+        cases = held.setdefault(str(r.get("thread_id")), {})
+        if r.get("kind") == HOLD_SET:
+            cases[str(r.get("case"))] = str(r.get("reason"))
+        else:
+            cases.pop(str(r.get("case")), None)
+    return {t: cases for t, cases in held.items() if cases}
+
+
+def _actual_holds(threads: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """The holds the thread documents carry (a ChatLedger 0.1 single hold predates receipts: left out)."""
+    out: dict[str, dict[str, str]] = {}
+    for doc in threads:
+        holds = doc.get("legal_holds")
+        cases = {
+            str(h.get("case")): str(h.get("reason"))
+            for h in (holds if isinstance(holds, list) else [])
+            if isinstance(h, Mapping)
+        }
+        if cases:
+            out[str(doc.get("_id"))] = cases
+    return out
+
+
+async def _hold_findings(store: MerkleStore, ledger: Any) -> list[str]:
+    receipts = await store.receipts(ledger.storage.receipts.collection)
+    expected = _expected_holds(receipts)
+    actual = _actual_holds(await store.held_threads(ledger.storage.threads.collection))
+    found = []
+    for thread in sorted(set(expected) | set(actual)):
+        want, have = expected.get(thread, {}), actual.get(thread, {})
+        for case in sorted(set(want) | set(have)):
+            if case not in want:
+                found.append(f"thread {thread!r} is held for case {case!r} without a receipt")
+            elif case not in have:
+                found.append(
+                    f"thread {thread!r}: the receipts hold it for case {case!r}, its document does not"
+                )
+            elif want[case] != have[case]:
+                found.append(f"thread {thread!r}: the hold for case {case!r} was edited after its receipt")
+    return found
+
+
+async def audit_findings(target: Any, *, settle: float = HOLD_SETTLE_SECONDS) -> list[str]:
+    """Return how the audit collection and the legal holds differ from what the default log recorded.
+
+    Empty when every logged receipt is still in the audit collection unchanged, and the
+    holds on thread documents are exactly those the receipts set and did not release.
+    :func:`sequence` runs it on the default log and refuses to extend a log whose
+    records were altered.
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        settle: Seconds to wait before re-reading a hold that disagrees with the
+            receipts (a hold change in flight writes its receipt just after).
+    """
+    ledger = as_ledger(target)
+    store = _store(ledger)
+    stored = {str(r.get("_id")): r for r in await store.receipts(ledger.storage.receipts.collection)}
+    found = []
+    for leaf in await store.receipt_leaves(log_id(None)):
+        rid = str(leaf.get("event"))[len(_RECEIPT) :]
+        receipt = stored.get(rid)
+        if receipt is None:
+            found.append(f"receipt {rid!r} (leaf {leaf.get('index')}) was deleted from the audit collection")
+        elif receipt_digest(receipt) != leaf.get("receipt_digest"):
+            found.append(f"receipt {rid!r} (leaf {leaf.get('index')}) was altered after it was logged")
+    holds = await _hold_findings(store, ledger)
+    if holds and settle > 0:
+        await asyncio.sleep(settle)
+        holds = [f for f in await _hold_findings(store, ledger) if f in holds]
+    return found + holds
+
+
+async def _refuse_altered_records(ledger: Any) -> None:
+    found = await audit_findings(ledger)
+    if found:
+        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+        raise IntegrityError(
+            f"the audit trail no longer matches the log: {'; '.join(found[:3])}{more}; nothing was sequenced"
+        )
+
+
+async def _append_receipts(ledger: Any, store: MerkleStore, frontier: _Frontier) -> int:
+    """Append the receipts not yet in the default log, oldest first."""
+    logged = {str(leaf.get("event")) for leaf in await store.receipt_leaves(frontier.log)}
+    receipts = await store.receipts(ledger.storage.receipts.collection)
+    pending = [r for r in receipts if _RECEIPT + str(r.get("_id")) not in logged]
+    return await frontier.append([_receipt_leaf(r) for r in sorted(pending, key=_receipt_order)])
 
 
 def _log_order(leaves: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -50,6 +50,7 @@ def log_collections(events_collection: str) -> tuple[str, str]:
         f"{events_collection}_{DEFAULT_LOG_TREE_COLLECTION}",
     )
 
+
 _INDEX: Final = "log_index_unique"
 _EVENT: Final = "log_event_unique"
 _HEADS: Final = "log_kind_size"
@@ -117,6 +118,10 @@ class MerkleStore:
         if type(index) is not int or index < 0:
             raise IntegrityError(f"log entry {docs[0].get('_id')!r} has a malformed index")
         return index + 1
+
+    async def count_leaves(self, log: str) -> int:
+        """Return how many leaf documents the log holds (its size, unless some were deleted)."""
+        return int(await self.gate.call("count log entries", self.entries.count_documents({"log": log})))
 
     async def leaves(self, log: str, start: int) -> AsyncIterator[tuple[int, bytes]]:
         """Yield ``(index, leaf hash)`` from ``start`` on, in index order, in bounded batches."""
@@ -313,6 +318,26 @@ class MerkleStore:
         cursor = self.entries.find({"log": log, "created_at": {"$gte": since}}, {"event": 1}).hint(_LEAF_TIME)
         async with self.gate.translated("read log entries"):
             return {str(doc.get("event")) async for doc in cursor.batch_size(BATCH_SIZE * 4)}
+
+    # ------------------------------------------------------------------ receipts and holds
+
+    async def receipt_leaves(self, log: str) -> list[dict[str, Any]]:
+        """Return the log's receipt leaves (``event`` is ``receipt:<id>``), with their stored digests."""
+        cursor = self.entries.find(
+            {"log": log, "kind": "receipt"}, {"event": 1, "receipt_digest": 1, "index": 1}
+        )
+        return await self.gate.call("read log entries", cursor_list(cursor.batch_size(BATCH_SIZE * 4)))
+
+    async def receipts(self, audit: Any) -> list[dict[str, Any]]:
+        """Return every receipt in an audit collection (not its configuration documents)."""
+        cursor = audit.find({"kind": {"$ne": "config"}}).batch_size(BATCH_SIZE)
+        return await self.gate.call("read receipts", cursor_list(cursor))
+
+    async def held_threads(self, threads: Any) -> list[dict[str, Any]]:
+        """Return ``_id`` and holds of every thread document that carries a legal hold."""
+        query = {"$or": [{"legal_holds": {"$exists": True, "$ne": []}}, {"legal_hold": {"$exists": True}}]}
+        cursor = threads.find(query, {"legal_holds": 1, "legal_hold": 1}).batch_size(BATCH_SIZE)
+        return await self.gate.call("read threads", cursor_list(cursor))
 
     async def events_by_key(self, keys: Sequence[str]) -> list[dict[str, Any]]:
         """Return the events with these keys, as stored (one query)."""

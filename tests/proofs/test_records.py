@@ -74,7 +74,8 @@ async def test_an_insider_editing_or_lifting_a_hold_is_caught(database: Any) -> 
     await database["threads"].update_one(
         {"_id": "a"}, {"$set": {"legal_holds": [{"case": "C-1", "reason": "nothing to see"}]}}
     )
-    assert await audit_findings(ledger) == ["thread 'a': the hold for case 'C-1' was edited after its receipt"]
+    edited = "thread 'a': the hold for case 'C-1' was edited after its receipt"
+    assert await audit_findings(ledger) == [edited]
     # And a hold set behind the admin functions' back.
     await database["threads"].update_one(
         {"_id": "b"}, {"$set": {"legal_holds": [{"case": "X", "reason": "forged"}]}}

@@ -293,6 +293,7 @@ async def count_log_events(
     """Return how many events :func:`sequence` will look at, with the same arguments (a progress total)."""
     log = log_id(tenant)
     store = _store(target)
+    await store.ensure_indexes()  # the reads below name their indexes
     since = None if full else await _window(store, log, _lookback(lookback))
     return await (store.count_events(tenant) if since is None else store.count_since(tenant, since))
 

@@ -428,26 +428,37 @@ def _receipt_leaf(receipt: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _receipt_order(receipt: Mapping[str, Any]) -> tuple[int, int, str]:
-    """Oldest first. Times are milliseconds: within one, a hold is set before it is released."""
+def _receipt_order(receipt: Mapping[str, Any]) -> tuple[int, str]:
+    """Oldest first (by time, then id: receipts of one millisecond have no known order)."""
     at = receipt.get("at")
-    return (
-        epoch_ms(at) if isinstance(at, datetime) else 0,
-        1 if receipt.get("kind") == HOLD_RELEASED else 0,
-        str(receipt.get("_id")),
-    )
+    return (epoch_ms(at) if isinstance(at, datetime) else 0, str(receipt.get("_id")))
 
 
-def _expected_holds(receipts: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
-    """Replay the hold receipts: ``{thread_id: {case: reason}}`` of the holds they leave in place."""
-    held: dict[str, dict[str, str]] = {}
+def _expected_holds(
+    receipts: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, dict[str, str]], set[tuple[str, str]]]:
+    """Replay the hold receipts: ``{thread_id: {case: reason}}`` of the holds they leave in place.
+
+    Also returns the ``(thread_id, case)`` whose last receipts share one millisecond and
+    disagree (a set and a release): their order is unknown, so either state is accepted.
+    """
+    last: dict[tuple[str, str], tuple[int, set[str | None]]] = {}
     for r in sorted((r for r in receipts if r.get("kind") in (HOLD_SET, HOLD_RELEASED)), key=_receipt_order):
-        cases = held.setdefault(str(r.get("thread_id")), {})
-        if r.get("kind") == HOLD_SET:
-            cases[str(r.get("case"))] = str(r.get("reason"))
-        else:
-            cases.pop(str(r.get("case")), None)
-    return {t: cases for t, cases in held.items() if cases}
+        key, at = (str(r.get("thread_id")), str(r.get("case"))), _receipt_order(r)[0]
+        state = str(r.get("reason")) if r.get("kind") == HOLD_SET else None
+        previous = last.get(key)
+        last[key] = (
+            (at, previous[1] | {state}) if previous is not None and previous[0] == at else (at, {state})
+        )
+    held: dict[str, dict[str, str]] = {}
+    unsure: set[tuple[str, str]] = set()
+    for (thread, case), (_, states) in last.items():
+        if len(states) > 1:
+            unsure.add((thread, case))
+        for state in states:
+            if state is not None:
+                held.setdefault(thread, {})[case] = state
+    return held, unsure
 
 
 def _actual_holds(threads: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
@@ -467,12 +478,14 @@ def _actual_holds(threads: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, s
 
 async def _hold_findings(store: MerkleStore, ledger: Any) -> list[str]:
     receipts = await store.receipts(ledger.storage.receipts.collection)
-    expected = _expected_holds(receipts)
+    expected, unsure = _expected_holds(receipts)
     actual = _actual_holds(await store.held_threads(ledger.storage.threads.collection))
     found = []
     for thread in sorted(set(expected) | set(actual)):
         want, have = expected.get(thread, {}), actual.get(thread, {})
         for case in sorted(set(want) | set(have)):
+            if (thread, case) in unsure and (case not in have or have[case] == want.get(case)):
+                continue
             if case not in want:
                 found.append(f"thread {thread!r} is held for case {case!r} without a receipt")
             elif case not in have:

@@ -497,7 +497,7 @@ async def _hold_findings(store: MerkleStore, ledger: Any) -> list[str]:
     return found
 
 
-async def audit_findings(target: Any, *, settle: float = HOLD_SETTLE_SECONDS) -> list[str]:
+async def audit_findings(target: Any, *, settle: float | None = None) -> list[str]:
     """Return how the audit collection and the legal holds differ from what the default log recorded.
 
     Empty when every logged receipt is still in the audit collection unchanged, and the
@@ -508,7 +508,8 @@ async def audit_findings(target: Any, *, settle: float = HOLD_SETTLE_SECONDS) ->
     Args:
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
         settle: Seconds to wait before re-reading a hold that disagrees with the
-            receipts (a hold change in flight writes its receipt just after).
+            receipts (a hold change in flight writes its receipt just after); default
+            :data:`HOLD_SETTLE_SECONDS`.
     """
     ledger = as_ledger(target)
     store = _store(ledger)
@@ -522,8 +523,9 @@ async def audit_findings(target: Any, *, settle: float = HOLD_SETTLE_SECONDS) ->
         elif receipt_digest(receipt) != leaf.get("receipt_digest"):
             found.append(f"receipt {rid!r} (leaf {leaf.get('index')}) was altered after it was logged")
     holds = await _hold_findings(store, ledger)
-    if holds and settle > 0:
-        await asyncio.sleep(settle)
+    pause = HOLD_SETTLE_SECONDS if settle is None else settle
+    if holds and pause > 0:
+        await asyncio.sleep(pause)
         holds = [f for f in await _hold_findings(store, ledger) if f in holds]
     return found + holds
 

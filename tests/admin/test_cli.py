@@ -376,6 +376,14 @@ def test_roles_dry_run_prints_append_only_app_role() -> None:
     assert "remove" in by_collection["events"]
     assert "remove" in by_collection["threads"]
     assert not by_collection["audit"] & {"remove", "update"}
+    # The operator's checkpoint writes the Merkle log; nobody may rewrite or delete it.
+    for log in ("log_entries", "log_tree"):
+        assert {"find", "insert"} <= by_collection[log]
+        assert not by_collection[log] & {"remove", "update"}
+    assert not {p["resource"]["collection"] for p in app["privileges"]} & {"log_entries", "log_tree"}
+    other = chatledger("roles", "create", "--events-collection", "ev2", "--json").stdout
+    granted = {p["resource"]["collection"] for c in json.loads(other)["commands"] for p in c["privileges"]}
+    assert {"ev2_log_entries", "ev2_log_tree"} <= granted
     as_json = json.loads(chatledger("roles", "create", "--database", "prod", "--json").stdout)
     assert as_json["commands"] == commands
     assert as_json["applied"] is False

@@ -20,45 +20,53 @@ loser reads what the winner wrote and carries on after it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
 
 from chatledger import proofs
 from chatledger.admin.catalog import as_ledger, validate_name
+from chatledger.admin.receipts import HOLD_RELEASED, HOLD_SET
 from chatledger.codec import canonical_json_bytes
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
 from chatledger.hashing import _digested, epoch_ms, event_hash
 from chatledger.models import validate_thread_id
-from chatledger.storage import DEFAULT_EVENTS_COLLECTION
 from chatledger.storage.documents import check_event
 from chatledger.storage.events import event_key
 from chatledger.storage.merkle import (
-    DEFAULT_LOG_ENTRIES_COLLECTION,
-    DEFAULT_LOG_TREE_COLLECTION,
     MerkleStore,
     Node,
+    log_collections,
 )
 
 __all__ = [
+    "DEFAULT_LOOKBACK",
     "DEFAULT_SEQUENCE_BATCH",
+    "HOLD_SETTLE_SECONDS",
     "CheckpointResult",
     "SequenceReport",
+    "audit_findings",
     "checkpoint",
     "count_log_events",
     "default_origin",
     "log_id",
     "prove_consistency",
     "prove_event",
+    "receipt_digest",
     "sequence",
 ]
 
 #: Events read, checked and appended per batch: memory stays bounded whatever the backlog.
 DEFAULT_SEQUENCE_BATCH: Final = 1000
+#: How late a writer may commit an event after stamping it (its append's duration plus
+#: its clock's lag behind the sequencer's) and still be sequenced by a routine run.
+DEFAULT_LOOKBACK: Final = timedelta(minutes=10)
 
 
 def log_id(tenant: str | None) -> str:
@@ -244,6 +252,8 @@ def _leaf_of(doc: Mapping[str, Any]) -> dict[str, Any]:
         "event": key,
         "thread_id": event["thread_id"],
         "seq": event["seq"],
+        # Not hashed: lets the next run find this run's recent leaves by time.
+        "created_at": created,
         "hash": proofs.leaf_hash(data).hex(),
         "data": data.decode("ascii"),
     }
@@ -257,22 +267,43 @@ def _canonical_message(message: Mapping[str, Any]) -> bytes:
 def _store(target: Any) -> MerkleStore:
     ledger = as_ledger(target)
     events = ledger.storage.events
-    name = str(events.collection.name)
-    if name == DEFAULT_EVENTS_COLLECTION:
-        return MerkleStore(ledger.storage.gate, events)
     # Two ledgers in one database (other events collections) keep two sets of logs.
-    return MerkleStore(
-        ledger.storage.gate,
-        events,
-        entries_collection=f"{name}_{DEFAULT_LOG_ENTRIES_COLLECTION}",
-        tree_collection=f"{name}_{DEFAULT_LOG_TREE_COLLECTION}",
-    )
+    entries, tree = log_collections(str(events.collection.name))
+    return MerkleStore(ledger.storage.gate, events, entries_collection=entries, tree_collection=tree)
 
 
-async def count_log_events(target: Any, *, tenant: str | None = None) -> int:
-    """Return how many live events a log's scope holds (a progress total for :func:`sequence`)."""
-    log_id(tenant)
-    return await _store(target).count_events(tenant)
+async def _window(store: MerkleStore, log: str, lookback: timedelta) -> datetime | None:
+    """The creation time from which a run must read events, or ``None``: a full sweep is due.
+
+    The latest head's watermark is the start of the run that wrote it; every event
+    committed before then is in the log. An event committed later but stamped earlier
+    (a slow writer, a skewed clock) still has a creation time after ``watermark -
+    lookback`` as long as its writer was less than ``lookback`` late.
+    """
+    head = await store.latest(log)
+    mark = head.get("watermark") if head is not None else None
+    if not isinstance(mark, datetime):
+        return None  # a new log, or one sequenced before watermarks: read every event once
+    return (mark if mark.tzinfo is not None else mark.replace(tzinfo=UTC)) - lookback
+
+
+async def count_log_events(
+    target: Any, *, tenant: str | None = None, full: bool = False, lookback: timedelta | None = None
+) -> int:
+    """Return how many events :func:`sequence` will look at, with the same arguments (a progress total)."""
+    log = log_id(tenant)
+    store = _store(target)
+    await store.ensure_indexes()  # the reads below name their indexes
+    since = None if full else await _window(store, log, _lookback(lookback))
+    return await (store.count_events(tenant) if since is None else store.count_since(tenant, since))
+
+
+def _lookback(value: timedelta | None) -> timedelta:
+    if value is None:
+        return DEFAULT_LOOKBACK
+    if not isinstance(value, timedelta) or value < timedelta(0):
+        raise InvalidInputError("lookback must be a non-negative timedelta")
+    return value
 
 
 async def sequence(
@@ -281,42 +312,265 @@ async def sequence(
     tenant: str | None = None,
     batch: int = DEFAULT_SEQUENCE_BATCH,
     on_progress: Callable[[int], object] | None = None,
+    full: bool = False,
+    lookback: timedelta | None = None,
 ) -> SequenceReport:
     """Append every live event of a scope that has no leaf yet to the scope's log.
 
-    Safe to run on a schedule, to kill and re-run, and to run twice at once.
+    Safe to run on a schedule, to kill and re-run, and to run twice at once. A run reads
+    only the events created since the previous completed run started, less ``lookback``
+    (its cost follows the backlog, not the log); the first run of a log, and a ``full``
+    one, read every event of the scope once.
 
     Args:
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
         tenant: The tenant whose log to extend; ``None``: the default scope's.
         batch: Events per batch (memory is bounded by it).
         on_progress: Called with the number of events looked at after each batch.
+        full: Read every event of the scope, not only the recent ones: for an event whose
+            writer was later than ``lookback`` (its append took that long, or its clock
+            was that far behind).
+        lookback: How late a writer may be (default :data:`DEFAULT_LOOKBACK`): an event
+            stamped this long before the previous run started is still looked for.
 
     Raises:
         IntegrityError: an event does not match its own hash, or the log was altered.
-        InvalidInputError: a bad tenant or batch size.
+        InvalidInputError: a bad tenant, batch size or lookback.
     """
     if type(batch) is not int or not 1 <= batch <= 10_000:
         raise InvalidInputError("batch must be an int from 1 to 10000")
     log = log_id(tenant)
+    window = _lookback(lookback)
     store = _store(target)
+    # Taken before anything is read: every event committed before this instant is read below.
+    started = datetime.now(UTC)
     await store.ensure_indexes()
+    since = None if full else await _window(store, log, window)
     frontier = await _Frontier.load(store, log)
-    before, added, after = frontier.size, 0, None
+    before, added = frontier.size, 0
+    # More leaves than the frontier knows is a racing sequencer; fewer, a deletion.
+    if (held := await store.count_leaves(log)) < frontier.size:
+        raise IntegrityError(
+            f"log {log!r} has {held} leaves but its tree has {frontier.size}: leaves were deleted; "
+            "nothing was sequenced"
+        )
+    if tenant is None:
+        # Checked first: a log whose records were altered is not extended (or checkpointed).
+        await _refuse_altered_records(as_ledger(target))
+    if since is None:
+        added = await _sweep(store, frontier, tenant, batch, on_progress)
+    else:
+        done = await store.sequenced_since(log, since)
+        async for docs in store.events_since(tenant, since, batch):
+            leaves = [_leaf_of(d) for d in docs if str(d.get("_id")) not in done]
+            added += await frontier.append(_log_order(leaves))
+            if on_progress is not None:
+                on_progress(len(docs))
+    if tenant is None:
+        added += await _append_receipts(as_ledger(target), store, frontier)
+    root = frontier.root()
+    await store.put_head(log, frontier.size, root, watermark=started)
+    return SequenceReport(log=log, size_before=before, size=frontier.size, added=added, root=root.hex())
+
+
+# --------------------------------------------------------------------------- receipts and holds
+#
+# Receipts (removals, their completion, legal holds set and released) are admin records
+# of the whole deployment: the default log takes them as leaves of their own kind, after
+# the events of the same run. A receipt leaf commits to the receipt's digest, so the
+# audit collection can no longer change unseen: before it appends anything, a run of
+# the default log checks every logged receipt against the audit collection, and the
+# legal holds on thread documents against the holds the receipts set and released.
+
+_RECEIPT: Final = "receipt:"
+#: How long a run waits before it re-reads a legal hold that disagrees with the receipts:
+#: a hold change writes the thread document first and its receipt a moment later.
+HOLD_SETTLE_SECONDS: Final = 1.0
+
+
+def _plain(value: Any) -> Any:
+    """A stored receipt as JSON values: times as epoch milliseconds (the precision BSON keeps)."""
+    if isinstance(value, datetime):
+        return {"$date": epoch_ms(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    return str(value)
+
+
+def receipt_digest(receipt: Mapping[str, Any]) -> str:
+    """Return the hex SHA-256 of a receipt's canonical JSON, as its leaf records it."""
+    return hashlib.sha256(canonical_json_bytes(_plain(receipt))).hexdigest()
+
+
+def _receipt_leaf(receipt: Mapping[str, Any]) -> dict[str, Any]:
+    rid, digest = str(receipt.get("_id")), receipt_digest(receipt)
+    at = receipt.get("at")
+    data = canonical_json_bytes(
+        {
+            "v": 1,
+            "kind": "receipt",
+            "receipt": rid,
+            "type": str(receipt.get("kind")),
+            "at": epoch_ms(at) if isinstance(at, datetime) else None,
+            "digest": digest,
+        }
+    )
+    return {
+        "event": _RECEIPT + rid,
+        "kind": "receipt",
+        "receipt_digest": digest,
+        "hash": proofs.leaf_hash(data).hex(),
+        "data": data.decode("ascii"),
+    }
+
+
+def _receipt_order(receipt: Mapping[str, Any]) -> tuple[int, str]:
+    """Oldest first (by time, then id: receipts of one millisecond have no known order)."""
+    at = receipt.get("at")
+    return (epoch_ms(at) if isinstance(at, datetime) else 0, str(receipt.get("_id")))
+
+
+def _expected_holds(
+    receipts: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, dict[str, str]], set[tuple[str, str]]]:
+    """Replay the hold receipts: ``{thread_id: {case: reason}}`` of the holds they leave in place.
+
+    Also returns the ``(thread_id, case)`` whose last receipts share one millisecond and
+    disagree (a set and a release): their order is unknown, so either state is accepted.
+    """
+    last: dict[tuple[str, str], tuple[int, set[str | None]]] = {}
+    for r in sorted((r for r in receipts if r.get("kind") in (HOLD_SET, HOLD_RELEASED)), key=_receipt_order):
+        key, at = (str(r.get("thread_id")), str(r.get("case"))), _receipt_order(r)[0]
+        state = str(r.get("reason")) if r.get("kind") == HOLD_SET else None
+        previous = last.get(key)
+        last[key] = (
+            (at, previous[1] | {state}) if previous is not None and previous[0] == at else (at, {state})
+        )
+    held: dict[str, dict[str, str]] = {}
+    unsure: set[tuple[str, str]] = set()
+    for (thread, case), (_, states) in last.items():
+        if len(states) > 1:
+            unsure.add((thread, case))
+        for state in states:
+            if state is not None:
+                held.setdefault(thread, {})[case] = state
+    return held, unsure
+
+
+def _actual_holds(threads: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """The holds the thread documents carry (a ChatLedger 0.1 single hold predates receipts: left out)."""
+    out: dict[str, dict[str, str]] = {}
+    for doc in threads:
+        holds = doc.get("legal_holds")
+        cases = {
+            str(h.get("case")): str(h.get("reason"))
+            for h in (holds if isinstance(holds, list) else [])
+            if isinstance(h, Mapping)
+        }
+        if cases:
+            out[str(doc.get("_id"))] = cases
+    return out
+
+
+async def _hold_findings(store: MerkleStore, ledger: Any) -> list[str]:
+    receipts = await store.receipts(ledger.storage.receipts.collection)
+    expected, unsure = _expected_holds(receipts)
+    actual = _actual_holds(await store.held_threads(ledger.storage.threads.collection))
+    found = []
+    for thread in sorted(set(expected) | set(actual)):
+        want, have = expected.get(thread, {}), actual.get(thread, {})
+        for case in sorted(set(want) | set(have)):
+            if (thread, case) in unsure and (case not in have or have[case] == want.get(case)):
+                continue
+            if case not in want:
+                found.append(f"thread {thread!r} is held for case {case!r} without a receipt")
+            elif case not in have:
+                found.append(
+                    f"thread {thread!r}: the receipts hold it for case {case!r}, its document does not"
+                )
+            elif want[case] != have[case]:
+                found.append(f"thread {thread!r}: the hold for case {case!r} was edited after its receipt")
+    return found
+
+
+async def audit_findings(target: Any, *, settle: float | None = None) -> list[str]:
+    """Return how the audit collection and the legal holds differ from what the default log recorded.
+
+    Empty when every logged receipt is still in the audit collection unchanged, and the
+    holds on thread documents are exactly those the receipts set and did not release.
+    :func:`sequence` runs it on the default log and refuses to extend a log whose
+    records were altered.
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        settle: Seconds to wait before re-reading a hold that disagrees with the
+            receipts (a hold change in flight writes its receipt just after); default
+            :data:`HOLD_SETTLE_SECONDS`.
+    """
+    ledger = as_ledger(target)
+    store = _store(ledger)
+    stored = {str(r.get("_id")): r for r in await store.receipts(ledger.storage.receipts.collection)}
+    found = []
+    for leaf in await store.receipt_leaves(log_id(None)):
+        rid = str(leaf.get("event"))[len(_RECEIPT) :]
+        receipt = stored.get(rid)
+        if receipt is None:
+            found.append(f"receipt {rid!r} (leaf {leaf.get('index')}) was deleted from the audit collection")
+        elif receipt_digest(receipt) != leaf.get("receipt_digest"):
+            found.append(f"receipt {rid!r} (leaf {leaf.get('index')}) was altered after it was logged")
+    holds = await _hold_findings(store, ledger)
+    pause = HOLD_SETTLE_SECONDS if settle is None else settle
+    if holds and pause > 0:
+        await asyncio.sleep(pause)
+        holds = [f for f in await _hold_findings(store, ledger) if f in holds]
+    return found + holds
+
+
+async def _refuse_altered_records(ledger: Any) -> None:
+    found = await audit_findings(ledger)
+    if found:
+        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+        raise IntegrityError(
+            f"the audit trail no longer matches the log: {'; '.join(found[:3])}{more}; nothing was sequenced"
+        )
+
+
+async def _append_receipts(ledger: Any, store: MerkleStore, frontier: _Frontier) -> int:
+    """Append the receipts not yet in the default log, oldest first."""
+    logged = {str(leaf.get("event")) for leaf in await store.receipt_leaves(frontier.log)}
+    receipts = await store.receipts(ledger.storage.receipts.collection)
+    pending = [r for r in receipts if _RECEIPT + str(r.get("_id")) not in logged]
+    return await frontier.append([_receipt_leaf(r) for r in sorted(pending, key=_receipt_order)])
+
+
+def _log_order(leaves: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Within one batch, leaves go in ``(thread_id, seq)`` order: reproducible, thread by thread."""
+    return sorted(leaves, key=lambda leaf: (leaf["thread_id"], leaf["seq"]))
+
+
+async def _sweep(
+    store: MerkleStore,
+    frontier: _Frontier,
+    tenant: str | None,
+    batch: int,
+    on_progress: Callable[[int], object] | None,
+) -> int:
+    """Read every live event key of the scope once, sequencing those without a leaf."""
+    added, after = 0, None
     while keys := await store.event_keys(tenant, after, batch):
         after = keys[-1]
-        done = await store.sequenced(log, keys)
+        done = await store.sequenced(frontier.log, keys)
         pending = [k for k in keys if k not in done]
         if pending:
             docs = await store.events_by_key(pending)
-            leaves = [_leaf_of(d) for d in docs if not d.get("removed")]
-            leaves.sort(key=lambda leaf: (leaf["thread_id"], leaf["seq"]))
-            added += await frontier.append(leaves)
+            added += await frontier.append(_log_order([_leaf_of(d) for d in docs if not d.get("removed")]))
         if on_progress is not None:
             on_progress(len(keys))
-    root = frontier.root()
-    await store.put_head(log, frontier.size, root)
-    return SequenceReport(log=log, size_before=before, size=frontier.size, added=added, root=root.hex())
+    return added
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +590,7 @@ async def checkpoint(
     origin: str | None = None,
     batch: int = DEFAULT_SEQUENCE_BATCH,
     on_progress: Callable[[int], object] | None = None,
+    full: bool = False,
 ) -> CheckpointResult:
     """Sequence what is pending, then sign and store a C2SP checkpoint of the log.
 
@@ -346,6 +601,7 @@ async def checkpoint(
         origin: The log's name in the checkpoint (default: :func:`default_origin`).
         batch: Events per sequencing batch.
         on_progress: As for :func:`sequence`.
+        full: As for :func:`sequence`.
 
     Raises:
         InvalidInputError: the key or origin is not usable (nothing is written).
@@ -359,7 +615,7 @@ async def checkpoint(
         )
     except proofs.ProofError as e:
         raise InvalidInputError(str(e)) from e
-    report = await sequence(ledger, tenant=tenant, batch=batch, on_progress=on_progress)
+    report = await sequence(ledger, tenant=tenant, batch=batch, on_progress=on_progress, full=full)
     note = proofs.sign_checkpoint(name, report.size, bytes.fromhex(report.root), key)
     await _store(ledger).put_head(report.log, report.size, bytes.fromhex(report.root), note=note)
     return CheckpointResult(report=report, origin=name, note=note)

@@ -13,24 +13,51 @@ Nothing here is ever updated in place: every write is an insert.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from chatledger.errors import IntegrityError
+from chatledger.storage import DEFAULT_EVENTS_COLLECTION
 from chatledger.storage.driver import cursor_list
 from chatledger.storage.events import BATCH_SIZE, EventStore
 from chatledger.storage.gate import Gate
 
-__all__ = ["DEFAULT_LOG_ENTRIES_COLLECTION", "DEFAULT_LOG_TREE_COLLECTION", "MerkleStore", "Node"]
+__all__ = [
+    "DEFAULT_LOG_ENTRIES_COLLECTION",
+    "DEFAULT_LOG_TREE_COLLECTION",
+    "MerkleStore",
+    "Node",
+    "log_collections",
+]
 
 DEFAULT_LOG_ENTRIES_COLLECTION: Final = "log_entries"
 DEFAULT_LOG_TREE_COLLECTION: Final = "log_tree"
 
+
+def log_collections(events_collection: str) -> tuple[str, str]:
+    """Return the names of the log collections (entries, tree) of a ledger's events collection.
+
+    The default events collection keeps ``log_entries``/``log_tree``; another one (two
+    ledgers in one database) gets its own pair, prefixed by its name.
+    """
+    if events_collection == DEFAULT_EVENTS_COLLECTION:
+        return DEFAULT_LOG_ENTRIES_COLLECTION, DEFAULT_LOG_TREE_COLLECTION
+    return (
+        f"{events_collection}_{DEFAULT_LOG_ENTRIES_COLLECTION}",
+        f"{events_collection}_{DEFAULT_LOG_TREE_COLLECTION}",
+    )
+
+
 _INDEX: Final = "log_index_unique"
 _EVENT: Final = "log_event_unique"
 _HEADS: Final = "log_kind_size"
+_LEAF_TIME: Final = "log_created_at"
+#: On the events collection: a sequencing run reads only the events created since its
+#: watermark (less a look-back), so its cost follows the backlog, not the log.
+EVENTS_BY_TIME: Final = "tenant_created_at"
 
 #: A complete subtree: (level, index at that level); it covers leaves [i·2^level, (i+1)·2^level).
 Node = tuple[int, int]
@@ -69,6 +96,13 @@ class MerkleStore:
             (self.entries, _INDEX, [("log", ASCENDING), ("index", ASCENDING)], True),
             (self.entries, _EVENT, [("log", ASCENDING), ("event", ASCENDING)], True),
             (self.tree, _HEADS, [("log", ASCENDING), ("kind", ASCENDING), ("size", ASCENDING)], False),
+            (self.entries, _LEAF_TIME, [("log", ASCENDING), ("created_at", ASCENDING)], False),
+            (
+                self.events.collection,
+                EVENTS_BY_TIME,
+                [("tenant_id", ASCENDING), ("created_at", ASCENDING)],
+                False,
+            ),
         ):
             await self.gate.call("create index", collection.create_index(keys, name=name, unique=unique))
 
@@ -84,6 +118,10 @@ class MerkleStore:
         if type(index) is not int or index < 0:
             raise IntegrityError(f"log entry {docs[0].get('_id')!r} has a malformed index")
         return index + 1
+
+    async def count_leaves(self, log: str) -> int:
+        """Return how many leaf documents the log holds (its size, unless some were deleted)."""
+        return int(await self.gate.call("count log entries", self.entries.count_documents({"log": log})))
 
     async def leaves(self, log: str, start: int) -> AsyncIterator[tuple[int, bytes]]:
         """Yield ``(index, leaf hash)`` from ``start`` on, in index order, in bounded batches."""
@@ -194,16 +232,28 @@ class MerkleStore:
 
     # ------------------------------------------------------------------ heads and checkpoints
 
-    async def put_head(self, log: str, size: int, root: bytes, *, note: str | None = None) -> None:
+    async def put_head(
+        self,
+        log: str,
+        size: int,
+        root: bytes,
+        *,
+        note: str | None = None,
+        watermark: datetime | None = None,
+    ) -> None:
         """Record a tree head the sequencer reached (all its nodes are stored), or a checkpoint of it.
 
         A checkpoint is stored beside its head (``note`` given); writing the same head
-        twice keeps the first (they hold the same root, or the log is damaged).
+        twice keeps the first (they hold the same root, or the log is damaged). A head
+        written by a completed sequencing run carries its ``watermark``: the time the run
+        started, before which every committed event of the scope is in the log.
         """
         kind, key = ("checkpoint", f"{log}#c{size}") if note is not None else ("head", f"{log}#h{size}")
         doc: dict[str, Any] = {"_id": key, "log": log, "kind": kind, "size": size, "hash": root.hex()}
         if note is not None:
             doc["note"] = note
+        if watermark is not None:
+            doc["watermark"] = watermark
         try:
             await self.gate.call("store tree head", self.tree.insert_one(doc))
         except DuplicateKeyError:
@@ -238,6 +288,56 @@ class MerkleStore:
         cursor = self.events.collection.find(query, {"_id": 1}).sort("_id", ASCENDING).limit(limit)
         docs = await self.gate.call("read events", cursor_list(cursor.batch_size(limit)))
         return [d["_id"] for d in docs if type(d.get("_id")) is str]
+
+    async def events_since(
+        self, tenant: str | None, since: datetime, batch: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Yield, in lists of at most ``batch``, a tenant's live events created at or after ``since``.
+
+        An equality and a range on the ``(tenant_id, created_at)`` index: on MongoDB it reads
+        only those events. Unsorted, so no engine has to hold the range in memory.
+        """
+        query = {"tenant_id": tenant, "created_at": {"$gte": since}, "removed": {"$exists": False}}
+        cursor = self.events.collection.find(query).hint(EVENTS_BY_TIME).batch_size(min(batch, BATCH_SIZE))
+        docs: list[dict[str, Any]] = []
+        async with self.gate.translated("read events"):
+            async for doc in cursor:
+                docs.append(doc)
+                if len(docs) >= batch:
+                    yield docs
+                    docs = []
+        if docs:
+            yield docs
+
+    async def count_since(self, tenant: str | None, since: datetime) -> int:
+        """Return how many live events of a tenant were created at or after ``since``."""
+        return await self.events.count({"tenant_id": tenant, "created_at": {"$gte": since}})
+
+    async def sequenced_since(self, log: str, since: datetime) -> set[str]:
+        """Return the events in the log created at or after ``since`` (leaves that record their time)."""
+        cursor = self.entries.find({"log": log, "created_at": {"$gte": since}}, {"event": 1}).hint(_LEAF_TIME)
+        async with self.gate.translated("read log entries"):
+            return {str(doc.get("event")) async for doc in cursor.batch_size(BATCH_SIZE * 4)}
+
+    # ------------------------------------------------------------------ receipts and holds
+
+    async def receipt_leaves(self, log: str) -> list[dict[str, Any]]:
+        """Return the log's receipt leaves (``event`` is ``receipt:<id>``), with their stored digests."""
+        cursor = self.entries.find(
+            {"log": log, "kind": "receipt"}, {"event": 1, "receipt_digest": 1, "index": 1}
+        )
+        return await self.gate.call("read log entries", cursor_list(cursor.batch_size(BATCH_SIZE * 4)))
+
+    async def receipts(self, audit: Any) -> list[dict[str, Any]]:
+        """Return every receipt in an audit collection (not its configuration documents)."""
+        cursor = audit.find({"kind": {"$ne": "config"}}).batch_size(BATCH_SIZE)
+        return await self.gate.call("read receipts", cursor_list(cursor))
+
+    async def held_threads(self, threads: Any) -> list[dict[str, Any]]:
+        """Return ``_id`` and holds of every thread document that carries a legal hold."""
+        query = {"$or": [{"legal_holds": {"$exists": True, "$ne": []}}, {"legal_hold": {"$exists": True}}]}
+        cursor = threads.find(query, {"legal_holds": 1, "legal_hold": 1}).batch_size(BATCH_SIZE)
+        return await self.gate.call("read threads", cursor_list(cursor))
 
     async def events_by_key(self, keys: Sequence[str]) -> list[dict[str, Any]]:
         """Return the events with these keys, as stored (one query)."""

@@ -10,6 +10,9 @@ Roles, in the ChatLedger database:
   ``threads`` (removal claims, tombstones, legal holds: MongoDB cannot narrow an
   update privilege to one field, so ``chatledger verify`` checks thread documents), and
   ``find``/``insert`` on ``audit``. Nobody gets ``update`` or ``remove`` on ``audit``.
+  The operator also gets ``find``/``insert`` on the Merkle log's two collections
+  (``log_entries``, ``log_tree``: ``<events>_log_entries`` etc. for another events
+  collection), which ``chatledger checkpoint`` writes; nobody may update or remove them.
 
 Grant them with ``db.grantRolesToUser(...)`` or ``createUser``; ChatLedger does not
 create users or handle passwords.
@@ -34,6 +37,7 @@ from chatledger.cli.options import JsonOption
 from chatledger.cli.render import Renderer
 from chatledger.cli.run import run_body
 from chatledger.errors import InvalidInputError, StorageError
+from chatledger.storage.merkle import log_collections
 
 __all__ = ["APP_ROLE", "OPERATOR_ROLE", "register", "role_commands", "role_definitions"]
 
@@ -68,6 +72,8 @@ def role_definitions(
             # update: a removal hollows events in place (their positions stay taken).
             _privilege(database, events, [*append_only, "remove", "update"]),
             _privilege(database, audit, ["find", "insert", "createIndex"]),
+            # The Merkle log is insert-only too: a sequencer never updates or removes a leaf.
+            *(_privilege(database, c, ["find", "insert", "createIndex"]) for c in log_collections(events)),
         ],
     }
 

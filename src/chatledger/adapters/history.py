@@ -6,7 +6,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 
 from agent_framework import (
     AgentSession,
@@ -24,8 +24,8 @@ from chatledger.adapters.window import window, window_fetch_size
 from chatledger.codec import encode_messages, stored_digest
 from chatledger.errors import ConcurrencyError, InvalidCursorError, InvalidInputError, InvalidMessageError
 from chatledger.ledger import MAX_EVENT_BYTES, Ledger, PendingAppend, Position, new_thread_id
+from chatledger.ledger.compaction import Compaction, compacted_view, event_at, newest_compaction
 from chatledger.ledger.compaction import compact as append_compaction
-from chatledger.ledger.compaction import compacted_view, event_at, newest_compaction
 from chatledger.models import DEFAULT_SOURCE_ID
 from chatledger.telemetry import logger, span
 
@@ -98,6 +98,8 @@ def _parts(encoded: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 _TAIL_KEPT: Final = 256
 #: Positions whose tails are kept; a provider serves many sessions.
 _TAILS_CACHED: Final = 1024
+#: "Not remembered" in the compaction cache (where ``None`` means "no summary").
+_UNKNOWN: Final = object()
 
 
 class MongoHistoryProvider(LedgerOwner, HistoryProvider):
@@ -240,6 +242,11 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
         # the history and then saves at that same position, so de-duplicating the save
         # needs no second read. Positions are immutable, so an entry never goes stale.
         self._tails: OrderedDict[tuple[str, int], list[str]] = OrderedDict()
+        # The newest compaction summary visible at a position. A position names an
+        # immutable line (its events and thread documents never change), so the answer
+        # never goes stale; this provider's own appends carry it forward, so a turn
+        # costs no extra query for it (bounded like the tails).
+        self._compactions: OrderedDict[tuple[str, int], Compaction | None] = OrderedDict()
         self.max_messages = max_messages
         self.resume_by_session_id = resume_by_session_id
         self.tenant_id = tenant_id
@@ -338,6 +345,22 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
         self._tails.move_to_end((position.thread_id, position.offset))
         while len(self._tails) > _TAILS_CACHED:
             self._tails.popitem(last=False)
+
+    def _remember_compaction(self, position: Position, compaction: Compaction | None) -> None:
+        self._compactions[(position.thread_id, position.offset)] = compaction
+        self._compactions.move_to_end((position.thread_id, position.offset))
+        while len(self._compactions) > _TAILS_CACHED:
+            self._compactions.popitem(last=False)
+
+    async def _newest_compaction(self, position: Position) -> Compaction | None:
+        """The newest summary visible at ``position``: remembered, else one indexed query."""
+        key = (position.thread_id, position.offset)
+        if key in self._compactions:
+            self._compactions.move_to_end(key)
+            return self._compactions[key]
+        found = await newest_compaction(self.binding, position)
+        self._remember_compaction(position, found)
+        return found
 
     async def _unseen(self, position: Position, messages: Sequence[Message]) -> list[Message]:
         """Return the messages of a batch not stored at ``position``, reading only the tail needed."""
@@ -453,7 +476,7 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
                 await self._import_messages(session_id, state)
         position = await self._position(session_id, state)
         with span("read", source_id=self.source_id, thread_id=position.thread_id) as recorder:
-            compacted = await newest_compaction(self.binding, position) if position.messages else None
+            compacted = await self._newest_compaction(position) if position.messages else None
             if (
                 compacted is not None
                 and self.max_messages is not None
@@ -632,6 +655,11 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
                 "event %s had already been committed (its reply was lost); not written again",
                 result.event_id,
             )
+        known = self._compactions.get((position.thread_id, position.offset), _UNKNOWN)
+        if known is not _UNKNOWN and result.position.offset == position.offset + 1:
+            # The event went right after ``position`` (on its thread, or on a branch forked
+            # there), and it is a batch of messages, not a summary: the same newest summary.
+            self._remember_compaction(result.position, cast("Compaction | None", known))
         if state is not None:
             state.pop(_CLEARED_FROM_KEY, None)
         self._store_position(state, result.position)

@@ -525,7 +525,7 @@ class EventStore:
     async def ensure_indexes(self) -> None:
         """Create the events indexes (one per command: FerretDB panics on multi-index re-runs)."""
         for name, keys, options in EVENT_INDEXES:
-            await self.gate.call("create index", self.collection.create_index(keys, name=name, **options))
+            await self.gate.create_index("create index", self.collection, keys, name=name, **options)
 
     async def _hinted(self, what: str, index: str, query: Callable[[], Awaitable[_T]]) -> _T:
         """Run a read that hints ``index``; if the index is missing, create the indexes and run it again."""

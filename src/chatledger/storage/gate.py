@@ -21,6 +21,7 @@ from pymongo.errors import (
     DuplicateKeyError,
     ExecutionTimeout,
     InvalidOperation,
+    OperationFailure,
     PyMongoError,
     WTimeoutError,
 )
@@ -30,6 +31,9 @@ from pymongo.write_concern import WriteConcern
 
 from chatledger.errors import BatchTooLargeError, InvalidInputError, StorageError, StorageUnavailableError
 from chatledger.storage.driver import is_mongomock
+
+#: Tries of one index creation that clashes with a concurrent creator (see Gate.create_index).
+_INDEX_ATTEMPTS: Final = 5
 
 __all__ = ["CONSISTENCY_LEVELS", "Consistency", "Gate"]
 
@@ -161,6 +165,24 @@ class Gate:
             if translated is None:
                 raise
             raise translated from e
+
+    async def create_index(self, what: str, collection: Any, keys: Any, **options: Any) -> None:
+        """Create an index (idempotent), retrying a transient clash with another creator.
+
+        Two processes creating the same index at once make a PostgreSQL-backed engine
+        (DocumentDB behind FerretDB v2) answer "deadlock detected" to one of them; the
+        index is there (or about to be) for both, so the loser tries again.
+        """
+        for attempt in range(_INDEX_ATTEMPTS):
+            try:
+                await self.call(what, collection.create_index(keys, **options))
+                return
+            except StorageError as e:
+                cause = e.__cause__
+                transient = isinstance(cause, OperationFailure) and "deadlock detected" in str(cause)
+                if not transient or attempt == _INDEX_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * 2**attempt)
 
     async def call(self, what: str, awaitable: Awaitable[_T]) -> _T:
         """Return the result of one database operation, driver errors translated, timeout applied."""

@@ -88,8 +88,8 @@ class KeyStore:
         if self._indexes_ready:
             return
         for name in ("user_id", "tenant_id", "root_id"):
-            await self.gate.call(
-                "create key index", self.collection.create_index([(name, ASCENDING)], sparse=True)
+            await self.gate.create_index(
+                "create key index", self.collection, [(name, ASCENDING)], sparse=True
             )
         self._indexes_ready = True
 

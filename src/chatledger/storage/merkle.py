@@ -104,7 +104,7 @@ class MerkleStore:
                 False,
             ),
         ):
-            await self.gate.call("create index", collection.create_index(keys, name=name, unique=unique))
+            await self.gate.create_index("create index", collection, keys, name=name, unique=unique)
 
     # ------------------------------------------------------------------ leaves
 

@@ -216,9 +216,7 @@ class ThreadStore:
     async def ensure_indexes(self) -> None:
         """Create the threads indexes, one per command."""
         for field in THREAD_INDEXES:
-            await self.gate.call(
-                "create index", self.collection.create_index([(field, ASCENDING)], name=field)
-            )
+            await self.gate.create_index("create index", self.collection, [(field, ASCENDING)], name=field)
 
     # ------------------------------------------------------------------ admin at scale
 

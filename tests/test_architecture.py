@@ -117,3 +117,47 @@ def test_only_storage_imports_the_driver(package: str) -> None:
     known = {pair for pair in KNOWN_DRIVER if pair[1] == package}
     assert found - known == set(), "driver imports outside storage/ (docs/architecture.md)"
     assert known - found == set(), "a known exception is gone: remove it from KNOWN_DRIVER"
+
+
+#: Collection methods of the driver: calling one is talking to the database.
+_DRIVER_OPS = frozenset(
+    {
+        "find",
+        "find_one",
+        "insert_one",
+        "insert_many",
+        "update_one",
+        "update_many",
+        "replace_one",
+        "delete_one",
+        "delete_many",
+        "aggregate",
+        "count_documents",
+        "create_index",
+        "drop_indexes",
+        "find_one_and_update",
+        "bulk_write",
+        "distinct",
+    }
+)
+
+
+def _on_a_collection(node: ast.expr) -> bool:
+    """``x.collection`` / ``x.collection_name`` / ``db[name]``: what a driver call is made on."""
+    if isinstance(node, ast.Attribute):
+        return node.attr == "collection" or node.attr.endswith("_collection")
+    return isinstance(node, ast.Subscript)
+
+
+def test_no_query_is_made_outside_storage() -> None:
+    found = sorted(
+        f"{module}:{node.lineno}"
+        for module, tree in MODULES.items()
+        if _part(module) != "storage"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in _DRIVER_OPS
+        and _on_a_collection(node.func.value)
+    )
+    assert found == [], "driver calls outside storage/ (docs/architecture.md: storage/ owns every query)"

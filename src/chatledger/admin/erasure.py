@@ -299,10 +299,7 @@ async def _refuse_nothing(
             return
     subject = _subject(user_id, tenant_id).describe()
     field, value = next(iter(subject.items()))
-    erased = await ledger.storage.receipts.collection.find_one(
-        {"kind": "removal", "action": "erasure", f"scope.{field}": value}, {"_id": 1}
-    )
-    if erased is not None:
+    if await ledger.storage.receipts.has_erasure(field, value):
         return  # erased before, without sealing: a re-run finds nothing left to do
     who = f"user {user_id!r}" if user_id is not None else f"tenant {tenant_id!r}"
     held = " and no data key" if key_store is not None else ""

@@ -208,13 +208,12 @@ async def export_jsonl(
 
 async def _write_audit(ledger: Ledger, out: IO[str], summary: ExportSummary, keys: str | None) -> None:
     """Write every receipt, then every key tombstone (never a live key: those hold key material)."""
-    async for receipt in ledger.storage.receipts.collection.find({}).sort("_id", 1):
+    async for receipt in ledger.storage.receipts.every():
         out.write(_line("receipt", doc=receipt))
         summary.receipts += 1
     if keys is None:
         return
-    tombstones = ledger.database[keys].find({"destroyed_at": {"$exists": True}}).sort("_id", 1)
-    async for doc in tombstones:
+    async for doc in KeyStore(ledger.database, collection=keys).tombstones():
         out.write(_line("key_tombstone", doc=doc))
         summary.key_tombstones += 1
 

@@ -187,6 +187,13 @@ class KeyStore:
             async for doc in cursor:
                 yield doc
 
+    async def tombstones(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield every key tombstone (a destroyed key: no key material) in key id order, streamed."""
+        cursor = self.collection.find({"destroyed_at": {"$exists": True}}).sort("_id", ASCENDING)
+        async with self.gate.translated("read keys"):
+            async for doc in cursor:
+                yield doc
+
     async def destroy(self, key_id: str, *, at: Any, receipt_id: str, kind: str | None = None) -> bool:
         """Tombstone a key id (live or never created); return whether this call did.
 

@@ -6,9 +6,10 @@ import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
+from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from chatledger.errors import ConcurrencyError, IntegrityError
+from chatledger.errors import ConcurrencyError, IntegrityError, InvalidInputError
 from chatledger.storage.driver import cursor_list
 from chatledger.storage.gate import Gate
 
@@ -76,6 +77,20 @@ class ReceiptStore:
         async with self.gate.translated("read receipts"):
             async for doc in self.collection.find(query):
                 yield doc
+
+    async def every(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield every receipt in id order, streamed (an export's audit trail)."""
+        async with self.gate.translated("read receipts"):
+            async for doc in self.collection.find({}).sort("_id", ASCENDING):
+                yield doc
+
+    async def has_erasure(self, field: str, value: str) -> bool:
+        """Whether a removal receipt of an erasure whose scope has ``field`` = ``value`` exists."""
+        if field not in ("user_id", "tenant_id"):
+            raise InvalidInputError(f"an erasure's scope is by user_id or tenant_id, not {field!r}")
+        query = {"kind": "removal", "action": "erasure", f"scope.{field}": str(value)}
+        found = await self.gate.call("read receipts", self.collection.find_one(query, {"_id": 1}))
+        return found is not None
 
     async def marker_secret(self) -> bytes:
         """Return the deployment's marker secret, creating it on first use (insert-once)."""

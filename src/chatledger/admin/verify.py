@@ -26,6 +26,12 @@ events are what a removal leaves on purpose, not problems):
   every event's ``tenant_id``/``user_id``/``source_id``/``root_id`` equal the thread's.
   Schema 1 events carry no digest: on threads written before schema 2 these fields are
   not protected.
+- compaction summaries (schema 3, rare): ``first_hash``/``last_hash`` are the hashes of
+  the original events at ``first_seq``/``last_seq`` of the summary's line (an ancestor's,
+  before a fork point), ``through_message`` is where ``last_seq`` ends, and ``previous``
+  is the newest summary before it on the line (when the ancestors' events were walked in
+  the same run; otherwise, that it names an earlier summary whose range it extends).
+  One ``_id`` read per summary; no cost per ordinary event.
 
 A malformed document never stops the run: it is a :class:`Problem` naming it. After
 the first broken link of a thread, the rest of its events are still checked for shape,

@@ -26,6 +26,12 @@ events are what a removal leaves on purpose, not problems):
   every event's ``tenant_id``/``user_id``/``source_id``/``root_id`` equal the thread's.
   Schema 1 events carry no digest: on threads written before schema 2 these fields are
   not protected.
+- compaction summaries (schema 3, rare): ``first_hash``/``last_hash`` are the hashes of
+  the original events at ``first_seq``/``last_seq`` of the summary's line (an ancestor's,
+  before a fork point), ``through_message`` is where ``last_seq`` ends, and ``previous``
+  is the newest summary before it on the line (when the ancestors' events were walked in
+  the same run; otherwise, that it names an earlier summary whose range it extends).
+  One ``_id`` read per summary; no cost per ordinary event.
 
 A malformed document never stops the run: it is a :class:`Problem` naming it. After
 the first broken link of a thread, the rest of its events are still checked for shape,
@@ -348,6 +354,8 @@ class _Verifier:
         self.records: dict[str, ThreadRecord] = {}
         self.fork_points: dict[tuple[str, int], tuple[str, int] | None] = {}
         self.parsed: dict[str, ThreadRecord | str] = {}
+        #: Per thread whose events were walked in this chunk, the seqs of its summaries.
+        self.summaries: dict[str, list[int]] = {}
 
     async def _parsed(self, thread_id: str) -> ThreadRecord | None:
         record = self.parsed.get(thread_id)
@@ -368,6 +376,7 @@ class _Verifier:
         # checked before branches), so a branch costs no extra lookup of its fork event.
         self.fork_points = {}
         self.parsed = {}
+        self.summaries = {}
         for tid, doc in forest.docs.items():
             if not is_tombstone(doc):
                 self.parsed[tid] = _record(doc)
@@ -478,6 +487,9 @@ class _Verifier:
         tid = record.id
         seq, message = record.base_offset + 1, record.base_messages
         broken = False
+        # This thread's summaries so far: a later summary must name the newest as ``previous``.
+        # Appended to at summaries only (rare); parents are walked before their branches.
+        own = self.summaries[tid] = []
         async for event in self.ledger.storage.events.stream(tid, after_seq=None):
             if event.get("seq") == -1 and "claim" in event:
                 # A removal's claim (position -1), not an event: a removal is running or was
@@ -498,12 +510,107 @@ class _Verifier:
                 self.fork_points[tid, event["seq"]] = event["hash"], event["first_message"] + event["count"]
             if why is None and not broken:
                 why = chain_problem(event, seq, message, prev, record)
+                if why is None and "compaction" in event:
+                    why = await self.summary_range(record, event, own[-1] if own else self._inherited(record))
+                    own.append(event["seq"])
                 if why is None:
                     seq, message, prev = seq + 1, message + event["count"], event["hash"]
                     continue
             if why is not None:
                 self.report.problems.append(self._problem(tid, event, why))
                 broken = True
+        if broken:
+            # Summaries after the break were not collected: a branch cannot rely on the list.
+            del self.summaries[tid]
+
+    def _inherited(self, record: ThreadRecord) -> int | None:
+        """Return the seq of the newest summary a branch's line holds before its fork (0: none).
+
+        ``None`` when an ancestor's events were not walked in this run (a scoped verify):
+        then only the positions a summary names are checked, not that it names the newest.
+        """
+        while record.lineage:
+            fork = record.lineage[-1]
+            seen = self.summaries.get(fork.thread_id)
+            parent = self.records.get(fork.thread_id)
+            if seen is None or parent is None:
+                return None
+            before = [seq for seq in seen if seq <= fork.offset]
+            if before:
+                return before[-1]
+            record = parent
+        return 0
+
+    async def summary_range(
+        self, record: ThreadRecord, event: Mapping[str, Any], newest: int | None
+    ) -> str | None:
+        """Return why a well-formed summary's range claims do not match its line, or ``None``.
+
+        A summary commits to the events at ``first_seq`` and ``last_seq`` of its own line
+        (an ancestor's, before the fork point), and names the summary it supersedes. The
+        chain alone cannot vouch for those claims: one who forged them and re-hashed the
+        chain after would pass it. Summaries are rare: one ``_id`` read each, of at most
+        three positions.
+
+        Args:
+            record: The summary's thread (judged consistent: its ancestors are known).
+            event: The summary event, which passed :func:`chain_problem`.
+            newest: The seq of the newest summary before it on its line (0: none; ``None``:
+                not known, an ancestor was not walked).
+        """
+        body = event["compaction"]
+        previous = body["previous"]
+        if newest is not None and previous != newest:
+            return (
+                f"the compaction summary names seq {previous} as the summary it supersedes, but the "
+                f"newest summary before it on its line is seq {newest}"
+            )
+        owners: dict[int, str] = {}
+        for pos in sorted({body["first_seq"], body["last_seq"], previous} - {0}):
+            owner = await record.holder_along(pos, self._judged)
+            if owner is None:
+                return f"no thread of the line holds seq {pos}, which the compaction summary names"
+            owners[pos] = owner
+        try:
+            found = await self.ledger.storage.events.positions([(t, pos) for pos, t in owners.items()])
+        except ChatLedgerError as e:
+            return f"the events the compaction summary names cannot be read: {e}"
+        for pos, owner in owners.items():
+            doc = found.get((owner, pos))
+            if doc is None or doc.get("removed"):
+                return (
+                    f"the event at seq {pos} of thread {owner!r}, named by the compaction summary, is missing"
+                )
+        for pos, name in (
+            (body["first_seq"], "first_hash"),
+            (body["last_seq"], "last_hash"),
+        ):
+            doc = found[owners[pos], pos]
+            if "compaction" in doc:
+                return f"the compaction summary's range ends on seq {pos}, a summary, not an original event"
+            if doc.get("hash") != body[name]:
+                return (
+                    f"the compaction summary's {name} is not the hash of the event at seq {pos} of its line "
+                    f"(thread {owners[pos]!r}): the range was forged or belongs to another line"
+                )
+        last = found[owners[body["last_seq"]], body["last_seq"]]
+        start, count = last.get("first_message"), last.get("count")
+        if type(start) is not int or type(count) is not int or start + count != body["through_message"]:
+            return (
+                f"the compaction summary claims its range ends before message {body['through_message']}, "
+                f"but the event at seq {body['last_seq']} ends elsewhere"
+            )
+        if previous:
+            earlier = found[owners[previous], previous].get("compaction")
+            reach = earlier.get("last_seq") if isinstance(earlier, Mapping) else None
+            if type(reach) is not int:
+                return f"the compaction summary supersedes seq {previous}, which is not a summary of its line"
+            if reach >= body["last_seq"]:
+                return (
+                    f"the compaction summary's range (through seq {body['last_seq']}) does not reach past "
+                    f"the summary it supersedes (seq {previous}, through seq {reach})"
+                )
+        return None
 
     async def thread(self, doc: dict[str, Any]) -> None:
         tid = str(doc["_id"])

@@ -292,6 +292,20 @@ class EventStore:
         docs = await self.gate.call("read events", cursor_list(query))
         return _live(docs[0]) if docs else None
 
+    async def positions(self, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """Return the stored events at ``(thread_id, seq)`` positions, raw, by key: one ``_id`` query.
+
+        For checks of a few positions (a compaction summary's range): each document holds
+        the summary fields and its own ``compaction.last_seq``; types are the caller's to judge.
+        """
+        if not keys:
+            return {}
+        ids = sorted({event_key(t, s) for t, s in keys})
+        cursor = self.collection.find({"_id": {"$in": ids}}, {**_SUMMARY, "compaction.last_seq": 1})
+        docs = await self.gate.call("read events", cursor_list(cursor))
+        by_id = {str(d["_id"]): d for d in docs}
+        return {(t, s): by_id[event_key(t, s)] for t, s in keys if event_key(t, s) in by_id}
+
     async def stream(
         self, thread_id: str, *, after_seq: int | None = 0, projection: Mapping[str, Any] | None = None
     ) -> AsyncIterator[dict[str, Any]]:

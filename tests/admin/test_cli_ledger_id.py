@@ -9,13 +9,14 @@ builds from ``--ledger-id``; the real command line checks the option itself.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chatledger import Ledger
-from chatledger.cli.commands import removal
-from chatledger.errors import ContentErasedError, InvalidInputError
+from chatledger.cli.commands import removal, transfer
+from chatledger.errors import InvalidInputError
 from chatledger.sealing import SubjectErasedError
 from tests.admin.conftest import talk
 from tests.admin.test_cli import chatledger
@@ -47,7 +48,7 @@ async def test_erase_with_the_ledger_id_destroys_that_ledgers_keys(database: Any
     assert [d for d in await raw_docs(database["threads"]) if "removed" not in d] == []
     # The application (same ledger id) can never seal new content for alice again.
     reopened = Ledger(database, sealer=sealer_on(database), ledger_id="app-1")
-    with pytest.raises((SubjectErasedError, ContentErasedError)):
+    with pytest.raises(SubjectErasedError):
         await talk(reopened, "alice-2", 1, user_id="alice")
 
 
@@ -88,3 +89,28 @@ async def test_the_option_reaches_the_ledger_on_the_command_line(real_backend: A
     )
     assert json.loads(erased.stdout)["keys"]
     assert [d.get("destroyed_at") is not None for d in await raw_docs(database["keys"])] == [True]
+
+
+async def test_a_ledger_moved_to_another_database_keeps_its_erasures_with_its_old_id(
+    database: Any, tmp_path: Path
+) -> None:
+    old = Ledger(database, sealer=sealer_on(database))
+    await talk(old, "alice-1", 1, user_id="alice")
+    await removal.erase_body(database, ui()[0], user="alice", apply=True)
+    dump = str(tmp_path / "ledger.jsonl")
+    assert await transfer.export_body(database, ui()[0], path=dump, audit=True) == 0
+    moved = database.client[database.name + "_moved"]
+    try:
+        assert await transfer.import_body(moved, ui()[0], path=dump) == 0
+        # With the old id (the docs' advice): alice's erased mark still refuses new keys.
+        kept = Ledger(moved, sealer=sealer_on(moved), ledger_id=old.ledger_id)
+        with pytest.raises(SubjectErasedError):
+            await talk(kept, "alice-2", 1, user_id="alice")
+        # With the new database's default id the mark names another ledger: alice is sealed again.
+        renamed = Ledger(moved, sealer=sealer_on(moved))
+        await talk(renamed, "alice-3", 1, user_id="alice")
+        assert [d["ledger_id"] for d in await raw_docs(moved["keys"]) if "ledger_id" in d] == [
+            renamed.ledger_id
+        ]
+    finally:
+        await database.client.drop_database(moved.name)

@@ -345,7 +345,8 @@ async def keys_not_found(
         return None
     where = getattr(key_store.collection, "full_name", key_store.collection.name)
     return (
-        f"the subject's content is sealed, but the key store {where} holds no key of it "
-        "(the keys live in another database, collection or server: --keys-database / "
-        "--keys-collection / --keys-mongodb-uri)"
+        f"the subject's content is sealed, but the key store {where} holds no key of it in ledger "
+        f"{ledger.ledger_id!r} (the keys live in another database, collection or server: "
+        "--keys-database / --keys-collection / --keys-mongodb-uri; or the application gives "
+        "its Ledger another ledger_id: --ledger-id)"
     )

@@ -119,7 +119,7 @@ def run_body(ui: Renderer, work: Coroutine[Any, Any, int]) -> None:
     raise typer.Exit(code)
 
 
-#: The ledger's collection names for this command (``--threads-collection``…), when given.
+#: The ledger's collection names (``--threads-collection``…) and id (``--ledger-id``), when given.
 _COLLECTIONS: ContextVar[dict[str, str] | None] = ContextVar("chatledger_collections", default=None)
 #: Whether ``--database`` (or ``CHATLEDGER_DATABASE``) was given for this command.
 _DATABASE_GIVEN: ContextVar[bool] = ContextVar("chatledger_database_given", default=True)
@@ -143,12 +143,13 @@ AllowEmptyOption = Annotated[
 
 
 def with_collection_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Return ``command`` taking ``--threads-collection``, ``--events-collection``, ``--audit-collection``.
+    """Return ``command`` taking the collection-name options and ``--ledger-id``.
 
     The names (the ``Ledger``'s ``*_collection`` arguments, for deployments that renamed
-    them) reach :func:`run_admin` through a context variable: one definition for every
-    command, no command body changes. Whether ``--database`` was given is noted the same
-    way, so the URI's database can be used when it was not.
+    them) and the ledger id (its ``ledger_id``, which sealing key ids derive from) reach
+    :func:`run_admin` through a context variable: one definition for every command, no
+    command body changes. Whether ``--database`` was given is noted the same way, so the
+    URI's database can be used when it was not.
     """
     # Evaluated: the commands' modules use postponed annotations, and Typer reads a
     # __signature__ as it is.
@@ -167,6 +168,23 @@ def with_collection_options(command: Callable[..., None]) -> Callable[..., None]
         )
         for name, option, default in _COLLECTION_OPTIONS
     ]
+    extra.append(
+        inspect.Parameter(
+            "ledger_id",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                str | None,
+                typer.Option(
+                    "--ledger-id",
+                    envvar="CHATLEDGER_LEDGER_ID",
+                    help="The ledger id the application gives Ledger(db, ledger_id=...), which sealing "
+                    "key ids derive from (default: <database>/<threads collection>/<events collection>).",
+                    show_default=False,
+                ),
+            ],
+        )
+    )
     # Typer hands the click context to the one parameter annotated typer.Context.
     context_name = next(
         (p.name for p in signature.parameters.values() if p.annotation is typer.Context), None
@@ -181,9 +199,10 @@ def with_collection_options(command: Callable[..., None]) -> Callable[..., None]
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         names = {name: kwargs.pop(name) for name, _, _ in _COLLECTION_OPTIONS}
-        _COLLECTIONS.set(
-            {name: value for (name, _, default) in _COLLECTION_OPTIONS if (value := names[name]) != default}
-        )
+        given = {name: value for name, _, default in _COLLECTION_OPTIONS if (value := names[name]) != default}
+        if (ledger_id := kwargs.pop("ledger_id")) is not None:
+            given["ledger_id"] = ledger_id
+        _COLLECTIONS.set(given)
         context = kwargs[context_name] if takes_context else kwargs.pop(context_name)
         source = context.get_parameter_source("database")
         # By name: the ParameterSource enum lives in click, which typer may vendor.
@@ -197,7 +216,7 @@ def with_collection_options(command: Callable[..., None]) -> Callable[..., None]
 
 
 def ledger_names() -> dict[str, str]:
-    """Return the ``Ledger`` keyword arguments naming this command's collections (empty: the defaults)."""
+    """Return the ``Ledger`` keyword arguments naming this command's collections and id (empty: defaults)."""
     return dict(_COLLECTIONS.get() or {})
 
 
@@ -232,11 +251,16 @@ def run_admin(uri: str | None, uri_file: Path | None, database: str, as_json: bo
     The database is ``database``, unless ``--database`` was not given and the connection
     string names one (``mongodb://host/name``), as mongosh and mongodump do. The body gets
     the database handle, or a :class:`~chatledger.Ledger` on it when the collection names
-    are not the defaults (every admin function takes either).
+    or the ledger id are not the defaults (every admin function takes either).
     """
     ui = Renderer(as_json=as_json)
 
     async def go() -> int:
+        names = ledger_names()
+        if "ledger_id" in names:  # before connecting: a bad value is usage, whatever the server
+            from chatledger.ledger.core import check_ledger_id
+
+            check_ledger_id(names["ledger_id"], "--ledger-id (CHATLEDGER_LEDGER_ID)")
         resolved = resolve_uri(uri, uri_file)
         if not resolved:
             raise InvalidInputError(
@@ -247,7 +271,6 @@ def run_admin(uri: str | None, uri_file: Path | None, database: str, as_json: bo
         if not _DATABASE_GIVEN.get() and database == DEFAULT_DATABASE and uri_database(resolved):
             name, option = uri_database(resolved) or database, "the connection string's database"
         async with open_database(resolved, name, option=option) as db:
-            names = ledger_names()
             if not names:
                 return await body(db, ui)
             from chatledger import Ledger
@@ -258,6 +281,7 @@ def run_admin(uri: str | None, uri_file: Path | None, database: str, as_json: bo
                     threads_collection=names.get("threads_collection", "threads"),
                     events_collection=names.get("events_collection", "events"),
                     audit_collection=names.get("audit_collection", "audit"),
+                    ledger_id=names.get("ledger_id"),
                 ),
                 ui,
             )

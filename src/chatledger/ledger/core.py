@@ -77,6 +77,7 @@ __all__ = [
     "Ledger",
     "Position",
     "Segment",
+    "check_ledger_id",
     "event_key",
     "new_thread_id",
 ]
@@ -181,6 +182,17 @@ class AppendResult:
     replayed: bool = False
 
 
+def check_ledger_id(ledger_id: object, name: str = "ledger_id") -> str:
+    """Return ``ledger_id`` if it can name a ledger (a non-empty str of at most 200 characters).
+
+    Raises:
+        InvalidInputError: it cannot; the message names it ``name`` (an argument or an option).
+    """
+    if type(ledger_id) is not str or not 0 < len(ledger_id) <= 200:
+        raise InvalidInputError(f"{name} must be a non-empty str of at most 200 characters")
+    return ledger_id
+
+
 class Ledger:
     """Appends and replays conversation events in one MongoDB database.
 
@@ -231,8 +243,8 @@ class Ledger:
     ) -> None:
         if type(write_attempts) is not int or not 1 <= write_attempts <= 20:
             raise InvalidInputError("write_attempts must be an int from 1 to 20")
-        if ledger_id is not None and (type(ledger_id) is not str or not 0 < len(ledger_id) <= 200):
-            raise InvalidInputError("ledger_id must be a non-empty str of at most 200 characters")
+        if ledger_id is not None:
+            check_ledger_id(ledger_id)
         self.storage = Storage(
             database,
             threads_collection=threads_collection,

@@ -136,7 +136,7 @@ async def show_body(
     """
     async with keys.opened(db) as store:
         sealer = placeholder_sealer(store, kek)
-        # A Ledger on renamed collections (run_admin): the same collections, with the sealer.
+        # A Ledger on renamed collections or with a ledger id (run_admin): the same, with the sealer.
         reader = (
             Ledger(
                 db.database,
@@ -144,6 +144,7 @@ async def show_body(
                 threads_collection=db.storage.threads.collection.name,
                 events_collection=db.storage.events.collection.name,
                 audit_collection=db.storage.receipts.collection.name,
+                ledger_id=db.ledger_id,
             )
             if isinstance(db, Ledger)
             else Ledger(db, sealer=sealer)

@@ -23,6 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+
+# FerretDB must never report home: started by scripts/ferretdb.py it runs with
+# --telemetry=disable; DO_NOT_TRACK=1 also covers anything started from here.
+os.environ.setdefault("DO_NOT_TRACK", "1")
 import time
 import uuid
 from typing import Any

@@ -28,6 +28,10 @@ import argparse
 import asyncio
 import json
 import os
+
+# FerretDB must never report home: started by scripts/ferretdb.py it runs with
+# --telemetry=disable; DO_NOT_TRACK=1 also covers anything started from here.
+os.environ.setdefault("DO_NOT_TRACK", "1")
 import time
 import tracemalloc
 import uuid

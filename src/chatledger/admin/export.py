@@ -21,10 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-import bson
-from bson import json_util
-from bson.json_util import JSONMode, JSONOptions
-
 from chatledger.admin.catalog import (
     Forest,
     ThreadFilter,
@@ -40,6 +36,7 @@ from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import MAX_EVENT_BYTES, Ledger
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord, utc_now_ms, validate_name, validate_thread_id
 from chatledger.storage.documents import record_problem
+from chatledger.storage.encoding import dump_extended_json, load_extended_json, storable_size
 from chatledger.storage.keys import KeyStore
 from chatledger.storage.keys import is_tombstone as is_key_tombstone
 
@@ -48,7 +45,6 @@ __all__ = ["FORMAT", "IMPORT_FORCED", "ExportSummary", "ImportSummary", "export_
 #: ``format`` of the header line.
 FORMAT: Final = "chatledger-export"
 _VERSION: Final = 1
-_JSON: Final = JSONOptions(json_mode=JSONMode.RELAXED, tz_aware=True)
 #: Events inserted per ``insert_many``.
 _BATCH: Final = 500
 #: Kind of the receipt a forced import (of threads a removal receipt names) leaves.
@@ -94,7 +90,7 @@ class ImportSummary:
 
 
 def _line(kind: str, **fields: Any) -> str:
-    return json_util.dumps({"type": kind, **fields}, json_options=_JSON, ensure_ascii=False) + "\n"
+    return dump_extended_json({"type": kind, **fields}) + "\n"
 
 
 def _selection(forest: Forest, thread_filter: ThreadFilter) -> list[str]:
@@ -258,14 +254,9 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def _parse(path: Path, number: int, text: str) -> dict[str, Any]:
     try:
-        item = json_util.loads(text, json_options=_JSON)
-    except (ValueError, TypeError, OverflowError, ArithmeticError, bson.errors.BSONError) as e:
-        # Malformed Extended JSON ({"$oid": "5f1d"}, {"$numberDecimal": "x"}, a $date out
-        # of range) raises bson's and decimal's own errors: bad input all the same.
-        detail = " ".join(str(e).split(" (Consider")[0].split())
-        if isinstance(e, ArithmeticError):
-            detail = f"a number that cannot be read (a malformed $numberDecimal?): {type(e).__name__}"
-        raise InvalidInputError(f"{path}:{number}: not valid (Extended) JSON: {detail}") from e
+        item = load_extended_json(text)
+    except ValueError as e:
+        raise InvalidInputError(f"{path}:{number}: not valid (Extended) JSON: {e}") from e
     if not isinstance(item, dict) or "type" not in item:
         raise InvalidInputError(f"{path}:{number}: not an export record")
     return item
@@ -273,10 +264,9 @@ def _parse(path: Path, number: int, text: str) -> dict[str, Any]:
 
 def _size_problem(doc: Mapping[str, Any]) -> str | None:
     """Return why a document cannot be stored in MongoDB (16 MiB, or not encodable), or ``None``."""
-    try:
-        size = len(bson.encode(doc))
-    except (bson.errors.InvalidDocument, TypeError, ValueError, OverflowError) as e:
-        return f"cannot be stored: {e}"
+    size, why = storable_size(doc)
+    if size is None:
+        return why
     if size > MAX_EVENT_BYTES:
         return f"is {size} bytes, over MongoDB's {MAX_EVENT_BYTES} byte document limit"
     return None
@@ -520,7 +510,7 @@ async def _restore_audit(
 def _same(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> bool:
     def norm(doc: Mapping[str, Any]) -> str:
         kept = {k: v for k, v in doc.items() if k not in ignore and v is not None}
-        return json_util.dumps(kept, json_options=_JSON, sort_keys=True)
+        return dump_extended_json(kept, sort_keys=True)
 
     return norm(a) == norm(b)
 

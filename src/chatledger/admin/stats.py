@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-import bson
-
 from chatledger.admin.catalog import ThreadFilter, as_ledger, aware
+from chatledger.storage.encoding import encoded_size
 
 __all__ = ["Stats", "collect_stats", "count_events"]
 
@@ -90,7 +89,7 @@ async def collect_stats(
         stats.events += 1
         count = event.get("count")
         stats.messages += count if type(count) is int else 0  # a malformed count is verify's to name
-        stats.bytes += len(bson.encode(event))
+        stats.bytes += encoded_size(event)
         when = aware(event.get("created_at"))
         if when is not None:
             if stats.oldest_activity is None or when < stats.oldest_activity:

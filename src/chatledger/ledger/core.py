@@ -21,8 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
-import bson
-
 from chatledger._maf import Message
 from chatledger.codec import decode_message, encode_messages, stored_digest
 from chatledger.errors import (
@@ -63,6 +61,7 @@ from chatledger.storage import (
     event_key,
 )
 from chatledger.storage.documents import record_problem
+from chatledger.storage.encoding import encoded_size
 
 if TYPE_CHECKING:
     from chatledger.sealing import DataKey, Sealer
@@ -663,7 +662,7 @@ class Binding:
         # on its size (BSON adds a few bytes per field) settles almost every batch.
         # (Every stored value is a str, or the bytes of a sealed event's ciphertext.)
         bound = 4096 + sum(4 * len(v) + 64 for m in doc["messages"] for v in m.values())
-        if bound >= MAX_EVENT_BYTES and len(bson.encode(doc)) > MAX_EVENT_BYTES:
+        if bound >= MAX_EVENT_BYTES and encoded_size(doc) > MAX_EVENT_BYTES:
             raise BatchTooLargeError(
                 f"a batch of {len(stored)} messages does not fit in one {MAX_EVENT_BYTES} byte document; "
                 "split it into several add_messages calls"

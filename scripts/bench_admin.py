@@ -47,6 +47,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from chatledger.ledger import storage_of
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 sys.path.insert(0, str(REPO_ROOT / "src"))
@@ -120,12 +122,12 @@ async def activity_before(ledger: Ledger, forest: Forest) -> dict[str, ThreadAct
         tid: ThreadActivity(tid, last_activity=aware(doc.get("created_at")))
         for tid, doc in forest.docs.items()
     }
-    for tid, (events, messages) in (await ledger.storage.events.counts(sorted(out))).items():
+    for tid, (events, messages) in (await storage_of(ledger).events.counts(sorted(out))).items():
         if tid in out:
             out[tid].events, out[tid].messages = events, messages
     for tid, summary in out.items():
         if summary.events:
-            head = await ledger.storage.events.head(tid)
+            head = await storage_of(ledger).events.head(tid)
             if head is not None:
                 summary.head_seq, summary.head_hash = head["seq"], head["hash"]
                 summary.last_activity = aware(head.get("created_at")) or summary.last_activity
@@ -270,7 +272,7 @@ async def amain(args: argparse.Namespace) -> int:
     sizes: list[int] = []
     try:
         ledger = Ledger(database)
-        await ledger.storage.ensure_indexes()
+        await storage_of(ledger).ensure_indexes()
         threads = made = 0
         seeded: list[tuple[int, float]] = []
         for target in conversations:

@@ -24,6 +24,7 @@ from chatledger.admin import (
     run_retention,
     verify,
 )
+from chatledger.ledger import storage_of
 from chatledger.models import Scope
 from tests.admin.conftest import Clock, branch, talk
 
@@ -135,7 +136,7 @@ async def test_a_parent_loop_is_reported_by_removals_never_silently_kept(databas
     b = await branch(ledger, "A", 1)
     c = await branch(ledger, "A", 2)
     await database["threads"].update_one({"_id": "A"}, {"$set": {"parent": {"thread_id": b, "offset": 1}}})
-    await ledger.storage.threads.replace_holds(b, 0, [{"case": "c-1", "reason": "court order"}])
+    await storage_of(ledger).threads.replace_holds(b, 0, [{"case": "c-1", "reason": "court order"}])
     ledger.forget()
     erasure = await run_erasure(ledger, user_id="alice", apply=True)
     later = datetime.now(UTC) + timedelta(days=1)

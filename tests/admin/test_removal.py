@@ -28,6 +28,7 @@ from chatledger.admin import (
     verify,
 )
 from chatledger.admin.retention import parse_duration
+from chatledger.ledger import storage_of
 from tests.admin.conftest import Clock, branch, msg, talk
 from tests.helpers import read
 
@@ -152,7 +153,7 @@ async def test_an_interrupted_run_is_finished_by_the_next(
     await talk(ledger, "root", 3)
     b = await branch(ledger, "root", 2)
     clock.advance(days=60)
-    real_hollow = ledger.storage.events.hollow_thread
+    real_hollow = storage_of(ledger).events.hollow_thread
     calls = 0
 
     async def crash_after_one(thread_id: str) -> int:
@@ -162,7 +163,7 @@ async def test_an_interrupted_run_is_finished_by_the_next(
             raise ConnectionError("operator's laptop went to sleep")
         return await real_hollow(thread_id)
 
-    monkeypatch.setattr(ledger.storage.events, "hollow_thread", crash_after_one)
+    monkeypatch.setattr(storage_of(ledger).events, "hollow_thread", crash_after_one)
     # The next run treats the removal as interrupted at once (not after RESUME_AFTER).
     monkeypatch.setattr(removal_module, "RESUME_AFTER", timedelta(0))
     with pytest.raises(ConnectionError):
@@ -174,7 +175,7 @@ async def test_an_interrupted_run_is_finished_by_the_next(
     # Meanwhile nobody can write to the half-removed lineage.
     with pytest.raises(ChatLedgerError):
         await talk(Ledger(database), b, 1)
-    monkeypatch.setattr(ledger.storage.events, "hollow_thread", real_hollow)
+    monkeypatch.setattr(storage_of(ledger).events, "hollow_thread", real_hollow)
     dry = await run_retention(ledger, POLICY, now=clock.now)
     assert dry.resumed == [pending["_id"]]
     assert await _threads(database) == {"root", b}

@@ -27,6 +27,7 @@ from chatledger.admin import (
     verify,
 )
 from chatledger.admin.verify import Problem
+from chatledger.ledger import storage_of
 from tests.admin.conftest import Clock
 from tests.behaviour.test_deep_lineage import SMALL_WINDOW, Line, build_chain
 from tests.helpers import msg, texts
@@ -306,7 +307,7 @@ async def test_orphan_thread_ids_stream_in_chunks(database: Any) -> None:
         position = book.empty(tid)
         for n in range(events):
             position = (await book.append(position, [msg(f"{tid}{n}")])).position
-    store = ledger.storage.events
+    store = storage_of(ledger).events
     for chunk in (1, 2, 3, 4, 100):
         seen: dict[str, int] = {}
         async for counts in store.thread_ids({"removed": {"$ne": True}}, chunk=chunk):

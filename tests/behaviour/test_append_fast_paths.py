@@ -42,6 +42,7 @@ import chatledger.ledger.core as core
 import chatledger.ledger.pending as pending
 import chatledger.models as models
 from chatledger import Ledger, MongoChatMessageStore, telemetry
+from chatledger.ledger import storage_of
 from chatledger.ledger.pending import new_event_id
 from chatledger.models import Cursor, utc_now_ms
 from chatledger.storage.gate import Gate
@@ -74,7 +75,7 @@ async def test_appended_documents_are_byte_identical_to_before(
 ) -> None:
     ledger = Ledger(database)
     inserted: list[bytes] = []
-    ledger.storage.events.collection = _Recorder(ledger.storage.events.collection, inserted)
+    storage_of(ledger).events.collection = _Recorder(storage_of(ledger).events.collection, inserted)
     store = MongoChatMessageStore(ledger, thread_id="golden", tenant_id="acme", user_id="u1")
     counter = itertools.count(1)
 

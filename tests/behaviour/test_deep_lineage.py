@@ -17,7 +17,7 @@ import pytest
 
 import chatledger.models
 from chatledger import IntegrityError, Ledger
-from chatledger.ledger import Binding, Position
+from chatledger.ledger import Binding, Position, storage_of
 from tests.helpers import msg, texts
 
 #: The window most tests use: small, so a short chain crosses it several times.
@@ -205,8 +205,8 @@ async def test_read_cost_within_and_past_the_window(
     position = await book.head(deep.thread_id)
     calls: list[str] = []
     for name in ("get", "get_raw"):
-        _counting(monkeypatch, ledger.storage.threads, name, calls)
-    _counting(monkeypatch, ledger.storage.events, "page", calls)
+        _counting(monkeypatch, storage_of(ledger).threads, name, calls)
+    _counting(monkeypatch, storage_of(ledger).events, "page", calls)
     owners = deep.message_owners()
     total = len(owners)
     window_start = position.earlier
@@ -244,7 +244,7 @@ async def test_resolving_far_back_reads_one_thread_per_window(
     ledger = Ledger(database)
     book = ledger.bind()
     calls: list[str] = []
-    _counting(monkeypatch, ledger.storage.threads, "get", calls)
+    _counting(monkeypatch, storage_of(ledger).threads, "get", calls)
     # Its own thread, one per window crossed (the last one is the root's), nothing else.
     position = await book.resolve({"thread_id": deep.thread_id, "offset": 1})
     assert position.thread_id == "root"

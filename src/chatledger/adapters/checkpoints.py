@@ -45,7 +45,7 @@ from chatledger.errors import (
     InvalidInputError,
     ThreadRemovedError,
 )
-from chatledger.ledger import Ledger, Position
+from chatledger.ledger import Ledger, Position, storage_of
 from chatledger.models import ThreadRecord
 from chatledger.storage.framework import (
     events_of_threads,
@@ -222,13 +222,13 @@ class MongoCheckpointStorage(LedgerOwner):
         where = self._located.get(checkpoint_id)
         if where is not None:
             try:
-                doc = await self.ledger.storage.events.at(*where, full=True)
+                doc = await storage_of(self.ledger).events.at(*where, full=True)
             except ThreadRemovedError:
                 doc = None
             if doc is not None and doc.get("event_id") == checkpoint_id:
                 return doc
             del self._located[checkpoint_id]
-        doc = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
+        doc = await scoped_event(storage_of(self.ledger), checkpoint_id, self.binding.scope)
         if doc is not None:
             self._locate(doc)
         return doc
@@ -303,7 +303,7 @@ class MongoCheckpointStorage(LedgerOwner):
             holder = await record_thread.holder_along(at, self._scoped_thread)
             # By primary key, one chunk per read: every engine serves that without a scan,
             # and no reply comes near FerretDB's 48 MB limit.
-            chunk = None if holder is None else await self.ledger.storage.events.at(holder, at, full=True)
+            chunk = None if holder is None else await storage_of(self.ledger).events.at(holder, at, full=True)
             if chunk is None or chunk.get("event_id") != _chunk_id(chunked["sha256"], index):
                 raise IntegrityError(f"chunk {index} of event {doc.get('_id')!r} is missing")
             parts.append(await self._text(chunk))
@@ -367,7 +367,7 @@ class MongoCheckpointStorage(LedgerOwner):
         wanted = [checkpoint_id]
         if isinstance(previous, str) and _usable_id(previous) and previous != checkpoint_id:
             wanted.append(previous)
-        found = await scoped_events(self.ledger.storage, wanted, self.binding.scope)
+        found = await scoped_events(storage_of(self.ledger), wanted, self.binding.scope)
         existing = found.get(checkpoint_id)
         if existing is not None:
             if self._digest_of(await self._text(existing), existing) == digest:
@@ -399,7 +399,9 @@ class MongoCheckpointStorage(LedgerOwner):
     # ------------------------------------------------------------------ reading
 
     async def _deleted(self, checkpoint_ids: list[str]) -> set[str]:
-        receipts = await self.ledger.storage.receipts.for_ids([self._receipt_id(c) for c in checkpoint_ids])
+        receipts = await storage_of(self.ledger).receipts.for_ids(
+            [self._receipt_id(c) for c in checkpoint_ids]
+        )
         return {str(r.get("checkpoint_id")) for r in receipts if r.get("kind") == DELETED}
 
     def _receipt_id(self, checkpoint_id: str) -> str:
@@ -429,10 +431,10 @@ class MongoCheckpointStorage(LedgerOwner):
         """
         workflow_name = _check_workflow(workflow_name)
         threads = await threads_with_metadata(
-            self.ledger.storage, self.binding.scope, _WORKFLOW_KEY, workflow_name
+            storage_of(self.ledger), self.binding.scope, _WORKFLOW_KEY, workflow_name
         )
         page: list[dict[str, Any]] = []
-        async for doc in events_of_threads(self.ledger.storage, threads, skip_prefix=CHUNK_ID_PREFIX):
+        async for doc in events_of_threads(storage_of(self.ledger), threads, skip_prefix=CHUNK_ID_PREFIX):
             page.append(doc)
             if len(page) >= _PAGE_RECORDS:
                 for checkpoint in await self._page(page):
@@ -469,7 +471,7 @@ class MongoCheckpointStorage(LedgerOwner):
 
     async def list_workflows(self) -> list[str]:
         """Return the names of the workflows with stored checkpoints in this storage's scope, sorted."""
-        return sorted(await metadata_values(self.ledger.storage, self.binding.scope, _WORKFLOW_KEY))
+        return sorted(await metadata_values(storage_of(self.ledger), self.binding.scope, _WORKFLOW_KEY))
 
     # ------------------------------------------------------------------ deleting
 
@@ -482,7 +484,7 @@ class MongoCheckpointStorage(LedgerOwner):
         """
         if not _usable_id(checkpoint_id):
             return False
-        doc = await scoped_event(self.ledger.storage, checkpoint_id, self.binding.scope)
+        doc = await scoped_event(storage_of(self.ledger), checkpoint_id, self.binding.scope)
         if doc is None:
             return False
         from chatledger.admin.receipts import record  # admin sits beside the adapters

@@ -23,7 +23,7 @@ from chatledger.adapters.sources import LedgerOwner
 from chatledger.adapters.window import window, window_fetch_size
 from chatledger.codec import encode_messages, stored_digest
 from chatledger.errors import ConcurrencyError, InvalidCursorError, InvalidInputError, InvalidMessageError
-from chatledger.ledger import MAX_EVENT_BYTES, Ledger, PendingAppend, Position, new_thread_id
+from chatledger.ledger import MAX_EVENT_BYTES, Ledger, PendingAppend, Position, new_thread_id, storage_of
 from chatledger.ledger.compaction import Compaction, compacted_view, event_at, newest_compaction
 from chatledger.ledger.compaction import compact as append_compaction
 from chatledger.models import DEFAULT_SOURCE_ID
@@ -791,7 +791,7 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
         """Return (seq, hash, end) of the last stored batch that ends at or before message ``through``."""
         if through <= 0:
             return None
-        storage = self.ledger.storage.events
+        storage = storage_of(self.ledger).events
         for segment in reversed(position.segments()):
             if segment.lo_message >= through:
                 continue
@@ -856,6 +856,6 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
         written through :class:`~chatledger.MongoChatMessageStore`, are not listed.
         """
         with span("list_sessions", source_id=self.source_id) as recorder:
-            found = await self.ledger.storage.threads.session_ids(self.binding.scope)
+            found = await storage_of(self.ledger).threads.session_ids(self.binding.scope)
             recorder.set(sessions=len(found))
         return sorted(found)

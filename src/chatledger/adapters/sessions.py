@@ -29,7 +29,7 @@ from chatledger.errors import (
     ThreadRemovedError,
     VersionConflictError,
 )
-from chatledger.ledger import Ledger, Position
+from chatledger.ledger import Ledger, Position, storage_of
 
 __all__ = ["SESSION_ROLE", "MongoSessionStore"]
 
@@ -159,7 +159,7 @@ class MongoSessionStore(LedgerOwner):
         generation = 0
         while True:
             thread_id = self._thread_id(session_id, generation)
-            raw = await self.ledger.storage.threads.get_raw(thread_id)
+            raw = await storage_of(self.ledger).threads.get_raw(thread_id)
             if raw is None or "removed" not in raw:
                 return thread_id
             generation += 1  # deleted: the id names its next generation
@@ -186,7 +186,7 @@ class MongoSessionStore(LedgerOwner):
         # event at that seq of the thread itself: one read by primary key, unless the
         # head query already returned it.
         if doc is None or doc.get("seq") != at.offset or doc.get("thread_id") != at.thread_id:
-            doc = await self.ledger.storage.events.at(at.thread_id, at.offset, full=True)
+            doc = await storage_of(self.ledger).events.at(at.thread_id, at.offset, full=True)
         if doc is None:
             raise IntegrityError(f"version {at.offset} of thread {at.thread_id!r} is missing")
         text = await record_text(self.ledger, doc, (SESSION_ROLE,))
@@ -329,5 +329,5 @@ class MongoSessionStore(LedgerOwner):
 
     async def list_sessions(self) -> list[str]:
         """Return the ids of the sessions stored in this store's scope, sorted."""
-        found = await self.ledger.storage.threads.session_ids(self.binding.scope)
+        found = await storage_of(self.ledger).threads.session_ids(self.binding.scope)
         return sorted(found)

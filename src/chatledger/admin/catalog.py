@@ -16,7 +16,7 @@ from typing import Any, Final
 from chatledger.admin._checks import require_callback, require_datetime, require_instance
 from chatledger.errors import IntegrityError, InvalidInputError
 from chatledger.hashing import GENESIS_HASH
-from chatledger.ledger import Ledger
+from chatledger.ledger import Ledger, storage_of
 from chatledger.models import validate_name as _validate_name
 from chatledger.models import validate_thread_id
 
@@ -290,11 +290,11 @@ async def load_forest(
     query = (thread_filter or ThreadFilter()).query()
     forest = Forest()
     roots = set()
-    async for doc in ledger.storage.threads.select(query):
+    async for doc in storage_of(ledger).threads.select(query):
         forest.add(doc)
         roots.add(doc.get("root_id"))
     if with_family and query:
-        for doc in await ledger.storage.threads.family([r for r in roots if isinstance(r, str)]):
+        for doc in await storage_of(ledger).threads.family([r for r in roots if isinstance(r, str)]):
             if str(doc["_id"]) not in forest.docs:
                 forest.add(doc)
     return forest
@@ -318,14 +318,14 @@ async def activity(
         tid: ThreadActivity(tid, last_activity=aware(forest.docs.get(tid, {}).get("created_at")))
         for tid in ids
     }
-    for tid, (events, messages) in (await ledger.storage.events.counts(ids)).items():
+    for tid, (events, messages) in (await storage_of(ledger).events.counts(ids)).items():
         if tid in out:
             out[tid].events, out[tid].messages = events, messages
     with_events = [summary for summary in out.values() if summary.events]
     # A thread whose events are exactly the run base+1..base+n (count and seq total
     # agree) has its head at base+n: fetched by key, many threads per query. Any other
     # thread (a gap, a forged seq, no thread document) gets the exact per-thread query.
-    totals = await ledger.storage.events.seq_totals([s.thread_id for s in with_events])
+    totals = await storage_of(ledger).events.seq_totals([s.thread_id for s in with_events])
     expected: dict[str, int] = {}
     for summary in with_events:
         base = forest.docs.get(summary.thread_id, {}).get("base_offset", 0)
@@ -333,7 +333,7 @@ async def activity(
         if type(base) is int and base >= 0 and totals.get(summary.thread_id) == n * base + n * (n + 1) // 2:
             expected[summary.thread_id] = base + n
     try:
-        keyed = await ledger.storage.events.heads_at(expected)
+        keyed = await storage_of(ledger).events.heads_at(expected)
     except IntegrityError:
         keyed = {}  # one malformed head spoils the batch: each thread is read alone below
     rest = [s for s in with_events if s.thread_id not in keyed]
@@ -352,7 +352,7 @@ async def activity(
 async def _head_or_damage(ledger: Ledger, summary: ThreadActivity) -> dict[str, Any] | None:
     """Return a thread's newest event, or ``None`` with the damage recorded on ``summary``."""
     try:
-        return await ledger.storage.events.head(summary.thread_id)
+        return await storage_of(ledger).events.head(summary.thread_id)
     except IntegrityError as e:
         summary.damaged = f"{e} (run chatledger verify)"
         return None
@@ -362,7 +362,7 @@ async def iter_events(
     ledger: Ledger, thread_id: str, projection: Mapping[str, Any] | None = None
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield a thread's own events in ``seq`` order, streamed in bounded batches, as stored."""
-    async for doc in ledger.storage.events.stream(thread_id, projection=projection):
+    async for doc in storage_of(ledger).events.stream(thread_id, projection=projection):
         yield doc
 
 
@@ -396,7 +396,7 @@ async def _whole(ledger: Ledger, groups: list[list[dict[str, Any]]]) -> list[Fam
     """Return the groups as whole trees: every thread sharing their roots, matching or not."""
     roots = [g[0].get("root_id") for g in groups]
     by_root: dict[Any, list[dict[str, Any]]] = {}
-    for doc in await ledger.storage.threads.family([r for r in roots if isinstance(r, str)]):
+    for doc in await storage_of(ledger).threads.family([r for r in roots if isinstance(r, str)]):
         by_root.setdefault(doc.get("root_id"), []).append(doc)
     out: list[Family] = []
     for root, group in zip(roots, groups, strict=True):
@@ -440,7 +440,7 @@ async def family_chunks(
         query = {"$and": [query, dict(extra)]} if query else dict(extra)
     whole = whole and bool(query)  # without a filter every tree is read whole anyway
     chunk = chunk or CHUNK_THREADS
-    threads = ledger.storage.threads
+    threads = storage_of(ledger).threads
     groups: list[list[dict[str, Any]]] = []
     held = read = 0
     current: list[dict[str, Any]] = []
@@ -481,7 +481,7 @@ async def family_chunks(
 async def count_threads(target: Any, thread_filter: ThreadFilter | None = None) -> int:
     """Return how many threads match ``thread_filter`` (one ``count`` command; a progress total)."""
     require_instance(thread_filter, ThreadFilter, "thread_filter")
-    return await as_ledger(target).storage.threads.count((thread_filter or ThreadFilter()).query())
+    return await storage_of(as_ledger(target)).threads.count((thread_filter or ThreadFilter()).query())
 
 
 @dataclass(frozen=True, slots=True)

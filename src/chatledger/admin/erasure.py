@@ -19,7 +19,7 @@ from chatledger.admin.removal import (
     set_aside_damaged,
 )
 from chatledger.errors import ChatLedgerError, InvalidInputError
-from chatledger.ledger import Ledger
+from chatledger.ledger import Ledger, storage_of
 from chatledger.storage.keys import KeyStore, is_tombstone
 
 #: Planning reads every field a removal needs (holds, lineage, scope) but not metadata.
@@ -248,7 +248,7 @@ async def _unrecorded_tombstone(
         return None
     receipt_id = doc.get("receipt_id")
     if isinstance(receipt_id, str) and any(
-        r.get("_id") == receipt_id for r in await ledger.storage.receipts.for_ids([receipt_id])
+        r.get("_id") == receipt_id for r in await storage_of(ledger).receipts.for_ids([receipt_id])
     ):
         return None
     return doc
@@ -299,7 +299,7 @@ async def _refuse_nothing(
             return
     subject = _subject(user_id, tenant_id).describe()
     field, value = next(iter(subject.items()))
-    if await ledger.storage.receipts.has_erasure(field, value):
+    if await storage_of(ledger).receipts.has_erasure(field, value):
         return  # erased before, without sealing: a re-run finds nothing left to do
     who = f"user {user_id!r}" if user_id is not None else f"tenant {tenant_id!r}"
     held = " and no data key" if key_store is not None else ""
@@ -335,13 +335,13 @@ async def keys_not_found(
     if await key_store.tombstone_among(marks) is not None:
         return None  # erased before: nothing is left to destroy
     sealed, chunk = False, []
-    async for doc in ledger.storage.threads.select(subject.query(), projection={"_id": 1}):
+    async for doc in storage_of(ledger).threads.select(subject.query(), projection={"_id": 1}):
         chunk.append(str(doc["_id"]))
         if len(chunk) >= _SEALED_PROBE_CHUNK:
-            sealed, chunk = await ledger.storage.events.any_sealed(chunk), []
+            sealed, chunk = await storage_of(ledger).events.any_sealed(chunk), []
             if sealed:
                 break
-    if not sealed and (not chunk or not await ledger.storage.events.any_sealed(chunk)):
+    if not sealed and (not chunk or not await storage_of(ledger).events.any_sealed(chunk)):
         return None
     where = getattr(key_store.collection, "full_name", key_store.collection.name)
     return (

@@ -33,7 +33,7 @@ from chatledger.admin.receipts import COMPLETED, HOLD_SET, REMOVAL, operator_ide
 from chatledger.admin.verify import chain_problem, is_tombstone, shape_problem
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
 from chatledger.hashing import GENESIS_HASH
-from chatledger.ledger import MAX_EVENT_BYTES, Ledger
+from chatledger.ledger import MAX_EVENT_BYTES, Ledger, storage_of
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord, utc_now_ms, validate_name, validate_thread_id
 from chatledger.storage.documents import record_problem
 from chatledger.storage.encoding import dump_extended_json, load_extended_json, storable_size
@@ -204,7 +204,7 @@ async def export_jsonl(
 
 async def _write_audit(ledger: Ledger, out: IO[str], summary: ExportSummary, keys: str | None) -> None:
     """Write every receipt, then every key tombstone (never a live key: those hold key material)."""
-    async for receipt in ledger.storage.receipts.every():
+    async for receipt in storage_of(ledger).receipts.every():
         out.write(_line("receipt", doc=receipt))
         summary.receipts += 1
     if keys is None:
@@ -315,7 +315,7 @@ async def _check_threads(ledger: Ledger, path: Path) -> _Plan:
         if thread_id in plan.threads:
             return plan.threads[thread_id]
         if thread_id not in stored:
-            raw = await ledger.storage.threads.get_raw(thread_id)
+            raw = await storage_of(ledger).threads.get_raw(thread_id)
             stored[thread_id] = None if raw is None or "removed" in raw else _thread_problem(raw)[0]
         return stored[thread_id]
 
@@ -348,7 +348,7 @@ async def _check_threads(ledger: Ledger, path: Path) -> _Plan:
     # Fork points in threads that are not in the file are read from the database now.
     for owner, seq in [k for k in plan.forks if k[0] not in plan.threads]:
         try:
-            event = await ledger.storage.events.at(owner, seq)
+            event = await storage_of(ledger).events.at(owner, seq)
         except ChatLedgerError as e:
             raise InvalidInputError(
                 f"{path}: the fork event at seq {seq} of {owner!r} cannot be read: {e}"
@@ -360,7 +360,7 @@ async def _check_threads(ledger: Ledger, path: Path) -> _Plan:
 
 
 async def _stored_parent(ledger: Ledger, parent_id: str, where: str) -> ThreadRecord:
-    raw = await ledger.storage.threads.get_raw(parent_id)
+    raw = await storage_of(ledger).threads.get_raw(parent_id)
     if raw is None or "removed" in raw:
         state = "missing" if raw is None else "removed"
         raise InvalidInputError(
@@ -482,7 +482,7 @@ async def _restore_audit(
     if kind == "key_tombstone" and keys is None:
         return
     if kind == "receipt":
-        stored = await ledger.storage.receipts.insert_once(doc)
+        stored = await storage_of(ledger).receipts.insert_once(doc)
     else:
         store = KeyStore(ledger.database, collection=str(keys))
         stored = await store.get(str(doc["_id"]))
@@ -518,11 +518,11 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = 
 async def _removed_ids(ledger: Ledger, thread_ids: list[str]) -> dict[str, list[str]]:
     """Return ``{thread_id: [removal receipt ids]}`` for the threads a removal receipt names."""
     completed = {
-        r.get("receipt_id") for r in await ledger.storage.receipts.of_kind(COMPLETED, {"receipt_id": 1})
+        r.get("receipt_id") for r in await storage_of(ledger).receipts.of_kind(COMPLETED, {"receipt_id": 1})
     }
     out: dict[str, list[str]] = {}
     wanted = set(thread_ids)
-    async for receipt in ledger.storage.receipts.about(thread_ids, [REMOVAL]):
+    async for receipt in storage_of(ledger).receipts.about(thread_ids, [REMOVAL]):
         named = receipt.get("thread_ids")
         state = "completed" if receipt.get("_id") in completed else "interrupted"
         for tid in named if isinstance(named, list) else ():
@@ -542,7 +542,7 @@ async def _preflight(ledger: Ledger, plan: _Plan, *, force: bool) -> dict[str, l
             "(import_jsonl(..., force=True) or `chatledger import --force`) only if restoring them is lawful"
         )
     for doc in plan.docs:
-        existing = await ledger.storage.threads.get_raw(str(doc["_id"]))
+        existing = await storage_of(ledger).threads.get_raw(str(doc["_id"]))
         if existing is not None and is_tombstone(existing):
             raise InvalidInputError(
                 f"thread {doc['_id']!r} was removed and its tombstone keeps the id: a removed thread "
@@ -567,14 +567,14 @@ class _Writer:
     async def events(self, docs: list[dict[str, Any]]) -> None:
         if not docs:
             return
-        clashed = await self.ledger.storage.events.insert_many(docs)
+        clashed = await storage_of(self.ledger).events.insert_many(docs)
         skip = set(clashed)
         self.event_ids.extend(str(d["_id"]) for i, d in enumerate(docs) if i not in skip)
         self.summary.events += len(docs) - len(clashed)
         # Some events were there already (a re-run): each must be the very same event.
         for index in clashed:
             doc = docs[index]
-            found = await self.ledger.storage.events.at(str(doc["thread_id"]), int(doc["seq"]))
+            found = await storage_of(self.ledger).events.at(str(doc["thread_id"]), int(doc["seq"]))
             if found is None or found.get("hash") != doc["hash"]:
                 raise IntegrityError(
                     f"thread {doc['thread_id']!r} already holds a different event at seq {doc['seq']}"
@@ -585,12 +585,12 @@ class _Writer:
         """Insert a thread document; return whether this import wrote it."""
         tid = str(doc["_id"])
         self.summary.thread_ids.append(tid)
-        if await self.ledger.storage.threads.insert_raw(doc):
+        if await storage_of(self.ledger).threads.insert_raw(doc):
             self.thread_ids.append(tid)
             self.roots.add(str(doc.get("root_id", tid)))
             self.summary.threads += 1
             return True
-        existing = await self.ledger.storage.threads.get_raw(tid)
+        existing = await storage_of(self.ledger).threads.get_raw(tid)
         if existing is None or not _same(existing, doc, ignore=_HOLD_FIELDS):
             raise IntegrityError(f"a different thread {tid!r} already exists")
         self.summary.threads_present += 1
@@ -610,13 +610,13 @@ class _Writer:
         # Read before deleting: a branch names its tree's root, which is about to go.
         branches = [
             str(d["_id"])
-            for d in await self.ledger.storage.threads.family(sorted(self.roots))
+            for d in await storage_of(self.ledger).threads.family(sorted(self.roots))
             if d["_id"] not in ours
         ]
         for tid in self.thread_ids:
-            await self.ledger.storage.threads.delete(tid)
-        await self.ledger.storage.events.delete_ids(self.event_ids)
-        left = await self.ledger.storage.events.counts([*self.thread_ids, *branches])
+            await storage_of(self.ledger).threads.delete(tid)
+        await storage_of(self.ledger).events.delete_ids(self.event_ids)
+        left = await storage_of(self.ledger).events.counts([*self.thread_ids, *branches])
         return {tid: n for tid, (n, _) in left.items() if n} | {
             tid: left.get(tid, (0, 0))[0] for tid in branches
         }

@@ -13,7 +13,7 @@ from typing import Any
 from chatledger.admin.catalog import as_ledger
 from chatledger.admin.receipts import HOLD_RELEASED, HOLD_SET, operator_identity, record
 from chatledger.errors import InvalidInputError, LegalHoldError, StorageError, UnknownThreadError
-from chatledger.ledger import Ledger
+from chatledger.ledger import Ledger, storage_of
 from chatledger.models import utc_now_ms, validate_thread_id
 
 __all__ = ["place_hold", "release_hold", "set_hold"]
@@ -41,7 +41,7 @@ async def _change(
     """
     for _ in range(20):
         await _refuse_if_claimed(ledger, thread_id)
-        doc = await ledger.storage.threads.get_raw(thread_id)
+        doc = await storage_of(ledger).threads.get_raw(thread_id)
         if doc is None or "removed" in doc:
             raise UnknownThreadError(f"no thread {thread_id!r}")
         holds = [dict(h) for h in doc.get("legal_holds") or () if isinstance(h, dict)]
@@ -51,21 +51,21 @@ async def _change(
         new = change(holds, legacy)
         if new is None:
             return False
-        if not await ledger.storage.threads.replace_holds(thread_id, rev, new, legacy=legacy and not new):
+        if not await storage_of(ledger).threads.replace_holds(thread_id, rev, new, legacy=legacy and not new):
             continue
         try:
             # Checked again AFTER writing: a removal reads the holds after claiming, so of
             # the two at least one sees the other. If the removal won, undo and say so.
             await _refuse_if_claimed(ledger, thread_id)
         except LegalHoldError:
-            await ledger.storage.threads.replace_holds(thread_id, rev + 1, holds)
+            await storage_of(ledger).threads.replace_holds(thread_id, rev + 1, holds)
             raise
         return True
     raise StorageError(f"the legal holds of thread {thread_id!r} keep changing; try again")
 
 
 async def _refuse_if_claimed(ledger: Ledger, thread_id: str) -> None:
-    claim = await ledger.storage.events.claim_of(thread_id)
+    claim = await storage_of(ledger).events.claim_of(thread_id)
     if claim is not None:
         raise LegalHoldError(
             f"thread {thread_id!r} is being removed (receipt {claim!r}); a hold can no longer be set or "

@@ -36,6 +36,7 @@ from chatledger.admin.receipts import HOLD_RELEASED, HOLD_SET
 from chatledger.codec import canonical_json_bytes
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
 from chatledger.hashing import _digested, epoch_ms, event_hash
+from chatledger.ledger import storage_of
 from chatledger.models import validate_thread_id
 from chatledger.storage.documents import check_event
 from chatledger.storage.events import event_key
@@ -266,10 +267,10 @@ def _canonical_message(message: Mapping[str, Any]) -> bytes:
 
 def _store(target: Any) -> MerkleStore:
     ledger = as_ledger(target)
-    events = ledger.storage.events
+    events = storage_of(ledger).events
     # Two ledgers in one database (other events collections) keep two sets of logs.
     entries, tree = log_collections(str(events.collection.name))
-    return MerkleStore(ledger.storage.gate, events, entries_collection=entries, tree_collection=tree)
+    return MerkleStore(storage_of(ledger).gate, events, entries_collection=entries, tree_collection=tree)
 
 
 async def _window(store: MerkleStore, log: str, lookback: timedelta) -> datetime | None:
@@ -477,9 +478,9 @@ def _actual_holds(threads: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, s
 
 
 async def _hold_findings(store: MerkleStore, ledger: Any) -> list[str]:
-    receipts = await store.receipts(ledger.storage.receipts.collection)
+    receipts = await store.receipts(storage_of(ledger).receipts.collection)
     expected, unsure = _expected_holds(receipts)
-    actual = _actual_holds(await store.held_threads(ledger.storage.threads.collection))
+    actual = _actual_holds(await store.held_threads(storage_of(ledger).threads.collection))
     found = []
     for thread in sorted(set(expected) | set(actual)):
         want, have = expected.get(thread, {}), actual.get(thread, {})
@@ -513,7 +514,7 @@ async def audit_findings(target: Any, *, settle: float | None = None) -> list[st
     """
     ledger = as_ledger(target)
     store = _store(ledger)
-    stored = {str(r.get("_id")): r for r in await store.receipts(ledger.storage.receipts.collection)}
+    stored = {str(r.get("_id")): r for r in await store.receipts(storage_of(ledger).receipts.collection)}
     found = []
     for leaf in await store.receipt_leaves(log_id(None)):
         rid = str(leaf.get("event"))[len(_RECEIPT) :]
@@ -542,7 +543,7 @@ async def _refuse_altered_records(ledger: Any) -> None:
 async def _append_receipts(ledger: Any, store: MerkleStore, frontier: _Frontier) -> int:
     """Append the receipts not yet in the default log, oldest first."""
     logged = {str(leaf.get("event")) for leaf in await store.receipt_leaves(frontier.log)}
-    receipts = await store.receipts(ledger.storage.receipts.collection)
+    receipts = await store.receipts(storage_of(ledger).receipts.collection)
     pending = [r for r in receipts if _RECEIPT + str(r.get("_id")) not in logged]
     return await frontier.append([_receipt_leaf(r) for r in sorted(pending, key=_receipt_order)])
 

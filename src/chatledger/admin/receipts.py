@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from chatledger.ledger import Ledger
+from chatledger.ledger import Ledger, storage_of
 from chatledger.models import utc_now_ms
 
 __all__ = [
@@ -54,14 +54,14 @@ async def record(ledger: Ledger, kind: str, by: str, **fields: Any) -> dict[str,
         **fields: The rest of the receipt (ids, counts, hashes, reason): never content.
     """
     doc: dict[str, Any] = {"_id": uuid.uuid4().hex, "kind": kind, "at": utc_now_ms(), "by": by, **fields}
-    await ledger.storage.receipts.insert(doc)
+    await storage_of(ledger).receipts.insert(doc)
     return doc
 
 
 async def _receipts(
     ledger: Ledger, kind: str, projection: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    return await ledger.storage.receipts.of_kind(kind, projection)
+    return await storage_of(ledger).receipts.of_kind(kind, projection)
 
 
 async def pending_removals(ledger: Ledger) -> list[dict[str, Any]]:
@@ -93,4 +93,4 @@ async def removed_heads(ledger: Ledger) -> dict[str, list[tuple[int, str]]]:
 
 async def receipts_for(ledger: Ledger, receipt_ids: Sequence[str]) -> list[dict[str, Any]]:
     """Return the receipts with these ids and the completion receipts that refer to them."""
-    return await ledger.storage.receipts.for_ids(receipt_ids)
+    return await storage_of(ledger).receipts.for_ids(receipt_ids)

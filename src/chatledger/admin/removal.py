@@ -39,7 +39,7 @@ from typing import Any
 from chatledger.admin.catalog import Forest, ThreadActivity
 from chatledger.admin.receipts import COMPLETED, REMOVAL, pending_removals, record
 from chatledger.errors import LegalHoldError
-from chatledger.ledger import Ledger
+from chatledger.ledger import Ledger, storage_of
 from chatledger.models import utc_now_ms
 
 __all__ = [
@@ -251,8 +251,8 @@ class _Run:
     def __init__(self, ledger: Ledger, receipt_id: str) -> None:
         self.ledger = ledger
         self.receipt_id = receipt_id
-        self.threads = ledger.storage.threads
-        self.events = ledger.storage.events
+        self.threads = storage_of(ledger).threads
+        self.events = storage_of(ledger).events
         #: Claimed thread id -> its root id, in claim order (parents before branches).
         self.claimed: dict[str, str] = {}
         self.heads: dict[str, dict[str, Any]] = {}
@@ -441,7 +441,7 @@ async def _give_up(ledger: Ledger, run: _Run, report: RemovalReport, by: str) ->
     receipt is written is marked interrupted (``removal.interrupted``): this process no
     longer owns it, so the next run need not wait :data:`RESUME_AFTER` to finish it.
     """
-    found = await ledger.storage.receipts.for_ids([run.receipt_id])
+    found = await storage_of(ledger).receipts.for_ids([run.receipt_id])
     if any(r.get("kind") == COMPLETED for r in found):
         report.removed.append(run.receipt_id)  # done; a left claim is released by the next run
     elif found:
@@ -511,11 +511,11 @@ async def _complete(ledger: Ledger, run: _Run, by: str, **extra: Any) -> None:
         **extra,
     )
     for tid in run.claimed:
-        await ledger.storage.events.release_claim(tid, run.receipt_id)
+        await storage_of(ledger).events.release_claim(tid, run.receipt_id)
 
 
 async def _completed(ledger: Ledger, receipt_id: str) -> bool:
-    return any(r.get("kind") == COMPLETED for r in await ledger.storage.receipts.for_ids([receipt_id]))
+    return any(r.get("kind") == COMPLETED for r in await storage_of(ledger).receipts.for_ids([receipt_id]))
 
 
 async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> list[str]:
@@ -530,10 +530,10 @@ async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> l
     # ... unless the run that owned it said it stopped (an interrupt it survived).
     given_up = {
         str(r.get("receipt_id"))
-        for r in await ledger.storage.receipts.of_kind(INTERRUPTED, {"receipt_id": 1})
+        for r in await storage_of(ledger).receipts.of_kind(INTERRUPTED, {"receipt_id": 1})
     }
     started = {str(r["_id"]): r for r in await pending_removals(ledger)}
-    claims = await ledger.storage.events.claims()
+    claims = await storage_of(ledger).events.claims()
     finished: list[str] = []
     for receipt_id in sorted(set(started) | set(claims)):
         receipt = started.get(receipt_id)
@@ -541,7 +541,7 @@ async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> l
         if receipt is None and await _completed(ledger, receipt_id):
             if not dry_run:  # finished, but interrupted before its claims were released
                 for tid, _, _ in mine:
-                    await ledger.storage.events.release_claim(tid, receipt_id)
+                    await storage_of(ledger).events.release_claim(tid, receipt_id)
             continue
         when = (
             receipt.get("at") if receipt is not None else min((at for _, _, at in mine if at), default=None)

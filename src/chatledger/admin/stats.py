@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from chatledger.admin.catalog import ThreadFilter, as_ledger, aware
+from chatledger.ledger import storage_of
 from chatledger.storage.encoding import encoded_size
 
 __all__ = ["Stats", "collect_stats", "count_events"]
@@ -20,7 +21,7 @@ _EVENT_TICK: Final = 256
 
 async def count_events(target: Any, *, tenant_id: str | None = None) -> int:
     """Return how many events :func:`collect_stats` would read (one ``count`` command; a progress total)."""
-    return await as_ledger(target).storage.events.count(ThreadFilter(tenant_id=tenant_id).describe())
+    return await storage_of(as_ledger(target)).events.count(ThreadFilter(tenant_id=tenant_id).describe())
 
 
 @dataclass(slots=True)
@@ -76,7 +77,7 @@ async def collect_stats(
     ledger = as_ledger(target)
     scope = ThreadFilter(tenant_id=tenant_id)
     stats = Stats()
-    async for doc in ledger.storage.threads.select(scope.query(), projection=_THREAD_FIELDS):
+    async for doc in storage_of(ledger).threads.select(scope.query(), projection=_THREAD_FIELDS):
         stats.threads += 1
         if doc.get("parent"):
             stats.branches += 1
@@ -85,7 +86,7 @@ async def collect_stats(
         stats.held += bool(doc.get("legal_holds")) or bool(doc.get("legal_hold"))
         if on_thread is not None:
             on_thread(str(doc["_id"]))
-    async for event in ledger.storage.events.scan(scope.describe()):
+    async for event in storage_of(ledger).events.scan(scope.describe()):
         stats.events += 1
         count = event.get("count")
         stats.messages += count if type(count) is int else 0  # a malformed count is verify's to name

@@ -66,7 +66,7 @@ from chatledger.admin.receipts import COMPLETED, REMOVAL, pending_removals
 from chatledger.codec import decode_message
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError, UnknownThreadError
 from chatledger.hashing import BINARY_FIELD, GENESIS_HASH, HASHED_FIELDS_BY_VERSION, event_hash
-from chatledger.ledger import Ledger
+from chatledger.ledger import Ledger, storage_of
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord
 from chatledger.sealing.sealer import is_sealed, sealed_problem
 from chatledger.storage.documents import record_problem
@@ -391,7 +391,7 @@ class _Verifier:
     async def _thread_doc(self, thread_id: str) -> dict[str, Any] | None:
         doc = self.forest.docs.get(thread_id)
         if doc is None:
-            found = await self.ledger.storage.threads.get_raw(thread_id)
+            found = await storage_of(self.ledger).threads.get_raw(thread_id)
             if found is not None:
                 self.forest.add(found)
                 doc = self.forest.docs[thread_id]
@@ -457,7 +457,7 @@ class _Verifier:
         seen = self.fork_points.get((owner, base))
         if seen is None:
             try:
-                parent = await self.ledger.storage.events.at(owner, base)
+                parent = await storage_of(self.ledger).events.at(owner, base)
             except ChatLedgerError as e:
                 return f"the fork event at seq {base} of thread {owner!r} cannot be read: {e}", GENESIS_HASH
             if parent is None:
@@ -490,7 +490,7 @@ class _Verifier:
         # This thread's summaries so far: a later summary must name the newest as ``previous``.
         # Appended to at summaries only (rare); parents are walked before their branches.
         own = self.summaries[tid] = []
-        async for event in self.ledger.storage.events.stream(tid, after_seq=None):
+        async for event in storage_of(self.ledger).events.stream(tid, after_seq=None):
             if event.get("seq") == -1 and "claim" in event:
                 # A removal's claim (position -1), not an event: a removal is running or was
                 # interrupted (reported with the pending removals), and may hollow what follows.
@@ -572,7 +572,7 @@ class _Verifier:
                 return f"no thread of the line holds seq {pos}, which the compaction summary names"
             owners[pos] = owner
         try:
-            found = await self.ledger.storage.events.positions([(t, pos) for pos, t in owners.items()])
+            found = await storage_of(self.ledger).events.positions([(t, pos) for pos, t in owners.items()])
         except ChatLedgerError as e:
             return f"the events the compaction summary names cannot be read: {e}"
         for pos, owner in owners.items():
@@ -636,11 +636,11 @@ class _Verifier:
         """
         out: dict[str, dict[str, Any] | None] = {}
         query = {"_id": {"$in": thread_ids}}
-        async for doc in self.ledger.storage.threads.select(query, projection={"_id": 1}):
+        async for doc in storage_of(self.ledger).threads.select(query, projection={"_id": 1}):
             out[str(doc["_id"])] = doc
         for tid in thread_ids:
             if tid not in out:
-                out[tid] = await self.ledger.storage.threads.get_raw(tid)
+                out[tid] = await storage_of(self.ledger).threads.get_raw(tid)
         return out
 
     async def orphans(self, thread_ids: Iterable[str] | None) -> None:
@@ -649,7 +649,7 @@ class _Verifier:
         if thread_ids is not None:
             match["thread_id"] = {"$in": list(thread_ids)}
         # Thread ids stream in chunks (never all of them at once): memory stays bounded.
-        async for counts in self.ledger.storage.events.thread_ids(match):
+        async for counts in storage_of(self.ledger).events.thread_ids(match):
             for batch in _batches(counts, CHUNK_THREADS):
                 await self._orphans(batch, counts)
 
@@ -668,9 +668,9 @@ class _Verifier:
 
     async def removed_heads(self) -> dict[str, set[tuple[int, str]]]:
         """Return, per thread id, the heads (seq, hash) that completed removal receipts record."""
-        completions = await self.ledger.storage.receipts.of_kind(COMPLETED)
+        completions = await storage_of(self.ledger).receipts.of_kind(COMPLETED)
         done = {r.get("receipt_id") for r in completions}
-        started = [r for r in await self.ledger.storage.receipts.of_kind(REMOVAL) if r.get("_id") in done]
+        started = [r for r in await storage_of(self.ledger).receipts.of_kind(REMOVAL) if r.get("_id") in done]
         out: dict[str, set[tuple[int, str]]] = {}
         for receipt in (*completions, *started):
             heads = receipt.get("heads")
@@ -713,7 +713,7 @@ class _Verifier:
             self.report.problems.append(Problem(anchor.thread_id, why, seq=anchor.head_seq))
             return removed
         try:
-            event = await self.ledger.storage.events.at(anchor.thread_id, anchor.head_seq)
+            event = await storage_of(self.ledger).events.at(anchor.thread_id, anchor.head_seq)
         except ChatLedgerError:
             event = None
         if event is None or event.get("hash") != anchor.head_hash:
@@ -815,7 +815,7 @@ async def verify(
                 )
             )
     if thread_id is not None and not verifier.report.threads and not verifier.report.problems:
-        gone = await ledger.storage.threads.get_raw(thread_id)
+        gone = await storage_of(ledger).threads.get_raw(thread_id)
         if gone is not None and is_tombstone(gone):
             raise UnknownThreadError(f"thread {thread_id!r} was removed")
         raise UnknownThreadError(f"no thread {thread_id!r}")

@@ -30,6 +30,7 @@ from chatledger.cli.connection import (
 )
 from chatledger.cli.render import Renderer
 from chatledger.errors import ChatLedgerError, InvalidInputError
+from chatledger.ledger import storage_of
 
 __all__ = [
     "INTERRUPTED",
@@ -233,7 +234,7 @@ async def require_ledger_data(target: Any, allow_empty: bool) -> None:
 
     if allow_empty:
         return
-    storage = as_ledger(target).storage
+    storage = storage_of(as_ledger(target))
     threads, events = storage.threads.collection, storage.events.collection
     for collection in (threads, events):
         if await collection.find_one({}, {"_id": 1}) is not None:

@@ -12,6 +12,7 @@ from chatledger.ledger.core import (
     Segment,
     event_key,
     new_thread_id,
+    storage_of,
 )
 from chatledger.ledger.pending import PendingAppend
 from chatledger.ledger.signing import CursorSigner
@@ -30,4 +31,5 @@ __all__ = [
     "Segment",
     "event_key",
     "new_thread_id",
+    "storage_of",
 ]

@@ -25,7 +25,7 @@ from chatledger._maf import Message
 from chatledger.codec import decode_message, encode_messages
 from chatledger.errors import ConcurrencyError, IntegrityError, InvalidInputError
 from chatledger.hashing import event_hash
-from chatledger.ledger.core import Binding, Position
+from chatledger.ledger.core import Binding, Position, storage_of
 from chatledger.ledger.pending import new_event_id
 from chatledger.models import COMPACTION_SCHEMA_VERSION, utc_now_ms
 from chatledger.storage import PositionTakenError, event_key
@@ -90,7 +90,7 @@ async def newest_compaction(binding: Binding, at: Position) -> Compaction | None
     """
     at = binding._check(at)
     segments = [(s.thread_id, s.lo_seq, s.hi_seq) for s in at.segments()]
-    doc = await binding.ledger.storage.events.newest_compaction(segments)
+    doc = await storage_of(binding.ledger).events.newest_compaction(segments)
     return None if doc is None else _of(doc)
 
 
@@ -116,7 +116,7 @@ async def event_at(binding: Binding, at: Position, seq: int) -> dict[str, Any]:
     if at.thread is None or not 1 <= seq <= at.offset:
         raise InvalidInputError(f"seq {seq} is outside the line (1..{at.offset})")
     owner = await binding._owner(at.thread, seq)
-    doc = await binding.ledger.storage.events.at(owner, seq, full=True)
+    doc = await storage_of(binding.ledger).events.at(owner, seq, full=True)
     if doc is None:
         raise IntegrityError(f"thread {at.thread_id!r} is missing its event at seq {seq}")
     return doc

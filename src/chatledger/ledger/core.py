@@ -244,7 +244,7 @@ class Ledger:
             raise InvalidInputError("write_attempts must be an int from 1 to 20")
         if ledger_id is not None:
             check_ledger_id(ledger_id)
-        self.storage = Storage(
+        self._storage = Storage(
             database,
             threads_collection=threads_collection,
             events_collection=events_collection,
@@ -259,7 +259,7 @@ class Ledger:
         self.ledger_id: str = (
             ledger_id
             if ledger_id is not None
-            else f"{self.storage.database.name}/{threads_collection}/{events_collection}"
+            else f"{self._storage.database.name}/{threads_collection}/{events_collection}"
         )
         self._thread_cache: OrderedDict[str, ThreadRecord] = OrderedDict()
         # (thread_id, seq) -> (messages visible after that event, its hash)
@@ -285,7 +285,7 @@ class Ledger:
     @property
     def database(self) -> Any:
         """The database handle the ledger was opened on."""
-        return self.storage.database
+        return self._storage.database
 
     def bind(
         self,
@@ -306,7 +306,7 @@ class Ledger:
 
     async def ensure_indexes(self) -> None:
         """Create the ledger's indexes if they are missing (idempotent, once per ledger)."""
-        await self.storage.ensure_indexes()
+        await self._storage.ensure_indexes()
 
     # ------------------------------------------------------------------ caches
 
@@ -342,7 +342,7 @@ class Ledger:
         validate_thread_id(thread_id)
         record = self._thread_cache.get(thread_id)
         if record is None:
-            record = await self.storage.threads.get(thread_id, scope=None)
+            record = await self._storage.threads.get(thread_id, scope=None)
             if record is None:
                 return None
             why = record_problem(record)
@@ -358,7 +358,7 @@ class Ledger:
         if self.signer is not None:
             return self.signer.current
         if self._marker_key is None:
-            self._marker_key = await self.storage.receipts.marker_secret()
+            self._marker_key = await self._storage.receipts.marker_secret()
         return self._marker_key
 
     async def lineage(self, thread_id: str) -> list[ThreadRecord]:
@@ -389,6 +389,16 @@ class Ledger:
                 raise IntegrityError(f"the lineage of thread {thread_id!r} loops back on itself")
             current = ancestors[0]
         return out
+
+
+def storage_of(ledger: Ledger) -> Storage:
+    """Return the storage ports of ``ledger``, for the floors above it (admin, sealing, adapters).
+
+    The ledger's storage is private: this is the one door to it, so every use is
+    greppable and the architecture test can keep the CLI (and anything else that
+    should go through an admin function) away from it.
+    """
+    return ledger._storage
 
 
 def _no_thread(thread_id: str) -> UnknownThreadError:
@@ -454,7 +464,7 @@ class Binding:
     def __init__(self, ledger: Ledger, scope: Scope) -> None:
         self.ledger = ledger
         self.scope = scope
-        self._storage = ledger.storage
+        self._storage = ledger._storage
 
     # ------------------------------------------------------------------ positions
 

@@ -8,7 +8,7 @@ from typing import Any
 from chatledger.admin.catalog import ThreadFilter, count_threads
 from chatledger.admin.receipts import operator_identity, record
 from chatledger.admin.removal import RemovalReport
-from chatledger.ledger import Ledger
+from chatledger.ledger import Ledger, storage_of
 from chatledger.sealing.keys import KEYS_DESTROYED, ShredReport, destroy_subject_keys, destroy_tree_keys
 from chatledger.storage.keys import KeyStore
 
@@ -76,7 +76,7 @@ async def shred_removed_trees(
     """
     roots: set[str] = set()
     for removal in report.planned:  # after execute: the lineages removed
-        doc = await ledger.storage.threads.get_raw(removal.thread_id)
+        doc = await storage_of(ledger).threads.get_raw(removal.thread_id)
         root = None if doc is None else doc.get("root_id")
         if type(root) is str and (not report.dry_run or root == removal.thread_id):
             roots.add(root)

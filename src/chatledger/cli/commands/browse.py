@@ -29,7 +29,7 @@ from chatledger.cli.options import JsonOption, TenantOption, UserOption, duratio
 from chatledger.cli.render import Renderer, iso, visible
 from chatledger.cli.run import run_admin
 from chatledger.errors import InvalidInputError, UnknownThreadError
-from chatledger.ledger import Ledger
+from chatledger.ledger import Ledger, storage_of
 
 __all__ = ["register", "show_body", "threads_body", "tree_body"]
 
@@ -141,9 +141,9 @@ async def show_body(
             Ledger(
                 db.database,
                 sealer=sealer,
-                threads_collection=db.storage.threads.collection.name,
-                events_collection=db.storage.events.collection.name,
-                audit_collection=db.storage.receipts.collection.name,
+                threads_collection=storage_of(db).threads.collection.name,
+                events_collection=storage_of(db).events.collection.name,
+                audit_collection=storage_of(db).receipts.collection.name,
                 ledger_id=db.ledger_id,
             )
             if isinstance(db, Ledger)

@@ -40,11 +40,7 @@ from chatledger.ledger import storage_of
 from chatledger.models import validate_thread_id
 from chatledger.storage.documents import check_event
 from chatledger.storage.events import event_key
-from chatledger.storage.merkle import (
-    MerkleStore,
-    Node,
-    log_collections,
-)
+from chatledger.storage.merkle import MerkleStore, Node
 
 __all__ = [
     "DEFAULT_LOOKBACK",
@@ -266,11 +262,7 @@ def _canonical_message(message: Mapping[str, Any]) -> bytes:
 
 
 def _store(target: Any) -> MerkleStore:
-    ledger = as_ledger(target)
-    events = storage_of(ledger).events
-    # Two ledgers in one database (other events collections) keep two sets of logs.
-    entries, tree = log_collections(str(events.collection.name))
-    return MerkleStore(storage_of(ledger).gate, events, entries_collection=entries, tree_collection=tree)
+    return MerkleStore.of(storage_of(as_ledger(target)))
 
 
 async def _window(store: MerkleStore, log: str, lookback: timedelta) -> datetime | None:
@@ -357,7 +349,7 @@ async def sequence(
         )
     if tenant is None:
         # Checked first: a log whose records were altered is not extended (or checkpointed).
-        await _refuse_altered_records(as_ledger(target))
+        await _refuse_altered_records(store)
     if since is None:
         added = await _sweep(store, frontier, tenant, batch, on_progress)
     else:
@@ -368,7 +360,7 @@ async def sequence(
             if on_progress is not None:
                 on_progress(len(docs))
     if tenant is None:
-        added += await _append_receipts(as_ledger(target), store, frontier)
+        added += await _append_receipts(store, frontier)
     root = frontier.root()
     await store.put_head(log, frontier.size, root, watermark=started)
     return SequenceReport(log=log, size_before=before, size=frontier.size, added=added, root=root.hex())
@@ -477,10 +469,10 @@ def _actual_holds(threads: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, s
     return out
 
 
-async def _hold_findings(store: MerkleStore, ledger: Any) -> list[str]:
-    receipts = await store.receipts(storage_of(ledger).receipts.collection)
+async def _hold_findings(store: MerkleStore) -> list[str]:
+    receipts = await store.receipts()
     expected, unsure = _expected_holds(receipts)
-    actual = _actual_holds(await store.held_threads(storage_of(ledger).threads.collection))
+    actual = _actual_holds(await store.held_threads())
     found = []
     for thread in sorted(set(expected) | set(actual)):
         want, have = expected.get(thread, {}), actual.get(thread, {})
@@ -512,9 +504,11 @@ async def audit_findings(target: Any, *, settle: float | None = None) -> list[st
             receipts (a hold change in flight writes its receipt just after); default
             :data:`HOLD_SETTLE_SECONDS`.
     """
-    ledger = as_ledger(target)
-    store = _store(ledger)
-    stored = {str(r.get("_id")): r for r in await store.receipts(storage_of(ledger).receipts.collection)}
+    return await _audit_findings(_store(target), settle)
+
+
+async def _audit_findings(store: MerkleStore, settle: float | None) -> list[str]:
+    stored = {str(r.get("_id")): r for r in await store.receipts()}
     found = []
     for leaf in await store.receipt_leaves(log_id(None)):
         rid = str(leaf.get("event"))[len(_RECEIPT) :]
@@ -523,16 +517,16 @@ async def audit_findings(target: Any, *, settle: float | None = None) -> list[st
             found.append(f"receipt {rid!r} (leaf {leaf.get('index')}) was deleted from the audit collection")
         elif receipt_digest(receipt) != leaf.get("receipt_digest"):
             found.append(f"receipt {rid!r} (leaf {leaf.get('index')}) was altered after it was logged")
-    holds = await _hold_findings(store, ledger)
+    holds = await _hold_findings(store)
     pause = HOLD_SETTLE_SECONDS if settle is None else settle
     if holds and pause > 0:
         await asyncio.sleep(pause)
-        holds = [f for f in await _hold_findings(store, ledger) if f in holds]
+        holds = [f for f in await _hold_findings(store) if f in holds]
     return found + holds
 
 
-async def _refuse_altered_records(ledger: Any) -> None:
-    found = await audit_findings(ledger)
+async def _refuse_altered_records(store: MerkleStore) -> None:
+    found = await _audit_findings(store, None)
     if found:
         more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
         raise IntegrityError(
@@ -540,10 +534,10 @@ async def _refuse_altered_records(ledger: Any) -> None:
         )
 
 
-async def _append_receipts(ledger: Any, store: MerkleStore, frontier: _Frontier) -> int:
+async def _append_receipts(store: MerkleStore, frontier: _Frontier) -> int:
     """Append the receipts not yet in the default log, oldest first."""
     logged = {str(leaf.get("event")) for leaf in await store.receipt_leaves(frontier.log)}
-    receipts = await store.receipts(storage_of(ledger).receipts.collection)
+    receipts = await store.receipts()
     pending = [r for r in receipts if _RECEIPT + str(r.get("_id")) not in logged]
     return await frontier.append([_receipt_leaf(r) for r in sorted(pending, key=_receipt_order)])
 

@@ -20,10 +20,12 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from chatledger.errors import IntegrityError
-from chatledger.storage import DEFAULT_EVENTS_COLLECTION
+from chatledger.storage import DEFAULT_EVENTS_COLLECTION, Storage
 from chatledger.storage.driver import cursor_list
 from chatledger.storage.events import BATCH_SIZE, EventStore
 from chatledger.storage.gate import Gate
+from chatledger.storage.receipts import ReceiptStore
+from chatledger.storage.threads import ThreadStore
 
 __all__ = [
     "DEFAULT_LOG_ENTRIES_COLLECTION",
@@ -75,20 +77,38 @@ def _hash(doc: Mapping[str, Any] | None, what: str) -> bytes:
 
 
 class MerkleStore:
-    """Named operations on the log collections (and the few event reads a sequencer needs)."""
+    """Named operations on the log collections (and the few event, receipt and thread reads a sequencer needs)."""
 
     def __init__(
         self,
         gate: Gate,
         events: EventStore,
+        receipts: ReceiptStore,
+        threads: ThreadStore,
         *,
         entries_collection: str = DEFAULT_LOG_ENTRIES_COLLECTION,
         tree_collection: str = DEFAULT_LOG_TREE_COLLECTION,
     ) -> None:
         self.gate = gate
         self.events = events
+        self._receipts = receipts
+        self._threads = threads
         self.entries = gate.collection(entries_collection)
         self.tree = gate.collection(tree_collection)
+
+    @classmethod
+    def of(cls, storage: Storage) -> MerkleStore:
+        """Return the log store of a ledger's storage (its log collections follow its events collection)."""
+        # Two ledgers in one database (other events collections) keep two sets of logs.
+        entries, tree = log_collections(str(storage.events.collection.name))
+        return cls(
+            storage.gate,
+            storage.events,
+            storage.receipts,
+            storage.threads,
+            entries_collection=entries,
+            tree_collection=tree,
+        )
 
     async def ensure_indexes(self) -> None:
         """Create the log's indexes (idempotent; one per command, as FerretDB needs)."""
@@ -328,16 +348,24 @@ class MerkleStore:
         )
         return await self.gate.call("read log entries", cursor_list(cursor.batch_size(BATCH_SIZE * 4)))
 
-    async def receipts(self, audit: Any) -> list[dict[str, Any]]:
-        """Return every receipt in an audit collection (not its configuration documents)."""
-        cursor = audit.find({"kind": {"$ne": "config"}}).batch_size(BATCH_SIZE)
+    async def receipts(self) -> list[dict[str, Any]]:
+        """Return every receipt in the ledger's audit collection (not its configuration documents)."""
+        cursor = self._receipts.collection.find({"kind": {"$ne": "config"}}).batch_size(BATCH_SIZE)
         return await self.gate.call("read receipts", cursor_list(cursor))
 
-    async def held_threads(self, threads: Any) -> list[dict[str, Any]]:
+    async def receipt(self, receipt_id: str) -> dict[str, Any] | None:
+        """Return one receipt as stored (an ``_id`` lookup), or ``None``."""
+        query = {"_id": receipt_id, "kind": {"$ne": "config"}}
+        doc: dict[str, Any] | None = await self.gate.call(
+            "read receipt", self._receipts.collection.find_one(query)
+        )
+        return doc
+
+    async def held_threads(self) -> list[dict[str, Any]]:
         """Return ``_id`` and holds of every thread document that carries a legal hold."""
         query = {"$or": [{"legal_holds": {"$exists": True, "$ne": []}}, {"legal_hold": {"$exists": True}}]}
-        cursor = threads.find(query, {"legal_holds": 1, "legal_hold": 1}).batch_size(BATCH_SIZE)
-        return await self.gate.call("read threads", cursor_list(cursor))
+        cursor = self._threads.collection.find(query, {"legal_holds": 1, "legal_hold": 1})
+        return await self.gate.call("read threads", cursor_list(cursor.batch_size(BATCH_SIZE)))
 
     async def events_by_key(self, keys: Sequence[str]) -> list[dict[str, Any]]:
         """Return the events with these keys, as stored (one query)."""

@@ -59,14 +59,20 @@ async def checkpoint_body(
     tenant: str | None = None,
     origin: str | None = None,
     output: str | None = None,
+    full: bool = False,
 ) -> int:
-    """Sequence the pending events of one log, then print (or write) a signed checkpoint of it."""
+    """Sequence the pending events of one log, then print (or write) a signed checkpoint of it.
+
+    ``full`` reads every event of the scope, not only those since the last run (less its
+    look-back): for a writer later than the look-back, and to find sequenced events that
+    were deleted since.
+    """
     key = read_file(signing_key, "signing key")
     if output is not None:
         open_for_writing(output, "--output").close()  # a bad path fails before any work
     with ui.progress("sequencing") as tick:
-        tick.stage("sequencing", await count_log_events(db, tenant=tenant))
-        result = await checkpoint(db, key, tenant=tenant, origin=origin, on_progress=tick.advance)
+        tick.stage("sequencing", await count_log_events(db, tenant=tenant, full=full))
+        result = await checkpoint(db, key, tenant=tenant, origin=origin, on_progress=tick.advance, full=full)
     report = result.report
     if ui.as_json:
         if output is not None:
@@ -193,6 +199,14 @@ def register(app: typer.Typer) -> None:
         output: Annotated[
             str | None, typer.Option("--output", "-o", help="Write the checkpoint here.")
         ] = None,
+        full: Annotated[
+            bool,
+            typer.Option(
+                "--full",
+                help="Read every event of the log's scope, not only recent ones (a late writer, "
+                "a deleted event).",
+            ),
+        ] = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
@@ -205,7 +219,7 @@ def register(app: typer.Typer) -> None:
             database,
             as_json,
             lambda db, ui: checkpoint_body(
-                db, ui, signing_key=signing_key, tenant=tenant, origin=origin, output=output
+                db, ui, signing_key=signing_key, tenant=tenant, origin=origin, output=output, full=full
             ),
         )
 

@@ -47,6 +47,7 @@ __all__ = [
     "message_digest",
     "node_hash",
     "parse_checkpoint",
+    "receipt_leaf_data",
     "sign_checkpoint",
     "tree_root",
     "unverified_checkpoint",
@@ -80,6 +81,9 @@ _CONSISTENCY_KEYS: Final = frozenset({"chatledger_proof", "type", "origin", "old
 _LEAF_KEYS: Final = frozenset(
     {"v", "tenant", "thread", "seq", "event", "hash", "prev_hash", "created_at", "messages"}
 )
+#: An inclusion proof of a receipt leaf carries the receipt instead of messages.
+_RECEIPT_PROOF_KEYS: Final = frozenset(_INCLUSION_KEYS - {"messages"} | {"receipt"})
+_RECEIPT_LEAF_KEYS: Final = frozenset({"v", "kind", "receipt", "type", "at", "digest"})
 
 
 class ProofError(ValueError):
@@ -264,6 +268,25 @@ def leaf_data(
             "prev_hash": prev_hash,
             "created_at": created_at,
             "messages": list(message_digests),
+        }
+    )
+
+
+def receipt_leaf_data(*, receipt_id: str, kind: str, at: int | None, digest: str) -> bytes:
+    """Return the bytes of one receipt's leaf: canonical ASCII JSON (sorted keys, no spaces).
+
+    The leaf commits to the receipt's id, kind and time, and to the SHA-256 (``digest``,
+    hex) of the receipt's canonical JSON (times as ``{"$date": <ms>}``), which a proof
+    shows whole.
+    """
+    return _canonical(
+        {
+            "v": LEAF_VERSION,
+            "kind": "receipt",
+            "receipt": receipt_id,
+            "type": kind,
+            "at": at,
+            "digest": digest,
         }
     )
 
@@ -485,6 +508,8 @@ class Verdict:
     leaf: dict[str, Any] = field(default_factory=dict)
     #: Inclusion: the proven messages (index within the event → message as stored, parsed).
     messages: dict[int, Any] = field(default_factory=dict)
+    #: Inclusion of a receipt leaf: the receipt, parsed (times as ``{"$date": <ms>}``).
+    receipt: dict[str, Any] | None = None
 
     def summary(self) -> str:
         """Return one line saying what was proven."""
@@ -492,6 +517,11 @@ class Verdict:
             return (
                 f"log {self.origin}: the tree of {self.tree_size} leaves extends the tree of "
                 f"{self.position} leaves (it only grew)"
+            )
+        if self.receipt is not None:
+            return (
+                f"receipt {self.leaf['receipt']!r} ({self.leaf['type']}) is leaf {self.position} of log "
+                f"{self.origin} at tree size {self.tree_size}; its content is proven"
             )
         event = f"event {self.leaf['thread']!r} seq {self.leaf['seq']}"
         count = len(self.leaf["messages"])
@@ -568,6 +598,44 @@ def _leaf(text: object) -> tuple[bytes, dict[str, Any]]:
     return data, fields
 
 
+def _receipt_leaf(text: object) -> tuple[bytes, dict[str, Any]]:
+    """Return a receipt leaf's bytes and fields, refusing anything but the canonical form."""
+    if type(text) is not str:
+        raise ProofError("the proof's leaf is not a string")
+    data = text.encode("utf-8")
+    fields = _json(data, "the proof's leaf")
+    if type(fields) is not dict or set(fields) != _RECEIPT_LEAF_KEYS or fields["kind"] != "receipt":
+        raise ProofError("the proof's leaf does not have the fields of a ChatLedger receipt leaf")
+    if fields["v"] != LEAF_VERSION or type(fields["v"]) is not int:
+        raise ProofError(f"the proof's leaf has version {fields['v']!r}, which this verifier does not know")
+    if type(fields["receipt"]) is not str or not fields["receipt"] or type(fields["type"]) is not str:
+        raise ProofError("the proof's leaf has no receipt id or kind")
+    if fields["at"] is not None and type(fields["at"]) is not int:
+        raise ProofError("the proof's leaf has a receipt time that is not an integer")
+    _hex(fields["digest"], "the leaf's receipt digest")
+    if _canonical(fields) != data:
+        raise ProofError("the proof's leaf is not in canonical form (the signed tree holds other bytes)")
+    return data, fields
+
+
+def _receipt(value: object, leaf: dict[str, Any]) -> dict[str, Any]:
+    """Return the receipt a proof shows, after checking it is the one the leaf commits to."""
+    if type(value) is not str:
+        raise ProofError("the proof's receipt is not a string of canonical JSON")
+    if hashlib.sha256(value.encode("utf-8")).hexdigest() != leaf["digest"]:
+        raise ProofError("the receipt's content does not match its digest in the leaf")
+    parsed = _json(value, "the receipt")
+    if type(parsed) is not dict:
+        raise ProofError("the receipt is not a JSON object")
+    # The digest binds the text; these bind the leaf's own fields to what the text says.
+    if parsed.get("_id") != leaf["receipt"] or parsed.get("kind") != leaf["type"]:
+        raise ProofError("the receipt's id or kind is not the one its leaf names")
+    at = parsed.get("at")
+    if leaf["at"] is not None and at != {"$date": leaf["at"]}:
+        raise ProofError("the receipt's time is not the one its leaf names")
+    return parsed
+
+
 def _messages(value: object, digests: list[str]) -> dict[int, Any]:
     if type(value) is not list:
         raise ProofError("the proof's messages are not a list")
@@ -613,6 +681,20 @@ def verify_proof(proof: bytes | str, checkpoints: Sequence[bytes | str], public_
     if doc.get("chatledger_proof") != PROOF_FORMAT or type(doc.get("chatledger_proof")) is not int:
         raise ProofError(f"not a ChatLedger proof of format {PROOF_FORMAT}")
     kind = doc.get("type")
+    if kind == "inclusion" and "receipt" in doc:
+        if set(doc) != _RECEIPT_PROOF_KEYS:
+            raise ProofError(
+                f"an inclusion proof of a receipt has exactly the fields {sorted(_RECEIPT_PROOF_KEYS)}"
+            )
+        if len(checkpoints) != 1:
+            raise ProofError("an inclusion proof is checked against exactly one checkpoint")
+        cp = parse_checkpoint(checkpoints[0], key)
+        _same_log(doc, cp)
+        size, index = _tree_position(doc, cp)
+        data, fields = _receipt_leaf(doc["leaf"])
+        receipt = _receipt(doc["receipt"], fields)
+        verify_inclusion(index, size, leaf_hash(data), _path(doc["path"]), cp.root)
+        return Verdict("inclusion", cp.origin, size, index, fields, receipt=receipt)
     if kind == "inclusion":
         if set(doc) != _INCLUSION_KEYS:
             raise ProofError(f"an inclusion proof has exactly the fields {sorted(_INCLUSION_KEYS)}")
@@ -620,10 +702,7 @@ def verify_proof(proof: bytes | str, checkpoints: Sequence[bytes | str], public_
             raise ProofError("an inclusion proof is checked against exactly one checkpoint")
         cp = parse_checkpoint(checkpoints[0], key)
         _same_log(doc, cp)
-        size = _size(doc["tree_size"], "the proof's tree size")
-        index = _size(doc["leaf_index"], "the proof's leaf index")
-        if size != cp.size:
-            raise ProofError(f"the proof is for a tree of {size} leaves, the checkpoint has {cp.size}")
+        size, index = _tree_position(doc, cp)
         data, fields = _leaf(doc["leaf"])
         messages = _messages(doc["messages"], fields["messages"])
         verify_inclusion(index, size, leaf_hash(data), _path(doc["path"]), cp.root)
@@ -649,6 +728,15 @@ def verify_proof(proof: bytes | str, checkpoints: Sequence[bytes | str], public_
         verify_consistency(old_size, new_size, old.root, new.root, _path(doc["path"]))
         return Verdict("consistency", new.origin, new_size, old_size)
     raise ProofError(f"unknown proof type {kind!r}")
+
+
+def _tree_position(doc: dict[str, Any], cp: Checkpoint) -> tuple[int, int]:
+    """An inclusion proof's tree size (the checkpoint's, or it is refused) and leaf index."""
+    size = _size(doc["tree_size"], "the proof's tree size")
+    index = _size(doc["leaf_index"], "the proof's leaf index")
+    if size != cp.size:
+        raise ProofError(f"the proof is for a tree of {size} leaves, the checkpoint has {cp.size}")
+    return size, index
 
 
 def _same_log(doc: dict[str, Any], cp: Checkpoint) -> None:

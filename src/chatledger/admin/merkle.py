@@ -55,6 +55,7 @@ __all__ = [
     "log_id",
     "prove_consistency",
     "prove_event",
+    "prove_receipt",
     "receipt_digest",
     "sequence",
 ]
@@ -396,21 +397,22 @@ def _plain(value: Any) -> Any:
 
 def receipt_digest(receipt: Mapping[str, Any]) -> str:
     """Return the hex SHA-256 of a receipt's canonical JSON, as its leaf records it."""
-    return hashlib.sha256(canonical_json_bytes(_plain(receipt))).hexdigest()
+    return hashlib.sha256(_receipt_text(receipt)).hexdigest()
+
+
+def _receipt_text(receipt: Mapping[str, Any]) -> bytes:
+    """A stored receipt's canonical JSON, as a receipt proof shows it and its digest hashes it."""
+    return canonical_json_bytes(_plain(receipt))
 
 
 def _receipt_leaf(receipt: Mapping[str, Any]) -> dict[str, Any]:
     rid, digest = str(receipt.get("_id")), receipt_digest(receipt)
     at = receipt.get("at")
-    data = canonical_json_bytes(
-        {
-            "v": 1,
-            "kind": "receipt",
-            "receipt": rid,
-            "type": str(receipt.get("kind")),
-            "at": epoch_ms(at) if isinstance(at, datetime) else None,
-            "digest": digest,
-        }
+    data = proofs.receipt_leaf_data(
+        receipt_id=rid,
+        kind=str(receipt.get("kind")),
+        at=epoch_ms(at) if isinstance(at, datetime) else None,
+        digest=digest,
     )
     return {
         "event": _RECEIPT + rid,
@@ -676,30 +678,43 @@ async def prove_event(
         raise InvalidInputError("seq must be a positive int")
     if message is not None and (type(message) is not int or message < 0):
         raise InvalidInputError("message must be a non-negative int")
-    log = log_id(tenant)
-    store = _store(target)
-    claimed = _claimed(await _checkpoint_note(store, log, checkpoint_note), "the checkpoint")
     key = event_key(thread_id, seq)
-    leaf = await store.leaf(log, event=key)
+    store = _store(target)
+    proof, data = await _inclusion(
+        store,
+        log_id(tenant),
+        key,
+        f"event {key!r}",
+        checkpoint_note,
+        "or it belongs to another tenant's log (--tenant)",
+    )
+    digests: list[str] = json.loads(data)["messages"]
+    return {**proof, "messages": await _shown_messages(store, key, digests, message)}
+
+
+async def _inclusion(
+    store: MerkleStore, log: str, entry: str, what: str, checkpoint_note: str | None, elsewhere: str
+) -> tuple[dict[str, Any], bytes]:
+    """The fields an inclusion proof of one log entry shares (all but what it shows), and its leaf."""
+    claimed = _claimed(await _checkpoint_note(store, log, checkpoint_note), "the checkpoint")
+    leaf = await store.leaf(log, event=entry)
     if leaf is None:
         raise InvalidInputError(
-            f"event {key!r} is not in log {log!r}: not sequenced yet (the next 'chatledger checkpoint' "
-            "covers it), or it belongs to another tenant's log (--tenant)"
+            f"{what} is not in log {log!r}: not sequenced yet (the next 'chatledger checkpoint' "
+            f"covers it), {elsewhere}"
         )
     index = int(leaf["index"])
     if index >= claimed.size:
         raise InvalidInputError(
-            f"event {key!r} is leaf {index}, after the checkpoint's {claimed.size} leaves: "
+            f"{what} is leaf {index}, after the checkpoint's {claimed.size} leaves: "
             "prove against a newer checkpoint"
         )
     await _stored_root(store, log, claimed, "the checkpoint")
     data = str(leaf["data"]).encode("utf-8")
     if proofs.leaf_hash(data).hex() != leaf.get("hash"):
         raise IntegrityError(f"log entry {index} of {log!r} does not match its hash")
-    digests: list[str] = json.loads(data)["messages"]
-    shown = await _shown_messages(store, key, digests, message)
     path = await _range_hashes(store, log, _inclusion_ranges(index, 0, claimed.size))
-    return {
+    proof = {
         "chatledger_proof": proofs.PROOF_FORMAT,
         "type": "inclusion",
         "origin": claimed.origin,
@@ -707,8 +722,44 @@ async def prove_event(
         "leaf_index": index,
         "leaf": data.decode("utf-8"),
         "path": [_b64(h) for h in path],
-        "messages": shown,
     }
+    return proof, data
+
+
+async def prove_receipt(
+    target: Any, receipt_id: str, *, checkpoint_note: str | None = None
+) -> dict[str, Any]:
+    """Return an inclusion proof (the ``chatledger prove --receipt`` JSON) for one audit receipt.
+
+    Receipts (removals, their completion, legal holds set and released) are leaves of
+    the default log; the proof shows the receipt whole, as canonical JSON whose SHA-256
+    is the digest its leaf commits to (times as ``{"$date": <ms since epoch>}``).
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        receipt_id: The receipt's ``_id`` (as ``chatledger receipts`` and removal reports show it).
+        checkpoint_note: The checkpoint to prove against (its text); ``None``: the latest
+            stored one of the default log.
+
+    Raises:
+        InvalidInputError: the receipt is not covered by the checkpoint, or a bad id.
+        IntegrityError: the receipt was deleted or altered after it was logged, or the log
+            no longer matches the checkpoint.
+    """
+    if type(receipt_id) is not str or not receipt_id or len(receipt_id) > 256:
+        raise InvalidInputError("a receipt id is a non-empty string")
+    store = _store(target)
+    what = f"receipt {receipt_id!r}"
+    proof, data = await _inclusion(
+        store, log_id(None), _RECEIPT + receipt_id, what, checkpoint_note, "or there is no such receipt"
+    )
+    receipt = await store.receipt(receipt_id)
+    if receipt is None:
+        raise IntegrityError(f"{what} was deleted from the audit collection after it was logged")
+    text = _receipt_text(receipt)
+    if hashlib.sha256(text).hexdigest() != json.loads(data)["digest"]:
+        raise IntegrityError(f"{what} was altered after it was logged")
+    return {**proof, "receipt": text.decode("utf-8")}
 
 
 async def _shown_messages(

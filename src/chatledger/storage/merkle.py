@@ -77,7 +77,7 @@ def _hash(doc: Mapping[str, Any] | None, what: str) -> bytes:
 
 
 class MerkleStore:
-    """Named operations on the log collections (and the few event, receipt and thread reads a sequencer needs)."""
+    """Named operations on the log collections (and the event, receipt and thread reads a sequencer needs)."""
 
     def __init__(
         self,

@@ -9,7 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from chatledger import proofs
-from chatledger.admin.merkle import checkpoint, count_log_events, prove_consistency, prove_event
+from chatledger.admin.merkle import (
+    checkpoint,
+    count_log_events,
+    prove_consistency,
+    prove_event,
+    prove_receipt,
+)
 from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
 from chatledger.cli.options import JsonOption, TenantOption, open_for_writing
 from chatledger.cli.render import Renderer
@@ -99,10 +105,22 @@ async def prove_body(
     new: str | None,
     tenant: str | None,
     output: str | None,
+    receipt: str | None = None,
 ) -> int:
-    """Print an inclusion proof (``--thread --seq``) or a consistency proof (``--from --to``)."""
+    """Print an inclusion proof (``--thread --seq``, ``--receipt``) or a consistency one (``--from --to``)."""
     import json
 
+    if receipt is not None:
+        if thread is not None or seq is not None or message is not None or old is not None or new is not None:
+            raise InvalidInputError(
+                "--receipt proves one receipt: do not combine it with --thread/--seq/--from/--to"
+            )
+        if tenant is not None:
+            raise InvalidInputError("receipts are in the default log: do not give --tenant with --receipt")
+        note = _text(checkpoint_file, "checkpoint") if checkpoint_file is not None else None
+        proof = await prove_receipt(db, receipt, checkpoint_note=note)
+        _emit(ui, json.dumps(proof, indent=1, ensure_ascii=False) + "\n", output, "--output")
+        return 0
     if (old is None) != (new is None):
         raise InvalidInputError("a consistency proof needs both --from and --to")
     if old is not None and new is not None:
@@ -149,6 +167,7 @@ def verify_proof_body(ui: Renderer, proof_file: str, checkpoint_files: list[str]
                 "old_size": verdict.position if verdict.kind == "consistency" else None,
                 "leaf": verdict.leaf or None,
                 "messages": [{"index": i, "message": m} for i, m in sorted(verdict.messages.items())],
+                "receipt": verdict.receipt,
             },
         )
     else:
@@ -235,13 +254,17 @@ def register(app: typer.Typer) -> None:
         ] = None,
         old: Annotated[str | None, typer.Option("--from", help="Older checkpoint (consistency).")] = None,
         new: Annotated[str | None, typer.Option("--to", help="Newer checkpoint (consistency).")] = None,
+        receipt: Annotated[
+            str | None,
+            typer.Option("--receipt", help="Prove this receipt (default log) instead of an event."),
+        ] = None,
         tenant: TenantOption = None,
         output: Annotated[str | None, typer.Option("--output", "-o", help="Write the proof here.")] = None,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
         database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
-        """Print an inclusion proof (--thread --seq) or a consistency proof (--from --to) as JSON."""
+        """Print an inclusion proof (--thread --seq or --receipt) or a consistency proof (--from --to)."""
         run_admin(
             mongodb_uri,
             mongodb_uri_file,
@@ -258,6 +281,7 @@ def register(app: typer.Typer) -> None:
                 new=new,
                 tenant=tenant,
                 output=output,
+                receipt=receipt,
             ),
         )
 

@@ -352,11 +352,15 @@ async def sequence(
         # Checked first: a log whose records were altered is not extended (or checkpointed).
         await _refuse_altered_records(store)
     if since is None:
+        # A full run reads the whole scope anyway: it also checks that no sequenced event was deleted.
+        await _refuse_deleted_events(store, log, frontier.size, batch)
         added = await _sweep(store, frontier, tenant, batch, on_progress)
     else:
         done = await store.sequenced_since(log, since)
         async for docs in store.events_since(tenant, since, batch):
-            leaves = [_leaf_of(d) for d in docs if str(d.get("_id")) not in done]
+            pending = [d for d in docs if str(d.get("_id")) not in done]
+            leaves = [_leaf_of(d) for d in pending]
+            await _refuse_gaps(store, log, pending)
             added += await frontier.append(_log_order(leaves))
             if on_progress is not None:
                 on_progress(len(docs))
@@ -365,6 +369,82 @@ async def sequence(
     root = frontier.root()
     await store.put_head(log, frontier.size, root, watermark=started)
     return SequenceReport(log=log, size_before=before, size=frontier.size, added=added, root=root.hex())
+
+
+# --------------------------------------------------------------------------- events that vanished
+#
+# Events are never deleted by ChatLedger (a removal hollows them in place, keeping their
+# positions), so an event that is gone was deleted behind its back. Two cases are seen:
+# an event that vanished before it was sequenced while a later event of its thread
+# survived (every run checks each event it sequences against its predecessor), and a
+# sequenced event deleted since (a full run pages through the log's event leaves). A
+# thread's tail, or a whole thread, deleted before any run saw it leaves no trace in the
+# database: only a copy kept outside it (a heads file, the application's own records)
+# shows it.
+
+
+async def _refuse_gaps(store: MerkleStore, log: str, docs: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse events whose predecessor in their thread vanished before it was sequenced, or differs.
+
+    A predecessor is accepted when it is in this batch, in the log, or still in the events
+    collection (live, or hollowed by a removal), and, where its hash is known, when the
+    event's ``prev_hash`` is that hash. A thread's first event (it carries the thread's
+    digest, or starts its thread or branch) has none.
+    """
+    batch = {str(d.get("_id")): d for d in docs}
+    wanted: dict[str, Mapping[str, Any]] = {}  # predecessor key -> the event after it
+    links: list[tuple[Mapping[str, Any], str, str]] = []  # (event, predecessor key, its hash)
+    for doc in docs:
+        seq = doc.get("seq")
+        if "thread_digest" in doc or type(seq) is not int or seq <= 1:
+            continue
+        key = event_key(str(doc.get("thread_id")), seq - 1)
+        if key in batch:
+            links.append((doc, key, str(batch[key].get("hash"))))
+        else:
+            wanted[key] = doc
+    logged = await store.leaf_data(log, list(wanted))
+    links += [(wanted[key], key, str(json.loads(data).get("hash"))) for key, data in logged.items()]
+    rest = [key for key in wanted if key not in logged]
+    stored = {str(d.get("_id")): d for d in await store.events_by_key(rest)}
+    links += [(wanted[k], k, str(stored[k]["hash"])) for k in rest if k in stored and "hash" in stored[k]]
+    missing = [key for key in rest if key not in stored]
+    bases = await store.base_offsets(sorted({str(wanted[k].get("thread_id")) for k in missing}))
+    found = [
+        f"event {k!r} vanished before it was sequenced (event {str(wanted[k].get('_id'))!r} follows it)"
+        for k in missing
+        if bases.get(str(wanted[k].get("thread_id"))) != wanted[k]["seq"] - 1  # a branch's first own event
+    ]
+    found += [
+        f"event {str(doc.get('_id'))!r} does not follow event {key!r}: its prev_hash is not that event's hash"
+        for doc, key, prev in links
+        if doc.get("prev_hash") != prev
+    ]
+    _refuse(found, "the events no longer form unbroken chains (run 'chatledger verify')")
+
+
+async def _refuse_deleted_events(store: MerkleStore, log: str, size: int, batch: int) -> None:
+    """Refuse to extend a log some of whose sequenced events were deleted from the events collection."""
+    found: list[str] = []
+    start = 0
+    while start < size:
+        page = [(i, key) for i, key in await store.event_leaves(log, start, batch) if i < size]
+        if not page:
+            break
+        start = page[-1][0] + 1
+        present = await store.existing_events([key for _, key in page])
+        found += [
+            f"event {key!r} (leaf {i}) was deleted after it was sequenced"
+            for i, key in page
+            if key not in present
+        ]
+    _refuse(found, "the events collection no longer holds what the log recorded")
+
+
+def _refuse(found: Sequence[str], what: str) -> None:
+    if found:
+        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+        raise IntegrityError(f"{what}: {'; '.join(found[:3])}{more}; nothing was sequenced")
 
 
 # --------------------------------------------------------------------------- receipts and holds
@@ -528,12 +608,7 @@ async def _audit_findings(store: MerkleStore, settle: float | None) -> list[str]
 
 
 async def _refuse_altered_records(store: MerkleStore) -> None:
-    found = await _audit_findings(store, None)
-    if found:
-        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
-        raise IntegrityError(
-            f"the audit trail no longer matches the log: {'; '.join(found[:3])}{more}; nothing was sequenced"
-        )
+    _refuse(await _audit_findings(store, None), "the audit trail no longer matches the log")
 
 
 async def _append_receipts(store: MerkleStore, frontier: _Frontier) -> int:
@@ -563,8 +638,10 @@ async def _sweep(
         done = await store.sequenced(frontier.log, keys)
         pending = [k for k in keys if k not in done]
         if pending:
-            docs = await store.events_by_key(pending)
-            added += await frontier.append(_log_order([_leaf_of(d) for d in docs if not d.get("removed")]))
+            docs = [d for d in await store.events_by_key(pending) if not d.get("removed")]
+            leaves = [_leaf_of(d) for d in docs]
+            await _refuse_gaps(store, frontier.log, docs)
+            added += await frontier.append(_log_order(leaves))
         if on_progress is not None:
             on_progress(len(keys))
     return added

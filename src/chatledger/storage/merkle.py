@@ -168,6 +168,31 @@ class MerkleStore:
         docs = await self.gate.call("read log entries", cursor_list(cursor))
         return {str(d.get("event")) for d in docs}
 
+    async def leaf_data(self, log: str, event_keys: Sequence[str]) -> dict[str, str]:
+        """Return the leaf text (``data``) of those of these events that have a leaf in the log."""
+        if not event_keys:
+            return {}
+        query = {"log": log, "event": {"$in": list(event_keys)}}
+        cursor = self.entries.find(query, {"event": 1, "data": 1}).hint(_EVENT)
+        docs = await self.gate.call("read log entries", cursor_list(cursor))
+        return {str(d.get("event")): str(d.get("data")) for d in docs}
+
+    async def event_leaves(self, log: str, start: int, limit: int) -> list[tuple[int, str]]:
+        """Return up to ``limit`` ``(index, event key)`` of the log's event leaves from ``start`` on.
+
+        A range on the ``(log, index)`` index: a caller pages through the log in bounded batches.
+        """
+        query = {"log": log, "index": {"$gte": start}, "kind": {"$ne": "receipt"}}
+        cursor = self.entries.find(query, {"index": 1, "event": 1}).sort("index", ASCENDING).hint(_INDEX)
+        docs = await self.gate.call("read log entries", cursor_list(cursor.limit(limit).batch_size(limit)))
+        out = []
+        for doc in docs:
+            index = doc.get("index")
+            if type(index) is not int:
+                raise IntegrityError(f"log entry {doc.get('_id')!r} has a malformed index")
+            out.append((index, str(doc.get("event"))))
+        return out
+
     async def append(self, log: str, start: int, leaves: Sequence[Mapping[str, Any]]) -> int:
         """Insert leaves at ``start, start + 1, …`` in order; return how many went in before a clash.
 
@@ -373,6 +398,22 @@ class MerkleStore:
             return []
         cursor = self.events.collection.find({"_id": {"$in": list(keys)}}).batch_size(BATCH_SIZE)
         return await self.gate.call("read events", cursor_list(cursor))
+
+    async def existing_events(self, keys: Sequence[str]) -> set[str]:
+        """Return which of these events have a document (live or hollowed by a removal): ``_id`` only."""
+        if not keys:
+            return set()
+        cursor = self.events.collection.find({"_id": {"$in": list(keys)}}, {"_id": 1})
+        docs = await self.gate.call("read events", cursor_list(cursor.batch_size(BATCH_SIZE)))
+        return {str(d.get("_id")) for d in docs}
+
+    async def base_offsets(self, thread_ids: Sequence[str]) -> dict[str, int]:
+        """Return the ``base_offset`` (a branch's fork point) of these threads' documents."""
+        if not thread_ids:
+            return {}
+        cursor = self._threads.collection.find({"_id": {"$in": list(thread_ids)}}, {"base_offset": 1})
+        docs = await self.gate.call("read threads", cursor_list(cursor))
+        return {str(d.get("_id")): d["base_offset"] for d in docs if type(d.get("base_offset")) is int}
 
     async def count_events(self, tenant: str | None) -> int:
         """Return how many live events a tenant's scope holds (a progress total)."""

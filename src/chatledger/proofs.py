@@ -12,8 +12,8 @@ What it implements:
   state them (no shortcut: the path must be exactly as long as the sizes demand);
 - C2SP checkpoints (https://c2sp.org/tlog-checkpoint) in C2SP signed notes
   (https://c2sp.org/signed-note) with Ed25519 keys given as PEM files;
-- ChatLedger's leaf and proof formats (``docs/admin.md``, "Proving the record to a
-  third party").
+- ChatLedger's leaf and proof formats, for events and for audit receipts
+  (``docs/admin.md``, "Proving the record to a third party").
 
 Every check fails closed with :class:`ProofError` and a one-line reason. The lesson of
 immudb's 2022 advisory (a client that skipped part of a check accepted a malicious

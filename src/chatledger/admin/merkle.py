@@ -12,6 +12,13 @@ the events it shares with its parent are the parent's leaves). A removed event k
 its leaf: the leaf holds the event's hash and message digests, so its inclusion still
 proves, without its content. Schema-1 events carry no tenant and go to the default log.
 
+The default log also takes the audit receipts as leaves, so that a receipt proves on
+its own (:func:`prove_receipt`) and an edited or deleted receipt is caught by the next
+run. Each event a run sequences must follow its predecessor (in the batch, in the log
+or still stored): an event deleted before it was sequenced, with a later one of its
+thread surviving, is caught; a full run also finds sequenced events deleted since. A
+tail or a whole thread deleted before any run saw it leaves nothing to compare with.
+
 Resumable: a killed run leaves leaves without their tree nodes; the next run rebuilds
 the nodes from the last recorded head (idempotent writes). Two sequencers racing
 cannot corrupt the log: an index or an event is taken once (unique indexes), and the

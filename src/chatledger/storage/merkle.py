@@ -57,6 +57,9 @@ _INDEX: Final = "log_index_unique"
 _EVENT: Final = "log_event_unique"
 _HEADS: Final = "log_kind_size"
 _LEAF_TIME: Final = "log_created_at"
+#: Receipt leaves carry ``kind: "receipt"`` (event leaves no kind): every run of the
+#: default log reads them, through this index rather than the whole log.
+_LEAF_KIND: Final = "log_kind"
 #: On the events collection: a sequencing run reads only the events created since its
 #: watermark (less a look-back), so its cost follows the backlog, not the log.
 EVENTS_BY_TIME: Final = "tenant_created_at"
@@ -117,6 +120,7 @@ class MerkleStore:
             (self.entries, _EVENT, [("log", ASCENDING), ("event", ASCENDING)], True),
             (self.tree, _HEADS, [("log", ASCENDING), ("kind", ASCENDING), ("size", ASCENDING)], False),
             (self.entries, _LEAF_TIME, [("log", ASCENDING), ("created_at", ASCENDING)], False),
+            (self.entries, _LEAF_KIND, [("log", ASCENDING), ("kind", ASCENDING)], False),
             (
                 self.events.collection,
                 EVENTS_BY_TIME,
@@ -222,6 +226,7 @@ class MerkleStore:
         self, log: str, *, event: str | None = None, index: int | None = None
     ) -> dict[str, Any] | None:
         """Return the leaf document of an event, or at an index."""
+        # One document by a unique key either way: ``_id``, or the ``(log, event)`` index.
         query: dict[str, Any] = (
             {"_id": f"{log}#{index}"} if index is not None else {"log": log, "event": event}
         )

@@ -681,32 +681,28 @@ def verify_proof(proof: bytes | str, checkpoints: Sequence[bytes | str], public_
     if doc.get("chatledger_proof") != PROOF_FORMAT or type(doc.get("chatledger_proof")) is not int:
         raise ProofError(f"not a ChatLedger proof of format {PROOF_FORMAT}")
     kind = doc.get("type")
-    if kind == "inclusion" and "receipt" in doc:
-        if set(doc) != _RECEIPT_PROOF_KEYS:
-            raise ProofError(
-                f"an inclusion proof of a receipt has exactly the fields {sorted(_RECEIPT_PROOF_KEYS)}"
-            )
-        if len(checkpoints) != 1:
-            raise ProofError("an inclusion proof is checked against exactly one checkpoint")
-        cp = parse_checkpoint(checkpoints[0], key)
-        _same_log(doc, cp)
-        size, index = _tree_position(doc, cp)
-        data, fields = _receipt_leaf(doc["leaf"])
-        receipt = _receipt(doc["receipt"], fields)
-        verify_inclusion(index, size, leaf_hash(data), _path(doc["path"]), cp.root)
-        return Verdict("inclusion", cp.origin, size, index, fields, receipt=receipt)
     if kind == "inclusion":
-        if set(doc) != _INCLUSION_KEYS:
-            raise ProofError(f"an inclusion proof has exactly the fields {sorted(_INCLUSION_KEYS)}")
+        # A receipt's proof shows the receipt; an event's, its messages.
+        fields_wanted = _RECEIPT_PROOF_KEYS if "receipt" in doc else _INCLUSION_KEYS
+        if set(doc) != fields_wanted:
+            what = "an inclusion proof of a receipt" if "receipt" in doc else "an inclusion proof"
+            raise ProofError(f"{what} has exactly the fields {sorted(fields_wanted)}")
         if len(checkpoints) != 1:
             raise ProofError("an inclusion proof is checked against exactly one checkpoint")
         cp = parse_checkpoint(checkpoints[0], key)
         _same_log(doc, cp)
-        size, index = _tree_position(doc, cp)
-        data, fields = _leaf(doc["leaf"])
-        messages = _messages(doc["messages"], fields["messages"])
+        size = _size(doc["tree_size"], "the proof's tree size")
+        index = _size(doc["leaf_index"], "the proof's leaf index")
+        if size != cp.size:
+            raise ProofError(f"the proof is for a tree of {size} leaves, the checkpoint has {cp.size}")
+        if "receipt" in doc:
+            data, fields = _receipt_leaf(doc["leaf"])
+            shown: dict[str, Any] = {"receipt": _receipt(doc["receipt"], fields)}
+        else:
+            data, fields = _leaf(doc["leaf"])
+            shown = {"messages": _messages(doc["messages"], fields["messages"])}
         verify_inclusion(index, size, leaf_hash(data), _path(doc["path"]), cp.root)
-        return Verdict("inclusion", cp.origin, size, index, fields, messages)
+        return Verdict("inclusion", cp.origin, size, index, fields, **shown)
     if kind == "consistency":
         if set(doc) != _CONSISTENCY_KEYS:
             raise ProofError(f"a consistency proof has exactly the fields {sorted(_CONSISTENCY_KEYS)}")
@@ -728,15 +724,6 @@ def verify_proof(proof: bytes | str, checkpoints: Sequence[bytes | str], public_
         verify_consistency(old_size, new_size, old.root, new.root, _path(doc["path"]))
         return Verdict("consistency", new.origin, new_size, old_size)
     raise ProofError(f"unknown proof type {kind!r}")
-
-
-def _tree_position(doc: dict[str, Any], cp: Checkpoint) -> tuple[int, int]:
-    """An inclusion proof's tree size (the checkpoint's, or it is refused) and leaf index."""
-    size = _size(doc["tree_size"], "the proof's tree size")
-    index = _size(doc["leaf_index"], "the proof's leaf index")
-    if size != cp.size:
-        raise ProofError(f"the proof is for a tree of {size} leaves, the checkpoint has {cp.size}")
-    return size, index
 
 
 def _same_log(doc: dict[str, Any], cp: Checkpoint) -> None:

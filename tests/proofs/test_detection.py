@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +12,25 @@ from chatledger import IntegrityError, Ledger
 from chatledger.admin import run_erasure
 from chatledger.admin.merkle import checkpoint, prove_event, sequence
 from chatledger.cli.commands import ledgerproofs
-from chatledger.cli.render import Renderer
 from chatledger.hashing import event_hash
 from tests.admin.conftest import branch, talk
+from tests.proofs.test_cli import ui
 from tests.proofs.test_log import SIGNING, holds
-from tests.proofs.test_sequencer import _LATE, leaf_events, slow_clock  # noqa: F401 (a fixture)
+from tests.proofs.test_sequencer import leaf_events, slow_clock, stalled_append  # noqa: F401 (a fixture)
+
+
+async def checkpointed(database: Any) -> Ledger:
+    """A ledger whose thread ``t`` (seq 1 and 2) is in a checkpoint."""
+    ledger = Ledger(database)
+    await talk(ledger, "t", 2)
+    await checkpoint(ledger, SIGNING)
+    return ledger
 
 
 async def test_an_event_deleted_before_it_was_sequenced_is_caught_by_the_event_after_it(
     database: Any,
 ) -> None:
-    ledger = Ledger(database)
-    await talk(ledger, "t", 2)
-    await checkpoint(ledger, SIGNING)
+    ledger = await checkpointed(database)
     await talk(ledger, "t", 3)  # seq 3 to 5, not yet sequenced
     await database["events"].delete_one({"_id": "t#4"})
     with pytest.raises(IntegrityError, match=r"event 't#4' vanished before it was sequenced \(event 't#5'"):
@@ -42,9 +45,7 @@ async def test_an_event_deleted_before_it_was_sequenced_is_caught_by_the_event_a
 async def test_an_event_rewritten_after_it_was_sequenced_is_caught_when_its_thread_goes_on(
     database: Any,
 ) -> None:
-    ledger = Ledger(database)
-    await talk(ledger, "t", 2)
-    await checkpoint(ledger, SIGNING)
+    ledger = await checkpointed(database)
     # The insider rewrites t#2 with a correct hash, and the application appends after it.
     doc = await database["events"].find_one({"_id": "t#2"})
     assert doc is not None
@@ -105,11 +106,6 @@ async def test_a_tail_deleted_before_any_run_saw_it_leaves_no_trace(database: An
     assert await leaf_events(database) == ["t#1", "t#2"]
 
 
-def ui(as_json: bool = False) -> tuple[Renderer, io.StringIO, io.StringIO]:
-    out, err = io.StringIO(), io.StringIO()
-    return Renderer(out, err, as_json=as_json, width=200), out, err
-
-
 @pytest.mark.usefixtures("slow_clock")
 async def test_checkpoint_full_from_the_command_line(database: Any, tmp_path: Path) -> None:
     (tmp_path / "signing.pem").write_bytes(SIGNING)
@@ -118,11 +114,7 @@ async def test_checkpoint_full_from_the_command_line(database: Any, tmp_path: Pa
     await talk(ledger, "a", 2)
     await sequence(ledger)
 
-    async def stalled() -> None:
-        _LATE.set(timedelta(minutes=30))
-        await talk(ledger, "stalled", 1)
-
-    await asyncio.create_task(stalled())
+    await stalled_append(ledger)
     r, out, _ = ui(as_json=True)
     assert await ledgerproofs.checkpoint_body(database, r, signing_key=key) == 0
     assert json.loads(out.getvalue())["added"] == 0  # later than the look-back: not looked for

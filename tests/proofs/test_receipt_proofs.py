@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +15,8 @@ from chatledger import IntegrityError, InvalidInputError, Ledger, proofs
 from chatledger.admin import run_erasure, set_hold
 from chatledger.admin.merkle import checkpoint, prove_event, prove_receipt
 from chatledger.cli.commands import ledgerproofs
-from chatledger.cli.render import Renderer
 from tests.admin.conftest import talk
+from tests.proofs.test_cli import ui
 from tests.proofs.test_log import PUBLIC, SIGNING, holds
 
 
@@ -85,15 +84,23 @@ async def test_prove_receipt_refuses_what_the_checkpoint_does_not_cover(database
         await prove_receipt(ledger, hold_id)
 
 
-def _receipt_field(**changes: Any) -> Callable[[dict[str, Any]], None]:
-    """Change the shown receipt, keeping it canonical (its digest then no longer matches)."""
+def _edit(part: str, **changes: Any) -> Callable[[dict[str, Any]], None]:
+    """Change fields of the proof's receipt or leaf (a JSON text), keeping it canonical."""
 
     def change(doc: dict[str, Any]) -> None:
-        fields = json.loads(doc["receipt"])
+        fields = json.loads(doc[part])
         fields.update(changes)
-        doc["receipt"] = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        doc[part] = json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
     return change
+
+
+def _receipt_field(**changes: Any) -> Callable[[dict[str, Any]], None]:
+    return _edit("receipt", **changes)
+
+
+def _leaf_field(**changes: Any) -> Callable[[dict[str, Any]], None]:
+    return _edit("leaf", **changes)
 
 
 def _forged_consistently(**changes: Any) -> Callable[[dict[str, Any]], None]:
@@ -101,18 +108,7 @@ def _forged_consistently(**changes: Any) -> Callable[[dict[str, Any]], None]:
 
     def change(doc: dict[str, Any]) -> None:
         _receipt_field(**changes)(doc)
-        leaf = json.loads(doc["leaf"])
-        leaf["digest"] = hashlib.sha256(doc["receipt"].encode("utf-8")).hexdigest()
-        doc["leaf"] = json.dumps(leaf, sort_keys=True, separators=(",", ":"))
-
-    return change
-
-
-def _leaf_field(**changes: Any) -> Callable[[dict[str, Any]], None]:
-    def change(doc: dict[str, Any]) -> None:
-        leaf = json.loads(doc["leaf"])
-        leaf.update(changes)
-        doc["leaf"] = json.dumps(leaf, sort_keys=True, separators=(",", ":"))
+        _leaf_field(digest=hashlib.sha256(doc["receipt"].encode("utf-8")).hexdigest())(doc)
 
     return change
 
@@ -157,11 +153,6 @@ async def test_hostile_receipt_proofs_are_refused(database: Any) -> None:
     mixed = {k: v for k, v in honest.items() if k != "receipt"} | {"messages": []}
     with pytest.raises(proofs.ProofError, match="fields of a ChatLedger leaf"):
         holds(mixed, note)
-
-
-def ui(as_json: bool = False) -> tuple[Renderer, io.StringIO, io.StringIO]:
-    out, err = io.StringIO(), io.StringIO()
-    return Renderer(out, err, as_json=as_json, width=200), out, err
 
 
 async def test_prove_receipt_from_the_command_line_and_verify_it_offline(

@@ -84,6 +84,8 @@ _LEAF_KEYS: Final = frozenset(
 #: An inclusion proof of a receipt leaf carries the receipt instead of messages.
 _RECEIPT_PROOF_KEYS: Final = frozenset(_INCLUSION_KEYS - {"messages"} | {"receipt"})
 _RECEIPT_LEAF_KEYS: Final = frozenset({"v", "kind", "receipt", "type", "at", "digest"})
+#: A removed event's proof may carry the proof of the receipt that removed it (same tree).
+_REMOVAL_KEYS: Final = frozenset({"leaf_index", "leaf", "path", "receipt"})
 
 
 class ProofError(ValueError):
@@ -510,6 +512,8 @@ class Verdict:
     messages: dict[int, Any] = field(default_factory=dict)
     #: Inclusion of a receipt leaf: the receipt, parsed (times as ``{"$date": <ms>}``).
     receipt: dict[str, Any] | None = None
+    #: Inclusion of a removed event: the removal receipt proven beside it, parsed.
+    removal: dict[str, Any] | None = None
 
     def summary(self) -> str:
         """Return one line saying what was proven."""
@@ -529,6 +533,11 @@ class Verdict:
         what = (
             f"messages {shown} of {count} proven by content" if self.messages else "no message content shown"
         )
+        if self.removal is not None:
+            what = (
+                f"its content was removed by receipt {self.removal.get('_id')!r} "
+                f"({self.removal.get('action')}: {self.removal.get('reason')!r}), proven in the same tree"
+            )
         return f"{event} is leaf {self.position} of log {self.origin} at tree size {self.tree_size}; {what}"
 
 
@@ -636,6 +645,26 @@ def _receipt(value: object, leaf: dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
+def _removal(value: object, event: dict[str, Any], size: int, root: bytes) -> dict[str, Any]:
+    """Return the removal receipt a removed event's proof carries, proven in the same tree."""
+    if type(value) is not dict or set(value) != _REMOVAL_KEYS:
+        raise ProofError(f"the proof's removal has exactly the fields {sorted(_REMOVAL_KEYS)}")
+    index = _size(value["leaf_index"], "the removal receipt's leaf index")
+    data, leaf = _receipt_leaf(value["leaf"])
+    receipt = _receipt(value["receipt"], leaf)
+    if leaf["type"] != "removal":
+        raise ProofError(f"the removal receipt is a {leaf['type']!r} receipt, not a removal")
+    threads = receipt.get("thread_ids")
+    named = threads if type(threads) is list else [receipt.get("thread_id")]
+    if event["thread"] not in named:
+        raise ProofError("the removal receipt does not name the event's thread")
+    try:
+        verify_inclusion(index, size, leaf_hash(data), _path(value["path"]), root)
+    except ProofError as e:
+        raise ProofError(f"the removal receipt: {e}") from e
+    return receipt
+
+
 def _messages(value: object, digests: list[str]) -> dict[int, Any]:
     if type(value) is not list:
         raise ProofError("the proof's messages are not a list")
@@ -682,8 +711,10 @@ def verify_proof(proof: bytes | str, checkpoints: Sequence[bytes | str], public_
         raise ProofError(f"not a ChatLedger proof of format {PROOF_FORMAT}")
     kind = doc.get("type")
     if kind == "inclusion":
-        # A receipt's proof shows the receipt; an event's, its messages.
+        # A receipt's proof shows the receipt; an event's, its messages (or, removed, its removal).
         fields_wanted = _RECEIPT_PROOF_KEYS if "receipt" in doc else _INCLUSION_KEYS
+        if "removal" in doc and "receipt" not in doc:
+            fields_wanted = fields_wanted | {"removal"}
         if set(doc) != fields_wanted:
             what = "an inclusion proof of a receipt" if "receipt" in doc else "an inclusion proof"
             raise ProofError(f"{what} has exactly the fields {sorted(fields_wanted)}")
@@ -701,6 +732,10 @@ def verify_proof(proof: bytes | str, checkpoints: Sequence[bytes | str], public_
         else:
             data, fields = _leaf(doc["leaf"])
             shown = {"messages": _messages(doc["messages"], fields["messages"])}
+            if "removal" in doc:
+                if shown["messages"]:
+                    raise ProofError("a removed event's proof shows no messages")
+                shown["removal"] = _removal(doc["removal"], fields, size, cp.root)
         verify_inclusion(index, size, leaf_hash(data), _path(doc["path"]), cp.root)
         return Verdict("inclusion", cp.origin, size, index, fields, **shown)
     if kind == "consistency":

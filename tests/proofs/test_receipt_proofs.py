@@ -58,8 +58,51 @@ async def test_a_removal_receipt_and_a_hold_receipt_prove_on_their_own(database:
     assert hold.receipt is not None
     assert (hold.receipt["thread_id"], hold.receipt["case"]) == ("kept", "C-1")
     assert isinstance(hold.receipt["at"]["$date"], int)
-    # The removed event still proves without content; its removal receipt proves beside it.
-    assert holds(await prove_event(ledger, "gone", 1), note).messages == {}
+    # The removed event still proves without content, and carries its removal receipt.
+    removed = holds(await prove_event(ledger, "gone", 1), note)
+    assert removed.messages == {}
+    assert removed.removal is not None
+    assert (removed.removal["_id"], removed.removal["reason"]) == (removal_id, "GDPR request")
+    assert f"removed by receipt {removal_id!r}" in removed.summary()
+
+
+async def test_a_removed_event_proven_before_its_removal_was_checkpointed_carries_no_receipt(
+    database: Any,
+) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "gone", 1, user_id="alice")
+    cp = await checkpoint(ledger, SIGNING)
+    await run_erasure(ledger, user_id="alice", apply=True, reason="GDPR request")
+    proof = await prove_event(ledger, "gone", 1, checkpoint_note=cp.note)
+    assert "removal" not in proof
+    assert holds(proof, cp.note).removal is None
+    later = await checkpoint(ledger, SIGNING)
+    assert holds(await prove_event(ledger, "gone", 1), later.note).removal is not None
+
+
+async def test_hostile_removal_receipts_beside_a_removed_event_are_refused(database: Any) -> None:
+    ledger, note, hold_id, _ = await logged(database)
+    honest = await prove_event(ledger, "gone", 2)
+    holds(honest, note)
+    hold = await prove_receipt(ledger, hold_id)
+    kept = await prove_event(ledger, "kept", 1)
+    removal = honest["removal"]
+    forgeries: list[tuple[dict[str, Any], str]] = [
+        ({**honest, "removal": {k: hold[k] for k in removal}}, "not a removal"),
+        (
+            {**honest, "removal": {**removal, "path": removal["path"][:-1]}},
+            "the removal receipt: the inclusion",
+        ),
+        ({**honest, "removal": {**removal, "leaf_index": 0}}, "the removal receipt: the inclusion"),
+        ({**honest, "removal": {**removal, "extra": 1}}, "exactly the fields"),
+        ({**honest, "removal": "trust me"}, "exactly the fields"),
+        ({**kept, "messages": [], "removal": removal}, "does not name the event's thread"),
+        ({**kept, "removal": removal}, "shows no messages"),
+        ({**hold, "removal": removal}, "exactly the fields"),
+    ]
+    for doc, reason in forgeries:
+        with pytest.raises(proofs.ProofError, match=reason):
+            holds(doc, note)
 
 
 async def test_prove_receipt_refuses_what_the_checkpoint_does_not_cover(database: Any) -> None:

@@ -764,23 +764,41 @@ async def prove_event(
         raise InvalidInputError("message must be a non-negative int")
     key = event_key(thread_id, seq)
     store = _store(target)
+    log = log_id(tenant)
+    note = await _checkpoint_note(store, log, checkpoint_note)
     proof, data = await _inclusion(
-        store,
-        log_id(tenant),
-        key,
-        f"event {key!r}",
-        checkpoint_note,
-        "or it belongs to another tenant's log (--tenant)",
+        store, log, key, f"event {key!r}", note, "or it belongs to another tenant's log (--tenant)"
     )
     digests: list[str] = json.loads(data)["messages"]
-    return {**proof, "messages": await _shown_messages(store, key, digests, message)}
+    shown = await _shown_messages(store, key, digests, message)
+    out = {**proof, "messages": shown}
+    if not shown and tenant is None:
+        # Removed: the removal receipt is a leaf of the same (default) log, proven beside it.
+        removal = await _removal_proof(store, thread_id, note, claimed_size=int(proof["tree_size"]))
+        if removal is not None:
+            out["removal"] = removal
+    return out
+
+
+async def _removal_proof(
+    store: MerkleStore, thread_id: str, note: str, claimed_size: int
+) -> dict[str, Any] | None:
+    """The proof of the receipt that removed a thread, if the checkpoint covers it (``None`` if not)."""
+    receipt_id = await store.removal_receipt_id(thread_id)
+    if receipt_id is None:
+        return None  # deleted, not removed: no receipt to show
+    leaf = await store.leaf(log_id(None), event=_RECEIPT + receipt_id)
+    if leaf is None or int(leaf["index"]) >= claimed_size:
+        return None  # removed after this checkpoint (or not yet logged): a newer one shows it
+    proof = await _receipt_proof(store, receipt_id, note)
+    return {k: proof[k] for k in ("leaf_index", "leaf", "path", "receipt")}
 
 
 async def _inclusion(
-    store: MerkleStore, log: str, entry: str, what: str, checkpoint_note: str | None, elsewhere: str
+    store: MerkleStore, log: str, entry: str, what: str, checkpoint_note: str, elsewhere: str
 ) -> tuple[dict[str, Any], bytes]:
     """The fields an inclusion proof of one log entry shares (all but what it shows), and its leaf."""
-    claimed = _claimed(await _checkpoint_note(store, log, checkpoint_note), "the checkpoint")
+    claimed = _claimed(checkpoint_note, "the checkpoint")
     leaf = await store.leaf(log, event=entry)
     if leaf is None:
         raise InvalidInputError(
@@ -821,7 +839,7 @@ async def prove_receipt(
 
     Args:
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
-        receipt_id: The receipt's ``_id`` (as ``chatledger receipts`` and removal reports show it).
+        receipt_id: The receipt's ``_id`` (as removal reports show it, and a removed thread's tombstone).
         checkpoint_note: The checkpoint to prove against (its text); ``None``: the latest
             stored one of the default log.
 
@@ -833,9 +851,15 @@ async def prove_receipt(
     if type(receipt_id) is not str or not receipt_id or len(receipt_id) > 256:
         raise InvalidInputError("a receipt id is a non-empty string")
     store = _store(target)
+    return await _receipt_proof(
+        store, receipt_id, await _checkpoint_note(store, log_id(None), checkpoint_note)
+    )
+
+
+async def _receipt_proof(store: MerkleStore, receipt_id: str, note: str) -> dict[str, Any]:
     what = f"receipt {receipt_id!r}"
     proof, data = await _inclusion(
-        store, log_id(None), _RECEIPT + receipt_id, what, checkpoint_note, "or there is no such receipt"
+        store, log_id(None), _RECEIPT + receipt_id, what, note, "or there is no such receipt"
     )
     receipt = await store.receipt(receipt_id)
     if receipt is None:

@@ -412,6 +412,13 @@ class MerkleStore:
         docs = await self.gate.call("read events", cursor_list(cursor.batch_size(BATCH_SIZE)))
         return {str(d.get("_id")) for d in docs}
 
+    async def removal_receipt_id(self, thread_id: str) -> str | None:
+        """Return the id of the receipt that removed a thread (its tombstone names it), or ``None``."""
+        doc = await self._threads.get_raw(thread_id)
+        removed = doc.get("removed") if doc is not None else None
+        receipt = removed.get("receipt_id") if isinstance(removed, Mapping) else None
+        return receipt if type(receipt) is str else None
+
     async def base_offsets(self, thread_ids: Sequence[str]) -> dict[str, int]:
         """Return the ``base_offset`` (a branch's fork point) of these threads' documents."""
         if not thread_ids:

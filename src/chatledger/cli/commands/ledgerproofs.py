@@ -136,6 +136,7 @@ async def prove_body(
             ui.note(
                 "the event's content is no longer in the database (removed by retention or erasure, "
                 "or deleted): the proof shows its leaf (hash and message digests) only"
+                + (", and the receipt that removed it" if "removal" in proof else "")
             )
     _emit(ui, json.dumps(proof, indent=1, ensure_ascii=False) + "\n", output, "--output")
     return 0
@@ -168,6 +169,7 @@ def verify_proof_body(ui: Renderer, proof_file: str, checkpoint_files: list[str]
                 "leaf": verdict.leaf or None,
                 "messages": [{"index": i, "message": m} for i, m in sorted(verdict.messages.items())],
                 "receipt": verdict.receipt,
+                "removal": verdict.removal,
             },
         )
     else:

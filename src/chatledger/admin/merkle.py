@@ -416,6 +416,11 @@ async def _refuse_gaps(store: MerkleStore, log: str, docs: Sequence[Mapping[str,
     stored = {str(d.get("_id")): d for d in await store.events_by_key(rest)}
     links += [(wanted[k], k, str(stored[k]["hash"])) for k in rest if k in stored and "hash" in stored[k]]
     missing = [key for key in rest if key not in stored]
+    if missing and HOLD_SETTLE_SECONDS > 0:
+        # An import inserts each batch unordered: a predecessor may land a moment later.
+        await asyncio.sleep(HOLD_SETTLE_SECONDS)
+        back = await store.existing_events(missing)
+        missing = [key for key in missing if key not in back]
     bases = await store.base_offsets(sorted({str(wanted[k].get("thread_id")) for k in missing}))
     found = [
         f"event {k!r} vanished before it was sequenced (event {str(wanted[k].get('_id'))!r} follows it)"

@@ -125,31 +125,12 @@ class Sealer:
             raise InvalidInputError(f"pad_to must be None or a power of two from {PAD_MIN} to {PAD_STEP}")
         if type(opened_events) is not int or not 0 <= opened_events <= 1_000_000:
             raise InvalidInputError("opened_events must be an int from 0 to 1000000")
-        self.per_lineage = per_lineage
-        self.opened_events = opened_events
-        self._keys = KeyRing(key_store, provider, float(cache_ttl), pad_to)
+        # As given; the key ring below works with these values (set them here, not later).
+        self.key_store, self.provider, self.cache_ttl = key_store, provider, float(cache_ttl)
+        self.per_lineage, self.pad_to, self.opened_events = per_lineage, pad_to, opened_events
+        self._keys = KeyRing(key_store, provider, self.cache_ttl, pad_to)
         # event _id -> (its stored marker and ciphertext, the key that opened it, its opened messages)
         self._opened: OrderedDict[str, tuple[str, bytes, DataKey, list[dict[str, Any]]]] = OrderedDict()
-
-    @property
-    def key_store(self) -> KeyStore:
-        """Where the wrapped data keys live."""
-        return self._keys.key_store
-
-    @property
-    def provider(self) -> KeyProvider:
-        """The KEK provider that wraps and unwraps data keys."""
-        return self._keys.provider
-
-    @property
-    def cache_ttl(self) -> float:
-        """Seconds an unwrapped key (or an "erased" verdict) stays cached."""
-        return self._keys.cache_ttl
-
-    @property
-    def pad_to(self) -> int | None:
-        """The smallest padding bucket, or ``None`` (no padding)."""
-        return self._keys.pad_to
 
     def forget(self, key_ids: Sequence[str] | None = None) -> None:
         """Drop cached keys (all, or these) and what they opened: the next use reads the key store again."""

@@ -79,6 +79,8 @@ from chatledger.codec import encode_messages  # noqa: E402
 from chatledger.hashing import event_hash  # noqa: E402
 
 SECTION_START, SECTION_END = "<!-- documentdb:start -->", "<!-- documentdb:end -->"
+#: Hand-written notes inside the section, kept when it is rewritten.
+NOTES_START, NOTES_END = "<!-- documentdb-notes:start -->", "<!-- documentdb-notes:end -->"
 #: The replay thread: more than FerretDB's 48 MB reply limit in all.
 REPLAY_MESSAGES, REPLAY_TEXT = 22_000, 2_500
 
@@ -215,22 +217,9 @@ class Run:
         if self.pg_port is None:
             say("  (no PostgreSQL port: ANALYZE skipped, plans may be a fresh collection's)")
             return
-        psql = "/usr/lib/postgresql/15/bin/psql"
-        args = [
-            psql,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.pg_port),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-q",
-            "-c",
-            "ANALYZE",
-        ]
-        subprocess.run(args, check=True, capture_output=True, timeout=120)
+        import documentdb  # scripts/documentdb.py
+
+        subprocess.run(documentdb.psql(self.pg_port, "ANALYZE"), check=True, capture_output=True, timeout=120)
 
     async def seed(self) -> dict[str, dict[int, Any]]:
         """Every system's threads of every size, in its own collections of one database."""
@@ -258,10 +247,23 @@ class Run:
     def sync_client(self) -> Any:
         return self.sync
 
+    def lc_history(self, session: str, history_size: int | None = None) -> Any:
+        """A langchain-mongodb history of this database (its index already exists)."""
+        from langchain_mongodb import MongoDBChatMessageHistory
+
+        return MongoDBChatMessageHistory(
+            None,
+            session,
+            database_name=self.db.name,
+            collection_name="lc_history",
+            client=self.sync,
+            history_size=history_size,
+            create_index=False,
+        )
+
     async def pages(self, handles: dict[str, dict[int, Any]]) -> None:
         """Last 20 messages per size, every system interleaved; ratios biggest ÷ smallest."""
         from agents.extensions.memory import MongoDBSession
-        from langchain_mongodb import MongoDBChatMessageHistory
 
         langgraph = LangGraphSystem(self)  # type: ignore[arg-type]
         events = self.db["events"]
@@ -271,15 +273,7 @@ class Run:
             warm_store = MongoChatMessageStore(self.ledger)
             await warm_store.deserialize_state(cl)
             lc, oa = handles["langchain-mongodb"][size], handles["OpenAI Agents session"][size]
-            lc_warm = MongoDBChatMessageHistory(
-                None,
-                lc,
-                database_name=self.db.name,
-                collection_name="lc_history",
-                client=self.sync,
-                history_size=PAGE,
-                create_index=False,
-            )
+            lc_warm = self.lc_history(lc, PAGE)
             oa_warm = MongoDBSession(oa, client=self.client, database=self.db.name)
 
             async def cl_warm(store: MongoChatMessageStore = warm_store) -> None:
@@ -307,16 +301,7 @@ class Run:
                 assert len(h.messages) == PAGE
 
             async def lc_c(session: str = lc) -> None:
-                h = MongoDBChatMessageHistory(
-                    None,
-                    session,
-                    database_name=self.db.name,
-                    collection_name="lc_history",
-                    client=self.sync,
-                    history_size=PAGE,
-                    create_index=False,
-                )
-                assert len(h.messages) == PAGE
+                assert len(self.lc_history(session, PAGE).messages) == PAGE
 
             async def oa_w(s: Any = oa_warm) -> None:
                 assert len(await s.get_items(limit=PAGE)) == PAGE
@@ -354,7 +339,6 @@ class Run:
     async def appends(self, handles: dict[str, dict[int, Any]]) -> None:
         """Append a 2-message turn at the smallest and the biggest size, interleaved."""
         from agents.extensions.memory import MongoDBSession
-        from langchain_mongodb import MongoDBChatMessageHistory
 
         turn = conversation(0, 2)
         ops: dict[str, tuple[Any, int]] = {}
@@ -362,14 +346,7 @@ class Run:
             store = MongoChatMessageStore(self.ledger)
             await store.deserialize_state(handles["ChatLedger"][size])
             msgs = maf_messages(turn)
-            h = MongoDBChatMessageHistory(
-                None,
-                handles["langchain-mongodb"][size],
-                database_name=self.db.name,
-                collection_name="lc_history",
-                client=self.sync,
-                create_index=False,
-            )
+            h = self.lc_history(handles["langchain-mongodb"][size])
             lc_turn = lc_messages(turn)
             s = MongoDBSession(
                 handles["OpenAI Agents session"][size], client=self.client, database=self.db.name
@@ -593,6 +570,9 @@ def section(run: Run, meta: dict[str, Any]) -> list[str]:
         "| documents | BSON bytes per message | ÷ minimal (goal ≤ 1.50×) |",
         "| --- | --- | --- |",
         *[f"| {k} | {v:,.0f} | {v / floor:.2f}× |" for k, v in bpm.items()],
+        "",
+        NOTES_START,
+        NOTES_END,
         SECTION_END,
     ]
     return lines
@@ -602,6 +582,9 @@ def write_section(path: Path, lines: list[str]) -> None:
     """Put the section into the page, replacing the previous one (or before the notes)."""
     text = path.read_text() if path.exists() else "# ChatLedger benchmarks\n"
     block = "\n".join(lines)
+    if NOTES_START in text and NOTES_END in text:
+        notes = text.split(NOTES_START, 1)[1].split(NOTES_END, 1)[0]
+        block = block.replace(NOTES_START + "\n" + NOTES_END, NOTES_START + notes + NOTES_END)
     if SECTION_START in text and SECTION_END in text:
         head, rest = text.split(SECTION_START, 1)
         text = head + block + rest.split(SECTION_END, 1)[1]

@@ -35,43 +35,22 @@ from chatledger.admin import (
     run_retention,
 )
 from chatledger.admin.catalog import as_ledger
-from chatledger.admin.erasure import NoSuchSubjectError, keys_not_found, subject_tombstone
+from chatledger.admin.cli_support import erased_mark
+from chatledger.admin.erasure import NoSuchSubjectError, keys_not_found
 from chatledger.admin.receipts import receipts_for
-from chatledger.cli.connection import (
-    DEFAULT_DATABASE,
-    DatabaseOption,
-    KeysCollectionOption,
-    KeysDatabaseOption,
-    KeyStoreLocation,
-    KeysUriFileOption,
-    KeysUriOption,
-    MongoUriFileOption,
-    MongoUriOption,
-)
-from chatledger.cli.options import (
-    ApplyOption,
-    ByOption,
-    JsonOption,
-    TenantOption,
-    UserOption,
-    duration,
-    open_for_writing,
-)
+from chatledger.cli.connection import KeyStoreLocation
+from chatledger.cli.options import ApplyOption, ByOption, TenantOption, UserOption, duration, open_for_writing
 from chatledger.cli.render import Renderer, Ticker, iso, to_jsonable
-from chatledger.cli.run import INTERRUPTED, fail, run_admin
+from chatledger.cli.run import INTERRUPTED
+from chatledger.cli.shared import Connection, shared
 from chatledger.errors import ChatLedgerError, InvalidInputError
 from chatledger.models import utc_now_ms
-from chatledger.storage.keys import is_tombstone
 
 __all__ = ["erase_body", "register", "retention_body"]
 
-NoKeysOption = Annotated[
-    bool,
-    typer.Option(
-        "--no-keys",
-        help="Leave sealed content's data keys alone (destroy them in a later step): "
-        "only then may erase run without finding the subject's keys.",
-    ),
+ReceiptsOption = Annotated[
+    str | None,
+    typer.Option(help="Append this run's receipts to this JSON Lines file (checked first)."),
 ]
 
 
@@ -80,36 +59,6 @@ def _require_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidInputError(f"{name} must be true or false, not {value!r}")
     return value
-
-
-def _refuse_ignored_key_store(context: typer.Context, no_keys: bool, as_json: bool) -> None:
-    """Exit 2 when ``--no-keys`` comes with a key-store option (``--keys-*``) on the command line.
-
-    ``--no-keys`` opens no key store, so a key-store option given with it would be
-    silently ignored. Values from ``CHATLEDGER_KEYS_*`` are deployment defaults, not a
-    request for this run: ``--no-keys`` overrides them without complaint.
-    """
-    if not no_keys:
-        return
-    given = [
-        option
-        for name, option in (
-            ("keys_database", "--keys-database"),
-            ("keys_collection", "--keys-collection"),
-            ("keys_mongodb_uri", "--keys-mongodb-uri"),
-            ("keys_mongodb_uri_file", "--keys-mongodb-uri-file"),
-        )
-        # By name: the ParameterSource enum lives in click, which typer may vendor.
-        if getattr(context.get_parameter_source(name), "name", None) == "COMMANDLINE"
-    ]
-    if given:
-        raise fail(
-            Renderer(as_json=as_json),
-            InvalidInputError(
-                f"--no-keys touches no key store: drop {' and '.join(given)}, or drop --no-keys "
-                "to destroy the keys there"
-            ),
-        )
 
 
 @contextmanager
@@ -377,7 +326,9 @@ async def erase_body(
         stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
         shreds: list[Any] = []
         plans: list[RemovalReport] = []
-        tombstone = await _tombstone(store, user, tenant, as_ledger(db).ledger_id)
+        tombstone = await erased_mark(
+            store, user_id=user, tenant_id=tenant, ledger_id=as_ledger(db).ledger_id
+        )
         try:
             with _part_way("erase", apply, store is not None), ui.progress("planning") as tick:
                 tick.stage("planning", await count_erasure_candidates(db, user_id=user, tenant_id=tenant))
@@ -430,28 +381,13 @@ def _damaged_status(ui: Renderer, report: RemovalReport) -> int:
     return 1
 
 
-async def _tombstone(
-    store: Any, user: str | None, tenant: str | None, ledger_id: str
-) -> dict[str, Any] | None:
-    """Return the key tombstone erasing the subject writes (``new``: not there yet); None: no key store."""
-    if store is None:
-        return None
-    key_id, doc = await subject_tombstone(store, user_id=user, tenant_id=tenant, ledger_id=ledger_id)
-    if key_id is None:
-        return None
-    return {
-        "key_id": key_id,
-        "kind": "user" if user is not None else "tenant",
-        "new": doc is None or not is_tombstone(doc),
-    }
-
-
 def register(app: typer.Typer) -> None:
     """Add ``retention`` and ``erase`` to ``app``."""
 
     @app.command()
+    @shared(keys=True, no_keys=True)
     def retention(
-        context: typer.Context,
+        connection: Connection,
         older_than: Annotated[
             str | None, typer.Option(help="Remove lineages idle for longer than AGE (e.g. 365d).")
         ] = None,
@@ -461,30 +397,13 @@ def register(app: typer.Typer) -> None:
         policy: Annotated[
             str | None, typer.Option(help="TOML/JSON policy file instead of --older-than (cron).")
         ] = None,
-        receipts: Annotated[
-            str | None,
-            typer.Option(help="Append this run's receipts to this JSON Lines file (checked first)."),
-        ] = None,
+        receipts: ReceiptsOption = None,
         apply: ApplyOption = False,
         by: ByOption = None,
         reason: Annotated[str, typer.Option(help="Recorded in the receipts.")] = "retention policy",
-        keys_database: KeysDatabaseOption = None,
-        keys_collection: KeysCollectionOption = "keys",
-        keys_mongodb_uri: KeysUriOption = None,
-        keys_mongodb_uri_file: KeysUriFileOption = None,
-        no_keys: NoKeysOption = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Remove lineages idle longer than a policy allows (dry run unless --apply)."""
-        _refuse_ignored_key_store(context, no_keys, as_json)
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
+        connection.run(
             lambda db, ui: retention_body(
                 db,
                 ui,
@@ -495,16 +414,15 @@ def register(app: typer.Typer) -> None:
                 apply=apply,
                 by=by,
                 reason=reason,
-                keys=KeyStoreLocation(
-                    keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file
-                ),
-                no_keys=no_keys,
-            ),
+                keys=connection.keys,
+                no_keys=connection.no_keys,
+            )
         )
 
     @app.command()
+    @shared(keys=True, no_keys=True)
     def erase(
-        context: typer.Context,
+        connection: Connection,
         user: UserOption = None,
         tenant: TenantOption = None,
         apply: ApplyOption = False,
@@ -512,27 +430,10 @@ def register(app: typer.Typer) -> None:
         reason: Annotated[str, typer.Option(help="E.g. the request's ticket; recorded in the receipts.")] = (
             "erasure request"
         ),
-        receipts: Annotated[
-            str | None,
-            typer.Option(help="Append this run's receipts to this JSON Lines file (checked first)."),
-        ] = None,
-        keys_database: KeysDatabaseOption = None,
-        keys_collection: KeysCollectionOption = "keys",
-        keys_mongodb_uri: KeysUriOption = None,
-        keys_mongodb_uri_file: KeysUriFileOption = None,
-        no_keys: NoKeysOption = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
+        receipts: ReceiptsOption = None,
     ) -> None:
         """Remove a user's or a tenant's conversations, then its data keys (dry run unless --apply)."""
-        _refuse_ignored_key_store(context, no_keys, as_json)
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
+        connection.run(
             lambda db, ui: erase_body(
                 db,
                 ui,
@@ -541,10 +442,8 @@ def register(app: typer.Typer) -> None:
                 apply=apply,
                 by=by,
                 reason=reason,
-                keys=KeyStoreLocation(
-                    keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file
-                ),
-                no_keys=no_keys,
+                keys=connection.keys,
+                no_keys=connection.no_keys,
                 receipts=receipts,
-            ),
+            )
         )

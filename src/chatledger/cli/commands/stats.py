@@ -7,10 +7,10 @@ from typing import Any
 import typer
 
 from chatledger.admin import ThreadFilter, collect_stats, count_events, count_threads
-from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
-from chatledger.cli.options import JsonOption, TenantOption
+from chatledger.cli.options import AllowEmptyOption, TenantOption
 from chatledger.cli.render import Renderer, iso
-from chatledger.cli.run import AllowEmptyOption, require_ledger_data, run_admin
+from chatledger.cli.run import require_ledger_data
+from chatledger.cli.shared import Connection, shared
 
 __all__ = ["register", "stats_body"]
 
@@ -57,19 +57,9 @@ def register(app: typer.Typer) -> None:
     """Add ``stats`` to ``app``."""
 
     @app.command()
+    @shared()
     def stats(
-        tenant: TenantOption = None,
-        allow_empty: AllowEmptyOption = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
+        connection: Connection, tenant: TenantOption = None, allow_empty: AllowEmptyOption = False
     ) -> None:
         """Totals: threads, branches, events, messages, bytes, oldest and newest activity."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
-            lambda db, ui: stats_body(db, ui, tenant=tenant, allow_empty=allow_empty),
-        )
+        connection.run(lambda db, ui: stats_body(db, ui, tenant=tenant, allow_empty=allow_empty))

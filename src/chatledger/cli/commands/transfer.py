@@ -13,10 +13,10 @@ import typer
 from chatledger.admin import ThreadFilter, count_threads, export_jsonl, import_jsonl
 from chatledger.admin.browse import get_thread
 from chatledger.admin.catalog import as_ledger
-from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
-from chatledger.cli.options import JsonOption, TenantOption, UserOption, open_for_writing
+from chatledger.cli.options import AllowEmptyOption, TenantOption, UserOption, open_for_writing
 from chatledger.cli.render import Renderer, visible
-from chatledger.cli.run import AllowEmptyOption, require_ledger_data, run_admin
+from chatledger.cli.run import require_ledger_data
+from chatledger.cli.shared import Connection, shared
 from chatledger.errors import InvalidInputError, UnknownThreadError
 
 __all__ = ["export_body", "import_body", "register"]
@@ -146,7 +146,9 @@ def register(app: typer.Typer) -> None:
     """Add ``export`` and ``import`` to ``app``."""
 
     @app.command("export")
+    @shared()
     def export_(
+        connection: Connection,
         path: Annotated[str, typer.Option("--output", "-o", help="File to write; - for stdout.")] = "-",
         thread: Annotated[
             str | None, typer.Option("--thread", help="One thread (with ancestors and branches).")
@@ -166,17 +168,9 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         allow_empty: AllowEmptyOption = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Export threads as JSON Lines: one thread, a tenant's or user's, or all."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
+        connection.run(
             lambda db, ui: export_body(
                 db,
                 ui,
@@ -187,11 +181,13 @@ def register(app: typer.Typer) -> None:
                 force=force,
                 allow_empty=allow_empty,
                 audit=audit,
-            ),
+            )
         )
 
     @app.command("import")
+    @shared()
     def import_(
+        connection: Connection,
         path: Annotated[str, typer.Argument(help="A file written by 'chatledger export'.")],
         force: Annotated[
             bool,
@@ -201,16 +197,6 @@ def register(app: typer.Typer) -> None:
                 "receipt). Threads whose tombstones are still in the database are never restored.",
             ),
         ] = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Restore an export exactly (re-running it changes nothing)."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
-            lambda db, ui: import_body(db, ui, path=path, force=force),
-        )
+        connection.run(lambda db, ui: import_body(db, ui, path=path, force=force))

@@ -37,12 +37,12 @@ from chatledger.cli.connection import (
     resolve_uri,
     uri_database,
 )
-from chatledger.cli.options import JsonOption
+from chatledger.cli.options import AllowEmptyOption, JsonOption, TenantOption
 from chatledger.cli.render import Renderer
 from chatledger.cli.run import Body, fail, run_body
 from chatledger.errors import InvalidInputError
 
-__all__ = ["Connection", "NoKeysOption", "shared"]
+__all__ = ["Connection", "NoKeysOption", "add_ledger_wide", "shared"]
 
 NoKeysOption = Annotated[
     bool,
@@ -315,3 +315,18 @@ def shared(
         return wrapper
 
     return decorate
+
+
+def add_ledger_wide(app: typer.Typer, name: str, body: Callable[..., Awaitable[int]], summary: str) -> None:
+    """Add the command ``name``, which runs ``body`` over the whole ledger or one ``--tenant``'s part.
+
+    Such a command refuses a database holding no ChatLedger data unless ``--allow-empty``
+    (``heads``, ``stats``): ``body(db, ui, tenant=..., allow_empty=...)``.
+    """
+
+    @app.command(name, help=summary)
+    @shared()
+    def command(
+        connection: Connection, tenant: TenantOption = None, allow_empty: AllowEmptyOption = False
+    ) -> None:
+        connection.run(lambda db, ui: body(db, ui, tenant=tenant, allow_empty=allow_empty))

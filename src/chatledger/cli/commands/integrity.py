@@ -13,7 +13,7 @@ from chatledger.admin import Anchor, ThreadFilter, count_threads, list_threads, 
 from chatledger.cli.options import AllowEmptyOption, TenantOption
 from chatledger.cli.render import Renderer
 from chatledger.cli.run import require_ledger_data
-from chatledger.cli.shared import Connection, shared
+from chatledger.cli.shared import Connection, add_ledger_wide, shared
 from chatledger.errors import InvalidInputError
 
 __all__ = ["heads_body", "read_anchors", "register", "verify_body"]
@@ -145,10 +145,9 @@ def register(app: typer.Typer) -> None:
             )
         )
 
-    @app.command()
-    @shared()
-    def heads(
-        connection: Connection, tenant: TenantOption = None, allow_empty: AllowEmptyOption = False
-    ) -> None:
-        """Print each thread's head hash (JSON Lines; --json: one document) for 'verify --anchors'."""
-        connection.run(lambda db, ui: heads_body(db, ui, tenant=tenant, allow_empty=allow_empty))
+    add_ledger_wide(
+        app,
+        "heads",
+        heads_body,
+        "Print each thread's head hash (JSON Lines; --json: one document) for 'verify --anchors'.",
+    )

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Annotated, Any
 
@@ -159,12 +160,9 @@ def _removing(tick: Ticker, plan: RemovalReport, seen: list[RemovalReport]) -> N
         tick.stage("removing", len(plan.planned))
 
 
-def _options(
-    tick: Ticker, plans: list[RemovalReport], shreds: list[Any], store: Any, **given: Any
-) -> dict[str, Any]:
+def _options(tick: Ticker, plans: list[RemovalReport], shreds: list[Any], store: Any) -> dict[str, Any]:
     """Return the options run_retention and run_erasure share: progress, the plan kept, the keys."""
     return {
-        **given,
         "on_removal": tick,
         "on_thread": tick,
         "on_plan": lambda plan: _removing(tick, plan, plans),
@@ -222,6 +220,57 @@ def _interrupted(ui: Renderer, command: str, plan: RemovalReport | None, keys: b
     return typer.Exit(INTERRUPTED)
 
 
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """One run of ``retention`` or ``erase``: what the shared part of the two needs to know."""
+
+    command: str
+    store: Any
+    apply: bool
+    receipts: str | None
+    since: datetime
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def _remove(
+    db: Any,
+    ui: Renderer,
+    run: Removal,
+    count: Callable[[], Awaitable[int]],
+    remove: Callable[[dict[str, Any]], Awaitable[RemovalReport]],
+) -> RemovalReport:
+    """Plan and carry out one removal with progress, then its receipts (appended to ``--receipts``), printed.
+
+    ``count`` gives the planning total; ``remove`` runs the admin function with the shared
+    options (progress, the plan kept for a Ctrl-C report, the key store). The receipts
+    file is opened before anything is planned, so a bad path changes nothing.
+    """
+    keys = run.store is not None
+    stream = open_for_writing(run.receipts, "--receipts", append=True) if run.receipts else None
+    shreds: list[Any] = []
+    plans: list[RemovalReport] = []
+    try:
+        with _part_way(run.command, run.apply, keys), ui.progress("planning") as tick:
+            tick.stage("planning", await count())
+            report = await remove(_options(tick, plans, shreds, run.store))
+        shred = shreds[0] if shreds else None
+        written = await _run_receipts(db, report, shred, run.since)
+        if stream is not None:
+            _write_receipts(written, stream)
+    except asyncio.CancelledError:
+        raise _interrupted(ui, run.command, plans[0] if plans else None, keys) from None
+    finally:
+        if stream is not None:
+            stream.close()
+    extra: dict[str, Any] = (
+        {"receipts_file": run.receipts, "receipts_written": len(written)} if run.receipts else {}
+    )
+    extra["receipt_ids"] = [str(r["_id"]) for r in written]
+    _print_report(ui, report, run.command, {**extra, "keys": shred.to_dict() if shred else None, **run.extra})
+    _print_keys(ui, shred, report.dry_run)
+    return report
+
+
 async def retention_body(
     db: Any,
     ui: Renderer,
@@ -261,33 +310,13 @@ async def retention_body(
     no_keys = _require_bool(no_keys, "no_keys")
     since = utc_now_ms()
     async with keys.opened(db, needed=not no_keys) as store:
-        shreds: list[Any] = []
-        plans: list[RemovalReport] = []
-        stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
-        try:
-            with _part_way("retention", apply, store is not None), ui.progress("planning") as tick:
-                tick.stage("planning", await count_retention_candidates(db, policy))
-                report = await run_retention(
-                    db, policy, **_options(tick, plans, shreds, store, apply=apply, by=by, reason=reason)
-                )
-        except asyncio.CancelledError:
-            if stream is not None:
-                stream.close()
-            raise _interrupted(ui, "retention", plans[0] if plans else None, store is not None) from None
-        try:
-            shred = shreds[0] if shreds else None
-            written = await _run_receipts(db, report, shred, since)
-            if stream is not None:
-                _write_receipts(written, stream)
-        finally:
-            if stream is not None:
-                stream.close()
-        extra: dict[str, Any] = (
-            {"receipts_file": receipts, "receipts_written": len(written)} if receipts else {}
+        report = await _remove(
+            db,
+            ui,
+            Removal("retention", store, apply, receipts, since),
+            lambda: count_retention_candidates(db, policy),
+            lambda options: run_retention(db, policy, apply=apply, by=by, reason=reason, **options),
         )
-        extra["receipt_ids"] = [str(r["_id"]) for r in written]
-        _print_report(ui, report, "retention", {**extra, "keys": shred.to_dict() if shred else None})
-        _print_keys(ui, shred, report.dry_run)
         return _damaged_status(ui, report)
 
 
@@ -323,38 +352,18 @@ async def erase_body(
                     f"{missing}. Nothing was changed. Point erase at the key store, or pass --no-keys "
                     "to remove the events and destroy the keys in a later step."
                 )
-        stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
-        shreds: list[Any] = []
-        plans: list[RemovalReport] = []
         tombstone = await erased_mark(
             store, user_id=user, tenant_id=tenant, ledger_id=as_ledger(db).ledger_id
         )
-        try:
-            with _part_way("erase", apply, store is not None), ui.progress("planning") as tick:
-                tick.stage("planning", await count_erasure_candidates(db, user_id=user, tenant_id=tenant))
-                report = await run_erasure(
-                    db,
-                    user_id=user,
-                    tenant_id=tenant,
-                    **_options(tick, plans, shreds, store, apply=apply, by=by, reason=reason),
-                )
-            shred = shreds[0] if shreds else None
-            written = await _run_receipts(db, report, shred, since)
-            if stream is not None:
-                _write_receipts(written, stream)
-        except asyncio.CancelledError:
-            raise _interrupted(ui, "erase", plans[0] if plans else None, store is not None) from None
-        finally:
-            if stream is not None:
-                stream.close()
-        extra: dict[str, Any] = (
-            {"receipts_file": receipts, "receipts_written": len(written)} if receipts else {}
+        report = await _remove(
+            db,
+            ui,
+            Removal("erase", store, apply, receipts, since, {"tombstone": tombstone}),
+            lambda: count_erasure_candidates(db, user_id=user, tenant_id=tenant),
+            lambda options: run_erasure(
+                db, user_id=user, tenant_id=tenant, apply=apply, by=by, reason=reason, **options
+            ),
         )
-        extra["receipt_ids"] = [str(r["_id"]) for r in written]
-        _print_report(
-            ui, report, "erase", {**extra, "keys": shred.to_dict() if shred else None, "tombstone": tombstone}
-        )
-        _print_keys(ui, shred, report.dry_run)
         if no_keys:
             ui.warn(
                 "--no-keys: data keys were not touched; sealed copies (backups) stay readable until "

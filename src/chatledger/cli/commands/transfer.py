@@ -22,6 +22,11 @@ from chatledger.errors import InvalidInputError, UnknownThreadError
 __all__ = ["export_body", "import_body", "register"]
 
 
+def _counts(summary: Any, *names: str) -> dict[str, Any]:
+    """Return the named fields of an export or import summary, in order (the ``--json`` document)."""
+    return {name: getattr(summary, name) for name in names}
+
+
 async def export_body(
     db: Any,
     ui: Renderer,
@@ -77,10 +82,7 @@ async def export_body(
             partial.unlink(missing_ok=True)  # an interrupted export leaves no fragment
     result = {
         "output": None if path == "-" else path,
-        "threads": summary.threads,
-        "events": summary.events,
-        "receipts": summary.receipts,
-        "key_tombstones": summary.key_tombstones,
+        **_counts(summary, "threads", "events", "receipts", "key_tombstones"),
     }
     if ui.as_json:
         ui.json("export", result)
@@ -109,18 +111,11 @@ async def import_body(db: Any, ui: Renderer, *, path: str, force: bool = False) 
         raise InvalidInputError(f"no such file: {path!r}")
     with ui.progress("importing", _announced_threads(Path(path))) as tick:
         summary = await import_jsonl(db, path, on_thread=tick, force=force)
-    result = {
-        "threads": summary.threads,
-        "events": summary.events,
-        "threads_present": summary.threads_present,
-        "events_present": summary.events_present,
-        "holds": summary.holds,
-        "forced": summary.forced,
-        "receipts": summary.receipts,
-        "receipts_present": summary.receipts_present,
-        "key_tombstones": summary.key_tombstones,
-        "key_tombstones_present": summary.key_tombstones_present,
-    }
+    result = _counts(
+        summary,
+        *("threads", "events", "threads_present", "events_present", "holds", "forced"),
+        *("receipts", "receipts_present", "key_tombstones", "key_tombstones_present"),
+    )
     if ui.as_json:
         ui.json("import", result)
     else:

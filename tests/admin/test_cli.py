@@ -290,19 +290,6 @@ def test_uri_options_win_over_defaults() -> None:
 # --------------------------------------------------------------------------- the real command line
 
 
-def _argv(args: tuple[str, ...], uri: str | None, database: str) -> list[str]:
-    return [*args, "--mongodb-uri", uri, "--database", database] if uri is not None else list(args)
-
-
-def _checked(
-    done: subprocess.CompletedProcess[str], check: int | None, args: tuple[str, ...]
-) -> subprocess.CompletedProcess[str]:
-    if check is not None:
-        assert done.returncode == check, (args, done.stdout, done.stderr)
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
-
-
 def chatledger(
     *args: str,
     uri: str | None = None,
@@ -310,27 +297,53 @@ def chatledger(
     check: int | None = 0,
     env: dict[str, str] | None = None,
     cwd: Path = REPO,
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the command line in this process, as an operator types it: arguments, environment, ``cwd``.
+    """Run the command line as an operator types it: arguments, environment, ``cwd``.
 
-    The same parser, commands, renderer and exit statuses as the console script, without
-    a new interpreter per call; the environment holds no ``CHATLEDGER_*`` of ours, only
-    ``env``. It runs in a thread of its own (an async test's loop is running in this one,
-    and the command runs its own). :func:`chatledger_process` runs the real process, for
-    what only a process shows (the entry point, signals, a closed pipe).
+    In this process by default: the same parser, commands, renderer and exit statuses as
+    the console script, without a new interpreter per call. It runs in a thread of its own
+    (an async test's loop is running in this one, and the command runs its own). With
+    ``process`` (:func:`chatledger_process`), the real ``python -m chatledger``, for what
+    only a process shows (the entry point, a shell's exit status). Either way the
+    environment holds no ``CHATLEDGER_*`` of ours, only ``env``.
     """
+    argv = [*args, "--mongodb-uri", uri, "--database", database] if uri is not None else list(args)
+    done = _in_process(argv, env or {}, cwd) if not process else _process(argv, env or {}, cwd)
+    if check is not None:
+        assert done.returncode == check, (args, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def chatledger_process(*args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+    """Run the real ``python -m chatledger`` process (see :func:`chatledger`)."""
+    return chatledger(*args, process=True, **options)
+
+
+def _process(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "chatledger", *argv],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def _in_process(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     from typer.testing import CliRunner
 
     from chatledger.cli.app import app
 
     overrides: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CHATLEDGER_")}
-    overrides.update(env or {})
+    overrides.update(env)
     outcome: list[Any] = []
 
     def invoke() -> None:
-        outcome.append(
-            CliRunner().invoke(app, _argv(args, uri, database), env=overrides, prog_name="chatledger")
-        )
+        outcome.append(CliRunner().invoke(app, argv, env=overrides, prog_name="chatledger"))
 
     # A fresh process knows no password yet: redaction must not lean on an earlier call's.
     connection._SECRETS.clear()
@@ -342,34 +355,12 @@ def chatledger(
         worker.join(timeout=120)
     finally:
         os.chdir(here)
-    assert outcome, f"chatledger {' '.join(args)} did not finish in 120 s"
+    assert outcome, f"chatledger {' '.join(argv)} did not finish in 120 s"
     result = outcome[0]
     # An exception other than the exit is what a process would end in a traceback with.
     if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"chatledger {' '.join(args)} raised") from result.exception
-    done = subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
-    return _checked(done, check, args)
-
-
-def chatledger_process(
-    *args: str,
-    uri: str | None = None,
-    database: str = "",
-    check: int | None = 0,
-    env: dict[str, str] | None = None,
-    cwd: Path = REPO,
-) -> subprocess.CompletedProcess[str]:
-    """Run the real ``python -m chatledger`` process, with no ``CHATLEDGER_*`` of ours, only ``env``."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "chatledger", *_argv(args, uri, database)],
-        capture_output=True,
-        text=True,
-        env={**clean, **(env or {})},
-        cwd=cwd,
-        timeout=120,
-    )
-    return _checked(done, check, args)
+        raise AssertionError(f"chatledger {' '.join(argv)} raised") from result.exception
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
 
 
 def test_admin_commands_need_a_uri() -> None:

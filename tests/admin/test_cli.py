@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from chatledger import InvalidInputError, Ledger
 from chatledger._maf import Message
+from chatledger.cli import connection
 from chatledger.cli.commands import browse, hold, integrity, removal, stats, transfer
 from chatledger.cli.connection import client_options, redact
 from chatledger.cli.render import Renderer, visible
@@ -294,28 +296,83 @@ def chatledger(
     database: str = "",
     check: int | None = 0,
     env: dict[str, str] | None = None,
+    cwd: Path = REPO,
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
-    argv = [sys.executable, "-m", "chatledger", *args]
-    if uri is not None:
-        argv += ["--mongodb-uri", uri, "--database", database]
-    done = subprocess.run(
-        argv, capture_output=True, text=True, env={**clean, **(env or {})}, cwd=REPO, timeout=120
-    )
+    """Run the command line as an operator types it: arguments, environment, ``cwd``.
+
+    In this process by default: the same parser, commands, renderer and exit statuses as
+    the console script, without a new interpreter per call. It runs in a thread of its own
+    (an async test's loop is running in this one, and the command runs its own). With
+    ``process`` (:func:`chatledger_process`), the real ``python -m chatledger``, for what
+    only a process shows (the entry point, a shell's exit status). Either way the
+    environment holds no ``CHATLEDGER_*`` of ours, only ``env``.
+    """
+    argv = [*args, "--mongodb-uri", uri, "--database", database] if uri is not None else list(args)
+    done = _in_process(argv, env or {}, cwd) if not process else _process(argv, env or {}, cwd)
     if check is not None:
         assert done.returncode == check, (args, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr
     return done
 
 
+def chatledger_process(*args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+    """Run the real ``python -m chatledger`` process (see :func:`chatledger`)."""
+    return chatledger(*args, process=True, **options)
+
+
+def _process(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "chatledger", *argv],
+        capture_output=True,
+        text=True,
+        env={**clean, **env},
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def _in_process(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    from typer.testing import CliRunner
+
+    from chatledger.cli.app import app
+
+    overrides: dict[str, str | None] = {k: None for k in os.environ if k.startswith("CHATLEDGER_")}
+    overrides.update(env)
+    outcome: list[Any] = []
+
+    def invoke() -> None:
+        outcome.append(CliRunner().invoke(app, argv, env=overrides, prog_name="chatledger"))
+
+    # A fresh process knows no password yet: redaction must not lean on an earlier call's.
+    connection._SECRETS.clear()
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        worker = threading.Thread(target=invoke)
+        worker.start()
+        worker.join(timeout=120)
+    finally:
+        os.chdir(here)
+    assert outcome, f"chatledger {' '.join(argv)} did not finish in 120 s"
+    result = outcome[0]
+    # An exception other than the exit is what a process would end in a traceback with.
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"chatledger {' '.join(argv)} raised") from result.exception
+    return subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
+
+
 def test_admin_commands_need_a_uri() -> None:
-    done = chatledger("stats", check=2)
+    # The real process: its exit status is what a shell or cron sees.
+    done = chatledger_process("stats", check=2)
     assert "--mongodb-uri" in done.stderr
 
 
 def test_version() -> None:
     from chatledger import __version__
 
+    assert chatledger_process("--version").stdout.strip() == f"chatledger {__version__}"
     assert chatledger("--version").stdout.strip() == f"chatledger {__version__}"
 
 

@@ -6,8 +6,6 @@ import io
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,32 +15,14 @@ from chatledger import IntegrityError, InvalidInputError, Ledger
 from chatledger.cli.commands import ledgerproofs
 from chatledger.cli.render import Renderer
 from tests.admin.conftest import talk
+from tests.admin.test_cli import chatledger, chatledger_process
 from tests.proofs import vectors
 from tests.proofs.test_log import PUBLIC, SIGNING
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def ui(as_json: bool = False) -> tuple[Renderer, io.StringIO, io.StringIO]:
     out, err = io.StringIO(), io.StringIO()
     return Renderer(out, err, as_json=as_json, width=200), out, err
-
-
-def chatledger(*args: str, check: int | None = 0, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    """Run the real command line, with no URI, no environment of ours, in ``cwd``."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "chatledger", *args],
-        capture_output=True,
-        text=True,
-        env=clean,
-        cwd=cwd,
-        timeout=120,
-    )
-    if check is not None:
-        assert done.returncode == check, (args, done.stdout, done.stderr)
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
 
 
 @pytest.fixture
@@ -122,7 +102,8 @@ async def test_prove_refuses_mixed_or_missing_arguments(database: Any, files: Pa
 
 
 def test_verify_proof_exit_status_from_the_command_line(files: Path) -> None:
-    ok = chatledger(
+    # The real process for one of each status (0, 1, 2): what a reviewer's shell sees.
+    ok = chatledger_process(
         "verify-proof",
         "inclusion.json",
         "--checkpoint",
@@ -171,8 +152,10 @@ def test_verify_proof_exit_status_from_the_command_line(files: Path) -> None:
         done = chatledger("verify-proof", *args, check=2, cwd=files)
         assert done.stderr.startswith("error: cannot read"), done.stderr
     forged = ("inclusion-forged-text.json", "--checkpoint", "checkpoint-7.txt", "--public-key", "public.pem")
-    done = chatledger("verify-proof", *forged, "--json", check=1, cwd=files)
+    done = chatledger_process("verify-proof", *forged, "--json", check=1, cwd=files)
     assert json.loads(done.stdout)["ok"] is False
+    done = chatledger_process("verify-proof", "missing.json", *forged[1:], check=2, cwd=files)
+    assert done.stderr.startswith("error: cannot read"), done.stderr
 
 
 def test_new_signing_key_writes_a_usable_private_key_and_never_overwrites(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import typer
 
 from chatledger import __version__
 from chatledger.cli.commands import GROUPS
-from chatledger.cli.run import with_collection_options
 
 __all__ = ["app"]
 
@@ -46,19 +45,3 @@ def _root(
 
 for _group in GROUPS:
     _group.register(app)
-
-
-def _name_collections(typer_app: typer.Typer) -> None:
-    """Give every command that reaches a server the collection-name options (one place, all commands)."""
-    import inspect
-
-    for info in typer_app.registered_commands:
-        params = inspect.signature(info.callback).parameters if info.callback else {}
-        if "mongodb_uri" in params and "threads_collection" not in params:  # roles create has its own
-            info.callback = with_collection_options(info.callback)  # type: ignore[arg-type]
-    for group in typer_app.registered_groups:
-        if group.typer_instance is not None:
-            _name_collections(group.typer_instance)
-
-
-_name_collections(app)

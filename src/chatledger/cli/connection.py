@@ -18,8 +18,8 @@ from typing import Annotated, Any, Final
 
 import typer
 
+from chatledger.admin.cli_support import close_client, open_key_store
 from chatledger.errors import InvalidInputError, StorageUnavailableError
-from chatledger.storage.driver import close_client
 
 __all__ = [
     "CONNECTION_DEFAULTS",
@@ -160,7 +160,7 @@ class KeyStoreLocation:
 
     @asynccontextmanager
     async def opened(self, db: Any, *, needed: bool = True) -> AsyncIterator[Any]:
-        """Yield the :class:`~chatledger.storage.keys.KeyStore` here (``None`` unless ``needed``).
+        """Yield the :class:`~chatledger.sealing.KeyStore` here (``None`` unless ``needed``).
 
         ``db`` is the ledger's database. A key store on another server gets its own
         client, pinged first; either way the key store is read once before the command
@@ -174,7 +174,6 @@ class KeyStoreLocation:
             ServerUnreachableError: the key store's server did not answer.
         """
         from chatledger.ledger import Ledger
-        from chatledger.storage.keys import KeyStore
 
         if isinstance(db, Ledger):  # renamed ledger collections: the key store is apart from them
             db = db.database
@@ -192,9 +191,7 @@ class KeyStoreLocation:
             elif self.database is not None and self.database != getattr(db, "name", None):
                 check_database_name(self.database, "--keys-database")
                 handle = db.client[self.database]
-            store = KeyStore(handle, collection=self.collection)
-            await store.check_readable()
-            yield store
+            yield await open_key_store(handle, self.collection)
 
 
 def kek_provider(kek_file: Path | None, kek_env: str | None) -> Any:

@@ -12,6 +12,7 @@ from chatledger.admin import parse_duration
 from chatledger.errors import InvalidInputError
 
 __all__ = [
+    "AllowEmptyOption",
     "ApplyOption",
     "ByOption",
     "JsonOption",
@@ -28,6 +29,14 @@ TenantOption = Annotated[str | None, typer.Option("--tenant", help="Only this te
 UserOption = Annotated[str | None, typer.Option("--user", help="Only this user's threads.")]
 ApplyOption = Annotated[bool, typer.Option("--apply", help="Really remove. Without it: a dry run.")]
 ByOption = Annotated[str | None, typer.Option("--by", help="Who acts, for the receipts (default user@host).")]
+AllowEmptyOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty",
+        help="Accept a database (or collection set) holding no ChatLedger data; "
+        "without it that is an error (exit 1): a misspelled name is not a clean result.",
+    ),
+]
 
 
 def duration(value: str | None, option: str) -> timedelta | None:

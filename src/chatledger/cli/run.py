@@ -12,25 +12,15 @@ Exit status:
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 from collections.abc import Awaitable, Callable, Coroutine
-from contextvars import ContextVar
-from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import typer
 
-from chatledger.cli.connection import (
-    DEFAULT_DATABASE,
-    ServerUnreachableError,
-    open_database,
-    resolve_uri,
-    uri_database,
-)
+from chatledger.admin.cli_support import holds_ledger_data, ledger_place
+from chatledger.cli.connection import ServerUnreachableError
 from chatledger.cli.render import Renderer
 from chatledger.errors import ChatLedgerError, InvalidInputError
-from chatledger.ledger import storage_of
 
 __all__ = [
     "INTERRUPTED",
@@ -38,15 +28,12 @@ __all__ = [
     "PIPE_CLOSED",
     "PROBLEMS",
     "USAGE",
-    "AllowEmptyOption",
     "Body",
     "exit_code",
     "fail",
     "require_ledger_data",
-    "run_admin",
     "run_body",
     "stdout_gone",
-    "with_collection_options",
 ]
 
 OK: Final = 0
@@ -120,107 +107,6 @@ def run_body(ui: Renderer, work: Coroutine[Any, Any, int]) -> None:
     raise typer.Exit(code)
 
 
-#: The ledger's collection names (``--threads-collection``…) and id (``--ledger-id``), when given.
-_COLLECTIONS: ContextVar[dict[str, str] | None] = ContextVar("chatledger_collections", default=None)
-#: Whether ``--database`` (or ``CHATLEDGER_DATABASE``) was given for this command.
-_DATABASE_GIVEN: ContextVar[bool] = ContextVar("chatledger_database_given", default=True)
-
-#: The collection-name options every admin command takes: (parameter and ``Ledger`` keyword,
-#: option, default). The same spellings as ``roles create``.
-_COLLECTION_OPTIONS: Final = (
-    ("threads_collection", "--threads-collection", "threads"),
-    ("events_collection", "--events-collection", "events"),
-    ("audit_collection", "--audit-collection", "audit"),
-)
-
-AllowEmptyOption = Annotated[
-    bool,
-    typer.Option(
-        "--allow-empty",
-        help="Accept a database (or collection set) holding no ChatLedger data; "
-        "without it that is an error (exit 1): a misspelled name is not a clean result.",
-    ),
-]
-
-
-def with_collection_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Return ``command`` taking the collection-name options and ``--ledger-id``.
-
-    The names (the ``Ledger``'s ``*_collection`` arguments, for deployments that renamed
-    them) and the ledger id (its ``ledger_id``, which sealing key ids derive from) reach
-    :func:`run_admin` through a context variable: one definition for every command, no
-    command body changes. Whether ``--database`` was given is noted the same way, so the
-    URI's database can be used when it was not.
-    """
-    # Evaluated: the commands' modules use postponed annotations, and Typer reads a
-    # __signature__ as it is.
-    signature = inspect.signature(command, eval_str=True)
-    extra = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=default,
-            annotation=Annotated[
-                str,
-                typer.Option(
-                    option, envvar=f"CHATLEDGER_{name.upper()}", help=f"Name of the {default} collection."
-                ),
-            ],
-        )
-        for name, option, default in _COLLECTION_OPTIONS
-    ]
-    extra.append(
-        inspect.Parameter(
-            "ledger_id",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[
-                str | None,
-                typer.Option(
-                    "--ledger-id",
-                    envvar="CHATLEDGER_LEDGER_ID",
-                    help="The ledger id the application gives Ledger(db, ledger_id=...), which sealing "
-                    "key ids derive from (default: <database>/<threads collection>/<events collection>).",
-                    show_default=False,
-                ),
-            ],
-        )
-    )
-    # Typer hands the click context to the one parameter annotated typer.Context.
-    context_name = next(
-        (p.name for p in signature.parameters.values() if p.annotation is typer.Context), None
-    )
-    if context_name is None:
-        context_name = "cl_context"
-        extra.append(
-            inspect.Parameter(context_name, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
-        )
-    takes_context = context_name in signature.parameters
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        names = {name: kwargs.pop(name) for name, _, _ in _COLLECTION_OPTIONS}
-        given = {name: value for name, _, default in _COLLECTION_OPTIONS if (value := names[name]) != default}
-        if (ledger_id := kwargs.pop("ledger_id")) is not None:
-            given["ledger_id"] = ledger_id
-        _COLLECTIONS.set(given)
-        context = kwargs[context_name] if takes_context else kwargs.pop(context_name)
-        source = context.get_parameter_source("database")
-        # By name: the ParameterSource enum lives in click, which typer may vendor.
-        _DATABASE_GIVEN.set(getattr(source, "name", None) not in ("DEFAULT", None))
-        command(*args, **kwargs)
-
-    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*signature.parameters.values(), *extra]
-    )
-    return wrapper
-
-
-def ledger_names() -> dict[str, str]:
-    """Return the ``Ledger`` keyword arguments naming this command's collections and id (empty: defaults)."""
-    return dict(_COLLECTIONS.get() or {})
-
-
 async def require_ledger_data(target: Any, allow_empty: bool) -> None:
     """Refuse (exit 1) a database whose ledger collections hold nothing, unless ``allow_empty``.
 
@@ -230,61 +116,11 @@ async def require_ledger_data(target: Any, allow_empty: bool) -> None:
     Raises:
         ChatLedgerError: neither the threads nor the events collection holds a document.
     """
-    from chatledger.admin.catalog import as_ledger
-
-    if allow_empty:
+    if allow_empty or await holds_ledger_data(target):
         return
-    storage = storage_of(as_ledger(target))
-    threads, events = storage.threads.collection, storage.events.collection
-    for collection in (threads, events):
-        if await collection.find_one({}, {"_id": 1}) is not None:
-            return
+    place = ledger_place(target)
     raise ChatLedgerError(
-        f"database {threads.database.name!r} holds no ChatLedger data (collections {threads.name!r} and "
-        f"{events.name!r} are empty or missing): check --database / the URI's database and the "
-        "collection names, or pass --allow-empty if an empty ledger is expected"
+        f"database {place.database!r} holds no ChatLedger data (collections {place.threads_collection!r} "
+        f"and {place.events_collection!r} are empty or missing): check --database / the URI's database "
+        "and the collection names, or pass --allow-empty if an empty ledger is expected"
     )
-
-
-def run_admin(uri: str | None, uri_file: Path | None, database: str, as_json: bool, body: Body) -> None:
-    """Run an admin ``body`` against the server named by the connection options.
-
-    The database is ``database``, unless ``--database`` was not given and the connection
-    string names one (``mongodb://host/name``), as mongosh and mongodump do. The body gets
-    the database handle, or a :class:`~chatledger.Ledger` on it when the collection names
-    or the ledger id are not the defaults (every admin function takes either).
-    """
-    ui = Renderer(as_json=as_json)
-
-    async def go() -> int:
-        names = ledger_names()
-        if "ledger_id" in names:  # before connecting: a bad value is usage, whatever the server
-            from chatledger.ledger.core import check_ledger_id
-
-            check_ledger_id(names["ledger_id"], "--ledger-id (CHATLEDGER_LEDGER_ID)")
-        resolved = resolve_uri(uri, uri_file)
-        if not resolved:
-            raise InvalidInputError(
-                "this command needs a MongoDB server: pass --mongodb-uri, or set CHATLEDGER_MONGODB_URI "
-                "or CHATLEDGER_MONGODB_URI_FILE (only 'chatledger demo' has an embedded database)"
-            )
-        name, option = database, "--database"
-        if not _DATABASE_GIVEN.get() and database == DEFAULT_DATABASE and uri_database(resolved):
-            name, option = uri_database(resolved) or database, "the connection string's database"
-        async with open_database(resolved, name, option=option) as db:
-            if not names:
-                return await body(db, ui)
-            from chatledger import Ledger
-
-            return await body(
-                Ledger(
-                    db,
-                    threads_collection=names.get("threads_collection", "threads"),
-                    events_collection=names.get("events_collection", "events"),
-                    audit_collection=names.get("audit_collection", "audit"),
-                    ledger_id=names.get("ledger_id"),
-                ),
-                ui,
-            )
-
-    run_body(ui, go())

@@ -11,25 +11,12 @@ from rich.text import Text
 from chatledger.admin import ThreadFilter, ThreadSummary, count_threads, list_threads
 from chatledger.admin.browse import get_thread, placeholder_sealer, read_transcript
 from chatledger.admin.catalog import activity, as_ledger, load_forest
-from chatledger.cli.connection import (
-    DEFAULT_DATABASE,
-    DatabaseOption,
-    KekEnvOption,
-    KekFileOption,
-    KeysCollectionOption,
-    KeysDatabaseOption,
-    KeyStoreLocation,
-    KeysUriFileOption,
-    KeysUriOption,
-    MongoUriFileOption,
-    MongoUriOption,
-    kek_provider,
-)
-from chatledger.cli.options import JsonOption, TenantOption, UserOption, duration
+from chatledger.admin.cli_support import with_sealer
+from chatledger.cli.connection import KeyStoreLocation
+from chatledger.cli.options import TenantOption, UserOption, duration
 from chatledger.cli.render import Renderer, iso, visible
-from chatledger.cli.run import run_admin
+from chatledger.cli.shared import Connection, shared
 from chatledger.errors import InvalidInputError, UnknownThreadError
-from chatledger.ledger import Ledger, storage_of
 
 __all__ = ["register", "show_body", "threads_body", "tree_body"]
 
@@ -135,20 +122,8 @@ async def show_body(
     listed under ``unreadable`` in the JSON. A tampered ciphertext still fails (exit 1).
     """
     async with keys.opened(db) as store:
-        sealer = placeholder_sealer(store, kek)
-        # A Ledger on renamed collections or with a ledger id (run_admin): the same, with the sealer.
-        reader = (
-            Ledger(
-                db.database,
-                sealer=sealer,
-                threads_collection=storage_of(db).threads.collection.name,
-                events_collection=storage_of(db).events.collection.name,
-                audit_collection=storage_of(db).receipts.collection.name,
-                ledger_id=db.ledger_id,
-            )
-            if isinstance(db, Ledger)
-            else Ledger(db, sealer=sealer)
-        )
+        # A Ledger on renamed collections or with a ledger id: the same one, with the sealer.
+        reader = with_sealer(db, placeholder_sealer(store, kek))
         transcript = await read_transcript(reader, thread, at=at, compacted=not raw)
     cursor, messages, unreadable = transcript.cursor, transcript.messages, transcript.unreadable
     if ui.as_json:
@@ -238,30 +213,26 @@ def register(app: typer.Typer) -> None:
     """Add ``threads``, ``show`` and ``tree`` to ``app``."""
 
     @app.command()
+    @shared()
     def threads(
+        connection: Connection,
         tenant: TenantOption = None,
         user: UserOption = None,
         older_than: Annotated[str | None, typer.Option(help="Idle for longer than AGE (e.g. 90d).")] = None,
         newer_than: Annotated[str | None, typer.Option(help="Active within AGE (e.g. 12h).")] = None,
         limit: Annotated[int | None, typer.Option(min=1, help="Show at most N threads.")] = None,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """List threads with counts, filtered by tenant, user and age of last activity."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
+        connection.run(
             lambda db, ui: threads_body(
                 db, ui, tenant=tenant, user=user, older_than=older_than, newer_than=newer_than, limit=limit
-            ),
+            )
         )
 
     @app.command()
+    @shared(kek=True, keys=True)
     def show(
+        connection: Connection,
         thread: ThreadArgument,
         at: Annotated[
             int | None, typer.Option("--at", min=0, help="Cursor offset (event seq); default head.")
@@ -269,16 +240,6 @@ def register(app: typer.Typer) -> None:
         raw: Annotated[
             bool, typer.Option("--raw", help="Every original message, not the compacted view.")
         ] = False,
-        kek_file: KekFileOption = None,
-        kek_env: KekEnvOption = None,
-        keys_database: KeysDatabaseOption = None,
-        keys_collection: KeysCollectionOption = "keys",
-        keys_mongodb_uri: KeysUriOption = None,
-        keys_mongodb_uri_file: KeysUriFileOption = None,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Print a thread's transcript as of any cursor (control characters shown escaped).
 
@@ -288,25 +249,20 @@ def register(app: typer.Typer) -> None:
         Sealed messages open with --kek-file/--kek-env; without a usable key they show as
         [sealed: no key], and as [content erased] once their key was destroyed.
         """
-        location = KeyStoreLocation(keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file)
 
         async def body(db: Any, ui: Renderer) -> int:
             # Read inside the run: a bad KEK file is a clean exit 2, never a traceback.
             return await show_body(
-                db, ui, thread=thread, at=at, keys=location, kek=kek_provider(kek_file, kek_env), raw=raw
+                db, ui, thread=thread, at=at, keys=connection.keys, kek=connection.kek(), raw=raw
             )
 
-        run_admin(mongodb_uri, mongodb_uri_file, database, as_json, body)
+        connection.run(body)
 
     @app.command()
+    @shared()
     def tree(
+        connection: Connection,
         thread: Annotated[str, typer.Argument(help="The root (or any thread) of the conversation.")],
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Show the branches of a conversation: where each forked and how long it is."""
-        run_admin(
-            mongodb_uri, mongodb_uri_file, database, as_json, lambda db, ui: tree_body(db, ui, thread=thread)
-        )
+        connection.run(lambda db, ui: tree_body(db, ui, thread=thread))

@@ -9,18 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from chatledger.cli.connection import (
-    DEFAULT_DATABASE,
-    DatabaseOption,
-    MongoUriFileOption,
-    describe_uri,
-    open_database,
-    open_embedded,
-    resolve_uri,
-)
-from chatledger.cli.options import JsonOption
-from chatledger.cli.render import Renderer
-from chatledger.cli.run import run_body
+from chatledger.cli.connection import describe_uri, open_database, open_embedded
+from chatledger.cli.shared import Connection, shared
 
 __all__ = ["register"]
 
@@ -39,20 +29,18 @@ DemoUriOption = Annotated[
 def register(app: typer.Typer) -> None:
     """Add ``demo`` to ``app``."""
 
+    # The collection names and --ledger-id are accepted (docs/cli.md: every command that
+    # reaches a server takes them); the story writes the default collections.
     @app.command()
-    def demo(
-        as_json: JsonOption = False,
-        mongodb_uri: DemoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
-    ) -> None:
+    @shared(uri=DemoUriOption)
+    def demo(connection: Connection) -> None:
         """Replay the seed notebook's Joker story offline: save, resume, and branch a conversation."""
-        ui = Renderer(as_json=as_json)
+        ui, database, as_json = connection.ui, connection.database, connection.ui.as_json
 
         async def go() -> int:
             from chatledger.demo.story import run_demo
 
-            uri = resolve_uri(mongodb_uri, mongodb_uri_file)
+            uri = connection.server_uri()
             where = (
                 f"MongoDB at {describe_uri(uri)}, database {database!r} (collections threads, events)"
                 if uri
@@ -78,4 +66,4 @@ def register(app: typer.Typer) -> None:
                 )
             return 0
 
-        run_body(ui, go())
+        connection.work(go)

@@ -8,10 +8,9 @@ import typer
 
 from chatledger.admin import release_hold
 from chatledger.admin.holds import place_hold
-from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
-from chatledger.cli.options import ByOption, JsonOption
+from chatledger.cli.options import ByOption
 from chatledger.cli.render import Renderer, iso
-from chatledger.cli.run import run_admin
+from chatledger.cli.shared import Connection, shared
 
 __all__ = ["hold_body", "register"]
 
@@ -85,9 +84,10 @@ def register(app: typer.Typer) -> None:
     )
     app.add_typer(holds, name="hold")
 
-    # The two commands differ only in what they do; one definition serves both.
     @holds.command("set")
+    @shared()
     def set_(
+        connection: Connection,
         thread: ThreadArgument,
         reason: ReasonOption,
         case: CaseOption = None,
@@ -98,40 +98,24 @@ def register(app: typer.Typer) -> None:
                 "--if-absent", help="Exit 0 when the case already holds the thread (default: exit 1)."
             ),
         ] = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Put a thread (and so its whole lineage) under legal hold."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
+        connection.run(
             lambda db, ui: hold_body(
                 db, ui, action="set", thread=thread, reason=reason, case=case, by=by, if_absent=if_absent
-            ),
+            )
         )
 
     @holds.command("release")
+    @shared()
     def release(
+        connection: Connection,
         thread: ThreadArgument,
         reason: ReasonOption,
         case: CaseOption = None,
         by: ByOption = None,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Release a thread's legal hold (one case's; the others stay); exit 1 if there is none."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
-            lambda db, ui: hold_body(
-                db, ui, action="release", thread=thread, reason=reason, case=case, by=by
-            ),
+        connection.run(
+            lambda db, ui: hold_body(db, ui, action="release", thread=thread, reason=reason, case=case, by=by)
         )

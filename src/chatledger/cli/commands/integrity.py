@@ -10,10 +10,10 @@ from typing import Annotated, Any
 import typer
 
 from chatledger.admin import Anchor, ThreadFilter, count_threads, list_threads, verify
-from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
-from chatledger.cli.options import JsonOption, TenantOption
+from chatledger.cli.options import AllowEmptyOption, TenantOption
 from chatledger.cli.render import Renderer
-from chatledger.cli.run import AllowEmptyOption, require_ledger_data, run_admin
+from chatledger.cli.run import require_ledger_data
+from chatledger.cli.shared import Connection, add_ledger_wide, shared
 from chatledger.errors import InvalidInputError
 
 __all__ = ["heads_body", "read_anchors", "register", "verify_body"]
@@ -128,43 +128,26 @@ def register(app: typer.Typer) -> None:
     """Add ``verify`` and ``heads`` to ``app``."""
 
     @app.command("verify")
+    @shared()
     def verify_(
+        connection: Connection,
         thread: Annotated[str | None, typer.Option("--thread", help="Only this thread.")] = None,
         tenant: TenantOption = None,
         anchors: Annotated[
             str | None, typer.Option(help="Head hashes written by 'chatledger heads'.")
         ] = None,
         allow_empty: AllowEmptyOption = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Recompute hash chains; name the first failing event of each thread; exit 1 on failure."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
+        connection.run(
             lambda db, ui: verify_body(
                 db, ui, thread=thread, tenant=tenant, anchors=anchors, allow_empty=allow_empty
-            ),
+            )
         )
 
-    @app.command()
-    def heads(
-        tenant: TenantOption = None,
-        allow_empty: AllowEmptyOption = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
-    ) -> None:
-        """Print each thread's head hash (JSON Lines; --json: one document) for 'verify --anchors'."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
-            lambda db, ui: heads_body(db, ui, tenant=tenant, allow_empty=allow_empty),
-        )
+    add_ledger_wide(
+        app,
+        "heads",
+        heads_body,
+        "Print each thread's head hash (JSON Lines; --json: one document) for 'verify --anchors'.",
+    )

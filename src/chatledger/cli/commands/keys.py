@@ -8,23 +8,13 @@ from typing import Annotated, Any
 
 import typer
 
-from chatledger.cli.connection import (
-    DEFAULT_DATABASE,
-    DatabaseOption,
-    KeysCollectionOption,
-    KeysDatabaseOption,
-    KeyStoreLocation,
-    KeysUriFileOption,
-    KeysUriOption,
-    MongoUriFileOption,
-    MongoUriOption,
-)
-from chatledger.cli.options import JsonOption
+from chatledger.admin.cli_support import describe_key
+from chatledger.cli.connection import KeyStoreLocation
 from chatledger.cli.render import JSON_SCHEMA, Renderer, iso, to_jsonable
-from chatledger.cli.run import run_admin
+from chatledger.cli.shared import Connection, shared
 from chatledger.errors import InvalidInputError
 
-__all__ = ["key_row", "list_body", "register", "rotate_body"]
+__all__ = ["list_body", "register", "rotate_body"]
 
 
 async def rotate_body(
@@ -59,23 +49,6 @@ async def rotate_body(
     return 1 if report.failed else 0
 
 
-def key_row(doc: dict[str, Any]) -> dict[str, Any]:
-    """Return what ``keys list`` shows of a key document: ids, kind, state, times, KEK id; no key material."""
-    from chatledger.storage.keys import is_tombstone, key_kind
-
-    destroyed = is_tombstone(doc)
-    return {
-        "key_id": str(doc.get("_id")),
-        "kind": key_kind(doc),
-        "state": "destroyed" if destroyed else "active",
-        "created_at": doc.get("created_at"),
-        "destroyed_at": doc.get("destroyed_at") if destroyed else None,
-        "kek_id": doc.get("kek_id"),
-        "fingerprint": doc.get("fp"),
-        "receipt_id": doc.get("receipt_id") if destroyed else None,
-    }
-
-
 async def list_body(
     db: Any,
     ui: Renderer,
@@ -101,13 +74,15 @@ async def _list_keys(store: Any, ui: Renderer, limit: int | None) -> int:
         # Streamed: the envelope by hand, each key through the renderer's one date rule.
         out.write(json.dumps({"schema": JSON_SCHEMA, "command": "keys list"})[:-1] + ', "keys": [')
         async for doc in store.all(limit=limit):
-            out.write((", " if count else "") + json.dumps(to_jsonable(key_row(doc)), ensure_ascii=False))
+            out.write(
+                (", " if count else "") + json.dumps(to_jsonable(describe_key(doc)), ensure_ascii=False)
+            )
             count += 1
         out.write(f'], "count": {count}}}\n')
         out.flush()
         return 0
     async for doc in store.all(limit=limit):
-        row = key_row(doc)
+        row = describe_key(doc)
         ui.line(
             (row["key_id"], "bold"),
             f"  {row['kind'] or '-'}  ",
@@ -127,29 +102,18 @@ def register(app: typer.Typer) -> None:
     keys = typer.Typer(help="Sealed-content data keys (see docs/sealing.md).", no_args_is_help=True)
 
     @keys.command("list")
+    @shared(keys=True)
     def list_keys(
+        connection: Connection,
         limit: Annotated[int | None, typer.Option(min=1, help="Show at most N keys.")] = None,
-        keys_database: KeysDatabaseOption = None,
-        keys_collection: KeysCollectionOption = "keys",
-        keys_mongodb_uri: KeysUriOption = None,
-        keys_mongodb_uri_file: KeysUriFileOption = None,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """List data keys: id, subject kind, active or destroyed, when, KEK id (never key material)."""
-        location = KeyStoreLocation(keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file)
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
-            lambda db, ui: list_body(db, ui, keys=location, limit=limit),
-        )
+        connection.run(lambda db, ui: list_body(db, ui, keys=connection.keys, limit=limit))
 
     @keys.command("rotate")
+    @shared(keys=True)
     def rotate(
+        connection: Connection,
         old_kek_file: Annotated[
             Path,
             typer.Option(
@@ -159,23 +123,12 @@ def register(app: typer.Typer) -> None:
         new_kek_file: Annotated[
             Path, typer.Option("--new-kek-file", help="The KEK to wrap them with from now on.")
         ],
-        keys_database: KeysDatabaseOption = None,
-        keys_collection: KeysCollectionOption = "keys",
-        keys_mongodb_uri: KeysUriOption = None,
-        keys_mongodb_uri_file: KeysUriFileOption = None,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Re-wrap every data key under a new KEK; events are not touched. Exit 1 if a key failed."""
-        location = KeyStoreLocation(keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file)
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
-            lambda db, ui: rotate_body(db, ui, old_kek=old_kek_file, new_kek=new_kek_file, keys=location),
+        connection.run(
+            lambda db, ui: rotate_body(
+                db, ui, old_kek=old_kek_file, new_kek=new_kek_file, keys=connection.keys
+            )
         )
 
     app.add_typer(keys, name="keys")

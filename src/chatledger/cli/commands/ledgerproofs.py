@@ -16,10 +16,10 @@ from chatledger.admin.merkle import (
     prove_event,
     prove_receipt,
 )
-from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
-from chatledger.cli.options import JsonOption, TenantOption, open_for_writing
+from chatledger.cli.options import TenantOption, open_for_writing
 from chatledger.cli.render import Renderer
-from chatledger.cli.run import PROBLEMS, run_admin, run_body
+from chatledger.cli.run import PROBLEMS
+from chatledger.cli.shared import Connection, shared
 from chatledger.errors import InvalidInputError
 
 __all__ = ["checkpoint_body", "prove_body", "read_file", "register", "verify_proof_body"]
@@ -208,7 +208,9 @@ def register(app: typer.Typer) -> None:
     """Add ``checkpoint``, ``prove``, ``verify-proof`` and ``new-signing-key`` to ``app``."""
 
     @app.command("checkpoint")
+    @shared()
     def checkpoint_(
+        connection: Connection,
         signing_key: Annotated[str, typer.Option("--signing-key", help="Ed25519 private key, PEM.")],
         tenant: Annotated[
             str | None, typer.Option("--tenant", help="This tenant's log (default: no tenant).")
@@ -228,24 +230,18 @@ def register(app: typer.Typer) -> None:
                 "a deleted event).",
             ),
         ] = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Sequence pending events into the log and print a signed checkpoint (C2SP format)."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
+        connection.run(
             lambda db, ui: checkpoint_body(
                 db, ui, signing_key=signing_key, tenant=tenant, origin=origin, output=output, full=full
-            ),
+            )
         )
 
     @app.command("prove")
+    @shared(json=False)
     def prove(
+        connection: Connection,
         thread: Annotated[str | None, typer.Option("--thread", help="The event's thread.")] = None,
         seq: Annotated[int | None, typer.Option("--seq", help="The event's seq.")] = None,
         message: Annotated[
@@ -262,16 +258,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         tenant: TenantOption = None,
         output: Annotated[str | None, typer.Option("--output", "-o", help="Write the proof here.")] = None,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Print an inclusion proof (--thread --seq or --receipt) or a consistency proof (--from --to)."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            False,
+        connection.run(
             lambda db, ui: prove_body(
                 db,
                 ui,
@@ -284,36 +273,29 @@ def register(app: typer.Typer) -> None:
                 tenant=tenant,
                 output=output,
                 receipt=receipt,
-            ),
+            )
         )
 
     @app.command("verify-proof")
+    @shared(server=False, names=False)
     def verify_proof_(
+        connection: Connection,
         proof: Annotated[str, typer.Argument(help="The proof file ('chatledger prove' output).")],
         checkpoint_files: Annotated[
             list[str],
             typer.Option("--checkpoint", help="The checkpoint (twice for consistency: older, then newer)."),
         ],
         public_key: Annotated[str, typer.Option("--public-key", help="The log's Ed25519 public key, PEM.")],
-        as_json: JsonOption = False,
     ) -> None:
         """Check a proof offline (no server): exit 0 if it holds, 1 with the reason if not."""
-        ui = Renderer(as_json=as_json)
-
-        async def work() -> int:
-            return verify_proof_body(ui, proof, checkpoint_files, public_key)
-
-        run_body(ui, work())
+        connection.work(lambda: verify_proof_body(connection.ui, proof, checkpoint_files, public_key))
 
     @app.command("new-signing-key")
+    @shared(server=False, names=False, json=False)
     def new_signing_key(
+        connection: Connection,
         signing_key: Annotated[str, typer.Option("--signing-key", help="Where to write the private key.")],
         public_key: Annotated[str, typer.Option("--public-key", help="Where to write the public key.")],
     ) -> None:
         """Write a new Ed25519 key pair (PEM) for signing checkpoints."""
-        ui = Renderer()
-
-        async def work() -> int:
-            return new_signing_key_body(ui, signing_key, public_key)
-
-        run_body(ui, work())
+        connection.work(lambda: new_signing_key_body(connection.ui, signing_key, public_key))

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Annotated, Any
 
@@ -35,43 +36,22 @@ from chatledger.admin import (
     run_retention,
 )
 from chatledger.admin.catalog import as_ledger
-from chatledger.admin.erasure import NoSuchSubjectError, keys_not_found, subject_tombstone
+from chatledger.admin.cli_support import erased_mark
+from chatledger.admin.erasure import NoSuchSubjectError, keys_not_found
 from chatledger.admin.receipts import receipts_for
-from chatledger.cli.connection import (
-    DEFAULT_DATABASE,
-    DatabaseOption,
-    KeysCollectionOption,
-    KeysDatabaseOption,
-    KeyStoreLocation,
-    KeysUriFileOption,
-    KeysUriOption,
-    MongoUriFileOption,
-    MongoUriOption,
-)
-from chatledger.cli.options import (
-    ApplyOption,
-    ByOption,
-    JsonOption,
-    TenantOption,
-    UserOption,
-    duration,
-    open_for_writing,
-)
+from chatledger.cli.connection import KeyStoreLocation
+from chatledger.cli.options import ApplyOption, ByOption, TenantOption, UserOption, duration, open_for_writing
 from chatledger.cli.render import Renderer, Ticker, iso, to_jsonable
-from chatledger.cli.run import INTERRUPTED, fail, run_admin
+from chatledger.cli.run import INTERRUPTED
+from chatledger.cli.shared import Connection, shared
 from chatledger.errors import ChatLedgerError, InvalidInputError
 from chatledger.models import utc_now_ms
-from chatledger.storage.keys import is_tombstone
 
 __all__ = ["erase_body", "register", "retention_body"]
 
-NoKeysOption = Annotated[
-    bool,
-    typer.Option(
-        "--no-keys",
-        help="Leave sealed content's data keys alone (destroy them in a later step): "
-        "only then may erase run without finding the subject's keys.",
-    ),
+ReceiptsOption = Annotated[
+    str | None,
+    typer.Option(help="Append this run's receipts to this JSON Lines file (checked first)."),
 ]
 
 
@@ -80,36 +60,6 @@ def _require_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidInputError(f"{name} must be true or false, not {value!r}")
     return value
-
-
-def _refuse_ignored_key_store(context: typer.Context, no_keys: bool, as_json: bool) -> None:
-    """Exit 2 when ``--no-keys`` comes with a key-store option (``--keys-*``) on the command line.
-
-    ``--no-keys`` opens no key store, so a key-store option given with it would be
-    silently ignored. Values from ``CHATLEDGER_KEYS_*`` are deployment defaults, not a
-    request for this run: ``--no-keys`` overrides them without complaint.
-    """
-    if not no_keys:
-        return
-    given = [
-        option
-        for name, option in (
-            ("keys_database", "--keys-database"),
-            ("keys_collection", "--keys-collection"),
-            ("keys_mongodb_uri", "--keys-mongodb-uri"),
-            ("keys_mongodb_uri_file", "--keys-mongodb-uri-file"),
-        )
-        # By name: the ParameterSource enum lives in click, which typer may vendor.
-        if getattr(context.get_parameter_source(name), "name", None) == "COMMANDLINE"
-    ]
-    if given:
-        raise fail(
-            Renderer(as_json=as_json),
-            InvalidInputError(
-                f"--no-keys touches no key store: drop {' and '.join(given)}, or drop --no-keys "
-                "to destroy the keys there"
-            ),
-        )
 
 
 @contextmanager
@@ -210,12 +160,9 @@ def _removing(tick: Ticker, plan: RemovalReport, seen: list[RemovalReport]) -> N
         tick.stage("removing", len(plan.planned))
 
 
-def _options(
-    tick: Ticker, plans: list[RemovalReport], shreds: list[Any], store: Any, **given: Any
-) -> dict[str, Any]:
+def _options(tick: Ticker, plans: list[RemovalReport], shreds: list[Any], store: Any) -> dict[str, Any]:
     """Return the options run_retention and run_erasure share: progress, the plan kept, the keys."""
     return {
-        **given,
         "on_removal": tick,
         "on_thread": tick,
         "on_plan": lambda plan: _removing(tick, plan, plans),
@@ -273,6 +220,57 @@ def _interrupted(ui: Renderer, command: str, plan: RemovalReport | None, keys: b
     return typer.Exit(INTERRUPTED)
 
 
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """One run of ``retention`` or ``erase``: what the shared part of the two needs to know."""
+
+    command: str
+    store: Any
+    apply: bool
+    receipts: str | None
+    since: datetime
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def _remove(
+    db: Any,
+    ui: Renderer,
+    run: Removal,
+    count: Callable[[], Awaitable[int]],
+    remove: Callable[[dict[str, Any]], Awaitable[RemovalReport]],
+) -> RemovalReport:
+    """Plan and carry out one removal with progress, then its receipts (appended to ``--receipts``), printed.
+
+    ``count`` gives the planning total; ``remove`` runs the admin function with the shared
+    options (progress, the plan kept for a Ctrl-C report, the key store). The receipts
+    file is opened before anything is planned, so a bad path changes nothing.
+    """
+    keys = run.store is not None
+    stream = open_for_writing(run.receipts, "--receipts", append=True) if run.receipts else None
+    shreds: list[Any] = []
+    plans: list[RemovalReport] = []
+    try:
+        with _part_way(run.command, run.apply, keys), ui.progress("planning") as tick:
+            tick.stage("planning", await count())
+            report = await remove(_options(tick, plans, shreds, run.store))
+        shred = shreds[0] if shreds else None
+        written = await _run_receipts(db, report, shred, run.since)
+        if stream is not None:
+            _write_receipts(written, stream)
+    except asyncio.CancelledError:
+        raise _interrupted(ui, run.command, plans[0] if plans else None, keys) from None
+    finally:
+        if stream is not None:
+            stream.close()
+    extra: dict[str, Any] = (
+        {"receipts_file": run.receipts, "receipts_written": len(written)} if run.receipts else {}
+    )
+    extra["receipt_ids"] = [str(r["_id"]) for r in written]
+    _print_report(ui, report, run.command, {**extra, "keys": shred.to_dict() if shred else None, **run.extra})
+    _print_keys(ui, shred, report.dry_run)
+    return report
+
+
 async def retention_body(
     db: Any,
     ui: Renderer,
@@ -312,33 +310,13 @@ async def retention_body(
     no_keys = _require_bool(no_keys, "no_keys")
     since = utc_now_ms()
     async with keys.opened(db, needed=not no_keys) as store:
-        shreds: list[Any] = []
-        plans: list[RemovalReport] = []
-        stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
-        try:
-            with _part_way("retention", apply, store is not None), ui.progress("planning") as tick:
-                tick.stage("planning", await count_retention_candidates(db, policy))
-                report = await run_retention(
-                    db, policy, **_options(tick, plans, shreds, store, apply=apply, by=by, reason=reason)
-                )
-        except asyncio.CancelledError:
-            if stream is not None:
-                stream.close()
-            raise _interrupted(ui, "retention", plans[0] if plans else None, store is not None) from None
-        try:
-            shred = shreds[0] if shreds else None
-            written = await _run_receipts(db, report, shred, since)
-            if stream is not None:
-                _write_receipts(written, stream)
-        finally:
-            if stream is not None:
-                stream.close()
-        extra: dict[str, Any] = (
-            {"receipts_file": receipts, "receipts_written": len(written)} if receipts else {}
+        report = await _remove(
+            db,
+            ui,
+            Removal("retention", store, apply, receipts, since),
+            lambda: count_retention_candidates(db, policy),
+            lambda options: run_retention(db, policy, apply=apply, by=by, reason=reason, **options),
         )
-        extra["receipt_ids"] = [str(r["_id"]) for r in written]
-        _print_report(ui, report, "retention", {**extra, "keys": shred.to_dict() if shred else None})
-        _print_keys(ui, shred, report.dry_run)
         return _damaged_status(ui, report)
 
 
@@ -374,36 +352,18 @@ async def erase_body(
                     f"{missing}. Nothing was changed. Point erase at the key store, or pass --no-keys "
                     "to remove the events and destroy the keys in a later step."
                 )
-        stream = open_for_writing(receipts, "--receipts", append=True) if receipts else None
-        shreds: list[Any] = []
-        plans: list[RemovalReport] = []
-        tombstone = await _tombstone(store, user, tenant, as_ledger(db).ledger_id)
-        try:
-            with _part_way("erase", apply, store is not None), ui.progress("planning") as tick:
-                tick.stage("planning", await count_erasure_candidates(db, user_id=user, tenant_id=tenant))
-                report = await run_erasure(
-                    db,
-                    user_id=user,
-                    tenant_id=tenant,
-                    **_options(tick, plans, shreds, store, apply=apply, by=by, reason=reason),
-                )
-            shred = shreds[0] if shreds else None
-            written = await _run_receipts(db, report, shred, since)
-            if stream is not None:
-                _write_receipts(written, stream)
-        except asyncio.CancelledError:
-            raise _interrupted(ui, "erase", plans[0] if plans else None, store is not None) from None
-        finally:
-            if stream is not None:
-                stream.close()
-        extra: dict[str, Any] = (
-            {"receipts_file": receipts, "receipts_written": len(written)} if receipts else {}
+        tombstone = await erased_mark(
+            store, user_id=user, tenant_id=tenant, ledger_id=as_ledger(db).ledger_id
         )
-        extra["receipt_ids"] = [str(r["_id"]) for r in written]
-        _print_report(
-            ui, report, "erase", {**extra, "keys": shred.to_dict() if shred else None, "tombstone": tombstone}
+        report = await _remove(
+            db,
+            ui,
+            Removal("erase", store, apply, receipts, since, {"tombstone": tombstone}),
+            lambda: count_erasure_candidates(db, user_id=user, tenant_id=tenant),
+            lambda options: run_erasure(
+                db, user_id=user, tenant_id=tenant, apply=apply, by=by, reason=reason, **options
+            ),
         )
-        _print_keys(ui, shred, report.dry_run)
         if no_keys:
             ui.warn(
                 "--no-keys: data keys were not touched; sealed copies (backups) stay readable until "
@@ -430,28 +390,13 @@ def _damaged_status(ui: Renderer, report: RemovalReport) -> int:
     return 1
 
 
-async def _tombstone(
-    store: Any, user: str | None, tenant: str | None, ledger_id: str
-) -> dict[str, Any] | None:
-    """Return the key tombstone erasing the subject writes (``new``: not there yet); None: no key store."""
-    if store is None:
-        return None
-    key_id, doc = await subject_tombstone(store, user_id=user, tenant_id=tenant, ledger_id=ledger_id)
-    if key_id is None:
-        return None
-    return {
-        "key_id": key_id,
-        "kind": "user" if user is not None else "tenant",
-        "new": doc is None or not is_tombstone(doc),
-    }
-
-
 def register(app: typer.Typer) -> None:
     """Add ``retention`` and ``erase`` to ``app``."""
 
     @app.command()
+    @shared(keys=True, no_keys=True)
     def retention(
-        context: typer.Context,
+        connection: Connection,
         older_than: Annotated[
             str | None, typer.Option(help="Remove lineages idle for longer than AGE (e.g. 365d).")
         ] = None,
@@ -461,30 +406,13 @@ def register(app: typer.Typer) -> None:
         policy: Annotated[
             str | None, typer.Option(help="TOML/JSON policy file instead of --older-than (cron).")
         ] = None,
-        receipts: Annotated[
-            str | None,
-            typer.Option(help="Append this run's receipts to this JSON Lines file (checked first)."),
-        ] = None,
+        receipts: ReceiptsOption = None,
         apply: ApplyOption = False,
         by: ByOption = None,
         reason: Annotated[str, typer.Option(help="Recorded in the receipts.")] = "retention policy",
-        keys_database: KeysDatabaseOption = None,
-        keys_collection: KeysCollectionOption = "keys",
-        keys_mongodb_uri: KeysUriOption = None,
-        keys_mongodb_uri_file: KeysUriFileOption = None,
-        no_keys: NoKeysOption = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Remove lineages idle longer than a policy allows (dry run unless --apply)."""
-        _refuse_ignored_key_store(context, no_keys, as_json)
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
+        connection.run(
             lambda db, ui: retention_body(
                 db,
                 ui,
@@ -495,16 +423,15 @@ def register(app: typer.Typer) -> None:
                 apply=apply,
                 by=by,
                 reason=reason,
-                keys=KeyStoreLocation(
-                    keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file
-                ),
-                no_keys=no_keys,
-            ),
+                keys=connection.keys,
+                no_keys=connection.no_keys,
+            )
         )
 
     @app.command()
+    @shared(keys=True, no_keys=True)
     def erase(
-        context: typer.Context,
+        connection: Connection,
         user: UserOption = None,
         tenant: TenantOption = None,
         apply: ApplyOption = False,
@@ -512,27 +439,10 @@ def register(app: typer.Typer) -> None:
         reason: Annotated[str, typer.Option(help="E.g. the request's ticket; recorded in the receipts.")] = (
             "erasure request"
         ),
-        receipts: Annotated[
-            str | None,
-            typer.Option(help="Append this run's receipts to this JSON Lines file (checked first)."),
-        ] = None,
-        keys_database: KeysDatabaseOption = None,
-        keys_collection: KeysCollectionOption = "keys",
-        keys_mongodb_uri: KeysUriOption = None,
-        keys_mongodb_uri_file: KeysUriFileOption = None,
-        no_keys: NoKeysOption = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
+        receipts: ReceiptsOption = None,
     ) -> None:
         """Remove a user's or a tenant's conversations, then its data keys (dry run unless --apply)."""
-        _refuse_ignored_key_store(context, no_keys, as_json)
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
+        connection.run(
             lambda db, ui: erase_body(
                 db,
                 ui,
@@ -541,10 +451,8 @@ def register(app: typer.Typer) -> None:
                 apply=apply,
                 by=by,
                 reason=reason,
-                keys=KeyStoreLocation(
-                    keys_database, keys_collection, keys_mongodb_uri, keys_mongodb_uri_file
-                ),
-                no_keys=no_keys,
+                keys=connection.keys,
+                no_keys=connection.no_keys,
                 receipts=receipts,
-            ),
+            )
         )

@@ -26,18 +26,11 @@ from typing import Annotated, Any, Final
 import typer
 from rich.text import Text
 
-from chatledger.cli.connection import (
-    DEFAULT_DATABASE,
-    DatabaseOption,
-    MongoUriFileOption,
-    open_database,
-    resolve_uri,
-)
-from chatledger.cli.options import JsonOption
+from chatledger.admin.cli_support import log_collections
+from chatledger.cli.connection import open_database
 from chatledger.cli.render import Renderer
-from chatledger.cli.run import run_body
+from chatledger.cli.shared import Connection, shared
 from chatledger.errors import InvalidInputError, StorageError
-from chatledger.storage.merkle import log_collections
 
 __all__ = ["APP_ROLE", "OPERATOR_ROLE", "register", "role_commands", "role_definitions"]
 
@@ -126,20 +119,18 @@ def register(app: typer.Typer) -> None:
     app.add_typer(roles, name="roles")
 
     @roles.command("create")
+    @shared(uri=RolesUriOption, names=False)
     def create(
+        connection: Connection,
         apply: Annotated[
             bool, typer.Option("--apply", help="Run the commands (default: print them).")
         ] = False,
         threads_collection: Annotated[str, typer.Option(help="Name of the threads collection.")] = "threads",
         events_collection: Annotated[str, typer.Option(help="Name of the events collection.")] = "events",
         audit_collection: Annotated[str, typer.Option(help="Name of the audit collection.")] = "audit",
-        as_json: JsonOption = False,
-        mongodb_uri: RolesUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Create (or update) the chatledger_app and chatledger_operator roles; a dry run unless --apply."""
-        ui = Renderer(as_json=as_json)
+        ui, database = connection.ui, connection.database
         names = {"threads": threads_collection, "events": events_collection, "audit": audit_collection}
 
         async def go() -> int:
@@ -148,10 +139,10 @@ def register(app: typer.Typer) -> None:
                     raise InvalidInputError(f"invalid database or collection name {value!r}")
             if not apply:
                 return await roles_body(None, ui, database=database, apply=False, collections=names)
-            uri = resolve_uri(mongodb_uri, mongodb_uri_file)
+            uri = connection.server_uri()
             if not uri:
                 raise InvalidInputError("--apply needs --mongodb-uri (a user allowed to manage roles)")
             async with open_database(uri, database) as db:
                 return await roles_body(db, ui, database=database, apply=True, collections=names)
 
-        run_body(ui, go())
+        connection.work(go)

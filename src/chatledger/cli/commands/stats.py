@@ -7,10 +7,9 @@ from typing import Any
 import typer
 
 from chatledger.admin import ThreadFilter, collect_stats, count_events, count_threads
-from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
-from chatledger.cli.options import JsonOption, TenantOption
 from chatledger.cli.render import Renderer, iso
-from chatledger.cli.run import AllowEmptyOption, require_ledger_data, run_admin
+from chatledger.cli.run import require_ledger_data
+from chatledger.cli.shared import add_ledger_wide
 
 __all__ = ["register", "stats_body"]
 
@@ -55,21 +54,9 @@ async def stats_body(db: Any, ui: Renderer, *, tenant: str | None = None, allow_
 
 def register(app: typer.Typer) -> None:
     """Add ``stats`` to ``app``."""
-
-    @app.command()
-    def stats(
-        tenant: TenantOption = None,
-        allow_empty: AllowEmptyOption = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
-    ) -> None:
-        """Totals: threads, branches, events, messages, bytes, oldest and newest activity."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
-            lambda db, ui: stats_body(db, ui, tenant=tenant, allow_empty=allow_empty),
-        )
+    add_ledger_wide(
+        app,
+        "stats",
+        stats_body,
+        "Totals: threads, branches, events, messages, bytes, oldest and newest activity.",
+    )

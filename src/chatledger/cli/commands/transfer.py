@@ -13,13 +13,18 @@ import typer
 from chatledger.admin import ThreadFilter, count_threads, export_jsonl, import_jsonl
 from chatledger.admin.browse import get_thread
 from chatledger.admin.catalog import as_ledger
-from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
-from chatledger.cli.options import JsonOption, TenantOption, UserOption, open_for_writing
+from chatledger.cli.options import AllowEmptyOption, TenantOption, UserOption, open_for_writing
 from chatledger.cli.render import Renderer, visible
-from chatledger.cli.run import AllowEmptyOption, require_ledger_data, run_admin
+from chatledger.cli.run import require_ledger_data
+from chatledger.cli.shared import Connection, shared
 from chatledger.errors import InvalidInputError, UnknownThreadError
 
 __all__ = ["export_body", "import_body", "register"]
+
+
+def _counts(summary: Any, *names: str) -> dict[str, Any]:
+    """Return the named fields of an export or import summary, in order (the ``--json`` document)."""
+    return {name: getattr(summary, name) for name in names}
 
 
 async def export_body(
@@ -77,10 +82,7 @@ async def export_body(
             partial.unlink(missing_ok=True)  # an interrupted export leaves no fragment
     result = {
         "output": None if path == "-" else path,
-        "threads": summary.threads,
-        "events": summary.events,
-        "receipts": summary.receipts,
-        "key_tombstones": summary.key_tombstones,
+        **_counts(summary, "threads", "events", "receipts", "key_tombstones"),
     }
     if ui.as_json:
         ui.json("export", result)
@@ -109,18 +111,11 @@ async def import_body(db: Any, ui: Renderer, *, path: str, force: bool = False) 
         raise InvalidInputError(f"no such file: {path!r}")
     with ui.progress("importing", _announced_threads(Path(path))) as tick:
         summary = await import_jsonl(db, path, on_thread=tick, force=force)
-    result = {
-        "threads": summary.threads,
-        "events": summary.events,
-        "threads_present": summary.threads_present,
-        "events_present": summary.events_present,
-        "holds": summary.holds,
-        "forced": summary.forced,
-        "receipts": summary.receipts,
-        "receipts_present": summary.receipts_present,
-        "key_tombstones": summary.key_tombstones,
-        "key_tombstones_present": summary.key_tombstones_present,
-    }
+    result = _counts(
+        summary,
+        *("threads", "events", "threads_present", "events_present", "holds", "forced"),
+        *("receipts", "receipts_present", "key_tombstones", "key_tombstones_present"),
+    )
     if ui.as_json:
         ui.json("import", result)
     else:
@@ -146,7 +141,9 @@ def register(app: typer.Typer) -> None:
     """Add ``export`` and ``import`` to ``app``."""
 
     @app.command("export")
+    @shared()
     def export_(
+        connection: Connection,
         path: Annotated[str, typer.Option("--output", "-o", help="File to write; - for stdout.")] = "-",
         thread: Annotated[
             str | None, typer.Option("--thread", help="One thread (with ancestors and branches).")
@@ -166,17 +163,9 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         allow_empty: AllowEmptyOption = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Export threads as JSON Lines: one thread, a tenant's or user's, or all."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
+        connection.run(
             lambda db, ui: export_body(
                 db,
                 ui,
@@ -187,11 +176,13 @@ def register(app: typer.Typer) -> None:
                 force=force,
                 allow_empty=allow_empty,
                 audit=audit,
-            ),
+            )
         )
 
     @app.command("import")
+    @shared()
     def import_(
+        connection: Connection,
         path: Annotated[str, typer.Argument(help="A file written by 'chatledger export'.")],
         force: Annotated[
             bool,
@@ -201,16 +192,6 @@ def register(app: typer.Typer) -> None:
                 "receipt). Threads whose tombstones are still in the database are never restored.",
             ),
         ] = False,
-        as_json: JsonOption = False,
-        mongodb_uri: MongoUriOption = None,
-        mongodb_uri_file: MongoUriFileOption = None,
-        database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
         """Restore an export exactly (re-running it changes nothing)."""
-        run_admin(
-            mongodb_uri,
-            mongodb_uri_file,
-            database,
-            as_json,
-            lambda db, ui: import_body(db, ui, path=path, force=force),
-        )
+        connection.run(lambda db, ui: import_body(db, ui, path=path, force=force))

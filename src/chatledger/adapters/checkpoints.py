@@ -36,8 +36,8 @@ from typing import Any, ClassVar, Final
 from agent_framework import SecretString, WorkflowCheckpoint, WorkflowCheckpointException
 
 from chatledger.adapters.checkpoint_encoding import decode_checkpoint_value, encode_checkpoint_value
-from chatledger.adapters.connection import MongoConnection, check_source_id
-from chatledger.adapters.sources import LedgerOwner, open_ledger, record_text
+from chatledger.adapters.connection import check_source_id
+from chatledger.adapters.sources import LedgerOwner, record_text
 from chatledger.errors import (
     ConcurrencyError,
     EventIdReusedError,
@@ -45,7 +45,7 @@ from chatledger.errors import (
     InvalidInputError,
     ThreadRemovedError,
 )
-from chatledger.ledger import Ledger, Position, storage_of
+from chatledger.ledger import Position, storage_of
 from chatledger.models import ThreadRecord
 from chatledger.storage.framework import (
     events_of_threads,
@@ -191,19 +191,7 @@ class MongoCheckpointStorage(LedgerOwner):
         self.source_id = check_source_id(source_id)
         if allowed_checkpoint_types is not None and not all(type(t) is str for t in allowed_checkpoint_types):
             raise InvalidInputError("allowed_checkpoint_types must be a list of 'module:qualname' strings")
-        self.ledger: Ledger
-        self._connection: MongoConnection | None
-        self.ledger, self._connection = open_ledger(
-            database=database,
-            client=client,
-            connection_string=connection_string,
-            database_name=database_name,
-            app_name=app_name,
-            env_file_path=env_file_path,
-            env_file_encoding=env_file_encoding,
-            ledger_options=ledger_options,
-        )
-        self.binding = self.ledger.bind(tenant_id=tenant_id, user_id=user_id, source_id=self.source_id)
+        self._open(locals())  # the connection keywords and ledger_options, checked and opened
         self._allowed_types = frozenset(allowed_checkpoint_types or ())
         self.deleted_by = deleted_by
         # checkpoint id -> (thread, seq) of its record, for the ids this storage saved,

@@ -48,6 +48,7 @@ __all__ = [
     "check_source_id",
     "connect",
     "driver_info",
+    "refuse_combined",
 ]
 
 #: Prefix of the environment variables read (the official MongoDB package's).
@@ -211,6 +212,17 @@ class MongoConnection:
             await close_client(client)
 
 
+def refuse_combined(source: str, *, why: str = "", **others: object) -> None:
+    """Refuse the arguments in ``others`` that were given alongside ``source``, which excludes them.
+
+    Raises:
+        InvalidInputError: naming each one given (not ``None``), in the order passed.
+    """
+    given = [name for name, value in others.items() if value is not None]
+    if given:
+        raise InvalidInputError(f"{source} cannot be combined with {', '.join(given)}{why}")
+
+
 def connect(
     *,
     database: Any = None,
@@ -247,32 +259,24 @@ def connect(
             other, no source at all, or an invalid connection string or name.
     """
     if database is not None:
-        extra = {
-            "client": client,
-            "connection_string": connection_string,
-            "database_name": database_name,
-            "app_name": app_name,
-            "env_file_path": env_file_path,
-        }
-        given = [k for k, v in extra.items() if v is not None]
-        if given:
-            raise InvalidInputError(f"database= cannot be combined with {', '.join(given)}")
+        refuse_combined(
+            "database=",
+            client=client,
+            connection_string=connection_string,
+            database_name=database_name,
+            app_name=app_name,
+            env_file_path=env_file_path,
+        )
         return MongoConnection(check_database(database))
 
     if client is not None:
-        given = [
-            k
-            for k, v in {
-                "connection_string": connection_string,
-                "app_name": app_name,
-                "env_file_path": env_file_path,
-            }.items()
-            if v is not None
-        ]
-        if given:
-            raise InvalidInputError(
-                f"client= cannot be combined with {', '.join(given)} (it is already configured)"
-            )
+        refuse_combined(
+            "client=",
+            why=" (it is already configured)",
+            connection_string=connection_string,
+            app_name=app_name,
+            env_file_path=env_file_path,
+        )
         borrowed = _check_client(client)
         name = database_name if database_name is not None else _settings(None, None, None, None, None)[1]
         return MongoConnection(borrowed[_check_database_name(name or DEFAULT_DATABASE_NAME)])

@@ -10,26 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Self, cast
 
-from chatledger.adapters.connection import MongoConnection, connect, refuse_combined
+from chatledger.adapters.connection import (
+    CONNECTION_KEYWORDS,
+    EXCLUDED_BY_DATABASE,
+    ConnectionKeywords,
+    MongoConnection,
+    connect,
+    refuse_combined,
+)
 from chatledger.codec import decode_message
 from chatledger.errors import ChatLedgerError, IntegrityError, KeyUnavailableError
 from chatledger.ledger import Binding, Ledger
 
-__all__ = ["CONNECTION_KEYWORDS", "LedgerOwner", "open_ledger", "record_text"]
-
-
-#: The construction keywords every framework adapter shares, as ``connect`` takes them.
-CONNECTION_KEYWORDS: Final = (
-    "database",
-    "client",
-    "connection_string",
-    "database_name",
-    "app_name",
-    "env_file_path",
-    "env_file_encoding",
-)
+__all__ = ["LedgerOwner", "open_ledger", "record_text"]
 
 
 def open_ledger(arguments: Mapping[str, Any]) -> tuple[Ledger, MongoConnection | None]:
@@ -45,14 +40,13 @@ def open_ledger(arguments: Mapping[str, Any]) -> tuple[Ledger, MongoConnection |
         InvalidInputError: arguments of the wrong kind, or that exclude each other, or no
             database at all (see :func:`~chatledger.adapters.connection.connect`).
     """
-    keywords = {name: arguments[name] for name in CONNECTION_KEYWORDS}
+    keywords = cast(ConnectionKeywords, {name: arguments[name] for name in CONNECTION_KEYWORDS})
     ledger_options: dict[str, Any] = arguments["ledger_options"]
-    database = keywords.pop("database")
+    database = keywords.get("database")
     if isinstance(database, Ledger):
-        keywords.pop("env_file_encoding")  # harmless alone: it only says how to read a file
-        refuse_combined("a Ledger", **keywords)
+        refuse_combined("a Ledger", keywords, EXCLUDED_BY_DATABASE)
         return Ledger.of(database, **ledger_options), None
-    connection = connect(database=database, **keywords)
+    connection = connect(**keywords)
     # An AsyncMongoClient connects on first use: one dropped on a bad option holds no socket.
     return Ledger(connection.database, **ledger_options), connection
 

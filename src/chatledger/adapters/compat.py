@@ -21,8 +21,19 @@ def framework_version() -> str:
         return "unknown"
 
 
-def unsupported_framework_message(name: str) -> str:
-    """Return why ``name`` is unavailable on the installed framework, and what to install."""
+def unsupported_framework_message(name: str, needs: str = "HistoryProvider") -> str:
+    """Return why ``name`` is unavailable on the installed framework, and what to install.
+
+    Args:
+        name: The missing ChatLedger class.
+        needs: The framework class it subclasses, which the installed release lacks.
+    """
+    if needs != "HistoryProvider":
+        return (
+            f"chatledger.{name} needs an agent-framework-core release with {needs} (it subclasses "
+            f"it); agent-framework-core {framework_version()} is installed: upgrade: "
+            f"pip install -U 'agent-framework-core{HISTORY_PROVIDER_RANGE}'"
+        )
     return (
         f"chatledger.{name} needs agent-framework-core {HISTORY_PROVIDER_RANGE} (it subclasses the "
         f"framework's HistoryProvider); agent-framework-core {framework_version()} is installed, "

@@ -47,7 +47,7 @@ class LedgerCompactionProvider(CompactionProvider):
         tokenizer: Any = None,
         source_id: str = "compaction",
     ) -> None:
-        """Compact ``history``'s sessions with the framework's strategies (see the class for the arguments)."""
+        """Compact ``history``'s sessions with the framework's strategies (arguments: see the class)."""
         if not isinstance(history, MongoHistoryProvider):
             raise InvalidInputError(f"history must be a MongoHistoryProvider, got {type(history).__name__}")
         super().__init__(

@@ -12,6 +12,14 @@ classes themselves are exported from :mod:`chatledger`.
 """
 
 from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what a type checker sees; at run time each is imported on first use
+    from chatledger.adapters.checkpoints import MongoCheckpointStorage
+    from chatledger.adapters.compaction import LedgerCompactionProvider
+    from chatledger.adapters.history import MongoHistoryProvider
+    from chatledger.adapters.sessions import MongoSessionStore
+    from chatledger.adapters.store import MongoChatMessageStore
 
 #: Each adapter class, by the module that defines it: imported on first use, so a release
 #: of the framework without one of the contracts still imports the others.
@@ -23,7 +31,13 @@ _CLASSES = {
     "MongoSessionStore": "sessions",
 }
 
-__all__ = sorted(_CLASSES)
+__all__ = [
+    "LedgerCompactionProvider",
+    "MongoChatMessageStore",
+    "MongoCheckpointStorage",
+    "MongoHistoryProvider",
+    "MongoSessionStore",
+]
 
 
 def __getattr__(name: str) -> object:

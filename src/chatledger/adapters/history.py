@@ -138,9 +138,7 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
             store_context_from=store_context_from,
             store_outputs=store_outputs,
         )
-        # Scope is part of a thread's identity: two providers with different source ids
-        # (or tenants, or users) on one session write two separate threads.
-        self._open(locals())
+        self._open(locals())  # the connection keywords and ledger_options, checked and opened
         self._cache = LineCache(self.binding)
         self._line = SessionLine(self.binding, self._cache, self)
         self.max_messages = max_messages

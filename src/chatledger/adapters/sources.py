@@ -65,7 +65,9 @@ class LedgerOwner:
     def _open(self, arguments: Mapping[str, Any]) -> None:
         """Open the ledger the constructor's ``arguments`` (its ``locals()``) name, bound to its scope.
 
-        ``self.source_id`` is set first; ``tenant_id`` and ``user_id`` complete the scope.
+        ``self.source_id`` is set first; ``tenant_id`` and ``user_id`` complete the scope. Scope
+        is part of a thread's identity: two stores with different source ids (or tenants, or
+        users) on one session write two separate threads.
         """
         self.ledger, self._connection = open_ledger(arguments)
         self.binding = self.ledger.bind(

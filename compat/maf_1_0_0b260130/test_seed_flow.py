@@ -215,3 +215,6 @@ def test_the_history_provider_says_which_framework_it_needs() -> None:
     assert "MongoHistoryProvider" not in chatledger.__all__
     with pytest.raises(ImportError, match=r"agent-framework-core 1\.0\.0b260130 is installed.*>=1\.0\.0,<2"):
         from chatledger import MongoHistoryProvider  # noqa: F401
+    assert "LedgerCompactionProvider" not in chatledger.__all__
+    with pytest.raises(ImportError, match=r"CompactionProvider.*1\.0\.0b260130 is installed"):
+        from chatledger import LedgerCompactionProvider  # noqa: F401

@@ -138,19 +138,26 @@ async def test_same_snapshot_resumed_twice_branches_and_keeps_the_original(db: A
     assert await db["threads"].count_documents({}) == 2
 
 
-async def test_the_stock_agent_executor_checkpoint_fails_loudly_instead_of_losing_history(db: Any) -> None:
-    """Its restore would rebuild the thread in memory: the checkpoint is refused, with the fix."""
-    from agent_framework import AgentExecutor
+async def test_a_checkpoint_of_the_stock_agent_executor_warns_that_its_restore_loses_history(db: Any) -> None:
+    """Its restore rebuilds the thread in memory, where ChatLedger never sees it: the save names the fix.
 
-    from chatledger import InvalidInputError
+    ChatLedger does not read the call stack to learn who serializes, so the warning is given
+    on this framework wherever a thread is serialized (``thread.serialize()`` too).
+    """
+    from agent_framework import AgentExecutor
 
     agent, _client = make_agent(db)
     executor = AgentExecutor(agent, id="joker")
     await agent.run("Tell me a joke about a pirate.", thread=executor._agent_thread)
-    with pytest.raises(InvalidInputError, match="deserialize_thread"):
-        await executor.on_checkpoint_save()
-    # Outside a checkpoint, serializing the same thread is fine.
-    assert await saved(executor._agent_thread)
+    with pytest.warns(UserWarning, match=r"on_checkpoint_restore.*deserialize_thread"):
+        checkpoint = json.loads(json.dumps(await executor.on_checkpoint_save()))
+    # What the warning is about: the stock restore puts the thread in an in-memory store.
+    restored = AgentExecutor(make_agent(db)[0], id="joker")
+    await restored.on_checkpoint_restore(checkpoint)
+    assert not isinstance(restored._agent_thread.message_store, MongoChatMessageStore)
+    # Serializing outside a checkpoint still works: the same compact cursor, with the advice.
+    with pytest.warns(UserWarning, match="deserialize_thread"):
+        assert await saved(executor._agent_thread)
 
 
 async def test_an_executor_that_restores_through_the_agent_keeps_the_history(db: Any) -> None:
@@ -208,3 +215,6 @@ def test_the_history_provider_says_which_framework_it_needs() -> None:
     assert "MongoHistoryProvider" not in chatledger.__all__
     with pytest.raises(ImportError, match=r"agent-framework-core 1\.0\.0b260130 is installed.*>=1\.0\.0,<2"):
         from chatledger import MongoHistoryProvider  # noqa: F401
+    assert "LedgerCompactionProvider" not in chatledger.__all__
+    with pytest.raises(ImportError, match=r"CompactionProvider.*1\.0\.0b260130 is installed"):
+        from chatledger import LedgerCompactionProvider  # noqa: F401

@@ -1,8 +1,10 @@
 """ChatLedger: an event-sourced, branchable, hash-chained conversation store on MongoDB.
 
-The public surface: :class:`MongoHistoryProvider` (Agent Framework 1.x),
-:class:`MongoChatMessageStore` (the seed's message-store protocol), the
-:class:`Ledger` they share, :class:`Cursor`, and the exception hierarchy.
+The public surface: :class:`MongoHistoryProvider` (Agent Framework 1.x) and its
+:class:`LedgerCompactionProvider`, :class:`MongoSessionStore`,
+:class:`MongoCheckpointStorage`, :class:`MongoChatMessageStore` (the seed's
+message-store protocol), the :class:`Ledger` they share, :class:`Cursor`, and the
+exception hierarchy.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "InvalidMessageError",
     "InvalidThreadIdError",
     "Ledger",
+    "LedgerCompactionProvider",
     "LegalHoldError",
     "MongoChatMessageStore",
     "MongoCheckpointStorage",
@@ -70,16 +73,23 @@ __all__ = [
 _HAS_HISTORY = hasattr(_agent_framework, "HistoryProvider")
 _STORE_NAMES = ("AgentSession", "WorkflowCheckpoint", "WorkflowCheckpointException")
 _HAS_STORES = _HAS_HISTORY and all(hasattr(_agent_framework, name) for name in _STORE_NAMES)
+# LedgerCompactionProvider subclasses the framework's CompactionProvider (the releases with
+# compaction strategies).
+_HAS_COMPACTION = _HAS_HISTORY and hasattr(_agent_framework, "CompactionProvider")
 if _HAS_HISTORY:
     from chatledger.adapters.history import MongoHistoryProvider
+if _HAS_COMPACTION:
+    from chatledger.adapters.compaction import LedgerCompactionProvider
 if _HAS_STORES:
     from chatledger.adapters.checkpoints import MongoCheckpointStorage
     from chatledger.adapters.sessions import MongoSessionStore
 
 # `from chatledger import *` keeps working on an older framework; naming a missing class
 # explains why it is not there.
-_MISSING = (() if _HAS_HISTORY else ("MongoHistoryProvider",)) + (
-    () if _HAS_STORES else ("MongoCheckpointStorage", "MongoSessionStore")
+_MISSING = (
+    (() if _HAS_HISTORY else ("MongoHistoryProvider",))
+    + (() if _HAS_STORES else ("MongoCheckpointStorage", "MongoSessionStore"))
+    + (() if _HAS_COMPACTION else ("LedgerCompactionProvider",))
 )
 for _name in _MISSING:
     __all__.remove(_name)
@@ -88,5 +98,6 @@ if _MISSING:
 
     def __getattr__(name: str) -> object:
         if name in _MISSING:
-            raise ImportError(unsupported_framework_message(name))
+            needs = "CompactionProvider" if name == "LedgerCompactionProvider" else "HistoryProvider"
+            raise ImportError(unsupported_framework_message(name, needs))
         raise AttributeError(f"module 'chatledger' has no attribute {name!r}")

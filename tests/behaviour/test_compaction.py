@@ -20,8 +20,15 @@ try:
 except ImportError:  # the matrix's older releases have no compaction strategies
     pytest.skip("this agent-framework-core release has no compaction strategies", allow_module_level=True)
 
-from chatledger import ConcurrencyError, IntegrityError, InvalidInputError, MongoHistoryProvider
-from chatledger.adapters.compaction import LedgerCompactionProvider
+import chatledger
+import chatledger.adapters
+from chatledger import (
+    ConcurrencyError,
+    IntegrityError,
+    InvalidInputError,
+    LedgerCompactionProvider,
+    MongoHistoryProvider,
+)
 from chatledger.admin import export_jsonl, import_jsonl, run_erasure, verify
 from chatledger.cli.commands import browse
 from chatledger.cli.render import Renderer
@@ -309,3 +316,11 @@ async def test_the_framework_compaction_provider_drives_the_ledger(database: Any
     assert await database["events"].count_documents({"compaction": {"$exists": True}}) > 3
     assert len(await history.transcript(session, compacted=False)) == 60
     assert (await verify(history.ledger)).ok
+
+
+def test_the_compaction_provider_is_exported_and_refuses_another_history() -> None:
+    # Exported from chatledger (its __all__) and from the adapters package, as one class.
+    assert "LedgerCompactionProvider" in chatledger.__all__
+    assert chatledger.adapters.LedgerCompactionProvider is LedgerCompactionProvider
+    with pytest.raises(InvalidInputError, match="must be a MongoHistoryProvider"):
+        LedgerCompactionProvider(InMemoryHistoryProvider())  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import pytest
 from agent_framework import Agent, Content, InMemoryHistoryProvider, Message
 
 from chatledger import InvalidInputError, InvalidMessageError, MongoHistoryProvider
-from chatledger.adapters import history
+from chatledger.adapters import turns
 from chatledger.demo.joker import JokerChatClient
 from tests.behaviour.test_framework_configurations import ToolJoker, punchline
 
@@ -129,20 +129,20 @@ async def test_a_cancelled_run_leaves_its_session_usable_and_nothing_held(databa
     agent = Agent(JokerChatClient(), "j", context_providers=[provider])
     session = agent.create_session()
     state = session.state.setdefault(SOURCE, {})
-    async with history._session_turn(id(state)):  # another run of this session is saving
+    async with turns.session_turn(id(state)):  # another run of this session is saving
         run = asyncio.create_task(agent.run("Tell me a joke about a robot.", session=session))
         for _ in range(200):
             await asyncio.sleep(0)
-            if history._TURNS.get(id(state), (None, 0))[1] == 2:
+            if turns.TURNS.get(id(state), (None, 0))[1] == 2:
                 break
-        assert history._TURNS[id(state)][1] == 2  # the run is waiting for the turn
+        assert turns.TURNS[id(state)][1] == 2  # the run is waiting for the turn
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
             await run
-    assert history._TURNS == {}
+    assert turns.TURNS == {}
     await asyncio.wait_for(agent.run("Tell me a joke about a robot.", session=session), 30)
     assert len(await provider.get_messages(None, state=session.state[SOURCE])) == 2
-    assert history._TURNS == {}
+    assert turns.TURNS == {}
 
 
 # --------------------------------------------------------------------------- the old messages shape

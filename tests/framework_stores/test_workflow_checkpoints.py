@@ -111,7 +111,7 @@ async def test_chunks_without_their_record_are_invisible(database: Any) -> None:
     small = await storage.save(_checkpoint())
     text = "x" * (CHUNK_CHARS + 10)
     at = await storage.binding.head((await database["events"].find_one({"event_id": small}))["thread_id"])
-    await storage._write_chunks(at, text, hashlib.sha256(text.encode()).hexdigest(), "big")
+    await storage._records.write_chunks(at, text, hashlib.sha256(text.encode()).hexdigest(), "big")
     assert await storage.list_checkpoint_ids(workflow_name="big") == [small]
     latest = await storage.get_latest(workflow_name="big")
     assert latest is not None

@@ -26,7 +26,6 @@ removed with its run by retention or erasure, through the removal protocol.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
@@ -35,18 +34,23 @@ from typing import Any, ClassVar, Final
 
 from agent_framework import SecretString, WorkflowCheckpoint, WorkflowCheckpointException
 
-from chatledger.adapters.checkpoint_encoding import decode_checkpoint_value, encode_checkpoint_value
-from chatledger.adapters.connection import MongoConnection, check_source_id
-from chatledger.adapters.sources import LedgerOwner, open_ledger, record_text
+from chatledger.adapters.checkpoint_records import (
+    CHECKPOINT_ROLE,
+    CHUNK_CHARS,
+    CHUNK_ID_PREFIX,
+    WORKFLOW_KEY,
+    CheckpointRecords,
+    sha256,
+)
+from chatledger.adapters.connection import check_source_id
+from chatledger.adapters.sources import LedgerOwner
 from chatledger.errors import (
     ConcurrencyError,
     EventIdReusedError,
-    IntegrityError,
     InvalidInputError,
     ThreadRemovedError,
 )
-from chatledger.ledger import Ledger, Position, storage_of
-from chatledger.models import ThreadRecord
+from chatledger.ledger import Position, storage_of
 from chatledger.storage.framework import (
     events_of_threads,
     metadata_values,
@@ -57,28 +61,14 @@ from chatledger.storage.framework import (
 
 __all__ = ["CHECKPOINT_ROLE", "CHUNK_CHARS", "CHUNK_ID_PREFIX", "DELETED", "MongoCheckpointStorage"]
 
-#: The role of the one message a checkpoint record holds.
-CHECKPOINT_ROLE: Final = "chatledger.checkpoint"
-#: The role of a chunk of a large checkpoint.
-CHUNK_ROLE: Final = "chatledger.checkpoint-chunk"
-#: Encoded checkpoints longer than this (characters, all ASCII) are stored in chunks of this size.
-CHUNK_CHARS: Final = 4 * 1024 * 1024
-#: Event ids of chunks start with this; no checkpoint id may.
-CHUNK_ID_PREFIX: Final = "chatledger:chunk:"
 #: Receipt kind of a withdrawn checkpoint.
 DELETED: Final = "checkpoint.deleted"
 #: Longest checkpoint id accepted (it is the record's ``event_id``).
 MAX_CHECKPOINT_ID_LENGTH: Final = 64
-_WORKFLOW_KEY: Final = "workflow_name"
 #: Records decoded at a time while listing (each may reassemble up to many MiB of chunks).
 _PAGE_RECORDS: Final = 8
 #: Record locations a storage remembers (a few MB at most).
 _LOCATED_KEPT: Final = 10_000
-
-
-def _sha256(text: str) -> str:
-    # Encoded checkpoints are ASCII; "surrogatepass" keeps a tampered record hashable.
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _usable_id(checkpoint_id: object) -> bool:
@@ -97,10 +87,6 @@ def _check_id(checkpoint_id: object) -> str:
             f"not starting with {CHUNK_ID_PREFIX!r}, got {checkpoint_id!r}"
         )
     return str(checkpoint_id)
-
-
-def _chunk_id(digest: str, index: int) -> str:
-    return f"{CHUNK_ID_PREFIX}{digest[:40]}:{index}"
 
 
 def _check_workflow(workflow_name: object) -> str:
@@ -191,20 +177,10 @@ class MongoCheckpointStorage(LedgerOwner):
         self.source_id = check_source_id(source_id)
         if allowed_checkpoint_types is not None and not all(type(t) is str for t in allowed_checkpoint_types):
             raise InvalidInputError("allowed_checkpoint_types must be a list of 'module:qualname' strings")
-        self.ledger: Ledger
-        self._connection: MongoConnection | None
-        self.ledger, self._connection = open_ledger(
-            database=database,
-            client=client,
-            connection_string=connection_string,
-            database_name=database_name,
-            app_name=app_name,
-            env_file_path=env_file_path,
-            env_file_encoding=env_file_encoding,
-            ledger_options=ledger_options,
+        self._open(locals())  # the connection keywords and ledger_options, checked and opened
+        self._records = CheckpointRecords(
+            self.ledger, self.binding, frozenset(allowed_checkpoint_types or ())
         )
-        self.binding = self.ledger.bind(tenant_id=tenant_id, user_id=user_id, source_id=self.source_id)
-        self._allowed_types = frozenset(allowed_checkpoint_types or ())
         self.deleted_by = deleted_by
         # checkpoint id -> (thread, seq) of its record, for the ids this storage saved,
         # listed or loaded: a record never moves, so a later load reads it by primary key
@@ -233,115 +209,14 @@ class MongoCheckpointStorage(LedgerOwner):
             self._locate(doc)
         return doc
 
-    # ------------------------------------------------------------------ encoding
-
-    def _encode(self, checkpoint: WorkflowCheckpoint) -> str:
-        try:
-            pickles: list[dict[str, str]] = []
-            encoded = encode_checkpoint_value(checkpoint.to_dict(), pickles)
-            # Decoded once under this storage's allowed types, as the file storage does:
-            # a checkpoint that could never be loaded is refused now, not at resume time.
-            # Only its pickled values can fail (the rest decodes as it is), so only they are.
-            for envelope in pickles:
-                decode_checkpoint_value(envelope, allowed_types=self._allowed_types)
-            return json.dumps(encoded, ensure_ascii=True, separators=(",", ":"), allow_nan=True)
-        except WorkflowCheckpointException:
-            raise
-        except Exception as e:
-            raise WorkflowCheckpointException(
-                f"checkpoint {checkpoint.checkpoint_id} cannot be encoded or restored under this storage's "
-                f"allowed types ({type(e).__name__}: {e}); refusing to save"
-            ) from e
-
-    def _decode(self, text: str, where: str) -> WorkflowCheckpoint:
-        try:
-            encoded = json.loads(text)
-        except ValueError as e:
-            raise IntegrityError(f"{where} holds malformed JSON: {e}") from e
-        decoded = decode_checkpoint_value(encoded, allowed_types=self._allowed_types)
-        return WorkflowCheckpoint.from_dict(decoded)
-
-    async def _text(self, doc: Mapping[str, Any]) -> str:
-        """Return the text of a record's one message, opened if sealed."""
-        return await record_text(self.ledger, doc, (CHECKPOINT_ROLE, CHUNK_ROLE))
-
-    @staticmethod
-    def _chunked(record: str, doc: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Return what a chunked record says of its chunks (``None``: the record holds the checkpoint)."""
-        if not record.startswith('{"chunked":'):
-            return None
-        try:
-            chunked = json.loads(record)["chunked"]
-            count, digest = chunked["chunks"], chunked["sha256"]
-            if type(count) is not int or count < 1 or type(digest) is not str:
-                raise TypeError("wrong types")
-        except (ValueError, KeyError, TypeError) as e:
-            raise IntegrityError(f"event {doc.get('_id')!r} names its chunks wrongly: {e}") from e
-        return dict(chunked)
-
-    def _digest_of(self, record: str, doc: Mapping[str, Any]) -> str:
-        """Return the SHA-256 of the encoded checkpoint a record commits (without reading chunks)."""
-        chunked = self._chunked(record, doc)
-        if chunked is not None:
-            return str(chunked["sha256"])
-        return _sha256(record)
-
-    async def _payload(self, doc: Mapping[str, Any]) -> str:
-        """Return the encoded checkpoint a record commits, reassembling its chunks if it has any."""
-        record = await self._text(doc)
-        chunked = self._chunked(record, doc)
-        if chunked is None:
-            return record
-        count, seq = chunked["chunks"], int(doc["seq"])
-        record_thread = await self.ledger.thread(str(doc["thread_id"]), self.binding.scope)
-        if record_thread is None or seq - count <= 0:
-            raise IntegrityError(f"the chunks of event {doc.get('_id')!r} are missing")
-        parts: list[str] = []
-        for index, at in enumerate(range(seq - count, seq)):
-            # The chunks are the events right before the record along its line (on its
-            # thread, or on an ancestor when the record or a chunk branched).
-            holder = await record_thread.holder_along(at, self._scoped_thread)
-            # By primary key, one chunk per read: every engine serves that without a scan,
-            # and no reply comes near FerretDB's 48 MB limit.
-            chunk = None if holder is None else await storage_of(self.ledger).events.at(holder, at, full=True)
-            if chunk is None or chunk.get("event_id") != _chunk_id(chunked["sha256"], index):
-                raise IntegrityError(f"chunk {index} of event {doc.get('_id')!r} is missing")
-            parts.append(await self._text(chunk))
-        text = "".join(parts)
-        if _sha256(text) != chunked["sha256"]:
-            raise IntegrityError(f"the chunks of event {doc.get('_id')!r} do not match its digest")
-        return text
-
     # ------------------------------------------------------------------ writing
-
-    async def _scoped_thread(self, thread_id: str) -> ThreadRecord | None:
-        return await self.ledger.thread(thread_id, self.binding.scope)
-
-    async def _write_chunks(
-        self, at: Position, text: str, digest: str, workflow_name: str
-    ) -> tuple[Position, dict[str, Any]]:
-        """Append the chunks of ``text`` after ``at``; return the position after them and the record."""
-        pieces = [text[i : i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)]
-        for index, piece in enumerate(pieces):
-            # Not strict: a position taken meanwhile branches, and the next chunk follows
-            # on that branch, so the chunks always lie right before the record along its
-            # line. A retried save finds each chunk an earlier try wrote (same event id,
-            # same content, right after the same position) and goes on after it.
-            result = await self.binding.append(
-                at,
-                stored=[{"role": CHUNK_ROLE, "text": piece}],
-                event_id=_chunk_id(digest, index),
-                metadata={_WORKFLOW_KEY: workflow_name},
-            )
-            at = result.position
-        return at, {"chunked": {"chunks": len(pieces), "sha256": digest, "chars": len(text)}}
 
     async def _parent(self, checkpoint: WorkflowCheckpoint, doc: Mapping[str, Any] | None) -> Position | None:
         """Return the position right after the checkpoint's predecessor (its stored record ``doc``)."""
         if doc is None:
             return None  # not stored here (deleted runs, another storage): this starts a run
         record = await self.ledger.thread(doc["thread_id"], self.binding.scope)
-        if record is None or (record.metadata or {}).get(_WORKFLOW_KEY) != checkpoint.workflow_name:
+        if record is None or (record.metadata or {}).get(WORKFLOW_KEY) != checkpoint.workflow_name:
             return None
         return await self.binding.at(doc["thread_id"], doc["seq"])
 
@@ -360,8 +235,7 @@ class MongoCheckpointStorage(LedgerOwner):
             raise InvalidInputError(f"expected a WorkflowCheckpoint, got {type(checkpoint).__name__}")
         checkpoint_id = _check_id(checkpoint.checkpoint_id)
         workflow_name = _check_workflow(checkpoint.workflow_name)
-        text = self._encode(checkpoint)
-        digest = _sha256(text)
+        text = self._records.encode(checkpoint)
         # The checkpoint itself (a retried save) and its predecessor: one query for both.
         previous = checkpoint.previous_checkpoint_id
         wanted = [checkpoint_id]
@@ -370,7 +244,7 @@ class MongoCheckpointStorage(LedgerOwner):
         found = await scoped_events(storage_of(self.ledger), wanted, self.binding.scope)
         existing = found.get(checkpoint_id)
         if existing is not None:
-            if self._digest_of(await self._text(existing), existing) == digest:
+            if await self._records.digest_of(existing) == sha256(text):
                 return checkpoint_id
             raise EventIdReusedError(
                 f"checkpoint {checkpoint_id!r} is already stored with other content; checkpoints are "
@@ -379,20 +253,7 @@ class MongoCheckpointStorage(LedgerOwner):
         at = await self._parent(checkpoint, found.get(wanted[-1]) if len(wanted) > 1 else None)
         if at is None:
             at = self.binding.empty(self.binding.thread_id_for(json.dumps(["run", checkpoint_id])))
-        record = text
-        if len(text) > CHUNK_CHARS:
-            at, chunked = await self._write_chunks(at, text, digest, workflow_name)
-            record = json.dumps(chunked, separators=(",", ":"))
-        try:
-            result = await self.binding.append(
-                at,
-                stored=[{"role": CHECKPOINT_ROLE, "text": record}],
-                event_id=checkpoint_id,
-                metadata={_WORKFLOW_KEY: workflow_name},
-            )
-        except ConcurrencyError as e:  # pragma: no cover - only strict appends raise it
-            raise IntegrityError(f"checkpoint {checkpoint_id!r} could not be placed: {e}") from e
-        at = result.position
+        at = await self._records.write(at, checkpoint_id, text, workflow_name)
         self._locate({"event_id": checkpoint_id, "thread_id": at.thread_id, "seq": at.offset})
         return checkpoint_id
 
@@ -422,7 +283,7 @@ class MongoCheckpointStorage(LedgerOwner):
         doc = await self._record(checkpoint_id)
         if doc is None or await self._deleted([checkpoint_id]):
             raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
-        return self._decode(await self._payload(doc), f"checkpoint {checkpoint_id!r}")
+        return self._records.decode(await self._records.payload(doc), f"checkpoint {checkpoint_id!r}")
 
     async def iter_checkpoints(self, *, workflow_name: str) -> AsyncIterator[WorkflowCheckpoint]:
         """Yield the workflow's checkpoints, run by run and in save order within a thread, a few at a time.
@@ -431,7 +292,7 @@ class MongoCheckpointStorage(LedgerOwner):
         """
         workflow_name = _check_workflow(workflow_name)
         threads = await threads_with_metadata(
-            storage_of(self.ledger), self.binding.scope, _WORKFLOW_KEY, workflow_name
+            storage_of(self.ledger), self.binding.scope, WORKFLOW_KEY, workflow_name
         )
         page: list[dict[str, Any]] = []
         async for doc in events_of_threads(storage_of(self.ledger), threads, skip_prefix=CHUNK_ID_PREFIX):
@@ -450,7 +311,7 @@ class MongoCheckpointStorage(LedgerOwner):
         for doc in docs:
             self._locate(doc)
         return [
-            self._decode(await self._payload(d), f"event {d['_id']!r}")
+            self._records.decode(await self._records.payload(d), f"event {d['_id']!r}")
             for d in docs
             if d.get("event_id") not in deleted
         ]
@@ -471,7 +332,7 @@ class MongoCheckpointStorage(LedgerOwner):
 
     async def list_workflows(self) -> list[str]:
         """Return the names of the workflows with stored checkpoints in this storage's scope, sorted."""
-        return sorted(await metadata_values(storage_of(self.ledger), self.binding.scope, _WORKFLOW_KEY))
+        return sorted(await metadata_values(storage_of(self.ledger), self.binding.scope, WORKFLOW_KEY))
 
     # ------------------------------------------------------------------ deleting
 

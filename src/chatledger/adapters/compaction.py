@@ -26,6 +26,16 @@ class LedgerCompactionProvider(CompactionProvider):
     the framework runs ``after_run`` in reverse order, so the run's messages are stored
     first and the compaction sees them. ``before_strategy`` works as in the framework
     (it compacts what a run sends, not what is stored).
+
+    Args:
+        history: The provider whose sessions are compacted.
+        before_strategy: As ``CompactionProvider``'s: applied to a run's context.
+        after_strategy: Applied after each user turn; its summary is stored as an event.
+        tokenizer: As ``CompactionProvider``'s, for token-aware strategies.
+        source_id: This provider's source id.
+
+    Raises:
+        InvalidInputError: ``history`` is not a MongoHistoryProvider.
     """
 
     def __init__(
@@ -37,18 +47,7 @@ class LedgerCompactionProvider(CompactionProvider):
         tokenizer: Any = None,
         source_id: str = "compaction",
     ) -> None:
-        """Compact ``history``'s sessions with the framework's strategies.
-
-        Args:
-            history: The provider whose sessions are compacted.
-            before_strategy: As ``CompactionProvider``'s: applied to a run's context.
-            after_strategy: Applied after each user turn; its summary is stored as an event.
-            tokenizer: As ``CompactionProvider``'s, for token-aware strategies.
-            source_id: This provider's source id.
-
-        Raises:
-            InvalidInputError: ``history`` is not a MongoHistoryProvider.
-        """
+        """Compact ``history``'s sessions with the framework's strategies (arguments: see the class)."""
         if not isinstance(history, MongoHistoryProvider):
             raise InvalidInputError(f"history must be a MongoHistoryProvider, got {type(history).__name__}")
         super().__init__(

@@ -30,8 +30,9 @@ a client, "string indices must be integers" for ``MongoHistoryProvider("chatledg
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypedDict
+from typing import Any, Final, TypedDict, Unpack
 
 from agent_framework import SecretString, load_settings
 
@@ -40,14 +41,18 @@ from chatledger.storage.driver import close_client
 
 __all__ = [
     "APP_NAME",
+    "CONNECTION_KEYWORDS",
     "DEFAULT_DATABASE_NAME",
     "ENV_PREFIX",
+    "EXCLUDED_BY_DATABASE",
+    "ConnectionKeywords",
     "MongoConnection",
     "MongoSettings",
     "check_database",
     "check_source_id",
     "connect",
     "driver_info",
+    "refuse_combined",
 ]
 
 #: Prefix of the environment variables read (the official MongoDB package's).
@@ -211,16 +216,38 @@ class MongoConnection:
             await close_client(client)
 
 
-def connect(
-    *,
-    database: Any = None,
-    client: Any = None,
-    connection_string: str | SecretString | None = None,
-    database_name: str | None = None,
-    app_name: str | None = None,
-    env_file_path: str | None = None,
-    env_file_encoding: str | None = None,
-) -> MongoConnection:
+class ConnectionKeywords(TypedDict, total=False):
+    """The construction keywords every framework adapter takes for its database (see :func:`connect`)."""
+
+    database: Any
+    client: Any
+    connection_string: str | SecretString | None
+    database_name: str | None
+    app_name: str | None
+    env_file_path: str | None
+    env_file_encoding: str | None
+
+
+#: The names of :class:`ConnectionKeywords`, in the order the constructors declare them.
+CONNECTION_KEYWORDS: Final = tuple(ConnectionKeywords.__annotations__)
+#: What a database handle (or a ledger) excludes: it is already connected and named.
+EXCLUDED_BY_DATABASE: Final = ("client", "connection_string", "database_name", "app_name", "env_file_path")
+#: What a borrowed client excludes: it is already configured.
+_EXCLUDED_BY_CLIENT: Final = ("connection_string", "app_name", "env_file_path")
+
+
+def refuse_combined(source: str, keywords: Mapping[str, object], names: Sequence[str], why: str = "") -> None:
+    """Refuse the keywords among ``names`` given (not ``None``) alongside ``source``, which excludes them.
+
+    Raises:
+        InvalidInputError: naming each one given, in the order of ``names``.
+    """
+    given = [name for name in names if keywords.get(name) is not None]
+    if given:
+        raise InvalidInputError(f"{source} cannot be combined with {', '.join(given)}{why}")
+
+
+def connect(**keywords: Unpack[ConnectionKeywords]) -> MongoConnection:
     """Return the database an adapter should use, from exactly one source. No I/O happens here.
 
     Sources, in order: ``database`` (used as is); ``client`` (borrowed, with
@@ -229,15 +256,15 @@ def connect(
     ``tz_aware=True``, the application name and ChatLedger's driver info.
 
     Args:
-        database: An asynchronous database handle. Excludes every other argument.
-        client: A borrowed asynchronous client (never closed by ChatLedger).
-        connection_string: A MongoDB URI (``MONGODB_URI`` when omitted).
-        database_name: The database (``MONGODB_DATABASE_NAME``, then the URI's own, then
-            :data:`DEFAULT_DATABASE_NAME`).
-        app_name: Application name for the server's logs (``MONGODB_APP_NAME``, then
-            :data:`APP_NAME`); only for a client ChatLedger creates.
-        env_file_path: A ``.env`` file read before the environment.
-        env_file_encoding: Its encoding (UTF-8 by default).
+        **keywords: The :class:`ConnectionKeywords`, each ``None`` when not given:
+            ``database``, an asynchronous database handle, excludes every other one;
+            ``client``, a borrowed asynchronous client (never closed by ChatLedger);
+            ``connection_string``, a MongoDB URI (``MONGODB_URI`` when omitted);
+            ``database_name``, the database (``MONGODB_DATABASE_NAME``, then the URI's
+            own, then :data:`DEFAULT_DATABASE_NAME`); ``app_name``, the application name
+            for the server's logs (``MONGODB_APP_NAME``, then :data:`APP_NAME`), only for
+            a client ChatLedger creates; ``env_file_path``, a ``.env`` file read before
+            the environment; ``env_file_encoding``, its encoding (UTF-8 by default).
 
     Returns:
         The database, and the client to close if ChatLedger created one.
@@ -246,40 +273,20 @@ def connect(
         InvalidInputError: a handle of the wrong kind, arguments that exclude each
             other, no source at all, or an invalid connection string or name.
     """
+    database = keywords.get("database")
     if database is not None:
-        extra = {
-            "client": client,
-            "connection_string": connection_string,
-            "database_name": database_name,
-            "app_name": app_name,
-            "env_file_path": env_file_path,
-        }
-        given = [k for k, v in extra.items() if v is not None]
-        if given:
-            raise InvalidInputError(f"database= cannot be combined with {', '.join(given)}")
+        refuse_combined("database=", keywords, EXCLUDED_BY_DATABASE)
         return MongoConnection(check_database(database))
 
+    client = keywords.get("client")
+    database_name = keywords.get("database_name")
     if client is not None:
-        given = [
-            k
-            for k, v in {
-                "connection_string": connection_string,
-                "app_name": app_name,
-                "env_file_path": env_file_path,
-            }.items()
-            if v is not None
-        ]
-        if given:
-            raise InvalidInputError(
-                f"client= cannot be combined with {', '.join(given)} (it is already configured)"
-            )
+        refuse_combined("client=", keywords, _EXCLUDED_BY_CLIENT, " (it is already configured)")
         borrowed = _check_client(client)
-        name = database_name if database_name is not None else _settings(None, None, None, None, None)[1]
+        name = database_name if database_name is not None else _settings({})[1]
         return MongoConnection(borrowed[_check_database_name(name or DEFAULT_DATABASE_NAME)])
 
-    uri, name, application = _settings(
-        connection_string, database_name, app_name, env_file_path, env_file_encoding
-    )
+    uri, name, application = _settings(keywords)
     if uri is None:
         raise InvalidInputError(
             "no database given: pass database=..., client=... with database_name=..., or "
@@ -288,16 +295,13 @@ def connect(
     return _open(uri, name, application or APP_NAME)
 
 
-def _settings(
-    connection_string: str | SecretString | None,
-    database_name: str | None,
-    app_name: str | None,
-    env_file_path: str | None,
-    env_file_encoding: str | None,
-) -> tuple[str | None, str | None, str | None]:
-    for label, value in (("database_name", database_name), ("app_name", app_name)):
+def _settings(keywords: ConnectionKeywords) -> tuple[str | None, str | None, str | None]:
+    """Return the connection string, database name and application name: arguments, ``.env``, environment."""
+    for label in ("database_name", "app_name"):
+        value = keywords.get(label)
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(f"{label} must be a string, got {type(value).__name__}")
+    connection_string = keywords.get("connection_string")
     if connection_string is not None and not isinstance(connection_string, str | SecretString):
         raise InvalidInputError(
             f"connection_string must be a str or SecretString, got {type(connection_string).__name__}"
@@ -307,10 +311,10 @@ def _settings(
             MongoSettings,
             env_prefix=ENV_PREFIX,
             uri=connection_string,
-            database_name=database_name,
-            app_name=app_name,
-            env_file_path=env_file_path,
-            env_file_encoding=env_file_encoding,
+            database_name=keywords.get("database_name"),
+            app_name=keywords.get("app_name"),
+            env_file_path=keywords.get("env_file_path"),
+            env_file_encoding=keywords.get("env_file_encoding"),
         )
     except (FileNotFoundError, ValueError) as e:
         raise InvalidInputError(f"cannot read the MongoDB settings: {_redact(str(e))}") from None

@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Final
 
 from agent_framework import AgentSession, SecretString
 
-from chatledger.adapters.connection import MongoConnection, check_source_id
-from chatledger.adapters.sources import LedgerOwner, open_ledger, record_text
+from chatledger.adapters.connection import check_source_id
+from chatledger.adapters.sources import LedgerOwner, record_text
 from chatledger.errors import (
     ConcurrencyError,
     IntegrityError,
@@ -29,7 +29,7 @@ from chatledger.errors import (
     ThreadRemovedError,
     VersionConflictError,
 )
-from chatledger.ledger import Ledger, Position, storage_of
+from chatledger.ledger import Position, storage_of
 
 __all__ = ["SESSION_ROLE", "MongoSessionStore"]
 
@@ -118,19 +118,7 @@ class MongoSessionStore(LedgerOwner):
         **ledger_options: Any,
     ) -> None:
         self.source_id = check_source_id(source_id)
-        self.ledger: Ledger
-        self._connection: MongoConnection | None
-        self.ledger, self._connection = open_ledger(
-            database=database,
-            client=client,
-            connection_string=connection_string,
-            database_name=database_name,
-            app_name=app_name,
-            env_file_path=env_file_path,
-            env_file_encoding=env_file_encoding,
-            ledger_options=ledger_options,
-        )
-        self.binding = self.ledger.bind(tenant_id=tenant_id, user_id=user_id, source_id=self.source_id)
+        self._open(locals())  # the connection keywords and ledger_options, checked and opened
         self.deleted_by = deleted_by
         # session id -> (its current thread, the version this store last read or wrote,
         # and that version's position when known: a set builds on it without a read)

@@ -10,56 +10,43 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
-from agent_framework import SecretString
-
-from chatledger.adapters.connection import MongoConnection, connect
+from chatledger.adapters.connection import (
+    CONNECTION_KEYWORDS,
+    EXCLUDED_BY_DATABASE,
+    ConnectionKeywords,
+    MongoConnection,
+    connect,
+    refuse_combined,
+)
 from chatledger.codec import decode_message
-from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError, KeyUnavailableError
-from chatledger.ledger import Ledger
+from chatledger.errors import ChatLedgerError, IntegrityError, KeyUnavailableError
+from chatledger.ledger import Binding, Ledger
 
 __all__ = ["LedgerOwner", "open_ledger", "record_text"]
 
 
-def open_ledger(
-    *,
-    database: Any = None,
-    client: Any = None,
-    connection_string: str | SecretString | None = None,
-    database_name: str | None = None,
-    app_name: str | None = None,
-    env_file_path: str | None = None,
-    env_file_encoding: str | None = None,
-    ledger_options: dict[str, Any],
-) -> tuple[Ledger, MongoConnection | None]:
+def open_ledger(arguments: Mapping[str, Any]) -> tuple[Ledger, MongoConnection | None]:
     """Return the ledger a store works on, and the connection to close if the store created a client.
+
+    Args:
+        arguments: The store constructor's own arguments (its ``locals()``): the
+            :data:`CONNECTION_KEYWORDS` and ``ledger_options``. Read by name, so each
+            constructor declares its keywords for its signature and hands them on here
+            in one line; the rules of combining them live only here and in ``connect``.
 
     Raises:
         InvalidInputError: arguments of the wrong kind, or that exclude each other, or no
             database at all (see :func:`~chatledger.adapters.connection.connect`).
     """
+    keywords = cast(ConnectionKeywords, {name: arguments[name] for name in CONNECTION_KEYWORDS})
+    ledger_options: dict[str, Any] = arguments["ledger_options"]
+    database = keywords.get("database")
     if isinstance(database, Ledger):
-        given = {
-            "client": client,
-            "connection_string": connection_string,
-            "database_name": database_name,
-            "app_name": app_name,
-            "env_file_path": env_file_path,
-        }
-        named = [k for k, v in given.items() if v is not None]
-        if named:
-            raise InvalidInputError(f"a Ledger cannot be combined with {', '.join(named)}")
+        refuse_combined("a Ledger", keywords, EXCLUDED_BY_DATABASE)
         return Ledger.of(database, **ledger_options), None
-    connection = connect(
-        database=database,
-        client=client,
-        connection_string=connection_string,
-        database_name=database_name,
-        app_name=app_name,
-        env_file_path=env_file_path,
-        env_file_encoding=env_file_encoding,
-    )
+    connection = connect(**keywords)
     # An AsyncMongoClient connects on first use: one dropped on a bad option holds no socket.
     return Ledger(connection.database, **ledger_options), connection
 
@@ -70,7 +57,22 @@ class LedgerOwner:
     A borrowed client or database (``client=``, ``database=``) is never closed.
     """
 
+    source_id: str
+    ledger: Ledger
+    binding: Binding
     _connection: MongoConnection | None = None
+
+    def _open(self, arguments: Mapping[str, Any]) -> None:
+        """Open the ledger the constructor's ``arguments`` (its ``locals()``) name, bound to its scope.
+
+        ``self.source_id`` is set first; ``tenant_id`` and ``user_id`` complete the scope. Scope
+        is part of a thread's identity: two stores with different source ids (or tenants, or
+        users) on one session write two separate threads.
+        """
+        self.ledger, self._connection = open_ledger(arguments)
+        self.binding = self.ledger.bind(
+            tenant_id=arguments["tenant_id"], user_id=arguments["user_id"], source_id=self.source_id
+        )
 
     async def aclose(self) -> None:
         """Close the client this store created from a connection string; a borrowed one stays open."""

@@ -10,12 +10,12 @@ passed as ``ChatAgent(chat_message_store_factory=...)`` on those versions.
 from __future__ import annotations
 
 import asyncio
-import sys
+import warnings
 from collections.abc import Mapping, Sequence
-from types import FrameType
 from typing import Any, Final
 
 from chatledger._maf import Message
+from chatledger.adapters.compat import restores_checkpoints_without_store
 from chatledger.codec import encode_messages
 from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidMessageError
 from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
@@ -27,35 +27,16 @@ __all__ = ["MongoChatMessageStore"]
 #: Key, in a marker message's ``additional_properties``, of an authenticated cursor.
 _CURSOR_MARKER = "chatledger_cursor"
 
-#: The old framework's restore that rebuilds a checkpointed thread without the agent's
-#: ``chat_message_store_factory`` (agent-framework-core 1.0.0b251001 … 1.0.0b260130).
-_LOSSY_RESTORE: Final = ("agent_framework._workflows._agent_executor", "AgentExecutor.on_checkpoint_restore")
-#: How far up the stack :func:`_lossy_checkpoint_executor` looks (ours, the thread's
-#: ``serialize``, the executor's ``on_checkpoint_save``, and a subclass's ``super()`` call).
-_STACK_DEPTH: Final = 8
-
-
-def _lossy_checkpoint_executor() -> str | None:
-    """Return the class name of an old ``AgentExecutor`` checkpointing us that would lose the history.
-
-    ``AgentExecutor.on_checkpoint_restore`` of agent-framework-core <= 1.0.0b260130 calls
-    ``AgentThread.deserialize(payload)`` without a message store, so the cursor marker
-    lands in an in-memory store: the restored executor shows the model no history and
-    never writes to the ledger again. An executor class that overrides the restore is
-    trusted to restore through ``agent.deserialize_thread`` instead.
-    """
-    frame: FrameType | None = sys._getframe(2)
-    for _ in range(_STACK_DEPTH):
-        if frame is None:
-            return None
-        if frame.f_code.co_name == "on_checkpoint_save":
-            owner = frame.f_locals.get("self")
-            restore = getattr(type(owner), "on_checkpoint_restore", None)
-            if restore is not None and (restore.__module__, restore.__qualname__) == _LOSSY_RESTORE:
-                return type(owner).__name__
-            return None
-        frame = frame.f_back
-    return None
+#: What :meth:`MongoChatMessageStore.serialize` warns on a framework whose ``AgentExecutor``
+#: restores a checkpointed thread without the agent's store factory.
+LOSSY_RESTORE_WARNING: Final = (
+    "agent-framework-core <= 1.0.0b260130: if this thread is checkpointed by a workflow "
+    "AgentExecutor, its stock on_checkpoint_restore rebuilds the thread without the agent's "
+    "chat_message_store_factory, so the history would be lost after a restore and later turns "
+    "would not be stored. Override on_checkpoint_restore to rebuild the thread with "
+    "`await self._agent.deserialize_thread(state['agent_thread'])` after calling super() (see the "
+    "README); thread.serialize() with agent.deserialize_thread() is not affected."
+)
 
 
 def _marker_value(messages: Any) -> object:
@@ -308,23 +289,15 @@ class MongoChatMessageStore:
         :meth:`add_messages` recognises it and repositions the store instead of
         appending. The serialized thread stays compact.
 
-        Raises:
-            InvalidInputError: the caller is that framework's ``AgentExecutor`` saving a
-                workflow checkpoint with its own ``on_checkpoint_restore``, which would
-                restore the thread into an in-memory store and silently lose the history.
+        Warns:
+            UserWarning: on that framework, whose workflow ``AgentExecutor`` restores a
+                checkpointed thread without the agent's store factory (the history would
+                be lost after such a restore). Who calls is not looked up (ChatLedger does
+                not read the call stack), and the restore itself never reaches ChatLedger,
+                so the warning names the fix wherever a thread is serialized there.
         """
-        executor = _lossy_checkpoint_executor()
-        if executor is not None:
-            # Failing here, at the checkpoint, is the only loud place: the restore path
-            # never calls ChatLedger, and the framework logs and swallows its errors.
-            raise InvalidInputError(
-                f"{executor} (agent-framework-core <= 1.0.0b260130) restores a checkpointed thread "
-                "without the agent's chat_message_store_factory, so this conversation's history would "
-                "be lost after a restore and later turns would not be stored. Override "
-                "on_checkpoint_restore to rebuild the thread with "
-                "`await self._agent.deserialize_thread(state['agent_thread'])` after calling "
-                "super() (see the README), or checkpoint without MongoChatMessageStore."
-            )
+        if restores_checkpoints_without_store():
+            warnings.warn(LOSSY_RESTORE_WARNING, UserWarning, stacklevel=2)
         position = await self._current()
         state = self.binding.state(position)
         marker = Message(

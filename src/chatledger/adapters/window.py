@@ -87,6 +87,15 @@ def is_anchor(message: Message) -> bool:
     return not (_is_tool_call_assistant(message) or _is_reasoning_only_assistant(message))
 
 
+def _past(messages: Sequence[Message], k: int, *, reasoning: bool) -> int:
+    """Return the index from ``k`` past reasoning-only assistants (if ``reasoning``), then tool results."""
+    while reasoning and k < len(messages) and _is_reasoning_only_assistant(messages[k]):
+        k += 1
+    while k < len(messages) and messages[k].role == "tool":
+        k += 1
+    return k
+
+
 def _group_end(messages: Sequence[Message], i: int) -> int:
     """Return the index just past the group starting at ``i`` (``group_messages``'s scan)."""
     current = messages[i]
@@ -97,25 +106,12 @@ def _group_end(messages: Sequence[Message], i: int) -> int:
         while j < len(messages) and _is_reasoning_only_assistant(messages[j]):
             j += 1
         if j < len(messages) and _is_tool_call_assistant(messages[j]):
-            k = j + 1
-            while k < len(messages) and _is_reasoning_only_assistant(messages[k]):
-                k += 1
-            while k < len(messages) and messages[k].role == "tool":
-                k += 1
-            return k
+            return _past(messages, j + 1, reasoning=True)
         return i + 1
     if _is_tool_call_assistant(current):
-        k = i + 1
-        while k < len(messages) and _is_reasoning_only_assistant(messages[k]):
-            k += 1
-        while k < len(messages) and messages[k].role == "tool":
-            k += 1
-        return k
+        return _past(messages, i + 1, reasoning=True)
     if current.role == "tool":
-        k = i + 1
-        while k < len(messages) and messages[k].role == "tool":
-            k += 1
-        return k
+        return _past(messages, i + 1, reasoning=False)
     return i + 1
 
 

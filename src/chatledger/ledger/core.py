@@ -3,8 +3,7 @@
 Applications never use a :class:`Ledger` directly for conversation data: they get a
 :class:`~chatledger.ledger.Binding` (``ledger.bind(scope)``), and every position a
 binding resolves, reads or appends at lies inside its scope. The binding's parts live in
-their own modules (resolving, verdicts, appending, reading, lineage, documents); this
-module keeps re-exporting the names it always exported.
+their own modules (resolving, verdicts, appending, reading, lineage, documents).
 """
 
 from __future__ import annotations
@@ -15,9 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from chatledger.errors import IntegrityError, InvalidInputError
 from chatledger.ledger.binding import Binding
-from chatledger.ledger.documents import MAX_EVENT_BYTES, new_thread_id
-from chatledger.ledger.lineage import Segment, ancestry
-from chatledger.ledger.positions import AppendResult, Position
+from chatledger.ledger.lineage import ancestry
 from chatledger.ledger.signing import CursorSigner
 from chatledger.models import DEFAULT_SOURCE_ID, Scope, ThreadRecord, validate_thread_id
 from chatledger.storage import (
@@ -26,28 +23,13 @@ from chatledger.storage import (
     DEFAULT_THREADS_COLLECTION,
     Consistency,
     Storage,
-    event_key,
 )
 from chatledger.storage.documents import record_problem
 
 if TYPE_CHECKING:
     from chatledger.sealing import Sealer
 
-__all__ = [
-    "DEFAULT_AUDIT_COLLECTION",
-    "DEFAULT_EVENTS_COLLECTION",
-    "DEFAULT_THREADS_COLLECTION",
-    "MAX_EVENT_BYTES",
-    "AppendResult",
-    "Binding",
-    "Ledger",
-    "Position",
-    "Segment",
-    "check_ledger_id",
-    "event_key",
-    "new_thread_id",
-    "storage_of",
-]
+__all__ = ["Ledger", "check_ledger_id", "storage_of"]
 
 #: How many thread records / event heads each ledger keeps in memory.
 _CACHE_SIZE: Final = 10_000

@@ -53,7 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
-import chatledger.ledger.core  # noqa: E402 - after the path set-up above
+import chatledger.ledger.documents  # noqa: E402 - after the path set-up above
 from chatledger import Ledger  # noqa: E402
 from chatledger._maf import Message  # noqa: E402
 from chatledger.admin import RetentionPolicy, collect_stats, plan_retention, verify  # noqa: E402
@@ -266,7 +266,7 @@ async def amain(args: argparse.Namespace) -> int:
     client: Any = AsyncMongoClient(uri, tz_aware=True)
     database = client[f"cladmin_{uuid.uuid4().hex[:8]}"]
     clock = _Clock()
-    chatledger.ledger.core.utc_now_ms = clock  # type: ignore[attr-defined]
+    chatledger.ledger.documents.utc_now_ms = clock
     results: list[dict[str, Any]] = []
     history: dict[str, list[tuple[int, float]]] = {name: [] for name in OPERATIONS}
     sizes: list[int] = []

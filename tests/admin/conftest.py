@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import chatledger.ledger.core
+import chatledger.ledger.documents
 from chatledger import Cursor, Ledger
 from chatledger._maf import Message
 from chatledger.models import Scope
@@ -33,7 +33,7 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
     """Make the ledger stamp events with a controllable time."""
     clock = Clock()
-    monkeypatch.setattr(chatledger.ledger.core, "utc_now_ms", clock)
+    monkeypatch.setattr(chatledger.ledger.documents, "utc_now_ms", clock)
     return clock
 
 

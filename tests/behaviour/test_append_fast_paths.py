@@ -38,8 +38,9 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-import chatledger.ledger.core as core
+import chatledger.ledger.documents as documents
 import chatledger.ledger.pending as pending
+import chatledger.ledger.positions as positions
 import chatledger.models as models
 from chatledger import Ledger, MongoChatMessageStore, telemetry
 from chatledger.ledger import storage_of
@@ -84,7 +85,7 @@ async def test_appended_documents_are_byte_identical_to_before(
         return uuid.UUID(bytes=seed, version=4).hex
 
     fixed = datetime(2026, 11, 25, 12, 0, 0, 123000, tzinfo=UTC)
-    monkeypatch.setattr(core, "utc_now_ms", lambda: fixed)
+    monkeypatch.setattr(documents, "utc_now_ms", lambda: fixed)
     monkeypatch.setattr(pending, "new_event_id", event_id)
 
     await store.add_messages([msg("hello")])  # a new thread: its first event vouches for it
@@ -294,8 +295,8 @@ def test_only_exact_no_op_providers_skip_spans() -> None:
     [("t", 0), ("a#b", 7), ("é🌍" * 50, 2**40), ("x" * 200, 1)],
 )
 def test_an_assembled_cursor_is_the_validated_one(thread_id: str, seq: int) -> None:
-    assert core._ASSEMBLE  # on the pinned pydantic the fast path is in use
-    fast = core._cursor(thread_id, seq)
+    assert positions._ASSEMBLE  # on the pinned pydantic the fast path is in use
+    fast = positions.trusted_cursor(thread_id, seq)
     general = Cursor(thread_id=thread_id, offset=seq)
     assert fast.__getstate__() == general.__getstate__()
     assert fast == general
@@ -323,9 +324,9 @@ def test_values_validation_would_change_or_refuse_are_validated(thread_id: Any, 
         expected = general()
     except Exception as e:
         with pytest.raises(type(e)):
-            core._cursor(thread_id, seq)
+            positions.trusted_cursor(thread_id, seq)
         return
-    got = core._cursor(thread_id, seq)
+    got = positions.trusted_cursor(thread_id, seq)
     assert got.__getstate__() == expected.__getstate__()
 
 

@@ -16,7 +16,7 @@ from agent_framework import (
     handler,
 )
 
-import chatledger.ledger.core
+import chatledger.ledger.documents
 from chatledger import InvalidInputError, MongoCheckpointStorage
 from chatledger.adapters.checkpoints import CHUNK_CHARS, CHUNK_ID_PREFIX
 from chatledger.admin import RetentionPolicy, run_retention, verify
@@ -128,7 +128,7 @@ async def test_a_large_checkpoints_chunks_live_and_go_with_its_run(
     database: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
-    monkeypatch.setattr(chatledger.ledger.core, "utc_now_ms", lambda: now[0])
+    monkeypatch.setattr(chatledger.ledger.documents, "utc_now_ms", lambda: now[0])
     storage = MongoCheckpointStorage(database=database)
     blob = "x" * (CHUNK_CHARS + 100)  # two chunks
     first = await storage.save(_checkpoint(state={"n": 1}))

@@ -11,7 +11,7 @@ import pytest
 
 from chatledger import Ledger
 from chatledger.admin.merkle import count_log_events, sequence
-from chatledger.ledger import core
+from chatledger.ledger import documents
 from tests.admin.conftest import talk
 
 #: How long before its commit the current task's writer stamps its events (a slow writer).
@@ -21,12 +21,12 @@ _LATE: contextvars.ContextVar[timedelta] = contextvars.ContextVar("late", defaul
 @pytest.fixture
 def slow_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let one writer task stamp its events earlier than it commits them (its own context only)."""
-    real = core.utc_now_ms
+    real = documents.utc_now_ms
 
     def stamped() -> datetime:
         return real() - _LATE.get()
 
-    monkeypatch.setattr(core, "utc_now_ms", stamped)
+    monkeypatch.setattr(documents, "utc_now_ms", stamped)
 
 
 async def stalled_append(ledger: Ledger) -> None:

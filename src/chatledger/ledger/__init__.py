@@ -1,21 +1,18 @@
 """The ledger: append, read, branch and lineage over the storage gate, through scoped bindings."""
 
-from chatledger.ledger.core import (
+from chatledger.ledger.binding import Binding
+from chatledger.ledger.core import Ledger, storage_of
+from chatledger.ledger.documents import MAX_EVENT_BYTES, new_thread_id
+from chatledger.ledger.lineage import Segment
+from chatledger.ledger.pending import PendingAppend
+from chatledger.ledger.positions import AppendResult, Position
+from chatledger.ledger.signing import CursorSigner
+from chatledger.storage import (
     DEFAULT_AUDIT_COLLECTION,
     DEFAULT_EVENTS_COLLECTION,
     DEFAULT_THREADS_COLLECTION,
-    MAX_EVENT_BYTES,
-    AppendResult,
-    Binding,
-    Ledger,
-    Position,
-    Segment,
     event_key,
-    new_thread_id,
-    storage_of,
 )
-from chatledger.ledger.pending import PendingAppend
-from chatledger.ledger.signing import CursorSigner
 
 __all__ = [
     "DEFAULT_AUDIT_COLLECTION",

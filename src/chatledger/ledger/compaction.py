@@ -24,11 +24,13 @@ from typing import Any, Final
 from chatledger._maf import Message
 from chatledger.codec import decode_message, encode_messages
 from chatledger.errors import ConcurrencyError, IntegrityError, InvalidInputError
-from chatledger.hashing import event_hash
-from chatledger.ledger.core import Binding, Position, storage_of
+from chatledger.ledger.binding import Binding
+from chatledger.ledger.core import storage_of
+from chatledger.ledger.documents import chained_event
 from chatledger.ledger.pending import new_event_id
-from chatledger.models import COMPACTION_SCHEMA_VERSION, utc_now_ms
-from chatledger.storage import PositionTakenError, event_key
+from chatledger.ledger.positions import Position
+from chatledger.models import COMPACTION_SCHEMA_VERSION, ThreadRecord
+from chatledger.storage import PositionTakenError
 
 __all__ = ["Compaction", "compact", "compacted_view", "event_at", "newest_compaction"]
 
@@ -162,6 +164,45 @@ async def compact(
             compacted): re-read and re-plan.
     """
     at = binding._check(at)
+    _check_request(first_seq, first_hash, last_seq, last_hash, summary, strategy)
+    thread = _check_range(binding, at, first_seq, last_seq)
+    stored_summary = encode_messages(summary)
+    previous = await _superseded(binding, at, last_seq)
+    await _original_event(binding, at, first_seq, first_hash)
+    last = await _original_event(binding, at, last_seq, last_hash)
+    body = {
+        "first_seq": first_seq,
+        "first_hash": first_hash,
+        "last_seq": last_seq,
+        "last_hash": last_hash,
+        "through_message": int(last["first_message"]) + int(last["count"]),
+        "previous": previous.seq if previous is not None else 0,
+        "strategy": strategy,
+        "messages": stored_summary,
+    }
+    doc = chained_event(
+        at, thread, binding.scope, [], new_event_id(), version=COMPACTION_SCHEMA_VERSION, compaction=body
+    )
+    await binding.ledger.ensure_indexes()
+    try:
+        await binding._insert(doc)
+    except PositionTakenError as e:
+        raise ConcurrencyError(
+            f"thread {at.thread_id!r} moved on past seq {at.offset} while compacting "
+            "(another process appended or compacted): re-read the head and plan again"
+        ) from e
+    return binding._after(doc, thread)
+
+
+def _check_request(
+    first_seq: object,
+    first_hash: object,
+    last_seq: object,
+    last_hash: object,
+    summary: object,
+    strategy: object,
+) -> None:
+    """Refuse arguments of the wrong shape (before anything is read)."""
     if type(first_seq) is not int or type(last_seq) is not int:
         raise InvalidInputError("first_seq and last_seq must be ints")
     _check_hash("first_hash", first_hash)
@@ -170,6 +211,10 @@ async def compact(
         raise InvalidInputError(f"strategy must be a non-empty str of at most {_MAX_STRATEGY} characters")
     if isinstance(summary, (str, bytes)) or not isinstance(summary, Sequence):
         raise InvalidInputError("summary must be a sequence of messages")
+
+
+def _check_range(binding: Binding, at: Position, first_seq: int, last_seq: int) -> ThreadRecord:
+    """Return ``at``'s thread if ``first_seq..last_seq`` is a prefix of its line this ledger may compact."""
     if binding.ledger.sealer is not None:
         raise InvalidInputError("compaction is not supported on a sealing ledger yet: nothing was written")
     if at.thread is None or at.offset == 0:
@@ -181,61 +226,29 @@ async def compact(
         )
     if not first_seq <= last_seq <= at.offset:
         raise InvalidInputError(f"last_seq {last_seq} is outside the line (1..{at.offset})")
-    stored_summary = encode_messages(summary)
+    return at.thread
+
+
+async def _superseded(binding: Binding, at: Position, last_seq: int) -> Compaction | None:
+    """Return the newest compaction at ``at`` (the one this supersedes) if the range reaches past it."""
     previous = await newest_compaction(binding, at)
     if previous is not None and last_seq <= previous.last_seq:
         raise InvalidInputError(
             f"the range must reach past the previous compaction (seq {previous.seq} replaced "
             f"through seq {previous.last_seq}), not end at seq {last_seq}"
         )
-    docs: list[dict[str, Any]] = []
-    for seq, claimed in ((first_seq, first_hash), (last_seq, last_hash)):
-        doc = await event_at(binding, at, seq)
-        if "compaction" in doc:
-            raise InvalidInputError(f"seq {seq} is a compaction summary, not an original event")
-        if doc["hash"] != claimed:
-            # Another thread's hash, or a plan made on a line that has changed since.
-            raise InvalidInputError(
-                f"the event at seq {seq} of thread {at.thread_id!r} has hash {doc['hash'][:12]}…, "
-                f"not {claimed[:12]}…: the range does not belong to this line; nothing was written"
-            )
-        docs.append(doc)
-    last = docs[1]
-    thread = at.thread
-    key = event_key(thread.id, at.offset + 1)
-    doc = {
-        "_id": key,
-        "v": COMPACTION_SCHEMA_VERSION,
-        "thread_id": thread.id,
-        "seq": at.offset + 1,
-        "first_message": at.messages,
-        "count": 0,
-        "messages": [],
-        "event_id": new_event_id(),
-        "created_at": utc_now_ms(),
-        "root_id": thread.root_id,
-        **binding.scope.fields(),
-        "compaction": {
-            "first_seq": first_seq,
-            "first_hash": first_hash,
-            "last_seq": last_seq,
-            "last_hash": last_hash,
-            "through_message": int(last["first_message"]) + int(last["count"]),
-            "previous": previous.seq if previous is not None else 0,
-            "strategy": strategy,
-            "messages": stored_summary,
-        },
-        "prev_hash": at.head_hash,
-    }
-    if at.offset == thread.base_offset:
-        doc["thread_digest"] = thread.digest()
-    doc["hash"] = event_hash(at.head_hash, doc)
-    await binding.ledger.ensure_indexes()
-    try:
-        await binding._insert(doc)
-    except PositionTakenError as e:
-        raise ConcurrencyError(
-            f"thread {at.thread_id!r} moved on past seq {at.offset} while compacting "
-            "(another process appended or compacted): re-read the head and plan again"
-        ) from e
-    return binding._after(doc, thread)
+    return previous
+
+
+async def _original_event(binding: Binding, at: Position, seq: int, claimed: str) -> dict[str, Any]:
+    """Return the event at ``seq`` of ``at``'s line if it is an original event with hash ``claimed``."""
+    doc = await event_at(binding, at, seq)
+    if "compaction" in doc:
+        raise InvalidInputError(f"seq {seq} is a compaction summary, not an original event")
+    if doc["hash"] != claimed:
+        # Another thread's hash, or a plan made on a line that has changed since.
+        raise InvalidInputError(
+            f"the event at seq {seq} of thread {at.thread_id!r} has hash {doc['hash'][:12]}…, "
+            f"not {claimed[:12]}…: the range does not belong to this line; nothing was written"
+        )
+    return doc

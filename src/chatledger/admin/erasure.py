@@ -22,9 +22,6 @@ from chatledger.errors import ChatLedgerError, InvalidInputError
 from chatledger.ledger import Ledger, storage_of
 from chatledger.storage.keys import KeyStore, is_tombstone
 
-#: Planning reads every field a removal needs (holds, lineage, scope) but not metadata.
-_NO_METADATA: Final = {"metadata": 0}
-
 __all__ = [
     "NoSuchSubjectError",
     "count_erasure_candidates",
@@ -102,7 +99,8 @@ async def plan_erasure(
     subject = _subject(user_id, tenant_id)
     require_callback(on_thread, "on_thread")
     report = RemovalReport("erasure", dry_run=True, covers=covers(user_id, tenant_id))
-    async for chunk in family_chunks(ledger, subject, whole=True, projection=_NO_METADATA):
+    # Planning reads every field a removal needs (holds, lineage, scope) but not metadata.
+    async for chunk in family_chunks(ledger, subject, whole=True, view="plan"):
         merged = Forest()
         for family in chunk:
             merged.docs.update(family.forest.docs)
@@ -334,14 +332,15 @@ async def keys_not_found(
     marks = [m for lid in (ledger.ledger_id, None) if (m := subject_mark(tenant_id, user_id, lid))]
     if await key_store.tombstone_among(marks) is not None:
         return None  # erased before: nothing is left to destroy
+    storage = storage_of(ledger)
     sealed, chunk = False, []
-    async for doc in storage_of(ledger).threads.select(subject.query(), projection={"_id": 1}):
-        chunk.append(str(doc["_id"]))
+    async for thread_id in storage.threads.ids_matching(subject):
+        chunk.append(thread_id)
         if len(chunk) >= _SEALED_PROBE_CHUNK:
-            sealed, chunk = await storage_of(ledger).events.any_sealed(chunk), []
+            sealed, chunk = await storage.tallies.any_sealed(chunk), []
             if sealed:
                 break
-    if not sealed and (not chunk or not await storage_of(ledger).events.any_sealed(chunk)):
+    if not sealed and (not chunk or not await storage.tallies.any_sealed(chunk)):
         return None
     where = getattr(key_store.collection, "full_name", key_store.collection.name)
     return (

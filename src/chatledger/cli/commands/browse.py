@@ -10,7 +10,7 @@ from rich.text import Text
 
 from chatledger.admin import ThreadFilter, ThreadSummary, count_threads, list_threads
 from chatledger.admin.browse import get_thread, placeholder_sealer, read_transcript
-from chatledger.admin.catalog import activity, as_ledger, load_forest
+from chatledger.admin.catalog import activity, as_ledger, hold_cases, load_forest
 from chatledger.cli.connection import (
     DEFAULT_DATABASE,
     DatabaseOption,
@@ -34,12 +34,6 @@ from chatledger.ledger import Ledger, storage_of
 __all__ = ["register", "show_body", "threads_body", "tree_body"]
 
 
-def _cases(doc: Any) -> list[str]:
-    """Return the case ids holding a thread document (a 0.1 single hold has none: ``"-"``)."""
-    cases = [str(h.get("case")) for h in doc.get("legal_holds") or () if isinstance(h, dict)]
-    return cases or (["-"] if doc.get("legal_hold") else [])
-
-
 def _row(summary: ThreadSummary) -> dict[str, Any]:
     doc, act = summary.doc, summary.activity
     return {
@@ -55,7 +49,7 @@ def _row(summary: ThreadSummary) -> dict[str, Any]:
         "created_at": doc.get("created_at"),
         "last_activity": act.last_activity,
         "legal_hold": summary.held,
-        "legal_holds": _cases(doc),
+        "legal_holds": hold_cases(doc),
     }
 
 
@@ -205,7 +199,7 @@ async def tree_body(db: Any, ui: Renderer, *, thread: str) -> int:
             "length_messages": int(doc.get("base_messages") or 0) + act.messages,
             "last_activity": act.last_activity,
             "legal_hold": forest.held(tid),
-            "legal_holds": _cases(doc),
+            "legal_holds": hold_cases(doc),
             "branches": [node(c) for c in sorted(forest.children.get(tid, ()))],
         }
 

@@ -318,11 +318,9 @@ async def _head_or_damage(storage: Storage, summary: ThreadActivity) -> dict[str
         return None
 
 
-async def iter_events(
-    ledger: Ledger, thread_id: str, projection: Mapping[str, Any] | None = None
-) -> AsyncIterator[dict[str, Any]]:
+async def iter_events(ledger: Ledger, thread_id: str) -> AsyncIterator[dict[str, Any]]:
     """Yield a thread's own events in ``seq`` order, streamed in bounded batches, as stored."""
-    async for doc in storage_of(ledger).events.stream(thread_id, projection=projection):
+    async for doc in storage_of(ledger).events.stream(thread_id):
         yield doc
 
 

@@ -208,7 +208,7 @@ class EventStore(CollectionStore):
         """Return the summary of the newest live event of ``thread_id`` (all of it if ``full``), or ``None``.
 
         Events of a removed thread are not live: a writer that still had the thread cached
-        then appends into a hollowed or sealed position and gets ``ThreadRemovedError``.
+        then appends into a hollowed position or a closing mark and gets ``ThreadRemovedError``.
         """
 
         def query() -> Awaitable[list[dict[str, Any]]]:

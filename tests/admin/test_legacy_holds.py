@@ -72,13 +72,15 @@ async def test_a_0_1_hold_is_released_and_the_thread_then_removed(database: Any,
     assert [s.thread_id for s in erasure.skipped] == ["old"]
     assert await release_hold(ledger, "old", reason="0.1 case closed")
     receipt = await database["audit"].find_one({"kind": "hold.released", "reason": "0.1 case closed"})
-    assert receipt is not None and receipt["case"] is None
+    assert receipt is not None
+    assert receipt["case"] is None
     stored = await database["threads"].find_one({"_id": "old"})
     assert not holds_of(stored).held
     assert not await release_hold(ledger, "old", reason="nothing left")
     clock.advance(days=60)
     report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
-    assert [r.thread_id for r in report.planned] == ["old"] and report.removed
+    assert [r.thread_id for r in report.planned] == ["old"]
+    assert report.removed
     assert (await verify(ledger)).ok
 
 

@@ -58,7 +58,7 @@ class _Reads:
         #: Threads whose newest event was asked for (per thread, or by key in one query).
         self.heads: list[str] = []
         self.head_queries = 0
-        by_root, select = ThreadStore.by_root, ThreadStore.select
+        select = ThreadStore._select
         head, heads_at = EventStore.head, EventTallies.heads_at
 
         def counted(method: Any) -> Any:
@@ -82,8 +82,8 @@ class _Reads:
             self.head_queries += 1
             return await heads_at(store, expected)
 
-        monkeypatch.setattr(ThreadStore, "by_root", counted(by_root))
-        monkeypatch.setattr(ThreadStore, "select", counted(select))
+        # Every read of thread documents goes through this one generator.
+        monkeypatch.setattr(ThreadStore, "_select", counted(select))
         monkeypatch.setattr(EventStore, "head", counted_head)
         monkeypatch.setattr(EventTallies, "heads_at", counted_heads_at)
 

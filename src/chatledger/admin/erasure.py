@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Final
 
 from chatledger.admin._checks import require_bool, require_callback, require_instance, require_text
-from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, count_threads, family_chunks
+from chatledger.admin.catalog import ThreadFilter, as_ledger, count_threads
 from chatledger.admin.receipts import operator_identity, record
-from chatledger.admin.removal import (
-    Removal,
-    RemovalReport,
-    execute,
-    lineage_removal,
-    select_lineages,
-    set_aside_damaged,
-)
+from chatledger.admin.removal import Removal, RemovalReport, execute, plan_tree, trees_to_plan
 from chatledger.errors import ChatLedgerError, InvalidInputError
 from chatledger.ledger import Ledger, storage_of
 from chatledger.storage.keys import KeyStore, is_tombstone
@@ -99,15 +91,9 @@ async def plan_erasure(
     subject = _subject(user_id, tenant_id)
     require_callback(on_thread, "on_thread")
     report = RemovalReport("erasure", dry_run=True, covers=covers(user_id, tenant_id))
-    # Planning reads every field a removal needs (holds, lineage, scope) but not metadata.
-    async for chunk in family_chunks(ledger, subject, whole=True, view="plan"):
-        merged = Forest()
+    async for chunk, act in trees_to_plan(ledger, subject):
         for family in chunk:
-            merged.docs.update(family.forest.docs)
-        act = await activity(ledger, merged)
-        for family in chunk:
-            matching = set_aside_damaged(report, family.forest, set(family.matching), act)
-            select_lineages(report, family.forest, matching, partial(lineage_removal, family.forest, act))
+            plan_tree(report, family.forest, set(family.matching), act)
             if on_thread is not None:
                 for tid in family.matching:
                     on_thread(tid)

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from chatledger.admin.catalog import Forest, ThreadActivity
+from chatledger.admin.catalog import Family, Forest, ThreadActivity, ThreadFilter, activity, family_chunks
 from chatledger.admin.receipts import COMPLETED, REMOVAL, Receipts
 from chatledger.errors import LegalHoldError
 from chatledger.ledger import Ledger, storage_of
@@ -57,8 +58,10 @@ __all__ = [
     "Skipped",
     "execute",
     "lineage_removal",
+    "plan_tree",
     "resume_pending",
     "select_lineages",
+    "trees_to_plan",
 ]
 
 
@@ -228,6 +231,33 @@ def select_lineages(
         blocked.add(tid)
         if parent not in blocked:
             report.skipped.append(Skipped(tid, f"legal hold on thread {holder!r}"))
+
+
+def plan_tree(
+    report: RemovalReport, forest: Forest, due: set[str], activity: dict[str, ThreadActivity]
+) -> None:
+    """Add to ``report`` the lineages to remove among one tree's ``due`` threads.
+
+    Lineages holding a damaged thread are set aside first (:func:`set_aside_damaged`),
+    then the topmost removable lineages are planned (:func:`select_lineages`).
+    """
+    due = set_aside_damaged(report, forest, due, activity)
+    select_lineages(report, forest, due, partial(lineage_removal, forest, activity))
+
+
+async def trees_to_plan(
+    ledger: Ledger, thread_filter: ThreadFilter | None
+) -> AsyncGenerator[tuple[list[Family], dict[str, ThreadActivity]], None]:
+    """Yield the filter's conversation trees, whole, a chunk at a time, with every thread's activity.
+
+    What a plan needs and no more (the thread documents without their metadata); memory
+    is bounded by a chunk, whatever the number of threads.
+    """
+    async for chunk in family_chunks(ledger, thread_filter, whole=True, view="plan"):
+        merged = Forest()
+        for family in chunk:
+            merged.docs.update(family.forest.docs)
+        yield chunk, await activity(ledger, merged)
 
 
 #: Why a thread was not claimed: it is a tombstone (or gone) already.

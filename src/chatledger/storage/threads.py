@@ -128,9 +128,10 @@ class ThreadStore(CollectionStore):
         """
         query = threads_query(thread_filter, created_before=created_before)
         projection = THREAD_VIEWS[view] if isinstance(view, str) else view
-        if by_root:
-            return self.by_root(query, limit=limit, projection=projection)
-        return self.select(query, limit=limit, projection=projection)
+        # Sorted on root_id, the threads of one conversation come out next to each other,
+        # so admin code judges one tree at a time; the root_id index serves the sort (the
+        # server never buffers the collection to sort it). The order inside a tree is the caller's.
+        return self._select(query, limit, projection, "root_id" if by_root else "_id")
 
     def rest_of_tree(
         self,
@@ -222,7 +223,7 @@ class ThreadStore(CollectionStore):
         """Mark a live thread as being removed (after its claim succeeded); return whether it is live.
 
         The mark is what the ledger and hold changes see cheaply; the lock itself is the
-        claim document (:meth:`EventStore.claim`), because an insert against a unique key
+        claim document (:meth:`RemovalMarks.claim`), because an insert against a unique key
         is atomic on every engine while a conditional update is not on FerretDB.
         """
         result = await self.gate.call(
@@ -251,7 +252,7 @@ class ThreadStore(CollectionStore):
         """
         result = await self.gate.call(
             "remove thread",
-            # A removal holds the thread's claim (EventStore.claim): that is its lock; a
+            # A removal holds the thread's claim (RemovalMarks.claim): that is its lock; a
             # writer cleaning up its own branch is the only one that knows of it.
             self.collection.replace_one(
                 {"_id": thread_id, "removed": {"$exists": False}},
@@ -276,19 +277,3 @@ class ThreadStore(CollectionStore):
         """Return how many live thread documents match an admin query (a progress total)."""
         live = {**query, "removed": {"$exists": False}}
         return int(await self.gate.call("count threads", self.collection.count_documents(live)))
-
-    def by_root(
-        self,
-        query: Mapping[str, Any],
-        *,
-        limit: int | None = None,
-        projection: Mapping[str, Any] | None = None,
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Yield live raw thread documents matching an admin query, sorted on ``root_id``, in bounded batches.
-
-        The threads of one conversation come out next to each other, so admin code can
-        judge one tree at a time without holding the others. Only ``root_id`` is sorted
-        (its index serves the sort, so the server never buffers the collection to sort
-        it); the order inside one tree is left to the caller.
-        """
-        return self._select(query, limit, projection, "root_id")

@@ -83,6 +83,11 @@ EVENT_INDEXES: Final[tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ..
 
 SUMMARY: Final = {"first_message": 1, "count": 1, "hash": 1, "seq": 1, "thread_id": 1, "removed": 1}
 SUMMARY_FIELDS: Final = ("seq", "first_message", "count", "thread_id", "hash")
+# The private names other branches still use (the removal marks and tallies now share
+# these from their own modules): remove once merged.
+_SEQ_INDEX: Final = SEQ_INDEX
+_SUMMARY: Final = SUMMARY
+_SUMMARY_FIELDS: Final = SUMMARY_FIELDS
 #: A compaction summary event holds no transcript message (count 0) and shares its
 #: ``first_message`` with the next event: a page must never take it for that event.
 _HOLDS_MESSAGES: Final = {"count": {"$gt": 0}}

@@ -1,7 +1,8 @@
 """The floors of docs/architecture.md, checked on the source.
 
-No import runs up the floors, only storage/ talks to the driver, and the CLI reaches the
-storage ports only through admin or ledger functions.
+No import runs up the floors, only storage/ talks to the driver, only storage/ builds
+query documents (filters, projections): the code above passes typed values, and the CLI
+reaches the storage ports only through admin or ledger functions.
 
 Each rule has a list of known exceptions, by module and target; they are debt (issue 20),
 and the test fails when a new one appears, and also when a listed one is gone (so the list
@@ -187,3 +188,86 @@ def test_the_cli_never_reaches_storage() -> None:
                 found.add((module, "storage_of"))
     assert found - KNOWN_CLI_STORAGE == set(), "the CLI reaches storage (docs/architecture.md: through admin)"
     assert KNOWN_CLI_STORAGE - found == set(), "a known exception is gone: remove it from KNOWN_CLI_STORAGE"
+
+
+#: What a query document looks like from outside: one of these keyword arguments, or a
+#: dict (literal, or a module constant) handed to one of these storage methods.
+_QUERY_KEYWORDS = frozenset({"projection", "match", "query", "filter"})
+#: Keys of MongoDB Extended JSON (a value's type in a file, not a query operator).
+_EXTENDED_JSON = frozenset(
+    {"$date", "$oid", "$binary", "$numberLong", "$numberInt", "$numberDouble", "$uuid"}
+)
+_QUERY_METHODS = frozenset({"select", "by_root", "scan", "count", "of_kind", "thread_ids", "stream"})
+
+#: Known query documents built outside storage/: (module, what). Debt (issue 20), to be
+#: removed by the helpers moving those modules' reads into storage/; the list only shrinks.
+KNOWN_QUERIES: set[tuple[str, str]] = {
+    ("admin.verify", "a $ operator"),
+    ("admin.verify", "projection="),
+    ("admin.export", "a document passed to of_kind()"),
+    ("admin.export", "projection="),
+    ("admin.retention", "projection="),
+}
+
+
+def _dict_constants(tree: ast.Module) -> set[str]:
+    """Names a module binds, at its top level, to a dict literal (``_FIELDS = {"a": 1}``)."""
+    out = set()
+    for node in tree.body:
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AnnAssign)
+            else []
+        )
+        value = getattr(node, "value", None)
+        if isinstance(value, ast.Dict):
+            out.update(t.id for t in targets if isinstance(t, ast.Name))
+    return out
+
+
+def _queries(tree: ast.Module) -> set[str]:
+    """Return the kinds of query document a module builds (see the test below)."""
+    constants = _dict_constants(tree)
+
+    def is_document(node: ast.expr) -> bool:
+        return isinstance(node, ast.Dict) or (isinstance(node, ast.Name) and node.id in constants)
+
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict) and any(
+            isinstance(k, ast.Constant)
+            and isinstance(k.value, str)
+            and k.value.startswith("$")
+            and k.value not in _EXTENDED_JSON
+            for k in node.keys
+        ):
+            found.add("a $ operator")
+        if not isinstance(node, ast.Call):
+            continue
+        for keyword in node.keywords:
+            if keyword.arg in _QUERY_KEYWORDS and not (
+                isinstance(keyword.value, ast.Constant) and keyword.value.value is None
+            ):
+                found.add(f"{keyword.arg}=")
+        if not isinstance(node.func, ast.Attribute):
+            continue
+        method = node.func.attr
+        if method == "query" and not node.args and not node.keywords:
+            found.add("ThreadFilter.query()")
+        if method in _QUERY_METHODS and any(is_document(a) for a in node.args):
+            found.add(f"a document passed to {method}()")
+    return found
+
+
+def test_no_query_document_is_built_outside_storage() -> None:
+    """Only storage/ builds filters and projections: admin code passes typed values (a ThreadFilter)."""
+    found = {
+        (module, what)
+        for module, tree in MODULES.items()
+        if _part(module) != "storage"
+        for what in _queries(tree)
+    }
+    assert found - KNOWN_QUERIES == set(), "query documents built outside storage/ (docs/architecture.md)"
+    assert KNOWN_QUERIES - found == set(), "a known exception is gone: remove it from KNOWN_QUERIES"

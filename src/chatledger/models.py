@@ -258,7 +258,6 @@ class ThreadRecord(BaseModel):
     #: The source id of the binding that created the thread (absent: the default source).
     source_id: str | None = None
     metadata: dict[str, Any] | None = None
-    legal_hold: dict[str, Any] | None = None
 
     @property
     def windowed(self) -> bool:

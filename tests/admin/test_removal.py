@@ -153,7 +153,7 @@ async def test_an_interrupted_run_is_finished_by_the_next(
     await talk(ledger, "root", 3)
     b = await branch(ledger, "root", 2)
     clock.advance(days=60)
-    real_hollow = storage_of(ledger).events.hollow_thread
+    real_hollow = storage_of(ledger).removals.hollow_thread
     calls = 0
 
     async def crash_after_one(thread_id: str) -> int:
@@ -163,7 +163,7 @@ async def test_an_interrupted_run_is_finished_by_the_next(
             raise ConnectionError("operator's laptop went to sleep")
         return await real_hollow(thread_id)
 
-    monkeypatch.setattr(storage_of(ledger).events, "hollow_thread", crash_after_one)
+    monkeypatch.setattr(storage_of(ledger).removals, "hollow_thread", crash_after_one)
     # The next run treats the removal as interrupted at once (not after RESUME_AFTER).
     monkeypatch.setattr(removal_module, "RESUME_AFTER", timedelta(0))
     with pytest.raises(ConnectionError):
@@ -175,7 +175,7 @@ async def test_an_interrupted_run_is_finished_by_the_next(
     # Meanwhile nobody can write to the half-removed lineage.
     with pytest.raises(ChatLedgerError):
         await talk(Ledger(database), b, 1)
-    monkeypatch.setattr(storage_of(ledger).events, "hollow_thread", real_hollow)
+    monkeypatch.setattr(storage_of(ledger).removals, "hollow_thread", real_hollow)
     dry = await run_retention(ledger, POLICY, now=clock.now)
     assert dry.resumed == [pending["_id"]]
     assert await _threads(database) == {"root", b}
@@ -215,7 +215,7 @@ async def test_a_hold_during_the_removal_is_refused_clearly(
     ledger = Ledger(database)
     await talk(ledger, "root", 2)
     clock.advance(days=60)
-    real_seal = removal_module._Run.seal
+    real_close = removal_module._Run.close
     refused: list[Exception] = []
 
     async def hold_in_the_window(run: Any, thread_id: str) -> None:
@@ -223,9 +223,9 @@ async def test_a_hold_during_the_removal_is_refused_clearly(
             await set_hold(ledger, thread_id, reason="too late")
         except LegalHoldError as e:
             refused.append(e)
-        await real_seal(run, thread_id)
+        await real_close(run, thread_id)
 
-    monkeypatch.setattr(removal_module._Run, "seal", hold_in_the_window)
+    monkeypatch.setattr(removal_module._Run, "close", hold_in_the_window)
     report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
     assert len(report.removed) == 1
     assert refused

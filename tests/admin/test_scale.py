@@ -39,6 +39,7 @@ from chatledger.admin.catalog import family_chunks
 from chatledger.cli.commands import browse
 from chatledger.cli.render import Renderer, Ticker, _Count
 from chatledger.storage.events import EventStore
+from chatledger.storage.tallies import EventTallies
 from chatledger.storage.threads import ThreadStore
 from tests.admin.conftest import Clock, branch, talk
 from tests.conftest import Backend
@@ -57,8 +58,8 @@ class _Reads:
         #: Threads whose newest event was asked for (per thread, or by key in one query).
         self.heads: list[str] = []
         self.head_queries = 0
-        by_root, select = ThreadStore.by_root, ThreadStore.select
-        head, heads_at = EventStore.head, EventStore.heads_at
+        select = ThreadStore._select
+        head, heads_at = EventStore.head, EventTallies.heads_at
 
         def counted(method: Any) -> Any:
             def wrapper(store: ThreadStore, *args: Any, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
@@ -76,15 +77,15 @@ class _Reads:
             self.head_queries += 1
             return await head(store, thread_id)
 
-        async def counted_heads_at(store: EventStore, expected: Any) -> Any:
+        async def counted_heads_at(store: EventTallies, expected: Any) -> Any:
             self.heads.extend(expected)
             self.head_queries += 1
             return await heads_at(store, expected)
 
-        monkeypatch.setattr(ThreadStore, "by_root", counted(by_root))
-        monkeypatch.setattr(ThreadStore, "select", counted(select))
+        # Every read of thread documents goes through this one generator.
+        monkeypatch.setattr(ThreadStore, "_select", counted(select))
         monkeypatch.setattr(EventStore, "head", counted_head)
-        monkeypatch.setattr(EventStore, "heads_at", counted_heads_at)
+        monkeypatch.setattr(EventTallies, "heads_at", counted_heads_at)
 
 
 async def _many(ledger: Ledger, n: int, **scope: str) -> list[str]:

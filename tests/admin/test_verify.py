@@ -359,7 +359,7 @@ async def test_anchor_of_a_tombstoned_thread_needs_the_matching_receipt(database
 async def test_a_running_removal_is_not_tampering(database: Any) -> None:
     # A removal has claimed "root" and hollowed its first events when verify runs.
     ledger, _ = await _story(database)
-    assert await storage_of(ledger).events.claim("root", "rm-1", "root")
+    assert await storage_of(ledger).removals.claim("root", "rm-1", "root")
     for seq in (1, 2):
         await database["events"].update_one(
             {"_id": f"root#{seq}"}, {"$set": {"removed": True}, "$unset": {"messages": "", "hash": ""}}

@@ -307,7 +307,7 @@ async def test_orphan_thread_ids_stream_in_chunks(database: Any) -> None:
         position = book.empty(tid)
         for n in range(events):
             position = (await book.append(position, [msg(f"{tid}{n}")])).position
-    store = storage_of(ledger).events
+    store = storage_of(ledger).tallies
     for chunk in (1, 2, 3, 4, 100):
         seen: dict[str, int] = {}
         async for counts in store.thread_ids({"removed": {"$ne": True}}, chunk=chunk):

@@ -1,7 +1,8 @@
 """What is stored: thread documents, the trees they form, and each thread's activity.
 
 Every admin operation starts here. Thread documents are read raw (never through the
-ledger's cache) because admin code must see holds and tampering as they are now.
+ledger's cache) because admin code must see holds and tampering as they are now. Which
+threads is a :class:`ThreadFilter` (typed values); storage/ turns it into queries.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from chatledger.errors import IntegrityError, InvalidInputError
 from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import Ledger, storage_of
 from chatledger.models import validate_name as _validate_name
-from chatledger.models import validate_thread_id
+from chatledger.storage import Storage
+from chatledger.storage.documents import holds_of
+from chatledger.storage.filters import ThreadFilter, ThreadView
+from chatledger.storage.threads import ThreadStore
 
 __all__ = [
     "CHUNK_THREADS",
@@ -32,6 +36,7 @@ __all__ = [
     "aware",
     "count_threads",
     "family_chunks",
+    "hold_cases",
     "iter_events",
     "list_threads",
     "load_forest",
@@ -43,6 +48,8 @@ __all__ = [
 CHUNK_THREADS: Final = 500
 #: Head queries in flight at once (each is one indexed query; overlapping them hides latency).
 _HEADS_IN_FLIGHT: Final = 16
+#: What a removal receipt records about a thread (never content).
+_RECEIPT_FIELDS: Final = ("thread_id", "head_seq", "head_hash", "events", "messages")
 
 
 def as_ledger(target: Any) -> Ledger:
@@ -66,52 +73,6 @@ def validate_name(kind: str, value: object) -> str:
     return _validate_name(kind, value)
 
 
-@dataclass(frozen=True, slots=True)
-class ThreadFilter:
-    """Which threads an admin command acts on; all fields ``None`` means every thread."""
-
-    thread_id: str | None = None
-    tenant_id: str | None = None
-    user_id: str | None = None
-    root_id: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("thread_id", "root_id"):
-            value = getattr(self, name)
-            if value is not None:
-                validate_thread_id(value)
-        if self.tenant_id is not None:
-            validate_name("tenant id", self.tenant_id)
-        if self.user_id is not None:
-            validate_name("user id", self.user_id)
-
-    def query(self) -> dict[str, Any]:
-        """Return the ``threads`` query selecting the matching thread documents."""
-        query: dict[str, Any] = {}
-        if self.thread_id is not None:
-            query["_id"] = self.thread_id
-        if self.tenant_id is not None:
-            query["tenant_id"] = self.tenant_id
-        if self.user_id is not None:
-            query["user_id"] = self.user_id
-        if self.root_id is not None:
-            query["root_id"] = self.root_id
-        return query
-
-    def describe(self) -> dict[str, str]:
-        """Return the non-empty fields, for receipts and reports."""
-        return {
-            k: v
-            for k, v in (
-                ("thread_id", self.thread_id),
-                ("tenant_id", self.tenant_id),
-                ("user_id", self.user_id),
-                ("root_id", self.root_id),
-            )
-            if v is not None
-        }
-
-
 @dataclass(slots=True)
 class ThreadActivity:
     """A thread's own events, summarised: how many, and the newest one."""
@@ -129,13 +90,12 @@ class ThreadActivity:
 
     def receipt_entry(self) -> dict[str, Any]:
         """Return what a removal receipt records about this thread (never content)."""
-        return {
-            "thread_id": self.thread_id,
-            "head_seq": self.head_seq,
-            "head_hash": self.head_hash,
-            "events": self.events,
-            "messages": self.messages,
-        }
+        return {name: getattr(self, name) for name in _RECEIPT_FIELDS}
+
+
+def hold_cases(doc: Mapping[str, Any]) -> list[str]:
+    """Return the cases holding a thread document (``"-"`` for a ChatLedger 0.1 hold, which has none)."""
+    return holds_of(doc).case_names()
 
 
 @dataclass(slots=True)
@@ -186,8 +146,7 @@ class Forest:
 
     def held(self, thread_id: str) -> bool:
         """Return whether the thread document carries a legal hold (any case, or a 0.1 single hold)."""
-        doc = self.docs.get(thread_id, {})
-        return bool(doc.get("legal_holds")) or bool(doc.get("legal_hold"))
+        return holds_of(self.docs.get(thread_id, {})).held
 
     def hold_blocks(self, thread_id: str) -> str | None:
         """Return the id of a held thread that protects ``thread_id``'s lineage, or ``None``.
@@ -287,14 +246,14 @@ async def load_forest(
         with_family: Also load every thread of the matching threads' trees (same
             ``root_id``), so lineages and holds can be judged whole.
     """
-    query = (thread_filter or ThreadFilter()).query()
+    threads = storage_of(ledger).threads
     forest = Forest()
     roots = set()
-    async for doc in storage_of(ledger).threads.select(query):
+    async for doc in threads.matching(thread_filter):
         forest.add(doc)
         roots.add(doc.get("root_id"))
-    if with_family and query:
-        for doc in await storage_of(ledger).threads.family([r for r in roots if isinstance(r, str)]):
+    if with_family and thread_filter is not None and not thread_filter.everything:
+        for doc in await threads.family([r for r in roots if isinstance(r, str)]):
             if str(doc["_id"]) not in forest.docs:
                 forest.add(doc)
     return forest
@@ -313,19 +272,20 @@ async def activity(
     :attr:`ThreadActivity.damaged` instead of a head: one damaged thread never stops
     the others' activity from being read (``verify`` names the event).
     """
+    storage = storage_of(ledger)
     ids = sorted(forest.docs if thread_ids is None else thread_ids)
     out = {
         tid: ThreadActivity(tid, last_activity=aware(forest.docs.get(tid, {}).get("created_at")))
         for tid in ids
     }
-    for tid, (events, messages) in (await storage_of(ledger).events.counts(ids)).items():
+    for tid, (events, messages) in (await storage.tallies.counts(ids)).items():
         if tid in out:
             out[tid].events, out[tid].messages = events, messages
     with_events = [summary for summary in out.values() if summary.events]
     # A thread whose events are exactly the run base+1..base+n (count and seq total
     # agree) has its head at base+n: fetched by key, many threads per query. Any other
     # thread (a gap, a forged seq, no thread document) gets the exact per-thread query.
-    totals = await storage_of(ledger).events.seq_totals([s.thread_id for s in with_events])
+    totals = await storage.tallies.seq_totals([s.thread_id for s in with_events])
     expected: dict[str, int] = {}
     for summary in with_events:
         base = forest.docs.get(summary.thread_id, {}).get("base_offset", 0)
@@ -333,13 +293,13 @@ async def activity(
         if type(base) is int and base >= 0 and totals.get(summary.thread_id) == n * base + n * (n + 1) // 2:
             expected[summary.thread_id] = base + n
     try:
-        keyed = await storage_of(ledger).events.heads_at(expected)
+        keyed = await storage.tallies.heads_at(expected)
     except IntegrityError:
         keyed = {}  # one malformed head spoils the batch: each thread is read alone below
     rest = [s for s in with_events if s.thread_id not in keyed]
     for start in range(0, len(rest), _HEADS_IN_FLIGHT):
         batch = rest[start : start + _HEADS_IN_FLIGHT]
-        found = await asyncio.gather(*(_head_or_damage(ledger, s) for s in batch))
+        found = await asyncio.gather(*(_head_or_damage(storage, s) for s in batch))
         keyed.update({s.thread_id: h for s, h in zip(batch, found, strict=True) if h is not None})
     for summary in with_events:
         head = keyed.get(summary.thread_id)
@@ -349,20 +309,18 @@ async def activity(
     return out
 
 
-async def _head_or_damage(ledger: Ledger, summary: ThreadActivity) -> dict[str, Any] | None:
+async def _head_or_damage(storage: Storage, summary: ThreadActivity) -> dict[str, Any] | None:
     """Return a thread's newest event, or ``None`` with the damage recorded on ``summary``."""
     try:
-        return await storage_of(ledger).events.head(summary.thread_id)
+        return await storage.events.head(summary.thread_id)
     except IntegrityError as e:
         summary.damaged = f"{e} (run chatledger verify)"
         return None
 
 
-async def iter_events(
-    ledger: Ledger, thread_id: str, projection: Mapping[str, Any] | None = None
-) -> AsyncIterator[dict[str, Any]]:
+async def iter_events(ledger: Ledger, thread_id: str) -> AsyncIterator[dict[str, Any]]:
     """Yield a thread's own events in ``seq`` order, streamed in bounded batches, as stored."""
-    async for doc in storage_of(ledger).events.stream(thread_id, projection=projection):
+    async for doc in storage_of(ledger).events.stream(thread_id):
         yield doc
 
 
@@ -392,11 +350,11 @@ def _family(root_id: str | None, docs: Iterable[Mapping[str, Any]], matching: It
     return Family(root_id, forest, [t for t in forest.docs if t in wanted])
 
 
-async def _whole(ledger: Ledger, groups: list[list[dict[str, Any]]]) -> list[Family]:
+async def _whole(threads: ThreadStore, groups: list[list[dict[str, Any]]]) -> list[Family]:
     """Return the groups as whole trees: every thread sharing their roots, matching or not."""
     roots = [g[0].get("root_id") for g in groups]
     by_root: dict[Any, list[dict[str, Any]]] = {}
-    for doc in await storage_of(ledger).threads.family([r for r in roots if isinstance(r, str)]):
+    for doc in await threads.family([r for r in roots if isinstance(r, str)]):
         by_root.setdefault(doc.get("root_id"), []).append(doc)
     out: list[Family] = []
     for root, group in zip(roots, groups, strict=True):
@@ -414,9 +372,10 @@ async def family_chunks(
     *,
     whole: bool = False,
     limit: int | None = None,
-    projection: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
+    view: ThreadView = "all",
+    created_before: datetime | None = None,
     chunk: int | None = None,
+    projection: Mapping[str, Any] | None = None,
 ) -> AsyncGenerator[list[Family], None]:
     """Yield the matching threads tree by tree, in chunks of about ``chunk`` threads.
 
@@ -431,14 +390,16 @@ async def family_chunks(
             query per chunk), so lineages and holds are judged on whole trees.
         limit: Read at most this many matching threads (pushed into the query). The
             last tree read is then completed with one more query, so it is whole.
-        projection: Fields to read (``None``: all).
-        extra: More conditions on the thread documents, ANDed with the filter's.
+        view: Which fields of the thread documents to read
+            (:data:`~chatledger.storage.filters.THREAD_VIEWS`).
+        created_before: Only threads created before this time.
         chunk: How many threads to gather before yielding (:data:`CHUNK_THREADS` by default).
+        projection: A raw projection instead of ``view``: accepted only until the last
+            caller passes ``view`` (remove it then).
     """
-    query: dict[str, Any] = (thread_filter or ThreadFilter()).query()
-    if extra:
-        query = {"$and": [query, dict(extra)]} if query else dict(extra)
-    whole = whole and bool(query)  # without a filter every tree is read whole anyway
+    fields: ThreadView | Mapping[str, Any] = view if projection is None else projection
+    selective = (thread_filter is not None and not thread_filter.everything) or created_before is not None
+    whole = whole and selective  # without a filter every tree is read whole anyway
     chunk = chunk or CHUNK_THREADS
     threads = storage_of(ledger).threads
     groups: list[list[dict[str, Any]]] = []
@@ -448,14 +409,17 @@ async def family_chunks(
     async def flush() -> list[Family]:
         nonlocal groups, held
         out = (
-            await _whole(ledger, groups)
+            await _whole(threads, groups)
             if whole
             else [_family(g[0].get("root_id"), g, [str(d["_id"]) for d in g]) for g in groups]
         )
         groups, held = [], 0
         return out
 
-    async with aclosing(threads.by_root(query, limit=limit, projection=projection)) as docs:
+    matching = threads.matching(
+        thread_filter, view=fields, created_before=created_before, limit=limit, by_root=True
+    )
+    async with aclosing(matching) as docs:
         async for doc in docs:
             read += 1
             if current and doc.get("root_id") != current[0].get("root_id"):
@@ -467,11 +431,14 @@ async def family_chunks(
             current.append(doc)
     if current and limit is not None and read >= limit and not whole:
         # The limit may have cut the last tree: read the rest of it (and only that).
-        seen = [d["_id"] for d in current]
-        rest = {
-            "$and": [c for c in (query, {"root_id": current[0].get("root_id")}, {"_id": {"$nin": seen}}) if c]
-        }
-        current.extend([d async for d in threads.select(rest, projection=projection)])
+        rest = threads.rest_of_tree(
+            thread_filter,
+            current[0].get("root_id"),
+            [d["_id"] for d in current],
+            view=fields,
+            created_before=created_before,
+        )
+        current.extend([d async for d in rest])
     if current:
         groups.append(current)
     if groups:
@@ -481,7 +448,7 @@ async def family_chunks(
 async def count_threads(target: Any, thread_filter: ThreadFilter | None = None) -> int:
     """Return how many threads match ``thread_filter`` (one ``count`` command; a progress total)."""
     require_instance(thread_filter, ThreadFilter, "thread_filter")
-    return await storage_of(as_ledger(target)).threads.count((thread_filter or ThreadFilter()).query())
+    return await storage_of(as_ledger(target)).threads.count_matching(thread_filter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,7 +467,12 @@ class ThreadSummary:
     @property
     def held(self) -> bool:
         """Whether the thread carries a legal hold."""
-        return bool(self.doc.get("legal_holds")) or bool(self.doc.get("legal_hold"))
+        return holds_of(self.doc).held
+
+    @property
+    def cases(self) -> list[str]:
+        """The cases holding the thread (``"-"`` for a ChatLedger 0.1 hold, which has no case)."""
+        return hold_cases(self.doc)
 
 
 async def list_threads(
@@ -544,14 +516,14 @@ async def list_threads(
     require_callback(on_thread, "on_thread")
     ledger = as_ledger(target)
     now = now or datetime.now(UTC)
-    extra: dict[str, Any] = {}
-    if older_than is not None:
-        # Activity is never older than the thread itself: a thread created within the
-        # age cannot have been idle for longer, so the server can skip it.
-        extra["created_at"] = {"$lt": now - older_than}
+    # Activity is never older than the thread itself: a thread created within the age
+    # cannot have been idle for longer, so the server can skip it.
+    created_before = now - older_than if older_than is not None else None
     aged = older_than is not None or newer_than is not None
     remaining = limit
-    chunks = family_chunks(ledger, thread_filter, limit=None if aged else limit, extra=extra or None)
+    chunks = family_chunks(
+        ledger, thread_filter, limit=None if aged else limit, created_before=created_before
+    )
     async with aclosing(chunks):
         async for chunk in chunks:
             ordered = [(family, tid) for family in chunk for tid in family.matching]

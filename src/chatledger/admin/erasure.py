@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Final
 
 from chatledger.admin._checks import require_bool, require_callback, require_instance, require_text
-from chatledger.admin.catalog import Forest, ThreadFilter, activity, as_ledger, count_threads, family_chunks
-from chatledger.admin.receipts import operator_identity, record
-from chatledger.admin.removal import (
-    Removal,
-    RemovalReport,
-    execute,
-    lineage_removal,
-    select_lineages,
-    set_aside_damaged,
-)
+from chatledger.admin.catalog import ThreadFilter, as_ledger, count_threads
+from chatledger.admin.receipts import Receipts, operator_identity
+from chatledger.admin.removal import Removal, RemovalReport, execute, plan_tree, trees_to_plan
 from chatledger.errors import ChatLedgerError, InvalidInputError
-from chatledger.ledger import Ledger, storage_of
+from chatledger.ledger import storage_of
 from chatledger.storage.keys import KeyStore, is_tombstone
-
-#: Planning reads every field a removal needs (holds, lineage, scope) but not metadata.
-_NO_METADATA: Final = {"metadata": 0}
 
 __all__ = [
     "NoSuchSubjectError",
@@ -102,14 +91,9 @@ async def plan_erasure(
     subject = _subject(user_id, tenant_id)
     require_callback(on_thread, "on_thread")
     report = RemovalReport("erasure", dry_run=True, covers=covers(user_id, tenant_id))
-    async for chunk in family_chunks(ledger, subject, whole=True, projection=_NO_METADATA):
-        merged = Forest()
+    async for chunk, act in trees_to_plan(ledger, subject):
         for family in chunk:
-            merged.docs.update(family.forest.docs)
-        act = await activity(ledger, merged)
-        for family in chunk:
-            matching = set_aside_damaged(report, family.forest, set(family.matching), act)
-            select_lineages(report, family.forest, matching, partial(lineage_removal, family.forest, act))
+            plan_tree(report, family.forest, set(family.matching), act)
             if on_thread is not None:
                 for tid in family.matching:
                     on_thread(tid)
@@ -162,7 +146,7 @@ async def run_erasure(
     """
     apply = require_bool(apply, "apply")
     shred_keys = require_bool(shred_keys, "shred_keys")
-    _subject(user_id, tenant_id)
+    subject = _subject(user_id, tenant_id)
     require_text(by, "by", optional=True)
     require_text(reason, "reason")
     for name, callback in (
@@ -174,13 +158,14 @@ async def run_erasure(
         require_callback(callback, name)
     require_instance(key_store, KeyStore, "key_store")
     ledger = as_ledger(target)
+    receipts = Receipts.of(ledger)
     report = await plan_erasure(ledger, user_id=user_id, tenant_id=tenant_id, on_thread=on_thread)
     report.dry_run = not apply
     if key_store is None and ledger.sealer is not None:
         key_store = ledger.sealer.key_store
     store = key_store if shred_keys else None
     if not report.planned and not report.skipped:
-        await _refuse_nothing(ledger, store, user_id, tenant_id)
+        await _refuse_nothing(receipts, store, subject, ledger.ledger_id)
     if on_plan is not None:
         on_plan(report)
     report = await execute(
@@ -188,7 +173,7 @@ async def run_erasure(
         report,
         by=by or operator_identity(),
         reason=reason,
-        scope=_subject(user_id, tenant_id).describe(),
+        scope=subject.describe(),
         on_removal=on_removal,
     )
     if store is not None:
@@ -201,7 +186,9 @@ async def run_erasure(
             # The subject's tombstone (its erased mark) and its receipt go together: the
             # receipt is written here when the key step wrote none (no live key was
             # destroyed), or when an earlier run stopped between the two.
-            written = await _record_tombstone(ledger, store, user_id, tenant_id, by=by, reason=reason)
+            written = await _record_tombstone(
+                receipts, store, subject, ledger.ledger_id, by=by, reason=reason
+            )
             if written is not None and shred.receipt_id is None:
                 shred.receipt_id = written
         if on_keys is not None:
@@ -238,27 +225,27 @@ async def subject_tombstone(
 
 
 async def _unrecorded_tombstone(
-    ledger: Ledger, key_store: KeyStore, user_id: str | None, tenant_id: str | None
+    receipts: Receipts, key_store: KeyStore, subject: ThreadFilter, ledger_id: str
 ) -> dict[str, Any] | None:
     """Return the subject's tombstone if no receipt records it (an erasure stopped in between)."""
     _, doc = await subject_tombstone(
-        key_store, user_id=user_id, tenant_id=tenant_id, ledger_id=ledger.ledger_id
+        key_store, user_id=subject.user_id, tenant_id=subject.tenant_id, ledger_id=ledger_id
     )
     if doc is None or not is_tombstone(doc):
         return None
     receipt_id = doc.get("receipt_id")
     if isinstance(receipt_id, str) and any(
-        r.get("_id") == receipt_id for r in await storage_of(ledger).receipts.for_ids([receipt_id])
+        r.get("_id") == receipt_id for r in await receipts.for_ids([receipt_id])
     ):
         return None
     return doc
 
 
 async def _record_tombstone(
-    ledger: Ledger,
+    receipts: Receipts,
     key_store: KeyStore,
-    user_id: str | None,
-    tenant_id: str | None,
+    subject: ThreadFilter,
+    ledger_id: str,
     *,
     by: str | None,
     reason: str,
@@ -266,18 +253,17 @@ async def _record_tombstone(
     """Write the missing ``keys.destroyed`` receipt of the subject's tombstone; return its id, or ``None``."""
     from chatledger.sealing.keys import KEYS_DESTROYED
 
-    doc = await _unrecorded_tombstone(ledger, key_store, user_id, tenant_id)
+    doc = await _unrecorded_tombstone(receipts, key_store, subject, ledger_id)
     if doc is None:
         return None
     receipt_id = doc.get("receipt_id")
     receipt_id = receipt_id if isinstance(receipt_id, str) else uuid.uuid4().hex
-    await record(
-        ledger,
+    await receipts.record(
         KEYS_DESTROYED,
         by or operator_identity(),
         _id=receipt_id,
         reason=reason,
-        scope=_subject(user_id, tenant_id).describe(),
+        scope=subject.describe(),
         key_ids=[str(doc["_id"])],
         removal_receipts=[],
     )
@@ -285,21 +271,21 @@ async def _record_tombstone(
 
 
 async def _refuse_nothing(
-    ledger: Ledger, key_store: KeyStore | None, user_id: str | None, tenant_id: str | None
+    receipts: Receipts, key_store: KeyStore | None, subject: ThreadFilter, ledger_id: str
 ) -> None:
     """Raise :class:`NoSuchSubjectError` unless the subject has something left to erase or record."""
+    user_id, tenant_id = subject.user_id, subject.tenant_id
     if key_store is not None:
         if await key_store.of_subject(user_id=user_id, tenant_id=tenant_id):
             return  # live keys: erasing destroys them
         _, tombstone = await subject_tombstone(
-            key_store, user_id=user_id, tenant_id=tenant_id, ledger_id=ledger.ledger_id
+            key_store, user_id=user_id, tenant_id=tenant_id, ledger_id=ledger_id
         )
         if tombstone is not None and is_tombstone(tombstone):
             # Erased before (a re-run finds nothing left, and completes a missing receipt).
             return
-    subject = _subject(user_id, tenant_id).describe()
-    field, value = next(iter(subject.items()))
-    if await storage_of(ledger).receipts.has_erasure(field, value):
+    field, value = next(iter(subject.describe().items()))
+    if await receipts.store.has_erasure(field, value):
         return  # erased before, without sealing: a re-run finds nothing left to do
     who = f"user {user_id!r}" if user_id is not None else f"tenant {tenant_id!r}"
     held = " and no data key" if key_store is not None else ""
@@ -334,14 +320,15 @@ async def keys_not_found(
     marks = [m for lid in (ledger.ledger_id, None) if (m := subject_mark(tenant_id, user_id, lid))]
     if await key_store.tombstone_among(marks) is not None:
         return None  # erased before: nothing is left to destroy
+    storage = storage_of(ledger)
     sealed, chunk = False, []
-    async for doc in storage_of(ledger).threads.select(subject.query(), projection={"_id": 1}):
-        chunk.append(str(doc["_id"]))
+    async for thread_id in storage.threads.ids_matching(subject):
+        chunk.append(thread_id)
         if len(chunk) >= _SEALED_PROBE_CHUNK:
-            sealed, chunk = await storage_of(ledger).events.any_sealed(chunk), []
+            sealed, chunk = await storage.tallies.any_sealed(chunk), []
             if sealed:
                 break
-    if not sealed and (not chunk or not await storage_of(ledger).events.any_sealed(chunk)):
+    if not sealed and (not chunk or not await storage.tallies.any_sealed(chunk)):
         return None
     where = getattr(key_store.collection, "full_name", key_store.collection.name)
     return (

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from chatledger.admin.catalog import as_ledger
-from chatledger.admin.receipts import HOLD_RELEASED, HOLD_SET, operator_identity, record
+from chatledger.admin.receipts import HOLD_RELEASED, HOLD_SET, Receipts, operator_identity
 from chatledger.errors import InvalidInputError, LegalHoldError, StorageError, UnknownThreadError
-from chatledger.ledger import Ledger, storage_of
+from chatledger.ledger import storage_of
 from chatledger.models import utc_now_ms, validate_thread_id
+from chatledger.storage.removals import RemovalMarks
+from chatledger.storage.threads import ThreadStore
 
 __all__ = ["place_hold", "release_hold", "set_hold"]
 
@@ -26,7 +28,8 @@ def _text(kind: str, value: object) -> str:
 
 
 async def _change(
-    ledger: Ledger,
+    threads: ThreadStore,
+    marks: RemovalMarks,
     thread_id: str,
     change: Callable[[list[dict[str, Any]], bool], list[dict[str, Any]] | None],
 ) -> bool:
@@ -40,32 +43,29 @@ async def _change(
         LegalHoldError: a removal has claimed the thread.
     """
     for _ in range(20):
-        await _refuse_if_claimed(ledger, thread_id)
-        doc = await storage_of(ledger).threads.get_raw(thread_id)
-        if doc is None or "removed" in doc:
+        await _refuse_if_claimed(marks, thread_id)
+        live = await threads.live(thread_id)
+        if live is None:
             raise UnknownThreadError(f"no thread {thread_id!r}")
-        holds = [dict(h) for h in doc.get("legal_holds") or () if isinstance(h, dict)]
-        legacy = isinstance(doc.get("legal_hold"), dict)
-        rev = doc.get("holds_rev")
-        rev = rev if type(rev) is int else 0
+        holds, legacy, rev = list(live.holds.cases), live.holds.legacy, live.holds.rev
         new = change(holds, legacy)
         if new is None:
             return False
-        if not await storage_of(ledger).threads.replace_holds(thread_id, rev, new, legacy=legacy and not new):
+        if not await threads.replace_holds(thread_id, rev, new, legacy=legacy and not new):
             continue
         try:
             # Checked again AFTER writing: a removal reads the holds after claiming, so of
             # the two at least one sees the other. If the removal won, undo and say so.
-            await _refuse_if_claimed(ledger, thread_id)
+            await _refuse_if_claimed(marks, thread_id)
         except LegalHoldError:
-            await storage_of(ledger).threads.replace_holds(thread_id, rev + 1, holds)
+            await threads.replace_holds(thread_id, rev + 1, holds)
             raise
         return True
     raise StorageError(f"the legal holds of thread {thread_id!r} keep changing; try again")
 
 
-async def _refuse_if_claimed(ledger: Ledger, thread_id: str) -> None:
-    claim = await storage_of(ledger).events.claim_of(thread_id)
+async def _refuse_if_claimed(marks: RemovalMarks, thread_id: str) -> None:
+    claim = await marks.claim_of(thread_id)
     if claim is not None:
         raise LegalHoldError(
             f"thread {thread_id!r} is being removed (receipt {claim!r}); a hold can no longer be set or "
@@ -124,8 +124,9 @@ async def place_hold(
             return None
         return [*holds, hold]
 
-    if await _change(ledger, thread_id, add):
-        await record(ledger, HOLD_SET, who, thread_id=thread_id, case=case_id, reason=why)
+    storage = storage_of(ledger)
+    if await _change(storage.threads, storage.removals, thread_id, add):
+        await Receipts(storage.receipts).record(HOLD_SET, who, thread_id=thread_id, case=case_id, reason=why)
         return hold, True
     return existing[0], False
 
@@ -177,9 +178,10 @@ async def release_hold(
         released.append(case_id)
         return kept
 
-    if not await _change(ledger, thread_id, remove):
+    storage = storage_of(ledger)
+    if not await _change(storage.threads, storage.removals, thread_id, remove):
         return False
-    await record(
-        ledger, HOLD_RELEASED, by or operator_identity(), thread_id=thread_id, case=released[0], reason=why
+    await Receipts(storage.receipts).record(
+        HOLD_RELEASED, by or operator_identity(), thread_id=thread_id, case=released[0], reason=why
     )
     return True

@@ -16,12 +16,14 @@ from typing import Any, Final
 
 from chatledger.ledger import Ledger, storage_of
 from chatledger.models import utc_now_ms
+from chatledger.storage.receipts import ReceiptStore
 
 __all__ = [
     "COMPLETED",
     "HOLD_RELEASED",
     "HOLD_SET",
     "REMOVAL",
+    "Receipts",
     "operator_identity",
     "pending_removals",
     "receipts_for",
@@ -44,6 +46,67 @@ def operator_identity() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+class Receipts:
+    """A ledger's audit trail as admin code writes and reads it: receipts, never content.
+
+    Args:
+        store: The audit collection's store (an admin entry point hands it over).
+    """
+
+    def __init__(self, store: ReceiptStore) -> None:
+        self.store = store
+
+    @classmethod
+    def of(cls, ledger: Ledger) -> Receipts:
+        """Return the audit trail of ``ledger``."""
+        return cls(storage_of(ledger).receipts)
+
+    async def record(self, kind: str, by: str, **fields: Any) -> dict[str, Any]:
+        """Insert one receipt of ``kind`` and return it (see :func:`record`)."""
+        doc: dict[str, Any] = {"_id": uuid.uuid4().hex, "kind": kind, "at": utc_now_ms(), "by": by, **fields}
+        await self.store.insert(doc)
+        return doc
+
+    async def for_ids(self, receipt_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Return the receipts with these ids and the receipts that refer to them."""
+        return await self.store.for_ids(receipt_ids)
+
+    async def completed(self, receipt_id: str) -> bool:
+        """Return whether the removal ``receipt_id`` has its completion receipt."""
+        return any(r.get("kind") == COMPLETED for r in await self.for_ids([receipt_id]))
+
+    async def referred_ids(self, kind: str) -> set[object]:
+        """Return the receipt ids the receipts of ``kind`` refer to."""
+        return await self.store.referred_ids(kind)
+
+    async def pending_removals(self) -> list[dict[str, Any]]:
+        """Return removal receipts that have no completion receipt (interrupted runs), oldest first."""
+        done = await self.referred_ids(COMPLETED)
+        started = await self.store.of_kind(REMOVAL)
+        # A malformed receipt (no date) still counts; it sorts first rather than crashing.
+        return sorted(
+            (r for r in started if r.get("_id") not in done),
+            key=lambda r: (
+                isinstance(r.get("at"), datetime),
+                r["at"] if isinstance(r.get("at"), datetime) else 0,
+            ),
+        )
+
+    async def removed_heads(self) -> dict[str, list[tuple[int, str]]]:
+        """Return, per removed thread id, the heads (seq, hash) recorded by completed removals."""
+        done = await self.referred_ids(COMPLETED)
+        out: dict[str, list[tuple[int, str]]] = {}
+        for receipt in await self.store.of_kind(REMOVAL, fields=("heads",)):
+            if receipt["_id"] not in done:
+                continue
+            heads: Sequence[Mapping[str, Any]] = receipt.get("heads") or ()
+            for head in heads:
+                out.setdefault(str(head["thread_id"]), []).append(
+                    (int(head["head_seq"]), str(head["head_hash"]))
+                )
+        return out
+
+
 async def record(ledger: Ledger, kind: str, by: str, **fields: Any) -> dict[str, Any]:
     """Insert one receipt of ``kind`` and return it.
 
@@ -53,44 +116,19 @@ async def record(ledger: Ledger, kind: str, by: str, **fields: Any) -> dict[str,
         by: Who acted.
         **fields: The rest of the receipt (ids, counts, hashes, reason): never content.
     """
-    doc: dict[str, Any] = {"_id": uuid.uuid4().hex, "kind": kind, "at": utc_now_ms(), "by": by, **fields}
-    await storage_of(ledger).receipts.insert(doc)
-    return doc
-
-
-async def _receipts(
-    ledger: Ledger, kind: str, projection: Mapping[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    return await storage_of(ledger).receipts.of_kind(kind, projection)
+    return await Receipts.of(ledger).record(kind, by, **fields)
 
 
 async def pending_removals(ledger: Ledger) -> list[dict[str, Any]]:
     """Return removal receipts that have no completion receipt (interrupted runs), oldest first."""
-    done = {r.get("receipt_id") for r in await _receipts(ledger, COMPLETED, {"receipt_id": 1})}
-    started = await _receipts(ledger, REMOVAL)
-    # A malformed receipt (no date) still counts; it sorts first rather than crashing.
-    return sorted(
-        (r for r in started if r.get("_id") not in done),
-        key=lambda r: (
-            isinstance(r.get("at"), datetime),
-            r["at"] if isinstance(r.get("at"), datetime) else 0,
-        ),
-    )
+    return await Receipts.of(ledger).pending_removals()
 
 
 async def removed_heads(ledger: Ledger) -> dict[str, list[tuple[int, str]]]:
     """Return, per removed thread id, the heads (seq, hash) recorded by completed removals."""
-    done = {r.get("receipt_id") for r in await _receipts(ledger, COMPLETED, {"receipt_id": 1})}
-    out: dict[str, list[tuple[int, str]]] = {}
-    for receipt in await _receipts(ledger, REMOVAL, {"heads": 1}):
-        if receipt["_id"] not in done:
-            continue
-        heads: Sequence[Mapping[str, Any]] = receipt.get("heads") or ()
-        for head in heads:
-            out.setdefault(str(head["thread_id"]), []).append((int(head["head_seq"]), str(head["head_hash"])))
-    return out
+    return await Receipts.of(ledger).removed_heads()
 
 
 async def receipts_for(ledger: Ledger, receipt_ids: Sequence[str]) -> list[dict[str, Any]]:
     """Return the receipts with these ids and the completion receipts that refer to them."""
-    return await storage_of(ledger).receipts.for_ids(receipt_ids)
+    return await Receipts.of(ledger).for_ids(receipt_ids)

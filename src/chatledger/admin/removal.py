@@ -11,9 +11,9 @@ step is a single-document compare-and-set or an idempotent bulk update, and the 
    removes it. Once claimed, no hold can be set on the thread, and no writer can branch
    from it (the ledger checks before and after creating a branch).
 2. Write the ``removal`` receipt (ids and planned heads: never content).
-3. **Seal** each thread at the position after its newest event (an append racing the
-   seal lands first and the seal goes after it), and claim any branch created in the
-   window: it goes with its parent.
+3. **Close** each thread with a closing mark at the position after its newest event (an
+   append racing the mark lands first and the mark goes after it), and claim any branch
+   created in the window: it goes with its parent.
 4. **Hollow** every event in place: content, hashes and scope are stripped, the position
    stays, so a process holding any old cursor hits the unique index and gets
    :class:`~chatledger.errors.ThreadRemovedError`, never an acknowledgement.
@@ -25,33 +25,43 @@ step is a single-document compare-and-set or an idempotent bulk update, and the 
 A crash anywhere leaves claims or a receipt without completion; the next applied run
 (:func:`resume_pending`) re-plans against the current state (branches made meanwhile
 included) and finishes it.
+
+The stores a removal works on are handed to it (:class:`RemovalPorts`): the entry points
+(:func:`execute`, :func:`resume_pending`) are the only code here that opens a ledger's storage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from chatledger.admin.catalog import Forest, ThreadActivity
-from chatledger.admin.receipts import COMPLETED, REMOVAL, pending_removals, record
+from chatledger.admin.catalog import Family, Forest, ThreadActivity, ThreadFilter, activity, family_chunks
+from chatledger.admin.receipts import COMPLETED, REMOVAL, Receipts
 from chatledger.errors import LegalHoldError
 from chatledger.ledger import Ledger, storage_of
 from chatledger.models import utc_now_ms
+from chatledger.storage.documents import holds_of
+from chatledger.storage.removals import RemovalMarks
+from chatledger.storage.threads import ThreadStore
 
 __all__ = [
     "INTERRUPTED",
     "KEPT",
     "Removal",
+    "RemovalPorts",
     "RemovalReport",
     "Skipped",
     "execute",
     "lineage_removal",
+    "plan_tree",
     "resume_pending",
     "select_lineages",
+    "trees_to_plan",
 ]
 
 
@@ -106,13 +116,8 @@ def lineage_removal(forest: Forest, activity: dict[str, ThreadActivity], thread_
         max(dates) if dates else None,
         tenant_id=doc.get("tenant_id"),
         user_id=doc.get("user_id"),
-        holds_revs=tuple(_rev(forest.docs.get(t, {})) for t in ids),
+        holds_revs=tuple(holds_of(forest.docs.get(t, {})).rev for t in ids),
     )
-
-
-def _rev(doc: Mapping[str, Any]) -> int:
-    rev = doc.get("holds_rev")
-    return rev if type(rev) is int else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +233,33 @@ def select_lineages(
             report.skipped.append(Skipped(tid, f"legal hold on thread {holder!r}"))
 
 
+def plan_tree(
+    report: RemovalReport, forest: Forest, due: set[str], activity: dict[str, ThreadActivity]
+) -> None:
+    """Add to ``report`` the lineages to remove among one tree's ``due`` threads.
+
+    Lineages holding a damaged thread are set aside first (:func:`set_aside_damaged`),
+    then the topmost removable lineages are planned (:func:`select_lineages`).
+    """
+    due = set_aside_damaged(report, forest, due, activity)
+    select_lineages(report, forest, due, partial(lineage_removal, forest, activity))
+
+
+async def trees_to_plan(
+    ledger: Ledger, thread_filter: ThreadFilter | None
+) -> AsyncGenerator[tuple[list[Family], dict[str, ThreadActivity]], None]:
+    """Yield the filter's conversation trees, whole, a chunk at a time, with every thread's activity.
+
+    What a plan needs and no more (the thread documents without their metadata); memory
+    is bounded by a chunk, whatever the number of threads.
+    """
+    async for chunk in family_chunks(ledger, thread_filter, whole=True, view="plan"):
+        merged = Forest()
+        for family in chunk:
+            merged.docs.update(family.forest.docs)
+        yield chunk, await activity(ledger, merged)
+
+
 #: Why a thread was not claimed: it is a tombstone (or gone) already.
 _GONE = "already removed"
 
@@ -245,14 +277,31 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class RemovalPorts:
+    """What a removal works on: the threads, the removal marks, the audit trail, the ledger's cache."""
+
+    threads: ThreadStore
+    marks: RemovalMarks
+    receipts: Receipts
+    #: Drops removed threads from the ledger's cache (:meth:`Ledger.forget`).
+    forget: Callable[[list[str]], None]
+
+    @classmethod
+    def of(cls, ledger: Ledger) -> RemovalPorts:
+        """Return the ports of ``ledger`` (the entry points' one door to its storage)."""
+        storage = storage_of(ledger)
+        return cls(storage.threads, storage.removals, Receipts(storage.receipts), ledger.forget)
+
+
 class _Run:
     """One removal (one receipt id) carried out step by step; every step can be repeated."""
 
-    def __init__(self, ledger: Ledger, receipt_id: str) -> None:
-        self.ledger = ledger
+    def __init__(self, ports: RemovalPorts, receipt_id: str) -> None:
+        self.ports = ports
         self.receipt_id = receipt_id
-        self.threads = storage_of(ledger).threads
-        self.events = storage_of(ledger).events
+        self.threads = ports.threads
+        self.marks = ports.marks
         #: Claimed thread id -> its root id, in claim order (parents before branches).
         self.claimed: dict[str, str] = {}
         self.heads: dict[str, dict[str, Any]] = {}
@@ -275,12 +324,12 @@ class _Run:
 
     async def _claim(self, thread_id: str, holds_rev: int) -> str | None:
         """Claim one thread; return why not (the claim may still be held: see :meth:`release`)."""
-        doc = await self.threads.get_raw(thread_id)
-        if doc is None or "removed" in doc:
+        live = await self.threads.live(thread_id)
+        if live is None:
             return _GONE
-        root = str(doc.get("root_id"))
-        if not await self.events.claim(thread_id, self.receipt_id, root):
-            if await self.events.claim_of(thread_id) == self.receipt_id:
+        root = live.root_id
+        if not await self.marks.claim(thread_id, self.receipt_id, root):
+            if await self.marks.claim_of(thread_id) == self.receipt_id:
                 self.claimed[thread_id] = root  # ours already (a resumed run)
                 return None
             return "being removed by another run"
@@ -288,10 +337,10 @@ class _Run:
         await self.threads.mark_removing(thread_id, self.receipt_id)
         # Read the holds again AFTER claiming: a hold writer reads the claim after
         # writing, so of two racing operators at least one sees the other, and backs off.
-        doc = await self.threads.get_raw(thread_id)
-        if doc is None or "removed" in doc:
+        live = await self.threads.live(thread_id)
+        if live is None:
             return _GONE
-        if _rev(doc) != holds_rev or doc.get("legal_holds") or doc.get("legal_hold"):
+        if live.holds.rev != holds_rev or live.holds.held:
             return f"the legal holds of thread {thread_id!r} changed since the plan was made (a hold was set)"
         return None
 
@@ -299,12 +348,13 @@ class _Run:
         """Let go of one thread (its claim, if taken): it needs no removal."""
         if self.claimed.pop(thread_id, None) is not None:
             await self.threads.unmark_removing(thread_id, self.receipt_id)
-            await self.events.release_claim(thread_id, self.receipt_id)
+            await self.marks.release_claim(thread_id, self.receipt_id)
 
     async def release(self) -> None:
+        """Let go of every thread claimed so far."""
         for tid in self.claimed:
             await self.threads.unmark_removing(tid, self.receipt_id)
-            await self.events.release_claim(tid, self.receipt_id)
+            await self.marks.release_claim(tid, self.receipt_id)
         self.claimed.clear()
 
     async def adopt(self) -> str | None:
@@ -328,9 +378,10 @@ class _Run:
                 return None
             for doc in sorted(new, key=lambda d: (d.get("depth") or 0, str(d["_id"]))):
                 tid = str(doc["_id"])
-                if doc.get("legal_holds") or doc.get("legal_hold"):
+                holds = holds_of(doc)
+                if holds.held:
                     return f"legal hold on branch {tid!r}, made during the removal"
-                why = await self._claim(tid, _rev(doc))
+                why = await self._claim(tid, holds.rev)
                 if why == _GONE:
                     # Its writer saw the parent claimed and removed the branch itself (a
                     # race the ledger resolves that way): not a reason to keep the lineage.
@@ -339,40 +390,36 @@ class _Run:
                 if why is not None:
                     return f"branch {tid!r}, made during the removal: {why}"
 
-    async def seal(self, thread_id: str) -> None:
-        """Seal a claimed thread after its newest event; remember the final head removed."""
+    async def close(self, thread_id: str) -> None:
+        """Put a closing mark after a claimed thread's newest event; remember the final head removed."""
         while True:
-            last = await self.events.last(thread_id)
-            if last is not None and last.get("sealed"):
+            last = await self.marks.last(thread_id)
+            if last is not None and last.closed:
                 break
             record = await self.threads.get(thread_id, scope=None)
             base = record.base_offset if record is not None else 0
-            seq = int(last["seq"]) + 1 if last is not None and type(last.get("seq")) is int else base + 1
-            if last is not None and not last.get("removed"):
-                self.heads[thread_id] = {
-                    "thread_id": thread_id,
-                    "head_seq": last.get("seq"),
-                    "head_hash": last.get("hash"),
-                }
-            if await self.events.seal(thread_id, seq, self.claimed[thread_id]):
+            seq = last.seq + 1 if last is not None and last.seq is not None else base + 1
+            if last is not None and not last.removed:
+                self.heads[thread_id] = {"thread_id": thread_id, "head_seq": last.seq, "head_hash": last.hash}
+            if await self.marks.close(thread_id, seq, self.claimed[thread_id]):
                 break
 
     async def finish(self) -> tuple[int, int]:
-        """Seal, adopt late branches, hollow and tombstone; return (threads, events) removed."""
+        """Close, adopt late branches, hollow and tombstone; return (threads, events) removed."""
         for tid in list(self.claimed):
             await self.threads.mark_removing(tid, self.receipt_id)  # again: a resumed run
-            await self.seal(tid)
+            await self.close(tid)
         why = await self.adopt()  # branches that passed the ledger's check just before the claim
         if why is not None:
             raise LegalHoldError(why)
         for tid in list(self.claimed):
-            await self.seal(tid)
+            await self.close(tid)
         events = threads = 0
         for tid in list(self.claimed):
-            events += await self.events.hollow_thread(tid)
+            events += await self.marks.hollow_thread(tid)
         for tid in reversed(list(self.claimed)):
             threads += await self.threads.tombstone(tid, self.claimed[tid], self.receipt_id, utc_now_ms())
-        self.ledger.forget(list(self.claimed))
+        self.ports.forget(list(self.claimed))
         return threads, events
 
 
@@ -397,16 +444,17 @@ async def execute(
         scope: The policy or filter that selected the threads (recorded in the receipts).
         on_removal: Called after each planned removal is handled (progress reporting).
     """
-    report.resumed = await resume_pending(ledger, by=by, dry_run=report.dry_run)
+    ports = RemovalPorts.of(ledger)
+    report.resumed = await _resume(ports, by=by, dry_run=report.dry_run)
     if report.dry_run:
         return report
     gone: set[str] = set()
     for removal in report.planned:
-        run = _Run(ledger, uuid.uuid4().hex)
+        run = _Run(ports, uuid.uuid4().hex)
         try:
-            why = await _remove(ledger, run, removal, report, by=by, reason=reason, scope=scope)
+            why = await _remove(run, removal, report, by=by, reason=reason, scope=scope)
         except asyncio.CancelledError:
-            await _give_up(ledger, run, report, by)
+            await _give_up(run, report, by)
             raise
         if why == _GONE:
             # Removed meanwhile: by an interrupted removal this run just finished
@@ -420,8 +468,7 @@ async def execute(
     report.planned = [r for r in report.planned if r.thread_id not in skipped]
     for kept in report.skipped:
         # Every applied run leaves a complete record: what it kept, and why, too.
-        receipt = await record(
-            ledger,
+        receipt = await ports.receipts.record(
             KEPT,
             by,
             action=report.action,
@@ -434,25 +481,25 @@ async def execute(
     return report
 
 
-async def _give_up(ledger: Ledger, run: _Run, report: RemovalReport, by: str) -> None:
+async def _give_up(run: _Run, report: RemovalReport, by: str) -> None:
     """Leave an interrupted removal so that the next run finishes it at once.
 
     Claims without a receipt are released (nothing was removed yet). A removal whose
     receipt is written is marked interrupted (``removal.interrupted``): this process no
     longer owns it, so the next run need not wait :data:`RESUME_AFTER` to finish it.
     """
-    found = await storage_of(ledger).receipts.for_ids([run.receipt_id])
+    receipts = run.ports.receipts
+    found = await receipts.for_ids([run.receipt_id])
     if any(r.get("kind") == COMPLETED for r in found):
         report.removed.append(run.receipt_id)  # done; a left claim is released by the next run
     elif found:
-        await record(ledger, INTERRUPTED, by, receipt_id=run.receipt_id)
+        await receipts.record(INTERRUPTED, by, receipt_id=run.receipt_id)
         report.interrupted.append(run.receipt_id)
     else:
         await run.release()
 
 
 async def _remove(
-    ledger: Ledger,
     run: _Run,
     removal: Removal,
     report: RemovalReport,
@@ -469,8 +516,7 @@ async def _remove(
             await run.release()
     if why is not None:
         return why
-    await record(
-        ledger,
+    await run.ports.receipts.record(
         REMOVAL,
         by,
         _id=run.receipt_id,
@@ -486,22 +532,22 @@ async def _remove(
             "messages": removal.messages,
         },
     )
-    await _complete(ledger, run, by)
+    await _complete(run, by)
     report.removed.append(run.receipt_id)
     return None
 
 
-async def _complete(ledger: Ledger, run: _Run, by: str, **extra: Any) -> None:
+async def _complete(run: _Run, by: str, **extra: Any) -> None:
+    receipts = run.ports.receipts
     try:
         threads, events = await run.finish()
     except LegalHoldError as e:
         # A hold on a branch made during the removal wins: nothing more is removed, and
-        # the receipt says so. Sealed threads stay sealed (no writes) until removed.
+        # the receipt says so. Closed threads stay closed (no writes) until removed.
         await run.release()
-        await record(ledger, COMPLETED, by, receipt_id=run.receipt_id, aborted=str(e), **extra)
+        await receipts.record(COMPLETED, by, receipt_id=run.receipt_id, aborted=str(e), **extra)
         return
-    await record(
-        ledger,
+    await receipts.record(
         COMPLETED,
         by,
         receipt_id=run.receipt_id,
@@ -511,11 +557,7 @@ async def _complete(ledger: Ledger, run: _Run, by: str, **extra: Any) -> None:
         **extra,
     )
     for tid in run.claimed:
-        await storage_of(ledger).events.release_claim(tid, run.receipt_id)
-
-
-async def _completed(ledger: Ledger, receipt_id: str) -> bool:
-    return any(r.get("kind") == COMPLETED for r in await storage_of(ledger).receipts.for_ids([receipt_id]))
+        await run.marks.release_claim(tid, run.receipt_id)
 
 
 async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> list[str]:
@@ -524,24 +566,25 @@ async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> l
     The removal is re-planned against the current state: branches made since it was
     interrupted go with their parent. Returns the receipt ids finished (or, dry, to finish).
     """
+    return await _resume(RemovalPorts.of(ledger), by=by, dry_run=dry_run)
+
+
+async def _resume(ports: RemovalPorts, *, by: str, dry_run: bool) -> list[str]:
     # A removal younger than RESUME_AFTER may still be running in another process: it is
     # left to that run (taking it over would race it). Older ones were interrupted.
     cutoff = datetime.now(UTC) - RESUME_AFTER
     # ... unless the run that owned it said it stopped (an interrupt it survived).
-    given_up = {
-        str(r.get("receipt_id"))
-        for r in await storage_of(ledger).receipts.of_kind(INTERRUPTED, {"receipt_id": 1})
-    }
-    started = {str(r["_id"]): r for r in await pending_removals(ledger)}
-    claims = await storage_of(ledger).events.claims()
+    given_up = {str(r) for r in await ports.receipts.referred_ids(INTERRUPTED)}
+    started = {str(r["_id"]): r for r in await ports.receipts.pending_removals()}
+    claims = await ports.marks.claims()
     finished: list[str] = []
     for receipt_id in sorted(set(started) | set(claims)):
         receipt = started.get(receipt_id)
         mine = claims.get(receipt_id, [])
-        if receipt is None and await _completed(ledger, receipt_id):
+        if receipt is None and await ports.receipts.completed(receipt_id):
             if not dry_run:  # finished, but interrupted before its claims were released
                 for tid, _, _ in mine:
-                    await storage_of(ledger).events.release_claim(tid, receipt_id)
+                    await ports.marks.release_claim(tid, receipt_id)
             continue
         when = (
             receipt.get("at") if receipt is not None else min((at for _, _, at in mine if at), default=None)
@@ -551,11 +594,13 @@ async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> l
         finished.append(receipt_id)
         if dry_run:
             continue
-        run = _Run(ledger, receipt_id)
+        run = _Run(ports, receipt_id)
         for tid, root, _ in mine:
             run.claimed[tid] = root
         if receipt is None:
             # Claimed, then interrupted before the receipt was written: write it now.
-            await record(ledger, REMOVAL, by, _id=receipt_id, action="resumed", thread_ids=list(run.claimed))
-        await _complete(ledger, run, by, resumed=True)
+            await ports.receipts.record(
+                REMOVAL, by, _id=receipt_id, action="resumed", thread_ids=list(run.claimed)
+            )
+        await _complete(run, by, resumed=True)
     return finished

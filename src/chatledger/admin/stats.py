@@ -9,19 +9,18 @@ from typing import Any, Final
 
 from chatledger.admin.catalog import ThreadFilter, as_ledger, aware
 from chatledger.ledger import storage_of
+from chatledger.storage.documents import holds_of
 from chatledger.storage.encoding import encoded_size
 
 __all__ = ["Stats", "collect_stats", "count_events"]
 
-#: The thread fields the totals need (documents are never held: counted and dropped).
-_THREAD_FIELDS: Final = {"parent": 1, "legal_holds": 1, "legal_hold": 1}
 #: How often (in events) ``on_event`` hears about progress.
 _EVENT_TICK: Final = 256
 
 
 async def count_events(target: Any, *, tenant_id: str | None = None) -> int:
     """Return how many events :func:`collect_stats` would read (one ``count`` command; a progress total)."""
-    return await storage_of(as_ledger(target)).events.count(ThreadFilter(tenant_id=tenant_id).describe())
+    return await storage_of(as_ledger(target)).tallies.count_matching(ThreadFilter(tenant_id=tenant_id))
 
 
 @dataclass(slots=True)
@@ -74,19 +73,20 @@ async def collect_stats(
         on_event: Called with the number of events counted so far, every few hundred
             events (progress reporting).
     """
-    ledger = as_ledger(target)
+    storage = storage_of(as_ledger(target))
     scope = ThreadFilter(tenant_id=tenant_id)
     stats = Stats()
-    async for doc in storage_of(ledger).threads.select(scope.query(), projection=_THREAD_FIELDS):
+    # Only the fields the totals need (documents are never held: counted and dropped).
+    async for doc in storage.threads.matching(scope, view="holds"):
         stats.threads += 1
         if doc.get("parent"):
             stats.branches += 1
         else:
             stats.roots += 1
-        stats.held += bool(doc.get("legal_holds")) or bool(doc.get("legal_hold"))
+        stats.held += holds_of(doc).held
         if on_thread is not None:
             on_thread(str(doc["_id"]))
-    async for event in storage_of(ledger).events.scan(scope.describe()):
+    async for event in storage.tallies.scan_matching(scope):
         stats.events += 1
         count = event.get("count")
         stats.messages += count if type(count) is int else 0  # a malformed count is verify's to name

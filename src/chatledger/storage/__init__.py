@@ -1,8 +1,10 @@
 """The storage gate: the only code that builds queries and translates driver errors.
 
 :class:`Storage` owns the three collections (private to this package) and offers
-named operations on them: the event at a position, the head, a page, a stream,
-thread get / insert-once / select, holds, receipts and deletes. Scope is applied here,
+named operations on them, one store per concern: the ledger's events (the event at a
+position, the head, a page, a stream), the totals over many threads' events
+(:class:`EventTallies`), the removal protocol's marks (:class:`RemovalMarks`), threads
+(get, insert-once, selection by :class:`ThreadFilter`, holds) and receipts. Scope is applied here,
 malformed documents become :class:`~chatledger.errors.IntegrityError`, and every driver
 error becomes a :class:`~chatledger.errors.ChatLedgerError`.
 """
@@ -14,9 +16,12 @@ from typing import Any, Final
 
 from chatledger.errors import InvalidInputError
 from chatledger.storage.events import BATCH_SIZE, EventStore, PositionTakenError, event_key
+from chatledger.storage.filters import ThreadFilter
 from chatledger.storage.gate import Consistency, Gate, collection_name
 from chatledger.storage.keys import DEFAULT_KEYS_COLLECTION, KeyStore
 from chatledger.storage.receipts import ReceiptStore
+from chatledger.storage.removals import RemovalMarks
+from chatledger.storage.tallies import EventTallies
 from chatledger.storage.threads import ThreadStore
 
 __all__ = [
@@ -26,9 +31,12 @@ __all__ = [
     "DEFAULT_KEYS_COLLECTION",
     "DEFAULT_THREADS_COLLECTION",
     "Consistency",
+    "EventTallies",
     "KeyStore",
     "PositionTakenError",
+    "RemovalMarks",
     "Storage",
+    "ThreadFilter",
     "event_key",
 ]
 
@@ -70,6 +78,10 @@ class Storage:
         self.threads = ThreadStore(self.gate, names[0])
         self.events = EventStore(self.gate, names[1])
         self.receipts = ReceiptStore(self.gate, names[2])
+        #: Totals and bulk reads over many threads' events (the admin tools').
+        self.tallies: EventTallies = self.events.tallies
+        #: The removal protocol's claims, closing marks and hollowed events.
+        self.removals = RemovalMarks(self.events)
         self._indexes_ready = False
         self._index_lock = asyncio.Lock()
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from pydantic import ValidationError
 
@@ -19,7 +20,18 @@ from chatledger.errors import IntegrityError
 from chatledger.hashing import HASHED_FIELDS_BY_VERSION
 from chatledger.models import ThreadRecord
 
-__all__ = ["KNOWN_VERSIONS", "check_event", "check_thread", "record_problem"]
+__all__ = [
+    "HOLD_FIELDS",
+    "KNOWN_VERSIONS",
+    "LEGACY_HOLD",
+    "Holds",
+    "LiveThread",
+    "check_event",
+    "check_thread",
+    "holds_of",
+    "live_thread",
+    "record_problem",
+]
 
 #: Event schema versions this release reads (see docs/schema-versions.md).
 KNOWN_VERSIONS = frozenset(HASHED_FIELDS_BY_VERSION)
@@ -68,6 +80,64 @@ def check_event(doc: Mapping[str, Any], *, fields: tuple[str, ...] | None = None
                 f"event {_name(doc)} is malformed: count {doc['count']} but {len(messages)} messages"
             )
     return dict(doc)
+
+
+#: The single hold of a ChatLedger 0.1 thread document (before holds had cases). Only this
+#: package knows the spelling: readers above get :class:`Holds`, where it is ``legacy``.
+LEGACY_HOLD: Final = "legal_hold"
+#: Fields of a thread document that hold its legal holds (and their revision).
+HOLD_FIELDS: Final = (LEGACY_HOLD, "legal_holds", "holds_rev")
+
+
+@dataclass(frozen=True, slots=True)
+class Holds:
+    """A thread document's legal holds, normalised: one per case, plus a 0.1 single hold."""
+
+    #: The holds, one per case, as stored (each a ``{"case", "reason", "set_at", "set_by"}`` document).
+    cases: tuple[dict[str, Any], ...] = ()
+    #: Whether the document carries a ChatLedger 0.1 single hold (no case; it blocks removals too).
+    legacy: bool = False
+    #: The compare-and-set revision of the holds (0 before any change).
+    rev: int = 0
+    #: Whether any hold protects the thread (0.1 counted any true value as a hold, and a
+    #: ``legal_holds`` list of something other than documents is still one: tampering or an old tool).
+    held: bool = False
+    #: Whether the document carries a 0.1 single hold of any form (it has no case: ``"-"``).
+    legacy_marked: bool = False
+
+    def case_names(self) -> list[str]:
+        """Return the cases holding the thread (``"-"`` for a 0.1 single hold, which has none)."""
+        names = [str(h.get("case")) for h in self.cases]
+        return names or (["-"] if self.legacy_marked else [])
+
+
+def holds_of(doc: Mapping[str, Any]) -> Holds:
+    """Return the legal holds a stored thread document carries, whatever release wrote them."""
+    listed = doc.get("legal_holds")
+    legacy = doc.get(LEGACY_HOLD)
+    rev = doc.get("holds_rev")
+    return Holds(
+        cases=tuple(dict(h) for h in (listed if isinstance(listed, list) else ()) if isinstance(h, Mapping)),
+        legacy=isinstance(legacy, Mapping),
+        rev=rev if type(rev) is int else 0,
+        held=bool(listed) or bool(legacy),
+        legacy_marked=bool(legacy),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LiveThread:
+    """What legal holds and removals judge of a live thread document: its root and its holds."""
+
+    root_id: str
+    holds: Holds
+
+
+def live_thread(doc: Mapping[str, Any] | None) -> LiveThread | None:
+    """Return the root and holds of a live thread document (``None``: no document, or a tombstone)."""
+    if doc is None or "removed" in doc:
+        return None
+    return LiveThread(str(doc.get("root_id")), holds_of(doc))
 
 
 def check_thread(doc: Mapping[str, Any]) -> ThreadRecord:

@@ -15,8 +15,8 @@ append does, and runs again; if they cannot be created, it fails with a
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
@@ -29,10 +29,25 @@ from chatledger.errors import (
     ThreadRemovedError,
 )
 from chatledger.storage.documents import check_event
-from chatledger.storage.driver import aggregate_list, cursor_list
-from chatledger.storage.gate import Gate
+from chatledger.storage.driver import cursor_list
+from chatledger.storage.gate import CollectionStore
 
-__all__ = ["BATCH_SIZE", "EVENT_INDEXES", "EventStore", "PositionTakenError", "event_key"]
+if TYPE_CHECKING:
+    from chatledger.storage.tallies import EventTallies
+
+__all__ = [
+    "BATCH_SIZE",
+    "CHUNK",
+    "EVENT_INDEXES",
+    "HOLLOW_DROP",
+    "SEQ_INDEX",
+    "SUMMARY",
+    "SUMMARY_FIELDS",
+    "EventStore",
+    "PositionTakenError",
+    "chunks",
+    "event_key",
+]
 
 _T = TypeVar("_T")
 
@@ -51,13 +66,13 @@ BEFORE_WINDOW: Final = 256
 HEAD_WINDOW: Final = 256
 HEAD_PROBES: Final = 16
 
-_SEQ_INDEX: Final = "thread_seq_unique"
+SEQ_INDEX: Final = "thread_seq_unique"
 _MESSAGE_INDEX: Final = "thread_first_message"
 _COMPACTION_INDEX: Final = "thread_compaction"
 #: The indexes of the events collection: (name, keys, options).
 EVENT_INDEXES: Final[tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ...]] = (
     # The unique (thread_id, seq) index IS the concurrency control.
-    (_SEQ_INDEX, [("thread_id", ASCENDING), ("seq", ASCENDING)], {"unique": True}),
+    (SEQ_INDEX, [("thread_id", ASCENDING), ("seq", ASCENDING)], {"unique": True}),
     # Paging by message number is a range on this index, never a skip.
     (_MESSAGE_INDEX, [("thread_id", ASCENDING), ("first_message", ASCENDING)], {}),
     # Recognising a retried append that ended up on a branch. Not unique: a unique
@@ -71,8 +86,13 @@ EVENT_INDEXES: Final[tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ..
     (_COMPACTION_INDEX, [("thread_id", ASCENDING), ("compaction.last_seq", ASCENDING)], {}),
 )
 
-_SUMMARY: Final = {"first_message": 1, "count": 1, "hash": 1, "seq": 1, "thread_id": 1, "removed": 1}
-_SUMMARY_FIELDS: Final = ("seq", "first_message", "count", "thread_id", "hash")
+SUMMARY: Final = {"first_message": 1, "count": 1, "hash": 1, "seq": 1, "thread_id": 1, "removed": 1}
+SUMMARY_FIELDS: Final = ("seq", "first_message", "count", "thread_id", "hash")
+# The private names other branches still use (the removal marks and tallies now share
+# these from their own modules): remove once merged.
+_SEQ_INDEX: Final = SEQ_INDEX
+_SUMMARY: Final = SUMMARY
+_SUMMARY_FIELDS: Final = SUMMARY_FIELDS
 #: A compaction summary event holds no transcript message (count 0) and shares its
 #: ``first_message`` with the next event: a page must never take it for that event.
 _HOLDS_MESSAGES: Final = {"count": {"$gt": 0}}
@@ -103,7 +123,7 @@ def event_key(thread_id: str, seq: int) -> str:
 
 #: The fields a removal strips from an event: all but ``_id``, ``thread_id``, ``seq`` and
 #: ``root_id`` (its position, so no stale writer can take it, and its lineage).
-_HOLLOW_DROP: Final = (
+HOLLOW_DROP: Final = (
     "v",
     "first_message",
     "count",
@@ -132,16 +152,13 @@ def _live(doc: Mapping[str, Any]) -> dict[str, Any]:
     return check_event(doc)
 
 
-def _chunks(ids: Sequence[str]) -> list[list[str]]:
+def chunks(ids: Sequence[str]) -> list[list[str]]:
+    """Return ``ids`` cut into lists of at most :data:`CHUNK` (one ``$in`` query each)."""
     return [list(ids[i : i + CHUNK]) for i in range(0, len(ids), CHUNK)]
 
 
-class EventStore:
+class EventStore(CollectionStore):
     """Named operations on the events collection."""
-
-    def __init__(self, gate: Gate, name: str) -> None:
-        self.gate = gate
-        self.collection = gate.collection(name)
 
     async def insert(self, doc: Mapping[str, Any]) -> None:
         """Insert one event.
@@ -185,7 +202,7 @@ class EventStore:
         """Return the event at ``seq`` of ``thread_id`` (its summary fields unless ``full``)."""
         doc = await self.gate.call(
             "read event",
-            self.collection.find_one({"_id": event_key(thread_id, seq)}, None if full else _SUMMARY),
+            self.collection.find_one({"_id": event_key(thread_id, seq)}, None if full else SUMMARY),
         )
         if doc is None:
             return None
@@ -195,13 +212,13 @@ class EventStore:
             raise IntegrityError(
                 f"event {doc.get('_id')!r} is stored under a key that does not match its position"
             )
-        return check_event(doc, fields=None if full else _SUMMARY_FIELDS)
+        return check_event(doc, fields=None if full else SUMMARY_FIELDS)
 
     async def head(self, thread_id: str, *, full: bool = False) -> dict[str, Any] | None:
         """Return the summary of the newest live event of ``thread_id`` (all of it if ``full``), or ``None``.
 
         Events of a removed thread are not live: a writer that still had the thread cached
-        then appends into a hollowed or sealed position and gets ``ThreadRemovedError``.
+        then appends into a hollowed position or a closing mark and gets ``ThreadRemovedError``.
 
         The newest event is looked for from a floor close below the head up (see
         :meth:`_head_floor`), and in the whole thread only if none there is live.
@@ -212,18 +229,18 @@ class EventStore:
             if floor is not None:
                 condition["seq"] = {"$gte": floor}
             return lambda: cursor_list(
-                self.collection.find(condition, None if full else {**_SUMMARY, "created_at": 1})
+                self.collection.find(condition, None if full else {**SUMMARY, "created_at": 1})
                 .sort("seq", DESCENDING)
-                .hint(_SEQ_INDEX)
+                .hint(SEQ_INDEX)
                 .limit(1)
             )
 
         floor = await self._head_floor(thread_id)
-        docs = await self._hinted("read head", _SEQ_INDEX, query(floor)) if floor > 1 else []
+        docs = await self.hinted("read head", SEQ_INDEX, query(floor)) if floor > 1 else []
         if not docs:
             # No probed position, or the newest events are removed: the whole thread, as stored.
-            docs = await self._hinted("read head", _SEQ_INDEX, query(None))
-        return check_event(docs[0], fields=None if full else _SUMMARY_FIELDS) if docs else None
+            docs = await self.hinted("read head", SEQ_INDEX, query(None))
+        return check_event(docs[0], fields=None if full else SUMMARY_FIELDS) if docs else None
 
     async def _head_floor(self, thread_id: str) -> int:
         """Return a ``seq`` of the thread at most ``HEAD_WINDOW`` below its head (0: none found).
@@ -267,7 +284,7 @@ class EventStore:
                 self.collection.find({"event_id": event_id, "seq": seq}).hint("event_id").limit(8)
             )
 
-        docs = await self._hinted("read event", "event_id", query)
+        docs = await self.hinted("read event", "event_id", query)
         return [check_event(d) for d in docs if not d.get("removed")]
 
     async def page(self, thread_id: str, lo: int, hi: int) -> list[dict[str, Any]]:
@@ -303,12 +320,12 @@ class EventStore:
                 .limit(1)
             )
 
-        docs = [_live(d) for d in await self._hinted("read events", _MESSAGE_INDEX, inside)]
+        docs = [_live(d) for d in await self.hinted("read events", _MESSAGE_INDEX, inside)]
         if not docs or docs[0]["first_message"] != lo:
             width = BEFORE_WINDOW
             while True:
                 floor = max(0, lo - width)
-                found = await self._hinted("read events", _MESSAGE_INDEX, before(floor))
+                found = await self.hinted("read events", _MESSAGE_INDEX, before(floor))
                 if found or floor == 0:
                     break
                 width *= 16
@@ -347,7 +364,7 @@ class EventStore:
         if not keys:
             return {}
         ids = sorted({event_key(t, s) for t, s in keys})
-        cursor = self.collection.find({"_id": {"$in": ids}}, {**_SUMMARY, "compaction.last_seq": 1})
+        cursor = self.collection.find({"_id": {"$in": ids}}, {**SUMMARY, "compaction.last_seq": 1})
         docs = await self.gate.call("read events", cursor_list(cursor))
         by_id = {str(d["_id"]): d for d in docs}
         return {(t, s): by_id[event_key(t, s)] for t, s in keys if event_key(t, s) in by_id}
@@ -374,7 +391,7 @@ class EventStore:
             cursor = (
                 self.collection.find(query, projection)
                 .sort("seq", ASCENDING)
-                .hint(_SEQ_INDEX)
+                .hint(SEQ_INDEX)
                 .batch_size(BATCH_SIZE)
             )
             yielded = False
@@ -386,191 +403,8 @@ class EventStore:
                 return
             except StorageError as e:
                 # A missing index fails the first batch, before anything was yielded.
-                if yielded or attempt or not await self._index_repaired(_SEQ_INDEX, e):
+                if yielded or attempt or not await self._index_repaired(SEQ_INDEX, e):
                     raise
-
-    async def any_sealed(self, thread_ids: Sequence[str]) -> bool:
-        """Return whether any live event of these threads holds a sealed message (one query)."""
-        query = {"thread_id": {"$in": list(thread_ids)}, "messages.sealed": {"$exists": True}}
-        doc = await self.gate.call("probe sealed events", self.collection.find_one(query, {"_id": 1}))
-        return doc is not None
-
-    async def counts(self, thread_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """Return ``{thread_id: (events, messages)}`` for the threads that have events."""
-        out: dict[str, list[int]] = {}
-        for chunk in _chunks(sorted(thread_ids)):
-            # One accumulator per $group: FerretDB v1.24.2 returns 0 for every $sum after
-            # the first in a $group stage (checked against the server).
-            for index, total in ((0, 1), (1, "$count")):
-                rows = await self.gate.call(
-                    "count events",
-                    aggregate_list(
-                        self.collection,
-                        [
-                            {"$match": {"thread_id": {"$in": chunk}, "removed": {"$exists": False}}},
-                            {"$group": {"_id": "$thread_id", "n": {"$sum": total}}},
-                        ],
-                    ),
-                )
-                for row in rows:
-                    n = row.get("n")
-                    out.setdefault(str(row["_id"]), [0, 0])[index] = n if type(n) is int else 0
-        return {tid: (v[0], v[1]) for tid, v in out.items()}
-
-    async def thread_ids(
-        self, match: Mapping[str, Any] | None = None, *, chunk: int = 10_000
-    ) -> AsyncIterator[dict[str, int]]:
-        """Yield ``{thread_id: events}`` of every thread that has events matching ``match``, in chunks.
-
-        Memory stays bounded on both sides whatever the number of threads: each chunk is
-        one aggregate over at most ``chunk`` events, taken in ``thread_id`` order after
-        the previous chunk's last thread (a range on the ``(thread_id, seq)`` index), so
-        the whole collection is read once. A thread the limit cuts is counted again from
-        its start in the next chunk; one with more than ``chunk`` events is counted alone.
-        Events whose ``thread_id`` is not a string (tampering) come first, in one chunk.
-        """
-
-        def counted(rows: list[dict[str, Any]]) -> dict[str, int]:
-            return {str(r["_id"]): int(r["n"]) if type(r.get("n")) is int else 0 for r in rows}
-
-        async def group(condition: Mapping[str, Any], limit: int | None) -> dict[str, int]:
-            pipeline: list[dict[str, Any]] = [{"$match": {"$and": [dict(match or {}), dict(condition)]}}]
-            if limit is not None:
-                pipeline += [{"$sort": {"thread_id": ASCENDING}}, {"$limit": limit}]
-            pipeline.append({"$group": {"_id": "$thread_id", "n": {"$sum": 1}}})
-            return counted(await self.gate.call("count events", aggregate_list(self.collection, pipeline)))
-
-        odd = await group({"thread_id": {"$not": {"$type": "string"}}}, None)
-        if odd:
-            yield odd
-        after: str | None = None
-        while True:
-            found = await group(
-                {"thread_id": {"$type": "string"} if after is None else {"$gt": after}}, chunk
-            )
-            ids = sorted(found)
-            if sum(found.values()) < chunk:
-                if found:
-                    yield found
-                return
-            if len(ids) == 1:
-                # One thread fills the whole chunk: count it by itself.
-                found = await group({"thread_id": ids[0]}, None)
-            else:
-                del found[ids[-1]]  # possibly cut by the limit: counted whole in the next chunk
-                ids.pop()
-            yield found
-            after = ids[-1]
-
-    async def delete_thread(self, thread_id: str) -> int:
-        """Delete every event of one thread; return how many were deleted."""
-        result = await self.gate.call("remove events", self.collection.delete_many({"thread_id": thread_id}))
-        return int(result.deleted_count)
-
-    async def delete_matching(self, match: Mapping[str, Any]) -> int:
-        """Delete every event matching a scope filter (removal sweeps); return how many."""
-        if not match:
-            raise IntegrityError("refusing to delete events with an empty filter")
-        result = await self.gate.call("remove events", self.collection.delete_many(dict(match)))
-        return int(result.deleted_count)
-
-    async def last(self, thread_id: str) -> dict[str, Any] | None:
-        """Return the newest document of a thread as stored, removed or not (removals use it)."""
-
-        def query() -> Awaitable[list[dict[str, Any]]]:
-            return cursor_list(
-                self.collection.find(
-                    {"thread_id": thread_id, "seq": {"$gt": 0}},
-                    {"seq": 1, "hash": 1, "removed": 1, "sealed": 1},
-                )
-                .sort("seq", DESCENDING)
-                .hint(_SEQ_INDEX)
-                .limit(1)
-            )
-
-        docs = await self._hinted("read head", _SEQ_INDEX, query)
-        return docs[0] if docs else None
-
-    async def claim(self, thread_id: str, receipt_id: str, root_id: str) -> bool:
-        """Claim a thread for one removal; return ``False`` if another removal holds it.
-
-        The claim is a document at position -1 of the thread: the unique
-        ``(thread_id, seq)`` index makes taking it atomic on every engine, which a
-        conditional update is not (FerretDB applies those as a read, then a write).
-        """
-        doc = {
-            "_id": f"{thread_id}#claim",
-            "thread_id": thread_id,
-            "seq": -1,
-            "root_id": root_id,
-            "removed": True,
-            "claim": receipt_id,
-            "claimed_at": datetime.now(UTC),
-        }
-        try:
-            await self.gate.call("claim thread for removal", self.collection.insert_one(doc))
-        except DuplicateKeyError:
-            return False
-        return True
-
-    async def claim_of(self, thread_id: str) -> str | None:
-        """Return the receipt id of the removal that claims a thread, or ``None``."""
-        doc = await self.gate.call("read claim", self.collection.find_one({"_id": f"{thread_id}#claim"}))
-        claim = doc.get("claim") if doc is not None else None
-        return claim if isinstance(claim, str) else None
-
-    async def release_claim(self, thread_id: str, receipt_id: str) -> None:
-        """Give up a removal's claim on a thread."""
-        await self.gate.call(
-            "release claim", self.collection.delete_one({"_id": f"{thread_id}#claim", "claim": receipt_id})
-        )
-
-    async def claims(self) -> dict[str, list[tuple[str, str, datetime | None]]]:
-        """Return every removal's claims: ``{receipt_id: [(thread_id, root_id, claimed_at)]}``."""
-        out: dict[str, list[tuple[str, str, datetime | None]]] = {}
-        cursor = self.collection.find({"seq": -1, "claim": {"$exists": True}}).batch_size(BATCH_SIZE)
-        async with self.gate.translated("read claims"):
-            async for doc in cursor:
-                at = doc.get("claimed_at")
-                when = (at if at.tzinfo else at.replace(tzinfo=UTC)) if isinstance(at, datetime) else None
-                entry = (str(doc.get("thread_id")), str(doc.get("root_id")), when)
-                out.setdefault(str(doc.get("claim")), []).append(entry)
-        return out
-
-    async def seal(self, thread_id: str, seq: int, root_id: str) -> bool:
-        """Occupy position ``seq`` of a removed thread so no writer can ever append there.
-
-        Returns:
-            ``False`` when the position is taken (an append landed first: seal after it).
-        """
-        doc = {
-            "_id": event_key(thread_id, seq),
-            "thread_id": thread_id,
-            "seq": seq,
-            "root_id": root_id,
-            "removed": True,
-            "sealed": True,
-        }
-        try:
-            await self.gate.call("seal thread", self.collection.insert_one(doc))
-        except DuplicateKeyError:
-            return False
-        return True
-
-    async def hollow_thread(self, thread_id: str) -> int:
-        """Strip every live event of a thread down to its position; return how many were hollowed.
-
-        The positions stay occupied, so a process holding an old cursor can never append
-        into a removed thread again (the unique ``(thread_id, seq)`` index refuses it).
-        """
-        result = await self.gate.call(
-            "remove events",
-            self.collection.update_many(
-                {"thread_id": thread_id, "removed": {"$exists": False}},
-                {"$set": {"removed": True}, "$unset": dict.fromkeys(_HOLLOW_DROP, "")},
-            ),
-        )
-        return int(result.modified_count)
 
     async def hollow_event(self, thread_id: str, seq: int) -> None:
         """Strip one event down to its position (a writer cleaning up after itself)."""
@@ -578,7 +412,7 @@ class EventStore:
             "remove event",
             self.collection.update_one(
                 {"_id": event_key(thread_id, seq)},
-                {"$set": {"removed": True}, "$unset": dict.fromkeys(_HOLLOW_DROP, "")},
+                {"$set": {"removed": True}, "$unset": dict.fromkeys(HOLLOW_DROP, "")},
             ),
         )
 
@@ -587,7 +421,34 @@ class EventStore:
         for name, keys, options in EVENT_INDEXES:
             await self.gate.create_index("create index", self.collection, keys, name=name, **options)
 
-    async def _hinted(self, what: str, index: str, query: Callable[[], Awaitable[_T]]) -> _T:
+    @cached_property
+    def tallies(self) -> EventTallies:
+        """The totals over many threads' events (:class:`~chatledger.storage.tallies.EventTallies`)."""
+        from chatledger.storage.tallies import EventTallies  # it builds on this module
+
+        return EventTallies(self)
+
+    # Compatibility until admin/verify.py, admin/export.py and storage/merkle.py read through
+    # Storage.tallies (the totals over many threads moved to storage/tallies.py): remove then.
+    async def count(self, match: Mapping[str, Any]) -> int:
+        """Same as :meth:`EventTallies.count <chatledger.storage.tallies.EventTallies.count>`."""
+        return await self.tallies.count(match)
+
+    def thread_ids(
+        self, match: Mapping[str, Any] | None = None, *, chunk: int = 10_000
+    ) -> AsyncIterator[dict[str, int]]:
+        """Same as :meth:`EventTallies.thread_ids <chatledger.storage.tallies.EventTallies.thread_ids>`."""
+        return self.tallies.thread_ids(match, chunk=chunk)
+
+    async def counts(self, thread_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Same as :meth:`EventTallies.counts <chatledger.storage.tallies.EventTallies.counts>`."""
+        return await self.tallies.counts(thread_ids)
+
+    async def delete_ids(self, event_ids: Sequence[str]) -> int:
+        """Same as :meth:`EventTallies.delete_ids <chatledger.storage.tallies.EventTallies.delete_ids>`."""
+        return await self.tallies.delete_ids(event_ids)
+
+    async def hinted(self, what: str, index: str, query: Callable[[], Awaitable[_T]]) -> _T:
         """Run a read that hints ``index``; if the index is missing, create the indexes and run it again."""
         try:
             return await self.gate.call(what, query())
@@ -595,6 +456,8 @@ class EventStore:
             if not await self._index_repaired(index, e):
                 raise
         return await self.gate.call(what, query())
+
+    _hinted = hinted  # the name other branches still use
 
     async def _index_repaired(self, index: str, error: StorageError) -> bool:
         """After a hinted read failed: create the indexes if the hint was refused; return whether so.
@@ -623,91 +486,3 @@ class EventStore:
                 "as a user allowed createIndex (`chatledger roles create` prints such a role)"
             ) from e
         return True
-
-    # ------------------------------------------------------------------ admin at scale
-
-    def scan(
-        self, match: Mapping[str, Any], *, projection: Mapping[str, Any] | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Yield every live event matching a scope filter, raw, in bounded batches, in no set order.
-
-        For totals over many threads: one query instead of one per thread. Events of
-        removed threads (hollowed positions) are left out.
-        """
-        return self._scan(match, projection)
-
-    async def _scan(
-        self, match: Mapping[str, Any], projection: Mapping[str, Any] | None
-    ) -> AsyncIterator[dict[str, Any]]:
-        live = {**match, "removed": {"$exists": False}}
-        cursor = self.collection.find(live, projection).batch_size(BATCH_SIZE)
-        async with self.gate.translated("read events"):
-            async for doc in cursor:
-                yield doc
-
-    async def count(self, match: Mapping[str, Any]) -> int:
-        """Return how many live events match a scope filter (a progress total)."""
-        live = {**match, "removed": {"$exists": False}}
-        return int(await self.gate.call("count events", self.collection.count_documents(live)))
-
-    async def delete_ids(self, event_ids: Sequence[str]) -> int:
-        """Delete the events with exactly these ``_id`` values; return how many were deleted.
-
-        Undoes what one operation wrote (an import stopped part-way): nothing but the
-        named documents is touched, whatever else shares their threads.
-        """
-        deleted = 0
-        for chunk in _chunks([str(i) for i in event_ids]):
-            result = await self.gate.call(
-                "remove events", self.collection.delete_many({"_id": {"$in": chunk}})
-            )
-            deleted += int(result.deleted_count)
-        return deleted
-
-    async def seq_totals(self, thread_ids: Sequence[str]) -> dict[str, int]:
-        """Return ``{thread_id: sum of its live events' seq}`` (one ``$group`` per chunk of threads).
-
-        With the count of events, this tells whether a thread's events are exactly the
-        contiguous run after its fork point, so its head can be fetched by key.
-        """
-        out: dict[str, int] = {}
-        for chunk in _chunks(sorted(thread_ids)):
-            rows = await self.gate.call(
-                "count events",
-                aggregate_list(
-                    self.collection,
-                    [
-                        {"$match": {"thread_id": {"$in": chunk}, "removed": {"$exists": False}}},
-                        {"$group": {"_id": "$thread_id", "n": {"$sum": "$seq"}}},
-                    ],
-                ),
-            )
-            for row in rows:
-                n = row.get("n")
-                out[str(row["_id"])] = n if type(n) is int else -1
-        return out
-
-    async def heads_at(self, expected: Mapping[str, int]) -> dict[str, dict[str, Any]]:
-        """Return the newest event of many threads by key: one ``_id`` query per chunk of threads.
-
-        ``expected`` maps each thread to the seq its head should have. A thread is in
-        the result only if its event at that seq exists and none follows it; for the
-        others the caller asks :meth:`head`, which never guesses.
-        """
-        out: dict[str, dict[str, Any]] = {}
-        items = sorted(expected.items())
-        for start in range(0, len(items), CHUNK):
-            part = items[start : start + CHUNK]
-            keys = [event_key(t, s) for t, s in part] + [event_key(t, s + 1) for t, s in part]
-            cursor = self.collection.find(
-                {"_id": {"$in": keys}}, {**_SUMMARY, "created_at": 1, "removed": 1}
-            ).batch_size(BATCH_SIZE)
-            found = {str(d["_id"]): d for d in await self.gate.call("read heads", cursor_list(cursor))}
-            for tid, seq in part:
-                doc = found.get(event_key(tid, seq))
-                if doc is None or doc.get("removed") or event_key(tid, seq + 1) in found:
-                    continue
-                if doc.get("thread_id") != tid or doc.get("seq") != seq:
-                    continue  # stored under a key that does not match: let head() judge it
-                out[tid] = check_event(doc, fields=_SUMMARY_FIELDS)
-        return out

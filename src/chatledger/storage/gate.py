@@ -35,7 +35,7 @@ from chatledger.storage.driver import is_mongomock
 #: Tries of one index creation that clashes with a concurrent creator (see Gate.create_index).
 _INDEX_ATTEMPTS: Final = 5
 
-__all__ = ["CONSISTENCY_LEVELS", "Consistency", "Gate"]
+__all__ = ["CONSISTENCY_LEVELS", "CollectionStore", "Consistency", "Gate"]
 
 _T = TypeVar("_T")
 
@@ -197,3 +197,16 @@ class Gate:
             if translated is None:
                 raise
             raise translated from e
+
+
+class CollectionStore:
+    """The base of a store: one collection of the ledger, reached through the gate.
+
+    Args:
+        gate: The gate every operation goes through.
+        name: The collection's name.
+    """
+
+    def __init__(self, gate: Gate, name: str) -> None:
+        self.gate = gate
+        self.collection = gate.collection(name)

@@ -11,7 +11,7 @@ from pymongo.errors import DuplicateKeyError
 
 from chatledger.errors import ConcurrencyError, IntegrityError, InvalidInputError
 from chatledger.storage.driver import cursor_list
-from chatledger.storage.gate import Gate
+from chatledger.storage.gate import CollectionStore
 
 __all__ = ["ReceiptStore"]
 
@@ -20,12 +20,8 @@ _SECRET_ID: Final = "chatledger:marker-secret"
 _SECRET_KIND: Final = "config"
 
 
-class ReceiptStore:
+class ReceiptStore(CollectionStore):
     """Named operations on the audit collection."""
-
-    def __init__(self, gate: Gate, name: str) -> None:
-        self.gate = gate
-        self.collection = gate.collection(name)
 
     async def ensure_indexes(self) -> None:
         """Create the receipts index: the receipts that refer to another (``for_ids``) by that id."""
@@ -60,11 +56,27 @@ class ReceiptStore:
             raise IntegrityError(f"receipt {doc.get('_id')!r} clashed but cannot be read back")
         return existing
 
-    async def of_kind(self, kind: str, projection: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Return every receipt of one kind."""
+    async def of_kind(
+        self,
+        kind: str,
+        projection: Mapping[str, Any] | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Return every receipt of one kind (only ``_id`` and ``fields``, if given).
+
+        ``projection`` (a raw projection) is accepted only until the last admin caller
+        passes ``fields``; remove it then.
+        """
+        if fields is not None:
+            projection = dict.fromkeys(fields, 1)
         return await self.gate.call(
             "read receipts", cursor_list(self.collection.find({"kind": kind}, projection))
         )
+
+    async def referred_ids(self, kind: str) -> set[object]:
+        """Return the ``receipt_id`` every receipt of one kind refers to (a completion's removal)."""
+        return {r.get("receipt_id") for r in await self.of_kind(kind, fields=("receipt_id",))}
 
     async def for_ids(self, receipt_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Return the receipts with these ids and the receipts that refer to them."""

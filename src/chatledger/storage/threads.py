@@ -16,21 +16,18 @@ from pymongo.errors import DuplicateKeyError
 
 from chatledger.errors import ThreadRemovedError
 from chatledger.models import DEFAULT_SOURCE_ID, Scope, ThreadRecord
-from chatledger.storage.documents import check_thread
+from chatledger.storage.documents import LEGACY_HOLD, LiveThread, check_thread, live_thread
 from chatledger.storage.events import BATCH_SIZE, CHUNK
-from chatledger.storage.gate import Gate
+from chatledger.storage.filters import THREAD_VIEWS, ThreadFilter, ThreadView, threads_query
+from chatledger.storage.gate import CollectionStore
 
 __all__ = ["THREAD_INDEXES", "ThreadStore"]
 
 THREAD_INDEXES: Final = ("root_id", "tenant_id", "user_id")
 
 
-class ThreadStore:
+class ThreadStore(CollectionStore):
     """Named operations on the threads collection."""
-
-    def __init__(self, gate: Gate, name: str) -> None:
-        self.gate = gate
-        self.collection = gate.collection(name)
 
     async def get(self, thread_id: str, *, scope: Scope | None) -> ThreadRecord | None:
         """Return the thread, or ``None`` if it does not exist or lies outside ``scope``.
@@ -77,6 +74,10 @@ class ThreadStore:
         )
         return doc
 
+    async def live(self, thread_id: str) -> LiveThread | None:
+        """Return a live thread's root and legal holds (0.1 holds included), or ``None`` if gone."""
+        return live_thread(await self.get_raw(thread_id))
+
     async def insert_once(self, record: ThreadRecord) -> ThreadRecord:
         """Write a thread document unless one with its id exists; return the one that counts.
 
@@ -104,13 +105,64 @@ class ThreadStore:
             return False
         return True
 
+    # ------------------------------------------------------------------ by filter (admin)
+
+    def matching(
+        self,
+        thread_filter: ThreadFilter | None,
+        *,
+        view: ThreadView | Mapping[str, Any] = "all",
+        created_before: datetime | None = None,
+        limit: int | None = None,
+        by_root: bool = False,
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Yield the live thread documents a filter selects, raw, in bounded batches.
+
+        Args:
+            thread_filter: Which threads (``None``: all).
+            view: Which fields (:data:`~chatledger.storage.filters.THREAD_VIEWS`); a mapping
+                is a raw projection, accepted only until the last admin caller is moved.
+            created_before: Only threads created before this time.
+            limit: At most this many (pushed into the query).
+            by_root: Sorted on ``root_id`` (a tree's threads come together) instead of ``_id``.
+        """
+        query = threads_query(thread_filter, created_before=created_before)
+        projection = THREAD_VIEWS[view] if isinstance(view, str) else view
+        # Sorted on root_id, the threads of one conversation come out next to each other,
+        # so admin code judges one tree at a time; the root_id index serves the sort (the
+        # server never buffers the collection to sort it). The order inside a tree is the caller's.
+        return self._select(query, limit, projection, "root_id" if by_root else "_id")
+
+    def rest_of_tree(
+        self,
+        thread_filter: ThreadFilter | None,
+        root_id: object,
+        seen: Sequence[object],
+        *,
+        view: ThreadView | Mapping[str, Any] = "all",
+        created_before: datetime | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield the threads a filter selects in ``root_id``'s tree, except ``seen`` (a cut tree's rest)."""
+        query = threads_query(thread_filter, created_before=created_before)
+        rest = {"$and": [c for c in (query, {"root_id": root_id}, {"_id": {"$nin": list(seen)}}) if c]}
+        return self.select(rest, projection=THREAD_VIEWS[view] if isinstance(view, str) else view)
+
+    async def ids_matching(self, thread_filter: ThreadFilter | None) -> AsyncIterator[str]:
+        """Yield the ids of the live threads a filter selects, in id order."""
+        async for doc in self.matching(thread_filter, view="ids"):
+            yield str(doc["_id"])
+
+    async def count_matching(self, thread_filter: ThreadFilter | None) -> int:
+        """Return how many live threads a filter selects (one ``count`` command)."""
+        return await self.count(threads_query(thread_filter))
+
     def select(
         self,
         query: Mapping[str, Any],
         *,
         limit: int | None = None,
         projection: Mapping[str, Any] | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Yield raw thread documents matching an admin query, by ``_id``, in bounded batches."""
         return self._select(query, limit, projection, "_id")
 
@@ -149,7 +201,8 @@ class ThreadStore:
             thread_id: The thread.
             expected: The ``holds_rev`` read with the holds (0 if absent).
             holds: The new list of holds.
-            legacy: Also clear a ChatLedger 0.1 single ``legal_hold``.
+            legacy: Also clear a ChatLedger 0.1 single hold (:attr:`Holds.legacy
+                <chatledger.storage.documents.Holds.legacy>`).
 
         Returns:
             Whether the holds were replaced (``False``: changed meanwhile, or no such thread).
@@ -160,7 +213,7 @@ class ThreadStore:
         match["holds_rev"] = expected if expected else {"$exists": False}
         update: dict[str, Any] = {"legal_holds": [dict(h) for h in holds], "holds_rev": expected + 1}
         if legacy:
-            update["legal_hold"] = None
+            update[LEGACY_HOLD] = None
         result = await self.gate.call(
             "change legal holds", self.collection.update_one(match, {"$set": update})
         )
@@ -170,7 +223,7 @@ class ThreadStore:
         """Mark a live thread as being removed (after its claim succeeded); return whether it is live.
 
         The mark is what the ledger and hold changes see cheaply; the lock itself is the
-        claim document (:meth:`EventStore.claim`), because an insert against a unique key
+        claim document (:meth:`RemovalMarks.claim`), because an insert against a unique key
         is atomic on every engine while a conditional update is not on FerretDB.
         """
         result = await self.gate.call(
@@ -199,7 +252,7 @@ class ThreadStore:
         """
         result = await self.gate.call(
             "remove thread",
-            # A removal holds the thread's claim (EventStore.claim): that is its lock; a
+            # A removal holds the thread's claim (RemovalMarks.claim): that is its lock; a
             # writer cleaning up its own branch is the only one that knows of it.
             self.collection.replace_one(
                 {"_id": thread_id, "removed": {"$exists": False}},
@@ -224,19 +277,3 @@ class ThreadStore:
         """Return how many live thread documents match an admin query (a progress total)."""
         live = {**query, "removed": {"$exists": False}}
         return int(await self.gate.call("count threads", self.collection.count_documents(live)))
-
-    def by_root(
-        self,
-        query: Mapping[str, Any],
-        *,
-        limit: int | None = None,
-        projection: Mapping[str, Any] | None = None,
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """Yield live raw thread documents matching an admin query, sorted on ``root_id``, in bounded batches.
-
-        The threads of one conversation come out next to each other, so admin code can
-        judge one tree at a time without holding the others. Only ``root_id`` is sorted
-        (its index serves the sort, so the server never buffers the collection to sort
-        it); the order inside one tree is left to the caller.
-        """
-        return self._select(query, limit, projection, "root_id")

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from chatledger.admin import ThreadFilter, ThreadSummary, count_threads, list_threads
 from chatledger.admin.browse import get_thread, placeholder_sealer, read_transcript
-from chatledger.admin.catalog import activity, as_ledger, load_forest
+from chatledger.admin.catalog import activity, as_ledger, hold_cases, load_forest
 from chatledger.admin.cli_support import with_sealer
 from chatledger.cli.connection import KeyStoreLocation
 from chatledger.cli.options import TenantOption, UserOption, duration
@@ -19,12 +19,6 @@ from chatledger.cli.shared import Connection, shared
 from chatledger.errors import InvalidInputError, UnknownThreadError
 
 __all__ = ["register", "show_body", "threads_body", "tree_body"]
-
-
-def _cases(doc: Any) -> list[str]:
-    """Return the case ids holding a thread document (a 0.1 single hold has none: ``"-"``)."""
-    cases = [str(h.get("case")) for h in doc.get("legal_holds") or () if isinstance(h, dict)]
-    return cases or (["-"] if doc.get("legal_hold") else [])
 
 
 def _row(summary: ThreadSummary) -> dict[str, Any]:
@@ -42,7 +36,7 @@ def _row(summary: ThreadSummary) -> dict[str, Any]:
         "created_at": doc.get("created_at"),
         "last_activity": act.last_activity,
         "legal_hold": summary.held,
-        "legal_holds": _cases(doc),
+        "legal_holds": hold_cases(doc),
     }
 
 
@@ -180,7 +174,7 @@ async def tree_body(db: Any, ui: Renderer, *, thread: str) -> int:
             "length_messages": int(doc.get("base_messages") or 0) + act.messages,
             "last_activity": act.last_activity,
             "legal_hold": forest.held(tid),
-            "legal_holds": _cases(doc),
+            "legal_holds": hold_cases(doc),
             "branches": [node(c) for c in sorted(forest.children.get(tid, ()))],
         }
 

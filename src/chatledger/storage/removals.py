@@ -1,0 +1,161 @@
+"""The removal protocol's marks in the ``events`` collection: claims, closing marks, hollowed events.
+
+A removal (docs/decisions/0004-removal-protocol.md) never needs a transaction: each of
+its marks is a document at a position of the thread that the unique ``(thread_id, seq)``
+index makes atomic on every engine.
+
+- A **claim** sits at position -1 of a thread: the removal's lock.
+- A **closing mark** sits at the position after the thread's newest event, so no writer
+  can ever append there. It is stored with ``sealed: true``, the field's name since 0.1,
+  which documents already written carry; it has nothing to do with the encryption
+  ("sealing", :mod:`chatledger.sealing`), and the stored name stays.
+- A **hollowed** event keeps only its position and lineage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pymongo import DESCENDING
+from pymongo.errors import DuplicateKeyError
+
+from chatledger.storage.driver import cursor_list
+from chatledger.storage.events import BATCH_SIZE, HOLLOW_DROP, SEQ_INDEX, EventStore, event_key
+
+__all__ = ["CLOSED_FIELD", "LastPosition", "RemovalMarks"]
+
+#: The stored field of a closing mark (named before "sealed" came to mean encryption; kept
+#: because stored documents carry it).
+CLOSED_FIELD: Final = "sealed"
+
+
+@dataclass(frozen=True, slots=True)
+class LastPosition:
+    """The newest position of a thread as stored, removed or not (what a removal closes after)."""
+
+    #: Its ``seq`` (``None``: malformed, not an int).
+    seq: int | None
+    hash: Any
+    #: The event was hollowed (or is a mark).
+    removed: bool
+    #: It is a closing mark: the thread is closed.
+    closed: bool
+
+
+class RemovalMarks:
+    """The removal protocol's operations on the events collection (sharing the events store's gate)."""
+
+    def __init__(self, events: EventStore) -> None:
+        self.events = events
+        self.gate = events.gate
+        self.collection = events.collection
+
+    async def last(self, thread_id: str) -> LastPosition | None:
+        """Return the newest position of a thread as stored, removed or not, or ``None`` if it has none."""
+
+        def query() -> Awaitable[list[dict[str, Any]]]:
+            return cursor_list(
+                self.collection.find(
+                    {"thread_id": thread_id, "seq": {"$gt": 0}},
+                    {"seq": 1, "hash": 1, "removed": 1, CLOSED_FIELD: 1},
+                )
+                .sort("seq", DESCENDING)
+                .hint(SEQ_INDEX)
+                .limit(1)
+            )
+
+        docs = await self.events.hinted("read head", SEQ_INDEX, query)
+        if not docs:
+            return None
+        doc = docs[0]
+        seq = doc.get("seq")
+        return LastPosition(
+            seq if type(seq) is int else None,
+            doc.get("hash"),
+            bool(doc.get("removed")),
+            bool(doc.get(CLOSED_FIELD)),
+        )
+
+    async def claim(self, thread_id: str, receipt_id: str, root_id: str) -> bool:
+        """Claim a thread for one removal; return ``False`` if another removal holds it.
+
+        The claim is a document at position -1 of the thread: the unique
+        ``(thread_id, seq)`` index makes taking it atomic on every engine, which a
+        conditional update is not (FerretDB applies those as a read, then a write).
+        """
+        doc = {
+            "_id": f"{thread_id}#claim",
+            "thread_id": thread_id,
+            "seq": -1,
+            "root_id": root_id,
+            "removed": True,
+            "claim": receipt_id,
+            "claimed_at": datetime.now(UTC),
+        }
+        try:
+            await self.gate.call("claim thread for removal", self.collection.insert_one(doc))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def claim_of(self, thread_id: str) -> str | None:
+        """Return the receipt id of the removal that claims a thread, or ``None``."""
+        doc = await self.gate.call("read claim", self.collection.find_one({"_id": f"{thread_id}#claim"}))
+        claim = doc.get("claim") if doc is not None else None
+        return claim if isinstance(claim, str) else None
+
+    async def release_claim(self, thread_id: str, receipt_id: str) -> None:
+        """Give up a removal's claim on a thread."""
+        await self.gate.call(
+            "release claim", self.collection.delete_one({"_id": f"{thread_id}#claim", "claim": receipt_id})
+        )
+
+    async def claims(self) -> dict[str, list[tuple[str, str, datetime | None]]]:
+        """Return every removal's claims: ``{receipt_id: [(thread_id, root_id, claimed_at)]}``."""
+        out: dict[str, list[tuple[str, str, datetime | None]]] = {}
+        cursor = self.collection.find({"seq": -1, "claim": {"$exists": True}}).batch_size(BATCH_SIZE)
+        async with self.gate.translated("read claims"):
+            async for doc in cursor:
+                at = doc.get("claimed_at")
+                when = (at if at.tzinfo else at.replace(tzinfo=UTC)) if isinstance(at, datetime) else None
+                entry = (str(doc.get("thread_id")), str(doc.get("root_id")), when)
+                out.setdefault(str(doc.get("claim")), []).append(entry)
+        return out
+
+    async def close(self, thread_id: str, seq: int, root_id: str) -> bool:
+        """Put a closing mark at position ``seq`` of a removed thread so no writer can ever append there.
+
+        Returns:
+            ``False`` when the position is taken (an append landed first: close after it).
+        """
+        doc = {
+            "_id": event_key(thread_id, seq),
+            "thread_id": thread_id,
+            "seq": seq,
+            "root_id": root_id,
+            "removed": True,
+            CLOSED_FIELD: True,
+        }
+        try:
+            await self.gate.call("close thread", self.collection.insert_one(doc))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def hollow_thread(self, thread_id: str) -> int:
+        """Strip every live event of a thread down to its position; return how many were hollowed.
+
+        The positions stay occupied, so a process holding an old cursor can never append
+        into a removed thread again (the unique ``(thread_id, seq)`` index refuses it).
+        """
+        result = await self.gate.call(
+            "remove events",
+            self.collection.update_many(
+                {"thread_id": thread_id, "removed": {"$exists": False}},
+                {"$set": {"removed": True}, "$unset": dict.fromkeys(HOLLOW_DROP, "")},
+            ),
+        )
+        return int(result.modified_count)

@@ -7,12 +7,13 @@ happen on short threads. Whatever the floor, the answer is the newest live event
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 import chatledger.storage.events as events_module
-from chatledger import Ledger
+from chatledger import IntegrityError, Ledger
 from chatledger.ledger import storage_of
 from tests.helpers import msg
 
@@ -55,3 +56,22 @@ async def test_the_head_of_a_branch_and_with_a_gap(database: Any) -> None:
     head = await storage_of(Ledger(database)).events.head("t")
     assert head is not None
     assert head["seq"] == 40
+
+
+@pytest.mark.usefixtures("narrow_search")
+async def test_a_damaged_newest_event_of_a_long_thread_is_reported_not_passed_by(database: Any) -> None:
+    # The bounded head query ($gte a floor) cannot see a newest event whose seq is no
+    # longer a number; the append into its position then meets it and names it.
+    book = Ledger(database).bind()
+    position = book.empty("t")
+    for n in range(20):
+        position = (await book.append(position, [msg(f"m{n}")])).position
+    await database["events"].update_one({"_id": "t#20"}, {"$set": {"seq": "20"}})
+    fresh = Ledger(database).bind()
+
+    async def open_and_append() -> None:
+        opened = await fresh.open("t")
+        await fresh.append(opened, [msg("late")])
+
+    with pytest.raises(IntegrityError, match="t#20"):
+        await asyncio.wait_for(open_and_append(), 60)

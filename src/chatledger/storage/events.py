@@ -236,7 +236,10 @@ class EventStore(CollectionStore):
             )
 
         floor = await self._head_floor(thread_id)
-        docs = await self.hinted("read head", SEQ_INDEX, query(floor)) if floor > 1 else []
+        # Below HEAD_WINDOW the whole thread is no more to sort than a window, and the
+        # unbounded query also meets a damaged newest event (a ``seq`` that is not a
+        # number sorts above every number, where ``$gte`` would pass it by).
+        docs = await self.hinted("read head", SEQ_INDEX, query(floor)) if floor > HEAD_WINDOW else []
         if not docs:
             # No probed position, or the newest events are removed: the whole thread, as stored.
             docs = await self.hinted("read head", SEQ_INDEX, query(None))

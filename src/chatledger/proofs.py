@@ -418,8 +418,17 @@ class Checkpoint:
     extensions: tuple[str, ...] = ()
 
 
+def _utf8(text: str, what: str) -> bytes:
+    """Return ``text`` as UTF-8: a JSON ``\\ud800`` escape (a lone surrogate) has no UTF-8 form."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ProofError(f"{what} holds a lone surrogate, which is not UTF-8 text") from e
+
+
 def _text(raw: bytes | str, what: str) -> str:
     if isinstance(raw, str):
+        _utf8(raw, what)
         return raw
     if len(raw) > MAX_INPUT:
         raise ProofError(f"{what} is larger than {MAX_INPUT} bytes")
@@ -441,7 +450,13 @@ def _split_note(note: bytes | str) -> tuple[str, Checkpoint, str]:
     if len(lines) < 3 or any(not line for line in lines):
         raise ProofError("the checkpoint body must be origin, tree size and root hash lines")
     origin, size_text, root_text = lines[0], lines[1], lines[2]
-    if not size_text.isascii() or not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+    # A size has at most 19 digits (MAX_SIZE); int() of thousands of digits raises a bare ValueError.
+    if (
+        len(size_text) > len(str(MAX_SIZE))
+        or not size_text.isascii()
+        or not size_text.isdigit()
+        or (size_text != "0" and size_text.startswith("0"))
+    ):
         raise ProofError(f"the checkpoint's tree size {size_text!r} is not a decimal number")
     size = _size(int(size_text), "the checkpoint's tree size")
     root = _b64(root_text, "the checkpoint's root hash", HASH_SIZE)
@@ -580,7 +595,7 @@ def _leaf(text: object) -> tuple[bytes, dict[str, Any]]:
     """Return the leaf's bytes and fields, refusing anything but the canonical form."""
     if type(text) is not str:
         raise ProofError("the proof's leaf is not a string")
-    data = text.encode("utf-8")
+    data = _utf8(text, "the proof's leaf")
     fields = _json(data, "the proof's leaf")
     if type(fields) is not dict or set(fields) != _LEAF_KEYS:
         raise ProofError("the proof's leaf does not have the fields of a ChatLedger leaf")
@@ -611,7 +626,7 @@ def _receipt_leaf(text: object) -> tuple[bytes, dict[str, Any]]:
     """Return a receipt leaf's bytes and fields, refusing anything but the canonical form."""
     if type(text) is not str:
         raise ProofError("the proof's leaf is not a string")
-    data = text.encode("utf-8")
+    data = _utf8(text, "the proof's leaf")
     fields = _json(data, "the proof's leaf")
     if type(fields) is not dict or set(fields) != _RECEIPT_LEAF_KEYS or fields["kind"] != "receipt":
         raise ProofError("the proof's leaf does not have the fields of a ChatLedger receipt leaf")
@@ -631,7 +646,7 @@ def _receipt(value: object, leaf: dict[str, Any]) -> dict[str, Any]:
     """Return the receipt a proof shows, after checking it is the one the leaf commits to."""
     if type(value) is not str:
         raise ProofError("the proof's receipt is not a string of canonical JSON")
-    if hashlib.sha256(value.encode("utf-8")).hexdigest() != leaf["digest"]:
+    if hashlib.sha256(_utf8(value, "the receipt")).hexdigest() != leaf["digest"]:
         raise ProofError("the receipt's content does not match its digest in the leaf")
     parsed = _json(value, "the receipt")
     if type(parsed) is not dict:
@@ -679,7 +694,7 @@ def _messages(value: object, digests: list[str]) -> dict[int, Any]:
             raise ProofError(f"message {index} is given twice")
         if type(canonical) is not str:
             raise ProofError(f"message {index} is not a string of canonical JSON")
-        if message_digest(canonical.encode("utf-8")) != digests[index]:
+        if message_digest(_utf8(canonical, f"message {index}")) != digests[index]:
             raise ProofError(f"message {index}'s content does not match its digest in the leaf")
         parsed = _json(canonical, f"message {index}")
         if type(parsed) is not dict:
@@ -703,7 +718,7 @@ def verify_proof(proof: bytes | str, checkpoints: Sequence[bytes | str], public_
     Raises:
         ProofError: anything does not hold; the message is one line.
     """
-    key = load_public_key(public_key.encode("utf-8") if isinstance(public_key, str) else public_key)
+    key = load_public_key(_utf8(public_key, "the public key") if isinstance(public_key, str) else public_key)
     doc = _json(proof, "the proof")
     if type(doc) is not dict:
         raise ProofError("the proof is not a JSON object")

@@ -1,0 +1,95 @@
+"""Hostile inputs to the offline verifier: each must be refused with ProofError, never a raw exception."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from chatledger import proofs
+from tests.proofs import vectors
+
+V = vectors.build()
+PUBLIC = V["public.pem"]
+
+
+def _inclusion() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(V["inclusion.json"])
+    return doc
+
+
+def _refused(proof: str, checkpoints: list[str] | None = None, key: str | bytes = PUBLIC) -> str:
+    with pytest.raises(proofs.ProofError) as e:
+        proofs.verify_proof(proof, checkpoints or [V["checkpoint-7.txt"]], key)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_a_checkpoint_with_a_size_of_thousands_of_digits_is_refused_not_a_crash() -> None:
+    # int() refuses strings over 4300 digits with a bare ValueError.
+    body, _, sigs = V["checkpoint-7.txt"].partition("\n\n")
+    lines = body.split("\n")
+    lines[1] = "9" * 5000
+    note = "\n".join(lines) + "\n\n" + sigs
+    assert "tree size" in _refused(V["inclusion.json"], [note])
+    with pytest.raises(proofs.ProofError):
+        proofs.unverified_checkpoint(note)
+
+
+@pytest.mark.parametrize("where", ["leaf", "message", "origin"])
+def test_a_lone_surrogate_escaped_in_the_proof_is_refused_not_a_crash(where: str) -> None:
+    # JSON may spell a lone surrogate ("\ud800"); it is a str Python cannot encode as UTF-8.
+    doc = _inclusion()
+    if where == "leaf":
+        doc["leaf"] = doc["leaf"].replace("vector-thread", "vector-thread\ud800")
+    elif where == "message":
+        doc["messages"][0]["canonical"] = "\ud800"
+    else:
+        doc["origin"] = "\ud800"
+    _refused(json.dumps(doc))
+
+
+def test_a_lone_surrogate_in_a_receipt_proof_is_refused_not_a_crash() -> None:
+    doc = _inclusion()
+    del doc["messages"]
+    doc["leaf"] = proofs.receipt_leaf_data(receipt_id="r", kind="removal", at=None, digest="0" * 64).decode()
+    doc["receipt"] = "\udfff"
+    _refused(json.dumps(doc))
+
+
+def test_a_removal_beside_a_receipt_proof_or_of_the_wrong_shape_is_refused() -> None:
+    doc = _inclusion()
+    doc["messages"] = []
+    for removal in (None, [], "x", {"leaf_index": 0}, {"leaf_index": True, "leaf": "", "path": [], "receipt": ""}):
+        doc["removal"] = removal
+        _refused(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"chatledger_proof": 1, "type": ' + "[" * 50_000 + "]" * 50_000 + "}",
+        '{"chatledger_proof": ' + "9" * 5000 + "}",
+        '{"chatledger_proof": 1e999999}',
+        '{"chatledger_proof": 1.0, "type": "inclusion"}',
+        '{"chatledger_proof": true, "type": "inclusion"}',
+        '{"chatledger_proof": 1, "type": {"a": 1}}',
+        "\ud800",
+        "null",
+        "",
+    ],
+)
+def test_hostile_json_is_refused_not_a_crash(text: str) -> None:
+    _refused(text)
+
+
+def test_a_public_key_with_a_lone_surrogate_or_garbage_is_refused() -> None:
+    for key in ("\ud800", "", "-----BEGIN PUBLIC KEY-----\n\n-----END PUBLIC KEY-----\n", b"\x00" * 10):
+        _refused(V["inclusion.json"], key=key)
+
+
+def test_a_checkpoint_with_a_lone_surrogate_is_refused_not_a_crash() -> None:
+    note = V["checkpoint-7.txt"].replace(vectors.ORIGIN, vectors.ORIGIN + "\ud800")
+    _refused(V["inclusion.json"], [note])

@@ -61,7 +61,13 @@ def test_a_lone_surrogate_in_a_receipt_proof_is_refused_not_a_crash() -> None:
 def test_a_removal_beside_a_receipt_proof_or_of_the_wrong_shape_is_refused() -> None:
     doc = _inclusion()
     doc["messages"] = []
-    for removal in (None, [], "x", {"leaf_index": 0}, {"leaf_index": True, "leaf": "", "path": [], "receipt": ""}):
+    for removal in (
+        None,
+        [],
+        "x",
+        {"leaf_index": 0},
+        {"leaf_index": True, "leaf": "", "path": [], "receipt": ""},
+    ):
         doc["removal"] = removal
         _refused(json.dumps(doc))
 

@@ -419,7 +419,7 @@ class Checkpoint:
 
 
 def _utf8(text: str, what: str) -> bytes:
-    """Return ``text`` as UTF-8: a JSON ``\\ud800`` escape (a lone surrogate) has no UTF-8 form."""
+    """Return ``text`` as UTF-8: a JSON escape of a lone surrogate has no UTF-8 form."""
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as e:

@@ -269,6 +269,18 @@ def _canonical_message(message: Mapping[str, Any]) -> bytes:
     return canonical_json_bytes(_digested(message))
 
 
+def _leaf_field(data: str | bytes, name: str, kind: type, what: str) -> Any:
+    """One field of a leaf's text as the log stores it; text the sequencer never wrote is a damaged log."""
+    try:
+        fields = json.loads(data)
+    except ValueError:
+        fields = None
+    value = fields.get(name) if type(fields) is dict else None
+    if type(value) is not kind:
+        raise IntegrityError(f"{what}: its leaf in the log is malformed (the log was altered)")
+    return value
+
+
 def _store(target: Any) -> MerkleStore:
     return MerkleStore.of(storage_of(as_ledger(target)))
 
@@ -411,7 +423,9 @@ async def _refuse_gaps(store: MerkleStore, log: str, docs: Sequence[Mapping[str,
         else:
             wanted[key] = doc
     logged = await store.leaf_data(log, list(wanted))
-    links += [(wanted[key], key, str(json.loads(data).get("hash"))) for key, data in logged.items()]
+    links += [
+        (wanted[key], key, _leaf_field(data, "hash", str, f"event {key!r}")) for key, data in logged.items()
+    ]
     rest = [key for key in wanted if key not in logged]
     stored = {str(d.get("_id")): d for d in await store.events_by_key(rest)}
     links += [(wanted[k], k, str(stored[k]["hash"])) for k in rest if k in stored and "hash" in stored[k]]
@@ -774,7 +788,7 @@ async def prove_event(
     proof, data = await _inclusion(
         store, log, key, f"event {key!r}", note, "or it belongs to another tenant's log (--tenant)"
     )
-    digests: list[str] = json.loads(data)["messages"]
+    digests: list[str] = _leaf_field(data, "messages", list, f"event {key!r}")
     shown = await _shown_messages(store, key, digests, message)
     out = {**proof, "messages": shown}
     if not shown and tenant is None:
@@ -870,7 +884,7 @@ async def _receipt_proof(store: MerkleStore, receipt_id: str, note: str) -> dict
     if receipt is None:
         raise IntegrityError(f"{what} was deleted from the audit collection after it was logged")
     text = _receipt_text(receipt)
-    if hashlib.sha256(text).hexdigest() != json.loads(data)["digest"]:
+    if hashlib.sha256(text).hexdigest() != _leaf_field(data, "digest", str, what):
         raise IntegrityError(f"{what} was altered after it was logged")
     return {**proof, "receipt": text.decode("utf-8")}
 

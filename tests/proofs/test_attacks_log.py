@@ -1,0 +1,49 @@
+"""A bad document in the log's own collections: the sequencer and the prover say IntegrityError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chatledger import IntegrityError, Ledger, proofs
+from chatledger.admin import run_erasure
+from chatledger.admin.merkle import checkpoint, prove_event, prove_receipt
+from tests.admin.conftest import talk
+from tests.proofs.test_log import SIGNING
+
+
+@pytest.mark.parametrize("data", ["not json", "[1, 2]", "null"])
+async def test_a_garbled_leaf_of_a_predecessor_is_an_integrity_error_for_the_sequencer(
+    database: Any, data: str
+) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "t", 2)
+    await checkpoint(ledger, SIGNING)
+    # The insider garbles the leaf of t#2; t#3, appended later, is checked against it.
+    await database["log_entries"].update_one({"log": "default", "event": "t#2"}, {"$set": {"data": data}})
+    await talk(ledger, "t", 1)
+    with pytest.raises(IntegrityError, match="t#2"):
+        await checkpoint(ledger, SIGNING)
+
+
+@pytest.mark.parametrize("data", ["[1, 2]", "{}", '{"messages": 3}', '{"digest": 3}'])
+async def test_a_leaf_rewritten_with_its_hash_is_an_integrity_error_for_the_prover(
+    database: Any, data: str
+) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "t", 1, user_id="alice")
+    await talk(ledger, "u", 3, user_id="bob")
+    await checkpoint(ledger, SIGNING)
+    await run_erasure(ledger, user_id="alice", apply=True, reason="GDPR request")
+    await checkpoint(ledger, SIGNING)
+    receipt = await database["audit"].find_one({"kind": "removal"})
+    assert receipt is not None
+    # The insider rewrites two leaves (data and hash agree; the tree's nodes above them stay).
+    changed = {"data": data, "hash": proofs.leaf_hash(data.encode()).hex()}
+    for event in ("u#2", f"receipt:{receipt['_id']}"):
+        await database["log_entries"].update_one({"log": "default", "event": event}, {"$set": changed})
+    with pytest.raises(IntegrityError, match="malformed"):
+        await prove_event(ledger, "u", 2)
+    with pytest.raises(IntegrityError, match="malformed"):
+        await prove_receipt(ledger, str(receipt["_id"]))

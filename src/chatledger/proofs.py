@@ -313,12 +313,12 @@ def _b64(value: object, what: str, size: int | None = None) -> bytes:
 
 def _crypto() -> Any:
     try:
-        from cryptography.exceptions import InvalidSignature
+        from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError as e:  # pragma: no cover - an install without the extra
         raise ProofError("Ed25519 needs the 'cryptography' package (pip install 'chatledger[seal]')") from e
-    return serialization, ed25519, InvalidSignature
+    return serialization, ed25519, InvalidSignature, UnsupportedAlgorithm
 
 
 def load_public_key(pem: bytes) -> bytes:
@@ -327,10 +327,10 @@ def load_public_key(pem: bytes) -> bytes:
     Raises:
         ProofError: not a PEM Ed25519 public key.
     """
-    serialization, ed25519, _ = _crypto()
+    serialization, ed25519, _, unsupported = _crypto()
     try:
         key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, unsupported) as e:  # unsupported: an unknown curve or key type
         raise ProofError("the public key is not a PEM public key") from e
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise ProofError(f"the public key is {type(key).__name__}, not Ed25519")
@@ -344,10 +344,10 @@ def load_private_key(pem: bytes) -> Any:
     Raises:
         ProofError: not an unencrypted PEM Ed25519 private key.
     """
-    serialization, ed25519, _ = _crypto()
+    serialization, ed25519, _, unsupported = _crypto()
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, unsupported) as e:
         raise ProofError("the signing key is not an unencrypted PEM private key") from e
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ProofError(f"the signing key is {type(key).__name__}, not Ed25519")
@@ -399,7 +399,7 @@ def sign_checkpoint(origin: str, size: int, root: bytes, private_key: Any) -> st
         root: Root hash (32 bytes).
         private_key: An Ed25519 private key from :func:`load_private_key`.
     """
-    serialization, _, _ = _crypto()
+    serialization, _, _, _ = _crypto()
     body = checkpoint_body(origin, size, root)
     public = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     signature = private_key.sign(body.encode("utf-8"))
@@ -486,7 +486,7 @@ def parse_checkpoint(note: bytes | str, public_key: bytes) -> Checkpoint:
     Raises:
         ProofError: malformed, truncated, or not signed by this key.
     """
-    _, ed25519, invalid_signature = _crypto()
+    _, ed25519, invalid_signature, _ = _crypto()
     body, checkpoint, signatures = _split_note(note)
     verifier = ed25519.Ed25519PublicKey.from_public_bytes(public_key)
     for line in signatures.split("\n"):

@@ -99,3 +99,18 @@ def test_a_public_key_with_a_lone_surrogate_or_garbage_is_refused() -> None:
 def test_a_checkpoint_with_a_lone_surrogate_is_refused_not_a_crash() -> None:
     note = V["checkpoint-7.txt"].replace(vectors.ORIGIN, vectors.ORIGIN + "\ud800")
     _refused(V["inclusion.json"], [note])
+
+
+def _spki_of_unknown_type() -> bytes:
+    # A SubjectPublicKeyInfo whose algorithm is OID 1.2.3.4: well-formed PEM, no such key type.
+    import base64
+
+    der = bytes.fromhex("3017300506032a030403") + bytes([0x0E, 0x00]) + b"\x00" * 13
+    return b"-----BEGIN PUBLIC KEY-----\n" + base64.b64encode(der) + b"\n-----END PUBLIC KEY-----\n"
+
+
+def test_a_public_key_of_an_unknown_type_is_refused_not_a_crash() -> None:
+    # cryptography raises UnsupportedAlgorithm (not a ValueError) for unknown key types and curves.
+    assert "not a PEM public key" in _refused(V["inclusion.json"], key=_spki_of_unknown_type())
+    with pytest.raises(proofs.ProofError):
+        proofs.load_private_key(_spki_of_unknown_type().replace(b"PUBLIC KEY", b"PRIVATE KEY"))

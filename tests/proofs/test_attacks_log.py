@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from chatledger import IntegrityError, Ledger, proofs
+from chatledger import IntegrityError, InvalidInputError, Ledger, proofs
 from chatledger.admin import run_erasure
 from chatledger.admin.merkle import checkpoint, prove_event, prove_receipt
 from tests.admin.conftest import talk
@@ -47,3 +47,15 @@ async def test_a_leaf_rewritten_with_its_hash_is_an_integrity_error_for_the_prov
         await prove_event(ledger, "u", 2)
     with pytest.raises(IntegrityError, match="malformed"):
         await prove_receipt(ledger, str(receipt["_id"]))
+
+
+async def test_another_logs_checkpoint_is_a_wrong_argument_not_tampering(database: Any) -> None:
+    # The operator at 3 a.m. passes the bank tenant's checkpoint to prove a default-log event:
+    # nothing was altered, so this must not read as an IntegrityError ("the log was altered").
+    ledger = Ledger(database)
+    await talk(ledger, "b", 3, tenant_id="bank")
+    await talk(ledger, "c", 3)
+    bank = await checkpoint(ledger, SIGNING, tenant="bank")
+    await checkpoint(ledger, SIGNING)
+    with pytest.raises(InvalidInputError, match="tenant/bank"):
+        await prove_event(ledger, "c", 1, checkpoint_note=bank.note)

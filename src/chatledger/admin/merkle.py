@@ -736,10 +736,25 @@ async def _stored_root(store: MerkleStore, log: str, claimed: proofs.Checkpoint,
         raise InvalidInputError(f"{what} has {claimed.size} leaves; log {log!r} has fewer (another log's?)")
     root = (await _range_hashes(store, log, [(0, claimed.size)]))[0] if claimed.size else proofs.EMPTY_ROOT
     if root != claimed.root:
+        if (origin := await _signed_as(store, log)) not in (None, claimed.origin):
+            # Nothing says this log was altered: the operator gave another log's checkpoint.
+            raise InvalidInputError(
+                f"{what} is of log {claimed.origin!r}, but log {log!r} signs as {origin!r}: give this "
+                "log's checkpoint (or --tenant for the other log)"
+            )
         raise IntegrityError(
             f"log {log!r} no longer gives the root of {what} at size {claimed.size}: the log or the "
             "checkpoint was altered (or it is another log's)"
         )
+
+
+async def _signed_as(store: MerkleStore, log: str) -> str | None:
+    """The origin of the log's latest stored checkpoint (``None``: none, or unreadable)."""
+    latest = await store.latest(log, "checkpoint")
+    try:
+        return None if latest is None else proofs.unverified_checkpoint(str(latest["note"])).origin
+    except proofs.ProofError:
+        return None
 
 
 async def _checkpoint_note(store: MerkleStore, log: str, note: str | None) -> str:

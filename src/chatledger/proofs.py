@@ -532,15 +532,17 @@ class Verdict:
 
     def summary(self) -> str:
         """Return one line saying what was proven."""
+        log = _plain(self.origin)
         if self.kind == "consistency":
             return (
-                f"log {self.origin}: the tree of {self.tree_size} leaves extends the tree of "
+                f"log {log}: the tree of {self.tree_size} leaves extends the tree of "
                 f"{self.position} leaves (it only grew)"
             )
         if self.receipt is not None:
+            kind = _plain(self.leaf["type"])
             return (
-                f"receipt {self.leaf['receipt']!r} ({self.leaf['type']}) is leaf {self.position} of log "
-                f"{self.origin} at tree size {self.tree_size}; its content is proven"
+                f"receipt {self.leaf['receipt']!r} ({kind}) is leaf {self.position} of log "
+                f"{log} at tree size {self.tree_size}; its content is proven"
             )
         event = f"event {self.leaf['thread']!r} seq {self.leaf['seq']}"
         count = len(self.leaf["messages"])
@@ -549,11 +551,23 @@ class Verdict:
             f"messages {shown} of {count} proven by content" if self.messages else "no message content shown"
         )
         if self.removal is not None:
+            action = _plain(self.removal.get("action"))
             what = (
                 f"its content was removed by receipt {self.removal.get('_id')!r} "
-                f"({self.removal.get('action')}: {self.removal.get('reason')!r}), proven in the same tree"
+                f"({action}: {self.removal.get('reason')!r}), proven in the same tree"
             )
-        return f"{event} is leaf {self.position} of log {self.origin} at tree size {self.tree_size}; {what}"
+        return f"{event} is leaf {self.position} of log {log} at tree size {self.tree_size}; {what}"
+
+
+def _plain(value: object) -> str:
+    """A value from the signed log as a summary shows it: as is if printable ASCII, else quoted.
+
+    The log's operator chooses these strings; a newline or a terminal escape in one must
+    not forge a second line (another verdict) in the reviewer's terminal.
+    """
+    if type(value) is str and value.isascii() and value.isprintable():
+        return value
+    return ascii(value)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -114,3 +114,54 @@ def test_a_public_key_of_an_unknown_type_is_refused_not_a_crash() -> None:
     assert "not a PEM public key" in _refused(V["inclusion.json"], key=_spki_of_unknown_type())
     with pytest.raises(proofs.ProofError):
         proofs.load_private_key(_spki_of_unknown_type().replace(b"PUBLIC KEY", b"PRIVATE KEY"))
+
+
+def _signed_receipt_proof(kind: str, receipt: dict[str, Any]) -> tuple[str, str]:
+    """A one-leaf log holding one receipt, signed by the vectors' log key (the log is the attacker)."""
+    import hashlib
+
+    text = json.dumps(receipt, sort_keys=True, separators=(",", ":"))
+    data = proofs.receipt_leaf_data(
+        receipt_id=receipt["_id"], kind=kind, at=None, digest=hashlib.sha256(text.encode()).hexdigest()
+    )
+    note = proofs.sign_checkpoint(
+        vectors.ORIGIN, 1, proofs.leaf_hash(data), vectors.key("chatledger test vector: log key")
+    )
+    proof = {
+        "chatledger_proof": 1,
+        "type": "inclusion",
+        "origin": vectors.ORIGIN,
+        "tree_size": 1,
+        "leaf_index": 0,
+        "leaf": data.decode(),
+        "path": [],
+        "receipt": text,
+    }
+    return json.dumps(proof), note
+
+
+def test_a_summary_stays_one_line_whatever_the_signed_log_holds() -> None:
+    # The verifier distrusts the log's operator: a receipt kind with a newline and terminal
+    # escapes must not forge a second "OK" line (or recolour) in the reviewer's terminal.
+    kind = "legal_hold\n\x1b[32mOK\x1b[0m: event 'x' seq 1 is proven"
+    proof, note = _signed_receipt_proof(kind, {"_id": "r1", "kind": kind})
+    summary = proofs.verify_proof(proof, [note], PUBLIC).summary()
+    assert "\n" not in summary
+    assert "\x1b" not in summary
+
+
+def test_an_origin_with_a_terminal_escape_is_quoted_in_the_summary() -> None:
+    origin = "log\x1b[2K"
+    key = vectors.key("chatledger test vector: log key")
+    data = V["inclusion.json"]
+    doc = json.loads(data)
+    root = proofs.unverified_checkpoint(V["checkpoint-7.txt"]).root
+    # sign_checkpoint refuses such an origin; the hostile log signs the note by hand.
+    import base64
+
+    body = f"{origin}\n7\n{base64.b64encode(root).decode()}\n"
+    public = proofs.load_public_key(PUBLIC.encode())
+    sig = base64.b64encode(proofs.key_id(origin, public) + key.sign(body.encode())).decode()
+    note = f"{body}\n\u2014 {origin} {sig}\n"
+    doc["origin"] = origin
+    assert "\x1b" not in proofs.verify_proof(json.dumps(doc), [note], PUBLIC).summary()

@@ -15,9 +15,9 @@ from chatledger.errors import ContentErasedError
 from tests.helpers import raw_docs
 from tests.sealing.test_forms import sealer_on
 
-#: Written by /tmp/atk/write_old.py's steps with the pre-split code: tenant acme's dana (one
-#: conversation: a two-message batch with quotes, newlines, non-ASCII; a framed 11 KB batch;
-#: a branch) with padding to 64 bytes, and erin's per-lineage conversation.
+#: Written by data/cl3_before_split.py.txt run on the pre-split code (PYTHONPATH=<c685306>/src):
+#: tenant acme's dana (one conversation: a two-message batch with quotes, newlines,
+#: non-ASCII; a framed 11 KB batch; a branch) padded to 64 bytes; erin's per-lineage one.
 FIXTURE = Path(__file__).parent / "data" / "cl3_before_split.json"
 
 

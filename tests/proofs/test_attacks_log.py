@@ -8,7 +8,7 @@ import pytest
 
 from chatledger import IntegrityError, InvalidInputError, Ledger, proofs
 from chatledger.admin import run_erasure
-from chatledger.admin.merkle import checkpoint, prove_event, prove_receipt
+from chatledger.admin.merkle import checkpoint, prove_consistency, prove_event, prove_receipt
 from tests.admin.conftest import talk
 from tests.proofs.test_log import SIGNING
 
@@ -59,3 +59,9 @@ async def test_another_logs_checkpoint_is_a_wrong_argument_not_tampering(databas
     await checkpoint(ledger, SIGNING)
     with pytest.raises(InvalidInputError, match="tenant/bank"):
         await prove_event(ledger, "c", 1, checkpoint_note=bank.note)
+    # The same with two of the bank's checkpoints and no --tenant.
+    await talk(ledger, "b", 1, tenant_id="bank")
+    later = await checkpoint(ledger, SIGNING, tenant="bank")
+    with pytest.raises(InvalidInputError, match="tenant/bank"):
+        await prove_consistency(ledger, bank.note, later.note)
+    assert (await prove_consistency(ledger, bank.note, later.note, tenant="bank"))["new_size"] == 4

@@ -165,3 +165,68 @@ def test_an_origin_with_a_terminal_escape_is_quoted_in_the_summary() -> None:
     note = f"{body}\n\u2014 {origin} {sig}\n"
     doc["origin"] = origin
     assert "\x1b" not in proofs.verify_proof(json.dumps(doc), [note], PUBLIC).summary()
+
+
+def _event_and_removal(receipt: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A two-leaf log (an event of vector-thread, then a receipt), signed by the vectors' log key."""
+    import base64
+    import hashlib
+
+    event = vectors.leaves()[0]
+    text = json.dumps(receipt, sort_keys=True, separators=(",", ":"))
+    kind = str(receipt.get("kind"))
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    data = proofs.receipt_leaf_data(receipt_id=str(receipt["_id"]), kind=kind, at=None, digest=digest)
+    hashes = [proofs.leaf_hash(event), proofs.leaf_hash(data)]
+    note = proofs.sign_checkpoint(
+        vectors.ORIGIN, 2, proofs.tree_root(hashes), vectors.key("chatledger test vector: log key")
+    )
+    proof = {
+        "chatledger_proof": 1,
+        "type": "inclusion",
+        "origin": vectors.ORIGIN,
+        "tree_size": 2,
+        "leaf_index": 0,
+        "leaf": event.decode(),
+        "path": [base64.b64encode(hashes[1]).decode()],
+        "messages": [],
+        "removal": {
+            "leaf_index": 1,
+            "leaf": data.decode(),
+            "path": [base64.b64encode(hashes[0]).decode()],
+            "receipt": text,
+        },
+    }
+    return proof, note
+
+
+def test_a_removal_receipt_must_be_a_removal_of_the_events_thread() -> None:
+    ok, note = _event_and_removal({"_id": "r1", "kind": "removal", "thread_ids": ["vector-thread"]})
+    assert proofs.verify_proof(json.dumps(ok), [note], PUBLIC).removal is not None
+    for receipt, reason in [
+        (
+            {"_id": "r1", "kind": "removal", "thread_ids": ["another-thread"]},
+            "does not name the event's thread",
+        ),
+        ({"_id": "r1", "kind": "removal", "thread_id": "another-thread"}, "does not name the event's thread"),
+        ({"_id": "r1", "kind": "removal", "thread_ids": "vector-thread"}, "does not name the event's thread"),
+        ({"_id": "r1", "kind": "removal.kept", "thread_ids": ["vector-thread"]}, "not a removal"),
+    ]:
+        proof, signed = _event_and_removal(receipt)
+        assert reason in _refused(json.dumps(proof), [signed])
+    # The removal beside an event that still shows messages, or moved to the event's own index.
+    proof, signed = _event_and_removal({"_id": "r1", "kind": "removal", "thread_ids": ["vector-thread"]})
+    proof["removal"]["leaf_index"] = 0
+    _refused(json.dumps(proof), [signed])
+
+
+def test_a_receipt_proof_relabelled_as_an_event_proof_and_back_is_refused() -> None:
+    proof, note = _signed_receipt_proof("removal", {"_id": "r1", "kind": "removal"})
+    doc = json.loads(proof)
+    doc["messages"] = []
+    del doc["receipt"]
+    _refused(json.dumps(doc), [note])
+    event = _inclusion()
+    event["receipt"] = "{}"
+    del event["messages"]
+    _refused(json.dumps(event))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from chatledger import IntegrityError, InvalidInputError, Ledger, proofs
 from chatledger.admin import run_erasure
-from chatledger.admin.merkle import checkpoint, prove_consistency, prove_event, prove_receipt
-from tests.admin.conftest import talk
+from chatledger.admin.merkle import checkpoint, prove_consistency, prove_event, prove_receipt, sequence
+from tests.admin.conftest import branch, talk
 from tests.proofs.test_log import SIGNING
 
 
@@ -65,3 +66,36 @@ async def test_another_logs_checkpoint_is_a_wrong_argument_not_tampering(databas
     with pytest.raises(InvalidInputError, match="tenant/bank"):
         await prove_consistency(ledger, bank.note, later.note)
     assert (await prove_consistency(ledger, bank.note, later.note, tenant="bank"))["new_size"] == 4
+
+
+async def test_racing_writers_branches_and_sequencers_raise_no_false_gap(database: Any) -> None:
+    # A live system: writers append to their threads and branch, while two sequencers run
+    # again and again. Nothing vanished, so no run may refuse; the log ends complete.
+    ledger = Ledger(database)
+    for name in ("a", "b", "c"):
+        await talk(ledger, name, 2)
+    done = False
+
+    async def write(name: str) -> None:
+        for turn in range(6):
+            await talk(ledger, name, 1)
+            if turn == 2:
+                await branch(ledger, name, 1, turns=2)
+
+    async def run() -> None:
+        for _ in range(4):
+            await sequence(ledger)
+            if done:
+                break
+
+    async def writers() -> None:
+        nonlocal done
+        try:
+            await asyncio.gather(*(write(name) for name in ("a", "b", "c")))
+        finally:
+            done = True
+
+    await asyncio.gather(writers(), run(), run())
+    await sequence(ledger, full=True)
+    count = await database["events"].count_documents({})
+    assert await database["log_entries"].count_documents({"log": "default"}) == count

@@ -313,12 +313,12 @@ def _b64(value: object, what: str, size: int | None = None) -> bytes:
 
 def _crypto() -> Any:
     try:
-        from cryptography.exceptions import InvalidSignature
+        from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError as e:  # pragma: no cover - an install without the extra
         raise ProofError("Ed25519 needs the 'cryptography' package (pip install 'chatledger[seal]')") from e
-    return serialization, ed25519, InvalidSignature
+    return serialization, ed25519, InvalidSignature, UnsupportedAlgorithm
 
 
 def load_public_key(pem: bytes) -> bytes:
@@ -327,10 +327,10 @@ def load_public_key(pem: bytes) -> bytes:
     Raises:
         ProofError: not a PEM Ed25519 public key.
     """
-    serialization, ed25519, _ = _crypto()
+    serialization, ed25519, _, unsupported = _crypto()
     try:
         key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, unsupported) as e:  # unsupported: an unknown curve or key type
         raise ProofError("the public key is not a PEM public key") from e
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise ProofError(f"the public key is {type(key).__name__}, not Ed25519")
@@ -344,10 +344,10 @@ def load_private_key(pem: bytes) -> Any:
     Raises:
         ProofError: not an unencrypted PEM Ed25519 private key.
     """
-    serialization, ed25519, _ = _crypto()
+    serialization, ed25519, _, unsupported = _crypto()
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, unsupported) as e:
         raise ProofError("the signing key is not an unencrypted PEM private key") from e
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ProofError(f"the signing key is {type(key).__name__}, not Ed25519")
@@ -399,7 +399,7 @@ def sign_checkpoint(origin: str, size: int, root: bytes, private_key: Any) -> st
         root: Root hash (32 bytes).
         private_key: An Ed25519 private key from :func:`load_private_key`.
     """
-    serialization, _, _ = _crypto()
+    serialization, _, _, _ = _crypto()
     body = checkpoint_body(origin, size, root)
     public = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     signature = private_key.sign(body.encode("utf-8"))
@@ -418,8 +418,17 @@ class Checkpoint:
     extensions: tuple[str, ...] = ()
 
 
+def _utf8(text: str, what: str) -> bytes:
+    """Return ``text`` as UTF-8: a JSON escape of a lone surrogate has no UTF-8 form."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ProofError(f"{what} holds a lone surrogate, which is not UTF-8 text") from e
+
+
 def _text(raw: bytes | str, what: str) -> str:
     if isinstance(raw, str):
+        _utf8(raw, what)
         return raw
     if len(raw) > MAX_INPUT:
         raise ProofError(f"{what} is larger than {MAX_INPUT} bytes")
@@ -441,7 +450,13 @@ def _split_note(note: bytes | str) -> tuple[str, Checkpoint, str]:
     if len(lines) < 3 or any(not line for line in lines):
         raise ProofError("the checkpoint body must be origin, tree size and root hash lines")
     origin, size_text, root_text = lines[0], lines[1], lines[2]
-    if not size_text.isascii() or not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+    # A size has at most 19 digits (MAX_SIZE); int() of thousands of digits raises a bare ValueError.
+    if (
+        len(size_text) > len(str(MAX_SIZE))
+        or not size_text.isascii()
+        or not size_text.isdigit()
+        or (size_text != "0" and size_text.startswith("0"))
+    ):
         raise ProofError(f"the checkpoint's tree size {size_text!r} is not a decimal number")
     size = _size(int(size_text), "the checkpoint's tree size")
     root = _b64(root_text, "the checkpoint's root hash", HASH_SIZE)
@@ -471,7 +486,7 @@ def parse_checkpoint(note: bytes | str, public_key: bytes) -> Checkpoint:
     Raises:
         ProofError: malformed, truncated, or not signed by this key.
     """
-    _, ed25519, invalid_signature = _crypto()
+    _, ed25519, invalid_signature, _ = _crypto()
     body, checkpoint, signatures = _split_note(note)
     verifier = ed25519.Ed25519PublicKey.from_public_bytes(public_key)
     for line in signatures.split("\n"):
@@ -517,15 +532,17 @@ class Verdict:
 
     def summary(self) -> str:
         """Return one line saying what was proven."""
+        log = _plain(self.origin)
         if self.kind == "consistency":
             return (
-                f"log {self.origin}: the tree of {self.tree_size} leaves extends the tree of "
+                f"log {log}: the tree of {self.tree_size} leaves extends the tree of "
                 f"{self.position} leaves (it only grew)"
             )
         if self.receipt is not None:
+            kind = _plain(self.leaf["type"])
             return (
-                f"receipt {self.leaf['receipt']!r} ({self.leaf['type']}) is leaf {self.position} of log "
-                f"{self.origin} at tree size {self.tree_size}; its content is proven"
+                f"receipt {self.leaf['receipt']!r} ({kind}) is leaf {self.position} of log "
+                f"{log} at tree size {self.tree_size}; its content is proven"
             )
         event = f"event {self.leaf['thread']!r} seq {self.leaf['seq']}"
         count = len(self.leaf["messages"])
@@ -534,11 +551,23 @@ class Verdict:
             f"messages {shown} of {count} proven by content" if self.messages else "no message content shown"
         )
         if self.removal is not None:
+            action = _plain(self.removal.get("action"))
             what = (
                 f"its content was removed by receipt {self.removal.get('_id')!r} "
-                f"({self.removal.get('action')}: {self.removal.get('reason')!r}), proven in the same tree"
+                f"({action}: {self.removal.get('reason')!r}), proven in the same tree"
             )
-        return f"{event} is leaf {self.position} of log {self.origin} at tree size {self.tree_size}; {what}"
+        return f"{event} is leaf {self.position} of log {log} at tree size {self.tree_size}; {what}"
+
+
+def _plain(value: object) -> str:
+    """A value from the signed log as a summary shows it: as is if printable ASCII, else quoted.
+
+    The log's operator chooses these strings; a newline or a terminal escape in one must
+    not forge a second line (another verdict) in the reviewer's terminal.
+    """
+    if type(value) is str and value.isascii() and value.isprintable():
+        return value
+    return ascii(value)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -580,7 +609,7 @@ def _leaf(text: object) -> tuple[bytes, dict[str, Any]]:
     """Return the leaf's bytes and fields, refusing anything but the canonical form."""
     if type(text) is not str:
         raise ProofError("the proof's leaf is not a string")
-    data = text.encode("utf-8")
+    data = _utf8(text, "the proof's leaf")
     fields = _json(data, "the proof's leaf")
     if type(fields) is not dict or set(fields) != _LEAF_KEYS:
         raise ProofError("the proof's leaf does not have the fields of a ChatLedger leaf")
@@ -611,7 +640,7 @@ def _receipt_leaf(text: object) -> tuple[bytes, dict[str, Any]]:
     """Return a receipt leaf's bytes and fields, refusing anything but the canonical form."""
     if type(text) is not str:
         raise ProofError("the proof's leaf is not a string")
-    data = text.encode("utf-8")
+    data = _utf8(text, "the proof's leaf")
     fields = _json(data, "the proof's leaf")
     if type(fields) is not dict or set(fields) != _RECEIPT_LEAF_KEYS or fields["kind"] != "receipt":
         raise ProofError("the proof's leaf does not have the fields of a ChatLedger receipt leaf")
@@ -631,7 +660,7 @@ def _receipt(value: object, leaf: dict[str, Any]) -> dict[str, Any]:
     """Return the receipt a proof shows, after checking it is the one the leaf commits to."""
     if type(value) is not str:
         raise ProofError("the proof's receipt is not a string of canonical JSON")
-    if hashlib.sha256(value.encode("utf-8")).hexdigest() != leaf["digest"]:
+    if hashlib.sha256(_utf8(value, "the receipt")).hexdigest() != leaf["digest"]:
         raise ProofError("the receipt's content does not match its digest in the leaf")
     parsed = _json(value, "the receipt")
     if type(parsed) is not dict:
@@ -679,7 +708,7 @@ def _messages(value: object, digests: list[str]) -> dict[int, Any]:
             raise ProofError(f"message {index} is given twice")
         if type(canonical) is not str:
             raise ProofError(f"message {index} is not a string of canonical JSON")
-        if message_digest(canonical.encode("utf-8")) != digests[index]:
+        if message_digest(_utf8(canonical, f"message {index}")) != digests[index]:
             raise ProofError(f"message {index}'s content does not match its digest in the leaf")
         parsed = _json(canonical, f"message {index}")
         if type(parsed) is not dict:
@@ -703,7 +732,7 @@ def verify_proof(proof: bytes | str, checkpoints: Sequence[bytes | str], public_
     Raises:
         ProofError: anything does not hold; the message is one line.
     """
-    key = load_public_key(public_key.encode("utf-8") if isinstance(public_key, str) else public_key)
+    key = load_public_key(_utf8(public_key, "the public key") if isinstance(public_key, str) else public_key)
     doc = _json(proof, "the proof")
     if type(doc) is not dict:
         raise ProofError("the proof is not a JSON object")

@@ -269,6 +269,18 @@ def _canonical_message(message: Mapping[str, Any]) -> bytes:
     return canonical_json_bytes(_digested(message))
 
 
+def _leaf_field(data: str | bytes, name: str, kind: type, what: str) -> Any:
+    """One field of a leaf's text as the log stores it; text the sequencer never wrote is a damaged log."""
+    try:
+        fields = json.loads(data)
+    except ValueError:
+        fields = None
+    value = fields.get(name) if type(fields) is dict else None
+    if type(value) is not kind:
+        raise IntegrityError(f"{what}: its leaf in the log is malformed (the log was altered)")
+    return value
+
+
 def _store(target: Any) -> MerkleStore:
     return MerkleStore.of(storage_of(as_ledger(target)))
 
@@ -411,7 +423,9 @@ async def _refuse_gaps(store: MerkleStore, log: str, docs: Sequence[Mapping[str,
         else:
             wanted[key] = doc
     logged = await store.leaf_data(log, list(wanted))
-    links += [(wanted[key], key, str(json.loads(data).get("hash"))) for key, data in logged.items()]
+    links += [
+        (wanted[key], key, _leaf_field(data, "hash", str, f"event {key!r}")) for key, data in logged.items()
+    ]
     rest = [key for key in wanted if key not in logged]
     stored = {str(d.get("_id")): d for d in await store.events_by_key(rest)}
     links += [(wanted[k], k, str(stored[k]["hash"])) for k in rest if k in stored and "hash" in stored[k]]
@@ -722,10 +736,25 @@ async def _stored_root(store: MerkleStore, log: str, claimed: proofs.Checkpoint,
         raise InvalidInputError(f"{what} has {claimed.size} leaves; log {log!r} has fewer (another log's?)")
     root = (await _range_hashes(store, log, [(0, claimed.size)]))[0] if claimed.size else proofs.EMPTY_ROOT
     if root != claimed.root:
+        if (origin := await _signed_as(store, log)) not in (None, claimed.origin):
+            # Nothing says this log was altered: the operator gave another log's checkpoint.
+            raise InvalidInputError(
+                f"{what} is of log {claimed.origin!r}, but log {log!r} signs as {origin!r}: give this "
+                "log's checkpoint (or --tenant for the other log)"
+            )
         raise IntegrityError(
             f"log {log!r} no longer gives the root of {what} at size {claimed.size}: the log or the "
             "checkpoint was altered (or it is another log's)"
         )
+
+
+async def _signed_as(store: MerkleStore, log: str) -> str | None:
+    """The origin of the log's latest stored checkpoint (``None``: none, or unreadable)."""
+    latest = await store.latest(log, "checkpoint")
+    try:
+        return None if latest is None else proofs.unverified_checkpoint(str(latest["note"])).origin
+    except proofs.ProofError:
+        return None
 
 
 async def _checkpoint_note(store: MerkleStore, log: str, note: str | None) -> str:
@@ -774,7 +803,7 @@ async def prove_event(
     proof, data = await _inclusion(
         store, log, key, f"event {key!r}", note, "or it belongs to another tenant's log (--tenant)"
     )
-    digests: list[str] = json.loads(data)["messages"]
+    digests: list[str] = _leaf_field(data, "messages", list, f"event {key!r}")
     shown = await _shown_messages(store, key, digests, message)
     out = {**proof, "messages": shown}
     if not shown and tenant is None:
@@ -870,7 +899,7 @@ async def _receipt_proof(store: MerkleStore, receipt_id: str, note: str) -> dict
     if receipt is None:
         raise IntegrityError(f"{what} was deleted from the audit collection after it was logged")
     text = _receipt_text(receipt)
-    if hashlib.sha256(text).hexdigest() != json.loads(data)["digest"]:
+    if hashlib.sha256(text).hexdigest() != _leaf_field(data, "digest", str, what):
         raise IntegrityError(f"{what} was altered after it was logged")
     return {**proof, "receipt": text.decode("utf-8")}
 

@@ -238,7 +238,15 @@ class Sealer:
         marker: str = first[SEALED_FIELD]
         parts = marker.split(":")
         ciphertext = first.get(CIPHERTEXT_FIELD)
-        if len(parts) != 3 or type(ciphertext) is not bytes or type(first.get("role")) is not str:
+        # An empty key id or fingerprint is a malformed marker (as sealed_problem says), not
+        # a key the key store lacks: it must not reach the key store as a lookup.
+        if (
+            len(parts) != 3
+            or not parts[1]
+            or not parts[2]
+            or type(ciphertext) is not bytes
+            or type(first.get("role")) is not str
+        ):
             raise IntegrityError(f"event {event_id!r}: its sealed first message is malformed")
         kept = self._kept(event_id, marker, ciphertext)
         if kept is not None:
@@ -247,7 +255,13 @@ class Sealer:
             return [dict(m) for m in kept]  # copies: the kept ones stay as opened
         key = self._keys.live(parts[1])  # the hot path of every sealed read: no await
         if key is None or key.fingerprint != parts[2]:
-            key = await self._keys.to_open(parts[1], parts[2], event_id)
+            try:
+                key = await self._keys.to_open(parts[1], parts[2], event_id)
+            except InvalidInputError as e:
+                # A key id no key store accepts (too long): the stored marker is bad, not the caller's input.
+                raise IntegrityError(
+                    f"event {event_id!r}: its sealed first message is malformed ({e})"
+                ) from e
         opened = key.open_event(messages, event_id, ciphertext)
         if not self._keeps():
             return opened

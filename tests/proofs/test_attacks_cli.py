@@ -1,4 +1,4 @@
-"""CLI attacks on the log commands (the CLI is being restructured elsewhere: defects are xfail here)."""
+"""CLI attacks on the log commands."""
 
 from __future__ import annotations
 
@@ -14,14 +14,6 @@ from tests.proofs.test_cli import ui
 from tests.proofs.test_log import SIGNING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "ledgerproofs.checkpoint_body opens --output with open_for_writing(...).close() (mode 'w') "
-        "before sequencing, emptying the previous checkpoint; fix: check the path without "
-        "truncating (open in 'a' mode, or os.access on the folder) and write only after signing"
-    ),
-)
 async def test_a_refused_checkpoint_leaves_the_previous_copy_of_the_checkpoint_alone(
     database: Any, tmp_path: Path
 ) -> None:

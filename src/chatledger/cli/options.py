@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Annotated
@@ -72,3 +73,39 @@ def open_for_writing(path: str, option: str, *, append: bool = False) -> IO[str]
         return target.open("a" if append else "w", encoding="utf-8")
     except OSError as e:
         raise InvalidInputError(f"{option}: cannot write {path!r}: {e.strerror or e}") from e
+
+
+def check_writable(path: str, option: str) -> None:
+    """Fail now, without touching it, if ``path`` could not be written later.
+
+    Unlike :func:`open_for_writing`, an existing file keeps its content: a command that
+    may still fail (a refused checkpoint) must not have emptied the copy kept there.
+
+    Raises:
+        InvalidInputError: the folder is missing, or the file or folder is not writable.
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise InvalidInputError(f"{option}: folder {str(target.parent)!r} does not exist")
+    if not os.access(target if target.exists() else target.parent, os.W_OK):
+        raise InvalidInputError(f"{option}: cannot write {path!r}: permission denied")
+
+
+def write_whole(path: str, option: str, text: str) -> None:
+    """Write ``text`` to ``path`` all at once: the old file or the whole new one, never a fragment.
+
+    Raises:
+        InvalidInputError: the file cannot be written.
+    """
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        with open_for_writing(str(partial), option) as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        partial.replace(target)
+    except OSError as e:
+        raise InvalidInputError(f"{option}: cannot write {path!r}: {e.strerror or e}") from e
+    finally:
+        partial.unlink(missing_ok=True)

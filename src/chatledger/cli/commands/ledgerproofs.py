@@ -16,7 +16,7 @@ from chatledger.admin.merkle import (
     prove_event,
     prove_receipt,
 )
-from chatledger.cli.options import TenantOption, open_for_writing
+from chatledger.cli.options import TenantOption, check_writable, write_whole
 from chatledger.cli.render import Renderer
 from chatledger.cli.run import PROBLEMS
 from chatledger.cli.shared import Connection, shared
@@ -53,8 +53,7 @@ def _emit(ui: Renderer, text: str, output: str | None, option: str) -> None:
         ui.out.file.write(text)
         ui.out.file.flush()
         return
-    with open_for_writing(output, option) as f:
-        f.write(text)
+    write_whole(output, option, text)
 
 
 async def checkpoint_body(
@@ -75,7 +74,8 @@ async def checkpoint_body(
     """
     key = read_file(signing_key, "signing key")
     if output is not None:
-        open_for_writing(output, "--output").close()  # a bad path fails before any work
+        # A bad path fails before any work; an existing copy stays whole until the new one is signed.
+        check_writable(output, "--output")
     with ui.progress("sequencing") as tick:
         tick.stage("sequencing", await count_log_events(db, tenant=tenant, full=full))
         result = await checkpoint(db, key, tenant=tenant, origin=origin, on_progress=tick.advance, full=full)

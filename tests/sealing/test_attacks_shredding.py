@@ -4,22 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from chatledger.admin.erasure import run_erasure
 from chatledger.sealing.keys import KEYS_DESTROYED, destroy_subject_keys
 from tests.helpers import raw_docs
 from tests.sealing.test_sealing import sealed_ledger, talk
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "admin/erasure.py _record_tombstone recovers the killed run's receipt naming only the "
-        "subject's mark key, not the other keys tombstoned under the same receipt id; fix: a "
-        "KeyStore.tombstones_of(receipt_id) query (storage/keys.py) and key_ids from it"
-    ),
-)
 async def test_keys_destroyed_by_a_killed_run_are_all_recorded_by_the_next(database: Any) -> None:
     ledger = sealed_ledger(database)
     await talk(ledger, "alice", ["one"])

@@ -264,7 +264,8 @@ async def _record_tombstone(
         _id=receipt_id,
         reason=reason,
         scope=subject.describe(),
-        key_ids=[str(doc["_id"])],
+        # Every key the killed run destroyed under this receipt, not only the subject's mark.
+        key_ids=sorted({str(doc["_id"]), *await key_store.tombstoned_by(receipt_id)}),
         removal_receipts=[],
     )
     return receipt_id

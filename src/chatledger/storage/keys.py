@@ -166,6 +166,19 @@ class KeyStore:
         doc: dict[str, Any] | None = await self.gate.call("read keys", self.collection.find_one(query))
         return doc
 
+    async def tombstoned_by(self, receipt_id: str) -> list[str]:
+        """Return the ids of the keys tombstoned under ``receipt_id`` (one erasure's), sorted.
+
+        Not indexed: read only when a killed erasure's receipt is completed, and only the
+        ids are read.
+        """
+        if type(receipt_id) is not str:
+            raise InvalidInputError("receipt_id must be a string")
+        query = {"receipt_id": receipt_id, "destroyed_at": {"$exists": True}}
+        cursor = self.collection.find(query, {"_id": 1}).sort("_id", ASCENDING)
+        docs = await self.gate.call("read keys", cursor_list(cursor))
+        return [str(d["_id"]) for d in docs]
+
     async def live(self) -> AsyncIterator[dict[str, Any]]:
         """Yield every live (not destroyed) key document."""
         async for doc in self.all(live_only=True):

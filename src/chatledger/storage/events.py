@@ -31,6 +31,7 @@ from chatledger.errors import (
 from chatledger.storage.documents import check_event
 from chatledger.storage.driver import aggregate_list, cursor_list
 from chatledger.storage.gate import Gate
+from chatledger.storage.spool import EventSpool
 
 __all__ = ["BATCH_SIZE", "EVENT_INDEXES", "EventStore", "PositionTakenError", "event_key"]
 
@@ -665,3 +666,65 @@ class EventStore:
                     continue  # stored under a key that does not match: let head() judge it
                 out[tid] = check_event(doc, fields=_SUMMARY_FIELDS)
         return out
+
+    # ------------------------------------------------------------------ one ordered pass
+
+    async def ordered(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield every stored document of the collection, raw, sorted on ``(thread_id, seq)``.
+
+        One query, streamed in bounded batches: the unique ``(thread_id, seq)`` index serves
+        the sort (named as a hint), so each thread's documents come together, oldest first,
+        whatever their ``seq`` holds (BSON orders numbers before strings). Claims and
+        hollowed positions are included; admin tools judge them as stored.
+        """
+        for attempt in range(2):
+            cursor = self.collection.find({}).sort([("thread_id", ASCENDING), ("seq", ASCENDING)])
+            cursor = cursor.hint(_SEQ_INDEX).batch_size(BATCH_SIZE)
+            yielded = False
+            try:
+                async with self.gate.translated("read events"):
+                    async for doc in cursor:
+                        yielded = True
+                        yield doc
+                return
+            except StorageError as e:
+                # A missing index fails the first batch, before anything was yielded.
+                if yielded or attempt or not await self._index_repaired(_SEQ_INDEX, e):
+                    raise
+
+    async def spool(self, on_progress: Callable[[int, int | None], None] | None = None) -> EventSpool:
+        """Return every stored event, read in one ordered pass and kept on local disk by thread.
+
+        See :mod:`chatledger.storage.spool`. The caller closes the spool.
+
+        Args:
+            on_progress: Called every :data:`BATCH_SIZE` documents with ``(read so far,
+                the collection's estimated size)``, and once at the end.
+        """
+        total = await self.estimated_total() if on_progress is not None else None
+        spool = EventSpool(getattr(self.collection, "codec_options", None))
+        try:
+            async for doc in self.ordered():
+                spool.add(doc)
+                if on_progress is not None and spool.documents % BATCH_SIZE == 0:
+                    on_progress(spool.documents, total)
+        except BaseException:
+            spool.close()
+            raise
+        if on_progress is not None:
+            on_progress(spool.documents, total)
+        return spool
+
+    async def estimated_total(self) -> int:
+        """Return the number of stored documents from the collection's metadata (a progress total)."""
+        return int(await self.gate.call("count events", self.collection.estimated_document_count()))
+
+    def live_counts(self, thread_ids: Sequence[str] | None = None) -> AsyncIterator[dict[str, int]]:
+        """Yield ``{thread_id: live documents}`` in chunks, for these threads (``None``: every thread).
+
+        Live: not a hollowed position nor a removal's claim. See :meth:`thread_ids`.
+        """
+        match: dict[str, Any] = {"removed": {"$ne": True}}
+        if thread_ids is not None:
+            match["thread_id"] = {"$in": list(thread_ids)}
+        return self.thread_ids(match)

@@ -240,3 +240,14 @@ class ThreadStore:
         it); the order inside one tree is left to the caller.
         """
         return self._select(query, limit, projection, "root_id")
+
+    # ------------------------------------------------------------------ verify and export
+
+    async def live_among(self, thread_ids: Sequence[str]) -> set[str]:
+        """Return which of these ids name a live thread document (one ``_id`` query per chunk)."""
+        found: set[str] = set()
+        ids = sorted(set(thread_ids))
+        for start in range(0, len(ids), CHUNK):
+            async for doc in self.select({"_id": {"$in": ids[start : start + CHUNK]}}, projection={"_id": 1}):
+                found.add(str(doc["_id"]))
+        return found

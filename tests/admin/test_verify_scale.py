@@ -38,7 +38,8 @@ async def test_the_spool_returns_exactly_what_a_query_returns(database: Any) -> 
     # What a reader meets in a damaged or busy database: a removal's claim at position -1,
     # a seq stored as a string and as a document (each sorts and matches
     # differently on the server), and a document with no thread id at all.
-    await events.insert_one({"_id": "c000#claim", "thread_id": "c000", "seq": -1, "removed": True, "claim": "r"})
+    claim = {"_id": "c000#claim", "thread_id": "c000", "seq": -1, "removed": True, "claim": "r"}
+    await events.insert_one(claim)
     await events.insert_one({"_id": "c001#s", "thread_id": "c001", "seq": "7", "messages": []})
     await events.insert_one({"_id": "c002#b", "thread_id": "c002", "seq": {"n": 1}, "messages": []})
     await events.insert_one({"_id": "lost", "seq": 1})
@@ -76,12 +77,16 @@ async def test_progress_counts_the_events_read(database: Any) -> None:
     ledger = Ledger(database)
     await _conversations(ledger, 2)
     total = await database["events"].count_documents({})
-    for run in (
-        lambda seen: verify(ledger, on_progress=lambda done, of: seen.append((done, of))),
-        lambda seen: export_jsonl(ledger, io.StringIO(), on_progress=lambda done, of: seen.append((done, of))),
-    ):
+    for operation in ("verify", "export"):
         seen: list[tuple[int, int | None]] = []
-        await run(seen)
+
+        def progress(done: int, of: int | None, seen: list[tuple[int, int | None]] = seen) -> None:
+            seen.append((done, of))
+
+        if operation == "verify":
+            await verify(ledger, on_progress=progress)
+        else:
+            await export_jsonl(ledger, io.StringIO(), on_progress=progress)
         assert seen[-1] == (total, total)
         assert [done for done, _ in seen] == sorted(done for done, _ in seen)
 

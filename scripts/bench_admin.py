@@ -361,7 +361,7 @@ async def seed_scale(database: Any, threads: int, events: int, lineages: int, cl
 
     conversations = round(threads / 1.1)
     made = 0
-    piece = 400
+    piece = 25  # mongomock scans for every query: small pieces keep seeding linear
     for lo in range(0, conversations, piece):
         local: Any = AsyncMongoMockClient(tz_aware=True)["seed"]
         ledger = Ledger(local)

@@ -41,6 +41,7 @@ from chatledger.storage.encoding import dump_extended_json, load_extended_json, 
 from chatledger.storage.keys import KeyStore
 from chatledger.storage.keys import is_tombstone as is_key_tombstone
 from chatledger.storage.spool import EventSpool
+from chatledger.storage.threads import ThreadStore
 
 __all__ = ["FORMAT", "IMPORT_FORCED", "ExportSummary", "ImportSummary", "export_jsonl", "import_jsonl"]
 
@@ -54,8 +55,6 @@ IMPORT_FORCED: Final = "import.forced"
 #: The start of every event line :func:`export_jsonl` writes: the first pass skips these unparsed.
 _EVENT_PREFIX: Final = '{"type": "event"'
 _HOLD_FIELDS: Final = ("legal_hold", "legal_holds", "holds_rev")
-#: What counting the selection needs of a thread document (its filter fields and parent link).
-_SELECTION_FIELDS: Final = {"_id": 1, "root_id": 1, "tenant_id": 1, "user_id": 1, "parent": 1, "depth": 1}
 
 
 @dataclass(slots=True)
@@ -174,7 +173,8 @@ async def export_jsonl(
     else:
         # Matches plus the ancestors they need: counted on a first, light pass.
         total = 0
-        async for _, selected in _selections(ledger, thread_filter, chunk, projection=_SELECTION_FIELDS):
+        light = _selections(ledger, thread_filter, chunk, projection=ThreadStore.SELECTION_FIELDS)
+        async for _, selected in light:
             total += len(selected)
     out.write(
         _line(

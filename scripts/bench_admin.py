@@ -252,6 +252,19 @@ def table(results: list[dict[str, Any]], sizes: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
+def _server(args: argparse.Namespace) -> tuple[str, Any]:
+    """Return the URI to measure and the throw-away FerretDB started for it (``None``: a given server)."""
+    uri = args.mongodb_uri or os.environ.get("MONGODB_URI")
+    if uri:
+        return uri, None
+    from ferretdb import FerretDBServer  # scripts/ferretdb.py
+
+    # FerretDBServer is the one place that starts FerretDB: 127.0.0.1 only,
+    # --telemetry=disable and DO_NOT_TRACK=1.
+    server = FerretDBServer(repo_root=REPO_ROOT).start()
+    return server.uri, server
+
+
 async def amain(args: argparse.Namespace) -> int:
     from pymongo import AsyncMongoClient
 
@@ -262,15 +275,7 @@ async def amain(args: argparse.Namespace) -> int:
     )
     # Every tenth conversation has a branch: N threads are N / 1.1 conversations.
     conversations = [round(n / 1.1) for n in wanted]
-    server = None
-    uri = args.mongodb_uri or os.environ.get("MONGODB_URI")
-    if not uri:
-        from ferretdb import FerretDBServer  # scripts/ferretdb.py
-
-        # FerretDBServer is the one place that starts FerretDB: 127.0.0.1 only,
-        # --telemetry=disable and DO_NOT_TRACK=1.
-        server = FerretDBServer(repo_root=REPO_ROOT).start()
-        uri = server.uri
+    uri, server = _server(args)
     client: Any = AsyncMongoClient(uri, tz_aware=True)
     database = client[f"cladmin_{uuid.uuid4().hex[:8]}"]
     clock = _Clock()
@@ -462,14 +467,7 @@ async def scale_main(args: argparse.Namespace) -> int:
     """Seed each N x M size into its own database, then measure verify, export and retention."""
     from pymongo import AsyncMongoClient
 
-    server = None
-    uri = args.mongodb_uri or os.environ.get("MONGODB_URI")
-    if not uri:
-        from ferretdb import FerretDBServer  # scripts/ferretdb.py
-
-        # 127.0.0.1 only, --telemetry=disable and DO_NOT_TRACK=1 (scripts/ferretdb.py).
-        server = FerretDBServer(repo_root=REPO_ROOT).start()
-        uri = server.uri
+    uri, server = _server(args)
     clock = _Clock()
     chatledger.ledger.core.utc_now_ms = clock  # type: ignore[attr-defined]
     client: Any = AsyncMongoClient(uri, tz_aware=True)

@@ -13,12 +13,12 @@ import uuid
 from typing import Any
 
 import pytest
-from pymongo import monitoring
 
 from chatledger import Ledger
 from chatledger.admin import export_jsonl, verify
 from chatledger.ledger import storage_of
 from tests.admin.conftest import branch, talk
+from tests.admin.test_scale import _Replies
 from tests.conftest import Backend
 
 
@@ -91,24 +91,6 @@ async def test_progress_counts_the_events_read(database: Any) -> None:
         assert [done for done, _ in seen] == sorted(done for done, _ in seen)
 
 
-class _Finds(monitoring.CommandListener):
-    """Counts the find commands sent to each collection."""
-
-    def __init__(self) -> None:
-        self.finds: dict[str, int] = {}
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find":
-            name = str(event.command["find"])
-            self.finds[name] = self.finds.get(name, 0) + 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 @pytest.mark.parametrize("operation", ["verify", "export"])
 async def test_one_query_on_the_events_whatever_the_number_of_threads(
     real_backend: Backend, operation: str
@@ -117,7 +99,7 @@ async def test_one_query_on_the_events_whatever_the_number_of_threads(
         pytest.skip("command monitoring is PyMongo's; one run per server suffices")
     from pymongo import AsyncMongoClient
 
-    listener = _Finds()
+    listener = _Replies()
     client: Any = AsyncMongoClient(real_backend.uri, event_listeners=[listener], tz_aware=True)
     database = client[f"t_{uuid.uuid4().hex[:12]}"]
     try:

@@ -174,8 +174,10 @@ $(BENCH_STAMP): requirements-bench.txt pyproject.toml
 	$(VENV_BENCH)/bin/python -m pip install --quiet -r requirements-bench.txt
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP) ferretdb
+bench: $(BENCH_STAMP) $(STAMP) ferretdb
 	$(VENV_BENCH)/bin/python scripts/bench.py
+	# Admin at scale (seeded through mongomock, a test dependency: the dev venv runs it).
+	$(PY) scripts/bench_admin.py --scale 400x20
 
 clean:
 	rm -rf $(VENV) $(MAF_OLD_VENV) $(MAF_OLDEST_VENV) $(MAF_NEWEST_VENV) $(VENV_BENCH) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any, Final
 
 from pymongo import ASCENDING
@@ -255,8 +254,14 @@ class ThreadStore:
 
     #: Every field a removal plan needs (holds, lineage, scope), not ``metadata``, which can
     #: be large and plays no part in the decision: a projection for admin reads of threads.
-    WITHOUT_METADATA: Final[Mapping[str, int]] = MappingProxyType({"metadata": 0})
+    WITHOUT_METADATA: Final[dict[str, int]] = {"metadata": 0}
     #: What counting an export's selection needs of a thread document (filter fields, parent link).
-    SELECTION_FIELDS: Final[Mapping[str, int]] = MappingProxyType(
-        {"_id": 1, "root_id": 1, "tenant_id": 1, "user_id": 1, "parent": 1, "depth": 1}
-    )
+    #: (Plain dicts: mongomock reads any other mapping as a list of field names.)
+    SELECTION_FIELDS: Final[dict[str, int]] = {
+        "_id": 1,
+        "root_id": 1,
+        "tenant_id": 1,
+        "user_id": 1,
+        "parent": 1,
+        "depth": 1,
+    }

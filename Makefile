@@ -28,7 +28,7 @@ help:
 	@echo "make test   - install, lint, type-check and run every test tier this machine offers"
 	@echo "make api-docs - regenerate docs/api.md from the docstrings"
 	@echo "make documentdb - build the DocumentDB test tier once (root on Debian 12; make test does it)"
-	@echo "make bench  - benchmarks against FerretDB (and MONGODB_URI if set); writes docs/benchmarks.md"
+	@echo "make bench  - benchmarks against FerretDB (or MONGODB_URI) and DocumentDB; writes docs/benchmarks.md"
 
 # (Re)install whenever the project's metadata changes.
 $(STAMP): pyproject.toml
@@ -174,9 +174,12 @@ $(BENCH_STAMP): requirements-bench.txt pyproject.toml
 	$(VENV_BENCH)/bin/python -m pip install --quiet -r requirements-bench.txt
 	touch $(BENCH_STAMP)
 
+# FerretDB v1 first (writes the page), then DocumentDB side by side with the peers (its own
+# section of the page; skipped with a message where `make documentdb` has not built it), then
+# admin at scale (seeded through mongomock, a test dependency: the dev venv runs it).
 bench: $(BENCH_STAMP) $(STAMP) ferretdb
 	$(VENV_BENCH)/bin/python scripts/bench.py
-	# Admin at scale (seeded through mongomock, a test dependency: the dev venv runs it).
+	$(VENV_BENCH)/bin/python scripts/bench_documentdb.py
 	$(PY) scripts/bench_admin.py --scale 400x20
 
 clean:

@@ -1124,6 +1124,18 @@ def write_plot(path: Path, results: dict[str, Any], plan: Plan) -> bool:
 
 
 NOTES_START, NOTES_END = "<!-- notes:start -->", "<!-- notes:end -->"
+#: The section scripts/bench_documentdb.py writes: kept as it is when this page is rewritten.
+DOCUMENTDB_START, DOCUMENTDB_END = "<!-- documentdb:start -->", "<!-- documentdb:end -->"
+
+
+def kept_section(path: Path) -> list[str]:
+    """The DocumentDB section of an existing page (``[]`` if it has none)."""
+    with contextlib.suppress(OSError):
+        text = path.read_text()
+        if DOCUMENTDB_START in text and DOCUMENTDB_END in text:
+            inner = text.split(DOCUMENTDB_START, 1)[1].split(DOCUMENTDB_END, 1)[0]
+            return ["", DOCUMENTDB_START + inner + DOCUMENTDB_END]
+    return []
 
 
 def kept_notes(path: Path) -> str:
@@ -1254,6 +1266,7 @@ def write_markdown(
             parts = [f"{k} {val['messages']:,} msg / {val['bytes'] / 1e6:.1f} MB" for k, val in sizes.items()]
             lines.append(f"- +{int(stage):,} other messages: " + "; ".join(parts))
     lines += sealing_lines(results)
+    lines += kept_section(path)
     lines += ["", "## What the numbers mean", "", NOTES_START, notes, NOTES_END, ""]
     path.write_text("\n".join(lines))
 

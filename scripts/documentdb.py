@@ -103,6 +103,15 @@ COPT: Final = "-DBSON_SUBTYPE_SENSITIVE=0x08 -Wno-error=switch"
 PRELOAD: Final = "pg_cron, pg_documentdb_core, pg_documentdb, pg_documentdb_extended_rum"
 
 
+def psql(pg_port: int, *statements: str) -> list[str]:
+    """The ``psql`` command running ``statements`` as ``postgres`` on a cluster of ours (loopback)."""
+    args = [str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-p", str(pg_port)]
+    args += ["-U", "postgres", "-d", "postgres"]
+    for statement in statements:
+        args += ["-c", statement]
+    return args
+
+
 def _ferretdb_module() -> Any:
     """scripts/ferretdb.py (port and ping helpers), imported by path: scripts/ is not a package."""
     name = "chatledger_scripts_ferretdb"
@@ -426,25 +435,11 @@ class DocumentDBServer:
             )
         )
         _run(
-            [
-                str(PG_BIN / "psql"),
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                HOST,
-                "-p",
-                str(self.pg_port),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-c",
+            psql(
+                self.pg_port,
                 "CREATE EXTENSION documentdb CASCADE",
-                "-c",
                 "CREATE EXTENSION documentdb_extended_rum",
-            ]
+            )
         )
 
     def command(self) -> list[str]:

@@ -39,10 +39,7 @@ FLOORS: dict[str, int] = {
 }
 
 #: Known upward (or sideways) imports: (importing module, imported part). Debt, to be removed.
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("sealing.erasure", "admin"),
-    ("sealing.erasure", "ledger"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 #: Driver packages that only storage/ may import.
 DRIVER = ("pymongo", "bson", "motor", "mongomock", "mongomock_motor")

@@ -12,8 +12,8 @@ What it implements:
   state them (no shortcut: the path must be exactly as long as the sizes demand);
 - C2SP checkpoints (https://c2sp.org/tlog-checkpoint) in C2SP signed notes
   (https://c2sp.org/signed-note) with Ed25519 keys given as PEM files;
-- ChatLedger's leaf and proof formats (``docs/admin.md``, "Proving the record to a
-  third party").
+- ChatLedger's leaf and proof formats, for events and for audit receipts
+  (``docs/admin.md``, "Proving the record to a third party").
 
 Every check fails closed with :class:`ProofError` and a one-line reason. The lesson of
 immudb's 2022 advisory (a client that skipped part of a check accepted a malicious
@@ -47,6 +47,7 @@ __all__ = [
     "message_digest",
     "node_hash",
     "parse_checkpoint",
+    "receipt_leaf_data",
     "sign_checkpoint",
     "tree_root",
     "unverified_checkpoint",
@@ -80,6 +81,11 @@ _CONSISTENCY_KEYS: Final = frozenset({"chatledger_proof", "type", "origin", "old
 _LEAF_KEYS: Final = frozenset(
     {"v", "tenant", "thread", "seq", "event", "hash", "prev_hash", "created_at", "messages"}
 )
+#: An inclusion proof of a receipt leaf carries the receipt instead of messages.
+_RECEIPT_PROOF_KEYS: Final = frozenset(_INCLUSION_KEYS - {"messages"} | {"receipt"})
+_RECEIPT_LEAF_KEYS: Final = frozenset({"v", "kind", "receipt", "type", "at", "digest"})
+#: A removed event's proof may carry the proof of the receipt that removed it (same tree).
+_REMOVAL_KEYS: Final = frozenset({"leaf_index", "leaf", "path", "receipt"})
 
 
 class ProofError(ValueError):
@@ -264,6 +270,25 @@ def leaf_data(
             "prev_hash": prev_hash,
             "created_at": created_at,
             "messages": list(message_digests),
+        }
+    )
+
+
+def receipt_leaf_data(*, receipt_id: str, kind: str, at: int | None, digest: str) -> bytes:
+    """Return the bytes of one receipt's leaf: canonical ASCII JSON (sorted keys, no spaces).
+
+    The leaf commits to the receipt's id, kind and time, and to the SHA-256 (``digest``,
+    hex) of the receipt's canonical JSON (times as ``{"$date": <ms>}``), which a proof
+    shows whole.
+    """
+    return _canonical(
+        {
+            "v": LEAF_VERSION,
+            "kind": "receipt",
+            "receipt": receipt_id,
+            "type": kind,
+            "at": at,
+            "digest": digest,
         }
     )
 
@@ -485,6 +510,10 @@ class Verdict:
     leaf: dict[str, Any] = field(default_factory=dict)
     #: Inclusion: the proven messages (index within the event → message as stored, parsed).
     messages: dict[int, Any] = field(default_factory=dict)
+    #: Inclusion of a receipt leaf: the receipt, parsed (times as ``{"$date": <ms>}``).
+    receipt: dict[str, Any] | None = None
+    #: Inclusion of a removed event: the removal receipt proven beside it, parsed.
+    removal: dict[str, Any] | None = None
 
     def summary(self) -> str:
         """Return one line saying what was proven."""
@@ -493,12 +522,22 @@ class Verdict:
                 f"log {self.origin}: the tree of {self.tree_size} leaves extends the tree of "
                 f"{self.position} leaves (it only grew)"
             )
+        if self.receipt is not None:
+            return (
+                f"receipt {self.leaf['receipt']!r} ({self.leaf['type']}) is leaf {self.position} of log "
+                f"{self.origin} at tree size {self.tree_size}; its content is proven"
+            )
         event = f"event {self.leaf['thread']!r} seq {self.leaf['seq']}"
         count = len(self.leaf["messages"])
         shown = ", ".join(str(i) for i in sorted(self.messages))
         what = (
             f"messages {shown} of {count} proven by content" if self.messages else "no message content shown"
         )
+        if self.removal is not None:
+            what = (
+                f"its content was removed by receipt {self.removal.get('_id')!r} "
+                f"({self.removal.get('action')}: {self.removal.get('reason')!r}), proven in the same tree"
+            )
         return f"{event} is leaf {self.position} of log {self.origin} at tree size {self.tree_size}; {what}"
 
 
@@ -568,6 +607,64 @@ def _leaf(text: object) -> tuple[bytes, dict[str, Any]]:
     return data, fields
 
 
+def _receipt_leaf(text: object) -> tuple[bytes, dict[str, Any]]:
+    """Return a receipt leaf's bytes and fields, refusing anything but the canonical form."""
+    if type(text) is not str:
+        raise ProofError("the proof's leaf is not a string")
+    data = text.encode("utf-8")
+    fields = _json(data, "the proof's leaf")
+    if type(fields) is not dict or set(fields) != _RECEIPT_LEAF_KEYS or fields["kind"] != "receipt":
+        raise ProofError("the proof's leaf does not have the fields of a ChatLedger receipt leaf")
+    if fields["v"] != LEAF_VERSION or type(fields["v"]) is not int:
+        raise ProofError(f"the proof's leaf has version {fields['v']!r}, which this verifier does not know")
+    if type(fields["receipt"]) is not str or not fields["receipt"] or type(fields["type"]) is not str:
+        raise ProofError("the proof's leaf has no receipt id or kind")
+    if fields["at"] is not None and type(fields["at"]) is not int:
+        raise ProofError("the proof's leaf has a receipt time that is not an integer")
+    _hex(fields["digest"], "the leaf's receipt digest")
+    if _canonical(fields) != data:
+        raise ProofError("the proof's leaf is not in canonical form (the signed tree holds other bytes)")
+    return data, fields
+
+
+def _receipt(value: object, leaf: dict[str, Any]) -> dict[str, Any]:
+    """Return the receipt a proof shows, after checking it is the one the leaf commits to."""
+    if type(value) is not str:
+        raise ProofError("the proof's receipt is not a string of canonical JSON")
+    if hashlib.sha256(value.encode("utf-8")).hexdigest() != leaf["digest"]:
+        raise ProofError("the receipt's content does not match its digest in the leaf")
+    parsed = _json(value, "the receipt")
+    if type(parsed) is not dict:
+        raise ProofError("the receipt is not a JSON object")
+    # The digest binds the text; these bind the leaf's own fields to what the text says.
+    if parsed.get("_id") != leaf["receipt"] or parsed.get("kind") != leaf["type"]:
+        raise ProofError("the receipt's id or kind is not the one its leaf names")
+    at = parsed.get("at")
+    if leaf["at"] is not None and at != {"$date": leaf["at"]}:
+        raise ProofError("the receipt's time is not the one its leaf names")
+    return parsed
+
+
+def _removal(value: object, event: dict[str, Any], size: int, root: bytes) -> dict[str, Any]:
+    """Return the removal receipt a removed event's proof carries, proven in the same tree."""
+    if type(value) is not dict or set(value) != _REMOVAL_KEYS:
+        raise ProofError(f"the proof's removal has exactly the fields {sorted(_REMOVAL_KEYS)}")
+    index = _size(value["leaf_index"], "the removal receipt's leaf index")
+    data, leaf = _receipt_leaf(value["leaf"])
+    receipt = _receipt(value["receipt"], leaf)
+    if leaf["type"] != "removal":
+        raise ProofError(f"the removal receipt is a {leaf['type']!r} receipt, not a removal")
+    threads = receipt.get("thread_ids")
+    named = threads if type(threads) is list else [receipt.get("thread_id")]
+    if event["thread"] not in named:
+        raise ProofError("the removal receipt does not name the event's thread")
+    try:
+        verify_inclusion(index, size, leaf_hash(data), _path(value["path"]), root)
+    except ProofError as e:
+        raise ProofError(f"the removal receipt: {e}") from e
+    return receipt
+
+
 def _messages(value: object, digests: list[str]) -> dict[int, Any]:
     if type(value) is not list:
         raise ProofError("the proof's messages are not a list")
@@ -614,8 +711,13 @@ def verify_proof(proof: bytes | str, checkpoints: Sequence[bytes | str], public_
         raise ProofError(f"not a ChatLedger proof of format {PROOF_FORMAT}")
     kind = doc.get("type")
     if kind == "inclusion":
-        if set(doc) != _INCLUSION_KEYS:
-            raise ProofError(f"an inclusion proof has exactly the fields {sorted(_INCLUSION_KEYS)}")
+        # A receipt's proof shows the receipt; an event's, its messages (or, removed, its removal).
+        fields_wanted = _RECEIPT_PROOF_KEYS if "receipt" in doc else _INCLUSION_KEYS
+        if "removal" in doc and "receipt" not in doc:
+            fields_wanted = fields_wanted | {"removal"}
+        if set(doc) != fields_wanted:
+            what = "an inclusion proof of a receipt" if "receipt" in doc else "an inclusion proof"
+            raise ProofError(f"{what} has exactly the fields {sorted(fields_wanted)}")
         if len(checkpoints) != 1:
             raise ProofError("an inclusion proof is checked against exactly one checkpoint")
         cp = parse_checkpoint(checkpoints[0], key)
@@ -624,10 +726,18 @@ def verify_proof(proof: bytes | str, checkpoints: Sequence[bytes | str], public_
         index = _size(doc["leaf_index"], "the proof's leaf index")
         if size != cp.size:
             raise ProofError(f"the proof is for a tree of {size} leaves, the checkpoint has {cp.size}")
-        data, fields = _leaf(doc["leaf"])
-        messages = _messages(doc["messages"], fields["messages"])
+        if "receipt" in doc:
+            data, fields = _receipt_leaf(doc["leaf"])
+            shown: dict[str, Any] = {"receipt": _receipt(doc["receipt"], fields)}
+        else:
+            data, fields = _leaf(doc["leaf"])
+            shown = {"messages": _messages(doc["messages"], fields["messages"])}
+            if "removal" in doc:
+                if shown["messages"]:
+                    raise ProofError("a removed event's proof shows no messages")
+                shown["removal"] = _removal(doc["removal"], fields, size, cp.root)
         verify_inclusion(index, size, leaf_hash(data), _path(doc["path"]), cp.root)
-        return Verdict("inclusion", cp.origin, size, index, fields, messages)
+        return Verdict("inclusion", cp.origin, size, index, fields, **shown)
     if kind == "consistency":
         if set(doc) != _CONSISTENCY_KEYS:
             raise ProofError(f"a consistency proof has exactly the fields {sorted(_CONSISTENCY_KEYS)}")

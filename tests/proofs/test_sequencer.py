@@ -29,6 +29,16 @@ def slow_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(core, "utc_now_ms", stamped)
 
 
+async def stalled_append(ledger: Ledger) -> None:
+    """Append one event to thread ``stalled`` from a writer stamping it 30 minutes early."""
+
+    async def stalled() -> None:
+        _LATE.set(timedelta(minutes=30))
+        await talk(ledger, "stalled", 1)
+
+    await asyncio.create_task(stalled())
+
+
 async def live_keys(database: Any) -> set[str]:
     docs = await database["events"].find({"removed": {"$exists": False}}, {"_id": 1}).to_list(None)
     return {d["_id"] for d in docs}
@@ -113,11 +123,7 @@ async def test_a_writer_later_than_the_lookback_needs_a_full_run(database: Any) 
     await talk(ledger, "a", 2)
     await sequence(ledger)
 
-    async def stalled() -> None:
-        _LATE.set(timedelta(minutes=30))
-        await talk(ledger, "stalled", 1)
-
-    await asyncio.create_task(stalled())
+    await stalled_append(ledger)
     # The documented limit: an event stamped longer ago than the look-back is not looked for
     # by a routine run, and a full run sequences it.
     assert (await sequence(ledger, lookback=timedelta(minutes=10))).added == 0

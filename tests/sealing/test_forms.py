@@ -1,9 +1,8 @@
-"""Stored forms of sealed content: cl1, cl2 (old data, read only), cl3; padding; the opened-event cache."""
+"""Stored forms of sealed content: cl3 (cl1, cl2 never released: refused); padding; the opened-event cache."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import io
 import json
@@ -25,12 +24,11 @@ from chatledger.sealing.keys import destroy_subject_keys
 from tests.helpers import raw_docs, tricky_message
 
 KEK = bytes(range(32))
-#: A database sealed in the cl1 form (one base64 ciphertext per message) by the release
-#: before cl2 (commit 6671e09): events, thread and key exactly as that code stored them.
-CL1 = Path(__file__).parent / "data" / "cl1_events.json"
-#: A database sealed in the cl2 form (one hex ciphertext per event, in its first message's
-#: marker) by the release before cl3 (commit bd0b4fd), written on the cl1 database above
-#: (same key): thread conv-cl2 is all cl2, and conv-cl1 goes on in cl2 after its cl1 events.
+#: A database sealed in the forms that came before cl3 and were never released (no tag,
+#: no version: CHANGELOG): thread conv-cl1 holds three cl1 events (one base64 ciphertext
+#: per message, written by commit 6671e09) and two cl2 events (one hex ciphertext per
+#: event, in its first message's marker, written by commit bd0b4fd); conv-cl2 is all cl2.
+#: Events, threads and key exactly as that code stored them.
 CL2 = Path(__file__).parent / "data" / "cl2_events.json"
 
 
@@ -43,7 +41,7 @@ def read_fixture(path: Path) -> dict[str, Any]:
     return fixture
 
 
-async def load_fixture(database: Any, path: Path = CL1) -> dict[str, Any]:
+async def load_fixture(database: Any, path: Path = CL2) -> dict[str, Any]:
     """Insert a fixture's database into ``database``; return the fixture (with the messages it holds)."""
     fixture = read_fixture(path)
     for name, docs in fixture["collections"].items():
@@ -62,121 +60,24 @@ async def sorted_events(database: Any) -> list[dict[str, Any]]:
     return sorted(await raw_docs(database["events"]), key=lambda d: (d["thread_id"], d["seq"]))
 
 
-async def test_cl1_events_written_before_still_read_verify_and_catch_tampering(database: Any) -> None:
-    fixture = await load_fixture(database)
+async def test_the_never_released_cl1_and_cl2_forms_are_refused_as_malformed(database: Any) -> None:
+    await load_fixture(database, CL2)
     docs = await sorted_events(database)
-    assert all(m["sealed"].startswith("cl1:") for d in docs for m in d["messages"])
-    assert all(sealed_problem(m) is None for d in docs for m in d["messages"])
-    assert (await verify(Ledger(database))).ok  # no key needed
-
-    binding = Ledger(database, sealer=sealer_on(database)).bind(user_id="alice")
-    head = await binding.head(fixture["thread_id"])
-    expected = [m for batch in fixture["messages"] for m in batch]
-    assert [m.to_dict() for m in await binding.read(head)] == expected
-
-    # New appends to the old thread are cl3; the mixed thread reads and verifies.
-    done = await binding.append(head, [Message("user", ["now in cl3"])])
-    assert [m.to_dict() for m in await binding.read(done.position)] == [
-        *expected,
-        Message("user", ["now in cl3"]).to_dict(),
-    ]
-    newest = (await sorted_events(database))[-1]
-    assert newest["messages"][0]["sealed"].startswith("cl3:")
-    assert type(newest["messages"][0]["ciphertext"]) is bytes
-    assert (await verify(Ledger(database))).ok
-
-    # A cl1 message's flipped bit, or its ciphertext moved to another event or index.
-    first = docs[0]["messages"][0]
-    head_part, blob = first["sealed"].rsplit(":", 1)
-    raw = bytearray(base64.b64decode(blob))
-    raw[-1] ^= 1
-    flipped = {**first, "sealed": f"{head_part}:{base64.b64encode(bytes(raw)).decode()}"}
-    await rewrite(database, docs[0], [flipped, docs[0]["messages"][1]])
-    with pytest.raises(IntegrityError, match="does not open"):
-        await binding.read(head, limit=2)
-    await rewrite(database, docs[0], list(reversed(docs[0]["messages"])))
-    with pytest.raises(IntegrityError, match="moved here"):
-        await binding.read(head, limit=2)
-    await rewrite(database, docs[2], docs[1]["messages"][:1])
-    with pytest.raises(IntegrityError, match="moved here"):
-        await binding.read(head, offset=4, limit=1)
-
-
-def batches(fixture_messages: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    return [m for batch in fixture_messages for m in batch]
-
-
-def flip_hex_digit(text: str, at: int) -> str:
-    """``text`` (lowercase hex) with one bit of the digit at ``at`` flipped: still lowercase hex."""
-    at %= len(text)
-    return text[:at] + "0123456789abcdef"[int(text[at], 16) ^ 1] + text[at + 1 :]
-
-
-async def test_cl2_events_written_before_still_read_verify_and_catch_tampering(database: Any) -> None:
-    fixture = await load_fixture(database, CL2)
-    cl1 = read_fixture(CL1)
-    docs = {d["_id"]: d for d in await sorted_events(database)}
-    forms = {
-        t: [d["messages"][0]["sealed"][:3] for d in docs.values() if d["thread_id"] == t]
-        for t in ("conv-cl1", "conv-cl2")
-    }
-    assert forms == {"conv-cl1": ["cl1"] * 3 + ["cl2"] * 2, "conv-cl2": ["cl2"] * 3}
-    for doc in docs.values():
+    forms = [(d["thread_id"], d["messages"][0]["sealed"][:3]) for d in docs]
+    assert forms == [("conv-cl1", "cl1")] * 3 + [("conv-cl1", "cl2")] * 2 + [("conv-cl2", "cl2")] * 3
+    for doc in docs:
         first = doc["messages"][0]
-        assert all("ciphertext" not in m for m in doc["messages"])
-        assert all(sealed_problem(m, i, first) is None for i, m in enumerate(doc["messages"]))
-        if first["sealed"].startswith("cl2:"):
-            assert [m["sealed"] for m in doc["messages"][1:]] == ["cl2:@0"] * (len(doc["messages"]) - 1)
-    assert (await verify(Ledger(database))).ok  # no key needed
-
+        assert sealed_problem(first, 0) == "the sealed field is not a cl3 marker"
+        assert all(sealed_problem(m, i, first) is not None for i, m in enumerate(doc["messages"]))
+    # verify names every such event (no key needed).
+    report = await verify(Ledger(database))
+    assert sorted((p.thread_id, p.seq) for p in report.problems) == [(d["thread_id"], d["seq"]) for d in docs]
+    assert all("not a cl3 marker" in p.reason for p in report.problems)
+    # A reader with the key refuses them too: never content, never a placeholder.
     binding = Ledger(database, sealer=sealer_on(database)).bind(user_id="alice")
-    head = await binding.head(fixture["thread_id"])
-    expected = batches(fixture["messages"])
-    assert [m.to_dict() for m in await binding.read(head)] == expected
-    mixed = await binding.head(fixture["cl1_thread_id"])
-    mixed_expected = batches(cl1["messages"]) + batches(fixture["cl1_thread_messages"])
-    assert [m.to_dict() for m in await binding.read(mixed)] == mixed_expected
-
-    # New appends to the old threads are cl3: conv-cl1 now holds all three forms, and
-    # reads (in this process, and in a fresh one with nothing cached) and verifies.
-    new = [Message("user", ["now in cl3 ☃"], message_id="n-1"), Message("assistant", ["and its reply"])]
-    done = await binding.append(mixed, new)
-    mixed_expected += [m.to_dict() for m in new]
-    newest = (await sorted_events(database))[5]
-    assert newest["_id"] == "conv-cl1#6"
-    assert newest["messages"][0]["sealed"].startswith("cl3:")
-    assert type(newest["messages"][0]["ciphertext"]) is bytes
-    assert newest["messages"][1]["sealed"] == "cl3:@0"
-    for reader in (binding, Ledger(database, sealer=sealer_on(database)).bind(user_id="alice")):
-        assert [m.to_dict() for m in await reader.read(done.position)] == mixed_expected
-    head = (await binding.append(head, [Message("user", ["cl2 thread, cl3 event"])])).position
-    expected.append(Message("user", ["cl2 thread, cl3 event"]).to_dict())
-    assert [m.to_dict() for m in await binding.read(head)] == expected
-    assert (await verify(Ledger(database))).ok
-
-    # A flipped hex digit (one bit) in a cl2 ciphertext, in its tag or its body, the hash
-    # recomputed; read by this process (which opened the event before) and by a new one.
-    fresh = Ledger(database, sealer=sealer_on(database)).bind(user_id="alice")
-    target = docs["conv-cl2#3"]
-    first = target["messages"][0]
-    prefix, text = first["sealed"].rsplit(":", 1)
-    for at in (-1, len(text) // 3):
-        flipped = {**first, "sealed": f"{prefix}:{flip_hex_digit(text, at)}"}
-        await rewrite(database, target, [flipped, *target["messages"][1:]])
-        assert sealed_problem(flipped, 0) is None  # well formed: only the key can tell
-        for reader in (binding, fresh):
-            with pytest.raises(IntegrityError, match=r"'conv-cl2#3'.*does not open"):
-                await reader.read(head, offset=4, limit=3)
-    # Another event's cl2 ciphertext moved here, the hash recomputed: bound to its own event.
-    moved = {**first, "sealed": docs["conv-cl2#2"]["messages"][0]["sealed"]}
-    await rewrite(database, target, [moved, *target["messages"][1:]])
-    with pytest.raises(IntegrityError, match="moved here"):
-        await binding.read(head, offset=4, limit=3)
-    await rewrite(database, target, docs["conv-cl2#2"]["messages"])  # the whole event
-    with pytest.raises(IntegrityError, match="moved here"):
-        await fresh.read(head, offset=4, limit=2)
-    await database["events"].replace_one({"_id": target["_id"]}, target)
-    assert [m.to_dict() for m in await binding.read(head)] == expected
+    for thread in ("conv-cl1", "conv-cl2"):
+        with pytest.raises(IntegrityError, match=rf"'{thread}#1'.*malformed"):
+            await binding.read(await binding.head(thread))
 
 
 async def test_cl3_verifies_without_keys_and_exports_and_imports_exactly(
@@ -362,49 +263,27 @@ def test_open_event_refuses_malformed_ciphertext_as_integrity_errors() -> None:
         key.open_event(sealed, "t#2", blob)  # moved to another event
     with pytest.raises(IntegrityError, match="does not open"):
         DataKey("k1-uabd", bytes(range(32))).open_event(sealed, "t#1", blob)  # another key id
-    # The same bytes presented as a cl2 ciphertext (hex in a cl2 marker): another label.
-    as_cl2 = [
-        {"role": "user", "text": "[sealed]", "sealed": f"cl2:k1-uabc:{key.fingerprint}:{blob.hex()}"},
-        {**sealed[1], "sealed": "cl2:@0"},
-    ]
-    with pytest.raises(IntegrityError, match="does not open"):
-        key.open_event(as_cl2, "t#1", blob.hex(), "cl2")
     assert key.seal([], "t#1") == []
 
 
-def test_a_cl2_ciphertext_still_opens_and_malformed_hex_is_an_integrity_error() -> None:
-    # A cl2 ciphertext made as the release before cl3 made it, with the cipher itself:
-    # the associated data's label and layout are a contract existing events rely on.
+def test_a_ciphertext_bound_to_another_forms_label_does_not_open_as_cl3() -> None:
+    # A ciphertext made as the unreleased cl2 code made it, with the cipher itself (its
+    # associated data labelled v2): moved into a cl3 event, it does not open.
     raw = bytes(range(32))
     key = DataKey("k1-uabc", raw)
     stored = [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "hello", "message_id": "r"}]
     iv = bytes(range(12))
     blob = iv + AESGCM(raw).encrypt(iv, orjson.dumps(stored), b"chatledger-seal-v2|7:k1-uabc|3:t#1")
-    text = binascii.b2a_hex(blob).decode("ascii")
-    messages = [
-        {"role": "user", "text": "[sealed]", "sealed": f"cl2:k1-uabc:{key.fingerprint}:{text}"},
-        {"role": "assistant", "message_id": "r", "text": "[sealed]", "sealed": "cl2:@0"},
-    ]
-    assert key.open_event(messages, "t#1", text, "cl2") == stored
-    for bad in ("zz" + text[2:], text[:-1], text[:40], " " + text[1:], flip_hex_digit(text, -1)):
-        with pytest.raises(IntegrityError):
-            key.open_event(messages, "t#1", bad, "cl2")
-    with pytest.raises(IntegrityError, match="does not open"):
-        key.open_event(messages, "t#2", text, "cl2")
-    # The same bytes as a cl3 ciphertext: the label differs, so it does not open.
     as_cl3 = [
-        {**messages[0], "sealed": f"cl3:k1-uabc:{key.fingerprint}"},
-        {**messages[1], "sealed": "cl3:@0"},
+        {"role": "user", "text": "[sealed]", "sealed": f"cl3:k1-uabc:{key.fingerprint}", "ciphertext": blob},
+        {"role": "assistant", "message_id": "r", "text": "[sealed]", "sealed": "cl3:@0"},
     ]
+    assert [sealed_problem(m, i, as_cl3[0]) for i, m in enumerate(as_cl3)] == [None, None]  # well formed
     with pytest.raises(IntegrityError, match="does not open"):
         key.open_event(as_cl3, "t#1", blob)
-    # Only what verify accepts opens: uppercase hex (verify: "not lowercase hex") does not,
-    # and neither does a cl3 ciphertext given as text or a cl2 one given as bytes.
-    assert text.upper() != text
-    assert sealed_problem({**messages[0], "sealed": f"cl2:k1-uabc:{key.fingerprint}:{text.upper()}"})
-    with pytest.raises(IntegrityError, match="not cl2"):
-        key.open_event(messages, "t#1", text.upper(), "cl2")
+    # The same bytes as hex text (the cl2 way) are no cl3 ciphertext at all.
+    text = binascii.b2a_hex(blob).decode("ascii")
     with pytest.raises(IntegrityError, match="not cl3"):
-        key.open_event(as_cl3, "t#1", text)
-    with pytest.raises(IntegrityError, match="not cl2"):
-        key.open_event(messages, "t#1", blob, "cl2")
+        key.open_event(as_cl3, "t#1", text)  # type: ignore[arg-type]
+    cl2 = {"role": "user", "text": "[sealed]", "sealed": f"cl2:k1-uabc:{key.fingerprint}:{text}"}
+    assert sealed_problem(cl2, 0) == "the sealed field is not a cl3 marker"

@@ -1,8 +1,8 @@
 """Sealed messages malformed without a key: verify names them, ``show`` never turns them into placeholders.
 
 Each attack runs on an event written now (``cl3``: the ciphertext as binary in the first
-message) and on one written by the release before (``cl2``: hex in the first message's
-marker, from the fixture ``data/cl2_events.json``).
+message). The forms before it (``cl1``, ``cl2``) were never released: their markers are
+malformed (``test_forms.py``).
 """
 
 from __future__ import annotations
@@ -21,35 +21,28 @@ from chatledger.cli.render import Renderer
 from chatledger.errors import IntegrityError
 from chatledger.hashing import event_hash
 from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer, destroy_subject_keys, sealed_problem
-from tests.sealing.test_forms import CL2, load_fixture
 
 KEK = bytes(range(32))
 GOOD_HEX = "ab" * 28
-#: The thread each form's tampered event is in (its first event is the one tampered with).
-THREADS = {"cl3": "a1", "cl2": "conv-cl2"}
+#: The thread whose first event is tampered with.
+THREAD = "a1"
 
 
 def sealed_ledger(database: Any) -> Ledger:
     return Ledger(database, sealer=Sealer(KeyStore(database), LocalKeyProvider(KEK)))
 
 
-async def sealed_event(database: Any, form: str) -> dict[str, Any]:
-    """Return, as stored, alice's first sealed two-message event of ``form``'s thread.
-
-    ``cl3``: appended now (thread a1). ``cl2``: the fixture's, written by the release before.
-    """
-    if form == "cl2":
-        await load_fixture(database, CL2)
-    else:
-        binding = sealed_ledger(database).bind(user_id="alice")
-        await binding.append(
-            binding.empty("a1"), [Message("user", ["secret one"]), Message("assistant", ["secret two"])]
-        )
-    doc = await database["events"].find_one({"_id": f"{THREADS[form]}#1"})
+async def sealed_event(database: Any) -> dict[str, Any]:
+    """Return, as stored, alice's first sealed two-message event (appended now, thread a1)."""
+    binding = sealed_ledger(database).bind(user_id="alice")
+    await binding.append(
+        binding.empty(THREAD), [Message("user", ["secret one"]), Message("assistant", ["secret two"])]
+    )
+    doc = await database["events"].find_one({"_id": f"{THREAD}#1"})
     assert doc is not None
-    assert doc["messages"][0]["sealed"].startswith(f"{form}:")
-    assert doc["messages"][1]["sealed"] == f"{form}:@0"
-    assert ("ciphertext" in doc["messages"][0]) == (form == "cl3")
+    assert doc["messages"][0]["sealed"].startswith("cl3:")
+    assert doc["messages"][1]["sealed"] == "cl3:@0"
+    assert "ciphertext" in doc["messages"][0]
     return dict(doc)
 
 
@@ -67,7 +60,6 @@ def without(message: dict[str, Any], name: str) -> dict[str, Any]:
 def tampered(doc: dict[str, Any], how: str) -> list[dict[str, Any]]:
     first, second = dict(doc["messages"][0]), dict(doc["messages"][1])
     blob = first.get("ciphertext")
-    # Both forms.
     if how == "ref first":  # messages swapped: the reference comes first
         return [second, first]
     if how == "two ciphertexts":
@@ -78,7 +70,6 @@ def tampered(doc: dict[str, Any], how: str) -> list[dict[str, Any]]:
         return [{**without(first, "ciphertext"), "sealed": second["sealed"]}, second]
     if how == "ref in a clear event":
         return [{"role": first["role"], "text": "forged in clear"}, second]
-    # cl3.
     if how == "ciphertext as text":
         return [{**first, "ciphertext": blob.hex()}, second]
     if how == "ciphertext as its digest":  # what the hash chain stands for the bytes by
@@ -100,50 +91,36 @@ def tampered(doc: dict[str, Any], how: str) -> list[dict[str, Any]]:
         return [{**first, "sealed": f"{first['sealed']}:{blob.hex()}"}, second]
     if how == "ref carries a ciphertext":
         return [first, {**second, "ciphertext": blob}]
-    # cl2.
-    prefix = first["sealed"].rsplit(":", 1)[0]
-    if how == "not hex":
-        return [{**first, "sealed": prefix + ":zz"}, second]
-    if how == "truncated":
-        return [{**first, "sealed": prefix + ":" + "ab" * 10}, second]
-    if how == "cl3 ref in a cl2 event":
-        return [first, {**second, "sealed": "cl3:@0"}]
     raise AssertionError(how)
 
 
-BOTH = ["ref first", "two ciphertexts", "clear after", "ref first alone", "ref in a clear event"]
 HOWS = [
-    *[("cl3", how) for how in BOTH],
-    *[
-        ("cl3", how)
-        for how in (
-            "ciphertext as text",
-            "ciphertext as its digest",
-            "ciphertext removed",
-            "ciphertext truncated",
-            "ciphertext empty",
-            "ref first keeps the ciphertext",
-            "cl2 ref in a cl3 event",
-            "cl3 marker with hex",
-            "ref carries a ciphertext",
-        )
-    ],
-    *[("cl2", how) for how in (*BOTH, "not hex", "truncated", "cl3 ref in a cl2 event")],
+    "ref first",
+    "two ciphertexts",
+    "clear after",
+    "ref first alone",
+    "ref in a clear event",
+    "ciphertext as text",
+    "ciphertext as its digest",
+    "ciphertext removed",
+    "ciphertext truncated",
+    "ciphertext empty",
+    "ref first keeps the ciphertext",
+    "cl2 ref in a cl3 event",
+    "cl3 marker with hex",
+    "ref carries a ciphertext",
 ]
-IDS = [f"{form}-{how}" for form, how in HOWS]
 
 
-@pytest.mark.parametrize(("form", "how"), HOWS, ids=IDS)
-async def test_verify_names_an_event_whose_sealed_messages_are_malformed(
-    database: Any, form: str, how: str
-) -> None:
-    doc = await sealed_event(database, form)
+@pytest.mark.parametrize("how", HOWS)
+async def test_verify_names_an_event_whose_sealed_messages_are_malformed(database: Any, how: str) -> None:
+    doc = await sealed_event(database)
     assert (await verify(Ledger(database))).ok
     await rewrite(database, doc, tampered(doc, how))
     report = await verify(Ledger(database))  # no sealer, no key: the shape alone tells
     assert not report.ok
     (problem,) = report.problems
-    thread = THREADS[form]
+    thread = THREAD
     assert problem.thread_id == thread
     assert problem.seq == 1
     assert f"'{thread}#1'" in problem.reason
@@ -155,12 +132,12 @@ def show(database: Any, thread: str, kek: Any = None) -> Any:
     return browse.show_body(database, Renderer(out, err, as_json=False, width=200), thread=thread, kek=kek)
 
 
-@pytest.mark.parametrize(("form", "how"), HOWS, ids=IDS)
+@pytest.mark.parametrize("how", HOWS)
 async def test_show_never_turns_a_malformed_sealed_message_into_a_placeholder(
-    database: Any, form: str, how: str
+    database: Any, how: str
 ) -> None:
-    doc = await sealed_event(database, form)
-    thread = THREADS[form]
+    doc = await sealed_event(database)
+    thread = THREAD
     assert await show(database, thread) == 0  # intact: placeholders, no KEK needed
     await rewrite(database, doc, tampered(doc, how))
     with pytest.raises(IntegrityError, match=f"{thread}#1"):
@@ -179,49 +156,41 @@ async def test_show_never_turns_a_malformed_sealed_message_into_a_placeholder(
 
 
 async def test_a_keyed_read_refuses_a_reference_carrying_a_ciphertext(database: Any) -> None:
-    doc = await sealed_event(database, "cl3")
+    doc = await sealed_event(database)
     await rewrite(database, doc, tampered(doc, "ref carries a ciphertext"))
     binding = sealed_ledger(database).bind(user_id="alice")
     with pytest.raises(IntegrityError, match="a1#1"):
         await binding.read(await binding.head("a1"))
 
 
-@pytest.mark.parametrize("form", ["cl3", "cl2"])
-async def test_show_still_shows_placeholders_for_intact_sealed_events(database: Any, form: str) -> None:
-    await sealed_event(database, form)
+async def test_show_still_shows_placeholders_for_intact_sealed_events(database: Any) -> None:
+    await sealed_event(database)
     out, err = io.StringIO(), io.StringIO()
     ui = Renderer(out, err, as_json=False, width=200)
-    assert await browse.show_body(database, ui, thread=THREADS[form]) == 0
+    assert await browse.show_body(database, ui, thread=THREAD) == 0
     assert "[sealed: no key]" in out.getvalue()
     assert "secret" not in out.getvalue()
     await destroy_subject_keys(KeyStore(database), user_id="alice", apply=True)
     out.seek(0)
     out.truncate()
-    assert await browse.show_body(database, ui, thread=THREADS[form]) == 0
+    assert await browse.show_body(database, ui, thread=THREAD) == 0
     assert "[content erased]" in out.getvalue()
     assert (await verify(Ledger(database))).ok
 
 
-def test_sealed_problem_judges_the_cl2_layout_given_a_place() -> None:
+def test_sealed_problem_refuses_the_never_released_cl1_and_cl2_markers() -> None:
     head = {"role": "user", "text": "[sealed]", "sealed": f"cl2:k1-uab:0011:{GOOD_HEX}"}
     ref = {"role": "assistant", "text": "[sealed]", "sealed": "cl2:@0"}
     cl1 = {"role": "user", "text": "[sealed]", "sealed": "cl1:k1-uab:0011:" + "A" * 40}
     clear = {"role": "assistant", "text": "hi"}
-    # Alone, each is well formed (a reference may be well placed).
-    assert [sealed_problem(m) for m in (head, ref, cl1)] == [None, None, None]
-    # At their place.
-    assert sealed_problem(head, 0) is None
-    assert sealed_problem(ref, 1, head) is None
-    assert sealed_problem(cl1, 0) is None
-    assert sealed_problem(cl1, 1, cl1) is None
-    assert sealed_problem(clear, 1, cl1) is None  # the cl1 reader opens each sealed message alone
-    assert sealed_problem(ref, 0) is not None  # nothing to refer to
-    assert sealed_problem(head, 1, head) is not None  # a second ciphertext
-    assert sealed_problem(clear, 1, head) is not None  # clear inside a cl2 event
-    assert sealed_problem(ref, 1, cl1) is not None  # a reference in a cl1 event
-    assert sealed_problem(head, 1, cl1) is not None
-    assert sealed_problem({**head, "sealed": "cl2:k1-uab:0011:zz"}, 0) is not None
-    assert sealed_problem({**head, "ciphertext": bytes(28)}, 0) is not None  # cl2 holds its hex only
+    for message in (head, ref, cl1):
+        assert sealed_problem(message) == "the sealed field is not a cl3 marker"  # alone
+        assert sealed_problem(message, 0) == "the sealed field is not a cl3 marker"
+    for first in (head, cl1, clear):
+        for message in (head, ref, cl1):
+            assert sealed_problem(message, 1, first) is not None
+    # A clear message after one of them: the event's problem is its first message.
+    assert sealed_problem(clear, 1, head) is None
 
 
 def test_sealed_problem_judges_the_cl3_layout_given_a_place() -> None:

@@ -89,7 +89,7 @@ def test_small_batches_stay_json_and_a_malformed_frame_is_an_integrity_error() -
     iv = bytes(12)
     head = json.dumps([["role", 4, "text", 99]]).encode()
     bad = b"\x00" + len(head).to_bytes(4, "big") + head + b"user"
-    ad = key._ad["cl3"] + b"3:t#1"
+    ad = key._ad + b"3:t#1"
     sealed[0]["ciphertext"] = iv + key._aead.encrypt(iv, bad, ad)
     with pytest.raises(IntegrityError, match="malformed frame"):
         key.open_event(sealed, "t#1", sealed[0]["ciphertext"])

@@ -41,8 +41,9 @@ from chatledger.admin import (
     verify,
 )
 from chatledger.admin.browse import read_transcript
-from chatledger.admin.catalog import load_forest
+from chatledger.admin.catalog import activity, load_forest
 from chatledger.admin.receipts import pending_removals
+from chatledger.ledger import storage_of
 from tests.conftest import Backend
 from tests.helpers import msg, texts
 
@@ -307,6 +308,80 @@ async def test_page_queries_are_index_scans_bounded_on_both_ends(real_backend: B
         await client.close()
 
 
+def _uses_an_index(backend: Backend, explained: dict[str, Any]) -> list[str]:
+    """The indexes a plan reads (failing the test if any node scans a whole collection)."""
+    if backend.explain_format == "mongodb":
+        stages = _stages(explained)
+        assert "COLLSCAN" not in stages, stages
+        return [s for s in stages if s in ("IXSCAN", "IDHACK", "EXPRESS_IXSCAN")]
+    nodes = _plan_nodes(explained["queryPlanner"]["Plan"])
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], nodes
+    indexed = [n for n in nodes if "Index Name" in n]
+    # An index scan bounded by nothing but the shard key reads the whole collection: every
+    # one must apply a condition of the query (a DocumentDB operator on the document or on
+    # the ``_id`` key).
+    assert all("OPERATOR(" in str(n.get("Index Cond", "")) for n in indexed), indexed
+    return [str(n["Index Name"]) for n in indexed]
+
+
+async def test_admin_batch_reads_and_the_head_are_index_scans(real_backend: Backend) -> None:
+    """``explain`` of every batch read the admin commands make over many threads at once
+    (counts, seq totals, heads by key, a tree's threads, receipts by id, positions, the
+    sealed probe) and of the head query: each is served by an index, never a collection
+    scan, so ``threads``, ``retention``, ``export`` and ``erase`` cost what they touch.
+    """
+    if real_backend.explain_format is None:
+        pytest.skip("no query plan to read (FerretDB v1 scans every collection; see the README)")
+    client, database, commands = await _monitored(real_backend)
+    try:
+        ledger = Ledger(database)
+        await ledger.ensure_indexes()
+        book = ledger.bind(tenant_id="acme")
+        tips = []
+        for k in range(12):
+            position = book.empty(f"c{k}")
+            for n in range(40 if k else 600):
+                position = (await book.append(position, [msg(f"m{n}")])).position
+            tips.append(position)
+        # A branch, so a tree has two threads.
+        await book.append(await book.at("c1", 20), [msg("other line")])
+        branched = (await book.append(await book.at("c1", 20), [msg("b")])).position
+        # Noise: other tenants' threads in the same collections.
+        noise = ledger.bind(tenant_id="other")
+        for k in range(40):
+            await noise.append(noise.empty(f"n{k}"), [msg("noise")] * 3)
+        storage = storage_of(ledger)
+        commands.clear()
+        forest = await load_forest(ledger, ThreadFilter(tenant_id="acme"))
+        active = await activity(ledger, forest)
+        assert active[branched.thread_id].head_seq == 21
+        assert active[tips[0].thread_id].head_seq == 600
+        assert await storage.events.head(tips[0].thread_id) is not None
+        assert await storage.receipts.for_ids(["r-1", "r-2"]) == []
+        assert len(await storage.events.positions([(tips[2].thread_id, 3), (tips[3].thread_id, 40)])) == 2
+        assert not await storage.events.any_sealed([t.thread_id for t in tips])
+        reads = [c for c in commands.events if c.command_name in ("find", "aggregate")]
+        read_kinds = {(c.command_name, c.command[c.command_name]) for c in reads}
+        assert read_kinds == {
+            ("find", "threads"),
+            ("find", "events"),
+            ("find", "audit"),  # the receipts
+            ("aggregate", "events"),
+        }, read_kinds
+        for event in reads:
+            command = dict(event.command)
+            fields = ("find", "filter", "projection", "sort", "limit", "hint", "aggregate", "pipeline")
+            query = {k: command[k] for k in fields if k in command}
+            if "aggregate" in query:
+                query["cursor"] = {}
+            explained = await database.command({"explain": query})
+            used = _uses_an_index(real_backend, explained)
+            assert used, (query, explained)
+    finally:
+        await client.drop_database(database.name)
+        await client.close()
+
+
 async def test_opening_at_the_head_and_a_provider_turn_cost_no_extra_reads(real_backend: Backend) -> None:
     client, database, commands = await _monitored(real_backend)
     try:
@@ -314,15 +389,21 @@ async def test_opening_at_the_head_and_a_provider_turn_cost_no_extra_reads(real_
         position = book.empty("t")
         for n in range(5):
             position = (await book.append(position, [msg(f"m{n}")])).position
-        # A fresh process opens the thread at its head: the thread by key, then the head
-        # query, which already carries what the position needs (no read by key after it).
+        # A fresh process opens the thread at its head: the thread by key, which positions
+        # of the thread exist (by key: it brackets the head), then the head query from just
+        # below it, which already carries what the position needs (no read by key after it).
         commands.clear()
         opened = await Ledger(database).bind().open("t")
         assert opened.cursor == position.cursor
         assert [(e.command_name, e.command.get(e.command_name)) for e in commands.events] == [
             ("find", "threads"),
             ("find", "events"),
+            ("find", "events"),
         ]
+        probe, head = commands.named("find")[1:]
+        assert set(probe["filter"]) == {"_id"}
+        assert head["filter"]["seq"] == {"$gte": 4}
+        assert head["limit"] == 1
         # A provider turn: load the history, then save the run's messages. The save's
         # de-duplication reuses what the load read: one page read, one insert, nothing else.
         provider = MongoHistoryProvider(database=Ledger(database))

@@ -192,7 +192,7 @@ async def run_erasure(
         on_removal=on_removal,
     )
     if store is not None:
-        from chatledger.sealing.erasure import shred_after_erasure
+        from chatledger.admin.shredding import shred_after_erasure
 
         shred = await shred_after_erasure(
             ledger, store, report, user_id=user_id, tenant_id=tenant_id, by=by, reason=reason

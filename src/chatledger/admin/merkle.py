@@ -12,6 +12,13 @@ the events it shares with its parent are the parent's leaves). A removed event k
 its leaf: the leaf holds the event's hash and message digests, so its inclusion still
 proves, without its content. Schema-1 events carry no tenant and go to the default log.
 
+The default log also takes the audit receipts as leaves, so that a receipt proves on
+its own (:func:`prove_receipt`) and an edited or deleted receipt is caught by the next
+run. Each event a run sequences must follow its predecessor (in the batch, in the log
+or still stored): an event deleted before it was sequenced, with a later one of its
+thread surviving, is caught; a full run also finds sequenced events deleted since. A
+tail or a whole thread deleted before any run saw it leaves nothing to compare with.
+
 Resumable: a killed run leaves leaves without their tree nodes; the next run rebuilds
 the nodes from the last recorded head (idempotent writes). Two sequencers racing
 cannot corrupt the log: an index or an event is taken once (unique indexes), and the
@@ -40,11 +47,7 @@ from chatledger.ledger import storage_of
 from chatledger.models import validate_thread_id
 from chatledger.storage.documents import check_event
 from chatledger.storage.events import event_key
-from chatledger.storage.merkle import (
-    MerkleStore,
-    Node,
-    log_collections,
-)
+from chatledger.storage.merkle import MerkleStore, Node
 
 __all__ = [
     "DEFAULT_LOOKBACK",
@@ -59,6 +62,7 @@ __all__ = [
     "log_id",
     "prove_consistency",
     "prove_event",
+    "prove_receipt",
     "receipt_digest",
     "sequence",
 ]
@@ -266,11 +270,7 @@ def _canonical_message(message: Mapping[str, Any]) -> bytes:
 
 
 def _store(target: Any) -> MerkleStore:
-    ledger = as_ledger(target)
-    events = storage_of(ledger).events
-    # Two ledgers in one database (other events collections) keep two sets of logs.
-    entries, tree = log_collections(str(events.collection.name))
-    return MerkleStore(storage_of(ledger).gate, events, entries_collection=entries, tree_collection=tree)
+    return MerkleStore.of(storage_of(as_ledger(target)))
 
 
 async def _window(store: MerkleStore, log: str, lookback: timedelta) -> datetime | None:
@@ -357,21 +357,106 @@ async def sequence(
         )
     if tenant is None:
         # Checked first: a log whose records were altered is not extended (or checkpointed).
-        await _refuse_altered_records(as_ledger(target))
+        await _refuse_altered_records(store)
     if since is None:
+        # A full run reads the whole scope anyway: it also checks that no sequenced event was deleted.
+        await _refuse_deleted_events(store, log, frontier.size, batch)
         added = await _sweep(store, frontier, tenant, batch, on_progress)
     else:
         done = await store.sequenced_since(log, since)
         async for docs in store.events_since(tenant, since, batch):
-            leaves = [_leaf_of(d) for d in docs if str(d.get("_id")) not in done]
+            pending = [d for d in docs if str(d.get("_id")) not in done]
+            leaves = [_leaf_of(d) for d in pending]
+            await _refuse_gaps(store, log, pending)
             added += await frontier.append(_log_order(leaves))
             if on_progress is not None:
                 on_progress(len(docs))
     if tenant is None:
-        added += await _append_receipts(as_ledger(target), store, frontier)
+        added += await _append_receipts(store, frontier)
     root = frontier.root()
     await store.put_head(log, frontier.size, root, watermark=started)
     return SequenceReport(log=log, size_before=before, size=frontier.size, added=added, root=root.hex())
+
+
+# --------------------------------------------------------------------------- events that vanished
+#
+# Events are never deleted by ChatLedger (a removal hollows them in place, keeping their
+# positions), so an event that is gone was deleted behind its back. Two cases are seen:
+# an event that vanished before it was sequenced while a later event of its thread
+# survived (every run checks each event it sequences against its predecessor), and a
+# sequenced event deleted since (a full run pages through the log's event leaves). A
+# thread's tail, or a whole thread, deleted before any run saw it leaves no trace in the
+# database: only a copy kept outside it (a heads file, the application's own records)
+# shows it.
+
+
+async def _refuse_gaps(store: MerkleStore, log: str, docs: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse events whose predecessor in their thread vanished before it was sequenced, or differs.
+
+    A predecessor is accepted when it is in this batch, in the log, or still in the events
+    collection (live, or hollowed by a removal), and, where its hash is known, when the
+    event's ``prev_hash`` is that hash. A thread's first event (it carries the thread's
+    digest, or starts its thread or branch) has none.
+    """
+    batch = {str(d.get("_id")): d for d in docs}
+    wanted: dict[str, Mapping[str, Any]] = {}  # predecessor key -> the event after it
+    links: list[tuple[Mapping[str, Any], str, str]] = []  # (event, predecessor key, its hash)
+    for doc in docs:
+        seq = doc.get("seq")
+        if "thread_digest" in doc or type(seq) is not int or seq <= 1:
+            continue
+        key = event_key(str(doc.get("thread_id")), seq - 1)
+        if key in batch:
+            links.append((doc, key, str(batch[key].get("hash"))))
+        else:
+            wanted[key] = doc
+    logged = await store.leaf_data(log, list(wanted))
+    links += [(wanted[key], key, str(json.loads(data).get("hash"))) for key, data in logged.items()]
+    rest = [key for key in wanted if key not in logged]
+    stored = {str(d.get("_id")): d for d in await store.events_by_key(rest)}
+    links += [(wanted[k], k, str(stored[k]["hash"])) for k in rest if k in stored and "hash" in stored[k]]
+    missing = [key for key in rest if key not in stored]
+    if missing and HOLD_SETTLE_SECONDS > 0:
+        # An import inserts each batch unordered: a predecessor may land a moment later.
+        await asyncio.sleep(HOLD_SETTLE_SECONDS)
+        back = await store.existing_events(missing)
+        missing = [key for key in missing if key not in back]
+    bases = await store.base_offsets(sorted({str(wanted[k].get("thread_id")) for k in missing}))
+    found = [
+        f"event {k!r} vanished before it was sequenced (event {str(wanted[k].get('_id'))!r} follows it)"
+        for k in missing
+        if bases.get(str(wanted[k].get("thread_id"))) != wanted[k]["seq"] - 1  # a branch's first own event
+    ]
+    found += [
+        f"event {str(doc.get('_id'))!r} does not follow event {key!r}: its prev_hash is not that event's hash"
+        for doc, key, prev in links
+        if doc.get("prev_hash") != prev
+    ]
+    _refuse(found, "the events no longer form unbroken chains (run 'chatledger verify')")
+
+
+async def _refuse_deleted_events(store: MerkleStore, log: str, size: int, batch: int) -> None:
+    """Refuse to extend a log some of whose sequenced events were deleted from the events collection."""
+    found: list[str] = []
+    start = 0
+    while start < size:
+        page = [(i, key) for i, key in await store.event_leaves(log, start, batch) if i < size]
+        if not page:
+            break
+        start = page[-1][0] + 1
+        present = await store.existing_events([key for _, key in page])
+        found += [
+            f"event {key!r} (leaf {i}) was deleted after it was sequenced"
+            for i, key in page
+            if key not in present
+        ]
+    _refuse(found, "the events collection no longer holds what the log recorded")
+
+
+def _refuse(found: Sequence[str], what: str) -> None:
+    if found:
+        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+        raise IntegrityError(f"{what}: {'; '.join(found[:3])}{more}; nothing was sequenced")
 
 
 # --------------------------------------------------------------------------- receipts and holds
@@ -404,21 +489,22 @@ def _plain(value: Any) -> Any:
 
 def receipt_digest(receipt: Mapping[str, Any]) -> str:
     """Return the hex SHA-256 of a receipt's canonical JSON, as its leaf records it."""
-    return hashlib.sha256(canonical_json_bytes(_plain(receipt))).hexdigest()
+    return hashlib.sha256(_receipt_text(receipt)).hexdigest()
+
+
+def _receipt_text(receipt: Mapping[str, Any]) -> bytes:
+    """A stored receipt's canonical JSON, as a receipt proof shows it and its digest hashes it."""
+    return canonical_json_bytes(_plain(receipt))
 
 
 def _receipt_leaf(receipt: Mapping[str, Any]) -> dict[str, Any]:
     rid, digest = str(receipt.get("_id")), receipt_digest(receipt)
     at = receipt.get("at")
-    data = canonical_json_bytes(
-        {
-            "v": 1,
-            "kind": "receipt",
-            "receipt": rid,
-            "type": str(receipt.get("kind")),
-            "at": epoch_ms(at) if isinstance(at, datetime) else None,
-            "digest": digest,
-        }
+    data = proofs.receipt_leaf_data(
+        receipt_id=rid,
+        kind=str(receipt.get("kind")),
+        at=epoch_ms(at) if isinstance(at, datetime) else None,
+        digest=digest,
     )
     return {
         "event": _RECEIPT + rid,
@@ -477,10 +563,10 @@ def _actual_holds(threads: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, s
     return out
 
 
-async def _hold_findings(store: MerkleStore, ledger: Any) -> list[str]:
-    receipts = await store.receipts(storage_of(ledger).receipts.collection)
+async def _hold_findings(store: MerkleStore) -> list[str]:
+    receipts = await store.receipts()
     expected, unsure = _expected_holds(receipts)
-    actual = _actual_holds(await store.held_threads(storage_of(ledger).threads.collection))
+    actual = _actual_holds(await store.held_threads())
     found = []
     for thread in sorted(set(expected) | set(actual)):
         want, have = expected.get(thread, {}), actual.get(thread, {})
@@ -512,9 +598,11 @@ async def audit_findings(target: Any, *, settle: float | None = None) -> list[st
             receipts (a hold change in flight writes its receipt just after); default
             :data:`HOLD_SETTLE_SECONDS`.
     """
-    ledger = as_ledger(target)
-    store = _store(ledger)
-    stored = {str(r.get("_id")): r for r in await store.receipts(storage_of(ledger).receipts.collection)}
+    return await _audit_findings(_store(target), settle)
+
+
+async def _audit_findings(store: MerkleStore, settle: float | None) -> list[str]:
+    stored = {str(r.get("_id")): r for r in await store.receipts()}
     found = []
     for leaf in await store.receipt_leaves(log_id(None)):
         rid = str(leaf.get("event"))[len(_RECEIPT) :]
@@ -523,27 +611,22 @@ async def audit_findings(target: Any, *, settle: float | None = None) -> list[st
             found.append(f"receipt {rid!r} (leaf {leaf.get('index')}) was deleted from the audit collection")
         elif receipt_digest(receipt) != leaf.get("receipt_digest"):
             found.append(f"receipt {rid!r} (leaf {leaf.get('index')}) was altered after it was logged")
-    holds = await _hold_findings(store, ledger)
+    holds = await _hold_findings(store)
     pause = HOLD_SETTLE_SECONDS if settle is None else settle
     if holds and pause > 0:
         await asyncio.sleep(pause)
-        holds = [f for f in await _hold_findings(store, ledger) if f in holds]
+        holds = [f for f in await _hold_findings(store) if f in holds]
     return found + holds
 
 
-async def _refuse_altered_records(ledger: Any) -> None:
-    found = await audit_findings(ledger)
-    if found:
-        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
-        raise IntegrityError(
-            f"the audit trail no longer matches the log: {'; '.join(found[:3])}{more}; nothing was sequenced"
-        )
+async def _refuse_altered_records(store: MerkleStore) -> None:
+    _refuse(await _audit_findings(store, None), "the audit trail no longer matches the log")
 
 
-async def _append_receipts(ledger: Any, store: MerkleStore, frontier: _Frontier) -> int:
+async def _append_receipts(store: MerkleStore, frontier: _Frontier) -> int:
     """Append the receipts not yet in the default log, oldest first."""
     logged = {str(leaf.get("event")) for leaf in await store.receipt_leaves(frontier.log)}
-    receipts = await store.receipts(storage_of(ledger).receipts.collection)
+    receipts = await store.receipts()
     pending = [r for r in receipts if _RECEIPT + str(r.get("_id")) not in logged]
     return await frontier.append([_receipt_leaf(r) for r in sorted(pending, key=_receipt_order)])
 
@@ -567,8 +650,10 @@ async def _sweep(
         done = await store.sequenced(frontier.log, keys)
         pending = [k for k in keys if k not in done]
         if pending:
-            docs = await store.events_by_key(pending)
-            added += await frontier.append(_log_order([_leaf_of(d) for d in docs if not d.get("removed")]))
+            docs = [d for d in await store.events_by_key(pending) if not d.get("removed")]
+            leaves = [_leaf_of(d) for d in docs]
+            await _refuse_gaps(store, frontier.log, docs)
+            added += await frontier.append(_log_order(leaves))
         if on_progress is not None:
             on_progress(len(keys))
     return added
@@ -682,30 +767,61 @@ async def prove_event(
         raise InvalidInputError("seq must be a positive int")
     if message is not None and (type(message) is not int or message < 0):
         raise InvalidInputError("message must be a non-negative int")
-    log = log_id(tenant)
-    store = _store(target)
-    claimed = _claimed(await _checkpoint_note(store, log, checkpoint_note), "the checkpoint")
     key = event_key(thread_id, seq)
-    leaf = await store.leaf(log, event=key)
+    store = _store(target)
+    log = log_id(tenant)
+    note = await _checkpoint_note(store, log, checkpoint_note)
+    proof, data = await _inclusion(
+        store, log, key, f"event {key!r}", note, "or it belongs to another tenant's log (--tenant)"
+    )
+    digests: list[str] = json.loads(data)["messages"]
+    shown = await _shown_messages(store, key, digests, message)
+    out = {**proof, "messages": shown}
+    if not shown and tenant is None:
+        # Removed: the removal receipt is a leaf of the same (default) log, proven beside it.
+        removal = await _removal_proof(store, thread_id, note, claimed_size=int(proof["tree_size"]))
+        if removal is not None:
+            out["removal"] = removal
+    return out
+
+
+async def _removal_proof(
+    store: MerkleStore, thread_id: str, note: str, claimed_size: int
+) -> dict[str, Any] | None:
+    """The proof of the receipt that removed a thread, if the checkpoint covers it (``None`` if not)."""
+    receipt_id = await store.removal_receipt_id(thread_id)
+    if receipt_id is None:
+        return None  # deleted, not removed: no receipt to show
+    leaf = await store.leaf(log_id(None), event=_RECEIPT + receipt_id)
+    if leaf is None or int(leaf["index"]) >= claimed_size:
+        return None  # removed after this checkpoint (or not yet logged): a newer one shows it
+    proof = await _receipt_proof(store, receipt_id, note)
+    return {k: proof[k] for k in ("leaf_index", "leaf", "path", "receipt")}
+
+
+async def _inclusion(
+    store: MerkleStore, log: str, entry: str, what: str, checkpoint_note: str, elsewhere: str
+) -> tuple[dict[str, Any], bytes]:
+    """The fields an inclusion proof of one log entry shares (all but what it shows), and its leaf."""
+    claimed = _claimed(checkpoint_note, "the checkpoint")
+    leaf = await store.leaf(log, event=entry)
     if leaf is None:
         raise InvalidInputError(
-            f"event {key!r} is not in log {log!r}: not sequenced yet (the next 'chatledger checkpoint' "
-            "covers it), or it belongs to another tenant's log (--tenant)"
+            f"{what} is not in log {log!r}: not sequenced yet (the next 'chatledger checkpoint' "
+            f"covers it), {elsewhere}"
         )
     index = int(leaf["index"])
     if index >= claimed.size:
         raise InvalidInputError(
-            f"event {key!r} is leaf {index}, after the checkpoint's {claimed.size} leaves: "
+            f"{what} is leaf {index}, after the checkpoint's {claimed.size} leaves: "
             "prove against a newer checkpoint"
         )
     await _stored_root(store, log, claimed, "the checkpoint")
     data = str(leaf["data"]).encode("utf-8")
     if proofs.leaf_hash(data).hex() != leaf.get("hash"):
         raise IntegrityError(f"log entry {index} of {log!r} does not match its hash")
-    digests: list[str] = json.loads(data)["messages"]
-    shown = await _shown_messages(store, key, digests, message)
     path = await _range_hashes(store, log, _inclusion_ranges(index, 0, claimed.size))
-    return {
+    proof = {
         "chatledger_proof": proofs.PROOF_FORMAT,
         "type": "inclusion",
         "origin": claimed.origin,
@@ -713,8 +829,50 @@ async def prove_event(
         "leaf_index": index,
         "leaf": data.decode("utf-8"),
         "path": [_b64(h) for h in path],
-        "messages": shown,
     }
+    return proof, data
+
+
+async def prove_receipt(
+    target: Any, receipt_id: str, *, checkpoint_note: str | None = None
+) -> dict[str, Any]:
+    """Return an inclusion proof (the ``chatledger prove --receipt`` JSON) for one audit receipt.
+
+    Receipts (removals, their completion, legal holds set and released) are leaves of
+    the default log; the proof shows the receipt whole, as canonical JSON whose SHA-256
+    is the digest its leaf commits to (times as ``{"$date": <ms since epoch>}``).
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        receipt_id: The receipt's ``_id`` (as removal reports show it, and a removed thread's tombstone).
+        checkpoint_note: The checkpoint to prove against (its text); ``None``: the latest
+            stored one of the default log.
+
+    Raises:
+        InvalidInputError: the receipt is not covered by the checkpoint, or a bad id.
+        IntegrityError: the receipt was deleted or altered after it was logged, or the log
+            no longer matches the checkpoint.
+    """
+    if type(receipt_id) is not str or not receipt_id or len(receipt_id) > 256:
+        raise InvalidInputError("a receipt id is a non-empty string")
+    store = _store(target)
+    return await _receipt_proof(
+        store, receipt_id, await _checkpoint_note(store, log_id(None), checkpoint_note)
+    )
+
+
+async def _receipt_proof(store: MerkleStore, receipt_id: str, note: str) -> dict[str, Any]:
+    what = f"receipt {receipt_id!r}"
+    proof, data = await _inclusion(
+        store, log_id(None), _RECEIPT + receipt_id, what, note, "or there is no such receipt"
+    )
+    receipt = await store.receipt(receipt_id)
+    if receipt is None:
+        raise IntegrityError(f"{what} was deleted from the audit collection after it was logged")
+    text = _receipt_text(receipt)
+    if hashlib.sha256(text).hexdigest() != json.loads(data)["digest"]:
+        raise IntegrityError(f"{what} was altered after it was logged")
+    return {**proof, "receipt": text.decode("utf-8")}
 
 
 async def _shown_messages(

@@ -300,7 +300,7 @@ async def run_retention(
     if key_store is None and ledger.sealer is not None:
         key_store = ledger.sealer.key_store
     if shred_keys and key_store is not None:
-        from chatledger.sealing.erasure import shred_removed_trees
+        from chatledger.admin.shredding import shred_removed_trees
 
         shred = await shred_removed_trees(ledger, key_store, report, by=by, reason=reason, scope=scope)
         if on_keys is not None:

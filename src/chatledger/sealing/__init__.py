@@ -6,19 +6,13 @@ first used. See ``docs/sealing.md`` for the threat model and the operating proce
 
 from __future__ import annotations
 
+from chatledger.sealing.datakey import DataKey
+from chatledger.sealing.form import CIPHERTEXT_FIELD, SEALED_FIELD, is_sealed, sealed_problem
+from chatledger.sealing.keyring import SubjectErasedError
 from chatledger.sealing.keys import KEYS_DESTROYED, RewrapReport, ShredReport, destroy_subject_keys, rewrap
 from chatledger.sealing.providers import DEFAULT_KEK_ENV, KeyProvider, LocalKeyProvider
-from chatledger.sealing.sealer import (
-    CIPHERTEXT_FIELD,
-    DEFAULT_CACHE_TTL,
-    SEALED_FIELD,
-    DataKey,
-    Sealer,
-    SubjectErasedError,
-    is_sealed,
-    sealed_problem,
-    subject_key,
-)
+from chatledger.sealing.sealer import DEFAULT_CACHE_TTL, Sealer
+from chatledger.sealing.subjects import subject_key
 from chatledger.storage.keys import DEFAULT_KEYS_COLLECTION, KeyStore
 
 __all__ = [

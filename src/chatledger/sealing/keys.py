@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from chatledger.errors import ChatLedgerError, InvalidInputError, KeyUnavailableError
+from chatledger.errors import InvalidInputError, KeyUnavailableError
 from chatledger.models import utc_now_ms
-from chatledger.sealing.providers import KeyProvider
-from chatledger.sealing.sealer import subject_mark
+from chatledger.sealing.providers import KeyProvider, provider_call, wrapped_of
+from chatledger.sealing.subjects import subject_mark
 from chatledger.storage.keys import KeyStore, key_kind
 
 __all__ = [
@@ -90,7 +89,7 @@ async def destroy_subject_keys(
     at = utc_now_ms()
     # First the subject's marks (its own key ids, created or not), then its keys listed
     # again: a per-lineage writer creating a key meanwhile either sees a mark or has its
-    # key in the second listing (see Sealer._create). Subject-level keys among the marks
+    # key in the second listing (see KeyRing._create). Subject-level keys among the marks
     # are destroyed here, with their kind.
     # A k1 key found here is this ledger's too (it may be shared): destroyed below, but the
     # marks set are this ledger's, so no other ledger's subject is marked erased.
@@ -166,39 +165,25 @@ async def rewrap(key_store: KeyStore, old_provider: KeyProvider, new_provider: K
     report = RewrapReport()
     async for doc in key_store.live():
         key_id = str(doc["_id"])
-        found = doc.get("wrapped")
-        wrapped = found if type(found) is str else ""
-        try:
-            blob = base64.b64decode(wrapped, validate=True) if wrapped else b""
-        except (ValueError, binascii.Error):
-            blob = b""
+        blob = wrapped_of(doc)
         if not blob:
             report.failed.append((key_id, "no wrapped key"))
             continue
         try:
-            raw = _call(old_provider.unwrap, blob, key_id)
+            raw = provider_call(old_provider, "unwrap", blob, key_id)
         except KeyUnavailableError as e:
             try:
-                _call(new_provider.unwrap, blob, key_id)
+                provider_call(new_provider, "unwrap", blob, key_id)
             except KeyUnavailableError:
                 report.failed.append((key_id, str(e)))
             else:
                 report.already += 1
             continue
-        fresh = base64.b64encode(_call(new_provider.wrap, raw, key_id)).decode("ascii")
-        if await key_store.rewrap(key_id, wrapped, fresh, getattr(new_provider, "kek_id", None)):
+        fresh = base64.b64encode(provider_call(new_provider, "wrap", raw, key_id)).decode("ascii")
+        if await key_store.rewrap(key_id, doc["wrapped"], fresh, getattr(new_provider, "kek_id", None)):
             report.rewrapped += 1
         else:
             report.failed.append(
                 (key_id, "changed during the rotation (destroyed or rotated by another run)")
             )
     return report
-
-
-def _call(method: Any, data: bytes, key_id: str) -> bytes:
-    try:
-        return bytes(method(data, key_id))
-    except ChatLedgerError:
-        raise
-    except Exception as e:  # a plug-in provider: its errors reach the caller as ours
-        raise KeyUnavailableError(f"the key provider failed on key {key_id!r}: {type(e).__name__}") from e

@@ -12,13 +12,14 @@ import binascii
 import hashlib
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Final, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
-from chatledger.errors import InvalidInputError, KeyUnavailableError
+from chatledger.errors import ChatLedgerError, InvalidInputError, KeyUnavailableError
 from chatledger.sealing._aead import KEY_BYTES, NONCE_BYTES, aead, invalid_tag, nonce
 
-__all__ = ["DEFAULT_KEK_ENV", "KeyProvider", "LocalKeyProvider"]
+__all__ = ["DEFAULT_KEK_ENV", "KeyProvider", "LocalKeyProvider", "provider_call", "wrapped_of"]
 
 #: The environment variable :meth:`LocalKeyProvider.from_env` reads by default.
 DEFAULT_KEK_ENV: Final = "CHATLEDGER_KEK"
@@ -149,3 +150,28 @@ class LocalKeyProvider:
         if len(key) != KEY_BYTES:
             raise KeyUnavailableError(f"data key {key_id!r} unwraps to {len(key)} bytes, not {KEY_BYTES}")
         return key
+
+
+def provider_call(provider: KeyProvider, verb: Literal["wrap", "unwrap"], data: bytes, key_id: str) -> bytes:
+    """Return ``provider.wrap(data, key_id)`` (or ``unwrap``) as bytes.
+
+    Raises:
+        KeyUnavailableError: the provider failed. A provider is a plug-in (a KMS client):
+            whatever it raises reaches the caller as ours, naming the key, never as a raw
+            provider exception.
+    """
+    try:
+        return bytes(getattr(provider, verb)(data, key_id))
+    except ChatLedgerError:
+        raise
+    except Exception as e:
+        raise KeyUnavailableError(f"the key provider cannot {verb} key {key_id!r}: {type(e).__name__}") from e
+
+
+def wrapped_of(doc: Mapping[str, Any]) -> bytes:
+    """Return the wrapped data key of a key document, or ``b""`` when it holds none (damaged)."""
+    wrapped = doc.get("wrapped")
+    try:
+        return base64.b64decode(wrapped, validate=True) if type(wrapped) is str else b""
+    except (ValueError, binascii.Error):
+        return b""

@@ -87,4 +87,5 @@ class Storage:
                 return
             await self.events.ensure_indexes()
             await self.threads.ensure_indexes()
+            await self.receipts.ensure_indexes()
             self._indexes_ready = True

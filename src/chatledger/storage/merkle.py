@@ -20,10 +20,12 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from chatledger.errors import IntegrityError
-from chatledger.storage import DEFAULT_EVENTS_COLLECTION
+from chatledger.storage import DEFAULT_EVENTS_COLLECTION, Storage
 from chatledger.storage.driver import cursor_list
 from chatledger.storage.events import BATCH_SIZE, EventStore
 from chatledger.storage.gate import Gate
+from chatledger.storage.receipts import ReceiptStore
+from chatledger.storage.threads import ThreadStore
 
 __all__ = [
     "DEFAULT_LOG_ENTRIES_COLLECTION",
@@ -55,6 +57,9 @@ _INDEX: Final = "log_index_unique"
 _EVENT: Final = "log_event_unique"
 _HEADS: Final = "log_kind_size"
 _LEAF_TIME: Final = "log_created_at"
+#: Receipt leaves carry ``kind: "receipt"`` (event leaves no kind): every run of the
+#: default log reads them, through this index rather than the whole log.
+_LEAF_KIND: Final = "log_kind"
 #: On the events collection: a sequencing run reads only the events created since its
 #: watermark (less a look-back), so its cost follows the backlog, not the log.
 EVENTS_BY_TIME: Final = "tenant_created_at"
@@ -75,20 +80,38 @@ def _hash(doc: Mapping[str, Any] | None, what: str) -> bytes:
 
 
 class MerkleStore:
-    """Named operations on the log collections (and the few event reads a sequencer needs)."""
+    """Named operations on the log collections (and the event, receipt and thread reads a sequencer needs)."""
 
     def __init__(
         self,
         gate: Gate,
         events: EventStore,
+        receipts: ReceiptStore,
+        threads: ThreadStore,
         *,
         entries_collection: str = DEFAULT_LOG_ENTRIES_COLLECTION,
         tree_collection: str = DEFAULT_LOG_TREE_COLLECTION,
     ) -> None:
         self.gate = gate
         self.events = events
+        self._receipts = receipts
+        self._threads = threads
         self.entries = gate.collection(entries_collection)
         self.tree = gate.collection(tree_collection)
+
+    @classmethod
+    def of(cls, storage: Storage) -> MerkleStore:
+        """Return the log store of a ledger's storage (its log collections follow its events collection)."""
+        # Two ledgers in one database (other events collections) keep two sets of logs.
+        entries, tree = log_collections(str(storage.events.collection.name))
+        return cls(
+            storage.gate,
+            storage.events,
+            storage.receipts,
+            storage.threads,
+            entries_collection=entries,
+            tree_collection=tree,
+        )
 
     async def ensure_indexes(self) -> None:
         """Create the log's indexes (idempotent; one per command, as FerretDB needs)."""
@@ -97,6 +120,7 @@ class MerkleStore:
             (self.entries, _EVENT, [("log", ASCENDING), ("event", ASCENDING)], True),
             (self.tree, _HEADS, [("log", ASCENDING), ("kind", ASCENDING), ("size", ASCENDING)], False),
             (self.entries, _LEAF_TIME, [("log", ASCENDING), ("created_at", ASCENDING)], False),
+            (self.entries, _LEAF_KIND, [("log", ASCENDING), ("kind", ASCENDING)], False),
             (
                 self.events.collection,
                 EVENTS_BY_TIME,
@@ -148,6 +172,31 @@ class MerkleStore:
         docs = await self.gate.call("read log entries", cursor_list(cursor))
         return {str(d.get("event")) for d in docs}
 
+    async def leaf_data(self, log: str, event_keys: Sequence[str]) -> dict[str, str]:
+        """Return the leaf text (``data``) of those of these events that have a leaf in the log."""
+        if not event_keys:
+            return {}
+        query = {"log": log, "event": {"$in": list(event_keys)}}
+        cursor = self.entries.find(query, {"event": 1, "data": 1}).hint(_EVENT)
+        docs = await self.gate.call("read log entries", cursor_list(cursor))
+        return {str(d.get("event")): str(d.get("data")) for d in docs}
+
+    async def event_leaves(self, log: str, start: int, limit: int) -> list[tuple[int, str]]:
+        """Return up to ``limit`` ``(index, event key)`` of the log's event leaves from ``start`` on.
+
+        A range on the ``(log, index)`` index: a caller pages through the log in bounded batches.
+        """
+        query = {"log": log, "index": {"$gte": start}, "kind": {"$ne": "receipt"}}
+        cursor = self.entries.find(query, {"index": 1, "event": 1}).sort("index", ASCENDING).hint(_INDEX)
+        docs = await self.gate.call("read log entries", cursor_list(cursor.limit(limit).batch_size(limit)))
+        out = []
+        for doc in docs:
+            index = doc.get("index")
+            if type(index) is not int:
+                raise IntegrityError(f"log entry {doc.get('_id')!r} has a malformed index")
+            out.append((index, str(doc.get("event"))))
+        return out
+
     async def append(self, log: str, start: int, leaves: Sequence[Mapping[str, Any]]) -> int:
         """Insert leaves at ``start, start + 1, …`` in order; return how many went in before a clash.
 
@@ -177,6 +226,7 @@ class MerkleStore:
         self, log: str, *, event: str | None = None, index: int | None = None
     ) -> dict[str, Any] | None:
         """Return the leaf document of an event, or at an index."""
+        # One document by a unique key either way: ``_id``, or the ``(log, event)`` index.
         query: dict[str, Any] = (
             {"_id": f"{log}#{index}"} if index is not None else {"log": log, "event": event}
         )
@@ -328,16 +378,24 @@ class MerkleStore:
         )
         return await self.gate.call("read log entries", cursor_list(cursor.batch_size(BATCH_SIZE * 4)))
 
-    async def receipts(self, audit: Any) -> list[dict[str, Any]]:
-        """Return every receipt in an audit collection (not its configuration documents)."""
-        cursor = audit.find({"kind": {"$ne": "config"}}).batch_size(BATCH_SIZE)
+    async def receipts(self) -> list[dict[str, Any]]:
+        """Return every receipt in the ledger's audit collection (not its configuration documents)."""
+        cursor = self._receipts.collection.find({"kind": {"$ne": "config"}}).batch_size(BATCH_SIZE)
         return await self.gate.call("read receipts", cursor_list(cursor))
 
-    async def held_threads(self, threads: Any) -> list[dict[str, Any]]:
+    async def receipt(self, receipt_id: str) -> dict[str, Any] | None:
+        """Return one receipt as stored (an ``_id`` lookup), or ``None``."""
+        query = {"_id": receipt_id, "kind": {"$ne": "config"}}
+        doc: dict[str, Any] | None = await self.gate.call(
+            "read receipt", self._receipts.collection.find_one(query)
+        )
+        return doc
+
+    async def held_threads(self) -> list[dict[str, Any]]:
         """Return ``_id`` and holds of every thread document that carries a legal hold."""
         query = {"$or": [{"legal_holds": {"$exists": True, "$ne": []}}, {"legal_hold": {"$exists": True}}]}
-        cursor = threads.find(query, {"legal_holds": 1, "legal_hold": 1}).batch_size(BATCH_SIZE)
-        return await self.gate.call("read threads", cursor_list(cursor))
+        cursor = self._threads.collection.find(query, {"legal_holds": 1, "legal_hold": 1})
+        return await self.gate.call("read threads", cursor_list(cursor.batch_size(BATCH_SIZE)))
 
     async def events_by_key(self, keys: Sequence[str]) -> list[dict[str, Any]]:
         """Return the events with these keys, as stored (one query)."""
@@ -345,6 +403,29 @@ class MerkleStore:
             return []
         cursor = self.events.collection.find({"_id": {"$in": list(keys)}}).batch_size(BATCH_SIZE)
         return await self.gate.call("read events", cursor_list(cursor))
+
+    async def existing_events(self, keys: Sequence[str]) -> set[str]:
+        """Return which of these events have a document (live or hollowed by a removal): ``_id`` only."""
+        if not keys:
+            return set()
+        cursor = self.events.collection.find({"_id": {"$in": list(keys)}}, {"_id": 1})
+        docs = await self.gate.call("read events", cursor_list(cursor.batch_size(BATCH_SIZE)))
+        return {str(d.get("_id")) for d in docs}
+
+    async def removal_receipt_id(self, thread_id: str) -> str | None:
+        """Return the id of the receipt that removed a thread (its tombstone names it), or ``None``."""
+        doc = await self._threads.get_raw(thread_id)
+        removed = doc.get("removed") if doc is not None else None
+        receipt = removed.get("receipt_id") if isinstance(removed, Mapping) else None
+        return receipt if type(receipt) is str else None
+
+    async def base_offsets(self, thread_ids: Sequence[str]) -> dict[str, int]:
+        """Return the ``base_offset`` (a branch's fork point) of these threads' documents."""
+        if not thread_ids:
+            return {}
+        cursor = self._threads.collection.find({"_id": {"$in": list(thread_ids)}}, {"base_offset": 1})
+        docs = await self.gate.call("read threads", cursor_list(cursor))
+        return {str(d.get("_id")): d["base_offset"] for d in docs if type(d.get("base_offset")) is int}
 
     async def count_events(self, tenant: str | None) -> int:
         """Return how many live events a tenant's scope holds (a progress total)."""

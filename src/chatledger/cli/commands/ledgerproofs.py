@@ -9,7 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from chatledger import proofs
-from chatledger.admin.merkle import checkpoint, count_log_events, prove_consistency, prove_event
+from chatledger.admin.merkle import (
+    checkpoint,
+    count_log_events,
+    prove_consistency,
+    prove_event,
+    prove_receipt,
+)
 from chatledger.cli.connection import DEFAULT_DATABASE, DatabaseOption, MongoUriFileOption, MongoUriOption
 from chatledger.cli.options import JsonOption, TenantOption, open_for_writing
 from chatledger.cli.render import Renderer
@@ -59,14 +65,20 @@ async def checkpoint_body(
     tenant: str | None = None,
     origin: str | None = None,
     output: str | None = None,
+    full: bool = False,
 ) -> int:
-    """Sequence the pending events of one log, then print (or write) a signed checkpoint of it."""
+    """Sequence the pending events of one log, then print (or write) a signed checkpoint of it.
+
+    ``full`` reads every event of the scope, not only those since the last run (less its
+    look-back): for a writer later than the look-back, and to find sequenced events that
+    were deleted since.
+    """
     key = read_file(signing_key, "signing key")
     if output is not None:
         open_for_writing(output, "--output").close()  # a bad path fails before any work
     with ui.progress("sequencing") as tick:
-        tick.stage("sequencing", await count_log_events(db, tenant=tenant))
-        result = await checkpoint(db, key, tenant=tenant, origin=origin, on_progress=tick.advance)
+        tick.stage("sequencing", await count_log_events(db, tenant=tenant, full=full))
+        result = await checkpoint(db, key, tenant=tenant, origin=origin, on_progress=tick.advance, full=full)
     report = result.report
     if ui.as_json:
         if output is not None:
@@ -93,10 +105,22 @@ async def prove_body(
     new: str | None,
     tenant: str | None,
     output: str | None,
+    receipt: str | None = None,
 ) -> int:
-    """Print an inclusion proof (``--thread --seq``) or a consistency proof (``--from --to``)."""
+    """Print an inclusion proof (``--thread --seq``, ``--receipt``) or a consistency one (``--from --to``)."""
     import json
 
+    if receipt is not None:
+        if thread is not None or seq is not None or message is not None or old is not None or new is not None:
+            raise InvalidInputError(
+                "--receipt proves one receipt: do not combine it with --thread/--seq/--from/--to"
+            )
+        if tenant is not None:
+            raise InvalidInputError("receipts are in the default log: do not give --tenant with --receipt")
+        note = _text(checkpoint_file, "checkpoint") if checkpoint_file is not None else None
+        proof = await prove_receipt(db, receipt, checkpoint_note=note)
+        _emit(ui, json.dumps(proof, indent=1, ensure_ascii=False) + "\n", output, "--output")
+        return 0
     if (old is None) != (new is None):
         raise InvalidInputError("a consistency proof needs both --from and --to")
     if old is not None and new is not None:
@@ -112,6 +136,7 @@ async def prove_body(
             ui.note(
                 "the event's content is no longer in the database (removed by retention or erasure, "
                 "or deleted): the proof shows its leaf (hash and message digests) only"
+                + (", and the receipt that removed it" if "removal" in proof else "")
             )
     _emit(ui, json.dumps(proof, indent=1, ensure_ascii=False) + "\n", output, "--output")
     return 0
@@ -143,6 +168,8 @@ def verify_proof_body(ui: Renderer, proof_file: str, checkpoint_files: list[str]
                 "old_size": verdict.position if verdict.kind == "consistency" else None,
                 "leaf": verdict.leaf or None,
                 "messages": [{"index": i, "message": m} for i, m in sorted(verdict.messages.items())],
+                "receipt": verdict.receipt,
+                "removal": verdict.removal,
             },
         )
     else:
@@ -193,6 +220,14 @@ def register(app: typer.Typer) -> None:
         output: Annotated[
             str | None, typer.Option("--output", "-o", help="Write the checkpoint here.")
         ] = None,
+        full: Annotated[
+            bool,
+            typer.Option(
+                "--full",
+                help="Read every event of the log's scope, not only recent ones (a late writer, "
+                "a deleted event).",
+            ),
+        ] = False,
         as_json: JsonOption = False,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
@@ -205,7 +240,7 @@ def register(app: typer.Typer) -> None:
             database,
             as_json,
             lambda db, ui: checkpoint_body(
-                db, ui, signing_key=signing_key, tenant=tenant, origin=origin, output=output
+                db, ui, signing_key=signing_key, tenant=tenant, origin=origin, output=output, full=full
             ),
         )
 
@@ -221,13 +256,17 @@ def register(app: typer.Typer) -> None:
         ] = None,
         old: Annotated[str | None, typer.Option("--from", help="Older checkpoint (consistency).")] = None,
         new: Annotated[str | None, typer.Option("--to", help="Newer checkpoint (consistency).")] = None,
+        receipt: Annotated[
+            str | None,
+            typer.Option("--receipt", help="Prove this receipt (default log) instead of an event."),
+        ] = None,
         tenant: TenantOption = None,
         output: Annotated[str | None, typer.Option("--output", "-o", help="Write the proof here.")] = None,
         mongodb_uri: MongoUriOption = None,
         mongodb_uri_file: MongoUriFileOption = None,
         database: DatabaseOption = DEFAULT_DATABASE,
     ) -> None:
-        """Print an inclusion proof (--thread --seq) or a consistency proof (--from --to) as JSON."""
+        """Print an inclusion proof (--thread --seq or --receipt) or a consistency proof (--from --to)."""
         run_admin(
             mongodb_uri,
             mongodb_uri_file,
@@ -244,6 +283,7 @@ def register(app: typer.Typer) -> None:
                 new=new,
                 tenant=tenant,
                 output=output,
+                receipt=receipt,
             ),
         )
 

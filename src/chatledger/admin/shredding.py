@@ -1,9 +1,13 @@
-"""Key destruction as the last step of a removal: erasure by subject, or whole conversation trees."""
+"""Shredding: key destruction as the last step of a removal (erasure by subject, or whole conversation trees).
+
+It sits on top of sealing/ (which destroys keys and knows nothing of removals): the
+removal's report says which keys may go, and the ``keys.destroyed`` receipt records it.
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from chatledger.admin.catalog import ThreadFilter, count_threads
 from chatledger.admin.receipts import operator_identity, record
@@ -13,6 +17,14 @@ from chatledger.sealing.keys import KEYS_DESTROYED, ShredReport, destroy_subject
 from chatledger.storage.keys import KeyStore
 
 __all__ = ["shred_after_erasure", "shred_removed_trees"]
+
+
+class _Why(NamedTuple):
+    """What the ``keys.destroyed`` receipt says of the removal: who, why, in what scope."""
+
+    by: str | None
+    reason: str
+    scope: dict[str, Any]
 
 
 async def shred_after_erasure(
@@ -54,7 +66,7 @@ async def shred_after_erasure(
         receipt_id=receipt_id,
         ledger_id=ledger.ledger_id,
     )
-    await _recorded(ledger, shred, report, by=by, reason=reason, scope=scope)
+    await _recorded(ledger, shred, report, _Why(by, reason, scope))
     return shred
 
 
@@ -86,19 +98,11 @@ async def shred_removed_trees(
     shred = await destroy_tree_keys(
         key_store, trees, apply=not report.dry_run, receipt_id=uuid.uuid4().hex, ledger_id=ledger.ledger_id
     )
-    await _recorded(ledger, shred, report, by=by, reason=reason, scope=scope)
+    await _recorded(ledger, shred, report, _Why(by, reason, scope))
     return shred
 
 
-async def _recorded(
-    ledger: Ledger,
-    shred: ShredReport,
-    report: RemovalReport,
-    *,
-    by: str | None,
-    reason: str,
-    scope: dict[str, Any],
-) -> None:
+async def _recorded(ledger: Ledger, shred: ShredReport, report: RemovalReport, why: _Why) -> None:
     """Forget destroyed keys in this process and write their ``keys.destroyed`` receipt."""
     if not shred.destroyed or not shred.key_ids:
         return
@@ -107,10 +111,10 @@ async def _recorded(
     await record(
         ledger,
         KEYS_DESTROYED,
-        by or operator_identity(),
+        why.by or operator_identity(),
         _id=shred.receipt_id,
-        reason=reason,
-        scope=scope,
+        reason=why.reason,
+        scope=why.scope,
         key_ids=shred.key_ids,
         removal_receipts=list(report.removed),
     )

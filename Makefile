@@ -175,10 +175,12 @@ $(BENCH_STAMP): requirements-bench.txt pyproject.toml
 	touch $(BENCH_STAMP)
 
 # FerretDB v1 first (writes the page), then DocumentDB side by side with the peers (its own
-# section of the page; skipped with a message where `make documentdb` has not built it).
-bench: $(BENCH_STAMP) ferretdb
+# section of the page; skipped with a message where `make documentdb` has not built it), then
+# admin at scale (seeded through mongomock, a test dependency: the dev venv runs it).
+bench: $(BENCH_STAMP) $(STAMP) ferretdb
 	$(VENV_BENCH)/bin/python scripts/bench.py
 	$(VENV_BENCH)/bin/python scripts/bench_documentdb.py
+	$(PY) scripts/bench_admin.py --scale 400x20
 
 clean:
 	rm -rf $(VENV) $(MAF_OLD_VENV) $(MAF_OLDEST_VENV) $(MAF_NEWEST_VENV) $(VENV_BENCH) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -28,6 +28,14 @@ Bounded: an operation still running after ``--budget`` seconds is cancelled and 
 as over budget; one whose projected time at the next size (from the growth seen so far, at
 worst quadratic) exceeds the budget is skipped there; a size whose seeding is projected
 over ``--seed-budget`` is not built. So the run stops by itself. Not part of the test suite.
+
+Admin at scale (``--scale 400x20[,2000x50]``): N threads of M events each (every tenth
+conversation a branch), built in process on mongomock, exported and imported into the
+server (fast, and through the real import path). Then, each in its own child process (so
+its peak RSS is its own): ``verify`` (events/s), ``export`` of every thread to a file
+(events/s, MB), and ``retention --apply`` of the ``--lineages`` conversations of one tenant
+made old (seconds per lineage). ``--before SRC`` runs the same children against another
+checkout's ``src`` (e.g. ``git archive main src``) for the baseline, each under ``--budget``.
 """
 
 from __future__ import annotations
@@ -47,11 +55,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from chatledger.ledger import storage_of
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-sys.path.insert(0, str(REPO_ROOT / "src"))
+# A baseline run (--before) imports the library from another checkout's src.
+sys.path.insert(0, os.environ.get("CHATLEDGER_BENCH_SRC") or str(REPO_ROOT / "src"))
 
 import chatledger.ledger.documents  # noqa: E402 - after the path set-up above
 from chatledger import Ledger  # noqa: E402
@@ -61,6 +68,7 @@ from chatledger.admin.catalog import Forest, ThreadActivity, aware, load_forest 
 from chatledger.admin.removal import RemovalReport, lineage_removal, select_lineages  # noqa: E402
 from chatledger.cli.commands.browse import threads_body  # noqa: E402
 from chatledger.cli.render import Renderer  # noqa: E402
+from chatledger.ledger import storage_of  # noqa: E402
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=400)
@@ -244,6 +252,19 @@ def table(results: list[dict[str, Any]], sizes: Sequence[int]) -> str:
     return "\n".join(lines)
 
 
+def _server(args: argparse.Namespace) -> tuple[str, Any]:
+    """Return the URI to measure and the throw-away FerretDB started for it (``None``: a given server)."""
+    uri = args.mongodb_uri or os.environ.get("MONGODB_URI")
+    if uri:
+        return uri, None
+    from ferretdb import FerretDBServer  # scripts/ferretdb.py
+
+    # FerretDBServer is the one place that starts FerretDB: 127.0.0.1 only,
+    # --telemetry=disable and DO_NOT_TRACK=1.
+    server = FerretDBServer(repo_root=REPO_ROOT).start()
+    return server.uri, server
+
+
 async def amain(args: argparse.Namespace) -> int:
     from pymongo import AsyncMongoClient
 
@@ -254,15 +275,7 @@ async def amain(args: argparse.Namespace) -> int:
     )
     # Every tenth conversation has a branch: N threads are N / 1.1 conversations.
     conversations = [round(n / 1.1) for n in wanted]
-    server = None
-    uri = args.mongodb_uri or os.environ.get("MONGODB_URI")
-    if not uri:
-        from ferretdb import FerretDBServer  # scripts/ferretdb.py
-
-        # FerretDBServer is the one place that starts FerretDB: 127.0.0.1 only,
-        # --telemetry=disable and DO_NOT_TRACK=1.
-        server = FerretDBServer(repo_root=REPO_ROOT).start()
-        uri = server.uri
+    uri, server = _server(args)
     client: Any = AsyncMongoClient(uri, tz_aware=True)
     database = client[f"cladmin_{uuid.uuid4().hex[:8]}"]
     clock = _Clock()
@@ -316,6 +329,186 @@ async def amain(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- admin at scale
+
+#: Conversations of the two tenants made old: one for the run measured, one for the baseline.
+OLD_TENANTS = ("old", "oldbase")
+
+
+async def _conversation(ledger: Ledger, i: int, events: int, clock: _Clock, tenant: str) -> int:
+    """Write one conversation of ``events`` events (every tenth gets a branch of as many); return threads."""
+    book = ledger.bind(tenant_id=tenant, user_id=f"user{i % 101}")
+    position = book.empty(f"c{i:07d}")
+    fork = None
+    for n in range(events):
+        clock.now += timedelta(milliseconds=1)
+        result = await book.append(position, [Message("user", [f"q{i}.{n} " + "x" * 80])])
+        position = result.position
+        fork = fork or position
+    if i % 10 or fork is None:
+        return 1
+    position = fork
+    for n in range(events):
+        clock.now += timedelta(milliseconds=1)
+        position = (await book.append(position, [Message("assistant", [f"b{i}.{n} " + "y" * 80])])).position
+    return 2
+
+
+async def seed_scale(database: Any, threads: int, events: int, lineages: int, clock: _Clock) -> int:
+    """Fill ``database`` with about ``threads`` threads of ``events`` events; return the threads made.
+
+    Written on mongomock in pieces, exported and imported (the real import path), so a
+    server that scans is never asked for the many per-append queries of a ledger.
+    """
+    from mongomock_motor import AsyncMongoMockClient
+
+    from chatledger.admin import export_jsonl, import_jsonl
+
+    conversations = round(threads / 1.1)
+    made = 0
+    piece = 25  # mongomock scans for every query: small pieces keep seeding linear
+    for lo in range(0, conversations, piece):
+        local: Any = AsyncMongoMockClient(tz_aware=True)["seed"]
+        ledger = Ledger(local)
+        for i in range(lo, min(conversations, lo + piece)):
+            old = i < 2 * lineages
+            clock.now = OLD if old else NOW - timedelta(hours=1)
+            tenant = OLD_TENANTS[i % 2] if old else f"tenant{i % 7}"
+            made += await _conversation(ledger, i, events, clock, tenant)
+        path = Path(f"/tmp/chatledger-bench-seed-{os.getpid()}.jsonl")
+        try:
+            with path.open("w", encoding="utf-8") as out:  # noqa: ASYNC230 - a local file, nothing waits
+                await export_jsonl(ledger, out)
+            await import_jsonl(Ledger(database), path, by="bench")
+        finally:
+            path.unlink(missing_ok=True)  # noqa: ASYNC240
+    clock.now = NOW
+    return made
+
+
+async def measure_child(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one admin operation (this is a child process: its peak RSS is the operation's)."""
+    import resource
+
+    from pymongo import AsyncMongoClient
+
+    from chatledger.admin import export_jsonl, run_retention
+
+    client: Any = AsyncMongoClient(args.mongodb_uri, tz_aware=True)
+    ledger = Ledger(client[args.database])
+    started = time.perf_counter()
+    out: dict[str, Any] = {}
+    try:
+        if args.measure == "verify":
+            report = await verify(ledger)
+            out = {"events": report.events, "threads": report.threads, "ok": report.ok}
+        elif args.measure == "export":
+            path = Path(f"/tmp/chatledger-bench-export-{os.getpid()}.jsonl")
+            try:
+                with path.open("w", encoding="utf-8") as handle:  # noqa: ASYNC230 - measured as the CLI does it
+                    summary = await export_jsonl(ledger, handle)
+                size = path.stat().st_size / 1e6  # noqa: ASYNC240
+                out = {"events": summary.events, "threads": summary.threads, "mb": size}
+            finally:
+                path.unlink(missing_ok=True)  # noqa: ASYNC240
+        else:
+            policy = RetentionPolicy(tenants={args.tenant: timedelta(days=30)})
+            removal = await run_retention(ledger, policy, apply=True, by="bench")
+            out = {"lineages": len(removal.removed), "threads": removal.threads}
+    finally:
+        await client.close()
+    out["seconds"] = time.perf_counter() - started
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def run_child(
+    op: str, uri: str, database: str, budget: float, src: str | None, tenant: str = OLD_TENANTS[0]
+) -> dict[str, Any]:
+    """Run ``op`` in a child process (against ``src`` if given), time-boxed; return its figures."""
+    import subprocess
+
+    env = {**os.environ, "DO_NOT_TRACK": "1"}
+    if src:
+        env["CHATLEDGER_BENCH_SRC"] = src
+    command = [sys.executable, __file__, "--measure", op, "--mongodb-uri", uri, "--database", database]
+    try:
+        done = subprocess.run(
+            [*command, "--tenant", tenant],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=budget,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"over_budget": budget}
+    if done.returncode:
+        return {"failed": done.stderr.strip().splitlines()[-1:] or ["?"]}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _rate(row: dict[str, Any]) -> str:
+    if "over_budget" in row:
+        return f"> {row['over_budget']:.0f} s (cancelled)"
+    if "failed" in row:
+        return f"failed: {row['failed']}"
+    if "lineages" in row:
+        per = row["seconds"] / row["lineages"] if row["lineages"] else float("nan")
+        return f"{per:.2f} s/lineage ({row['lineages']} lineages), RSS {row['rss_mb']:.0f} MB"
+    rate = row["events"] / row["seconds"] if row["seconds"] else float("nan")
+    extra = f", {row['mb']:.1f} MB" if "mb" in row else ""
+    took = f"{row['events']:,} events in {row['seconds']:.1f} s{extra}"
+    return f"{rate:,.0f} events/s ({took}), RSS {row['rss_mb']:.0f} MB"
+
+
+async def scale_main(args: argparse.Namespace) -> int:
+    """Seed each N x M size into its own database, then measure verify, export and retention."""
+    from pymongo import AsyncMongoClient
+
+    uri, server = _server(args)
+    clock = _Clock()
+    chatledger.ledger.core.utc_now_ms = clock  # type: ignore[attr-defined]
+    client: Any = AsyncMongoClient(uri, tz_aware=True)
+    rows: list[tuple[str, str, str]] = []
+    try:
+        for size in args.scale.split(","):
+            threads, events = (int(x) for x in size.lower().split("x"))
+            name = f"clscale_{uuid.uuid4().hex[:8]}"
+            try:
+                started = time.perf_counter()
+                made = await seed_scale(client[name], threads, events, args.lineages, clock)
+                print(f"{size}: seeded {made} threads in {time.perf_counter() - started:.1f} s", flush=True)
+                plan = [("verify", None), ("export", None)]
+                if args.before:
+                    plan = [(op, args.before) for op, _ in plan] + plan
+                for op, src in plan:
+                    row = run_child(op, uri, name, args.budget, src)
+                    label = f"{op} ({'before' if src else 'after'})"
+                    rows.append((size, label, _rate(row)))
+                    print(f"  {label:<20} {rows[-1][2]}", flush=True)
+                for tenant, src in ((OLD_TENANTS[1], args.before), (OLD_TENANTS[0], None)):
+                    if tenant == OLD_TENANTS[1] and not args.before:
+                        continue
+                    row = run_child("retention", uri, name, args.budget, src, tenant)
+                    label = f"retention --apply ({'before' if src else 'after'})"
+                    rows.append((size, label, _rate(row)))
+                    print(f"  {label:<20} {rows[-1][2]}", flush=True)
+            finally:
+                await client.drop_database(name)
+    finally:
+        await client.close()
+        if server is not None:
+            server.close()
+    print()
+    print("| size (threads x events) | operation | result |")
+    print("|---|---|---|")
+    for size, label, text in rows:
+        print(f"| {size} | {label} | {text} |")
+    return 0
+
+
 def _stop(signum: int, frame: Any) -> None:
     # SIGTERM ends the run like Ctrl-C, so the database is dropped and FerretDB stopped.
     raise KeyboardInterrupt
@@ -340,7 +533,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="stop before a size whose seeding is projected over this",
     )
     parser.add_argument("--json", help="also write the results to this file")
-    return asyncio.run(amain(parser.parse_args(argv)))
+    parser.add_argument(
+        "--scale", help="admin at scale: sizes as THREADSxEVENTS, comma-separated (e.g. 400x20)"
+    )
+    parser.add_argument("--lineages", type=int, default=10, help="old lineages retention removes (--scale)")
+    parser.add_argument("--before", help="also measure the library in this src directory (the baseline)")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
+    parser.add_argument("--tenant", default=OLD_TENANTS[0], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(asyncio.run(measure_child(args))))
+        return 0
+    if args.scale:
+        return asyncio.run(scale_main(args))
+    return asyncio.run(amain(args))
 
 
 if __name__ == "__main__":

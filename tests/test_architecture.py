@@ -202,8 +202,6 @@ _QUERY_METHODS = frozenset({"select", "by_root", "scan", "count", "of_kind", "th
 #: Known query documents built outside storage/: (module, what). Debt (issue 20), to be
 #: removed by the helpers moving those modules' reads into storage/; the list only shrinks.
 KNOWN_QUERIES: set[tuple[str, str]] = {
-    ("admin.verify", "a $ operator"),
-    ("admin.verify", "projection="),
     ("admin.export", "a document passed to of_kind()"),
     ("admin.export", "projection="),
     ("admin.retention", "projection="),

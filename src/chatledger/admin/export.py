@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
+from chatledger.admin._checks import require_callback
 from chatledger.admin.catalog import (
     Forest,
     ThreadFilter,
     as_ledger,
     count_threads,
     family_chunks,
-    iter_events,
 )
 from chatledger.admin.receipts import COMPLETED, HOLD_SET, REMOVAL, operator_identity, record
 from chatledger.admin.verify import chain_problem, is_tombstone, shape_problem
@@ -35,10 +35,13 @@ from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
 from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import MAX_EVENT_BYTES, Ledger, storage_of
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord, utc_now_ms, validate_name, validate_thread_id
+from chatledger.storage import Storage
 from chatledger.storage.documents import record_problem
 from chatledger.storage.encoding import dump_extended_json, load_extended_json, storable_size
 from chatledger.storage.keys import KeyStore
 from chatledger.storage.keys import is_tombstone as is_key_tombstone
+from chatledger.storage.spool import EventSpool
+from chatledger.storage.threads import ThreadStore
 
 __all__ = ["FORMAT", "IMPORT_FORCED", "ExportSummary", "ImportSummary", "export_jsonl", "import_jsonl"]
 
@@ -52,8 +55,6 @@ IMPORT_FORCED: Final = "import.forced"
 #: The start of every event line :func:`export_jsonl` writes: the first pass skips these unparsed.
 _EVENT_PREFIX: Final = '{"type": "event"'
 _HOLD_FIELDS: Final = ("legal_hold", "legal_holds", "holds_rev")
-#: What counting the selection needs of a thread document (its filter fields and parent link).
-_SELECTION_FIELDS: Final = {"_id": 1, "root_id": 1, "tenant_id": 1, "user_id": 1, "parent": 1, "depth": 1}
 
 
 @dataclass(slots=True)
@@ -126,6 +127,7 @@ async def export_jsonl(
     chunk: int | None = None,
     audit: bool = False,
     keys_collection: str | None = "keys",
+    on_progress: Callable[[int, int | None], None] | None = None,
 ) -> ExportSummary:
     """Write the matching threads, with the ancestors they need, to ``out`` as JSON Lines.
 
@@ -149,7 +151,15 @@ async def export_jsonl(
         audit: Also write the audit receipts and the key tombstones.
         keys_collection: The key store's collection in the ledger's database (tombstones
             come from there); ``None``: no key tombstones.
+        on_progress: Called while a whole-database export reads the events with
+            ``(events read, estimated total)``.
+
+    A whole-database export reads every event in one pass ordered on ``(thread_id, seq)``
+    into a local temporary file, then writes the trees from it (see
+    :mod:`chatledger.storage.spool`): its cost grows with the events, not threads x events,
+    on any server. A filtered export reads its threads' events one query per thread.
     """
+    require_callback(on_progress, "on_progress")
     ledger = as_ledger(target)
     thread_filter = thread_filter or ThreadFilter()
     summary = ExportSummary()
@@ -163,7 +173,8 @@ async def export_jsonl(
     else:
         # Matches plus the ancestors they need: counted on a first, light pass.
         total = 0
-        async for _, selected in _selections(ledger, thread_filter, chunk, projection=_SELECTION_FIELDS):
+        light = _selections(ledger, thread_filter, chunk, projection=ThreadStore.SELECTION_FIELDS)
+        async for _, selected in light:
             total += len(selected)
     out.write(
         _line(
@@ -175,19 +186,18 @@ async def export_jsonl(
             threads=total,
         )
     )
-    trees = _selections(ledger, thread_filter, chunk) if first is None else _listed(first)
-    async with aclosing(trees):
-        async for forest, selected in trees:
-            for tid in selected:
-                out.write(_line("thread", doc=forest.docs[tid]))
-                summary.threads += 1
-                async for event in iter_events(ledger, tid):
-                    out.write(_line("event", doc=event))
-                    summary.events += 1
-                if on_thread is not None:
-                    on_thread(tid)
+    storage = storage_of(ledger)
+    # A whole-database export reads every event in one ordered pass (see
+    # chatledger.storage.spool); a filtered one reads its threads' events thread by thread.
+    spool = None if thread_filter.describe() else await storage.tallies.spool(on_progress)
+    try:
+        trees = _selections(ledger, thread_filter, chunk) if first is None else _listed(first)
+        await _write_threads(storage, spool, trees, out, summary, on_thread)
+    finally:
+        if spool is not None:
+            spool.close()
     if audit:
-        await _write_audit(ledger, out, summary, keys_collection)
+        await _write_audit(storage, out, summary, keys_collection)
     out.write(
         _line("end", threads=summary.threads, events=summary.events)
         if not audit
@@ -202,14 +212,40 @@ async def export_jsonl(
     return summary
 
 
-async def _write_audit(ledger: Ledger, out: IO[str], summary: ExportSummary, keys: str | None) -> None:
+async def _write_threads(
+    storage: Storage,
+    spool: EventSpool | None,
+    trees: AsyncGenerator[tuple[Forest, list[str]], None],
+    out: IO[str],
+    summary: ExportSummary,
+    on_thread: Callable[[str], None] | None,
+) -> None:
+    """Write each selected thread document followed by its own events, tree by tree, parents first."""
+    async with aclosing(trees):
+        async for forest, selected in trees:
+            for tid in selected:
+                out.write(_line("thread", doc=forest.docs[tid]))
+                summary.threads += 1
+                if spool is not None:
+                    for event in spool.events(tid):
+                        out.write(_line("event", doc=event))
+                        summary.events += 1
+                else:
+                    async for event in storage.events.stream(tid):
+                        out.write(_line("event", doc=event))
+                        summary.events += 1
+                if on_thread is not None:
+                    on_thread(tid)
+
+
+async def _write_audit(storage: Storage, out: IO[str], summary: ExportSummary, keys: str | None) -> None:
     """Write every receipt, then every key tombstone (never a live key: those hold key material)."""
-    async for receipt in storage_of(ledger).receipts.every():
+    async for receipt in storage.receipts.every():
         out.write(_line("receipt", doc=receipt))
         summary.receipts += 1
     if keys is None:
         return
-    async for doc in KeyStore(ledger.database, collection=keys).tombstones():
+    async for doc in KeyStore(storage.database, collection=keys).tombstones():
         out.write(_line("key_tombstone", doc=doc))
         summary.key_tombstones += 1
 
@@ -301,7 +337,7 @@ class _Plan:
     fork_of: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
-async def _check_threads(ledger: Ledger, path: Path) -> _Plan:
+async def _check_threads(storage: Storage, path: Path) -> _Plan:
     """First pass: every thread line, and the ancestors and fork points of branches.
 
     Branches must follow their parent, in the file or already in the database (then
@@ -315,7 +351,7 @@ async def _check_threads(ledger: Ledger, path: Path) -> _Plan:
         if thread_id in plan.threads:
             return plan.threads[thread_id]
         if thread_id not in stored:
-            raw = await storage_of(ledger).threads.get_raw(thread_id)
+            raw = await storage.threads.get_raw(thread_id)
             stored[thread_id] = None if raw is None or "removed" in raw else _thread_problem(raw)[0]
         return stored[thread_id]
 
@@ -334,7 +370,7 @@ async def _check_threads(ledger: Ledger, path: Path) -> _Plan:
             raise InvalidInputError(f"{where} appears twice")
         if record.lineage:
             parent_id = record.lineage[-1].thread_id
-            parent = plan.threads.get(parent_id) or await _stored_parent(ledger, parent_id, where)
+            parent = plan.threads.get(parent_id) or await _stored_parent(storage, parent_id, where)
             why = record.continues(parent)
             if why is not None:
                 raise InvalidInputError(f"{where}: it does not continue its parent {parent_id!r}: {why}")
@@ -348,7 +384,7 @@ async def _check_threads(ledger: Ledger, path: Path) -> _Plan:
     # Fork points in threads that are not in the file are read from the database now.
     for owner, seq in [k for k in plan.forks if k[0] not in plan.threads]:
         try:
-            event = await storage_of(ledger).events.at(owner, seq)
+            event = await storage.events.at(owner, seq)
         except ChatLedgerError as e:
             raise InvalidInputError(
                 f"{path}: the fork event at seq {seq} of {owner!r} cannot be read: {e}"
@@ -359,8 +395,8 @@ async def _check_threads(ledger: Ledger, path: Path) -> _Plan:
     return plan
 
 
-async def _stored_parent(ledger: Ledger, parent_id: str, where: str) -> ThreadRecord:
-    raw = await storage_of(ledger).threads.get_raw(parent_id)
+async def _stored_parent(storage: Storage, parent_id: str, where: str) -> ThreadRecord:
+    raw = await storage.threads.get_raw(parent_id)
     if raw is None or "removed" in raw:
         state = "missing" if raw is None else "removed"
         raise InvalidInputError(
@@ -476,15 +512,15 @@ def _audit_problem(kind: str, doc: Mapping[str, Any]) -> str | None:
 
 
 async def _restore_audit(
-    ledger: Ledger, kind: str, doc: dict[str, Any], summary: ImportSummary, keys: str | None
+    storage: Storage, kind: str, doc: dict[str, Any], summary: ImportSummary, keys: str | None
 ) -> None:
     """Insert one receipt or key tombstone unless the very same one is there (a re-run)."""
     if kind == "key_tombstone" and keys is None:
         return
     if kind == "receipt":
-        stored = await storage_of(ledger).receipts.insert_once(doc)
+        stored = await storage.receipts.insert_once(doc)
     else:
-        store = KeyStore(ledger.database, collection=str(keys))
+        store = KeyStore(storage.database, collection=str(keys))
         stored = await store.get(str(doc["_id"]))
         if stored is None:
             await store.insert_once(doc)  # a racing writer's key wins; it is checked on the next run
@@ -515,14 +551,12 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = 
     return norm(a) == norm(b)
 
 
-async def _removed_ids(ledger: Ledger, thread_ids: list[str]) -> dict[str, list[str]]:
+async def _removed_ids(storage: Storage, thread_ids: list[str]) -> dict[str, list[str]]:
     """Return ``{thread_id: [removal receipt ids]}`` for the threads a removal receipt names."""
-    completed = {
-        r.get("receipt_id") for r in await storage_of(ledger).receipts.of_kind(COMPLETED, {"receipt_id": 1})
-    }
+    completed = {r.get("receipt_id") for r in await storage.receipts.of_kind(COMPLETED, {"receipt_id": 1})}
     out: dict[str, list[str]] = {}
     wanted = set(thread_ids)
-    async for receipt in storage_of(ledger).receipts.about(thread_ids, [REMOVAL]):
+    async for receipt in storage.receipts.about(thread_ids, [REMOVAL]):
         named = receipt.get("thread_ids")
         state = "completed" if receipt.get("_id") in completed else "interrupted"
         for tid in named if isinstance(named, list) else ():
@@ -531,9 +565,9 @@ async def _removed_ids(ledger: Ledger, thread_ids: list[str]) -> dict[str, list[
     return out
 
 
-async def _preflight(ledger: Ledger, plan: _Plan, *, force: bool) -> dict[str, list[str]]:
+async def _preflight(storage: Storage, plan: _Plan, *, force: bool) -> dict[str, list[str]]:
     """Refuse what the database says must not come back; return the forced threads' receipts."""
-    removed = await _removed_ids(ledger, list(plan.threads))
+    removed = await _removed_ids(storage, list(plan.threads))
     if removed and not force:
         named = ", ".join(f"{t!r} by {', '.join(r)}" for t, r in sorted(removed.items())[:5])
         raise InvalidInputError(
@@ -542,7 +576,7 @@ async def _preflight(ledger: Ledger, plan: _Plan, *, force: bool) -> dict[str, l
             "(import_jsonl(..., force=True) or `chatledger import --force`) only if restoring them is lawful"
         )
     for doc in plan.docs:
-        existing = await storage_of(ledger).threads.get_raw(str(doc["_id"]))
+        existing = await storage.threads.get_raw(str(doc["_id"]))
         if existing is not None and is_tombstone(existing):
             raise InvalidInputError(
                 f"thread {doc['_id']!r} was removed and its tombstone keeps the id: a removed thread "
@@ -556,8 +590,8 @@ async def _preflight(ledger: Ledger, plan: _Plan, *, force: bool) -> dict[str, l
 class _Writer:
     """Inserts the checked file, remembering every document it wrote so it can take them back."""
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
         self.summary = ImportSummary()
         self.event_ids: list[str] = []
         self.thread_ids: list[str] = []
@@ -567,14 +601,14 @@ class _Writer:
     async def events(self, docs: list[dict[str, Any]]) -> None:
         if not docs:
             return
-        clashed = await storage_of(self.ledger).events.insert_many(docs)
+        clashed = await self.storage.events.insert_many(docs)
         skip = set(clashed)
         self.event_ids.extend(str(d["_id"]) for i, d in enumerate(docs) if i not in skip)
         self.summary.events += len(docs) - len(clashed)
         # Some events were there already (a re-run): each must be the very same event.
         for index in clashed:
             doc = docs[index]
-            found = await storage_of(self.ledger).events.at(str(doc["thread_id"]), int(doc["seq"]))
+            found = await self.storage.events.at(str(doc["thread_id"]), int(doc["seq"]))
             if found is None or found.get("hash") != doc["hash"]:
                 raise IntegrityError(
                     f"thread {doc['thread_id']!r} already holds a different event at seq {doc['seq']}"
@@ -585,12 +619,12 @@ class _Writer:
         """Insert a thread document; return whether this import wrote it."""
         tid = str(doc["_id"])
         self.summary.thread_ids.append(tid)
-        if await storage_of(self.ledger).threads.insert_raw(doc):
+        if await self.storage.threads.insert_raw(doc):
             self.thread_ids.append(tid)
             self.roots.add(str(doc.get("root_id", tid)))
             self.summary.threads += 1
             return True
-        existing = await storage_of(self.ledger).threads.get_raw(tid)
+        existing = await self.storage.threads.get_raw(tid)
         if existing is None or not _same(existing, doc, ignore=_HOLD_FIELDS):
             raise IntegrityError(f"a different thread {tid!r} already exists")
         self.summary.threads_present += 1
@@ -610,13 +644,13 @@ class _Writer:
         # Read before deleting: a branch names its tree's root, which is about to go.
         branches = [
             str(d["_id"])
-            for d in await storage_of(self.ledger).threads.family(sorted(self.roots))
+            for d in await self.storage.threads.family(sorted(self.roots))
             if d["_id"] not in ours
         ]
         for tid in self.thread_ids:
-            await storage_of(self.ledger).threads.delete(tid)
-        await storage_of(self.ledger).events.delete_ids(self.event_ids)
-        left = await storage_of(self.ledger).events.counts([*self.thread_ids, *branches])
+            await self.storage.threads.delete(tid)
+        await self.storage.events.delete_ids(self.event_ids)
+        left = await self.storage.events.counts([*self.thread_ids, *branches])
         return {tid: n for tid, (n, _) in left.items() if n} | {
             tid: left.get(tid, (0, 0))[0] for tid in branches
         }
@@ -672,9 +706,10 @@ async def import_jsonl(
     path = Path(path)
     if type(force) is not bool:
         raise InvalidInputError(f"force must be True or False, got {force!r}")
-    plan = await _check_threads(ledger, path)
+    storage = storage_of(ledger)
+    plan = await _check_threads(storage, path)
     _check_file(path, plan)
-    forced = await _preflight(ledger, plan, force=force)
+    forced = await _preflight(storage, plan, force=force)
     who = by or operator_identity()
     await ledger.ensure_indexes()
     if forced:
@@ -687,7 +722,7 @@ async def import_jsonl(
             removals=sorted({r for ids in forced.values() for r in ids}),
             file=str(path),
         )
-    writer = _Writer(ledger)
+    writer = _Writer(storage)
     new_holds: list[tuple[str, dict[str, Any]]] = []
     audit: list[tuple[str, dict[str, Any]]] = []
     try:
@@ -739,7 +774,7 @@ async def import_jsonl(
     # After the threads (whose import undoes itself on failure): receipts and tombstones
     # are append-only records, each written once; a re-run skips those already there.
     for kind, doc in audit:
-        await _restore_audit(ledger, kind, doc, writer.summary, keys_collection)
+        await _restore_audit(storage, kind, doc, writer.summary, keys_collection)
     writer.summary.holds = len(new_holds)
     writer.summary.forced = sorted(forced)
     return writer.summary

@@ -45,6 +45,7 @@ from chatledger.admin.removal import (
 )
 from chatledger.errors import InvalidInputError
 from chatledger.storage.keys import KeyStore
+from chatledger.storage.threads import ThreadStore
 
 __all__ = [
     "RetentionPolicy",
@@ -58,9 +59,6 @@ _DURATION: Final = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "days"}
 #: Words a policy may use for "never remove".
 _FOREVER: Final = ("forever", "never", "keep")
-#: Planning reads every field a removal needs (holds, lineage, scope) but not metadata,
-#: which can be large and plays no part in the decision.
-_NO_METADATA: Final = {"metadata": 0}
 
 
 def parse_duration(text: object) -> timedelta:
@@ -217,7 +215,7 @@ async def plan_retention(
     now = now or datetime.now(UTC)
     report = RemovalReport("retention", dry_run=True)
     for scope in _scopes(policy):
-        async for chunk in family_chunks(ledger, scope, whole=True, projection=_NO_METADATA):
+        async for chunk in family_chunks(ledger, scope, whole=True, projection=ThreadStore.WITHOUT_METADATA):
             merged = Forest()
             for family in chunk:
                 merged.docs.update(family.forest.docs)

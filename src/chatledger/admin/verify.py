@@ -46,7 +46,7 @@ everything that existed when they were taken (see ``docs/admin.md``).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, TypeVar
@@ -69,7 +69,11 @@ from chatledger.hashing import BINARY_FIELD, GENESIS_HASH, HASHED_FIELDS_BY_VERS
 from chatledger.ledger import Ledger, storage_of
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord
 from chatledger.sealing.sealer import is_sealed, sealed_problem
+from chatledger.storage import Storage
 from chatledger.storage.documents import record_problem
+from chatledger.storage.events import EventStore
+from chatledger.storage.spool import EventSpool
+from chatledger.storage.threads import ThreadStore
 
 __all__ = ["Anchor", "Problem", "VerifyReport", "head_anchors", "verify"]
 
@@ -345,23 +349,24 @@ class _Verdict:
     origin: str | None = None
 
 
-class _Verifier:
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.report = VerifyReport()
+class _Structure:
+    """Judges thread documents and their ancestry, one chunk of trees at a time."""
+
+    def __init__(self, threads: ThreadStore, events: EventStore) -> None:
+        self.threads = threads
+        self.events = events
         self.forest = Forest()
         self.verdicts: dict[str, _Verdict] = {}
         self.records: dict[str, ThreadRecord] = {}
         self.fork_points: dict[tuple[str, int], tuple[str, int] | None] = {}
         self.parsed: dict[str, ThreadRecord | str] = {}
-        #: Per thread whose events were walked in this chunk, the seqs of its summaries.
-        self.summaries: dict[str, list[int]] = {}
 
     async def _parsed(self, thread_id: str) -> ThreadRecord | None:
         record = self.parsed.get(thread_id)
         return record if isinstance(record, ThreadRecord) else None
 
-    async def _judged(self, thread_id: str) -> ThreadRecord | None:
+    async def judged(self, thread_id: str) -> ThreadRecord | None:
+        """Return the record of a thread judged in this chunk (its ancestors are), or ``None``."""
         return self.records.get(thread_id)
 
     async def begin(self, forest: Forest) -> None:
@@ -376,7 +381,6 @@ class _Verifier:
         # checked before branches), so a branch costs no extra lookup of its fork event.
         self.fork_points = {}
         self.parsed = {}
-        self.summaries = {}
         for tid, doc in forest.docs.items():
             if not is_tombstone(doc):
                 self.parsed[tid] = _record(doc)
@@ -388,10 +392,15 @@ class _Verifier:
                 if owner is not None:
                     self.fork_points[owner, record.base_offset] = None
 
+    def saw(self, thread_id: str, event: Mapping[str, Any]) -> None:
+        """Remember a well-formed event if a branch of this chunk forks at it."""
+        if (thread_id, event["seq"]) in self.fork_points:
+            self.fork_points[thread_id, event["seq"]] = event["hash"], event["first_message"] + event["count"]
+
     async def _thread_doc(self, thread_id: str) -> dict[str, Any] | None:
         doc = self.forest.docs.get(thread_id)
         if doc is None:
-            found = await storage_of(self.ledger).threads.get_raw(thread_id)
+            found = await self.threads.get_raw(thread_id)
             if found is not None:
                 self.forest.add(found)
                 doc = self.forest.docs[thread_id]
@@ -451,13 +460,13 @@ class _Verifier:
         if base == 0:
             return None, GENESIS_HASH
         # The structure was judged first: every ancestor up to the root is in ``records``.
-        owner = await record.holder_along(base, self._judged)
+        owner = await record.holder_along(base, self.judged)
         if owner is None:
             return f"no ancestor holds the fork event at seq {base}", GENESIS_HASH
         seen = self.fork_points.get((owner, base))
         if seen is None:
             try:
-                parent = await storage_of(self.ledger).events.at(owner, base)
+                parent = await self.events.at(owner, base)
             except ChatLedgerError as e:
                 return f"the fork event at seq {base} of thread {owner!r} cannot be read: {e}", GENESIS_HASH
             if parent is None:
@@ -474,56 +483,16 @@ class _Verifier:
             ), GENESIS_HASH
         return None, fork_hash
 
-    def _problem(self, tid: str, event: Mapping[str, Any], why: str) -> Problem:
-        return Problem(
-            tid,
-            f"event {event.get('_id')!r}: {why}",
-            seq=_int_or_none(event.get("seq")),
-            event_id=_str_or_none(event.get("event_id")),
-        )
 
-    async def events(self, record: ThreadRecord, prev: str, *, removing: bool) -> None:
-        """Walk a thread's own events: report the first break in the chain and every malformed one."""
-        tid = record.id
-        seq, message = record.base_offset + 1, record.base_messages
-        broken = False
-        # This thread's summaries so far: a later summary must name the newest as ``previous``.
-        # Appended to at summaries only (rare); parents are walked before their branches.
-        own = self.summaries[tid] = []
-        async for event in storage_of(self.ledger).events.stream(tid, after_seq=None):
-            if event.get("seq") == -1 and "claim" in event:
-                # A removal's claim (position -1), not an event: a removal is running or was
-                # interrupted (reported with the pending removals), and may hollow what follows.
-                removing = True
-                continue
-            if event.get("removed") is True:
-                if not removing:
-                    self.report.problems.append(
-                        self._problem(tid, event, "hollowed by a removal, but its thread is live")
-                    )
-                # A running removal hollows events one by one: the chain ends here.
-                broken = True
-                continue
-            self.report.events += 1
-            why = shape_problem(event, tid)
-            if why is None and (tid, event["seq"]) in self.fork_points:
-                self.fork_points[tid, event["seq"]] = event["hash"], event["first_message"] + event["count"]
-            if why is None and not broken:
-                why = chain_problem(event, seq, message, prev, record)
-                if why is None and "compaction" in event:
-                    why = await self.summary_range(record, event, own[-1] if own else self._inherited(record))
-                    own.append(event["seq"])
-                if why is None:
-                    seq, message, prev = seq + 1, message + event["count"], event["hash"]
-                    continue
-            if why is not None:
-                self.report.problems.append(self._problem(tid, event, why))
-                broken = True
-        if broken:
-            # Summaries after the break were not collected: a branch cannot rely on the list.
-            del self.summaries[tid]
+class _Summaries:
+    """Checks compaction summaries against their line (one chunk of trees at a time)."""
 
-    def _inherited(self, record: ThreadRecord) -> int | None:
+    def __init__(self, structure: _Structure) -> None:
+        self.structure = structure
+        #: Per thread whose events were walked in this chunk, the seqs of its summaries.
+        self.seen: dict[str, list[int]] = {}
+
+    def inherited(self, record: ThreadRecord) -> int | None:
         """Return the seq of the newest summary a branch's line holds before its fork (0: none).
 
         ``None`` when an ancestor's events were not walked in this run (a scoped verify):
@@ -531,8 +500,8 @@ class _Verifier:
         """
         while record.lineage:
             fork = record.lineage[-1]
-            seen = self.summaries.get(fork.thread_id)
-            parent = self.records.get(fork.thread_id)
+            seen = self.seen.get(fork.thread_id)
+            parent = self.structure.records.get(fork.thread_id)
             if seen is None or parent is None:
                 return None
             before = [seq for seq in seen if seq <= fork.offset]
@@ -541,7 +510,7 @@ class _Verifier:
             record = parent
         return 0
 
-    async def summary_range(
+    async def range_problem(
         self, record: ThreadRecord, event: Mapping[str, Any], newest: int | None
     ) -> str | None:
         """Return why a well-formed summary's range claims do not match its line, or ``None``.
@@ -567,12 +536,12 @@ class _Verifier:
             )
         owners: dict[int, str] = {}
         for pos in sorted({body["first_seq"], body["last_seq"], previous} - {0}):
-            owner = await record.holder_along(pos, self._judged)
+            owner = await record.holder_along(pos, self.structure.judged)
             if owner is None:
                 return f"no thread of the line holds seq {pos}, which the compaction summary names"
             owners[pos] = owner
         try:
-            found = await storage_of(self.ledger).events.positions([(t, pos) for pos, t in owners.items()])
+            found = await self.structure.events.positions([(t, pos) for pos, t in owners.items()])
         except ChatLedgerError as e:
             return f"the events the compaction summary names cannot be read: {e}"
         for pos, owner in owners.items():
@@ -612,21 +581,103 @@ class _Verifier:
                 )
         return None
 
+
+class _Verifier:
+    """Walks threads' events against their judged documents; checks orphans and anchors."""
+
+    def __init__(self, storage: Storage, spool: EventSpool | None = None) -> None:
+        self.threads = storage.threads
+        self.events = storage.events
+        self.tallies = storage.tallies
+        self.receipts = storage.receipts
+        #: Every event, read in one ordered pass (a whole-database run); ``None``: read per thread.
+        self.spool = spool
+        self.report = VerifyReport()
+        self.structure = _Structure(self.threads, self.events)
+        self.summaries = _Summaries(self.structure)
+
+    async def begin(self, forest: Forest) -> None:
+        """Start a chunk of trees: only its documents and caches are held (bounded memory)."""
+        self.summaries.seen = {}
+        await self.structure.begin(forest)
+        if self.spool is not None:
+            for tid in forest.docs:
+                self.spool.mark_seen(tid)
+
     async def thread(self, doc: dict[str, Any]) -> None:
         tid = str(doc["_id"])
         self.report.threads += 1
-        verdict = await self.structure(tid)
-        record = self.records.get(tid)
+        verdict = await self.structure.structure(tid)
+        record = self.structure.records.get(tid)
         why = verdict.why
         if why is not None and verdict.origin not in (None, tid):
             why = f"ancestor {verdict.origin!r}: {why}" if not why.startswith(("ancestor", "branch")) else why
         prev = GENESIS_HASH
         if why is None and record is not None:
-            why, prev = await self.fork_hash(record)
+            why, prev = await self.structure.fork_hash(record)
         if why is not None or record is None:
             self.report.problems.append(Problem(tid, why or "thread document is malformed"))
             return
-        await self.events(record, prev, removing=doc.get("removing") is not None)
+        await self.walk(record, prev, removing=doc.get("removing") is not None)
+
+    def _problem(self, tid: str, event: Mapping[str, Any], why: str) -> Problem:
+        return Problem(
+            tid,
+            f"event {event.get('_id')!r}: {why}",
+            seq=_int_or_none(event.get("seq")),
+            event_id=_str_or_none(event.get("event_id")),
+        )
+
+    async def _stored(self, thread_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Yield every stored document of a thread in ``seq`` order (from the spool if there is one)."""
+        if self.spool is not None:
+            for doc in self.spool.events(thread_id, after_seq=None):
+                yield doc
+            return
+        async for doc in self.events.stream(thread_id, after_seq=None):
+            yield doc
+
+    async def walk(self, record: ThreadRecord, prev: str, *, removing: bool) -> None:
+        """Walk a thread's own events: report the first break in the chain and every malformed one."""
+        tid = record.id
+        seq, message = record.base_offset + 1, record.base_messages
+        broken = False
+        # This thread's summaries so far: a later summary must name the newest as ``previous``.
+        # Appended to at summaries only (rare); parents are walked before their branches.
+        own = self.summaries.seen[tid] = []
+        async for event in self._stored(tid):
+            if event.get("seq") == -1 and "claim" in event:
+                # A removal's claim (position -1), not an event: a removal is running or was
+                # interrupted (reported with the pending removals), and may hollow what follows.
+                removing = True
+                continue
+            if event.get("removed") is True:
+                if not removing:
+                    self.report.problems.append(
+                        self._problem(tid, event, "hollowed by a removal, but its thread is live")
+                    )
+                # A running removal hollows events one by one: the chain ends here.
+                broken = True
+                continue
+            self.report.events += 1
+            why = shape_problem(event, tid)
+            if why is None:
+                self.structure.saw(tid, event)
+            if why is None and not broken:
+                why = chain_problem(event, seq, message, prev, record)
+                if why is None and "compaction" in event:
+                    newest = own[-1] if own else self.summaries.inherited(record)
+                    why = await self.summaries.range_problem(record, event, newest)
+                    own.append(event["seq"])
+                if why is None:
+                    seq, message, prev = seq + 1, message + event["count"], event["hash"]
+                    continue
+            if why is not None:
+                self.report.problems.append(self._problem(tid, event, why))
+                broken = True
+        if broken:
+            # Summaries after the break were not collected: a branch cannot rely on the list.
+            del self.summaries.seen[tid]
 
     async def _docs(self, thread_ids: list[str]) -> dict[str, dict[str, Any] | None]:
         """Return the stored document of each thread (``None``: deleted), a chunk per query.
@@ -634,22 +685,32 @@ class _Verifier:
         Live documents come from one query per chunk; only the ids it did not return (a
         deleted thread or a tombstone, both problems or removals) are read one by one.
         """
-        out: dict[str, dict[str, Any] | None] = {}
-        query = {"_id": {"$in": thread_ids}}
-        async for doc in storage_of(self.ledger).threads.select(query, projection={"_id": 1}):
-            out[str(doc["_id"])] = doc
+        live = await self.threads.live_among(thread_ids)
+        out: dict[str, dict[str, Any] | None] = {tid: {"_id": tid} for tid in live}
         for tid in thread_ids:
             if tid not in out:
-                out[tid] = await storage_of(self.ledger).threads.get_raw(tid)
+                out[tid] = await self.threads.get_raw(tid)
         return out
 
     async def orphans(self, thread_ids: Iterable[str] | None) -> None:
         """Report live events whose thread document is gone or a tombstone (all threads if ``None``)."""
-        match: dict[str, Any] = {"removed": {"$ne": True}}
-        if thread_ids is not None:
-            match["thread_id"] = {"$in": list(thread_ids)}
+        if self.spool is not None:
+            # The threads walked were marked on the spool: any other thread with live events
+            # has no live document (rare: a deletion, a tombstone over live events).
+            # Their events are counted again now: a removal that ran since the spool was
+            # read has hollowed them (its tombstone is not a problem then).
+            # (Events whose thread id is not even a string are tampering: counted as spooled.)
+            unseen = [(tid, entry.live) for tid, entry in self.spool.unseen() if entry.live]
+            odd = {str(tid): live for tid, live in unseen if type(tid) is not str}
+            for batch in _batches(odd, CHUNK_THREADS):
+                await self._orphans(batch, odd)
+            for candidates in _batches((tid for tid, _ in unseen if type(tid) is str), CHUNK_THREADS):
+                async for counts in self.tallies.live_counts(candidates):
+                    for batch in _batches(counts, CHUNK_THREADS):
+                        await self._orphans(batch, counts)
+            return
         # Thread ids stream in chunks (never all of them at once): memory stays bounded.
-        async for counts in storage_of(self.ledger).events.thread_ids(match):
+        async for counts in self.tallies.live_counts(None if thread_ids is None else list(thread_ids)):
             for batch in _batches(counts, CHUNK_THREADS):
                 await self._orphans(batch, counts)
 
@@ -668,9 +729,9 @@ class _Verifier:
 
     async def removed_heads(self) -> dict[str, set[tuple[int, str]]]:
         """Return, per thread id, the heads (seq, hash) that completed removal receipts record."""
-        completions = await storage_of(self.ledger).receipts.of_kind(COMPLETED)
+        completions = await self.receipts.of_kind(COMPLETED)
         done = {r.get("receipt_id") for r in completions}
-        started = [r for r in await storage_of(self.ledger).receipts.of_kind(REMOVAL) if r.get("_id") in done]
+        started = [r for r in await self.receipts.of_kind(REMOVAL) if r.get("_id") in done]
         out: dict[str, set[tuple[int, str]]] = {}
         for receipt in (*completions, *started):
             heads = receipt.get("heads")
@@ -713,7 +774,7 @@ class _Verifier:
             self.report.problems.append(Problem(anchor.thread_id, why, seq=anchor.head_seq))
             return removed
         try:
-            event = await storage_of(self.ledger).events.at(anchor.thread_id, anchor.head_seq)
+            event = await self.events.at(anchor.thread_id, anchor.head_seq)
         except ChatLedgerError:
             event = None
         if event is None or event.get("hash") != anchor.head_hash:
@@ -734,6 +795,7 @@ async def verify(
     anchors: Iterable[Anchor] = (),
     on_thread: Callable[[str], None] | None = None,
     chunk: int | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
 ) -> VerifyReport:
     """Return the result of checking the hash chains and structure of one thread, a tenant, or all.
 
@@ -750,6 +812,13 @@ async def verify(
         chunk: How many threads to hold at once (whole conversations, about
             :data:`~chatledger.admin.catalog.CHUNK_THREADS` by default); the threads
             stream conversation by conversation, so memory stays bounded.
+        on_progress: Called while a whole-database run reads the events (one ordered
+            pass, before the threads are walked) with ``(events read, estimated total)``.
+
+    A whole-database run reads every event in one ordered pass into a local temporary
+    file (see :mod:`chatledger.storage.spool`), then walks the threads from it: its cost
+    grows with the events, not threads x events, on any server. A scoped run reads
+    only its threads' events, one query per thread.
 
     Returns:
         The report: counts, and the first problem of each failing thread.
@@ -771,9 +840,30 @@ async def verify(
     if chunk is not None and (type(chunk) is not int or chunk < 1):
         raise InvalidInputError(f"chunk must be a positive int or None, not {chunk!r}")
     require_callback(on_thread, "on_thread")
+    require_callback(on_progress, "on_progress")
     ledger = as_ledger(target)
+    storage = storage_of(ledger)
+    scoped = thread_id is not None or tenant_id is not None
+    spool = None if scoped else await storage.tallies.spool(on_progress)
+    try:
+        return await _verify(
+            ledger, _Verifier(storage, spool), thread_id, tenant_id, checked, on_thread, chunk
+        )
+    finally:
+        if spool is not None:
+            spool.close()
+
+
+async def _verify(
+    ledger: Ledger,
+    verifier: _Verifier,
+    thread_id: str | None,
+    tenant_id: str | None,
+    checked: list[Anchor],
+    on_thread: Callable[[str], None] | None,
+    chunk: int | None,
+) -> VerifyReport:
     scope = ThreadFilter(thread_id=thread_id, tenant_id=tenant_id)
-    verifier = _Verifier(ledger)
     scoped = thread_id is not None or tenant_id is not None
     # Interrupted removals are few: their thread ids are known before the threads stream,
     # so a scoped run can tell whether one of them is in its scope without keeping the scope.
@@ -815,7 +905,7 @@ async def verify(
                 )
             )
     if thread_id is not None and not verifier.report.threads and not verifier.report.problems:
-        gone = await storage_of(ledger).threads.get_raw(thread_id)
+        gone = await verifier.threads.get_raw(thread_id)
         if gone is not None and is_tombstone(gone):
             raise UnknownThreadError(f"thread {thread_id!r} was removed")
         raise UnknownThreadError(f"no thread {thread_id!r}")

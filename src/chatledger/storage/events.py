@@ -390,13 +390,18 @@ class EventStore(CollectionStore):
         query: dict[str, Any] = {"thread_id": thread_id}
         if after_seq is not None:
             query["seq"] = {"$gt": after_seq}
+        async for doc in self.in_index_order(query, projection, [("seq", ASCENDING)]):
+            yield doc
+
+    async def in_index_order(
+        self, query: Mapping[str, Any], projection: Mapping[str, Any] | None, sort: list[tuple[str, int]]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield raw documents sorted on (a prefix of) the ``(thread_id, seq)`` index, hinting it, in batches.
+
+        A missing index (refused hint) is created and the read run again, once.
+        """
         for attempt in range(2):
-            cursor = (
-                self.collection.find(query, projection)
-                .sort("seq", ASCENDING)
-                .hint(SEQ_INDEX)
-                .batch_size(BATCH_SIZE)
-            )
+            cursor = self.collection.find(query, projection).sort(sort).hint(SEQ_INDEX).batch_size(BATCH_SIZE)
             yielded = False
             try:
                 async with self.gate.translated("read events"):

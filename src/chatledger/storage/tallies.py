@@ -8,7 +8,7 @@ keeps its memory and its round trips bounded. The ledger's own reads and writes 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from pymongo import ASCENDING
@@ -25,6 +25,7 @@ from chatledger.storage.events import (
     event_key,
 )
 from chatledger.storage.filters import ThreadFilter, events_match
+from chatledger.storage.spool import EventSpool
 
 __all__ = ["EventTallies"]
 
@@ -33,8 +34,58 @@ class EventTallies:
     """Totals and bulk reads over many threads' events (sharing the events store's gate and collection)."""
 
     def __init__(self, events: EventStore) -> None:
+        self.events = events
         self.gate = events.gate
         self.collection = events.collection
+
+    # ------------------------------------------------------------------ one ordered pass
+
+    def ordered(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield every stored document of the collection, raw, sorted on ``(thread_id, seq)``.
+
+        One query, streamed in bounded batches: the unique ``(thread_id, seq)`` index serves
+        the sort (named as a hint), so each thread's documents come together, oldest first,
+        whatever their ``seq`` holds (BSON orders numbers before strings). Claims and
+        hollowed positions are included; admin tools judge them as stored.
+        """
+        return self.events.in_index_order({}, None, [("thread_id", ASCENDING), ("seq", ASCENDING)])
+
+    async def spool(self, on_progress: Callable[[int, int | None], None] | None = None) -> EventSpool:
+        """Return every stored event, read in one ordered pass and kept on local disk by thread.
+
+        See :mod:`chatledger.storage.spool`. The caller closes the spool.
+
+        Args:
+            on_progress: Called every :data:`BATCH_SIZE` documents with ``(read so far,
+                the collection's estimated size)``, and once at the end.
+        """
+        total = await self.estimated_total() if on_progress is not None else None
+        spool = EventSpool(getattr(self.collection, "codec_options", None))
+        try:
+            async for doc in self.ordered():
+                spool.add(doc)
+                if on_progress is not None and spool.documents % BATCH_SIZE == 0:
+                    on_progress(spool.documents, total)
+        except BaseException:
+            spool.close()
+            raise
+        if on_progress is not None:
+            on_progress(spool.documents, total)
+        return spool
+
+    async def estimated_total(self) -> int:
+        """Return the number of stored documents from the collection's metadata (a progress total)."""
+        return int(await self.gate.call("count events", self.collection.estimated_document_count()))
+
+    def live_counts(self, thread_ids: Sequence[str] | None = None) -> AsyncIterator[dict[str, int]]:
+        """Yield ``{thread_id: live documents}`` in chunks, for these threads (``None``: every thread).
+
+        Live: not a hollowed position nor a removal's claim. See :meth:`thread_ids`.
+        """
+        match: dict[str, Any] = {"removed": {"$ne": True}}
+        if thread_ids is not None:
+            match["thread_id"] = {"$in": list(thread_ids)}
+        return self.thread_ids(match)
 
     def scan_matching(self, thread_filter: ThreadFilter | None) -> AsyncIterator[dict[str, Any]]:
         """Yield every live event whose scope a filter selects, raw, in bounded batches, in no set order."""

@@ -277,3 +277,28 @@ class ThreadStore(CollectionStore):
         """Return how many live thread documents match an admin query (a progress total)."""
         live = {**query, "removed": {"$exists": False}}
         return int(await self.gate.call("count threads", self.collection.count_documents(live)))
+
+    # ------------------------------------------------------------------ verify and export
+
+    async def live_among(self, thread_ids: Sequence[str]) -> set[str]:
+        """Return which of these ids name a live thread document (one ``_id`` query per chunk)."""
+        found: set[str] = set()
+        ids = sorted(set(thread_ids))
+        for start in range(0, len(ids), CHUNK):
+            async for doc in self.select({"_id": {"$in": ids[start : start + CHUNK]}}, projection={"_id": 1}):
+                found.add(str(doc["_id"]))
+        return found
+
+    #: Every field a removal plan needs (holds, lineage, scope), not ``metadata``, which can
+    #: be large and plays no part in the decision: a projection for admin reads of threads.
+    WITHOUT_METADATA: Final[dict[str, int]] = {"metadata": 0}
+    #: What counting an export's selection needs of a thread document (filter fields, parent link).
+    #: (Plain dicts: mongomock reads any other mapping as a list of field names.)
+    SELECTION_FIELDS: Final[dict[str, int]] = {
+        "_id": 1,
+        "root_id": 1,
+        "tenant_id": 1,
+        "user_id": 1,
+        "parent": 1,
+        "depth": 1,
+    }

@@ -130,7 +130,7 @@ async def activity_before(ledger: Ledger, forest: Forest) -> dict[str, ThreadAct
         tid: ThreadActivity(tid, last_activity=aware(doc.get("created_at")))
         for tid, doc in forest.docs.items()
     }
-    for tid, (events, messages) in (await storage_of(ledger).events.counts(sorted(out))).items():
+    for tid, (events, messages) in (await storage_of(ledger).tallies.counts(sorted(out))).items():
         if tid in out:
             out[tid].events, out[tid].messages = events, messages
     for tid, summary in out.items():

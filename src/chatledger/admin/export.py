@@ -649,8 +649,8 @@ class _Writer:
         ]
         for tid in self.thread_ids:
             await self.storage.threads.delete(tid)
-        await self.storage.events.delete_ids(self.event_ids)
-        left = await self.storage.events.counts([*self.thread_ids, *branches])
+        await self.storage.tallies.delete_ids(self.event_ids)
+        left = await self.storage.tallies.counts([*self.thread_ids, *branches])
         return {tid: n for tid, (n, _) in left.items() if n} | {
             tid: left.get(tid, (0, 0))[0] for tid in branches
         }

@@ -88,11 +88,6 @@ EVENT_INDEXES: Final[tuple[tuple[str, list[tuple[str, int]], dict[str, Any]], ..
 
 SUMMARY: Final = {"first_message": 1, "count": 1, "hash": 1, "seq": 1, "thread_id": 1, "removed": 1}
 SUMMARY_FIELDS: Final = ("seq", "first_message", "count", "thread_id", "hash")
-# The private names other branches still use (the removal marks and tallies now share
-# these from their own modules): remove once merged.
-_SEQ_INDEX: Final = SEQ_INDEX
-_SUMMARY: Final = SUMMARY
-_SUMMARY_FIELDS: Final = SUMMARY_FIELDS
 #: A compaction summary event holds no transcript message (count 0) and shares its
 #: ``first_message`` with the next event: a page must never take it for that event.
 _HOLDS_MESSAGES: Final = {"count": {"$gt": 0}}
@@ -436,26 +431,6 @@ class EventStore(CollectionStore):
 
         return EventTallies(self)
 
-    # Compatibility until admin/verify.py, admin/export.py and storage/merkle.py read through
-    # Storage.tallies (the totals over many threads moved to storage/tallies.py): remove then.
-    async def count(self, match: Mapping[str, Any]) -> int:
-        """Same as :meth:`EventTallies.count <chatledger.storage.tallies.EventTallies.count>`."""
-        return await self.tallies.count(match)
-
-    def thread_ids(
-        self, match: Mapping[str, Any] | None = None, *, chunk: int = 10_000
-    ) -> AsyncIterator[dict[str, int]]:
-        """Same as :meth:`EventTallies.thread_ids <chatledger.storage.tallies.EventTallies.thread_ids>`."""
-        return self.tallies.thread_ids(match, chunk=chunk)
-
-    async def counts(self, thread_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """Same as :meth:`EventTallies.counts <chatledger.storage.tallies.EventTallies.counts>`."""
-        return await self.tallies.counts(thread_ids)
-
-    async def delete_ids(self, event_ids: Sequence[str]) -> int:
-        """Same as :meth:`EventTallies.delete_ids <chatledger.storage.tallies.EventTallies.delete_ids>`."""
-        return await self.tallies.delete_ids(event_ids)
-
     async def hinted(self, what: str, index: str, query: Callable[[], Awaitable[_T]]) -> _T:
         """Run a read that hints ``index``; if the index is missing, create the indexes and run it again."""
         try:
@@ -464,8 +439,6 @@ class EventStore(CollectionStore):
             if not await self._index_repaired(index, e):
                 raise
         return await self.gate.call(what, query())
-
-    _hinted = hinted  # the name other branches still use
 
     async def _index_repaired(self, index: str, error: StorageError) -> bool:
         """After a hinted read failed: create the indexes if the hint was refused; return whether so.

@@ -70,7 +70,7 @@ class LogSources:
 
     async def count_since(self, tenant: str | None, since: datetime) -> int:
         """Return how many live events of a tenant were created at or after ``since``."""
-        return await self.events.count({"tenant_id": tenant, "created_at": {"$gte": since}})
+        return await self.events.tallies.count({"tenant_id": tenant, "created_at": {"$gte": since}})
 
     # ------------------------------------------------------------------ receipts, holds and events by key
 
@@ -125,4 +125,4 @@ class LogSources:
 
     async def count_events(self, tenant: str | None) -> int:
         """Return how many live events a tenant's scope holds (a progress total)."""
-        return await self.events.count({"tenant_id": tenant})
+        return await self.events.tallies.count({"tenant_id": tenant})

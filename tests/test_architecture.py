@@ -199,13 +199,9 @@ _EXTENDED_JSON = frozenset(
 )
 _QUERY_METHODS = frozenset({"select", "by_root", "scan", "count", "of_kind", "thread_ids", "stream"})
 
-#: Known query documents built outside storage/: (module, what). Debt (issue 20), to be
-#: removed by the helpers moving those modules' reads into storage/; the list only shrinks.
-KNOWN_QUERIES: set[tuple[str, str]] = {
-    ("admin.export", "a document passed to of_kind()"),
-    ("admin.export", "projection="),
-    ("admin.retention", "projection="),
-}
+#: Known query documents built outside storage/: (module, what). None is left; a new one
+#: is a named storage method instead.
+KNOWN_QUERIES: set[tuple[str, str]] = set()
 
 
 def _dict_constants(tree: ast.Module) -> set[str]:

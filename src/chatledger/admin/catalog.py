@@ -375,7 +375,6 @@ async def family_chunks(
     view: ThreadView = "all",
     created_before: datetime | None = None,
     chunk: int | None = None,
-    projection: Mapping[str, Any] | None = None,
 ) -> AsyncGenerator[list[Family], None]:
     """Yield the matching threads tree by tree, in chunks of about ``chunk`` threads.
 
@@ -394,10 +393,8 @@ async def family_chunks(
             (:data:`~chatledger.storage.filters.THREAD_VIEWS`).
         created_before: Only threads created before this time.
         chunk: How many threads to gather before yielding (:data:`CHUNK_THREADS` by default).
-        projection: A raw projection instead of ``view``: accepted only until the last
-            caller passes ``view`` (remove it then).
     """
-    fields: ThreadView | Mapping[str, Any] = view if projection is None else projection
+    fields: ThreadView = view
     selective = (thread_filter is not None and not thread_filter.everything) or created_before is not None
     whole = whole and selective  # without a filter every tree is read whole anyway
     chunk = chunk or CHUNK_THREADS

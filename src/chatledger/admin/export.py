@@ -38,10 +38,10 @@ from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord, utc_now_ms, valid
 from chatledger.storage import Storage
 from chatledger.storage.documents import record_problem
 from chatledger.storage.encoding import dump_extended_json, load_extended_json, storable_size
+from chatledger.storage.filters import ThreadView
 from chatledger.storage.keys import KeyStore
 from chatledger.storage.keys import is_tombstone as is_key_tombstone
 from chatledger.storage.spool import EventSpool
-from chatledger.storage.threads import ThreadStore
 
 __all__ = ["FORMAT", "IMPORT_FORCED", "ExportSummary", "ImportSummary", "export_jsonl", "import_jsonl"]
 
@@ -173,7 +173,7 @@ async def export_jsonl(
     else:
         # Matches plus the ancestors they need: counted on a first, light pass.
         total = 0
-        light = _selections(ledger, thread_filter, chunk, projection=ThreadStore.SELECTION_FIELDS)
+        light = _selections(ledger, thread_filter, chunk, view="selection")
         async for _, selected in light:
             total += len(selected)
     out.write(
@@ -255,10 +255,10 @@ async def _selections(
     thread_filter: ThreadFilter,
     chunk: int | None,
     *,
-    projection: Mapping[str, Any] | None = None,
+    view: ThreadView = "all",
 ) -> AsyncGenerator[tuple[Forest, list[str]], None]:
     """Yield each conversation tree with the threads of it to export, parents first, a chunk at a time."""
-    chunks = family_chunks(ledger, thread_filter, whole=True, projection=projection, chunk=chunk)
+    chunks = family_chunks(ledger, thread_filter, whole=True, view=view, chunk=chunk)
     async with aclosing(chunks):
         async for families in chunks:
             for family in families:
@@ -553,7 +553,9 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = 
 
 async def _removed_ids(storage: Storage, thread_ids: list[str]) -> dict[str, list[str]]:
     """Return ``{thread_id: [removal receipt ids]}`` for the threads a removal receipt names."""
-    completed = {r.get("receipt_id") for r in await storage.receipts.of_kind(COMPLETED, {"receipt_id": 1})}
+    completed = {
+        r.get("receipt_id") for r in await storage.receipts.of_kind(COMPLETED, fields=("receipt_id",))
+    }
     out: dict[str, list[str]] = {}
     wanted = set(thread_ids)
     async for receipt in storage.receipts.about(thread_ids, [REMOVAL]):

@@ -45,7 +45,6 @@ from chatledger.admin.removal import (
 )
 from chatledger.errors import InvalidInputError
 from chatledger.storage.keys import KeyStore
-from chatledger.storage.threads import ThreadStore
 
 __all__ = [
     "RetentionPolicy",
@@ -215,7 +214,7 @@ async def plan_retention(
     now = now or datetime.now(UTC)
     report = RemovalReport("retention", dry_run=True)
     for scope in _scopes(policy):
-        async for chunk in family_chunks(ledger, scope, whole=True, projection=ThreadStore.WITHOUT_METADATA):
+        async for chunk in family_chunks(ledger, scope, whole=True, view="plan"):
             merged = Forest()
             for family in chunk:
                 merged.docs.update(family.forest.docs)

@@ -20,12 +20,14 @@ __all__ = ["THREAD_VIEWS", "ThreadFilter", "ThreadView", "events_match", "thread
 
 #: Which fields of a thread document a read returns: ``"all"``; ``"plan"``, everything a
 #: removal plan judges (holds, lineage, scope) without the metadata; ``"holds"``, the parent
-#: link and the legal holds (totals); ``"ids"``.
-ThreadView = Literal["all", "plan", "holds", "ids"]
+#: link and the legal holds (totals); ``"selection"``, what choosing an export's threads needs
+#: (the filter's fields and the parent link); ``"ids"``.
+ThreadView = Literal["all", "plan", "holds", "selection", "ids"]
 THREAD_VIEWS: Final[Mapping[str, Mapping[str, Any] | None]] = {
     "all": None,
     "plan": {"metadata": 0},
     "holds": {"parent": 1, **dict.fromkeys(HOLD_FIELDS, 1)},
+    "selection": {"_id": 1, "root_id": 1, "tenant_id": 1, "user_id": 1, "parent": 1, "depth": 1},
     "ids": {"_id": 1},
 }
 

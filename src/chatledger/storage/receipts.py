@@ -59,17 +59,11 @@ class ReceiptStore(CollectionStore):
     async def of_kind(
         self,
         kind: str,
-        projection: Mapping[str, Any] | None = None,
         *,
         fields: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Return every receipt of one kind (only ``_id`` and ``fields``, if given).
-
-        ``projection`` (a raw projection) is accepted only until the last admin caller
-        passes ``fields``; remove it then.
-        """
-        if fields is not None:
-            projection = dict.fromkeys(fields, 1)
+        """Return every receipt of one kind (only ``_id`` and ``fields``, if given)."""
+        projection = None if fields is None else dict.fromkeys(fields, 1)
         return await self.gate.call(
             "read receipts", cursor_list(self.collection.find({"kind": kind}, projection))
         )

@@ -111,7 +111,7 @@ class ThreadStore(CollectionStore):
         self,
         thread_filter: ThreadFilter | None,
         *,
-        view: ThreadView | Mapping[str, Any] = "all",
+        view: ThreadView = "all",
         created_before: datetime | None = None,
         limit: int | None = None,
         by_root: bool = False,
@@ -120,14 +120,13 @@ class ThreadStore(CollectionStore):
 
         Args:
             thread_filter: Which threads (``None``: all).
-            view: Which fields (:data:`~chatledger.storage.filters.THREAD_VIEWS`); a mapping
-                is a raw projection, accepted only until the last admin caller is moved.
+            view: Which fields (:data:`~chatledger.storage.filters.THREAD_VIEWS`).
             created_before: Only threads created before this time.
             limit: At most this many (pushed into the query).
             by_root: Sorted on ``root_id`` (a tree's threads come together) instead of ``_id``.
         """
         query = threads_query(thread_filter, created_before=created_before)
-        projection = THREAD_VIEWS[view] if isinstance(view, str) else view
+        projection = THREAD_VIEWS[view]
         # Sorted on root_id, the threads of one conversation come out next to each other,
         # so admin code judges one tree at a time; the root_id index serves the sort (the
         # server never buffers the collection to sort it). The order inside a tree is the caller's.
@@ -139,13 +138,13 @@ class ThreadStore(CollectionStore):
         root_id: object,
         seen: Sequence[object],
         *,
-        view: ThreadView | Mapping[str, Any] = "all",
+        view: ThreadView = "all",
         created_before: datetime | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield the threads a filter selects in ``root_id``'s tree, except ``seen`` (a cut tree's rest)."""
         query = threads_query(thread_filter, created_before=created_before)
         rest = {"$and": [c for c in (query, {"root_id": root_id}, {"_id": {"$nin": list(seen)}}) if c]}
-        return self.select(rest, projection=THREAD_VIEWS[view] if isinstance(view, str) else view)
+        return self.select(rest, projection=THREAD_VIEWS[view])
 
     async def ids_matching(self, thread_filter: ThreadFilter | None) -> AsyncIterator[str]:
         """Yield the ids of the live threads a filter selects, in id order."""
@@ -288,17 +287,3 @@ class ThreadStore(CollectionStore):
             async for doc in self.select({"_id": {"$in": ids[start : start + CHUNK]}}, projection={"_id": 1}):
                 found.add(str(doc["_id"]))
         return found
-
-    #: Every field a removal plan needs (holds, lineage, scope), not ``metadata``, which can
-    #: be large and plays no part in the decision: a projection for admin reads of threads.
-    WITHOUT_METADATA: Final[dict[str, int]] = {"metadata": 0}
-    #: What counting an export's selection needs of a thread document (filter fields, parent link).
-    #: (Plain dicts: mongomock reads any other mapping as a list of field names.)
-    SELECTION_FIELDS: Final[dict[str, int]] = {
-        "_id": 1,
-        "root_id": 1,
-        "tenant_id": 1,
-        "user_id": 1,
-        "parent": 1,
-        "depth": 1,
-    }

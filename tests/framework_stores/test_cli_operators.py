@@ -131,9 +131,9 @@ async def test_show_prints_session_versions_and_run_checkpoints(database: Any, c
     ]
 
     first, second, third = made["checkpoints"]
-    runs = [t["thread_id"] for t in _json(cli("threads", "--kind", "workflow_run", "--json"))["threads"]]
-    by_depth = sorted(runs, key=lambda t: len(_json(cli("tree", t, "--json"))["roots"][0]["branches"]) == 0)
-    root, branch = by_depth
+    runs = _json(cli("threads", "--kind", "workflow_run", "--json"))["threads"]
+    [root] = [t["thread_id"] for t in runs if t["parent"] is None]
+    [branch] = [t["thread_id"] for t in runs if t["parent"] is not None]
     shown = _json(cli("show", root, "--json"))
     assert shown["kind"] == "workflow_run"
     assert shown["workflow_name"] == "wf"
@@ -183,7 +183,10 @@ async def test_show_warns_of_a_thread_failing_verification_and_names_removed_thr
 
 
 async def test_admin_commands_treat_sessions_and_checkpoints_like_threads(
-    database: Any, cli: Run, clock: Clock, tmp_path: Path
+    database: Any,
+    cli: Run,
+    clock: Clock,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
 ) -> None:
     # Bob's records are a year old; Alice's are new.
     await _records(database, "bob")

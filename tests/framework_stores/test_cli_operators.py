@@ -82,7 +82,7 @@ async def _records(database: Any, user: str = "alice") -> dict[str, Any]:
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     # A checkpoint over 1000 characters is chunked: the chunked layout without 4 MiB of data.
-    monkeypatch.setattr("chatledger.adapters.checkpoints.CHUNK_CHARS", 1000)
+    monkeypatch.setattr("chatledger.adapters.checkpoint_records.CHUNK_CHARS", 1000)
 
 
 async def test_threads_shows_each_threads_kind_and_filters_by_it(database: Any, cli: Run) -> None:

@@ -29,6 +29,7 @@ from chatledger.admin.catalog import ThreadSummary, as_ledger, iter_events
 from chatledger.admin.verify import is_tombstone
 from chatledger.errors import IntegrityError, InvalidInputError, UnknownThreadError
 from chatledger.ledger import storage_of
+from chatledger.models import validate_thread_id
 
 __all__ = [
     "CHECKPOINT_ROLE",
@@ -198,8 +199,10 @@ async def thread_kind(target: Any, thread_id: str) -> str:
     """Return the kind of the live thread ``thread_id``.
 
     Raises:
+        InvalidThreadIdError: ``thread_id`` is malformed.
         UnknownThreadError: the thread was removed, or never was.
     """
+    validate_thread_id(thread_id)
     doc = await storage_of(as_ledger(target)).threads.get_raw(thread_id)
     if doc is None or is_tombstone(doc):
         raise await missing_thread(target, thread_id)

@@ -18,6 +18,7 @@ from agent_framework import WorkflowCheckpoint, WorkflowCheckpointException
 
 from chatledger.adapters.checkpoint_encoding import decode_checkpoint_value, encode_checkpoint_value
 from chatledger.adapters.sources import record_text
+from chatledger.admin.records import CHECKPOINT_ROLE, CHUNK_ROLE, WORKFLOW_KEY, chunked_record
 from chatledger.errors import ConcurrencyError, IntegrityError
 from chatledger.ledger import Binding, Ledger, Position, storage_of
 from chatledger.models import ThreadRecord
@@ -32,16 +33,10 @@ __all__ = [
     "sha256",
 ]
 
-#: The role of the one message a checkpoint record holds.
-CHECKPOINT_ROLE: Final = "chatledger.checkpoint"
-#: The role of a chunk of a large checkpoint.
-CHUNK_ROLE: Final = "chatledger.checkpoint-chunk"
 #: Encoded checkpoints longer than this (characters, all ASCII) are stored in chunks of this size.
 CHUNK_CHARS: Final = 4 * 1024 * 1024
 #: Event ids of chunks start with this; no checkpoint id may.
 CHUNK_ID_PREFIX: Final = "chatledger:chunk:"
-#: The thread metadata key naming a run's workflow (records and chunks carry it too).
-WORKFLOW_KEY: Final = "workflow_name"
 
 
 def sha256(text: str) -> str:
@@ -56,16 +51,7 @@ def _chunk_id(digest: str, index: int) -> str:
 
 def _chunked(record: str, doc: Mapping[str, Any]) -> dict[str, Any] | None:
     """Return what a chunked record says of its chunks (``None``: the record holds the checkpoint)."""
-    if not record.startswith('{"chunked":'):
-        return None
-    try:
-        chunked = json.loads(record)["chunked"]
-        count, digest = chunked["chunks"], chunked["sha256"]
-        if type(count) is not int or count < 1 or type(digest) is not str:
-            raise TypeError("wrong types")
-    except (ValueError, KeyError, TypeError) as e:
-        raise IntegrityError(f"event {doc.get('_id')!r} names its chunks wrongly: {e}") from e
-    return dict(chunked)
+    return chunked_record(record, f"event {doc.get('_id')!r}")
 
 
 class CheckpointRecords:

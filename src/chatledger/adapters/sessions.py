@@ -22,6 +22,7 @@ from agent_framework import AgentSession, SecretString
 
 from chatledger.adapters.connection import check_source_id
 from chatledger.adapters.sources import LedgerOwner, record_text
+from chatledger.admin.records import SESSION_ROLE
 from chatledger.errors import (
     ConcurrencyError,
     IntegrityError,
@@ -33,8 +34,6 @@ from chatledger.ledger import Position, storage_of
 
 __all__ = ["SESSION_ROLE", "MongoSessionStore"]
 
-#: The role of the one message each snapshot event holds (what ``chatledger show`` displays).
-SESSION_ROLE: Final = "chatledger.session"
 #: Longest session id accepted (the framework's ``FileSessionStore`` limit).
 MAX_SESSION_ID_LENGTH: Final = 128
 #: Session ids whose current thread and last seen version this store remembers.

@@ -13,6 +13,7 @@ with dates as ISO-8601 UTC (``2026-11-25T13:24:06.326Z``); see docs/cli.md.
 from __future__ import annotations
 
 import json
+import textwrap
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -197,6 +198,11 @@ class Renderer:
             value, style = part if isinstance(part, tuple) else (part, "")
             text.append(visible(value), style=style)
         (self.err if file == "err" else self.out).print(text)
+
+    def document(self, value: Any, *, indent: int = 4) -> None:
+        """Print a stored JSON value readably (a session snapshot): indented, every string made visible."""
+        text = json.dumps(to_jsonable(value), indent=2, ensure_ascii=False)
+        self.out.print(Text(visible(textwrap.indent(text, " " * indent), multiline=True)), soft_wrap=True)
 
     def table(
         self, title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], **opts: Any

@@ -18,6 +18,7 @@ from chatledger.storage.driver import aggregate_list, cursor_list
 from chatledger.storage.events import (
     BATCH_SIZE,
     CHUNK,
+    SEQ_INDEX,
     SUMMARY,
     SUMMARY_FIELDS,
     EventStore,
@@ -37,6 +38,24 @@ class EventTallies:
         self.events = events
         self.gate = events.gate
         self.collection = events.collection
+
+    async def first_roles(self, thread_id: str) -> set[str]:
+        """Return the roles of the messages of a thread's first own event (empty if none): one read.
+
+        What kind of records a thread holds (a session's snapshots, a workflow run's
+        checkpoints) shows in its first event's roles; only the roles are read.
+        """
+        cursor = (
+            self.collection.find({"thread_id": thread_id}, {"messages.role": 1})
+            .sort("seq", ASCENDING)
+            .hint(SEQ_INDEX)
+            .limit(1)
+        )
+        docs = await self.events.hinted("read events", SEQ_INDEX, lambda: cursor_list(cursor))
+        messages = docs[0].get("messages") if docs else None
+        if not isinstance(messages, list):
+            return set()
+        return {str(m.get("role")) for m in messages if isinstance(m, Mapping)}
 
     # ------------------------------------------------------------------ one ordered pass
 

@@ -1,7 +1,8 @@
-"""``chatledger threads | show | tree``: looking at conversations."""
+"""``chatledger threads | show | tree``: looking at conversations, sessions and workflow runs."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,19 +13,33 @@ from chatledger.admin import ThreadFilter, ThreadSummary, count_threads, list_th
 from chatledger.admin.browse import get_thread, placeholder_sealer, read_transcript
 from chatledger.admin.catalog import activity, as_ledger, hold_cases, load_forest
 from chatledger.admin.cli_support import with_sealer
+from chatledger.admin.records import (
+    CONVERSATION,
+    SESSION,
+    SESSION_KEY,
+    WORKFLOW_KEY,
+    WORKFLOW_RUN,
+    checkpoints_of,
+    missing_thread,
+    sessions_of,
+    thread_kind,
+    with_kinds,
+)
+from chatledger.admin.verify import verify
 from chatledger.cli.connection import KeyStoreLocation
 from chatledger.cli.options import TenantOption, UserOption, duration
 from chatledger.cli.render import Renderer, iso, visible
 from chatledger.cli.shared import Connection, shared
-from chatledger.errors import InvalidInputError, UnknownThreadError
+from chatledger.errors import InvalidInputError
 
 __all__ = ["register", "show_body", "threads_body", "tree_body"]
 
 
-def _row(summary: ThreadSummary) -> dict[str, Any]:
+def _row(summary: ThreadSummary, kind: str) -> dict[str, Any]:
     doc, act = summary.doc, summary.activity
     return {
         "thread_id": summary.thread_id,
+        "kind": kind,
         "root_id": doc.get("root_id"),
         "parent": doc.get("parent"),
         "depth": doc.get("depth"),
@@ -49,12 +64,14 @@ async def threads_body(
     older_than: str | None = None,
     newer_than: str | None = None,
     limit: int | None = None,
+    kind: str | None = None,
     now: datetime | None = None,
 ) -> int:
-    """List threads with their counts, filtered by tenant, user and age of last activity.
+    """List threads with their kind and counts, filtered by tenant, user, kind and age of last activity.
 
     Threads are streamed grouped by conversation, parents before branches; ``limit``
-    and the filters go into the query, so ``--limit 8`` reads 8 threads, not all.
+    and the filters go into the query, so ``--limit 8`` reads 8 threads, not all
+    (with ``kind``, threads are read until ``limit`` of that kind were found).
     """
     old, new = duration(older_than, "--older-than"), duration(newer_than, "--newer-than")
     if limit is not None and limit < 1:
@@ -66,21 +83,29 @@ async def threads_body(
         total = await count_threads(ledger, scope)
         # With an age filter, threads are examined until enough pass: the total is the
         # number that may be examined; without one, exactly min(limit, matching).
-        aged = old is not None or new is not None
+        aged = old is not None or new is not None or kind is not None
         tick.stage("reading threads", total if limit is None or aged else min(limit, total))
-        async for summary in list_threads(
-            ledger, scope, older_than=old, newer_than=new, limit=limit, now=now, on_thread=tick
-        ):
-            rows.append(_row(summary))
+        listed = list_threads(
+            ledger,
+            scope,
+            older_than=old,
+            newer_than=new,
+            limit=None if kind else limit,
+            now=now,
+            on_thread=tick,
+        )
+        async for summary, found in with_kinds(ledger, listed, kind=kind, limit=limit):
+            rows.append(_row(summary, found))
     if ui.as_json:
         ui.json("threads", {"threads": rows})
         return 0
     ui.table(
         f"{len(rows)} threads",
-        ("thread", "parent@offset", "tenant", "user", "events", "messages", "last activity", "hold"),
+        ("thread", "kind", "parent@offset", "tenant", "user", "events", "messages", "last activity", "hold"),
         (
             (
                 r["thread_id"],
+                r["kind"],
                 f"{r['parent']['thread_id']}@{r['parent']['offset']}" if r["parent"] else "-",
                 r["tenant_id"],
                 r["user_id"],
@@ -109,25 +134,81 @@ async def show_body(
     """Print the transcript visible at a cursor (the thread's head by default).
 
     By default the compacted view (the newest compaction summary, then what follows its
-    range); ``raw`` prints every original message instead.
+    range); ``raw`` prints every original message instead. A session's thread shows its
+    snapshots (version by version, newest last), a workflow run's its checkpoints;
+    ``raw`` shows their messages as stored.
+
+    The thread is verified first: if it fails, a warning says why (``verify`` in the
+    JSON). A removed thread is an error that says it was removed.
 
     Sealed messages are opened with ``kek`` (a KEK provider); those that cannot be
     (erased, or no usable key) are shown as placeholders with their role and id, and
     listed under ``unreadable`` in the JSON. A tampered ciphertext still fails (exit 1).
     """
+    kind = await thread_kind(db, thread)
+    report = await verify(db, thread_id=thread)
+    if not report.ok:
+        first = report.problems[0]
+        where = f"#{first.seq}" if first.seq is not None else ""
+        ui.warn(
+            f"thread {thread} fails verification ({len(report.problems)} problem(s)): "
+            f"{first.thread_id}{where}: {first.reason} (run chatledger verify)"
+        )
     async with keys.opened(db) as store:
         # A Ledger on renamed collections or with a ledger id: the same one, with the sealer.
         reader = with_sealer(db, placeholder_sealer(store, kek))
-        transcript = await read_transcript(reader, thread, at=at, compacted=not raw)
+        transcript = await read_transcript(reader, thread, at=at, compacted=not raw and kind == CONVERSATION)
     cursor, messages, unreadable = transcript.cursor, transcript.messages, transcript.unreadable
+    metadata = transcript.thread.metadata or {}
+    texts = [(m.text or "", i not in unreadable) for i, m in enumerate(messages)]
+    versions = sessions_of(texts) if kind == SESSION and not raw else None
+    checkpoints = (
+        checkpoints_of([(str(m.role), text, ok) for m, (text, ok) in zip(messages, texts, strict=True)])
+        if kind == WORKFLOW_RUN and not raw
+        else None
+    )
     if ui.as_json:
-        ui.json(
-            "show",
-            {
-                "cursor": cursor.to_state(),
-                "messages": [m.to_dict() for m in messages],
-                "unreadable": [{"index": i, "why": u.why} for i, u in sorted(unreadable.items())],
-            },
+        document: dict[str, Any] = {
+            "kind": kind,
+            "cursor": cursor.to_state(),
+            "messages": [m.to_dict() for m in messages],
+            "unreadable": [{"index": i, "why": u.why} for i, u in sorted(unreadable.items())],
+            "verify": {"ok": report.ok, "problems": [asdict(p) for p in report.problems]},
+        }
+        if versions is not None:
+            document["session_id"] = metadata.get(SESSION_KEY)
+            document["versions"] = [v.to_dict() for v in versions]
+        if checkpoints is not None:
+            document["workflow_name"] = metadata.get(WORKFLOW_KEY)
+            document["checkpoints"] = [c.to_dict() for c in checkpoints]
+        ui.json("show", document)
+    elif versions is not None:
+        ui.line(
+            (thread, "bold"),
+            f" (session {metadata.get(SESSION_KEY)!r}) at offset {cursor.offset}: {len(versions)} versions",
+        )
+        for version in versions:
+            ui.line((f"version {version.version}", "bold"), f" ({version.size} bytes)")
+            if version.snapshot is not None:
+                ui.document(version.snapshot)
+            else:
+                ui.line(("    ", ""), (messages[version.version - 1].text, "yellow"))
+    elif checkpoints is not None:
+        ui.table(
+            f"{thread} (workflow run of {metadata.get(WORKFLOW_KEY)!r}) at offset {cursor.offset}: "
+            f"{len(checkpoints)} checkpoints",
+            ("checkpoint", "parent", "workflow", "time", "size"),
+            (
+                (
+                    c.checkpoint_id or "[sealed]",
+                    c.previous_checkpoint_id or "-",
+                    c.workflow_name or "-",
+                    c.timestamp or "-",
+                    f"{c.size}" + (f" ({c.chunks} chunks)" if c.chunks else ""),
+                )
+                for c in checkpoints
+            ),
+            numeric=("size",),
         )
     else:
         ui.line((thread, "bold"), f" at offset {cursor.offset}: {len(messages)} messages")
@@ -148,8 +229,8 @@ async def show_body(
             )
     if unreadable:
         # Say why once (e.g. no KEK given, wrong KEK, erased): the reason names keys, never content.
-        first = unreadable[min(unreadable)]
-        ui.warn(f"{len(unreadable)} sealed message(s) shown as placeholders: {first.detail}")
+        first_unreadable = unreadable[min(unreadable)]
+        ui.warn(f"{len(unreadable)} sealed message(s) shown as placeholders: {first_unreadable.detail}")
     return 0
 
 
@@ -158,7 +239,7 @@ async def tree_body(db: Any, ui: Renderer, *, thread: str) -> int:
     ledger = as_ledger(db)
     record = await get_thread(ledger, thread)
     if record is None:
-        raise UnknownThreadError(f"no thread {visible(thread)!r}")
+        raise await missing_thread(ledger, thread)
     with ui.working("reading the conversation"):
         forest = await load_forest(ledger, ThreadFilter(root_id=record.root_id), with_family=False)
         acts = await activity(ledger, forest)
@@ -215,11 +296,25 @@ def register(app: typer.Typer) -> None:
         older_than: Annotated[str | None, typer.Option(help="Idle for longer than AGE (e.g. 90d).")] = None,
         newer_than: Annotated[str | None, typer.Option(help="Active within AGE (e.g. 12h).")] = None,
         limit: Annotated[int | None, typer.Option(min=1, help="Show at most N threads.")] = None,
+        kind: Annotated[
+            str | None,
+            typer.Option(
+                help="Only threads of this kind: conversation, session (MongoSessionStore) or "
+                "workflow_run (MongoCheckpointStorage)."
+            ),
+        ] = None,
     ) -> None:
-        """List threads with counts, filtered by tenant, user and age of last activity."""
+        """List threads with their kind and counts, filtered by tenant, user, kind and age."""
         connection.run(
             lambda db, ui: threads_body(
-                db, ui, tenant=tenant, user=user, older_than=older_than, newer_than=newer_than, limit=limit
+                db,
+                ui,
+                tenant=tenant,
+                user=user,
+                older_than=older_than,
+                newer_than=newer_than,
+                limit=limit,
+                kind=kind,
             )
         )
 
@@ -238,7 +333,9 @@ def register(app: typer.Typer) -> None:
         """Print a thread's transcript as of any cursor (control characters shown escaped).
 
         After a compaction it prints the compacted view (the summary, then what follows
-        the range it replaced); --raw prints every original message.
+        the range it replaced); --raw prints every original message. A session shows its
+        snapshots, version by version; a workflow run its checkpoints (--raw: as stored).
+        A thread that fails verification is shown with a warning.
 
         Sealed messages open with --kek-file/--kek-env; without a usable key they show as
         [sealed: no key], and as [content erased] once their key was destroyed.

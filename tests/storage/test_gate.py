@@ -359,7 +359,8 @@ async def test_admin_batch_reads_and_the_head_are_index_scans(real_backend: Back
         assert await storage.events.head(tips[0].thread_id) is not None
         assert await storage.receipts.for_ids(["r-1", "r-2"]) == []
         assert len(await storage.events.positions([(tips[2].thread_id, 3), (tips[3].thread_id, 40)])) == 2
-        assert not await storage.events.any_sealed([t.thread_id for t in tips])
+        assert not await storage.tallies.any_sealed([t.thread_id for t in tips])
+        assert [r async for r in storage.receipts.about([tips[0].thread_id], ["removal"])] == []
         reads = [c for c in commands.events if c.command_name in ("find", "aggregate")]
         read_kinds = {(c.command_name, c.command[c.command_name]) for c in reads}
         assert read_kinds == {

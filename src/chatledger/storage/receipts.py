@@ -24,10 +24,10 @@ class ReceiptStore(CollectionStore):
     """Named operations on the audit collection."""
 
     async def ensure_indexes(self) -> None:
-        """Create the receipts index: the receipts that refer to another (``for_ids``) by that id."""
-        await self.gate.create_index(
-            "create index", self.collection, [("receipt_id", ASCENDING)], name="receipt_id"
-        )
+        """Create the receipts indexes: by receipt referred to (``for_ids``), by thread named (``about``)."""
+        for field in ("receipt_id", "thread_id", "thread_ids"):
+            # One per command: FerretDB creates indexes one at a time.
+            await self.gate.create_index("create index", self.collection, [(field, ASCENDING)], name=field)
 
     async def insert(self, doc: Mapping[str, Any]) -> None:
         """Insert one receipt.
@@ -89,14 +89,17 @@ class ReceiptStore(CollectionStore):
         return found
 
     async def about(self, thread_ids: Sequence[str], kinds: Sequence[str]) -> AsyncIterator[dict[str, Any]]:
-        """Yield receipts of these kinds that name any of these threads."""
-        query = {
-            "kind": {"$in": list(kinds)},
-            "$or": [{"thread_id": {"$in": list(thread_ids)}}, {"thread_ids": {"$in": list(thread_ids)}}],
-        }
-        async with self.gate.translated("read receipts"):
-            async for doc in self.collection.find(query):
-                yield doc
+        """Yield receipts of these kinds that name any of these threads (each receipt once)."""
+        # Two queries, each on its index (a receipt names one thread or a list of them):
+        # DocumentDB plans an ``$or`` of the two as a scan of the audit trail.
+        seen: set[object] = set()
+        for field in ("thread_id", "thread_ids"):
+            query = {field: {"$in": list(thread_ids)}, "kind": {"$in": list(kinds)}}
+            async with self.gate.translated("read receipts"):
+                async for doc in self.collection.find(query):
+                    if doc.get("_id") not in seen:
+                        seen.add(doc.get("_id"))
+                        yield doc
 
     async def every(self) -> AsyncIterator[dict[str, Any]]:
         """Yield every receipt in id order, streamed (an export's audit trail)."""

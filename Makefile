@@ -181,6 +181,10 @@ bench: $(BENCH_STAMP) $(STAMP) ferretdb
 	$(VENV_BENCH)/bin/python scripts/bench.py
 	$(VENV_BENCH)/bin/python scripts/bench_documentdb.py
 	$(PY) scripts/bench_admin.py --scale 400x20
+	$(PY) scripts/ferretdb.py run -- $(PY) scripts/bench_proofs.py
+	$(PY) scripts/ferretdb.py run -- $(PY) scripts/bench_compaction.py
+	$(PY) scripts/bench_framework_stores.py --quick
+	$(PY) scripts/bench_memory.py --sessions 30000 --warmup 16000
 
 clean:
 	rm -rf $(VENV) $(MAF_OLD_VENV) $(MAF_OLDEST_VENV) $(MAF_NEWEST_VENV) $(VENV_BENCH) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

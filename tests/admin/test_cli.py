@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import os
@@ -342,8 +343,13 @@ def _in_process(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.C
     overrides.update(env)
     outcome: list[Any] = []
 
+    # Click before 8.2 mixes stderr into stdout unless told not to (8.2 dropped the option).
+    separate = (
+        {"mix_stderr": False} if "mix_stderr" in inspect.signature(CliRunner.__init__).parameters else {}
+    )
+
     def invoke() -> None:
-        outcome.append(CliRunner().invoke(app, argv, env=overrides, prog_name="chatledger"))
+        outcome.append(CliRunner(**separate).invoke(app, argv, env=overrides, prog_name="chatledger"))
 
     # A fresh process knows no password yet: redaction must not lean on an earlier call's.
     connection._SECRETS.clear()

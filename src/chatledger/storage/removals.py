@@ -23,12 +23,10 @@ from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from chatledger.storage.driver import cursor_list
-from chatledger.storage.events import BATCH_SIZE, CHUNK, HOLLOW_DROP, SEQ_INDEX, EventStore, event_key
+from chatledger.storage.events import BATCH_SIZE, HOLLOW_DROP, SEQ_INDEX, EventStore, event_key
 
 __all__ = ["CLOSED_FIELD", "LastPosition", "RemovalMarks"]
 
-#: Positions read per ``_id`` query when looking for a thread's newest one by key.
-PROBE: Final = 16
 
 #: The stored field of a closing mark (named before "sealed" came to mean encryption; kept
 #: because stored documents carry it).
@@ -91,28 +89,26 @@ class RemovalMarks:
         """Return the newest position of a thread known to end at ``seq`` when last read, by key.
 
         ``known`` is the position at ``seq`` (``None``: the thread had no events, ``seq`` is
-        its fork point). Only the positions after ``seq`` are read, a few per ``_id``
-        query, up to the first free one: writers only ever append at the position after
-        the newest, so nothing lies past it unless a document was planted there, and a
-        stored document that does not match its key sends this to :meth:`last`, which
-        never guesses. (On a server that scans for anything but ``_id``, this is the
-        difference between reading a thread and reading the collection.)
+        its fork point). Only the positions after ``seq`` are read, one exact ``_id``
+        lookup each, up to the first free one: writers only ever append at the position
+        after the newest, so nothing lies past it unless a document was planted there, and
+        a stored document that does not match its key sends this to :meth:`last`, which
+        never guesses. (A server that scans for anything but an exact ``_id``, FerretDB
+        v1, reads one document here instead of the whole collection; ``$in`` is a scan there.)
         """
         last = known
         while True:
-            keys = [event_key(thread_id, seq + i) for i in range(1, PROBE + 1)]
-            cursor = self.collection.find({"_id": {"$in": keys}}, _POSITION)
-            found = {str(d["_id"]): d for d in await self.gate.call("read head", cursor_list(cursor))}
-            for offset, key in enumerate(keys, 1):
-                doc = found.get(key)
-                if doc is None:
-                    return last
-                if doc.get("thread_id") != thread_id or doc.get("seq") != seq + offset:
-                    return await self.last(thread_id)
-                last = _position(doc)
-                if last.closed:
-                    return last  # nothing can be appended after a closing mark
-            seq += PROBE
+            seq += 1
+            doc = await self.gate.call(
+                "read head", self.collection.find_one({"_id": event_key(thread_id, seq)}, _POSITION)
+            )
+            if doc is None:
+                return last
+            if doc.get("thread_id") != thread_id or doc.get("seq") != seq:
+                return await self.last(thread_id)
+            last = _position(doc)
+            if last.closed:
+                return last  # nothing can be appended after a closing mark
 
     async def claim(self, thread_id: str, receipt_id: str, root_id: str) -> bool:
         """Claim a thread for one removal; return ``False`` if another removal holds it.
@@ -198,19 +194,23 @@ class RemovalMarks:
     async def hollow_positions(self, thread_id: str, first: int, last: int) -> int:
         """Hollow the live events of a thread at positions ``first`` to ``last``, by key; return how many.
 
-        What :meth:`hollow_thread` does, with ``_id`` queries (a chunk of positions each):
-        the caller compares the count with the events it knows of and falls back to
-        :meth:`hollow_thread` on any difference (an event stored off its key).
+        What :meth:`hollow_thread` does, one exact ``_id`` update per position: the caller compares the count with the events it knows of and falls back
+        to :meth:`hollow_thread` on any difference (an event stored off its key).
         """
-        hollowed = 0
-        for start in range(first, last + 1, CHUNK):
-            keys = [event_key(thread_id, seq) for seq in range(start, min(start + CHUNK, last + 1))]
+
+        async def hollow(seq: int) -> int:
             result = await self.gate.call(
                 "remove events",
-                self.collection.update_many(
-                    {"_id": {"$in": keys}, "thread_id": thread_id, "removed": {"$exists": False}},
+                self.collection.update_one(
+                    {"_id": event_key(thread_id, seq), "thread_id": thread_id, "removed": {"$exists": False}},
                     {"$set": {"removed": True}, "$unset": dict.fromkeys(HOLLOW_DROP, "")},
                 ),
             )
-            hollowed += int(result.modified_count)
+            return int(result.modified_count)
+
+        # One at a time: a server that writes under one lock (FerretDB's SQLite) is slower
+        # with several in flight.
+        hollowed = 0
+        for seq in range(first, last + 1):
+            hollowed += await hollow(seq)
         return hollowed

@@ -28,7 +28,6 @@ from chatledger.admin import (
     verify,
 )
 from chatledger.admin.retention import parse_duration
-from chatledger.ledger import storage_of
 from tests.admin.conftest import Clock, branch, msg, talk
 from tests.helpers import read
 

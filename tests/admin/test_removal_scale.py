@@ -16,7 +16,8 @@ import pytest
 from pymongo import monitoring
 
 from chatledger import Ledger
-from chatledger.admin import RetentionPolicy, run_retention, verify
+from chatledger.admin import RetentionPolicy, plan_retention, run_retention, verify
+from chatledger.admin.removal import execute
 from tests.admin.conftest import Clock, branch, talk
 from tests.conftest import Backend
 
@@ -98,3 +99,45 @@ async def test_removal_queries_by_key_on_the_wire(real_backend: Backend, clock: 
         assert unkeyed[0] == unkeyed[1], unkeyed
     finally:
         await client.close()
+
+
+async def test_appends_after_the_plan_are_closed_after_and_hollowed(database: Any, clock: Clock) -> None:
+    ledger = Ledger(database)
+    await _lineages(ledger, "c", 1, 3)
+    clock.advance(days=60)
+    report = await plan_retention(ledger, POLICY, now=clock.now)
+    report.dry_run = False
+    # An application appends to the root and to its branch after the plan was made:
+    # the removal finds those events by key after the planned heads and removes them too.
+    await talk(ledger, "c00", 2)
+    [branched] = [t for t in report.planned[0].thread_ids if t != "c00"]
+    await talk(ledger, branched, 1)
+    await execute(ledger, report, by="test", reason="retention", scope={})
+    assert len(report.removed) == 1
+    assert await database["events"].count_documents({"removed": {"$exists": False}}) == 0
+    # Each thread's closing mark sits right after its newest event.
+    marks = {d["thread_id"]: d["seq"] async for d in database["events"].find({"sealed": True})}
+    assert marks == {"c00": 6, branched: 6}
+    [done] = [r async for r in database["audit"].find({"kind": "removal.completed"})]
+    heads = {h["thread_id"]: h["head_seq"] for h in done["heads"]}
+    assert heads == {"c00": 5, branched: 5}
+    assert (await verify(ledger)).ok
+
+
+async def test_an_event_stored_off_its_key_is_hollowed_all_the_same(database: Any, clock: Clock) -> None:
+    ledger = Ledger(database)
+    await _lineages(ledger, "c", 1, 2)
+    # A planted event of the root past a gap, under an id that is not its key: the plan
+    # sees the thread's events are not an unbroken run, so nothing is trusted by key.
+    planted = await database["events"].find_one({"_id": "c00#2"})
+    assert planted is not None
+    await database["events"].insert_one({**planted, "_id": "planted", "seq": 9})
+    clock.advance(days=60)
+    report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    assert len(report.removed) == 1
+    assert await database["events"].count_documents({"removed": {"$exists": False}}) == 0
+    planted = await database["events"].find_one({"_id": "planted"})
+    assert planted is not None
+    assert "messages" not in planted
+    # Closed after the planted position, as an index read of the thread would.
+    assert await database["events"].find_one({"thread_id": "c00", "seq": 10, "sealed": True}) is not None

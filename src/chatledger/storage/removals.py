@@ -194,8 +194,9 @@ class RemovalMarks:
     async def hollow_positions(self, thread_id: str, first: int, last: int) -> int:
         """Hollow the live events of a thread at positions ``first`` to ``last``, by key; return how many.
 
-        What :meth:`hollow_thread` does, one exact ``_id`` update per position: the caller compares the count with the events it knows of and falls back
-        to :meth:`hollow_thread` on any difference (an event stored off its key).
+        What :meth:`hollow_thread` does, one exact ``_id`` update per position: the caller
+        compares the count with the events it knows of and falls back to
+        :meth:`hollow_thread` on any difference (an event stored off its key).
         """
 
         async def hollow(seq: int) -> int:

@@ -469,7 +469,7 @@ async def scale_main(args: argparse.Namespace) -> int:
 
     uri, server = _server(args)
     clock = _Clock()
-    chatledger.ledger.core.utc_now_ms = clock  # type: ignore[attr-defined]
+    chatledger.ledger.documents.utc_now_ms = clock
     client: Any = AsyncMongoClient(uri, tz_aware=True)
     rows: list[tuple[str, str, str]] = []
     try:

@@ -28,7 +28,6 @@ from chatledger.admin import (
     verify,
 )
 from chatledger.admin.retention import parse_duration
-from chatledger.ledger import storage_of
 from tests.admin.conftest import Clock, branch, msg, talk
 from tests.helpers import read
 
@@ -153,17 +152,19 @@ async def test_an_interrupted_run_is_finished_by_the_next(
     await talk(ledger, "root", 3)
     b = await branch(ledger, "root", 2)
     clock.advance(days=60)
-    real_hollow = storage_of(ledger).removals.hollow_thread
+    # Hollowing one thread, then the crash: whichever way the run hollows (by key after
+    # the plan's heads, or every live event of the thread).
+    real_hollow = removal_module._Run.hollow
     calls = 0
 
-    async def crash_after_one(thread_id: str) -> int:
+    async def crash_after_one(self: Any, thread_id: str) -> int:
         nonlocal calls
         calls += 1
         if calls > 1:
             raise ConnectionError("operator's laptop went to sleep")
-        return await real_hollow(thread_id)
+        return await real_hollow(self, thread_id)
 
-    monkeypatch.setattr(storage_of(ledger).removals, "hollow_thread", crash_after_one)
+    monkeypatch.setattr(removal_module._Run, "hollow", crash_after_one)
     # The next run treats the removal as interrupted at once (not after RESUME_AFTER).
     monkeypatch.setattr(removal_module, "RESUME_AFTER", timedelta(0))
     with pytest.raises(ConnectionError):
@@ -175,7 +176,7 @@ async def test_an_interrupted_run_is_finished_by_the_next(
     # Meanwhile nobody can write to the half-removed lineage.
     with pytest.raises(ChatLedgerError):
         await talk(Ledger(database), b, 1)
-    monkeypatch.setattr(storage_of(ledger).removals, "hollow_thread", real_hollow)
+    monkeypatch.setattr(removal_module._Run, "hollow", real_hollow)
     dry = await run_retention(ledger, POLICY, now=clock.now)
     assert dry.resumed == [pending["_id"]]
     assert await _threads(database) == {"root", b}

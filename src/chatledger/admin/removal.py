@@ -46,7 +46,7 @@ from chatledger.errors import LegalHoldError
 from chatledger.ledger import Ledger, storage_of
 from chatledger.models import utc_now_ms
 from chatledger.storage.documents import holds_of
-from chatledger.storage.removals import RemovalMarks
+from chatledger.storage.removals import LastPosition, RemovalMarks
 from chatledger.storage.threads import ThreadStore
 
 __all__ = [
@@ -297,7 +297,9 @@ class RemovalPorts:
 class _Run:
     """One removal (one receipt id) carried out step by step; every step can be repeated."""
 
-    def __init__(self, ports: RemovalPorts, receipt_id: str) -> None:
+    def __init__(
+        self, ports: RemovalPorts, receipt_id: str, planned: tuple[ThreadActivity, ...] = ()
+    ) -> None:
         self.ports = ports
         self.receipt_id = receipt_id
         self.threads = ports.threads
@@ -305,6 +307,11 @@ class _Run:
         #: Claimed thread id -> its root id, in claim order (parents before branches).
         self.claimed: dict[str, str] = {}
         self.heads: dict[str, dict[str, Any]] = {}
+        #: Each planned thread's events as the plan read them (a resumed run has none):
+        #: where its newest position was, so this run reads the rest by key.
+        self.planned = {a.thread_id: a for a in planned if a.damaged is None}
+        #: Thread id -> (fork point, position of its closing mark), once closed by this run.
+        self.closed: dict[str, tuple[int, int]] = {}
 
     async def claim(self, removal: Removal) -> str | None:
         """Claim every planned thread; on failure release them and return why."""
@@ -392,17 +399,52 @@ class _Run:
 
     async def close(self, thread_id: str) -> None:
         """Put a closing mark after a claimed thread's newest event; remember the final head removed."""
+        if thread_id in self.closed:
+            return  # closed by this run already: nothing can be appended after the mark
         while True:
-            last = await self.marks.last(thread_id)
-            if last is not None and last.closed:
-                break
             record = await self.threads.get(thread_id, scope=None)
             base = record.base_offset if record is not None else 0
+            last = await self._last(thread_id, base)
+            if last is not None and last.closed:
+                if last.seq is not None:
+                    self.closed[thread_id] = (base, last.seq)
+                break
             seq = last.seq + 1 if last is not None and last.seq is not None else base + 1
             if last is not None and not last.removed:
                 self.heads[thread_id] = {"thread_id": thread_id, "head_seq": last.seq, "head_hash": last.hash}
             if await self.marks.close(thread_id, seq, self.claimed[thread_id]):
+                self.closed[thread_id] = (base, seq)
                 break
+
+    async def _last(self, thread_id: str, base: int) -> LastPosition | None:
+        """Return a thread's newest position: by key after the plan's head, or by the exact query."""
+        planned = self.planned.get(thread_id)
+        if planned is None:
+            return await self.marks.last(thread_id)  # a resumed run or a late branch: no plan
+        if not planned.events:
+            return await self.marks.last_after(thread_id, base, None)
+        known = LastPosition(planned.head_seq, planned.head_hash, removed=False, closed=False)
+        return await self.marks.last_after(thread_id, planned.head_seq, known)
+
+    async def hollow(self, thread_id: str) -> int:
+        """Hollow a closed thread's events; return how many.
+
+        By key when the plan saw the thread's events as the unbroken run after its fork
+        point (so every live event lies between the fork point and the closing mark) and
+        the keyed update hollowed exactly the events the plan and the appends since make;
+        otherwise (and on any difference) every live event of the thread, as before.
+        """
+        planned, closed = self.planned.get(thread_id), self.closed.get(thread_id)
+        if planned is not None and closed is not None:
+            base, mark = closed
+            newest = planned.head_seq if planned.events else base
+            expected = planned.events + (mark - 1 - newest)
+            if mark - 1 - base == expected:
+                hollowed = await self.marks.hollow_positions(thread_id, base + 1, mark - 1)
+                if hollowed == expected:
+                    return hollowed
+                return hollowed + await self.marks.hollow_thread(thread_id)
+        return await self.marks.hollow_thread(thread_id)
 
     async def finish(self) -> tuple[int, int]:
         """Close, adopt late branches, hollow and tombstone; return (threads, events) removed."""
@@ -416,7 +458,7 @@ class _Run:
             await self.close(tid)
         events = threads = 0
         for tid in list(self.claimed):
-            events += await self.marks.hollow_thread(tid)
+            events += await self.hollow(tid)
         for tid in reversed(list(self.claimed)):
             threads += await self.threads.tombstone(tid, self.claimed[tid], self.receipt_id, utc_now_ms())
         self.ports.forget(list(self.claimed))
@@ -450,7 +492,7 @@ async def execute(
         return report
     gone: set[str] = set()
     for removal in report.planned:
-        run = _Run(ports, uuid.uuid4().hex)
+        run = _Run(ports, uuid.uuid4().hex, removal.heads)
         try:
             why = await _remove(run, removal, report, by=by, reason=reason, scope=scope)
         except asyncio.CancelledError:

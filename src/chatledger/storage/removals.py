@@ -27,6 +27,7 @@ from chatledger.storage.events import BATCH_SIZE, HOLLOW_DROP, SEQ_INDEX, EventS
 
 __all__ = ["CLOSED_FIELD", "LastPosition", "RemovalMarks"]
 
+
 #: The stored field of a closing mark (named before "sealed" came to mean encryption; kept
 #: because stored documents carry it).
 CLOSED_FIELD: Final = "sealed"
@@ -45,6 +46,20 @@ class LastPosition:
     closed: bool
 
 
+#: What a removal reads of a position.
+_POSITION: Final[dict[str, int]] = {"thread_id": 1, "seq": 1, "hash": 1, "removed": 1, CLOSED_FIELD: 1}
+
+
+def _position(doc: dict[str, Any]) -> LastPosition:
+    seq = doc.get("seq")
+    return LastPosition(
+        seq if type(seq) is int else None,
+        doc.get("hash"),
+        bool(doc.get("removed")),
+        bool(doc.get(CLOSED_FIELD)),
+    )
+
+
 class RemovalMarks:
     """The removal protocol's operations on the events collection (sharing the events store's gate)."""
 
@@ -60,7 +75,7 @@ class RemovalMarks:
             return cursor_list(
                 self.collection.find(
                     {"thread_id": thread_id, "seq": {"$gt": 0}},
-                    {"seq": 1, "hash": 1, "removed": 1, CLOSED_FIELD: 1},
+                    _POSITION,
                 )
                 .sort("seq", DESCENDING)
                 .hint(SEQ_INDEX)
@@ -68,16 +83,32 @@ class RemovalMarks:
             )
 
         docs = await self.events.hinted("read head", SEQ_INDEX, query)
-        if not docs:
-            return None
-        doc = docs[0]
-        seq = doc.get("seq")
-        return LastPosition(
-            seq if type(seq) is int else None,
-            doc.get("hash"),
-            bool(doc.get("removed")),
-            bool(doc.get(CLOSED_FIELD)),
-        )
+        return _position(docs[0]) if docs else None
+
+    async def last_after(self, thread_id: str, seq: int, known: LastPosition | None) -> LastPosition | None:
+        """Return the newest position of a thread known to end at ``seq`` when last read, by key.
+
+        ``known`` is the position at ``seq`` (``None``: the thread had no events, ``seq`` is
+        its fork point). Only the positions after ``seq`` are read, one exact ``_id``
+        lookup each, up to the first free one: writers only ever append at the position
+        after the newest, so nothing lies past it unless a document was planted there, and
+        a stored document that does not match its key sends this to :meth:`last`, which
+        never guesses. (A server that scans for anything but an exact ``_id``, FerretDB
+        v1, reads one document here instead of the whole collection; ``$in`` is a scan there.)
+        """
+        last = known
+        while True:
+            seq += 1
+            doc = await self.gate.call(
+                "read head", self.collection.find_one({"_id": event_key(thread_id, seq)}, _POSITION)
+            )
+            if doc is None:
+                return last
+            if doc.get("thread_id") != thread_id or doc.get("seq") != seq:
+                return await self.last(thread_id)
+            last = _position(doc)
+            if last.closed:
+                return last  # nothing can be appended after a closing mark
 
     async def claim(self, thread_id: str, receipt_id: str, root_id: str) -> bool:
         """Claim a thread for one removal; return ``False`` if another removal holds it.
@@ -159,3 +190,28 @@ class RemovalMarks:
             ),
         )
         return int(result.modified_count)
+
+    async def hollow_positions(self, thread_id: str, first: int, last: int) -> int:
+        """Hollow the live events of a thread at positions ``first`` to ``last``, by key; return how many.
+
+        What :meth:`hollow_thread` does, one exact ``_id`` update per position: the caller
+        compares the count with the events it knows of and falls back to
+        :meth:`hollow_thread` on any difference (an event stored off its key).
+        """
+
+        async def hollow(seq: int) -> int:
+            result = await self.gate.call(
+                "remove events",
+                self.collection.update_one(
+                    {"_id": event_key(thread_id, seq), "thread_id": thread_id, "removed": {"$exists": False}},
+                    {"$set": {"removed": True}, "$unset": dict.fromkeys(HOLLOW_DROP, "")},
+                ),
+            )
+            return int(result.modified_count)
+
+        # One at a time: a server that writes under one lock (FerretDB's SQLite) is slower
+        # with several in flight.
+        hollowed = 0
+        for seq in range(first, last + 1):
+            hollowed += await hollow(seq)
+        return hollowed

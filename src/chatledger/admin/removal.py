@@ -38,7 +38,7 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from chatledger.admin.catalog import Family, Forest, ThreadActivity, ThreadFilter, activity, family_chunks
 from chatledger.admin.receipts import COMPLETED, REMOVAL, Receipts
@@ -294,6 +294,11 @@ class RemovalPorts:
         return cls(storage.threads, storage.removals, Receipts(storage.receipts), ledger.forget)
 
 
+#: At most this many events of a thread are hollowed one ``_id`` update each (see
+#: ``_Run.hollow``); a longer thread is hollowed by one update of the whole thread.
+KEYED_HOLLOW_MAX: Final = 32
+
+
 class _Run:
     """One removal (one receipt id) carried out step by step; every step can be repeated."""
 
@@ -432,14 +437,17 @@ class _Run:
         By key when the plan saw the thread's events as the unbroken run after its fork
         point (so every live event lies between the fork point and the closing mark) and
         the keyed update hollowed exactly the events the plan and the appends since make;
-        otherwise (and on any difference) every live event of the thread, as before.
+        otherwise (and on any difference) every live event of the thread, as before. Only
+        up to :data:`KEYED_HOLLOW_MAX` events go by key: each is a round trip, where the
+        thread-wide update is one (an index range on a server with indexes; a scan of the
+        collection on FerretDB v1, which is what the keyed path spares short threads).
         """
         planned, closed = self.planned.get(thread_id), self.closed.get(thread_id)
         if planned is not None and closed is not None:
             base, mark = closed
             newest = planned.head_seq if planned.events else base
             expected = planned.events + (mark - 1 - newest)
-            if mark - 1 - base == expected:
+            if mark - 1 - base == expected and expected <= KEYED_HOLLOW_MAX:
                 hollowed = await self.marks.hollow_positions(thread_id, base + 1, mark - 1)
                 if hollowed == expected:
                     return hollowed

@@ -23,7 +23,7 @@ app = typer.Typer(
     "Exit status: 0 ok, 1 problems found or blocked, 2 usage or bad input "
     "(including a server that cannot be reached at start).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

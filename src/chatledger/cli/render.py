@@ -230,7 +230,7 @@ class Renderer:
         self.out.print(table)
 
     def tsv_row(self, cells: Iterable[object]) -> None:
-        r"""Print one tab-separated line; a tab or newline inside a cell is escaped (``\t``, ``\n``)."""
+        r"""Print one tab-separated line; a tab or newline inside a cell is escaped (``\x09``, ``\x0a``)."""
         # Written raw, not through rich: no width, no wrapping, no styling, whatever stdout is.
         self.out.file.write("\t".join(visible(cell) for cell in cells) + "\n")
 

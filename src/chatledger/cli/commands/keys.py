@@ -141,7 +141,10 @@ async def _list_keys(docs: AsyncIterator[dict[str, Any]], ui: Renderer, limit: i
             f"  kek {row['kek_id']}" if row["kek_id"] else "",
             f"  fp {row['fingerprint']}" if row["fingerprint"] else "",
         )
-    ui.note(f"{count} keys" + (f" (--limit {limit})" if limit is not None and count == limit else ""))
+    ui.note(
+        f"{count} key{'' if count == 1 else 's'}"
+        + (f" (--limit {limit})" if limit is not None and count == limit else "")
+    )
     return 0
 
 

@@ -145,7 +145,7 @@ async def test_keys_list_streams_one_json_shape_without_key_material(database: A
     r, out, err = ui()
     assert await keys.list_body(database, r, limit=1) == 0
     assert len(out().splitlines()) == 1
-    assert "1 keys" in err()
+    assert "1 key (--limit 1)" in err()
     with pytest.raises(InvalidInputError):
         await keys.list_body(database, r, limit=0)
 

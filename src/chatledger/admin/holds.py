@@ -18,7 +18,7 @@ from chatledger.models import utc_now_ms, validate_thread_id
 from chatledger.storage.removals import RemovalMarks
 from chatledger.storage.threads import ThreadStore
 
-__all__ = ["place_hold", "release_hold", "set_hold"]
+__all__ = ["list_holds", "place_hold", "release_hold", "set_hold"]
 
 
 def _text(kind: str, value: object) -> str:
@@ -185,3 +185,46 @@ async def release_hold(
         HOLD_RELEASED, by or operator_identity(), thread_id=thread_id, case=released[0], reason=why
     )
     return True
+
+
+async def list_holds(
+    target: Any, *, case: str | None = None, tenant: str | None = None
+) -> list[dict[str, Any]]:
+    """Return every legal hold of the live threads, one per thread and case, by thread id then case.
+
+    Each is ``{thread_id, tenant_id, user_id, case, reason, set_at, set_by}``, as stored
+    (a ChatLedger 0.1 single hold has ``case`` ``None``).
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        case: Only this case's holds.
+        tenant: Only the holds of this tenant's threads.
+
+    Raises:
+        InvalidInputError: ``case`` or ``tenant`` is empty.
+    """
+    if case is not None:
+        case = _text("case id", case)
+    if tenant is not None and (type(tenant) is not str or not tenant):
+        raise InvalidInputError("--tenant: a tenant id is a non-empty string")
+    out: list[dict[str, Any]] = []
+    async for doc in storage_of(as_ledger(target)).threads.held(tenant_id=tenant):
+        holds = [h for h in doc.get("legal_holds") or () if isinstance(h, dict)]
+        legacy = doc.get("legal_hold")
+        if isinstance(legacy, dict):
+            holds.append({**legacy, "case": None})
+        rows = [
+            {
+                "thread_id": str(doc["_id"]),
+                "tenant_id": doc.get("tenant_id"),
+                "user_id": doc.get("user_id"),
+                "case": h.get("case"),
+                "reason": h.get("reason"),
+                "set_at": h.get("set_at"),
+                "set_by": h.get("set_by"),
+            }
+            for h in holds
+            if case is None or h.get("case") == case
+        ]
+        out += sorted(rows, key=lambda r: str(r["case"] or ""))
+    return out

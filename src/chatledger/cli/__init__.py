@@ -31,7 +31,9 @@ def main() -> None:
     from chatledger.cli.run import PIPE_CLOSED, stdout_gone
 
     try:
-        app()
+        # One program name however it was started (the console script, ``python -m``): shell
+        # completion answers to it (_CHATLEDGER_COMPLETE) and --help's usage line shows it.
+        app(prog_name="chatledger")
     except BrokenPipeError:
         # Outside a command's body (help text, a last flush): the reader went away; no traceback.
         stdout_gone()

@@ -152,6 +152,8 @@ class Renderer:
         err: Stream for progress and messages; stderr by default.
         as_json: The command was asked for ``--json``: results are one JSON document.
         width: Fixed width (tests); the terminal's by default.
+        tsv: ``--tsv``: tables are printed as tab-separated values, a header line first.
+        quiet: ``--quiet``: no informational lines on stderr (warnings and errors stay).
     """
 
     def __init__(
@@ -161,6 +163,8 @@ class Renderer:
         *,
         as_json: bool = False,
         width: int | None = None,
+        tsv: bool = False,
+        quiet: bool = False,
     ) -> None:
         # markup/emoji/highlight off: nothing in a string we print is ever interpreted.
         plain = {"markup": False, "emoji": False, "highlight": False, "width": width}
@@ -169,6 +173,8 @@ class Renderer:
             self.out = Console(file=out, **{**plain, "width": PIPE_WIDTH})  # type: ignore[arg-type]
         self.err = Console(file=err, stderr=err is None, **plain)  # type: ignore[arg-type]
         self.as_json = as_json
+        self.tsv = tsv
+        self.quiet = quiet
 
     # ------------------------------------------------------------------ results
 
@@ -207,7 +213,15 @@ class Renderer:
     def table(
         self, title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], **opts: Any
     ) -> None:
-        """Print a table; ids stay whole (operators paste them): cells fold, never ellipsize."""
+        """Print a table; ids stay whole (operators paste them): cells fold, never ellipsize.
+
+        With ``--tsv``: a header line, then one line per row, tab-separated, no title.
+        """
+        if self.tsv:
+            self.tsv_row(columns)
+            for row in rows:
+                self.tsv_row(row)
+            return
         numeric = set(opts.pop("numeric", ()))
         table = Table(title=visible(title), show_header=opts.pop("show_header", True))
         for column in columns:
@@ -220,6 +234,11 @@ class Renderer:
         for row in rows:
             table.add_row(*(Text(visible(cell)) for cell in row))
         self.out.print(table)
+
+    def tsv_row(self, cells: Iterable[object]) -> None:
+        r"""Print one tab-separated line; a tab or newline inside a cell is escaped (``\x09``, ``\x0a``)."""
+        # Written raw, not through rich: no width, no wrapping, no styling, whatever stdout is.
+        self.out.file.write("\t".join(visible(cell) for cell in cells) + "\n")
 
     def tree(self, roots: Iterable[Mapping[str, Any]], label: Callable[[Mapping[str, Any]], Text]) -> None:
         """Print nested ``{"branches": [...]}`` nodes as trees, each node's label built by ``label``."""
@@ -236,7 +255,9 @@ class Renderer:
     # ------------------------------------------------------------------ messages
 
     def note(self, message: str) -> None:
-        """Print an informational line on stderr."""
+        """Print an informational line on stderr (nothing with ``--quiet``)."""
+        if self.quiet:
+            return
         self.err.print(Text(visible(redact(message), multiline=True)), soft_wrap=True)
 
     def warn(self, message: str) -> None:

@@ -60,6 +60,20 @@ _COLLECTIONS: Final = (
     ("events_collection", "--events-collection", "events"),
     ("audit_collection", "--audit-collection", "audit"),
 )
+TsvOption = Annotated[
+    bool,
+    typer.Option(
+        "--tsv",
+        help="Print the table as tab-separated values: a header line, then one line per row "
+        "(for cut, awk, sort; not with --json).",
+    ),
+]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="Leave out counts, notes and confirmations; results, warnings and errors stay."
+    ),
+]
 LedgerIdOption = Annotated[
     str | None,
     typer.Option(
@@ -182,7 +196,16 @@ def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
 
 
 def _parameters(
-    *, uri: Any, server: bool, names: bool, keys: bool, no_keys: bool, kek: bool, json: bool
+    *,
+    uri: Any,
+    server: bool,
+    names: bool,
+    keys: bool,
+    no_keys: bool,
+    kek: bool,
+    json: bool,
+    tsv: bool,
+    quiet: bool,
 ) -> list[inspect.Parameter]:
     """The shared parameters a command takes, in the order ``--help`` lists them."""
     out: list[inspect.Parameter] = []
@@ -199,6 +222,10 @@ def _parameters(
         out.append(_option("no_keys", NoKeysOption, False))
     if json:
         out.append(_option("as_json", JsonOption, False))
+    if tsv:
+        out.append(_option("as_tsv", TsvOption, False))
+    if quiet:
+        out.append(_option("quiet", QuietOption, False))
     if server:
         out += [
             _option("mongodb_uri", uri, None),
@@ -231,7 +258,10 @@ def _given_on_command_line(context: typer.Context, name: str) -> bool:
 
 def _connection(context: typer.Context, given: dict[str, Any]) -> Connection:
     """Return the :class:`Connection` the shared options make; refuse key-store options --no-keys ignores."""
-    ui = Renderer(as_json=bool(given.get("as_json", False)))
+    as_json, as_tsv = bool(given.get("as_json", False)), bool(given.get("as_tsv", False))
+    ui = Renderer(as_json=as_json, tsv=as_tsv and not as_json, quiet=bool(given.get("quiet", False)))
+    if as_json and as_tsv:
+        raise fail(ui, InvalidInputError("--json and --tsv are two output formats: choose one"))
     no_keys = bool(given.get("no_keys", False))
     if no_keys:
         # --no-keys opens no key store: a key-store option given with it would be silently
@@ -277,6 +307,8 @@ def shared(
     no_keys: bool = False,
     kek: bool = False,
     json: bool = True,
+    tsv: bool = False,
+    quiet: bool = False,
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Return a decorator giving a command the shared options, and its :class:`Connection`.
 
@@ -291,8 +323,20 @@ def shared(
         no_keys: ``--no-keys`` (refused together with a ``--keys-*`` option on the command line).
         kek: ``--kek-file`` and ``--kek-env``.
         json: ``--json``.
+        tsv: ``--tsv`` (the command prints a table; refused together with ``--json``).
+        quiet: ``--quiet``/``-q`` (the command has notes on stderr, or a confirmation, to leave out).
     """
-    extra = _parameters(uri=uri, server=server, names=names, keys=keys, no_keys=no_keys, kek=kek, json=json)
+    extra = _parameters(
+        uri=uri,
+        server=server,
+        names=names,
+        keys=keys,
+        no_keys=no_keys,
+        kek=kek,
+        json=json,
+        tsv=tsv,
+        quiet=quiet,
+    )
     shared_names = {p.name for p in extra} - {_CONTEXT}
 
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
@@ -321,11 +365,12 @@ def add_ledger_wide(app: typer.Typer, name: str, body: Callable[..., Awaitable[i
     """Add the command ``name``, which runs ``body`` over the whole ledger or one ``--tenant``'s part.
 
     Such a command refuses a database holding no ChatLedger data unless ``--allow-empty``
-    (``heads``, ``stats``): ``body(db, ui, tenant=..., allow_empty=...)``.
+    (``heads``, ``stats``): ``body(db, ui, tenant=..., allow_empty=...)``. Both print
+    records or a table, so both take ``--tsv``.
     """
 
     @app.command(name, help=summary)
-    @shared()
+    @shared(tsv=True)
     def command(
         connection: Connection, tenant: TenantOption = None, allow_empty: AllowEmptyOption = False
     ) -> None:

@@ -287,3 +287,17 @@ class ThreadStore(CollectionStore):
             async for doc in self.select({"_id": {"$in": ids[start : start + CHUNK]}}, projection={"_id": 1}):
                 found.add(str(doc["_id"]))
         return found
+
+    def held(self, *, tenant_id: str | None = None) -> AsyncGenerator[dict[str, Any], None]:
+        """Yield the live raw thread documents carrying a legal hold (of ``tenant_id`` only), by ``_id``.
+
+        Only the fields a list of holds shows are read: tenant, user and the holds.
+        """
+        # The query merkle.py's hold scan uses too: FerretDB applies both branches.
+        query: dict[str, Any] = {
+            "$or": [{"legal_holds": {"$exists": True, "$ne": []}}, {"legal_hold": {"$exists": True}}]
+        }
+        if tenant_id is not None:
+            query["tenant_id"] = str(tenant_id)
+        fields = {"tenant_id": 1, "user_id": 1, "legal_holds": 1, "legal_hold": 1}
+        return self._select(query, None, fields, "_id")

@@ -288,7 +288,7 @@ def register(app: typer.Typer) -> None:
     """Add ``threads``, ``show`` and ``tree`` to ``app``."""
 
     @app.command()
-    @shared()
+    @shared(tsv=True)
     def threads(
         connection: Connection,
         tenant: TenantOption = None,

@@ -9,8 +9,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from chatledger.admin.cli_support import holds_ledger_data
 from chatledger.cli.connection import describe_uri, open_database, open_embedded
 from chatledger.cli.shared import Connection, shared
+from chatledger.errors import ChatLedgerError
 
 __all__ = ["register"]
 
@@ -33,8 +35,23 @@ def register(app: typer.Typer) -> None:
     # reaches a server takes them); the story writes the default collections.
     @app.command()
     @shared(uri=DemoUriOption)
-    def demo(connection: Connection) -> None:
-        """Replay the seed notebook's Joker story offline: save, resume, and branch a conversation."""
+    def demo(
+        connection: Connection,
+        force: Annotated[
+            bool,
+            typer.Option(
+                "--force",
+                help="Write the story into a database that already holds ChatLedger data "
+                "(without it: exit 1, nothing written).",
+            ),
+        ] = False,
+    ) -> None:
+        """Replay the Joker story offline: save, resume and branch a conversation.
+
+        Without --mongodb-uri on an embedded in-process database. On a server, a database
+        already holding ChatLedger data (threads or events; an earlier demo's too: its
+        threads look like anyone's) is left alone unless --force.
+        """
         ui, database, as_json = connection.ui, connection.database, connection.ui.as_json
 
         async def go() -> int:
@@ -50,6 +67,12 @@ def register(app: typer.Typer) -> None:
             console = Console(file=io.StringIO()) if as_json else None
             opened = open_database(uri, database) if uri else open_embedded(database)
             async with opened as db:
+                if uri and not force and await holds_ledger_data(db):
+                    raise ChatLedgerError(
+                        f"database {database!r} already holds ChatLedger data (collections threads, events): "
+                        "the demo writes nothing there unless asked; pass --force to add the story anyway, "
+                        "or --database NAME for an empty database"
+                    )
                 # The story prints with markup; the URI is ours to escape (e.g. [::1] hosts).
                 result = await run_demo(db, console=console, where=escape(where))
             if as_json:

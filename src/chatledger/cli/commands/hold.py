@@ -1,4 +1,4 @@
-"""``chatledger hold set | release``: legal holds."""
+"""``chatledger hold set | release | list``: legal holds."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ from typing import Annotated, Any
 import typer
 
 from chatledger.admin import release_hold
-from chatledger.admin.holds import place_hold
-from chatledger.cli.options import ByOption
+from chatledger.admin.holds import list_holds, place_hold
+from chatledger.cli.options import AllowEmptyOption, ByOption, TenantOption
 from chatledger.cli.render import Renderer, iso
+from chatledger.cli.run import require_ledger_data
 from chatledger.cli.shared import Connection, shared
 
-__all__ = ["hold_body", "register"]
+__all__ = ["hold_body", "list_body", "register"]
+
+#: ``hold list``'s columns, in the order the table, ``--tsv`` and ``--json`` give them.
+_HOLD_FIELDS = ("thread_id", "tenant_id", "user_id", "case", "reason", "set_at", "set_by")
 
 
 async def hold_body(
@@ -60,9 +64,39 @@ async def hold_body(
         ui.json("hold", result)
     elif code:
         ui.line(text, file="err")
-    else:
+    elif not ui.quiet:
         ui.line(text)
     return code
+
+
+async def list_body(
+    db: Any, ui: Renderer, *, case: str | None = None, tenant: str | None = None, allow_empty: bool = False
+) -> int:
+    """List every legal hold (thread, case, reason, when, by whom); exit 0, holds or none.
+
+    None found is said in so many words (``no legal holds``); a database holding no
+    ChatLedger data is an error (exit 1) unless ``allow_empty``, as for the other reads.
+    """
+    await require_ledger_data(db, allow_empty)
+    holds = await list_holds(db, case=case, tenant=tenant)
+    if ui.as_json:
+        ui.json("hold list", {"holds": holds, "count": len(holds)})
+        return 0
+    scope = "".join(
+        f" {label} {value!r}"
+        for label, value in (("for case", case), ("in tenant", tenant))
+        if value is not None
+    )
+    rows = ([h[f] if f != "set_at" else iso(h[f]) for f in _HOLD_FIELDS] for h in holds)
+    if not holds and not ui.tsv:
+        ui.line(f"no legal holds{scope}")
+        return 0
+    ui.table("legal holds", ("thread", "tenant", "user", "case", "reason", "set at", "set by"), rows)
+    threads = len({h["thread_id"] for h in holds})
+    ui.note(
+        f"{len(holds)} hold{'s' if len(holds) != 1 else ''} on {threads} thread{'s' if threads != 1 else ''}"
+    )
+    return 0
 
 
 ThreadArgument = Annotated[str, typer.Argument(help="Thread id.")]
@@ -85,7 +119,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(holds, name="hold")
 
     @holds.command("set")
-    @shared()
+    @shared(quiet=True)
     def set_(
         connection: Connection,
         thread: ThreadArgument,
@@ -107,7 +141,7 @@ def register(app: typer.Typer) -> None:
         )
 
     @holds.command("release")
-    @shared()
+    @shared(quiet=True)
     def release(
         connection: Connection,
         thread: ThreadArgument,
@@ -119,3 +153,18 @@ def register(app: typer.Typer) -> None:
         connection.run(
             lambda db, ui: hold_body(db, ui, action="release", thread=thread, reason=reason, case=case, by=by)
         )
+
+    @holds.command("list")
+    @shared(tsv=True, quiet=True)
+    def list_(
+        connection: Connection,
+        case: Annotated[str | None, typer.Option("--case", help="Only this case's holds.")] = None,
+        tenant: TenantOption = None,
+        allow_empty: AllowEmptyOption = False,
+    ) -> None:
+        """List legal holds: thread, case, reason, when and by whom.
+
+        Exit 0 whether or not there are holds ("no legal holds" says there are none); a
+        database holding no ChatLedger data is an error (exit 1) unless --allow-empty.
+        """
+        connection.run(lambda db, ui: list_body(db, ui, case=case, tenant=tenant, allow_empty=allow_empty))

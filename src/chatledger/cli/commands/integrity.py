@@ -102,6 +102,8 @@ async def heads_body(db: Any, ui: Renderer, *, tenant: str | None = None, allow_
     scope = ThreadFilter(tenant_id=tenant)
     heads: list[dict[str, Any]] = []
     problems: list[dict[str, Any]] = []
+    if ui.tsv:
+        ui.tsv_row(("thread_id", "head_seq", "head_hash"))
     with ui.progress("reading heads") as tick:
         tick.stage("reading heads", await count_threads(db, scope))
         async for summary in list_threads(db, scope, on_thread=tick):
@@ -117,6 +119,8 @@ async def heads_body(db: Any, ui: Renderer, *, tenant: str | None = None, allow_
             head = {"thread_id": act.thread_id, "head_seq": act.head_seq, "head_hash": act.head_hash}
             if ui.as_json:
                 heads.append(head)
+            elif ui.tsv:
+                ui.tsv_row(head.values())
             else:
                 ui.json_line(head)
     if ui.as_json:

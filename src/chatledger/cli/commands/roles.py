@@ -14,6 +14,13 @@ Roles, in the ChatLedger database:
   (``log_entries``, ``log_tree``: ``<events>_log_entries`` etc. for another events
   collection), which ``chatledger checkpoint`` writes; nobody may update or remove them.
 
+With ``--sealed`` (the application seals content, docs/sealing.md) both roles also cover
+the key store's collection (``keys`` unless ``--keys-collection``) in the same database:
+the application ``find``/``insert`` (a subject's first write creates its data key), the
+operator also ``update`` (``erase`` tombstones keys, ``keys rotate`` re-wraps them). Nobody
+gets ``remove`` on it: a tombstone is what keeps an erased subject erased. A key store in
+another database or cluster needs its roles made there (MongoDB roles are per database).
+
 Grant them with ``db.grantRolesToUser(...)`` or ``createUser``; ChatLedger does not
 create users or handle passwords.
 """
@@ -54,12 +61,23 @@ def _privilege(database: str, collection: str, actions: list[str]) -> dict[str, 
 
 
 def role_definitions(
-    database: str, threads: str = "threads", events: str = "events", audit: str = "audit"
+    database: str,
+    threads: str = "threads",
+    events: str = "events",
+    audit: str = "audit",
+    keys: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Return the privileges of each role."""
+    """Return the privileges of each role (``keys``: the key store's collection, when content is sealed)."""
     append_only = ["find", "insert", "createIndex"]
+    sealed_app = [_privilege(database, keys, append_only)] if keys else []
+    # update: erase replaces a key by its tombstone (an upsert), keys rotate re-wraps it.
+    sealed_operator = [_privilege(database, keys, [*append_only, "update"])] if keys else []
     return {
-        APP_ROLE: [_privilege(database, threads, append_only), _privilege(database, events, append_only)],
+        APP_ROLE: [
+            _privilege(database, threads, append_only),
+            _privilege(database, events, append_only),
+            *sealed_app,
+        ],
         OPERATOR_ROLE: [
             _privilege(database, threads, [*append_only, "remove", "update"]),
             # update: a removal hollows events in place (their positions stay taken).
@@ -67,11 +85,12 @@ def role_definitions(
             _privilege(database, audit, ["find", "insert", "createIndex"]),
             # The Merkle log is insert-only too: a sequencer never updates or removes a leaf.
             *(_privilege(database, c, ["find", "insert", "createIndex"]) for c in log_collections(events)),
+            *sealed_operator,
         ],
     }
 
 
-def role_commands(database: str, existing: set[str], **collections: str) -> list[dict[str, Any]]:
+def role_commands(database: str, existing: set[str], **collections: Any) -> list[dict[str, Any]]:
     """Return the database commands that create (or bring up to date) each role."""
     return [
         {"updateRole" if role in existing else "createRole": role, "privileges": privileges, "roles": []}
@@ -80,7 +99,7 @@ def role_commands(database: str, existing: set[str], **collections: str) -> list
 
 
 async def roles_body(
-    db: Any, ui: Renderer, *, database: str, apply: bool, collections: dict[str, str]
+    db: Any, ui: Renderer, *, database: str, apply: bool, collections: dict[str, str | None]
 ) -> int:
     """Print the role commands, or (``apply``, with ``db``) run them."""
     if not apply:
@@ -128,13 +147,37 @@ def register(app: typer.Typer) -> None:
         threads_collection: Annotated[str, typer.Option(help="Name of the threads collection.")] = "threads",
         events_collection: Annotated[str, typer.Option(help="Name of the events collection.")] = "events",
         audit_collection: Annotated[str, typer.Option(help="Name of the audit collection.")] = "audit",
+        sealed: Annotated[
+            bool,
+            typer.Option(
+                "--sealed",
+                help="The application seals content: cover the key store's collection too "
+                "(in this database; find/insert, and update for the operator; never remove).",
+            ),
+        ] = False,
+        keys_collection: Annotated[
+            str,
+            typer.Option(
+                "--keys-collection",
+                envvar="CHATLEDGER_KEYS_COLLECTION",
+                help="Name of the key store's collection (with --sealed).",
+            ),
+        ] = "keys",
     ) -> None:
-        """Create (or update) the chatledger_app and chatledger_operator roles; a dry run unless --apply."""
+        """Create or update the chatledger_app and chatledger_operator roles.
+
+        A dry run (the commands printed) unless --apply; --sealed covers the key store too.
+        """
         ui, database = connection.ui, connection.database
-        names = {"threads": threads_collection, "events": events_collection, "audit": audit_collection}
+        names: dict[str, str | None] = {
+            "threads": threads_collection,
+            "events": events_collection,
+            "audit": audit_collection,
+            "keys": keys_collection if sealed else None,
+        }
 
         async def go() -> int:
-            for value in (database, *names.values()):
+            for value in (database, *(n for n in names.values() if n is not None)):
                 if not value or "$" in value or "\x00" in value:
                     raise InvalidInputError(f"invalid database or collection name {value!r}")
             if not apply:

@@ -41,9 +41,8 @@ class LedgerPlace:
 
 def ledger_place(target: Any) -> LedgerPlace:
     """Return the database and collection names of ``target`` (a :class:`Ledger` or a database handle)."""
-    storage = storage_of(as_ledger(target))
-    threads = storage.threads.collection
-    return LedgerPlace(str(threads.database.name), str(threads.name), str(storage.events.collection.name))
+    database, threads, events, _ = storage_of(as_ledger(target)).names
+    return LedgerPlace(database, threads, events)
 
 
 async def holds_ledger_data(target: Any) -> bool:
@@ -52,25 +51,21 @@ async def holds_ledger_data(target: Any) -> bool:
     One indexed read each, however large the collections: a misspelled database name
     reads as an empty ledger, which callers refuse to report as a clean result.
     """
-    storage = storage_of(as_ledger(target))
     # Any document, removed ones included: an erased ledger is still a ledger.
-    for collection in (storage.threads.collection, storage.events.collection):
-        if await collection.find_one({}, {"_id": 1}) is not None:
-            return True
-    return False
+    return await storage_of(as_ledger(target)).holds_any_document()
 
 
 def with_sealer(target: Any, sealer: Any) -> Ledger:
     """Return a :class:`Ledger` on ``target``'s collections and ledger id, opening content with ``sealer``."""
     if not isinstance(target, Ledger):
         return Ledger(target, sealer=sealer)
-    storage = storage_of(target)
+    _, threads, events, audit = storage_of(target).names
     return Ledger(
         target.database,
         sealer=sealer,
-        threads_collection=storage.threads.collection.name,
-        events_collection=storage.events.collection.name,
-        audit_collection=storage.receipts.collection.name,
+        threads_collection=threads,
+        events_collection=events,
+        audit_collection=audit,
         ledger_id=target.ledger_id,
     )
 

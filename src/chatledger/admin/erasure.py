@@ -331,7 +331,7 @@ async def keys_not_found(
                 break
     if not sealed and (not chunk or not await storage.tallies.any_sealed(chunk)):
         return None
-    where = getattr(key_store.collection, "full_name", key_store.collection.name)
+    where = key_store.where
     return (
         f"the subject's content is sealed, but the key store {where} holds no key of it in ledger "
         f"{ledger.ledger_id!r} (the keys live in another database, collection or server: "

@@ -90,6 +90,27 @@ class Storage:
         """The database handle the storage was opened on."""
         return self.gate.database
 
+    @property
+    def names(self) -> tuple[str, str, str, str]:
+        """The names of its database and of its threads, events and audit collections."""
+        return (
+            str(self.gate.database.name),
+            str(self.threads.collection.name),
+            str(self.events.collection.name),
+            str(self.receipts.collection.name),
+        )
+
+    async def holds_any_document(self) -> bool:
+        """Return whether the threads or events collection holds any document (tombstones count).
+
+        One read of any ``_id`` each, however large the collections.
+        """
+        for collection in (self.threads.collection, self.events.collection):
+            found = await self.gate.call("read documents", collection.find_one({}, {"_id": 1}))
+            if found is not None:
+                return True
+        return False
+
     async def ensure_indexes(self) -> None:
         """Create the ledger's indexes if they are missing (idempotent, once per storage)."""
         if self._indexes_ready:

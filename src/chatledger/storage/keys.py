@@ -93,6 +93,11 @@ class KeyStore:
             )
         self._indexes_ready = True
 
+    @property
+    def where(self) -> str:
+        """``<database>.<collection>`` of the key store, for messages."""
+        return str(getattr(self.collection, "full_name", self.collection.name))
+
     async def check_readable(self) -> None:
         """Read one key id, so a key store that cannot be read fails here, before any work.
 

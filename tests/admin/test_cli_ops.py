@@ -275,10 +275,11 @@ async def test_tsv_for_threads_heads_and_stats(real_backend: Any, database: Any)
     run = lambda *a, check=0: chatledger(*a, uri=real_backend.uri, database=database.name, check=check)  # noqa: E731
 
     header, *rows = run("threads", "--tsv").stdout.splitlines()
-    assert header.split("\t")[:4] == ["thread", "parent@offset", "tenant", "user"]
+    assert header.split("\t")[:5] == ["thread", "kind", "parent@offset", "tenant", "user"]
     by_id = {row.split("\t")[0]: row.split("\t") for row in rows}
     assert set(by_id) == {long_id, "t2"}
-    assert by_id[long_id][2:6] == ["acme", "ann", "2", "4"]
+    assert by_id[long_id][1] == "conversation"
+    assert by_id[long_id][3:7] == ["acme", "ann", "2", "4"]
     assert by_id[long_id][-1] == "C1"
     assert all(len(row) == len(header.split("\t")) for row in by_id.values())
 

@@ -37,6 +37,8 @@ from typing import Any, Final, TypedDict, Unpack
 from agent_framework import SecretString, load_settings
 
 from chatledger.errors import InvalidInputError
+from chatledger.storage.clients import default_database_name, new_client
+from chatledger.storage.clients import driver_info as storage_driver_info
 from chatledger.storage.driver import close_client
 
 __all__ = [
@@ -190,11 +192,9 @@ def _check_client(client: object) -> Any:
 
 def driver_info() -> Any:
     """Return the ``pymongo.DriverInfo`` that identifies ChatLedger in the server's logs."""
-    from pymongo.driver_info import DriverInfo
-
     from chatledger import __version__  # the package imports the adapters; import late
 
-    return DriverInfo(name="chatledger", version=__version__)
+    return storage_driver_info(__version__)
 
 
 @dataclass
@@ -335,19 +335,13 @@ def _check_database_name(name: object) -> str:
 
 
 def _open(uri: str, database_name: str | None, app_name: str) -> MongoConnection:
-    from pymongo import AsyncMongoClient
-    from pymongo.errors import ConfigurationError, InvalidURI
-
     try:
-        client: Any = AsyncMongoClient(uri, tz_aware=True, appname=app_name, driver=driver_info())
-    except (ConfigurationError, InvalidURI, ValueError, TypeError) as e:
+        client: Any = new_client(uri, tz_aware=True, appname=app_name, driver=driver_info())
+    except InvalidInputError as e:
         raise InvalidInputError(f"cannot use this MongoDB connection string: {_redact(str(e))}") from None
     # An AsyncMongoClient opens nothing before its first operation, so one dropped on a
     # bad database name below holds no socket and needs no close.
     if database_name is None:
-        try:
-            database_name = client.get_default_database().name
-        except ConfigurationError:  # the URI names no database
-            database_name = DEFAULT_DATABASE_NAME
+        database_name = default_database_name(client) or DEFAULT_DATABASE_NAME
     database = client[_check_database_name(database_name)]
     return MongoConnection(database, owned_client=client)

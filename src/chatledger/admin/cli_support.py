@@ -13,19 +13,35 @@ from typing import Any
 from chatledger.admin.catalog import as_ledger
 from chatledger.admin.erasure import subject_tombstone
 from chatledger.ledger import Ledger, storage_of
+from chatledger.storage.clients import (
+    ServerRefusedError,
+    command,
+    is_driver_error,
+    mongomock_client,
+    new_client,
+    option_names,
+    ping,
+)
 from chatledger.storage.driver import close_client
 from chatledger.storage.keys import KeyStore, is_tombstone, key_kind
 from chatledger.storage.merkle import log_collections
 
 __all__ = [
     "LedgerPlace",
+    "ServerRefusedError",
     "close_client",
+    "command",
     "describe_key",
     "erased_mark",
     "holds_ledger_data",
+    "is_driver_error",
     "ledger_place",
     "log_collections",
+    "mongomock_client",
+    "new_client",
     "open_key_store",
+    "option_names",
+    "ping",
     "with_sealer",
 ]
 

@@ -18,7 +18,15 @@ from typing import Annotated, Any, Final
 
 import typer
 
-from chatledger.admin.cli_support import close_client, open_key_store
+from chatledger.admin.cli_support import (
+    ServerRefusedError,
+    close_client,
+    mongomock_client,
+    new_client,
+    open_key_store,
+    option_names,
+    ping,
+)
 from chatledger.errors import InvalidInputError, StorageUnavailableError
 
 __all__ = [
@@ -340,21 +348,18 @@ def client_options(uri: str, *, whose: str = "") -> dict[str, Any]:
     Raises:
         InvalidInputError: the URI is not a valid MongoDB connection string.
     """
-    from pymongo.errors import ConfigurationError, InvalidURI
-    from pymongo.uri_parser import parse_uri
-
-    try:
+    if uri.lower().startswith("mongodb+srv"):
         # No DNS lookup for mongodb+srv here: only which options the URI sets matters.
-        parsed = parse_uri(uri, connect_timeout=None) if not uri.lower().startswith("mongodb+srv") else None
-    except (InvalidURI, ConfigurationError, ValueError) as e:
-        raise InvalidInputError(
-            f"not a valid MongoDB connection string{_of(whose)}: {redact(str(e))}"
-        ) from None
-    given = {str(k).lower() for k in (parsed or {}).get("options", {})}
-    if parsed is None:  # mongodb+srv: read the query string ourselves
         from urllib.parse import parse_qs, urlsplit
 
         given = {k.lower() for k in parse_qs(urlsplit(uri).query)}
+    else:
+        try:
+            given = option_names(uri)
+        except InvalidInputError as e:
+            raise InvalidInputError(
+                f"not a valid MongoDB connection string{_of(whose)}: {redact(str(e))}"
+            ) from None
     options: dict[str, Any] = {k: v for k, v in CONNECTION_DEFAULTS.items() if k.lower() not in given}
     options["tz_aware"] = True
     return options
@@ -385,29 +390,25 @@ async def open_database(
         InvalidInputError: the URI or the database name is invalid.
         ServerUnreachableError: no server answered within the server selection timeout.
     """
-    from pymongo import AsyncMongoClient
-    from pymongo.errors import ConfigurationError, InvalidName, OperationFailure, PyMongoError
-
     check_database_name(name, option)
     options = client_options(uri, whose=whose)
     try:
-        client: Any = AsyncMongoClient(uri, **options)
-    except (ConfigurationError, InvalidName, ValueError, TypeError) as e:
+        client: Any = new_client(uri, **options)
+    except InvalidInputError as e:
         raise InvalidInputError(f"cannot use this connection string{_of(whose)}: {redact(str(e))}") from None
     try:
         try:
-            await client.admin.command("ping")
-        except OperationFailure as e:
+            await ping(client)
+        except ServerRefusedError as e:
             # It answered, and refused (credentials, most often): not an unreachable server.
             raise InvalidInputError(
                 f"the MongoDB server{_of(whose)} at {describe_uri(uri)} refused the connection: "
-                # One line: a server's reason may span several.
-                f"{redact(' '.join(str(e.details.get('errmsg') if e.details else e).split()))}"
+                f"{redact(str(e))}"
             ) from None
-        except PyMongoError as e:
+        except StorageUnavailableError as e:
             timeout = client.options.server_selection_timeout
-            # PyMongo appends the whole topology description; the first part says why.
-            why = str(e).split(", Timeout:")[0]
+            # PyMongo appends the whole topology description; storage keeps the first part.
+            why = str(e)
             raise ServerUnreachableError(
                 f"no MongoDB server{_of(whose)} answered at "
                 f"{describe_uri(uri)} within {timeout:g} s "
@@ -426,13 +427,12 @@ async def open_embedded(name: str) -> AsyncIterator[Any]:
         InvalidInputError: the ``demo`` extra is not installed.
     """
     try:
-        from mongomock_motor import AsyncMongoMockClient
+        client: Any = mongomock_client()
     except ImportError as e:
         raise InvalidInputError(
             f"the embedded demo database needs the 'demo' extra ({e.name} is not installed): "
             "pip install 'chatledger[demo]', or pass --mongodb-uri"
         ) from None
-    client: Any = AsyncMongoMockClient(tz_aware=True)
     try:
         yield client[name]
     finally:

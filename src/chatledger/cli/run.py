@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import typer
 
-from chatledger.admin.cli_support import holds_ledger_data, ledger_place
+from chatledger.admin.cli_support import holds_ledger_data, is_driver_error, ledger_place
 from chatledger.cli.connection import ServerUnreachableError
 from chatledger.cli.render import Renderer
 from chatledger.errors import ChatLedgerError, InvalidInputError
@@ -99,9 +99,7 @@ def run_body(ui: Renderer, work: Coroutine[Any, Any, int]) -> None:
         raise fail(ui, e) from e
     except Exception as e:
         # A driver error the library did not translate: still no traceback, still no secrets.
-        from pymongo.errors import PyMongoError
-
-        if not isinstance(e, PyMongoError):
+        if not is_driver_error(e):
             raise
         raise fail(ui, ChatLedgerError(f"database error: {e}")) from e
     raise typer.Exit(code)

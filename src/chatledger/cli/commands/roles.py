@@ -33,6 +33,7 @@ from typing import Annotated, Any, Final
 import typer
 from rich.text import Text
 
+from chatledger.admin.cli_support import command as run_command
 from chatledger.admin.cli_support import log_collections
 from chatledger.cli.connection import open_database
 from chatledger.cli.render import Renderer
@@ -112,14 +113,12 @@ async def roles_body(
             # Our own JSON, over several lines (json.dumps escapes any control character).
             ui.line(Text(f"db.runCommand({json.dumps(command, indent=2)})"))
         return 0
-    from pymongo.errors import OperationFailure
-
     try:
-        info = await db.command({"rolesInfo": [APP_ROLE, OPERATOR_ROLE]})
+        info = await run_command(db, {"rolesInfo": [APP_ROLE, OPERATOR_ROLE]})
         commands = role_commands(database, {r["role"] for r in info.get("roles", [])}, **collections)
-        for command in commands:
-            await db.command(command)
-    except OperationFailure as e:
+        for each in commands:
+            await run_command(db, each)
+    except StorageError as e:
         raise StorageError(f"the server refused to manage roles (does this user have userAdmin?): {e}") from e
     if ui.as_json:
         ui.json("roles", {"database": database, "applied": True, "commands": commands})

@@ -28,6 +28,7 @@ from chatledger.admin import (
     verify,
 )
 from chatledger.admin.retention import parse_duration
+from chatledger.storage.removals import RemovalMarks
 from tests.admin.conftest import Clock, branch, msg, talk
 from tests.helpers import read
 
@@ -188,6 +189,39 @@ async def test_an_interrupted_run_is_finished_by_the_next(
     # Idempotent: nothing left to do.
     again = await run_retention(ledger, POLICY, apply=True, now=clock.now)
     assert (again.planned, again.resumed, again.removed) == ([], [], [])
+
+
+async def test_ctrl_c_while_a_claim_is_on_the_wire_leaves_no_claim_behind(
+    database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    ledger = Ledger(database)
+    for n in range(3):
+        await talk(ledger, f"t{n}", 1)
+    clock.advance(days=60)
+    real_claim = RemovalMarks.claim
+    landed = asyncio.Event()
+
+    async def slow_reply(self: Any, thread_id: str, receipt_id: str, root_id: str) -> bool:
+        taken = await real_claim(self, thread_id, receipt_id, root_id)
+        landed.set()
+        await asyncio.sleep(0.2)  # the claim is stored; its reply is still on the way back
+        return taken
+
+    monkeypatch.setattr(RemovalMarks, "claim", slow_reply)
+    run = asyncio.create_task(run_retention(ledger, POLICY, apply=True, now=clock.now))
+    await landed.wait()
+    run.cancel()  # Ctrl-C
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    monkeypatch.setattr(RemovalMarks, "claim", real_claim)
+    # The give-up let the claim go: the same command run right away removes everything,
+    # instead of keeping a lineage as "being removed by another run" for five minutes.
+    report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    assert report.skipped == []
+    assert await _threads(database) == set() == await _event_threads(database)
+    assert (await verify(ledger)).ok
 
 
 async def test_a_hold_set_after_planning_wins(

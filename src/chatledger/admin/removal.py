@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from chatledger.admin.catalog import Family, Forest, ThreadActivity, ThreadFilter, activity, family_chunks
 from chatledger.admin.receipts import COMPLETED, REMOVAL, Receipts
@@ -48,6 +48,8 @@ from chatledger.models import utc_now_ms
 from chatledger.storage.documents import holds_of
 from chatledger.storage.removals import LastPosition, RemovalMarks
 from chatledger.storage.threads import ThreadStore
+
+_T = TypeVar("_T")
 
 __all__ = [
     "INTERRUPTED",
@@ -299,6 +301,21 @@ class RemovalPorts:
 KEYED_HOLLOW_MAX: Final = 32
 
 
+async def _to_the_end(work: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``work`` to its end even when the caller is cancelled meanwhile, then pass the cancel on.
+
+    The cancelled caller then knows exactly what ``work`` did (and can undo it), which it
+    would not if the cancel cut ``work`` off between a write and the note that it was made.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await task
+        raise
+
+
 class _Run:
     """One removal (one receipt id) carried out step by step; every step can be repeated."""
 
@@ -339,14 +356,12 @@ class _Run:
         live = await self.threads.live(thread_id)
         if live is None:
             return _GONE
-        root = live.root_id
-        if not await self.marks.claim(thread_id, self.receipt_id, root):
-            if await self.marks.claim_of(thread_id) == self.receipt_id:
-                self.claimed[thread_id] = root  # ours already (a resumed run)
-                return None
-            return "being removed by another run"
-        self.claimed[thread_id] = root
-        await self.threads.mark_removing(thread_id, self.receipt_id)
+        # Ctrl-C while the claim is on the wire must not leave a claim this run does not
+        # know it holds (the write lands anyway; a give-up would then not release it, and
+        # the next run would take it for a live removal): the claim runs to its end first.
+        why = await _to_the_end(self._take(thread_id, live.root_id))
+        if why is not None:
+            return why
         # Read the holds again AFTER claiming: a hold writer reads the claim after
         # writing, so of two racing operators at least one sees the other, and backs off.
         live = await self.threads.live(thread_id)
@@ -354,6 +369,17 @@ class _Run:
             return _GONE
         if live.holds.rev != holds_rev or live.holds.held:
             return f"the legal holds of thread {thread_id!r} changed since the plan was made (a hold was set)"
+        return None
+
+    async def _take(self, thread_id: str, root: str) -> str | None:
+        """Take the claim on one thread and mark it; remember it as claimed, or return why not."""
+        if not await self.marks.claim(thread_id, self.receipt_id, root):
+            if await self.marks.claim_of(thread_id) == self.receipt_id:
+                self.claimed[thread_id] = root  # ours already (a resumed run)
+                return None
+            return "being removed by another run"
+        self.claimed[thread_id] = root
+        await self.threads.mark_removing(thread_id, self.receipt_id)
         return None
 
     async def _drop(self, thread_id: str) -> None:
@@ -566,21 +592,24 @@ async def _remove(
             await run.release()
     if why is not None:
         return why
-    await run.ports.receipts.record(
-        REMOVAL,
-        by,
-        _id=run.receipt_id,
-        action=report.action,
-        reason=reason,
-        scope=scope,
-        thread_id=removal.thread_id,
-        thread_ids=list(run.claimed),
-        heads=[h.receipt_entry() for h in removal.heads],
-        counts={
-            "threads": len(removal.thread_ids),
-            "events": removal.events,
-            "messages": removal.messages,
-        },
+    # Written to the end even on Ctrl-C, so the give-up knows whether it exists.
+    await _to_the_end(
+        run.ports.receipts.record(
+            REMOVAL,
+            by,
+            _id=run.receipt_id,
+            action=report.action,
+            reason=reason,
+            scope=scope,
+            thread_id=removal.thread_id,
+            thread_ids=list(run.claimed),
+            heads=[h.receipt_entry() for h in removal.heads],
+            counts={
+                "threads": len(removal.thread_ids),
+                "events": removal.events,
+                "messages": removal.messages,
+            },
+        )
     )
     await _complete(run, by)
     report.removed.append(run.receipt_id)

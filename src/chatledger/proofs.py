@@ -27,7 +27,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -146,6 +146,30 @@ def consistency_path(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
     return sub(old_size, leaves, True)
 
 
+def _climb(fn: int, sn: int, path: Sequence[bytes], name: str, trees: str) -> Iterator[tuple[bytes, bool]]:
+    """Walk RFC 9162's verification loop up the tree: yield each node of ``path`` and if it is a left one.
+
+    ``fn`` and ``sn`` are the step's starting node numbers (§2.1.3.2 step 3, §2.1.4.2 step 5);
+    ``name`` and ``trees`` word the errors ("the inclusion path", "tree is").
+
+    Raises:
+        ProofError: the path is longer or shorter than the tree is deep.
+    """
+    for node in path:
+        if sn == 0:
+            raise ProofError(f"{name} is longer than the {trees} deep")
+        left = bool(fn & 1) or fn == sn
+        yield node, left
+        if left:
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError(f"{name} is shorter than the {trees} deep")
+
+
 def verify_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes], root: bytes) -> None:
     """Check that ``leaf`` is leaf ``index`` of the tree of ``size`` leaves whose root is ``root``.
 
@@ -156,22 +180,9 @@ def verify_inclusion(index: int, size: int, leaf: bytes, path: Sequence[bytes], 
     """
     if not 0 <= index < size:
         raise ProofError(f"leaf index {index} is outside a tree of {size} leaves")
-    fn, sn, r = index, size - 1, leaf
-    for p in path:
-        if sn == 0:
-            raise ProofError("the inclusion path is longer than the tree is deep")
-        if fn & 1 or fn == sn:
-            r = node_hash(p, r)
-            if not fn & 1:
-                while not fn & 1 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("the inclusion path is shorter than the tree is deep")
+    r = leaf
+    for p, left in _climb(index, size - 1, path, "the inclusion path", "tree is"):
+        r = node_hash(p, r) if left else node_hash(r, p)
     if r != root:
         raise ProofError("the inclusion path does not lead to the checkpoint's root hash")
 
@@ -207,22 +218,12 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     fr = sr = nodes[0]
-    for c in nodes[1:]:
-        if sn == 0:
-            raise ProofError("the consistency path is longer than the trees are deep")
-        if fn & 1 or fn == sn:
+    for c, left in _climb(fn, sn, nodes[1:], "the consistency path", "trees are"):
+        if left:
             fr = node_hash(c, fr)
             sr = node_hash(c, sr)
-            if not fn & 1:
-                while not fn & 1 and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
         else:
             sr = node_hash(sr, c)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("the consistency path is shorter than the trees are deep")
     if fr != old_root:
         raise ProofError("the consistency path does not lead to the old checkpoint's root hash")
     if sr != new_root:

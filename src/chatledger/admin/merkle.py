@@ -32,7 +32,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
@@ -220,14 +220,8 @@ class SequenceReport:
     root: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the report as JSON-ready data."""
-        return {
-            "log": self.log,
-            "size_before": self.size_before,
-            "size": self.size,
-            "added": self.added,
-            "root": self.root,
-        }
+        """Return the report as JSON-ready data (every field, in order)."""
+        return asdict(self)
 
 
 def _leaf_of(doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 from chatledger.admin.catalog import ThreadSummary, as_ledger
@@ -230,15 +230,8 @@ class CheckpointView:
     chunks: int
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the checkpoint as a JSON-ready dict."""
-        return {
-            "checkpoint_id": self.checkpoint_id,
-            "previous_checkpoint_id": self.previous_checkpoint_id,
-            "workflow_name": self.workflow_name,
-            "timestamp": self.timestamp,
-            "size": self.size,
-            "chunks": self.chunks,
-        }
+        """Return the checkpoint as a JSON-ready dict (every field, in order)."""
+        return asdict(self)
 
 
 def _json_object(text: str, where: str) -> dict[str, Any]:

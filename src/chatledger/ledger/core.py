@@ -100,9 +100,7 @@ class Ledger:
             check_ledger_id(ledger_id)
         self._storage = Storage(
             database,
-            threads_collection=threads_collection,
-            events_collection=events_collection,
-            audit_collection=audit_collection,
+            (threads_collection, events_collection, audit_collection),
             operation_timeout=operation_timeout,
             consistency=consistency,
         )

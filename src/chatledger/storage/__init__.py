@@ -50,9 +50,8 @@ class Storage:
 
     Args:
         database: A PyMongo ``AsyncDatabase``, a Motor database or a mongomock-motor one.
-        threads_collection: Name of the collection of thread documents.
-        events_collection: Name of the collection of event documents.
-        audit_collection: Name of the collection of admin receipts.
+        collections: The names of its threads, events and audit (admin receipts)
+            collections, in that order (the ``Ledger``'s keywords, checked here).
         operation_timeout: Seconds one operation may take; ``None`` leaves it to the client.
         consistency: ``"majority"`` (default: majority journaled writes, primary
             majority reads) or ``"client"`` (the client's or URI's own settings).
@@ -64,14 +63,12 @@ class Storage:
     def __init__(
         self,
         database: Any,
+        collections: tuple[str, str, str],
         *,
-        threads_collection: str = DEFAULT_THREADS_COLLECTION,
-        events_collection: str = DEFAULT_EVENTS_COLLECTION,
-        audit_collection: str = DEFAULT_AUDIT_COLLECTION,
         operation_timeout: float | None = None,
         consistency: Consistency = "majority",
     ) -> None:
-        names = [collection_name(n) for n in (threads_collection, events_collection, audit_collection)]
+        names = [collection_name(n) for n in collections]
         if len(set(names)) != 3:
             raise InvalidInputError("the threads, events and audit collections need three different names")
         self.gate = Gate(database, operation_timeout=operation_timeout, consistency=consistency)

@@ -295,6 +295,33 @@ def test_progress_totals_grow_instead_of_overflowing() -> None:
         assert _Count().render(bar.tasks[0]).plain == "4/10"
 
 
+async def test_a_whole_database_verify_shows_its_reading_then_its_walking(database: Any) -> None:
+    """The bar an operator watches moves through both phases, each with its own count."""
+    from chatledger.admin import verify
+
+    ledger = Ledger(database)
+    await _many(ledger, 3)
+    seen: list[tuple[str, str]] = []
+    with Progress(disable=True) as bar:
+        tick = Ticker(bar, bar.add_task("verifying", total=None))
+        tick.stage("verifying", 3)
+        reading, walking = tick.counting("reading events"), tick.phase("verifying", 3)
+
+        def on_progress(done: int, total: int | None) -> None:
+            reading(done, total)
+            seen.append((bar.tasks[0].description, _Count().render(bar.tasks[0]).plain))
+
+        def on_thread(thread_id: str) -> None:
+            walking(thread_id)
+            seen.append((bar.tasks[0].description, _Count().render(bar.tasks[0]).plain))
+
+        assert (await verify(ledger, on_thread=on_thread, on_progress=on_progress)).ok
+    phases = [label for n, (label, _) in enumerate(seen) if n == 0 or seen[n - 1][0] != label]
+    assert phases == ["reading events", "verifying"]
+    assert seen[-1] == ("verifying", "3/3")
+    assert [count for label, count in seen if label == "reading events"][-1].startswith("3")  # 3 events
+
+
 # ---------------------------------------------------------------------- real server, PyMongo
 
 

@@ -30,6 +30,7 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
@@ -122,6 +123,7 @@ class Ticker:
     def __init__(self, bar: Progress, task: TaskID) -> None:
         self._bar = bar
         self._task = task
+        self._label = ""  # set by stage(): the phase the bar shows
 
     def __call__(self, *_: object) -> None:
         """Advance by one."""
@@ -141,7 +143,34 @@ class Ticker:
 
     def stage(self, label: str, total: int | None = None) -> None:
         """Start the next phase on the same bar: a new label and total, nothing done yet."""
+        self._label = label
         self._bar.reset(self._task, total=total, description=label, completed=0)
+
+    def phase(self, label: str, total: int | None = None) -> Callable[..., None]:
+        """Return a one-step callback (``on_thread``) for phase ``label``; its first call starts the phase.
+
+        For a run with phases the command cannot see begin (``verify`` reads the events,
+        then walks the threads): each phase's callback moves the bar to its own label.
+        """
+
+        def step(*_: object) -> None:
+            if self._label != label:
+                self.stage(label, total)
+            self.advance(1)
+
+        return step
+
+    def counting(self, label: str) -> Callable[[int, int | None], None]:
+        """Return an ``on_progress(done, total)`` callback for phase ``label`` (a running count)."""
+
+        def count(done: int, total: int | None) -> None:
+            if self._label != label:
+                self.stage(label, total)
+            elif total is not None and self._bar.tasks[self._task].total != total:
+                self._bar.update(self._task, total=total)
+            self.to(done)
+
+        return count
 
 
 class Renderer:
@@ -288,6 +317,7 @@ class Renderer:
             BarColumn(),
             _Count(),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=self.err,
             transient=True,
             disable=not self.err.is_terminal,

@@ -71,8 +71,18 @@ async def verify_body(
     pinned = read_anchors(anchors) if anchors else []
     await require_ledger_data(db, allow_empty)
     with ui.progress("verifying") as tick:
-        tick.stage("verifying", await count_threads(db, ThreadFilter(thread_id=thread, tenant_id=tenant)))
-        report = await verify(db, thread_id=thread, tenant_id=tenant, anchors=pinned, on_thread=tick)
+        threads = await count_threads(db, ThreadFilter(thread_id=thread, tenant_id=tenant))
+        tick.stage("verifying", threads)
+        # A whole-database run reads every event first (one ordered pass), then walks the
+        # threads: each phase shows its own count (and ETA) on the one bar.
+        report = await verify(
+            db,
+            thread_id=thread,
+            tenant_id=tenant,
+            anchors=pinned,
+            on_thread=tick.phase("verifying", threads),
+            on_progress=tick.counting("reading events"),
+        )
     if ui.as_json:
         ui.json("verify", report.to_dict())
         return 0 if report.ok else 1

@@ -65,10 +65,16 @@ async def export_body(
     try:
         with ui.progress("exporting") as tick:
             # One thread comes with its ancestors and branches: no total known up front.
-            tick.stage("exporting", None if thread is not None else await count_threads(ledger, scope))
+            threads = None if thread is not None else await count_threads(ledger, scope)
+            tick.stage("exporting", threads)
             whole = thread is None and tenant is None and user is None
             summary = await export_jsonl(
-                ledger, stream, scope, on_thread=tick, audit=whole if audit is None else audit
+                ledger,
+                stream,
+                scope,
+                on_thread=tick.phase("exporting", threads),
+                on_progress=tick.counting("reading events"),
+                audit=whole if audit is None else audit,
             )
         if partial is not None and target is not None:
             stream.flush()

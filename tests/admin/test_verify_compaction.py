@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from agent_framework import Agent, AgentSession, Message
 
-from chatledger import MongoHistoryProvider
+from chatledger import Ledger, MongoHistoryProvider
 from chatledger.admin import verify
 from chatledger.demo.joker import JokerChatClient
 from chatledger.hashing import event_hash
+from chatledger.ledger import Binding, Position
 from chatledger.ledger.compaction import compact, event_at
 from tests.admin.test_cli import chatledger
+from tests.helpers import msg
 
 SOURCE = MongoHistoryProvider.DEFAULT_SOURCE_ID
 
@@ -152,7 +154,7 @@ async def test_a_forged_range_claim_with_a_rehashed_chain_is_named(
 
 @pytest.mark.parametrize("previous", [0, 6])
 async def test_a_forged_claim_on_a_branch_summary_is_checked_against_its_parent(
-    database: Any, previous: int
+    backend: Any, database: Any, previous: int
 ) -> None:
     # The branch's summary supersedes its parent's at seq 4: not none, not its own event at seq 6.
     provider, _, _, snapshot = await _story(database)
@@ -162,8 +164,62 @@ async def test_a_forged_claim_on_a_branch_summary_is_checked_against_its_parent(
     [problem] = (await verify(provider.ledger)).problems
     assert (problem.thread_id, problem.seq) == (tid, 7)
     assert "the newest summary before it on its line is seq 4" in problem.reason
-    # Verifying the branch alone does not walk its parent's events: an ordinary event
-    # named as a summary is still seen at its position.
-    scoped = (await verify(provider.ledger, thread_id=tid)).problems
-    if previous:
-        assert [(p.seq, "not a summary" in p.reason) for p in scoped] == [(7, True)]
+    # Verifying the branch alone does not walk its parent's events, yet reaches the same
+    # verdict: the summaries its parent holds before the fork are read from the index.
+    assert (await verify(provider.ledger, thread_id=tid)).problems == [problem]
+    if backend.real_server:
+        done = chatledger("verify", "--thread", tid, uri=backend.uri, database=database.name, check=1)
+        assert f"{tid}#7" in done.stdout + done.stderr
+        assert "the newest summary before it on its line is seq 4" in done.stdout + done.stderr
+
+
+async def _compact_at(book: Binding, at: Position, last_seq: int) -> Position:
+    first, last = await event_at(book, at, 1), await event_at(book, at, last_seq)
+    return await compact(
+        book,
+        at,
+        first_seq=1,
+        first_hash=first["hash"],
+        last_seq=last_seq,
+        last_hash=last["hash"],
+        summary=[msg(f"summary through seq {last_seq}")],
+        strategy="test",
+    )
+
+
+async def _grandchild(database: Any) -> tuple[Ledger, str, str]:
+    """root: seqs 1-2, a summary at 3 (through 2), seq 4; ``middle`` forks at 3 (seq 4 of its
+    own, no summary); ``leaf`` forks at 4 of ``middle``, appends seq 5 and compacts through
+    it at seq 6: its summary supersedes the root's at seq 3, two levels up."""
+    ledger = Ledger(database)
+    book = ledger.bind()
+    at = book.empty("root")
+    for text in ("a", "b"):
+        at = (await book.append(at, [msg(text)])).position
+    summarized = await _compact_at(book, at, 2)
+    await book.append(summarized, [msg("root goes on")])
+    middle = await book.append(await book.at("root", 3), [msg("middle")])
+    assert middle.branched
+    await book.append(middle.position, [msg("middle goes on")])
+    leaf = await book.append(await book.at(middle.position.thread_id, 4), [msg("leaf")])
+    assert leaf.branched
+    head = await _compact_at(book, leaf.position, 5)
+    assert head.offset == 6
+    return ledger, middle.position.thread_id, leaf.position.thread_id
+
+
+async def test_a_summary_forgetting_one_two_levels_up_is_named_on_the_branch_alone(database: Any) -> None:
+    ledger, middle, leaf = await _grandchild(database)
+    summary = await _event(database, leaf, 6)
+    assert summary["compaction"]["previous"] == 3
+    assert (await verify(ledger)).ok
+    assert (await verify(Ledger(database), thread_id=leaf)).ok
+    await _rehash_from(database, leaf, 6, {"previous": 0})
+    whole = (await verify(Ledger(database))).problems
+    alone = (await verify(Ledger(database), thread_id=leaf)).problems
+    assert whole == alone
+    [problem] = alone
+    assert (problem.thread_id, problem.seq) == (leaf, 6)
+    assert "names seq 0 as the summary it supersedes" in problem.reason
+    assert "the newest summary before it on its line is seq 3" in problem.reason
+    assert (await verify(Ledger(database), thread_id=middle)).ok

@@ -18,6 +18,7 @@ import pytest
 from agent_framework import AgentSession, WorkflowCheckpoint
 
 from chatledger import Ledger, MongoCheckpointStorage, MongoSessionStore
+from chatledger.cli.render import iso
 from tests.admin.conftest import Clock, clock, talk  # noqa: F401 - the clock fixture
 from tests.admin.test_cli import chatledger
 from tests.conftest import Backend
@@ -157,6 +158,78 @@ async def test_show_prints_session_versions_and_run_checkpoints(database: Any, c
     raw = cli("show", root, "--raw").stdout
     assert "chatledger.checkpoint-chunk" in raw
     assert "checkpoints" not in _json(cli("show", root, "--raw", "--json"))
+
+
+async def _receipt(database: Any, checkpoint_id: str) -> dict[str, Any]:
+    found = await database["audit"].find_one({"kind": "checkpoint.deleted", "checkpoint_id": checkpoint_id})
+    assert found is not None
+    return dict(found)
+
+
+def _withdrawals(checkpoints: list[dict[str, Any]]) -> list[tuple[str | None, bool]]:
+    return [(c["checkpoint_id"], c["withdrawn"]) for c in checkpoints]
+
+
+async def test_show_marks_a_withdrawn_checkpoint_along_the_runs_line(database: Any, cli: Run) -> None:
+    made = await _records(database)
+    first, second, third = made["checkpoints"]
+    runs = _json(cli("threads", "--kind", "workflow_run", "--json"))["threads"]
+    [root] = [t["thread_id"] for t in runs if t["parent"] is None]
+    [branch] = [t["thread_id"] for t in runs if t["parent"] is not None]
+    shown = _json(cli("show", root, "--json"))["checkpoints"]
+    assert _withdrawals(shown) == [(first, False), (second, False)]
+    assert [c["withdrawal"] for c in shown] == [None, None]
+    assert "withdrawn" not in cli("show", root).stdout.split("\n")[0]
+
+    # The chunked checkpoint on the run's thread is withdrawn: listed still, but marked.
+    assert await made["storage"].delete(second)
+    assert await made["storage"].list_checkpoint_ids(workflow_name="wf") == [first, third]
+    receipt = await _receipt(database, second)
+    shown = _json(cli("show", root, "--json"))["checkpoints"]
+    assert _withdrawals(shown) == [(first, False), (second, True)]
+    assert shown[1]["withdrawal"] == {
+        "receipt_id": receipt["_id"],
+        "at": iso(receipt["at"]),
+        "by": "application",
+    }
+    assert shown[1]["chunks"] > 1  # its record and chunks are still there, and still shown
+    table = cli("show", root).stdout
+    assert "2 checkpoints, 1 withdrawn" in table
+    row = next(line for line in table.splitlines() if second[:8] in line)
+    assert iso(receipt["at"])[:10] in row
+    # Not on the branch's line (the run was resumed from the first checkpoint).
+    assert _withdrawals(_json(cli("show", branch, "--json"))["checkpoints"]) == [
+        (first, False),
+        (third, False),
+    ]
+
+    # A checkpoint of the parent's, before the fork, is withdrawn on the branch's line too;
+    # a cursor before a withdrawn record shows what was there then, marked the same.
+    assert await made["storage"].delete(first)
+    assert _withdrawals(_json(cli("show", branch, "--json"))["checkpoints"]) == [
+        (first, True),
+        (third, False),
+    ]
+    assert _withdrawals(_json(cli("show", root, "--at", "1", "--json"))["checkpoints"]) == [(first, True)]
+
+
+async def test_show_marks_a_withdrawn_sealed_checkpoint_it_cannot_open(database: Any, cli: Run) -> None:
+    from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer
+
+    storage = MongoCheckpointStorage(
+        database=database, user_id="alice", sealer=Sealer(KeyStore(database), LocalKeyProvider(bytes(32)))
+    )
+    first = await storage.save(WorkflowCheckpoint(workflow_name="wf", graph_signature_hash="h"))
+    await storage.save(
+        WorkflowCheckpoint(workflow_name="wf", graph_signature_hash="h", previous_checkpoint_id=first)
+    )
+    assert await storage.delete(first)
+    [run] = [t["thread_id"] for t in _json(cli("threads", "--json"))["threads"]]
+    # No KEK given: neither id can be read, yet the withdrawn one is marked (by its record's place).
+    done = cli("show", run, "--json")
+    shown = _json(done)["checkpoints"]
+    assert _withdrawals(shown) == [(None, True), (None, False)]
+    assert (await _receipt(database, first))["_id"] == shown[0]["withdrawal"]["receipt_id"]
 
 
 async def test_show_warns_of_a_thread_failing_verification_and_names_removed_threads(

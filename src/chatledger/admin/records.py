@@ -14,6 +14,10 @@ threads. Their marks, defined here once (the stores import them):
 
 Everything else is a **conversation**. Pickled values inside a checkpoint are never
 unpickled here: an operator's view shows the checkpoint's plain fields and sizes.
+
+A checkpoint withdrawn with ``MongoCheckpointStorage.delete`` keeps its record in the
+chain; its receipt (kind :data:`CHECKPOINT_DELETED`, naming the record's thread, seq
+and hash) is what :func:`withdrawn_checkpoints` finds along a run's line.
 """
 
 from __future__ import annotations
@@ -22,16 +26,19 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from chatledger.admin.catalog import ThreadSummary, as_ledger
 from chatledger.admin.verify import is_tombstone
 from chatledger.errors import IntegrityError, InvalidInputError, UnknownThreadError
 from chatledger.ledger import storage_of
+from chatledger.ledger.lineage import ancestry
 from chatledger.models import validate_thread_id
 
 __all__ = [
+    "CHECKPOINT_DELETED",
     "CHECKPOINT_ROLE",
     "CHUNK_ROLE",
     "CONVERSATION",
@@ -43,6 +50,7 @@ __all__ = [
     "WORKFLOW_RUN",
     "CheckpointView",
     "SessionVersion",
+    "Withdrawal",
     "checkpoints_of",
     "chunked_record",
     "kind_of",
@@ -51,6 +59,7 @@ __all__ = [
     "sessions_of",
     "thread_kind",
     "with_kinds",
+    "withdrawn_checkpoints",
 ]
 
 #: The role of the one message each session snapshot event holds.
@@ -59,6 +68,8 @@ SESSION_ROLE: Final = "chatledger.session"
 CHECKPOINT_ROLE: Final = "chatledger.checkpoint"
 #: The role of a chunk of a large checkpoint.
 CHUNK_ROLE: Final = "chatledger.checkpoint-chunk"
+#: Receipt kind of a checkpoint withdrawn with ``MongoCheckpointStorage.delete``.
+CHECKPOINT_DELETED: Final = "checkpoint.deleted"
 #: Thread metadata naming a session store's session.
 SESSION_KEY: Final = "session_id"
 #: Thread metadata naming a workflow run's workflow.
@@ -218,6 +229,21 @@ class SessionVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """The receipt that withdrew a checkpoint (``MongoCheckpointStorage.delete``)."""
+
+    receipt_id: str
+    #: When it was withdrawn (``None``: the receipt holds no date).
+    at: datetime | None
+    #: Who withdrew it (the storage's ``deleted_by``).
+    by: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the withdrawal as a JSON-ready dict (``at`` stays a datetime)."""
+        return {"receipt_id": self.receipt_id, "at": self.at, "by": self.by}
+
+
+@dataclass(frozen=True, slots=True)
 class CheckpointView:
     """One checkpoint of a run, as an operator lists it (its plain fields; ``None``: sealed, unopened)."""
 
@@ -228,10 +254,21 @@ class CheckpointView:
     #: Characters of the checkpoint's encoding (ASCII: its bytes), chunks included.
     size: int
     chunks: int
+    #: Its withdrawal, if it was withdrawn (it is then never loaded or listed by the storage).
+    withdrawn: Withdrawal | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the checkpoint as a JSON-ready dict (every field, in order)."""
-        return asdict(self)
+        """Return the checkpoint as a JSON-ready dict."""
+        return {
+            "checkpoint_id": self.checkpoint_id,
+            "previous_checkpoint_id": self.previous_checkpoint_id,
+            "workflow_name": self.workflow_name,
+            "timestamp": self.timestamp,
+            "size": self.size,
+            "chunks": self.chunks,
+            "withdrawn": self.withdrawn is not None,
+            "withdrawal": None if self.withdrawn is None else self.withdrawn.to_dict(),
+        }
 
 
 def _json_object(text: str, where: str) -> dict[str, Any]:
@@ -260,12 +297,16 @@ def sessions_of(texts: Sequence[tuple[str, bool]]) -> list[SessionVersion]:
     ]
 
 
-def checkpoints_of(messages: Sequence[tuple[str, str, bool]]) -> list[CheckpointView]:
+def checkpoints_of(
+    messages: Sequence[tuple[str, str, bool]], withdrawn: Mapping[int, Withdrawal] | None = None
+) -> list[CheckpointView]:
     """Return the checkpoints of a run from its messages, in stored order.
 
     Args:
         messages: ``(role, text, readable)`` of each message along the run's line
             (chunks come right before the record that commits them).
+        withdrawn: Withdrawals by the index in ``messages`` of the record they withdrew
+            (:func:`withdrawn_checkpoints`); those checkpoints are marked.
 
     Raises:
         IntegrityError: a readable record is malformed, or names chunks that are not there.
@@ -281,8 +322,9 @@ def checkpoints_of(messages: Sequence[tuple[str, str, bool]]) -> list[Checkpoint
         if role != CHECKPOINT_ROLE:
             continue
         where = f"message {index}"
+        gone = (withdrawn or {}).get(index)
         if not readable:
-            out.append(CheckpointView(None, None, None, None, 0, 0))
+            out.append(CheckpointView(None, None, None, None, 0, 0, gone))
         else:
             chunked = chunked_record(text, where)
             payload, count = text, 0
@@ -292,7 +334,9 @@ def checkpoints_of(messages: Sequence[tuple[str, str, bool]]) -> list[Checkpoint
                     raise IntegrityError(f"{where} names {count} chunks; {len(chunks)} precede it")
                 payload = "".join(chunks[-count:])
             if unreadable_chunks and chunked is not None:
-                out.append(CheckpointView(None, None, None, None, int(chunked.get("chars") or 0), count))
+                out.append(
+                    CheckpointView(None, None, None, None, int(chunked.get("chars") or 0), count, gone)
+                )
             else:
                 fields = _json_object(payload, where)
                 out.append(
@@ -303,6 +347,7 @@ def checkpoints_of(messages: Sequence[tuple[str, str, bool]]) -> list[Checkpoint
                         timestamp=_text(fields.get("timestamp")),
                         size=len(payload),
                         chunks=count,
+                        withdrawn=gone,
                     )
                 )
         chunks, unreadable_chunks = [], False
@@ -311,3 +356,55 @@ def checkpoints_of(messages: Sequence[tuple[str, str, bool]]) -> list[Checkpoint
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+async def withdrawn_checkpoints(target: Any, thread_id: str, offset: int) -> dict[int, Withdrawal]:
+    """Return the checkpoints withdrawn along a run's line up to ``offset`` of ``thread_id``.
+
+    Keyed by the index, along the line, of the message holding the withdrawn record (as
+    :func:`checkpoints_of` counts them when handed the line's messages from the first).
+    A receipt counts only when the record it names by thread, seq and hash is there on
+    the line: one indexed read of the line's receipts, one ``_id`` read of their records.
+
+    Args:
+        target: A :class:`~chatledger.ledger.Ledger` or a database handle.
+        thread_id: The run's thread (any scope).
+        offset: The event offset read at (the cursor's).
+
+    Raises:
+        UnknownThreadError: the thread or one of its ancestors does not exist.
+    """
+    ledger = as_ledger(target)
+    storage = storage_of(ledger)
+    # Each thread of the line holds its own events (base_offset, where the line leaves it].
+    segments: dict[str, tuple[int, int]] = {}
+    top = offset
+    for record in reversed(await ancestry(ledger, thread_id)):
+        segments[record.id] = (record.base_offset, top)
+        top = record.base_offset
+    named: dict[tuple[str, int], dict[str, Any]] = {}
+    async for receipt in storage.receipts.about(list(segments), [CHECKPOINT_DELETED]):
+        tid, seq = receipt.get("thread_id"), receipt.get("seq")
+        if type(tid) is str and type(seq) is int and tid in segments:
+            lo, hi = segments[tid]
+            if lo < seq <= hi:
+                named.setdefault((tid, seq), receipt)
+    found = await storage.events.positions(list(named))
+    out: dict[int, Withdrawal] = {}
+    for key, receipt in named.items():
+        doc = found.get(key)
+        first = None if doc is None else doc.get("first_message")
+        # A record no longer there (hollowed by a removal) or another one than the receipt names.
+        if (
+            doc is None
+            or doc.get("removed")
+            or doc.get("hash") != receipt.get("hash")
+            or type(first) is not int
+        ):
+            continue
+        at = receipt.get("at")
+        by = receipt.get("by")
+        out[first] = Withdrawal(
+            str(receipt.get("_id")), at if isinstance(at, datetime) else None, by if type(by) is str else None
+        )
+    return out

@@ -29,9 +29,11 @@ events are what a removal leaves on purpose, not problems):
 - compaction summaries (schema 3, rare): ``first_hash``/``last_hash`` are the hashes of
   the original events at ``first_seq``/``last_seq`` of the summary's line (an ancestor's,
   before a fork point), ``through_message`` is where ``last_seq`` ends, and ``previous``
-  is the newest summary before it on the line (when the ancestors' events were walked in
-  the same run; otherwise, that it names an earlier summary whose range it extends).
-  One ``_id`` read per summary; no cost per ordinary event.
+  is the newest summary before it on the line (read from the compaction index for the
+  ancestors a run did not walk, so a branch verified alone gets the verdict its whole
+  lineage gets), a summary whose range it extends. One ``_id`` read per summary, and one
+  indexed read per branch's first summary when its parent was not walked; no cost per
+  ordinary event.
 
 A malformed document never stops the run: it is a :class:`Problem` naming it. After
 the first broken link of a thread, the rest of its events are still checked for shape,
@@ -53,6 +55,7 @@ from typing import Any, Final, TypeVar
 
 from pydantic import ValidationError
 
+from chatledger import models
 from chatledger.admin._checks import require_callback
 from chatledger.admin.catalog import (
     CHUNK_THREADS,
@@ -492,27 +495,48 @@ class _Summaries:
         #: Per thread whose events were walked in this chunk, the seqs of its summaries.
         self.seen: dict[str, list[int]] = {}
 
-    def inherited(self, record: ThreadRecord) -> int | None:
+    async def inherited(self, record: ThreadRecord) -> int | str:
         """Return the seq of the newest summary a branch's line holds before its fork (0: none).
 
-        ``None`` when an ancestor's events were not walked in this run (a scoped verify):
-        then only the positions a summary names are checked, not that it names the newest.
+        An ancestor whose events this run walked (cleanly) answers from :attr:`seen`; any
+        other (a verify of the branch alone, or an ancestor whose chain broke) is asked of
+        the compaction index, which visits summary events only. So a branch verified
+        alone reaches the verdict a verify of its whole lineage reaches: a summary that
+        claims to supersede none while its parent holds one before the fork is named.
+        The ancestors are asked nearest first, :data:`~chatledger.models.LINEAGE_WINDOW`
+        per query, stopping at the first that holds a summary.
+
+        Returns:
+            The seq, or why the line's summaries cannot be read (a problem to report).
         """
+        unwalked: list[tuple[str, int, int]] = []
+        found = 0
         while record.lineage:
             fork = record.lineage[-1]
-            seen = self.seen.get(fork.thread_id)
             parent = self.structure.records.get(fork.thread_id)
-            if seen is None or parent is None:
-                return None
-            before = [seq for seq in seen if seq <= fork.offset]
-            if before:
-                return before[-1]
+            if parent is None:
+                # The structure was judged first: every ancestor of a consistent thread is known.
+                return f"ancestor {fork.thread_id!r} of the compaction summary's line was not read"
+            seen = self.seen.get(fork.thread_id)
+            if seen is None:
+                unwalked.append((fork.thread_id, parent.base_offset, fork.offset))
+            else:
+                before = [seq for seq in seen if seq <= fork.offset]
+                if before:
+                    found = before[-1]
+                    break
             record = parent
-        return 0
+        # Seqs grow down the line: a summary in a nearer ancestor is newer than any further up.
+        for batch in _batches(unwalked, models.LINEAGE_WINDOW):
+            try:
+                doc = await self.structure.events.newest_compaction(batch)
+            except ChatLedgerError as e:
+                return f"the summaries its line holds before the fork cannot be read: {e}"
+            if doc is not None:
+                return int(doc["seq"])
+        return found
 
-    async def range_problem(
-        self, record: ThreadRecord, event: Mapping[str, Any], newest: int | None
-    ) -> str | None:
+    async def range_problem(self, record: ThreadRecord, event: Mapping[str, Any], newest: int) -> str | None:
         """Return why a well-formed summary's range claims do not match its line, or ``None``.
 
         A summary commits to the events at ``first_seq`` and ``last_seq`` of its own line
@@ -524,12 +548,11 @@ class _Summaries:
         Args:
             record: The summary's thread (judged consistent: its ancestors are known).
             event: The summary event, which passed :func:`chain_problem`.
-            newest: The seq of the newest summary before it on its line (0: none; ``None``:
-                not known, an ancestor was not walked).
+            newest: The seq of the newest summary before it on its line (0: none).
         """
         body = event["compaction"]
         previous = body["previous"]
-        if newest is not None and previous != newest:
+        if previous != newest:
             return (
                 f"the compaction summary names seq {previous} as the summary it supersedes, but the "
                 f"newest summary before it on its line is seq {newest}"
@@ -666,8 +689,11 @@ class _Verifier:
             if why is None and not broken:
                 why = chain_problem(event, seq, message, prev, record)
                 if why is None and "compaction" in event:
-                    newest = own[-1] if own else self.summaries.inherited(record)
-                    why = await self.summaries.range_problem(record, event, newest)
+                    newest = own[-1] if own else await self.summaries.inherited(record)
+                    if isinstance(newest, str):
+                        why = newest
+                    else:
+                        why = await self.summaries.range_problem(record, event, newest)
                     own.append(event["seq"])
                 if why is None:
                     seq, message, prev = seq + 1, message + event["count"], event["hash"]

@@ -24,6 +24,7 @@ from chatledger.admin.records import (
     sessions_of,
     thread_kind,
     with_kinds,
+    withdrawn_checkpoints,
 )
 from chatledger.admin.verify import verify
 from chatledger.cli.connection import KeyStoreLocation
@@ -162,11 +163,12 @@ async def show_body(
     metadata = transcript.thread.metadata or {}
     texts = [(m.text or "", i not in unreadable) for i, m in enumerate(messages)]
     versions = sessions_of(texts) if kind == SESSION and not raw else None
-    checkpoints = (
-        checkpoints_of([(str(m.role), text, ok) for m, (text, ok) in zip(messages, texts, strict=True)])
-        if kind == WORKFLOW_RUN and not raw
-        else None
-    )
+    checkpoints = None
+    if kind == WORKFLOW_RUN and not raw:
+        # Withdrawn ones (MongoCheckpointStorage.delete) stay in the chain: listed, but marked.
+        withdrawn = await withdrawn_checkpoints(db, thread, cursor.offset)
+        roles = [(str(m.role), text, ok) for m, (text, ok) in zip(messages, texts, strict=True)]
+        checkpoints = checkpoints_of(roles, withdrawn)
     if ui.as_json:
         document: dict[str, Any] = {
             "kind": kind,
@@ -194,10 +196,11 @@ async def show_body(
             else:
                 ui.line(("    ", ""), (messages[version.version - 1].text, "yellow"))
     elif checkpoints is not None:
+        gone = sum(c.withdrawn is not None for c in checkpoints)
         ui.table(
             f"{thread} (workflow run of {metadata.get(WORKFLOW_KEY)!r}) at offset {cursor.offset}: "
-            f"{len(checkpoints)} checkpoints",
-            ("checkpoint", "parent", "workflow", "time", "size"),
+            f"{len(checkpoints)} checkpoints" + (f", {gone} withdrawn" if gone else ""),
+            ("checkpoint", "parent", "workflow", "time", "size", "withdrawn"),
             (
                 (
                     c.checkpoint_id or "[sealed]",
@@ -205,6 +208,7 @@ async def show_body(
                     c.workflow_name or "-",
                     c.timestamp or "-",
                     f"{c.size}" + (f" ({c.chunks} chunks)" if c.chunks else ""),
+                    "-" if c.withdrawn is None else (iso(c.withdrawn.at) or "yes"),
                 )
                 for c in checkpoints
             ),

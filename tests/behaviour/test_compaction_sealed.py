@@ -29,9 +29,10 @@ from chatledger.cli.commands import browse
 from chatledger.cli.connection import KeyStoreLocation
 from chatledger.cli.render import Renderer
 from chatledger.demo.joker import JokerChatClient
-from chatledger.errors import ContentErasedError, KeyUnavailableError
+from chatledger.errors import ContentErasedError, IntegrityError, KeyUnavailableError
+from chatledger.hashing import event_hash
 from chatledger.ledger import compaction, documents
-from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer
+from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer, sealed_problem
 from tests.behaviour.test_compaction import lines, strategy
 from tests.helpers import raw_docs
 
@@ -270,3 +271,42 @@ async def test_an_unsealed_ledgers_summaries_are_stored_as_before(
     assert len(stored) == 2
     digest = hashlib.sha256(b"".join(bson.encode(s) for s in stored)).hexdigest()
     assert digest == _UNSEALED_GOLDEN
+
+
+async def test_a_tampered_sealed_summary_is_refused_never_shown(database: Any) -> None:
+    provider = sealed(database)
+    session = await converse(provider, range(4))
+    assert await provider.compact(session, strategy(keep=2))
+    events = database["events"]
+    (summary,) = await summaries(events)
+    head = summary["compaction"]["messages"][0]
+
+    async def rewrite(changes: dict[str, Any]) -> None:
+        # The attacker re-hashes the event, so only the seal (or the shape) can tell.
+        changed = {**summary, **changes}
+        changed["hash"] = event_hash(summary["prev_hash"], changed)
+        await events.replace_one({"_id": summary["_id"]}, changed)
+
+    async def read() -> Any:
+        return await sealed(database).transcript(session)  # another process: nothing kept opened
+
+    flipped = bytes([head["ciphertext"][0] ^ 1]) + head["ciphertext"][1:]
+    await rewrite({"compaction": {**summary["compaction"], "messages": [{**head, "ciphertext": flipped}]}})
+    with pytest.raises(IntegrityError, match="does not open"):
+        await read()
+    # The summary's ciphertext moved into its own event's messages does not open as a batch there.
+    await rewrite({"messages": [head], "count": 1, "compaction": {**summary["compaction"], "messages": []}})
+    with pytest.raises(IntegrityError, match="does not open"):
+        await sealed(database).transcript(session, compacted=False)
+    # A summary whose sealed form is malformed is named by verify, which needs no key.
+    await rewrite({"compaction": {**summary["compaction"], "messages": [{**head, "ciphertext": "AAAA"}]}})
+    report = await verify(Ledger(database))
+    why = sealed_problem({**head, "ciphertext": "AAAA"})
+    assert [p.reason for p in report.problems] == [
+        f"event {summary['_id']!r}: the compaction summary's message 0: {why}"
+    ]
+    with pytest.raises(IntegrityError):
+        await read()
+    await events.replace_one({"_id": summary["_id"]}, summary)
+    assert (await verify(Ledger(database))).ok
+    assert lines(await read()) == lines(await provider.transcript(session))

@@ -12,6 +12,10 @@ the summary followed by the messages from index ``M`` on, so reading it costs on
 indexed query for the newest summary plus a page of what follows it, whatever the
 length of the history. ``previous`` is the seq of the summary this one supersedes (0 if
 none), so two processes that compact the same thread at once cannot both succeed.
+
+On a sealing ledger ``messages`` is sealed as an append's batch is (the thread's key,
+one ciphertext, bound to :func:`~chatledger.ledger.documents.summary_place`); the rest
+of the field stays in clear, so ``verify`` checks the range without a key.
 """
 
 from __future__ import annotations
@@ -120,6 +124,11 @@ async def newest_compaction(binding: Binding, at: Position) -> Compaction | None
 
     One indexed query, whatever the depth of the line (within its lineage window: a
     summary further up than the thread document lists is not seen).
+
+    Raises:
+        ContentErasedError: the summary is sealed under a destroyed key.
+        KeyUnavailableError: it is sealed and the ledger has no sealer, or no usable key.
+        IntegrityError: it is malformed, or its sealed content was altered or moved.
     """
     at = binding._check(at)
     segments = [(s.thread_id, s.lo_seq, s.hi_seq) for s in at.segments()]
@@ -131,7 +140,7 @@ async def compacted_view(binding: Binding, at: Position) -> list[Message]:
     """Return the compacted view at ``at``: the newest summary, then the messages after its range.
 
     Without a compaction this is the full transcript. The cost is the view's size (plus
-    one indexed query), not the history's.
+    one indexed query), not the history's. A sealed summary is opened like the messages.
     """
     newest = await newest_compaction(binding, at)
     if newest is None:
@@ -193,6 +202,8 @@ async def compact(
             arguments are malformed. Nothing is written.
         ConcurrencyError: ``at`` is not the head any more (another process appended or
             compacted): re-read and re-plan.
+        ContentErasedError: the ledger seals messages and the subject was erased (its
+            previous summary cannot be opened, or no key is made for it again).
     """
     at = binding._check(at)
     _check_request(first_seq, first_hash, last_seq, last_hash, summary, strategy)

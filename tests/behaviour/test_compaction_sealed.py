@@ -32,7 +32,7 @@ from chatledger.demo.joker import JokerChatClient
 from chatledger.errors import ContentErasedError, IntegrityError, KeyUnavailableError
 from chatledger.hashing import event_hash
 from chatledger.ledger import compaction, documents
-from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer, sealed_problem
+from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer, destroy_subject_keys, sealed_problem
 from tests.behaviour.test_compaction import lines, strategy
 from tests.helpers import raw_docs
 
@@ -310,3 +310,42 @@ async def test_a_tampered_sealed_summary_is_refused_never_shown(database: Any) -
     await events.replace_one({"_id": summary["_id"]}, summary)
     assert (await verify(Ledger(database))).ok
     assert lines(await read()) == lines(await provider.transcript(session))
+
+
+async def test_a_sealed_ledger_compacts_with_an_empty_summary_too(database: Any) -> None:
+    # A plain drop (a strategy that summarizes nothing): no ciphertext, nothing to open.
+    provider = sealed(database)
+    session = await converse(provider, range(3))
+    binding = provider.binding
+    at = await binding.resolve(session.state[SOURCE])
+    own = await database["events"].find({"thread_id": at.thread_id}).sort("seq", 1).to_list(None)
+    head = await compaction.compact(
+        binding,
+        at,
+        first_seq=1,
+        first_hash=own[0]["hash"],
+        last_seq=2,
+        last_hash=own[1]["hash"],
+        summary=[],
+        strategy="drop",
+    )
+    full = await binding.read(head)
+    assert lines(await compaction.compacted_view(binding, head)) == lines(full[4:])
+    assert lines(await compaction.compacted_view(sealed(database).binding, head)) == lines(full[4:])
+    (summary,) = await summaries(database["events"])
+    assert summary["compaction"]["messages"] == []
+    assert (await verify(Ledger(database))).ok
+
+
+async def test_a_provider_does_not_keep_a_sealed_summary_past_its_keys_erasure(database: Any) -> None:
+    # A process whose erasure delay is 0: nothing opened outlives the key.
+    sealer = Sealer(KeyStore(database), LocalKeyProvider(KEK), cache_ttl=0)
+    provider = MongoHistoryProvider(database=database, user_id="alice", sealer=sealer)
+    session = await converse(provider, range(4))
+    assert await provider.compact(session, strategy(keep=2))
+    state = session.state[SOURCE]
+    assert (await provider.get_messages(None, state=state))[0].text.startswith("summary ")
+    await destroy_subject_keys(KeyStore(database), user_id="alice", apply=True)
+    # The summary is opened again (and refused), not served from what the provider read before.
+    with pytest.raises(ContentErasedError, match="/summary"):
+        await provider.get_messages(None, state=state)

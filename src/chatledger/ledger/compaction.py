@@ -233,7 +233,7 @@ async def compact(
             f"thread {at.thread_id!r} moved on past seq {at.offset} while compacting "
             "(another process appended or compacted): re-read the head and plan again"
         ) from e
-    if seal_key is not None:
+    if seal_key is not None and stored_summary:
         # Read back by this process (the next turn's view), it decrypts nothing.
         sealed = {"_id": summary_place(doc["_id"]), "messages": doc["compaction"]["messages"]}
         binding._keep_sealed(sealed, stored_summary, seal_key)

@@ -146,13 +146,13 @@ def event_document(
     return doc
 
 
-def summary_place(event_key: str) -> str:
-    """Return what a compaction summary's sealed messages are bound to: the event's key and ``/summary``.
+def summary_place(key: str) -> str:
+    """Return what a compaction summary's sealed messages are bound to: its event's ``_id`` and ``/summary``.
 
-    Not the bare event key: a summary's ciphertext then never opens as the transcript
-    messages of its own event (or of any event, whose keys end in a digit).
+    Not the bare ``_id``: a summary's ciphertext then never opens as the transcript
+    messages of its own event (or of any event, whose ``_id`` ends in a digit).
     """
-    return f"{event_key}/summary"
+    return f"{key}/summary"
 
 
 def summary_event(

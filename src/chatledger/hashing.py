@@ -22,8 +22,9 @@ __all__ = [
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-#: The one message field that may hold ``bytes`` (a sealed event's ciphertext); every
-#: other stored value is a string, and a ``bytes`` value anywhere else is not hashable.
+#: The one message field that may hold ``bytes`` (a sealed event's or summary's
+#: ciphertext); every other stored value is a string, and a ``bytes`` value anywhere
+#: else is not hashable.
 BINARY_FIELD: Final = "ciphertext"
 
 #: ``prev_hash`` of the first event of a conversation.
@@ -53,7 +54,8 @@ HASHED_FIELDS_BY_VERSION: dict[object, tuple[str, ...]] = {
     ),
 }
 # Version 3 (written only on compaction summary events) adds ``compaction``: the summary
-# and the range it replaces (first/last seq and their hashes, the strategy).
+# and the range it replaces (first/last seq and their hashes, the strategy). A sealed
+# summary's ciphertext (in ``compaction.messages``) is hashed by its digest, as a batch's.
 HASHED_FIELDS_BY_VERSION[3] = (*HASHED_FIELDS_BY_VERSION[2], "compaction")
 #: The fields of the version ordinary events are written with.
 HASHED_FIELDS = HASHED_FIELDS_BY_VERSION[2]
@@ -142,6 +144,12 @@ def event_hash(prev_hash: str, event: Mapping[str, Any]) -> str:
     if raw is None:
         # Messages as plain dicts (a read returns them as the driver's mapping type).
         body["messages"] = [_digested(m) for m in event.get("messages") or ()]
+        summary = body.get("compaction")
+        if isinstance(summary, Mapping) and type(summary.get("messages")) is list:
+            # A sealed summary (version 3) holds a ciphertext like a sealed batch: hashed alike.
+            # A clear summary's messages are unchanged by this, and so are their hashes.
+            digested = [_digested(m) if isinstance(m, Mapping) else m for m in summary["messages"]]
+            body["compaction"] = {**summary, "messages": digested}
         raw = canonical_json_bytes(body)
     digest = hashlib.sha256()
     digest.update(prev_hash.encode("ascii"))

@@ -291,9 +291,9 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
 
         Raises:
             ConcurrencyError: another process appended to or compacted the line meanwhile.
-            InvalidInputError: the session is not an AgentSession, the ledger seals
-                messages (not supported for summaries yet), or the installed framework
-                release has no compaction strategies.
+            InvalidInputError: the session is not an AgentSession, or the installed
+                framework release has no compaction strategies.
+            ContentErasedError: the ledger seals messages and the subject was erased.
         """
         state = state_of(session, self.source_id)
         position = await self._line.position(session.session_id, state)

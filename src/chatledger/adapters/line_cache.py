@@ -58,7 +58,11 @@ class LineCache:
             self._compactions.move_to_end(key)
             return self._compactions[key]
         found = await newest_compaction(self.binding, position)
-        _put(self._compactions, position, found)
+        if found is None or not found.summary or self.binding.ledger.sealer is None:
+            _put(self._compactions, position, found)
+        # A sealing ledger's summary is opened again on every read (one indexed query; the
+        # sealer's kept events spare the decryption): kept here, its text would outlive its
+        # key's erasure by more than the sealer's cache_ttl.
         return found
 
     def carry_compaction(self, before: Position, after: Position) -> None:

@@ -172,7 +172,13 @@ async def read_transcript(
     # The operator reads the thread through a binding of the thread's own scope.
     binding = ledger.bind(Scope.of(record))
     position = await binding.head(thread_id) if at is None else await binding.at(thread_id, at)
-    newest = await newest_compaction(binding, position) if compacted else None
+    # A sealed summary's placeholders are numbered from 0: it leads the view.
+    unreadable: dict[int, Unreadable] = {}
+    token = _PLACEHOLDERS.set(unreadable)
+    try:
+        newest = await newest_compaction(binding, position) if compacted else None
+    finally:
+        _PLACEHOLDERS.reset(token)
     lead = newest.summary if newest is not None else []
     if newest is not None and offset >= 0:
         offset += newest.through_message
@@ -183,5 +189,5 @@ async def read_transcript(
     finally:
         _PLACEHOLDERS.reset(token)
     start = slice(offset, None).indices(position.messages)[0]
-    unreadable = {i - start + len(lead): v for i, v in found.items() if 0 <= i - start < len(messages)}
+    unreadable.update({i - start + len(lead): v for i, v in found.items() if 0 <= i - start < len(messages)})
     return Transcript(record, position.cursor, [*lead, *messages], unreadable)

@@ -336,6 +336,9 @@ def compaction_problem(event: Mapping[str, Any]) -> str | None:
         return "the compaction summary's range is malformed"
     if event["count"] != 0 or not isinstance(body.get("messages"), list):
         return "a compaction summary event must hold its summary in compaction.messages, none in messages"
+    why = sealed_messages_problem(body["messages"])  # a sealed summary has a batch's form
+    if why is not None:
+        return f"the compaction summary's {why}"
     if not 1 == body["first_seq"] <= body["last_seq"] < event["seq"] or body["previous"] >= event["seq"]:
         return "the compaction summary claims a range that is not a prefix before it"
     if body["through_message"] > event["first_message"]:

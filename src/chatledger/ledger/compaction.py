@@ -12,6 +12,10 @@ the summary followed by the messages from index ``M`` on, so reading it costs on
 indexed query for the newest summary plus a page of what follows it, whatever the
 length of the history. ``previous`` is the seq of the summary this one supersedes (0 if
 none), so two processes that compact the same thread at once cannot both succeed.
+
+On a sealing ledger ``messages`` is sealed as an append's batch is (the thread's key,
+one ciphertext, bound to :func:`~chatledger.ledger.documents.summary_place`); the rest
+of the field stays in clear, so ``verify`` checks the range without a key.
 """
 
 from __future__ import annotations
@@ -19,18 +23,21 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from chatledger._maf import Message
 from chatledger.codec import decode_message, encode_messages
-from chatledger.errors import ConcurrencyError, IntegrityError, InvalidInputError
+from chatledger.errors import ConcurrencyError, IntegrityError, InvalidInputError, KeyUnavailableError
 from chatledger.ledger.binding import Binding
 from chatledger.ledger.core import storage_of
-from chatledger.ledger.documents import chained_event
+from chatledger.ledger.documents import summary_event, summary_place
 from chatledger.ledger.pending import new_event_id
 from chatledger.ledger.positions import Position
 from chatledger.models import COMPACTION_SCHEMA_VERSION, ThreadRecord
 from chatledger.storage import PositionTakenError
+
+if TYPE_CHECKING:
+    from chatledger.sealing import Sealer
 
 __all__ = ["Compaction", "compact", "compacted_view", "event_at", "newest_compaction"]
 
@@ -58,13 +65,15 @@ class Compaction:
     summary: list[Message]
 
 
-def _of(doc: Mapping[str, Any]) -> Compaction:
+async def _of(doc: Mapping[str, Any], sealer: Sealer | None) -> Compaction:
     body = doc.get("compaction")
     if doc.get("v") != COMPACTION_SCHEMA_VERSION:
         # Only version 3 hashes the field: on any other event it is an unvouched claim.
         raise IntegrityError(
             f"event {doc.get('_id')!r} carries a compaction its schema version does not hash"
         )
+    # Opened outside the try below: the sealer's own errors (erased, no key, tampered) stand.
+    messages = await _opened(doc, body.get("messages") if isinstance(body, Mapping) else None, sealer)
     try:
         assert isinstance(body, Mapping)
         out = Compaction(
@@ -77,11 +86,37 @@ def _of(doc: Mapping[str, Any]) -> Compaction:
             through_message=int(body["through_message"]),
             previous=int(body["previous"]),
             strategy=str(body["strategy"]),
-            summary=[decode_message(m) for m in body["messages"]],
+            summary=[decode_message(m) for m in messages],
         )
     except (AssertionError, KeyError, TypeError, ValueError) as e:
         raise IntegrityError(f"event {doc.get('_id')!r} holds a malformed compaction ({e})") from e
     return out
+
+
+async def _opened(doc: Mapping[str, Any], messages: Any, sealer: Sealer | None) -> Any:
+    """Return a summary's stored messages opened by ``sealer`` (as stored if none is sealed).
+
+    A summary is sealed as an event's batch is, bound to its own place
+    (:func:`~chatledger.ledger.documents.summary_place`), so the sealer opens it as such.
+
+    Raises:
+        ContentErasedError: the summary's key was destroyed by erasure.
+        KeyUnavailableError: it is sealed and there is no sealer, or no usable key.
+        IntegrityError: its sealed form is malformed, altered or moved.
+    """
+    if type(messages) is not list:
+        return messages  # _of reports the malformed compaction
+    if sealer is not None:
+        # Numbered from 0 (first_message): the summary leads the compacted view.
+        place = {"_id": summary_place(str(doc.get("_id"))), "first_message": 0, "messages": messages}
+        return await sealer.open_messages(place)
+    if any(isinstance(m, Mapping) and "sealed" in m for m in messages):
+        # A sealed message decodes to its placeholder text: never hand that out as a summary.
+        raise KeyUnavailableError(
+            f"event {doc.get('_id')!r}: its compaction summary is sealed, and this ledger has no "
+            "sealer configured to open it (Ledger(..., sealer=...))"
+        )
+    return messages
 
 
 async def newest_compaction(binding: Binding, at: Position) -> Compaction | None:
@@ -89,18 +124,23 @@ async def newest_compaction(binding: Binding, at: Position) -> Compaction | None
 
     One indexed query, whatever the depth of the line (within its lineage window: a
     summary further up than the thread document lists is not seen).
+
+    Raises:
+        ContentErasedError: the summary is sealed under a destroyed key.
+        KeyUnavailableError: it is sealed and the ledger has no sealer, or no usable key.
+        IntegrityError: it is malformed, or its sealed content was altered or moved.
     """
     at = binding._check(at)
     segments = [(s.thread_id, s.lo_seq, s.hi_seq) for s in at.segments()]
     doc = await storage_of(binding.ledger).events.newest_compaction(segments)
-    return None if doc is None else _of(doc)
+    return None if doc is None else await _of(doc, binding.ledger.sealer)
 
 
 async def compacted_view(binding: Binding, at: Position) -> list[Message]:
     """Return the compacted view at ``at``: the newest summary, then the messages after its range.
 
     Without a compaction this is the full transcript. The cost is the view's size (plus
-    one indexed query), not the history's.
+    one indexed query), not the history's. A sealed summary is opened like the messages.
     """
     newest = await newest_compaction(binding, at)
     if newest is None:
@@ -162,6 +202,8 @@ async def compact(
             arguments are malformed. Nothing is written.
         ConcurrencyError: ``at`` is not the head any more (another process appended or
             compacted): re-read and re-plan.
+        ContentErasedError: the ledger seals messages and the subject was erased (its
+            previous summary cannot be opened, or no key is made for it again).
     """
     at = binding._check(at)
     _check_request(first_seq, first_hash, last_seq, last_hash, summary, strategy)
@@ -178,11 +220,11 @@ async def compact(
         "through_message": int(last["first_message"]) + int(last["count"]),
         "previous": previous.seq if previous is not None else 0,
         "strategy": strategy,
-        "messages": stored_summary,
     }
-    doc = chained_event(
-        at, thread, binding.scope, [], new_event_id(), version=COMPACTION_SCHEMA_VERSION, compaction=body
-    )
+    # On a sealing ledger the summary is sealed under the key the thread's appends use
+    # (the same lookup: an erased subject gets SubjectErasedError, nothing written).
+    seal_key = None if binding.ledger.sealer is None else await binding._seal_key(at, thread)
+    doc = summary_event(at, thread, binding.scope, body, stored_summary, new_event_id(), seal_key)
     await binding.ledger.ensure_indexes()
     try:
         await binding._insert(doc)
@@ -191,6 +233,10 @@ async def compact(
             f"thread {at.thread_id!r} moved on past seq {at.offset} while compacting "
             "(another process appended or compacted): re-read the head and plan again"
         ) from e
+    if seal_key is not None and stored_summary:
+        # Read back by this process (the next turn's view), it decrypts nothing.
+        sealed = {"_id": summary_place(doc["_id"]), "messages": doc["compaction"]["messages"]}
+        binding._keep_sealed(sealed, stored_summary, seal_key)
     return binding._after(doc, thread)
 
 
@@ -215,8 +261,6 @@ def _check_request(
 
 def _check_range(binding: Binding, at: Position, first_seq: int, last_seq: int) -> ThreadRecord:
     """Return ``at``'s thread if ``first_seq..last_seq`` is a prefix of its line this ledger may compact."""
-    if binding.ledger.sealer is not None:
-        raise InvalidInputError("compaction is not supported on a sealing ledger yet: nothing was written")
     if at.thread is None or at.offset == 0:
         raise InvalidInputError(f"thread {at.thread_id!r} has no events to compact")
     if first_seq != 1:

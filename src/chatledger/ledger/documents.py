@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from chatledger.errors import BatchTooLargeError
 from chatledger.hashing import event_hash
-from chatledger.models import EVENT_SCHEMA_VERSION, ForkPoint, Scope, ThreadRecord, utc_now_ms
+from chatledger.models import (
+    COMPACTION_SCHEMA_VERSION,
+    EVENT_SCHEMA_VERSION,
+    ForkPoint,
+    Scope,
+    ThreadRecord,
+    utc_now_ms,
+)
 from chatledger.storage import event_key
 from chatledger.storage.encoding import encoded_size
 
@@ -28,6 +35,8 @@ __all__ = [
     "new_branch",
     "new_root",
     "new_thread_id",
+    "summary_event",
+    "summary_place",
     "utc_now_ms",
 ]
 
@@ -131,18 +140,69 @@ def event_document(
     Raises:
         BatchTooLargeError: it would not fit in one MongoDB document.
     """
-    if seal_key is not None:
-        # Sealed here, per document: a retry on a branch is another event id, and the
-        # ciphertext is bound to the event it lies in. The hash covers the ciphertext.
-        stored = seal_key.seal(stored, event_key(thread.id, at.offset + 1))
+    stored = _sealed(stored, event_key(thread.id, at.offset + 1), seal_key)
     doc = chained_event(at, thread, scope, stored, event_id)
+    _check_size(doc, stored, "split it into several add_messages calls")
+    return doc
+
+
+def summary_place(key: str) -> str:
+    """Return what a compaction summary's sealed messages are bound to: its event's ``_id`` and ``/summary``.
+
+    Not the bare ``_id``: a summary's ciphertext then never opens as the transcript
+    messages of its own event (or of any event, whose ``_id`` ends in a digit).
+    """
+    return f"{key}/summary"
+
+
+def summary_event(
+    at: Position,
+    thread: ThreadRecord,
+    scope: Scope,
+    body: Mapping[str, Any],
+    summary: list[dict[str, Any]],
+    event_id: str,
+    seal_key: DataKey | None = None,
+) -> dict[str, Any]:
+    """Return the compaction event that follows ``at``: ``body`` plus ``summary`` (sealed under ``seal_key``).
+
+    The summary messages are sealed as an append's batch is (one ciphertext, the same
+    form and key), bound to :func:`summary_place`; the range, its hashes, ``previous``
+    and the strategy stay in clear, so ``verify`` checks them without a key.
+
+    Raises:
+        BatchTooLargeError: it would not fit in one MongoDB document.
+    """
+    summary = _sealed(summary, summary_place(event_key(thread.id, at.offset + 1)), seal_key)
+    doc = chained_event(
+        at,
+        thread,
+        scope,
+        [],
+        event_id,
+        version=COMPACTION_SCHEMA_VERSION,
+        compaction={**body, "messages": summary},
+    )
+    _check_size(doc, summary, "make the summary shorter")
+    return doc
+
+
+def _sealed(stored: list[dict[str, Any]], place: str, seal_key: DataKey | None) -> list[dict[str, Any]]:
+    """Return ``stored`` sealed under ``seal_key`` for ``place`` (as is without a key)."""
+    if seal_key is None:
+        return stored
+    # Sealed here, per document: a retry on a branch is another event id, and the
+    # ciphertext is bound to the event it lies in. The hash covers the ciphertext.
+    return seal_key.seal(stored, place)
+
+
+def _check_size(doc: dict[str, Any], stored: list[dict[str, Any]], advice: str) -> None:
+    """Refuse an event document larger than MongoDB stores (``stored``: the messages it holds)."""
     # Encoding the document just to measure it costs as much as hashing it; a bound
     # on its size (BSON adds a few bytes per field) settles almost every batch.
     # (Every stored value is a str, or the bytes of a sealed event's ciphertext.)
     bound = 4096 + sum(4 * len(v) + 64 for m in stored for v in m.values())
     if bound >= MAX_EVENT_BYTES and encoded_size(doc) > MAX_EVENT_BYTES:
         raise BatchTooLargeError(
-            f"a batch of {len(stored)} messages does not fit in one {MAX_EVENT_BYTES} byte document; "
-            "split it into several add_messages calls"
+            f"a batch of {len(stored)} messages does not fit in one {MAX_EVENT_BYTES} byte document; {advice}"
         )
-    return doc

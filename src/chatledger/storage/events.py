@@ -131,6 +131,8 @@ HOLLOW_DROP: Final = (
     "user_id",
     "source_id",
     "thread_digest",
+    # A summary's range and messages: erasure leaves no summary text behind either.
+    "compaction",
 )
 
 

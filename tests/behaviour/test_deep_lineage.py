@@ -293,3 +293,51 @@ async def test_a_thread_document_that_contradicts_itself_is_never_followed(
     for attempt in (fresh.head(deep.thread_id), fresh.at(deep.thread_id, 1)):
         with pytest.raises(IntegrityError, match="contradicts itself"):
             await attempt
+
+
+async def test_a_summary_further_up_than_the_window_is_seen_and_superseded(
+    database: Any, small_window: int
+) -> None:
+    from chatledger.admin import verify
+    from chatledger.ledger.compaction import compact, compacted_view, event_at
+
+    ledger = Ledger(database)
+    book = ledger.bind()
+    position = book.empty("root")
+    for text in ("e1", "e2"):
+        position = (await book.append(position, [msg(text)])).position
+
+    async def replace(at: Position, last_seq: int, text: str) -> Position:
+        first, last = await event_at(book, at, 1), await event_at(book, at, last_seq)
+        return await compact(
+            book,
+            at,
+            first_seq=1,
+            first_hash=first["hash"],
+            last_seq=last_seq,
+            last_hash=last["hash"],
+            summary=[msg(text)],
+            strategy="manual",
+        )
+
+    position = await replace(position, 2, "summary of e1-e2")  # the root's seq 3
+    for text in ("e4", "e5"):
+        position = (await book.append(position, [msg(text)])).position
+    # A chain deeper than three windows, each branch forking at its parent's own event.
+    for level in range(1, 3 * small_window + 2):
+        at = await book.at(position.thread_id, position.offset - 1)
+        result = await book.append(at, [msg(f"L{level} a")])
+        assert result.branched
+        position = (await book.append(result.position, [msg(f"L{level} b")])).position
+    fresh = Ledger(database).bind()  # nothing cached
+    deep = await fresh.head(position.thread_id)
+    view = texts(await compacted_view(fresh, deep))
+    assert view[0] == "summary of e1-e2"  # not the full transcript
+    assert "e1" not in view and view[1] == "e4"
+    # A new summary there supersedes the root's, and verify agrees with what it names.
+    head = await replace(deep, deep.offset - 1, "summary of it all")
+    newest = await database["events"].find_one({"thread_id": head.thread_id, "seq": head.offset})
+    assert newest["compaction"]["previous"] == 3
+    assert (await verify(ledger)).ok
+    assert (await verify(ledger, thread_id=head.thread_id)).ok
+    assert texts(await compacted_view(fresh, head))[0] == "summary of it all"

@@ -122,8 +122,10 @@ async def _opened(doc: Mapping[str, Any], messages: Any, sealer: Sealer | None) 
 async def newest_compaction(binding: Binding, at: Position) -> Compaction | None:
     """Return the newest compaction summary visible at ``at`` (``None`` if there is none).
 
-    One indexed query, whatever the depth of the line (within its lineage window: a
-    summary further up than the thread document lists is not seen).
+    One indexed query over the line's lineage window, whatever its depth. Only when the
+    window holds no summary and the line reaches further up (deeper than
+    :data:`~chatledger.models.LINEAGE_WINDOW` levels) is the rest of the line asked too:
+    one thread read per window crossed, then one more query.
 
     Raises:
         ContentErasedError: the summary is sealed under a destroyed key.
@@ -131,8 +133,15 @@ async def newest_compaction(binding: Binding, at: Position) -> Compaction | None
         IntegrityError: it is malformed, or its sealed content was altered or moved.
     """
     at = binding._check(at)
-    segments = [(s.thread_id, s.lo_seq, s.hi_seq) for s in at.segments()]
-    doc = await storage_of(binding.ledger).events.newest_compaction(segments)
+    events = storage_of(binding.ledger).events
+    window = at.segments()
+    doc = await events.newest_compaction([(s.thread_id, s.lo_seq, s.hi_seq) for s in window])
+    if doc is None and at.earlier is not None:
+        # Any summary in the window is newer than one further up, so the rest of the line
+        # is read only when the window has none (a deep line compacted far up, or never).
+        line = await binding._segments_from(at, 0)
+        further = line[: len(line) - len(window)]
+        doc = await events.newest_compaction([(s.thread_id, s.lo_seq, s.hi_seq) for s in further])
     return None if doc is None else await _of(doc, binding.ledger.sealer)
 
 

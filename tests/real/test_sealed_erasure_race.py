@@ -34,8 +34,13 @@ pytestmark = pytest.mark.real
 
 KEK = bytes(range(7, 39))
 TTL = 0.5
-#: The writers' cap: each stops a second after it is first refused, long before this.
-WRITE_SECONDS = 6.0
+#: The writers' cap: each stops a second after it is first refused, long before this. The
+#: cap must outlast the erasure on a loaded machine (the CLI's start-up alone can take
+#: seconds there): a writer that stopped before the erasure reached its thread would never
+#: see it, and the test would fail for the timing, not for the library.
+WRITE_SECONDS = 60.0
+#: Seconds a racing writer waits after each acknowledged append (see the worker).
+PAUSE = 0.05
 TIME_LIMIT = 120
 
 
@@ -88,6 +93,7 @@ async def test_sealed_writers_racing_an_erasure(real_backend: Any, database: Any
         "kek": KEK.hex(),
         "ttl": TTL,
         "per_lineage": per_lineage,
+        "pause": PAUSE,
     }
     configs = [{**base, "name": n, "mode": m} for n in names for m in ("line", "fork")]
     configs.append({**base, "name": "t1", "mode": "new"})
@@ -96,9 +102,9 @@ async def test_sealed_writers_racing_an_erasure(real_backend: Any, database: Any
     erased = await _erase(real_backend.uri, database.name, user)
     finished = time.time()
     keys_after = {k["_id"]: k async for k in database["keys"].find({})}
-    stdin = procs[-1].stdin
-    assert stdin is not None
-    stdin.write(b"erased\n")  # the "new" writer may start trying now
+    for proc in procs:  # the racing writers stop a second later; the "new" one starts now
+        assert proc.stdin is not None
+        proc.stdin.write(b"erased\n")
     results = await finish_workers(procs, time_limit=TIME_LIMIT)
 
     # Erased: events and threads gone, nothing acknowledged afterwards.

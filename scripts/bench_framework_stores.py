@@ -17,6 +17,14 @@ Measured, interleaved run by run (``bench.py``'s ``interleaved``), client CPU pe
 * ``MongoCheckpointStorage.save`` vs ``insert_one`` of the framework's encoded checkpoint;
 * ``MongoCheckpointStorage.load`` vs ``find_one`` of it by ``_id``.
 
+Each against two raw baselines: *payload*, the driver call alone on text encoded once
+beforehand (and a reply left undecoded); *objects*, what any store behind the framework's
+contract pays besides (the framework hands it an ``AgentSession`` or a ``WorkflowCheckpoint``
+built by the caller, and wants one back): building the object where ChatLedger's call
+builds it too, ``to_dict`` and the JSON encoding before the insert, the JSON decoding and
+``from_dict`` after the find. The store's own JSON work is the framework's format
+(``json`` for sessions, the checkpoint encoding for checkpoints), so both sides do the same.
+
 Prints the ratios (ChatLedger / raw); asserts nothing. Not part of the test suite.
 """
 
@@ -39,6 +47,10 @@ from agent_framework import AgentSession, WorkflowCheckpoint  # noqa: E402
 
 from bench import Sample, interleaved  # noqa: E402 - scripts/bench.py
 from chatledger import MongoCheckpointStorage, MongoSessionStore  # noqa: E402
+from chatledger.adapters.checkpoint_encoding import (  # noqa: E402
+    decode_checkpoint_value,
+    encode_checkpoint_value,
+)
 
 
 def _session() -> AgentSession:
@@ -76,6 +88,10 @@ async def amain(args: argparse.Namespace) -> int:
         async def raw_insert() -> None:
             await raw.insert_one({"role": "chatledger.session", "text": text})
 
+        async def raw_insert_objects() -> None:
+            encoded = json.dumps(session.to_dict(), ensure_ascii=False, separators=(",", ":"))
+            await raw.insert_one({"role": "chatledger.session", "text": encoded})
+
         async def session_get() -> None:
             await sessions.get("warm")
 
@@ -83,6 +99,10 @@ async def amain(args: argparse.Namespace) -> int:
 
         async def raw_find() -> None:
             await raw.find_one({"_id": "warm"})
+
+        async def raw_find_objects() -> None:
+            doc = await raw.find_one({"_id": "warm"})
+            AgentSession.from_dict(json.loads(doc["text"]))
 
         def checkpoint() -> WorkflowCheckpoint:
             return WorkflowCheckpoint(
@@ -92,13 +112,20 @@ async def amain(args: argparse.Namespace) -> int:
                 state={"counter": 3, "notes": ["y" * 100] * 20},
             )
 
+        def encode(cp: WorkflowCheckpoint) -> str:
+            value = encode_checkpoint_value(cp.to_dict())
+            return json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=True)
+
         async def checkpoint_save() -> None:
             previous[0] = await checkpoints.save(checkpoint())
 
-        encoded = checkpoints._encode(checkpoint())
+        encoded = encode(checkpoint())
 
         async def raw_checkpoint_insert() -> None:
             await raw.insert_one({"role": "chatledger.checkpoint", "text": encoded})
+
+        async def raw_checkpoint_insert_objects() -> None:
+            await raw.insert_one({"role": "chatledger.checkpoint", "text": encode(checkpoint())})
 
         loaded = await checkpoints.save(checkpoint())
         await raw.insert_one({"_id": "cp", "text": encoded})
@@ -109,33 +136,47 @@ async def amain(args: argparse.Namespace) -> int:
         async def raw_checkpoint_find() -> None:
             await raw.find_one({"_id": "cp"})
 
+        async def raw_checkpoint_find_objects() -> None:
+            doc = await raw.find_one({"_id": "cp"})
+            value = decode_checkpoint_value(json.loads(doc["text"]), allowed_types=frozenset())
+            WorkflowCheckpoint.from_dict(value)
+
         samples: dict[str, Sample] = {}
         await interleaved(
             {
                 "session set": (session_set, count),
                 "raw insert_one (session)": (raw_insert, count),
+                "raw objects (session set)": (raw_insert_objects, count),
                 "session get": (session_get, count),
                 "raw find_one (session)": (raw_find, count),
+                "raw objects (session get)": (raw_find_objects, count),
                 "checkpoint save": (checkpoint_save, count),
                 "raw insert_one (checkpoint)": (raw_checkpoint_insert, count),
+                "raw objects (checkpoint save)": (raw_checkpoint_insert_objects, count),
                 "checkpoint load": (checkpoint_load, count),
                 "raw find_one (checkpoint)": (raw_checkpoint_find, count),
+                "raw objects (checkpoint load)": (raw_checkpoint_find_objects, count),
             },
             runs,
             samples,
         )
         pairs = (
-            ("session set", "raw insert_one (session)"),
-            ("session get", "raw find_one (session)"),
-            ("checkpoint save", "raw insert_one (checkpoint)"),
-            ("checkpoint load", "raw find_one (checkpoint)"),
+            ("session set", "raw insert_one (session)", "raw objects (session set)"),
+            ("session get", "raw find_one (session)", "raw objects (session get)"),
+            ("checkpoint save", "raw insert_one (checkpoint)", "raw objects (checkpoint save)"),
+            ("checkpoint load", "raw find_one (checkpoint)", "raw objects (checkpoint load)"),
         )
-        print(f"{'operation':<18} {'CPU ms':>8} {'raw CPU ms':>11} {'CPU ratio':>10} {'wall ratio':>11}")
-        for ours, theirs in pairs:
-            a, b = samples[ours], samples[theirs]
-            cpu_a, cpu_b = a.median("cpu"), b.median("cpu")
-            wall_a, wall_b = a.median("wall"), b.median("wall")
-            print(f"{ours:<18} {cpu_a:>8.3f} {cpu_b:>11.3f} {cpu_a / cpu_b:>9.2f}x {wall_a / wall_b:>10.2f}x")
+        print(
+            f"{'operation':<16} {'CPU ms':>7} {'payload':>8} {'objects':>8} {'CPU ratio':>10} "
+            f"{'(objects)':>10} {'wall ratio':>11}"
+        )
+        for ours, payload, objects in pairs:
+            a, b, c = samples[ours], samples[payload], samples[objects]
+            cpu_a, cpu_b, cpu_c = a.median("cpu"), b.median("cpu"), c.median("cpu")
+            print(
+                f"{ours:<16} {cpu_a:>7.3f} {cpu_b:>8.3f} {cpu_c:>8.3f} {cpu_a / cpu_b:>9.2f}x "
+                f"{cpu_a / cpu_c:>9.2f}x {a.median('wall') / b.median('wall'):>10.2f}x"
+            )
     finally:
         await client.drop_database(database.name)
         await client.close()

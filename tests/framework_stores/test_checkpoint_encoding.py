@@ -134,6 +134,28 @@ async def test_an_application_type_needs_allowed_checkpoint_types(database: Any)
         await MongoCheckpointStorage(database=database).load(checkpoint.checkpoint_id)
 
 
+async def test_an_envelope_spelt_with_json_escapes_is_still_decoded_under_the_allow_list(
+    database: Any,
+) -> None:
+    # Loading skips the decoding pass when the text cannot hold a pickled value; a record
+    # whose envelope key is spelt with escapes (as another JSON writer, or an attacker,
+    # may spell it) must still be decoded, and so refused where the type is not allowed.
+    checkpoint = WorkflowCheckpoint(
+        workflow_name="wf", graph_signature_hash="h", state={"o": Order("tea", 1)}
+    )
+    await MongoCheckpointStorage(database=database, allowed_checkpoint_types=[ORDER]).save(checkpoint)
+    event = await database["events"].find_one({"event_id": checkpoint.checkpoint_id})
+    text = event["messages"][0]["text"]
+    assert text.count('"__pickled__"') == 1
+    escaped = text.replace('"__pickled__"', '"\\u005f_pickled__"')
+    assert json.loads(escaped) == json.loads(text)
+    await database["events"].update_one({"_id": event["_id"]}, {"$set": {"messages.0.text": escaped}})
+    allowed = MongoCheckpointStorage(database=database, allowed_checkpoint_types=[ORDER])
+    assert (await allowed.load(checkpoint.checkpoint_id)).state == {"o": Order("tea", 1)}
+    with pytest.raises(WorkflowCheckpointException, match="blocked"):
+        await MongoCheckpointStorage(database=database).load(checkpoint.checkpoint_id)
+
+
 class _Reduces:
     """Pickles as a call of whatever ``__reduce__`` names: how hostile stored data would look."""
 

@@ -100,3 +100,29 @@ async def test_a_malformed_stored_record_is_an_integrity_error(database: Any, te
         await MongoSessionStore(database=database).get("key")
     with pytest.raises((IntegrityError, WorkflowCheckpointException)):
         await storage.load(saved)
+
+
+async def test_a_sealed_snapshot_a_store_read_is_unreadable_there_once_its_key_is_destroyed(
+    database: Any,
+) -> None:
+    # The store keeps the event of the version it read (a later get of the unchanged session
+    # reads only whether a newer one exists), but opens it again on every read: destroying
+    # the user's keys in another process makes it unreadable here too (once the key is no
+    # longer cached: here at once).
+    from chatledger.errors import ContentErasedError
+    from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer, destroy_subject_keys
+
+    def sealer() -> Sealer:
+        return Sealer(KeyStore(database), LocalKeyProvider(bytes(range(32))), cache_ttl=0)
+
+    await MongoSessionStore(database=database, user_id="alice", sealer=sealer()).set(
+        "key", AgentSession(session_id="s", service_session_id="resp_1")
+    )
+    reader = MongoSessionStore(database=database, user_id="alice", sealer=sealer())
+    for _ in range(2):
+        loaded = await reader.get("key")
+        assert loaded is not None
+        assert loaded.service_session_id == "resp_1"
+    await destroy_subject_keys(KeyStore(database), user_id="alice", apply=True)
+    with pytest.raises(ContentErasedError):
+        await reader.get("key")

@@ -263,3 +263,22 @@ async def test_a_delete_and_recreate_elsewhere_is_seen_and_conflicts(database: A
     with pytest.raises(VersionConflictError, match="deleted and re-created"):
         await stale.set("key", _session(turn="stale"))
     assert await there.version("key") == 1
+
+
+async def test_a_store_that_read_a_session_sees_what_others_did_since(database: Any) -> None:
+    # A get of a session this store read last builds on what it read (it keeps the event);
+    # versions and deletions by another process since must still be what it returns.
+    here, there = MongoSessionStore(database=database), MongoSessionStore(database=database)
+    await here.set("key", _session(turn=1))
+    for _ in range(2):  # read twice: the second get is served from what the first kept
+        loaded = await here.get("key")
+        assert loaded is not None
+        assert loaded.state == {"turn": 1}
+    await there.set("key", _session(turn=2))
+    await there.set("key", _session(turn=3))
+    loaded = await here.get("key")
+    assert loaded is not None
+    assert loaded.state == {"turn": 3}
+    assert await here.version("key") == 3
+    await there.delete("key")
+    assert await here.get("key") is None

@@ -27,9 +27,11 @@ from typing import Any, Final
 
 from agent_framework import WorkflowCheckpointException
 
-__all__ = ["decode_checkpoint_value", "encode_checkpoint_value"]
+__all__ = ["PICKLED_KEY", "decode_checkpoint_value", "encode_checkpoint_value"]
 
-_PICKLED: Final = "__pickled__"
+#: The key of a pickled value's envelope: an encoding without it holds no pickled value.
+PICKLED_KEY: Final = "__pickled__"
+_PICKLED: Final = PICKLED_KEY
 _TYPE: Final = "__type__"
 _RESERVED: Final = frozenset({_PICKLED, _TYPE})
 _JSON_NATIVE: Final = (str, int, float, bool, type(None))
@@ -74,9 +76,17 @@ def encode_checkpoint_value(value: Any, pickles: list[dict[str, str]] | None = N
         pickles: If given, every pickled value's envelope is appended to it (the only
             parts whose decoding can fail).
     """
+    cls = type(value)
+    if cls is str or cls is int or cls is float or cls is bool or value is None:
+        return value  # the common leaves, without isinstance's walk of the MRO
+    if cls is dict and all(type(k) is str for k in value):
+        # str keys (the common case) stay as they are and cannot collide.
+        if _PICKLED in value or _TYPE in value:
+            return _pickled(value, pickles)
+        return {k: encode_checkpoint_value(v, pickles) for k, v in value.items()}
     if isinstance(value, _JSON_NATIVE):
         return value
-    if type(value) is dict:
+    if cls is dict:
         items = [(str(k), v) for k, v in value.items()]
         keys = {k for k, _ in items}
         # A reserved key, or keys that collide once stringified, cannot round-trip as a
@@ -84,7 +94,7 @@ def encode_checkpoint_value(value: Any, pickles: list[dict[str, str]] | None = N
         if keys & _RESERVED or len(keys) != len(items):
             return _pickled(value, pickles)
         return {k: encode_checkpoint_value(v, pickles) for k, v in items}
-    if type(value) is list:
+    if cls is list:
         return [encode_checkpoint_value(item, pickles) for item in value]
     return _pickled(value, pickles)
 

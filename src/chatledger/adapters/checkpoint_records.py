@@ -16,7 +16,11 @@ from typing import Any, Final
 
 from agent_framework import WorkflowCheckpoint, WorkflowCheckpointException
 
-from chatledger.adapters.checkpoint_encoding import decode_checkpoint_value, encode_checkpoint_value
+from chatledger.adapters.checkpoint_encoding import (
+    PICKLED_KEY,
+    decode_checkpoint_value,
+    encode_checkpoint_value,
+)
 from chatledger.adapters.sources import record_text
 from chatledger.admin.records import CHECKPOINT_ROLE, CHUNK_ROLE, WORKFLOW_KEY, chunked_record
 from chatledger.errors import ConcurrencyError, IntegrityError
@@ -52,6 +56,15 @@ def _chunk_id(digest: str, index: int) -> str:
 def _chunked(record: str, doc: Mapping[str, Any]) -> dict[str, Any] | None:
     """Return what a chunked record says of its chunks (``None``: the record holds the checkpoint)."""
     return chunked_record(record, f"event {doc.get('_id')!r}")
+
+
+def _metadata(at: Position, workflow_name: str) -> dict[str, str] | None:
+    """Return the metadata of a run's thread if an append at ``at`` creates it.
+
+    An append uses metadata only to create a thread (a branch takes its parent's): on an
+    existing one, none is passed (and so none is validated again).
+    """
+    return {WORKFLOW_KEY: workflow_name} if at.thread is None else None
 
 
 class CheckpointRecords:
@@ -99,8 +112,11 @@ class CheckpointRecords:
             encoded = json.loads(text)
         except ValueError as e:
             raise IntegrityError(f"{where} holds malformed JSON: {e}") from e
-        decoded = decode_checkpoint_value(encoded, allowed_types=self.allowed_types)
-        return WorkflowCheckpoint.from_dict(decoded)
+        if PICKLED_KEY in text or "\\u00" in text:
+            encoded = decode_checkpoint_value(encoded, allowed_types=self.allowed_types)
+        # Otherwise no key of it can read "__pickled__" (not even spelt with escapes), so
+        # nothing is to be unpickled and decoding would only copy what json.loads built.
+        return WorkflowCheckpoint.from_dict(encoded)
 
     # ------------------------------------------------------------------ reading
 
@@ -158,7 +174,7 @@ class CheckpointRecords:
                 at,
                 stored=[{"role": CHECKPOINT_ROLE, "text": record}],
                 event_id=checkpoint_id,
-                metadata={WORKFLOW_KEY: workflow_name},
+                metadata=_metadata(at, workflow_name),
             )
         except ConcurrencyError as e:  # pragma: no cover - only strict appends raise it
             raise IntegrityError(f"checkpoint {checkpoint_id!r} could not be placed: {e}") from e
@@ -178,7 +194,7 @@ class CheckpointRecords:
                 at,
                 stored=[{"role": CHUNK_ROLE, "text": piece}],
                 event_id=_chunk_id(digest, index),
-                metadata={WORKFLOW_KEY: workflow_name},
+                metadata=_metadata(at, workflow_name),
             )
             at = result.position
         return at, {"chunked": {"chunks": len(pieces), "sha256": digest, "chars": len(text)}}

@@ -260,7 +260,9 @@ class MongoCheckpointStorage(LedgerOwner):
     # ------------------------------------------------------------------ reading
 
     async def _deleted(self, checkpoint_ids: list[str]) -> set[str]:
-        receipts = await storage_of(self.ledger).receipts.for_ids(
+        # A deletion receipt is found by its own id (it is named after the checkpoint), so
+        # one query by primary key: no receipt refers to it, none need be looked for.
+        receipts = await storage_of(self.ledger).receipts.with_ids(
             [self._receipt_id(c) for c in checkpoint_ids]
         )
         return {str(r.get("checkpoint_id")) for r in receipts if r.get("kind") == DELETED}

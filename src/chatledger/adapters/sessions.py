@@ -38,6 +38,9 @@ __all__ = ["SESSION_ROLE", "MongoSessionStore"]
 MAX_SESSION_ID_LENGTH: Final = 128
 #: Session ids whose current thread and last seen version this store remembers.
 _SEEN_KEPT: Final = 10_000
+#: Characters of stored snapshots (the newest version's event, as read) a store keeps, so
+#: a ``get`` of an unchanged session reads only whether the next position is free.
+_DOCS_KEPT_CHARS: Final = 16 * 1024 * 1024
 
 
 def _check_session_id(session_id: object) -> str:
@@ -58,6 +61,20 @@ def _encode(session: object) -> str:
             f"session {session.session_id!r} cannot be stored: its state is not serializable ({e}); "
             "register custom state types with agent_framework.register_state_type"
         ) from None
+
+
+def _names(doc: dict[str, Any], at: Position) -> bool:
+    """Return whether ``doc`` is the event at ``at``."""
+    return doc.get("seq") == at.offset and doc.get("thread_id") == at.thread_id
+
+
+def _metadata(at: Position, session_id: str) -> dict[str, str] | None:
+    """Return the metadata of the session's thread if an append at ``at`` creates it.
+
+    An append uses metadata only to create a thread: on an existing one, none is passed
+    (and so none is validated again).
+    """
+    return {"session_id": session_id} if at.thread is None else None
 
 
 class MongoSessionStore(LedgerOwner):
@@ -122,6 +139,9 @@ class MongoSessionStore(LedgerOwner):
         # session id -> (its current thread, the version this store last read or wrote,
         # and that version's position when known: a set builds on it without a read)
         self._seen: OrderedDict[str, tuple[str, int, Position | None]] = OrderedDict()
+        # session id -> (the stored event of a version it read, its size): see _keep_doc
+        self._docs: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
+        self._docs_chars = 0
 
     @staticmethod
     def validate_session_id(session_id: str) -> None:
@@ -162,21 +182,42 @@ class MongoSessionStore(LedgerOwner):
                 return at, doc
         return await self.binding.head_event(await self._thread(session_id), full=full)
 
+    def _drop_doc(self, session_id: str) -> None:
+        dropped = self._docs.pop(session_id, None)
+        if dropped is not None:
+            self._docs_chars -= dropped[1]
+
+    def _keep_doc(self, session_id: str, doc: dict[str, Any], size: int) -> None:
+        """Keep the stored event of the session's newest version, within :data:`_DOCS_KEPT_CHARS`."""
+        self._drop_doc(session_id)
+        if size > _DOCS_KEPT_CHARS // 4:
+            return  # one large snapshot would evict every other
+        self._docs[session_id] = (doc, size)
+        self._docs_chars += size
+        while self._docs_chars > _DOCS_KEPT_CHARS:
+            self._docs_chars -= self._docs.popitem(last=False)[1][1]
+
     def _remember(self, session_id: str, thread_id: str, version: int, at: Position | None = None) -> None:
         self._seen[session_id] = (thread_id, version, at)
         self._seen.move_to_end(session_id)
         while len(self._seen) > _SEEN_KEPT:
             self._seen.popitem(last=False)
 
-    async def _read(self, at: Position, doc: dict[str, Any] | None = None) -> AgentSession:
+    async def _read(
+        self, at: Position, doc: dict[str, Any] | None = None, *, keep: str | None = None
+    ) -> AgentSession:
         # A session's thread never branches (every set is strict), so the version is the
         # event at that seq of the thread itself: one read by primary key, unless the
         # head query already returned it.
-        if doc is None or doc.get("seq") != at.offset or doc.get("thread_id") != at.thread_id:
+        if doc is None or not _names(doc, at):
             doc = await storage_of(self.ledger).events.at(at.thread_id, at.offset, full=True)
         if doc is None:
             raise IntegrityError(f"version {at.offset} of thread {at.thread_id!r} is missing")
+        # Opened on every read, never kept open: a sealed snapshot stays as unreadable here
+        # as in the database once its key is destroyed.
         text = await record_text(self.ledger, doc, (SESSION_ROLE,))
+        if keep is not None:
+            self._keep_doc(keep, doc, len(text))
         try:
             return AgentSession.from_dict(json.loads(text))
         except (ValueError, TypeError, KeyError) as e:
@@ -194,11 +235,24 @@ class MongoSessionStore(LedgerOwner):
             IntegrityError: the stored snapshot is malformed.
         """
         _check_session_id(session_id)
+        known = self._seen.get(session_id)
+        if known is not None and known[1] > 0 and known[2] is not None:
+            # The version this store last read or wrote is still the newest while the
+            # position after it is free: a newer version, or a removal's closing mark
+            # (written before anything is hollowed), would take it. One read of an exact
+            # key (the head query is a sort, which some engines answer with a scan); the
+            # event itself, immutable, is the one kept from the last read when there is one.
+            events = storage_of(self.ledger).events
+            if not await events.occupied(known[0], known[1] + 1):
+                self._seen.move_to_end(session_id)
+                kept = self._docs.get(session_id)
+                doc = kept[0] if kept is not None and _names(kept[0], known[2]) else None
+                return await self._read(known[2], doc, keep=session_id)
         at, doc = await self._head(session_id, full=True)
         self._remember(session_id, at.thread_id, at.offset, at)
         if at.offset == 0:
             return None
-        return await self._read(at, doc)
+        return await self._read(at, doc, keep=session_id)
 
     async def set(
         self, session_id: str, session: AgentSession, *, expected_version: int | None = None
@@ -230,7 +284,7 @@ class MongoSessionStore(LedgerOwner):
             # below find out which, and say so.
             try:
                 result = await self.binding.append(
-                    known[2], stored=stored, strict=True, metadata={"session_id": session_id}
+                    known[2], stored=stored, strict=True, metadata=_metadata(known[2], session_id)
                 )
             except (ConcurrencyError, ThreadRemovedError):
                 pass
@@ -250,7 +304,7 @@ class MongoSessionStore(LedgerOwner):
             )
         try:
             result = await self.binding.append(
-                at, stored=stored, strict=True, metadata={"session_id": session_id}
+                at, stored=stored, strict=True, metadata=_metadata(at, session_id)
             )
         except (ConcurrencyError, ThreadRemovedError) as e:
             self._seen.pop(session_id, None)
@@ -272,6 +326,7 @@ class MongoSessionStore(LedgerOwner):
         _check_session_id(session_id)
         thread_id = await self._thread(session_id)
         self._seen.pop(session_id, None)
+        self._drop_doc(session_id)
         record = await self.ledger.thread(thread_id, self.binding.scope)
         if record is None:
             return

@@ -211,6 +211,19 @@ class EventStore(CollectionStore):
             )
         return check_event(doc, fields=None if full else SUMMARY_FIELDS)
 
+    async def occupied(self, thread_id: str, seq: int) -> bool:
+        """Return whether ``seq`` of ``thread_id`` holds anything (an event, a closing mark, a hollow).
+
+        One read of an exact ``_id`` (the one read every engine serves from an index,
+        FerretDB v1 included), returning only the key: a reader that remembers the head
+        it last saw asks whether the position after it is still free, which it is until
+        an append or a removal's closing mark takes it.
+        """
+        doc = await self.gate.call(
+            "read head", self.collection.find_one({"_id": event_key(thread_id, seq)}, {"_id": 1})
+        )
+        return doc is not None
+
     async def head(self, thread_id: str, *, full: bool = False) -> dict[str, Any] | None:
         """Return the summary of the newest live event of ``thread_id`` (all of it if ``full``), or ``None``.
 

@@ -62,3 +62,20 @@ async def read(ledger: Any, at: Any, **options: Any) -> list[Message]:
     position = at if isinstance(at, Position) else await binding.resolve(at)
     result: list[Message] = await binding.read(position, **options)
     return result
+
+
+async def compact_prefix(binding: Any, at: Any, last_seq: int, summary: str | None = None) -> Any:
+    """Compact ``at``'s line from seq 1 through ``last_seq`` (hashes read from the line); return the head."""
+    from chatledger.ledger.compaction import compact, event_at
+
+    first, last = await event_at(binding, at, 1), await event_at(binding, at, last_seq)
+    return await compact(
+        binding,
+        at,
+        first_seq=1,
+        first_hash=first["hash"],
+        last_seq=last_seq,
+        last_hash=last["hash"],
+        summary=[msg(summary or f"summary through seq {last_seq}", "assistant")],
+        strategy="test",
+    )

@@ -9,16 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from agent_framework import Agent, AgentSession, Message
+from agent_framework import Agent, AgentSession
 
 from chatledger import Ledger, MongoHistoryProvider
 from chatledger.admin import verify
 from chatledger.demo.joker import JokerChatClient
 from chatledger.hashing import event_hash
 from chatledger.ledger import Binding, Position
-from chatledger.ledger.compaction import compact, event_at
 from tests.admin.test_cli import chatledger
-from tests.helpers import msg
+from tests.helpers import compact_prefix, msg
 
 SOURCE = MongoHistoryProvider.DEFAULT_SOURCE_ID
 
@@ -32,18 +31,7 @@ async def _event(database: Any, thread_id: str, seq: int) -> dict[str, Any]:
 async def _summarize(provider: MongoHistoryProvider, session: AgentSession, last_seq: int) -> None:
     """Compact the session's line from seq 1 through ``last_seq`` (hashes read from the line)."""
     binding, state = provider.binding, session.state[SOURCE]
-    at = await binding.resolve(state)
-    first, last = await event_at(binding, at, 1), await event_at(binding, at, last_seq)
-    head = await compact(
-        binding,
-        at,
-        first_seq=1,
-        first_hash=first["hash"],
-        last_seq=last_seq,
-        last_hash=last["hash"],
-        summary=[Message("assistant", [f"summary through seq {last_seq}"])],
-        strategy="test",
-    )
+    head = await compact_prefix(binding, await binding.resolve(state), last_seq)
     state.update(binding.state(head))
 
 
@@ -174,17 +162,8 @@ async def test_a_forged_claim_on_a_branch_summary_is_checked_against_its_parent(
 
 
 async def _compact_at(book: Binding, at: Position, last_seq: int) -> Position:
-    first, last = await event_at(book, at, 1), await event_at(book, at, last_seq)
-    return await compact(
-        book,
-        at,
-        first_seq=1,
-        first_hash=first["hash"],
-        last_seq=last_seq,
-        last_hash=last["hash"],
-        summary=[msg(f"summary through seq {last_seq}")],
-        strategy="test",
-    )
+    head: Position = await compact_prefix(book, at, last_seq)
+    return head
 
 
 async def _grandchild(database: Any) -> tuple[Ledger, str, str]:

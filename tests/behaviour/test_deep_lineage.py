@@ -18,7 +18,7 @@ import pytest
 import chatledger.models
 from chatledger import IntegrityError, Ledger
 from chatledger.ledger import Binding, Position, storage_of
-from tests.helpers import msg, texts
+from tests.helpers import compact_prefix, msg, texts
 
 #: The window most tests use: small, so a short chain crosses it several times.
 SMALL_WINDOW = 3
@@ -299,7 +299,7 @@ async def test_a_summary_further_up_than_the_window_is_seen_and_superseded(
     database: Any, small_window: int
 ) -> None:
     from chatledger.admin import verify
-    from chatledger.ledger.compaction import compact, compacted_view, event_at
+    from chatledger.ledger.compaction import compacted_view
 
     ledger = Ledger(database)
     book = ledger.bind()
@@ -307,20 +307,7 @@ async def test_a_summary_further_up_than_the_window_is_seen_and_superseded(
     for text in ("e1", "e2"):
         position = (await book.append(position, [msg(text)])).position
 
-    async def replace(at: Position, last_seq: int, text: str) -> Position:
-        first, last = await event_at(book, at, 1), await event_at(book, at, last_seq)
-        return await compact(
-            book,
-            at,
-            first_seq=1,
-            first_hash=first["hash"],
-            last_seq=last_seq,
-            last_hash=last["hash"],
-            summary=[msg(text)],
-            strategy="manual",
-        )
-
-    position = await replace(position, 2, "summary of e1-e2")  # the root's seq 3
+    position = await compact_prefix(book, position, 2, "summary of e1-e2")  # the root's seq 3
     for text in ("e4", "e5"):
         position = (await book.append(position, [msg(text)])).position
     # A chain deeper than three windows, each branch forking at its parent's own event.
@@ -336,7 +323,7 @@ async def test_a_summary_further_up_than_the_window_is_seen_and_superseded(
     assert "e1" not in view
     assert view[1] == "e4"
     # A new summary there supersedes the root's, and verify agrees with what it names.
-    head = await replace(deep, deep.offset - 1, "summary of it all")
+    head = await compact_prefix(fresh, deep, deep.offset - 1, "summary of it all")
     newest = await database["events"].find_one({"thread_id": head.thread_id, "seq": head.offset})
     assert newest["compaction"]["previous"] == 3
     assert (await verify(ledger)).ok

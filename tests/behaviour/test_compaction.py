@@ -286,10 +286,8 @@ async def test_a_branch_made_after_a_summary_sees_it(database: Any) -> None:
     assert len(await provider.transcript(branch, compacted=False)) == 8
 
 
-async def test_the_framework_compaction_provider_drives_the_ledger(database: Any) -> None:
-    # The framework's own wiring: a CompactionProvider whose after_strategy fires whenever
-    # the history grows past its threshold, next to the in-memory reference wired alike.
-    history = MongoHistoryProvider(database=database)
+def agent_and_twin(history: MongoHistoryProvider) -> tuple[Agent, Agent, InMemoryHistoryProvider]:
+    """An agent compacting into ``history``; its twin wired alike on the in-memory provider, and that."""
     agent = Agent(
         JokerChatClient(),
         "You tell jokes.",
@@ -304,6 +302,14 @@ async def test_the_framework_compaction_provider_drives_the_ledger(database: Any
             memory,
         ],
     )
+    return agent, twin, memory
+
+
+async def test_the_framework_compaction_provider_drives_the_ledger(database: Any) -> None:
+    # The framework's own wiring: a CompactionProvider whose after_strategy fires whenever
+    # the history grows past its threshold, next to the in-memory reference wired alike.
+    history = MongoHistoryProvider(database=database)
+    agent, twin, memory = agent_and_twin(history)
     session, twin_session = agent.create_session(), twin.create_session()
     for turn in range(30):
         await agent.run(f"joke {turn}", session=session)

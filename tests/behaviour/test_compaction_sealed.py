@@ -16,14 +16,14 @@ from typing import Any
 
 import bson
 import pytest
-from agent_framework import Agent, InMemoryHistoryProvider, Message
+from agent_framework import Agent, Message
 
 try:
     from agent_framework import CompactionProvider, SummarizationStrategy  # noqa: F401
 except ImportError:  # the matrix's older releases have no compaction strategies
     pytest.skip("this agent-framework-core release has no compaction strategies", allow_module_level=True)
 
-from chatledger import Ledger, LedgerCompactionProvider, MongoHistoryProvider
+from chatledger import Ledger, MongoHistoryProvider
 from chatledger.admin import export_jsonl, import_jsonl, run_erasure, verify
 from chatledger.cli.commands import browse
 from chatledger.cli.connection import KeyStoreLocation
@@ -33,7 +33,7 @@ from chatledger.errors import ContentErasedError, IntegrityError, KeyUnavailable
 from chatledger.hashing import event_hash
 from chatledger.ledger import compaction, documents
 from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer, destroy_subject_keys, sealed_problem
-from tests.behaviour.test_compaction import lines, strategy
+from tests.behaviour.test_compaction import agent_and_twin, lines, strategy
 from tests.helpers import raw_docs
 
 SOURCE = MongoHistoryProvider.DEFAULT_SOURCE_ID
@@ -124,20 +124,7 @@ async def test_the_framework_compaction_provider_on_a_sealed_ledger_matches_the_
     database: Any,
 ) -> None:
     history = sealed(database)
-    agent = Agent(
-        JokerChatClient(),
-        "You tell jokes.",
-        context_providers=[LedgerCompactionProvider(history, after_strategy=strategy()), history],
-    )
-    memory = InMemoryHistoryProvider(skip_excluded=True)
-    twin = Agent(
-        JokerChatClient(),
-        "You tell jokes.",
-        context_providers=[
-            CompactionProvider(after_strategy=strategy(), history_source_id=memory.source_id),
-            memory,
-        ],
-    )
+    agent, twin, memory = agent_and_twin(history)
     session, twin_session = agent.create_session(), twin.create_session()
     views: list[list[Any]] = []
     for turn in range(20):

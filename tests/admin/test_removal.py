@@ -28,7 +28,9 @@ from chatledger.admin import (
     verify,
 )
 from chatledger.admin.retention import parse_duration
+from chatledger.admin.receipts import Receipts
 from chatledger.storage.removals import RemovalMarks
+from chatledger.storage.threads import ThreadStore
 from tests.admin.conftest import Clock, branch, msg, talk
 from tests.helpers import read
 
@@ -221,6 +223,59 @@ async def test_ctrl_c_while_a_claim_is_on_the_wire_leaves_no_claim_behind(
     report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
     assert report.skipped == []
     assert await _threads(database) == set() == await _event_threads(database)
+    assert (await verify(ledger)).ok
+
+
+# Where a removal can be cancelled besides its claims and its receipt: each storage call below has landed
+# when Ctrl-C comes (its reply still on the way back), as a real Ctrl-C finds it.
+_LATER_STEPS = {
+    "adopt": (ThreadStore, "family"),
+    "close": (RemovalMarks, "close"),
+    "hollow by key": (RemovalMarks, "hollow_positions"),
+    "tombstone": (ThreadStore, "tombstone"),
+    "completion receipt": (Receipts, "record"),
+    "claim release": (RemovalMarks, "release_claim"),
+}
+
+
+@pytest.mark.parametrize("step", list(_LATER_STEPS))
+async def test_ctrl_c_at_any_later_step_is_finished_by_the_very_next_run(
+    database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    import asyncio
+
+    ledger = Ledger(database)
+    await talk(ledger, "root", 3)
+    await branch(ledger, "root", 2)
+    await talk(ledger, "other", 2)
+    clock.advance(days=60)
+    owner, name = _LATER_STEPS[step]
+    real = getattr(owner, name)
+    landed = asyncio.Event()
+
+    async def slow_reply(self: Any, *args: Any, **kwargs: Any) -> Any:
+        done = await real(self, *args, **kwargs)
+        # The completion receipt is the one receipt of this step (the removal's comes first).
+        if owner is not Receipts or args[0] == "removal.completed":
+            landed.set()
+            await asyncio.sleep(0.2)
+        return done
+
+    monkeypatch.setattr(owner, name, slow_reply)
+    run = asyncio.create_task(run_retention(ledger, POLICY, apply=True, now=clock.now))
+    await asyncio.wait([asyncio.ensure_future(landed.wait()), run], return_when=asyncio.FIRST_COMPLETED)
+    assert landed.is_set(), f"the removal never reached its {step}"
+    run.cancel()  # Ctrl-C
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    monkeypatch.setattr(owner, name, real)
+    # The same command run right away (RESUME_AFTER untouched) finishes the interrupted
+    # removal and removes the rest: nothing kept as "being removed by another run".
+    report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    assert report.skipped == []
+    assert await _threads(database) == set() == await _event_threads(database)
+    assert await pending_removals(ledger) == []
+    assert await database["events"].count_documents({"seq": -1}) == 0  # no claim left
     assert (await verify(ledger)).ok
 
 

@@ -27,8 +27,8 @@ from chatledger.admin import (
     set_hold,
     verify,
 )
-from chatledger.admin.retention import parse_duration
 from chatledger.admin.receipts import Receipts
+from chatledger.admin.retention import parse_duration
 from chatledger.storage.removals import RemovalMarks
 from chatledger.storage.threads import ThreadStore
 from tests.admin.conftest import Clock, branch, msg, talk

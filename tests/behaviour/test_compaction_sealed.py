@@ -29,11 +29,11 @@ from chatledger.cli.commands import browse
 from chatledger.cli.connection import KeyStoreLocation
 from chatledger.cli.render import Renderer
 from chatledger.demo.joker import JokerChatClient
-from chatledger.errors import ContentErasedError, IntegrityError, KeyUnavailableError
+from chatledger.errors import ContentErasedError, IntegrityError, KeyUnavailableError, ThreadRemovedError
 from chatledger.hashing import event_hash
 from chatledger.ledger import compaction, documents
 from chatledger.sealing import KeyStore, LocalKeyProvider, Sealer, destroy_subject_keys, sealed_problem
-from tests.behaviour.test_compaction import agent_and_twin, lines, strategy
+from tests.behaviour.test_compaction import Summarizer, agent_and_twin, lines, strategy
 from tests.helpers import raw_docs
 
 SOURCE = MongoHistoryProvider.DEFAULT_SOURCE_ID
@@ -336,3 +336,60 @@ async def test_a_provider_does_not_keep_a_sealed_summary_past_its_keys_erasure(d
     # The summary is opened again (and refused), not served from what the provider read before.
     with pytest.raises(ContentErasedError, match="/summary"):
         await provider.get_messages(None, state=state)
+
+
+async def test_an_older_summary_replayed_into_the_newer_one_is_refused(database: Any) -> None:
+    # A forger with write access puts the thread's first (shorter, stale) summary's
+    # ciphertext into its second summary event and re-hashes the chain: verify, which
+    # needs no key, cannot tell; every reader must refuse it rather than show the stale
+    # summary as the newer one, the process that wrote it (which opened it) included.
+    provider = sealed(database)
+    session = await converse(provider, range(4))
+    assert await provider.compact(session, strategy(keep=2))
+    session = await converse(provider, range(4, 8), session)
+    assert await provider.compact(session, strategy(keep=2))
+    before = lines(await provider.transcript(session))
+    older, newer = await summaries(database["events"])
+    assert older["thread_id"] == newer["thread_id"]
+    events = database["events"]
+    prev = newer["prev_hash"]
+    tail = {"thread_id": newer["thread_id"], "seq": {"$gte": newer["seq"]}}
+    async for later in events.find(tail).sort("seq", 1):
+        doc = dict(later)
+        if doc["_id"] == newer["_id"]:
+            doc["compaction"] = {**doc["compaction"], "messages": older["compaction"]["messages"]}
+        doc["prev_hash"] = prev
+        doc["hash"] = prev = event_hash(prev, doc)
+        await events.replace_one({"_id": doc["_id"]}, doc)
+    assert (await verify(Ledger(database))).ok  # re-hashed: only the seal can tell
+    for reader in (sealed(database), provider):
+        with pytest.raises(IntegrityError, match="does not open"):
+            await reader.transcript(session)
+    # The originals are still there, each under its own seal.
+    full = lines(await sealed(database).transcript(session, compacted=False))
+    assert full[-len(before) + 1 :] == before[1:]
+
+
+async def test_a_long_lived_provider_cannot_compact_after_the_users_erasure(database: Any) -> None:
+    # The provider read the conversation (its caches hold the line, its sealer the key);
+    # another process erases the user. Compacting then must refuse before any summarizer
+    # is handed the erased conversation, and store nothing.
+    provider = sealed(database)
+    session = await converse(provider, range(4))
+    assert len(await provider.transcript(session)) == 8
+    operator = Ledger(database, sealer=sealer_on(database))
+    assert (await run_erasure(operator, user_id="alice", apply=True)).removed
+    asked: list[str] = []
+
+    class Spy(Summarizer):
+        def _inner_get_response(self, *, messages: Any, **kwargs: Any) -> Any:
+            asked.extend(m.text or "" for m in messages)
+            return super()._inner_get_response(messages=messages, **kwargs)
+
+    spied = SummarizationStrategy(client=Spy(), target_count=2, threshold=2, max_summary_input_tokens=None)
+    with pytest.raises(ThreadRemovedError):
+        await provider.compact(session, spied)
+    assert asked == []
+    assert await database["events"].count_documents({"compaction": {"$exists": True}}) == 0
+    assert not [e for e in await raw_docs(database["events"]) if e.get("messages")]
+    assert (await verify(Ledger(database))).ok

@@ -279,6 +279,62 @@ async def test_ctrl_c_at_any_later_step_is_finished_by_the_very_next_run(
     assert (await verify(ledger)).ok
 
 
+async def test_ctrl_c_while_a_crashed_removal_is_being_finished_is_finished_by_the_next_run(
+    database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    ledger = Ledger(database)
+    await talk(ledger, "root", 3)
+    await branch(ledger, "root", 2)
+    clock.advance(days=60)
+    # A run killed while claiming (no give-up: the process died), long enough ago that
+    # the next run takes its claims over.
+    real_claim = RemovalMarks.claim
+    claims = 0
+
+    async def killed_at_the_second(self: Any, thread_id: str, receipt_id: str, root_id: str) -> bool:
+        nonlocal claims
+        claims += 1
+        if claims > 1:
+            raise ConnectionError("the operator's process was killed")
+        return await real_claim(self, thread_id, receipt_id, root_id)
+
+    monkeypatch.setattr(RemovalMarks, "claim", killed_at_the_second)
+    with pytest.raises(ConnectionError):
+        await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    monkeypatch.setattr(RemovalMarks, "claim", real_claim)
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    aged = await database["events"].update_many({"seq": -1}, {"$set": {"claimed_at": long_ago}})
+    assert aged.modified_count
+    # The next run finishes it (writing its receipt now), and is Ctrl-C'd meanwhile.
+    real_tombstone = ThreadStore.tombstone
+    landed = asyncio.Event()
+
+    async def slow_reply(self: Any, *args: Any) -> Any:
+        done = await real_tombstone(self, *args)
+        landed.set()
+        await asyncio.sleep(0.2)
+        return done
+
+    monkeypatch.setattr(ThreadStore, "tombstone", slow_reply)
+    run = asyncio.create_task(run_retention(ledger, POLICY, apply=True, now=clock.now))
+    await asyncio.wait([asyncio.ensure_future(landed.wait()), run], return_when=asyncio.FIRST_COMPLETED)
+    assert landed.is_set()
+    run.cancel()  # Ctrl-C
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    monkeypatch.setattr(ThreadStore, "tombstone", real_tombstone)
+    # The run after it finishes everything at once: the receipt the Ctrl-C'd run wrote is
+    # not taken for a live removal in another process for five minutes.
+    report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    assert report.skipped == []
+    assert await _threads(database) == set() == await _event_threads(database)
+    assert await pending_removals(ledger) == []
+    assert (await verify(ledger)).ok
+
+
 async def test_a_hold_set_after_planning_wins(
     database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

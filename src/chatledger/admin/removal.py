@@ -676,10 +676,20 @@ async def _resume(ports: RemovalPorts, *, by: str, dry_run: bool) -> list[str]:
         run = _Run(ports, receipt_id)
         for tid, root, _ in mine:
             run.claimed[tid] = root
-        if receipt is None:
-            # Claimed, then interrupted before the receipt was written: write it now.
-            await ports.receipts.record(
-                REMOVAL, by, _id=receipt_id, action="resumed", thread_ids=list(run.claimed)
-            )
-        await _complete(run, by, resumed=True)
+        try:
+            if receipt is None:
+                # Claimed, then interrupted before the receipt was written: write it now
+                # (to the end even on Ctrl-C, so the give-up below refers to a receipt).
+                await _to_the_end(
+                    ports.receipts.record(
+                        REMOVAL, by, _id=receipt_id, action="resumed", thread_ids=list(run.claimed)
+                    )
+                )
+            await _complete(run, by, resumed=True)
+        except asyncio.CancelledError:
+            # Ctrl-C while finishing it: say this run stopped, or the next would take the
+            # receipt just written for a live removal and wait RESUME_AFTER to finish it.
+            if receipt_id not in given_up and not await ports.receipts.completed(receipt_id):
+                await ports.receipts.record(INTERRUPTED, by, receipt_id=receipt_id)
+            raise
     return finished

@@ -92,9 +92,10 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
                 continue
             acked.append({"text": text, "at": time.time()})
             if sealer is not None:
-                # Paced: a racing writer, not a flood that starves the erasure of the
-                # SQLite back end's one write lock on FerretDB.
-                await asyncio.sleep(cfg.get("pause", 0.0))
+                # Paced after a burst: a racing writer, not a flood. Each "fork" append
+                # makes a branch the erasure must remove too, so an unpaced writer makes
+                # the erasure's work grow with however long it takes on a loaded machine.
+                await asyncio.sleep(cfg["pause"] if len(acked) < cfg["burst"] else cfg["slow_pause"])
     finally:
         await close_client(client)
     return {"acked": acked, "errors": errors}

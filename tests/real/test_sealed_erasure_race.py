@@ -39,8 +39,9 @@ TTL = 0.5
 #: seconds there): a writer that stopped before the erasure reached its thread would never
 #: see it, and the test would fail for the timing, not for the library.
 WRITE_SECONDS = 60.0
-#: Seconds a racing writer waits after each acknowledged append (see the worker).
-PAUSE = 0.05
+#: A racing writer's pace (see the worker): ``BURST`` appends ``PAUSE`` seconds apart, then
+#: one every ``SLOW_PAUSE`` seconds until it is refused or told the erasure finished.
+PAUSE, BURST, SLOW_PAUSE = 0.05, 20, 0.5
 TIME_LIMIT = 120
 
 
@@ -94,6 +95,8 @@ async def test_sealed_writers_racing_an_erasure(real_backend: Any, database: Any
         "ttl": TTL,
         "per_lineage": per_lineage,
         "pause": PAUSE,
+        "burst": BURST,
+        "slow_pause": SLOW_PAUSE,
     }
     configs = [{**base, "name": n, "mode": m} for n in names for m in ("line", "fork")]
     configs.append({**base, "name": "t1", "mode": "new"})

@@ -573,9 +573,8 @@ async def execute(
         try:
             await _remove_batch(runs, batch, report, by=by, reason=reason, scope=scope, on_removal=on_removal)
         except asyncio.CancelledError:
-            for run in runs:
-                if run.why is None:  # not handled yet: claimed, recorded or half-removed
-                    await _give_up(run, report, by)
+            # Every lineage of the batch not handled yet: claimed, recorded or half-removed.
+            await _give_up([run for run in runs if run.why is None], report, by)
             raise
         for removal, run in zip(batch, runs, strict=True):
             if run.why == _GONE:
@@ -602,22 +601,31 @@ async def execute(
     return report
 
 
-async def _give_up(run: _Run, report: RemovalReport, by: str) -> None:
-    """Leave an interrupted removal so that the next run finishes it at once.
+async def _give_up(runs: list[_Run], report: RemovalReport, by: str) -> None:
+    """Leave interrupted removals so that the next run finishes them at once.
 
     Claims without a receipt are released (nothing was removed yet). A removal whose
     receipt is written is marked interrupted (``removal.interrupted``): this process no
     longer owns it, so the next run need not wait :data:`RESUME_AFTER` to finish it.
     """
-    receipts = run.ports.receipts
-    found = await receipts.for_ids([run.receipt_id])
-    if any(r.get("kind") == COMPLETED for r in found):
-        report.removed.append(run.receipt_id)  # done; a left claim is released by the next run
-    elif found:
-        await receipts.record(INTERRUPTED, by, receipt_id=run.receipt_id)
-        report.interrupted.append(run.receipt_id)
-    else:
-        await run.release()
+    if not runs:
+        return
+    receipts = runs[0].ports.receipts
+    # The kinds of each removal's own receipt and of those that refer to it, in one read.
+    kinds: dict[str, set[str]] = {run.receipt_id: set() for run in runs}
+    for receipt in await receipts.for_ids(list(kinds)):
+        for key in {receipt.get("_id"), receipt.get("receipt_id")}:
+            if isinstance(key, str) and key in kinds:
+                kinds[key].add(str(receipt.get("kind")))
+    for run in runs:
+        found = kinds[run.receipt_id]
+        if COMPLETED in found:
+            report.removed.append(run.receipt_id)  # done; a left claim is released by the next run
+        elif found:
+            await receipts.record(INTERRUPTED, by, receipt_id=run.receipt_id)
+            report.interrupted.append(run.receipt_id)
+        else:
+            await run.release()
 
 
 async def _family(threads: ThreadStore, runs: list[_Run]) -> Forest:

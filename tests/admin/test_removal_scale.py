@@ -170,3 +170,23 @@ async def test_a_claim_is_released_only_by_its_own_removal(database: Any) -> Non
     assert await marks.claim_of("t") is None
     await marks.release_claim("t", "ours")  # released already: nothing to do
     assert await marks.claim("t", "next", "t")
+
+
+def _sizes(lineages: int, seconds_per_lineage: float) -> list[int]:
+    planned = [removal_module.Removal(f"t{n}", (f"t{n}",), (), None) for n in range(lineages)]
+    batches = removal_module._batches(planned)
+    sizes = [len(batch := next(batches))]
+    while True:
+        try:
+            batch = batches.send(seconds_per_lineage * len(batch))
+        except StopIteration:
+            return sizes
+        sizes.append(len(batch))
+
+
+def test_batches_grow_with_a_fast_server_and_stay_short_on_a_slow_one() -> None:
+    # A batch's lineages stay claimed until it ends: it is kept far below the five minutes
+    # after which another run would take them for an interrupted removal.
+    assert _sizes(200, 0.01) == [1, 2, 4, 8, 16, 32, 64, 64, 9]
+    assert _sizes(5, 30.0) == [1, 1, 1, 1, 1]
+    assert max(_sizes(100, 2.0)) * 2.0 <= removal_module.BATCH_SECONDS

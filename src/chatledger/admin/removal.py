@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -326,11 +326,33 @@ BATCH_FIRST: Final = 1
 BATCH_SECONDS: Final = 20.0
 
 
-def _next_batch(size: int, seconds: float, lineages: int) -> int:
-    """Return the next batch's size from the last one's time: doubling, up to :data:`BATCH_SECONDS`."""
-    per = seconds / max(1, lineages)
-    fits = int(BATCH_SECONDS / per) if per > 0 else BATCH_MAX
-    return max(1, min(BATCH_MAX, 2 * size, fits))
+def _work(removal: Removal) -> int:
+    """What removing a lineage costs, roughly: a few writes per thread and one per event."""
+    return 8 * len(removal.thread_ids) + removal.events
+
+
+def _batches(planned: list[Removal]) -> Generator[list[Removal], float, None]:
+    """Yield the planned lineages a batch at a time; each ``send`` says how long the last one took.
+
+    The first batch is :data:`BATCH_FIRST` lineages; each next one holds the work the
+    server did in :data:`BATCH_SECONDS` at the last batch's pace (:func:`_work`), at most
+    twice the last batch's, at least one lineage and at most :data:`BATCH_MAX`.
+    """
+    start, size = 0, BATCH_FIRST
+    budget: float | None = None
+    while start < len(planned):
+        end, work = start, 0
+        while end < len(planned) and end - start < BATCH_MAX:
+            work += _work(planned[end])
+            if end > start and (end - start >= size if budget is None else work > budget):
+                break
+            end += 1
+        batch = planned[start:end]
+        seconds = yield batch
+        start = end
+        done = sum(_work(r) for r in batch)
+        pace = done / seconds if seconds > 0 else float("inf")
+        budget = min(2 * done, pace * BATCH_SECONDS)
 
 
 class _Run:
@@ -565,9 +587,9 @@ async def execute(
     if report.dry_run:
         return report
     gone: set[str] = set()
-    planned, size = list(report.planned), BATCH_FIRST
-    while planned:
-        batch, planned = planned[:size], planned[size:]
+    batches = _batches(list(report.planned))
+    batch = next(batches, None)
+    while batch is not None:
         runs = [_Run(ports, uuid.uuid4().hex, removal.heads) for removal in batch]
         began = time.monotonic()
         try:
@@ -583,7 +605,10 @@ async def execute(
                 gone.add(removal.thread_id)
             elif run.why:
                 report.skipped.append(Skipped(removal.thread_id, run.why))
-        size = _next_batch(size, time.monotonic() - began, len(batch))
+        try:
+            batch = batches.send(time.monotonic() - began)
+        except StopIteration:
+            batch = None
     skipped = {s.thread_id for s in report.skipped} | gone
     report.planned = [r for r in report.planned if r.thread_id not in skipped]
     for kept in report.skipped:

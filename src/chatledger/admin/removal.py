@@ -26,6 +26,10 @@ A crash anywhere leaves claims or a receipt without completion; the next applied
 (:func:`resume_pending`) re-plans against the current state (branches made meanwhile
 included) and finishes it.
 
+A run takes its lineages a short batch at a time, each step for the whole batch before
+the next (:func:`_remove_batch`): every lineage still goes through the steps in order,
+and the trees of a batch are read together rather than once per lineage.
+
 The stores a removal works on are handed to it (:class:`RemovalPorts`): the entry points
 (:func:`execute`, :func:`resume_pending`) are the only code here that opens a ledger's storage.
 """

@@ -459,7 +459,8 @@ def _rate(row: dict[str, Any]) -> str:
         return f"failed: {row['failed']}"
     if "lineages" in row:
         per = row["seconds"] / row["lineages"] if row["lineages"] else float("nan")
-        return f"{per:.2f} s/lineage ({row['lineages']} lineages), RSS {row['rss_mb']:.0f} MB"
+        took = f"{row['lineages']} lineages in {row['seconds']:.1f} s"
+        return f"{per:.3f} s/lineage ({took}), RSS {row['rss_mb']:.0f} MB"
     rate = row["events"] / row["seconds"] if row["seconds"] else float("nan")
     extra = f", {row['mb']:.1f} MB" if "mb" in row else ""
     took = f"{row['events']:,} events in {row['seconds']:.1f} s{extra}"

@@ -36,6 +36,9 @@ its peak RSS is its own): ``verify`` (events/s), ``export`` of every thread to a
 (events/s, MB), and ``retention --apply`` of the ``--lineages`` conversations of one tenant
 made old (seconds per lineage). ``--before SRC`` runs the same children against another
 checkout's ``src`` (e.g. ``git archive main src``) for the baseline, each under ``--budget``.
+``--ops retention`` measures only some of them: ``--scale 2200x2 --lineages 1000 --ops
+retention`` is retention of 1,000 small lineages (every conversation made old, half for
+the run measured, half for the baseline), seconds per lineage side by side.
 """
 
 from __future__ import annotations
@@ -456,7 +459,8 @@ def _rate(row: dict[str, Any]) -> str:
         return f"failed: {row['failed']}"
     if "lineages" in row:
         per = row["seconds"] / row["lineages"] if row["lineages"] else float("nan")
-        return f"{per:.2f} s/lineage ({row['lineages']} lineages), RSS {row['rss_mb']:.0f} MB"
+        took = f"{row['lineages']} lineages in {row['seconds']:.1f} s"
+        return f"{per:.3f} s/lineage ({took}), RSS {row['rss_mb']:.0f} MB"
     rate = row["events"] / row["seconds"] if row["seconds"] else float("nan")
     extra = f", {row['mb']:.1f} MB" if "mb" in row else ""
     took = f"{row['events']:,} events in {row['seconds']:.1f} s{extra}"
@@ -480,7 +484,8 @@ async def scale_main(args: argparse.Namespace) -> int:
                 started = time.perf_counter()
                 made = await seed_scale(client[name], threads, events, args.lineages, clock)
                 print(f"{size}: seeded {made} threads in {time.perf_counter() - started:.1f} s", flush=True)
-                plan = [("verify", None), ("export", None)]
+                ops = set(args.ops.split(","))
+                plan = [(op, None) for op in ("verify", "export") if op in ops]
                 if args.before:
                     plan = [(op, args.before) for op, _ in plan] + plan
                 for op, src in plan:
@@ -489,7 +494,7 @@ async def scale_main(args: argparse.Namespace) -> int:
                     rows.append((size, label, _rate(row)))
                     print(f"  {label:<20} {rows[-1][2]}", flush=True)
                 for tenant, src in ((OLD_TENANTS[1], args.before), (OLD_TENANTS[0], None)):
-                    if tenant == OLD_TENANTS[1] and not args.before:
+                    if "retention" not in ops or (tenant == OLD_TENANTS[1] and not args.before):
                         continue
                     row = run_child("retention", uri, name, args.budget, src, tenant)
                     label = f"retention --apply ({'before' if src else 'after'})"
@@ -538,6 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--lineages", type=int, default=10, help="old lineages retention removes (--scale)")
     parser.add_argument("--before", help="also measure the library in this src directory (the baseline)")
+    parser.add_argument(
+        "--ops", default="verify,export,retention", help="what --scale measures (comma-separated)"
+    )
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
     parser.add_argument("--tenant", default=OLD_TENANTS[0], help=argparse.SUPPRESS)

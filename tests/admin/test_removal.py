@@ -335,6 +335,44 @@ async def test_ctrl_c_while_a_crashed_removal_is_being_finished_is_finished_by_t
     assert (await verify(ledger)).ok
 
 
+async def test_ctrl_c_in_a_batch_gives_up_every_lineage_of_it(
+    database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    ledger = Ledger(database)
+    for n in range(5):
+        await talk(ledger, f"t{n}", 1)
+    clock.advance(days=60)
+    # One batch of five lineages, stopped once each is claimed, recorded and closed.
+    monkeypatch.setattr(removal_module, "BATCH_FIRST", 5)
+    real_close = removal_module._Run.close_claimed
+    closed = 0
+    stop = asyncio.Event()
+
+    async def stall_after_the_last(run: Any) -> None:
+        nonlocal closed
+        await real_close(run)
+        closed += 1
+        if closed == 5:
+            stop.set()
+            await asyncio.sleep(30)
+
+    monkeypatch.setattr(removal_module._Run, "close_claimed", stall_after_the_last)
+    task = asyncio.create_task(run_retention(ledger, POLICY, apply=True, now=clock.now))
+    await stop.wait()
+    task.cancel()  # Ctrl-C
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    monkeypatch.setattr(removal_module._Run, "close_claimed", real_close)
+    # Every removal of the batch is given up, so the next run finishes all of them at once.
+    assert await database["audit"].count_documents({"kind": "removal.interrupted"}) == 5
+    report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    assert (report.skipped, len(report.resumed)) == ([], 5)
+    assert await _threads(database) == set() == await _event_threads(database)
+    assert (await verify(ledger)).ok
+
+
 async def test_a_hold_set_after_planning_wins(
     database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,9 +1,10 @@
-"""Retention at scale: removing a lineage reads and writes its events by ``_id``, not by thread.
+"""Retention at scale: removing a lineage reads and writes its documents by ``_id``, not by thread.
 
 What an operator of a large deployment notices: on a server that scans for anything but
-an ``_id`` lookup (FerretDB), each query on the events keyed by thread costs a read of the
+an exact ``_id`` lookup (FerretDB v1), each query keyed otherwise costs a read of the
 whole collection. ``retention --apply`` sends the same number of such queries whether it
-removes a few lineages of short threads or many lineages of long ones.
+removes a few lineages of short threads or many lineages of long ones: none is sent per
+lineage (the trees of a batch of lineages are read together).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pymongo import monitoring
 
 from chatledger import Ledger
 from chatledger.admin import RetentionPolicy, plan_retention, run_retention, verify
+from chatledger.admin import removal as removal_module
 from chatledger.admin.removal import execute
+from chatledger.ledger import storage_of
 from tests.admin.conftest import Clock, branch, talk
 from tests.conftest import Backend
 
@@ -27,10 +30,17 @@ POLICY = RetentionPolicy.from_mapping({"default": "30d"})
 _FILTERED = ("find", "update", "delete", "aggregate", "count")
 
 
-def _keyed(query: Mapping[str, Any]) -> bool:
-    """Whether a filter names its documents by ``_id`` (one key, or a list of keys)."""
+def _keyed(query: Mapping[str, Any], name: str) -> bool:
+    """Whether a filter names its documents by ``_id`` as the server serves it from its index.
+
+    One key (other conditions beside it are fine, except for a delete: FerretDB v1 scans
+    a delete whose filter is anything but exactly ``{_id: x}``), or, for a read, a list of
+    keys (a scan on FerretDB v1, but one per batch of threads, never per lineage).
+    """
     key = query.get("_id")
-    return isinstance(key, str) or (isinstance(key, Mapping) and set(key) == {"$in"})
+    if name == "delete":
+        return isinstance(key, str) and set(query) == {"_id"}
+    return isinstance(key, str) or (name == "find" and isinstance(key, Mapping) and set(key) == {"$in"})
 
 
 def _filters(command: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
@@ -45,15 +55,17 @@ def _filters(command: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
 
 
 class _EventQueries(monitoring.CommandListener):
-    """Counts the commands on the events collection that do not name their documents by ``_id``."""
+    """Counts, per collection, the commands that do not name their documents by ``_id``."""
 
     def __init__(self) -> None:
-        self.unkeyed = 0
+        self.unkeyed: dict[str, int] = {}
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         name = event.command_name
-        if name in _FILTERED and event.command.get(name) == "events":
-            self.unkeyed += sum(1 for q in _filters(event.command, name) if not _keyed(q))
+        if name in _FILTERED:
+            collection = str(event.command.get(name))
+            scans = sum(1 for q in _filters(event.command, name) if not _keyed(q, name))
+            self.unkeyed[collection] = self.unkeyed.get(collection, 0) + scans
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -69,14 +81,19 @@ async def _lineages(ledger: Ledger, prefix: str, n: int, turns: int) -> None:
         await branch(ledger, root, 1, turns=turns)
 
 
-async def test_removal_queries_by_key_on_the_wire(real_backend: Backend, clock: Clock) -> None:
+async def test_removal_queries_by_key_on_the_wire(
+    real_backend: Backend, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if real_backend.driver != "pymongo":
         pytest.skip("command monitoring is PyMongo's; one run per server suffices")
     from pymongo import AsyncMongoClient
 
+    # Every lineage in one batch (a run starts with one lineage and grows its batches with
+    # the server's speed): what is left per lineage must then be by key only.
+    monkeypatch.setattr(removal_module, "BATCH_FIRST", removal_module.BATCH_MAX)
     listener = _EventQueries()
     client: Any = AsyncMongoClient(real_backend.uri, event_listeners=[listener], tz_aware=True)
-    unkeyed: list[int] = []
+    unkeyed: list[dict[str, int]] = []
     try:
         # Two lineages of short threads, then six of threads four times as long.
         for n, turns in ((2, 2), (6, 8)):
@@ -85,9 +102,9 @@ async def test_removal_queries_by_key_on_the_wire(real_backend: Backend, clock: 
                 ledger = Ledger(database)
                 await _lineages(ledger, "c", n, turns)
                 clock.advance(days=60)
-                listener.unkeyed = 0
+                listener.unkeyed = {}
                 report = await run_retention(Ledger(database), POLICY, apply=True, now=clock.now)
-                unkeyed.append(listener.unkeyed)
+                unkeyed.append(dict(listener.unkeyed))
                 assert len(report.removed) == n
                 assert await database["threads"].count_documents({"removed": {"$exists": False}}) == 0
                 # Every event was hollowed: none keeps content.
@@ -95,7 +112,8 @@ async def test_removal_queries_by_key_on_the_wire(real_backend: Backend, clock: 
                 assert (await verify(Ledger(database))).ok
             finally:
                 await client.drop_database(database.name)
-        # As many queries by thread on the events for six long lineages as for two short ones.
+        # As many queries by thread (on the events, the threads and the receipts) for six
+        # long lineages as for two short ones.
         assert unkeyed[0] == unkeyed[1], unkeyed
     finally:
         await client.close()
@@ -141,3 +159,34 @@ async def test_an_event_stored_off_its_key_is_hollowed_all_the_same(database: An
     assert "messages" not in planted
     # Closed after the planted position, as an index read of the thread would.
     assert await database["events"].find_one({"thread_id": "c00", "seq": 10, "sealed": True}) is not None
+
+
+async def test_a_claim_is_released_only_by_its_own_removal(database: Any) -> None:
+    marks = storage_of(Ledger(database)).removals
+    assert await marks.claim("t", "ours", "t")
+    await marks.release_claim("t", "another run's")
+    assert await marks.claim_of("t") == "ours"
+    await marks.release_claim("t", "ours")
+    assert await marks.claim_of("t") is None
+    await marks.release_claim("t", "ours")  # released already: nothing to do
+    assert await marks.claim("t", "next", "t")
+
+
+def _sizes(lineages: int, seconds_per_lineage: float) -> list[int]:
+    planned = [removal_module.Removal(f"t{n}", (f"t{n}",), (), None) for n in range(lineages)]
+    batches = removal_module._batches(planned)
+    sizes = [len(batch := next(batches))]
+    while True:
+        try:
+            batch = batches.send(seconds_per_lineage * len(batch))
+        except StopIteration:
+            return sizes
+        sizes.append(len(batch))
+
+
+def test_batches_grow_with_a_fast_server_and_stay_short_on_a_slow_one() -> None:
+    # A batch's lineages stay claimed until it ends: it is kept far below the five minutes
+    # after which another run would take them for an interrupted removal.
+    assert _sizes(200, 0.01) == [1, 2, 4, 8, 16, 32, 64, 64, 9]
+    assert _sizes(5, 30.0) == [1, 1, 1, 1, 1]
+    assert max(_sizes(100, 2.0)) * 2.0 <= removal_module.BATCH_SECONDS

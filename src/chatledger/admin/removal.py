@@ -26,6 +26,10 @@ A crash anywhere leaves claims or a receipt without completion; the next applied
 (:func:`resume_pending`) re-plans against the current state (branches made meanwhile
 included) and finishes it.
 
+A run takes its lineages a short batch at a time, each step for the whole batch before
+the next (:func:`_remove_batch`): every lineage still goes through the steps in order,
+and the trees of a batch are read together rather than once per lineage.
+
 The stores a removal works on are handed to it (:class:`RemovalPorts`): the entry points
 (:func:`execute`, :func:`resume_pending`) are the only code here that opens a ledger's storage.
 """
@@ -33,8 +37,9 @@ The stores a removal works on are handed to it (:class:`RemovalPorts`): the entr
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -316,6 +321,44 @@ async def _to_the_end(work: Coroutine[Any, Any, _T]) -> _T:
         raise
 
 
+#: At most this many lineages are removed side by side (see :func:`_remove_batch`).
+BATCH_MAX: Final = 64
+#: A run's first batch: one lineage, until the server's speed is known.
+BATCH_FIRST: Final = 1
+#: How long a batch of lineages aims to take: far below :data:`RESUME_AFTER`, so no other
+#: run ever takes a lineage waiting in a live batch for an interrupted removal.
+BATCH_SECONDS: Final = 20.0
+
+
+def _work(removal: Removal) -> int:
+    """What removing a lineage costs, roughly: a few writes per thread and one per event."""
+    return 8 * len(removal.thread_ids) + removal.events
+
+
+def _batches(planned: list[Removal]) -> Generator[list[Removal], float, None]:
+    """Yield the planned lineages a batch at a time; each ``send`` says how long the last one took.
+
+    The first batch is :data:`BATCH_FIRST` lineages; each next one holds the work the
+    server did in :data:`BATCH_SECONDS` at the last batch's pace (:func:`_work`), at most
+    twice the last batch's, at least one lineage and at most :data:`BATCH_MAX`.
+    """
+    start, size = 0, BATCH_FIRST
+    budget: float | None = None
+    while start < len(planned):
+        end, work = start, 0
+        while end < len(planned) and end - start < BATCH_MAX:
+            work += _work(planned[end])
+            if end > start and (end - start >= size if budget is None else work > budget):
+                break
+            end += 1
+        batch = planned[start:end]
+        seconds = yield batch
+        start = end
+        done = sum(_work(r) for r in batch)
+        pace = done / seconds if seconds > 0 else float("inf")
+        budget = min(2 * done, pace * BATCH_SECONDS)
+
+
 class _Run:
     """One removal (one receipt id) carried out step by step; every step can be repeated."""
 
@@ -334,6 +377,11 @@ class _Run:
         self.planned = {a.thread_id: a for a in planned if a.damaged is None}
         #: Thread id -> (fork point, position of its closing mark), once closed by this run.
         self.closed: dict[str, tuple[int, int]] = {}
+        #: Threads this run marked ``removing`` itself (a resumed run marks its claims again).
+        self.marked: set[str] = set()
+        #: How the lineage ended: ``None`` while in progress, ``""`` removed (or aborted by a
+        #: hold, as its completion receipt says), else why it was left alone.
+        self.why: str | None = None
 
     async def claim(self, removal: Removal) -> str | None:
         """Claim every planned thread; on failure release them and return why."""
@@ -380,6 +428,7 @@ class _Run:
             return "being removed by another run"
         self.claimed[thread_id] = root
         await self.threads.mark_removing(thread_id, self.receipt_id)
+        self.marked.add(thread_id)
         return None
 
     async def _drop(self, thread_id: str) -> None:
@@ -395,13 +444,19 @@ class _Run:
             await self.marks.release_claim(tid, self.receipt_id)
         self.claimed.clear()
 
-    async def adopt(self) -> str | None:
-        """Claim live branches of claimed threads (made in the window); return why not, if a hold blocks."""
+    async def adopt(self, family: Forest | None = None) -> str | None:
+        """Claim live branches of claimed threads (made in the window); return why not, if a hold blocks.
+
+        Args:
+            family: The claimed trees' thread documents, read after every claim and mark
+                of this run (a batch reads its lineages' trees in one pass: see
+                :func:`_remove_batch`); ``None``: read here. After claiming a branch, the
+                trees are read again (a branch of that branch may have been made before
+                its mark).
+        """
         while True:
-            roots = sorted(set(self.claimed.values()))
-            family = Forest()
-            for doc in await self.threads.family(roots):
-                family.add(doc)
+            if family is None:
+                family = await _family(self.threads, [self])
             # Descent from the parent links of the whole family (a deep branch's stored
             # lineage lists only its nearest ancestors), in one pass over the children.
             below: set[str] = set()
@@ -412,6 +467,7 @@ class _Run:
                         below.add(child)
                         stack.append(child)
             new = [family.docs[tid] for tid in below if tid not in self.claimed]
+            family = None
             if not new:
                 return None
             for doc in sorted(new, key=lambda d: (d.get("depth") or 0, str(d["_id"]))):
@@ -480,12 +536,22 @@ class _Run:
                 return hollowed + await self.marks.hollow_thread(thread_id)
         return await self.marks.hollow_thread(thread_id)
 
-    async def finish(self) -> tuple[int, int]:
-        """Close, adopt late branches, hollow and tombstone; return (threads, events) removed."""
+    async def close_claimed(self) -> None:
+        """Mark (a resumed run's claims) and close every claimed thread; repeating it does nothing."""
         for tid in list(self.claimed):
-            await self.threads.mark_removing(tid, self.receipt_id)  # again: a resumed run
+            if tid not in self.marked:
+                await self.threads.mark_removing(tid, self.receipt_id)  # again: a resumed run
+                self.marked.add(tid)
             await self.close(tid)
-        why = await self.adopt()  # branches that passed the ledger's check just before the claim
+
+    async def finish(self, family: Forest | None = None) -> tuple[int, int]:
+        """Close, adopt late branches, hollow and tombstone; return (threads, events) removed.
+
+        Args:
+            family: The claimed trees, read after :meth:`close_claimed` (``None``: read here).
+        """
+        await self.close_claimed()
+        why = await self.adopt(family)  # branches that passed the ledger's check just before the claim
         if why is not None:
             raise LegalHoldError(why)
         for tid in list(self.claimed):
@@ -525,21 +591,28 @@ async def execute(
     if report.dry_run:
         return report
     gone: set[str] = set()
-    for removal in report.planned:
-        run = _Run(ports, uuid.uuid4().hex, removal.heads)
+    batches = _batches(list(report.planned))
+    batch = next(batches, None)
+    while batch is not None:
+        runs = [_Run(ports, uuid.uuid4().hex, removal.heads) for removal in batch]
+        began = time.monotonic()
         try:
-            why = await _remove(run, removal, report, by=by, reason=reason, scope=scope)
+            await _remove_batch(runs, batch, report, by=by, reason=reason, scope=scope, on_removal=on_removal)
         except asyncio.CancelledError:
-            await _give_up(run, report, by)
+            # Every lineage of the batch not handled yet: claimed, recorded or half-removed.
+            await _give_up([run for run in runs if run.why is None], report, by)
             raise
-        if why == _GONE:
-            # Removed meanwhile: by an interrupted removal this run just finished
-            # (resume_pending, above), or by another run. Gone is what was asked.
-            gone.add(removal.thread_id)
-        elif why is not None:
-            report.skipped.append(Skipped(removal.thread_id, why))
-        if on_removal is not None:
-            on_removal(removal)
+        for removal, run in zip(batch, runs, strict=True):
+            if run.why == _GONE:
+                # Removed meanwhile: by an interrupted removal this run just finished
+                # (resume_pending, above), or by another run. Gone is what was asked.
+                gone.add(removal.thread_id)
+            elif run.why:
+                report.skipped.append(Skipped(removal.thread_id, run.why))
+        try:
+            batch = batches.send(time.monotonic() - began)
+        except StopIteration:
+            batch = None
     skipped = {s.thread_id for s in report.skipped} | gone
     report.planned = [r for r in report.planned if r.thread_id not in skipped]
     for kept in report.skipped:
@@ -557,69 +630,115 @@ async def execute(
     return report
 
 
-async def _give_up(run: _Run, report: RemovalReport, by: str) -> None:
-    """Leave an interrupted removal so that the next run finishes it at once.
+async def _give_up(runs: list[_Run], report: RemovalReport, by: str) -> None:
+    """Leave interrupted removals so that the next run finishes them at once.
 
     Claims without a receipt are released (nothing was removed yet). A removal whose
     receipt is written is marked interrupted (``removal.interrupted``): this process no
     longer owns it, so the next run need not wait :data:`RESUME_AFTER` to finish it.
     """
-    receipts = run.ports.receipts
-    found = await receipts.for_ids([run.receipt_id])
-    if any(r.get("kind") == COMPLETED for r in found):
-        report.removed.append(run.receipt_id)  # done; a left claim is released by the next run
-    elif found:
-        await receipts.record(INTERRUPTED, by, receipt_id=run.receipt_id)
-        report.interrupted.append(run.receipt_id)
-    else:
-        await run.release()
+    if not runs:
+        return
+    receipts = runs[0].ports.receipts
+    # The kinds of each removal's own receipt and of those that refer to it, in one read.
+    kinds: dict[str, set[str]] = {run.receipt_id: set() for run in runs}
+    for receipt in await receipts.for_ids(list(kinds)):
+        for key in {receipt.get("_id"), receipt.get("receipt_id")}:
+            if isinstance(key, str) and key in kinds:
+                kinds[key].add(str(receipt.get("kind")))
+    for run in runs:
+        found = kinds[run.receipt_id]
+        if COMPLETED in found:
+            report.removed.append(run.receipt_id)  # done; a left claim is released by the next run
+        elif found:
+            await receipts.record(INTERRUPTED, by, receipt_id=run.receipt_id)
+            report.interrupted.append(run.receipt_id)
+        else:
+            await run.release()
 
 
-async def _remove(
-    run: _Run,
-    removal: Removal,
+async def _family(threads: ThreadStore, runs: list[_Run]) -> Forest:
+    """Return the thread documents of every tree the runs claimed threads of (one pass for them all)."""
+    family = Forest()
+    roots = sorted({root for run in runs for root in run.claimed.values()})
+    if roots:
+        for doc in await threads.family(roots):
+            family.add(doc)
+    return family
+
+
+async def _remove_batch(
+    runs: list[_Run],
+    batch: list[Removal],
     report: RemovalReport,
     *,
     by: str,
     reason: str,
     scope: dict[str, Any],
-) -> str | None:
-    """Claim and remove one planned lineage; return why it was left alone, or ``None``."""
-    why = await run.claim(removal)
-    if why is None:
-        why = await run.adopt()
+    on_removal: Callable[[Removal], None] | None,
+) -> None:
+    """Claim and remove planned lineages side by side; set each run's ``why`` (``""``: removed).
+
+    Every lineage goes through the protocol's steps in their order (claim, adopt, receipt,
+    close, adopt again, hollow, tombstone, completion), so what a crash or a Ctrl-C
+    between any two writes leaves of a lineage is what it left before. Only the steps
+    are taken a batch at a time: the trees of the batch are read once after all its
+    claims (instead of once per lineage: a read by ``root_id``, which a server without
+    indexes, FerretDB v1, answers by scanning the threads), and once more after all its
+    closing marks. Each read comes after the marks of every run it serves, which is all
+    :meth:`_Run.adopt` needs. A batch is kept short in time (:func:`_next_batch`).
+    """
+    pending: list[_Run] = []
+    for run, removal in zip(runs, batch, strict=True):
+        why = await run.claim(removal)
+        if why is not None:
+            run.why = why
+        else:
+            pending.append(run)
+    family = await _family(runs[0].threads, pending)
+    for run in list(pending):
+        why = await run.adopt(family)
         if why is not None:
             await run.release()
-    if why is not None:
-        return why
-    # Written to the end even on Ctrl-C, so the give-up knows whether it exists.
-    await _to_the_end(
-        run.ports.receipts.record(
-            REMOVAL,
-            by,
-            _id=run.receipt_id,
-            action=report.action,
-            reason=reason,
-            scope=scope,
-            thread_id=removal.thread_id,
-            thread_ids=list(run.claimed),
-            heads=[h.receipt_entry() for h in removal.heads],
-            counts={
-                "threads": len(removal.thread_ids),
-                "events": removal.events,
-                "messages": removal.messages,
-            },
-        )
-    )
-    await _complete(run, by)
-    report.removed.append(run.receipt_id)
-    return None
+            run.why = why
+            pending.remove(run)
+    for run, removal in zip(runs, batch, strict=True):
+        if run in pending:
+            # Written to the end even on Ctrl-C, so the give-up knows whether it exists.
+            await _to_the_end(
+                run.ports.receipts.record(
+                    REMOVAL,
+                    by,
+                    _id=run.receipt_id,
+                    action=report.action,
+                    reason=reason,
+                    scope=scope,
+                    thread_id=removal.thread_id,
+                    thread_ids=list(run.claimed),
+                    heads=[h.receipt_entry() for h in removal.heads],
+                    counts={
+                        "threads": len(removal.thread_ids),
+                        "events": removal.events,
+                        "messages": removal.messages,
+                    },
+                )
+            )
+    for run in pending:
+        await run.close_claimed()
+    family = await _family(runs[0].threads, pending)
+    for run, removal in zip(runs, batch, strict=True):
+        if run in pending:
+            await _complete(run, by, family=family)
+            report.removed.append(run.receipt_id)
+            run.why = ""
+        if on_removal is not None:
+            on_removal(removal)
 
 
-async def _complete(run: _Run, by: str, **extra: Any) -> None:
+async def _complete(run: _Run, by: str, *, family: Forest | None = None, **extra: Any) -> None:
     receipts = run.ports.receipts
     try:
-        threads, events = await run.finish()
+        threads, events = await run.finish(family)
     except LegalHoldError as e:
         # A hold on a branch made during the removal wins: nothing more is removed, and
         # the receipt says so. Closed threads stay closed (no writes) until removed.

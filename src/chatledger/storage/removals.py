@@ -139,10 +139,32 @@ class RemovalMarks:
         return claim if isinstance(claim, str) else None
 
     async def release_claim(self, thread_id: str, receipt_id: str) -> None:
-        """Give up a removal's claim on a thread."""
-        await self.gate.call(
-            "release claim", self.collection.delete_one({"_id": f"{thread_id}#claim", "claim": receipt_id})
-        )
+        """Give up a removal's claim on a thread (only if the claim is that removal's).
+
+        Two exact ``_id`` operations: read the claim, delete it only if it carries
+        ``receipt_id``. A delete conditioned on ``claim`` is a scan of the whole events
+        collection on FerretDB v1 (it serves a delete from its index only for a filter
+        that is exactly ``{_id: x}``), once per thread removed.
+
+        Why the owner check stays safe split in two: a claim document is only ever
+        inserted (:meth:`claim`) and deleted (here), never changed in place, and only
+        code acting for its receipt deletes it. So the document this reads with our
+        receipt id is still ours when the delete lands, unless another actor for the
+        *same* receipt released it in between and a different removal claimed the
+        thread in that gap. The protocol has one actor per receipt at a time (another
+        run takes a removal over only after :data:`~chatledger.admin.removal.RESUME_AFTER`
+        or its owner's ``removal.interrupted``), except after the ``removal.completed``
+        receipt, when a resuming run may release the same claims: by then every thread
+        of the receipt is a tombstone, and a removal that claims a tombstone reads the
+        thread again after claiming, finds it gone and lets go, so losing that claim
+        early loses nothing. (On FerretDB the conditional delete was no more atomic than
+        this: it applies a filter beside ``_id`` as a read, then a delete by ``_id``.)
+        """
+        key = f"{thread_id}#claim"
+        doc = await self.gate.call("read claim", self.collection.find_one({"_id": key}, {"claim": 1}))
+        if doc is None or doc.get("claim") != receipt_id:
+            return  # released already, or another removal's: never ours to delete
+        await self.gate.call("release claim", self.collection.delete_one({"_id": key}))
 
     async def claims(self) -> dict[str, list[tuple[str, str, datetime | None]]]:
         """Return every removal's claims: ``{receipt_id: [(thread_id, root_id, claimed_at)]}``."""

@@ -204,8 +204,12 @@ def _interrupted(ui: Renderer, command: str, plan: RemovalReport | None, keys: b
         ui.error(f"{command} interrupted before removing anything: nothing was changed.")
         return typer.Exit(INTERRUPTED)
     done = len(plan.removed)
+    # A run removes lineages in batches: a Ctrl-C can stop several removals half-way.
     half = (
-        f"; removal {', '.join(plan.interrupted)} was stopped half-way (released: the next run takes it over)"
+        f"; removal {plan.interrupted[0]} was stopped half-way (released: the next run takes it over)"
+        if len(plan.interrupted) == 1
+        else f"; removals {', '.join(plan.interrupted)} were stopped half-way"
+        " (released: the next run takes them over)"
         if plan.interrupted
         else ""
     )

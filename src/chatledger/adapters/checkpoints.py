@@ -44,6 +44,7 @@ from chatledger.adapters.checkpoint_records import (
 )
 from chatledger.adapters.connection import check_source_id
 from chatledger.adapters.sources import LedgerOwner
+from chatledger.admin.records import CHECKPOINT_DELETED
 from chatledger.errors import (
     ConcurrencyError,
     EventIdReusedError,
@@ -61,8 +62,8 @@ from chatledger.storage.framework import (
 
 __all__ = ["CHECKPOINT_ROLE", "CHUNK_CHARS", "CHUNK_ID_PREFIX", "DELETED", "MongoCheckpointStorage"]
 
-#: Receipt kind of a withdrawn checkpoint.
-DELETED: Final = "checkpoint.deleted"
+#: Receipt kind of a withdrawn checkpoint (defined once, where the operators' tools read it).
+DELETED: Final = CHECKPOINT_DELETED
 #: Longest checkpoint id accepted (it is the record's ``event_id``).
 MAX_CHECKPOINT_ID_LENGTH: Final = 64
 #: Records decoded at a time while listing (each may reassemble up to many MiB of chunks).

@@ -46,11 +46,8 @@ KNOWN_UPWARD: set[tuple[str, str]] = set()
 #: Driver packages that only storage/ may import.
 DRIVER = ("pymongo", "bson", "motor", "mongomock", "mongomock_motor")
 
-#: Known driver imports outside storage/: (module, package). Debt, to be removed.
-KNOWN_DRIVER: set[tuple[str, str]] = {
-    # models (floor 0, below storage) checks a document's BSON size itself.
-    ("models", "bson"),
-}
+#: Known driver imports outside storage/: (module, package). Debt, to be removed; none is left.
+KNOWN_DRIVER: set[tuple[str, str]] = set()
 
 
 def _modules() -> dict[str, ast.Module]:

@@ -19,7 +19,8 @@ from chatledger.adapters.compat import restores_checkpoints_without_store
 from chatledger.codec import encode_messages
 from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidMessageError
 from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
-from chatledger.models import DEFAULT_SOURCE_ID, Cursor, validate_metadata, validate_thread_id
+from chatledger.models import DEFAULT_SOURCE_ID, Cursor, validate_thread_id
+from chatledger.storage.metadata import validate_metadata
 from chatledger.telemetry import logger, span
 
 __all__ = ["MongoChatMessageStore"]

@@ -29,8 +29,9 @@ from chatledger.ledger.pending import PendingAppend, new_event_id
 from chatledger.ledger.positions import AppendResult, Position
 from chatledger.ledger.resolving import no_thread
 from chatledger.ledger.verdicts import Verdicts
-from chatledger.models import ThreadRecord, validate_metadata
+from chatledger.models import ThreadRecord
 from chatledger.storage import PositionTakenError
+from chatledger.storage.metadata import validate_metadata
 
 if TYPE_CHECKING:
     from chatledger.sealing import DataKey

@@ -373,6 +373,38 @@ async def test_ctrl_c_in_a_batch_gives_up_every_lineage_of_it(
     assert (await verify(ledger)).ok
 
 
+async def test_ctrl_c_while_a_claim_fails_on_the_wire_is_still_a_clean_give_up(
+    database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from chatledger import StorageError
+
+    ledger = Ledger(database)
+    for n in range(2):
+        await talk(ledger, f"t{n}", 1)
+    clock.advance(days=60)
+    real_claim = RemovalMarks.claim
+    sent = asyncio.Event()
+
+    async def reset_after_the_ctrl_c(self: Any, thread_id: str, receipt_id: str, root_id: str) -> bool:
+        sent.set()
+        await asyncio.sleep(0.2)
+        raise StorageError("claim thread for removal: connection reset")
+
+    monkeypatch.setattr(RemovalMarks, "claim", reset_after_the_ctrl_c)
+    run = asyncio.create_task(run_retention(ledger, POLICY, apply=True, now=clock.now))
+    await sent.wait()
+    run.cancel()  # Ctrl-C, then the write in flight fails
+    # The operator's Ctrl-C is what the run ends with (the give-up runs), not the write's error.
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    monkeypatch.setattr(RemovalMarks, "claim", real_claim)
+    report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    assert report.skipped == []
+    assert await _threads(database) == set()
+
+
 async def test_a_hold_set_after_planning_wins(
     database: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

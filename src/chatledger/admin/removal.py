@@ -317,7 +317,11 @@ async def _to_the_end(work: Coroutine[Any, Any, _T]) -> _T:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.done():
-            await task
+            await asyncio.wait([task])
+        if not task.cancelled():
+            # Retrieved, not raised: a write that failed after the Ctrl-C does not take the
+            # cancel's place; the caller gives up, reading from the database what exists.
+            task.exception()
         raise
 
 

@@ -402,7 +402,14 @@ async def measure_child(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     out: dict[str, Any] = {}
     try:
-        if args.measure == "verify":
+        if args.measure == "read":
+            # The floor: the bare ordered read of every event that verify and export make,
+            # with nothing done to the documents. No client can verify faster than this.
+            events = 0
+            async for _ in client[args.database]["events"].find({}, sort=[("thread_id", 1), ("seq", 1)]):
+                events += 1
+            out = {"events": events}
+        elif args.measure == "verify":
             report = await verify(ledger)
             out = {"events": report.events, "threads": report.threads, "ok": report.ok}
         elif args.measure == "export":
@@ -488,9 +495,11 @@ async def scale_main(args: argparse.Namespace) -> int:
                 plan = [(op, None) for op in ("verify", "export") if op in ops]
                 if args.before:
                     plan = [(op, args.before) for op, _ in plan] + plan
+                if "read" in ops:
+                    plan = [("read", None), *plan]
                 for op, src in plan:
                     row = run_child(op, uri, name, args.budget, src)
-                    label = f"{op} ({'before' if src else 'after'})"
+                    label = "bare ordered find" if op == "read" else f"{op} ({'before' if src else 'after'})"
                     rows.append((size, label, _rate(row)))
                     print(f"  {label:<20} {rows[-1][2]}", flush=True)
                 for tenant, src in ((OLD_TENANTS[1], args.before), (OLD_TENANTS[0], None)):
@@ -544,7 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lineages", type=int, default=10, help="old lineages retention removes (--scale)")
     parser.add_argument("--before", help="also measure the library in this src directory (the baseline)")
     parser.add_argument(
-        "--ops", default="verify,export,retention", help="what --scale measures (comma-separated)"
+        "--ops",
+        default="read,verify,export,retention",
+        help="what --scale measures (comma-separated; read is the bare ordered find, the floor)",
     )
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)

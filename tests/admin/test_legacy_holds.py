@@ -22,6 +22,7 @@ from chatledger.admin import (
     set_hold,
     verify,
 )
+from chatledger.admin.holds import list_holds
 from chatledger.errors import InvalidInputError
 from chatledger.storage.documents import holds_of
 from tests.admin.conftest import Clock, talk
@@ -92,3 +93,22 @@ async def test_releasing_without_a_case_names_the_cases_of_a_thread_held_several
     await _legacy_hold(database, "old")
     with pytest.raises(InvalidInputError, match="name the case"):
         await release_hold(ledger, "old", reason="which one?")
+
+
+async def test_releasing_a_case_keeps_the_0_1_hold_of_the_same_thread(database: Any, clock: Clock) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "old", 2)
+    await _legacy_hold(database, "old")
+    await set_hold(ledger, "old", reason="new matter", case="C-9")
+    listed = [(h["case"], h["reason"]) for h in await list_holds(ledger)]
+    assert listed == [(None, "court order 2025"), ("C-9", "new matter")]
+    # The case's hold ends; the 0.1 hold (which has no case) was not the one released.
+    assert await release_hold(ledger, "old", reason="matter closed", case="C-9")
+    assert holds_of(await database["threads"].find_one({"_id": "old"})).legacy
+    assert [h["case"] for h in await list_holds(ledger)] == [None]
+    clock.advance(days=60)
+    report = await run_retention(ledger, POLICY, apply=True, now=clock.now)
+    assert [s.thread_id for s in report.skipped] == ["old"]
+    # Named without a case, it is the thread's only hold left: that release ends it.
+    assert await release_hold(ledger, "old", reason="0.1 case closed")
+    assert not holds_of(await database["threads"].find_one({"_id": "old"})).held

@@ -36,7 +36,7 @@ from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import MAX_EVENT_BYTES, Ledger, storage_of
 from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord, utc_now_ms, validate_name, validate_thread_id
 from chatledger.storage import Storage
-from chatledger.storage.documents import record_problem
+from chatledger.storage.documents import HOLD_FIELDS, holds_of, record_problem
 from chatledger.storage.encoding import dump_extended_json, load_extended_json, storable_size
 from chatledger.storage.filters import ThreadView
 from chatledger.storage.keys import KeyStore
@@ -54,7 +54,6 @@ _BATCH: Final = 500
 IMPORT_FORCED: Final = "import.forced"
 #: The start of every event line :func:`export_jsonl` writes: the first pass skips these unparsed.
 _EVENT_PREFIX: Final = '{"type": "event"'
-_HOLD_FIELDS: Final = ("legal_hold", "legal_holds", "holds_rev")
 
 
 @dataclass(slots=True)
@@ -584,7 +583,7 @@ async def _preflight(storage: Storage, plan: _Plan, *, force: bool) -> dict[str,
                 f"thread {doc['_id']!r} was removed and its tombstone keeps the id: a removed thread "
                 "cannot be imported again, even with force; nothing was imported"
             )
-        if existing is not None and not _same(existing, doc, ignore=_HOLD_FIELDS):
+        if existing is not None and not _same(existing, doc, ignore=HOLD_FIELDS):
             raise IntegrityError(f"a different thread {doc['_id']!r} already exists; nothing was imported")
     return removed
 
@@ -627,7 +626,7 @@ class _Writer:
             self.summary.threads += 1
             return True
         existing = await self.storage.threads.get_raw(tid)
-        if existing is None or not _same(existing, doc, ignore=_HOLD_FIELDS):
+        if existing is None or not _same(existing, doc, ignore=HOLD_FIELDS):
             raise IntegrityError(f"a different thread {tid!r} already exists")
         self.summary.threads_present += 1
         return False
@@ -656,14 +655,6 @@ class _Writer:
         return {tid: n for tid, (n, _) in left.items() if n} | {
             tid: left.get(tid, (0, 0))[0] for tid in branches
         }
-
-
-def _holds(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    holds = [dict(h) for h in doc.get("legal_holds") or () if isinstance(h, Mapping)]
-    legacy = doc.get("legal_hold")
-    if isinstance(legacy, Mapping):
-        holds.append(dict(legacy))
-    return holds
 
 
 async def import_jsonl(
@@ -746,7 +737,7 @@ async def import_jsonl(
                 continue
             if pending is not None:
                 if await writer.thread(pending):
-                    new_holds.extend((str(pending["_id"]), h) for h in _holds(pending))
+                    new_holds.extend((str(pending["_id"]), h) for h in holds_of(pending).listed())
                 if on_thread is not None:
                     on_thread(str(pending["_id"]))
             pending = item["doc"] if item["type"] == "thread" else None

@@ -15,6 +15,7 @@ from chatledger.admin.receipts import HOLD_RELEASED, HOLD_SET, Receipts, operato
 from chatledger.errors import InvalidInputError, LegalHoldError, StorageError, UnknownThreadError
 from chatledger.ledger import storage_of
 from chatledger.models import utc_now_ms, validate_thread_id
+from chatledger.storage.documents import holds_of
 from chatledger.storage.removals import RemovalMarks
 from chatledger.storage.threads import ThreadStore
 
@@ -31,12 +32,14 @@ async def _change(
     threads: ThreadStore,
     marks: RemovalMarks,
     thread_id: str,
-    change: Callable[[list[dict[str, Any]], bool], list[dict[str, Any]] | None],
+    change: Callable[[list[dict[str, Any]], bool], tuple[list[dict[str, Any]], bool] | None],
 ) -> bool:
     """Apply ``change`` to a thread's holds with compare-and-set; return whether anything changed.
 
     ``change`` gets the current holds (and whether a 0.1 single hold is present) and
-    returns the new list, or ``None`` to change nothing.
+    returns the new list and whether the 0.1 single hold ends with it, or ``None`` to
+    change nothing. (A 0.1 hold ends only when it is the hold released: releasing a
+    case's hold must not end it.)
 
     Raises:
         UnknownThreadError: there is no such thread.
@@ -48,17 +51,21 @@ async def _change(
         if live is None:
             raise UnknownThreadError(f"no thread {thread_id!r}")
         holds, legacy, rev = list(live.holds.cases), live.holds.legacy, live.holds.rev
-        new = change(holds, legacy)
-        if new is None:
+        changed = change(holds, legacy)
+        if changed is None:
             return False
-        if not await threads.replace_holds(thread_id, rev, new, legacy=legacy and not new):
+        new, ends_legacy = changed
+        if not await threads.replace_holds(thread_id, rev, new, legacy=ends_legacy):
             continue
         try:
             # Checked again AFTER writing: a removal reads the holds after claiming, so of
-            # the two at least one sees the other. If the removal won, undo and say so.
+            # the two at least one sees the other. If the removal won, undo and say so
+            # (the 0.1 single hold, if this ended it, comes back as it was).
             await _refuse_if_claimed(marks, thread_id)
         except LegalHoldError:
-            await threads.replace_holds(thread_id, rev + 1, holds)
+            await threads.replace_holds(
+                thread_id, rev + 1, holds, restore=live.holds.legacy_hold if ends_legacy else None
+            )
             raise
         return True
     raise StorageError(f"the legal holds of thread {thread_id!r} keep changing; try again")
@@ -118,11 +125,11 @@ async def place_hold(
 
     existing: list[dict[str, Any]] = []
 
-    def add(holds: list[dict[str, Any]], legacy: bool) -> list[dict[str, Any]] | None:
+    def add(holds: list[dict[str, Any]], legacy: bool) -> tuple[list[dict[str, Any]], bool] | None:
         existing[:] = [h for h in holds if h.get("case") == case_id]
         if existing:
             return None
-        return [*holds, hold]
+        return [*holds, hold], False
 
     storage = storage_of(ledger)
     if await _change(storage.threads, storage.removals, thread_id, add):
@@ -157,12 +164,12 @@ async def release_hold(
     case_id = _text("case id", case) if case is not None else None
     released: list[str | None] = []
 
-    def remove(holds: list[dict[str, Any]], legacy: bool) -> list[dict[str, Any]] | None:
+    def remove(holds: list[dict[str, Any]], legacy: bool) -> tuple[list[dict[str, Any]], bool] | None:
         released.clear()
         if case_id is None:
             if legacy and not holds:
                 released.append(None)  # a hold written by ChatLedger 0.1 (one per thread)
-                return []
+                return [], True
             if len(holds) > 1:
                 cases = [h.get("case") for h in holds]
                 raise InvalidInputError(
@@ -171,12 +178,12 @@ async def release_hold(
             if not holds:
                 return None
             released.append(str(holds[0].get("case")))
-            return []
+            return [], False
         kept = [h for h in holds if h.get("case") != case_id]
         if len(kept) == len(holds):
             return None
         released.append(case_id)
-        return kept
+        return kept, False
 
     storage = storage_of(ledger)
     if not await _change(storage.threads, storage.removals, thread_id, remove):
@@ -209,10 +216,6 @@ async def list_holds(
         raise InvalidInputError("--tenant: a tenant id is a non-empty string")
     out: list[dict[str, Any]] = []
     async for doc in storage_of(as_ledger(target)).threads.held(tenant_id=tenant):
-        holds = [h for h in doc.get("legal_holds") or () if isinstance(h, dict)]
-        legacy = doc.get("legal_hold")
-        if isinstance(legacy, dict):
-            holds.append({**legacy, "case": None})
         rows = [
             {
                 "thread_id": str(doc["_id"]),
@@ -223,7 +226,7 @@ async def list_holds(
                 "set_at": h.get("set_at"),
                 "set_by": h.get("set_by"),
             }
-            for h in holds
+            for h in holds_of(doc).listed()
             if case is None or h.get("case") == case
         ]
         out += sorted(rows, key=lambda r: str(r["case"] or ""))

@@ -45,7 +45,7 @@ from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
 from chatledger.hashing import _digested, epoch_ms, event_hash
 from chatledger.ledger import storage_of
 from chatledger.models import validate_thread_id
-from chatledger.storage.documents import check_event
+from chatledger.storage.documents import check_event, holds_of
 from chatledger.storage.events import event_key
 from chatledger.storage.merkle import MerkleStore, Node
 
@@ -560,12 +560,7 @@ def _actual_holds(threads: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, s
     """The holds the thread documents carry (a ChatLedger 0.1 single hold predates receipts: left out)."""
     out: dict[str, dict[str, str]] = {}
     for doc in threads:
-        holds = doc.get("legal_holds")
-        cases = {
-            str(h.get("case")): str(h.get("reason"))
-            for h in (holds if isinstance(holds, list) else [])
-            if isinstance(h, Mapping)
-        }
+        cases = {str(h.get("case")): str(h.get("reason")) for h in holds_of(doc).cases}
         if cases:
             out[str(doc.get("_id"))] = cases
     return out

@@ -104,11 +104,18 @@ class Holds:
     held: bool = False
     #: Whether the document carries a 0.1 single hold of any form (it has no case: ``"-"``).
     legacy_marked: bool = False
+    #: The 0.1 single hold's own document (its reason, time and setter), when it is one.
+    legacy_hold: dict[str, Any] | None = None
 
     def case_names(self) -> list[str]:
         """Return the cases holding the thread (``"-"`` for a 0.1 single hold, which has none)."""
         names = [str(h.get("case")) for h in self.cases]
         return names or (["-"] if self.legacy_marked else [])
+
+    def listed(self) -> list[dict[str, Any]]:
+        """Return every hold document: one per case, then a 0.1 single hold with ``case`` ``None``."""
+        legacy = [{**self.legacy_hold, "case": None}] if self.legacy_hold is not None else []
+        return [dict(h) for h in self.cases] + legacy
 
 
 def holds_of(doc: Mapping[str, Any]) -> Holds:
@@ -122,7 +129,14 @@ def holds_of(doc: Mapping[str, Any]) -> Holds:
         rev=rev if type(rev) is int else 0,
         held=bool(listed) or bool(legacy),
         legacy_marked=bool(legacy),
+        legacy_hold=dict(legacy) if isinstance(legacy, Mapping) else None,
     )
+
+
+def held_filter() -> dict[str, Any]:
+    """Return the filter of thread documents that carry a legal hold of any release's spelling."""
+    # Both branches, because FerretDB v1 and MongoDB alike must see a 0.1 single hold.
+    return {"$or": [{"legal_holds": {"$exists": True, "$ne": []}}, {LEGACY_HOLD: {"$exists": True}}]}
 
 
 @dataclass(frozen=True, slots=True)

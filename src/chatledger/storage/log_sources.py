@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from pymongo import ASCENDING
 
+from chatledger.storage.documents import HOLD_FIELDS, held_filter
 from chatledger.storage.driver import cursor_list
 from chatledger.storage.events import BATCH_SIZE, EventStore
 from chatledger.storage.gate import Gate
@@ -89,8 +90,7 @@ class LogSources:
 
     async def held_threads(self) -> list[dict[str, Any]]:
         """Return ``_id`` and holds of every thread document that carries a legal hold."""
-        query = {"$or": [{"legal_holds": {"$exists": True, "$ne": []}}, {"legal_hold": {"$exists": True}}]}
-        cursor = self._threads.collection.find(query, {"legal_holds": 1, "legal_hold": 1})
+        cursor = self._threads.collection.find(held_filter(), dict.fromkeys(HOLD_FIELDS, 1))
         return await self.gate.call("read threads", cursor_list(cursor.batch_size(BATCH_SIZE)))
 
     async def events_by_key(self, keys: Sequence[str]) -> list[dict[str, Any]]:

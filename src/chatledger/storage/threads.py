@@ -16,7 +16,14 @@ from pymongo.errors import DuplicateKeyError
 
 from chatledger.errors import ThreadRemovedError
 from chatledger.models import DEFAULT_SOURCE_ID, Scope, ThreadRecord
-from chatledger.storage.documents import LEGACY_HOLD, LiveThread, check_thread, live_thread
+from chatledger.storage.documents import (
+    HOLD_FIELDS,
+    LEGACY_HOLD,
+    LiveThread,
+    check_thread,
+    held_filter,
+    live_thread,
+)
 from chatledger.storage.events import BATCH_SIZE, CHUNK
 from chatledger.storage.filters import THREAD_VIEWS, ThreadFilter, ThreadView, threads_query
 from chatledger.storage.gate import CollectionStore
@@ -187,7 +194,13 @@ class ThreadStore(CollectionStore):
         return out
 
     async def replace_holds(
-        self, thread_id: str, expected: int, holds: Sequence[Mapping[str, Any]], *, legacy: bool = False
+        self,
+        thread_id: str,
+        expected: int,
+        holds: Sequence[Mapping[str, Any]],
+        *,
+        legacy: bool = False,
+        restore: Mapping[str, Any] | None = None,
     ) -> bool:
         """Replace a thread's legal holds if nobody changed them since revision ``expected``.
 
@@ -202,6 +215,7 @@ class ThreadStore(CollectionStore):
             holds: The new list of holds.
             legacy: Also clear a ChatLedger 0.1 single hold (:attr:`Holds.legacy
                 <chatledger.storage.documents.Holds.legacy>`).
+            restore: Put this 0.1 single hold back (undoing a change that cleared it).
 
         Returns:
             Whether the holds were replaced (``False``: changed meanwhile, or no such thread).
@@ -213,6 +227,8 @@ class ThreadStore(CollectionStore):
         update: dict[str, Any] = {"legal_holds": [dict(h) for h in holds], "holds_rev": expected + 1}
         if legacy:
             update[LEGACY_HOLD] = None
+        if restore is not None:
+            update[LEGACY_HOLD] = dict(restore)
         result = await self.gate.call(
             "change legal holds", self.collection.update_one(match, {"$set": update})
         )
@@ -293,11 +309,8 @@ class ThreadStore(CollectionStore):
 
         Only the fields a list of holds shows are read: tenant, user and the holds.
         """
-        # The query merkle.py's hold scan uses too: FerretDB applies both branches.
-        query: dict[str, Any] = {
-            "$or": [{"legal_holds": {"$exists": True, "$ne": []}}, {"legal_hold": {"$exists": True}}]
-        }
+        query = held_filter()
         if tenant_id is not None:
             query["tenant_id"] = str(tenant_id)
-        fields = {"tenant_id": 1, "user_id": 1, "legal_holds": 1, "legal_hold": 1}
+        fields = {"tenant_id": 1, "user_id": 1, **dict.fromkeys(HOLD_FIELDS, 1)}
         return self._select(query, None, fields, "_id")

@@ -322,6 +322,17 @@ async def test_demo_leaves_a_database_with_data_alone_unless_forced(real_backend
     assert len(await raw_docs(database["threads"])) > len(before)
 
 
+async def test_demo_writes_into_the_database_its_connection_string_names(real_backend: Any, database: Any) -> None:
+    # No --database: the connection string's own database, as every other command uses it.
+    uri = real_backend.uri.rstrip("/") + f"/{database.name}"
+    done = chatledger("demo", "--json", "--mongodb-uri", uri)
+    assert json.loads(done.stdout)["command"] == "demo"
+    assert await raw_docs(database["threads"])
+    # And it is that database whose data the demo then refuses to write over.
+    refused = chatledger("demo", "--mongodb-uri", uri, check=1)
+    assert f"database {database.name!r} already holds ChatLedger data" in refused.stderr
+
+
 async def test_demo_writes_into_an_empty_database(real_backend: Any, database: Any) -> None:
     done = chatledger("demo", uri=real_backend.uri, database=database.name)
     assert "BEEP BOOP" in done.stdout

@@ -140,6 +140,18 @@ class Connection:
         """
         return resolve_uri(self.uri, self.uri_file)
 
+    def database_of(self, uri: str) -> tuple[str, str]:
+        """Return the database these options name on ``uri``, and what named it (for errors).
+
+        ``--database`` when given; else the connection string's own (``mongodb://host/name``),
+        as mongosh and mongodump do; else the default.
+        """
+        if not self.database_given and self.database == DEFAULT_DATABASE:
+            named = uri_database(uri)
+            if named:
+                return named, "the connection string's database"
+        return self.database, "--database"
+
     def run(self, body: Body) -> None:
         """Run an admin ``body`` against the ledger these options name, and exit with its status.
 
@@ -160,9 +172,7 @@ class Connection:
                     "this command needs a MongoDB server: pass --mongodb-uri, or set CHATLEDGER_MONGODB_URI "
                     "or CHATLEDGER_MONGODB_URI_FILE (only 'chatledger demo' has an embedded database)"
                 )
-            name, option = self.database, "--database"
-            if not self.database_given and self.database == DEFAULT_DATABASE and uri_database(resolved):
-                name, option = uri_database(resolved) or self.database, "the connection string's database"
+            name, option = self.database_of(resolved)
             async with open_database(resolved, name, option=option) as db:
                 if not self.names:
                     return await body(db, self.ui)

@@ -52,12 +52,13 @@ def register(app: typer.Typer) -> None:
         already holding ChatLedger data (threads or events; an earlier demo's too: its
         threads look like anyone's) is left alone unless --force.
         """
-        ui, database, as_json = connection.ui, connection.database, connection.ui.as_json
+        ui, as_json = connection.ui, connection.ui.as_json
 
         async def go() -> int:
             from chatledger.demo.story import run_demo
 
             uri = connection.server_uri()
+            database, option = connection.database_of(uri) if uri else (connection.database, "--database")
             where = (
                 f"MongoDB at {describe_uri(uri)}, database {database!r} (collections threads, events)"
                 if uri
@@ -65,7 +66,7 @@ def register(app: typer.Typer) -> None:
                 "Pass --mongodb-uri or set CHATLEDGER_MONGODB_URI to use a real server."
             )
             console = Console(file=io.StringIO()) if as_json else None
-            opened = open_database(uri, database) if uri else open_embedded(database)
+            opened = open_database(uri, database, option=option) if uri else open_embedded(database)
             async with opened as db:
                 if uri and not force and await holds_ledger_data(db):
                     raise ChatLedgerError(

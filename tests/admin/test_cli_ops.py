@@ -322,7 +322,7 @@ async def test_demo_leaves_a_database_with_data_alone_unless_forced(real_backend
     assert len(await raw_docs(database["threads"])) > len(before)
 
 
-async def test_demo_writes_into_the_database_its_connection_string_names(real_backend: Any, database: Any) -> None:
+async def test_demo_writes_into_the_database_its_uri_names(real_backend: Any, database: Any) -> None:
     # No --database: the connection string's own database, as every other command uses it.
     uri = real_backend.uri.rstrip("/") + f"/{database.name}"
     done = chatledger("demo", "--json", "--mongodb-uri", uri)

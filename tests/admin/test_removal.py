@@ -319,13 +319,18 @@ async def test_ctrl_c_while_a_crashed_removal_is_being_finished_is_finished_by_t
         return done
 
     monkeypatch.setattr(ThreadStore, "tombstone", slow_reply)
-    run = asyncio.create_task(run_retention(ledger, POLICY, apply=True, now=clock.now))
+    plans: list[Any] = []
+    run = asyncio.create_task(run_retention(ledger, POLICY, apply=True, now=clock.now, on_plan=plans.append))
     await asyncio.wait([asyncio.ensure_future(landed.wait()), run], return_when=asyncio.FIRST_COMPLETED)
     assert landed.is_set()
     run.cancel()  # Ctrl-C
     with pytest.raises(asyncio.CancelledError):
         await run
     monkeypatch.setattr(ThreadStore, "tombstone", real_tombstone)
+    # What the Ctrl-C report is made of: the removal it was finishing was left half-way.
+    (plan,) = plans
+    taken_over = await database["audit"].find_one({"kind": "removal.interrupted"})
+    assert (plan.resumed, plan.interrupted) == ([], [taken_over["receipt_id"]])
     # The run after it finishes everything at once: the receipt the Ctrl-C'd run wrote is
     # not taken for a live removal in another process for five minutes.
     report = await run_retention(ledger, POLICY, apply=True, now=clock.now)

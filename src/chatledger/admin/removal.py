@@ -591,7 +591,7 @@ async def execute(
         on_removal: Called after each planned removal is handled (progress reporting).
     """
     ports = RemovalPorts.of(ledger)
-    report.resumed = await _resume(ports, by=by, dry_run=report.dry_run)
+    await _resume(ports, by=by, dry_run=report.dry_run, report=report)
     if report.dry_run:
         return report
     gone: set[str] = set()
@@ -771,7 +771,11 @@ async def resume_pending(ledger: Ledger, *, by: str, dry_run: bool = False) -> l
     return await _resume(RemovalPorts.of(ledger), by=by, dry_run=dry_run)
 
 
-async def _resume(ports: RemovalPorts, *, by: str, dry_run: bool) -> list[str]:
+async def _resume(
+    ports: RemovalPorts, *, by: str, dry_run: bool, report: RemovalReport | None = None
+) -> list[str]:
+    # ``report`` is filled as the run goes (its ``resumed``, and ``interrupted`` for the one a
+    # Ctrl-C stops half-way), so an interrupted run still says what it finished.
     # A removal younger than RESUME_AFTER may still be running in another process: it is
     # left to that run (taking it over would race it). Older ones were interrupted.
     cutoff = datetime.now(UTC) - RESUME_AFTER
@@ -779,7 +783,7 @@ async def _resume(ports: RemovalPorts, *, by: str, dry_run: bool) -> list[str]:
     given_up = {str(r) for r in await ports.receipts.referred_ids(INTERRUPTED)}
     started = {str(r["_id"]): r for r in await ports.receipts.pending_removals()}
     claims = await ports.marks.claims()
-    finished: list[str] = []
+    finished: list[str] = report.resumed if report is not None else []
     for receipt_id in sorted(set(started) | set(claims)):
         receipt = started.get(receipt_id)
         mine = claims.get(receipt_id, [])
@@ -793,8 +797,8 @@ async def _resume(ports: RemovalPorts, *, by: str, dry_run: bool) -> list[str]:
         )
         if isinstance(when, datetime) and _aware(when) > cutoff and receipt_id not in given_up:
             continue
-        finished.append(receipt_id)
         if dry_run:
+            finished.append(receipt_id)
             continue
         run = _Run(ports, receipt_id)
         for tid, root, _ in mine:
@@ -814,5 +818,8 @@ async def _resume(ports: RemovalPorts, *, by: str, dry_run: bool) -> list[str]:
             # receipt just written for a live removal and wait RESUME_AFTER to finish it.
             if receipt_id not in given_up and not await ports.receipts.completed(receipt_id):
                 await ports.receipts.record(INTERRUPTED, by, receipt_id=receipt_id)
+            if report is not None:
+                report.interrupted.append(receipt_id)
             raise
+        finished.append(receipt_id)
     return finished

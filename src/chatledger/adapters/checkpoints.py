@@ -30,9 +30,9 @@ import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Unpack
 
-from agent_framework import SecretString, WorkflowCheckpoint, WorkflowCheckpointException
+from agent_framework import WorkflowCheckpoint, WorkflowCheckpointException
 
 from chatledger.adapters.checkpoint_records import (
     CHECKPOINT_ROLE,
@@ -43,7 +43,7 @@ from chatledger.adapters.checkpoint_records import (
     sha256,
 )
 from chatledger.adapters.connection import check_source_id
-from chatledger.adapters.sources import LedgerOwner
+from chatledger.adapters.sources import LedgerOwner, StoreOptions
 from chatledger.admin.records import CHECKPOINT_DELETED
 from chatledger.errors import (
     ConcurrencyError,
@@ -133,27 +133,18 @@ class MongoCheckpointStorage(LedgerOwner):
 
     Args:
         source_id: Part of the scope of the storage's threads.
-        database: A PyMongo ``AsyncDatabase``, a Motor or mongomock-motor database, or a
-            :class:`~chatledger.ledger.Ledger` (then no ``ledger_options``).
-        client: A borrowed asynchronous client (with ``database_name``); never closed.
-        connection_string: A MongoDB URI for a client this storage creates and closes
-            (``MONGODB_URI`` when no source is given).
-        database_name: The database on ``client`` or the connection string.
-        app_name: Application name shown in the server's logs (``MONGODB_APP_NAME``).
-        env_file_path: A ``.env`` file read for ``MONGODB_*`` settings.
-        env_file_encoding: Its encoding.
-        tenant_id: The tenant the storage is bound to: it sees no other tenant's checkpoints.
-        user_id: The user the storage is bound to: it sees no other user's checkpoints.
         allowed_checkpoint_types: Types beyond the framework's safe set that loading may
             restore (``"module:qualname"``), as for ``FileCheckpointStorage``. Types
             registered with ``agent_framework.register_checkpoint_type`` must be listed
             here too (that registry is private to the framework).
         deleted_by: Who deletes, as recorded in ``checkpoint.deleted`` receipts.
-        **ledger_options: Passed to :class:`~chatledger.ledger.Ledger` (``sealer=`` seals payloads).
+        **options: Where the database is, the scope (``tenant_id``, ``user_id``) and the
+            ledger's options: the keywords of :class:`MongoHistoryProvider`, documented
+            there (``sealer=`` seals the payloads).
 
     Raises:
-        InvalidInputError: an argument of the wrong kind, arguments that exclude each
-            other, or no database at all.
+        InvalidInputError: an ``options`` error, as :class:`MongoHistoryProvider` raises it, or
+            ``allowed_checkpoint_types`` not a list of strings.
     """
 
     DEFAULT_SOURCE_ID: ClassVar[str] = "workflow_checkpoints"
@@ -162,23 +153,14 @@ class MongoCheckpointStorage(LedgerOwner):
         self,
         source_id: str = DEFAULT_SOURCE_ID,
         *,
-        database: Any = None,
-        client: Any = None,
-        connection_string: str | SecretString | None = None,
-        database_name: str | None = None,
-        app_name: str | None = None,
-        env_file_path: str | None = None,
-        env_file_encoding: str | None = None,
-        tenant_id: str | None = None,
-        user_id: str | None = None,
         allowed_checkpoint_types: list[str] | None = None,
         deleted_by: str = "application",
-        **ledger_options: Any,
+        **options: Unpack[StoreOptions],
     ) -> None:
         self.source_id = check_source_id(source_id)
         if allowed_checkpoint_types is not None and not all(type(t) is str for t in allowed_checkpoint_types):
             raise InvalidInputError("allowed_checkpoint_types must be a list of 'module:qualname' strings")
-        self._open(locals())  # the connection keywords and ledger_options, checked and opened
+        self._open(options)
         self._records = CheckpointRecords(
             self.ledger, self.binding, frozenset(allowed_checkpoint_types or ())
         )

@@ -9,13 +9,12 @@ position and its saves (:mod:`~chatledger.adapters.session_line`), what a run lo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 from agent_framework import (
     AgentSession,
     HistoryProvider,
     Message,
-    SecretString,
     SessionContext,
     SupportsAgentRun,
 )
@@ -30,7 +29,7 @@ from chatledger.adapters.session_line import (
     check_state,
     state_of,
 )
-from chatledger.adapters.sources import LedgerOwner
+from chatledger.adapters.sources import LedgerOwner, StoreOptions
 from chatledger.adapters.summaries import compact_line
 from chatledger.ledger import storage_of
 from chatledger.models import DEFAULT_SOURCE_ID
@@ -72,16 +71,6 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
     Args:
         source_id: Key of this provider's state in ``session.state``, and part of the
             scope of its threads: providers with different source ids never share one.
-        database: A PyMongo ``AsyncDatabase``, a Motor or mongomock-motor database, or a
-            :class:`~chatledger.ledger.Ledger` (then no ``ledger_options``).
-        client: A borrowed asynchronous client (with ``database_name``); never closed.
-        connection_string: A MongoDB URI for a client this provider creates and closes
-            (``MONGODB_URI`` when no source is given).
-        database_name: The database on ``client`` or the connection string
-            (``MONGODB_DATABASE_NAME``, then the URI's own, then ``"chatledger"``).
-        app_name: Application name shown in the server's logs (``MONGODB_APP_NAME``).
-        env_file_path: A ``.env`` file read for ``MONGODB_*`` settings.
-        env_file_encoding: Its encoding.
         load_messages: Whether to load history before each run.
         store_inputs: Whether to store the run's input messages.
         store_context_messages: Whether to store context messages of other providers.
@@ -91,11 +80,25 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
             tool exchange); ``None``: all. Storage is unaffected; nothing is dropped.
         resume_by_session_id: A session without a cursor continues the thread its
             session id names (in this scope) instead of starting empty.
-        tenant_id: The tenant the provider is bound to: it sees no other tenant's threads.
-        user_id: The user the provider is bound to: it sees no other user's threads.
         strict: Raise :class:`~chatledger.errors.ConcurrencyError` instead of branching
             when the session's cursor is behind its thread's head.
-        **ledger_options: Passed to :class:`~chatledger.ledger.Ledger`.
+        **options: The keywords the session store and the checkpoint storage take too
+            (:class:`~chatledger.adapters.sources.StoreOptions`), documented here:
+
+            - ``database``: a PyMongo ``AsyncDatabase``, a Motor or mongomock-motor
+              database, or a :class:`~chatledger.ledger.Ledger` (then no ledger options);
+            - ``client``: a borrowed asynchronous client (with ``database_name``); never closed;
+            - ``connection_string``: a MongoDB URI for a client this object creates and
+              closes (``MONGODB_URI`` when no source is given);
+            - ``database_name``: the database on ``client`` or the connection string
+              (``MONGODB_DATABASE_NAME``, then the URI's own, then ``"chatledger"``);
+            - ``app_name``: application name shown in the server's logs (``MONGODB_APP_NAME``);
+            - ``env_file_path``: a ``.env`` file read for ``MONGODB_*`` settings;
+            - ``env_file_encoding``: its encoding;
+            - ``tenant_id``, ``user_id``: the tenant and user it is bound to: it sees no
+              other tenant's or user's threads;
+            - any other: an option of :class:`~chatledger.ledger.Ledger` (``sealer=``
+              seals content, ``operation_timeout=`` ...).
 
     Raises:
         InvalidInputError: an argument of the wrong kind (a database as ``source_id``, a
@@ -109,13 +112,6 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
         self,
         source_id: str = DEFAULT_SOURCE_ID,
         *,
-        database: Any = None,
-        client: Any = None,
-        connection_string: str | SecretString | None = None,
-        database_name: str | None = None,
-        app_name: str | None = None,
-        env_file_path: str | None = None,
-        env_file_encoding: str | None = None,
         load_messages: bool = True,
         store_inputs: bool = True,
         store_context_messages: bool = False,
@@ -123,10 +119,8 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
         store_outputs: bool = True,
         max_messages: int | None = None,
         resume_by_session_id: bool = False,
-        tenant_id: str | None = None,
-        user_id: str | None = None,
         strict: bool = False,
-        **ledger_options: Any,
+        **options: Unpack[StoreOptions],
     ) -> None:
         source_id = check_source_id(source_id)
         check_options(max_messages, resume_by_session_id=resume_by_session_id, strict=strict)
@@ -138,13 +132,13 @@ class MongoHistoryProvider(LedgerOwner, HistoryProvider):
             store_context_from=store_context_from,
             store_outputs=store_outputs,
         )
-        self._open(locals())  # the connection keywords and ledger_options, checked and opened
+        self._open(options)
         self._cache = LineCache(self.binding)
         self._line = SessionLine(self.binding, self._cache, self)
         self.max_messages = max_messages
         self.resume_by_session_id = resume_by_session_id
-        self.tenant_id = tenant_id
-        self.user_id = user_id
+        self.tenant_id = options.get("tenant_id")
+        self.user_id = options.get("user_id")
         self.strict = strict
 
     async def before_run(

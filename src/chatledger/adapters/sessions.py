@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Unpack
 
-from agent_framework import AgentSession, SecretString
+from agent_framework import AgentSession
 
 from chatledger.adapters.connection import check_source_id
-from chatledger.adapters.sources import LedgerOwner, record_text
+from chatledger.adapters.sources import LedgerOwner, StoreOptions, record_text
 from chatledger.admin.records import SESSION_ROLE
 from chatledger.errors import (
     ConcurrencyError,
@@ -96,23 +96,13 @@ class MongoSessionStore(LedgerOwner):
 
     Args:
         source_id: Part of the scope of the store's threads (separate from history providers').
-        database: A PyMongo ``AsyncDatabase``, a Motor or mongomock-motor database, or a
-            :class:`~chatledger.ledger.Ledger` (then no ``ledger_options``).
-        client: A borrowed asynchronous client (with ``database_name``); never closed.
-        connection_string: A MongoDB URI for a client this store creates and closes
-            (``MONGODB_URI`` when no source is given).
-        database_name: The database on ``client`` or the connection string.
-        app_name: Application name shown in the server's logs (``MONGODB_APP_NAME``).
-        env_file_path: A ``.env`` file read for ``MONGODB_*`` settings.
-        env_file_encoding: Its encoding.
-        tenant_id: The tenant the store is bound to: it sees no other tenant's sessions.
-        user_id: The user the store is bound to: it sees no other user's sessions.
         deleted_by: Who deletes, as recorded in removal receipts.
-        **ledger_options: Passed to :class:`~chatledger.ledger.Ledger` (``sealer=`` seals snapshots).
+        **options: Where the database is, the scope (``tenant_id``, ``user_id``) and the
+            ledger's options: the keywords of :class:`MongoHistoryProvider`, documented
+            there (``sealer=`` seals the snapshots).
 
     Raises:
-        InvalidInputError: an argument of the wrong kind, arguments that exclude each
-            other, or no database at all.
+        InvalidInputError: an ``options`` error, as :class:`MongoHistoryProvider` raises it.
     """
 
     DEFAULT_SOURCE_ID: ClassVar[str] = "session_store"
@@ -121,20 +111,11 @@ class MongoSessionStore(LedgerOwner):
         self,
         source_id: str = DEFAULT_SOURCE_ID,
         *,
-        database: Any = None,
-        client: Any = None,
-        connection_string: str | SecretString | None = None,
-        database_name: str | None = None,
-        app_name: str | None = None,
-        env_file_path: str | None = None,
-        env_file_encoding: str | None = None,
-        tenant_id: str | None = None,
-        user_id: str | None = None,
         deleted_by: str = "application",
-        **ledger_options: Any,
+        **options: Unpack[StoreOptions],
     ) -> None:
         self.source_id = check_source_id(source_id)
-        self._open(locals())  # the connection keywords and ledger_options, checked and opened
+        self._open(options)
         self.deleted_by = deleted_by
         # session id -> (its current thread, the version this store last read or wrote,
         # and that version's position when known: a set builds on it without a read)

@@ -2,15 +2,17 @@
 
 The session store and the checkpoint storage accept exactly the provider's sources (a
 database handle or a :class:`~chatledger.ledger.Ledger`, a borrowed client, a
-connection string or ``MONGODB_*`` settings) and the same ledger options, through
-:func:`open_ledger`, so the three are configured alike and share one ``.env``.
+connection string or ``MONGODB_*`` settings), the same scope and the same ledger
+options: each constructor takes them as ``**options: Unpack[StoreOptions]``, declared
+once here, and opens them with :meth:`LedgerOwner._open`, so the three are configured
+alike and share one ``.env``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Final, Self, cast
 
 from chatledger.adapters.connection import (
     CONNECTION_KEYWORDS,
@@ -22,26 +24,50 @@ from chatledger.adapters.connection import (
 )
 from chatledger.codec import decode_message
 from chatledger.errors import ChatLedgerError, IntegrityError, KeyUnavailableError
-from chatledger.ledger import Binding, Ledger
+from chatledger.ledger import Binding, Ledger, LedgerOptions
 
-__all__ = ["LedgerOwner", "open_ledger", "record_text"]
+__all__ = ["LedgerOwner", "StoreOptions", "open_ledger", "record_text"]
 
 
-def open_ledger(arguments: Mapping[str, Any]) -> tuple[Ledger, MongoConnection | None]:
+class StoreOptions(ConnectionKeywords, LedgerOptions, total=False):
+    """The keywords every framework store is constructed with, beyond its own: one declaration for all.
+
+    Where the database is (:class:`~chatledger.adapters.connection.ConnectionKeywords`),
+    the scope the store is bound to (``tenant_id``, ``user_id``), and the options of the
+    :class:`~chatledger.ledger.Ledger` it creates (:class:`~chatledger.ledger.LedgerOptions`).
+    Each is documented once, in :class:`~chatledger.adapters.history.MongoHistoryProvider`'s
+    docstring (``**options``), the page users read.
+    """
+
+    tenant_id: str | None
+    user_id: str | None
+
+
+#: The scope keywords of :class:`StoreOptions`: the rest are the connection's and the ledger's.
+_SCOPE: Final = ("tenant_id", "user_id")
+
+
+def open_ledger(options: StoreOptions) -> tuple[Ledger, MongoConnection | None]:
     """Return the ledger a store works on, and the connection to close if the store created a client.
 
     Args:
-        arguments: The store constructor's own arguments (its ``locals()``): the
-            :data:`CONNECTION_KEYWORDS` and ``ledger_options``. Read by name, so each
-            constructor declares its keywords for its signature and hands them on here
-            in one line; the rules of combining them live only here and in ``connect``.
+        options: The store's :class:`StoreOptions` as given (the scope keywords are
+            ignored here): the :data:`CONNECTION_KEYWORDS` name the database, every
+            other keyword is passed to :class:`~chatledger.ledger.Ledger`, which
+            refuses one it does not take. The rules of combining them live only here
+            and in ``connect``.
 
     Raises:
         InvalidInputError: arguments of the wrong kind, or that exclude each other, or no
             database at all (see :func:`~chatledger.adapters.connection.connect`).
+        TypeError: a keyword neither the store nor ``Ledger`` takes (as any call).
     """
-    keywords = cast(ConnectionKeywords, {name: arguments[name] for name in CONNECTION_KEYWORDS})
-    ledger_options: dict[str, Any] = arguments["ledger_options"]
+    keywords = cast(ConnectionKeywords, {name: options.get(name) for name in CONNECTION_KEYWORDS})
+    ledger_options: dict[str, Any] = {
+        name: value
+        for name, value in options.items()
+        if name not in CONNECTION_KEYWORDS and name not in _SCOPE
+    }
     database = keywords.get("database")
     if isinstance(database, Ledger):
         refuse_combined("a Ledger", keywords, EXCLUDED_BY_DATABASE)
@@ -62,16 +88,16 @@ class LedgerOwner:
     binding: Binding
     _connection: MongoConnection | None = None
 
-    def _open(self, arguments: Mapping[str, Any]) -> None:
-        """Open the ledger the constructor's ``arguments`` (its ``locals()``) name, bound to its scope.
+    def _open(self, options: StoreOptions) -> None:
+        """Open the ledger the constructor's ``options`` name, bound to their scope.
 
         ``self.source_id`` is set first; ``tenant_id`` and ``user_id`` complete the scope. Scope
         is part of a thread's identity: two stores with different source ids (or tenants, or
         users) on one session write two separate threads.
         """
-        self.ledger, self._connection = open_ledger(arguments)
+        self.ledger, self._connection = open_ledger(options)
         self.binding = self.ledger.bind(
-            tenant_id=arguments["tenant_id"], user_id=arguments["user_id"], source_id=self.source_id
+            tenant_id=options.get("tenant_id"), user_id=options.get("user_id"), source_id=self.source_id
         )
 
     async def aclose(self) -> None:

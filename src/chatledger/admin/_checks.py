@@ -7,12 +7,21 @@ Each runs before anything is read or written, and raises ChatLedger's
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from chatledger.errors import InvalidInputError
+from chatledger.storage.keys import KeyStore
 
-__all__ = ["require_bool", "require_callback", "require_datetime", "require_instance", "require_text"]
+__all__ = [
+    "require_bool",
+    "require_callback",
+    "require_datetime",
+    "require_instance",
+    "require_removal_run",
+    "require_text",
+]
 
 
 def require_bool(value: object, name: str) -> bool:
@@ -50,3 +59,29 @@ def require_instance(value: object, cls: type[Any], name: str) -> None:
     """Refuse ``value`` unless it is ``None`` or a ``cls``."""
     if value is not None and not isinstance(value, cls):
         raise InvalidInputError(f"{name} must be a {cls.__name__} or None, not {type(value).__name__}")
+
+
+def require_removal_run(
+    *,
+    apply: object,
+    shred_keys: object,
+    by: object,
+    reason: object,
+    key_store: object,
+    callbacks: Mapping[str, object],
+) -> tuple[bool, bool]:
+    """Check the arguments every removal run takes (erasure, retention); return ``apply`` and ``shred_keys``.
+
+    Raises:
+        InvalidInputError: ``apply`` or ``shred_keys`` is not a real bool, ``by`` or
+            ``reason`` is not a receipt's text, a callback (by its name) is not callable,
+            or ``key_store`` is not a key store.
+    """
+    apply = require_bool(apply, "apply")
+    shred_keys = require_bool(shred_keys, "shred_keys")
+    require_text(by, "by", optional=True)
+    require_text(reason, "reason")
+    for name, callback in callbacks.items():
+        require_callback(callback, name)
+    require_instance(key_store, KeyStore, "key_store")
+    return apply, shred_keys

@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
-from chatledger.admin._checks import require_bool, require_callback, require_instance, require_text
+from chatledger.admin._checks import require_callback, require_removal_run
 from chatledger.admin.catalog import ThreadFilter, as_ledger, count_threads
 from chatledger.admin.receipts import Receipts, operator_identity
-from chatledger.admin.removal import Removal, RemovalReport, execute, plan_tree, trees_to_plan
+from chatledger.admin.removal import Removal, RemovalReport, execute, key_store_of, plan_tree, trees_to_plan
 from chatledger.errors import ChatLedgerError, InvalidInputError
 from chatledger.ledger import storage_of
 from chatledger.storage.keys import KeyStore, is_tombstone
@@ -144,26 +144,20 @@ async def run_erasure(
             is not of its type (``apply`` and ``shred_keys`` must be real bools), checked
             before anything is read or written.
     """
-    apply = require_bool(apply, "apply")
-    shred_keys = require_bool(shred_keys, "shred_keys")
+    apply, shred_keys = require_removal_run(
+        apply=apply,
+        shred_keys=shred_keys,
+        by=by,
+        reason=reason,
+        key_store=key_store,
+        callbacks={"on_removal": on_removal, "on_thread": on_thread, "on_plan": on_plan, "on_keys": on_keys},
+    )
     subject = _subject(user_id, tenant_id)
-    require_text(by, "by", optional=True)
-    require_text(reason, "reason")
-    for name, callback in (
-        ("on_removal", on_removal),
-        ("on_thread", on_thread),
-        ("on_plan", on_plan),
-        ("on_keys", on_keys),
-    ):
-        require_callback(callback, name)
-    require_instance(key_store, KeyStore, "key_store")
     ledger = as_ledger(target)
     receipts = Receipts.of(ledger)
     report = await plan_erasure(ledger, user_id=user_id, tenant_id=tenant_id, on_thread=on_thread)
     report.dry_run = not apply
-    if key_store is None and ledger.sealer is not None:
-        key_store = ledger.sealer.key_store
-    store = key_store if shred_keys else None
+    store = key_store_of(ledger, key_store) if shred_keys else None
     if not report.planned and not report.skipped:
         await _refuse_nothing(receipts, store, subject, ledger.ledger_id)
     if on_plan is not None:

@@ -51,6 +51,7 @@ from chatledger.errors import LegalHoldError
 from chatledger.ledger import Ledger, storage_of
 from chatledger.models import utc_now_ms
 from chatledger.storage.documents import holds_of
+from chatledger.storage.keys import KeyStore
 from chatledger.storage.removals import LastPosition, RemovalMarks
 from chatledger.storage.threads import ThreadStore
 
@@ -64,6 +65,7 @@ __all__ = [
     "RemovalReport",
     "Skipped",
     "execute",
+    "key_store_of",
     "lineage_removal",
     "plan_tree",
     "resume_pending",
@@ -108,6 +110,13 @@ class Removal:
             "user_id": self.user_id,
             "last_activity": self.last_activity.isoformat() if self.last_activity else None,
         }
+
+
+def key_store_of(ledger: Ledger, key_store: KeyStore | None) -> KeyStore | None:
+    """Return the key store a removal's key step uses: ``key_store``, else the ledger's sealer's (or none)."""
+    if key_store is None and ledger.sealer is not None:
+        return ledger.sealer.key_store
+    return key_store
 
 
 def lineage_removal(forest: Forest, activity: dict[str, ThreadActivity], thread_id: str) -> Removal:

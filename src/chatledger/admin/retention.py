@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from chatledger.admin._checks import (
-    require_bool,
     require_callback,
     require_datetime,
-    require_instance,
-    require_text,
+    require_removal_run,
 )
 from chatledger.admin.catalog import (
     Forest,
@@ -39,6 +37,7 @@ from chatledger.admin.removal import (
     Removal,
     RemovalReport,
     execute,
+    key_store_of,
     lineage_removal,
     select_lineages,
     set_aside_damaged,
@@ -281,13 +280,14 @@ async def run_retention(
             :class:`RetentionPolicy`, ``apply`` and ``shred_keys`` real bools), checked
             before anything is read or written.
     """
-    apply = require_bool(apply, "apply")
-    shred_keys = require_bool(shred_keys, "shred_keys")
-    require_text(by, "by", optional=True)
-    require_text(reason, "reason")
-    for name, callback in (("on_removal", on_removal), ("on_plan", on_plan), ("on_keys", on_keys)):
-        require_callback(callback, name)
-    require_instance(key_store, KeyStore, "key_store")
+    apply, shred_keys = require_removal_run(
+        apply=apply,
+        shred_keys=shred_keys,
+        by=by,
+        reason=reason,
+        key_store=key_store,
+        callbacks={"on_removal": on_removal, "on_thread": on_thread, "on_plan": on_plan, "on_keys": on_keys},
+    )
     ledger = as_ledger(target)
     report = await plan_retention(ledger, policy, now=now, on_thread=on_thread)
     report.dry_run = not apply
@@ -296,8 +296,7 @@ async def run_retention(
     by = by or operator_identity()
     scope = {"policy": policy.to_dict()}
     report = await execute(ledger, report, by=by, reason=reason, scope=scope, on_removal=on_removal)
-    if key_store is None and ledger.sealer is not None:
-        key_store = ledger.sealer.key_store
+    key_store = key_store_of(ledger, key_store)
     if shred_keys and key_store is not None:
         from chatledger.admin.shredding import shred_removed_trees
 

@@ -1,7 +1,7 @@
 """The ledger: append, read, branch and lineage over the storage gate, through scoped bindings."""
 
 from chatledger.ledger.binding import Binding
-from chatledger.ledger.core import Ledger, storage_of
+from chatledger.ledger.core import Ledger, LedgerOptions, storage_of
 from chatledger.ledger.documents import MAX_EVENT_BYTES, new_thread_id
 from chatledger.ledger.lineage import Segment
 from chatledger.ledger.pending import PendingAppend
@@ -23,6 +23,7 @@ __all__ = [
     "Binding",
     "CursorSigner",
     "Ledger",
+    "LedgerOptions",
     "PendingAppend",
     "Position",
     "Segment",

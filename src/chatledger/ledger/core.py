@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from chatledger.errors import IntegrityError, InvalidInputError
 from chatledger.ledger.binding import Binding
@@ -29,7 +29,7 @@ from chatledger.storage.documents import record_problem
 if TYPE_CHECKING:
     from chatledger.sealing import Sealer
 
-__all__ = ["Ledger", "check_ledger_id", "storage_of"]
+__all__ = ["Ledger", "LedgerOptions", "check_ledger_id", "storage_of"]
 
 #: How many thread records / event heads each ledger keeps in memory.
 _CACHE_SIZE: Final = 10_000
@@ -44,6 +44,23 @@ def check_ledger_id(ledger_id: object, name: str = "ledger_id") -> str:
     if type(ledger_id) is not str or not 0 < len(ledger_id) <= 200:
         raise InvalidInputError(f"{name} must be a non-empty str of at most 200 characters")
     return ledger_id
+
+
+class LedgerOptions(TypedDict, total=False):
+    """The keyword options of :class:`Ledger` (for whatever creates a ledger and hands them on).
+
+    Kept equal to ``Ledger.__init__``'s keywords by ``tests/test_architecture.py``.
+    """
+
+    threads_collection: str
+    events_collection: str
+    audit_collection: str
+    operation_timeout: float | None
+    write_attempts: int
+    consistency: Consistency
+    signing_keys: Sequence[str | bytes] | None
+    sealer: Sealer | None
+    ledger_id: str | None
 
 
 class Ledger:

@@ -74,7 +74,7 @@ async def test_a_store_behind_its_head_streams_its_own_cursor_and_branches(datab
     assert dicts(streamed) == dicts(await old.list_messages())
 
 
-async def test_the_stream_reads_the_transcript_of_a_compacted_thread_like_list_messages(database: Any) -> None:
+async def test_a_compacted_thread_streams_its_transcript_like_list_messages(database: Any) -> None:
     store = MongoChatMessageStore(database)
     for i in range(5):
         await store.add_messages([msg(f"m{i}")])
@@ -97,7 +97,8 @@ async def test_a_sealed_thread_streams_opened_like_list_messages(database: Any) 
     fresh = MongoChatMessageStore(database, user_id="alice", sealer=sealer())
     await fresh.deserialize_state(await store.serialize_state())
     listed = await fresh.list_messages()
-    assert len(listed) == 12 and listed[0].text == "secret 0"
+    assert len(listed) == 12
+    assert listed[0].text == "secret 0"
     assert dicts(await collect(fresh.stream_messages(batch_messages=5))) == dicts(listed)
 
 
@@ -143,7 +144,9 @@ async def test_a_stream_cut_short_resumes_at_its_offset_and_ignores_later_append
         {"offset": None},
     ],
 )
-async def test_bad_stream_arguments_are_refused_before_iterating(database: Any, options: dict[str, Any]) -> None:
+async def test_bad_stream_arguments_are_refused_before_iterating(
+    database: Any, options: dict[str, Any]
+) -> None:
     store = MongoChatMessageStore(database)
     await store.add_messages([msg("hello")])
     with pytest.raises(InvalidInputError):
@@ -161,7 +164,8 @@ async def test_streaming_memory_is_bounded_by_the_batch_not_the_thread(
     text = "z" * 2_000
     turns = 200  # 2,000 messages, 4 MB of text
     for i in range(turns):
-        await store.add_messages([Message("user" if k % 2 else "assistant", [f"{i}.{k} {text}"]) for k in range(10)])
+        turn = [Message("user" if k % 2 else "assistant", [f"{i}.{k} {text}"]) for k in range(10)]
+        await store.add_messages(turn)
     budget = 100_000
 
     async def peak(replay: Any) -> int:

@@ -555,8 +555,10 @@ class Run:
         await interleaved(ops, self.plan.runs, samples)
         self.results["scale"] = {
             "events": counted,
+            "seeded": sum(sizes),
             "threads": len(sizes),
             "seed_s": seeded,
+            "load_s": loaded,
             "small": small,
             "big": big,
             "samples": samples,
@@ -736,12 +738,13 @@ def block(start: str, end: str, lines: list[str]) -> list[str]:
     return [start, *lines, end]
 
 
-def replay_lines(rp: dict[str, Any]) -> list[str]:
+def replay_lines(rp: dict[str, Any], when: str = "") -> list[str]:
     """The replay paragraph: ``list_messages()`` and ``stream_messages()`` side by side."""
     out = [
         "### Replay of a thread over 48 MB (DocumentDB)",
         "",
-        f"{REPLAY_MESSAGES:,} messages of {REPLAY_TEXT:,} characters, {rp['stored_mb']:.1f} MB of events,"
+        f"{when}{REPLAY_MESSAGES:,} messages of {REPLAY_TEXT:,} characters,"
+        f" {rp['stored_mb']:.1f} MB of events,"
         " replayed whole by a new store, one after the other in one run (client CPU and peak Python"
         " allocations under tracemalloc):",
         "",
@@ -760,17 +763,19 @@ def replay_lines(rp: dict[str, Any]) -> list[str]:
     return out
 
 
-def scale_lines(sc: dict[str, Any]) -> list[str]:
+def scale_lines(sc: dict[str, Any], when: str = "") -> list[str]:
     """The scale table: each operation at the long thread ÷ at the short one."""
     samples: dict[str, Sample] = sc["samples"]
     small, big = sc["small"], sc["big"]
     out = [
         f"### {sc['events']:,} events in the database: {big:,} events in one thread ÷ {small:,}",
         "",
-        f"Threads of 2-message events: one of {small:,} events, one of {big:,}, the rest of the"
-        f" {sc['events']:,} events in {sc['threads'] - 2:,} threads of {SCALE_FILLER:,} (seeded in"
-        f" {sc['seed_s']:.0f} s: appends, a bulk load, then the indexes built;"
-        f" `ANALYZE` after). Reads of {PAGE} messages on a store at the thread's"
+        f"{when}Threads of 2-message events: one of {small:,} events, one of {big:,}, and"
+        f" {sc['seeded'] - small - big:,} more in {sc['threads'] - 2:,} threads of {SCALE_FILLER:,};"
+        f" {sc['events']:,} events in the database in all, counted after seeding (other parts' threads"
+        f" included). Seeded in {sc['seed_s']:.0f} s: an append starts each thread, the rest is a bulk"
+        f" load ({sc['load_s']:.0f} s), then the events indexes are built; `ANALYZE` after."
+        f" Reads of {PAGE} messages on a store at the thread's"
         " head (and on a new store from its saved state), a page at a random offset, an append of a"
         " 2-message turn. Goal: each within 1.50×.",
         "",
@@ -881,16 +886,20 @@ async def amain(args: argparse.Namespace) -> int:
             write_section(Path(args.out), lines)
     else:  # a partial run rewrites only the blocks it measured
         head = [f"({meta['server']}, {meta['date']}, {meta['seconds']:.0f} s)"]
+        when = (
+            f"Measured {meta['date']} by `--parts {','.join(args.parts)}`"
+            f"{' (--quick: smoke sizes)' if args.quick else ''}, on {meta['server']}, 127.0.0.1. "
+        )
         lines = [
             *head,
             *block(
                 REPLAY_START,
                 REPLAY_END,
-                replay_lines(run.results["replay"]) if "replay" in run.results else [],
+                replay_lines(run.results["replay"], when) if "replay" in run.results else [],
             ),
         ]
         lines += block(
-            SCALE_START, SCALE_END, scale_lines(run.results["scale"]) if "scale" in run.results else []
+            SCALE_START, SCALE_END, scale_lines(run.results["scale"], when) if "scale" in run.results else []
         )
         print("\n".join(lines))
         if args.out:

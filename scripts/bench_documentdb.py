@@ -4,6 +4,7 @@
 Usage::
 
     python scripts/bench_documentdb.py [--quick] [--pid-file FILE | --uri URI] [--out docs/benchmarks.md]
+        [--parts pages,appends,replay,bytes,scale]
 
 Without ``--uri``/``--pid-file`` a throw-away DocumentDB (PostgreSQL 15 + FerretDB v2, built by
 ``make documentdb``) is started on 127.0.0.1 through ``scripts/documentdb.py`` (telemetry
@@ -21,8 +22,14 @@ Measured in one run, every system interleaved run by run (``bench.py``'s ``inter
   ``find(thread).sort(seq: -1).limit(2)`` on ChatLedger's own collection.
 * **Append a 2-message turn** to the thread of 100 and of 100,000 messages, and the ratio.
 * **Read CPU** at 1,000 messages: ChatLedger's client CPU ÷ each peer's.
-* **Replay of a thread over 48 MB** (22,000 messages of ~2.5 KB): ``list_messages()`` on a
-  new store completes (the server's 48 MB reply limit is never reached: batches are bounded).
+* **Replay of a thread over 48 MB** (22,000 messages of ~2.5 KB): ``list_messages()`` and
+  ``stream_messages()`` on a new store, one after the other, each under ``tracemalloc``: both
+  complete (the server's 48 MB reply limit is never reached: batches are bounded); the peak
+  Python allocations of each, side by side.
+* **At scale** (``--parts ...,scale``; not in the default run, it seeds ~1,000,000 events): a
+  thread of 100 events and one of 100,000 events (2-message turns) among ~1,000,000 events in the
+  database (the rest in threads of 500 events); the last 20 messages (same store, and a new
+  store), 20 messages at a random offset, and an append, at 100,000 events ÷ at 100.
 * **Bytes per message** of a mixed conversation (user and assistant text, tool calls and
   results, 1-10 messages a turn), unsealed and sealed, ÷ a minimal ``{session_id, role,
   content}`` document per message.
@@ -39,6 +46,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import gc
 import json
 import os
 import random
@@ -83,6 +91,14 @@ SECTION_START, SECTION_END = "<!-- documentdb:start -->", "<!-- documentdb:end -
 NOTES_START, NOTES_END = "<!-- documentdb-notes:start -->", "<!-- documentdb-notes:end -->"
 #: The replay thread: more than FerretDB's 48 MB reply limit in all.
 REPLAY_MESSAGES, REPLAY_TEXT = 22_000, 2_500
+REPLAY_START, REPLAY_END = "<!-- documentdb-replay:start -->", "<!-- documentdb-replay:end -->"
+#: The scale part: events in the database, in the long thread, in the short one, per filler thread.
+SCALE_EVENTS, SCALE_BIG, SCALE_SMALL, SCALE_FILLER = 1_000_000, 100_000, 100, 500
+SCALE_START, SCALE_END = "<!-- documentdb-scale:start -->", "<!-- documentdb-scale:end -->"
+#: Blocks a run that did not measure them keeps as they were (a part not run, the notes).
+KEPT_BLOCKS = ((REPLAY_START, REPLAY_END), (SCALE_START, SCALE_END), (NOTES_START, NOTES_END))
+PARTS = ("pages", "appends", "replay", "bytes", "scale")
+DEFAULT_PARTS = ("pages", "appends", "replay", "bytes")
 
 
 @dataclass
@@ -94,13 +110,24 @@ class Plan:
     append_runs: int = 7
     append_ops: int = 5
     replay: bool = True
+    #: The 1,000,000-event part (``--parts ...,scale``).
+    scale_events: int = SCALE_EVENTS
+    scale_big: int = SCALE_BIG
     #: LangGraph stores the whole history at every turn; longer threads are not built.
     langgraph_max: int = 1_000
 
     @classmethod
     def quick(cls) -> Plan:
         """Smoke-sized (checks the script; not for publishing)."""
-        return cls(sizes=(100, 1_000, 10_000), runs=3, append_runs=3, append_ops=2, replay=False)
+        return cls(
+            sizes=(100, 1_000, 10_000),
+            runs=3,
+            append_runs=3,
+            append_ops=2,
+            replay=False,
+            scale_events=20_000,
+            scale_big=10_000,
+        )
 
 
 # --------------------------------------------------------------------------- seeding in bulk
@@ -148,6 +175,46 @@ async def chatledger_thread(db: Any, ledger: Ledger, size: int, *, text: str | N
     if batch:
         await db["events"].insert_many(batch)
     return {**state, "offset": seq}
+
+
+def _turn_pool(n: int = 64) -> list[list[dict[str, Any]]]:
+    """``n`` stored 2-message turns (user question, assistant reply with its id), encoded once."""
+    return [encode_messages(maf_messages(conversation(2 * k, 2))) for k in range(n)]
+
+
+async def started_thread(db: Any, ledger: Ledger) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new thread's saved state and first event, appended by a store (thread document included)."""
+    store = MongoChatMessageStore(ledger)
+    await store.add_messages(maf_messages(conversation(0, 2)))
+    state = await store.serialize_state()
+    first = await db["events"].find_one({"thread_id": state["thread_id"]})
+    assert first is not None
+    first.pop("thread_digest", None)
+    return state, first
+
+
+def chained_events(first: dict[str, Any], events: int, pool: list[list[dict[str, Any]]]) -> Any:
+    """Yield events 2 to ``events`` of ``first``'s thread: 2-message events, chained and hashed.
+
+    Like :func:`chatledger_thread` (every event what ``Ledger`` writes), with the stored
+    turns taken from ``pool`` so a million events are not encoded one by one.
+    """
+    prev, now = first["hash"], datetime.now(UTC)
+    for seq in range(2, events + 1):
+        doc = copy.copy(first)
+        doc.update(
+            _id=f"{first['thread_id']}#{seq}",
+            seq=seq,
+            first_message=2 * (seq - 1),
+            count=2,
+            messages=pool[seq % len(pool)],
+            event_id=uuid.uuid4().hex,
+            created_at=now,
+            prev_hash=prev,
+        )
+        doc.pop("hash", None)
+        doc["hash"] = prev = event_hash(prev, doc)
+        yield doc
 
 
 async def openai_session(db: Any, size: int) -> str:
@@ -371,34 +438,133 @@ class Run:
         say("  [append a 2-message turn] " + "; ".join(f"{k} {v.cell()} ms" for k, v in samples.items()))
 
     async def replay(self) -> None:
-        """A thread of more than 48 MB of events, replayed whole by a new store."""
+        """A thread of more than 48 MB of events, replayed whole by a new store: listed, then streamed."""
         state = await chatledger_thread(self.db, self.ledger, REPLAY_MESSAGES, text="x" * REPLAY_TEXT)
         stored = 0
         async for doc in self.db["events"].find({"thread_id": state["thread_id"]}).batch_size(100):
             stored += len(bson.encode(doc))
-        error = None
-        tracemalloc.start()
-        t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            store = MongoChatMessageStore(Ledger(self.db))
-            await store.deserialize_state(state)
-            assert len(await store.list_messages()) == REPLAY_MESSAGES
-        except Exception as e:  # reported, not raised: the figure is whether it completes
-            error = f"{type(e).__name__}: {e}"
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        peak = tracemalloc.get_traced_memory()[1] / 1e6
-        tracemalloc.stop()
-        self.results["replay"] = {
-            "stored_mb": stored / 1e6,
-            "wall_s": wall,
-            "cpu_s": cpu,
-            "peak_mb": peak,
-            "error": error,
-        }
+
+        async def listed(store: MongoChatMessageStore) -> int:
+            return len(await store.list_messages())
+
+        async def streamed(store: MongoChatMessageStore) -> int:
+            n = 0
+            async for _ in store.stream_messages():
+                n += 1
+            return n
+
+        out: dict[str, Any] = {"stored_mb": stored / 1e6}
+        for name, replay in (("list_messages()", listed), ("stream_messages()", streamed)):
+            error = None
+            gc.collect()
+            tracemalloc.start()
+            t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                store = MongoChatMessageStore(Ledger(self.db))
+                await store.deserialize_state(state)
+                assert await replay(store) == REPLAY_MESSAGES
+            except Exception as e:  # reported, not raised: the figure is whether it completes
+                error = f"{type(e).__name__}: {e}"
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            peak = tracemalloc.get_traced_memory()[1] / 1e6
+            tracemalloc.stop()
+            out[name] = {"wall_s": wall, "cpu_s": cpu, "peak_mb": peak, "error": error}
+            say(
+                f"  [replay] {REPLAY_MESSAGES:,} messages, {stored / 1e6:.1f} MB stored, {name}: "
+                + (error or f"{wall:.2f} s wall, {cpu:.2f} s CPU (under tracemalloc), peak {peak:.1f} MB")
+            )
+        self.results["replay"] = out
+
+    async def scale(self) -> None:
+        """~1,000,000 events in the database: reads and appends at 100,000 events ÷ at 100."""
+        await self.ledger.ensure_indexes()
+        pool = _turn_pool()
+        inflight: set[asyncio.Task[Any]] = set()
+
+        async def sink(docs: list[dict[str, Any]]) -> None:
+            # Inserts in flight while the next batch is built: the server's cores stay busy.
+            while len(inflight) >= 3:
+                done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    inflight.discard(task)
+                    task.result()
+            inflight.add(asyncio.create_task(self.db["events"].insert_many(docs, ordered=False)))
+
+        big, small = self.plan.scale_big, SCALE_SMALL
+        sizes = [small, big]
+        while sum(sizes) < self.plan.scale_events:
+            sizes.append(min(SCALE_FILLER, self.plan.scale_events - sum(sizes)))
+        t0 = time.perf_counter()
+        # Every thread starts with a real append (its thread document, its first event)...
+        threads = [await started_thread(self.db, self.ledger) for _ in sizes]
+        handles = {small: {**threads[0][0], "offset": small}, big: {**threads[1][0], "offset": big}}
+        # ...then the rest is a bulk load: the events indexes are built after it, as a restore
+        # would (inserting into six indexes runs ~7x slower here); the same indexes result.
+        await self.db["events"].drop_indexes()
+        batch: list[dict[str, Any]] = []
+        for (_, first), n in zip(threads, sizes, strict=True):
+            for doc in chained_events(first, n, pool):
+                batch.append(doc)
+                if len(batch) == 5_000:
+                    await sink(batch)
+                    batch = []
+        if batch:
+            await sink(batch)
+        await asyncio.gather(*inflight)
+        loaded = time.perf_counter() - t0
+        await Ledger(self.db).ensure_indexes()  # a new ledger: its storage creates them again
+        seeded = time.perf_counter() - t0
+        counted = await self.db["events"].count_documents({})
         say(
-            f"  [replay] {REPLAY_MESSAGES:,} messages, {stored / 1e6:.1f} MB stored: "
-            + (error or f"{wall:.2f} s wall, {cpu:.2f} s CPU (under tracemalloc), peak {peak:.0f} MB")
+            f"  [scale] {counted:,} events in the database ({len(sizes):,} threads):"
+            f" loaded in {loaded:.0f} s, indexed in {seeded - loaded:.0f} s"
         )
+        self.analyze()
+
+        rng = random.Random(24)
+        ops: dict[str, tuple[Any, int]] = {}
+        turn = maf_messages(conversation(0, 2))
+        for size in (small, big):
+            state = handles[size]
+            reader = MongoChatMessageStore(self.ledger)
+            await reader.deserialize_state(state)
+            writer = MongoChatMessageStore(self.ledger)
+            await writer.deserialize_state(state)
+            messages = 2 * size
+
+            async def tail(store: MongoChatMessageStore = reader) -> None:
+                assert len(await store.list_messages(offset=-PAGE)) == PAGE
+
+            async def tail_new(state: dict[str, Any] = state) -> None:
+                store = MongoChatMessageStore(Ledger(self.db))
+                await store.deserialize_state(state)
+                assert len(await store.list_messages(offset=-PAGE)) == PAGE
+
+            async def page(store: MongoChatMessageStore = reader, messages: int = messages) -> None:
+                offset = rng.randrange(0, messages - PAGE)
+                assert len(await store.list_messages(offset=offset, limit=PAGE)) == PAGE
+
+            async def append(store: MongoChatMessageStore = writer) -> None:
+                await store.add_messages(turn)
+
+            ops[f"tail read @{size}"] = (tail, self.plan.append_ops)
+            ops[f"tail read, new store @{size}"] = (tail_new, self.plan.append_ops)
+            ops[f"page read @{size}"] = (page, self.plan.append_ops)
+            ops[f"append @{size}"] = (append, self.plan.append_ops)
+        samples: dict[str, Sample] = {}
+        await interleaved(ops, self.plan.runs, samples)
+        self.results["scale"] = {
+            "events": counted,
+            "seeded": sum(sizes),
+            "threads": len(sizes),
+            "seed_s": seeded,
+            "load_s": loaded,
+            "small": small,
+            "big": big,
+            "samples": samples,
+        }
+        for line in scale_lines(self.results["scale"])[2:]:
+            say("  " + line)
 
     async def bytes_per_message(self) -> None:
         """A mixed conversation (text, tool calls and results, 1-10 messages a turn) vs minimal documents."""
@@ -548,19 +714,8 @@ def section(run: Run, meta: dict[str, Any]) -> list[str]:
             f"| {system} | {ap[a].cell()} ({fmt(med(ap, a, 'cpu'))}) | {ap[b].cell()} "
             f"({fmt(med(ap, b, 'cpu'))}) | {ratio(med(ap, b), med(ap, a))} |"
         )
-    if "replay" in r:
-        rp = r["replay"]
-        outcome = rp["error"] or (
-            f"completes: {rp['wall_s']:.2f} s wall, {rp['cpu_s']:.2f} s client CPU under tracemalloc, "
-            f"peak Python allocations {rp['peak_mb']:.0f} MB (the returned messages included)"
-        )
-        lines += [
-            "",
-            "### Replay of a thread over 48 MB (DocumentDB)",
-            "",
-            f"{REPLAY_MESSAGES:,} messages of {REPLAY_TEXT:,} characters, {rp['stored_mb']:.1f} MB of events:"
-            f" `list_messages()` on a new store {outcome}.",
-        ]
+    lines += ["", *block(REPLAY_START, REPLAY_END, replay_lines(r["replay"]) if "replay" in r else [])]
+    lines += ["", *block(SCALE_START, SCALE_END, scale_lines(r["scale"]) if "scale" in r else [])]
     bpm: dict[str, float] = r["bytes"]
     floor = next(iter(bpm.values()))
     lines += [
@@ -578,13 +733,94 @@ def section(run: Run, meta: dict[str, Any]) -> list[str]:
     return lines
 
 
+def block(start: str, end: str, lines: list[str]) -> list[str]:
+    """``lines`` between two markers (empty: the page keeps what it had there)."""
+    return [start, *lines, end]
+
+
+def replay_lines(rp: dict[str, Any], when: str = "") -> list[str]:
+    """The replay paragraph: ``list_messages()`` and ``stream_messages()`` side by side."""
+    out = [
+        "### Replay of a thread over 48 MB (DocumentDB)",
+        "",
+        f"{when}{REPLAY_MESSAGES:,} messages of {REPLAY_TEXT:,} characters,"
+        f" {rp['stored_mb']:.1f} MB of events,"
+        " replayed whole by a new store, one after the other in one run (client CPU and peak Python"
+        " allocations under tracemalloc):",
+        "",
+        "| replay | outcome | wall s | client CPU s | peak Python allocations |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in ("list_messages()", "stream_messages()"):
+        m = rp[name]
+        what = "the returned list" if name == "list_messages()" else "each message dropped once seen"
+        out.append(
+            f"| `{name}` ({what}) | {m['error'] or 'completes'} | {m['wall_s']:.2f} | {m['cpu_s']:.2f} |"
+            f" {m['peak_mb']:.1f} MB |"
+        )
+    listed, streamed = rp["list_messages()"]["peak_mb"], rp["stream_messages()"]["peak_mb"]
+    out += ["", f"Peak memory, streamed ÷ listed: {ratio(streamed, listed)}."]
+    return out
+
+
+def scale_lines(sc: dict[str, Any], when: str = "") -> list[str]:
+    """The scale table: each operation at the long thread ÷ at the short one."""
+    samples: dict[str, Sample] = sc["samples"]
+    small, big = sc["small"], sc["big"]
+    out = [
+        f"### {sc['events']:,} events in the database: {big:,} events in one thread ÷ {small:,}",
+        "",
+        f"{when}Threads of 2-message events: one of {small:,} events, one of {big:,}, and"
+        f" {sc['seeded'] - small - big:,} more in {sc['threads'] - 2:,} threads of {SCALE_FILLER:,};"
+        f" {sc['events']:,} events in the database in all, counted after seeding (other parts' threads"
+        f" included). Seeded in {sc['seed_s']:.0f} s: an append starts each thread, the rest is a bulk"
+        f" load ({sc['load_s']:.0f} s), then the events indexes are built; `ANALYZE` after."
+        f" Reads of {PAGE} messages on a store at the thread's"
+        " head (and on a new store from its saved state), a page at a random offset, an append of a"
+        " 2-message turn. Goal: each within 1.50×.",
+        "",
+        f"| operation | @{small:,} events wall ms (CPU) | @{big:,} events wall ms (CPU)"
+        f" | {big:,} ÷ {small:,} |",
+        "| --- | --- | --- | --- |",
+    ]
+    for op in ("tail read", "tail read, new store", "page read", "append"):
+        a, b = f"{op} @{small}", f"{op} @{big}"
+        out.append(
+            f"| {op} | {samples[a].cell()} ({fmt(med(samples, a, 'cpu'))}) | {samples[b].cell()}"
+            f" ({fmt(med(samples, b, 'cpu'))}) | {ratio(med(samples, b), med(samples, a))} |"
+        )
+    return out
+
+
+def _keep_blocks(block_text: str, old: str) -> str:
+    """Fill every empty kept block of ``block_text`` with what ``old`` holds there."""
+    for start, end in KEPT_BLOCKS:
+        if start in old and end in old:
+            kept = old.split(start, 1)[1].split(end, 1)[0]
+            block_text = block_text.replace(start + "\n" + end, start + kept + end)
+    return block_text
+
+
+def write_blocks(path: Path, lines: list[str]) -> None:
+    """Replace, in the page's DocumentDB section, only the kept blocks ``lines`` fills."""
+    text = path.read_text()
+    new = "\n".join(lines)
+    for start, end in KEPT_BLOCKS:
+        if start + "\n" + end in new or start not in new:
+            continue
+        inner = new.split(start, 1)[1].split(end, 1)[0]
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            text = head + start + inner + end + rest.split(end, 1)[1]
+        else:  # a page written before the block existed: it goes before the notes
+            text = text.replace(NOTES_START, start + inner + end + "\n\n" + NOTES_START, 1)
+    path.write_text(text)
+
+
 def write_section(path: Path, lines: list[str]) -> None:
     """Put the section into the page, replacing the previous one (or before the notes)."""
     text = path.read_text() if path.exists() else "# ChatLedger benchmarks\n"
-    block = "\n".join(lines)
-    if NOTES_START in text and NOTES_END in text:
-        notes = text.split(NOTES_START, 1)[1].split(NOTES_END, 1)[0]
-        block = block.replace(NOTES_START + "\n" + NOTES_END, NOTES_START + notes + NOTES_END)
+    block = _keep_blocks("\n".join(lines), text)
     if SECTION_START in text and SECTION_END in text:
         head, rest = text.split(SECTION_START, 1)
         text = head + block + rest.split(SECTION_END, 1)[1]
@@ -599,6 +835,7 @@ def write_section(path: Path, lines: list[str]) -> None:
 async def amain(args: argparse.Namespace) -> int:
     """Start DocumentDB (unless given one), measure, print, write the section."""
     plan = Plan.quick() if args.quick else Plan()
+    parts = set(args.parts)
     started = time.perf_counter()
     server, uri, pg_port = None, args.uri, args.pg_port
     if args.pid_file:
@@ -620,12 +857,18 @@ async def amain(args: argparse.Namespace) -> int:
             f"DocumentDB (PostgreSQL 15) behind FerretDB {ferret}, reports MongoDB {info.get('version')}"
         )
         say(f"== {server_name}")
-        handles = await run.seed()
-        await run.pages(handles)
-        await run.appends(handles)
-        if plan.replay:
+        if parts & {"pages", "appends"}:
+            handles = await run.seed()
+            if "pages" in parts:
+                await run.pages(handles)
+            if "appends" in parts:
+                await run.appends(handles)
+        if plan.replay and "replay" in parts:
             await run.replay()
-        await run.bytes_per_message()
+        if "bytes" in parts:
+            await run.bytes_per_message()
+        if "scale" in parts:
+            await run.scale()
     finally:
         await run.close()
         if server is not None:
@@ -636,10 +879,31 @@ async def amain(args: argparse.Namespace) -> int:
         "quick": args.quick,
         "server": server_name,
     }
-    lines = section(run, meta)
-    print("\n".join(lines[1:-1]))
-    if args.out:
-        write_section(Path(args.out), lines)
+    if {"pages", "appends", "bytes"} <= parts:
+        lines = section(run, meta)
+        print("\n".join(lines[1:-1]))
+        if args.out:
+            write_section(Path(args.out), lines)
+    else:  # a partial run rewrites only the blocks it measured
+        head = [f"({meta['server']}, {meta['date']}, {meta['seconds']:.0f} s)"]
+        when = (
+            f"Measured {meta['date']} by `--parts {','.join(args.parts)}`"
+            f"{' (--quick: smoke sizes)' if args.quick else ''}, on {meta['server']}, 127.0.0.1. "
+        )
+        lines = [
+            *head,
+            *block(
+                REPLAY_START,
+                REPLAY_END,
+                replay_lines(run.results["replay"], when) if "replay" in run.results else [],
+            ),
+        ]
+        lines += block(
+            SCALE_START, SCALE_END, scale_lines(run.results["scale"], when) if "scale" in run.results else []
+        )
+        print("\n".join(lines))
+        if args.out:
+            write_blocks(Path(args.out), lines)
         say(f"done in {meta['seconds']:.0f} s; wrote the DocumentDB section of {args.out}")
     return 0
 
@@ -656,11 +920,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smoke-sized run (not for publishing)")
     parser.add_argument(
+        "--parts",
+        default=",".join(DEFAULT_PARTS),
+        help=f"comma-separated parts to run, of {','.join(PARTS)} (default: all but scale, which seeds"
+        " ~1,000,000 events); without pages, appends and bytes only the replay and scale blocks of"
+        " the page are rewritten",
+    )
+    parser.add_argument(
         "--out",
         default=str(REPO_ROOT / "docs" / "benchmarks.md"),
         help="the page to write the section into ('' to only print)",
     )
     args = parser.parse_args(argv)
+    args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))} (choose among {', '.join(PARTS)})")
     if args.pid_file:
         args.pid_file = json.loads(Path(args.pid_file).read_text())
     os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 from chatledger._maf import Message
 from chatledger.adapters.compat import restores_checkpoints_without_store
 from chatledger.codec import encode_messages
 from chatledger.errors import InvalidCursorError, InvalidInputError, InvalidMessageError
-from chatledger.ledger import Ledger, PendingAppend, Position, new_thread_id
+from chatledger.ledger import (
+    STREAM_BATCH_BYTES,
+    STREAM_BATCH_MESSAGES,
+    Ledger,
+    PendingAppend,
+    Position,
+    check_batch,
+    new_thread_id,
+)
 from chatledger.models import DEFAULT_SOURCE_ID, Cursor, validate_thread_id
 from chatledger.storage.metadata import validate_metadata
 from chatledger.telemetry import logger, span
@@ -222,6 +230,56 @@ class MongoChatMessageStore:
             messages = await self.binding.read(at, offset=offset, limit=limit)
             recorder.set(messages_read=len(messages))
         return messages
+
+    def stream_messages(
+        self,
+        *,
+        offset: int = 0,
+        batch_bytes: int = STREAM_BATCH_BYTES,
+        batch_messages: int = STREAM_BATCH_MESSAGES,
+    ) -> AsyncIterator[Message]:
+        """Return an async iterator over the messages as of the store's cursor, oldest first.
+
+        It yields what ``list_messages(offset=offset)`` returns, in the same order,
+        along the same branches, but reads them in batches: memory is bounded by the
+        batch (about ``batch_bytes`` of stored messages, at most ``batch_messages``
+        messages; an event is read whole), not by the thread, so a thread of any size
+        replays. The cursor is taken when iteration starts; messages appended later are
+        not seen. Each batch is its own query (no server cursor is held between
+        batches): to resume a stream cut short, call again with ``offset`` set to the
+        number of messages already handled, on a store at the same cursor.
+
+        Args:
+            offset: Index of the first message; negative counts from the end.
+            batch_bytes: About how many bytes of stored messages one batch reads.
+            batch_messages: The most messages one batch reads.
+
+        Returns:
+            An async iterator of Agent Framework messages (``async for m in ...``).
+
+        Raises:
+            InvalidInputError: ``offset`` is not an int, or a batch bound is not a
+                positive int (raised by this call, before iterating).
+            IntegrityError: a stored event is missing or malformed (raised while
+                iterating, by the batch that needs it).
+        """
+        if type(offset) is not int:
+            raise InvalidInputError("offset must be an int")
+        check_batch(batch_bytes, batch_messages)
+        return self._stream(offset, batch_bytes, batch_messages)
+
+    async def _stream(self, offset: int, batch_bytes: int, batch_messages: int) -> AsyncIterator[Message]:
+        at = await self._current()
+        pages = self.binding.pages(at, offset=offset, batch_bytes=batch_bytes, batch_messages=batch_messages)
+        while True:
+            with span("read", source_id=self.binding.scope.source_id, thread_id=at.thread_id) as recorder:
+                page = await anext(pages, None)
+                recorder.set(messages_read=len(page or ()))
+            if page is None:
+                return
+            for message in page:
+                yield message
+            del page  # not held while the next batch is read
 
     async def serialize_state(self, **kwargs: Any) -> dict[str, Any]:
         """Return the store's state: a compact cursor ``{"thread_id", "offset", "v"}`` (plus ``"mac"``).

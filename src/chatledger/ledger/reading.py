@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 from chatledger._maf import Message
@@ -12,10 +12,28 @@ from chatledger.ledger.lineage import Segment, earlier_fork, line_segments
 from chatledger.ledger.positions import Position
 from chatledger.ledger.resolving import Resolving
 
-__all__ = ["Reading"]
+__all__ = ["STREAM_BATCH_BYTES", "STREAM_BATCH_MESSAGES", "Reading", "check_batch"]
 
 #: Errors a malformed stored message can raise while decoding (JSON, pydantic, shape).
 _DECODE_ERRORS: Final = (ValueError, TypeError, KeyError, AttributeError, IndexError)
+
+#: A streamed replay's default batch: about this many bytes of stored messages...
+STREAM_BATCH_BYTES: Final = 4 * 1024 * 1024
+#: ...and at most this many messages (a decoded message weighs far more than its stored
+#: bytes when it is short, so a byte budget alone would let a batch of tiny messages grow).
+STREAM_BATCH_MESSAGES: Final = 1_000
+
+
+def check_batch(batch_bytes: object, batch_messages: object) -> tuple[int, int]:
+    """Return a streamed replay's batch bounds, checked.
+
+    Raises:
+        InvalidInputError: either bound is not a positive int.
+    """
+    for name, value in (("batch_bytes", batch_bytes), ("batch_messages", batch_messages)):
+        if type(value) is not int or value < 1:
+            raise InvalidInputError(f"{name} must be a positive int")
+    return batch_bytes, batch_messages  # type: ignore[return-value]
 
 
 class Reading(Resolving):
@@ -41,12 +59,75 @@ class Reading(Resolving):
             stop = min(stop, start + limit)
         if start >= stop:
             return []
+        return await self._range(at, start, stop)
+
+    def pages(
+        self,
+        at: Position,
+        *,
+        offset: int = 0,
+        batch_bytes: int = STREAM_BATCH_BYTES,
+        batch_messages: int = STREAM_BATCH_MESSAGES,
+    ) -> AsyncIterator[list[Message]]:
+        """Return an iterator over the messages visible at ``at``, from ``offset`` on, page by page.
+
+        The pages, joined, are ``read(at, offset=offset)``: the same messages in the same
+        order, along the same lineage. Each page is one :meth:`read` of the next messages,
+        so memory is bounded by the page, not by the thread: about ``batch_bytes`` of
+        stored messages (the first page holds one message; later pages are sized from the
+        bytes per message read so far) and at most ``batch_messages`` messages. An event
+        is read whole, so a page never costs less than the events it touches.
+
+        No server cursor stays open between pages: a slow consumer loses nothing, and a
+        stream cut short (a failure, a cancelled task) resumes with ``offset`` set to the
+        number of messages already handled.
+
+        Args:
+            at: The position to replay (the messages up to it; later appends are not seen).
+            offset: Index of the first message; negative counts from the end.
+            batch_bytes: About how many bytes of stored messages a page holds.
+            batch_messages: The most messages a page holds.
+
+        Raises:
+            InvalidInputError: ``offset`` is not an int, or a batch bound is not a positive int
+                (raised here, before iterating).
+            IntegrityError: a stored event is missing or malformed (raised by the page
+                that needs it).
+        """
+        at = self._check(at)
+        if type(offset) is not int:
+            raise InvalidInputError("offset must be an int")
+        budget, most = check_batch(batch_bytes, batch_messages)
+        start, stop, _ = slice(offset, None).indices(at.messages)
+        return self._pages(at, start, stop, budget, most)
+
+    async def _pages(
+        self, at: Position, start: int, stop: int, budget: int, most: int
+    ) -> AsyncIterator[list[Message]]:
+        window, seen_bytes, seen_messages = 1, 0, 0
+        while start < stop:
+            end = min(stop, start + window)
+            sizes: list[int] = []
+            page = await self._range(at, start, end, sizes)
+            seen_bytes, seen_messages = seen_bytes + sum(sizes), seen_messages + len(page)
+            start = end
+            yield page
+            del page  # not held while the next page is read
+            window = max(1, min(most, budget * seen_messages // max(1, seen_bytes)))
+
+    async def _range(
+        self, at: Position, start: int, stop: int, sizes: list[int] | None = None
+    ) -> list[Message]:
+        """Return the messages ``start`` to ``stop`` (exclusive) visible at ``at``; ``0 <= start < stop``.
+
+        With ``sizes``, the stored bytes of the messages read are appended to it.
+        """
         out: list[Message] = []
         segments = await self._segments_from(at, start)
         for seg in segments:
             lo, hi = max(start, seg.lo_message), min(stop, seg.hi_message)
             if lo < hi:
-                out += await self._page(seg.thread_id, lo, hi)
+                out += await self._page(seg.thread_id, lo, hi, sizes)
         if len(out) != stop - start:
             for seg in segments:
                 # Hollowed events hold no message index: a removed thread reads as short.
@@ -57,10 +138,15 @@ class Reading(Resolving):
             )
         return out
 
-    async def _page(self, thread_id: str, lo: int, hi: int) -> list[Message]:
-        """Return the messages ``lo`` to ``hi`` (exclusive) of ``thread_id``'s own events, decoded."""
+    async def _page(self, thread_id: str, lo: int, hi: int, sizes: list[int] | None = None) -> list[Message]:
+        """Return the messages ``lo`` to ``hi`` (exclusive) of ``thread_id``'s own events, decoded.
+
+        With ``sizes``, the stored bytes of those messages are appended to it.
+        """
         sealer = self.ledger.sealer
         docs = await self._storage.events.page(thread_id, lo, hi)
+        if sizes is not None:
+            sizes.append(sum(_stored_bytes(doc, lo, hi) for doc in docs))
         # Sealed events are opened in one run, before any is decoded: the cipher's
         # code stays hot from one event to the next.
         opened = (
@@ -101,6 +187,23 @@ class Reading(Resolving):
             segments = line_segments(ancestor, ancestor.id, earlier.offset, earlier.messages) + segments
             earlier, depth = earlier_fork(ancestor), ancestor.depth
         return segments
+
+
+def _stored_bytes(doc: Mapping[str, Any], lo: int, hi: int) -> int:
+    """Return about how many bytes an event's messages ``lo`` to ``hi`` take stored."""
+    # Every stored value is a str, or the bytes of a sealed message's ciphertext: their
+    # lengths are the document's bulk, measured without encoding it again. Only the
+    # messages in the range count: a long event a page cuts must not shrink the next page.
+    messages, first = doc.get("messages"), doc.get("first_message")
+    if type(messages) is not list or type(first) is not int:
+        return 0
+    return sum(
+        len(v)
+        for m in messages[max(0, lo - first) : max(0, hi - first)]
+        if isinstance(m, Mapping)
+        for v in m.values()
+        if isinstance(v, (str, bytes))
+    )
 
 
 def _decode(doc: Mapping[str, Any], index: int, item: Mapping[str, Any]) -> Message:

@@ -254,7 +254,8 @@ def sealed_messages_problem(messages: list[Any]) -> str | None:
 
     Every message of an event whose first message is sealed, and every sealed one, is
     judged with :func:`~chatledger.sealing.sealed_problem` at its place (shape and the
-    layout of its form, ``cl4`` or ``cl3``). Whether a ciphertext opens, and matches the clear fields, takes the key.
+    layout of its form, ``cl4`` or ``cl3``). Whether a ciphertext opens, and matches the
+    clear fields, takes the key.
     """
     if not messages:
         return None

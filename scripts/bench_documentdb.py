@@ -4,6 +4,7 @@
 Usage::
 
     python scripts/bench_documentdb.py [--quick] [--pid-file FILE | --uri URI] [--out docs/benchmarks.md]
+    python scripts/bench_documentdb.py --bytes-only [--ferretdb | --uri URI | --pid-file FILE]
 
 Without ``--uri``/``--pid-file`` a throw-away DocumentDB (PostgreSQL 15 + FerretDB v2, built by
 ``make documentdb``) is started on 127.0.0.1 through ``scripts/documentdb.py`` (telemetry
@@ -25,7 +26,11 @@ Measured in one run, every system interleaved run by run (``bench.py``'s ``inter
   new store completes (the server's 48 MB reply limit is never reached: batches are bounded).
 * **Bytes per message** of a mixed conversation (user and assistant text, tool calls and
   results, 1-10 messages a turn), unsealed and sealed, ÷ a minimal ``{session_id, role,
-  content}`` document per message.
+  content}`` document per message. Sealed three ways, side by side: the form written now
+  (``cl4``), the form before it (``cl3``, still read) and ``cl4`` with ``compress=True``.
+  ``--bytes-only`` measures just this table (a few seconds) and prints it; the sizes are
+  the client-side BSON of the stored documents, so any server gives the same figures
+  (``--ferretdb`` starts a throw-away FerretDB instead of DocumentDB).
 
 Long threads are seeded in bulk with the documents each system writes (ChatLedger's events
 chained and hashed exactly as ``Ledger`` writes them), so seeding does not dominate the run.
@@ -435,13 +440,16 @@ class Run:
             n += len(turn)
         floor = sum(len(bson.encode(d)) for d in minimal) / len(minimal)
         out: dict[str, float] = {"minimal {session_id, role, content}": floor}
-        for name, ledger in (
-            ("ChatLedger unsealed", self.ledger),
-            ("ChatLedger sealed", sealed_ledger(self.db)),
+        for name, ledger, form in (
+            ("ChatLedger unsealed", self.ledger, None),
+            ("ChatLedger sealed, cl3 (the form before cl4)", sealed_ledger(self.db), "cl3"),
+            ("ChatLedger sealed (cl4)", sealed_ledger(self.db), None),
+            ("ChatLedger sealed (cl4), compress=True", sealed_ledger(self.db, compress=True), None),
         ):
             store = MongoChatMessageStore(ledger)
-            for turn in turns:
-                await store.add_messages(turn)
+            with sealing_cl3() if form == "cl3" else contextlib.nullcontext():
+                for turn in turns:
+                    await store.add_messages(turn)
             thread = store.thread_id
             total = len(bson.encode(await self.db["threads"].find_one({"_id": thread}) or {}))
             async for doc in self.db["events"].find({"thread_id": thread}):
@@ -458,6 +466,19 @@ class Run:
             await self.client.drop_database(self.db.name)
         await self.client.close()
         self.sync.close()
+
+
+@contextlib.contextmanager
+def sealing_cl3() -> Any:
+    """Seal in the form written before ``cl4`` (readers still open it): the "before" row."""
+    from chatledger.sealing.datakey import DataKey
+
+    seal = DataKey.seal
+    DataKey.seal = DataKey.seal_cl3  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        DataKey.seal = seal  # type: ignore[method-assign]
 
 
 USER_QUESTIONS = (
@@ -561,15 +582,11 @@ def section(run: Run, meta: dict[str, Any]) -> list[str]:
             f"{REPLAY_MESSAGES:,} messages of {REPLAY_TEXT:,} characters, {rp['stored_mb']:.1f} MB of events:"
             f" `list_messages()` on a new store {outcome}.",
         ]
-    bpm: dict[str, float] = r["bytes"]
-    floor = next(iter(bpm.values()))
     lines += [
         "",
         "### Bytes per message: a mixed conversation (text, tool calls and results, 1–10 messages a turn)",
         "",
-        "| documents | BSON bytes per message | ÷ minimal (goal ≤ 1.50×) |",
-        "| --- | --- | --- |",
-        *[f"| {k} | {v:,.0f} | {v / floor:.2f}× |" for k, v in bpm.items()],
+        *bytes_table(r["bytes"]),
         "",
         NOTES_START,
         NOTES_END,
@@ -596,8 +613,63 @@ def write_section(path: Path, lines: list[str]) -> None:
     path.write_text(text)
 
 
+def bytes_table(bpm: dict[str, float]) -> list[str]:
+    """The bytes-per-message table (markdown lines)."""
+    floor = next(iter(bpm.values()))
+    return [
+        "| documents | BSON bytes per message | ÷ minimal (goal ≤ 1.50×) |",
+        "| --- | --- | --- |",
+        *[f"| {k} | {v:,.0f} | {v / floor:.2f}× |" for k, v in bpm.items()],
+    ]
+
+
+async def server_name(client: Any) -> str:
+    """What the server reports itself as (DocumentDB behind FerretDB v2, or FerretDB 1.x)."""
+    info = await client.admin.command("buildInfo")
+    ferret = (info.get("ferretdb") or {}).get("version") or info.get("ferretdbVersion")
+    if (info.get("ferretdb") or {}).get("version"):
+        return f"DocumentDB (PostgreSQL 15) behind FerretDB {ferret}, reports MongoDB {info.get('version')}"
+    if ferret:
+        return f"FerretDB {ferret}, reports MongoDB {info.get('version')}"
+    return f"MongoDB-compatible server, reports {info.get('version')}"
+
+
+async def bytes_only(args: argparse.Namespace) -> int:
+    """Measure and print only the bytes-per-message table (on any server: client-side BSON sizes)."""
+    server: Any = None
+    uri = args.uri or (args.pid_file["uri"] if args.pid_file else None)
+    if not uri and args.ferretdb:
+        from ferretdb import FerretDBServer  # scripts/ferretdb.py: 127.0.0.1 only, telemetry disabled
+
+        server = FerretDBServer(repo_root=REPO_ROOT).start()
+        uri = server.uri
+    elif not uri:
+        import documentdb  # scripts/documentdb.py: 127.0.0.1 only, telemetry disabled
+
+        if not documentdb.is_built(REPO_ROOT):
+            say("DocumentDB is not built (`make documentdb`): use --ferretdb or --uri")
+            return 0
+        server = documentdb.DocumentDBServer(documentdb.ensure_built(REPO_ROOT))
+        server.start()
+        uri = server.uri
+    run = Run(uri, Plan.quick(), None)
+    try:
+        name = await server_name(run.client)
+        say(f"== {name}")
+        await run.bytes_per_message()
+    finally:
+        await run.close()
+        if server is not None:
+            server.close()
+    print(f"\nBytes per message, mixed conversation; server: {name}\n")
+    print("\n".join(bytes_table(run.results["bytes"])))
+    return 0
+
+
 async def amain(args: argparse.Namespace) -> int:
     """Start DocumentDB (unless given one), measure, print, write the section."""
+    if args.bytes_only:
+        return await bytes_only(args)
     plan = Plan.quick() if args.quick else Plan()
     started = time.perf_counter()
     server, uri, pg_port = None, args.uri, args.pg_port
@@ -655,6 +727,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--pid-file", help="a server started by `scripts/documentdb.py start --pid-file FILE`"
     )
     parser.add_argument("--quick", action="store_true", help="smoke-sized run (not for publishing)")
+    parser.add_argument(
+        "--bytes-only",
+        action="store_true",
+        help="measure and print only the bytes-per-message table (writes nothing)",
+    )
+    parser.add_argument(
+        "--ferretdb", action="store_true", help="with --bytes-only: on a throw-away FerretDB, not DocumentDB"
+    )
     parser.add_argument(
         "--out",
         default=str(REPO_ROOT / "docs" / "benchmarks.md"),

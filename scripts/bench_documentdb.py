@@ -440,6 +440,7 @@ class Run:
             n += len(turn)
         floor = sum(len(bson.encode(d)) for d in minimal) / len(minimal)
         out: dict[str, float] = {"minimal {session_id, role, content}": floor}
+        examples: dict[str, dict[str, Any]] = {}
         for name, ledger, form in (
             ("ChatLedger unsealed", self.ledger, None),
             ("ChatLedger sealed, cl3 (the form before cl4)", sealed_ledger(self.db), "cl3"),
@@ -454,8 +455,11 @@ class Run:
             total = len(bson.encode(await self.db["threads"].find_one({"_id": thread}) or {}))
             async for doc in self.db["events"].find({"thread_id": thread}):
                 total += len(bson.encode(doc))
+                if doc["count"] == 6 and name not in examples:  # a typical turn: two tool calls
+                    examples[name] = doc
             out[name] = total / len(minimal)
         self.results["bytes"] = out
+        self.results["bytes_examples"] = examples
         say(
             "  [bytes per message] " + "; ".join(f"{k} {v:,.0f} B ({v / floor:.2f}×)" for k, v in out.items())
         )
@@ -663,7 +667,42 @@ async def bytes_only(args: argparse.Namespace) -> int:
             server.close()
     print(f"\nBytes per message, mixed conversation; server: {name}\n")
     print("\n".join(bytes_table(run.results["bytes"])))
+    print("\nWhere the bytes of one 6-message event go (BSON bytes, the event's messages summed):\n")
+    print("\n".join(breakdown(run.results["bytes_examples"])))
     return 0
+
+
+def breakdown(examples: dict[str, dict[str, Any]]) -> list[str]:
+    """Bytes of each part of one event in every form (markdown lines): what sealing adds, where."""
+
+    def element(name: str, value: Any) -> int:
+        return len(bson.encode({name: value})) - 5  # type byte, name, value
+
+    rows: dict[str, dict[str, int]] = {}
+    for form, doc in examples.items():
+        parts = rows.setdefault(form, {})
+        parts["envelope (ids, hashes, scope, counts)"] = sum(
+            element(k, v) for k, v in doc.items() if k != "messages"
+        )
+        parts["messages array and documents"] = element("messages", doc["messages"])
+        for message in doc["messages"]:
+            for k, v in message.items():
+                key = f"message field {k!r}"
+                if k == "ciphertext":
+                    parts["ciphertext: nonce + tag"] = parts.get("ciphertext: nonce + tag", 0) + 28
+                    key, v = "ciphertext: sealed plaintext (+ field overhead)", v[28:]
+                parts[key] = parts.get(key, 0) + element(k, v)
+        parts["messages array and documents"] -= sum(
+            v for k, v in parts.items() if k.startswith(("message field", "ciphertext"))
+        )
+        parts["total"] = len(bson.encode(doc))
+    names = list(rows)
+    fields = [k for k in dict.fromkeys(k for r in rows.values() for k in r) if k != "total"] + ["total"]
+    return [
+        "| part | " + " | ".join(names) + " |",
+        "| --- |" + " --- |" * len(names),
+        *[f"| {f} | " + " | ".join(str(rows[n].get(f, 0)) for n in names) + " |" for f in fields],
+    ]
 
 
 async def amain(args: argparse.Namespace) -> int:

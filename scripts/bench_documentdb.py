@@ -478,7 +478,7 @@ def sealing_cl3() -> Any:
     from chatledger.sealing.datakey import DataKey
 
     seal = DataKey.seal
-    DataKey.seal = DataKey.seal_cl3  # type: ignore[method-assign]
+    DataKey.seal = DataKey._seal_cl3  # type: ignore[method-assign]
     try:
         yield
     finally:

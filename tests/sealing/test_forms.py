@@ -74,7 +74,7 @@ async def as_cl3(database: Any, doc: dict[str, Any], prev_hash: str | None = Non
     """
     key = await data_key(database, doc)
     clear = key.open_event(doc["messages"], doc["_id"], doc["messages"][0]["ciphertext"])
-    messages = key.seal_cl3(clear, doc["_id"])
+    messages = key._seal_cl3(clear, doc["_id"])
     changed = {**doc, "messages": messages, "prev_hash": prev_hash or doc["prev_hash"]}
     changed["hash"] = event_hash(changed["prev_hash"], changed)
     await database["events"].replace_one({"_id": doc["_id"]}, changed)
@@ -293,7 +293,7 @@ def test_open_event_refuses_malformed_ciphertext_as_integrity_errors() -> None:
     assert len(blob) == 12 + len(packed(stored)) + 16  # nonce, ciphertext, tag: nothing else
     assert b"user" not in packed(stored)  # the clear fields are not sealed again
     assert key.open_event(sealed, "t#1", blob) == stored
-    old = key.seal_cl3(stored, "t#1")  # the form written before: still opens
+    old = key._seal_cl3(stored, "t#1")  # the form written before: still opens
     assert old[1] == {"role": "assistant", "message_id": "r", "text": "[sealed]", "sealed": "cl3:@0"}
     assert len(old[0]["ciphertext"]) == 12 + len(orjson.dumps(stored)) + 16
     assert key.open_event(old, "t#1", old[0]["ciphertext"]) == stored

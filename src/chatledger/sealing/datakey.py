@@ -95,7 +95,7 @@ class DataKey:
         out[0][CIPHERTEXT_FIELD] = iv + self._aead.encrypt(iv, plain, ad)
         return out
 
-    def seal_cl3(self, stored: Sequence[Mapping[str, Any]], event_id: str) -> list[dict[str, Any]]:
+    def _seal_cl3(self, stored: Sequence[Mapping[str, Any]], event_id: str) -> list[dict[str, Any]]:
         """Return the ``cl3`` form of a batch (written before ``cl4``): kept to test and measure readers."""
         out = placeholders(stored, "cl3")
         if not out:
@@ -142,30 +142,12 @@ class DataKey:
                 "moved here from another event, or its messages swapped, dropped, added or relabelled)"
             ) from e
         if form == FORM:
-            opened = _with_clear(messages, unpacked(plain, event_id), event_id)
-        else:
-            try:
-                opened = unframed(plain, event_id) if plain[:1] == FRAMED else orjson.loads(plain)
-            except ValueError as e:
-                raise IntegrityError(f"event {event_id!r}: its sealed content is malformed") from e
-            if type(opened) is not list:
-                raise IntegrityError(f"event {event_id!r}: its sealed content holds no list of messages")
+            return unpacked(plain, messages, event_id)  # checks the stored messages' shape too
+        try:
+            opened = unframed(plain, event_id) if plain[:1] == FRAMED else orjson.loads(plain)
+        except ValueError as e:
+            raise IntegrityError(f"event {event_id!r}: its sealed content is malformed") from e
+        if type(opened) is not list:
+            raise IntegrityError(f"event {event_id!r}: its sealed content holds no list of messages")
         check_clear(messages, opened, event_id, form)
         return opened
-
-
-def _with_clear(messages: Sequence[Any], sealed: list[Any], event_id: str) -> list[dict[str, Any]]:
-    """Return each ``cl4`` message whole: its clear ``role`` (and ``message_id``) and its opened fields."""
-    if len(sealed) != len(messages):
-        raise IntegrityError(f"event {event_id!r}: its sealed content does not match its messages")
-    out: list[dict[str, Any]] = []
-    for item, fields in zip(messages, sealed, strict=True):
-        if type(fields) is not dict or "role" in fields or "message_id" in fields:
-            raise IntegrityError(f"event {event_id!r}: its sealed content holds no list of messages")
-        # In the codec's order (role, text, author_name, message_id, rest/payload); check_clear
-        # then checks the stored message's shape.
-        message: dict[str, Any] = {"role": item.get("role"), **fields}
-        if "message_id" in item:
-            message["message_id"] = item["message_id"]
-        out.append(message)
-    return out

@@ -32,6 +32,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
+from itertools import chain
 from typing import Any, Final
 
 import orjson
@@ -270,12 +271,18 @@ def packed(stored: Sequence[Mapping[str, Any]], compress: bool = False) -> bytes
     return frame
 
 
-def unpacked(plain: bytes, event_id: str) -> list[dict[str, Any]]:
-    """Return the sealed fields of each message in a ``cl4`` plaintext (see :func:`packed`), padding ignored.
+def unpacked(plain: bytes, messages: Sequence[Any], event_id: str) -> list[dict[str, Any]]:
+    """Return a ``cl4`` event's messages whole: each stored message's clear fields and its opened ones.
+
+    ``plain`` is the opened plaintext (see :func:`packed`; trailing padding ignored),
+    ``messages`` the event's messages as stored. Each of them must hold exactly the form's
+    fields, every one after the first a ``cl4:@0`` reference (what :func:`sealed_problem`
+    asks without a key), so a reader with the key refuses what ``verify`` reports. Their
+    clear fields need no comparison: the associated data bound them.
 
     Raises:
         IntegrityError: the plaintext is malformed (it was authenticated, so only a bug or
-            a wrong writer can make one).
+            a wrong writer can make one), or a stored message is not of the form.
     """
     broken = IntegrityError(f"event {event_id!r}: its sealed content is malformed")
     kind = plain[:1]
@@ -285,19 +292,16 @@ def unpacked(plain: bytes, event_id: str) -> list[dict[str, Any]]:
             frame = inflate.decompress(memoryview(plain)[1:], _INFLATE_MAX)
         except zlib.error as e:
             raise broken from e
-        if not inflate.eof or inflate.unconsumed_tail or inflate.unused_data.strip(b" "):
-            raise broken
-        if frame[:1] != FRAMED:
+        if (
+            not inflate.eof
+            or inflate.unconsumed_tail
+            or inflate.unused_data.strip(b" ")
+            or frame[:1] != FRAMED
+        ):
             raise broken
         plain = frame
     elif kind != FRAMED:
-        try:
-            opened = orjson.loads(plain)
-        except ValueError as e:
-            raise broken from e
-        if type(opened) is not list:
-            raise broken
-        return opened  # checked message by message by the caller
+        return _unpacked_json(plain, messages, event_id)
     if len(plain) < 1 + _FRAME_HEAD.size:
         raise broken
     (size,) = _FRAME_HEAD.unpack_from(plain, 1)
@@ -305,33 +309,80 @@ def unpacked(plain: bytes, event_id: str) -> list[dict[str, Any]]:
     try:
         names, lengths = orjson.loads(plain[start : start + size])
         text = str(memoryview(plain)[start + size :], "utf-8")
+        total = sum(lengths)  # a length not a number: TypeError
+        negative = min(lengths, default=0) < 0
     except (ValueError, TypeError) as e:  # not JSON, not two lists, not UTF-8
         raise broken from e
-    if type(names) is not list or type(lengths) is not list:
+    if type(names) is not list or type(lengths) is not list or len(names) != len(messages) or negative:
         raise broken
-    if not all(type(n) is int and n >= 0 for n in lengths):
-        raise broken
-    total = sum(lengths)
-    if total > len(text) or text[total:].strip(" "):
-        raise broken
+    if type(total) is not int or total > len(text) or text[total:].strip(" "):
+        raise broken  # a float length; past the end; more than padding after the last field
     out: list[dict[str, Any]] = []
     at = i = 0
+    ref, marker = REF, SEALED_FIELD
     try:
-        for row in names:
+        for index, row in enumerate(names):
+            item = messages[index]
             if type(row) is not list:
                 raise broken
+            if not (type(item) is dict or isinstance(item, Mapping)):  # the driver's dict: no ABC check
+                raise _not_of_form(event_id, index)
+            has_id = "message_id" in item
+            # role and sealed (and the ciphertext in the first), message_id if there: cl4's fields.
+            if len(item) != (2 if index else 3) + has_id or (index and item.get(marker) != ref):
+                raise _not_of_form(event_id, index)
             message: dict[str, Any] = {}
             for name in row:
-                n = lengths[i]
+                n = lengths[i]  # IndexError: fewer lengths than names
                 message[name] = text[at : at + n]
                 at += n
                 i += 1
+            # The clear fields are the stored ones (the associated data bound them); set last,
+            # they stand whatever the frame holds.
+            message["role"] = item.get("role")
+            if has_id:
+                message["message_id"] = item["message_id"]
             out.append(message)
-    except (IndexError, TypeError) as e:  # a row not a list, a name not hashable, too few lengths
+    except (IndexError, TypeError) as e:  # too few lengths, a float length, a name not hashable
         raise broken from e
-    if i != len(lengths) or not all(type(name) is str for m in out for name in m):
+    if i != len(lengths):
         raise broken
+    try:
+        "".join(chain.from_iterable(names))  # every field name a str (checked in C)
+    except TypeError as e:
+        raise broken from e
     return out
+
+
+def _unpacked_json(plain: bytes, messages: Sequence[Any], event_id: str) -> list[dict[str, Any]]:
+    """:func:`unpacked` for a plaintext that is a JSON list (a batch holding a value that is not a str)."""
+    broken = IntegrityError(f"event {event_id!r}: its sealed content is malformed")
+    try:
+        sealed = orjson.loads(plain)
+    except ValueError as e:
+        raise broken from e
+    if type(sealed) is not list or len(sealed) != len(messages):
+        raise broken
+    out: list[dict[str, Any]] = []
+    for index, fields in enumerate(sealed):
+        item = messages[index]
+        if type(fields) is not dict or "role" in fields or "message_id" in fields:
+            raise broken
+        if not (type(item) is dict or isinstance(item, Mapping)):
+            raise _not_of_form(event_id, index)
+        message: dict[str, Any] = {"role": item.get("role"), **fields}
+        if "message_id" in item:
+            message["message_id"] = item["message_id"]
+        out.append(message)
+    check_clear(messages, out, event_id)
+    return out
+
+
+def _not_of_form(event_id: str, index: int) -> IntegrityError:
+    return IntegrityError(
+        f"event {event_id!r}: message {index} does not match the event's sealed content "
+        "(messages swapped, dropped, added or relabelled, or fields added to its stored form)"
+    )
 
 
 def framed(stored: Sequence[Mapping[str, Any]]) -> bytes | None:
@@ -426,7 +477,4 @@ def check_clear(messages: Sequence[Any], opened: list[Any], event_id: str, form:
             or item.get("text") != placeholder
             or len(item) != (rest if index else head) + ("message_id" in item)
         ):
-            raise IntegrityError(
-                f"event {event_id!r}: message {index} does not match the event's sealed content "
-                "(messages swapped, dropped, added or relabelled, or fields added to its stored form)"
-            )
+            raise _not_of_form(event_id, index)

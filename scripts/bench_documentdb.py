@@ -5,6 +5,7 @@ Usage::
 
     python scripts/bench_documentdb.py [--quick] [--pid-file FILE | --uri URI] [--out docs/benchmarks.md]
         [--parts pages,appends,replay,bytes,scale]
+    python scripts/bench_documentdb.py --bytes-only [--ferretdb | --uri URI | --pid-file FILE]
 
 Without ``--uri``/``--pid-file`` a throw-away DocumentDB (PostgreSQL 15 + FerretDB v2, built by
 ``make documentdb``) is started on 127.0.0.1 through ``scripts/documentdb.py`` (telemetry
@@ -32,7 +33,11 @@ Measured in one run, every system interleaved run by run (``bench.py``'s ``inter
   store), 20 messages at a random offset, and an append, at 100,000 events ÷ at 100.
 * **Bytes per message** of a mixed conversation (user and assistant text, tool calls and
   results, 1-10 messages a turn), unsealed and sealed, ÷ a minimal ``{session_id, role,
-  content}`` document per message.
+  content}`` document per message. Sealed three ways, side by side: the form written now
+  (``cl4``), the form before it (``cl3``, still read) and ``cl4`` with ``compress=True``.
+  ``--bytes-only`` measures just this table (a few seconds) and prints it; the sizes are
+  the client-side BSON of the stored documents, so any server gives the same figures
+  (``--ferretdb`` starts a throw-away FerretDB instead of DocumentDB).
 
 Long threads are seeded in bulk with the documents each system writes (ChatLedger's events
 chained and hashed exactly as ``Ledger`` writes them), so seeding does not dominate the run.
@@ -601,19 +606,26 @@ class Run:
             n += len(turn)
         floor = sum(len(bson.encode(d)) for d in minimal) / len(minimal)
         out: dict[str, float] = {"minimal {session_id, role, content}": floor}
-        for name, ledger in (
-            ("ChatLedger unsealed", self.ledger),
-            ("ChatLedger sealed", sealed_ledger(self.db)),
+        examples: dict[str, dict[str, Any]] = {}
+        for name, ledger, form in (
+            ("ChatLedger unsealed", self.ledger, None),
+            ("ChatLedger sealed, cl3 (the form before cl4)", sealed_ledger(self.db), "cl3"),
+            ("ChatLedger sealed (cl4)", sealed_ledger(self.db), None),
+            ("ChatLedger sealed (cl4), compress=True", sealed_ledger(self.db, compress=True), None),
         ):
             store = MongoChatMessageStore(ledger)
-            for turn in turns:
-                await store.add_messages(turn)
+            with sealing_cl3() if form == "cl3" else contextlib.nullcontext():
+                for turn in turns:
+                    await store.add_messages(turn)
             thread = store.thread_id
             total = len(bson.encode(await self.db["threads"].find_one({"_id": thread}) or {}))
             async for doc in self.db["events"].find({"thread_id": thread}):
                 total += len(bson.encode(doc))
+                if doc["count"] == 6 and name not in examples:  # a typical turn: two tool calls
+                    examples[name] = doc
             out[name] = total / len(minimal)
         self.results["bytes"] = out
+        self.results["bytes_examples"] = examples
         say(
             "  [bytes per message] " + "; ".join(f"{k} {v:,.0f} B ({v / floor:.2f}×)" for k, v in out.items())
         )
@@ -624,6 +636,19 @@ class Run:
             await self.client.drop_database(self.db.name)
         await self.client.close()
         self.sync.close()
+
+
+@contextlib.contextmanager
+def sealing_cl3() -> Any:
+    """Seal in the form written before ``cl4`` (readers still open it): the "before" row."""
+    from chatledger.sealing.datakey import DataKey
+
+    seal = DataKey.seal
+    DataKey.seal = DataKey._seal_cl3  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        DataKey.seal = seal  # type: ignore[method-assign]
 
 
 USER_QUESTIONS = (
@@ -716,15 +741,11 @@ def section(run: Run, meta: dict[str, Any]) -> list[str]:
         )
     lines += ["", *block(REPLAY_START, REPLAY_END, replay_lines(r["replay"]) if "replay" in r else [])]
     lines += ["", *block(SCALE_START, SCALE_END, scale_lines(r["scale"]) if "scale" in r else [])]
-    bpm: dict[str, float] = r["bytes"]
-    floor = next(iter(bpm.values()))
     lines += [
         "",
         "### Bytes per message: a mixed conversation (text, tool calls and results, 1–10 messages a turn)",
         "",
-        "| documents | BSON bytes per message | ÷ minimal (goal ≤ 1.50×) |",
-        "| --- | --- | --- |",
-        *[f"| {k} | {v:,.0f} | {v / floor:.2f}× |" for k, v in bpm.items()],
+        *bytes_table(r["bytes"]),
         "",
         NOTES_START,
         NOTES_END,
@@ -832,8 +853,98 @@ def write_section(path: Path, lines: list[str]) -> None:
     path.write_text(text)
 
 
+def bytes_table(bpm: dict[str, float]) -> list[str]:
+    """The bytes-per-message table (markdown lines)."""
+    floor = next(iter(bpm.values()))
+    return [
+        "| documents | BSON bytes per message | ÷ minimal (goal ≤ 1.50×) |",
+        "| --- | --- | --- |",
+        *[f"| {k} | {v:,.0f} | {v / floor:.2f}× |" for k, v in bpm.items()],
+    ]
+
+
+async def server_name(client: Any) -> str:
+    """What the server reports itself as (DocumentDB behind FerretDB v2, or FerretDB 1.x)."""
+    info = await client.admin.command("buildInfo")
+    ferret = (info.get("ferretdb") or {}).get("version") or info.get("ferretdbVersion")
+    if (info.get("ferretdb") or {}).get("version"):
+        return f"DocumentDB (PostgreSQL 15) behind FerretDB {ferret}, reports MongoDB {info.get('version')}"
+    if ferret:
+        return f"FerretDB {ferret}, reports MongoDB {info.get('version')}"
+    return f"MongoDB-compatible server, reports {info.get('version')}"
+
+
+async def bytes_only(args: argparse.Namespace) -> int:
+    """Measure and print only the bytes-per-message table (on any server: client-side BSON sizes)."""
+    server: Any = None
+    uri = args.uri or (args.pid_file["uri"] if args.pid_file else None)
+    if not uri and args.ferretdb:
+        from ferretdb import FerretDBServer  # scripts/ferretdb.py: 127.0.0.1 only, telemetry disabled
+
+        server = FerretDBServer(repo_root=REPO_ROOT).start()
+        uri = server.uri
+    elif not uri:
+        import documentdb  # scripts/documentdb.py: 127.0.0.1 only, telemetry disabled
+
+        if not documentdb.is_built(REPO_ROOT):
+            say("DocumentDB is not built (`make documentdb`): use --ferretdb or --uri")
+            return 0
+        server = documentdb.DocumentDBServer(documentdb.ensure_built(REPO_ROOT))
+        server.start()
+        uri = server.uri
+    run = Run(uri, Plan.quick(), None)
+    try:
+        name = await server_name(run.client)
+        say(f"== {name}")
+        await run.bytes_per_message()
+    finally:
+        await run.close()
+        if server is not None:
+            server.close()
+    print(f"\nBytes per message, mixed conversation; server: {name}\n")
+    print("\n".join(bytes_table(run.results["bytes"])))
+    print("\nWhere the bytes of one 6-message event go (BSON bytes, the event's messages summed):\n")
+    print("\n".join(breakdown(run.results["bytes_examples"])))
+    return 0
+
+
+def breakdown(examples: dict[str, dict[str, Any]]) -> list[str]:
+    """Bytes of each part of one event in every form (markdown lines): what sealing adds, where."""
+
+    def element(name: str, value: Any) -> int:
+        return len(bson.encode({name: value})) - 5  # type byte, name, value
+
+    rows: dict[str, dict[str, int]] = {}
+    for form, doc in examples.items():
+        parts = rows.setdefault(form, {})
+        parts["envelope (ids, hashes, scope, counts)"] = sum(
+            element(k, v) for k, v in doc.items() if k != "messages"
+        )
+        parts["messages array and documents"] = element("messages", doc["messages"])
+        for message in doc["messages"]:
+            for k, v in message.items():
+                key = f"message field {k!r}"
+                if k == "ciphertext":
+                    parts["ciphertext: nonce + tag"] = parts.get("ciphertext: nonce + tag", 0) + 28
+                    key, v = "ciphertext: sealed plaintext (+ field overhead)", v[28:]
+                parts[key] = parts.get(key, 0) + element(k, v)
+        parts["messages array and documents"] -= sum(
+            v for k, v in parts.items() if k.startswith(("message field", "ciphertext"))
+        )
+        parts["total"] = len(bson.encode(doc))
+    names = list(rows)
+    fields = [k for k in dict.fromkeys(k for r in rows.values() for k in r) if k != "total"] + ["total"]
+    return [
+        "| part | " + " | ".join(names) + " |",
+        "| --- |" + " --- |" * len(names),
+        *[f"| {f} | " + " | ".join(str(rows[n].get(f, 0)) for n in names) + " |" for f in fields],
+    ]
+
+
 async def amain(args: argparse.Namespace) -> int:
     """Start DocumentDB (unless given one), measure, print, write the section."""
+    if args.bytes_only:
+        return await bytes_only(args)
     plan = Plan.quick() if args.quick else Plan()
     parts = set(args.parts)
     started = time.perf_counter()
@@ -925,6 +1036,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"comma-separated parts to run, of {','.join(PARTS)} (default: all but scale, which seeds"
         " ~1,000,000 events); without pages, appends and bytes only the replay and scale blocks of"
         " the page are rewritten",
+    )
+    parser.add_argument(
+        "--bytes-only",
+        action="store_true",
+        help="measure and print only the bytes-per-message table (writes nothing)",
+    )
+    parser.add_argument(
+        "--ferretdb", action="store_true", help="with --bytes-only: on a throw-away FerretDB, not DocumentDB"
     )
     parser.add_argument(
         "--out",

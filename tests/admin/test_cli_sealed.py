@@ -29,6 +29,7 @@ from chatledger.sealing.sealer import subject_mark
 from tests.admin.conftest import Clock
 from tests.admin.test_cli import chatledger
 from tests.helpers import raw_docs
+from tests.sealing.test_forms import thread_as_cl3
 
 KEK = bytes(range(32))
 MARKER = "OKAPI-4410-secret"
@@ -156,7 +157,7 @@ async def test_show_opens_with_the_kek_and_shows_placeholders_otherwise(database
     await talk(Ledger(database), "alice", "clear", ["in clear"])
     kek = LocalKeyProvider(KEK)
     sealed = [d for d in await raw_docs(database["events"]) if d["thread_id"] == "a1"]
-    assert all(type(d["messages"][0]["ciphertext"]) is bytes for d in sealed)  # the cl3 form
+    assert all(type(d["messages"][0]["ciphertext"]) is bytes for d in sealed)  # the cl4 form
 
     r, out, _ = ui()
     assert await browse.show_body(database, r, thread="a1", kek=kek) == 0
@@ -330,11 +331,13 @@ async def test_sealed_operator_session(real_backend: Any, database: Any, tmp_pat
         await database.client.drop_database(keys_db)
 
 
-async def test_show_on_a_cl3_thread_from_the_command_line(
-    real_backend: Any, database: Any, tmp_path: Path
+@pytest.mark.parametrize("form", ["cl4", "cl3"])
+async def test_show_on_a_sealed_thread_from_the_command_line(
+    real_backend: Any, database: Any, tmp_path: Path, form: str
 ) -> None:
-    # The real command line on events sealed in the cl3 form (binary ciphertext): without
-    # a KEK, placeholders with roles and ids and one warning, exit 0; tampered, exit 1.
+    # The real command line on events sealed in the form written now (cl4) and the one
+    # before (cl3), both a binary ciphertext: without a KEK, placeholders with roles and
+    # ids and one warning, exit 0; tampered, exit 1.
     binding = Ledger(database, sealer=sealer_on(database)).bind(user_id="alice")
     at = binding.empty("a1")
     for batch in (
@@ -345,8 +348,10 @@ async def test_show_on_a_cl3_thread_from_the_command_line(
         [Message("user", [f"{MARKER} two"])],
     ):
         at = (await binding.append(at, batch)).position
+    if form == "cl3":
+        await thread_as_cl3(database, "a1")
     docs = sorted(await raw_docs(database["events"]), key=lambda d: d["seq"])
-    assert [d["messages"][0]["sealed"][:4] for d in docs] == ["cl3:", "cl3:"]
+    assert [d["messages"][0]["sealed"][:4] for d in docs] == [f"{form}:", f"{form}:"]
     assert all(type(d["messages"][0]["ciphertext"]) is bytes for d in docs)
     uri, name = real_backend.uri, database.name
     run = lambda *a, check=0: chatledger(*a, uri=uri, database=name, check=check)  # noqa: E731

@@ -95,9 +95,9 @@ async def test_a_sealed_session_compacts_to_the_unsealed_view_and_stores_no_summ
     ]
     for summary in stored:
         (head,) = summary["compaction"]["messages"]  # one summary message: the head of its ciphertext
-        assert head["sealed"].startswith("cl3:k2-u")
+        assert head["sealed"].startswith("cl4:k2-u")
         assert type(head["ciphertext"]) is bytes
-        assert head["text"] == "[sealed]"
+        assert "text" not in head  # cl4: no placeholder text
     texts = summary_texts(views)
     assert len(texts) == 2
     in_clear, in_sealed = (

@@ -1,4 +1,5 @@
-"""The cl3 stored form attacked: binary ciphertext in the first message, ``cl3:@0`` references.
+"""The sealed stored forms attacked: binary ciphertext in the first message, ``cl4:@0`` references
+(``cl3``, the form written before, where it differs: the same attacks on both).
 
 Every attacker here can write the events collection and recompute an event's hash; only
 the seal (and, for what is malformed in itself, ``verify``) can notice. Malformed shapes
@@ -24,7 +25,7 @@ from chatledger.errors import IntegrityError, InvalidInputError, InvalidMessageE
 from chatledger.hashing import event_hash
 from chatledger.sealing import sealed_problem
 from tests.helpers import raw_docs, tricky_message
-from tests.sealing.test_forms import CL2, flip, load_fixture, rewrite, sealer_on, sorted_events
+from tests.sealing.test_forms import CL2, flip, load_fixture, rewrite, sealer_on, sorted_events, thread_as_cl3
 
 NONCE_AND_TAG = 12 + 16
 
@@ -45,8 +46,10 @@ def batch_of(size: int, with_ids: bool) -> list[Message]:
     return out
 
 
-async def two_events(database: Any, user: str = "alice", thread: str = "t") -> tuple[Any, Any]:
-    """A sealed thread of two two-message events; return (binding, head)."""
+async def two_events(
+    database: Any, user: str = "alice", thread: str = "t", form: str = "cl4"
+) -> tuple[Any, Any]:
+    """A sealed thread of two two-message events (stored in ``form``); return (binding, head)."""
     binding = Ledger(database, sealer=sealer_on(database)).bind(user_id=user)
     at = binding.empty(thread)
     for turn in ("one", "two"):
@@ -56,6 +59,8 @@ async def two_events(database: Any, user: str = "alice", thread: str = "t") -> t
                 [Message("user", [f"{user} {turn}"]), Message("assistant", [f"re {turn}"], message_id=turn)],
             )
         ).position
+    if form == "cl3":
+        await thread_as_cl3(database, thread)
     return binding, at
 
 
@@ -82,16 +87,16 @@ async def test_round_trip_is_exact_and_the_stored_event_holds_no_plaintext(
     (doc,) = await raw_docs(database["events"])
     messages = doc["messages"]
     ids = [{"message_id"} if m.message_id else set() for m in batch]
-    assert set(messages[0]) == {"role", "text", "sealed", "ciphertext"} | ids[0]
-    assert [set(m) for m in messages[1:]] == [{"role", "text", "sealed"} | i for i in ids[1:]]
+    # cl4: no placeholder text (cl3 had "[sealed]" in every message).
+    assert set(messages[0]) == {"role", "sealed", "ciphertext"} | ids[0]
+    assert [set(m) for m in messages[1:]] == [{"role", "sealed"} | i for i in ids[1:]]
     assert [m["role"] for m in messages] == [m.role for m in batch]
     assert [m.get("message_id") for m in messages] == [m.message_id for m in batch]
-    assert all(m["text"] == "[sealed]" for m in messages)
     blob = messages[0]["ciphertext"]
     assert type(blob) is bytes  # binary, not a text encoding of it
-    assert messages[0]["sealed"].startswith("cl3:k2-u")
+    assert messages[0]["sealed"].startswith("cl4:k2-u")
     assert len(messages[0]["sealed"].split(":")) == 3
-    assert [m["sealed"] for m in messages[1:]] == ["cl3:@0"] * (size - 1)
+    assert [m["sealed"] for m in messages[1:]] == ["cl4:@0"] * (size - 1)
     assert all(sealed_problem(m, i, messages[0]) is None for i, m in enumerate(messages))
     if pad_to is not None:
         padded = len(blob) - NONCE_AND_TAG
@@ -110,8 +115,9 @@ async def test_round_trip_is_exact_and_the_stored_event_holds_no_plaintext(
     assert (await verify(Ledger(database))).ok  # no key
 
 
-async def test_a_flipped_bit_is_an_integrity_error_at_read(database: Any) -> None:
-    binding, head = await two_events(database)
+@pytest.mark.parametrize("form", ["cl4", "cl3"])
+async def test_a_flipped_bit_is_an_integrity_error_at_read(database: Any, form: str) -> None:
+    binding, head = await two_events(database, form=form)
     assert len(await binding.read(head)) == 4  # opened (and kept opened) by this process
     first, last = await sorted_events(database)
     for doc in (last, first):
@@ -139,10 +145,11 @@ async def test_a_flipped_bit_is_an_integrity_error_at_read(database: Any) -> Non
     assert (await verify(Ledger(database))).ok
 
 
-async def test_a_ciphertext_moved_from_another_event_is_an_integrity_error(database: Any) -> None:
-    binding, head = await two_events(database)
-    await two_events(database, thread="other")  # alice again: the same key
-    await two_events(database, user="bob", thread="b")  # another subject, another key
+@pytest.mark.parametrize("form", ["cl4", "cl3"])
+async def test_a_ciphertext_moved_from_another_event_is_an_integrity_error(database: Any, form: str) -> None:
+    binding, head = await two_events(database, form=form)
+    await two_events(database, thread="other", form=form)  # alice again: the same key
+    await two_events(database, user="bob", thread="b", form=form)  # another subject, another key
     docs = {d["_id"]: d for d in await raw_docs(database["events"])}
     target = docs["t#2"]
     assert len(await binding.read(head)) == 4
@@ -184,17 +191,18 @@ async def test_the_ciphertexts_digest_in_its_place_hashes_the_same_but_is_refuse
             await reader.read(head)
 
 
-async def test_a_cl3_ciphertext_relabelled_as_cl2_is_refused(database: Any) -> None:
-    binding, head = await two_events(database)
+@pytest.mark.parametrize("form", ["cl4", "cl3"])
+async def test_a_ciphertext_relabelled_as_cl2_is_refused(database: Any, form: str) -> None:
+    binding, head = await two_events(database, form=form)
     assert len(await binding.read(head)) == 4
     _, last = await sorted_events(database)
     first, ref = last["messages"]
     as_cl2 = {k: v for k, v in first.items() if k != "ciphertext"}
-    as_cl2["sealed"] = first["sealed"].replace("cl3:", "cl2:", 1) + ":" + first["ciphertext"].hex()
+    as_cl2["sealed"] = first["sealed"].replace(f"{form}:", "cl2:", 1) + ":" + first["ciphertext"].hex()
     await rewrite(database, last, [as_cl2, {**ref, "sealed": "cl2:@0"}])
     # cl2 was never released: its marker is malformed to anyone, key or not (the hash was recomputed).
     report = await verify(Ledger(database))
-    assert [(p.seq, "not a cl3 marker" in p.reason) for p in report.problems] == [(2, True)]
+    assert [(p.seq, "not a cl3 or cl4 marker" in p.reason) for p in report.problems] == [(2, True)]
     for reader in (binding, fresh_reader(database)):
         with pytest.raises(IntegrityError, match=r"'t#2'.*malformed"):
             await reader.read(head)
@@ -229,7 +237,7 @@ async def test_opened_events_kept_in_the_cache_never_hide_a_changed_ciphertext(d
     first, last = await sorted_events(database)
     message, ref = last["messages"]
     as_cl2 = {k: v for k, v in message.items() if k != "ciphertext"}
-    as_cl2["sealed"] = message["sealed"].replace("cl3:", "cl2:", 1) + ":" + message["ciphertext"].hex()
+    as_cl2["sealed"] = message["sealed"].replace("cl4:", "cl2:", 1) + ":" + message["ciphertext"].hex()
     changes = {
         "a flipped bit": [{**message, "ciphertext": flip(message["ciphertext"], -1)}, ref],
         "another event's ciphertext": [{**message, "ciphertext": first["messages"][0]["ciphertext"]}, ref],

@@ -1,4 +1,4 @@
-"""Stored forms of sealed content: cl3 (cl1, cl2 never released: refused); padding; the opened-event cache."""
+"""Stored forms of sealed content: cl4, cl3 (cl1, cl2 never released: refused); padding; kept events."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from chatledger.admin import verify
 from chatledger.errors import ContentErasedError, IntegrityError, InvalidInputError
 from chatledger.hashing import event_hash
 from chatledger.sealing import DataKey, KeyStore, LocalKeyProvider, Sealer, sealed_problem
+from chatledger.sealing.form import packed
 from chatledger.sealing.keys import destroy_subject_keys
+from chatledger.sealing.providers import wrapped_of
 from tests.helpers import raw_docs, tricky_message
 
 KEK = bytes(range(32))
@@ -56,6 +58,37 @@ async def rewrite(database: Any, doc: dict[str, Any], messages: list[dict[str, A
     await database["events"].replace_one({"_id": doc["_id"]}, changed)
 
 
+async def data_key(database: Any, doc: dict[str, Any]) -> DataKey:
+    """The data key a sealed event (as stored) names, unwrapped with the test KEK."""
+    key_id = doc["messages"][0]["sealed"].split(":")[1]
+    stored = await database["keys"].find_one({"_id": key_id})
+    assert stored is not None
+    return DataKey(key_id, LocalKeyProvider(KEK).unwrap(wrapped_of(stored), key_id))
+
+
+async def as_cl3(database: Any, doc: dict[str, Any], prev_hash: str | None = None) -> dict[str, Any]:
+    """Store the sealed (cl4) event ``doc`` as the code before cl4 wrote it (cl3, same key); return it.
+
+    Its hash is recomputed (after ``prev_hash``, if given): the chain stays whole when
+    a thread's events are rewritten in order, as if cl3 had written them.
+    """
+    key = await data_key(database, doc)
+    clear = key.open_event(doc["messages"], doc["_id"], doc["messages"][0]["ciphertext"])
+    messages = key._seal_cl3(clear, doc["_id"])
+    changed = {**doc, "messages": messages, "prev_hash": prev_hash or doc["prev_hash"]}
+    changed["hash"] = event_hash(changed["prev_hash"], changed)
+    await database["events"].replace_one({"_id": doc["_id"]}, changed)
+    return changed
+
+
+async def thread_as_cl3(database: Any, thread: str) -> None:
+    """Store every sealed event of ``thread`` as cl3 (see :func:`as_cl3`), the chain rebuilt."""
+    prev = None
+    for doc in await sorted_events(database):
+        if doc["thread_id"] == thread:
+            prev = (await as_cl3(database, doc, prev))["hash"]
+
+
 async def sorted_events(database: Any) -> list[dict[str, Any]]:
     return sorted(await raw_docs(database["events"]), key=lambda d: (d["thread_id"], d["seq"]))
 
@@ -67,12 +100,12 @@ async def test_the_never_released_cl1_and_cl2_forms_are_refused_as_malformed(dat
     assert forms == [("conv-cl1", "cl1")] * 3 + [("conv-cl1", "cl2")] * 2 + [("conv-cl2", "cl2")] * 3
     for doc in docs:
         first = doc["messages"][0]
-        assert sealed_problem(first, 0) == "the sealed field is not a cl3 marker"
+        assert sealed_problem(first, 0) == "the sealed field is not a cl3 or cl4 marker"
         assert all(sealed_problem(m, i, first) is not None for i, m in enumerate(doc["messages"]))
     # verify names every such event (no key needed).
     report = await verify(Ledger(database))
     assert sorted((p.thread_id, p.seq) for p in report.problems) == [(d["thread_id"], d["seq"]) for d in docs]
-    assert all("not a cl3 marker" in p.reason for p in report.problems)
+    assert all("not a cl3 or cl4 marker" in p.reason for p in report.problems)
     # A reader with the key refuses them too: never content, never a placeholder.
     binding = Ledger(database, sealer=sealer_on(database)).bind(user_id="alice")
     for thread in ("conv-cl1", "conv-cl2"):
@@ -80,8 +113,9 @@ async def test_the_never_released_cl1_and_cl2_forms_are_refused_as_malformed(dat
             await binding.read(await binding.head(thread))
 
 
-async def test_cl3_verifies_without_keys_and_exports_and_imports_exactly(
-    database: Any, tmp_path: Path
+@pytest.mark.parametrize("form", ["cl4", "cl3"])
+async def test_sealed_events_verify_without_keys_and_export_and_import_exactly(
+    database: Any, tmp_path: Path, form: str
 ) -> None:
     from chatledger.admin.export import export_jsonl, import_jsonl
 
@@ -94,12 +128,14 @@ async def test_cl3_verifies_without_keys_and_exports_and_imports_exactly(
     at = binding.empty("conv")
     for batch in batches:
         at = (await binding.append(at, batch)).position
+    if form == "cl3":
+        await thread_as_cl3(database, "conv")
     expected = [m.to_dict() for batch in batches for m in batch]
     assert (await verify(Ledger(database))).ok
 
     out = io.StringIO()
     await export_jsonl(Ledger(database), out)
-    assert "cl3:" in out.getvalue()
+    assert f"{form}:" in out.getvalue()
     assert out.getvalue().count('"$binary"') == 2  # each event's ciphertext, as Extended JSON binary
     assert "hello" not in out.getvalue()
     if not hasattr(database, "client"):
@@ -250,19 +286,30 @@ def test_open_event_refuses_malformed_ciphertext_as_integrity_errors() -> None:
     key = DataKey("k1-uabc", bytes(range(32)))
     stored = [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "hello", "message_id": "r"}]
     sealed = key.seal(stored, "t#1")
-    assert sealed[0]["sealed"] == f"cl3:k1-uabc:{key.fingerprint}"
-    assert sealed[1] == {"role": "assistant", "message_id": "r", "text": "[sealed]", "sealed": "cl3:@0"}
+    assert sealed[0]["sealed"] == f"cl4:k1-uabc:{key.fingerprint}"
+    assert sealed[1] == {"role": "assistant", "message_id": "r", "sealed": "cl4:@0"}
     blob = sealed[0]["ciphertext"]
     assert type(blob) is bytes
-    assert len(blob) == 12 + len(orjson.dumps(stored)) + 16  # nonce, ciphertext, tag: nothing else
+    assert len(blob) == 12 + len(packed(stored)) + 16  # nonce, ciphertext, tag: nothing else
+    assert b"user" not in packed(stored)  # the clear fields are not sealed again
     assert key.open_event(sealed, "t#1", blob) == stored
-    for bad in (flip(blob, 0), flip(blob, 12), flip(blob, -1), blob[:-1], blob + b"\0", blob[:27], b""):
-        with pytest.raises(IntegrityError):
-            key.open_event(sealed, "t#1", bad)
-    with pytest.raises(IntegrityError, match="does not open"):
-        key.open_event(sealed, "t#2", blob)  # moved to another event
-    with pytest.raises(IntegrityError, match="does not open"):
-        DataKey("k1-uabd", bytes(range(32))).open_event(sealed, "t#1", blob)  # another key id
+    old = key._seal_cl3(stored, "t#1")  # the form written before: still opens
+    assert old[1] == {"role": "assistant", "message_id": "r", "text": "[sealed]", "sealed": "cl3:@0"}
+    assert len(old[0]["ciphertext"]) == 12 + len(orjson.dumps(stored)) + 16
+    assert key.open_event(old, "t#1", old[0]["ciphertext"]) == stored
+    for form, messages in (("cl4", sealed), ("cl3", old)):
+        blob = messages[0]["ciphertext"]
+        for bad in (flip(blob, 0), flip(blob, 12), flip(blob, -1), blob[:-1], blob + b"\0", blob[:27], b""):
+            with pytest.raises(IntegrityError):
+                key.open_event(messages, "t#1", bad)
+        with pytest.raises(IntegrityError, match="does not open"):
+            key.open_event(messages, "t#2", blob)  # moved to another event
+        with pytest.raises(IntegrityError, match="does not open"):
+            DataKey("k1-uabd", bytes(range(32))).open_event(messages, "t#1", blob)  # another key id
+        # One form's ciphertext under the other's markers: another label, it does not open.
+        other = old if form == "cl4" else sealed
+        with pytest.raises(IntegrityError, match="does not open"):
+            key.open_event(other, "t#1", blob)
     assert key.seal([], "t#1") == []
 
 
@@ -286,4 +333,4 @@ def test_a_ciphertext_bound_to_another_forms_label_does_not_open_as_cl3() -> Non
     with pytest.raises(IntegrityError, match="not cl3"):
         key.open_event(as_cl3, "t#1", text)  # type: ignore[arg-type]
     cl2 = {"role": "user", "text": "[sealed]", "sealed": f"cl2:k1-uabc:{key.fingerprint}:{text}"}
-    assert sealed_problem(cl2, 0) == "the sealed field is not a cl3 marker"
+    assert sealed_problem(cl2, 0) == "the sealed field is not a cl3 or cl4 marker"

@@ -9,6 +9,7 @@ stored strings' own bytes (docs/sealing.md, "What is stored").
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import bson
@@ -20,6 +21,7 @@ from chatledger._maf import Message
 from chatledger.codec import encode_messages
 from chatledger.errors import IntegrityError
 from chatledger.ledger import MAX_EVENT_BYTES
+from chatledger.sealing.form import ad_clear_part, packed
 from chatledger.sealing.sealer import DataKey
 from tests.helpers import raw_docs
 from tests.sealing.test_cl3 import fresh_reader, sealer_on
@@ -79,7 +81,7 @@ async def test_a_tool_result_that_stores_in_clear_also_stores_sealed(database: A
     ]
 
 
-def test_small_batches_stay_json_and_a_malformed_frame_is_an_integrity_error() -> None:
+def test_a_malformed_frame_is_an_integrity_error() -> None:
     key = DataKey("k2-uabc", bytes(range(32)))
     small = [{"role": "user", "text": 'say "hi"'}]
     sealed = key.seal(small, "t#1")
@@ -87,9 +89,31 @@ def test_small_batches_stay_json_and_a_malformed_frame_is_an_integrity_error() -
     # A frame is authenticated like the JSON: only a writer with the key can make one,
     # and a malformed one (lengths past the end) is refused, never half-read.
     iv = bytes(12)
-    head = json.dumps([["role", 4, "text", 99]]).encode()
-    bad = b"\x00" + len(head).to_bytes(4, "big") + head + b"user"
-    ad = key._ad + b"3:t#1"
-    sealed[0]["ciphertext"] = iv + key._aead.encrypt(iv, bad, ad)
-    with pytest.raises(IntegrityError, match="malformed frame"):
-        key.open_event(sealed, "t#1", sealed[0]["ciphertext"])
+    bad_frames = {
+        "cl4": [json.dumps([[["text"]], [99]]), json.dumps([[["text"]], [-1]]), json.dumps([[["text"]], []])],
+        "cl3": [json.dumps([["role", 4, "text", 99]])],
+    }
+    bad_frames["cl4"] += [
+        json.dumps([[[1]], [2]]),
+        json.dumps([[["text"]], [2.0]]),
+        json.dumps([["text"], [2]]),
+    ]
+    for form, heads in bad_frames.items():
+        messages = sealed if form == "cl4" else key._seal_cl3(small, "t#1")
+        ad = (key._ad + b"3:t#1" + ad_clear_part(messages, "t#1")) if form == "cl4" else key._ad3 + b"3:t#1"
+        plains = [b"\x00" + len(head).to_bytes(4, "big") + head.encode() + b"user" for head in heads]
+        if form == "cl4":
+            good = packed(small)
+            deflate = zlib.compressobj(1, zlib.DEFLATED, -15)
+            stream = deflate.compress(good) + deflate.flush()
+            # Deflated: garbage, cut short, something after the stream, not a frame inside.
+            plains += [b"\x01garbage", b"\x01" + stream[:-2], b"\x01" + stream + b"x"]
+            deflate = zlib.compressobj(1, zlib.DEFLATED, -15)
+            plains.append(b"\x01" + deflate.compress(b"[]") + deflate.flush())
+            padded = b"\x01" + stream + b"   "  # padding after the stream: fine
+            blob = iv + key._aead.encrypt(iv, padded, ad)
+            assert key.open_event(messages, "t#1", blob) == small
+        for bad in plains:
+            blob = iv + key._aead.encrypt(iv, bad, ad)
+            with pytest.raises(IntegrityError, match="malformed"):
+                key.open_event(messages, "t#1", blob)

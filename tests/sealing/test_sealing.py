@@ -76,15 +76,15 @@ async def test_round_trip_is_exact_and_nothing_is_stored_in_clear(database: Any)
     (doc,) = await events(database)
     # Shape stays visible to an operator: roles and message ids in clear, content sealed.
     assert [set(m) for m in doc["messages"]] == [
-        {"role", "message_id", "text", "sealed", "ciphertext"},
-        {"role", "message_id", "text", "sealed"},
+        {"role", "message_id", "sealed", "ciphertext"},
+        {"role", "message_id", "sealed"},
     ]
     assert [m["role"] for m in doc["messages"]] == ["assistant", "user"]
     # One binary ciphertext per event, in its first message; the others refer to it.
-    assert doc["messages"][0]["sealed"].startswith("cl3:k2-u")
+    assert doc["messages"][0]["sealed"].startswith("cl4:k2-u")
     assert doc["messages"][0]["sealed"].count(":") == 2
     assert type(doc["messages"][0]["ciphertext"]) is bytes
-    assert doc["messages"][1]["sealed"] == "cl3:@0"
+    assert doc["messages"][1]["sealed"] == "cl4:@0"
     assert all(sealed_problem(m, i, doc["messages"][0]) is None for i, m in enumerate(doc["messages"]))
     assert not contains([doc], MARKER)
     assert not contains([doc], "Alice")
@@ -145,11 +145,13 @@ async def test_tampered_or_moved_ciphertext_is_an_integrity_error(database: Any)
     await rewrite(docs[1], list(reversed(docs[1]["messages"])))
     with pytest.raises(IntegrityError, match="malformed"):
         await binding.read(head, offset=2, limit=2)
-    # 4. Relabelling a message (its role) or dropping one: the sealed copy disagrees.
+    # 4. Relabelling a message (its role or id) or dropping one: the clear fields are bound
+    # to the ciphertext (cl4: its associated data; cl3: a sealed copy), it does not open.
     relabelled = [docs[1]["messages"][0], {**docs[1]["messages"][1], "role": "system"}]
-    for messages in (relabelled, docs[1]["messages"][:1]):
+    renamed = [docs[1]["messages"][0], {**docs[1]["messages"][1], "message_id": "other"}]
+    for messages in (relabelled, renamed, docs[1]["messages"][:1]):
         await rewrite(docs[1], messages)
-        with pytest.raises(IntegrityError, match="does not match"):
+        with pytest.raises(IntegrityError, match="relabelled"):
             await binding.read(head, offset=2, limit=1)
 
 
@@ -390,7 +392,7 @@ def test_sealed_problem_names_malformed_sealed_messages() -> None:
     # cl1 and cl2 were never released: their markers are malformed, however well formed.
     old = {"role": "user", "text": "[sealed]", "sealed": "cl1:k1-uab:0011:" + "A" * 40}
     for marker in (old["sealed"], "cl2:k1-uab:0011:" + "ab" * 28, "cl2:@0", "cl2:x:y:z"):
-        assert sealed_problem({**old, "sealed": marker}) == "the sealed field is not a cl3 marker"
+        assert sealed_problem({**old, "sealed": marker}) == "the sealed field is not a cl3 or cl4 marker"
     assert sealed_problem({**old, "sealed": "cl3:k1-uab:0011:" + "ab" * 28}) is not None  # cl3 holds no hex
     cl3 = {"role": "user", "text": "[sealed]", "sealed": "cl3:k1-uab:0011", "ciphertext": bytes(28)}
     assert sealed_problem(cl3) is None
@@ -411,6 +413,15 @@ def test_sealed_problem_names_malformed_sealed_messages() -> None:
     assert sealed_problem(ref) is None
     assert sealed_problem({**ref, "text": "clear text"}) is not None
     assert sealed_problem({**ref, "author_name": "leaked"}) is not None
+    # cl4, written now: no placeholder text, no other field.
+    cl4 = {"role": "user", "sealed": "cl4:k2-uab:0011", "ciphertext": bytes(28)}
+    assert sealed_problem(cl4) is None
+    assert sealed_problem({**cl4, "message_id": "m"}) is None
+    assert sealed_problem({"role": "user", "sealed": "cl4:@0"}) is None
+    for field, value in (("text", "[sealed]"), ("author_name", "leaked"), ("message_id", 7)):
+        assert sealed_problem({**cl4, field: value}) is not None
+    assert sealed_problem({**cl4, "ciphertext": bytes(27)}) is not None
+    assert sealed_problem({**cl4, "sealed": "cl4::0011"}) is not None
 
 
 async def test_export_and_import_carry_ciphertext_only(database: Any, tmp_path: Any) -> None:
@@ -422,7 +433,7 @@ async def test_export_and_import_carry_ciphertext_only(database: Any, tmp_path: 
     out = io.StringIO()
     await export_jsonl(Ledger(database), out)
     assert MARKER not in out.getvalue()
-    assert "[sealed]" in out.getvalue()
+    assert '"cl4:@0"' in out.getvalue()
     assert '"$binary"' in out.getvalue()
 
     # Imported into a database without the keys: it verifies, and reads say "key unavailable".

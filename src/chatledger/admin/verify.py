@@ -205,6 +205,10 @@ def _message_problem(message: Any) -> str | None:
         # sealed_problem (binary, and only where its form has one). Nothing else is written.
         if type(value) is not str and not (name == BINARY_FIELD and is_sealed(message)):
             return f"field {name!r} holds a {type(value).__name__}, not text"
+    if is_sealed(message):
+        # No reader decodes a sealed message (it opens it, or refuses it); a cl4 one has no
+        # text to decode. Its shape and place are sealed_problem's (sealed_messages_problem).
+        return None
     try:
         decode_message(message)
     # decode_message runs the framework's own parsing on whatever is stored; any
@@ -250,7 +254,8 @@ def sealed_messages_problem(messages: list[Any]) -> str | None:
 
     Every message of an event whose first message is sealed, and every sealed one, is
     judged with :func:`~chatledger.sealing.sealed_problem` at its place (shape and the
-    ``cl2`` layout). Whether a ciphertext opens, and matches the clear fields, takes the key.
+    layout of its form, ``cl4`` or ``cl3``). Whether a ciphertext opens, and matches the
+    clear fields, takes the key.
     """
     if not messages:
         return None

@@ -39,15 +39,22 @@ class KeyRing:
         provider: Wraps and unwraps data keys (the KEK).
         cache_ttl: Seconds an unwrapped key (or a "destroyed" verdict) stays cached.
         pad_to: Given to each :class:`DataKey` (its padding bucket).
+        compress: Given to each :class:`DataKey` (whether it deflates what it seals).
     """
 
     def __init__(
-        self, key_store: KeyStore, provider: KeyProvider, cache_ttl: float, pad_to: int | None
+        self,
+        key_store: KeyStore,
+        provider: KeyProvider,
+        cache_ttl: float,
+        pad_to: int | None,
+        compress: bool = False,
     ) -> None:
         self.key_store = key_store
         self.provider = provider
         self.cache_ttl = cache_ttl
         self.pad_to = pad_to
+        self.compress = compress
         # key id -> (monotonic expiry, the key, or None once the key is known destroyed)
         self._cache: OrderedDict[str, tuple[float, DataKey | None]] = OrderedDict()
 
@@ -155,7 +162,8 @@ class KeyRing:
         blob = wrapped_of(doc)
         if not blob:
             raise KeyUnavailableError(f"key document {key_id!r} holds no wrapped key (damaged key store)")
-        key = DataKey(key_id, provider_call(self.provider, "unwrap", blob, key_id), self.pad_to)
+        unwrapped = provider_call(self.provider, "unwrap", blob, key_id)
+        key = DataKey(key_id, unwrapped, self.pad_to, self.compress)
         if doc.get("fp") not in (None, key.fingerprint):
             raise KeyUnavailableError(
                 f"key {key_id!r} does not match its stored fingerprint (damaged key store)"

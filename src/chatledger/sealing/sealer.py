@@ -4,9 +4,9 @@
 a write's data subject and opens what a read returns, keeping recently opened events.
 The parts it stands on, each in its own module:
 
-- :mod:`~chatledger.sealing.form`: the stored form (``cl3``: one AES-256-GCM ciphertext
-  per event, as BSON binary in its first message; every other message refers to it),
-  and its checks without a key (:func:`sealed_problem`);
+- :mod:`~chatledger.sealing.form`: the stored forms (``cl4``, written, and ``cl3``, read:
+  one AES-256-GCM ciphertext per event, as BSON binary in its first message; every other
+  message refers to it), and their checks without a key (:func:`sealed_problem`);
 - :mod:`~chatledger.sealing.datakey`: :class:`DataKey`, the cipher that seals a batch into
   that form and opens it;
 - :mod:`~chatledger.sealing.subjects`: key ids (whose key seals content written in a scope)
@@ -89,6 +89,12 @@ class Sealer:
             next power of two of at least ``pad_to`` bytes (a power of two from 16 to
             65536), multiples of 64 KiB beyond 64 KiB. ``None`` (default): no padding.
             Readers need not know.
+        compress: Deflate what each event seals (zlib) before encrypting it, where that
+            makes it smaller (batches of 256 bytes and more): a typical tool-using turn
+            then stores in about half the bytes. Off by default: the stored size then
+            depends on how repetitive the content is, which can leak a secret to
+            whoever can both read the database and put chosen text into the same batch,
+            again and again (docs/sealing.md, "Compression"). Readers need not know.
         opened_events: How many opened events this process keeps (least recently read
             dropped first), so reading a page again does not decrypt it again (an agent
             reads the last page every turn); the events this process seals are kept
@@ -109,6 +115,7 @@ class Sealer:
         cache_ttl: float = DEFAULT_CACHE_TTL,
         per_lineage: bool = False,
         pad_to: int | None = None,
+        compress: bool = False,
         opened_events: int = DEFAULT_OPENED_EVENTS,
     ) -> None:
         if not isinstance(key_store, KeyStore):
@@ -123,12 +130,15 @@ class Sealer:
             type(pad_to) is not int or not PAD_MIN <= pad_to <= PAD_STEP or pad_to & (pad_to - 1)
         ):
             raise InvalidInputError(f"pad_to must be None or a power of two from {PAD_MIN} to {PAD_STEP}")
+        if type(compress) is not bool:
+            raise InvalidInputError("compress must be a bool")
         if type(opened_events) is not int or not 0 <= opened_events <= 1_000_000:
             raise InvalidInputError("opened_events must be an int from 0 to 1000000")
         # As given; the key ring below works with these values (set them here, not later).
         self.key_store, self.provider, self.cache_ttl = key_store, provider, float(cache_ttl)
         self.per_lineage, self.pad_to, self.opened_events = per_lineage, pad_to, opened_events
-        self._keys = KeyRing(key_store, provider, self.cache_ttl, pad_to)
+        self.compress = compress
+        self._keys = KeyRing(key_store, provider, self.cache_ttl, pad_to, compress)
         # event _id -> (its stored marker and ciphertext, the key that opened it, its opened messages)
         self._opened: OrderedDict[str, tuple[str, bytes, DataKey, list[dict[str, Any]]]] = OrderedDict()
 
@@ -251,7 +261,7 @@ class Sealer:
         kept = self._kept(event_id, marker, ciphertext)
         if kept is not None:
             # Opened before, same ciphertext, key still cached: no decryption.
-            check_clear(messages, kept, event_id)
+            check_clear(messages, kept, event_id, parts[0])
             return [dict(m) for m in kept]  # copies: the kept ones stay as opened
         key = self._keys.live(parts[1])  # the hot path of every sealed read: no await
         if key is None or key.fingerprint != parts[2]:

@@ -208,8 +208,14 @@ async def prepare(client: Any, sync: Any, handles: dict[str, Any]) -> dict[str, 
     }
 
 
-async def measure(uri: str, handles: dict[str, Any], runs: int, per: int, only: list[str]) -> dict[str, Any]:
-    """Median per-operation CPU and wall (µs) of every operation, interleaved run by run."""
+async def measure(
+    uri: str, handles: dict[str, Any], runs: int, per: int, only: list[str], churn: int = 0
+) -> dict[str, Any]:
+    """Per-run CPU and wall (µs per operation) of every operation, interleaved run by run.
+
+    ``churn``: before each timed operation, untimed, build that many small dicts (kept until
+    the next one), as the benchmark's heavier peers (LangGraph) do between its samples.
+    """
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     sync: MongoClient[dict[str, Any]] = MongoClient(uri)
     try:
@@ -226,6 +232,8 @@ async def measure(uri: str, handles: dict[str, Any], runs: int, per: int, only: 
             k = run % len(names)
             for name in names[k:] + names[:k]:
                 op = ops[name]
+                if churn:
+                    junk = [{"i": i} for i in range(churn)]  # noqa: F841 - alive until replaced
                 w0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(per):
                     await op()
@@ -306,6 +314,7 @@ def ab(args: argparse.Namespace, handles: dict[str, Any]) -> None:
             for label in ["before", "after"] if rnd % 2 == 0 else ["after", "before"]:
                 cmd = [sys.executable, __file__, "--uri", args.uri, "--child", str(spec)]
                 cmd += ["--runs", str(args.runs), "--ops", str(args.ops)]
+                cmd += ["--churn", str(args.churn)]
                 if args.only:
                     cmd += ["--only", *args.only]
                 env = {**os.environ, "PYTHONPATH": trees[label]}
@@ -327,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
     """Seed, then measure (in this process, or A/B in children), or profile; drop the database."""
     if args.child:
         handles = json.loads(Path(args.child).read_text())
-        print(json.dumps(asyncio.run(measure(args.uri, handles, args.runs, args.ops, args.only))))
+        print(json.dumps(asyncio.run(measure(args.uri, handles, args.runs, args.ops, args.only, args.churn))))
         return 0
     name = f"clread_{uuid.uuid4().hex[:8]}"
     handles = asyncio.run(seed(args.uri, name))
@@ -337,7 +346,10 @@ def run(args: argparse.Namespace) -> int:
         elif args.before:
             ab(args, handles)
         else:
-            table([asyncio.run(measure(args.uri, handles, args.runs, args.ops, args.only))], ["this tree"])
+            table(
+                [asyncio.run(measure(args.uri, handles, args.runs, args.ops, args.only, args.churn))],
+                ["this tree"],
+            )
     finally:
         asyncio.run(drop(args.uri, name))
     return 0
@@ -356,6 +368,9 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--before", help="another tree's src: A/B in alternating child processes")
     parser.add_argument("--rounds", type=int, default=4, help="child processes per tree under --before")
+    parser.add_argument(
+        "--churn", type=int, default=0, help="small dicts built (untimed) before each timed operation"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("DO_NOT_TRACK", "1")

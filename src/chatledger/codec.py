@@ -355,16 +355,18 @@ def _plain_message(role: str, text: str, author_name: str | None, message_id: st
     fields = dict(shape.content_template)
     fields["text"] = text
     fields["additional_properties"] = {}
-    content.__dict__.update(fields)
+    # The built dicts become the instances' own (same keys, same order as ``update`` into
+    # the empty ones would give): a content holds ~46 fields, copying them twice showed.
+    content.__dict__ = fields
     message = _MESSAGE_CLASS.__new__(_MESSAGE_CLASS)
-    message.__dict__.update(
-        role=role,
-        contents=[content],
-        author_name=author_name,
-        message_id=message_id,
-        additional_properties={},
-        raw_representation=None,
-    )
+    message.__dict__ = {
+        "role": role,
+        "contents": [content],
+        "author_name": author_name,
+        "message_id": message_id,
+        "additional_properties": {},
+        "raw_representation": None,
+    }
     return message
 
 

@@ -157,9 +157,10 @@ class Reading(Resolving):
         out: list[Message] = []
         for doc, messages in zip(docs, opened, strict=True):
             first = doc["first_message"]
-            for index, item in enumerate(messages):
-                if lo <= first + index < hi:
-                    out.append(_decode(doc, index, item))
+            # Only the indexes inside [lo, hi): the first event may start before the page,
+            # the last run past it; the others are not looked at.
+            for index in range(max(lo - first, 0), min(hi - first, len(messages))):
+                out.append(_decode(doc, index, messages[index]))
         return out
 
     async def _segments_from(self, at: Position, start: int) -> list[Segment]:

@@ -73,7 +73,10 @@ def check_event(doc: Mapping[str, Any], *, fields: tuple[str, ...] | None = None
         )
     if fields is None or "messages" in fields:
         messages = doc.get("messages")
-        if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):
+        # ``type(m) is dict`` first: what the driver decodes, without an ABC check per message.
+        if not isinstance(messages, list) or not all(
+            type(m) is dict or isinstance(m, Mapping) for m in messages
+        ):
             raise IntegrityError(f"event {_name(doc)} is malformed: messages is not a list of documents")
         if (fields is None or "count" in fields) and len(messages) != doc["count"]:
             raise IntegrityError(

@@ -74,6 +74,12 @@ def collection_name(name: object) -> str:
     return name
 
 
+#: The concerns of ``consistency="majority"`` (immutable: shared by every handle).
+_MAJORITY_WRITES: Final = WriteConcern("majority", j=True)
+_MAJORITY_READS: Final = ReadConcern("majority")
+_PRIMARY: Final = ReadPreference.PRIMARY
+
+
 class Gate:
     """Collection handles with the configured concerns, and the one error translator.
 
@@ -116,14 +122,14 @@ class Gate:
         Raises:
             InvalidInputError: ``name`` is not a usable collection name.
         """
-        collection = self.database[collection_name(name)]
-        if self._concerns:
-            collection = collection.with_options(
-                write_concern=WriteConcern("majority", j=True),
-                read_concern=ReadConcern("majority"),
-                read_preference=ReadPreference.PRIMARY,
-            )
-        return collection
+        name = collection_name(name)
+        if not self._concerns:
+            return self.database[name]
+        # One handle with the concerns, not ``database[name].with_options(...)`` (two): a
+        # ledger opens three, and a new ledger per request pays for them on every read.
+        return self.database.get_collection(
+            name, write_concern=_MAJORITY_WRITES, read_concern=_MAJORITY_READS, read_preference=_PRIMARY
+        )
 
     def _translate(self, what: str, error: Exception) -> Exception | None:
         """Return the ChatLedger error a driver error becomes, or ``None`` if it passes unchanged.

@@ -252,17 +252,24 @@ async def amain(args: argparse.Namespace) -> int:
             f"{'operation':<16} {'CPU ms':>7} {'payload':>8} {'objects':>8} {'peer':>7} {'CPU ratio':>10} "
             f"{'(objects)':>10} {'÷ peer':>7} {'wall ratio':>11} {'wall ÷ peer':>11}"
         )
-        nan = float("nan")
         for ours, payload, objects, peer_name in pairs:
             a, b, c = samples[ours], samples[payload], samples[objects]
             p = samples.get(peer_name)
             cpu_a, cpu_b, cpu_c = a.median("cpu"), b.median("cpu"), c.median("cpu")
-            cpu_p, wall_p = (p.median("cpu"), p.median("wall")) if p is not None else (nan, nan)
             wall_a = a.median("wall")
+            peer_cells = (
+                (
+                    f"{p.median('cpu'):>7.3f}",
+                    f"{cpu_a / p.median('cpu'):>6.2f}x",
+                    f"{wall_a / p.median('wall'):>10.2f}x",
+                )
+                if p is not None
+                else (f"{'-':>7}", f"{'-':>7}", f"{'-':>11}")
+            )
+            peer_cpu, per_peer, wall_per_peer = peer_cells
             print(
-                f"{ours:<16} {cpu_a:>7.3f} {cpu_b:>8.3f} {cpu_c:>8.3f} {cpu_p:>7.3f} {cpu_a / cpu_b:>9.2f}x "
-                f"{cpu_a / cpu_c:>9.2f}x {cpu_a / cpu_p:>6.2f}x {wall_a / b.median('wall'):>10.2f}x "
-                f"{wall_a / wall_p:>10.2f}x"
+                f"{ours:<16} {cpu_a:>7.3f} {cpu_b:>8.3f} {cpu_c:>8.3f} {peer_cpu} {cpu_a / cpu_b:>9.2f}x "
+                f"{cpu_a / cpu_c:>9.2f}x {per_peer} {wall_a / b.median('wall'):>10.2f}x {wall_per_peer}"
             )
     finally:
         await client.drop_database(database.name)

@@ -183,7 +183,7 @@ bench: $(BENCH_STAMP) $(STAMP) ferretdb
 	$(PY) scripts/bench_admin.py --scale 400x20
 	$(PY) scripts/ferretdb.py run -- $(PY) scripts/bench_proofs.py
 	$(PY) scripts/ferretdb.py run -- $(PY) scripts/bench_compaction.py
-	$(PY) scripts/bench_framework_stores.py --quick
+	$(VENV_BENCH)/bin/python scripts/bench_framework_stores.py --quick
 	$(PY) scripts/bench_memory.py --sessions 30000 --warmup 16000
 
 clean:

@@ -25,7 +25,14 @@ builds it too, ``to_dict`` and the JSON encoding before the insert, the JSON dec
 ``from_dict`` after the find. The store's own JSON work is the framework's format
 (``json`` for sessions, the checkpoint encoding for checkpoints), so both sides do the same.
 
-Prints the ratios (ChatLedger / raw); asserts nothing. Not part of the test suite.
+The peer, when it is installed (the benchmark virtualenv, ``requirements-bench.txt``): LangGraph's
+``MongoDBSaver`` on the same server, in the same runs, keeping the same object as one channel
+value of a LangGraph checkpoint (its own serializer): ``put`` of ``session.to_dict()`` or
+``checkpoint.to_dict()`` against ``set``/``save``, and ``get_tuple`` of a stored one by its id
+(then ``from_dict``) against ``get``/``load``. It uses the synchronous PyMongo client, as its
+users do.
+
+Prints the ratios (ChatLedger / raw, ChatLedger / peer); asserts nothing. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -53,6 +60,45 @@ from chatledger.adapters.checkpoint_encoding import (  # noqa: E402
 )
 
 
+class _Peer:
+    """LangGraph ``MongoDBSaver`` keeping one object per checkpoint, as its users keep state."""
+
+    def __init__(self, uri: str, db_name: str) -> None:
+        from langgraph.checkpoint.mongodb import MongoDBSaver
+        from pymongo import MongoClient
+
+        self.client: Any = MongoClient(uri, tz_aware=True)
+        self.saver = MongoDBSaver(self.client, db_name=db_name)
+
+    def put(self, thread_id: str, value: dict[str, Any]) -> dict[str, Any]:
+        """Store ``value`` as a new checkpoint of the thread; return its config."""
+        from langgraph.checkpoint.base import empty_checkpoint
+
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"value": value}
+        checkpoint["channel_versions"] = {"value": 1}
+        config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        saved: dict[str, Any] = self.saver.put(
+            config, checkpoint, {"source": "loop", "step": 1}, {"value": 1}
+        )
+        return saved
+
+    def get(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Return the value stored in the checkpoint ``config`` names."""
+        found = self.saver.get_tuple(config)
+        assert found is not None
+        value: dict[str, Any] = found.checkpoint["channel_values"]["value"]
+        return value
+
+
+def _peer(uri: str, db_name: str) -> _Peer | None:
+    try:
+        return _Peer(uri, db_name)
+    except ImportError:
+        print("(LangGraph's MongoDBSaver is not installed: no peer column; see requirements-bench.txt)")
+        return None
+
+
 def _session() -> AgentSession:
     session = AgentSession(session_id="bench")
     session.state["notes"] = [f"note {i}: " + "x" * 80 for i in range(20)]
@@ -73,6 +119,7 @@ async def amain(args: argparse.Namespace) -> int:
     client: Any = AsyncMongoClient(uri, tz_aware=True)
     database = client[f"clfw_{uuid.uuid4().hex[:8]}"]
     runs, count = (3, 10) if args.quick else (7, 40)
+    peer: _Peer | None = None
     try:
         sessions = MongoSessionStore(database=database)
         checkpoints = MongoCheckpointStorage(database=database)
@@ -141,9 +188,34 @@ async def amain(args: argparse.Namespace) -> int:
             value = decode_checkpoint_value(json.loads(doc["text"]), allowed_types=frozenset())
             WorkflowCheckpoint.from_dict(value)
 
+        ops: dict[str, Any] = {}
+        peer = _peer(uri, database.name)
+        if peer is not None:
+            peer_session = peer.put("peer-warm", session.to_dict())
+            peer_checkpoint = peer.put("peer-cp", checkpoint().to_dict())
+
+            async def peer_set() -> None:
+                peer.put("peer-bench", session.to_dict())
+
+            async def peer_get() -> None:
+                AgentSession.from_dict(peer.get(peer_session))
+
+            async def peer_save() -> None:
+                peer.put("peer-run", checkpoint().to_dict())
+
+            async def peer_load() -> None:
+                WorkflowCheckpoint.from_dict(peer.get(peer_checkpoint))
+
+            ops = {
+                "peer put (session)": (peer_set, count),
+                "peer get (session)": (peer_get, count),
+                "peer put (checkpoint)": (peer_save, count),
+                "peer get (checkpoint)": (peer_load, count),
+            }
         samples: dict[str, Sample] = {}
         await interleaved(
             {
+                **ops,
                 "session set": (session_set, count),
                 "raw insert_one (session)": (raw_insert, count),
                 "raw objects (session set)": (raw_insert_objects, count),
@@ -161,25 +233,49 @@ async def amain(args: argparse.Namespace) -> int:
             samples,
         )
         pairs = (
-            ("session set", "raw insert_one (session)", "raw objects (session set)"),
-            ("session get", "raw find_one (session)", "raw objects (session get)"),
-            ("checkpoint save", "raw insert_one (checkpoint)", "raw objects (checkpoint save)"),
-            ("checkpoint load", "raw find_one (checkpoint)", "raw objects (checkpoint load)"),
+            ("session set", "raw insert_one (session)", "raw objects (session set)", "peer put (session)"),
+            ("session get", "raw find_one (session)", "raw objects (session get)", "peer get (session)"),
+            (
+                "checkpoint save",
+                "raw insert_one (checkpoint)",
+                "raw objects (checkpoint save)",
+                "peer put (checkpoint)",
+            ),
+            (
+                "checkpoint load",
+                "raw find_one (checkpoint)",
+                "raw objects (checkpoint load)",
+                "peer get (checkpoint)",
+            ),
         )
         print(
-            f"{'operation':<16} {'CPU ms':>7} {'payload':>8} {'objects':>8} {'CPU ratio':>10} "
-            f"{'(objects)':>10} {'wall ratio':>11}"
+            f"{'operation':<16} {'CPU ms':>7} {'payload':>8} {'objects':>8} {'peer':>7} {'CPU ratio':>10} "
+            f"{'(objects)':>10} {'÷ peer':>7} {'wall ratio':>11} {'wall ÷ peer':>11}"
         )
-        for ours, payload, objects in pairs:
+        for ours, payload, objects, peer_name in pairs:
             a, b, c = samples[ours], samples[payload], samples[objects]
+            p = samples.get(peer_name)
             cpu_a, cpu_b, cpu_c = a.median("cpu"), b.median("cpu"), c.median("cpu")
+            wall_a = a.median("wall")
+            peer_cells = (
+                (
+                    f"{p.median('cpu'):>7.3f}",
+                    f"{cpu_a / p.median('cpu'):>6.2f}x",
+                    f"{wall_a / p.median('wall'):>10.2f}x",
+                )
+                if p is not None
+                else (f"{'-':>7}", f"{'-':>7}", f"{'-':>11}")
+            )
+            peer_cpu, per_peer, wall_per_peer = peer_cells
             print(
-                f"{ours:<16} {cpu_a:>7.3f} {cpu_b:>8.3f} {cpu_c:>8.3f} {cpu_a / cpu_b:>9.2f}x "
-                f"{cpu_a / cpu_c:>9.2f}x {a.median('wall') / b.median('wall'):>10.2f}x"
+                f"{ours:<16} {cpu_a:>7.3f} {cpu_b:>8.3f} {cpu_c:>8.3f} {peer_cpu} {cpu_a / cpu_b:>9.2f}x "
+                f"{cpu_a / cpu_c:>9.2f}x {per_peer} {wall_a / b.median('wall'):>10.2f}x {wall_per_peer}"
             )
     finally:
         await client.drop_database(database.name)
         await client.close()
+        if peer is not None:
+            peer.client.close()
         if server is not None:
             server.stop()
     return 0

@@ -874,6 +874,18 @@ async def server_name(client: Any) -> str:
     return f"MongoDB-compatible server, reports {info.get('version')}"
 
 
+def start_documentdb(unbuilt: str) -> Any:
+    """Start a throw-away DocumentDB, or say ``unbuilt`` and return ``None`` where it is not built."""
+    import documentdb  # scripts/documentdb.py: 127.0.0.1 only, telemetry disabled
+
+    if not documentdb.is_built(REPO_ROOT):
+        say(unbuilt)
+        return None
+    server = documentdb.DocumentDBServer(documentdb.ensure_built(REPO_ROOT))
+    server.start()
+    return server
+
+
 async def bytes_only(args: argparse.Namespace) -> int:
     """Measure and print only the bytes-per-message table (on any server: client-side BSON sizes)."""
     server: Any = None
@@ -884,13 +896,9 @@ async def bytes_only(args: argparse.Namespace) -> int:
         server = FerretDBServer(repo_root=REPO_ROOT).start()
         uri = server.uri
     elif not uri:
-        import documentdb  # scripts/documentdb.py: 127.0.0.1 only, telemetry disabled
-
-        if not documentdb.is_built(REPO_ROOT):
-            say("DocumentDB is not built (`make documentdb`): use --ferretdb or --uri")
+        server = start_documentdb("DocumentDB is not built (`make documentdb`): use --ferretdb or --uri")
+        if server is None:
             return 0
-        server = documentdb.DocumentDBServer(documentdb.ensure_built(REPO_ROOT))
-        server.start()
         uri = server.uri
     run = Run(uri, Plan.quick(), None)
     try:
@@ -952,13 +960,11 @@ async def amain(args: argparse.Namespace) -> int:
     if args.pid_file:
         uri, pg_port = args.pid_file["uri"], args.pid_file.get("pg_port")
     if not uri:
-        import documentdb  # scripts/documentdb.py: 127.0.0.1 only, telemetry disabled
-
-        if not documentdb.is_built(REPO_ROOT):
-            say("DocumentDB is not built (`make documentdb`, root on Debian 12): its benchmark is skipped")
+        server = start_documentdb(
+            "DocumentDB is not built (`make documentdb`, root on Debian 12): its benchmark is skipped"
+        )
+        if server is None:
             return 0
-        server = documentdb.DocumentDBServer(documentdb.ensure_built(REPO_ROOT))
-        server.start()
         uri, pg_port = server.uri, server.pg_port
     run = Run(uri, plan, pg_port)
     try:

@@ -1,0 +1,55 @@
+"""Hostile review of cl4: what a database writer or a caller can do to a sealed event.
+
+A keyed reader must refuse (with ChatLedger's own error) every stored event ``verify``
+reports, fresh or from the events its sealer keeps; and a write must never store what
+no reader can open.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chatledger import Ledger
+from chatledger._maf import Message
+from chatledger.admin import verify
+from chatledger.errors import IntegrityError
+from chatledger.sealing import DataKey
+from tests.sealing.test_forms import as_cl3, rewrite, sealer_on, sorted_events
+
+
+@pytest.mark.parametrize("form", ["cl4", "cl3"])
+@pytest.mark.parametrize("index", [0, 1])
+async def test_a_null_message_id_added_in_clear_is_refused_by_every_keyed_reader(
+    database: Any, form: str, index: int
+) -> None:
+    # A message stored without an id and one whose id is null bind the same associated
+    # data (both read as null): the reader must still refuse what verify reports.
+    writer = Ledger(database, sealer=sealer_on(database))
+    binding = writer.bind(user_id="u")
+    await binding.append(binding.empty("t"), [Message("user", ["hi"]), Message("assistant", ["yo"])])
+    (doc,) = await sorted_events(database)
+    if form == "cl3":
+        doc = await as_cl3(database, doc)
+        # The writer's kept copy was of the cl4 event: read the cl3 one once, so it keeps that.
+        assert [m.text for m in await binding.read(await binding.head("t"))] == ["hi", "yo"]
+    messages = [dict(m) for m in doc["messages"]]
+    messages[index]["message_id"] = None
+    await rewrite(database, doc, messages)
+    report = await verify(Ledger(database))
+    assert not report.ok
+    assert "message_id" in report.problems[0].reason
+    fresh = Ledger(database, sealer=sealer_on(database)).bind(user_id="u")
+    for reader in (fresh, binding):  # decrypting, and the appending process's kept copy
+        with pytest.raises(IntegrityError, match="does not match"):
+            await reader.read(await reader.head("t"))
+
+
+def test_a_compressed_batch_never_inflates_past_what_readers_accept() -> None:
+    # A very repetitive batch deflates to a small ciphertext; its frame must stay within
+    # what opening inflates, or the write succeeds and the event never reads again.
+    key = DataKey("k2-uabc", bytes(range(32)), compress=True)
+    stored = [{"role": "user", "text": "a" * (64 << 20)}]
+    sealed = key.seal(stored, "t#1")
+    assert key.open_event(sealed, "t#1", sealed[0]["ciphertext"]) == stored

@@ -11,6 +11,7 @@ from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
 from chatledger.ledger.lineage import Segment, earlier_fork, line_segments
 from chatledger.ledger.positions import Position
 from chatledger.ledger.resolving import Resolving
+from chatledger.sealing.form import CIPHERTEXT_FIELD
 
 __all__ = ["STREAM_BATCH_BYTES", "STREAM_BATCH_MESSAGES", "Reading", "check_batch"]
 
@@ -197,13 +198,18 @@ def _stored_bytes(doc: Mapping[str, Any], lo: int, hi: int) -> int:
     messages, first = doc.get("messages"), doc.get("first_message")
     if type(messages) is not list or type(first) is not int:
         return 0
-    return sum(
-        len(v)
-        for m in messages[max(0, lo - first) : max(0, hi - first)]
-        if isinstance(m, Mapping)
-        for v in m.values()
-        if isinstance(v, (str, bytes))
+    head = max(0, lo - first)
+    read = messages[head : max(0, hi - first)]
+    size = sum(
+        len(v) for m in read if isinstance(m, Mapping) for v in m.values() if isinstance(v, (str, bytes))
     )
+    # A sealed event's one ciphertext (in its first message) holds all its messages: each
+    # message read counts its share, or the page that starts the event counts it whole and
+    # every page after it shrinks to one message (re-reading the event each time).
+    blob = messages[0].get(CIPHERTEXT_FIELD) if messages and isinstance(messages[0], Mapping) else None
+    if type(blob) is bytes and read:
+        size += len(blob) * len(read) // len(messages) - (len(blob) if head == 0 else 0)
+    return size
 
 
 def _decode(doc: Mapping[str, Any], index: int, item: Mapping[str, Any]) -> Message:

@@ -7,6 +7,7 @@ no reader can open.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from chatledger._maf import Message
 from chatledger.admin import verify
 from chatledger.errors import IntegrityError
 from chatledger.sealing import DataKey
+from chatledger.sealing.form import ad_clear_part, ad_event_part
 from tests.sealing.test_forms import as_cl3, rewrite, sealer_on, sorted_events
 
 
@@ -53,3 +55,19 @@ def test_a_compressed_batch_never_inflates_past_what_readers_accept() -> None:
     stored = [{"role": "user", "text": "a" * (64 << 20)}]
     sealed = key.seal(stored, "t#1")
     assert key.open_event(sealed, "t#1", sealed[0]["ciphertext"]) == stored
+
+
+@pytest.mark.parametrize("name", ["message_id", "role", "sealed", "ciphertext"])
+def test_a_frame_naming_a_clear_or_form_field_is_refused(name: str) -> None:
+    # The clear fields are the stored ones, bound by the associated data; a frame (written
+    # by a wrong writer with the key) that names one, or a field of the stored form, must
+    # not slip a message_id or a marker into the opened message (the JSON plaintext refuses it).
+    key = DataKey("k2-uabc", bytes(range(32)))
+    stored = [{"role": "user", "text": "hi"}]
+    sealed = key.seal(stored, "t#1")
+    head = json.dumps([[["text", name]], [2, 2]]).encode()
+    plain = b"\x00" + len(head).to_bytes(4, "big") + head + b"hizz"
+    iv = bytes(12)
+    ad = key._ad + ad_event_part("t#1") + ad_clear_part(sealed, "t#1")
+    with pytest.raises(IntegrityError, match="malformed"):
+        key.open_event(sealed, "t#1", iv + key._aead.encrypt(iv, plain, ad))

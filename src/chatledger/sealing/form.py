@@ -88,6 +88,8 @@ _FIELDS: Final = {
 }
 #: The fields kept in clear: not in a ``cl4`` plaintext (the associated data binds them).
 _CLEAR: Final = ("role", "message_id")
+#: Names a plaintext never holds: the clear fields, and the stored form's own.
+_NOT_SEALED: Final = frozenset({*_CLEAR, SEALED_FIELD, CIPHERTEXT_FIELD})
 TAG_BYTES: Final = 16
 #: Padding buckets are powers of two up to this size, then multiples of it: past 64 KiB a
 #: doubling would waste up to the batch's own size (and could push it past the event limit).
@@ -359,6 +361,8 @@ def unpacked(plain: bytes, messages: Sequence[Any], event_id: str) -> list[dict[
         "".join(chain.from_iterable(names))  # every field name a str (checked in C)
     except TypeError as e:
         raise broken from e
+    if not _NOT_SEALED.isdisjoint(chain.from_iterable(names)):
+        raise broken  # a clear field (the stored one stands) or a field of the stored form
     return out
 
 
@@ -374,7 +378,7 @@ def _unpacked_json(plain: bytes, messages: Sequence[Any], event_id: str) -> list
     out: list[dict[str, Any]] = []
     for index, fields in enumerate(sealed):
         item = messages[index]
-        if type(fields) is not dict or "role" in fields or "message_id" in fields:
+        if type(fields) is not dict or not _NOT_SEALED.isdisjoint(fields):
             raise broken
         if not (type(item) is dict or isinstance(item, Mapping)):
             raise _not_of_form(event_id, index)

@@ -16,8 +16,12 @@ from chatledger import Ledger
 from chatledger._maf import Message
 from chatledger.admin import verify
 from chatledger.errors import IntegrityError
+from chatledger.hashing import event_hash
+from chatledger.ledger.compaction import compacted_view
 from chatledger.sealing import DataKey
 from chatledger.sealing.form import ad_clear_part, ad_event_part
+from chatledger.storage.documents import check_thread
+from tests.helpers import compact_prefix
 from tests.sealing.test_forms import as_cl3, rewrite, sealer_on, sorted_events
 
 
@@ -71,3 +75,33 @@ def test_a_frame_naming_a_clear_or_form_field_is_refused(name: str) -> None:
     ad = key._ad + ad_event_part("t#1") + ad_clear_part(sealed, "t#1")
     with pytest.raises(IntegrityError, match="malformed"):
         key.open_event(sealed, "t#1", iv + key._aead.encrypt(iv, plain, ad))
+
+
+async def test_a_thread_moved_to_another_user_does_not_open_for_that_user(database: Any) -> None:
+    # A database writer gives alice's thread to mallory (thread and events rescoped, every
+    # digest and hash recomputed: verify, without a key, cannot tell). The content is
+    # sealed under alice's key: a keyed reader in mallory's scope must not open it.
+    alice = Ledger(database, sealer=sealer_on(database)).bind(user_id="alice")
+    done = await alice.append(alice.empty("t"), [Message("user", ["alice's secret"])])
+    await compact_prefix(alice, done.position, 1, "summary: alice's secret")
+    thread = await database["threads"].find_one({"_id": "t"})
+    thread["user_id"] = "mallory"
+    await database["threads"].replace_one({"_id": "t"}, thread)
+    prev = None
+    for doc in await sorted_events(database):
+        moved = {**doc, "user_id": "mallory", "prev_hash": prev or doc["prev_hash"]}
+        if doc["seq"] == 1:
+            moved["thread_digest"] = check_thread(thread).digest()
+        else:  # the summary names the range it replaces by its (recomputed) hashes
+            moved["compaction"] = {**doc["compaction"], "first_hash": prev, "last_hash": prev}
+        moved["hash"] = prev = event_hash(moved["prev_hash"], moved)
+        await database["events"].replace_one({"_id": doc["_id"]}, moved)
+    assert (await verify(Ledger(database))).ok
+    mallory = Ledger(database, sealer=sealer_on(database)).bind(user_id="mallory")
+    head = await mallory.head("t")
+    with pytest.raises(IntegrityError, match="does not open in this scope"):
+        await mallory.read(head)
+    with pytest.raises(IntegrityError, match="does not open in this scope"):
+        [m async for page in mallory.pages(head) for m in page]
+    with pytest.raises(IntegrityError, match="does not open in this scope"):
+        await compacted_view(mallory, head)  # the summary too

@@ -41,7 +41,14 @@ import orjson
 from chatledger._maf import MESSAGE_TYPE, Message
 from chatledger.errors import InvalidMessageError
 
-__all__ = ["canonical_json", "decode_message", "encode_message", "encode_messages", "stored_digest"]
+__all__ = [
+    "canonical_json",
+    "check_stored",
+    "decode_message",
+    "encode_message",
+    "encode_messages",
+    "stored_digest",
+]
 
 # --------------------------------------------------------------------------- canonical JSON
 
@@ -541,6 +548,41 @@ def decode_message(doc: Mapping[str, Any]) -> Message:
         # missing field's KeyError: readers name the event (IntegrityError, verify problem).
         raise TypeError("a stored message's role, text, author_name or message_id is not a str")
     return _plain_message(role, text, author_name, message_id)
+
+
+#: The fields a stored message may hold (what :func:`encode_message` makes): ``role`` and
+#: ``text`` always, ``author_name`` and ``message_id`` if set, ``rest`` or ``payload``.
+_STORED_FIELDS: Final = frozenset({"role", "text", "author_name", "message_id", "rest", "payload"})
+
+
+def check_stored(stored: object) -> list[dict[str, Any]]:
+    """Return a batch given already encoded, checked to have the shape :func:`encode_messages` makes.
+
+    A list of dicts, each with a str ``role`` and ``text``, and otherwise only
+    ``author_name``, ``message_id`` and one of ``rest``/``payload``, every value a valid
+    unicode str. (A field of a sealed form, a null id, a missing role would be stored,
+    and no reader could ever decode the event.) The JSON of ``rest``/``payload`` is the
+    caller's: it is not parsed again here.
+
+    Raises:
+        InvalidMessageError: it does not.
+    """
+    if type(stored) is not list:
+        raise InvalidMessageError(f"stored must be a list of encoded messages, got {type(stored).__name__}")
+    for index, doc in enumerate(stored):
+        if type(doc) is not dict or "role" not in doc or "text" not in doc:
+            raise InvalidMessageError(
+                f"stored message {index} is not an encoded message (a dict with role and text)"
+            )
+        if not doc.keys() <= _STORED_FIELDS or ("rest" in doc and "payload" in doc):
+            extra = sorted(str(k) for k in doc.keys() - _STORED_FIELDS) or ["rest and payload"]
+            raise InvalidMessageError(
+                f"stored message {index} holds fields encode_messages never makes: {extra}"
+            )
+        for name, value in doc.items():
+            if type(value) is not str or not _valid_unicode(value):
+                raise InvalidMessageError(f"stored message {index}: {name} is not a valid unicode str")
+    return stored
 
 
 def stored_digest(stored: Sequence[Mapping[str, Any]]) -> str:

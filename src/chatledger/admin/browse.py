@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from chatledger._maf import Message
 from chatledger.admin.catalog import as_ledger
@@ -20,6 +20,9 @@ from chatledger.admin.verify import sealed_messages_problem
 from chatledger.errors import ContentErasedError, IntegrityError, KeyUnavailableError, UnknownThreadError
 from chatledger.ledger.compaction import newest_compaction
 from chatledger.models import Cursor, Scope, ThreadRecord
+
+if TYPE_CHECKING:
+    from chatledger.sealing.sealer import Reader
 
 __all__ = [
     "ERASED_TEXT",
@@ -89,9 +92,9 @@ def placeholder_sealer(key_store: Any, provider: Any = None) -> Any:
     from chatledger.sealing import Sealer
 
     class PlaceholderSealer(Sealer):
-        async def open_messages(self, doc: Mapping[str, Any]) -> Any:
+        async def open_messages(self, doc: Mapping[str, Any], reader: Reader | None = None) -> Any:
             try:
-                return await super().open_messages(doc)
+                return await super().open_messages(doc, reader)
             except (ContentErasedError, KeyUnavailableError) as e:
                 # What is malformed without a key (a ciphertext not even hex, a cl2 layout
                 # broken) is tampering, whatever the key's state: never a placeholder.

@@ -170,10 +170,12 @@ async def release_hold(
             if legacy and not holds:
                 released.append(None)  # a hold written by ChatLedger 0.1 (one per thread)
                 return [], True
-            if len(holds) > 1:
-                cases = [h.get("case") for h in holds]
+            if len(holds) + legacy > 1:
+                # A 0.1 single hold (case None) counts: a bare release must not pick one of two.
+                cases = [h.get("case") for h in holds] + ([None] if legacy else [])
                 raise InvalidInputError(
-                    f"thread {thread_id!r} is held for {len(holds)} cases {cases!r}; name the case"
+                    f"thread {thread_id!r} is held for {len(cases)} cases {cases!r}; name the case "
+                    "(a ChatLedger 0.1 hold, case None, is released without one once it is the last)"
                 )
             if not holds:
                 return None

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from chatledger._maf import Message
-from chatledger.codec import encode_messages, stored_digest
+from chatledger.codec import check_stored, encode_messages, stored_digest
 from chatledger.errors import (
     ConcurrencyError,
     InvalidCursorError,
@@ -43,7 +43,7 @@ def _batch(messages: Sequence[Message] | None, stored: list[dict[str, Any]] | No
     """Return the encoded batch, from exactly one of ``messages`` and ``stored``."""
     if (messages is None) == (stored is None):
         raise InvalidInputError("pass either messages or stored, not both")
-    return encode_messages(messages or ()) if stored is None else stored
+    return encode_messages(messages or ()) if stored is None else check_stored(stored)
 
 
 def _event_id(event_id: str | None) -> str:

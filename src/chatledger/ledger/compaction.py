@@ -38,6 +38,7 @@ from chatledger.storage import PositionTakenError
 
 if TYPE_CHECKING:
     from chatledger.sealing import Sealer
+    from chatledger.sealing.sealer import Reader
 
 __all__ = ["Compaction", "compact", "compacted_view", "event_at", "newest_compaction"]
 
@@ -65,7 +66,7 @@ class Compaction:
     summary: list[Message]
 
 
-async def _of(doc: Mapping[str, Any], sealer: Sealer | None) -> Compaction:
+async def _of(doc: Mapping[str, Any], sealer: Sealer | None, reader: Reader | None = None) -> Compaction:
     body = doc.get("compaction")
     if doc.get("v") != COMPACTION_SCHEMA_VERSION:
         # Only version 3 hashes the field: on any other event it is an unvouched claim.
@@ -73,7 +74,7 @@ async def _of(doc: Mapping[str, Any], sealer: Sealer | None) -> Compaction:
             f"event {doc.get('_id')!r} carries a compaction its schema version does not hash"
         )
     # Opened outside the try below: the sealer's own errors (erased, no key, tampered) stand.
-    messages = await _opened(doc, body.get("messages") if isinstance(body, Mapping) else None, sealer)
+    messages = await _opened(doc, body.get("messages") if isinstance(body, Mapping) else None, sealer, reader)
     try:
         assert isinstance(body, Mapping)
         out = Compaction(
@@ -93,7 +94,9 @@ async def _of(doc: Mapping[str, Any], sealer: Sealer | None) -> Compaction:
     return out
 
 
-async def _opened(doc: Mapping[str, Any], messages: Any, sealer: Sealer | None) -> Any:
+async def _opened(
+    doc: Mapping[str, Any], messages: Any, sealer: Sealer | None, reader: Reader | None = None
+) -> Any:
     """Return a summary's stored messages opened by ``sealer`` (as stored if none is sealed).
 
     A summary is sealed as an event's batch is, bound to its own place
@@ -109,7 +112,7 @@ async def _opened(doc: Mapping[str, Any], messages: Any, sealer: Sealer | None) 
     if sealer is not None:
         # Numbered from 0 (first_message): the summary leads the compacted view.
         place = {"_id": summary_place(str(doc.get("_id"))), "first_message": 0, "messages": messages}
-        return await sealer.open_messages(place)
+        return await sealer.open_messages(place, reader)
     if any(isinstance(m, Mapping) and "sealed" in m for m in messages):
         # A sealed message decodes to its placeholder text: never hand that out as a summary.
         raise KeyUnavailableError(
@@ -142,7 +145,14 @@ async def newest_compaction(binding: Binding, at: Position) -> Compaction | None
         line = await binding._segments_from(at, 0)
         further = line[: len(line) - len(window)]
         doc = await events.newest_compaction([(s.thread_id, s.lo_seq, s.hi_seq) for s in further])
-    return None if doc is None else await _of(doc, binding.ledger.sealer)
+    if doc is None:
+        return None
+    sealer = binding.ledger.sealer
+    # The summary is content of this scope's tree: sealed under another subject's key, it
+    # was moved here (as a transcript event would be: Reading refuses those alike).
+    root = at.thread.root_id if at.thread else at.thread_id
+    reader = None if sealer is None else sealer.reader(binding.scope, root, binding.ledger.ledger_id)
+    return await _of(doc, sealer, reader)
 
 
 async def compacted_view(binding: Binding, at: Position) -> list[Message]:

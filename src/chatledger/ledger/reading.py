@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from chatledger._maf import Message
 from chatledger.codec import decode_message
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError, KeyUnavailableError
+from chatledger.hashing import BINARY_FIELD
 from chatledger.ledger.lineage import Segment, earlier_fork, line_segments
 from chatledger.ledger.positions import Position
 from chatledger.ledger.resolving import Resolving
+
+if TYPE_CHECKING:
+    from chatledger.sealing.sealer import Reader
 
 __all__ = ["STREAM_BATCH_BYTES", "STREAM_BATCH_MESSAGES", "Reading", "check_batch"]
 
@@ -124,10 +128,19 @@ class Reading(Resolving):
         """
         out: list[Message] = []
         segments = await self._segments_from(at, start)
+        sealer = self.ledger.sealer
+        # Whose content this scope may open: every segment shares the tree's root (and key).
+        reader = (
+            None
+            if sealer is None
+            else sealer.reader(
+                self.scope, at.thread.root_id if at.thread else at.thread_id, self.ledger.ledger_id
+            )
+        )
         for seg in segments:
             lo, hi = max(start, seg.lo_message), min(stop, seg.hi_message)
             if lo < hi:
-                out += await self._page(seg.thread_id, lo, hi, sizes)
+                out += await self._page(seg.thread_id, lo, hi, sizes, reader)
         if len(out) != stop - start:
             for seg in segments:
                 # Hollowed events hold no message index: a removed thread reads as short.
@@ -138,10 +151,18 @@ class Reading(Resolving):
             )
         return out
 
-    async def _page(self, thread_id: str, lo: int, hi: int, sizes: list[int] | None = None) -> list[Message]:
+    async def _page(
+        self,
+        thread_id: str,
+        lo: int,
+        hi: int,
+        sizes: list[int] | None = None,
+        reader: Reader | None = None,
+    ) -> list[Message]:
         """Return the messages ``lo`` to ``hi`` (exclusive) of ``thread_id``'s own events, decoded.
 
-        With ``sizes``, the stored bytes of those messages are appended to it.
+        With ``sizes``, the stored bytes of those messages are appended to it; ``reader``:
+        whose content sealed events must be (:meth:`Sealer.reader`).
         """
         sealer = self.ledger.sealer
         docs = await self._storage.events.page(thread_id, lo, hi)
@@ -152,7 +173,7 @@ class Reading(Resolving):
         opened = (
             [doc["messages"] for doc in docs]
             if sealer is None
-            else [await sealer.open_messages(doc) for doc in docs]
+            else [await sealer.open_messages(doc, reader) for doc in docs]
         )
         out: list[Message] = []
         for doc, messages in zip(docs, opened, strict=True):
@@ -198,13 +219,18 @@ def _stored_bytes(doc: Mapping[str, Any], lo: int, hi: int) -> int:
     messages, first = doc.get("messages"), doc.get("first_message")
     if type(messages) is not list or type(first) is not int:
         return 0
-    return sum(
-        len(v)
-        for m in messages[max(0, lo - first) : max(0, hi - first)]
-        if isinstance(m, Mapping)
-        for v in m.values()
-        if isinstance(v, (str, bytes))
+    head = max(0, lo - first)
+    read = messages[head : max(0, hi - first)]
+    size = sum(
+        len(v) for m in read if isinstance(m, Mapping) for v in m.values() if isinstance(v, (str, bytes))
     )
+    # A sealed event's one ciphertext (in its first message) holds all its messages: each
+    # message read counts its share, or the page that starts the event counts it whole and
+    # every page after it shrinks to one message (re-reading the event each time).
+    blob = messages[0].get(BINARY_FIELD) if messages and isinstance(messages[0], Mapping) else None
+    if type(blob) is bytes and read:
+        size += len(blob) * len(read) // len(messages) - (len(blob) if head == 0 else 0)
+    return size
 
 
 def _decode(doc: Mapping[str, Any], index: int, item: Mapping[str, Any]) -> Message:

@@ -56,12 +56,32 @@ class DataKey:
             (see :class:`~chatledger.sealing.Sealer`); ``None``: no padding.
         compress: Deflate a batch's plaintext before sealing it where that makes it
             smaller (see :class:`~chatledger.sealing.Sealer`).
+        ledger_id: The ledger its key document names (``None``: a ``k1`` key, or not known).
     """
 
-    __slots__ = ("_ad", "_ad3", "_aead", "_compress", "_marker", "_pad_to", "fingerprint", "key_id")
+    __slots__ = (
+        "_ad",
+        "_ad3",
+        "_aead",
+        "_compress",
+        "_marker",
+        "_pad_to",
+        "fingerprint",
+        "key_id",
+        "ledger_id",
+    )
 
-    def __init__(self, key_id: str, key: bytes, pad_to: int | None = None, compress: bool = False) -> None:
+    def __init__(
+        self,
+        key_id: str,
+        key: bytes,
+        pad_to: int | None = None,
+        compress: bool = False,
+        *,
+        ledger_id: str | None = None,
+    ) -> None:
         self.key_id = key_id
+        self.ledger_id = ledger_id
         self.fingerprint = fingerprint(key)
         self._aead = aead(key)  # one cipher object per key, made once: reads reuse it
         self._pad_to = pad_to

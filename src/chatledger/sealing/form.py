@@ -88,6 +88,8 @@ _FIELDS: Final = {
 }
 #: The fields kept in clear: not in a ``cl4`` plaintext (the associated data binds them).
 _CLEAR: Final = ("role", "message_id")
+#: Names a plaintext never holds: the clear fields, and the stored form's own.
+_NOT_SEALED: Final = frozenset({*_CLEAR, SEALED_FIELD, CIPHERTEXT_FIELD})
 TAG_BYTES: Final = 16
 #: Padding buckets are powers of two up to this size, then multiples of it: past 64 KiB a
 #: doubling would waste up to the batch's own size (and could push it past the event limit).
@@ -243,8 +245,9 @@ def packed(stored: Sequence[Mapping[str, Any]], compress: bool = False) -> bytes
     A frame: ``0x00``, a 4-byte big-endian header length, the header (JSON: the field
     names of each message, then every field's length in characters), then all the
     fields' text as one UTF-8 string: nothing is escaped, and opening decodes the text
-    once. With ``compress``, a frame of at least :data:`COMPRESS_FROM` bytes is deflated
-    (``0x01`` then raw deflate) when that is smaller. A value that is not a str (no
+    once. With ``compress``, a frame of at least :data:`COMPRESS_FROM` bytes (and no
+    larger than opening inflates, 64 MiB) is deflated (``0x01`` then raw deflate) when
+    that is smaller. A value that is not a str (no
     stored message holds one) makes it a JSON list instead.
     """
     names: list[list[str]] = []
@@ -263,7 +266,9 @@ def packed(stored: Sequence[Mapping[str, Any]], compress: bool = False) -> bytes
         names.append(row)
     head = orjson.dumps([names, lengths])
     frame = b"".join([FRAMED, _FRAME_HEAD.pack(len(head)), head, "".join(values).encode("utf-8")])
-    if compress and len(frame) >= COMPRESS_FROM:
+    # Never deflate a frame larger than opening inflates: that write would never read
+    # again. Stored as is, such a frame exceeds the event limit and the append is refused.
+    if compress and COMPRESS_FROM <= len(frame) <= _INFLATE_MAX:
         deflate = zlib.compressobj(_LEVEL, zlib.DEFLATED, -15)
         small = DEFLATED + deflate.compress(frame) + deflate.flush()
         if len(small) < len(frame):
@@ -329,7 +334,12 @@ def unpacked(plain: bytes, messages: Sequence[Any], event_id: str) -> list[dict[
                 raise _not_of_form(event_id, index)
             has_id = "message_id" in item
             # role and sealed (and the ciphertext in the first), message_id if there: cl4's fields.
-            if len(item) != (2 if index else 3) + has_id or (index and item.get(marker) != ref):
+            # A null message_id binds the associated data as an absent one does: refused here.
+            if (
+                len(item) != (2 if index else 3) + has_id
+                or (index and item.get(marker) != ref)
+                or (has_id and type(item["message_id"]) is not str)
+            ):
                 raise _not_of_form(event_id, index)
             message: dict[str, Any] = {}
             for name in row:
@@ -351,6 +361,8 @@ def unpacked(plain: bytes, messages: Sequence[Any], event_id: str) -> list[dict[
         "".join(chain.from_iterable(names))  # every field name a str (checked in C)
     except TypeError as e:
         raise broken from e
+    if not _NOT_SEALED.isdisjoint(chain.from_iterable(names)):
+        raise broken  # a clear field (the stored one stands) or a field of the stored form
     return out
 
 
@@ -366,7 +378,7 @@ def _unpacked_json(plain: bytes, messages: Sequence[Any], event_id: str) -> list
     out: list[dict[str, Any]] = []
     for index, fields in enumerate(sealed):
         item = messages[index]
-        if type(fields) is not dict or "role" in fields or "message_id" in fields:
+        if type(fields) is not dict or not _NOT_SEALED.isdisjoint(fields):
             raise broken
         if not (type(item) is dict or isinstance(item, Mapping)):
             raise _not_of_form(event_id, index)
@@ -474,6 +486,8 @@ def check_clear(messages: Sequence[Any], opened: list[Any], event_id: str, form:
             or (index and item.get(SEALED_FIELD) != ref)
             or item.get("role") != message.get("role")
             or item.get("message_id") != message.get("message_id")
+            # A null message_id compares equal to an absent one: not of the form either.
+            or type(item.get("message_id", "")) is not str
             or item.get("text") != placeholder
             or len(item) != (rest if index else head) + ("message_id" in item)
         ):

@@ -163,7 +163,14 @@ class KeyRing:
         if not blob:
             raise KeyUnavailableError(f"key document {key_id!r} holds no wrapped key (damaged key store)")
         unwrapped = provider_call(self.provider, "unwrap", blob, key_id)
-        key = DataKey(key_id, unwrapped, self.pad_to, self.compress)
+        ledger_id = doc.get("ledger_id")
+        key = DataKey(
+            key_id,
+            unwrapped,
+            self.pad_to,
+            self.compress,
+            ledger_id=ledger_id if type(ledger_id) is str else None,
+        )
         if doc.get("fp") not in (None, key.fingerprint):
             raise KeyUnavailableError(
                 f"key {key_id!r} does not match its stored fingerprint (damaged key store)"

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from functools import lru_cache
+from typing import Any, Final, NamedTuple
 
 from chatledger.errors import IntegrityError, InvalidInputError
 from chatledger.models import Scope
@@ -54,6 +55,7 @@ __all__ = [
     "SEALED_FIELD",
     "SEALED_TEXT",
     "DataKey",
+    "Reader",
     "Sealer",
     "SubjectErasedError",
     "blocking_marks",
@@ -225,8 +227,20 @@ class Sealer:
         marks = [m for m in blocking_marks(scope.tenant_id, scope.user_id, ledger_id) if m != key_id]
         return await self._keys.to_write(key_id, subject, marks, fresh=fresh)
 
-    async def open_messages(self, doc: Mapping[str, Any]) -> Any:
+    def reader(self, scope: Scope, root_id: str, ledger_id: str | None) -> Reader:
+        """Return who reads content of the tree ``root_id`` in ``scope`` of the ledger ``ledger_id``.
+
+        Given to :meth:`open_messages`, it keeps a thread moved into another scope by a
+        database writer (which ``verify`` without a key cannot tell) from opening there.
+        """
+        return Reader(scope.tenant_id, scope.user_id, root_id, ledger_id)
+
+    async def open_messages(self, doc: Mapping[str, Any], reader: Reader | None = None) -> Any:
         """Return an event's messages with every sealed one opened (the stored list itself if none is).
+
+        ``reader`` (:meth:`reader`): the content must be sealed under a key of its data
+        subject (per lineage or not, ``k1`` or of any ledger); ``None`` (admin tools,
+        which read every scope): any key.
 
         Raises:
             ContentErasedError: the content's key was destroyed by erasure.
@@ -260,6 +274,7 @@ class Sealer:
             raise IntegrityError(f"event {event_id!r}: its sealed first message is malformed")
         kept = self._kept(event_id, marker, ciphertext)
         if kept is not None:
+            _check_reader(parts[1], self._opened[event_id][2], reader, event_id)
             # Opened before, same ciphertext, key still cached: no decryption.
             check_clear(messages, kept, event_id, parts[0])
             return [dict(m) for m in kept]  # copies: the kept ones stay as opened
@@ -272,8 +287,49 @@ class Sealer:
                 raise IntegrityError(
                     f"event {event_id!r}: its sealed first message is malformed ({e})"
                 ) from e
+        _check_reader(parts[1], key, reader, event_id)
         opened = key.open_event(messages, event_id, ciphertext)
         if not self._keeps():
             return opened
         self._keep(event_id, marker, ciphertext, key, opened)
         return [dict(m) for m in opened]
+
+
+class Reader(NamedTuple):
+    """Who reads sealed content: the scope's tenant and user, the tree's root thread, the ledger."""
+
+    tenant_id: str | None
+    user_id: str | None
+    root_id: str
+    ledger_id: str | None
+
+
+@lru_cache(maxsize=4096)
+def _readable_keys(
+    tenant_id: str | None, user_id: str | None, root_id: str, ledger_id: str | None
+) -> frozenset[str]:
+    """The key ids a writer in this scope seals under: per lineage or not, ``k2`` of the ledger or ``k1``."""
+    return frozenset(
+        subject_key(tenant_id, user_id, root_id, per_lineage, lid)[0]
+        for per_lineage in (False, True)
+        for lid in dict.fromkeys((ledger_id, None))
+    )
+
+
+def _check_reader(key_id: str, key: DataKey, reader: Reader | None, event_id: str) -> None:
+    """Refuse content sealed under another data subject's key than the reader's.
+
+    Raises:
+        IntegrityError: its thread was moved into this scope (thread and events rescoped,
+            their hashes recomputed: only the key id tells).
+    """
+    if reader is None or key_id in _readable_keys(*reader):
+        return
+    # A ledger moved to another database (another default id) keeps reading its content:
+    # the key names its ledger, and the key id is that ledger's key of this same subject.
+    if key.ledger_id not in (None, reader.ledger_id) and key_id in _readable_keys(*reader[:3], key.ledger_id):
+        return
+    raise IntegrityError(
+        f"event {event_id!r} does not open in this scope: it is sealed under key {key_id!r}, another "
+        "data subject's (its thread was moved here from another user, tenant or conversation)"
+    )

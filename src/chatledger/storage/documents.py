@@ -116,9 +116,18 @@ class Holds:
         return names or (["-"] if self.legacy_marked else [])
 
     def listed(self) -> list[dict[str, Any]]:
-        """Return every hold document: one per case, then a 0.1 single hold with ``case`` ``None``."""
-        legacy = [{**self.legacy_hold, "case": None}] if self.legacy_hold is not None else []
-        return [dict(h) for h in self.cases] + legacy
+        """Return every hold document: one per case, then a 0.1 single hold with ``case`` ``None``.
+
+        A hold that protects the thread but holds no document (a 0.1 hold of another true
+        value, a ``legal_holds`` list of something else) is listed too, ``case`` ``None`` and
+        nothing else known: an operator told a thread is held must find it.
+        """
+        rows = [dict(h) for h in self.cases]
+        if self.legacy_hold is not None:
+            rows.append({**self.legacy_hold, "case": None})
+        elif self.legacy_marked or (self.held and not rows):
+            rows.append({"case": None, "reason": None, "set_at": None, "set_by": None})
+        return rows
 
 
 def holds_of(doc: Mapping[str, Any]) -> Holds:

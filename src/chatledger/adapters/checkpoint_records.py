@@ -122,7 +122,7 @@ class CheckpointRecords:
 
     async def text(self, doc: Mapping[str, Any]) -> str:
         """Return the text of a record's (or chunk's) one message, opened if sealed."""
-        return await record_text(self.ledger, doc, (CHECKPOINT_ROLE, CHUNK_ROLE))
+        return await record_text(self.ledger, doc, (CHECKPOINT_ROLE, CHUNK_ROLE), self.binding.scope)
 
     async def digest_of(self, doc: Mapping[str, Any]) -> str:
         """Return the SHA-256 of the encoded checkpoint a record commits (without reading chunks)."""

@@ -196,7 +196,7 @@ class MongoSessionStore(LedgerOwner):
             raise IntegrityError(f"version {at.offset} of thread {at.thread_id!r} is missing")
         # Opened on every read, never kept open: a sealed snapshot stays as unreadable here
         # as in the database once its key is destroyed.
-        text = await record_text(self.ledger, doc, (SESSION_ROLE,))
+        text = await record_text(self.ledger, doc, (SESSION_ROLE,), self.binding.scope)
         if keep is not None:
             self._keep_doc(keep, doc, len(text))
         try:

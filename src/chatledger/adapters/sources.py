@@ -25,6 +25,7 @@ from chatledger.adapters.connection import (
 from chatledger.codec import decode_message
 from chatledger.errors import ChatLedgerError, IntegrityError, KeyUnavailableError
 from chatledger.ledger import Binding, Ledger, LedgerOptions
+from chatledger.models import Scope
 
 __all__ = ["LedgerOwner", "StoreOptions", "open_ledger", "record_text"]
 
@@ -124,16 +125,26 @@ class LedgerOwner:
             exc.add_note(f"closing the {type(self).__name__} also failed: {close_error!r}")
 
 
-async def record_text(ledger: Ledger, doc: Mapping[str, Any], roles: Sequence[str]) -> str:
+async def record_text(ledger: Ledger, doc: Mapping[str, Any], roles: Sequence[str], scope: Scope) -> str:
     """Return the text of a store's record (an event holding one message of one of ``roles``), opened.
 
+    Sealed content opens only under a key of ``scope``'s own data subject (the store's), as
+    a history read's does: a record a database writer moved into this scope stays shut.
+
     Raises:
-        IntegrityError: the event is not such a record, or its message is malformed.
+        IntegrityError: the event is not such a record, its message is malformed, or it is
+            sealed under another data subject's key.
         KeyUnavailableError: it is sealed and the ledger has no sealer (or key) to open it.
         ContentErasedError: it is sealed under a key that erasure destroyed.
     """
     sealer = ledger.sealer
-    messages = doc.get("messages") if sealer is None else await sealer.open_messages(doc)
+    if sealer is None:
+        messages = doc.get("messages")
+    else:
+        # The tree's root names a per-lineage key; the thread record is cached by the ledger.
+        thread = await ledger.thread(str(doc.get("thread_id")), None)
+        root = thread.root_id if thread is not None else str(doc.get("thread_id"))
+        messages = await sealer.open_messages(doc, sealer.reader(scope, root, ledger.ledger_id))
     if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], Mapping):
         raise IntegrityError(f"event {doc.get('_id')!r} is not a record of {', '.join(roles)}")
     if "sealed" in messages[0]:

@@ -53,19 +53,24 @@ class Verdicts(Resolving):
         if at.thread is not None:
             taken = await self._storage.events.at(at.thread_id, seq, full=True)
             if taken is not None and taken.get("event_id") == event_id:
-                return self._verdict(await self._opened(taken), at.thread, digest), False
+                return self._verdict(await self._opened(taken, at.thread), at.thread, digest), False
         for candidate in await self._storage.events.with_event_id(event_id, seq):
             branch = await self.ledger.thread(candidate["thread_id"], self.scope)
             if branch is not None and branch.parent == {"thread_id": at.thread_id, "offset": at.offset}:
-                return self._verdict(await self._opened(candidate), branch, digest), True
+                return self._verdict(await self._opened(candidate, branch), branch, digest), True
         return None
 
-    async def _opened(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """Return ``doc`` with its sealed messages opened: digests compare the clear batch."""
+    async def _opened(self, doc: dict[str, Any], thread: ThreadRecord) -> dict[str, Any]:
+        """Return ``doc`` with its sealed messages opened: digests compare the clear batch.
+
+        Only under a key of this scope's own data subject, as a read opens it: the
+        comparison must not tell a caller anything of content moved here from another scope.
+        """
         sealer = self.ledger.sealer
         if sealer is None:
             return doc
-        return {**doc, "messages": await sealer.open_messages(doc)}
+        reader = sealer.reader(self.scope, thread.root_id, self.ledger.ledger_id)
+        return {**doc, "messages": await sealer.open_messages(doc, reader)}
 
     def _verdict(self, doc: Mapping[str, Any], thread: ThreadRecord, digest: str) -> Position:
         """Return the position after ``doc`` if it holds the batch with ``digest``.

@@ -150,8 +150,8 @@ class CheckpointRecords:
             # The chunks are the events right before the record along its line (on its
             # thread, or on an ancestor when the record or a chunk branched).
             holder = await record_thread.holder_along(at, self._scoped_thread)
-            # By primary key, one chunk per read: every engine serves that without a scan,
-            # and no reply comes near FerretDB's 48 MB limit.
+            # By primary key, one chunk per read: an index lookup where indexes exist (the
+            # cheapest read FerretDB v1 has too), and no reply comes near its 48 MB limit.
             chunk = None if holder is None else await storage_of(self.ledger).events.at(holder, at, full=True)
             if chunk is None or chunk.get("event_id") != _chunk_id(chunked["sha256"], index):
                 raise IntegrityError(f"chunk {index} of event {doc.get('_id')!r} is missing")

@@ -214,8 +214,9 @@ class EventStore(CollectionStore):
     async def occupied(self, thread_id: str, seq: int) -> bool:
         """Return whether ``seq`` of ``thread_id`` holds anything (an event, a closing mark, a hollow).
 
-        One read of an exact ``_id`` (the one read every engine serves from an index,
-        FerretDB v1 included), returning only the key: a reader that remembers the head
+        One read of an exact ``_id`` (an index lookup on MongoDB and DocumentDB; on
+        FerretDB v1 still a scan that stops at the key, about ten times cheaper than a
+        query on any other field), returning only the key: a reader that remembers the head
         it last saw asks whether the position after it is still free, which it is until
         an append or a removal's closing mark takes it.
         """

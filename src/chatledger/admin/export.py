@@ -552,14 +552,13 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = 
 
 async def _removed_ids(storage: Storage, thread_ids: list[str]) -> dict[str, list[str]]:
     """Return ``{thread_id: [removal receipt ids]}`` for the threads a removal receipt names."""
-    completed = {
-        r.get("receipt_id") for r in await storage.receipts.of_kind(COMPLETED, fields=("receipt_id",))
-    }
+    completed = await storage.receipts.referred_ids(COMPLETED)
     out: dict[str, list[str]] = {}
     wanted = set(thread_ids)
     async for receipt in storage.receipts.about(thread_ids, [REMOVAL]):
         named = receipt.get("thread_ids")
-        state = "completed" if receipt.get("_id") in completed else "interrupted"
+        rid = receipt.get("_id")
+        state = "completed" if isinstance(rid, str) and rid in completed else "interrupted"
         for tid in named if isinstance(named, list) else ():
             if tid in wanted:
                 out.setdefault(str(tid), []).append(f"{receipt.get('_id')} ({state})")

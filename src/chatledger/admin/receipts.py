@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import socket
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -28,7 +28,6 @@ __all__ = [
     "pending_removals",
     "receipts_for",
     "record",
-    "removed_heads",
 ]
 
 REMOVAL: Final = "removal"
@@ -81,30 +80,15 @@ class Receipts:
 
     async def pending_removals(self) -> list[dict[str, Any]]:
         """Return removal receipts that have no completion receipt (interrupted runs), oldest first."""
-        done = await self.referred_ids(COMPLETED)
-        started = await self.store.of_kind(REMOVAL)
+        started = await self.store.unanswered(REMOVAL, COMPLETED)
         # A malformed receipt (no date) still counts; it sorts first rather than crashing.
         return sorted(
-            (r for r in started if r.get("_id") not in done),
+            started,
             key=lambda r: (
                 isinstance(r.get("at"), datetime),
                 r["at"] if isinstance(r.get("at"), datetime) else 0,
             ),
         )
-
-    async def removed_heads(self) -> dict[str, list[tuple[int, str]]]:
-        """Return, per removed thread id, the heads (seq, hash) recorded by completed removals."""
-        done = await self.referred_ids(COMPLETED)
-        out: dict[str, list[tuple[int, str]]] = {}
-        for receipt in await self.store.of_kind(REMOVAL, fields=("heads",)):
-            if receipt["_id"] not in done:
-                continue
-            heads: Sequence[Mapping[str, Any]] = receipt.get("heads") or ()
-            for head in heads:
-                out.setdefault(str(head["thread_id"]), []).append(
-                    (int(head["head_seq"]), str(head["head_hash"]))
-                )
-        return out
 
 
 async def record(ledger: Ledger, kind: str, by: str, **fields: Any) -> dict[str, Any]:
@@ -122,11 +106,6 @@ async def record(ledger: Ledger, kind: str, by: str, **fields: Any) -> dict[str,
 async def pending_removals(ledger: Ledger) -> list[dict[str, Any]]:
     """Return removal receipts that have no completion receipt (interrupted runs), oldest first."""
     return await Receipts.of(ledger).pending_removals()
-
-
-async def removed_heads(ledger: Ledger) -> dict[str, list[tuple[int, str]]]:
-    """Return, per removed thread id, the heads (seq, hash) recorded by completed removals."""
-    return await Receipts.of(ledger).removed_heads()
 
 
 async def receipts_for(ledger: Ledger, receipt_ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -764,8 +764,14 @@ class _Verifier:
     async def removed_heads(self) -> dict[str, set[tuple[int, str]]]:
         """Return, per thread id, the heads (seq, hash) that completed removal receipts record."""
         completions = await self.receipts.of_kind(COMPLETED)
-        done = {r.get("receipt_id") for r in completions}
-        started = [r for r in await self.receipts.of_kind(REMOVAL) if r.get("_id") in done]
+        # Receipt ids are strings: a malformed one (a document) names nothing, and is
+        # skipped rather than crashing the set.
+        done = {r.get("receipt_id") for r in completions if isinstance(r.get("receipt_id"), str)}
+        started = [
+            r
+            for r in await self.receipts.of_kind(REMOVAL)
+            if isinstance(r.get("_id"), str) and r["_id"] in done
+        ]
         out: dict[str, set[tuple[int, str]]] = {}
         for receipt in (*completions, *started):
             heads = receipt.get("heads")

@@ -18,6 +18,20 @@ __all__ = ["ReceiptStore"]
 #: ``_id`` of the one non-receipt document: the secret that authenticates cursor markers.
 _SECRET_ID: Final = "chatledger:marker-secret"
 _SECRET_KIND: Final = "config"
+#: Ids named in one ``$in`` query (a bounded command, whatever the backlog).
+_IDS_PER_QUERY: Final = 1_000
+
+
+def _hashable(value: object) -> bool:
+    """Whether ``value`` can be kept in a set: a stored id that is a document or a list cannot.
+
+    Such a malformed id names no receipt a set can match; it must not crash the check.
+    """
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 class ReceiptStore(CollectionStore):
@@ -68,9 +82,35 @@ class ReceiptStore(CollectionStore):
             "read receipts", cursor_list(self.collection.find({"kind": kind}, projection))
         )
 
+    async def unanswered(self, kind: str, answer: str) -> list[dict[str, Any]]:
+        """Return the receipts of ``kind`` that no receipt of kind ``answer`` refers to, whole.
+
+        Only ids cross the wire until the unanswered ones are known, so the memory of a
+        start-up check grows with the ids in the audit trail, not with the bodies of every
+        receipt ever written (a removal receipt lists every thread and head it removed).
+        """
+        answered = await self.referred_ids(answer)
+        unanswered: list[object] = []
+        async with self.gate.translated("read receipts"):
+            async for doc in self.collection.find({"kind": kind}, {"_id": 1}):
+                if not _hashable(doc.get("_id")) or doc.get("_id") not in answered:
+                    unanswered.append(doc.get("_id"))
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(unanswered), _IDS_PER_QUERY):
+            chunk = unanswered[start : start + _IDS_PER_QUERY]
+            query = {"_id": {"$in": chunk}, "kind": kind}
+            found += await self.gate.call("read receipts", cursor_list(self.collection.find(query)))
+        return found
+
     async def referred_ids(self, kind: str) -> set[object]:
         """Return the ``receipt_id`` every receipt of one kind refers to (a completion's removal)."""
-        return {r.get("receipt_id") for r in await self.of_kind(kind, fields=("receipt_id",))}
+        referred: set[object] = set()
+        async with self.gate.translated("read receipts"):
+            # Streamed into the set: no list of every receipt is held beside it.
+            async for doc in self.collection.find({"kind": kind}, {"receipt_id": 1, "_id": 0}):
+                if _hashable(doc.get("receipt_id")):
+                    referred.add(doc.get("receipt_id"))
+        return referred
 
     async def with_ids(self, receipt_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Return the receipts with these ids (one query by primary key; none that refer to them)."""

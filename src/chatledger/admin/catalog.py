@@ -455,6 +455,10 @@ class ThreadSummary:
     #: The raw thread document.
     doc: Mapping[str, Any]
     activity: ThreadActivity
+    #: The held thread whose legal hold protects this one from removal: the thread itself,
+    #: an ancestor, or a branch (a hold protects its whole lineage); ``None``: none does.
+    #: Judged on the thread's tree as read (see ``list_threads(whole=...)``).
+    held_by: str | None = None
 
     @property
     def thread_id(self) -> str:
@@ -481,6 +485,7 @@ async def list_threads(
     limit: int | None = None,
     now: datetime | None = None,
     on_thread: Callable[[str], None] | None = None,
+    whole: bool = False,
 ) -> AsyncGenerator[ThreadSummary, None]:
     """Yield the matching threads with their activity, tree by tree, streamed.
 
@@ -498,6 +503,9 @@ async def list_threads(
         limit: Yield at most this many threads.
         now: The reference time for ages (tests pin it); the current time by default.
         on_thread: Called with each thread id examined (progress reporting).
+        whole: With a filter, also read the threads of each tree that it does not
+            match (one query per chunk), so :attr:`ThreadSummary.held_by` sees a hold
+            on any thread of the tree. Without a filter trees are read whole anyway.
 
     Raises:
         InvalidInputError: an argument is not of its type (an age not a positive
@@ -519,7 +527,7 @@ async def list_threads(
     aged = older_than is not None or newer_than is not None
     remaining = limit
     chunks = family_chunks(
-        ledger, thread_filter, limit=None if aged else limit, created_before=created_before
+        ledger, thread_filter, whole=whole, limit=None if aged else limit, created_before=created_before
     )
     async with aclosing(chunks):
         async for chunk in chunks:
@@ -538,7 +546,7 @@ async def list_threads(
                 too_new = older_than is not None and age <= older_than
                 if too_new or (newer_than is not None and age > newer_than):
                     continue
-                yield ThreadSummary(family.forest.docs[tid], act)
+                yield ThreadSummary(family.forest.docs[tid], act, family.forest.hold_blocks(tid))
                 if remaining is not None:
                     remaining -= 1
                     if remaining == 0:

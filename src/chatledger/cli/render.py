@@ -38,13 +38,13 @@ from rich.tree import Tree
 
 from chatledger.cli.connection import redact
 
-__all__ = ["JSON_SCHEMA", "Renderer", "Ticker", "iso", "to_jsonable", "visible"]
+__all__ = ["JSON_SCHEMA", "Renderer", "Ticker", "counted", "iso", "to_jsonable", "visible"]
 
 #: Version of every command's ``--json`` shape; bumped only on an incompatible change.
 JSON_SCHEMA: Final = 1
 
-#: Line width when stdout is not a terminal (a pipe, a file): lines are as long as their
-#: content, so an id is never split across lines (``chatledger threads | grep ID``).
+#: Line width when stdout (or stderr) is not a terminal (a pipe, a file): lines are as long
+#: as their content, so an id is never split across lines (``chatledger threads | grep ID``).
 PIPE_WIDTH: Final = 100_000
 
 #: Kept as they are in message text (a transcript has lines and indents); escaped elsewhere.
@@ -75,6 +75,17 @@ def visible(value: object, *, multiline: bool = False) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """Return ``n`` with its noun in the right number: ``1 thread``, ``2 threads``, ``0 threads``.
+
+    Args:
+        n: How many.
+        noun: The singular (``"thread"``, ``"key tombstone"``).
+        plural: The plural when it is not the singular plus ``s`` (``"lineages"`` is, ``"data keys"`` is).
+    """
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def iso(value: datetime | None) -> str | None:
@@ -201,6 +212,9 @@ class Renderer:
         if width is None and not self.out.is_terminal:
             self.out = Console(file=out, **{**plain, "width": PIPE_WIDTH})  # type: ignore[arg-type]
         self.err = Console(file=err, stderr=err is None, **plain)  # type: ignore[arg-type]
+        if width is None and not self.err.is_terminal:
+            # A log file or a pipe: a message is one line however long (``grep`` finds it whole).
+            self.err = Console(file=err, stderr=err is None, **{**plain, "width": PIPE_WIDTH})  # type: ignore[arg-type]
         self.as_json = as_json
         self.tsv = tsv
         self.quiet = quiet

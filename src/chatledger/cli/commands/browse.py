@@ -29,7 +29,7 @@ from chatledger.admin.records import (
 from chatledger.admin.verify import verify
 from chatledger.cli.connection import KeyStoreLocation
 from chatledger.cli.options import TenantOption, UserOption, duration
-from chatledger.cli.render import Renderer, iso, visible
+from chatledger.cli.render import Renderer, counted, iso, visible
 from chatledger.cli.shared import Connection, shared
 from chatledger.errors import InvalidInputError
 
@@ -53,6 +53,7 @@ def _row(summary: ThreadSummary, kind: str) -> dict[str, Any]:
         "last_activity": act.last_activity,
         "legal_hold": summary.held,
         "legal_holds": hold_cases(doc),
+        "held_by": summary.held_by,
     }
 
 
@@ -94,6 +95,7 @@ async def threads_body(
             limit=None if kind else limit,
             now=now,
             on_thread=tick,
+            whole=True,  # a hold on a thread the filter leaves out still protects its lineage
         )
         async for summary, found in with_kinds(ledger, listed, kind=kind, limit=limit):
             rows.append(_row(summary, found))
@@ -101,7 +103,7 @@ async def threads_body(
         ui.json("threads", {"threads": rows})
         return 0
     ui.table(
-        f"{len(rows)} threads",
+        counted(len(rows), "thread"),
         ("thread", "kind", "parent@offset", "tenant", "user", "events", "messages", "last activity", "hold"),
         (
             (
@@ -113,13 +115,20 @@ async def threads_body(
                 r["events"],
                 r["messages"],
                 iso(r["last_activity"]),
-                ", ".join(r["legal_holds"]) if r["legal_hold"] else "",
+                _hold_cell(r),
             )
             for r in rows
         ),
         numeric=("events", "messages"),
     )
     return 0
+
+
+def _hold_cell(row: dict[str, Any]) -> str:
+    """The ``hold`` column: the thread's own cases, else ``via ID`` for a hold on its lineage."""
+    if row["legal_hold"]:
+        return ", ".join(row["legal_holds"])
+    return f"via {row['held_by']}" if row["held_by"] else ""
 
 
 async def show_body(
@@ -152,7 +161,7 @@ async def show_body(
         first = report.problems[0]
         where = f"#{first.seq}" if first.seq is not None else ""
         ui.warn(
-            f"thread {thread} fails verification ({len(report.problems)} problem(s)): "
+            f"thread {thread} fails verification ({counted(len(report.problems), 'problem')}): "
             f"{first.thread_id}{where}: {first.reason} (run chatledger verify)"
         )
     async with keys.opened(db) as store:
@@ -234,7 +243,9 @@ async def show_body(
     if unreadable:
         # Say why once (e.g. no KEK given, wrong KEK, erased): the reason names keys, never content.
         first_unreadable = unreadable[min(unreadable)]
-        ui.warn(f"{len(unreadable)} sealed message(s) shown as placeholders: {first_unreadable.detail}")
+        ui.warn(
+            f"{counted(len(unreadable), 'sealed message')} shown as placeholders: {first_unreadable.detail}"
+        )
     return 0
 
 
@@ -276,7 +287,7 @@ async def tree_body(db: Any, ui: Renderer, *, thread: str) -> int:
         )
         return Text.assemble(
             (visible(n["thread_id"]), "bold"),
-            f"{where}: {n['own_events']} events, {n['length_messages']} messages long, "
+            f"{where}: {counted(n['own_events'], 'event')}, {counted(n['length_messages'], 'message')} long, "
             f"last activity {iso(n['last_activity']) or '-'}",
             (" HELD", "red") if n["legal_hold"] else "",
         )

@@ -11,7 +11,7 @@ import typer
 
 from chatledger.admin import Anchor, ThreadFilter, count_threads, list_threads, verify
 from chatledger.cli.options import AllowEmptyOption, TenantOption
-from chatledger.cli.render import Renderer
+from chatledger.cli.render import Renderer, counted
 from chatledger.cli.run import require_ledger_data
 from chatledger.cli.shared import Connection, add_ledger_wide, shared
 from chatledger.errors import InvalidInputError
@@ -69,7 +69,7 @@ async def verify_body(
     a misspelled name must not verify as OK.
     """
     pinned = read_anchors(anchors) if anchors else []
-    await require_ledger_data(db, allow_empty)
+    await require_ledger_data(db, allow_empty, tenant=tenant)
     with ui.progress("verifying") as tick:
         threads = await count_threads(db, ThreadFilter(thread_id=thread, tenant_id=tenant))
         tick.stage("verifying", threads)
@@ -95,8 +95,9 @@ async def verify_body(
             f": {problem.reason}",
         )
     ui.line(
-        ("OK", "green") if report.ok else (f"{len(report.problems)} problem(s)", "red"),
-        f": {report.threads} threads, {report.events} events, {report.anchors} anchors checked",
+        ("OK", "green") if report.ok else (counted(len(report.problems), "problem"), "red"),
+        f": {counted(report.threads, 'thread')}, {counted(report.events, 'event')}, "
+        f"{counted(report.anchors, 'anchor')} checked",
     )
     return 0 if report.ok else 1
 
@@ -108,7 +109,7 @@ async def heads_body(db: Any, ui: Renderer, *, tenant: str | None = None, allow_
     ``--json``'s one document is printed at the end. A database without ChatLedger data
     is an error (exit 1) unless ``allow_empty``.
     """
-    await require_ledger_data(db, allow_empty)
+    await require_ledger_data(db, allow_empty, tenant=tenant)
     scope = ThreadFilter(tenant_id=tenant)
     heads: list[dict[str, Any]] = []
     problems: list[dict[str, Any]] = []

@@ -11,7 +11,7 @@ import typer
 
 from chatledger.admin.cli_support import describe_key
 from chatledger.cli.connection import KeyStoreLocation
-from chatledger.cli.render import JSON_SCHEMA, Renderer, iso, to_jsonable
+from chatledger.cli.render import JSON_SCHEMA, Renderer, counted, iso, to_jsonable
 from chatledger.cli.shared import Connection, shared
 from chatledger.errors import InvalidInputError
 
@@ -42,7 +42,10 @@ async def rotate_body(
     if ui.as_json:
         ui.json("keys rotate", result)
     else:
-        ui.line(f"re-wrapped {report.rewrapped} keys under {new.kek_id} ({report.already} already were)")
+        ui.line(
+            f"re-wrapped {counted(report.rewrapped, 'key')} under {new.kek_id} "
+            f"({report.already} already were)"
+        )
         for key_id, why in report.failed:
             ui.line(("FAIL ", "red"), f"key {key_id}: {why}")
         if not report.failed:

@@ -17,7 +17,7 @@ from chatledger.admin.merkle import (
     prove_receipt,
 )
 from chatledger.cli.options import TenantOption, check_writable, write_whole
-from chatledger.cli.render import Renderer
+from chatledger.cli.render import Renderer, counted
 from chatledger.cli.run import PROBLEMS
 from chatledger.cli.shared import Connection, shared
 from chatledger.errors import InvalidInputError
@@ -87,7 +87,7 @@ async def checkpoint_body(
         return 0
     _emit(ui, result.note, output, "--output")
     ui.note(
-        f"log {report.log}: {report.added} event(s) sequenced, tree size {report.size}; "
+        f"log {report.log}: {counted(report.added, 'event')} sequenced, tree size {report.size}; "
         f"this checkpoint covers them, {_PENDING}. Keep a copy outside the database."
     )
     return 0

@@ -41,7 +41,7 @@ from chatledger.admin.erasure import NoSuchSubjectError, keys_not_found
 from chatledger.admin.receipts import receipts_for
 from chatledger.cli.connection import KeyStoreLocation
 from chatledger.cli.options import ApplyOption, ByOption, TenantOption, UserOption, duration, open_for_writing
-from chatledger.cli.render import Renderer, Ticker, iso, to_jsonable
+from chatledger.cli.render import Renderer, Ticker, counted, iso, to_jsonable
 from chatledger.cli.run import INTERRUPTED
 from chatledger.cli.shared import Connection, shared
 from chatledger.errors import ChatLedgerError, InvalidInputError
@@ -101,7 +101,8 @@ def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict
     if report.covers is not None:
         ui.line(f"erasure of {report.covers}")
     ui.table(
-        f"{report.action}: {verb} {len(report.planned)} lineages ({report.threads} threads)",
+        f"{report.action}: {verb} {counted(len(report.planned), 'lineage')} "
+        f"({counted(report.threads, 'thread')})",
         ("thread", "threads", "events", "messages", "tenant", "user", "last activity"),
         (
             (
@@ -123,7 +124,7 @@ def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict
         ui.line(("FAIL", "red"), f" {damaged.thread_id}: {damaged.reason}")
     if report.resumed:
         what = "would finish" if report.dry_run else "finished"
-        ui.line(f"{what} {len(report.resumed)} interrupted removal(s): {', '.join(report.resumed)}")
+        ui.line(f"{what} {counted(len(report.resumed), 'interrupted removal')}: {', '.join(report.resumed)}")
     tombstone = extra.get("tombstone")
     if tombstone and tombstone.get("new"):
         verb = "would write" if report.dry_run else "wrote"
@@ -134,9 +135,9 @@ def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict
     if report.dry_run:
         ui.out.print(Text.assemble(("dry run", "bold"), ": nothing was changed; pass --apply to remove."))
     else:
-        ui.line(f"{len(extra.get('receipt_ids') or ())} receipt(s) written to the audit collection.")
+        ui.line(f"{counted(len(extra.get('receipt_ids') or ()), 'receipt')} written to the audit collection.")
     if extra.get("receipts_file"):
-        ui.line(f"{extra['receipts_written']} receipt(s) appended to {extra['receipts_file']}")
+        ui.line(f"{counted(extra['receipts_written'], 'receipt')} appended to {extra['receipts_file']}")
 
 
 def _print_keys(ui: Renderer, shred: Any, dry_run: bool) -> None:
@@ -145,9 +146,12 @@ def _print_keys(ui: Renderer, shred: Any, dry_run: bool) -> None:
         return
     if shred.key_ids:
         verb = "would destroy" if dry_run else "destroyed"
-        ui.line(f"{verb} {len(shred.key_ids)} data key(s): {', '.join(shred.key_ids)}")
+        ui.line(f"{verb} {counted(len(shred.key_ids), 'data key')}: {', '.join(shred.key_ids)}")
     if shred.kept:
-        ui.line(("kept", "yellow"), f" {len(shred.kept)} data key(s) of the subject: {shred.kept_because}")
+        ui.line(
+            ("kept", "yellow"),
+            f" {counted(len(shred.kept), 'data key')} of the subject: {shred.kept_because}",
+        )
 
 
 def _removing(tick: Ticker, plan: RemovalReport, seen: list[RemovalReport]) -> None:
@@ -376,7 +380,7 @@ async def erase_body(
         if report.skipped:
             reasons = sorted({s.reason for s in report.skipped})
             ui.warn(
-                f"not everything could be erased: {len(report.skipped)} lineage(s) kept "
+                f"not everything could be erased: {counted(len(report.skipped), 'lineage')} kept "
                 f"({'; '.join(reasons)})" + ("" if report.dry_run else "; each has a removal.kept receipt")
             )
             return max(1, _damaged_status(ui, report))
@@ -388,7 +392,7 @@ def _damaged_status(ui: Renderer, report: RemovalReport) -> int:
     if not report.damaged:
         return 0
     ui.warn(
-        f"{len(report.damaged)} lineage(s) left alone: a thread of each is damaged (a malformed "
+        f"{counted(len(report.damaged), 'lineage')} left alone: a thread of each is damaged (a malformed "
         "stored event); the others were handled. Run chatledger verify."
     )
     return 1

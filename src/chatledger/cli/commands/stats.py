@@ -19,7 +19,7 @@ async def stats_body(db: Any, ui: Renderer, *, tenant: str | None = None, allow_
 
     A database without ChatLedger data is an error (exit 1) unless ``allow_empty``.
     """
-    await require_ledger_data(db, allow_empty)
+    await require_ledger_data(db, allow_empty, tenant=tenant)
     with ui.progress("counting") as tick:
         # Two count commands give both phases a known total before the long reads start.
         threads = await count_threads(db, ThreadFilter(tenant_id=tenant))

@@ -14,7 +14,7 @@ from chatledger.admin import ThreadFilter, count_threads, export_jsonl, import_j
 from chatledger.admin.browse import get_thread
 from chatledger.admin.catalog import as_ledger
 from chatledger.cli.options import AllowEmptyOption, TenantOption, UserOption, open_for_writing
-from chatledger.cli.render import Renderer, visible
+from chatledger.cli.render import Renderer, counted, visible
 from chatledger.cli.run import require_ledger_data
 from chatledger.cli.shared import Connection, shared
 from chatledger.errors import InvalidInputError, UnknownThreadError
@@ -56,7 +56,7 @@ async def export_body(
         raise InvalidInputError(f"--output: {path!r} exists; pass --force to replace it")
     scope = ThreadFilter(thread_id=thread, tenant_id=tenant, user_id=user)
     ledger = as_ledger(db)
-    await require_ledger_data(ledger, allow_empty)
+    await require_ledger_data(ledger, allow_empty, tenant=tenant, user=user)
     if thread is not None and await get_thread(ledger, thread) is None:
         raise UnknownThreadError(f"no thread {visible(thread)!r}")
     # Opened before anything is read: a missing folder is a usage error, not a traceback later.
@@ -94,8 +94,8 @@ async def export_body(
         ui.json("export", result)
     else:
         ui.note(
-            f"exported {summary.threads} threads, {summary.events} events, {summary.receipts} receipts, "
-            f"{summary.key_tombstones} key tombstones"
+            f"exported {counted(summary.threads, 'thread')}, {counted(summary.events, 'event')}, "
+            f"{counted(summary.receipts, 'receipt')}, {counted(summary.key_tombstones, 'key tombstone')}"
         )
     return 0
 
@@ -126,8 +126,9 @@ async def import_body(db: Any, ui: Renderer, *, path: str, force: bool = False) 
         ui.json("import", result)
     else:
         ui.line(
-            f"imported {summary.threads} threads and {summary.events} events "
-            f"({summary.threads_present} threads, {summary.events_present} events were already present)"
+            f"imported {counted(summary.threads, 'thread')} and {counted(summary.events, 'event')} "
+            f"({counted(summary.threads_present, 'thread')}, {counted(summary.events_present, 'event')} "
+            "were already present)"
         )
         if (
             summary.receipts
@@ -136,9 +137,10 @@ async def import_body(db: Any, ui: Renderer, *, path: str, force: bool = False) 
             or summary.key_tombstones_present
         ):
             ui.line(
-                f"restored {summary.receipts} receipts and {summary.key_tombstones} key tombstones "
-                f"({summary.receipts_present} receipts, {summary.key_tombstones_present} key tombstones "
-                "were already present)"
+                f"restored {counted(summary.receipts, 'receipt')} and "
+                f"{counted(summary.key_tombstones, 'key tombstone')} "
+                f"({counted(summary.receipts_present, 'receipt')}, "
+                f"{counted(summary.key_tombstones_present, 'key tombstone')} were already present)"
             )
     return 0
 

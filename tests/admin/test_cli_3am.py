@@ -1,0 +1,207 @@
+"""The operators' CLI attacked as an operator at 3 a.m. uses it: typos, pipes, plurals, signals.
+
+Each test is a defect found by running the real command line against a server; command
+bodies run on every tier, the real process only where a signal or exit status needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatledger import Ledger
+from chatledger.admin.holds import set_hold
+from chatledger.cli.commands import browse, integrity, removal, stats, transfer
+from chatledger.cli.render import Renderer, counted
+from chatledger.cli.run import exit_code
+from chatledger.errors import ChatLedgerError
+from tests.admin.conftest import branch, talk
+from tests.admin.test_cli import REPO, chatledger
+
+
+def ui(*, as_json: bool = False) -> tuple[Renderer, Callable[[], str], Callable[[], str]]:
+    out, err = io.StringIO(), io.StringIO()
+    return Renderer(out, err, as_json=as_json, width=200), out.getvalue, err.getvalue
+
+
+# --------------------------------------------------------------------------- plurals
+
+
+def test_counted_says_one_thing_and_many_things() -> None:
+    assert [counted(n, "thread") for n in (0, 1, 2)] == ["0 threads", "1 thread", "2 threads"]
+    assert counted(1, "key tombstone") == "1 key tombstone"
+    assert counted(3, "data key") == "3 data keys"
+
+
+async def test_counts_of_one_are_singular(database: Any, tmp_path: Path) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "solo", 1, user_id="ann")
+    await talk(ledger, "other", 2, user_id="bo")
+
+    r, out, _ = ui()
+    assert await browse.tree_body(database, r, thread="solo") == 0
+    assert "solo: 1 event, 2 messages long" in out()
+
+    r, out, _ = ui()
+    assert await integrity.verify_body(database, r, tenant=None, allow_empty=False, thread="solo") == 0
+    assert "OK: 1 thread, 1 event, 0 anchors checked" in out()
+
+    r, _, err = ui()
+    assert await transfer.export_body(database, r, path=str(tmp_path / "solo.jsonl"), thread="solo") == 0
+    assert "exported 1 thread, 1 event, 0 receipts, 0 key tombstones" in err()
+
+    r, out, _ = ui()
+    assert await removal.erase_body(database, r, user="ann", apply=False, no_keys=True) == 0
+    assert "erasure: would remove 1 lineage (1 thread)" in out()
+    assert "lineages" not in out()
+    r, out, _ = ui()
+    assert await removal.erase_body(database, r, user="ann", apply=True, no_keys=True) == 0
+    assert "erasure: removed 1 lineage (1 thread)" in out()
+    assert "receipt(s)" not in out()
+    assert "receipts written to the audit collection" in out()  # a removal and its completion
+
+
+# --------------------------------------------------------------------------- unknown subjects
+
+
+@pytest.mark.parametrize("command", ["verify", "heads", "stats", "export"])
+async def test_an_unknown_tenant_is_not_a_clean_result(database: Any, tmp_path: Path, command: str) -> None:
+    await talk(Ledger(database), "t", 1, tenant_id="acme", user_id="ann")
+    path = tmp_path / "out.jsonl"
+
+    async def run(tenant: str, allow_empty: bool) -> tuple[int, str]:
+        r, out, _ = ui()
+        options: dict[str, Any] = {"tenant": tenant, "allow_empty": allow_empty}
+        if command == "verify":
+            return await integrity.verify_body(database, r, **options), out()
+        if command == "heads":
+            return await integrity.heads_body(database, r, **options), out()
+        if command == "stats":
+            return await stats.stats_body(database, r, **options), out()
+        return await transfer.export_body(database, r, path=str(path), force=True, **options), out()
+
+    # `verify --tenant acmee` printed "OK: 0 threads" and exited 0: the typo stayed green.
+    with pytest.raises(
+        ChatLedgerError, match=r"no thread of tenant 'acmee' in database .*--allow-empty"
+    ) as e:
+        await run("acmee", False)
+    assert exit_code(e.value) == 1
+    assert not path.exists()  # nothing exported for a typo
+    assert (await run("acmee", True))[0] == 0  # asked for explicitly
+    assert (await run("acme", False))[0] == 0
+
+
+async def test_an_unknown_user_exports_nothing_and_says_so(database: Any, tmp_path: Path) -> None:
+    await talk(Ledger(database), "t", 1, tenant_id="acme", user_id="ann")
+    path = tmp_path / "dsar.jsonl"
+    with pytest.raises(ChatLedgerError, match=r"no thread of user 'anne'") as e:
+        await transfer.export_body(database, ui()[0], path=str(path), user="anne")
+    assert exit_code(e.value) == 1
+    assert not path.exists()
+    with pytest.raises(ChatLedgerError, match=r"no thread of tenant 'acme' and user 'bo'"):
+        await transfer.export_body(database, ui()[0], path=str(path), tenant="acme", user="bo")
+    assert await transfer.export_body(database, ui()[0], path=str(path), tenant="acme", user="ann") == 0
+
+
+# --------------------------------------------------------------------------- inherited holds
+
+
+async def test_threads_shows_protection_inherited_from_the_lineage(database: Any) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "root", 2, tenant_id="acme")
+    child = await branch(ledger, "root", 1)
+    await talk(ledger, "free", 1, tenant_id="acme")
+    await talk(ledger, "top", 2, tenant_id="acme")
+    low = await branch(ledger, "top", 1)
+    await set_hold(database, "root", reason="litigation", case="C-1", by="lawyer")
+    await set_hold(database, low, reason="audit", case="C-2", by="auditor")
+
+    r, out, _ = ui(as_json=True)
+    assert await browse.threads_body(database, r) == 0
+    rows = {t["thread_id"]: t for t in json.loads(out())["threads"]}
+    # A branch of a held thread, and the ancestor a held branch replays, are protected too.
+    assert {t: (rows[t]["legal_hold"], rows[t]["held_by"]) for t in rows} == {
+        "root": (True, "root"),
+        child: (False, "root"),
+        "free": (False, None),
+        "top": (False, low),
+        low: (True, low),
+    }
+
+    r, out, _ = ui()
+    assert await browse.threads_body(database, r) == 0
+    lines = {line.split()[1]: line for line in out().splitlines() if line.startswith("│")}
+    assert f"via {low}" in lines["top"]
+    assert "via root" in lines[child]
+    assert "via" not in lines["free"]
+
+    # Filtered to a tenant the held root is not in, the branch still shows its protection.
+    await database["threads"].update_one({"_id": child}, {"$set": {"tenant_id": "beta"}})
+    r, out, _ = ui(as_json=True)
+    assert await browse.threads_body(database, r, tenant="beta") == 0
+    assert [(t["thread_id"], t["held_by"]) for t in json.loads(out())["threads"]] == [(child, "root")]
+
+
+# --------------------------------------------------------------------------- piped stderr
+
+
+async def test_messages_on_a_redirected_stderr_are_one_line(real_backend: Any, database: Any) -> None:
+    await talk(Ledger(database), "t", 1)
+    reason = "litigation hold for the matter of " + "x" * 150
+    args = ("hold", "set", "t", "--case", "C-1", "--reason", reason)
+    chatledger(*args, uri=real_backend.uri, database=database.name)
+    again = chatledger(*args, uri=real_backend.uri, database=database.name, check=1)
+    # Rich wrapped it at 80 columns: `grep C-1 cron.log` found half a message.
+    (line,) = again.stderr.splitlines()
+    assert "already has a hold for case C-1" in line
+    assert reason in line
+
+
+# --------------------------------------------------------------------------- SIGTERM
+
+
+def _partial_with_data(folder: Path) -> list[str]:
+    """The export's temporary files in ``folder`` that hold something already."""
+    return [n for n in os.listdir(folder) if n.endswith(".partial") and os.path.getsize(folder / n)]
+
+
+async def test_sigterm_during_export_leaves_the_old_file_and_no_fragment(
+    real_backend: Any, database: Any, tmp_path: Path
+) -> None:
+    ledger = Ledger(database)
+    for start in range(0, 300, 30):
+        await asyncio.gather(*(talk(ledger, f"t{n:03}", 3) for n in range(start, start + 30)))
+    backup = tmp_path / "backup.jsonl"
+    backup.write_text("the old backup\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
+    argv = [sys.executable, "-m", "chatledger", "export", "-o", str(backup), "--force"]
+    argv += ["--mongodb-uri", real_backend.uri, "--database", database.name]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(60):
+            # `timeout 1h chatledger export ...` sends SIGTERM once the export is under way.
+            while not any(_partial_with_data(tmp_path)):
+                assert proc.returncode is None, await proc.communicate()
+                await asyncio.sleep(0.005)
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    err = stderr.decode()
+    assert proc.returncode == 143, err
+    assert err.strip() == "error: terminated (SIGTERM)"
+    assert backup.read_text() == "the old backup\n"
+    assert os.listdir(tmp_path) == ["backup.jsonl"]  # no fragment left

@@ -205,3 +205,31 @@ async def test_sigterm_during_export_leaves_the_old_file_and_no_fragment(
     assert err.strip() == "error: terminated (SIGTERM)"
     assert backup.read_text() == "the old backup\n"
     assert os.listdir(tmp_path) == ["backup.jsonl"]  # no fragment left
+
+
+# --------------------------------------------------------------------------- usage errors
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (("threads", "--limit", "-1"), "Invalid value for '--limit'"),
+        (("keys", "list", "--limit", "abc"), "Invalid value for '--limit'"),
+        (("show", "t", "--at", "x"), "Invalid value for '--at'"),
+        (("threads", "--bogus"), "No such option: --bogus"),
+        (("hold", "set"), "Missing argument"),
+        (("frob",), "No such command 'frob'"),
+    ],
+)
+def test_usage_errors_are_one_line_in_the_tools_style(argv: tuple[str, ...], said: str) -> None:
+    # Click printed four lines ("Usage: ...", "Try ...", "", "Error: ..."): a second error style.
+    done = chatledger(*argv, check=2)
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: "), line
+    assert said in line
+    assert line.endswith("--help')")  # where the whole usage is
+
+
+def test_a_group_without_a_command_still_shows_its_help() -> None:
+    done = chatledger("hold", check=2)
+    assert "Commands:" in done.stdout + done.stderr

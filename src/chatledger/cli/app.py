@@ -7,9 +7,12 @@ only builds the application and adds them, so nothing imports back into it.
 from __future__ import annotations
 
 import inspect
-from typing import Annotated
+import sys
+import types
+from typing import IO, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 from typer.models import DefaultPlaceholder
 
 from chatledger import __version__
@@ -17,8 +20,47 @@ from chatledger.cli.commands import GROUPS
 
 __all__ = ["app"]
 
+def _one_line(error: Any, file: IO[str] | None = None) -> None:
+    """Show a usage error in the tool's one style: ``error: ...`` on one line, and where help is."""
+    ctx = getattr(error, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = " ".join(str(error.format_message()).split())
+    print(f"error: {message}{where}", file=file or sys.stderr)
+
+
+def _restyled(error: Exception) -> Exception:
+    """Give a parser's usage error (bad option, bad value) the one-line ``error:`` style.
+
+    Click shows them as four lines (usage, a hint, a blank, ``Error: ...``): a second error
+    style beside the tool's own. The exit status (2) is left as it is. Recognised by
+    class name, since typer releases differ in where click's classes live; a group called
+    without a command still shows its help.
+    """
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if "UsageError" in names and "NoArgsIsHelpError" not in names:
+        error.show = types.MethodType(_one_line, error)  # type: ignore[attr-defined]
+    return error
+
+
+class _Group(TyperGroup):
+    """The root group: every usage error below it is shown in one line (see :func:`_restyled`)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except Exception as e:
+            raise _restyled(e) from e.__cause__
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            raise _restyled(e) from e.__cause__
+
+
 app = typer.Typer(
     name="chatledger",
+    cls=_Group,
     help="ChatLedger: an event-sourced conversation store on MongoDB for Agent Framework.\n\n"
     "Exit status: 0 ok, 1 problems found or blocked, 2 usage or bad input "
     "(including a server that cannot be reached at start).",

@@ -20,6 +20,7 @@ from chatledger.cli.commands import GROUPS
 
 __all__ = ["app"]
 
+
 def _one_line(error: Any, file: IO[str] | None = None) -> None:
     """Show a usage error in the tool's one style: ``error: ...`` on one line, and where help is."""
     ctx = getattr(error, "ctx", None)

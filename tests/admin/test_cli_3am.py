@@ -233,3 +233,29 @@ def test_usage_errors_are_one_line_in_the_tools_style(argv: tuple[str, ...], sai
 def test_a_group_without_a_command_still_shows_its_help() -> None:
     done = chatledger("hold", check=2)
     assert "Commands:" in done.stdout + done.stderr
+
+
+# --------------------------------------------------------------------------- empty databases
+
+
+async def test_threads_and_retention_refuse_a_database_without_ledger_data(database: Any) -> None:
+    # `threads -d chatlegder` listed "0 threads" and `retention --apply` "removed 0 lineages",
+    # both with exit 0: the nightly clean-up stayed green while it removed nothing, ever.
+    for run in (
+        lambda r, **o: browse.threads_body(database, r, **o),
+        lambda r, **o: removal.retention_body(database, r, older_than="1d", apply=True, no_keys=True, **o),
+    ):
+        with pytest.raises(ChatLedgerError, match=r"holds no ChatLedger data.*--allow-empty") as e:
+            await run(ui()[0])
+        assert exit_code(e.value) == 1
+        assert await run(ui()[0], allow_empty=True) == 0
+    assert await database["audit"].count_documents({}) == 0  # nothing written
+    await talk(Ledger(database), "t", 1)
+    r, out, _ = ui()
+    assert await browse.threads_body(database, r) == 0
+    assert "1 thread" in out()
+
+
+def test_threads_and_retention_take_allow_empty_on_the_command_line() -> None:
+    for command in (("threads",), ("retention",)):
+        assert "--allow-empty" in chatledger(*command, "--help").stdout

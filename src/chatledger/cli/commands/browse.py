@@ -28,8 +28,9 @@ from chatledger.admin.records import (
 )
 from chatledger.admin.verify import verify
 from chatledger.cli.connection import KeyStoreLocation
-from chatledger.cli.options import TenantOption, UserOption, duration
+from chatledger.cli.options import AllowEmptyOption, TenantOption, UserOption, duration
 from chatledger.cli.render import Renderer, counted, iso, visible
+from chatledger.cli.run import require_ledger_data
 from chatledger.cli.shared import Connection, shared
 from chatledger.errors import InvalidInputError
 
@@ -68,17 +69,22 @@ async def threads_body(
     limit: int | None = None,
     kind: str | None = None,
     now: datetime | None = None,
+    allow_empty: bool = False,
 ) -> int:
     """List threads with their kind and counts, filtered by tenant, user, kind and age of last activity.
 
     Threads are streamed grouped by conversation, parents before branches; ``limit``
     and the filters go into the query, so ``--limit 8`` reads 8 threads, not all
     (with ``kind``, threads are read until ``limit`` of that kind were found).
+
+    A database without ChatLedger data is an error (exit 1) unless ``allow_empty``: a
+    misspelled name must not list as "0 threads" (``threads | grep ID`` finding nothing).
     """
     old, new = duration(older_than, "--older-than"), duration(newer_than, "--newer-than")
     if limit is not None and limit < 1:
         raise InvalidInputError("--limit must be at least 1")
     ledger = as_ledger(db)
+    await require_ledger_data(ledger, allow_empty)
     scope = ThreadFilter(tenant_id=tenant, user_id=user)
     rows: list[dict[str, Any]] = []
     with ui.progress("reading threads") as tick:
@@ -318,6 +324,7 @@ def register(app: typer.Typer) -> None:
                 "workflow_run (MongoCheckpointStorage)."
             ),
         ] = None,
+        allow_empty: AllowEmptyOption = False,
     ) -> None:
         """List threads with their kind and counts, filtered by tenant, user, kind and age."""
         connection.run(
@@ -330,6 +337,7 @@ def register(app: typer.Typer) -> None:
                 newer_than=newer_than,
                 limit=limit,
                 kind=kind,
+                allow_empty=allow_empty,
             )
         )
 

@@ -40,9 +40,17 @@ from chatledger.admin.cli_support import erased_mark
 from chatledger.admin.erasure import NoSuchSubjectError, keys_not_found
 from chatledger.admin.receipts import receipts_for
 from chatledger.cli.connection import KeyStoreLocation
-from chatledger.cli.options import ApplyOption, ByOption, TenantOption, UserOption, duration, open_for_writing
+from chatledger.cli.options import (
+    AllowEmptyOption,
+    ApplyOption,
+    ByOption,
+    TenantOption,
+    UserOption,
+    duration,
+    open_for_writing,
+)
 from chatledger.cli.render import Renderer, Ticker, counted, iso, to_jsonable
-from chatledger.cli.run import INTERRUPTED
+from chatledger.cli.run import INTERRUPTED, require_ledger_data
 from chatledger.cli.shared import Connection, shared
 from chatledger.errors import ChatLedgerError, InvalidInputError
 from chatledger.models import utc_now_ms
@@ -292,8 +300,13 @@ async def retention_body(
     reason: str = "retention policy",
     keys: KeyStoreLocation = KeyStoreLocation(),  # noqa: B008 - frozen, never mutated
     no_keys: bool = False,
+    allow_empty: bool = False,
 ) -> int:
     """Plan (or, with ``apply``, carry out) a retention policy; append its receipts to a file.
+
+    A database without ChatLedger data is an error (exit 1) unless ``allow_empty``: a
+    nightly ``retention --apply`` on a misspelled name would remove nothing, and say so
+    with exit 0, for ever.
 
     The keys of conversation trees removed whole (per-lineage keys) are destroyed too,
     unless ``no_keys``.
@@ -316,6 +329,7 @@ async def retention_body(
         if age is not None and age.total_seconds() <= 0:
             raise InvalidInputError(f"a retention age must be positive, not {age}")
     no_keys = _require_bool(no_keys, "no_keys")
+    await require_ledger_data(db, allow_empty)
     since = utc_now_ms()
     async with keys.opened(db, needed=not no_keys) as store:
         report = await _remove(
@@ -418,6 +432,7 @@ def register(app: typer.Typer) -> None:
         apply: ApplyOption = False,
         by: ByOption = None,
         reason: Annotated[str, typer.Option(help="Recorded in the receipts.")] = "retention policy",
+        allow_empty: AllowEmptyOption = False,
     ) -> None:
         """Remove lineages idle longer than a policy allows (dry run unless --apply)."""
         connection.run(
@@ -433,6 +448,7 @@ def register(app: typer.Typer) -> None:
                 reason=reason,
                 keys=connection.keys,
                 no_keys=connection.no_keys,
+                allow_empty=allow_empty,
             )
         )
 

@@ -23,7 +23,7 @@ from chatledger.admin.holds import set_hold
 from chatledger.cli.commands import browse, integrity, removal, stats, transfer
 from chatledger.cli.render import Renderer, counted
 from chatledger.cli.run import exit_code
-from chatledger.errors import ChatLedgerError
+from chatledger.errors import ChatLedgerError, InvalidInputError
 from tests.admin.conftest import branch, talk
 from tests.admin.test_cli import REPO, chatledger
 
@@ -259,3 +259,14 @@ async def test_threads_and_retention_refuse_a_database_without_ledger_data(datab
 def test_threads_and_retention_take_allow_empty_on_the_command_line() -> None:
     for command in (("threads",), ("retention",)):
         assert "--allow-empty" in chatledger(*command, "--help").stdout
+
+
+async def test_export_of_one_thread_refuses_a_tenant_or_user_too(database: Any, tmp_path: Path) -> None:
+    await talk(Ledger(database), "t", 1, tenant_id="acme", user_id="ann")
+    path = tmp_path / "out.jsonl"
+    # The scope was their intersection: `--thread t --tenant beta` exported 0 threads, exit 0.
+    for extra in ({"tenant": "beta"}, {"user": "ann"}):
+        with pytest.raises(InvalidInputError, match="not both") as e:
+            await transfer.export_body(database, ui()[0], path=str(path), thread="t", **extra)
+        assert exit_code(e.value) == 2
+        assert not path.exists()

@@ -360,7 +360,7 @@ async def test_show_on_a_sealed_thread_from_the_command_line(
     assert shown.stdout.count("[sealed: no key]") == 3
     assert "[m-1]" in shown.stdout
     assert "[r-1]" in shown.stdout
-    assert "3 sealed message(s) shown as placeholders" in shown.stderr
+    assert "3 sealed messages shown as placeholders" in shown.stderr
     assert "no KEK was given" in shown.stderr
     assert MARKER not in shown.stdout + shown.stderr
     doc = json.loads(run("show", "a1", "--json").stdout)

@@ -49,6 +49,9 @@ async def export_body(
     file as it was. An existing file is replaced only with ``force``. A database without
     ChatLedger data is an error (exit 1) unless ``allow_empty``.
     """
+    if thread is not None and (tenant is not None or user is not None):
+        # The scope is their intersection: a thread outside the tenant exported nothing, exit 0.
+        raise InvalidInputError("export one thread (--thread) or a tenant's / user's threads, not both")
     if path == "-" and ui.as_json:
         raise InvalidInputError("--json needs --output FILE (the export itself would be on stdout)")
     target = None if path == "-" else Path(path)

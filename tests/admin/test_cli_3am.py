@@ -20,10 +20,10 @@ import pytest
 
 from chatledger import Ledger
 from chatledger.admin.holds import set_hold
-from chatledger.cli.commands import browse, integrity, removal, stats, transfer
+from chatledger.cli.commands import browse, hold, integrity, removal, stats, transfer
 from chatledger.cli.render import Renderer, counted
 from chatledger.cli.run import exit_code
-from chatledger.errors import ChatLedgerError, InvalidInputError
+from chatledger.errors import ChatLedgerError, InvalidInputError, UnknownThreadError
 from tests.admin.conftest import branch, talk
 from tests.admin.test_cli import REPO, chatledger
 
@@ -270,3 +270,24 @@ async def test_export_of_one_thread_refuses_a_tenant_or_user_too(database: Any, 
             await transfer.export_body(database, ui()[0], path=str(path), thread="t", **extra)
         assert exit_code(e.value) == 2
         assert not path.exists()
+
+
+# --------------------------------------------------------------------------- removed threads
+
+
+async def test_hold_and_export_of_a_removed_thread_say_it_was_removed(database: Any, tmp_path: Path) -> None:
+    await talk(Ledger(database), "gone", 1, user_id="eve")
+    await talk(Ledger(database), "kept", 1, user_id="ann")
+    assert await removal.erase_body(database, ui()[0], user="eve", apply=True, no_keys=True) == 0
+    # Each said "no thread 'gone'", as for a typo; show, tree and verify say it was removed.
+    attempts = (
+        lambda: hold.hold_body(database, ui()[0], action="set", thread="gone", reason="r", case="C"),
+        lambda: hold.hold_body(database, ui()[0], action="release", thread="gone", reason="r", case="C"),
+        lambda: transfer.export_body(database, ui()[0], path=str(tmp_path / "x.jsonl"), thread="gone"),
+    )
+    for attempt in attempts:
+        with pytest.raises(UnknownThreadError, match=r"thread 'gone' was removed") as e:
+            await attempt()
+        assert exit_code(e.value) == 2
+    with pytest.raises(UnknownThreadError, match=r"no thread 'never'"):
+        await hold.hold_body(database, ui()[0], action="set", thread="never", reason="r", case="C")

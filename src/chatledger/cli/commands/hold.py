@@ -8,10 +8,12 @@ import typer
 
 from chatledger.admin import release_hold
 from chatledger.admin.holds import list_holds, place_hold
+from chatledger.admin.records import missing_thread
 from chatledger.cli.options import AllowEmptyOption, ByOption, TenantOption
 from chatledger.cli.render import Renderer, iso
 from chatledger.cli.run import require_ledger_data
 from chatledger.cli.shared import Connection, shared
+from chatledger.errors import UnknownThreadError
 
 __all__ = ["hold_body", "list_body", "register"]
 
@@ -36,6 +38,23 @@ async def hold_body(
     (its reason, time and author), exit 1 (0 with ``if_absent``); releasing a hold that
     does not exist exits 1.
     """
+    try:
+        return await _hold(db, ui, action, thread, reason, case, by, if_absent)
+    except UnknownThreadError as e:
+        # "no thread" for a thread retention or erasure removed sent the operator hunting a typo.
+        raise await missing_thread(db, thread) from e
+
+
+async def _hold(
+    db: Any,
+    ui: Renderer,
+    action: str,
+    thread: str,
+    reason: str,
+    case: str | None,
+    by: str | None,
+    if_absent: bool,
+) -> int:
     code = 0
     if action == "set":
         hold, created = await place_hold(db, thread, reason=reason, case=case, by=by)

@@ -13,11 +13,12 @@ import typer
 from chatledger.admin import ThreadFilter, count_threads, export_jsonl, import_jsonl
 from chatledger.admin.browse import get_thread
 from chatledger.admin.catalog import as_ledger
+from chatledger.admin.records import missing_thread
 from chatledger.cli.options import AllowEmptyOption, TenantOption, UserOption, open_for_writing
-from chatledger.cli.render import Renderer, counted, visible
+from chatledger.cli.render import Renderer, counted
 from chatledger.cli.run import require_ledger_data
 from chatledger.cli.shared import Connection, shared
-from chatledger.errors import InvalidInputError, UnknownThreadError
+from chatledger.errors import InvalidInputError
 
 __all__ = ["export_body", "import_body", "register"]
 
@@ -61,7 +62,7 @@ async def export_body(
     ledger = as_ledger(db)
     await require_ledger_data(ledger, allow_empty, tenant=tenant, user=user)
     if thread is not None and await get_thread(ledger, thread) is None:
-        raise UnknownThreadError(f"no thread {visible(thread)!r}")
+        raise await missing_thread(ledger, thread)  # "was removed", or "no thread"
     # Opened before anything is read: a missing folder is a usage error, not a traceback later.
     partial = None if target is None else target.with_name(f".{target.name}.{os.getpid()}.partial")
     stream = sys.stdout if partial is None else open_for_writing(str(partial), "--output")

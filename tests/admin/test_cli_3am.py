@@ -291,3 +291,20 @@ async def test_hold_and_export_of_a_removed_thread_say_it_was_removed(database: 
         assert exit_code(e.value) == 2
     with pytest.raises(UnknownThreadError, match=r"no thread 'never'"):
         await hold.hold_body(database, ui()[0], action="set", thread="never", reason="r", case="C")
+
+
+async def test_tree_shows_protection_inherited_from_the_lineage(database: Any) -> None:
+    ledger = Ledger(database)
+    await talk(ledger, "root", 2)
+    child = await branch(ledger, "root", 1)
+    await set_hold(database, child, reason="audit", case="C-2", by="auditor")
+    r, out, _ = ui(as_json=True)
+    assert await browse.tree_body(database, r, thread="root") == 0
+    (top,) = json.loads(out())["roots"]
+    assert (top["legal_hold"], top["held_by"]) == (False, child)
+    assert (top["branches"][0]["legal_hold"], top["branches"][0]["held_by"]) == (True, child)
+    r, out, _ = ui()
+    assert await browse.tree_body(database, r, thread="root") == 0
+    first = out().splitlines()[0]
+    assert first.startswith("root:")
+    assert f"protected by the hold on {child}" in first

@@ -277,6 +277,7 @@ async def tree_body(db: Any, ui: Renderer, *, thread: str) -> int:
             "last_activity": act.last_activity,
             "legal_hold": forest.held(tid),
             "legal_holds": hold_cases(doc),
+            "held_by": forest.hold_blocks(tid),
             "branches": [node(c) for c in sorted(forest.children.get(tid, ()))],
         }
 
@@ -296,6 +297,9 @@ async def tree_body(db: Any, ui: Renderer, *, thread: str) -> int:
             f"{where}: {counted(n['own_events'], 'event')}, {counted(n['length_messages'], 'message')} long, "
             f"last activity {iso(n['last_activity']) or '-'}",
             (" HELD", "red") if n["legal_hold"] else "",
+            (f" protected by the hold on {visible(n['held_by'])}", "yellow")
+            if n["held_by"] and not n["legal_hold"]
+            else "",
         )
 
     ui.tree(roots, label)

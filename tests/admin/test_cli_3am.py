@@ -308,3 +308,26 @@ async def test_tree_shows_protection_inherited_from_the_lineage(database: Any) -
     first = out().splitlines()[0]
     assert first.startswith("root:")
     assert f"protected by the hold on {child}" in first
+
+
+def test_an_interrupted_batch_names_a_few_receipts_and_counts_the_rest() -> None:
+    from chatledger.admin.removal import Removal as Planned
+    from chatledger.admin.removal import RemovalReport
+
+    # A batch holds up to hundreds of lineages: a Ctrl-C can stop all of them half-way,
+    # and one line naming every receipt id would bury the instruction that follows it.
+    planned = [Planned(f"t{n}", (f"t{n}",), (), None) for n in range(300)]
+    report = RemovalReport("retention", dry_run=False, planned=planned)
+    report.removed = [f"done{n:03d}" for n in range(40)]
+    report.interrupted = [f"half{n:03d}" for n in range(200)]
+    renderer, _, err = ui()
+    assert removal._interrupted(renderer, "retention", report, keys=False).exit_code == 130
+    message = err()
+    assert "retention interrupted: 40 of 300 lineages removed" in message
+    assert "done000, done001, done002, done003, done004 and 35 more" in message
+    half = "removals half000, half001, half002, half003, half004 and 195 more were stopped half-way"
+    assert half in message
+    assert "half005" not in message
+    assert "done005" not in message
+    assert message.count("\n") == 1
+    assert "Run the same retention command again to finish it" in message

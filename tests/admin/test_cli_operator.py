@@ -369,7 +369,7 @@ async def test_ctrl_c_during_erase_says_what_was_done_and_the_rerun_finishes(
     assert "lineages removed" in err
     assert "Run the same erase command again to finish it" in err
     # One removal, or several (a run removes lineages in batches), stopped half-way.
-    stopped = re.search(r"removals? (\S+(?:, \S+)*) (?:was|were) stopped half-way", err)
+    stopped = re.search(r"removals? (\S+(?:, \S+)*)(?: and \d+ more)? (?:was|were) stopped half-way", err)
     halves = stopped.group(1).split(", ") if stopped else []
 
     # The re-run, right away, finishes it: no 5-minute wait for a removal assumed live.

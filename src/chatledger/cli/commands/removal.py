@@ -132,7 +132,7 @@ def _print_report(ui: Renderer, report: RemovalReport, command: str, extra: dict
         ui.line(("FAIL", "red"), f" {damaged.thread_id}: {damaged.reason}")
     if report.resumed:
         what = "would finish" if report.dry_run else "finished"
-        ui.line(f"{what} {counted(len(report.resumed), 'interrupted removal')}: {', '.join(report.resumed)}")
+        ui.line(f"{what} {counted(len(report.resumed), 'interrupted removal')}: {_some(report.resumed)}")
     tombstone = extra.get("tombstone")
     if tombstone and tombstone.get("new"):
         verb = "would write" if report.dry_run else "wrote"
@@ -210,6 +210,16 @@ def _write_receipts(receipts: list[dict[str, Any]], stream: IO[str]) -> int:
     return len(receipts)
 
 
+#: Receipt ids a one-line message names before it says how many more (``--json`` lists all).
+_IDS_NAMED = 5
+
+
+def _some(ids: list[str]) -> str:
+    """Name the first few ids, then how many more: a batch can hold hundreds of lineages."""
+    more = len(ids) - _IDS_NAMED
+    return ", ".join(ids[:_IDS_NAMED]) + (f" and {more} more" if more > 0 else "")
+
+
 def _interrupted(ui: Renderer, command: str, plan: RemovalReport | None, keys: bool) -> typer.Exit:
     """Say what an applied run stopped by Ctrl-C did and left half-done; return the exit (130)."""
     if plan is None or plan.dry_run:
@@ -220,15 +230,15 @@ def _interrupted(ui: Renderer, command: str, plan: RemovalReport | None, keys: b
     half = (
         f"; removal {plan.interrupted[0]} was stopped half-way (released: the next run takes it over)"
         if len(plan.interrupted) == 1
-        else f"; removals {', '.join(plan.interrupted)} were stopped half-way"
+        else f"; removals {_some(plan.interrupted)} were stopped half-way"
         " (released: the next run takes them over)"
         if plan.interrupted
         else ""
     )
     left = ", and the data keys are not destroyed yet" if keys else ""
     ui.error(
-        f"{command} interrupted: {done} of {len(plan.planned)} lineages removed "
-        f"(receipts {', '.join(plan.removed) or 'none'}){half}{left}. "
+        f"{command} interrupted: {done} of {counted(len(plan.planned), 'lineage')} removed "
+        f"(receipts {_some(plan.removed) or 'none'}){half}{left}. "
         f"Run the same {command} command again to finish it (it can start at once)."
     )
     if ui.as_json:

@@ -12,7 +12,8 @@ median wall time of a ``find_one`` by a key met early, by one met late, by a mis
 a non-``_id`` field, and of an ``update_one`` by a late key, with each one's ratio to the
 early key. Where ``_id`` is an index (MongoDB, DocumentDB) every key costs the same; where
 the engine scans (FerretDB v1) a late or missing key costs what the rows before it cost.
-Only the given server is contacted.
+Only the given server is contacted; the script starts none itself (``scripts/ferretdb.py run``
+starts FerretDB on 127.0.0.1 with ``--telemetry=disable`` and ``DO_NOT_TRACK=1``).
 """
 
 from __future__ import annotations

@@ -18,10 +18,15 @@ chunk events), so a checkpoint is never half-visible, and a retried save finds t
 chunks already written. Being events of the run's lineage, chunks are kept, held,
 verified, exported and removed exactly as long as the record that needs them.
 
-``delete`` withdraws a checkpoint: an audit receipt (``checkpoint.deleted``) is
-written and the checkpoint is never loaded or listed again, while its record stays in
-the chain (the chain of the checkpoints after it must still verify). Its content is
-removed with its run by retention or erasure, through the removal protocol.
+``delete`` withdraws a checkpoint: its record is marked withdrawn (the ``withdrawn``
+field, outside the hash, naming the receipt), then an audit receipt
+(``checkpoint.deleted``) is written, and the checkpoint is never loaded or listed again,
+while its record stays in the chain (the chain of the checkpoints after it must still
+verify). The mark comes first, so a delete killed half-way already hides the checkpoint
+and a re-run writes the receipt; the mark lets a load see the withdrawal in the one
+document it reads. Withdrawals recorded before records were marked (their receipts lack
+``record_marked``) are read once per storage. Its content is removed with its run by
+retention or erasure, through the removal protocol.
 """
 
 from __future__ import annotations
@@ -52,12 +57,15 @@ from chatledger.errors import (
     ThreadRemovedError,
 )
 from chatledger.ledger import Position, storage_of
+from chatledger.storage.events import WITHDRAWN
 from chatledger.storage.framework import (
+    RECORD_MARKED,
     events_of_threads,
     metadata_values,
     scoped_event,
     scoped_events,
     threads_with_metadata,
+    unmarked_receipts,
 )
 
 __all__ = ["CHECKPOINT_ROLE", "CHUNK_CHARS", "CHUNK_ID_PREFIX", "DELETED", "MongoCheckpointStorage"]
@@ -169,6 +177,8 @@ class MongoCheckpointStorage(LedgerOwner):
         # listed or loaded: a record never moves, so a later load reads it by primary key
         # (the event_id query is a scan on some engines).
         self._located: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        # The checkpoint ids withdrawn before records were marked, read on first need.
+        self._unmarked: set[str] | None = None
 
     def _locate(self, doc: Mapping[str, Any]) -> None:
         self._located[str(doc["event_id"])] = (str(doc["thread_id"]), int(doc["seq"]))
@@ -242,13 +252,17 @@ class MongoCheckpointStorage(LedgerOwner):
 
     # ------------------------------------------------------------------ reading
 
-    async def _deleted(self, checkpoint_ids: list[str]) -> set[str]:
-        # A deletion receipt is found by its own id (it is named after the checkpoint), so
-        # one query by primary key: no receipt refers to it, none need be looked for.
-        receipts = await storage_of(self.ledger).receipts.with_ids(
-            [self._receipt_id(c) for c in checkpoint_ids]
-        )
-        return {str(r.get("checkpoint_id")) for r in receipts if r.get("kind") == DELETED}
+    async def _withdrawn(self, doc: Mapping[str, Any]) -> bool:
+        """Return whether the record ``doc`` was withdrawn (marked, or named by an unmarked receipt)."""
+        if WITHDRAWN in doc:
+            return True
+        if self._unmarked is None:
+            # Receipts written by releases that did not mark the record: only those can
+            # withdraw an unmarked record, and no release writes them any more.
+            self._unmarked = await unmarked_receipts(
+                storage_of(self.ledger), self.binding.scope, DELETED, "checkpoint_id"
+            )
+        return doc.get("event_id") in self._unmarked
 
     def _receipt_id(self, checkpoint_id: str) -> str:
         return "checkpoint-deleted:" + self.binding.scope.thread_id_for(
@@ -266,7 +280,7 @@ class MongoCheckpointStorage(LedgerOwner):
         if not _usable_id(checkpoint_id):
             raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
         doc = await self._record(checkpoint_id)
-        if doc is None or await self._deleted([checkpoint_id]):
+        if doc is None or await self._withdrawn(doc):
             raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
         return self._records.decode(await self._records.payload(doc), f"checkpoint {checkpoint_id!r}")
 
@@ -290,16 +304,12 @@ class MongoCheckpointStorage(LedgerOwner):
             yield checkpoint
 
     async def _page(self, docs: list[dict[str, Any]]) -> list[WorkflowCheckpoint]:
-        if not docs:
-            return []
-        deleted = await self._deleted([str(d.get("event_id")) for d in docs])
+        out: list[WorkflowCheckpoint] = []
         for doc in docs:
             self._locate(doc)
-        return [
-            self._records.decode(await self._records.payload(d), f"event {d['_id']!r}")
-            for d in docs
-            if d.get("event_id") not in deleted
-        ]
+            if not await self._withdrawn(doc):
+                out.append(self._records.decode(await self._records.payload(doc), f"event {doc['_id']!r}"))
+        return out
 
     async def list_checkpoints(self, *, workflow_name: str) -> list[WorkflowCheckpoint]:
         """Return every checkpoint of the workflow, oldest first (by timestamp, then save order)."""
@@ -324,15 +334,24 @@ class MongoCheckpointStorage(LedgerOwner):
     async def delete(self, checkpoint_id: str) -> bool:
         """Withdraw a checkpoint; return ``False`` if none with this id is stored (or it was deleted already).
 
-        A ``checkpoint.deleted`` receipt is written; the checkpoint is never loaded or
-        listed again. Its record stays in the hash chain (later checkpoints chain
-        through it) until retention or erasure removes its run.
+        The record is marked withdrawn and a ``checkpoint.deleted`` receipt is written;
+        the checkpoint is never loaded or listed again. Its record stays in the hash chain
+        (later checkpoints chain through it) until retention or erasure removes its run.
+        A delete interrupted between the two writes has withdrawn the checkpoint already;
+        running it again writes the receipt and returns ``True``.
         """
         if not _usable_id(checkpoint_id):
             return False
-        doc = await scoped_event(storage_of(self.ledger), checkpoint_id, self.binding.scope)
+        doc = await self._record(checkpoint_id)
         if doc is None:
             return False
+        receipt_id = self._receipt_id(checkpoint_id)
+        if WITHDRAWN not in doc:
+            # First the mark, which every load sees; a concurrent delete may have marked
+            # it meanwhile (the receipt insert below decides which of the two reports it).
+            await storage_of(self.ledger).events.mark_withdrawn(
+                str(doc["thread_id"]), int(doc["seq"]), str(doc["hash"]), receipt_id
+            )
         from chatledger.admin.receipts import record  # admin sits beside the adapters
 
         try:
@@ -340,11 +359,12 @@ class MongoCheckpointStorage(LedgerOwner):
                 self.ledger,
                 DELETED,
                 self.deleted_by,
-                _id=self._receipt_id(checkpoint_id),
+                _id=receipt_id,
                 checkpoint_id=checkpoint_id,
                 thread_id=doc["thread_id"],
                 seq=doc["seq"],
                 hash=doc["hash"],
+                **{RECORD_MARKED: True},
                 **self.binding.scope.fields(),
             )
         except ConcurrencyError:

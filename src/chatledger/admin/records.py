@@ -17,7 +17,8 @@ unpickled here: an operator's view shows the checkpoint's plain fields and sizes
 
 A checkpoint withdrawn with ``MongoCheckpointStorage.delete`` keeps its record in the
 chain; its receipt (kind :data:`CHECKPOINT_DELETED`, naming the record's thread, seq
-and hash) is what :func:`withdrawn_checkpoints` finds along a run's line.
+and hash) and the mark on its record (``withdrawn``, naming the receipt) are what
+:func:`withdrawn_checkpoints` finds along a run's line.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from chatledger.errors import IntegrityError, InvalidInputError, UnknownThreadEr
 from chatledger.ledger import storage_of
 from chatledger.ledger.lineage import ancestry
 from chatledger.models import validate_thread_id
+from chatledger.storage.events import WITHDRAWN
 
 __all__ = [
     "CHECKPOINT_DELETED",
@@ -365,6 +367,9 @@ async def withdrawn_checkpoints(target: Any, thread_id: str, offset: int) -> dic
     :func:`checkpoints_of` counts them when handed the line's messages from the first).
     A receipt counts only when the record it names by thread, seq and hash is there on
     the line: one indexed read of the line's receipts, one ``_id`` read of their records.
+    A record marked withdrawn counts too, receipt or not (a delete interrupted before it
+    wrote the receipt has hidden the checkpoint from the storage already): one read of
+    the line's marked records.
 
     Args:
         target: A :class:`~chatledger.ledger.Ledger` or a database handle.
@@ -407,4 +412,11 @@ async def withdrawn_checkpoints(target: Any, thread_id: str, offset: int) -> dic
         out[first] = Withdrawal(
             str(receipt.get("_id")), at if isinstance(at, datetime) else None, by if type(by) is str else None
         )
+    async for doc in storage.events.withdrawn_in(list(segments)):
+        tid, seq, first = doc.get("thread_id"), doc.get("seq"), doc.get("first_message")
+        if type(tid) is not str or type(seq) is not int or type(first) is not int or tid not in segments:
+            continue
+        lo, hi = segments[tid]
+        if lo < seq <= hi and first not in out:
+            out[first] = Withdrawal(str(doc.get(WITHDRAWN)), None, None)
     return out

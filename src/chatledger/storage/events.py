@@ -43,6 +43,7 @@ __all__ = [
     "SEQ_INDEX",
     "SUMMARY",
     "SUMMARY_FIELDS",
+    "WITHDRAWN",
     "EventStore",
     "PositionTakenError",
     "chunks",
@@ -116,6 +117,12 @@ def event_key(thread_id: str, seq: int) -> str:
     return f"{thread_id}#{seq}"
 
 
+#: The one field ever added to a live event: a checkpoint record withdrawn by
+#: ``MongoCheckpointStorage.delete`` carries the id of its ``checkpoint.deleted`` receipt
+#: here, so a load sees the withdrawal in the one document it reads. It is outside the
+#: hash (the receipt is the audit record; this is its index), and a removal drops it.
+WITHDRAWN: Final = "withdrawn"
+
 #: The fields a removal strips from an event: all but ``_id``, ``thread_id``, ``seq`` and
 #: ``root_id`` (its position, so no stale writer can take it, and its lineage).
 HOLLOW_DROP: Final = (
@@ -133,6 +140,7 @@ HOLLOW_DROP: Final = (
     "thread_digest",
     # A summary's range and messages: erasure leaves no summary text behind either.
     "compaction",
+    WITHDRAWN,
 )
 
 
@@ -210,6 +218,26 @@ class EventStore(CollectionStore):
                 f"event {doc.get('_id')!r} is stored under a key that does not match its position"
             )
         return check_event(doc, fields=None if full else SUMMARY_FIELDS)
+
+    async def mark_withdrawn(self, thread_id: str, seq: int, event_hash: str, receipt_id: str) -> bool:
+        """Mark the live event at ``seq`` of ``thread_id`` withdrawn; return whether this call marked it.
+
+        Only the event with this hash, not removed and not marked before, is marked: the
+        first withdrawal's receipt id stays, and a hollowed or replaced event is left alone.
+        """
+        result = await self.gate.call(
+            "withdraw event",
+            self.collection.update_one(
+                {
+                    "_id": event_key(thread_id, seq),
+                    "hash": event_hash,
+                    "removed": {"$exists": False},
+                    WITHDRAWN: {"$exists": False},
+                },
+                {"$set": {WITHDRAWN: receipt_id}},
+            ),
+        )
+        return bool(result.modified_count)
 
     async def occupied(self, thread_id: str, seq: int) -> bool:
         """Return whether ``seq`` of ``thread_id`` holds anything (an event, a closing mark, a hollow).
@@ -382,6 +410,20 @@ class EventStore(CollectionStore):
         docs = await self.gate.call("read events", cursor_list(cursor))
         by_id = {str(d["_id"]): d for d in docs}
         return {(t, s): by_id[event_key(t, s)] for t, s in keys if event_key(t, s) in by_id}
+
+    async def withdrawn_in(self, thread_ids: Sequence[str]) -> AsyncIterator[dict[str, Any]]:
+        """Yield the live events of these threads marked :data:`WITHDRAWN`: position, first message, mark."""
+        ids = sorted(set(thread_ids))
+        projection = {"thread_id": 1, "seq": 1, "first_message": 1, WITHDRAWN: 1}
+        for start in range(0, len(ids), CHUNK):
+            query = {
+                "thread_id": {"$in": ids[start : start + CHUNK]},
+                WITHDRAWN: {"$exists": True},
+                "removed": {"$exists": False},
+            }
+            async with self.gate.translated("read events"):
+                async for doc in self.collection.find(query, projection).batch_size(BATCH_SIZE):
+                    yield doc
 
     async def stream(
         self, thread_id: str, *, after_seq: int | None = 0, projection: Mapping[str, Any] | None = None

@@ -17,7 +17,7 @@ import pytest
 from agent_framework import WorkflowCheckpoint, WorkflowCheckpointException
 from pymongo import monitoring
 
-from chatledger import MongoCheckpointStorage, StorageUnavailableError
+from chatledger import EventIdReusedError, MongoCheckpointStorage, StorageUnavailableError
 from chatledger.admin import export_jsonl, import_jsonl, run_erasure, verify
 from chatledger.admin.records import withdrawn_checkpoints
 from chatledger.storage.receipts import ReceiptStore
@@ -65,6 +65,17 @@ async def test_delete_marks_the_record_with_its_receipt_and_leaves_the_chain_int
     # A second delete keeps the first withdrawal's mark.
     assert await storage.delete(second) is False
     assert (await _record(database, second))["withdrawn"] == receipt["_id"]
+
+
+async def test_saving_a_deleted_checkpoint_again_is_refused_not_reported_saved(database: Any) -> None:
+    storage = MongoCheckpointStorage(database=database, user_id="alice")
+    checkpoint = _cp()
+    await storage.save(checkpoint)
+    await storage.delete(checkpoint.checkpoint_id)
+    for saver in (storage, MongoCheckpointStorage(database=database, user_id="alice")):
+        with pytest.raises(EventIdReusedError, match="was deleted"):
+            await saver.save(checkpoint)
+    assert await database["events"].count_documents({}) == 1
 
 
 async def test_a_withdrawal_recorded_by_an_older_release_still_hides_the_checkpoint(database: Any) -> None:

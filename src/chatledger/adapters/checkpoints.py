@@ -222,7 +222,8 @@ class MongoCheckpointStorage(LedgerOwner):
             WorkflowCheckpointException: the checkpoint cannot be encoded, or would not
                 load under this storage's allowed types.
             InvalidInputError: the checkpoint id or workflow name is not usable.
-            EventIdReusedError: a different checkpoint is already stored under this id.
+            EventIdReusedError: a different checkpoint is already stored under this id, or
+                the checkpoint stored under it was deleted.
         """
         if not isinstance(checkpoint, WorkflowCheckpoint):
             raise InvalidInputError(f"expected a WorkflowCheckpoint, got {type(checkpoint).__name__}")
@@ -237,6 +238,12 @@ class MongoCheckpointStorage(LedgerOwner):
         found = await scoped_events(storage_of(self.ledger), wanted, self.binding.scope)
         existing = found.get(checkpoint_id)
         if existing is not None:
+            if await self._withdrawn(existing):
+                # Returning its id would report a save that no load can see.
+                raise EventIdReusedError(
+                    f"checkpoint {checkpoint_id!r} was deleted, and a deleted checkpoint's id is not used "
+                    "again (save the state under a new checkpoint id)"
+                )
             if await self._records.digest_of(existing) == sha256(text):
                 return checkpoint_id
             raise EventIdReusedError(

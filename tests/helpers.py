@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from agent_framework import Content, Message
+from pymongo import monitoring
 
 
 def msg(text: str, role: str = "user") -> Message:
@@ -79,3 +84,36 @@ async def compact_prefix(binding: Any, at: Any, last_seq: int, summary: str | No
         summary=[msg(summary or f"summary through seq {last_seq}", "assistant")],
         strategy="test",
     )
+
+
+class Listener(monitoring.CommandListener):
+    """A PyMongo command listener that only looks at commands as they start (override ``started``)."""
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@asynccontextmanager
+async def monitored(backend: Any, listener: monitoring.CommandListener) -> AsyncIterator[Any]:
+    """Yield a fresh database on the real server of ``backend``, its commands sent to ``listener``.
+
+    Command monitoring is PyMongo's, so the test is skipped on other drivers (one run per
+    server suffices). The database is dropped and the client closed afterwards.
+    """
+    if backend.driver != "pymongo":
+        pytest.skip("command monitoring is PyMongo's; one run per server suffices")
+    from pymongo import AsyncMongoClient
+
+    client: Any = AsyncMongoClient(backend.uri, event_listeners=[listener], tz_aware=True)
+    database = client[f"t_{uuid.uuid4().hex[:12]}"]
+    try:
+        yield database
+    finally:
+        await client.drop_database(database.name)
+        await client.close()

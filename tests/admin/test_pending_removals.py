@@ -12,7 +12,6 @@ import io
 import uuid
 from typing import Any
 
-import pytest
 from bson import encode
 from pymongo import monitoring
 
@@ -20,6 +19,7 @@ from chatledger import Ledger
 from chatledger.admin import RetentionPolicy, export_jsonl, pending_removals, run_retention, verify
 from chatledger.admin.receipts import COMPLETED, REMOVAL, Receipts
 from tests.conftest import Backend
+from tests.helpers import Listener, monitored
 
 #: What a completed removal of a large lineage lists (never needed to find unfinished ones).
 _HEADS = [{"thread_id": f"t{n:04d}", "head_seq": n, "head_hash": "ab" * 32} for n in range(200)]
@@ -69,7 +69,7 @@ async def test_malformed_receipts_are_counted_not_crashed_on(database: Any) -> N
     assert out.getvalue()
 
 
-class _ReplyBytes(monitoring.CommandListener):
+class _ReplyBytes(Listener):
     """Sums the BSON size of the replies to reads of the audit collection."""
 
     def __init__(self) -> None:
@@ -87,19 +87,10 @@ class _ReplyBytes(monitoring.CommandListener):
         if event.request_id in self.reads:
             self.bytes += len(encode(event.reply))
 
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
 
 async def test_the_check_reads_ids_not_the_bodies_of_completed_removals(real_backend: Backend) -> None:
-    if real_backend.driver != "pymongo":
-        pytest.skip("command monitoring is PyMongo's; one run per server suffices")
-    from pymongo import AsyncMongoClient
-
     listener = _ReplyBytes()
-    client: Any = AsyncMongoClient(real_backend.uri, event_listeners=[listener], tz_aware=True)
-    database = client[f"t_{uuid.uuid4().hex[:12]}"]
-    try:
+    async with monitored(real_backend, listener) as database:
         ledger = Ledger(database)
         await _history(ledger, completed=40, pending=1)
         listener.bytes = 0
@@ -108,6 +99,3 @@ async def test_the_check_reads_ids_not_the_bodies_of_completed_removals(real_bac
         # whole was what grew the check with the audit trail. One unfinished body is read.
         body = len(encode(await database["audit"].find_one({"kind": REMOVAL})))
         assert listener.bytes < 3 * body, (listener.bytes, body)
-    finally:
-        await client.drop_database(database.name)
-        await client.close()

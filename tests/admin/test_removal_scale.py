@@ -23,6 +23,7 @@ from chatledger.admin.removal import execute
 from chatledger.ledger import storage_of
 from tests.admin.conftest import Clock, branch, talk
 from tests.conftest import Backend
+from tests.helpers import Listener
 
 POLICY = RetentionPolicy.from_mapping({"default": "30d"})
 
@@ -54,7 +55,7 @@ def _filters(command: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
     return [stages[0].get("$match") or {}]
 
 
-class _EventQueries(monitoring.CommandListener):
+class _EventQueries(Listener):
     """Counts, per collection, the commands that do not name their documents by ``_id``."""
 
     def __init__(self) -> None:
@@ -66,12 +67,6 @@ class _EventQueries(monitoring.CommandListener):
             collection = str(event.command.get(name))
             scans = sum(1 for q in _filters(event.command, name) if not _keyed(q, name))
             self.unkeyed[collection] = self.unkeyed.get(collection, 0) + scans
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
 
 async def _lineages(ledger: Ledger, prefix: str, n: int, turns: int) -> None:

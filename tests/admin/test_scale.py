@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -43,6 +42,7 @@ from chatledger.storage.tallies import EventTallies
 from chatledger.storage.threads import ThreadStore
 from tests.admin.conftest import Clock, branch, talk
 from tests.conftest import Backend
+from tests.helpers import Listener, monitored
 
 
 def ui(as_json: bool = False) -> tuple[Renderer, Callable[[], str]]:
@@ -325,7 +325,7 @@ async def test_a_whole_database_verify_shows_its_reading_then_its_walking(databa
 # ---------------------------------------------------------------------- real server, PyMongo
 
 
-class _Replies(monitoring.CommandListener):
+class _Replies(Listener):
     """Counts the documents each collection's find/getMore replies carried."""
 
     def __init__(self) -> None:
@@ -352,14 +352,8 @@ class _Replies(monitoring.CommandListener):
 
 
 async def test_threads_limit_on_the_wire(real_backend: Backend) -> None:
-    if real_backend.driver != "pymongo":
-        pytest.skip("command monitoring is PyMongo's; one run per server suffices")
-    from pymongo import AsyncMongoClient
-
     listener = _Replies()
-    client: Any = AsyncMongoClient(real_backend.uri, event_listeners=[listener], tz_aware=True)
-    database = client[f"t_{uuid.uuid4().hex[:12]}"]
-    try:
+    async with monitored(real_backend, listener) as database:
         ids = await _many(Ledger(database), 20)
         listener.documents.clear()
         listener.finds.clear()
@@ -371,9 +365,6 @@ async def test_threads_limit_on_the_wire(real_backend: Backend) -> None:
         assert listener.documents.get("threads") == 8 + 1
         assert listener.documents.get("events") == 8
         assert listener.finds.get("events") == 1
-    finally:
-        await client.drop_database(database.name)
-        await client.close()
 
 
 # ------------------------------------------------------------- verify and export stream

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from chatledger.ledger import storage_of
 from tests.admin.conftest import branch, talk
 from tests.admin.test_scale import _Replies
 from tests.conftest import Backend
+from tests.helpers import monitored
 
 
 async def _conversations(ledger: Ledger, n: int, *, start: int = 0) -> list[str]:
@@ -95,14 +95,8 @@ async def test_progress_counts_the_events_read(database: Any) -> None:
 async def test_one_query_on_the_events_whatever_the_number_of_threads(
     real_backend: Backend, operation: str
 ) -> None:
-    if real_backend.driver != "pymongo":
-        pytest.skip("command monitoring is PyMongo's; one run per server suffices")
-    from pymongo import AsyncMongoClient
-
     listener = _Replies()
-    client: Any = AsyncMongoClient(real_backend.uri, event_listeners=[listener], tz_aware=True)
-    database = client[f"t_{uuid.uuid4().hex[:12]}"]
-    try:
+    async with monitored(real_backend, listener) as database:
         ledger = Ledger(database)
         finds: list[int] = []
         for start, n in ((0, 3), (3, 9)):  # 6 threads, then 24
@@ -117,6 +111,3 @@ async def test_one_query_on_the_events_whatever_the_number_of_threads(
             finds.append(listener.finds.get("events", 0))
         # One ordered pass: as many queries on the events for 24 threads as for 6.
         assert finds[0] == finds[1] == 1, finds
-    finally:
-        await client.drop_database(database.name)
-        await client.close()

@@ -22,6 +22,7 @@ from chatledger.admin import export_jsonl, import_jsonl, run_erasure, verify
 from chatledger.admin.records import withdrawn_checkpoints
 from chatledger.storage.receipts import ReceiptStore
 from tests.conftest import Backend
+from tests.helpers import Listener, monitored
 
 WF = "withdrawn-workflow"
 
@@ -172,7 +173,7 @@ async def test_erasure_leaves_no_mark_and_export_import_keeps_the_withdrawal(
     assert (await verify(database)).ok
 
 
-class _Commands(monitoring.CommandListener):
+class _Commands(Listener):
     """Names the commands sent, collection by collection."""
 
     def __init__(self) -> None:
@@ -181,22 +182,10 @@ class _Commands(monitoring.CommandListener):
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.sent.append((event.command_name, event.command.get(event.command_name)))
 
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
 
 async def test_a_load_reads_one_document_and_a_listing_no_receipt(real_backend: Backend) -> None:
-    if real_backend.driver != "pymongo":
-        pytest.skip("command monitoring is PyMongo's; one run per server suffices")
-    from pymongo import AsyncMongoClient
-
     listener = _Commands()
-    client: Any = AsyncMongoClient(real_backend.uri, event_listeners=[listener], tz_aware=True)
-    database = client[f"t_{uuid.uuid4().hex[:12]}"]
-    try:
+    async with monitored(real_backend, listener) as database:
         storage = MongoCheckpointStorage(database=database)
         ids = await _run(storage, 3)
         await storage.delete(ids[1])
@@ -211,6 +200,3 @@ async def test_a_load_reads_one_document_and_a_listing_no_receipt(real_backend: 
         listener.sent.clear()
         assert await storage.list_checkpoint_ids(workflow_name=WF) == [ids[0], ids[2]]
         assert ("find", "audit") not in listener.sent
-    finally:
-        await client.drop_database(database.name)
-        await client.close()

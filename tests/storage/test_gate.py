@@ -45,7 +45,7 @@ from chatledger.admin.catalog import activity, load_forest
 from chatledger.admin.receipts import pending_removals
 from chatledger.ledger import storage_of
 from tests.conftest import Backend
-from tests.helpers import msg, texts
+from tests.helpers import Listener, msg, texts
 
 
 def _closed_port() -> int:
@@ -120,18 +120,12 @@ async def test_every_operation_against_a_dead_server_raises_a_chatledger_error(
         await close_client(handle)
 
 
-class _Commands(monitoring.CommandListener):
+class _Commands(Listener):
     def __init__(self) -> None:
         self.events: list[monitoring.CommandStartedEvent] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.events.append(event)
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
 
     def named(self, *names: str) -> list[dict[str, Any]]:
         return [dict(e.command) for e in self.events if e.command_name in names]

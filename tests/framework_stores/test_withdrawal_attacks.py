@@ -72,7 +72,9 @@ async def test_a_withdrawal_imported_onto_the_run_already_there_hides_the_checkp
         await database.client.drop_database(copy.name)
 
 
-async def test_an_export_read_while_a_delete_ran_still_withdraws_on_import(database: Any, tmp_path: Path) -> None:
+async def test_an_export_read_while_a_delete_ran_still_withdraws_on_import(
+    database: Any, tmp_path: Path
+) -> None:
     storage = MongoCheckpointStorage(database=database, user_id="alice")
     first, second = await _run(storage, 2)
     assert await storage.delete(second) is True
@@ -130,7 +132,9 @@ async def test_no_scope_can_mark_or_hide_another_scopes_checkpoint(database: Any
     assert await MongoCheckpointStorage(database=database, user_id="alice").load(mine) is not None
 
 
-async def test_a_delete_under_legal_hold_withdraws_as_before_and_the_hold_keeps_the_mark(database: Any) -> None:
+async def test_a_delete_under_legal_hold_withdraws_as_before_and_the_hold_keeps_the_mark(
+    database: Any,
+) -> None:
     storage = MongoCheckpointStorage(database=database, user_id="alice")
     first, second = await _run(storage, 2)
     run = (await _record(database, second))["thread_id"]

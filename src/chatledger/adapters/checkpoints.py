@@ -353,12 +353,11 @@ class MongoCheckpointStorage(LedgerOwner):
         if doc is None:
             return False
         receipt_id = self._receipt_id(checkpoint_id)
-        if WITHDRAWN not in doc:
-            # First the mark, which every load sees; a concurrent delete may have marked
-            # it meanwhile (the receipt insert below decides which of the two reports it).
-            await storage_of(self.ledger).events.mark_withdrawn(
-                str(doc["thread_id"]), int(doc["seq"]), str(doc["hash"]), receipt_id
-            )
+        # First the mark, which every load sees; a concurrent delete may have marked it
+        # meanwhile (the receipt insert below decides which of the two reports it).
+        marked = WITHDRAWN in doc or await storage_of(self.ledger).events.mark_withdrawn(
+            str(doc["thread_id"]), int(doc["seq"]), str(doc["hash"]), receipt_id
+        )
         from chatledger.admin.receipts import record  # admin sits beside the adapters
 
         try:
@@ -371,9 +370,16 @@ class MongoCheckpointStorage(LedgerOwner):
                 thread_id=doc["thread_id"],
                 seq=doc["seq"],
                 hash=doc["hash"],
-                **{RECORD_MARKED: True},
+                # Only a receipt whose record bears the mark says so: one that does not
+                # (its record stored off its key, or marked by a racing delete) is read
+                # as an older release's receipt is.
+                **({RECORD_MARKED: True} if marked else {}),
                 **self.binding.scope.fields(),
             )
         except ConcurrencyError:
-            return False  # its receipt exists: deleted before
-        return True
+            deleted = False  # its receipt exists: deleted before
+        else:
+            deleted = True
+        if not marked and self._unmarked is not None:
+            self._unmarked.add(checkpoint_id)
+        return deleted

@@ -30,6 +30,7 @@ from chatledger.admin.catalog import (
     family_chunks,
 )
 from chatledger.admin.receipts import COMPLETED, HOLD_SET, REMOVAL, operator_identity, record
+from chatledger.admin.records import CHECKPOINT_DELETED
 from chatledger.admin.verify import chain_problem, is_tombstone, shape_problem
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
 from chatledger.hashing import GENESIS_HASH
@@ -38,6 +39,7 @@ from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord, utc_now_ms, valid
 from chatledger.storage import Storage
 from chatledger.storage.documents import HOLD_FIELDS, holds_of, record_problem
 from chatledger.storage.encoding import dump_extended_json, load_extended_json, storable_size
+from chatledger.storage.events import WITHDRAWN
 from chatledger.storage.filters import ThreadView
 from chatledger.storage.keys import KeyStore
 from chatledger.storage.keys import is_tombstone as is_key_tombstone
@@ -597,6 +599,8 @@ class _Writer:
         self.thread_ids: list[str] = []
         #: Roots of the trees this import wrote threads into (to find others' branches on undo).
         self.roots: set[str] = set()
+        #: Withdrawal marks (thread, seq, hash, receipt id) of records the database held already.
+        self.marks: list[tuple[str, int, str, str]] = []
 
     async def events(self, docs: list[dict[str, Any]]) -> None:
         if not docs:
@@ -612,6 +616,10 @@ class _Writer:
             if found is None or found.get("hash") != doc["hash"]:
                 raise IntegrityError(
                     f"thread {doc['thread_id']!r} already holds a different event at seq {doc['seq']}"
+                )
+            if WITHDRAWN in doc:
+                self.marks.append(
+                    (str(doc["thread_id"]), int(doc["seq"]), str(doc["hash"]), str(doc[WITHDRAWN]))
                 )
         self.summary.events_present += len(clashed)
 
@@ -763,6 +771,17 @@ async def import_jsonl(
             imported=True,
             file=str(path),
         )
+    # A checkpoint load sees a withdrawal only as the mark on its record: marked before
+    # the receipts are restored (as a delete marks before its receipt), also where the
+    # record was here already, or the file's receipt sits beside an unmarked record (an
+    # export that read the record before a delete marked it, the receipt after).
+    for kind, doc in audit:
+        if kind == "receipt" and doc.get("kind") == CHECKPOINT_DELETED:
+            named = doc.get("thread_id"), doc.get("seq"), doc.get("hash")
+            if type(named[0]) is str and type(named[1]) is int and type(named[2]) is str:
+                writer.marks.append((named[0], named[1], named[2], str(doc["_id"])))
+    for thread, seq, event_hash, mark in writer.marks:
+        await storage.events.mark_withdrawn(thread, seq, event_hash, mark)
     # After the threads (whose import undoes itself on failure): receipts and tombstones
     # are append-only records, each written once; a re-run skips those already there.
     for kind, doc in audit:

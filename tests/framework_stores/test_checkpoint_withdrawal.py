@@ -58,7 +58,6 @@ async def test_delete_marks_the_record_with_its_receipt_and_leaves_the_chain_int
     after = await _record(database, second)
     receipt = await database["audit"].find_one({"kind": "checkpoint.deleted"})
     assert after["withdrawn"] == receipt["_id"]
-    assert receipt["record_marked"] is True
     assert {k: v for k, v in after.items() if k != "withdrawn"} == before
     assert (await verify(database)).ok
     assert await _gone(storage, second)
@@ -79,23 +78,21 @@ async def test_saving_a_deleted_checkpoint_again_is_refused_not_reported_saved(d
     assert await database["events"].count_documents({}) == 1
 
 
-async def test_a_withdrawal_recorded_by_an_older_release_still_hides_the_checkpoint(database: Any) -> None:
+async def test_a_receipt_without_its_mark_is_completed_by_deleting_again(database: Any) -> None:
     storage = MongoCheckpointStorage(database=database, user_id="alice")
-    first, second, _ = await _run(storage)
+    first, second, third = await _run(storage)
     assert await storage.delete(second) is True
-    # What a release before the mark left: the receipt alone, without record_marked.
+    # What the code before the mark (never released) left: the receipt alone. The
+    # operators' view lists the withdrawal; deleting again marks the record.
     await database["events"].update_one({"event_id": second}, {"$unset": {"withdrawn": ""}})
-    await database["audit"].update_one({"kind": "checkpoint.deleted"}, {"$unset": {"record_marked": ""}})
+    record = await _record(database, second)
+    withdrawn = await withdrawn_checkpoints(database, record["thread_id"], record["seq"])
+    assert len(withdrawn) == 1
     fresh = MongoCheckpointStorage(database=database, user_id="alice")
-    assert await fresh.load(first) == await storage.load(first)  # the receipts are read once, then kept
-    assert await _gone(fresh, second)
-    # Deleting it again reports it deleted before, and marks the record on the way.
     assert await fresh.delete(second) is False
     assert "withdrawn" in await _record(database, second)
-    # An older receipt of another scope hides nothing here.
-    bob = MongoCheckpointStorage(database=database, user_id="bob")
-    (bobs,) = await _run(bob, 1)
-    assert await bob.load(bobs) is not None
+    assert await _gone(fresh, second)
+    assert await fresh.list_checkpoint_ids(workflow_name=WF) == [first, third]
 
 
 async def test_a_delete_killed_between_its_writes_hides_the_checkpoint_and_a_rerun_records_it(
@@ -189,7 +186,6 @@ async def test_a_load_reads_one_document_and_a_listing_no_receipt(real_backend: 
         storage = MongoCheckpointStorage(database=database)
         ids = await _run(storage, 3)
         await storage.delete(ids[1])
-        await storage.load(ids[0])  # the first load reads older releases' withdrawals, once
         listener.sent.clear()
         assert (await storage.load(ids[2])).checkpoint_id == ids[2]
         assert listener.sent == [("find", "events")]

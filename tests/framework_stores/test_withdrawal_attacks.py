@@ -1,9 +1,9 @@
 """Attacks on a checkpoint's withdrawal (the mark on its record, then its receipt).
 
-A load sees a withdrawal only in the record it reads, so every way a receipt that says
-``record_marked`` can exist beside an unmarked record brings a deleted checkpoint back:
-an import onto a run the database holds already, an export read while a delete ran, a
-mark that missed its record. And a few that held: scopes, legal holds.
+A load sees a withdrawal only in the record it reads, so every way a withdrawal's receipt
+can exist beside an unmarked record would bring a deleted checkpoint back: an import onto
+a run the database holds already, an export read while a delete ran, a mark that missed
+its record. And a few that held: scopes, legal holds.
 """
 
 from __future__ import annotations
@@ -14,35 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_framework import WorkflowCheckpoint, WorkflowCheckpointException
+from agent_framework import WorkflowCheckpoint
 
 from chatledger import MongoCheckpointStorage
 from chatledger.admin import export_jsonl, import_jsonl, release_hold, run_erasure, set_hold, verify
-
-WF = "attacked-workflow"
-
-
-def _cp(previous: str | None = None) -> WorkflowCheckpoint:
-    return WorkflowCheckpoint(workflow_name=WF, graph_signature_hash="h", previous_checkpoint_id=previous)
-
-
-async def _run(storage: MongoCheckpointStorage, length: int = 3) -> list[str]:
-    ids: list[str] = []
-    for _ in range(length):
-        ids.append(await storage.save(_cp(ids[-1] if ids else None)))
-    return ids
-
-
-async def _record(database: Any, checkpoint_id: str) -> dict[str, Any]:
-    doc = await database["events"].find_one({"event_id": checkpoint_id})
-    assert doc is not None
-    return dict(doc)
-
-
-async def _gone(storage: MongoCheckpointStorage, checkpoint_id: str) -> bool:
-    with pytest.raises(WorkflowCheckpointException):
-        await storage.load(checkpoint_id)
-    return checkpoint_id not in await storage.list_checkpoint_ids(workflow_name=WF)
+from tests.framework_stores.test_checkpoint_withdrawal import WF, _gone, _record, _run
 
 
 async def _export(database: Any, path: Path, *, audit: bool) -> Path:

@@ -24,8 +24,7 @@ field, outside the hash, naming the receipt), then an audit receipt
 while its record stays in the chain (the chain of the checkpoints after it must still
 verify). The mark comes first, so a delete killed half-way already hides the checkpoint
 and a re-run writes the receipt; the mark lets a load see the withdrawal in the one
-document it reads. Withdrawals recorded before records were marked (their receipts lack
-``record_marked``) are read once per storage. Its content is removed with its run by
+document it reads. Its content is removed with its run by
 retention or erasure, through the removal protocol.
 """
 
@@ -59,13 +58,11 @@ from chatledger.errors import (
 from chatledger.ledger import Position, storage_of
 from chatledger.storage.events import WITHDRAWN
 from chatledger.storage.framework import (
-    RECORD_MARKED,
     events_of_threads,
     metadata_values,
     scoped_event,
     scoped_events,
     threads_with_metadata,
-    unmarked_receipts,
 )
 
 __all__ = ["CHECKPOINT_ROLE", "CHUNK_CHARS", "CHUNK_ID_PREFIX", "DELETED", "MongoCheckpointStorage"]
@@ -177,8 +174,6 @@ class MongoCheckpointStorage(LedgerOwner):
         # listed or loaded: a record never moves, so a later load reads it by primary key
         # (the event_id query is a scan on some engines).
         self._located: OrderedDict[str, tuple[str, int]] = OrderedDict()
-        # The checkpoint ids withdrawn before records were marked, read on first need.
-        self._unmarked: set[str] | None = None
 
     def _locate(self, doc: Mapping[str, Any]) -> None:
         self._located[str(doc["event_id"])] = (str(doc["thread_id"]), int(doc["seq"]))
@@ -238,7 +233,7 @@ class MongoCheckpointStorage(LedgerOwner):
         found = await scoped_events(storage_of(self.ledger), wanted, self.binding.scope)
         existing = found.get(checkpoint_id)
         if existing is not None:
-            if await self._withdrawn(existing):
+            if self._withdrawn(existing):
                 # Returning its id would report a save that no load can see.
                 raise EventIdReusedError(
                     f"checkpoint {checkpoint_id!r} was deleted, and a deleted checkpoint's id is not used "
@@ -259,17 +254,10 @@ class MongoCheckpointStorage(LedgerOwner):
 
     # ------------------------------------------------------------------ reading
 
-    async def _withdrawn(self, doc: Mapping[str, Any]) -> bool:
-        """Return whether the record ``doc`` was withdrawn (marked, or named by an unmarked receipt)."""
-        if WITHDRAWN in doc:
-            return True
-        if self._unmarked is None:
-            # Receipts written by releases that did not mark the record: only those can
-            # withdraw an unmarked record, and no release writes them any more.
-            self._unmarked = await unmarked_receipts(
-                storage_of(self.ledger), self.binding.scope, DELETED, "checkpoint_id"
-            )
-        return doc.get("event_id") in self._unmarked
+    @staticmethod
+    def _withdrawn(doc: Mapping[str, Any]) -> bool:
+        """Return whether the record ``doc`` was withdrawn (``delete`` marks it before its receipt)."""
+        return WITHDRAWN in doc
 
     def _receipt_id(self, checkpoint_id: str) -> str:
         return "checkpoint-deleted:" + self.binding.scope.thread_id_for(
@@ -287,7 +275,7 @@ class MongoCheckpointStorage(LedgerOwner):
         if not _usable_id(checkpoint_id):
             raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
         doc = await self._record(checkpoint_id)
-        if doc is None or await self._withdrawn(doc):
+        if doc is None or self._withdrawn(doc):
             raise WorkflowCheckpointException(f"No checkpoint found with ID {checkpoint_id}")
         return self._records.decode(await self._records.payload(doc), f"checkpoint {checkpoint_id!r}")
 
@@ -314,7 +302,7 @@ class MongoCheckpointStorage(LedgerOwner):
         out: list[WorkflowCheckpoint] = []
         for doc in docs:
             self._locate(doc)
-            if not await self._withdrawn(doc):
+            if not self._withdrawn(doc):
                 out.append(self._records.decode(await self._records.payload(doc), f"event {doc['_id']!r}"))
         return out
 
@@ -355,9 +343,11 @@ class MongoCheckpointStorage(LedgerOwner):
         receipt_id = self._receipt_id(checkpoint_id)
         # First the mark, which every load sees; a concurrent delete may have marked it
         # meanwhile (the receipt insert below decides which of the two reports it).
-        marked = WITHDRAWN in doc or await storage_of(self.ledger).events.mark_withdrawn(
-            str(doc["thread_id"]), int(doc["seq"]), str(doc["hash"]), receipt_id
-        )
+        if WITHDRAWN not in doc:
+            # First the mark, which every load sees, by the key the record is stored under
+            # (what a load finds, the mark must reach). A concurrent delete may have marked
+            # it meanwhile: the receipt insert below decides which of the two reports it.
+            await storage_of(self.ledger).events.mark_withdrawn(str(doc["_id"]), str(doc["hash"]), receipt_id)
         from chatledger.admin.receipts import record  # admin sits beside the adapters
 
         try:
@@ -370,16 +360,8 @@ class MongoCheckpointStorage(LedgerOwner):
                 thread_id=doc["thread_id"],
                 seq=doc["seq"],
                 hash=doc["hash"],
-                # Only a receipt whose record bears the mark says so: one that does not
-                # (its record stored off its key, or marked by a racing delete) is read
-                # as an older release's receipt is.
-                **({RECORD_MARKED: True} if marked else {}),
                 **self.binding.scope.fields(),
             )
         except ConcurrencyError:
-            deleted = False  # its receipt exists: deleted before
-        else:
-            deleted = True
-        if not marked and self._unmarked is not None:
-            self._unmarked.add(checkpoint_id)
-        return deleted
+            return False  # its receipt exists: deleted before
+        return True

@@ -39,7 +39,7 @@ from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord, utc_now_ms, valid
 from chatledger.storage import Storage
 from chatledger.storage.documents import HOLD_FIELDS, holds_of, record_problem
 from chatledger.storage.encoding import dump_extended_json, load_extended_json, storable_size
-from chatledger.storage.events import WITHDRAWN
+from chatledger.storage.events import WITHDRAWN, event_key
 from chatledger.storage.filters import ThreadView
 from chatledger.storage.keys import KeyStore
 from chatledger.storage.keys import is_tombstone as is_key_tombstone
@@ -694,7 +694,9 @@ async def import_jsonl(
             the ledger's database); ``None``: they are not restored.
 
     Audit receipts and key tombstones in the file (an export made with ``audit=True``) are
-    restored after the threads, each unless the very same one is there already.
+    restored after the threads, each unless the very same one is there already. Before them,
+    the workflow checkpoints the file withdraws (a record's mark, a ``checkpoint.deleted``
+    receipt) are marked withdrawn, on records the database held already too.
 
     Raises:
         InvalidInputError: the file is not a complete, intact export, names threads that
@@ -781,7 +783,7 @@ async def import_jsonl(
             if type(named[0]) is str and type(named[1]) is int and type(named[2]) is str:
                 writer.marks.append((named[0], named[1], named[2], str(doc["_id"])))
     for thread, seq, event_hash, mark in writer.marks:
-        await storage.events.mark_withdrawn(thread, seq, event_hash, mark)
+        await storage.events.mark_withdrawn(event_key(thread, seq), event_hash, mark)
     # After the threads (whose import undoes itself on failure): receipts and tombstones
     # are append-only records, each written once; a re-run skips those already there.
     for kind, doc in audit:

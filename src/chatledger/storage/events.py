@@ -219,8 +219,8 @@ class EventStore(CollectionStore):
             )
         return check_event(doc, fields=None if full else SUMMARY_FIELDS)
 
-    async def mark_withdrawn(self, thread_id: str, seq: int, event_hash: str, receipt_id: str) -> bool:
-        """Mark the live event at ``seq`` of ``thread_id`` withdrawn; return whether this call marked it.
+    async def mark_withdrawn(self, key: str, event_hash: str, receipt_id: str) -> bool:
+        """Mark the live event stored under ``key`` (its ``_id``) withdrawn; return whether this call did.
 
         Only the event with this hash, not removed and not marked before, is marked: the
         first withdrawal's receipt id stays, and a hollowed or replaced event is left alone.
@@ -229,7 +229,7 @@ class EventStore(CollectionStore):
             "withdraw event",
             self.collection.update_one(
                 {
-                    "_id": event_key(thread_id, seq),
+                    "_id": key,
                     "hash": event_hash,
                     "removed": {"$exists": False},
                     WITHDRAWN: {"$exists": False},

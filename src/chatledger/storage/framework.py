@@ -21,18 +21,13 @@ from chatledger.storage.driver import cursor_list
 from chatledger.storage.events import CHUNK
 
 __all__ = [
-    "RECORD_MARKED",
     "events_of_threads",
     "metadata_values",
     "scoped_event",
     "scoped_events",
     "threads_with_metadata",
-    "unmarked_receipts",
 ]
 
-#: Receipt field saying the record a withdrawal names carries its mark (``events.WITHDRAWN``);
-#: receipts written before records were marked lack it.
-RECORD_MARKED: Final = "record_marked"
 
 #: Records per reply batch: a checkpoint event may hold up to a few MiB, and FerretDB
 #: refuses replies over 48 MB.
@@ -77,23 +72,6 @@ async def scoped_events(
 
 def _written_order(doc: dict[str, Any]) -> tuple[bool, Any, Any]:
     return (doc.get("created_at") is None, doc.get("created_at"), doc["_id"])
-
-
-async def unmarked_receipts(storage: Storage, scope: Scope, kind: str, field: str) -> set[str]:
-    """Return ``field`` of the receipts of ``kind`` in ``scope`` written without :data:`RECORD_MARKED`.
-
-    One query over the audit collection (a scan where no index serves it): a store runs it
-    once, for the withdrawals recorded before their records were marked.
-    """
-    query = {"kind": kind, RECORD_MARKED: {"$exists": False}, **_scope_query(scope)}
-    cursor = storage.receipts.collection.find(query, {field: 1})
-    found: set[str] = set()
-    async with storage.gate.translated("read receipts"):
-        async for doc in cursor:
-            value = doc.get(field)
-            if type(value) is str:
-                found.add(value)
-    return found
 
 
 async def threads_with_metadata(storage: Storage, scope: Scope, key: str, value: str) -> list[str]:

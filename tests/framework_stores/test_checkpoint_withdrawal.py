@@ -82,15 +82,20 @@ async def test_a_receipt_without_its_mark_is_completed_by_deleting_again(databas
     storage = MongoCheckpointStorage(database=database, user_id="alice")
     first, second, third = await _run(storage)
     assert await storage.delete(second) is True
-    # What the code before the mark (never released) left: the receipt alone. The
-    # operators' view lists the withdrawal; deleting again marks the record.
+    # What the code before the mark (never released) left, or a database writer who took
+    # the mark off: the receipt alone. The operators' view lists the withdrawal, verify
+    # names the record that loads again; deleting again marks it.
     await database["events"].update_one({"event_id": second}, {"$unset": {"withdrawn": ""}})
     record = await _record(database, second)
     withdrawn = await withdrawn_checkpoints(database, record["thread_id"], record["seq"])
     assert len(withdrawn) == 1
+    report = await verify(database)
+    assert [(p.seq, p.event_id) for p in report.problems] == [(record["seq"], second)]
+    assert "carries no withdrawal mark" in report.problems[0].reason
     fresh = MongoCheckpointStorage(database=database, user_id="alice")
     assert await fresh.delete(second) is False
     assert "withdrawn" in await _record(database, second)
+    assert (await verify(database)).ok
     assert await _gone(fresh, second)
     assert await fresh.list_checkpoint_ids(workflow_name=WF) == [first, third]
 
@@ -144,6 +149,8 @@ async def test_a_forged_mark_of_any_shape_hides_the_record_without_crashing(data
     record = await _record(database, second)
     withdrawn = await withdrawn_checkpoints(database, record["thread_id"], record["seq"])
     assert [w.receipt_id for w in withdrawn.values()] == [str({"x": [1]})]
+    report = await verify(database)
+    assert ["not a receipt id" in p.reason for p in report.problems] == [True]
 
 
 async def test_erasure_leaves_no_mark_and_export_import_keeps_the_withdrawal(

@@ -19,6 +19,7 @@ from chatledger.models import utc_now_ms
 from chatledger.storage.receipts import ReceiptStore
 
 __all__ = [
+    "CHECKPOINT_DELETED",
     "COMPLETED",
     "HOLD_RELEASED",
     "HOLD_SET",
@@ -34,6 +35,8 @@ REMOVAL: Final = "removal"
 COMPLETED: Final = "removal.completed"
 HOLD_SET: Final = "hold.set"
 HOLD_RELEASED: Final = "hold.released"
+#: Receipt kind of a checkpoint withdrawn with ``MongoCheckpointStorage.delete``.
+CHECKPOINT_DELETED: Final = "checkpoint.deleted"
 
 
 def operator_identity() -> str:

@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from chatledger.admin.catalog import ThreadSummary, as_ledger
+from chatledger.admin.receipts import CHECKPOINT_DELETED
 from chatledger.admin.verify import is_tombstone
 from chatledger.errors import IntegrityError, InvalidInputError, UnknownThreadError
 from chatledger.ledger import storage_of
@@ -70,8 +71,6 @@ SESSION_ROLE: Final = "chatledger.session"
 CHECKPOINT_ROLE: Final = "chatledger.checkpoint"
 #: The role of a chunk of a large checkpoint.
 CHUNK_ROLE: Final = "chatledger.checkpoint-chunk"
-#: Receipt kind of a checkpoint withdrawn with ``MongoCheckpointStorage.delete``.
-CHECKPOINT_DELETED: Final = "checkpoint.deleted"
 #: Thread metadata naming a session store's session.
 SESSION_KEY: Final = "session_id"
 #: Thread metadata naming a workflow run's workflow.

@@ -65,7 +65,7 @@ from chatledger.admin.catalog import (
     family_chunks,
     list_threads,
 )
-from chatledger.admin.receipts import COMPLETED, REMOVAL, pending_removals
+from chatledger.admin.receipts import CHECKPOINT_DELETED, COMPLETED, REMOVAL, pending_removals
 from chatledger.codec import decode_message
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError, UnknownThreadError
 from chatledger.hashing import BINARY_FIELD, GENESIS_HASH, HASHED_FIELDS_BY_VERSION, event_hash
@@ -74,7 +74,7 @@ from chatledger.models import DEFAULT_SOURCE_ID, ThreadRecord
 from chatledger.sealing.sealer import is_sealed, sealed_problem
 from chatledger.storage import Storage
 from chatledger.storage.documents import record_problem
-from chatledger.storage.events import EventStore
+from chatledger.storage.events import WITHDRAWN, EventStore
 from chatledger.storage.spool import EventSpool
 from chatledger.storage.threads import ThreadStore
 
@@ -626,11 +626,22 @@ class _Verifier:
         self.report = VerifyReport()
         self.structure = _Structure(self.threads, self.events)
         self.summaries = _Summaries(self.structure)
+        #: (thread, seq) -> hash of the checkpoint records deletion receipts withdraw (read once).
+        self.withdrawals: dict[tuple[str, int], str] | None = None
 
     async def begin(self, forest: Forest) -> None:
         """Start a chunk of trees: only its documents and caches are held (bounded memory)."""
         self.summaries.seen = {}
         await self.structure.begin(forest)
+        if self.withdrawals is None:
+            # One query for the whole run (a query per chunk of trees is a scan of the
+            # audit trail each on engines without its index); few fields per receipt.
+            self.withdrawals = {}
+            receipts = await self.receipts.of_kind(CHECKPOINT_DELETED, fields=("thread_id", "seq", "hash"))
+            for receipt in receipts:
+                tid, seq, named = receipt.get("thread_id"), receipt.get("seq"), receipt.get("hash")
+                if type(tid) is str and type(seq) is int and type(named) is str:
+                    self.withdrawals[tid, seq] = named
         if self.spool is not None:
             for tid in forest.docs:
                 self.spool.mark_seen(tid)
@@ -658,6 +669,22 @@ class _Verifier:
             seq=_int_or_none(event.get("seq")),
             event_id=_str_or_none(event.get("event_id")),
         )
+
+    def _withdrawal_problem(self, tid: str, event: Mapping[str, Any]) -> str | None:
+        """Return why a checkpoint record's withdrawal mark disagrees with its receipt, or ``None``.
+
+        A load sees a withdrawal only as the mark on the record: a record its receipt
+        withdraws but that carries no mark loads again.
+        """
+        if WITHDRAWN in event:
+            mark = event[WITHDRAWN]
+            return None if type(mark) is str else f"its withdrawal mark is {mark!r}, not a receipt id"
+        if self.withdrawals and self.withdrawals.get((tid, event["seq"])) == event["hash"]:
+            return (
+                "a checkpoint.deleted receipt withdraws this checkpoint record, but the record carries no "
+                "withdrawal mark, so the checkpoint loads again (delete the checkpoint again to mark it)"
+            )
+        return None
 
     async def _stored(self, thread_id: str) -> AsyncIterator[dict[str, Any]]:
         """Yield every stored document of a thread in ``seq`` order (from the spool if there is one)."""
@@ -694,6 +721,9 @@ class _Verifier:
             why = shape_problem(event, tid)
             if why is None:
                 self.structure.saw(tid, event)
+                withdrawal = self._withdrawal_problem(tid, event)
+                if withdrawal is not None:
+                    self.report.problems.append(self._problem(tid, event, withdrawal))
             if why is None and not broken:
                 why = chain_problem(event, seq, message, prev, record)
                 if why is None and "compaction" in event:

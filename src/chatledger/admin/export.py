@@ -31,7 +31,7 @@ from chatledger.admin.catalog import (
 )
 from chatledger.admin.receipts import COMPLETED, HOLD_SET, REMOVAL, operator_identity, record
 from chatledger.admin.records import CHECKPOINT_DELETED
-from chatledger.admin.verify import chain_problem, is_tombstone, shape_problem
+from chatledger.admin.verify import chain_problem, is_tombstone, shape_problem, withdrawal_mark_problem
 from chatledger.errors import ChatLedgerError, IntegrityError, InvalidInputError
 from chatledger.hashing import GENESIS_HASH
 from chatledger.ledger import MAX_EVENT_BYTES, Ledger, storage_of
@@ -470,6 +470,7 @@ def _check_file(path: Path, plan: _Plan) -> None:
                 or shape_problem(doc, current.id)
                 or chain_problem(doc, seq, message, prev, current)
                 or _scope_problem(doc, current)
+                or withdrawal_mark_problem(doc)
                 or _size_problem(doc)
             )
             if why is not None:
@@ -777,10 +778,18 @@ async def import_jsonl(
     # the receipts are restored (as a delete marks before its receipt), also where the
     # record was here already, or the file's receipt sits beside an unmarked record (an
     # export that read the record before a delete marked it, the receipt after).
+    # Only records of the file's own threads: a receipt naming another thread's record
+    # (another scope's) is restored as the audit record it is, and withdraws nothing the
+    # file does not carry (verify names such a record, its checkpoint still loading).
     for kind, doc in audit:
         if kind == "receipt" and doc.get("kind") == CHECKPOINT_DELETED:
             named = doc.get("thread_id"), doc.get("seq"), doc.get("hash")
-            if type(named[0]) is str and type(named[1]) is int and type(named[2]) is str:
+            if (
+                type(named[0]) is str
+                and named[0] in plan.threads
+                and type(named[1]) is int
+                and type(named[2]) is str
+            ):
                 writer.marks.append((named[0], named[1], named[2], str(doc["_id"])))
     for thread, seq, event_hash, mark in writer.marks:
         await storage.events.mark_withdrawn(event_key(thread, seq), event_hash, mark)

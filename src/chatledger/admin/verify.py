@@ -249,6 +249,17 @@ def shape_problem(event: Mapping[str, Any], thread_id: str) -> str | None:
     return sealed_messages_problem(messages)
 
 
+def withdrawal_mark_problem(event: Mapping[str, Any]) -> str | None:
+    """Return why an event's withdrawal mark (``withdrawn``, if any) is malformed, or ``None``.
+
+    The mark a checkpoint's ``delete`` sets names its receipt: a string. It is outside
+    the hash, so nothing else vouches for it.
+    """
+    if WITHDRAWN not in event or type(event[WITHDRAWN]) is str:
+        return None
+    return f"its withdrawal mark is {_shown(event[WITHDRAWN])}, not a receipt id"
+
+
 def sealed_messages_problem(messages: list[Any]) -> str | None:
     """Return why an event's sealed messages are malformed (no key needed), or ``None``.
 
@@ -626,22 +637,30 @@ class _Verifier:
         self.report = VerifyReport()
         self.structure = _Structure(self.threads, self.events)
         self.summaries = _Summaries(self.structure)
-        #: (thread, seq) -> hash of the checkpoint records deletion receipts withdraw (read once).
-        self.withdrawals: dict[tuple[str, int], str] | None = None
+        #: (thread, seq, hash) of the checkpoint records deletion receipts withdraw.
+        self.withdrawals: set[tuple[str, int, str]] = set()
+
+    async def read_withdrawals(self) -> None:
+        """Read what every deletion receipt withdraws: once, before any event is read.
+
+        A delete marks its record before it writes its receipt, so each receipt read
+        here has its mark in the events read after; events read first (a whole run's
+        pass) would miss the mark of a delete that ran meanwhile, its receipt not.
+        """
+        # One query for the whole run (a query per chunk of trees is a scan of the audit
+        # trail each on engines without its index); few fields per receipt. Every
+        # (thread, seq, hash) named, not one hash per position: a second receipt naming
+        # the same place (forged, or of another ledger) must not hide the first.
+        receipts = await self.receipts.of_kind(CHECKPOINT_DELETED, fields=("thread_id", "seq", "hash"))
+        for receipt in receipts:
+            tid, seq, named = receipt.get("thread_id"), receipt.get("seq"), receipt.get("hash")
+            if type(tid) is str and type(seq) is int and type(named) is str:
+                self.withdrawals.add((tid, seq, named))
 
     async def begin(self, forest: Forest) -> None:
         """Start a chunk of trees: only its documents and caches are held (bounded memory)."""
         self.summaries.seen = {}
         await self.structure.begin(forest)
-        if self.withdrawals is None:
-            # One query for the whole run (a query per chunk of trees is a scan of the
-            # audit trail each on engines without its index); few fields per receipt.
-            self.withdrawals = {}
-            receipts = await self.receipts.of_kind(CHECKPOINT_DELETED, fields=("thread_id", "seq", "hash"))
-            for receipt in receipts:
-                tid, seq, named = receipt.get("thread_id"), receipt.get("seq"), receipt.get("hash")
-                if type(tid) is str and type(seq) is int and type(named) is str:
-                    self.withdrawals[tid, seq] = named
         if self.spool is not None:
             for tid in forest.docs:
                 self.spool.mark_seen(tid)
@@ -677,9 +696,8 @@ class _Verifier:
         withdraws but that carries no mark loads again.
         """
         if WITHDRAWN in event:
-            mark = event[WITHDRAWN]
-            return None if type(mark) is str else f"its withdrawal mark is {mark!r}, not a receipt id"
-        if self.withdrawals and self.withdrawals.get((tid, event["seq"])) == event["hash"]:
+            return withdrawal_mark_problem(event)
+        if (tid, event["seq"], event["hash"]) in self.withdrawals:
             return (
                 "a checkpoint.deleted receipt withdraws this checkpoint record, but the record carries no "
                 "withdrawal mark, so the checkpoint loads again (delete the checkpoint again to mark it)"
@@ -914,14 +932,14 @@ async def verify(
     ledger = as_ledger(target)
     storage = storage_of(ledger)
     scoped = thread_id is not None or tenant_id is not None
-    spool = None if scoped else await storage.tallies.spool(on_progress)
+    verifier = _Verifier(storage)
+    await verifier.read_withdrawals()  # before the events (see read_withdrawals)
+    verifier.spool = None if scoped else await storage.tallies.spool(on_progress)
     try:
-        return await _verify(
-            ledger, _Verifier(storage, spool), thread_id, tenant_id, checked, on_thread, chunk
-        )
+        return await _verify(ledger, verifier, thread_id, tenant_id, checked, on_thread, chunk)
     finally:
-        if spool is not None:
-            spool.close()
+        if verifier.spool is not None:
+            verifier.spool.close()
 
 
 async def _verify(

@@ -120,6 +120,10 @@ async def test_a_forged_receipt_at_the_same_position_does_not_hide_the_real_ones
     report = await verify(database)
     assert [p.event_id for p in report.problems] == [second]
     assert (await verify(database, thread_id=record["thread_id"])).to_dict() == report.to_dict()
+    # The operator is told which receipt: it may be the wrong one (forged, or another
+    # ledger's restored with an audit trail), and then deleting again is not the answer.
+    assert receipt["_id"] in report.problems[0].reason
+    assert "checkpoint-deleted:other" not in report.problems[0].reason
 
 
 async def test_a_wrong_mark_is_named_in_a_short_line(database: Any) -> None:

@@ -637,8 +637,8 @@ class _Verifier:
         self.report = VerifyReport()
         self.structure = _Structure(self.threads, self.events)
         self.summaries = _Summaries(self.structure)
-        #: (thread, seq, hash) of the checkpoint records deletion receipts withdraw.
-        self.withdrawals: set[tuple[str, int, str]] = set()
+        #: (thread, seq, hash) of each checkpoint record a deletion receipt withdraws -> the receipt's id.
+        self.withdrawals: dict[tuple[str, int, str], str] = {}
 
     async def read_withdrawals(self) -> None:
         """Read what every deletion receipt withdraws: once, before any event is read.
@@ -655,7 +655,7 @@ class _Verifier:
         for receipt in receipts:
             tid, seq, named = receipt.get("thread_id"), receipt.get("seq"), receipt.get("hash")
             if type(tid) is str and type(seq) is int and type(named) is str:
-                self.withdrawals.add((tid, seq, named))
+                self.withdrawals.setdefault((tid, seq, named), _shown(receipt.get("_id")))
 
     async def begin(self, forest: Forest) -> None:
         """Start a chunk of trees: only its documents and caches are held (bounded memory)."""
@@ -697,10 +697,14 @@ class _Verifier:
         """
         if WITHDRAWN in event:
             return withdrawal_mark_problem(event)
-        if (tid, event["seq"], event["hash"]) in self.withdrawals:
+        receipt = self.withdrawals.get((tid, event["seq"], event["hash"]))
+        if receipt is not None:
+            # The receipt is named: it may be the wrong one (forged, or another ledger's
+            # restored with its audit trail), and then deleting again is not the answer.
             return (
-                "a checkpoint.deleted receipt withdraws this checkpoint record, but the record carries no "
-                "withdrawal mark, so the checkpoint loads again (delete the checkpoint again to mark it)"
+                f"checkpoint.deleted receipt {receipt} withdraws this checkpoint record, but the record "
+                "carries no withdrawal mark, so the checkpoint loads again (if the receipt is right, "
+                "delete the checkpoint again to mark it)"
             )
         return None
 

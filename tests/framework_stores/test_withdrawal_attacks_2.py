@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_framework import WorkflowCheckpoint
 
 from chatledger import MongoCheckpointStorage
-from chatledger.admin import export_jsonl, import_jsonl, verify
+from chatledger.admin import export_jsonl, import_jsonl, run_erasure, verify
 from chatledger.errors import InvalidInputError
 from chatledger.storage.tallies import EventTallies
 from tests.framework_stores.test_checkpoint_withdrawal import WF, _gone, _record, _run
@@ -175,3 +176,30 @@ async def test_a_delete_while_a_whole_verify_read_the_events_is_no_problem(
     report = await verify(database)
     assert report.ok, report.problems
     assert await _gone(storage, second)
+
+
+async def test_a_checkpoint_saved_again_after_its_run_was_erased_is_deleted_with_a_receipt(
+    database: Any,
+) -> None:
+    storage = MongoCheckpointStorage(database=database, user_id="alice")
+    _, second = await _run(storage, 2)
+    assert await storage.delete(second) is True
+    # Retention or erasure removes the run; the deletion's receipt stays (the audit trail).
+    await run_erasure(database, user_id="alice", apply=True)
+    # The id is free again (nothing of the run is left): saved, it starts a run of its own.
+    again = WorkflowCheckpoint(workflow_name=WF, graph_signature_hash="h", checkpoint_id=second)
+    assert await storage.save(again) == second
+    assert (await storage.load(second)).checkpoint_id == second
+    # Deleting it is a deletion like any other: reported, and on record with its own receipt.
+    assert await storage.delete(second) is True
+    assert await _gone(storage, second)
+    record = await _record(database, second)
+    receipt = await database["audit"].find_one({"_id": record["withdrawn"]})
+    assert (receipt["thread_id"], receipt["seq"], receipt["hash"]) == (
+        record["thread_id"],
+        record["seq"],
+        record["hash"],
+    )
+    assert await database["audit"].count_documents({"kind": "checkpoint.deleted"}) == 2
+    assert await storage.delete(second) is False
+    assert (await verify(database)).ok

@@ -259,9 +259,12 @@ class MongoCheckpointStorage(LedgerOwner):
         """Return whether the record ``doc`` was withdrawn (``delete`` marks it before its receipt)."""
         return WITHDRAWN in doc
 
-    def _receipt_id(self, checkpoint_id: str) -> str:
+    def _receipt_id(self, checkpoint_id: str, record: Mapping[str, Any]) -> str:
+        # Named after the record, not the checkpoint id alone: once retention has removed a
+        # withdrawn checkpoint's run, the id may be saved again, and deleting that record
+        # is a deletion of its own (the first receipt stays, naming the record it withdrew).
         return "checkpoint-deleted:" + self.binding.scope.thread_id_for(
-            json.dumps(["deleted", checkpoint_id])
+            json.dumps(["deleted", checkpoint_id, record["thread_id"], record["seq"]])
         )
 
     async def load(self, checkpoint_id: str) -> WorkflowCheckpoint:
@@ -340,9 +343,7 @@ class MongoCheckpointStorage(LedgerOwner):
         doc = await self._record(checkpoint_id)
         if doc is None:
             return False
-        receipt_id = self._receipt_id(checkpoint_id)
-        # First the mark, which every load sees; a concurrent delete may have marked it
-        # meanwhile (the receipt insert below decides which of the two reports it).
+        receipt_id = self._receipt_id(checkpoint_id, doc)
         if WITHDRAWN not in doc:
             # First the mark, which every load sees, by the key the record is stored under
             # (what a load finds, the mark must reach). A concurrent delete may have marked

@@ -21,6 +21,7 @@ from agent_framework import WorkflowCheckpoint
 from chatledger import MongoCheckpointStorage
 from chatledger.admin import export_jsonl, import_jsonl, run_erasure, verify
 from chatledger.errors import InvalidInputError
+from chatledger.storage.receipts import ReceiptStore
 from chatledger.storage.tallies import EventTallies
 from tests.framework_stores.test_checkpoint_withdrawal import WF, _gone, _record, _run
 
@@ -203,3 +204,46 @@ async def test_a_checkpoint_saved_again_after_its_run_was_erased_is_deleted_with
     assert await database["audit"].count_documents({"kind": "checkpoint.deleted"}) == 2
     assert await storage.delete(second) is False
     assert (await verify(database)).ok
+
+
+async def test_a_mark_copied_onto_another_record_is_named_by_verify(database: Any) -> None:
+    storage = MongoCheckpointStorage(database=database, user_id="alice")
+    first, second = await _run(storage, 2)
+    assert await storage.delete(second) is True
+    # The mark is outside the hash: a database writer copies a real one onto another
+    # record, hiding that checkpoint. (One naming no receipt cannot be told from a copy
+    # made without the audit trail, where every mark names none: that one verify allows.)
+    await database["events"].update_one(
+        {"event_id": first}, {"$set": {"withdrawn": (await _record(database, second))["withdrawn"]}}
+    )
+    assert await _gone(storage, first)
+    report = await verify(database)
+    assert [p.event_id for p in report.problems] == [first]
+    assert "withdraws another record" in report.problems[0].reason
+    thread = (await _record(database, first))["thread_id"]
+    assert (await verify(database, thread_id=thread)).to_dict() == report.to_dict()
+
+
+async def test_a_delete_between_verify_reading_receipts_and_events_is_no_problem(
+    database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = MongoCheckpointStorage(database=database, user_id="alice")
+    _, second = await _run(storage, 2)
+    thread = (await _record(database, second))["thread_id"]
+    real_of_kind = ReceiptStore.of_kind
+    deleted: list[bool] = []
+
+    async def then_a_delete(self: ReceiptStore, kind: str, **options: Any) -> Any:
+        found = await real_of_kind(self, kind, **options)
+        if kind == "checkpoint.deleted" and not deleted:
+            deleted.append(await storage.delete(second))  # its mark is in the events read next
+        return found
+
+    monkeypatch.setattr(ReceiptStore, "of_kind", then_a_delete)
+    for scope in ({}, {"thread_id": thread}):
+        deleted.clear()
+        await database["events"].update_one({"event_id": second}, {"$unset": {"withdrawn": ""}})
+        await database["audit"].delete_many({"kind": "checkpoint.deleted"})
+        report = await verify(database, **scope)
+        assert deleted == [True]
+        assert report.ok, report.problems

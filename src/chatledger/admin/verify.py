@@ -639,6 +639,8 @@ class _Verifier:
         self.summaries = _Summaries(self.structure)
         #: (thread, seq, hash) of each checkpoint record a deletion receipt withdraws -> the receipt's id.
         self.withdrawals: dict[tuple[str, int, str], str] = {}
+        #: Deletion receipt id -> the (thread, seq, hash) it withdraws.
+        self.receipted: dict[str, tuple[str, int, str]] = {}
 
     async def read_withdrawals(self) -> None:
         """Read what every deletion receipt withdraws: once, before any event is read.
@@ -656,6 +658,8 @@ class _Verifier:
             tid, seq, named = receipt.get("thread_id"), receipt.get("seq"), receipt.get("hash")
             if type(tid) is str and type(seq) is int and type(named) is str:
                 self.withdrawals.setdefault((tid, seq, named), _shown(receipt.get("_id")))
+                if type(receipt.get("_id")) is str:
+                    self.receipted[receipt["_id"]] = (tid, seq, named)
 
     async def begin(self, forest: Forest) -> None:
         """Start a chunk of trees: only its documents and caches are held (bounded memory)."""
@@ -696,7 +700,17 @@ class _Verifier:
         withdraws but that carries no mark loads again.
         """
         if WITHDRAWN in event:
-            return withdrawal_mark_problem(event)
+            why = withdrawal_mark_problem(event)
+            named = None if why is not None else self.receipted.get(event[WITHDRAWN])
+            if named is not None and named != (tid, event["seq"], event["hash"]):
+                # A delete's mark names its own record's receipt. (A mark naming no receipt
+                # is what a copy made without the audit trail holds, or a delete running
+                # now: not a problem, though a mark set by hand looks the same.)
+                why = (
+                    f"its withdrawal mark names receipt {_shown(event[WITHDRAWN])}, which withdraws "
+                    "another record (the mark was copied by hand)"
+                )
+            return why
         receipt = self.withdrawals.get((tid, event["seq"], event["hash"]))
         if receipt is not None:
             # The receipt is named: it may be the wrong one (forged, or another ledger's

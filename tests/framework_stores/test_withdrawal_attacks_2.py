@@ -1,12 +1,14 @@
-"""Second round of attacks on a checkpoint's withdrawal: verify's rule, import's marking.
+"""Second round of attacks on a checkpoint's withdrawal: verify's rule, import's marking, delete.
 
 An import file is checked before its first write and changes only what it carries: a
 receipt in it that names a record of another thread (another scope's, by thread, seq
 and hash) must not withdraw that checkpoint. A record's mark in a file is judged as
-verify judges it once stored. Verify's rule reads every deletion receipt once: one
-forged receipt must not hide a real one's finding, a wrong mark is named briefly, and a
-delete running while a whole run read the events is no problem (the receipts are read
-first). One that held: receipts of any shape leave verify standing.
+verify judges it once stored. Verify reads the deletion receipts once, before the
+events (a delete running meanwhile is no problem): one forged receipt must not hide a
+real one's finding, the receipt is named, a wrong mark is named briefly, a real mark
+copied onto another record is found. A checkpoint saved again after its withdrawn run
+was removed is deleted with a receipt of its own. One that held: receipts of any shape
+leave verify standing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from agent_framework import WorkflowCheckpoint
 
 from chatledger import MongoCheckpointStorage
 from chatledger.admin import export_jsonl, import_jsonl, run_erasure, verify
+from chatledger.admin.catalog import ThreadFilter
 from chatledger.errors import InvalidInputError
 from chatledger.storage.receipts import ReceiptStore
 from chatledger.storage.tallies import EventTallies
@@ -27,8 +30,6 @@ from tests.framework_stores.test_checkpoint_withdrawal import WF, _gone, _record
 
 
 async def _export(database: Any, path: Path, **filters: str) -> Path:
-    from chatledger.admin.catalog import ThreadFilter
-
     with path.open("w") as out:
         await export_jsonl(database, out, ThreadFilter(**filters) if filters else None, audit=True)
     return path

@@ -20,14 +20,7 @@ from chatledger.storage.documents import check_event
 from chatledger.storage.driver import cursor_list
 from chatledger.storage.events import CHUNK
 
-__all__ = [
-    "events_of_threads",
-    "metadata_values",
-    "scoped_event",
-    "scoped_events",
-    "threads_with_metadata",
-]
-
+__all__ = ["events_of_threads", "metadata_values", "scoped_event", "scoped_events", "threads_with_metadata"]
 
 #: Records per reply batch: a checkpoint event may hold up to a few MiB, and FerretDB
 #: refuses replies over 48 MB.

@@ -112,14 +112,6 @@ class ReceiptStore(CollectionStore):
                     referred.add(doc.get("receipt_id"))
         return referred
 
-    async def with_ids(self, receipt_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """Return the receipts with these ids (one query by primary key; none that refer to them)."""
-        ids = [str(i) for i in receipt_ids]
-        if not ids:
-            return []
-        query = {"_id": ids[0] if len(ids) == 1 else {"$in": ids}}
-        return await self.gate.call("read receipts", cursor_list(self.collection.find(query)))
-
     async def for_ids(self, receipt_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Return the receipts with these ids and the receipts that refer to them."""
         ids = [str(i) for i in receipt_ids]

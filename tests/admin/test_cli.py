@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +321,39 @@ def chatledger(
 def chatledger_process(*args: str, **options: Any) -> subprocess.CompletedProcess[str]:
     """Run the real ``python -m chatledger`` process (see :func:`chatledger`)."""
     return chatledger(*args, process=True, **options)
+
+
+async def interrupted(
+    *args: str,
+    uri: str,
+    database: str,
+    when: Callable[[], Awaitable[bool]],
+    signum: int,
+    poll: float = 0.01,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``python -m chatledger`` and send it ``signum`` once ``when()`` holds.
+
+    What an operator's Ctrl-C (SIGINT) or a ``timeout``/service stop (SIGTERM) does to a
+    command under way. The process is killed if it outlives the test (60 s at most).
+    """
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
+    argv = [sys.executable, "-m", "chatledger", *args, "--mongodb-uri", uri, "--database", database]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=REPO, env=clean, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(60):
+            while not await when():
+                assert proc.returncode is None, await proc.communicate()
+                await asyncio.sleep(poll)
+            proc.send_signal(signum)
+            stdout, stderr = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout.decode(), stderr.decode())
 
 
 def _process(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

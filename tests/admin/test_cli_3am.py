@@ -11,7 +11,6 @@ import io
 import json
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from chatledger.cli.render import Renderer, counted
 from chatledger.cli.run import exit_code
 from chatledger.errors import ChatLedgerError, InvalidInputError, UnknownThreadError
 from tests.admin.conftest import branch, talk
-from tests.admin.test_cli import REPO, chatledger
+from tests.admin.test_cli import chatledger, interrupted
 
 
 def ui(*, as_json: bool = False) -> tuple[Renderer, Callable[[], str], Callable[[], str]]:
@@ -182,26 +181,25 @@ async def test_sigterm_during_export_leaves_the_old_file_and_no_fragment(
         await asyncio.gather(*(talk(ledger, f"t{n:03}", 3) for n in range(start, start + 30)))
     backup = tmp_path / "backup.jsonl"
     backup.write_text("the old backup\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
-    argv = [sys.executable, "-m", "chatledger", "export", "-o", str(backup), "--force"]
-    argv += ["--mongodb-uri", real_backend.uri, "--database", database.name]
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+
+    async def under_way() -> bool:
+        return any(_partial_with_data(tmp_path))
+
+    # `timeout 1h chatledger export ...` sends SIGTERM once the export is under way.
+    uri, name = real_backend.uri, database.name
+    done = await interrupted(
+        "export",
+        "-o",
+        str(backup),
+        "--force",
+        uri=uri,
+        database=name,
+        when=under_way,
+        signum=signal.SIGTERM,
+        poll=0.005,  # the export must still be running when the signal goes
     )
-    try:
-        async with asyncio.timeout(60):
-            # `timeout 1h chatledger export ...` sends SIGTERM once the export is under way.
-            while not any(_partial_with_data(tmp_path)):
-                assert proc.returncode is None, await proc.communicate()
-                await asyncio.sleep(0.005)
-            proc.send_signal(signal.SIGTERM)
-            _, stderr = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    err = stderr.decode()
-    assert proc.returncode == 143, err
+    err = done.stderr
+    assert done.returncode == 143, err
     assert err.strip() == "error: terminated (SIGTERM)"
     assert backup.read_text() == "the old backup\n"
     assert os.listdir(tmp_path) == ["backup.jsonl"]  # no fragment left

@@ -31,7 +31,7 @@ from chatledger.errors import ChatLedgerError, InvalidInputError
 from chatledger.sealing import KeyStore
 from chatledger.sealing.sealer import subject_mark
 from tests.admin.conftest import talk
-from tests.admin.test_cli import REPO, chatledger
+from tests.admin.test_cli import REPO, chatledger, interrupted
 from tests.admin.test_cli_sealed import sealer_on
 from tests.helpers import raw_docs
 
@@ -345,25 +345,23 @@ async def test_ctrl_c_during_erase_says_what_was_done_and_the_rerun_finishes(
     lineages = 40
     for n in range(lineages):
         await talk(ledger, f"d{n:02}", 1, user_id="dora")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATLEDGER_")}
-    argv = [sys.executable, "-m", "chatledger", "erase", "--user", "dora", "--apply"]
-    argv += ["--mongodb-uri", real_backend.uri, "--database", database.name]
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+
+    async def two_removals_started() -> bool:
+        return await database["audit"].count_documents({"kind": "removal"}) >= 2
+
+    uri, name = real_backend.uri, database.name
+    done = await interrupted(
+        "erase",
+        "--user",
+        "dora",
+        "--apply",
+        uri=uri,
+        database=name,
+        when=two_removals_started,
+        signum=signal.SIGINT,
     )
-    try:
-        async with asyncio.timeout(60):
-            while await database["audit"].count_documents({"kind": "removal"}) < 2:
-                assert proc.returncode is None, await proc.communicate()
-                await asyncio.sleep(0.02)
-            proc.send_signal(signal.SIGINT)
-            stdout, stderr = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    out, err = stdout.decode(), stderr.decode()
-    assert proc.returncode == 130, (out, err)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 130, (out, err)
     assert "Traceback" not in err
     assert "erase interrupted:" in err
     assert "lineages removed" in err
